@@ -1,0 +1,212 @@
+"""Drives the unmodified braintrust Python SDK against a Holdfast server.
+
+Environment: BRAINTRUST_API_KEY, BRAINTRUST_APP_URL (as `holdfast serve` prints them).
+Each check reads data back through the REST API and compares it field by field. Exits
+non-zero on the first mismatch; prints one `ok: ...` line per passed check.
+"""
+
+import io
+import os
+import re
+import sys
+import contextlib
+
+import requests
+import braintrust
+from braintrust import Eval, init_dataset, init_logger, load_prompt, traced, Attachment
+from autoevals import Levenshtein
+
+URL = os.environ["BRAINTRUST_APP_URL"]
+KEY = os.environ["BRAINTRUST_API_KEY"]
+HDR = {"Authorization": f"Bearer {KEY}"}
+PROJECT = os.environ.get("HF_PROJECT", "compat-py")
+
+
+def api(method, path, **kw):
+    r = requests.request(method, URL + path, headers=HDR, timeout=30, **kw)
+    if r.status_code != 200:
+        raise AssertionError(f"{method} {path} -> {r.status_code} {r.text}")
+    return r.json()
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def ok(what):
+    print(f"ok: {what}", flush=True)
+
+
+def project_id():
+    return api("POST", "/v1/project", json={"name": PROJECT})["id"]
+
+
+def logs(pid):
+    return api("POST", f"/v1/project_logs/{pid}/fetch", json={"limit": 1000})["events"]
+
+
+def test_logger():
+    logger = init_logger(project=PROJECT)
+
+    @traced
+    def add(a, b):
+        braintrust.current_span().log(metadata={"op": "add"}, scores={"ok": 1})
+        return a + b
+
+    @traced
+    def outer(x):
+        return add(x, 22)
+
+    result = outer(20)
+    check(result == 42, "traced function result")
+    span = logger.start_span(name="manual", input={"q": "hello"})
+    span.log(output={"a": "world"}, metadata={"stage": 1}, tags=["t1"])
+    span.end()
+    span_id = span.id
+    logger.flush()
+    logger.log_feedback(id=span_id, scores={"helpful": 0.5}, comment="nice answer", metadata={"by": "qa"})
+    logger.update_span(id=span_id, metadata={"stage": 2}, tags=["t2"])
+    logger.flush()
+
+    pid = project_id()
+    rows = logs(pid)
+    by_name = {r.get("span_attributes", {}).get("name"): r for r in rows if r.get("span_attributes")}
+    o, a, m = by_name["outer"], by_name["add"], by_name["manual"]
+    check(o["input"] == {"x": 20} and o["output"] == 42, f"outer input/output {o}")
+    check(o["is_root"] is True and not o.get("span_parents"), "outer is root")
+    check(a["span_parents"] == [o["span_id"]] and a["root_span_id"] == o["root_span_id"], "add is outer's child")
+    check(a["input"] == {"a": 20, "b": 22} and a["output"] == 42, f"add input/output {a}")
+    check(a["metadata"] == {"op": "add"} and a["scores"] == {"ok": 1}, "add metadata and scores")
+    check("end" in a["metrics"] and "start" in a["metrics"], "span metrics start/end merged")
+    check(m["output"] == {"a": "world"} and m["scores"] == {"helpful": 0.5}, f"feedback score merged {m}")
+    check(m["metadata"] == {"stage": 2, "by": "qa"} or m["metadata"].get("stage") == 2, f"update_span merged {m['metadata']}")
+    check(set(m["tags"]) == {"t1", "t2"}, f"tags merged as a set {m['tags']}")
+    comments = [r for r in rows if r.get("comment")]
+    check(any(c["comment"] == {"text": "nice answer"} and c["origin"]["id"] == m["id"] for c in comments), "comment row")
+    check(all(len(r["_xact_id"]) == 19 for r in rows), "19-digit xact ids")
+    ok("init_logger with nested traced spans, feedback and span updates read back")
+
+
+SUMMARY_RE = re.compile(r"(\d+\.\d+)% (?:\([^)]*\) )?'(\w+)'\s+score")
+
+
+def run_eval(name, data, scores):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        res = Eval(PROJECT, experiment_name=name, data=data, task=lambda input: input.upper(), scores=scores)
+    text = out.getvalue()
+    sys.stdout.write(text)
+    printed = {m.group(2): float(m.group(1)) for m in SUMMARY_RE.finditer(text)}
+    return res, printed
+
+
+def lev(a, b):
+    return Levenshtein()(output=a, expected=b).score
+
+
+def exact(input, output, expected):
+    return 1.0 if output == expected else 0.0
+
+
+def test_eval_inline():
+    data = [
+        {"input": "abc", "expected": "ABC"},
+        {"input": "hello", "expected": "HELLX"},
+        {"input": "x", "expected": "Y"},
+    ]
+    res, printed = run_eval("inline-exp", data, [Levenshtein, exact])
+    exp_lev = sum(lev(d["input"].upper(), d["expected"]) for d in data) / len(data)
+    exp_exact = sum(1.0 if d["input"].upper() == d["expected"] else 0.0 for d in data) / len(data)
+    check(abs(printed["Levenshtein"] - round(exp_lev * 100, 2)) < 0.006, f"Levenshtein {printed} vs {exp_lev}")
+    check(abs(printed["exact"] - round(exp_exact * 100, 2)) < 0.006, f"exact {printed} vs {exp_exact}")
+    exp_id = res.summary.experiment_id if hasattr(res.summary, "experiment_id") else None
+    ok(f"Eval over inline data printed Levenshtein {printed['Levenshtein']}% and exact {printed['exact']}%")
+    return exp_id
+
+
+def test_dataset():
+    ds = init_dataset(project=PROJECT, name="ds-compat")
+    ids = [ds.insert(input={"q": f"q{i}"}, expected=f"A{i}", metadata={"i": i}, tags=["seed"]) for i in range(3)]
+    ds.flush()
+    version_before = ds.version if hasattr(ds, "version") else None
+    v1 = max(r["_xact_id"] for r in ds.fetch())
+    ds.update(id=ids[0], metadata={"i": 0, "updated": True})
+    ds.delete(ids[2])
+    ds.flush()
+    ds2 = init_dataset(project=PROJECT, name="ds-compat")
+    rows = {r["id"]: r for r in ds2.fetch()}
+    check(set(rows) == {ids[0], ids[1]}, f"live rows after delete {list(rows)}")
+    check(rows[ids[0]]["metadata"] == {"i": 0, "updated": True}, "update merged")
+    check(rows[ids[1]]["expected"] == "A1" and rows[ids[1]]["input"] == {"q": "q1"}, "fetch fields")
+    old = init_dataset(project=PROJECT, name="ds-compat", version=v1)
+    old_rows = {r["id"]: r for r in old.fetch()}
+    check(set(old_rows) == set(ids), f"pinned version sees all three {list(old_rows)}")
+    check(old_rows[ids[0]]["metadata"] == {"i": 0}, "pinned version sees the old metadata")
+    summary = ds2.summarize()
+    check(summary.data_summary.total_records == 2, f"dataset summary {summary}")
+    ok("dataset insert, update, delete, fetch and fetch pinned to an earlier version")
+    return ds2
+
+
+def test_eval_dataset():
+    ds = init_dataset(project=PROJECT, name="ds-eval")
+    rows = [("alpha", "ALPHA"), ("beta", "BETX"), ("gamma", "GAMMA!")]
+    for i, e in rows:
+        ds.insert(input=i, expected=e)
+    ds.flush()
+    res, printed = run_eval("dataset-exp", init_dataset(project=PROJECT, name="ds-eval"), [Levenshtein, exact])
+    exp_lev = sum(lev(i.upper(), e) for i, e in rows) / len(rows)
+    exp_exact = sum(1.0 if i.upper() == e else 0.0 for i, e in rows) / len(rows)
+    check(abs(printed["Levenshtein"] - round(exp_lev * 100, 2)) < 0.006, f"Levenshtein {printed} vs {exp_lev}")
+    check(abs(printed["exact"] - round(exp_exact * 100, 2)) < 0.006, f"exact {printed} vs {exp_exact}")
+    ok(f"Eval over a dataset with two scorers printed Levenshtein {printed['Levenshtein']}%, exact {printed['exact']}%")
+
+
+def test_prompt():
+    pid = project_id()
+    api("PUT", "/v1/prompt", json={
+        "project_id": pid, "name": "Greeter", "slug": "greeter", "description": "says hi",
+        "prompt_data": {"prompt": {"type": "chat", "messages": [
+            {"role": "system", "content": "You are friendly."},
+            {"role": "user", "content": "Say hello to {{name}} from {{city}}."}]},
+            "options": {"model": "gpt-4o-mini", "params": {"temperature": 0.2}}},
+    })
+    built = load_prompt(project=PROJECT, slug="greeter").build(name="Ada", city="London")
+    check(built["model"] == "gpt-4o-mini" and built["temperature"] == 0.2, f"built options {built}")
+    check(built["messages"][1]["content"] == "Say hello to Ada from London.", f"rendered {built['messages']}")
+    ok("load_prompt(...).build(...) renders the stored prompt")
+
+
+def test_attachment_and_overflow():
+    logger = init_logger(project=PROJECT)
+    payload = os.urandom(2048) + b"holdfast-attachment"
+    logger.log(input={"file": Attachment(data=payload, filename="blob.bin", content_type="application/octet-stream")}, output="stored")
+    big = "x" * 300_000
+    logger.log(input={"big": big}, output="big row")
+    logger.flush()
+    rows = logs(project_id())
+    att_row = next(r for r in rows if r.get("output") == "stored")
+    ref = att_row["input"]["file"]
+    check(ref["type"] == "braintrust_attachment", f"attachment reference {ref}")
+    meta = api("GET", "/attachment", params={"key": ref["key"], "filename": ref["filename"], "content_type": ref["content_type"]})
+    check(meta["status"]["upload_status"] == "done", f"attachment status {meta}")
+    got = requests.get(meta["downloadUrl"], timeout=30)
+    check(got.status_code == 200 and got.content == payload, "attachment bytes round trip")
+    big_row = next(r for r in rows if r.get("output") == "big row")
+    check(big_row["input"]["big"] == big, "overflowed row stored whole")
+    ok("attachment upload/download and an overflowing batch round trip")
+
+
+def main():
+    test_logger()
+    test_eval_inline()
+    test_dataset()
+    test_eval_dataset()
+    test_prompt()
+    test_attachment_and_overflow()
+    print("python sdk flows: all passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+//! Holdfast's pure domain core: identifiers, transaction ids, row merge semantics, the
+//! experiment summary rules and the authorization decision. Nothing here does IO or awaits.
+
+pub mod authz;
+pub mod clock;
+pub mod merge;
+pub mod object;
+pub mod summary;
+pub mod xact;

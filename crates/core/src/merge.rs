@@ -1,0 +1,316 @@
+//! Row write semantics of the SDK protocol, applied to one row at a time:
+//!
+//! * replace (default): the incoming row becomes the row. `created` is kept from the stored
+//!   version when the incoming row has none.
+//! * merge (`_is_merge: true`): objects merge recursively into the stored row; any other
+//!   value, arrays included, replaces; top-level `tags` is merged as a set (stored order
+//!   first, then new tags). `_merge_paths` lists paths at which the merge stops and the
+//!   incoming value replaces. The stored `created` always wins. A merge onto a row that does
+//!   not exist is an insert.
+//! * `_array_delete: [{path, delete}]` removes the listed values from the array at `path`.
+//! * delete (`_object_delete: true`): the row is hidden from reads; history keeps it.
+//!
+//! Control fields (`_is_merge`, `_merge_paths`, `_array_delete`, `_object_delete`,
+//! `_xact_id`) are stripped before storing; the store stamps `_xact_id` on read.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("field `{0}` has the wrong type: {1}")]
+    WrongType(&'static str, &'static str),
+    #[error("row must be a JSON object")]
+    NotAnObject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Replace,
+    Merge,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowControl {
+    pub kind: WriteKind,
+    merge_paths: Vec<Vec<String>>,
+    array_delete: Vec<(Vec<String>, Vec<Value>)>,
+}
+
+fn string_path(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Removes and validates the control fields of an incoming row.
+pub fn take_control(row: &mut Map<String, Value>) -> Result<RowControl, RowError> {
+    let flag = |row: &mut Map<String, Value>, name: &'static str| match row.remove(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(RowError::WrongType(name, "expected a boolean")),
+    };
+    let is_merge = flag(row, "_is_merge")?;
+    let is_delete = flag(row, "_object_delete")?;
+    row.remove("_xact_id");
+    let merge_paths = match row.remove("_merge_paths") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(paths)) => paths
+            .iter()
+            .map(string_path)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(RowError::WrongType(
+                "_merge_paths",
+                "expected an array of string arrays",
+            ))?,
+        Some(_) => return Err(RowError::WrongType("_merge_paths", "expected an array")),
+    };
+    let array_delete = match row.remove("_array_delete") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(entries)) => entries
+            .iter()
+            .map(|e| {
+                let path = string_path(e.get("path")?)?;
+                let delete = e.get("delete")?.as_array()?.clone();
+                Some((path, delete))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or(RowError::WrongType(
+                "_array_delete",
+                "expected [{path, delete}]",
+            ))?,
+        Some(_) => return Err(RowError::WrongType("_array_delete", "expected an array")),
+    };
+    for (name, ok) in [
+        ("id", row.get("id").is_none_or(|v| v.is_string())),
+        (
+            "created",
+            row.get("created")
+                .is_none_or(|v| v.is_string() || v.is_null()),
+        ),
+        (
+            "tags",
+            row.get("tags")
+                .is_none_or(|v| v.is_null() || is_string_array(v)),
+        ),
+        (
+            "metadata",
+            row.get("metadata")
+                .is_none_or(|v| v.is_null() || v.is_object()),
+        ),
+        ("scores", row.get("scores").is_none_or(valid_scores)),
+        (
+            "metrics",
+            row.get("metrics")
+                .is_none_or(|v| v.is_null() || v.is_object()),
+        ),
+    ] {
+        if !ok {
+            return Err(RowError::WrongType(name, type_hint(name)));
+        }
+    }
+    let kind = if is_delete {
+        WriteKind::Delete
+    } else if is_merge {
+        WriteKind::Merge
+    } else {
+        WriteKind::Replace
+    };
+    Ok(RowControl {
+        kind,
+        merge_paths,
+        array_delete,
+    })
+}
+
+fn type_hint(field: &str) -> &'static str {
+    match field {
+        "id" => "expected a string",
+        "created" => "expected an ISO-8601 string",
+        "tags" => "expected an array of strings",
+        "scores" => "expected an object of numbers or nulls",
+        _ => "expected an object",
+    }
+}
+
+fn is_string_array(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+}
+
+fn valid_scores(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(|s| s.is_null() || s.is_number()),
+        _ => false,
+    }
+}
+
+/// Computes the stored row that results from writing `incoming` onto `existing`.
+/// Returns `None` for a delete.
+pub fn apply(
+    existing: Option<&Map<String, Value>>,
+    mut incoming: Map<String, Value>,
+    control: &RowControl,
+) -> Option<Map<String, Value>> {
+    let mut row = match (control.kind, existing) {
+        (WriteKind::Delete, _) => return None,
+        (WriteKind::Replace, Some(old)) => {
+            if incoming.get("created").is_none_or(Value::is_null)
+                && let Some(created) = old.get("created")
+            {
+                incoming.insert("created".into(), created.clone());
+            }
+            incoming
+        }
+        (WriteKind::Merge, Some(old)) => {
+            let mut merged = old.clone();
+            let created = old.get("created").cloned();
+            if let (Some(Value::Array(old_tags)), Some(Value::Array(new_tags))) =
+                (old.get("tags"), incoming.get("tags"))
+            {
+                let mut union = old_tags.clone();
+                for t in new_tags {
+                    if !union.contains(t) {
+                        union.push(t.clone());
+                    }
+                }
+                incoming.insert("tags".into(), Value::Array(union));
+            }
+            merge_into(&mut merged, incoming, &control.merge_paths, &mut Vec::new());
+            if let Some(created) = created {
+                merged.insert("created".into(), created);
+            }
+            merged
+        }
+        (_, None) => incoming,
+    };
+    for (path, values) in &control.array_delete {
+        if let Some(Value::Array(arr)) = lookup_mut(&mut row, path) {
+            arr.retain(|v| !values.contains(v));
+        }
+    }
+    Some(row)
+}
+
+fn merge_into(
+    target: &mut Map<String, Value>,
+    source: Map<String, Value>,
+    stop_paths: &[Vec<String>],
+    path: &mut Vec<String>,
+) {
+    for (key, value) in source {
+        path.push(key.clone());
+        let stop = stop_paths.iter().any(|p| p == path);
+        match (target.get_mut(&key), value) {
+            (Some(Value::Object(t)), Value::Object(s)) if !stop => {
+                merge_into(t, s, stop_paths, path)
+            }
+            (_, v) => {
+                target.insert(key, v);
+            }
+        }
+        path.pop();
+    }
+}
+
+fn lookup_mut<'a>(row: &'a mut Map<String, Value>, path: &[String]) -> Option<&'a mut Value> {
+    let (first, rest) = path.split_first()?;
+    let mut cur = row.get_mut(first)?;
+    for key in rest {
+        cur = cur.as_object_mut()?.get_mut(key)?;
+    }
+    Some(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn write(existing: Option<Value>, incoming: Value) -> Option<Value> {
+        let mut incoming = obj(incoming);
+        let control = take_control(&mut incoming).unwrap();
+        let existing = existing.map(obj);
+        apply(existing.as_ref(), incoming, &control).map(Value::Object)
+    }
+
+    #[test]
+    fn replace_overwrites_but_keeps_created() {
+        let out = write(
+            Some(json!({"id":"a","created":"t0","input":1,"output":2})),
+            json!({"id":"a","input":3}),
+        );
+        assert_eq!(out, Some(json!({"id":"a","input":3,"created":"t0"})));
+    }
+
+    #[test]
+    fn merge_is_deep_with_tag_union_and_original_created() {
+        let out = write(
+            Some(
+                json!({"id":"a","created":"t0","tags":["x","y"],"metadata":{"a":1,"b":{"c":1}},"arr":[1,2]}),
+            ),
+            json!({"id":"a","_is_merge":true,"created":"t9","tags":["y","z"],"metadata":{"b":{"d":2}},"arr":[3]}),
+        );
+        assert_eq!(
+            out,
+            Some(
+                json!({"id":"a","created":"t0","tags":["x","y","z"],"metadata":{"a":1,"b":{"c":1,"d":2}},"arr":[3]})
+            )
+        );
+    }
+
+    #[test]
+    fn merge_paths_stop_the_merge() {
+        let out = write(
+            Some(json!({"id":"a","metadata":{"b":{"c":1},"k":1}})),
+            json!({"id":"a","_is_merge":true,"_merge_paths":[["metadata","b"]],"metadata":{"b":{"d":2}}}),
+        );
+        assert_eq!(out, Some(json!({"id":"a","metadata":{"b":{"d":2},"k":1}})));
+    }
+
+    #[test]
+    fn merge_onto_missing_row_is_insert() {
+        let out = write(None, json!({"id":"a","_is_merge":true,"x":{"y":1}}));
+        assert_eq!(out, Some(json!({"id":"a","x":{"y":1}})));
+    }
+
+    #[test]
+    fn array_delete_removes_values() {
+        let out = write(
+            Some(json!({"id":"a","tags":["x","y","z"],"m":{"l":[1,2,3]}})),
+            json!({"id":"a","_is_merge":true,"_array_delete":[{"path":["tags"],"delete":["y"]},{"path":["m","l"],"delete":[1,3]}]}),
+        );
+        assert_eq!(out, Some(json!({"id":"a","tags":["x","z"],"m":{"l":[2]}})));
+    }
+
+    #[test]
+    fn delete_hides_row() {
+        assert_eq!(
+            write(
+                Some(json!({"id":"a"})),
+                json!({"id":"a","_object_delete":true})
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn control_fields_are_validated() {
+        for bad in [
+            json!({"_is_merge":"yes"}),
+            json!({"_merge_paths":[[1]]}),
+            json!({"_array_delete":[{"path":"x"}]}),
+            json!({"id":5}),
+            json!({"tags":[1]}),
+            json!({"scores":{"a":"high"}}),
+            json!({"metadata":[]}),
+        ] {
+            assert!(take_control(&mut obj(bad.clone())).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Experiment summaries, as the SDKs print them after an `Eval`.
+//!
+//! Rules (written down because the SDK protocol leaves them to the server):
+//! * Rows are grouped into traces by `root_span_id` (a row without one is its own trace).
+//! * A trace's score for a name is the mean of every non-null value of that name on any span
+//!   of the trace (`Eval` logs scores on child `score` spans, not on the root).
+//! * The experiment's score is the mean of its traces' scores, over the traces that have it.
+//! * Metrics per trace: `duration` is `metrics.end - metrics.start` of the root span;
+//!   `prompt_tokens`, `completion_tokens` and `tokens` are summed over the trace's spans.
+//!   The experiment's metric is the mean over traces that have it.
+//! * Comparison with a base experiment matches traces by the root span's `input` (compared
+//!   as canonical JSON, object keys sorted). Traces with equal input are averaged first. For
+//!   each input present in both experiments, a higher score is an improvement and a lower
+//!   one a regression; for metrics, lower is better. `diff` is this experiment's overall
+//!   value minus the base's.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub value: f64,
+    pub all_integers: bool,
+    pub diff: Option<f64>,
+    pub improvements: u64,
+    pub regressions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    pub scores: BTreeMap<String, Entry>,
+    pub metrics: BTreeMap<String, Entry>,
+}
+
+pub const TOKEN_METRICS: [&str; 3] = ["prompt_tokens", "completion_tokens", "tokens"];
+
+#[derive(Default)]
+struct Trace {
+    input_key: Option<String>,
+    scores: BTreeMap<String, Vec<f64>>,
+    metrics: BTreeMap<String, f64>,
+}
+
+fn canonical(v: &Value) -> String {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), sort(v))).collect();
+                Value::Object(sorted.into_iter().collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    sort(v).to_string()
+}
+
+fn is_root(row: &Map<String, Value>) -> bool {
+    match row.get("span_parents") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// Per-trace values: name -> (trace input key, value).
+struct Traced {
+    scores: BTreeMap<String, Vec<(Option<String>, f64)>>,
+    metrics: BTreeMap<String, Vec<(Option<String>, f64)>>,
+}
+
+fn traces(rows: &[Map<String, Value>]) -> Traced {
+    let mut by_root: BTreeMap<String, Trace> = BTreeMap::new();
+    for row in rows {
+        let root = row
+            .get("root_span_id")
+            .and_then(Value::as_str)
+            .or_else(|| row.get("id").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_owned();
+        let trace = by_root.entry(root).or_default();
+        if let Some(Value::Object(scores)) = row.get("scores") {
+            for (name, v) in scores {
+                if let Some(x) = v.as_f64() {
+                    trace.scores.entry(name.clone()).or_default().push(x);
+                }
+            }
+        }
+        let metrics = row.get("metrics").and_then(Value::as_object);
+        if let Some(m) = metrics {
+            for name in TOKEN_METRICS {
+                if let Some(x) = m.get(name).and_then(Value::as_f64) {
+                    *trace.metrics.entry(name.to_owned()).or_default() += x;
+                }
+            }
+        }
+        if is_root(row) {
+            trace.input_key = Some(canonical(row.get("input").unwrap_or(&Value::Null)));
+            if let Some(m) = metrics
+                && let (Some(s), Some(e)) = (
+                    m.get("start").and_then(Value::as_f64),
+                    m.get("end").and_then(Value::as_f64),
+                )
+            {
+                trace.metrics.insert("duration".into(), e - s);
+            }
+        }
+    }
+    let mut out = Traced {
+        scores: BTreeMap::new(),
+        metrics: BTreeMap::new(),
+    };
+    for trace in by_root.into_values() {
+        for (name, values) in trace.scores {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            out.scores
+                .entry(name)
+                .or_default()
+                .push((trace.input_key.clone(), mean));
+        }
+        for (name, v) in trace.metrics {
+            out.metrics
+                .entry(name)
+                .or_default()
+                .push((trace.input_key.clone(), v));
+        }
+    }
+    out
+}
+
+fn mean(values: &[(Option<String>, f64)]) -> f64 {
+    values.iter().map(|(_, v)| v).sum::<f64>() / values.len().max(1) as f64
+}
+
+fn by_input(values: &[(Option<String>, f64)]) -> BTreeMap<&str, f64> {
+    let mut groups: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (k, v) in values {
+        if let Some(k) = k {
+            groups.entry(k.as_str()).or_default().push(*v);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, v)| (k, v.iter().sum::<f64>() / v.len() as f64))
+        .collect()
+}
+
+fn entries(
+    current: &BTreeMap<String, Vec<(Option<String>, f64)>>,
+    base: Option<&BTreeMap<String, Vec<(Option<String>, f64)>>>,
+    higher_is_better: bool,
+) -> BTreeMap<String, Entry> {
+    const EPS: f64 = 1e-12;
+    current
+        .iter()
+        .map(|(name, values)| {
+            let value = mean(values);
+            let all_integers = values.iter().all(|(_, v)| v.fract() == 0.0) && value.fract() == 0.0;
+            let mut entry = Entry {
+                value,
+                all_integers,
+                diff: None,
+                improvements: 0,
+                regressions: 0,
+            };
+            if let Some(base_values) = base.and_then(|b| b.get(name)) {
+                entry.diff = Some(value - mean(base_values));
+                let base_by_input = by_input(base_values);
+                for (input, v) in by_input(values) {
+                    if let Some(b) = base_by_input.get(input) {
+                        let better = if higher_is_better { v - b } else { b - v };
+                        if better > EPS {
+                            entry.improvements += 1;
+                        } else if better < -EPS {
+                            entry.regressions += 1;
+                        }
+                    }
+                }
+            }
+            (name.clone(), entry)
+        })
+        .collect()
+}
+
+/// Summarizes an experiment's latest rows, optionally against a base experiment's rows.
+pub fn summarize(rows: &[Map<String, Value>], base: Option<&[Map<String, Value>]>) -> Summary {
+    let current = traces(rows);
+    let base = base.map(traces);
+    Summary {
+        scores: entries(&current.scores, base.as_ref().map(|b| &b.scores), true),
+        metrics: entries(&current.metrics, base.as_ref().map(|b| &b.metrics), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rows(v: Value) -> Vec<Map<String, Value>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_object().unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn scores_average_per_trace_then_over_traces() {
+        let current = rows(json!([
+            {"id":"r1","root_span_id":"t1","span_parents":null,"input":"a","metrics":{"start":1.0,"end":3.0}},
+            {"id":"s1","root_span_id":"t1","span_parents":["r1"],"scores":{"acc":1.0}},
+            {"id":"s2","root_span_id":"t1","span_parents":["r1"],"scores":{"acc":0.0}},
+            {"id":"r2","root_span_id":"t2","input":"b","metrics":{"start":0.0,"end":1.0,"tokens":10}},
+            {"id":"s3","root_span_id":"t2","span_parents":["r2"],"scores":{"acc":1.0,"other":null}},
+        ]));
+        let s = summarize(&current, None);
+        assert_eq!(s.scores["acc"].value, 0.75);
+        assert!(!s.scores.contains_key("other"));
+        assert_eq!(s.metrics["duration"].value, 1.5);
+        assert_eq!(s.metrics["tokens"].value, 10.0);
+        assert!(s.metrics["tokens"].all_integers);
+        assert_eq!(s.scores["acc"].diff, None);
+    }
+
+    #[test]
+    fn comparison_matches_traces_by_input() {
+        let base = rows(json!([
+            {"id":"a","root_span_id":"a","input":{"q":1,"z":2},"scores":{"acc":0.5}},
+            {"id":"b","root_span_id":"b","input":"b","scores":{"acc":1.0}},
+            {"id":"c","root_span_id":"c","input":"c","scores":{"acc":0.2}},
+        ]));
+        let current = rows(json!([
+            {"id":"x","root_span_id":"x","input":{"z":2,"q":1},"scores":{"acc":1.0}},
+            {"id":"y","root_span_id":"y","input":"b","scores":{"acc":0.0}},
+            {"id":"w","root_span_id":"w","input":"new","scores":{"acc":1.0}},
+        ]));
+        let s = summarize(&current, Some(&base));
+        let acc = &s.scores["acc"];
+        assert_eq!((acc.improvements, acc.regressions), (1, 1));
+        let expected = 2.0 / 3.0 - 1.7 / 3.0;
+        assert!((acc.diff.unwrap() - expected).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,370 @@
+//! `holdfast bench ingest`: starts a real server process on a fresh embedded store, posts
+//! realistic traces through `/logs3` from concurrent clients, and reports throughput, request
+//! latency, the server's peak RSS, and trace-fetch latency by `root_span_id`.
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput and trace fetch latency.
+    Ingest {
+        /// Traces to ingest (5 spans each).
+        #[arg(long, default_value_t = 40_000)]
+        traces: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Rows per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Trace fetches to time after ingest.
+        #[arg(long, default_value_t = 300)]
+        fetches: usize,
+        /// Run against PostgreSQL instead of the embedded store.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+/// A small deterministic generator, so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    fn hex(&mut self, n: usize) -> String {
+        (0..n.div_ceil(16))
+            .map(|_| format!("{:016x}", self.next()))
+            .collect::<String>()
+            .chars()
+            .take(n)
+            .collect()
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "customer",
+    "asked",
+    "about",
+    "their",
+    "invoice",
+    "and",
+    "refund",
+    "policy",
+    "for",
+    "order",
+    "shipping",
+    "delay",
+    "please",
+    "summarize",
+    "context",
+    "document",
+    "assistant",
+    "answer",
+    "with",
+    "citations",
+    "model",
+];
+
+fn text(rng: &mut Rng, bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes + 16);
+    while s.len() < bytes {
+        s.push_str(WORDS[rng.range(0, WORDS.len() - 1)]);
+        s.push(' ');
+    }
+    s
+}
+
+/// One trace: root task, two LLM calls, a tool call and a score span.
+fn trace(rng: &mut Rng, project_id: &str, t: f64) -> (String, Vec<Value>) {
+    let root_span_id = rng.hex(32);
+    let root = rng.hex(16);
+    let created = "2026-11-30T00:00:00.000000Z";
+    let base = |span_id: &str, parents: Value, name: &str, ty: &str| {
+        json!({
+            "id": span_id, "span_id": span_id, "root_span_id": root_span_id, "span_parents": parents,
+            "created": created, "project_id": project_id, "log_id": "g",
+            "span_attributes": {"name": name, "type": ty},
+        })
+    };
+    let mut rows = Vec::with_capacity(5);
+    let mut r = base(&root, Value::Null, "handle_request", "task");
+    r["input"] = json!({"question": text(rng, 120)});
+    r["output"] = json!({"answer": text(rng, 200)});
+    r["metadata"] = json!({"user_id": rng.hex(8), "env": "prod", "release": "2026.11"});
+    r["tags"] = json!(["prod", "support"]);
+    r["metrics"] = json!({"start": t, "end": t + 2.5});
+    rows.push(r);
+    for (i, name) in ["plan", "respond"].into_iter().enumerate() {
+        let id = rng.hex(16);
+        let mut l = base(&id, json!([root]), name, "llm");
+        let prompt_len = rng.range(500, 4000);
+        let out_len = rng.range(200, 2000);
+        l["input"] = json!([
+            {"role": "system", "content": text(rng, prompt_len / 3)},
+            {"role": "user", "content": text(rng, prompt_len * 2 / 3)},
+        ]);
+        l["output"] = json!([{"role": "assistant", "content": text(rng, out_len)}]);
+        l["metadata"] = json!({"model": "gpt-4o-mini", "temperature": 0.2, "step": i});
+        let p = (prompt_len / 4) as u64;
+        let c = (out_len / 4) as u64;
+        l["metrics"] = json!({"start": t + 0.1, "end": t + 1.2, "prompt_tokens": p, "completion_tokens": c, "tokens": p + c});
+        rows.push(l);
+    }
+    let tool = rng.hex(16);
+    let mut tl = base(&tool, json!([root]), "search_docs", "tool");
+    tl["input"] = json!({"query": text(rng, 60)});
+    tl["output"] = json!({"hits": [text(rng, 150), text(rng, 150)]});
+    tl["metrics"] = json!({"start": t + 1.2, "end": t + 1.4});
+    rows.push(tl);
+    let score = rng.hex(16);
+    let mut sc = base(&score, json!([root]), "Factuality", "score");
+    sc["scores"] = json!({"Factuality": (rng.next() % 100) as f64 / 100.0});
+    sc["metrics"] = json!({"start": t + 2.4, "end": t + 2.5});
+    rows.push(sc);
+    (root_span_id, rows)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(idx).copied().unwrap_or(0.0)
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(database_url: Option<&str>) -> Result<ServerProcess> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    cmd.env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut key = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(k) = line.strip_prefix("export BRAINTRUST_API_KEY=") {
+            key = Some(k.to_owned());
+        }
+        if line.starts_with("export BRAINTRUST_APP_URL=") {
+            break;
+        }
+    }
+    let key = key.context("the server printed no key")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(ServerProcess {
+                child,
+                url,
+                key,
+                _dir: dir,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server did not become ready")
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    let BenchCommand::Ingest {
+        traces,
+        clients,
+        batch,
+        fetches,
+        database_url,
+    } = cmd;
+    let server = start_server(database_url.as_deref()).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients * 2)
+        .build()?;
+    let auth = format!("Bearer {}", server.key);
+    let project: Value = client
+        .post(format!("{}/v1/project", server.url))
+        .header("authorization", &auth)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let project_id = project["id"].as_str().context("project id")?.to_owned();
+
+    let traces_per_batch = (batch / 5).max(1) as u64;
+    let batches = traces.div_ceil(traces_per_batch);
+    let next = Arc::new(AtomicU64::new(0));
+    let bytes_sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, auth, url, project_id, next, bytes_sent) = (
+            client.clone(),
+            auth.clone(),
+            server.url.clone(),
+            project_id.clone(),
+            next.clone(),
+            bytes_sent.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut latencies = Vec::new();
+            let mut roots = Vec::new();
+            loop {
+                let b = next.fetch_add(1, Ordering::SeqCst);
+                if b >= batches {
+                    break;
+                }
+                let mut rows = Vec::with_capacity(batch);
+                for i in 0..traces_per_batch {
+                    let (root, spans) = trace(
+                        &mut rng,
+                        &project_id,
+                        1.8e9 + (b * traces_per_batch + i) as f64,
+                    );
+                    if roots.len() < 64 {
+                        roots.push(root);
+                    }
+                    rows.extend(spans);
+                }
+                let body = serde_json::to_vec(&json!({"rows": rows, "api_version": 2}))?;
+                bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+                let t0 = Instant::now();
+                let resp = client
+                    .post(format!("{url}/logs3"))
+                    .header("authorization", &auth)
+                    .body(body)
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    bail!(
+                        "ingest failed: {} {}",
+                        resp.status(),
+                        resp.text().await.unwrap_or_default()
+                    );
+                }
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, anyhow::Error>((latencies, roots))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut roots = Vec::new();
+    for t in tasks {
+        let (l, r) = t.await??;
+        latencies.extend(l);
+        roots.extend(r);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let spans = traces * 5;
+    let mb = bytes_sent.load(Ordering::Relaxed) as f64 / 1e6;
+
+    let mut fetch_ms = Vec::new();
+    for i in 0..fetches.min(roots.len().max(1) * 100) {
+        let Some(root) = roots.get(i % roots.len().max(1)) else {
+            break;
+        };
+        let body = json!({"query": {
+            "select": [{"op": "star"}],
+            "from": {"op": "function", "name": {"op": "ident", "name": ["project_logs"]}, "args": [{"op": "literal", "value": project_id}]},
+            "filter": {"op": "eq", "left": {"op": "ident", "name": ["root_span_id"]}, "right": {"op": "literal", "value": root}},
+            "limit": 1000
+        }});
+        let t0 = Instant::now();
+        let resp: Value = client
+            .post(format!("{}/btql", server.url))
+            .header("authorization", &auth)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        fetch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let n = resp["data"].as_array().map_or(0, Vec::len);
+        if n != 5 {
+            bail!("trace fetch returned {n} spans, expected 5");
+        }
+    }
+    fetch_ms.sort_by(f64::total_cmp);
+    let rss = peak_rss_mib(server.child.id()).unwrap_or(0.0);
+    let backend = if database_url.is_some() {
+        "postgresql"
+    } else {
+        "sqlite (embedded, synchronous=FULL)"
+    };
+    println!("backend            {backend}");
+    println!(
+        "spans ingested     {spans} ({traces} traces, {batches} requests of {} rows, {clients} clients)",
+        traces_per_batch * 5
+    );
+    println!("elapsed            {elapsed:.2} s");
+    println!(
+        "throughput         {:.0} spans/s, {:.1} MB/s",
+        spans as f64 / elapsed,
+        mb / elapsed
+    );
+    println!(
+        "request latency    p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "trace fetch        p50 {:.2} ms, p99 {:.2} ms ({} fetches by root_span_id)",
+        percentile(&fetch_ms, 0.5),
+        percentile(&fetch_ms, 0.99),
+        fetch_ms.len()
+    );
+    println!("server peak RSS    {rss:.0} MiB");
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Settings: defaults, then a TOML file (`--config`), then `HOLDFAST_*` environment
+//! variables, then command-line flags. A bad value is an error that names the setting and
+//! where it came from.
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: String,
+    pub public_url: Option<String>,
+    pub logs3_payload_max_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./holdfast-data"),
+            database_url: None,
+            listen: "127.0.0.1:8000".into(),
+            public_url: None,
+            logs3_payload_max_bytes: 6 * 1024 * 1024,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Flags every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Data directory (embedded database, key material, blobs).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Use PostgreSQL (postgres://...) instead of the embedded store.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// A TOML settings file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+}
+
+impl CommonArgs {
+    pub fn settings(&self, listen: Option<String>) -> Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &self.config {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("HOLDFAST_").ignore(&["LOG"]))
+            .merge(Serialized::globals(Overrides {
+                data_dir: self.data_dir.clone(),
+                database_url: self.database_url.clone(),
+                listen,
+            }));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| anyhow!("invalid setting: {e}"))?;
+        if let Some(url) = &settings.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "invalid setting: database_url must start with postgres:// (got a different scheme)"
+            );
+        }
+        if settings.logs3_payload_max_bytes == 0
+            || settings.logs3_payload_max_bytes > settings.max_body_bytes
+        {
+            bail!("invalid setting: logs3_payload_max_bytes must be between 1 and max_body_bytes");
+        }
+        if settings.listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!(
+                "invalid setting: listen must be an address like 127.0.0.1:8000 (got {:?})",
+                settings.listen
+            );
+        }
+        Ok(settings)
+    }
+}

@@ -1,0 +1,246 @@
+//! The `holdfast` binary: `init`, `serve`, `keys` and `bench`.
+
+mod bench;
+mod config;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use config::{CommonArgs, Settings};
+use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
+use holdfast_services::blobs::BlobStore;
+use holdfast_services::keys::{KeyService, load_or_create_pepper};
+use holdfast_services::{Limits, Services};
+use holdfast_store::Store;
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "Self-hosted data plane for LLM evaluation and observability"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the store, an organization and its owner; print the owner's API key.
+    Init {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        owner: String,
+    },
+    /// Serve the API.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Address to listen on (default 127.0.0.1:8000).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Manage a user's API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Benchmarks that report figures.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it (the only time it is shown).
+    Create {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "cli key")]
+        name: String,
+        /// Expire the key after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List a user's keys (never the secrets) as JSON lines.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        key_id: String,
+    },
+}
+
+async fn open(settings: &Settings) -> Result<Services> {
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("securing data dir {}", data_dir.display()))?;
+    }
+    let store = match &settings.database_url {
+        Some(url) => Store::open_postgres(url)
+            .await
+            .context("opening PostgreSQL")?,
+        None => Store::open_sqlite(&data_dir.join("holdfast.db"))
+            .await
+            .context("opening the embedded store")?,
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pepper = load_or_create_pepper(&data_dir.join("pepper.key"))?;
+    let keys = KeyService::new(pepper, clock.clone());
+    let blobs = BlobStore::new(data_dir.join("blobs"), keys.derive("signed urls")?);
+    let limits = Limits {
+        logs3_payload_max_bytes: settings.logs3_payload_max_bytes,
+        max_body_bytes: settings.max_body_bytes,
+    };
+    Ok(Services {
+        store,
+        clock,
+        keys: Arc::new(keys),
+        blobs: Arc::new(blobs),
+        limits,
+    })
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let services = open(&settings).await?;
+    if !services.is_initialized().await? {
+        let key = services.create_org("default", "admin@localhost").await?;
+        let base = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", settings.listen));
+        println!("Holdfast initialized organization \"default\" with owner admin@localhost.");
+        println!("This owner API key is shown only once:");
+        println!();
+        println!("export BRAINTRUST_API_KEY={}", key.expose_secret());
+        println!("export BRAINTRUST_APP_URL={base}");
+        println!();
+    }
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    let state = holdfast_server::AppState {
+        services,
+        public_url: settings.public_url.as_deref().map(Arc::from),
+    };
+    let app = holdfast_server::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { common, org, owner } => {
+            let services = open(&common.settings(None)?).await?;
+            if services.is_initialized().await? {
+                bail!("the store is already initialized; nothing was changed");
+            }
+            let key = services.create_org(&org, &owner).await?;
+            println!("{}", key.expose_secret());
+        }
+        Command::Serve { common, listen } => serve(common.settings(listen)?).await?,
+        Command::Keys { action } => match action {
+            KeysAction::Create {
+                common,
+                org,
+                email,
+                name,
+                expires_in_days,
+            } => {
+                let services = open(&common.settings(None)?).await?;
+                let expires = expires_in_days.map(|d| {
+                    format_timestamp(services.clock.now() + time::Duration::days(i64::from(d)))
+                });
+                let key = services
+                    .create_key_for(&org, &email, &name, expires)
+                    .await?;
+                println!("{}", key.expose_secret());
+            }
+            KeysAction::List { common, org, email } => {
+                let services = open(&common.settings(None)?).await?;
+                for k in services.list_keys_for(&org, &email).await? {
+                    println!("{k}");
+                }
+            }
+            KeysAction::Revoke {
+                common,
+                org,
+                email,
+                key_id,
+            } => {
+                let services = open(&common.settings(None)?).await?;
+                services.revoke_key_for(&org, &email, &key_id).await?;
+                eprintln!("revoked {key_id}");
+            }
+        },
+        Command::Bench { which } => bench::run(which).await?,
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Extractors: the authenticated principal, JSON bodies whatever their content type, and the
+//! base URL the SDKs should use.
+
+use crate::{ApiError, AppState};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use holdfast_services::{Principal, ServiceError};
+use serde_json::Value;
+
+/// The caller, authenticated by `Authorization: Bearer <API key>`.
+pub struct Authed(pub Principal);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    // skip_all: the Authorization header must never reach a log line.
+    #[tracing::instrument(skip_all, name = "authenticate")]
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(
+            ServiceError::Unauthenticated("missing Authorization header"),
+        )?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or(ServiceError::Unauthenticated(
+                "Authorization must be `Bearer <API key>`",
+            ))?;
+        let services = &state.services;
+        Ok(Self(
+            services
+                .keys
+                .authenticate(&services.store, token.trim())
+                .await?,
+        ))
+    }
+}
+
+/// A body read up to the configured size limit; larger bodies get a JSON 413.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.services.limits.max_body_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError(ServiceError::TooLarge(format!(
+                    "request body is larger than {limit} bytes"
+                )))
+            })?;
+        Ok(Self(bytes))
+    }
+}
+
+/// A JSON body, parsed whatever the Content-Type says (the Python SDK sends none).
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad(
+                "request body is empty; a JSON object is required",
+            ));
+        }
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?;
+        Ok(Self(value))
+    }
+}
+
+/// A JSON body that may be empty (treated as `{}`).
+pub struct OptionalJson(pub Value);
+
+impl FromRequest<AppState> for OptionalJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Value::Object(Default::default())));
+        }
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?;
+        Ok(Self(value))
+    }
+}
+
+/// Where clients reach this server.
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(url) = &state.public_url {
+            return Ok(Self(url.trim_end_matches('/').to_owned()));
+        }
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            })
+            .ok_or_else(|| ApiError::bad("missing or invalid Host header"))?;
+        Ok(Self(format!("http://{host}")))
+    }
+}

@@ -1,0 +1,27 @@
+//! The HTTP edge: routers, extractors and the one table that maps errors to statuses.
+//! Handlers extract, call one service function and shape the reply; protocol quirks of the
+//! SDKs (status codes, optional content types) live here and nowhere else.
+
+mod error;
+mod extract;
+mod routes;
+
+use axum::Router;
+use holdfast_services::Services;
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    /// The externally visible base URL; when unset it is taken from the request's Host.
+    pub public_url: Option<Arc<str>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    routes::router()
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
+        .with_state(state)
+}

@@ -1,0 +1,320 @@
+//! The SDKs' own routes: login, `/logs3`, attachments, signed URLs, BTQL and the app-plane
+//! registration routes of the JS SDK.
+
+use crate::extract::{Authed, BaseUrl, JsonBody, RawBody};
+use crate::{ApiError, AppState};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use holdfast_core::object::ObjectType;
+use holdfast_services::objects::{ListParams, object_json, opt_str, project_json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+type Reply = Result<Json<Value>, ApiError>;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn version(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "logs3_payload_max_bytes": s.services.limits.logs3_payload_max_bytes,
+    }))
+}
+
+pub async fn login(State(s): State<AppState>, Authed(p): Authed, BaseUrl(base): BaseUrl) -> Reply {
+    Ok(Json(s.services.login(&p, &base).await?))
+}
+
+pub async fn logs3(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let r = s.services.logs3(&p, body).await?;
+    Ok(Json(json!({"ids": r.row_ids, "xact_id": r.xact_id})))
+}
+
+pub async fn overflow(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    BaseUrl(base): BaseUrl,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    Ok(Json(s.services.overflow_upload(&p, &body, &base).await?))
+}
+
+pub async fn attachment_upload(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    BaseUrl(base): BaseUrl,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    Ok(Json(s.services.attachment_upload(&p, &body, &base).await?))
+}
+
+pub async fn attachment_status(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    Ok(Json(s.services.attachment_status(&p, &body).await?))
+}
+
+#[derive(Deserialize)]
+pub struct AttachmentQuery {
+    key: Option<String>,
+    org_id: Option<String>,
+}
+
+pub async fn attachment_download(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    BaseUrl(base): BaseUrl,
+    Query(q): Query<AttachmentQuery>,
+) -> Reply {
+    let key = q
+        .key
+        .ok_or_else(|| ApiError::bad("query parameter `key` is required"))?;
+    Ok(Json(
+        s.services
+            .attachment_download(&p, &key, q.org_id.as_deref(), &base)
+            .await?,
+    ))
+}
+
+pub async fn signed_put(
+    State(s): State<AppState>,
+    Path(token): Path<String>,
+    RawBody(bytes): RawBody,
+) -> Reply {
+    s.services.signed_upload(&token, &bytes)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn signed_get(
+    State(s): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (content_type, bytes) = s.services.signed_download(&token).await?;
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes))
+}
+
+pub async fn btql(State(s): State<AppState>, Authed(p): Authed, JsonBody(body): JsonBody) -> Reply {
+    Ok(Json(s.services.btql(&p, &body).await?))
+}
+
+fn field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad("request body must be a JSON object"))?;
+    Ok(opt_str(obj, name)?)
+}
+
+pub async fn register_project(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let name = field(&body, "project_name")?;
+    let project = s
+        .services
+        .resolve_project(&p, field(&body, "project_id")?, name, true)
+        .await?;
+    Ok(Json(json!({"project": project_json(&project)})))
+}
+
+#[derive(Deserialize)]
+pub struct IdQuery {
+    id: Option<String>,
+}
+
+pub async fn app_get_project(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Query(q): Query<IdQuery>,
+) -> Reply {
+    let id =
+        q.id.ok_or_else(|| ApiError::bad("query parameter `id` is required"))?;
+    Ok(Json(project_json(&s.services.get_project(&p, &id).await?)))
+}
+
+/// The JS SDK's experiment registration, mapped onto the REST create.
+pub async fn register_experiment(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let project = s
+        .services
+        .resolve_project(
+            &p,
+            field(&body, "project_id")?,
+            field(&body, "project_name")?,
+            true,
+        )
+        .await?;
+    let mut create = body.clone();
+    create["project_id"] = json!(project.id);
+    if let Some(name) = field(&body, "experiment_name")? {
+        create["name"] = json!(name);
+    }
+    let update = body.get("update").and_then(Value::as_bool).unwrap_or(false);
+    create["ensure_new"] = json!(!update);
+    if let Some(base_name) = field(&body, "base_experiment")? {
+        let params = ListParams {
+            project_id: Some(project.id.clone()),
+            name: Some(base_name.to_owned()),
+            ..Default::default()
+        };
+        let base = s
+            .services
+            .list_objects(&p, ObjectType::Experiment, &params)
+            .await?;
+        let base = base
+            .first()
+            .ok_or_else(|| ApiError::bad(format!("base experiment {base_name:?} not found")))?;
+        create["base_exp_id"] = json!(base.id);
+    }
+    let experiment = s
+        .services
+        .create_object(&p, ObjectType::Experiment, &create)
+        .await?;
+    Ok(Json(
+        json!({"project": project_json(&project), "experiment": object_json(&experiment)}),
+    ))
+}
+
+pub async fn app_get_experiment(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let project = s
+        .services
+        .resolve_project(
+            &p,
+            field(&body, "project_id")?,
+            field(&body, "project_name")?,
+            false,
+        )
+        .await?;
+    let params = ListParams {
+        project_id: Some(project.id),
+        name: field(&body, "experiment_name")?.map(str::to_owned),
+        ..Default::default()
+    };
+    let found = s
+        .services
+        .list_objects(&p, ObjectType::Experiment, &params)
+        .await?;
+    Ok(Json(Value::Array(found.iter().map(object_json).collect())))
+}
+
+pub async fn register_dataset(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let project = s
+        .services
+        .resolve_project(
+            &p,
+            field(&body, "project_id")?,
+            field(&body, "project_name")?,
+            true,
+        )
+        .await?;
+    let mut create = body.clone();
+    create["project_id"] = json!(project.id);
+    create["name"] = body.get("dataset_name").cloned().unwrap_or(Value::Null);
+    let dataset = s
+        .services
+        .create_object(&p, ObjectType::Dataset, &create)
+        .await?;
+    Ok(Json(
+        json!({"project": project_json(&project), "dataset": object_json(&dataset)}),
+    ))
+}
+
+/// The JS SDK needs 400 (not 404) when an experiment has no base.
+pub async fn base_experiment(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let id = field(&body, "id")?.ok_or_else(|| ApiError::bad("`id` is required"))?;
+    let experiment = s
+        .services
+        .get_object(&p, ObjectType::Experiment, id)
+        .await?;
+    match s
+        .services
+        .comparison_experiment(&p, &experiment, None)
+        .await?
+    {
+        Some(base) => Ok(Json(
+            json!({"base_exp_id": base.id, "base_exp_name": base.name}),
+        )),
+        None => Err(ApiError::bad("no base experiment")),
+    }
+}
+
+pub async fn object_info(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let kind = match field(&body, "object_type")? {
+        Some("experiment") => ObjectType::Experiment,
+        Some("dataset") => ObjectType::Dataset,
+        other => return Err(ApiError::bad(format!("unsupported object_type {other:?}"))),
+    };
+    let ids = body
+        .get("object_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad("`object_ids` must be an array"))?;
+    let mut out = Vec::new();
+    for id in ids {
+        let id = id
+            .as_str()
+            .ok_or_else(|| ApiError::bad("`object_ids` must hold strings"))?;
+        let object = s.services.get_object(&p, kind, id).await?;
+        let project = s.services.get_project(&p, &object.project_id).await?;
+        out.push(json!({
+            "object_id": object.id, "object_name": object.name,
+            "parent_cols": {"project": {"id": project.id, "name": project.name}},
+            "permissions": ["create", "read", "update", "delete"],
+        }));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
+pub struct ComparisonQuery {
+    experiment_id: Option<String>,
+    base_experiment_id: Option<String>,
+}
+
+pub async fn experiment_comparison(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Query(q): Query<ComparisonQuery>,
+) -> Reply {
+    let id = q
+        .experiment_id
+        .ok_or_else(|| ApiError::bad("query parameter `experiment_id` is required"))?;
+    let experiment = s
+        .services
+        .get_object(&p, ObjectType::Experiment, &id)
+        .await?;
+    let base = s
+        .services
+        .comparison_experiment(&p, &experiment, q.base_experiment_id.as_deref())
+        .await?;
+    let (scores, metrics) = s.services.compare(&p, &experiment, base.as_ref()).await?;
+    Ok(Json(json!({"scores": scores, "metrics": metrics})))
+}

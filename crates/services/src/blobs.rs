@@ -1,0 +1,201 @@
+//! Blob storage for attachments and overflow batches, and the signed URLs that let the SDKs
+//! upload and download them without an Authorization header.
+//!
+//! Guarantees:
+//! * Blobs live under `<root>/<org id>/<kind>/<sha256(key)>`: a caller-chosen key can never
+//!   name a path outside its organization's folder.
+//! * Writes go to a temporary file that is synced and renamed, so a blob is whole or absent.
+//! * A signed URL carries its purpose, organization, key and expiry, authenticated with an
+//!   HMAC under a key derived from the server's pepper. It is unguessable, expires, and works
+//!   only for the one purpose (upload or download of one blob) it was made for.
+
+use crate::{Result, ServiceError, random};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobKind {
+    Attachment,
+    Overflow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Upload,
+    Download,
+}
+
+/// What a signed URL grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub purpose: Purpose,
+    pub kind: BlobKind,
+    pub org_id: String,
+    pub key: String,
+    pub expires: i64,
+}
+
+pub struct BlobStore {
+    root: PathBuf,
+    signing_key: SecretBox<[u8; 32]>,
+}
+
+impl BlobStore {
+    pub fn new(root: PathBuf, signing_key: SecretBox<[u8; 32]>) -> Self {
+        Self { root, signing_key }
+    }
+
+    fn path(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<PathBuf> {
+        if org_id.is_empty()
+            || !org_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ServiceError::Internal("bad organization id".into()));
+        }
+        let name = random::hex(&sha2::Sha256::digest(key.as_bytes()));
+        let kind = match kind {
+            BlobKind::Attachment => "attachments",
+            BlobKind::Overflow => "overflow",
+        };
+        Ok(self.root.join(org_id).join(kind).join(name))
+    }
+
+    pub fn put(&self, org_id: &str, kind: BlobKind, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(org_id, kind, key)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let io = |e: std::io::Error| ServiceError::Internal(format!("blob write: {e}"));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(".tmp-{}", random::uuid()?));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    pub fn get(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(org_id, kind, key)?;
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ServiceError::NotFound("blob".into()),
+            _ => ServiceError::Internal(format!("blob read: {e}")),
+        })
+    }
+
+    pub fn delete(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<()> {
+        let path = self.path(org_id, kind, key)?;
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ServiceError::Internal(format!("blob delete: {e}"))),
+        }
+    }
+
+    fn mac(&self, payload: &str) -> Result<Vec<u8>> {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.signing_key.expose_secret())
+            .map_err(|_| ServiceError::Internal("bad signing key".into()))?;
+        mac.update(payload.as_bytes());
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// The token part of a signed URL (`/signed/<token>`).
+    pub fn sign(&self, grant: &Grant) -> Result<String> {
+        let json = serde_json::to_vec(grant).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let payload = URL_SAFE_NO_PAD.encode(json);
+        let sig = URL_SAFE_NO_PAD.encode(self.mac(&payload)?);
+        Ok(format!("{payload}.{sig}"))
+    }
+
+    /// Checks a token for the given purpose at time `now` (unix seconds).
+    pub fn verify(&self, token: &str, purpose: Purpose, now: i64) -> Result<Grant> {
+        let invalid = || ServiceError::Forbidden("invalid or expired signed URL".into());
+        let (payload, sig) = token.split_once('.').ok_or_else(invalid)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| invalid())?;
+        let expected = self.mac(payload)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            sig.as_slice(),
+            expected.as_slice(),
+        )) {
+            return Err(invalid());
+        }
+        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
+        let grant: Grant = serde_json::from_slice(&json).map_err(|_| invalid())?;
+        if grant.purpose != purpose || grant.expires <= now {
+            return Err(invalid());
+        }
+        Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> BlobStore {
+        let root = std::env::temp_dir().join(format!("hf-blobs-{}", random::uuid().unwrap()));
+        BlobStore::new(root, SecretBox::new(Box::new([3u8; 32])))
+    }
+
+    #[test]
+    fn signed_urls_are_single_purpose_and_expire() {
+        let s = store();
+        let grant = Grant {
+            purpose: Purpose::Upload,
+            kind: BlobKind::Attachment,
+            org_id: "o".into(),
+            key: "k".into(),
+            expires: 100,
+        };
+        let token = s.sign(&grant).unwrap();
+        assert_eq!(s.verify(&token, Purpose::Upload, 99).unwrap(), grant);
+        assert!(s.verify(&token, Purpose::Download, 99).is_err());
+        assert!(s.verify(&token, Purpose::Upload, 100).is_err());
+        let (payload, sig) = token.split_once('.').unwrap();
+        let forged = URL_SAFE_NO_PAD.encode(
+            br#"{"purpose":"upload","kind":"attachment","org_id":"x","key":"k","expires":999}"#,
+        );
+        assert!(
+            s.verify(&format!("{forged}.{sig}"), Purpose::Upload, 99)
+                .is_err()
+        );
+        assert!(
+            s.verify(&format!("{payload}.AAAA"), Purpose::Upload, 99)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn blobs_round_trip_inside_the_org_folder() {
+        let s = store();
+        s.put("org-1", BlobKind::Overflow, "../../etc/passwd", b"hello")
+            .unwrap();
+        assert_eq!(
+            s.get("org-1", BlobKind::Overflow, "../../etc/passwd")
+                .unwrap(),
+            b"hello"
+        );
+        assert!(
+            s.get("org-2", BlobKind::Overflow, "../../etc/passwd")
+                .is_err()
+        );
+        assert!(s.put("../x", BlobKind::Overflow, "k", b"").is_err());
+        s.delete("org-1", BlobKind::Overflow, "../../etc/passwd")
+            .unwrap();
+        assert!(
+            s.get("org-1", BlobKind::Overflow, "../../etc/passwd")
+                .is_err()
+        );
+    }
+}

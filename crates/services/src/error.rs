@@ -1,0 +1,48 @@
+//! The services' error enum. The edge maps each variant to a stable code and status.
+
+use holdfast_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        Self::BadRequest(msg.into())
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what.to_owned()),
+            StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::WrongPermission => Self::Forbidden("the operation is not allowed".into()),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Self::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<holdfast_core::authz::Denied> for ServiceError {
+    // Denials look like absence, so ids in other organizations or projects leak nothing.
+    fn from(_: holdfast_core::authz::Denied) -> Self {
+        Self::NotFound("object".into())
+    }
+}

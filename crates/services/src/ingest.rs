@@ -1,0 +1,211 @@
+//! Row ingest: `/logs3`, the REST `insert` and `feedback` routes, and overflow batches.
+//!
+//! A request is validated whole before anything is written (every row well formed, every
+//! object found and writable), then written in one store transaction: it is applied fully or
+//! not at all.
+
+use crate::blobs::BlobKind;
+use crate::{Result, ServiceError, Services, random};
+use holdfast_core::authz::{ObjectPass, Permission, Principal};
+use holdfast_core::merge::take_control;
+use holdfast_core::object::{ObjectType, RowTarget, row_target};
+use holdfast_store::IncomingRow;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+pub const MAX_ROWS_PER_REQUEST: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct IngestResult {
+    pub row_ids: Vec<String>,
+    pub xact_id: String,
+}
+
+impl Services {
+    /// The body of `POST /logs3`: `{"rows": [...], "api_version": 2}`, or an overflow reference
+    /// `{"rows": {"type": "logs3_overflow", "key": ...}}`.
+    pub async fn logs3(&self, principal: &Principal, body: Value) -> Result<IngestResult> {
+        let Value::Object(mut body) = body else {
+            return Err(ServiceError::bad("body must be a JSON object with `rows`"));
+        };
+        match body.remove("rows") {
+            Some(Value::Array(rows)) => self.ingest(principal, rows, None).await,
+            Some(Value::Object(reference))
+                if reference.get("type").and_then(Value::as_str) == Some("logs3_overflow") =>
+            {
+                let key = reference
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ServiceError::bad("overflow reference needs a `key`"))?;
+                self.ingest_overflow(principal, key).await
+            }
+            _ => Err(ServiceError::bad("`rows` must be an array of row objects")),
+        }
+    }
+
+    async fn ingest_overflow(&self, principal: &Principal, key: &str) -> Result<IngestResult> {
+        let org = &principal.org_id;
+        let bytes = self.blobs.get(org, BlobKind::Overflow, key).map_err(|_| {
+            ServiceError::bad(format!("no uploaded overflow payload for key {key:?}"))
+        })?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ServiceError::bad(format!("overflow payload is not valid JSON: {e}")))?;
+        let rows = match body {
+            Value::Object(mut m) => match m.remove("rows") {
+                Some(Value::Array(rows)) => rows,
+                _ => return Err(ServiceError::bad("overflow payload needs a `rows` array")),
+            },
+            _ => return Err(ServiceError::bad("overflow payload must be a JSON object")),
+        };
+        let out = self.ingest(principal, rows, None).await?;
+        self.blobs.delete(org, BlobKind::Overflow, key)?;
+        Ok(out)
+    }
+
+    /// Writes rows. With `forced`, every row goes to that object (REST `insert`), whatever
+    /// object fields it carries.
+    pub async fn ingest(
+        &self,
+        principal: &Principal,
+        rows: Vec<Value>,
+        forced: Option<&RowTarget>,
+    ) -> Result<IngestResult> {
+        if rows.len() > MAX_ROWS_PER_REQUEST {
+            return Err(ServiceError::TooLarge(format!(
+                "at most {MAX_ROWS_PER_REQUEST} rows per request"
+            )));
+        }
+        let mut groups: BTreeMap<RowTarget, Vec<IncomingRow>> = BTreeMap::new();
+        let mut row_ids = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            let Value::Object(mut row) = row else {
+                return Err(ServiceError::bad(format!("row {i} is not a JSON object")));
+            };
+            let target = match forced {
+                Some(t) => t.clone(),
+                None => row_target(&row).map_err(|e| ServiceError::bad(format!("row {i}: {e}")))?,
+            };
+            let control =
+                take_control(&mut row).map_err(|e| ServiceError::bad(format!("row {i}: {e}")))?;
+            let row_id = match row.get("id").and_then(Value::as_str) {
+                Some(id) if !id.is_empty() && id.len() <= 1024 => id.to_owned(),
+                Some(_) => {
+                    return Err(ServiceError::bad(format!(
+                        "row {i}: `id` must be 1 to 1024 characters"
+                    )));
+                }
+                None => random::uuid()?,
+            };
+            row_ids.push(row_id.clone());
+            groups.entry(target).or_default().push(IncomingRow {
+                row_id,
+                control,
+                data: row,
+            });
+        }
+        let mut writes: Vec<(ObjectPass, Vec<IncomingRow>)> = Vec::with_capacity(groups.len());
+        for (target, mut rows) in groups {
+            let (_, pass) = self
+                .object_pass(
+                    principal,
+                    target.object_type,
+                    &target.object_id,
+                    Permission::Update,
+                )
+                .await
+                .map_err(|e| match e {
+                    ServiceError::NotFound(_) => ServiceError::NotFound(format!(
+                        "{} {:?}",
+                        target.object_type, target.object_id
+                    )),
+                    other => other,
+                })?;
+            for row in &mut rows {
+                stamp_object_fields(&mut row.data, &pass);
+            }
+            writes.push((pass, rows));
+        }
+        if writes.is_empty() {
+            return Ok(IngestResult {
+                row_ids,
+                xact_id: String::new(),
+            });
+        }
+        let xact = self.store.write_rows(&writes, &self.now()).await?;
+        Ok(IngestResult {
+            row_ids,
+            xact_id: xact.to_string(),
+        })
+    }
+
+    /// `POST /v1/{experiment,dataset,project_logs}/{id}/feedback`: each item becomes a merge
+    /// row on its target (scores, expected, tags, metadata) and, with a comment, a comment row.
+    pub async fn feedback(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
+        let items = body
+            .get("feedback")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ServiceError::bad("`feedback` must be an array"))?;
+        let target = RowTarget {
+            object_type: kind,
+            object_id: id.to_owned(),
+        };
+        let mut rows = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item = item
+                .as_object()
+                .ok_or_else(|| ServiceError::bad(format!("feedback {i} is not an object")))?;
+            let row_id = item
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ServiceError::bad(format!("feedback {i} needs an `id`")))?;
+            let source = item.get("source").cloned().unwrap_or(json!("external"));
+            let mut merge = Map::new();
+            merge.insert("id".into(), json!(row_id));
+            merge.insert("_is_merge".into(), json!(true));
+            for f in ["scores", "expected", "tags", "metadata"] {
+                if let Some(v) = item.get(f) {
+                    merge.insert(f.into(), v.clone());
+                }
+            }
+            merge.insert("_audit_source".into(), source.clone());
+            rows.push(Value::Object(merge));
+            if let Some(comment) = item.get("comment").filter(|c| !c.is_null()) {
+                rows.push(json!({
+                    "id": random::uuid()?, "comment": {"text": comment}, "origin": {"id": row_id},
+                    "_audit_source": source,
+                }));
+            }
+        }
+        self.ingest(principal, rows, Some(&target)).await?;
+        Ok(())
+    }
+}
+
+/// Rows carry their object's ids, as the SDKs read them back.
+fn stamp_object_fields(row: &mut Map<String, Value>, pass: &ObjectPass) {
+    for f in ["experiment_id", "dataset_id", "log_id", "prompt_session_id"] {
+        row.remove(f);
+    }
+    row.insert("project_id".into(), json!(pass.project_id()));
+    match pass.object_type() {
+        ObjectType::Experiment => {
+            row.insert("experiment_id".into(), json!(pass.object_id()));
+        }
+        ObjectType::Dataset => {
+            row.insert("dataset_id".into(), json!(pass.object_id()));
+        }
+        ObjectType::ProjectLogs => {
+            row.insert("log_id".into(), json!("g"));
+            row.insert("org_id".into(), json!(pass.org_id()));
+        }
+        ObjectType::Prompt => {
+            row.insert("log_id".into(), json!("p"));
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! API keys.
+//!
+//! Guarantees:
+//! * A key is `hf_` + a 32-hex key id + 256 random bits (64 hex) + a CRC-32 checksum (8 hex).
+//!   The checksum lets garbage be refused without a database lookup and lets scanners spot
+//!   leaked keys.
+//! * Only HMAC-SHA256(pepper, key id ‖ secret) is stored. The pepper is a 32-byte file in the
+//!   data directory, created with mode 0600; a stolen database alone verifies nothing.
+//! * Verification compares hashes in constant time and checks revocation and expiry against
+//!   the injected clock, also for cached entries. Positive results are cached for
+//!   [`CACHE_TTL_SECONDS`] keyed by the hash, never by the secret; a revocation made in this
+//!   process clears the cache at once, one made by another process is seen within the TTL.
+//! * Secrets are held in `secrecy` types and never logged; the `Debug` of every type here is
+//!   redacted.
+
+use crate::random;
+use crate::{Result, ServiceError};
+use hmac::{KeyInit, Mac};
+use holdfast_core::authz::{Principal, SystemPass};
+use holdfast_core::clock::{Clock, format_timestamp, parse_timestamp};
+use holdfast_store::{ApiKeyRecord, Store};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+pub const KEY_PREFIX: &str = "hf_";
+const ID_HEX: usize = 32;
+const SECRET_HEX: usize = 64;
+const CRC_HEX: usize = 8;
+const KEY_LEN: usize = 3 + ID_HEX + SECRET_HEX + CRC_HEX;
+pub const CACHE_TTL_SECONDS: i64 = 10;
+/// How often `last_used_at` is written per key.
+const TOUCH_EVERY_SECONDS: i64 = 60;
+
+/// A freshly minted key: the full token is shown once, the record is stored.
+pub struct NewKey {
+    pub token: SecretString,
+    pub record: ApiKeyRecord,
+}
+
+struct CacheEntry {
+    principal: Principal,
+    expires_at: Option<i64>,
+    cached_at: i64,
+}
+
+pub struct KeyService {
+    pepper: SecretBox<[u8; 32]>,
+    clock: Arc<dyn Clock>,
+    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    touched: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for KeyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyService { .. }")
+    }
+}
+
+/// Loads the pepper file, creating it (mode 0600) when absent.
+pub fn load_or_create_pepper(path: &Path) -> Result<SecretBox<[u8; 32]>> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io =
+        |e: std::io::Error| ServiceError::Internal(format!("pepper file {}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let pepper = random::bytes::<32>()?;
+            f.write_all(&pepper)
+                .and_then(|()| f.sync_all())
+                .map_err(io)?;
+            Ok(SecretBox::new(Box::new(pepper)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            let mode = f.metadata().map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(ServiceError::Internal(format!(
+                    "pepper file {} is readable by others (mode {:o}); run chmod 600",
+                    path.display(),
+                    mode & 0o777
+                )));
+            }
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(io)?;
+            let pepper: [u8; 32] = buf.as_slice().try_into().map_err(|_| {
+                ServiceError::Internal(format!("pepper file {} is not 32 bytes", path.display()))
+            })?;
+            Ok(SecretBox::new(Box::new(pepper)))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn checksum(body: &str) -> String {
+    format!("{:08x}", crc32fast::hash(body.as_bytes()))
+}
+
+/// Splits a token into (key id, secret), checking shape and checksum.
+fn parse_token(token: &str) -> Option<(&str, &str)> {
+    if token.len() != KEY_LEN || !token.starts_with(KEY_PREFIX) {
+        return None;
+    }
+    let rest = token.get(3..)?;
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let (body, crc) = token.split_at(KEY_LEN - CRC_HEX);
+    if checksum(body) != crc {
+        return None;
+    }
+    Some((rest.get(..ID_HEX)?, rest.get(ID_HEX..ID_HEX + SECRET_HEX)?))
+}
+
+impl KeyService {
+    pub fn new(pepper: SecretBox<[u8; 32]>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            pepper,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn mac(&self, key_id: &str, secret: &str) -> Result<[u8; 32]> {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.pepper.expose_secret())
+            .map_err(|_| ServiceError::Internal("bad pepper length".into()))?;
+        mac.update(key_id.as_bytes());
+        mac.update(b"|");
+        mac.update(secret.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// Derives a purpose-specific key from the pepper (used to sign URLs).
+    pub fn derive(&self, purpose: &str) -> Result<SecretBox<[u8; 32]>> {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.pepper.expose_secret())
+            .map_err(|_| ServiceError::Internal("bad pepper length".into()))?;
+        mac.update(b"holdfast derive|");
+        mac.update(purpose.as_bytes());
+        Ok(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
+    }
+
+    /// Mints a key for a user of an organization. Nothing is stored here.
+    pub fn mint(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        name: &str,
+        expires_at: Option<String>,
+    ) -> Result<NewKey> {
+        let id = random::hex(&random::bytes::<16>()?);
+        let secret = random::hex(&random::bytes::<32>()?);
+        let body = format!("{KEY_PREFIX}{id}{secret}");
+        let token = format!("{body}{}", checksum(&body));
+        let hash = random::hex(&self.mac(&id, &secret)?);
+        let preview = format!(
+            "{KEY_PREFIX}{}…{}",
+            id.get(..6).unwrap_or(""),
+            token.get(KEY_LEN - 4..).unwrap_or("")
+        );
+        let record = ApiKeyRecord {
+            id,
+            org_id: org_id.to_owned(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            secret_hash: hash,
+            preview_name: preview,
+            created: format_timestamp(self.clock.now()),
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        Ok(NewKey {
+            token: SecretString::from(token),
+            record,
+        })
+    }
+
+    /// Checks a presented token; every failure is the same `Unauthenticated` to the caller.
+    pub async fn authenticate(&self, store: &Store, token: &str) -> Result<Principal> {
+        const INVALID: ServiceError = ServiceError::Unauthenticated("invalid API key");
+        let (key_id, secret) = parse_token(token.trim_end_matches('\n')).ok_or(INVALID)?;
+        let hash = self.mac(key_id, secret)?;
+        let now = self.clock.now().unix_timestamp();
+        if let Some(principal) = self.cached(&hash, now) {
+            self.touch(store, &principal.key_id, now).await;
+            return Ok(principal);
+        }
+        let why = SystemPass::new("authenticating an API key");
+        let record = store.find_api_key(&why, key_id).await?.ok_or(INVALID)?;
+        let stored = decode_hex(&record.secret_hash).ok_or(INVALID)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            stored.as_slice(),
+            hash.as_slice(),
+        )) {
+            return Err(INVALID);
+        }
+        if record.revoked_at.is_some() {
+            return Err(ServiceError::Unauthenticated("API key has been revoked"));
+        }
+        let expires_at = match &record.expires_at {
+            Some(t) => Some(parse_timestamp(t).ok_or(INVALID)?.unix_timestamp()),
+            None => None,
+        };
+        if expires_at.is_some_and(|e| e <= now) {
+            return Err(ServiceError::Unauthenticated("API key has expired"));
+        }
+        let principal = Principal {
+            user_id: record.user_id,
+            org_id: record.org_id,
+            key_id: record.id,
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            cache.insert(
+                hash,
+                CacheEntry {
+                    principal: principal.clone(),
+                    expires_at,
+                    cached_at: now,
+                },
+            );
+        }
+        self.touch(store, &principal.key_id, now).await;
+        Ok(principal)
+    }
+
+    fn cached(&self, hash: &[u8; 32], now: i64) -> Option<Principal> {
+        let cache = self.cache.lock().ok()?;
+        let e = cache.get(hash)?;
+        let fresh = now - e.cached_at < CACHE_TTL_SECONDS && e.expires_at.is_none_or(|x| x > now);
+        fresh.then(|| e.principal.clone())
+    }
+
+    /// Forgets cached verifications (after a revocation).
+    pub fn clear_cache(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+    }
+
+    async fn touch(&self, store: &Store, key_id: &str, now: i64) {
+        let due = match self.touched.lock() {
+            Ok(mut t) => {
+                let due = t
+                    .get(key_id)
+                    .is_none_or(|last| now - last >= TOUCH_EVERY_SECONDS);
+                if due {
+                    t.insert(key_id.to_owned(), now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            let why = SystemPass::new("recording API key use");
+            if let Err(e) = store
+                .touch_api_key(&why, key_id, &format_timestamp(self.clock.now()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        }
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_core::clock::ManualClock;
+
+    fn service() -> KeyService {
+        KeyService::new(
+            SecretBox::new(Box::new([7u8; 32])),
+            Arc::new(ManualClock::at_unix(1_800_000_000)),
+        )
+    }
+
+    #[test]
+    fn minted_tokens_parse_and_hash_consistently() {
+        let s = service();
+        let k = s.mint("o", "u", "test", None).unwrap();
+        let token = k.token.expose_secret();
+        assert_eq!(token.len(), KEY_LEN);
+        let (id, secret) = parse_token(token).unwrap();
+        assert_eq!(id, k.record.id);
+        assert_eq!(
+            random::hex(&s.mac(id, secret).unwrap()),
+            k.record.secret_hash
+        );
+        assert!(!k.record.preview_name.contains(secret));
+    }
+
+    #[test]
+    fn garbled_tokens_are_refused_before_lookup() {
+        let s = service();
+        let k = s.mint("o", "u", "test", None).unwrap();
+        let token = k.token.expose_secret().to_owned();
+        let mut flipped = token.clone().into_bytes();
+        flipped[40] = if flipped[40] == b'a' { b'b' } else { b'a' };
+        for bad in [
+            String::new(),
+            "sk-123".into(),
+            String::from_utf8(flipped).unwrap(),
+            token[..KEY_LEN - 1].to_owned(),
+            token.to_uppercase(),
+        ] {
+            assert!(parse_token(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pepper_file_is_private_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hf-pepper-{}", random::uuid().unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pepper.key");
+        let a = load_or_create_pepper(&path).unwrap();
+        let b = load_or_create_pepper(&path).unwrap();
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create_pepper(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

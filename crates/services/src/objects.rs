@@ -1,0 +1,734 @@
+//! Organizations, keys, projects and the named objects in them: experiments, datasets and
+//! prompts. REST and the SDKs' app-plane routes both call these.
+
+use crate::{Result, ServiceError, Services, random};
+use holdfast_core::authz::{self, Permission, Principal, SystemPass};
+use holdfast_core::merge::take_control;
+use holdfast_core::object::ObjectType;
+use holdfast_core::xact::XactId;
+use holdfast_store::{
+    IncomingRow, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, RowQuery, UserRecord,
+};
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+/// Filters and paging of `GET /v1/<collection>`.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+    pub name: Option<String>,
+    pub project_id: Option<String>,
+    pub project_name: Option<String>,
+    pub org_name: Option<String>,
+}
+
+const MAX_LIST: i64 = 1000;
+
+fn body_obj(body: &Value) -> Result<&Map<String, Value>> {
+    body.as_object()
+        .ok_or_else(|| ServiceError::bad("request body must be a JSON object"))
+}
+
+/// Reads an optional string field, refusing other types.
+pub fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ServiceError::bad(format!(
+            "field `{field}` must be a string"
+        ))),
+    }
+}
+
+fn required_name<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str> {
+    match opt_str(body, field)? {
+        Some(s) if !s.trim().is_empty() && s.len() <= 1024 => Ok(s),
+        Some(_) => Err(ServiceError::bad(format!(
+            "field `{field}` must be 1 to 1024 characters"
+        ))),
+        None => Err(ServiceError::bad(format!("field `{field}` is required"))),
+    }
+}
+
+/// Copies the allowed optional fields, checking their JSON types.
+fn pick(body: &Map<String, Value>, fields: &[(&str, FieldType)]) -> Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for (name, ty) in fields {
+        if let Some(v) = body.get(*name) {
+            let ok = v.is_null()
+                || match ty {
+                    FieldType::Str => v.is_string(),
+                    FieldType::Bool => v.is_boolean(),
+                    FieldType::Obj => v.is_object(),
+                    FieldType::Tags => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+                };
+            if !ok {
+                return Err(ServiceError::bad(format!(
+                    "field `{name}` must be {}",
+                    ty.describe()
+                )));
+            }
+            out.insert((*name).to_owned(), v.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum FieldType {
+    Str,
+    Bool,
+    Obj,
+    Tags,
+}
+
+impl FieldType {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Str => "a string",
+            Self::Bool => "a boolean",
+            Self::Obj => "an object",
+            Self::Tags => "an array of strings",
+        }
+    }
+}
+
+const PROJECT_FIELDS: &[(&str, FieldType)] = &[
+    ("description", FieldType::Str),
+    ("settings", FieldType::Obj),
+];
+const EXPERIMENT_FIELDS: &[(&str, FieldType)] = &[
+    ("description", FieldType::Str),
+    ("repo_info", FieldType::Obj),
+    ("base_exp_id", FieldType::Str),
+    ("dataset_id", FieldType::Str),
+    ("dataset_version", FieldType::Str),
+    ("public", FieldType::Bool),
+    ("metadata", FieldType::Obj),
+    ("tags", FieldType::Tags),
+    ("parameters_id", FieldType::Str),
+    ("parameters_version", FieldType::Str),
+    ("commit", FieldType::Str),
+];
+const DATASET_FIELDS: &[(&str, FieldType)] = &[
+    ("description", FieldType::Str),
+    ("metadata", FieldType::Obj),
+    ("tags", FieldType::Tags),
+];
+const PROMPT_FIELDS: &[(&str, FieldType)] = &[
+    ("name", FieldType::Str),
+    ("description", FieldType::Str),
+    ("prompt_data", FieldType::Obj),
+    ("tags", FieldType::Tags),
+    ("metadata", FieldType::Obj),
+    ("function_type", FieldType::Str),
+    ("function_data", FieldType::Obj),
+];
+
+pub fn project_json(p: &ProjectRecord) -> Value {
+    json!({
+        "id": p.id, "org_id": p.org_id, "name": p.name, "created": p.created,
+        "deleted_at": p.deleted_at, "user_id": p.user_id,
+        "description": p.info.get("description").cloned().unwrap_or(Value::Null),
+        "settings": p.info.get("settings").cloned().unwrap_or(Value::Null),
+    })
+}
+
+pub fn object_json(o: &ObjectRecord) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(o.id));
+    m.insert("project_id".into(), json!(o.project_id));
+    m.insert("name".into(), json!(o.name));
+    m.insert("created".into(), json!(o.created));
+    m.insert("deleted_at".into(), json!(o.deleted_at));
+    m.insert("user_id".into(), json!(o.user_id));
+    m.insert("description".into(), Value::Null);
+    m.insert("metadata".into(), Value::Null);
+    match o.kind {
+        ObjectType::Experiment => {
+            for f in [
+                "repo_info",
+                "commit",
+                "base_exp_id",
+                "dataset_id",
+                "dataset_version",
+                "tags",
+            ] {
+                m.insert(f.into(), Value::Null);
+            }
+            m.insert("public".into(), json!(false));
+        }
+        ObjectType::Dataset => {
+            m.insert("url_slug".into(), json!(o.name));
+        }
+        _ => {}
+    }
+    for (k, v) in &o.info {
+        m.insert(k.clone(), v.clone());
+    }
+    Value::Object(m)
+}
+
+impl Services {
+    // ---- organizations and keys (operator CLI and bootstrap) ----
+
+    /// Creates an organization with its owner and returns the owner's first API key.
+    pub async fn create_org(&self, org_name: &str, owner_email: &str) -> Result<SecretString> {
+        if org_name.trim().is_empty() || !owner_email.contains('@') {
+            return Err(ServiceError::bad(
+                "an organization name and an owner email are required",
+            ));
+        }
+        let why = SystemPass::new("operator creates an organization");
+        let now = self.now();
+        let org = OrgRecord {
+            id: random::uuid()?,
+            name: org_name.to_owned(),
+            created: now.clone(),
+        };
+        let owner = UserRecord {
+            id: random::uuid()?,
+            email: owner_email.to_owned(),
+            created: now,
+        };
+        let key = self.keys.mint(&org.id, &owner.id, "owner key", None)?;
+        self.store
+            .create_org_with_owner(&why, &org, &owner, &key.record)
+            .await?;
+        Ok(key.token)
+    }
+
+    /// True once any organization exists.
+    pub async fn is_initialized(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .org_count(&SystemPass::new("checking for first start"))
+            .await?
+            > 0)
+    }
+
+    async fn member(&self, org_name: &str, email: &str) -> Result<(OrgRecord, UserRecord)> {
+        let why = SystemPass::new("operator manages keys");
+        let org = self
+            .store
+            .find_org_by_name(&why, org_name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("organization {org_name:?}")))?;
+        let user = self
+            .store
+            .find_member_by_email(&why, &org.id, email)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("member {email:?} of {org_name:?}")))?;
+        Ok((org, user))
+    }
+
+    pub async fn create_key_for(
+        &self,
+        org_name: &str,
+        email: &str,
+        name: &str,
+        expires_at: Option<String>,
+    ) -> Result<SecretString> {
+        let (org, user) = self.member(org_name, email).await?;
+        let key = self.keys.mint(&org.id, &user.id, name, expires_at)?;
+        self.store
+            .insert_api_key(&SystemPass::new("operator creates a key"), &key.record)
+            .await?;
+        Ok(key.token)
+    }
+
+    pub async fn list_keys_for(&self, org_name: &str, email: &str) -> Result<Vec<Value>> {
+        let (org, user) = self.member(org_name, email).await?;
+        let keys = self
+            .store
+            .list_api_keys(&SystemPass::new("operator lists keys"), &org.id, &user.id)
+            .await?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                json!({"id": k.id, "name": k.name, "preview_name": k.preview_name, "created": k.created,
+                       "expires_at": k.expires_at, "revoked_at": k.revoked_at, "last_used_at": k.last_used_at,
+                       "user_id": k.user_id, "user_email": user.email, "org_id": k.org_id})
+            })
+            .collect())
+    }
+
+    pub async fn revoke_key_for(&self, org_name: &str, email: &str, key_id: &str) -> Result<()> {
+        let (org, user) = self.member(org_name, email).await?;
+        let now = self.now();
+        if !self
+            .store
+            .revoke_api_key(
+                &SystemPass::new("operator revokes a key"),
+                &org.id,
+                &user.id,
+                key_id,
+                &now,
+            )
+            .await?
+        {
+            return Err(ServiceError::NotFound(format!("active key {key_id:?}")));
+        }
+        self.keys.clear_cache();
+        Ok(())
+    }
+
+    /// The SDK login reply: the caller's organization and where its data plane lives.
+    pub async fn login(&self, principal: &Principal, base_url: &str) -> Result<Value> {
+        let org = self
+            .store
+            .get_org(&self.org_pass(principal, Permission::Read)?)
+            .await?;
+        Ok(json!({"org_info": [{
+            "id": org.id, "name": org.name, "api_url": base_url, "proxy_url": base_url,
+            "realtime_url": null, "git_metadata": null, "is_universal_api": true
+        }]}))
+    }
+
+    fn check_org_name(&self, org: &OrgRecord, org_name: Option<&str>) -> Result<()> {
+        match org_name {
+            Some(n) if n != org.name => Err(ServiceError::NotFound(format!("organization {n:?}"))),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- projects ----
+
+    pub async fn create_project(
+        &self,
+        principal: &Principal,
+        body: &Value,
+    ) -> Result<ProjectRecord> {
+        let body = body_obj(body)?;
+        let name = required_name(body, "name")?;
+        let org_pass = self.org_pass(principal, Permission::Create)?;
+        let org = self.store.get_org(&org_pass).await?;
+        self.check_org_name(&org, opt_str(body, "org_name")?)?;
+        let rec = ProjectRecord {
+            id: random::uuid()?,
+            org_id: org.id,
+            name: name.to_owned(),
+            user_id: Some(principal.user_id.clone()),
+            created: self.now(),
+            deleted_at: None,
+            info: pick(body, PROJECT_FIELDS)?,
+        };
+        Ok(self.store.create_project(&org_pass, &rec).await?)
+    }
+
+    pub async fn get_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
+        Ok(self.project_pass(principal, id, Permission::Read).await?.0)
+    }
+
+    /// A project named by id or by name; with `create`, a missing name is created.
+    pub async fn resolve_project(
+        &self,
+        principal: &Principal,
+        id: Option<&str>,
+        name: Option<&str>,
+        create: bool,
+    ) -> Result<ProjectRecord> {
+        match (id, name) {
+            (Some(id), _) => self.get_project(principal, id).await,
+            (None, Some(name)) if create => {
+                self.create_project(principal, &json!({ "name": name }))
+                    .await
+            }
+            (None, Some(name)) => {
+                let org = self.org_pass(principal, Permission::Read)?;
+                self.store
+                    .find_project(&org, name)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound(format!("project {name:?}")))
+            }
+            (None, None) => Err(ServiceError::bad("project_id or project_name is required")),
+        }
+    }
+
+    pub async fn list_projects(
+        &self,
+        principal: &Principal,
+        params: &ListParams,
+    ) -> Result<Vec<ProjectRecord>> {
+        let org_pass = self.org_pass(principal, Permission::Read)?;
+        let org = self.store.get_org(&org_pass).await?;
+        if params.org_name.as_deref().is_some_and(|n| n != org.name) {
+            return Ok(Vec::new());
+        }
+        let limit = params.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
+        let name = params.name.as_deref().or(params.project_name.as_deref());
+        Ok(self
+            .store
+            .list_projects(&org_pass, name, params.starting_after.as_deref(), limit)
+            .await?)
+    }
+
+    pub async fn patch_project(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: &Value,
+    ) -> Result<ProjectRecord> {
+        let body = body_obj(body)?;
+        let (project, pass) = self.project_pass(principal, id, Permission::Update).await?;
+        let name = match opt_str(body, "name")? {
+            Some(_) => required_name(body, "name")?.to_owned(),
+            None => project.name.clone(),
+        };
+        let mut info = project.info.clone();
+        info.extend(pick(body, PROJECT_FIELDS)?);
+        Ok(self.store.update_project(&pass, &name, &info).await?)
+    }
+
+    pub async fn delete_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
+        let (_, pass) = self.project_pass(principal, id, Permission::Delete).await?;
+        Ok(self.store.delete_project(&pass, &self.now()).await?)
+    }
+
+    // ---- experiments and datasets ----
+
+    /// Creates an experiment (`ensure_new`, the default, makes the name unique; without a
+    /// name one is generated) or gets-or-creates a dataset by name.
+    pub async fn create_object(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        body: &Value,
+    ) -> Result<ObjectRecord> {
+        let body = body_obj(body)?;
+        let project = self
+            .resolve_project(
+                principal,
+                opt_str(body, "project_id")?,
+                opt_str(body, "project_name")?,
+                true,
+            )
+            .await?;
+        let (_, project_pass) = self
+            .project_pass(principal, &project.id, Permission::Create)
+            .await?;
+        let (fields, on_conflict, name) = match kind {
+            ObjectType::Experiment => {
+                let ensure_new = match body.get("ensure_new") {
+                    None | Some(Value::Null) => true,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        return Err(ServiceError::bad("field `ensure_new` must be a boolean"));
+                    }
+                };
+                let name = match opt_str(body, "name")? {
+                    Some(_) => required_name(body, "name")?.to_owned(),
+                    None => {
+                        let t = self.clock.now();
+                        format!(
+                            "experiment-{:04}{:02}{:02}-{:02}{:02}{:02}",
+                            t.year(),
+                            u8::from(t.month()),
+                            t.day(),
+                            t.hour(),
+                            t.minute(),
+                            t.second()
+                        )
+                    }
+                };
+                let conflict = if ensure_new {
+                    OnNameConflict::Rename
+                } else {
+                    OnNameConflict::ReturnExisting
+                };
+                (EXPERIMENT_FIELDS, conflict, name)
+            }
+            ObjectType::Dataset => (
+                DATASET_FIELDS,
+                OnNameConflict::ReturnExisting,
+                required_name(body, "name")?.to_owned(),
+            ),
+            _ => return Err(ServiceError::bad("unsupported object type")),
+        };
+        let info = pick(body, fields)?;
+        // References must name objects the caller can see.
+        if let Some(id) = opt_str(&info, "dataset_id")? {
+            self.object_pass(principal, ObjectType::Dataset, id, Permission::Read)
+                .await?;
+        }
+        if let Some(id) = opt_str(&info, "base_exp_id")? {
+            self.object_pass(principal, ObjectType::Experiment, id, Permission::Read)
+                .await?;
+        }
+        let rec = ObjectRecord {
+            id: random::uuid()?,
+            org_id: project.org_id.clone(),
+            project_id: project.id.clone(),
+            kind,
+            name,
+            user_id: Some(principal.user_id.clone()),
+            created: self.now(),
+            deleted_at: None,
+            info,
+        };
+        Ok(self
+            .store
+            .create_object(&project_pass, &rec, on_conflict)
+            .await?)
+    }
+
+    pub async fn get_object(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<ObjectRecord> {
+        self.object_pass(principal, kind, id, Permission::Read)
+            .await?
+            .0
+            .ok_or_else(|| ServiceError::NotFound(kind.to_string()))
+    }
+
+    pub async fn list_objects(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        params: &ListParams,
+    ) -> Result<Vec<ObjectRecord>> {
+        let org_pass = self.org_pass(principal, Permission::Read)?;
+        let org = self.store.get_org(&org_pass).await?;
+        if params.org_name.as_deref().is_some_and(|n| n != org.name) {
+            return Ok(Vec::new());
+        }
+        let project_id = match (&params.project_id, &params.project_name) {
+            (Some(id), _) => Some(id.clone()),
+            (None, Some(name)) => match self.store.find_project(&org_pass, name).await? {
+                Some(p) => Some(p.id),
+                None => return Ok(Vec::new()),
+            },
+            (None, None) => None,
+        };
+        let limit = params.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
+        Ok(self
+            .store
+            .list_objects(
+                &org_pass,
+                kind,
+                project_id.as_deref(),
+                params.name.as_deref(),
+                params.starting_after.as_deref(),
+                limit,
+            )
+            .await?)
+    }
+
+    pub async fn patch_object(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+        body: &Value,
+    ) -> Result<ObjectRecord> {
+        let body = body_obj(body)?;
+        let (object, pass) = self
+            .object_pass(principal, kind, id, Permission::Update)
+            .await?;
+        let object = object.ok_or_else(|| ServiceError::NotFound(kind.to_string()))?;
+        let fields = match kind {
+            ObjectType::Experiment => EXPERIMENT_FIELDS,
+            _ => DATASET_FIELDS,
+        };
+        let name = match opt_str(body, "name")? {
+            Some(_) => required_name(body, "name")?.to_owned(),
+            None => object.name.clone(),
+        };
+        let mut info = object.info.clone();
+        info.extend(pick(body, fields)?);
+        Ok(self.store.update_object(&pass, &name, &info).await?)
+    }
+
+    pub async fn delete_object(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<ObjectRecord> {
+        let (_, pass) = self
+            .object_pass(principal, kind, id, Permission::Delete)
+            .await?;
+        Ok(self.store.delete_object(&pass, &self.now()).await?)
+    }
+
+    // ---- prompts: identity in the object table, versions in the row store ----
+
+    /// `POST /v1/prompt` (get-or-create by project and slug) or, with `replace`, `PUT` (a new
+    /// version when the slug exists).
+    pub async fn put_prompt(
+        &self,
+        principal: &Principal,
+        body: &Value,
+        replace: bool,
+    ) -> Result<Value> {
+        let body = body_obj(body)?;
+        let project = self
+            .resolve_project(
+                principal,
+                opt_str(body, "project_id")?,
+                opt_str(body, "project_name")?,
+                false,
+            )
+            .await?;
+        let slug = required_name(body, "slug")?;
+        let name = required_name(body, "name")?;
+        let mut content = pick(body, PROMPT_FIELDS)?;
+        content.insert("name".into(), json!(name));
+        let (_, project_pass) = self
+            .project_pass(principal, &project.id, Permission::Create)
+            .await?;
+        let rec = ObjectRecord {
+            id: random::uuid()?,
+            org_id: project.org_id.clone(),
+            project_id: project.id.clone(),
+            kind: ObjectType::Prompt,
+            name: slug.to_owned(),
+            user_id: Some(principal.user_id.clone()),
+            created: self.now(),
+            deleted_at: None,
+            info: Map::new(),
+        };
+        let object = self
+            .store
+            .create_object(&project_pass, &rec, OnNameConflict::ReturnExisting)
+            .await?;
+        let is_new = object.id == rec.id;
+        if is_new || replace {
+            let pass =
+                authz::object_pass(&project_pass, ObjectType::Prompt, &object.id, &project.id)?;
+            let mut data = content;
+            let control = take_control(&mut data).map_err(|e| ServiceError::bad(e.to_string()))?;
+            let row = IncomingRow {
+                row_id: object.id.clone(),
+                control,
+                data,
+            };
+            self.store
+                .write_rows(&[(pass, vec![row])], &self.now())
+                .await?;
+        }
+        self.prompt_json(principal, &object, None).await
+    }
+
+    async fn prompt_json(
+        &self,
+        principal: &Principal,
+        object: &ObjectRecord,
+        version: Option<&str>,
+    ) -> Result<Value> {
+        let as_of = match version {
+            Some(v) => Some(
+                XactId::parse(v)
+                    .ok_or_else(|| ServiceError::bad(format!("invalid version {v:?}")))?,
+            ),
+            None => None,
+        };
+        let (_, pass) = self
+            .object_pass(principal, ObjectType::Prompt, &object.id, Permission::Read)
+            .await?;
+        let q = RowQuery {
+            as_of,
+            limit: 1,
+            ..RowQuery::default()
+        };
+        let row = self
+            .store
+            .read_rows(&pass, &q)
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::NotFound("prompt version".into()))?;
+        let mut m = Map::new();
+        for f in [
+            "description",
+            "prompt_data",
+            "tags",
+            "metadata",
+            "function_data",
+        ] {
+            m.insert(f.into(), Value::Null);
+        }
+        m.insert("function_type".into(), Value::Null);
+        m.extend(row.data);
+        m.insert("id".into(), json!(object.id));
+        m.insert("_xact_id".into(), json!(row.xact_id.to_string()));
+        m.insert("project_id".into(), json!(object.project_id));
+        m.insert("org_id".into(), json!(object.org_id));
+        m.insert("log_id".into(), json!("p"));
+        m.insert("slug".into(), json!(object.name));
+        m.insert("created".into(), json!(object.created));
+        Ok(Value::Object(m))
+    }
+
+    pub async fn get_prompt(
+        &self,
+        principal: &Principal,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<Value> {
+        let object = self.get_object(principal, ObjectType::Prompt, id).await?;
+        self.prompt_json(principal, &object, version).await
+    }
+
+    /// `GET /v1/prompt`: by project and slug, or every prompt the filters match.
+    pub async fn list_prompts(
+        &self,
+        principal: &Principal,
+        params: &ListParams,
+        slug: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let params = ListParams {
+            name: slug.map(str::to_owned).or(params.name.clone()),
+            ..params.clone()
+        };
+        let objects = self
+            .list_objects(principal, ObjectType::Prompt, &params)
+            .await?;
+        let mut out = Vec::with_capacity(objects.len());
+        for o in &objects {
+            match self.prompt_json(principal, o, version).await {
+                Ok(v) => out.push(v),
+                Err(ServiceError::NotFound(_)) if version.is_some() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn patch_prompt(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        let body = body_obj(body)?;
+        let (object, pass) = self
+            .object_pass(principal, ObjectType::Prompt, id, Permission::Update)
+            .await?;
+        let object = object.ok_or_else(|| ServiceError::NotFound("prompt".into()))?;
+        let mut data = pick(body, PROMPT_FIELDS)?;
+        data.insert("_is_merge".into(), json!(true));
+        let control = take_control(&mut data).map_err(|e| ServiceError::bad(e.to_string()))?;
+        let row = IncomingRow {
+            row_id: object.id.clone(),
+            control,
+            data,
+        };
+        self.store
+            .write_rows(&[(pass, vec![row])], &self.now())
+            .await?;
+        self.prompt_json(principal, &object, None).await
+    }
+
+    pub async fn delete_prompt(&self, principal: &Principal, id: &str) -> Result<Value> {
+        let object = self.get_object(principal, ObjectType::Prompt, id).await?;
+        let out = self.prompt_json(principal, &object, None).await?;
+        self.delete_object(principal, ObjectType::Prompt, id)
+            .await?;
+        Ok(out)
+    }
+}

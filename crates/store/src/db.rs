@@ -1,0 +1,138 @@
+//! Connections, pragmas and migrations.
+
+use crate::Result;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pools {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` once per backend, with `$p` bound to the pool and `$DB` naming the
+/// `sqlx::Database` type.
+macro_rules! with_pool {
+    ($pools:expr, |$p:ident, $DB:ident| $body:expr) => {
+        match $pools {
+            $crate::db::Pools::Sqlite($p) => {
+                #[allow(dead_code)]
+                type $DB = sqlx::Sqlite;
+                $body
+            }
+            $crate::db::Pools::Postgres($p) => {
+                #[allow(dead_code)]
+                type $DB = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The store. Cloning is cheap (pools are shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// Many readers.
+    pub(crate) read: Pools,
+    /// On SQLite one connection, so writers queue in-process instead of spinning on locks.
+    pub(crate) write: Pools,
+}
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema.sql"))];
+
+impl Store {
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        let store = Self {
+            read: Pools::Sqlite(read),
+            write: Pools::Sqlite(write),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn open_postgres(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        let store = Self {
+            read: Pools::Postgres(pool.clone()),
+            write: Pools::Postgres(pool),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.write {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        with_pool!(&self.write, |pool, DB| {
+            let mut tx = pool.begin().await?;
+            if let Pools::Postgres(_) = &self.write {
+                // Replicas starting together take turns.
+                sqlx::query("SELECT pg_advisory_xact_lock(7308356221)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *tx)
+                .await?;
+            for (version, sql) in MIGRATIONS {
+                if applied.contains(version) {
+                    continue;
+                }
+                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// Takes the next value of a named counter inside the caller's transaction. Updating the
+/// counter row first serializes writers (see the crate docs).
+pub(crate) const NEXT_COUNTER: &str =
+    "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value";

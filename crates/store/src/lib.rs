@@ -1,0 +1,43 @@
+//! The row store and metadata store, on embedded SQLite or on PostgreSQL.
+//!
+//! Guarantees:
+//! * Tenant data is reached only through a pass from `holdfast_core::authz`; every query is
+//!   scoped by the ids the pass carries, so one organization never sees another's data.
+//! * A row batch is one transaction: all of it is stored, or none. It returns only after the
+//!   commit, which on SQLite runs with `synchronous=FULL` in WAL mode, so an acknowledged batch
+//!   survives a process kill.
+//! * Writers are serialized by the transaction counter row, which each write transaction
+//!   updates first; `_xact_id`s are therefore handed out in commit order, and a merge reads the
+//!   row it merges onto under that lock (no lost updates between concurrent requests).
+//!
+//! The same SQL runs on both backends (`$N` placeholders, TEXT JSON, BIGINT ids); the
+//! [`with_pool!`] macro expands each query once per backend.
+
+mod db;
+mod meta;
+mod rows;
+
+pub use db::{Backend, Store};
+pub use meta::{
+    ApiKeyRecord, AttachmentRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord,
+    UserRecord,
+};
+pub use rows::{IncomingRow, RowQuery, StoredRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the pass does not allow this operation")]
+    WrongPermission,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("transaction id space exhausted")]
+    XactExhausted,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;

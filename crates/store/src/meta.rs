@@ -1,0 +1,809 @@
+//! Organizations, users, API keys, projects, and the named objects inside projects
+//! (experiments, datasets, prompts), plus attachment records.
+
+use crate::db::{NEXT_COUNTER, with_pool};
+use crate::{Result, Store, StoreError};
+use holdfast_core::authz::{ObjectPass, OrgPass, Permission, ProjectPass, SystemPass};
+use holdfast_core::object::ObjectType;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgRecord {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub created: String,
+}
+
+/// An API key as stored: never the secret, only its keyed hash.
+#[derive(Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub org_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub preview_name: String,
+    pub created: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("user_id", &self.user_id)
+            .field("preview_name", &self.preview_name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub user_id: Option<String>,
+    pub created: String,
+    pub deleted_at: Option<String>,
+    /// description, settings, ...
+    pub info: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRecord {
+    pub id: String,
+    pub org_id: String,
+    pub project_id: String,
+    pub kind: ObjectType,
+    pub name: String,
+    pub user_id: Option<String>,
+    pub created: String,
+    pub deleted_at: Option<String>,
+    /// Every other field of the object (description, metadata, base_exp_id, ...).
+    pub info: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachmentRecord {
+    pub key: String,
+    pub filename: String,
+    pub content_type: String,
+    pub status: Value,
+}
+
+/// What to do when an object's name is taken in its project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnNameConflict {
+    /// Return the existing object unchanged (get-or-create).
+    ReturnExisting,
+    /// Make the name unique by adding a numeric suffix.
+    Rename,
+}
+
+type KeyRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+type ProjectRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+type ObjectRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+
+const KEY_COLS: &str = "id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at";
+const PROJECT_COLS: &str = "id, org_id, name, user_id, created, deleted_at, info";
+const OBJECT_COLS: &str = "id, org_id, project_id, kind, name, user_id, created, deleted_at, info";
+
+fn key_from(r: KeyRow) -> ApiKeyRecord {
+    let (
+        id,
+        org_id,
+        user_id,
+        name,
+        secret_hash,
+        preview_name,
+        created,
+        expires_at,
+        revoked_at,
+        last_used_at,
+    ) = r;
+    ApiKeyRecord {
+        id,
+        org_id,
+        user_id,
+        name,
+        secret_hash,
+        preview_name,
+        created,
+        expires_at,
+        revoked_at,
+        last_used_at,
+    }
+}
+
+fn parse_info(s: &str) -> Result<Map<String, Value>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("info column: {e}")))
+}
+
+fn project_from(r: ProjectRow) -> Result<ProjectRecord> {
+    let (id, org_id, name, user_id, created, deleted_at, info) = r;
+    Ok(ProjectRecord {
+        id,
+        org_id,
+        name,
+        user_id,
+        created,
+        deleted_at,
+        info: parse_info(&info)?,
+    })
+}
+
+fn object_from(r: ObjectRow) -> Result<ObjectRecord> {
+    let (id, org_id, project_id, kind, name, user_id, created, deleted_at, info) = r;
+    let kind = ObjectType::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("object kind {kind}")))?;
+    Ok(ObjectRecord {
+        id,
+        org_id,
+        project_id,
+        kind,
+        name,
+        user_id,
+        created,
+        deleted_at,
+        info: parse_info(&info)?,
+    })
+}
+
+fn require_write(p: Permission) -> Result<()> {
+    if p.writes() {
+        Ok(())
+    } else {
+        Err(StoreError::WrongPermission)
+    }
+}
+
+fn info_text(info: &Map<String, Value>) -> String {
+    Value::Object(info.clone()).to_string()
+}
+
+impl Store {
+    // ---- bootstrap and authentication (system passes) ----
+
+    pub async fn org_count(&self, _why: &SystemPass) -> Result<i64> {
+        with_pool!(&self.read, |p, DB| Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orgs"
+        )
+        .fetch_one(p)
+        .await?))
+    }
+
+    /// Creates an organization, its owner (or reuses the user with that email) and a first key
+    /// for the owner, atomically. Returns the owner's user id.
+    pub async fn create_org_with_owner(
+        &self,
+        _why: &SystemPass,
+        org: &OrgRecord,
+        owner: &UserRecord,
+        key: &ApiKeyRecord,
+    ) -> Result<String> {
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let taken: Option<String> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
+                .bind(&org.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "organization {:?} already exists",
+                    org.name
+                )));
+            }
+            sqlx::query("INSERT INTO orgs (id, name, created) VALUES ($1, $2, $3)")
+                .bind(&org.id)
+                .bind(&org.name)
+                .bind(&org.created)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO users (id, email, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&owner.id)
+            .bind(&owner.email)
+            .bind(&owner.created)
+            .execute(&mut *tx)
+            .await?;
+            let user_id: String = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                .bind(&owner.email)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO org_members (org_id, user_id, created) VALUES ($1, $2, $3)")
+                .bind(&org.id)
+                .bind(&user_id)
+                .bind(&org.created)
+                .execute(&mut *tx)
+                .await?;
+            Self::insert_key_in(
+                &mut *tx,
+                &ApiKeyRecord {
+                    user_id: user_id.clone(),
+                    ..key.clone()
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(user_id)
+        })
+    }
+
+    pub async fn find_org_by_name(
+        &self,
+        _why: &SystemPass,
+        name: &str,
+    ) -> Result<Option<OrgRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let r: Option<(String, String, String)> =
+                sqlx::query_as("SELECT id, name, created FROM orgs WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(p)
+                    .await?;
+            Ok(r.map(|(id, name, created)| OrgRecord { id, name, created }))
+        })
+    }
+
+    /// The user with this email, if they are a member of the organization.
+    pub async fn find_member_by_email(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        email: &str,
+    ) -> Result<Option<UserRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let r: Option<(String, String, String)> = sqlx::query_as(
+                "SELECT u.id, u.email, u.created FROM users u JOIN org_members m ON m.user_id = u.id \
+                 WHERE m.org_id = $1 AND u.email = $2",
+            )
+            .bind(org_id)
+            .bind(email)
+            .fetch_optional(p)
+            .await?;
+            Ok(r.map(|(id, email, created)| UserRecord { id, email, created }))
+        })
+    }
+
+    pub async fn insert_api_key(&self, _why: &SystemPass, key: &ApiKeyRecord) -> Result<()> {
+        with_pool!(&self.write, |p, DB| Self::insert_key_in(p, key).await)
+    }
+
+    async fn insert_key_in<'c, E>(conn: E, key: &ApiKeyRecord) -> Result<()>
+    where
+        E: sqlx::Executor<'c>,
+        for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+        for<'q> &'q String: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+        for<'q> &'q Option<String>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    {
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&key.id)
+        .bind(&key.org_id)
+        .bind(&key.user_id)
+        .bind(&key.name)
+        .bind(&key.secret_hash)
+        .bind(&key.preview_name)
+        .bind(&key.created)
+        .bind(&key.expires_at)
+        .bind(&key.revoked_at)
+        .bind(&key.last_used_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn find_api_key(&self, _why: &SystemPass, id: &str) -> Result<Option<ApiKeyRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1");
+            let r: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            Ok(r.map(key_from))
+        })
+    }
+
+    pub async fn list_api_keys(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<ApiKeyRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {KEY_COLS} FROM api_keys WHERE org_id = $1 AND user_id = $2 ORDER BY created DESC, id"
+            );
+            let r: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(org_id)
+                .bind(user_id)
+                .fetch_all(p)
+                .await?;
+            Ok(r.into_iter().map(key_from).collect())
+        })
+    }
+
+    /// Revokes one of the user's keys; false when there is no such unrevoked key.
+    pub async fn revoke_api_key(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        user_id: &str,
+        key_id: &str,
+        now: &str,
+    ) -> Result<bool> {
+        with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND user_id = $4 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(key_id)
+            .bind(org_id)
+            .bind(user_id)
+            .execute(p)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    pub async fn touch_api_key(&self, _why: &SystemPass, key_id: &str, now: &str) -> Result<()> {
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(key_id)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    // ---- organizations ----
+
+    pub async fn get_org(&self, pass: &OrgPass) -> Result<OrgRecord> {
+        with_pool!(&self.read, |p, DB| {
+            let r: Option<(String, String, String)> =
+                sqlx::query_as("SELECT id, name, created FROM orgs WHERE id = $1")
+                    .bind(pass.org_id())
+                    .fetch_optional(p)
+                    .await?;
+            r.map(|(id, name, created)| OrgRecord { id, name, created })
+                .ok_or(StoreError::NotFound("organization"))
+        })
+    }
+
+    // ---- projects ----
+
+    /// Get-or-create by name inside the pass's organization.
+    pub async fn create_project(
+        &self,
+        pass: &OrgPass,
+        rec: &ProjectRecord,
+    ) -> Result<ProjectRecord> {
+        require_write(pass.permission())?;
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let seq: i64 = sqlx::query_scalar(NEXT_COUNTER)
+                .bind("seq")
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO projects (id, org_id, name, user_id, created, deleted_at, seq, info) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(&rec.id)
+            .bind(pass.org_id())
+            .bind(&rec.name)
+            .bind(&rec.user_id)
+            .bind(&rec.created)
+            .bind(seq)
+            .bind(info_text(&rec.info))
+            .execute(&mut *tx)
+            .await?;
+            let sql = format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL"
+            );
+            let row: ProjectRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(&rec.name)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            project_from(row)
+        })
+    }
+
+    pub async fn get_project(&self, pass: &OrgPass, id: &str) -> Result<ProjectRecord> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+            );
+            let r: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            r.map(project_from)
+                .transpose()?
+                .ok_or(StoreError::NotFound("project"))
+        })
+    }
+
+    pub async fn find_project(&self, pass: &OrgPass, name: &str) -> Result<Option<ProjectRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL"
+            );
+            let r: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(name)
+                .fetch_optional(p)
+                .await?;
+            r.map(project_from).transpose()
+        })
+    }
+
+    /// Newest first; `starting_after` is the id of the last project of the previous page.
+    pub async fn list_projects(
+        &self,
+        pass: &OrgPass,
+        name: Option<&str>,
+        starting_after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ProjectRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND deleted_at IS NULL \
+                 AND ($2 IS NULL OR name = $2) \
+                 AND ($3 IS NULL OR seq < (SELECT seq FROM projects WHERE id = $3 AND org_id = $1)) \
+                 ORDER BY seq DESC LIMIT $4"
+            );
+            let rows: Vec<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(name)
+                .bind(starting_after)
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.into_iter().map(project_from).collect()
+        })
+    }
+
+    pub async fn update_project(
+        &self,
+        pass: &ProjectPass,
+        name: &str,
+        info: &Map<String, Value>,
+    ) -> Result<ProjectRecord> {
+        require_write(pass.permission())?;
+        with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "UPDATE projects SET name = $1, info = $2 WHERE id = $3 AND org_id = $4 AND deleted_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM projects o WHERE o.org_id = $4 AND o.name = $1 AND o.id <> $3 AND o.deleted_at IS NULL)",
+            )
+            .bind(name)
+            .bind(info_text(info))
+            .bind(pass.project_id())
+            .bind(pass.org_id())
+            .execute(p)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "a project named {name:?} already exists"
+                )));
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        self.get_project(pass.org(), pass.project_id()).await
+    }
+
+    pub async fn delete_project(&self, pass: &ProjectPass, now: &str) -> Result<ProjectRecord> {
+        require_write(pass.permission())?;
+        let mut rec = self.get_project(pass.org(), pass.project_id()).await?;
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query("UPDATE projects SET deleted_at = $1 WHERE id = $2 AND org_id = $3")
+                .bind(now)
+                .bind(pass.project_id())
+                .bind(pass.org_id())
+                .execute(p)
+                .await?;
+            Ok::<_, StoreError>(())
+        })?;
+        rec.deleted_at = Some(now.to_owned());
+        Ok(rec)
+    }
+
+    // ---- objects: experiments, datasets, prompts ----
+
+    pub async fn create_object(
+        &self,
+        pass: &ProjectPass,
+        rec: &ObjectRecord,
+        on_conflict: OnNameConflict,
+    ) -> Result<ObjectRecord> {
+        require_write(pass.permission())?;
+        let kind = rec.kind.as_str();
+        for attempt in 0..1000u32 {
+            let name = if attempt == 0 {
+                rec.name.clone()
+            } else {
+                format!("{}-{attempt}", rec.name)
+            };
+            let inserted = with_pool!(&self.write, |p, DB| {
+                let mut tx = p.begin().await?;
+                let seq: i64 = sqlx::query_scalar(NEXT_COUNTER)
+                    .bind("seq")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let done = sqlx::query(
+                    "INSERT INTO objects (id, org_id, project_id, kind, name, user_id, created, deleted_at, seq, info) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9) ON CONFLICT DO NOTHING",
+                )
+                .bind(&rec.id)
+                .bind(pass.org_id())
+                .bind(pass.project_id())
+                .bind(kind)
+                .bind(&name)
+                .bind(&rec.user_id)
+                .bind(&rec.created)
+                .bind(seq)
+                .bind(info_text(&rec.info))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(done.rows_affected() == 1)
+            })?;
+            if inserted {
+                return self.get_object(pass.org(), rec.kind, &rec.id).await;
+            }
+            if on_conflict == OnNameConflict::ReturnExisting {
+                return self
+                    .find_object(pass, rec.kind, &rec.name)
+                    .await?
+                    .ok_or(StoreError::NotFound(kind_name(rec.kind)));
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "no free name like {:?}",
+            rec.name
+        )))
+    }
+
+    /// Looks an object up inside the pass's organization.
+    pub async fn get_object(
+        &self,
+        pass: &OrgPass,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<ObjectRecord> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND id = $3 AND deleted_at IS NULL"
+            );
+            let r: Option<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(kind.as_str())
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            r.map(object_from)
+                .transpose()?
+                .ok_or(StoreError::NotFound(kind_name(kind)))
+        })
+    }
+
+    pub async fn find_object(
+        &self,
+        pass: &ProjectPass,
+        kind: ObjectType,
+        name: &str,
+    ) -> Result<Option<ObjectRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND project_id = $2 AND kind = $3 AND name = $4 AND deleted_at IS NULL"
+            );
+            let r: Option<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(pass.project_id())
+                .bind(kind.as_str())
+                .bind(name)
+                .fetch_optional(p)
+                .await?;
+            r.map(object_from).transpose()
+        })
+    }
+
+    /// Newest first, optionally inside one project and with one name.
+    pub async fn list_objects(
+        &self,
+        pass: &OrgPass,
+        kind: ObjectType,
+        project_id: Option<&str>,
+        name: Option<&str>,
+        starting_after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ObjectRecord>> {
+        with_pool!(&self.read, |p, DB| {
+            let sql = format!(
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND deleted_at IS NULL \
+                 AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR name = $4) \
+                 AND ($5 IS NULL OR seq < (SELECT seq FROM objects WHERE id = $5 AND org_id = $1)) \
+                 ORDER BY seq DESC LIMIT $6"
+            );
+            let rows: Vec<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pass.org_id())
+                .bind(kind.as_str())
+                .bind(project_id)
+                .bind(name)
+                .bind(starting_after)
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.into_iter().map(object_from).collect()
+        })
+    }
+
+    pub async fn update_object(
+        &self,
+        pass: &ObjectPass,
+        name: &str,
+        info: &Map<String, Value>,
+    ) -> Result<ObjectRecord> {
+        require_write(pass.permission())?;
+        let kind = pass.object_type().as_str();
+        with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "UPDATE objects SET name = $1, info = $2 WHERE id = $3 AND org_id = $4 AND kind = $5 AND deleted_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.project_id = objects.project_id AND o.kind = $5 \
+                 AND o.name = $1 AND o.id <> $3 AND o.deleted_at IS NULL)",
+            )
+            .bind(name)
+            .bind(info_text(info))
+            .bind(pass.object_id())
+            .bind(pass.org_id())
+            .bind(kind)
+            .execute(p)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "a {kind} named {name:?} already exists in this project"
+                )));
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        self.get_object(pass.project().org(), pass.object_type(), pass.object_id())
+            .await
+    }
+
+    pub async fn delete_object(&self, pass: &ObjectPass, now: &str) -> Result<ObjectRecord> {
+        require_write(pass.permission())?;
+        let mut rec = self
+            .get_object(pass.project().org(), pass.object_type(), pass.object_id())
+            .await?;
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query("UPDATE objects SET deleted_at = $1 WHERE id = $2 AND org_id = $3")
+                .bind(now)
+                .bind(pass.object_id())
+                .bind(pass.org_id())
+                .execute(p)
+                .await?;
+            Ok::<_, StoreError>(())
+        })?;
+        rec.deleted_at = Some(now.to_owned());
+        Ok(rec)
+    }
+
+    // ---- attachments ----
+
+    pub async fn put_attachment(
+        &self,
+        pass: &OrgPass,
+        rec: &AttachmentRecord,
+        now: &str,
+    ) -> Result<()> {
+        require_write(pass.permission())?;
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "INSERT INTO attachments (org_id, key, filename, content_type, status, created) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (org_id, key) DO UPDATE SET filename = $3, content_type = $4, status = $5",
+            )
+            .bind(pass.org_id())
+            .bind(&rec.key)
+            .bind(&rec.filename)
+            .bind(&rec.content_type)
+            .bind(rec.status.to_string())
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn set_attachment_status(
+        &self,
+        pass: &OrgPass,
+        key: &str,
+        status: &Value,
+    ) -> Result<()> {
+        require_write(pass.permission())?;
+        with_pool!(&self.write, |p, DB| {
+            let done =
+                sqlx::query("UPDATE attachments SET status = $1 WHERE org_id = $2 AND key = $3")
+                    .bind(status.to_string())
+                    .bind(pass.org_id())
+                    .bind(key)
+                    .execute(p)
+                    .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound("attachment"));
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn get_attachment(&self, pass: &OrgPass, key: &str) -> Result<AttachmentRecord> {
+        with_pool!(&self.read, |p, DB| {
+            let r: Option<(String, String, String, String)> = sqlx::query_as(
+                "SELECT key, filename, content_type, status FROM attachments WHERE org_id = $1 AND key = $2",
+            )
+            .bind(pass.org_id())
+            .bind(key)
+            .fetch_optional(p)
+            .await?;
+            let (key, filename, content_type, status) =
+                r.ok_or(StoreError::NotFound("attachment"))?;
+            let status =
+                serde_json::from_str(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(AttachmentRecord {
+                key,
+                filename,
+                content_type,
+                status,
+            })
+        })
+    }
+}
+
+fn kind_name(kind: ObjectType) -> &'static str {
+    kind.as_str()
+}
