@@ -44,6 +44,11 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Manage organizations.
+    Org {
+        #[command(subcommand)]
+        action: OrgAction,
+    },
     /// Manage a user's API keys.
     Keys {
         #[command(subcommand)]
@@ -53,6 +58,18 @@ enum Command {
     Bench {
         #[command(subcommand)]
         which: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgAction {
+    /// Create an organization and its owner; print the owner's API key.
+    Create {
+        #[command(flatten)]
+        common: CommonArgs,
+        name: String,
+        #[arg(long)]
+        owner: String,
     },
 }
 
@@ -178,6 +195,18 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("the store is already initialized; nothing was changed");
             }
             let key = services.create_org(&org, &owner).await?;
+            println!("{}", key.expose_secret());
+        }
+        Command::Org {
+            action:
+                OrgAction::Create {
+                    common,
+                    name,
+                    owner,
+                },
+        } => {
+            let services = open(&common.settings(None)?).await?;
+            let key = services.create_org(&name, &owner).await?;
             println!("{}", key.expose_secret());
         }
         Command::Serve { common, listen } => serve(common.settings(listen)?).await?,

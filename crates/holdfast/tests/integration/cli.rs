@@ -1,0 +1,198 @@
+//! The CLI contract.
+
+use crate::harness::{BIN, Backend, Server, backends, fresh_database};
+use std::process::Command;
+
+fn holdfast(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("HOLDFAST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+async fn init_contract(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_owned();
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_database().await),
+    };
+    let mut args = vec![
+        "init",
+        "--data-dir",
+        d.as_str(),
+        "--org",
+        "acme",
+        "--owner",
+        "owner@acme.test",
+    ];
+    if let Some(url) = &db {
+        args.extend(["--database-url", url.as_str()]);
+    }
+    let out = holdfast(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "init prints only the key: {stdout:?}"
+    );
+    let key = stdout.trim().to_owned();
+    assert!(key.starts_with("hf_"));
+    // The pepper is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("pepper.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A second init fails and changes nothing.
+    let again = holdfast(&args, &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialized"));
+    assert!(again.stdout.is_empty());
+    // The key works against `serve` on the same store, and serve does not re-initialize.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(BIN);
+    serve.args([
+        "serve",
+        "--data-dir",
+        &d,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    if let Some(url) = &db {
+        serve.args(["--database-url", url]);
+    }
+    let mut child = serve
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut login = None;
+    for _ in 0..200 {
+        if let Ok(r) = http
+            .post(format!("http://127.0.0.1:{port}/api/apikey/login"))
+            .bearer_auth(&key)
+            .send()
+            .await
+        {
+            login = Some(r.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(login.unwrap()["org_info"][0]["name"], "acme");
+    assert!(
+        out.stdout.is_empty(),
+        "serve on an initialized store prints no key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_prints_one_key_and_refuses_to_run_twice() {
+    for b in backends() {
+        init_contract(b).await;
+    }
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec!["serve", "--data-dir", d, "--listen", "nonsense"],
+            vec![],
+            "listen",
+        ),
+        (
+            vec!["serve", "--data-dir", d],
+            vec![("HOLDFAST_MAX_BODY_BYTES", "lots")],
+            "max_body_bytes",
+        ),
+        (
+            vec!["serve", "--data-dir", d, "--database-url", "mysql://x"],
+            vec![],
+            "database_url",
+        ),
+        (
+            vec!["serve", "--data-dir", d, "--config", "/nonexistent.toml"],
+            vec![],
+            "config file",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let out = holdfast(&args, &env);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.to_lowercase().contains(needle), "{args:?}: {err}");
+    }
+    let toml = dir.path().join("bad.toml");
+    std::fs::write(&toml, "listen = 5\nunknown_setting = true\n").unwrap();
+    let out = holdfast(
+        &["serve", "--data-dir", d, "--config", toml.to_str().unwrap()],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listen") || err.contains("unknown_setting"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_sets_the_listen_address() {
+    let server = Server::start(Backend::Sqlite).await;
+    drop(server);
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = dir.path().join("holdfast.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", toml.to_str().unwrap()])
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "server from config file did not listen on {port}");
+    let _ = backends();
+}

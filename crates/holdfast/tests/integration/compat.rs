@@ -1,0 +1,80 @@
+//! The real SDKs against a real server: Python `braintrust` 0.48.1 with `autoevals` 0.4.1 and
+//! npm `braintrust` 3.35.0, installed (pinned) by the README's test command into `compat/`.
+
+use crate::harness::{Backend, Server, backends};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn compat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../compat")
+}
+
+fn run_script(server: &Server, program: &str, script: &str, project: &str) -> String {
+    let out = Command::new(program)
+        .arg(compat_dir().join(script))
+        .env("BRAINTRUST_API_KEY", &server.key)
+        .env("BRAINTRUST_APP_URL", &server.url)
+        .env("BRAINTRUST_MAX_REQUEST_SIZE", "200000")
+        .env(
+            "BRAINTRUST_PROMPT_CACHE_DIR",
+            server.data_dir().join("prompt-cache"),
+        )
+        .env("HF_PROJECT", project)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (run the README's test command to install it): {e}")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}
+
+async fn python_flows(backend: Backend) {
+    // The payload cap is lowered so that a 300 KB row goes through /logs3/overflow.
+    let server =
+        Server::start_with(backend, &[("HOLDFAST_LOGS3_PAYLOAD_MAX_BYTES", "200000")]).await;
+    let python = compat_dir().join(".venv/bin/python");
+    let out = run_script(
+        &server,
+        python.to_str().unwrap(),
+        "py/sdk_flows.py",
+        "compat-py",
+    );
+    assert!(out.contains("python sdk flows: all passed"), "{out}");
+    // The overflow upload was consumed: its folder exists and is empty again.
+    let blobs = server.data_dir().join("blobs");
+    let org_dir = std::fs::read_dir(&blobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let overflow = org_dir.join("overflow");
+    assert!(overflow.is_dir(), "the SDK never used /logs3/overflow");
+    assert_eq!(std::fs::read_dir(overflow).unwrap().count(), 0);
+}
+
+async fn js_flows(backend: Backend) {
+    let server = Server::start(backend).await;
+    let out = run_script(&server, "node", "js/sdk_flows.mjs", "compat-js");
+    assert!(out.contains("js sdk flows: all passed"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_flows() {
+    for b in backends() {
+        python_flows(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn js_sdk_flows() {
+    for b in backends() {
+        js_flows(b).await;
+    }
+}

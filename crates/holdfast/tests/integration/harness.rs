@@ -1,0 +1,272 @@
+//! Boots servers for tests.
+
+use serde_json::Value;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends this run covers.
+pub fn backends() -> Vec<Backend> {
+    let mut b = vec![Backend::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        b.push(Backend::Postgres);
+    }
+    b
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+pub async fn fresh_database() -> String {
+    use sqlx::Executor;
+    let admin = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("connect to PostgreSQL");
+    let name = format!("hf_{}", uuid::Uuid::new_v4().simple());
+    pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_owned();
+    format!("{base}/{name}")
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub url: String,
+    pub key: String,
+    pub dir: PathBuf,
+    pub database_url: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    pub env: Vec<(String, String)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts `holdfast serve` on a new data dir; `env` adds HOLDFAST_* settings.
+    pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_database().await),
+        };
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            key: String::new(),
+            dir: tmp.path().to_path_buf(),
+            database_url,
+            _tmp: Some(tmp),
+            http: reqwest::Client::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let key = s.spawn().await;
+        s.key = key.expect("first start prints the owner key");
+        s
+    }
+
+    /// Starts the process (again); returns the printed key on first start.
+    pub async fn spawn(&mut self) -> Option<String> {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
+        if let Some(url) = &self.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HOLDFAST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn holdfast serve");
+        let stdout = child.stdout.take().unwrap();
+        // Read what `serve` prints on first start, without blocking on later starts.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.url = format!("http://127.0.0.1:{port}");
+        self.child = Some(child);
+        let mut key = None;
+        for _ in 0..600 {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("holdfast serve exited early: {status}");
+            }
+            while let Ok(line) = rx.try_recv() {
+                if let Some(k) = line.strip_prefix("export BRAINTRUST_API_KEY=") {
+                    key = Some(k.to_owned());
+                }
+            }
+            if self
+                .http
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while let Ok(line) = rx.try_recv() {
+                    if let Some(k) = line.strip_prefix("export BRAINTRUST_API_KEY=") {
+                        key = Some(k.to_owned());
+                    }
+                }
+                return key;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become healthy");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Common CLI flags for this server's store.
+    pub fn store_args(&self) -> Vec<String> {
+        let mut a = vec!["--data-dir".to_owned(), self.dir.display().to_string()];
+        if let Some(url) = &self.database_url {
+            a.push("--database-url".into());
+            a.push(url.clone());
+        }
+        a
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path))
+            .body(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Calls with the owner key and expects 200.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, Some(&self.key.clone()), body).await;
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        v
+    }
+
+    /// Runs the CLI against this server's store.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(self.store_args())
+            .env("HOLDFAST_LOG", "warn");
+        cmd.output().expect("run holdfast")
+    }
+}
+
+/// Asserts an error reply: the status and a JSON body naming the problem.
+pub fn assert_error(status: u16, body: &Value, expected: u16, code: &str) {
+    assert_eq!(status, expected, "body: {body}");
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary: every test boots the real `holdfast` binary on a loopback
+//! port and talks HTTP to it, on the embedded store and, when `TEST_DATABASE_URL` is
+//! set, on PostgreSQL too.
+
+mod api;
+mod cli;
+mod compat;
+mod crash;
+mod harness;
