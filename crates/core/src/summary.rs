@@ -63,10 +63,13 @@ fn is_root(row: &Map<String, Value>) -> bool {
     }
 }
 
-/// Per-trace values: name -> (trace input key, value).
+/// Per-trace values of one score or metric: (trace input key, value).
+type PerTrace = Vec<(Option<String>, f64)>;
+
+/// Per-trace values by name.
 struct Traced {
-    scores: BTreeMap<String, Vec<(Option<String>, f64)>>,
-    metrics: BTreeMap<String, Vec<(Option<String>, f64)>>,
+    scores: BTreeMap<String, PerTrace>,
+    metrics: BTreeMap<String, PerTrace>,
 }
 
 fn traces(rows: &[Map<String, Value>]) -> Traced {
@@ -146,8 +149,8 @@ fn by_input(values: &[(Option<String>, f64)]) -> BTreeMap<&str, f64> {
 }
 
 fn entries(
-    current: &BTreeMap<String, Vec<(Option<String>, f64)>>,
-    base: Option<&BTreeMap<String, Vec<(Option<String>, f64)>>>,
+    current: &BTreeMap<String, PerTrace>,
+    base: Option<&BTreeMap<String, PerTrace>>,
     higher_is_better: bool,
 ) -> BTreeMap<String, Entry> {
     const EPS: f64 = 1e-12;

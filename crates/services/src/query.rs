@@ -497,8 +497,10 @@ impl Services {
         });
         if summarize_scores {
             let (scores, metrics) = self.compare(principal, &experiment, base.as_ref()).await?;
-            out["scores"] = scores;
-            out["metrics"] = metrics;
+            if let Some(o) = out.as_object_mut() {
+                o.insert("scores".into(), scores);
+                o.insert("metrics".into(), metrics);
+            }
         }
         Ok(out)
     }
@@ -520,8 +522,8 @@ impl Services {
             "dataset_url": format!("{base_url}/app/datasets/{}", dataset.id),
             "data_summary": null,
         });
-        if summarize_data {
-            out["data_summary"] = json!({"total_records": rows.len()});
+        if summarize_data && let Some(o) = out.as_object_mut() {
+            o.insert("data_summary".into(), json!({"total_records": rows.len()}));
         }
         Ok(out)
     }

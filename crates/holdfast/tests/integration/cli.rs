@@ -113,7 +113,8 @@ async fn init_prints_one_key_and_refuses_to_run_twice() {
 fn bad_settings_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["serve", "--data-dir", d, "--listen", "nonsense"],
             vec![],

@@ -2,6 +2,13 @@
 //! port and talks HTTP to it, on the embedded store and, when `TEST_DATABASE_URL` is
 //! set, on PostgreSQL too.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod api;
 mod cli;
 mod compat;

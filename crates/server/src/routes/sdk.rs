@@ -107,6 +107,12 @@ pub async fn btql(State(s): State<AppState>, Authed(p): Authed, JsonBody(body): 
     Ok(Json(s.services.btql(&p, &body).await?))
 }
 
+fn as_object(body: &Value) -> Result<serde_json::Map<String, Value>, ApiError> {
+    body.as_object()
+        .cloned()
+        .ok_or_else(|| ApiError::bad("request body must be a JSON object"))
+}
+
 fn field<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
     let obj = body
         .as_object()
@@ -157,13 +163,13 @@ pub async fn register_experiment(
             true,
         )
         .await?;
-    let mut create = body.clone();
-    create["project_id"] = json!(project.id);
+    let mut create = as_object(&body)?;
+    create.insert("project_id".into(), json!(project.id));
     if let Some(name) = field(&body, "experiment_name")? {
-        create["name"] = json!(name);
+        create.insert("name".into(), json!(name));
     }
     let update = body.get("update").and_then(Value::as_bool).unwrap_or(false);
-    create["ensure_new"] = json!(!update);
+    create.insert("ensure_new".into(), json!(!update));
     if let Some(base_name) = field(&body, "base_experiment")? {
         let params = ListParams {
             project_id: Some(project.id.clone()),
@@ -177,11 +183,11 @@ pub async fn register_experiment(
         let base = base
             .first()
             .ok_or_else(|| ApiError::bad(format!("base experiment {base_name:?} not found")))?;
-        create["base_exp_id"] = json!(base.id);
+        create.insert("base_exp_id".into(), json!(base.id));
     }
     let experiment = s
         .services
-        .create_object(&p, ObjectType::Experiment, &create)
+        .create_object(&p, ObjectType::Experiment, &Value::Object(create))
         .await?;
     Ok(Json(
         json!({"project": project_json(&project), "experiment": object_json(&experiment)}),
@@ -228,12 +234,15 @@ pub async fn register_dataset(
             true,
         )
         .await?;
-    let mut create = body.clone();
-    create["project_id"] = json!(project.id);
-    create["name"] = body.get("dataset_name").cloned().unwrap_or(Value::Null);
+    let mut create = as_object(&body)?;
+    create.insert("project_id".into(), json!(project.id));
+    create.insert(
+        "name".into(),
+        body.get("dataset_name").cloned().unwrap_or(Value::Null),
+    );
     let dataset = s
         .services
-        .create_object(&p, ObjectType::Dataset, &create)
+        .create_object(&p, ObjectType::Dataset, &Value::Object(create))
         .await?;
     Ok(Json(
         json!({"project": project_json(&project), "dataset": object_json(&dataset)}),
