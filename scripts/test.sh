@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs what the tests need, pinned:
+#   - the Python SDK (braintrust 0.48.1, autoevals 0.4.1) into compat/.venv from compat/requirements.txt
+#   - the JS SDK (braintrust 3.35.0) into compat/js/node_modules from compat/js/package-lock.json
+# Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x compat/.venv/bin/python ]; then
+  python3 -m venv compat/.venv
+fi
+compat/.venv/bin/pip install --quiet --disable-pip-version-check -r compat/requirements.txt
+(cd compat/js && BT_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+
+cargo test --workspace --locked
