@@ -12,4 +12,11 @@ fi
 compat/.venv/bin/pip install --quiet --disable-pip-version-check -r compat/requirements.txt
 (cd compat/js && BT_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

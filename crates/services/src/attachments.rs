@@ -1,7 +1,7 @@
 //! Attachments and overflow uploads through signed URLs that point back at this server.
 
 use crate::blobs::{BlobKind, Grant, Purpose};
-use crate::objects::opt_str;
+use crate::objects::{body_obj as obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
 use holdfast_core::authz::{Permission, Principal};
 use holdfast_store::AttachmentRecord;
@@ -9,11 +9,6 @@ use serde_json::{Value, json};
 
 /// Signed URLs stay valid this long.
 pub const SIGNED_URL_SECONDS: i64 = 3600;
-
-fn obj(body: &Value) -> Result<&serde_json::Map<String, Value>> {
-    body.as_object()
-        .ok_or_else(|| ServiceError::bad("request body must be a JSON object"))
-}
 
 fn check_org(principal: &Principal, org_id: Option<&str>) -> Result<()> {
     match org_id {

@@ -25,7 +25,7 @@ pub struct ListParams {
 
 const MAX_LIST: i64 = 1000;
 
-fn body_obj(body: &Value) -> Result<&Map<String, Value>> {
+pub fn body_obj(body: &Value) -> Result<&Map<String, Value>> {
     body.as_object()
         .ok_or_else(|| ServiceError::bad("request body must be a JSON object"))
 }

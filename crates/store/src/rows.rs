@@ -202,8 +202,20 @@ impl Store {
                  AND x.object_id = r.object_id AND x.row_id = r.row_id AND x.xact_id <= ",
             );
             qb.push_bind(as_of);
-            qb.push(") ORDER BY r.row_id LIMIT ").push_bind(q.limit);
-            let rows: Vec<(String, i64, String)> = qb.build_query_as().fetch_all(p).await?;
+            qb.push(")");
+            if q.root_span_id.is_none() {
+                qb.push(" ORDER BY r.row_id LIMIT ").push_bind(q.limit);
+            }
+            let mut rows: Vec<(String, i64, String)> = qb.build_query_as().fetch_all(p).await?;
+            if q.root_span_id.is_some() {
+                // One trace is small. Ordering it here keeps the planner on the trace index
+                // (an ORDER BY row_id in SQL makes SQLite walk the primary key instead).
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                if let Some(after) = &q.after_row_id {
+                    rows.retain(|r| &r.0 > after);
+                }
+                rows.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+            }
             rows.into_iter()
                 .map(|(id, x, d)| decode(id, x, &d))
                 .collect()

@@ -233,13 +233,14 @@ async fn fetch_get(
     Path(id): Path<String>,
     Query(q): Params,
 ) -> Reply {
+    let limit = list_params(&q, "")?.limit;
     let body: serde_json::Map<String, Value> = q
         .into_iter()
         .filter(|(k, _)| ["cursor", "version"].contains(&k.as_str()))
         .map(|(k, v)| (k, json!(v)))
         .collect();
     let mut req = FetchRequest::from_body(&Value::Object(body))?;
-    req.limit = list_params(&HashMap::new(), "")?.limit;
+    req.limit = limit;
     let (events, cursor) = s.services.fetch(&p, kind, &id, &req).await?;
     Ok(Json(json!({"events": events, "cursor": cursor})))
 }
