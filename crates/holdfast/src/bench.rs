@@ -11,7 +11,6 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Subcommand)]
@@ -33,6 +32,9 @@ pub enum BenchCommand {
         /// Run against PostgreSQL instead of the embedded store.
         #[arg(long)]
         database_url: Option<String>,
+        /// Keep the store in this (new) directory instead of a temporary one.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -59,36 +61,24 @@ impl Rng {
     }
 }
 
-const WORDS: &[&str] = &[
-    "the",
-    "customer",
-    "asked",
-    "about",
-    "their",
-    "invoice",
-    "and",
-    "refund",
-    "policy",
-    "for",
-    "order",
-    "shipping",
-    "delay",
-    "please",
-    "summarize",
-    "context",
-    "document",
-    "assistant",
-    "answer",
-    "with",
-    "citations",
-    "model",
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ser", "tan", "vo", "ri", "pel", "du", "gro", "ne", "fi", "zar", "hu", "bel",
+    "cor", "ta", "in", "ex", "pro", "ment", "ing", "ion", "al", "re", "de", "con", "st", "qu",
+    "ly", "ar", "om",
 ];
 
+/// Text from a vocabulary of about 30,000 pseudo-words drawn uniformly, so that it compresses
+/// about as well as prose does (not like a short list of repeated words would).
 fn text(rng: &mut Rng, bytes: usize) -> String {
     let mut s = String::with_capacity(bytes + 16);
     while s.len() < bytes {
-        s.push_str(WORDS[rng.range(0, WORDS.len() - 1)]);
-        s.push(' ');
+        for _ in 0..rng.range(1, 3) {
+            s.push_str(SYLLABLES[rng.range(0, SYLLABLES.len() - 1)]);
+        }
+        s.push(if rng.range(0, 14) == 0 { '.' } else { ' ' });
+        if s.ends_with('.') {
+            s.push(' ');
+        }
     }
     s
 }
@@ -151,6 +141,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(idx).copied().unwrap_or(0.0)
 }
 
+/// User plus system CPU seconds the process has used.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -162,7 +162,7 @@ struct ServerProcess {
     child: std::process::Child,
     url: String,
     key: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for ServerProcess {
@@ -172,15 +172,26 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn start_server(database_url: Option<&str>) -> Result<ServerProcess> {
-    let dir = tempfile::tempdir()?;
+async fn start_server(
+    database_url: Option<&str>,
+    data_dir: Option<&std::path::Path>,
+) -> Result<ServerProcess> {
+    let tmp = match data_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let dir = match (data_dir, &tmp) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => bail!("no data directory"),
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("serve")
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(&dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"));
     if let Some(url) = database_url {
@@ -214,7 +225,7 @@ async fn start_server(database_url: Option<&str>) -> Result<ServerProcess> {
                 child,
                 url,
                 key,
-                _dir: dir,
+                _dir: tmp,
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -229,8 +240,9 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         batch,
         fetches,
         database_url,
+        data_dir,
     } = cmd;
-    let server = start_server(database_url.as_deref()).await?;
+    let server = start_server(database_url.as_deref(), data_dir.as_deref()).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients * 2)
         .build()?;
@@ -247,28 +259,17 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
 
     let traces_per_batch = (batch / 5).max(1) as u64;
     let batches = traces.div_ceil(traces_per_batch);
-    let next = Arc::new(AtomicU64::new(0));
-    let bytes_sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (client, auth, url, project_id, next, bytes_sent) = (
-            client.clone(),
-            auth.clone(),
-            server.url.clone(),
-            project_id.clone(),
-            next.clone(),
-            bytes_sent.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
-            let mut latencies = Vec::new();
+    // Request bodies are generated before the clock starts, on both cores, so that the
+    // load generator does not compete with the server while it is measured.
+    let generated = Instant::now();
+    let mut generators = Vec::new();
+    for part in 0..2u64 {
+        let project_id = project_id.clone();
+        generators.push(tokio::task::spawn_blocking(move || {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (part + 1));
+            let mut bodies = Vec::new();
             let mut roots = Vec::new();
-            loop {
-                let b = next.fetch_add(1, Ordering::SeqCst);
-                if b >= batches {
-                    break;
-                }
+            for b in (part..batches).step_by(2) {
                 let mut rows = Vec::with_capacity(batch);
                 for i in 0..traces_per_batch {
                     let (root, spans) = trace(
@@ -276,13 +277,48 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                         &project_id,
                         1.8e9 + (b * traces_per_batch + i) as f64,
                     );
-                    if roots.len() < 64 {
+                    if roots.len() < 256 {
                         roots.push(root);
                     }
                     rows.extend(spans);
                 }
-                let body = serde_json::to_vec(&json!({"rows": rows, "api_version": 2}))?;
-                bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+                bodies.push(serde_json::to_vec(
+                    &json!({"rows": rows, "api_version": 2}),
+                )?);
+            }
+            Ok::<_, anyhow::Error>((bodies, roots))
+        }));
+    }
+    let mut bodies = Vec::new();
+    let mut roots = Vec::new();
+    for g in generators {
+        let (b, r) = g.await??;
+        bodies.extend(b);
+        roots.extend(r);
+    }
+    let total_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+    eprintln!(
+        "generated {} requests in {:.1} s",
+        bodies.len(),
+        generated.elapsed().as_secs_f64()
+    );
+    let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
+    let client_cpu_before = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, auth, url, queue) = (
+            client.clone(),
+            auth.clone(),
+            server.url.clone(),
+            queue.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let Some(body) = queue.lock().await.next() else {
+                    break;
+                };
                 let t0 = Instant::now();
                 let resp = client
                     .post(format!("{url}/logs3"))
@@ -299,20 +335,19 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
             }
-            Ok::<_, anyhow::Error>((latencies, roots))
+            Ok::<_, anyhow::Error>(latencies)
         }));
     }
     let mut latencies = Vec::new();
-    let mut roots = Vec::new();
     for t in tasks {
-        let (l, r) = t.await??;
-        latencies.extend(l);
-        roots.extend(r);
+        latencies.extend(t.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(server.child.id()).unwrap_or(0.0);
+    let client_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - client_cpu_before;
     latencies.sort_by(f64::total_cmp);
     let spans = traces * 5;
-    let mb = bytes_sent.load(Ordering::Relaxed) as f64 / 1e6;
+    let mb = total_bytes as f64 / 1e6;
 
     let mut fetch_ms = Vec::new();
     for i in 0..fetches.min(roots.len().max(1) * 100) {
@@ -370,5 +405,13 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         fetch_ms.len()
     );
     println!("server peak RSS    {rss:.0} MiB");
+    println!(
+        "server CPU         {server_cpu:.1} s during ingest ({:.0}% of one core)",
+        100.0 * server_cpu / elapsed
+    );
+    println!(
+        "load generator CPU {client_cpu:.1} s during ingest ({:.0}% of one core)",
+        100.0 * client_cpu / elapsed
+    );
     Ok(())
 }

@@ -131,7 +131,7 @@ impl Services {
                 xact_id: String::new(),
             });
         }
-        let xact = self.store.write_rows(&writes, &self.now()).await?;
+        let xact = self.store.write_rows(writes, &self.now()).await?;
         Ok(IngestResult {
             row_ids,
             xact_id: xact.to_string(),

@@ -608,7 +608,7 @@ impl Services {
                 data,
             };
             self.store
-                .write_rows(&[(pass, vec![row])], &self.now())
+                .write_rows(vec![(pass, vec![row])], &self.now())
                 .await?;
         }
         self.prompt_json(principal, &object, None).await
@@ -719,7 +719,7 @@ impl Services {
             data,
         };
         self.store
-            .write_rows(&[(pass, vec![row])], &self.now())
+            .write_rows(vec![(pass, vec![row])], &self.now())
             .await?;
         self.prompt_json(principal, &object, None).await
     }

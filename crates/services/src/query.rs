@@ -302,7 +302,7 @@ impl Services {
                         .ok_or_else(|| ServiceError::bad(format!("invalid version {v:?}")))?,
                     None,
                 ),
-                None => match self.store.latest_xact(pass).await? {
+                None => match self.store.current_xact().await? {
                     Some(x) => (x, None),
                     None => return Ok((Vec::new(), None)),
                 },

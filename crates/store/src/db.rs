@@ -47,6 +47,8 @@ pub struct Store {
     pub(crate) read: Pools,
     /// On SQLite one connection, so writers queue in-process instead of spinning on locks.
     pub(crate) write: Pools,
+    /// The row writer task (group commit).
+    pub(crate) writer: crate::writer::WriterHandle,
 }
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema.sql"))];
@@ -59,20 +61,37 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
-            .pragma("cache_size", "-65536");
+            .foreign_keys(true);
+        // The writer keeps a large page cache. Readers keep the default: in WAL mode a reader
+        // drops its whole cache whenever another connection has written, so a big reader cache
+        // is mostly time spent discarding it.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(opts.clone())
+            .connect_with(
+                opts.clone()
+                    .pragma("cache_size", "-65536")
+                    // A connection of its own copies the log into the database in the
+                    // background (below); the writer's own checkpoint, every 64 MiB of log,
+                    // then finds the work done and only restarts the log.
+                    .pragma("wal_autocheckpoint", "16384")
+                    .pragma("journal_size_limit", "67108864"),
+            )
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .connect_with(opts.clone())
+            .await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
             .connect_with(opts)
             .await?;
+        tokio::spawn(checkpoint_loop(checkpointer));
+        let write = Pools::Sqlite(write);
         let store = Self {
             read: Pools::Sqlite(read),
-            write: Pools::Sqlite(write),
+            writer: crate::writer::spawn_writer(write.clone())?,
+            write,
         };
         store.migrate().await?;
         Ok(store)
@@ -84,9 +103,11 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
+        let write = Pools::Postgres(pool.clone());
         let store = Self {
-            read: Pools::Postgres(pool.clone()),
-            write: Pools::Postgres(pool),
+            read: Pools::Postgres(pool),
+            writer: crate::writer::spawn_writer(write.clone())?,
+            write,
         };
         store.migrate().await?;
         Ok(store)
@@ -132,7 +153,26 @@ impl Store {
     }
 }
 
+/// Copies the write-ahead log into the database file once a second, beside the writer
+/// (a passive checkpoint never blocks it), so the writer's commits stay short.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+}
+
 /// Takes the next value of a named counter inside the caller's transaction. Updating the
 /// counter row first serializes writers (see the crate docs).
 pub(crate) const NEXT_COUNTER: &str =
     "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value";
+
+/// Takes the next `$1` values of the counter `$2`; returns the last of them.
+pub(crate) const NEXT_COUNTER_BY: &str =
+    "UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value";

@@ -8,7 +8,9 @@
 //!   survives a process kill.
 //! * Writers are serialized by the transaction counter row, which each write transaction
 //!   updates first; `_xact_id`s are therefore handed out in commit order, and a merge reads the
-//!   row it merges onto under that lock (no lost updates between concurrent requests).
+//!   row it merges onto under that lock (no lost updates between concurrent requests). Within
+//!   one process, row writes go through one writer task that commits concurrent requests
+//!   together (see `writer`).
 //!
 //! The same SQL runs on both backends (`$N` placeholders, TEXT JSON, BIGINT ids); the
 //! [`with_pool!`] macro expands each query once per backend.
@@ -16,6 +18,7 @@
 mod db;
 mod meta;
 mod rows;
+mod writer;
 
 pub use db::{Backend, Store};
 pub use meta::{
@@ -34,6 +37,10 @@ pub enum StoreError {
     WrongPermission,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the write was not committed: {0}")]
+    WriteFailed(String),
+    #[error("the writer has stopped")]
+    WriterStopped,
     #[error("transaction id space exhausted")]
     XactExhausted,
     #[error("database error: {0}")]

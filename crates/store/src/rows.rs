@@ -2,14 +2,13 @@
 //! `_xact_id`; reads pick, per row, the newest version at or below the requested one, and
 //! hide rows whose newest version is a delete.
 
-use crate::db::{NEXT_COUNTER, with_pool};
+use crate::db::with_pool;
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
-use holdfast_core::merge::{self, RowControl, WriteKind};
+use holdfast_core::merge::RowControl;
 use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
-use std::collections::HashMap;
 
 /// One row of a write, with its control fields already taken out.
 #[derive(Debug, Clone)]
@@ -37,8 +36,6 @@ pub struct RowQuery {
     pub limit: i64,
 }
 
-const INSERT_CHUNK: usize = 200;
-
 fn decode(row_id: String, xact: i64, data: &str) -> Result<StoredRow> {
     let xact_id =
         XactId::from_i64(xact).ok_or_else(|| StoreError::Corrupt(format!("xact id {xact}")))?;
@@ -51,135 +48,7 @@ fn decode(row_id: String, xact: i64, data: &str) -> Result<StoredRow> {
     })
 }
 
-struct NewVersion {
-    row_id: String,
-    root_span_id: Option<String>,
-    deleted: bool,
-    data: String,
-}
-
 impl Store {
-    /// Applies one request's rows atomically and returns the transaction id they got.
-    pub async fn write_rows(
-        &self,
-        writes: &[(ObjectPass, Vec<IncomingRow>)],
-        now: &str,
-    ) -> Result<XactId> {
-        if writes.iter().any(|(pass, _)| !pass.permission().writes()) {
-            return Err(StoreError::WrongPermission);
-        }
-        with_pool!(&self.write, |p, DB| {
-            let mut tx = p.begin().await?;
-            let counter: i64 = sqlx::query_scalar(NEXT_COUNTER)
-                .bind("xact")
-                .fetch_one(&mut *tx)
-                .await?;
-            let xact = u64::try_from(counter)
-                .ok()
-                .and_then(XactId::from_counter)
-                .ok_or(StoreError::XactExhausted)?;
-            for (pass, rows) in writes {
-                let needed: Vec<&str> = rows
-                    .iter()
-                    .filter(|r| match r.control.kind {
-                        WriteKind::Merge => true,
-                        WriteKind::Replace => r.data.get("created").is_none_or(Value::is_null),
-                        WriteKind::Delete => false,
-                    })
-                    .map(|r| r.row_id.as_str())
-                    .collect();
-                let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
-                for chunk in needed.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(
-                        "SELECT r.row_id, r.is_deleted, r.data FROM rows r WHERE r.object_type = ",
-                    );
-                    qb.push_bind(pass.object_type().as_str());
-                    qb.push(" AND r.object_id = ").push_bind(pass.object_id());
-                    qb.push(" AND r.org_id = ").push_bind(pass.org_id());
-                    qb.push(" AND r.row_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    qb.push(
-                        ") AND r.xact_id = (SELECT MAX(x.xact_id) FROM rows x WHERE x.object_type = r.object_type \
-                         AND x.object_id = r.object_id AND x.row_id = r.row_id)",
-                    );
-                    let found: Vec<(String, bool, String)> =
-                        qb.build_query_as().fetch_all(&mut *tx).await?;
-                    for (row_id, deleted, data) in found {
-                        let row = if deleted {
-                            None
-                        } else {
-                            Some(
-                                serde_json::from_str(&data)
-                                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                            )
-                        };
-                        current.insert(row_id, row);
-                    }
-                }
-                // Apply in order; a row id written twice in one batch ends as one version.
-                let mut order: Vec<&str> = Vec::new();
-                for row in rows {
-                    let existing = current.get(&row.row_id).and_then(Option::as_ref);
-                    let mut next = merge::apply(existing, row.data.clone(), &row.control);
-                    if let Some(r) = next.as_mut() {
-                        r.insert("id".into(), Value::String(row.row_id.clone()));
-                        if r.get("created").is_none_or(Value::is_null) {
-                            r.insert("created".into(), Value::String(now.to_owned()));
-                        }
-                    }
-                    if current.insert(row.row_id.clone(), next).is_none()
-                        || !order.contains(&row.row_id.as_str())
-                    {
-                        order.push(&row.row_id);
-                    }
-                }
-                order.dedup();
-                let versions: Vec<NewVersion> = order
-                    .iter()
-                    .filter_map(|id| current.get(*id).map(|row| (*id, row)))
-                    .map(|(id, row)| match row {
-                        Some(r) => NewVersion {
-                            row_id: id.to_owned(),
-                            root_span_id: r
-                                .get("root_span_id")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned),
-                            deleted: false,
-                            data: Value::Object(r.clone()).to_string(),
-                        },
-                        None => NewVersion {
-                            row_id: id.to_owned(),
-                            root_span_id: None,
-                            deleted: true,
-                            data: serde_json::json!({ "id": id }).to_string(),
-                        },
-                    })
-                    .collect();
-                for chunk in versions.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(
-                        "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data) ",
-                    );
-                    qb.push_values(chunk, |mut b, v| {
-                        b.push_bind(pass.org_id())
-                            .push_bind(pass.object_type().as_str())
-                            .push_bind(pass.object_id())
-                            .push_bind(v.row_id.as_str())
-                            .push_bind(xact.as_i64())
-                            .push_bind(v.root_span_id.as_deref())
-                            .push_bind(v.deleted)
-                            .push_bind(v.data.as_str());
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                }
-            }
-            tx.commit().await?;
-            Ok(xact)
-        })
-    }
-
     /// The newest version of each live row of an object, in row-id order.
     pub async fn read_rows(&self, pass: &ObjectPass, q: &RowQuery) -> Result<Vec<StoredRow>> {
         let as_of = q.as_of.map(XactId::as_i64).unwrap_or(i64::MAX);
@@ -245,18 +114,15 @@ impl Store {
         }
     }
 
-    /// The newest transaction that touched the object.
-    pub async fn latest_xact(&self, pass: &ObjectPass) -> Result<Option<XactId>> {
+    /// The newest committed transaction of the whole store: a snapshot version that
+    /// includes every write acknowledged so far. O(1), unlike a MAX over an object's rows.
+    pub async fn current_xact(&self) -> Result<Option<XactId>> {
         with_pool!(&self.read, |p, DB| {
-            let x: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(xact_id) FROM rows WHERE object_type = $1 AND object_id = $2 AND org_id = $3",
-            )
-            .bind(pass.object_type().as_str())
-            .bind(pass.object_id())
-            .bind(pass.org_id())
-            .fetch_one(p)
-            .await?;
-            Ok(x.and_then(XactId::from_i64))
+            let n: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+                .bind("xact")
+                .fetch_one(p)
+                .await?;
+            Ok(u64::try_from(n).ok().and_then(XactId::from_counter))
         })
     }
 }
