@@ -61,7 +61,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Multi-row INSERTs inside a transaction keep a statement journal; in memory.
+            .pragma("temp_store", "MEMORY");
         // The writer keeps a large page cache. Readers keep the default: in WAL mode a reader
         // drops its whole cache whenever another connection has written, so a big reader cache
         // is mostly time spent discarding it.
@@ -72,8 +74,8 @@ impl Store {
                 opts.clone()
                     .pragma("cache_size", "-65536")
                     // A connection of its own copies the log into the database in the
-                    // background (below); the writer's own checkpoint, every 64 MiB of log,
-                    // then finds the work done and only restarts the log.
+                    // background (`checkpoint_loop`); the writer's own checkpoint, every
+                    // 64 MiB of log, then finds most of the work done and restarts the log.
                     .pragma("wal_autocheckpoint", "16384")
                     .pragma("journal_size_limit", "67108864"),
             )
@@ -153,10 +155,11 @@ impl Store {
     }
 }
 
-/// Copies the write-ahead log into the database file once a second, beside the writer
-/// (a passive checkpoint never blocks it), so the writer's commits stay short.
+/// Copies the write-ahead log into the database file four times a second, beside the writer
+/// (a passive checkpoint never blocks it), so that the writer's own automatic checkpoint
+/// has little left to do.
 async fn checkpoint_loop(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
