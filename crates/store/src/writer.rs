@@ -26,8 +26,12 @@ use tokio::sync::{mpsc, oneshot};
 const INSERT_CHUNK: usize = 1000;
 /// Most requests one commit takes.
 const MAX_GROUP_JOBS: usize = 64;
-/// Most rows one commit takes (a request larger than this still commits alone).
-const MAX_GROUP_ROWS: usize = 20_000;
+/// A group stops taking requests once it holds this many rows (a larger request still
+/// commits, alone). Smaller groups keep the writer busy: while one commits, the requests that
+/// arrive meanwhile form the next. Measured with `bench ingest` (16 clients, 100-row requests):
+/// about 19k spans/s with groups of up to 64 requests, about 21k with this bound, also at 64
+/// clients.
+const MAX_GROUP_ROWS: usize = 1_000;
 
 struct NewVersion {
     row_id: String,
