@@ -357,3 +357,91 @@ impl InsertRow<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_core::authz::{Permission, Principal, object_pass, org_pass, project_pass};
+    use holdfast_core::merge::take_control;
+    use holdfast_core::object::ObjectType;
+    use serde_json::json;
+
+    fn incoming(v: Value) -> IncomingRow {
+        let mut data = v.as_object().cloned().unwrap();
+        let control = take_control(&mut data).unwrap();
+        let row_id = data.get("id").and_then(Value::as_str).unwrap().to_owned();
+        IncomingRow {
+            row_id,
+            control,
+            data,
+        }
+    }
+
+    /// A request that fails inside the writer (here: a merge onto a corrupt stored row) fails
+    /// alone; requests committed in the same group still land.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failing_request_does_not_take_its_group_down() {
+        let dir = std::env::temp_dir().join(format!("hf-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open_sqlite(&dir.join("t.db")).await.unwrap();
+        let principal = Principal {
+            user_id: "u".into(),
+            org_id: "o".into(),
+            key_id: "k".into(),
+        };
+        let org = org_pass(&principal, "o", Permission::Update).unwrap();
+        let project = project_pass(&org, "o", "p").unwrap();
+        let pass = object_pass(&project, ObjectType::Dataset, "d", "p").unwrap();
+        // A stored row whose data is not JSON.
+        if let Pools::Sqlite(p) = &store.write {
+            sqlx::query(
+                "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data) \
+                 VALUES ('o', 'dataset', 'd', 'bad', $1, NULL, FALSE, 'not json')",
+            )
+            .bind(XactId::from_counter(1).unwrap().as_i64())
+            .execute(p)
+            .await
+            .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let (store, pass) = (store.clone(), pass.clone());
+            tasks.push(tokio::spawn(async move {
+                let row = if i == 7 {
+                    json!({"id": "bad", "_is_merge": true, "input": 1})
+                } else {
+                    json!({"id": format!("good{i}"), "created": "t", "input": i})
+                };
+                store
+                    .write_rows(vec![(pass, vec![incoming(row)])], "now")
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert!(
+                    i == 7 && matches!(e, StoreError::Corrupt(_)),
+                    "request {i}: {e}"
+                ),
+            }
+        }
+        assert_eq!(ok, 19);
+        if let Pools::Sqlite(p) = &store.write {
+            let good: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM rows WHERE row_id LIKE 'good%'")
+                    .fetch_one(p)
+                    .await
+                    .unwrap();
+            assert_eq!(good, 19);
+            let bad: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rows WHERE row_id = 'bad'")
+                .fetch_one(p)
+                .await
+                .unwrap();
+            assert_eq!(bad, 1, "the failed merge wrote nothing");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
