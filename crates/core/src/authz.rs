@@ -176,13 +176,6 @@ pub fn object_pass(
     })
 }
 
-/// Narrows a pass to a weaker permission (a write pass may also read).
-pub fn for_read(pass: &ObjectPass) -> ObjectPass {
-    let mut p = pass.clone();
-    p.project.org.permission = Permission::Read;
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,9 +30,6 @@ impl ManualClock {
     pub fn at_unix(seconds: i64) -> Self {
         Self(Arc::new(AtomicI64::new(seconds)))
     }
-    pub fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {

@@ -34,12 +34,6 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// The store. Cloning is cheap (pools are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -113,13 +107,6 @@ impl Store {
         };
         store.migrate().await?;
         Ok(store)
-    }
-
-    pub fn backend(&self) -> Backend {
-        match self.write {
-            Pools::Sqlite(_) => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
-        }
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -20,7 +20,7 @@ mod meta;
 mod rows;
 mod writer;
 
-pub use db::{Backend, Store};
+pub use db::Store;
 pub use meta::{
     ApiKeyRecord, AttachmentRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord,
     UserRecord,
