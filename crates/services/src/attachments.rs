@@ -34,6 +34,7 @@ impl Services {
         kind: BlobKind,
         org_id: &str,
         key: &str,
+        content_type: Option<&str>,
     ) -> Result<String> {
         let expires = self.clock.now().unix_timestamp() + SIGNED_URL_SECONDS;
         let grant = Grant {
@@ -42,6 +43,7 @@ impl Services {
             org_id: org_id.to_owned(),
             key: key.to_owned(),
             expires,
+            content_type: content_type.map(str::to_owned),
         };
         Ok(format!("{base_url}/signed/{}", self.blobs.sign(&grant)?))
     }
@@ -76,6 +78,7 @@ impl Services {
             BlobKind::Attachment,
             &principal.org_id,
             key,
+            None,
         )?;
         Ok(json!({"signedUrl": url, "headers": {}}))
     }
@@ -113,6 +116,7 @@ impl Services {
             BlobKind::Attachment,
             &principal.org_id,
             key,
+            Some(&rec.content_type),
         )?;
         Ok(json!({"downloadUrl": url, "status": rec.status}))
     }
@@ -140,6 +144,7 @@ impl Services {
             BlobKind::Overflow,
             &principal.org_id,
             &key,
+            None,
         )?;
         Ok(json!({"method": "PUT", "signedUrl": url, "headers": {}, "key": key}))
     }
@@ -158,6 +163,17 @@ impl Services {
             self.blobs
                 .verify(token, Purpose::Download, self.clock.now().unix_timestamp())?;
         let bytes = self.blobs.get(&grant.org_id, grant.kind, &grant.key)?;
-        Ok(("application/octet-stream".to_owned(), bytes))
+        // Only a plain `type/subtype` is echoed back; anything else is served as bytes.
+        let content_type = grant
+            .content_type
+            .filter(|t| {
+                t.len() <= 127
+                    && t.split_once('/')
+                        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/.+-_".contains(&b))
+            })
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        Ok((content_type, bytes))
     }
 }

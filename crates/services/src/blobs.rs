@@ -43,6 +43,9 @@ pub struct Grant {
     pub org_id: String,
     pub key: String,
     pub expires: i64,
+    /// The content type a download is served with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 pub struct BlobStore {
@@ -157,6 +160,7 @@ mod tests {
             org_id: "o".into(),
             key: "k".into(),
             expires: 100,
+            content_type: None,
         };
         let token = s.sign(&grant).unwrap();
         assert_eq!(s.verify(&token, Purpose::Upload, 99).unwrap(), grant);

@@ -11,6 +11,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(sdk::healthz))
         .route("/version", get(sdk::version))
+        .route("/ping", get(sdk::ping))
         .route("/api/apikey/login", post(sdk::login))
         .route("/logs3", post(sdk::logs3))
         .route("/logs3/overflow", post(sdk::overflow))

@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 
 type Reply = Result<Json<Value>, ApiError>;
 
+/// An authenticated liveness check (`state.user_info()` in the Python SDK).
+pub async fn ping(Authed(p): Authed) -> Json<Value> {
+    Json(json!({"id": p.user_id, "org_id": p.org_id}))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -100,7 +105,15 @@ pub async fn signed_get(
     Path(token): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (content_type, bytes) = s.services.signed_download(&token).await?;
-    Ok(([(header::CONTENT_TYPE, content_type)], bytes))
+    // Downloads come from this origin: never render them in a browser.
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, "attachment".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        bytes,
+    ))
 }
 
 pub async fn btql(State(s): State<AppState>, Authed(p): Authed, JsonBody(body): JsonBody) -> Reply {
