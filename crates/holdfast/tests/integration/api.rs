@@ -48,31 +48,14 @@ async fn authentication(backend: Backend) {
         assert_error(status, &body, 401, "unauthenticated");
     }
     // A key that has expired, and a revoked one.
-    let expired = server.cli(&[
-        "keys",
-        "create",
-        "--org",
-        "default",
-        "--email",
-        "admin@localhost",
-        "--expires-in-days",
-        "0",
-    ]);
-    assert!(expired.status.success());
-    let expired = String::from_utf8(expired.stdout).unwrap().trim().to_owned();
+    const ADMIN: [&str; 4] = ["--org", "default", "--email", "admin@localhost"];
+    let expired =
+        server.cli_line(&[&["keys", "create"][..], &ADMIN, &["--expires-in-days", "0"]].concat());
     let (status, body) = server
         .call("GET", "/v1/project", Some(&expired), None)
         .await;
     assert_error(status, &body, 401, "unauthenticated");
-    let fresh = server.cli(&[
-        "keys",
-        "create",
-        "--org",
-        "default",
-        "--email",
-        "admin@localhost",
-    ]);
-    let fresh = String::from_utf8(fresh.stdout).unwrap().trim().to_owned();
+    let fresh = server.cli_line(&[&["keys", "create"][..], &ADMIN].concat());
     assert_eq!(
         server
             .call("GET", "/v1/project", Some(&fresh), None)
@@ -80,35 +63,14 @@ async fn authentication(backend: Backend) {
             .0,
         200
     );
-    let listed = server.cli(&[
-        "keys",
-        "list",
-        "--org",
-        "default",
-        "--email",
-        "admin@localhost",
-    ]);
-    let listed = String::from_utf8(listed.stdout).unwrap();
+    let listed = server.cli_line(&[&["keys", "list"][..], &ADMIN].concat());
     assert_eq!(listed.lines().count(), 3, "{listed}");
     assert!(
         !listed.contains(&fresh[10..]),
         "key list must not show secrets"
     );
     let fresh_id = &fresh[3..35];
-    assert!(
-        server
-            .cli(&[
-                "keys",
-                "revoke",
-                "--org",
-                "default",
-                "--email",
-                "admin@localhost",
-                fresh_id
-            ])
-            .status
-            .success()
-    );
+    server.cli_line(&[&["keys", "revoke"][..], &ADMIN, &[fresh_id]].concat());
     // Revocation by another process is seen within the cache TTL.
     let mut revoked_seen = false;
     for _ in 0..60 {
@@ -271,16 +233,7 @@ async fn isolation(backend: Backend) {
             Some(json!({"rows": [{"id": "secret", "dataset_id": ds, "input": "private"}]})),
         )
         .await;
-    let out = server.cli(&["org", "create", "other", "--owner", "eve@other.test"]);
-    let other = if out.status.success() {
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    } else {
-        // Before `org create` exists, a second organization is made with `init` on the same store.
-        panic!(
-            "org create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let other = server.cli_line(&["org", "create", "other", "--owner", "eve@other.test"]);
     let o = Some(other.as_str());
     for (method, path, body) in [
         ("GET", format!("/v1/project/{pid}"), None),
@@ -373,28 +326,13 @@ async fn row_semantics(backend: Backend) {
         .map(|i| json!({"id": format!("p{i:02}"), "dataset_id": ds, "input": i}))
         .collect();
     w(Value::Array(many)).await;
-    let mut seen = Vec::new();
-    let mut cursor = Value::Null;
-    loop {
-        let page = server
-            .ok(
-                "POST",
-                &format!("/v1/dataset/{ds}/fetch"),
-                Some(json!({"limit": 7, "cursor": cursor})),
-            )
-            .await;
-        seen.extend(
-            page["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_str().unwrap().to_owned()),
-        );
-        cursor = page["cursor"].clone();
-        if cursor.is_null() {
-            break;
-        }
-    }
+    let mut seen: Vec<String> = server
+        .fetch_all(&format!("/v1/dataset/{ds}/fetch"), 7)
+        .await
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen.len(), 26, "a row was returned twice or not at all");
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 26);

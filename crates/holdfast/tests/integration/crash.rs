@@ -66,24 +66,12 @@ async fn crash_during_ingest(backend: Backend) {
         server.spawn().await.is_none(),
         "restart must not initialize again"
     );
-    let mut ids = HashSet::new();
-    let mut cursor = Value::Null;
-    loop {
-        let page = server
-            .ok(
-                "POST",
-                &format!("/v1/dataset/{ds}/fetch"),
-                Some(json!({"limit": 5000, "cursor": cursor})),
-            )
-            .await;
-        for e in page["events"].as_array().unwrap() {
-            ids.insert(e["id"].as_str().unwrap().to_owned());
-        }
-        cursor = page["cursor"].clone();
-        if cursor.is_null() {
-            break;
-        }
-    }
+    let ids: HashSet<String> = server
+        .fetch_all(&format!("/v1/dataset/{ds}/fetch"), 5000)
+        .await
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut batches: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for id in &ids {
         let (b, _) = id.split_once('-').unwrap();

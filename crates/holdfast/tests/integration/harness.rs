@@ -201,22 +201,10 @@ impl Server {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{}", self.url, path));
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        self.raw(method, path, key, bytes).await
     }
 
     pub async fn raw(
@@ -256,6 +244,37 @@ impl Server {
             .args(self.store_args())
             .env("HOLDFAST_LOG", "warn");
         cmd.output().expect("run holdfast")
+    }
+
+    /// Runs the CLI, expects success, and returns its one line of output (a key).
+    pub fn cli_line(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Every event of an object, following cursors page by page.
+    pub async fn fetch_all(&self, path: &str, limit: u64) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut cursor = Value::Null;
+        loop {
+            let page = self
+                .ok(
+                    "POST",
+                    path,
+                    Some(serde_json::json!({"limit": limit, "cursor": cursor})),
+                )
+                .await;
+            events.extend(page["events"].as_array().unwrap().iter().cloned());
+            cursor = page["cursor"].clone();
+            if cursor.is_null() {
+                return events;
+            }
+        }
     }
 }
 
