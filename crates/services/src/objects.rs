@@ -2,7 +2,7 @@
 //! prompts. REST and the SDKs' app-plane routes both call these.
 
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{self, Permission, Principal, SystemPass};
+use holdfast_core::authz::{self, ObjectPass, Permission, Principal, ProjectPass, SystemPass};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::ObjectType;
 use holdfast_core::xact::XactId;
@@ -597,9 +597,8 @@ impl Services {
             .create_object(&project_pass, &rec, OnNameConflict::ReturnExisting)
             .await?;
         let is_new = object.id == rec.id;
+        let pass = authz::object_pass(&project_pass, ObjectType::Prompt, &object.id, &project.id)?;
         if is_new || replace {
-            let pass =
-                authz::object_pass(&project_pass, ObjectType::Prompt, &object.id, &project.id)?;
             let mut data = content;
             let control = take_control(&mut data).map_err(|e| ServiceError::bad(e.to_string()))?;
             let row = IncomingRow {
@@ -608,16 +607,31 @@ impl Services {
                 data,
             };
             self.store
-                .write_rows(vec![(pass, vec![row])], &self.now())
+                .write_rows(vec![(pass.clone(), vec![row])], &self.now())
                 .await?;
         }
-        self.prompt_json(principal, &object, None).await
+        self.prompt_json(&object, &pass, None).await
     }
 
-    async fn prompt_json(
+    /// Opens a prompt for reading: its record and pass.
+    async fn open_prompt(
         &self,
         principal: &Principal,
+        id: &str,
+        permission: Permission,
+    ) -> Result<(ObjectRecord, ObjectPass)> {
+        let (object, pass) = self
+            .object_pass(principal, ObjectType::Prompt, id, permission)
+            .await?;
+        let object = object.ok_or_else(|| ServiceError::NotFound("prompt".into()))?;
+        Ok((object, pass))
+    }
+
+    /// The prompt as the SDKs load it: the newest version, or the one at `version`.
+    async fn prompt_json(
+        &self,
         object: &ObjectRecord,
+        pass: &ObjectPass,
         version: Option<&str>,
     ) -> Result<Value> {
         let as_of = match version {
@@ -627,9 +641,6 @@ impl Services {
             ),
             None => None,
         };
-        let (_, pass) = self
-            .object_pass(principal, ObjectType::Prompt, &object.id, Permission::Read)
-            .await?;
         let q = RowQuery {
             as_of,
             limit: 1,
@@ -637,7 +648,7 @@ impl Services {
         };
         let row = self
             .store
-            .read_rows(&pass, &q)
+            .read_rows(pass, &q)
             .await?
             .pop()
             .ok_or_else(|| ServiceError::NotFound("prompt version".into()))?;
@@ -669,8 +680,8 @@ impl Services {
         id: &str,
         version: Option<&str>,
     ) -> Result<Value> {
-        let object = self.get_object(principal, ObjectType::Prompt, id).await?;
-        self.prompt_json(principal, &object, version).await
+        let (object, pass) = self.open_prompt(principal, id, Permission::Read).await?;
+        self.prompt_json(&object, &pass, version).await
     }
 
     /// `GET /v1/prompt`: by project and slug, or every prompt the filters match.
@@ -688,9 +699,22 @@ impl Services {
         let objects = self
             .list_objects(principal, ObjectType::Prompt, &params)
             .await?;
+        // One project lookup per project, not per prompt.
+        let mut projects: std::collections::HashMap<String, ProjectPass> = Default::default();
         let mut out = Vec::with_capacity(objects.len());
         for o in &objects {
-            match self.prompt_json(principal, o, version).await {
+            let project = match projects.get(&o.project_id) {
+                Some(p) => p.clone(),
+                None => {
+                    let (_, p) = self
+                        .project_pass(principal, &o.project_id, Permission::Read)
+                        .await?;
+                    projects.insert(o.project_id.clone(), p.clone());
+                    p
+                }
+            };
+            let pass = authz::object_pass(&project, ObjectType::Prompt, &o.id, &o.project_id)?;
+            match self.prompt_json(o, &pass, version).await {
                 Ok(v) => out.push(v),
                 Err(ServiceError::NotFound(_)) if version.is_some() => {}
                 Err(e) => return Err(e),
@@ -706,10 +730,7 @@ impl Services {
         body: &Value,
     ) -> Result<Value> {
         let body = body_obj(body)?;
-        let (object, pass) = self
-            .object_pass(principal, ObjectType::Prompt, id, Permission::Update)
-            .await?;
-        let object = object.ok_or_else(|| ServiceError::NotFound("prompt".into()))?;
+        let (object, pass) = self.open_prompt(principal, id, Permission::Update).await?;
         let mut data = pick(body, PROMPT_FIELDS)?;
         data.insert("_is_merge".into(), json!(true));
         let control = take_control(&mut data).map_err(|e| ServiceError::bad(e.to_string()))?;
@@ -719,16 +740,15 @@ impl Services {
             data,
         };
         self.store
-            .write_rows(vec![(pass, vec![row])], &self.now())
+            .write_rows(vec![(pass.clone(), vec![row])], &self.now())
             .await?;
-        self.prompt_json(principal, &object, None).await
+        self.prompt_json(&object, &pass, None).await
     }
 
     pub async fn delete_prompt(&self, principal: &Principal, id: &str) -> Result<Value> {
-        let object = self.get_object(principal, ObjectType::Prompt, id).await?;
-        let out = self.prompt_json(principal, &object, None).await?;
-        self.delete_object(principal, ObjectType::Prompt, id)
-            .await?;
+        let (object, pass) = self.open_prompt(principal, id, Permission::Delete).await?;
+        let out = self.prompt_json(&object, &pass, None).await?;
+        self.store.delete_object(&pass, &self.now()).await?;
         Ok(out)
     }
 }
