@@ -194,7 +194,7 @@ impl KeyService {
         let hash = self.mac(key_id, secret)?;
         let now = self.clock.now().unix_timestamp();
         if let Some(principal) = self.cached(&hash, now) {
-            self.touch(store, &principal.key_id, now).await;
+            self.touch(store, &principal.key_id, now);
             return Ok(principal);
         }
         let why = SystemPass::new("authenticating an API key");
@@ -234,7 +234,7 @@ impl KeyService {
                 },
             );
         }
-        self.touch(store, &principal.key_id, now).await;
+        self.touch(store, &principal.key_id, now);
         Ok(principal)
     }
 
@@ -252,7 +252,9 @@ impl KeyService {
         }
     }
 
-    async fn touch(&self, store: &Store, key_id: &str, now: i64) {
+    /// Records key use at most once a minute per key, in the background: a request never
+    /// waits for this write (on SQLite it would queue behind the row writer).
+    fn touch(&self, store: &Store, key_id: &str, now: i64) {
         let due = match self.touched.lock() {
             Ok(mut t) => {
                 let due = t
@@ -266,13 +268,17 @@ impl KeyService {
             Err(_) => false,
         };
         if due {
-            let why = SystemPass::new("recording API key use");
-            if let Err(e) = store
-                .touch_api_key(&why, key_id, &format_timestamp(self.clock.now()))
-                .await
-            {
-                tracing::warn!(error = %e, "could not record key use");
-            }
+            let (store, key_id, at) = (
+                store.clone(),
+                key_id.to_owned(),
+                format_timestamp(self.clock.now()),
+            );
+            tokio::spawn(async move {
+                let why = SystemPass::new("recording API key use");
+                if let Err(e) = store.touch_api_key(&why, &key_id, &at).await {
+                    tracing::warn!(error = %e, "could not record key use");
+                }
+            });
         }
     }
 }
