@@ -62,22 +62,29 @@ impl FromRequest<AppState> for RawBody {
     }
 }
 
-/// A JSON body, parsed whatever the Content-Type says (the Python SDK sends none).
+/// Reads a JSON body whatever the Content-Type says (the Python SDK sends none); an empty body
+/// is `empty`, or an error when that is `None`.
+async fn read_json(
+    req: Request,
+    state: &AppState,
+    empty: Option<Value>,
+) -> Result<Value, ApiError> {
+    let RawBody(bytes) = RawBody::from_request(req, state).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return empty
+            .ok_or_else(|| ApiError::bad("request body is empty; a JSON object is required"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON body.
 pub struct JsonBody(pub Value);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad(
-                "request body is empty; a JSON object is required",
-            ));
-        }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?;
-        Ok(Self(value))
+        Ok(Self(read_json(req, state, None).await?))
     }
 }
 
@@ -88,13 +95,9 @@ impl FromRequest<AppState> for OptionalJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(Value::Object(Default::default())));
-        }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?;
-        Ok(Self(value))
+        Ok(Self(
+            read_json(req, state, Some(Value::Object(Default::default()))).await?,
+        ))
     }
 }
 
