@@ -1,40 +1,609 @@
-//! Authorization decisions and the passes that prove them.
+//! Authorization: the permission model, its resolution algorithm, and the passes that prove a
+//! decision.
 //!
-//! Guarantee: tenant data in the store can only be reached with a pass, and a pass can only be
-//! made here. A pass names the organization (and project, and object) it opens and the
-//! permission that was checked; the store scopes every query by the pass's ids, so a pass for
-//! one organization can never read another's rows.
+//! # Model (compatible with Braintrust's `/v1/acl`, `/v1/role`, `/v1/group`)
 //!
-//! Resolution rule (for now): an authenticated principal acts for its user inside the one
-//! organization its key belongs to, with every permission there; anything in another
-//! organization is denied. A project pass needs an organization pass for the project's
-//! organization; an object pass needs a project pass for the object's project.
+//! * Permissions: `create`, `read`, `update`, `delete`, and `create_acls`, `read_acls`,
+//!   `update_acls`, `delete_acls` (administering the grants on an object).
+//! * Objects form a tree: organization → project → experiment | dataset | prompt | project
+//!   logs. Organization-level administrative objects (groups, roles, members, the audit log,
+//!   provider secrets) hang directly under the organization.
+//! * An ACL grants, on one object, to one user or one group, either one permission
+//!   (optionally restricted to an object type) or a role.
+//! * A role is a set of (permission, restrict_object_type) pairs plus the roles it includes.
+//!   A group holds users and the groups it includes (a member of an included group is a member
+//!   of the including group).
 //!
-//! Intentional bypasses (bootstrap, authentication itself, background jobs) use
-//! [`SystemPass::new`], which names its reason.
+//! # Resolution: may user U do P on target T?
+//!
+//! T is described by its kind (the type of the thing acted on; for a create, the type of the
+//! thing being created) and its chain of ancestors: the organization, then the project if
+//! any, then the object itself if it exists.
+//!
+//! 1. U's subjects are U itself and every group that holds U, directly or through included
+//!    groups (a fixed point, so cycles are harmless).
+//! 2. The candidate ACLs are those on any object of T's chain whose subject is one of U's
+//!    subjects. A grant made higher up is inherited by everything below it.
+//! 3. Each candidate ACL expands to (permission, restriction) pairs: a direct permission gives
+//!    itself with the ACL's `restrict_object_type`; a role gives its pairs and, recursively,
+//!    those of the roles it includes (cycles are harmless). As in Braintrust, a restriction on
+//!    the ACL itself is only allowed with a direct permission.
+//! 4. U may do P on T if some pair has permission P and either no restriction or a restriction
+//!    equal to T's kind. Nothing else grants anything: the default is deny.
+//!
+//! An API key then narrows, never widens: it acts for its user (so it never exceeds the
+//! user's current permissions), and its [`KeyScope`] may further limit it to a set of
+//! projects (organization-level targets are then refused) and to a capability: `read` allows
+//! only `read`; `ingest` allows only creating projects, experiments and datasets (the SDKs
+//! register before they log) and writing rows (create/update on experiments, datasets and
+//! project logs); `full` adds nothing to remove.
+//!
+//! # Passes
+//!
+//! Store methods that touch tenant data take a pass, and passes are made only here:
+//! * [`OrgPass`]: the principal belongs to the organization. As a lookup it scopes reads of
+//!   records needed to decide (a project's organization, an object's project); as a grant
+//!   (made by [`org_grant`]) it also carries an organization-level decision.
+//! * [`ProjectPass`] and [`ObjectPass`]: a decision on a project, or on an object, made by
+//!   [`project_pass`] and [`object_pass`] from the facts read from the record.
+//!
+//! Intentional bypasses (bootstrap, authentication itself, the operator CLI, background jobs)
+//! use [`SystemPass::new`], which names its reason.
 
 use crate::object::ObjectType;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Permission {
     Create,
     Read,
     Update,
     Delete,
+    CreateAcls,
+    ReadAcls,
+    UpdateAcls,
+    DeleteAcls,
 }
 
 impl Permission {
+    pub const ALL: [Self; 8] = [
+        Self::Create,
+        Self::Read,
+        Self::Update,
+        Self::Delete,
+        Self::CreateAcls,
+        Self::ReadAcls,
+        Self::UpdateAcls,
+        Self::DeleteAcls,
+    ];
+    pub const CRUD: [Self; 4] = [Self::Create, Self::Read, Self::Update, Self::Delete];
+
     pub fn writes(self) -> bool {
-        !matches!(self, Self::Read)
+        !matches!(self, Self::Read | Self::ReadAcls)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Read => "read",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::CreateAcls => "create_acls",
+            Self::ReadAcls => "read_acls",
+            Self::UpdateAcls => "update_acls",
+            Self::DeleteAcls => "delete_acls",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
 
-/// Who is asking: a user inside an organization, authenticated by an API key.
+/// The types of object a grant can be made on, or restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Organization,
+    Project,
+    Experiment,
+    Dataset,
+    Prompt,
+    ProjectLog,
+    Group,
+    Role,
+    OrgMember,
+    OrgAuditLogs,
+    AiSecret,
+}
+
+impl Kind {
+    pub const ALL: [Self; 11] = [
+        Self::Organization,
+        Self::Project,
+        Self::Experiment,
+        Self::Dataset,
+        Self::Prompt,
+        Self::ProjectLog,
+        Self::Group,
+        Self::Role,
+        Self::OrgMember,
+        Self::OrgAuditLogs,
+        Self::AiSecret,
+    ];
+    /// Projects and everything that lives in them.
+    pub const DATA: [Self; 5] = [
+        Self::Project,
+        Self::Experiment,
+        Self::Dataset,
+        Self::Prompt,
+        Self::ProjectLog,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Organization => "organization",
+            Self::Project => "project",
+            Self::Experiment => "experiment",
+            Self::Dataset => "dataset",
+            Self::Prompt => "prompt",
+            Self::ProjectLog => "project_log",
+            Self::Group => "group",
+            Self::Role => "role",
+            Self::OrgMember => "org_member",
+            Self::OrgAuditLogs => "org_audit_logs",
+            Self::AiSecret => "ai_secret",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn of(object_type: ObjectType) -> Self {
+        match object_type {
+            ObjectType::Experiment => Self::Experiment,
+            ObjectType::Dataset => Self::Dataset,
+            ObjectType::Prompt => Self::Prompt,
+            ObjectType::ProjectLogs => Self::ProjectLog,
+        }
+    }
+
+    /// Kinds whose objects sit inside a project (their ACL object id is their own id; for
+    /// project logs, the project's id).
+    pub fn in_project(self) -> bool {
+        matches!(
+            self,
+            Self::Experiment | Self::Dataset | Self::Prompt | Self::ProjectLog
+        )
+    }
+}
+
+/// Who an ACL grants to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    User(String),
+    Group(String),
+}
+
+/// What an ACL grants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Grant {
+    Permission(Permission),
+    Role(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Acl {
+    pub object_type: Kind,
+    pub object_id: String,
+    pub subject: Subject,
+    pub grant: Grant,
+    pub restrict_object_type: Option<Kind>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupDef {
+    pub member_users: Vec<String>,
+    pub member_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleDef {
+    pub member_permissions: Vec<(Permission, Option<Kind>)>,
+    pub member_roles: Vec<String>,
+}
+
+/// The built-in roles, shared by every organization (their `org_id` is null on the wire).
+pub const OWNER_ROLE_ID: &str = "00000000-0000-4000-8000-0000000000a1";
+pub const ENGINEER_ROLE_ID: &str = "00000000-0000-4000-8000-0000000000a2";
+pub const VIEWER_ROLE_ID: &str = "00000000-0000-4000-8000-0000000000a3";
+
+/// The built-in groups every organization gets, with the role each holds on it.
+pub const BUILTIN_GROUPS: [(&str, &str, &str); 3] = [
+    ("Owners", OWNER_ROLE_ID, "Full control of the organization"),
+    (
+        "Engineers",
+        ENGINEER_ROLE_ID,
+        "Create, read, update and delete projects and everything in them",
+    ),
+    (
+        "Viewers",
+        VIEWER_ROLE_ID,
+        "Read projects and everything in them",
+    ),
+];
+
+/// (id, name, description, definition) of each built-in role.
+pub fn builtin_roles() -> Vec<(&'static str, &'static str, &'static str, RoleDef)> {
+    let on_data = |perms: &[Permission]| {
+        perms
+            .iter()
+            .flat_map(|p| Kind::DATA.into_iter().map(move |k| (*p, Some(k))))
+            .collect()
+    };
+    vec![
+        (
+            OWNER_ROLE_ID,
+            "Owner",
+            "Every permission on everything",
+            RoleDef {
+                member_permissions: Permission::ALL.into_iter().map(|p| (p, None)).collect(),
+                member_roles: Vec::new(),
+            },
+        ),
+        (
+            ENGINEER_ROLE_ID,
+            "Engineer",
+            "Create, read, update and delete on projects, experiments, datasets, prompts and logs",
+            RoleDef {
+                member_permissions: on_data(&Permission::CRUD),
+                member_roles: Vec::new(),
+            },
+        ),
+        (
+            VIEWER_ROLE_ID,
+            "Viewer",
+            "Read projects, experiments, datasets, prompts and logs",
+            RoleDef {
+                member_permissions: on_data(&[Permission::Read]),
+                member_roles: Vec::new(),
+            },
+        ),
+    ]
+}
+
+/// One organization's groups, roles and ACLs: everything a decision reads.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    org_id: String,
+    groups: HashMap<String, GroupDef>,
+    roles: HashMap<String, RoleDef>,
+    acls: Vec<Acl>,
+}
+
+/// What a decision is about: the kind acted on and the ancestors that exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub kind: Kind,
+    pub project_id: Option<&'a str>,
+    /// The object itself (experiment, dataset or prompt id; for project logs, the project id).
+    pub object_id: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn org(kind: Kind) -> Self {
+        Self {
+            kind,
+            project_id: None,
+            object_id: None,
+        }
+    }
+    pub fn project(kind: Kind, project_id: &'a str) -> Self {
+        Self {
+            kind,
+            project_id: Some(project_id),
+            object_id: None,
+        }
+    }
+    pub fn object(kind: Kind, project_id: &'a str, object_id: &'a str) -> Self {
+        Self {
+            kind,
+            project_id: Some(project_id),
+            object_id: Some(object_id),
+        }
+    }
+}
+
+impl Policy {
+    pub fn new(
+        org_id: &str,
+        groups: HashMap<String, GroupDef>,
+        custom_roles: HashMap<String, RoleDef>,
+        acls: Vec<Acl>,
+    ) -> Self {
+        let mut roles = custom_roles;
+        for (id, _, _, def) in builtin_roles() {
+            roles.insert(id.to_owned(), def);
+        }
+        Self {
+            org_id: org_id.to_owned(),
+            groups,
+            roles,
+            acls,
+        }
+    }
+
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// True when some group holds the user directly or some ACL names them: a policy loaded
+    /// before the user was added does not know them.
+    pub fn knows(&self, user_id: &str) -> bool {
+        self.groups
+            .values()
+            .any(|g| g.member_users.iter().any(|u| u == user_id))
+            || self
+                .acls
+                .iter()
+                .any(|a| matches!(&a.subject, Subject::User(u) if u == user_id))
+    }
+
+    /// The groups that hold `user_id`, directly or through included groups.
+    pub fn groups_of(&self, user_id: &str) -> HashSet<&str> {
+        let mut found: HashSet<&str> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.member_users.iter().any(|u| u == user_id))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        loop {
+            let more: Vec<&str> = self
+                .groups
+                .iter()
+                .filter(|(id, g)| {
+                    !found.contains(id.as_str())
+                        && g.member_groups.iter().any(|m| found.contains(m.as_str()))
+                })
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if more.is_empty() {
+                return found;
+            }
+            found.extend(more);
+        }
+    }
+
+    /// Every (permission, restriction) a role gives, including through included roles.
+    pub fn role_permissions(&self, role_id: &str) -> Vec<(Permission, Option<Kind>)> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut todo = vec![role_id];
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(role) = self.roles.get(id) {
+                out.extend(role.member_permissions.iter().copied());
+                todo.extend(role.member_roles.iter().map(String::as_str));
+            }
+        }
+        out
+    }
+
+    fn on_chain(&self, acl: &Acl, target: &Target<'_>) -> bool {
+        match acl.object_type {
+            Kind::Organization => acl.object_id == self.org_id,
+            Kind::Project => target.project_id == Some(acl.object_id.as_str()),
+            k if k.in_project() => {
+                k == target.kind && target.object_id == Some(acl.object_id.as_str())
+            }
+            // Grants on a group, role or other organization-level object apply to it alone.
+            k => k == target.kind && target.object_id == Some(acl.object_id.as_str()),
+        }
+    }
+
+    /// The resolution algorithm of the module header.
+    pub fn allows(&self, user_id: &str, permission: Permission, target: &Target<'_>) -> bool {
+        let groups = self.groups_of(user_id);
+        let is_subject = |s: &Subject| match s {
+            Subject::User(u) => u == user_id,
+            Subject::Group(g) => groups.contains(g.as_str()),
+        };
+        let fits = |restrict: Option<Kind>| restrict.is_none_or(|k| k == target.kind);
+        self.acls
+            .iter()
+            .filter(|acl| is_subject(&acl.subject) && self.on_chain(acl, target))
+            .any(|acl| match &acl.grant {
+                Grant::Permission(p) => *p == permission && fits(acl.restrict_object_type),
+                Grant::Role(role) => self
+                    .role_permissions(role)
+                    .into_iter()
+                    .any(|(p, r)| p == permission && fits(acl.restrict_object_type.or(r))),
+            })
+    }
+
+    /// True when some grant gives the user `permission` on anything at all (used for
+    /// organization-wide resources such as attachments, which no single object owns).
+    pub fn grants_anywhere(&self, user_id: &str, permission: Permission) -> bool {
+        let groups = self.groups_of(user_id);
+        self.acls.iter().any(|acl| {
+            let mine = match &acl.subject {
+                Subject::User(u) => u == user_id,
+                Subject::Group(g) => groups.contains(g.as_str()),
+            };
+            mine && match &acl.grant {
+                Grant::Permission(p) => *p == permission,
+                Grant::Role(role) => self
+                    .role_permissions(role)
+                    .iter()
+                    .any(|(p, _)| *p == permission),
+            }
+        })
+    }
+}
+
+/// What a key may be used for, on top of its user's permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capability {
+    /// Create projects, experiments and datasets, and write rows. Never read.
+    Ingest,
+    /// Read only.
+    Read,
+    #[default]
+    Full,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Read => "read",
+            Self::Full => "full",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ingest" => Self::Ingest,
+            "read" => Self::Read,
+            "full" => Self::Full,
+            _ => return None,
+        })
+    }
+}
+
+/// The limits a key carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyScope {
+    /// `None`: every project the user may reach.
+    pub projects: Option<Vec<String>>,
+    pub capability: Capability,
+}
+
+impl KeyScope {
+    pub fn allows(&self, permission: Permission, target: &Target<'_>) -> bool {
+        if let Some(projects) = &self.projects {
+            match target.project_id {
+                Some(p) if projects.iter().any(|x| x == p) => {}
+                _ => return false,
+            }
+        }
+        match self.capability {
+            Capability::Full => true,
+            Capability::Read => permission == Permission::Read,
+            Capability::Ingest => match permission {
+                Permission::Create => matches!(
+                    target.kind,
+                    Kind::Project | Kind::Experiment | Kind::Dataset | Kind::ProjectLog
+                ),
+                Permission::Update => matches!(
+                    target.kind,
+                    Kind::Experiment | Kind::Dataset | Kind::ProjectLog
+                ),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// Who is asking: a user inside an organization, authenticated by an API key with a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: String,
     pub org_id: String,
     pub key_id: String,
+    pub scope: KeyScope,
+    /// Every decision made for this principal during one request, for the audit log.
+    pub trail: Trail,
+}
+
+/// One decision: what was asked on which object, and the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub kind: Kind,
+    /// The object's id; `None` for an organization-level decision.
+    pub id: Option<String>,
+    pub permission: Permission,
+    pub allowed: bool,
+}
+
+/// The decisions of one request, and brief notes of the changes it made. Clones share it.
+/// It takes no part in comparisons.
+#[derive(Clone, Default)]
+pub struct Trail(Arc<Mutex<TrailInner>>);
+
+#[derive(Clone, Default)]
+struct TrailInner {
+    accesses: Vec<Access>,
+    more: usize,
+    changes: Vec<serde_json::Value>,
+}
+
+/// Decisions kept per request; beyond it only a count is kept.
+pub const TRAIL_MAX: usize = 200;
+
+impl Trail {
+    pub fn record(&self, access: Access) {
+        if let Ok(mut t) = self.0.lock() {
+            if t.accesses.contains(&access) {
+                return;
+            }
+            if t.accesses.len() < TRAIL_MAX {
+                t.accesses.push(access);
+            } else {
+                t.more += 1;
+            }
+        }
+    }
+    /// Notes a change in brief (what, before and after) for the audit log.
+    pub fn change(&self, note: serde_json::Value) {
+        if let Ok(mut t) = self.0.lock()
+            && t.changes.len() < TRAIL_MAX
+        {
+            t.changes.push(note);
+        }
+    }
+    /// The decisions kept, and how many more were made.
+    pub fn snapshot(&self) -> (Vec<Access>, usize) {
+        self.0
+            .lock()
+            .map(|t| (t.accesses.clone(), t.more))
+            .unwrap_or_default()
+    }
+    pub fn changes(&self) -> Vec<serde_json::Value> {
+        self.0.lock().map(|t| t.changes.clone()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Trail {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Trail {}
+impl std::fmt::Debug for Trail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trail")
+    }
+}
+
+impl Principal {
+    pub fn note(&self, kind: Kind, id: Option<&str>, permission: Permission, allowed: bool) {
+        self.trail.record(Access {
+            kind,
+            id: id.map(str::to_owned),
+            permission,
+            allowed,
+        });
+    }
+
+    /// The full decision: the user's permissions, narrowed by the key.
+    pub fn may(&self, policy: &Policy, permission: Permission, target: &Target<'_>) -> bool {
+        policy.org_id == self.org_id
+            && self.scope.allows(permission, target)
+            && policy.allows(&self.user_id, permission, target)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,20 +614,25 @@ pub struct Denied;
 pub struct OrgPass {
     org_id: String,
     user_id: String,
-    permission: Permission,
+    /// `None` for a lookup pass; the decision made for a grant.
+    grant: Option<(Permission, Kind)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectPass {
     org: OrgPass,
     project_id: String,
+    permission: Permission,
+    kind: Kind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectPass {
-    project: ProjectPass,
+    org: OrgPass,
+    project_id: String,
     object_type: ObjectType,
     object_id: String,
+    permission: Permission,
 }
 
 /// A deliberate bypass of the permission model, with the reason written at the call site.
@@ -83,12 +657,20 @@ impl OrgPass {
     pub fn user_id(&self) -> &str {
         &self.user_id
     }
-    pub fn permission(&self) -> Permission {
-        self.permission
+    /// The decision this pass carries: `None` for a lookup pass.
+    pub fn grant(&self) -> Option<(Permission, Kind)> {
+        self.grant
+    }
+    fn lookup(&self) -> Self {
+        Self {
+            grant: None,
+            ..self.clone()
+        }
     }
 }
 
 impl ProjectPass {
+    /// A lookup pass for the project's organization.
     pub fn org(&self) -> &OrgPass {
         &self.org
     }
@@ -99,19 +681,24 @@ impl ProjectPass {
         &self.project_id
     }
     pub fn permission(&self) -> Permission {
-        self.org.permission
+        self.permission
+    }
+    /// The kind the decision was made for: `Project`, or the kind of a child being created.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 }
 
 impl ObjectPass {
-    pub fn project(&self) -> &ProjectPass {
-        &self.project
+    /// A lookup pass for the object's organization.
+    pub fn org(&self) -> &OrgPass {
+        &self.org
     }
     pub fn org_id(&self) -> &str {
-        &self.project.org.org_id
+        &self.org.org_id
     }
     pub fn project_id(&self) -> &str {
-        &self.project.project_id
+        &self.project_id
     }
     pub fn object_type(&self) -> ObjectType {
         self.object_type
@@ -120,108 +707,192 @@ impl ObjectPass {
         &self.object_id
     }
     pub fn permission(&self) -> Permission {
-        self.project.org.permission
+        self.permission
     }
 }
 
-/// Checks `permission` on the organization `org_id` for `principal`.
-pub fn org_pass(
-    principal: &Principal,
-    org_id: &str,
-    permission: Permission,
-) -> Result<OrgPass, Denied> {
+/// A lookup pass: the principal belongs to `org_id`. It decides nothing else.
+pub fn org_lookup(principal: &Principal, org_id: &str) -> Result<OrgPass, Denied> {
     if principal.org_id != org_id {
         return Err(Denied);
     }
     Ok(OrgPass {
         org_id: org_id.to_owned(),
         user_id: principal.user_id.clone(),
+        grant: None,
+    })
+}
+
+/// Decides `permission` on the organization-level target `kind` (creating a project,
+/// administering groups, reading the audit log, ...).
+pub fn org_grant(
+    principal: &Principal,
+    policy: &Policy,
+    permission: Permission,
+    kind: Kind,
+) -> Result<OrgPass, Denied> {
+    let mut pass = org_lookup(principal, policy.org_id())?;
+    let allowed = principal.may(policy, permission, &Target::org(kind));
+    principal.note(kind, None, permission, allowed);
+    if !allowed {
+        return Err(Denied);
+    }
+    pass.grant = Some((permission, kind));
+    Ok(pass)
+}
+
+/// Decides `permission` on the project `project_id` (whose record says it belongs to
+/// `project_org_id`), for `kind`: `Project` for the project itself, or the kind of a child
+/// being created in it.
+pub fn project_pass(
+    principal: &Principal,
+    policy: &Policy,
+    permission: Permission,
+    kind: Kind,
+    project_org_id: &str,
+    project_id: &str,
+) -> Result<ProjectPass, Denied> {
+    let org = org_lookup(principal, project_org_id)?;
+    let allowed = policy.org_id() == project_org_id
+        && principal.may(policy, permission, &Target::project(kind, project_id));
+    principal.note(Kind::Project, Some(project_id), permission, allowed);
+    if !allowed {
+        return Err(Denied);
+    }
+    Ok(ProjectPass {
+        org: org.lookup(),
+        project_id: project_id.to_owned(),
+        permission,
+        kind,
+    })
+}
+
+/// The facts read from an object's record that a decision needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectFacts<'a> {
+    pub org_id: &'a str,
+    pub project_id: &'a str,
+    pub object_type: ObjectType,
+    /// For project logs, the project id.
+    pub object_id: &'a str,
+}
+
+/// Decides `permission` on one object.
+pub fn object_pass(
+    principal: &Principal,
+    policy: &Policy,
+    permission: Permission,
+    facts: ObjectFacts<'_>,
+) -> Result<ObjectPass, Denied> {
+    let org = org_lookup(principal, facts.org_id)?;
+    if facts.object_type == ObjectType::ProjectLogs && facts.object_id != facts.project_id {
+        return Err(Denied);
+    }
+    let target = Target::object(
+        Kind::of(facts.object_type),
+        facts.project_id,
+        facts.object_id,
+    );
+    let allowed = policy.org_id() == facts.org_id && principal.may(policy, permission, &target);
+    principal.note(target.kind, Some(facts.object_id), permission, allowed);
+    if !allowed {
+        return Err(Denied);
+    }
+    Ok(ObjectPass {
+        org,
+        project_id: facts.project_id.to_owned(),
+        object_type: facts.object_type,
+        object_id: facts.object_id.to_owned(),
         permission,
     })
 }
 
-/// Opens a project, given the facts read from the project record.
-pub fn project_pass(
-    org: &OrgPass,
-    project_org_id: &str,
-    project_id: &str,
-) -> Result<ProjectPass, Denied> {
-    if org.org_id != project_org_id {
+/// A decision to read or change the grants on one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclPass {
+    org: OrgPass,
+    object_type: Kind,
+    object_id: String,
+    permission: Permission,
+}
+
+impl AclPass {
+    pub fn org(&self) -> &OrgPass {
+        &self.org
+    }
+    pub fn object_type(&self) -> Kind {
+        self.object_type
+    }
+    pub fn object_id(&self) -> &str {
+        &self.object_id
+    }
+    pub fn permission(&self) -> Permission {
+        self.permission
+    }
+}
+
+/// Decides `permission` (one of the `*_acls`) on the grants of an object. `project_id` is the
+/// project the object sits in (for a project, its own id; `None` at organization level).
+pub fn acl_pass(
+    principal: &Principal,
+    policy: &Policy,
+    permission: Permission,
+    object_type: Kind,
+    project_id: Option<&str>,
+    object_id: &str,
+) -> Result<AclPass, Denied> {
+    let org = org_lookup(principal, policy.org_id())?;
+    let target = match object_type {
+        Kind::Organization if object_id == policy.org_id() => Target::org(Kind::Organization),
+        Kind::Organization => return Err(Denied),
+        Kind::Project => Target::project(Kind::Project, object_id),
+        k => Target {
+            kind: k,
+            project_id,
+            object_id: Some(object_id),
+        },
+    };
+    let allowed = matches!(
+        permission,
+        Permission::CreateAcls
+            | Permission::ReadAcls
+            | Permission::UpdateAcls
+            | Permission::DeleteAcls
+    ) && principal.may(policy, permission, &target);
+    principal.note(object_type, Some(object_id), permission, allowed);
+    if !allowed {
         return Err(Denied);
     }
-    Ok(ProjectPass {
-        org: org.clone(),
-        project_id: project_id.to_owned(),
+    Ok(AclPass {
+        org,
+        object_type,
+        object_id: object_id.to_owned(),
+        permission,
     })
 }
 
-/// Opens an object inside a project, given the facts read from the object record. Project
-/// logs are the project itself.
-pub fn object_pass(
-    project: &ProjectPass,
-    object_type: ObjectType,
-    object_id: &str,
-    object_project_id: &str,
-) -> Result<ObjectPass, Denied> {
-    if project.project_id != object_project_id {
+/// A decision on organization-wide data that no single object owns (attachments, uploaded
+/// before the rows that refer to them): the user must hold `permission` somewhere in the
+/// organization, and the key's capability must allow it on rows.
+pub fn org_wide_pass(
+    principal: &Principal,
+    policy: &Policy,
+    permission: Permission,
+) -> Result<OrgPass, Denied> {
+    let mut pass = org_lookup(principal, policy.org_id())?;
+    let capability_allows = match principal.scope.capability {
+        Capability::Full => true,
+        Capability::Read => permission == Permission::Read,
+        Capability::Ingest => matches!(permission, Permission::Create | Permission::Update),
+    };
+    let allowed = capability_allows && policy.grants_anywhere(&principal.user_id, permission);
+    principal.note(Kind::Organization, None, permission, allowed);
+    if !allowed {
         return Err(Denied);
     }
-    if object_type == ObjectType::ProjectLogs && object_id != project.project_id {
-        return Err(Denied);
-    }
-    Ok(ObjectPass {
-        project: project.clone(),
-        object_type,
-        object_id: object_id.to_owned(),
-    })
+    pass.grant = Some((permission, Kind::Organization));
+    Ok(pass)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use Permission::*;
-
-    fn alice() -> Principal {
-        Principal {
-            user_id: "u1".into(),
-            org_id: "org-a".into(),
-            key_id: "k1".into(),
-        }
-    }
-
-    #[test]
-    fn decisions_table() {
-        // (principal's org, requested org, project's org, object's project, allowed)
-        let cases = [
-            ("org-a", "org-a", "org-a", "p1", true),
-            ("org-a", "org-b", "org-b", "p1", false),
-            ("org-a", "org-a", "org-b", "p1", false),
-            ("org-a", "org-a", "org-a", "p2", false),
-        ];
-        for (i, (porg, org, project_org, object_project, allowed)) in cases.into_iter().enumerate()
-        {
-            let principal = Principal {
-                org_id: porg.into(),
-                ..alice()
-            };
-            for perm in [Create, Read, Update, Delete] {
-                let got = org_pass(&principal, org, perm)
-                    .and_then(|o| project_pass(&o, project_org, "p1"))
-                    .and_then(|p| object_pass(&p, ObjectType::Dataset, "d1", object_project));
-                assert_eq!(got.is_ok(), allowed, "case {i} {perm:?}");
-                if let Ok(pass) = got {
-                    assert_eq!(pass.permission(), perm);
-                    assert_eq!(pass.org_id(), "org-a");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn project_logs_pass_is_the_project_itself() {
-        let org = org_pass(&alice(), "org-a", Read).unwrap();
-        let p = project_pass(&org, "org-a", "p1").unwrap();
-        assert!(object_pass(&p, ObjectType::ProjectLogs, "p1", "p1").is_ok());
-        assert!(object_pass(&p, ObjectType::ProjectLogs, "p2", "p1").is_err());
-    }
-}
+mod tests;

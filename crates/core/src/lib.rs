@@ -1,6 +1,7 @@
 //! Holdfast's pure domain core: identifiers, transaction ids, row merge semantics, the
 //! experiment summary rules and the authorization decision. Nothing here does IO or awaits.
 
+pub mod audit;
 pub mod authz;
 pub mod clock;
 pub mod merge;

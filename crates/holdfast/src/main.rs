@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use config::{CommonArgs, Settings};
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
+use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
 use holdfast_services::keys::{KeyService, load_or_create_pepper};
 use holdfast_services::{Limits, Services};
@@ -49,6 +50,16 @@ enum Command {
         #[command(subcommand)]
         action: OrgAction,
     },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Manage a user's API keys.
     Keys {
         #[command(subcommand)]
@@ -70,6 +81,34 @@ enum OrgAction {
         name: String,
         #[arg(long)]
         owner: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user (created if new) to an organization and one of its groups.
+    Create {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        /// Owners, Engineers, Viewers, or a custom group.
+        #[arg(long)]
+        group: String,
+        /// Print a new API key for the user as the only line on stdout.
+        #[arg(long)]
+        print_key: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the whole hash chain; fail naming the first broken entry.
+    Verify {
+        #[command(flatten)]
+        common: CommonArgs,
     },
 }
 
@@ -135,13 +174,20 @@ async fn open(settings: &Settings) -> Result<Services> {
         logs3_payload_max_bytes: settings.logs3_payload_max_bytes,
         max_body_bytes: settings.max_body_bytes,
     };
-    Ok(Services {
+    let services = Services {
+        audit: AuditLog::start(store.clone()),
         store,
         clock,
         keys: Arc::new(keys),
         blobs: Arc::new(blobs),
         limits,
-    })
+        policies: Arc::default(),
+    };
+    services
+        .upgrade_access_control()
+        .await
+        .context("giving organizations their built-in groups")?;
+    Ok(services)
 }
 
 async fn serve(settings: Settings) -> Result<()> {
@@ -167,10 +213,27 @@ async fn serve(settings: Settings) -> Result<()> {
         services,
         public_url: settings.public_url.as_deref().map(Arc::from),
     };
+    let usage = {
+        let services = state.services.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                services.keys.flush_usage(&services.store).await;
+            }
+        })
+    };
+    let services = state.services.clone();
     let app = holdfast_server::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
+    usage.abort();
+    services.keys.flush_usage(&services.store).await;
+    services.audit.flush().await;
     Ok(())
 }
 
@@ -244,6 +307,37 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("revoked {key_id}");
             }
         },
+        Command::User {
+            action:
+                UserAction::Create {
+                    common,
+                    org,
+                    email,
+                    group,
+                    print_key,
+                },
+        } => {
+            let services = open(&common.settings(None)?).await?;
+            let key = services.create_user_cli(&org, &email, &group).await?;
+            if print_key {
+                println!("{}", key.expose_secret());
+            } else {
+                eprintln!("added {email} to {group} in {org}");
+            }
+        }
+        Command::Audit {
+            action: AuditAction::Verify { common },
+        } => {
+            let services = open(&common.settings(None)?).await?;
+            match holdfast_services::audit::verify(&services.store).await? {
+                Verdict::Intact { entries } => {
+                    println!("audit log intact: {entries} entries verified");
+                }
+                Verdict::Broken { seq, why } => {
+                    bail!("audit log broken at entry {seq}: {why}");
+                }
+            }
+        }
         Command::Bench { which } => bench::run(which).await?,
     }
     Ok(())

@@ -8,38 +8,24 @@ use axum::http::request::Parts;
 use holdfast_services::{Principal, ServiceError};
 use serde_json::Value;
 
-/// The caller, authenticated by `Authorization: Bearer <API key>`.
+/// The caller, authenticated by the [`crate::auth`] middleware.
 pub struct Authed(pub Principal);
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
-    // skip_all: the Authorization header must never reach a log line.
-    #[tracing::instrument(skip_all, name = "authenticate")]
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(
-            ServiceError::Unauthenticated("missing Authorization header"),
-        )?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or(ServiceError::Unauthenticated(
-                "Authorization must be `Bearer <API key>`",
-            ))?;
-        let services = &state.services;
-        Ok(Self(
-            services
-                .keys
-                .authenticate(&services.store, token.trim())
-                .await?,
-        ))
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Self)
+            .ok_or(ApiError(ServiceError::Unauthenticated(
+                "missing Authorization header",
+            )))
     }
 }
 

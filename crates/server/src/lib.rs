@@ -2,6 +2,7 @@
 //! Handlers extract, call one service function and shape the reply; protocol quirks of the
 //! SDKs (status codes, optional content types) live here and nowhere else.
 
+mod auth;
 mod error;
 mod extract;
 mod routes;
@@ -20,7 +21,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    routes::router()
+    routes::router(state.clone())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .with_state(state)

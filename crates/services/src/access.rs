@@ -1,26 +1,184 @@
 //! The access service: turns a principal and a request into passes. Every service function
-//! reaches tenant data through these helpers, which read the record being opened inside the
-//! principal's organization and hand its facts to `holdfast_core::authz`.
+//! reaches tenant data through these helpers, which load the organization's policy, read the
+//! record being opened inside the principal's organization, and hand its facts to
+//! `holdfast_core::authz`.
+//!
+//! # 403 or 404
+//!
+//! * Anything in another organization, and any object the credential may not read, answers
+//!   404 exactly like an object that does not exist: ids in other projects or organizations
+//!   leak nothing.
+//! * An object the credential may read, but not act on as asked (a viewer updating, a
+//!   read-only key writing), answers 403: the caller already knows it exists.
+//! * Organization-level actions (creating projects, administering groups, roles, ACLs,
+//!   members, keys of others, reading the audit log) answer 403 when not allowed: the caller's
+//!   own organization is no secret to them.
+//! * Without a valid key: 401.
+//!
+//! # Freshness
+//!
+//! The policy of an organization is cached per process. A change made through this process
+//! replaces the cached copy at once. A change made by another process (the CLI, another
+//! replica) increments the organization's policy version, which is checked at most
+//! [`POLICY_CHECK`] after the last check, and at once for a user the cached policy does not
+//! know.
 
-use crate::{Result, Services};
-use holdfast_core::authz::{self, ObjectPass, OrgPass, Permission, Principal, ProjectPass};
+use crate::{Result, ServiceError, Services};
+use holdfast_core::authz::{
+    self, Kind, ObjectFacts, ObjectPass, OrgPass, Permission, Policy, Principal, ProjectPass,
+    Target,
+};
 use holdfast_core::object::ObjectType;
 use holdfast_store::{ObjectRecord, ProjectRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const POLICY_CHECK: Duration = Duration::from_secs(1);
+
+struct Cached {
+    policy: Arc<Policy>,
+    version: i64,
+    checked: Instant,
+}
+
+#[derive(Default)]
+pub struct PolicyCache {
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+impl std::fmt::Debug for PolicyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicyCache")
+    }
+}
+
+impl PolicyCache {
+    fn get(&self, org_id: &str) -> Option<(Arc<Policy>, i64, Instant)> {
+        let e = self.entries.lock().ok()?;
+        e.get(org_id)
+            .map(|c| (c.policy.clone(), c.version, c.checked))
+    }
+    fn put(&self, org_id: &str, policy: Arc<Policy>, version: i64) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.insert(
+                org_id.to_owned(),
+                Cached {
+                    policy,
+                    version,
+                    checked: Instant::now(),
+                },
+            );
+        }
+    }
+    fn forget(&self, org_id: &str) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.remove(org_id);
+        }
+    }
+}
 
 impl Services {
-    pub fn org_pass(&self, principal: &Principal, permission: Permission) -> Result<OrgPass> {
-        Ok(authz::org_pass(principal, &principal.org_id, permission)?)
+    /// The lookup pass for the principal's own organization.
+    pub fn lookup(&self, principal: &Principal) -> Result<OrgPass> {
+        Ok(authz::org_lookup(principal, &principal.org_id)?)
     }
 
+    /// The principal's organization's policy, fresh as described in the module header.
+    pub async fn policy(&self, principal: &Principal) -> Result<Arc<Policy>> {
+        let org = &principal.org_id;
+        let cached = self.policies.get(org);
+        if let Some((policy, _, checked)) = &cached
+            && checked.elapsed() < POLICY_CHECK
+            && policy.knows(&principal.user_id)
+        {
+            return Ok(policy.clone());
+        }
+        let lookup = self.lookup(principal)?;
+        if let Some((policy, version, _)) = cached
+            && self.store.policy_version(&lookup).await? == version
+        {
+            self.policies.put(org, policy.clone(), version);
+            return Ok(policy);
+        }
+        let (version, policy) = self.store.load_policy(&lookup).await?;
+        let policy = Arc::new(policy);
+        self.policies.put(org, policy.clone(), version);
+        Ok(policy)
+    }
+
+    /// Drops the cached policy after a change made through this process.
+    pub fn policy_changed(&self, org_id: &str) {
+        self.policies.forget(org_id);
+    }
+
+    /// A denial: 403 if the credential may read the target, else 404 (see the module header).
+    fn denial(&self, principal: &Principal, policy: &Policy, target: &Target<'_>) -> ServiceError {
+        if principal.may(policy, Permission::Read, target) {
+            ServiceError::Forbidden(format!(
+                "this credential may not do that to this {}",
+                target.kind.as_str()
+            ))
+        } else {
+            ServiceError::NotFound(target.kind.as_str().to_owned())
+        }
+    }
+
+    /// An organization-level decision; a denial is 403.
+    pub async fn org_grant(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+        kind: Kind,
+    ) -> Result<OrgPass> {
+        let policy = self.policy(principal).await?;
+        authz::org_grant(principal, &policy, permission, kind).map_err(|_| {
+            ServiceError::Forbidden(format!(
+                "missing permission {} on {} in this organization",
+                permission.as_str(),
+                kind.as_str()
+            ))
+        })
+    }
+
+    /// True (and recorded as a read) when the principal may read `target`; used to filter
+    /// lists.
+    pub fn can_see(&self, principal: &Principal, policy: &Policy, target: &Target<'_>) -> bool {
+        let allowed = principal.may(policy, Permission::Read, target);
+        if allowed {
+            let id = target.object_id.or(target.project_id);
+            principal.note(target.kind, id, Permission::Read, true);
+        }
+        allowed
+    }
+
+    /// Opens a project for `permission` on `kind` (`Project` itself, or the kind of a child
+    /// being created in it).
     pub async fn project_pass(
         &self,
         principal: &Principal,
         project_id: &str,
         permission: Permission,
+        kind: Kind,
     ) -> Result<(ProjectRecord, ProjectPass)> {
-        let org = self.org_pass(principal, permission)?;
-        let project = self.store.get_project(&org, project_id).await?;
-        let pass = authz::project_pass(&org, &project.org_id, &project.id)?;
+        let lookup = self.lookup(principal)?;
+        let policy = self.policy(principal).await?;
+        let project = self.store.get_project(&lookup, project_id).await?;
+        let pass = authz::project_pass(
+            principal,
+            &policy,
+            permission,
+            kind,
+            &project.org_id,
+            &project.id,
+        )
+        .map_err(|_| {
+            self.denial(
+                principal,
+                &policy,
+                &Target::project(Kind::Project, &project.id),
+            )
+        })?;
         Ok((project, pass))
     }
 
@@ -28,20 +186,74 @@ impl Services {
     pub async fn object_pass(
         &self,
         principal: &Principal,
-        kind: ObjectType,
+        object_type: ObjectType,
         id: &str,
         permission: Permission,
     ) -> Result<(Option<ObjectRecord>, ObjectPass)> {
-        if kind == ObjectType::ProjectLogs {
-            let (_, project) = self.project_pass(principal, id, permission).await?;
-            let pass = authz::object_pass(&project, kind, id, id)?;
-            return Ok((None, pass));
-        }
-        let org = self.org_pass(principal, permission)?;
-        let object = self.store.get_object(&org, kind, id).await?;
-        let project = self.store.get_project(&org, &object.project_id).await?;
-        let project_pass = authz::project_pass(&org, &project.org_id, &project.id)?;
-        let pass = authz::object_pass(&project_pass, kind, &object.id, &object.project_id)?;
-        Ok((Some(object), pass))
+        let lookup = self.lookup(principal)?;
+        let policy = self.policy(principal).await?;
+        let (object, org_id, project_id) = if object_type == ObjectType::ProjectLogs {
+            let project = self.store.get_project(&lookup, id).await?;
+            (None, project.org_id, project.id)
+        } else {
+            let object = self.store.get_object(&lookup, object_type, id).await?;
+            let (org_id, project_id) = (object.org_id.clone(), object.project_id.clone());
+            (Some(object), org_id, project_id)
+        };
+        let object_id = object
+            .as_ref()
+            .map_or(project_id.as_str(), |o| o.id.as_str());
+        let facts = ObjectFacts {
+            org_id: &org_id,
+            project_id: &project_id,
+            object_type,
+            object_id,
+        };
+        let pass = authz::object_pass(principal, &policy, permission, facts).map_err(|_| {
+            self.denial(
+                principal,
+                &policy,
+                &Target::object(Kind::of(object_type), &project_id, object_id),
+            )
+        })?;
+        Ok((object, pass))
+    }
+
+    /// A pass on an object whose record the caller already read through a lookup pass.
+    pub fn object_pass_for(
+        &self,
+        principal: &Principal,
+        policy: &Policy,
+        object: &ObjectRecord,
+        permission: Permission,
+    ) -> Result<ObjectPass> {
+        let facts = ObjectFacts {
+            org_id: &object.org_id,
+            project_id: &object.project_id,
+            object_type: object.kind,
+            object_id: &object.id,
+        };
+        authz::object_pass(principal, policy, permission, facts).map_err(|_| {
+            self.denial(
+                principal,
+                policy,
+                &Target::object(Kind::of(object.kind), &object.project_id, &object.id),
+            )
+        })
+    }
+
+    /// A pass on organization-wide data no single object owns (attachments).
+    pub async fn org_wide_pass(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+    ) -> Result<OrgPass> {
+        let policy = self.policy(principal).await?;
+        authz::org_wide_pass(principal, &policy, permission).map_err(|_| {
+            ServiceError::Forbidden(format!(
+                "this credential may not {} attachments",
+                permission.as_str()
+            ))
+        })
     }
 }

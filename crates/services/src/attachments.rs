@@ -70,7 +70,7 @@ impl Services {
                 .to_owned(),
             status: json!({"upload_status": "uploading"}),
         };
-        let org = self.org_pass(principal, Permission::Create)?;
+        let org = self.org_wide_pass(principal, Permission::Create).await?;
         self.store.put_attachment(&org, &rec, &self.now()).await?;
         let url = self.signed_url(
             base_url,
@@ -94,7 +94,7 @@ impl Services {
             .get("status")
             .filter(|s| s.is_object())
             .ok_or_else(|| ServiceError::bad("`status` must be an object"))?;
-        let org = self.org_pass(principal, Permission::Update)?;
+        let org = self.org_wide_pass(principal, Permission::Update).await?;
         self.store.set_attachment_status(&org, key, status).await?;
         Ok(json!({}))
     }
@@ -108,7 +108,7 @@ impl Services {
         base_url: &str,
     ) -> Result<Value> {
         check_org(principal, org_id)?;
-        let org = self.org_pass(principal, Permission::Read)?;
+        let org = self.org_wide_pass(principal, Permission::Read).await?;
         let rec = self.store.get_attachment(&org, valid_key(key)?).await?;
         let url = self.signed_url(
             base_url,
@@ -136,7 +136,7 @@ impl Services {
                 self.limits.max_body_bytes
             )));
         }
-        self.org_pass(principal, Permission::Create)?;
+        self.org_wide_pass(principal, Permission::Create).await?;
         let key = random::uuid()?;
         let url = self.signed_url(
             base_url,

@@ -16,7 +16,7 @@
 use crate::random;
 use crate::{Result, ServiceError};
 use hmac::{KeyInit, Mac};
-use holdfast_core::authz::{Principal, SystemPass};
+use holdfast_core::authz::{Capability, KeyScope, Principal, SystemPass, Trail};
 use holdfast_core::clock::{Clock, format_timestamp, parse_timestamp};
 use holdfast_store::{ApiKeyRecord, Store};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -33,8 +33,6 @@ const SECRET_HEX: usize = 64;
 const CRC_HEX: usize = 8;
 const KEY_LEN: usize = 3 + ID_HEX + SECRET_HEX + CRC_HEX;
 pub const CACHE_TTL_SECONDS: i64 = 10;
-/// How often `last_used_at` is written per key.
-const TOUCH_EVERY_SECONDS: i64 = 60;
 
 /// A freshly minted key: the full token is shown once, the record is stored.
 pub struct NewKey {
@@ -52,7 +50,16 @@ pub struct KeyService {
     pepper: SecretBox<[u8; 32]>,
     clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
-    touched: Mutex<HashMap<String, i64>>,
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+/// Uses of a key not yet written to the store.
+#[derive(Debug, Clone, Default)]
+struct Usage {
+    day: String,
+    requests: i64,
+    at: String,
+    from: Option<String>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -129,7 +136,7 @@ impl KeyService {
             pepper,
             clock,
             cache: Mutex::new(HashMap::new()),
-            touched: Mutex::new(HashMap::new()),
+            usage: Mutex::new(HashMap::new()),
         }
     }
 
@@ -158,6 +165,7 @@ impl KeyService {
         user_id: &str,
         name: &str,
         expires_at: Option<String>,
+        scope: &KeyScope,
     ) -> Result<NewKey> {
         let id = random::hex(&random::bytes::<16>()?);
         let secret = random::hex(&random::bytes::<32>()?);
@@ -180,6 +188,9 @@ impl KeyService {
             expires_at,
             revoked_at: None,
             last_used_at: None,
+            project_ids: scope.projects.clone(),
+            capability: scope.capability.as_str().to_owned(),
+            last_used_from: None,
         };
         Ok(NewKey {
             token: SecretString::from(token),
@@ -187,14 +198,26 @@ impl KeyService {
         })
     }
 
+    /// The key id a presented token names, if it is well formed (for the audit of a failed
+    /// authentication; the secret is never recorded).
+    pub fn key_id_of(token: &str) -> Option<String> {
+        parse_token(token.trim_end_matches('\n')).map(|(id, _)| id.to_owned())
+    }
+
     /// Checks a presented token; every failure is the same `Unauthenticated` to the caller.
-    pub async fn authenticate(&self, store: &Store, token: &str) -> Result<Principal> {
+    /// `from` is the client's address, recorded as where the key was last used.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        token: &str,
+        from: Option<&str>,
+    ) -> Result<Principal> {
         const INVALID: ServiceError = ServiceError::Unauthenticated("invalid API key");
         let (key_id, secret) = parse_token(token.trim_end_matches('\n')).ok_or(INVALID)?;
         let hash = self.mac(key_id, secret)?;
         let now = self.clock.now().unix_timestamp();
         if let Some(principal) = self.cached(&hash, now) {
-            self.touch(store, &principal.key_id, now);
+            self.touch(&principal.key_id, from);
             return Ok(principal);
         }
         let why = SystemPass::new("authenticating an API key");
@@ -216,10 +239,16 @@ impl KeyService {
         if expires_at.is_some_and(|e| e <= now) {
             return Err(ServiceError::Unauthenticated("API key has expired"));
         }
+        let capability = Capability::parse(&record.capability).ok_or(INVALID)?;
         let principal = Principal {
             user_id: record.user_id,
             org_id: record.org_id,
             key_id: record.id,
+            scope: KeyScope {
+                projects: record.project_ids,
+                capability,
+            },
+            trail: Trail::default(),
         };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 100_000 {
@@ -234,7 +263,7 @@ impl KeyService {
                 },
             );
         }
-        self.touch(store, &principal.key_id, now);
+        self.touch(&principal.key_id, from);
         Ok(principal)
     }
 
@@ -242,7 +271,11 @@ impl KeyService {
         let cache = self.cache.lock().ok()?;
         let e = cache.get(hash)?;
         let fresh = now - e.cached_at < CACHE_TTL_SECONDS && e.expires_at.is_none_or(|x| x > now);
-        fresh.then(|| e.principal.clone())
+        // Each request gets a trail of its own.
+        fresh.then(|| Principal {
+            trail: Trail::default(),
+            ..e.principal.clone()
+        })
     }
 
     /// Forgets cached verifications (after a revocation).
@@ -252,33 +285,46 @@ impl KeyService {
         }
     }
 
-    /// Records key use at most once a minute per key, in the background: a request never
-    /// waits for this write (on SQLite it would queue behind the row writer).
-    fn touch(&self, store: &Store, key_id: &str, now: i64) {
-        let due = match self.touched.lock() {
-            Ok(mut t) => {
-                let due = t
-                    .get(key_id)
-                    .is_none_or(|last| now - last >= TOUCH_EVERY_SECONDS);
-                if due {
-                    t.insert(key_id.to_owned(), now);
-                }
-                due
+    /// Counts a use of the key in memory; [`KeyService::flush_usage`] writes the counts. A
+    /// request never waits for this write (on SQLite it would queue behind the row writer).
+    fn touch(&self, key_id: &str, from: Option<&str>) {
+        let now = self.clock.now();
+        let at = format_timestamp(now);
+        let day = at.get(..10).unwrap_or_default().to_owned();
+        if let Ok(mut usage) = self.usage.lock() {
+            let u = usage.entry(key_id.to_owned()).or_default();
+            // Uses counted just before midnight and flushed after it count for the new day
+            // (at most one flush interval of them).
+            u.day = day;
+            u.requests += 1;
+            u.at = at;
+            if let Some(f) = from {
+                u.from = Some(f.to_owned());
             }
-            Err(_) => false,
+        }
+    }
+
+    /// Uses of `key_id` counted but not yet written (they belong to `day`).
+    pub fn pending_usage(&self, key_id: &str) -> Option<(String, i64)> {
+        let usage = self.usage.lock().ok()?;
+        usage.get(key_id).map(|u| (u.day.clone(), u.requests))
+    }
+
+    /// Writes the counted uses of every key; the server calls it every few seconds and at
+    /// shutdown.
+    pub async fn flush_usage(&self, store: &Store) {
+        let pending: Vec<(String, Usage)> = match self.usage.lock() {
+            Ok(mut u) => u.drain().collect(),
+            Err(_) => return,
         };
-        if due {
-            let (store, key_id, at) = (
-                store.clone(),
-                key_id.to_owned(),
-                format_timestamp(self.clock.now()),
-            );
-            tokio::spawn(async move {
-                let why = SystemPass::new("recording API key use");
-                if let Err(e) = store.touch_api_key(&why, &key_id, &at).await {
-                    tracing::warn!(error = %e, "could not record key use");
-                }
-            });
+        let why = SystemPass::new("recording API key use");
+        for (key_id, u) in pending {
+            if let Err(e) = store
+                .record_key_use(&why, &key_id, &u.day, u.requests, &u.at, u.from.as_deref())
+                .await
+            {
+                tracing::warn!(error = %e, "could not record key use");
+            }
         }
     }
 }
@@ -308,7 +354,9 @@ mod tests {
     #[test]
     fn minted_tokens_parse_and_hash_consistently() {
         let s = service();
-        let k = s.mint("o", "u", "test", None).unwrap();
+        let k = s
+            .mint("o", "u", "test", None, &KeyScope::default())
+            .unwrap();
         let token = k.token.expose_secret();
         assert_eq!(token.len(), KEY_LEN);
         let (id, secret) = parse_token(token).unwrap();
@@ -323,7 +371,9 @@ mod tests {
     #[test]
     fn garbled_tokens_are_refused_before_lookup() {
         let s = service();
-        let k = s.mint("o", "u", "test", None).unwrap();
+        let k = s
+            .mint("o", "u", "test", None, &KeyScope::default())
+            .unwrap();
         let token = k.token.expose_secret().to_owned();
         let mut flipped = token.clone().into_bytes();
         flipped[40] = if flipped[40] == b'a' { b'b' } else { b'a' };

@@ -3,7 +3,9 @@
 //! store only through passes from [`access`], and return [`ServiceError`]s.
 
 pub mod access;
+pub mod admin;
 pub mod attachments;
+pub mod audit;
 pub mod blobs;
 pub mod error;
 pub mod ingest;
@@ -47,6 +49,8 @@ pub struct Services {
     pub keys: Arc<keys::KeyService>,
     pub blobs: Arc<blobs::BlobStore>,
     pub limits: Limits,
+    pub policies: Arc<access::PolicyCache>,
+    pub audit: audit::AuditLog,
 }
 
 impl Services {

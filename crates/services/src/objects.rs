@@ -2,7 +2,7 @@
 //! prompts. REST and the SDKs' app-plane routes both call these.
 
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{self, ObjectPass, Permission, Principal, ProjectPass, SystemPass};
+use holdfast_core::authz::{KeyScope, Kind, ObjectPass, Permission, Principal, SystemPass, Target};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::ObjectType;
 use holdfast_core::xact::XactId;
@@ -192,10 +192,14 @@ impl Services {
             email: owner_email.to_owned(),
             created: now,
         };
-        let key = self.keys.mint(&org.id, &owner.id, "owner key", None)?;
-        self.store
+        let key = self
+            .keys
+            .mint(&org.id, &owner.id, "owner key", None, &KeyScope::default())?;
+        let owner_id = self
+            .store
             .create_org_with_owner(&why, &org, &owner, &key.record)
             .await?;
+        self.ensure_builtin_groups(&org.id, &[owner_id]).await?;
         Ok(key.token)
     }
 
@@ -231,7 +235,9 @@ impl Services {
         expires_at: Option<String>,
     ) -> Result<SecretString> {
         let (org, user) = self.member(org_name, email).await?;
-        let key = self.keys.mint(&org.id, &user.id, name, expires_at)?;
+        let key = self
+            .keys
+            .mint(&org.id, &user.id, name, expires_at, &KeyScope::default())?;
         self.store
             .insert_api_key(&SystemPass::new("operator creates a key"), &key.record)
             .await?;
@@ -276,10 +282,7 @@ impl Services {
 
     /// The SDK login reply: the caller's organization and where its data plane lives.
     pub async fn login(&self, principal: &Principal, base_url: &str) -> Result<Value> {
-        let org = self
-            .store
-            .get_org(&self.org_pass(principal, Permission::Read)?)
-            .await?;
+        let org = self.store.get_org(&self.lookup(principal)?).await?;
         Ok(json!({"org_info": [{
             "id": org.id, "name": org.name, "api_url": base_url, "proxy_url": base_url,
             "realtime_url": null, "git_metadata": null, "is_universal_api": true
@@ -302,7 +305,9 @@ impl Services {
     ) -> Result<ProjectRecord> {
         let body = body_obj(body)?;
         let name = required_name(body, "name")?;
-        let org_pass = self.org_pass(principal, Permission::Create)?;
+        let org_pass = self
+            .org_grant(principal, Permission::Create, Kind::Project)
+            .await?;
         let org = self.store.get_org(&org_pass).await?;
         self.check_org_name(&org, opt_str(body, "org_name")?)?;
         let rec = ProjectRecord {
@@ -318,7 +323,10 @@ impl Services {
     }
 
     pub async fn get_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
-        Ok(self.project_pass(principal, id, Permission::Read).await?.0)
+        Ok(self
+            .project_pass(principal, id, Permission::Read, Kind::Project)
+            .await?
+            .0)
     }
 
     /// A project named by id or by name; with `create`, a missing name is created.
@@ -331,16 +339,29 @@ impl Services {
     ) -> Result<ProjectRecord> {
         match (id, name) {
             (Some(id), _) => self.get_project(principal, id).await,
-            (None, Some(name)) if create => {
-                self.create_project(principal, &json!({ "name": name }))
-                    .await
-            }
             (None, Some(name)) => {
-                let org = self.org_pass(principal, Permission::Read)?;
-                self.store
-                    .find_project(&org, name)
-                    .await?
-                    .ok_or_else(|| ServiceError::NotFound(format!("project {name:?}")))
+                let lookup = self.lookup(principal)?;
+                match self.store.find_project(&lookup, name).await? {
+                    // Registering an existing project needs read on it, or create (which is
+                    // all an ingest key has).
+                    Some(p) => match self
+                        .project_pass(principal, &p.id, Permission::Read, Kind::Project)
+                        .await
+                    {
+                        Ok((p, _)) => Ok(p),
+                        Err(e) if create => self
+                            .project_pass(principal, &p.id, Permission::Create, Kind::Project)
+                            .await
+                            .map(|(p, _)| p)
+                            .map_err(|_| e),
+                        Err(e) => Err(e),
+                    },
+                    None if create => {
+                        self.create_project(principal, &json!({ "name": name }))
+                            .await
+                    }
+                    None => Err(ServiceError::NotFound(format!("project {name:?}"))),
+                }
             }
             (None, None) => Err(ServiceError::bad("project_id or project_name is required")),
         }
@@ -351,17 +372,23 @@ impl Services {
         principal: &Principal,
         params: &ListParams,
     ) -> Result<Vec<ProjectRecord>> {
-        let org_pass = self.org_pass(principal, Permission::Read)?;
+        let org_pass = self.lookup(principal)?;
+        let policy = self.policy(principal).await?;
         let org = self.store.get_org(&org_pass).await?;
         if params.org_name.as_deref().is_some_and(|n| n != org.name) {
             return Ok(Vec::new());
         }
         let limit = params.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
         let name = params.name.as_deref().or(params.project_name.as_deref());
-        Ok(self
+        // Filter before the limit, so that a page holds `limit` visible projects.
+        let mut visible = self
             .store
-            .list_projects(&org_pass, name, params.starting_after.as_deref(), limit)
-            .await?)
+            .list_projects(&org_pass, name, params.starting_after.as_deref(), i64::MAX)
+            .await?;
+        visible
+            .retain(|p| self.can_see(principal, &policy, &Target::project(Kind::Project, &p.id)));
+        visible.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(visible)
     }
 
     pub async fn patch_project(
@@ -371,7 +398,9 @@ impl Services {
         body: &Value,
     ) -> Result<ProjectRecord> {
         let body = body_obj(body)?;
-        let (project, pass) = self.project_pass(principal, id, Permission::Update).await?;
+        let (project, pass) = self
+            .project_pass(principal, id, Permission::Update, Kind::Project)
+            .await?;
         let name = match opt_str(body, "name")? {
             Some(_) => required_name(body, "name")?.to_owned(),
             None => project.name.clone(),
@@ -382,7 +411,9 @@ impl Services {
     }
 
     pub async fn delete_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
-        let (_, pass) = self.project_pass(principal, id, Permission::Delete).await?;
+        let (_, pass) = self
+            .project_pass(principal, id, Permission::Delete, Kind::Project)
+            .await?;
         Ok(self.store.delete_project(&pass, &self.now()).await?)
     }
 
@@ -406,7 +437,7 @@ impl Services {
             )
             .await?;
         let (_, project_pass) = self
-            .project_pass(principal, &project.id, Permission::Create)
+            .project_pass(principal, &project.id, Permission::Create, Kind::of(kind))
             .await?;
         let (fields, on_conflict, name) = match kind {
             ObjectType::Experiment => {
@@ -491,7 +522,8 @@ impl Services {
         kind: ObjectType,
         params: &ListParams,
     ) -> Result<Vec<ObjectRecord>> {
-        let org_pass = self.org_pass(principal, Permission::Read)?;
+        let org_pass = self.lookup(principal)?;
+        let policy = self.policy(principal).await?;
         let org = self.store.get_org(&org_pass).await?;
         if params.org_name.as_deref().is_some_and(|n| n != org.name) {
             return Ok(Vec::new());
@@ -505,7 +537,8 @@ impl Services {
             (None, None) => None,
         };
         let limit = params.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
-        Ok(self
+        // Filter before the limit, so that a page holds `limit` visible objects.
+        let mut visible = self
             .store
             .list_objects(
                 &org_pass,
@@ -513,9 +546,18 @@ impl Services {
                 project_id.as_deref(),
                 params.name.as_deref(),
                 params.starting_after.as_deref(),
-                limit,
+                i64::MAX,
             )
-            .await?)
+            .await?;
+        visible.retain(|o| {
+            self.can_see(
+                principal,
+                &policy,
+                &Target::object(Kind::of(kind), &o.project_id, &o.id),
+            )
+        });
+        visible.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(visible)
     }
 
     pub async fn patch_object(
@@ -579,7 +621,7 @@ impl Services {
         let mut content = pick(body, PROMPT_FIELDS)?;
         content.insert("name".into(), json!(name));
         let (_, project_pass) = self
-            .project_pass(principal, &project.id, Permission::Create)
+            .project_pass(principal, &project.id, Permission::Create, Kind::Prompt)
             .await?;
         let rec = ObjectRecord {
             id: random::uuid()?,
@@ -597,7 +639,13 @@ impl Services {
             .create_object(&project_pass, &rec, OnNameConflict::ReturnExisting)
             .await?;
         let is_new = object.id == rec.id;
-        let pass = authz::object_pass(&project_pass, ObjectType::Prompt, &object.id, &project.id)?;
+        let policy = self.policy(principal).await?;
+        let permission = match (is_new, replace) {
+            (true, _) => Permission::Create,
+            (false, true) => Permission::Update,
+            (false, false) => Permission::Read,
+        };
+        let pass = self.object_pass_for(principal, &policy, &object, permission)?;
         if is_new || replace {
             let mut data = content;
             let control = take_control(&mut data).map_err(|e| ServiceError::bad(e.to_string()))?;
@@ -699,21 +747,10 @@ impl Services {
         let objects = self
             .list_objects(principal, ObjectType::Prompt, &params)
             .await?;
-        // One project lookup per project, not per prompt.
-        let mut projects: std::collections::HashMap<String, ProjectPass> = Default::default();
+        let policy = self.policy(principal).await?;
         let mut out = Vec::with_capacity(objects.len());
         for o in &objects {
-            let project = match projects.get(&o.project_id) {
-                Some(p) => p.clone(),
-                None => {
-                    let (_, p) = self
-                        .project_pass(principal, &o.project_id, Permission::Read)
-                        .await?;
-                    projects.insert(o.project_id.clone(), p.clone());
-                    p
-                }
-            };
-            let pass = authz::object_pass(&project, ObjectType::Prompt, &o.id, &o.project_id)?;
+            let pass = self.object_pass_for(principal, &policy, o, Permission::Read)?;
             match self.prompt_json(o, &pass, version).await {
                 Ok(v) => out.push(v),
                 Err(ServiceError::NotFound(_)) if version.is_some() => {}

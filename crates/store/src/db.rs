@@ -45,7 +45,10 @@ pub struct Store {
     pub(crate) writer: crate::writer::WriterHandle,
 }
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("schema.sql")),
+    (2, include_str!("authz.sql")),
+];
 
 impl Store {
     pub async fn open_sqlite(path: &Path) -> Result<Self> {

@@ -15,11 +15,16 @@
 //! The same SQL runs on both backends (`$N` placeholders, TEXT JSON, BIGINT ids); the
 //! [`with_pool!`] macro expands each query once per backend.
 
+mod access;
 mod db;
 mod meta;
 mod rows;
 mod writer;
 
+pub use access::{
+    AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
+    parse_member_permission,
+};
 pub use db::Store;
 pub use meta::{
     ApiKeyRecord, AttachmentRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord,

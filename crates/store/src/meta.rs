@@ -3,7 +3,7 @@
 
 use crate::db::{NEXT_COUNTER, with_pool};
 use crate::{Result, Store, StoreError};
-use holdfast_core::authz::{ObjectPass, OrgPass, Permission, ProjectPass, SystemPass};
+use holdfast_core::authz::{Kind, ObjectPass, OrgPass, Permission, ProjectPass, SystemPass};
 use holdfast_core::object::ObjectType;
 use serde_json::{Map, Value};
 
@@ -34,6 +34,12 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// The projects the key is limited to; `None` for all the user may reach.
+    pub project_ids: Option<Vec<String>>,
+    /// `ingest`, `read` or `full`.
+    pub capability: String,
+    /// The network address the key was last used from.
+    pub last_used_from: Option<String>,
 }
 
 impl std::fmt::Debug for ApiKeyRecord {
@@ -90,7 +96,7 @@ pub enum OnNameConflict {
     Rename,
 }
 
-type KeyRow = (
+pub(crate) type KeyRow = (
     String,
     String,
     String,
@@ -100,6 +106,9 @@ type KeyRow = (
     String,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
     Option<String>,
 );
 type ProjectRow = (
@@ -123,11 +132,11 @@ type ObjectRow = (
     String,
 );
 
-const KEY_COLS: &str = "id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at";
+pub(crate) const KEY_COLS: &str = "id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at, project_ids, capability, last_used_from";
 const PROJECT_COLS: &str = "id, org_id, name, user_id, created, deleted_at, info";
 const OBJECT_COLS: &str = "id, org_id, project_id, kind, name, user_id, created, deleted_at, info";
 
-fn key_from(r: KeyRow) -> ApiKeyRecord {
+pub(crate) fn key_from(r: KeyRow) -> Result<ApiKeyRecord> {
     let (
         id,
         org_id,
@@ -139,8 +148,18 @@ fn key_from(r: KeyRow) -> ApiKeyRecord {
         expires_at,
         revoked_at,
         last_used_at,
+        project_ids,
+        capability,
+        last_used_from,
     ) = r;
-    ApiKeyRecord {
+    let project_ids = match project_ids {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("api_keys.project_ids: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(ApiKeyRecord {
         id,
         org_id,
         user_id,
@@ -151,7 +170,10 @@ fn key_from(r: KeyRow) -> ApiKeyRecord {
         expires_at,
         revoked_at,
         last_used_at,
-    }
+        project_ids,
+        capability,
+        last_used_from,
+    })
 }
 
 fn parse_info(s: &str) -> Result<Map<String, Value>> {
@@ -190,6 +212,23 @@ fn object_from(r: ObjectRow) -> Result<ObjectRecord> {
 
 fn require_write(p: Permission) -> Result<()> {
     if p.writes() {
+        Ok(())
+    } else {
+        Err(StoreError::WrongPermission)
+    }
+}
+
+/// An organization pass that carries a decision to write.
+pub(crate) fn require_org_write(pass: &OrgPass) -> Result<()> {
+    match pass.grant() {
+        Some((p, _)) if p.writes() => Ok(()),
+        _ => Err(StoreError::WrongPermission),
+    }
+}
+
+/// An organization pass that carries exactly this decision.
+pub(crate) fn require_grant(pass: &OrgPass, permission: Permission, kind: Kind) -> Result<()> {
+    if pass.grant() == Some((permission, kind)) {
         Ok(())
     } else {
         Err(StoreError::WrongPermission)
@@ -315,9 +354,13 @@ impl Store {
         for<'q> &'q String: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
         for<'q> &'q Option<String>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
     {
+        let project_ids: Option<String> = key
+            .project_ids
+            .as_ref()
+            .map(|p| Value::from(p.clone()).to_string());
         sqlx::query(
-            "INSERT INTO api_keys (id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO api_keys (id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at, project_ids, capability) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&key.id)
         .bind(&key.org_id)
@@ -329,6 +372,8 @@ impl Store {
         .bind(&key.expires_at)
         .bind(&key.revoked_at)
         .bind(&key.last_used_at)
+        .bind(&project_ids)
+        .bind(&key.capability)
         .execute(conn)
         .await?;
         Ok(())
@@ -341,7 +386,7 @@ impl Store {
                 .bind(id)
                 .fetch_optional(p)
                 .await?;
-            Ok(r.map(key_from))
+            r.map(key_from).transpose()
         })
     }
 
@@ -360,7 +405,7 @@ impl Store {
                 .bind(user_id)
                 .fetch_all(p)
                 .await?;
-            Ok(r.into_iter().map(key_from).collect())
+            r.into_iter().map(key_from).collect()
         })
     }
 
@@ -420,7 +465,7 @@ impl Store {
         pass: &OrgPass,
         rec: &ProjectRecord,
     ) -> Result<ProjectRecord> {
-        require_write(pass.permission())?;
+        require_grant(pass, Permission::Create, Kind::Project)?;
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
             let seq: i64 = sqlx::query_scalar(NEXT_COUNTER)
@@ -711,14 +756,14 @@ impl Store {
             }
             Ok::<_, StoreError>(())
         })?;
-        self.get_object(pass.project().org(), pass.object_type(), pass.object_id())
+        self.get_object(pass.org(), pass.object_type(), pass.object_id())
             .await
     }
 
     pub async fn delete_object(&self, pass: &ObjectPass, now: &str) -> Result<ObjectRecord> {
         require_write(pass.permission())?;
         let mut rec = self
-            .get_object(pass.project().org(), pass.object_type(), pass.object_id())
+            .get_object(pass.org(), pass.object_type(), pass.object_id())
             .await?;
         with_pool!(&self.write, |p, DB| {
             sqlx::query("UPDATE objects SET deleted_at = $1 WHERE id = $2 AND org_id = $3")
@@ -741,7 +786,7 @@ impl Store {
         rec: &AttachmentRecord,
         now: &str,
     ) -> Result<()> {
-        require_write(pass.permission())?;
+        require_org_write(pass)?;
         with_pool!(&self.write, |p, DB| {
             sqlx::query(
                 "INSERT INTO attachments (org_id, key, filename, content_type, status, created) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -765,7 +810,7 @@ impl Store {
         key: &str,
         status: &Value,
     ) -> Result<()> {
-        require_write(pass.permission())?;
+        require_org_write(pass)?;
         with_pool!(&self.write, |p, DB| {
             let done =
                 sqlx::query("UPDATE attachments SET status = $1 WHERE org_id = $2 AND key = $3")

@@ -361,7 +361,10 @@ impl InsertRow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_core::authz::{Permission, Principal, object_pass, org_pass, project_pass};
+    use holdfast_core::authz::{
+        Acl, Grant, Kind, OWNER_ROLE_ID, ObjectFacts, Permission, Policy, Principal, Subject,
+        object_pass,
+    };
     use holdfast_core::merge::take_control;
     use holdfast_core::object::ObjectType;
     use serde_json::json;
@@ -389,10 +392,24 @@ mod tests {
             user_id: "u".into(),
             org_id: "o".into(),
             key_id: "k".into(),
+            scope: Default::default(),
+            trail: Default::default(),
         };
-        let org = org_pass(&principal, "o", Permission::Update).unwrap();
-        let project = project_pass(&org, "o", "p").unwrap();
-        let pass = object_pass(&project, ObjectType::Dataset, "d", "p").unwrap();
+        let owner = Acl {
+            object_type: Kind::Organization,
+            object_id: "o".into(),
+            subject: Subject::User("u".into()),
+            grant: Grant::Role(OWNER_ROLE_ID.into()),
+            restrict_object_type: None,
+        };
+        let policy = Policy::new("o", Default::default(), Default::default(), vec![owner]);
+        let facts = ObjectFacts {
+            org_id: "o",
+            project_id: "p",
+            object_type: ObjectType::Dataset,
+            object_id: "d",
+        };
+        let pass = object_pass(&principal, &policy, Permission::Update, facts).unwrap();
         // A stored row whose data is not JSON.
         if let Pools::Sqlite(p) = &store.write {
             sqlx::query(

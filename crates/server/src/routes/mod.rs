@@ -1,5 +1,6 @@
 //! Route table.
 
+mod admin;
 mod rest;
 mod sdk;
 
@@ -7,10 +8,16 @@ use crate::{ApiError, AppState};
 use axum::Router;
 use axum::routing::{get, post, put};
 
-pub fn router() -> Router<AppState> {
+/// Routes open to anyone: health, version, and signed URLs (the signature is the grant).
+fn public() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(sdk::healthz))
         .route("/version", get(sdk::version))
+        .route("/signed/{token}", put(sdk::signed_put).get(sdk::signed_get))
+}
+
+pub fn router(state: AppState) -> Router<AppState> {
+    let authenticated = Router::new()
         .route("/ping", get(sdk::ping))
         .route("/api/apikey/login", post(sdk::login))
         .route("/logs3", post(sdk::logs3))
@@ -20,7 +27,6 @@ pub fn router() -> Router<AppState> {
             post(sdk::attachment_upload).get(sdk::attachment_download),
         )
         .route("/attachment/status", post(sdk::attachment_status))
-        .route("/signed/{token}", put(sdk::signed_put).get(sdk::signed_get))
         .route("/btql", post(sdk::btql))
         .route("/api/project/register", post(sdk::register_project))
         .route("/api/project", get(sdk::app_get_project))
@@ -31,5 +37,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/self/get_object_info", post(sdk::object_info))
         .route("/experiment-comparison2", get(sdk::experiment_comparison))
         .merge(rest::router())
+        .merge(admin::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::authenticate,
+        ));
+    public()
+        .merge(authenticated)
         .fallback(|| async { ApiError(holdfast_services::ServiceError::NotFound("route".into())) })
 }
