@@ -113,7 +113,12 @@ impl Services {
     }
 
     /// A denial: 403 if the credential may read the target, else 404 (see the module header).
-    fn denial(&self, principal: &Principal, policy: &Policy, target: &Target<'_>) -> ServiceError {
+    pub(crate) fn denial(
+        &self,
+        principal: &Principal,
+        policy: &Policy,
+        target: &Target<'_>,
+    ) -> ServiceError {
         if principal.may(policy, Permission::Read, target) {
             ServiceError::Forbidden(format!(
                 "this credential may not do that to this {}",
@@ -217,6 +222,34 @@ impl Services {
             )
         })?;
         Ok((object, pass))
+    }
+
+    /// For operations whose answer carries the object (patch, delete): the credential must be
+    /// able to read it too, so that a write-only key learns nothing through them.
+    pub async fn object_pass_showing(
+        &self,
+        principal: &Principal,
+        object_type: ObjectType,
+        id: &str,
+        permission: Permission,
+    ) -> Result<(Option<ObjectRecord>, ObjectPass)> {
+        self.object_pass(principal, object_type, id, Permission::Read)
+            .await?;
+        self.object_pass(principal, object_type, id, permission)
+            .await
+    }
+
+    /// The same for a project.
+    pub async fn project_pass_showing(
+        &self,
+        principal: &Principal,
+        project_id: &str,
+        permission: Permission,
+    ) -> Result<(ProjectRecord, ProjectPass)> {
+        self.project_pass(principal, project_id, Permission::Read, Kind::Project)
+            .await?;
+        self.project_pass(principal, project_id, permission, Kind::Project)
+            .await
     }
 
     /// A pass on an object whose record the caller already read through a lookup pass.

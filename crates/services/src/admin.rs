@@ -18,7 +18,7 @@ use crate::objects::{body_obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
 use holdfast_core::authz::{
     self, BUILTIN_GROUPS, Capability, KeyScope, Kind, Permission, Principal, Subject, SystemPass,
-    builtin_roles,
+    Target, builtin_roles,
 };
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{
@@ -443,8 +443,24 @@ impl Services {
                 "`restrict_object_type` is only allowed with `permission`",
             ));
         }
+        Ok(AclRecord {
+            id: random::uuid()?,
+            org_id: principal.org_id.clone(),
+            object_type,
+            object_id: object_id.to_owned(),
+            subject,
+            permission,
+            role_id,
+            restrict_object_type: restrict,
+            created: self.now(),
+        })
+    }
+
+    /// Checks that the user, group and role an ACL names exist in the organization.
+    async fn check_acl_refs(&self, principal: &Principal, acl: &AclRecord) -> Result<()> {
+        let (subject, role_id) = (&acl.subject, &acl.role_id);
         let lookup = self.lookup(principal)?;
-        match &subject {
+        match subject {
             Subject::User(u) => {
                 if !self
                     .store
@@ -465,7 +481,7 @@ impl Services {
                     .map_err(|_| ServiceError::bad(format!("no group {g:?}")))?;
             }
         }
-        if let Some(r) = &role_id
+        if let Some(r) = role_id
             && !builtin_roles().iter().any(|b| b.0 == r)
         {
             self.store
@@ -473,17 +489,7 @@ impl Services {
                 .await
                 .map_err(|_| ServiceError::bad(format!("no role {r:?}")))?;
         }
-        Ok(AclRecord {
-            id: random::uuid()?,
-            org_id: principal.org_id.clone(),
-            object_type,
-            object_id: object_id.to_owned(),
-            subject,
-            permission,
-            role_id,
-            restrict_object_type: restrict,
-            created: self.now(),
-        })
+        Ok(())
     }
 
     /// The pass to act on the grants of an object; 404 for objects the caller cannot see.
@@ -504,12 +510,19 @@ impl Services {
             project.as_deref(),
             object_id,
         )
-        .map_err(|_| {
-            ServiceError::Forbidden(format!(
+        .map_err(|_| match (kind, project.as_deref()) {
+            // Objects in projects: 404 unless the credential may read them.
+            (Kind::Project, Some(p)) => {
+                self.denial(principal, &policy, &Target::project(Kind::Project, p))
+            }
+            (k, Some(p)) if k.in_project() => {
+                self.denial(principal, &policy, &Target::object(k, p, object_id))
+            }
+            _ => ServiceError::Forbidden(format!(
                 "missing permission {} on this {}",
                 permission.as_str(),
                 kind.as_str()
-            ))
+            )),
         })
     }
 
@@ -531,6 +544,7 @@ impl Services {
                     &acl.object_id,
                 )
                 .await?;
+            self.check_acl_refs(principal, &acl).await?;
             adds.push((pass, acl));
         }
         let mut removes = Vec::new();
@@ -620,7 +634,16 @@ impl Services {
 
     // ---- users and the organization ----
 
+    /// Organization metadata (members, keys) is not for ingest-only keys, which read nothing.
+    fn not_ingest_only(principal: &Principal) -> Result<()> {
+        if principal.scope.capability == Capability::Ingest {
+            return Err(ServiceError::Forbidden("an ingest key cannot read".into()));
+        }
+        Ok(())
+    }
+
     pub async fn list_users(&self, principal: &Principal) -> Result<Vec<Value>> {
+        Self::not_ingest_only(principal)?;
         let lookup = self.lookup(principal)?;
         Ok(self
             .store
@@ -632,6 +655,7 @@ impl Services {
     }
 
     pub async fn get_user(&self, principal: &Principal, id: &str) -> Result<Value> {
+        Self::not_ingest_only(principal)?;
         let lookup = self.lookup(principal)?;
         self.store
             .list_users(&lookup)
@@ -837,6 +861,7 @@ impl Services {
     }
 
     async fn visible_keys(&self, principal: &Principal) -> Result<Vec<ApiKeyRecord>> {
+        Self::not_ingest_only(principal)?;
         let policy = self.policy(principal).await?;
         let all = authz::org_grant(principal, &policy, Permission::Read, Kind::OrgMember);
         let pass = match all {

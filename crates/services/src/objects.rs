@@ -319,7 +319,13 @@ impl Services {
             deleted_at: None,
             info: pick(body, PROJECT_FIELDS)?,
         };
-        Ok(self.store.create_project(&org_pass, &rec).await?)
+        let stored = self.store.create_project(&org_pass, &rec).await?;
+        if stored.id == rec.id {
+            principal
+                .trail
+                .change(json!({"created": "project", "id": stored.id, "name": stored.name}));
+        }
+        Ok(stored)
     }
 
     pub async fn get_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
@@ -337,33 +343,41 @@ impl Services {
         name: Option<&str>,
         create: bool,
     ) -> Result<ProjectRecord> {
-        match (id, name) {
-            (Some(id), _) => self.get_project(principal, id).await,
-            (None, Some(name)) => {
-                let lookup = self.lookup(principal)?;
-                match self.store.find_project(&lookup, name).await? {
-                    // Registering an existing project needs read on it, or create (which is
-                    // all an ingest key has).
-                    Some(p) => match self
-                        .project_pass(principal, &p.id, Permission::Read, Kind::Project)
-                        .await
-                    {
-                        Ok((p, _)) => Ok(p),
-                        Err(e) if create => self
-                            .project_pass(principal, &p.id, Permission::Create, Kind::Project)
-                            .await
-                            .map(|(p, _)| p)
-                            .map_err(|_| e),
-                        Err(e) => Err(e),
-                    },
-                    None if create => {
-                        self.create_project(principal, &json!({ "name": name }))
-                            .await
-                    }
-                    None => Err(ServiceError::NotFound(format!("project {name:?}"))),
-                }
+        let lookup = self.lookup(principal)?;
+        let found = match (id, name) {
+            (Some(id), _) => Some(self.store.get_project(&lookup, id).await?),
+            (None, Some(name)) => self.store.find_project(&lookup, name).await?,
+            (None, None) => {
+                return Err(ServiceError::bad("project_id or project_name is required"));
             }
-            (None, None) => Err(ServiceError::bad("project_id or project_name is required")),
+        };
+        match (found, name) {
+            // Naming an existing project needs read on it; registering one (`create`) may
+            // instead use create, which is all an ingest key has: it then learns the ids and
+            // the name it already gave, nothing more.
+            (Some(p), _) => match self
+                .project_pass(principal, &p.id, Permission::Read, Kind::Project)
+                .await
+            {
+                Ok((p, _)) => Ok(p),
+                Err(e) if create => self
+                    .project_pass(principal, &p.id, Permission::Create, Kind::Project)
+                    .await
+                    .map(|(p, _)| ProjectRecord {
+                        info: Map::new(),
+                        ..p
+                    })
+                    .map_err(|_| e),
+                Err(e) => Err(e),
+            },
+            (None, Some(name)) if create => {
+                self.create_project(principal, &json!({ "name": name }))
+                    .await
+            }
+            (None, name) => Err(ServiceError::NotFound(format!(
+                "project {:?}",
+                name.unwrap_or_default()
+            ))),
         }
     }
 
@@ -399,7 +413,7 @@ impl Services {
     ) -> Result<ProjectRecord> {
         let body = body_obj(body)?;
         let (project, pass) = self
-            .project_pass(principal, id, Permission::Update, Kind::Project)
+            .project_pass_showing(principal, id, Permission::Update)
             .await?;
         let name = match opt_str(body, "name")? {
             Some(_) => required_name(body, "name")?.to_owned(),
@@ -412,7 +426,7 @@ impl Services {
 
     pub async fn delete_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
         let (_, pass) = self
-            .project_pass(principal, id, Permission::Delete, Kind::Project)
+            .project_pass_showing(principal, id, Permission::Delete)
             .await?;
         Ok(self.store.delete_project(&pass, &self.now()).await?)
     }
@@ -498,10 +512,16 @@ impl Services {
             deleted_at: None,
             info,
         };
-        Ok(self
+        let stored = self
             .store
             .create_object(&project_pass, &rec, on_conflict)
-            .await?)
+            .await?;
+        if stored.id == rec.id {
+            principal.trail.change(
+                json!({"created": kind.as_str(), "id": stored.id, "name": stored.name, "project_id": stored.project_id}),
+            );
+        }
+        Ok(stored)
     }
 
     pub async fn get_object(
@@ -569,7 +589,7 @@ impl Services {
     ) -> Result<ObjectRecord> {
         let body = body_obj(body)?;
         let (object, pass) = self
-            .object_pass(principal, kind, id, Permission::Update)
+            .object_pass_showing(principal, kind, id, Permission::Update)
             .await?;
         let object = object.ok_or_else(|| ServiceError::NotFound(kind.to_string()))?;
         let fields = match kind {
@@ -592,7 +612,7 @@ impl Services {
         id: &str,
     ) -> Result<ObjectRecord> {
         let (_, pass) = self
-            .object_pass(principal, kind, id, Permission::Delete)
+            .object_pass_showing(principal, kind, id, Permission::Delete)
             .await?;
         Ok(self.store.delete_object(&pass, &self.now()).await?)
     }
@@ -669,7 +689,7 @@ impl Services {
         permission: Permission,
     ) -> Result<(ObjectRecord, ObjectPass)> {
         let (object, pass) = self
-            .object_pass(principal, ObjectType::Prompt, id, permission)
+            .object_pass_showing(principal, ObjectType::Prompt, id, permission)
             .await?;
         let object = object.ok_or_else(|| ServiceError::NotFound("prompt".into()))?;
         Ok((object, pass))

@@ -1231,7 +1231,8 @@ impl Store {
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
                 "SELECT {AUDIT_COLS} FROM audit_log WHERE org_id = $1 \
-                 AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR key_id = $3) AND ($4 = '' OR object_id = $4) \
+                 AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR key_id = $3) \
+                 AND ($4 = '' OR object_id = $4 OR detail LIKE $10 ESCAPE '!') \
                  AND ($5 = '' OR action = $5) AND ($6 = '' OR at >= $6) AND ($7 = '' OR at < $7) AND seq < $8 \
                  ORDER BY seq DESC LIMIT $9"
             );
@@ -1246,6 +1247,7 @@ impl Store {
                 .bind(s(&f.until))
                 .bind(f.before_seq.unwrap_or(i64::MAX))
                 .bind(f.limit)
+                .bind(like_quoted(f.object_id.as_deref().unwrap_or_default()))
                 .fetch_all(p)
                 .await?;
             Ok(rows.into_iter().map(audit_from).collect())
@@ -1317,6 +1319,18 @@ fn split_columns(e: Entity) -> Cols {
             "member_roles",
         ),
     }
+}
+
+/// A LIKE pattern matching `"value"` anywhere (with `!` as the escape character).
+fn like_quoted(value: &str) -> String {
+    let escaped: String = value
+        .chars()
+        .flat_map(|c| match c {
+            '!' | '%' | '_' => vec!['!', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%\"{escaped}\"%")
 }
 
 /// A role's `{permission, restrict_object_type}` entry.

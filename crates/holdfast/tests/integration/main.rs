@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod access;
 mod api;
 mod cli;
 mod compat;

@@ -1,0 +1,1181 @@
+//! Access control over HTTP: the route × principal matrix, key scope and rotation, members
+//! and groups, and the audit log with its tamper check.
+
+use crate::harness::{Backend, Server, assert_error, backends};
+use serde_json::{Value, json};
+
+/// The principals of the matrix, in the order of each case's expectations.
+const WHO: [&str; 11] = [
+    "owner", "engineer", "viewer", "custom", "limited", "ingest", "read", "expired", "revoked",
+    "foreign", "nobody",
+];
+
+/// Markers written into project A's and project B's data: a response to a principal that may
+/// not read that project must never contain its marker.
+const MARK_A: &str = "marker-alpha-7f3a";
+const MARK_B: &str = "marker-bravo-91c2";
+
+/// Who may read project A's data and project B's data.
+fn may_see(who: &str, mark: &str) -> bool {
+    match mark {
+        MARK_A => matches!(
+            who,
+            "owner" | "engineer" | "viewer" | "custom" | "limited" | "read"
+        ),
+        _ => matches!(who, "owner" | "engineer" | "viewer" | "read"),
+    }
+}
+
+struct World {
+    keys: Vec<Option<String>>,
+    pa: String,
+    pb: String,
+    ea: String,
+    eb: String,
+    da: String,
+    db: String,
+    prompt_a: String,
+    viewer_id: String,
+}
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
+#[allow(clippy::disallowed_methods)]
+fn in_seconds(s: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(s);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+async fn world(server: &Server) -> World {
+    let owner = server.key.clone();
+    let mk = |name: &str, mark: &str| json!({"name": name, "description": mark});
+    let pa = id(&server
+        .ok("POST", "/v1/project", Some(mk("alpha", MARK_A)))
+        .await);
+    let pb = id(&server
+        .ok("POST", "/v1/project", Some(mk("bravo", MARK_B)))
+        .await);
+    let obj = |kind: &str, p: &str, mark: &str| {
+        let (kind, p, mark) = (kind.to_owned(), p.to_owned(), mark.to_owned());
+        async move {
+            id(&server
+                .ok(
+                    "POST",
+                    &format!("/v1/{kind}"),
+                    Some(json!({"project_id": p, "name": format!("{kind}-{mark}"), "description": mark})),
+                )
+                .await)
+        }
+    };
+    let ea = obj("experiment", &pa, MARK_A).await;
+    let eb = obj("experiment", &pb, MARK_B).await;
+    let da = obj("dataset", &pa, MARK_A).await;
+    let db = obj("dataset", &pb, MARK_B).await;
+    let prompt_a = id(&server
+        .ok(
+            "POST",
+            "/v1/prompt",
+            Some(json!({"project_id": pa, "slug": "greet", "name": MARK_A,
+                        "prompt_data": {"prompt": {"type": "chat", "messages": [{"role": "user", "content": MARK_A}]}}})),
+        )
+        .await);
+    let rows = |target: (&str, &str), mark: &str| {
+        let mut row = json!({"id": format!("row-{mark}"), "input": mark, "output": mark});
+        row[target.0] = json!(target.1);
+        row
+    };
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [
+                rows(("dataset_id", &da), MARK_A), rows(("dataset_id", &db), MARK_B),
+                rows(("experiment_id", &ea), MARK_A), rows(("experiment_id", &eb), MARK_B),
+                {"id": "log-a", "project_id": pa, "log_id": "g", "input": MARK_A},
+                {"id": "log-b", "project_id": pb, "log_id": "g", "input": MARK_B},
+            ]})),
+        )
+        .await;
+
+    let user = |email: &str, group: &str| {
+        server.cli_line(&[
+            "user",
+            "create",
+            "--org",
+            "default",
+            "--email",
+            email,
+            "--group",
+            group,
+            "--print-key",
+        ])
+    };
+    let engineer = user("eng@example.test", "Engineers");
+    let viewer = user("view@example.test", "Viewers");
+    // A custom group granted the Engineer role on project A only.
+    let team = id(&server
+        .ok("POST", "/v1/group", Some(json!({"name": "team-alpha"})))
+        .await);
+    let custom = user("contractor@example.test", "team-alpha");
+    server
+        .ok(
+            "POST",
+            "/v1/acl",
+            Some(
+                json!({"object_type": "project", "object_id": pa, "group_id": team,
+                        "role_id": "00000000-0000-4000-8000-0000000000a2"}),
+            ),
+        )
+        .await;
+    let users = server.ok("GET", "/v1/user", None).await;
+    let viewer_id = users["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "view@example.test")
+        .map(id)
+        .unwrap();
+    let key = |body: Value| async move {
+        server.ok("POST", "/v1/api_key", Some(body)).await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let limited = key(json!({"name": "limited", "project_ids": [pa]})).await;
+    let ingest = key(json!({"name": "ingest", "capability": "ingest"})).await;
+    let read = key(json!({"name": "read", "capability": "read"})).await;
+    let expired = key(json!({"name": "expiring", "expires_at": in_seconds(2)})).await;
+    let revoked_reply = server
+        .ok("POST", "/v1/api_key", Some(json!({"name": "revoked"})))
+        .await;
+    server
+        .ok(
+            "DELETE",
+            &format!("/v1/api_key/{}", id(&revoked_reply)),
+            None,
+        )
+        .await;
+    let revoked = revoked_reply["key"].as_str().unwrap().to_owned();
+    let foreign = server.cli_line(&["org", "create", "other", "--owner", "eve@other.test"]);
+    // Let the expiring key expire.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    World {
+        keys: vec![
+            Some(owner),
+            Some(engineer),
+            Some(viewer),
+            Some(custom),
+            Some(limited),
+            Some(ingest),
+            Some(read),
+            Some(expired),
+            Some(revoked),
+            Some(foreign),
+            None,
+        ],
+        pa,
+        pb,
+        ea,
+        eb,
+        da,
+        db,
+        prompt_a,
+        viewer_id,
+    }
+}
+
+/// A target made afresh (with the owner key) before each principal's call, for routes that
+/// consume what they act on.
+#[derive(Clone, Copy)]
+enum Fresh {
+    None,
+    DatasetA,
+    DatasetB,
+    Group,
+    AclA,
+}
+
+struct Case {
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+    fresh: Fresh,
+    /// One status per principal, in `WHO` order.
+    expect: [u16; 11],
+}
+
+fn parse(expect: &str) -> [u16; 11] {
+    let v: Vec<u16> = expect
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn cases(w: &World) -> Vec<Case> {
+    let (pa, pb, ea, eb, da, db, pr) = (&w.pa, &w.pb, &w.ea, &w.eb, &w.da, &w.db, &w.prompt_a);
+    // owner eng view custom limited ingest read expired revoked foreign nobody
+    let read_a = "200 200 200 200 200 404 200 401 401 404 401";
+    let read_b = "200 200 200 404 404 404 200 401 401 404 401";
+    let write_rows_a = "200 200 403 200 200 200 403 401 401 404 401";
+    let write_rows_b = "200 200 403 404 404 200 403 401 401 404 401";
+    let change_a = "200 200 403 200 200 404 403 401 401 404 401";
+    let change_b = "200 200 403 404 404 404 403 401 401 404 401";
+    let create_in_a = "200 200 403 200 200 200 403 401 401 404 401";
+    let create_in_b = "200 200 403 404 404 200 403 401 401 404 401";
+    let listing = "200 200 200 200 200 200 200 401 401 200 401";
+    let org_admin_read = "200 403 403 403 403 403 200 401 401 200 401";
+    let org_admin_write = "200 403 403 403 403 403 403 401 401 200 401";
+    let member_meta = "200 200 200 200 200 403 200 401 401 200 401";
+    let anyone = "200 200 200 200 200 200 200 401 401 200 401";
+    let fetch = json!({"limit": 10});
+    let btql = |kind: &str, id: &str| {
+        json!({"query": {"from": {"op": "function", "name": {"op": "ident", "name": [kind]},
+                "args": [{"op": "literal", "value": id}]}, "limit": 10}})
+    };
+    let row =
+        |field: &str, id: &str| json!({"rows": [{"id": "matrix-row", field: id, "input": "x"}]});
+    let mut c = vec![];
+    let mut add =
+        |method: &'static str, path: String, body: Option<Value>, fresh: Fresh, e: &str| {
+            c.push(Case {
+                method,
+                path,
+                body,
+                fresh,
+                expect: parse(e),
+            });
+        };
+    // SDK routes.
+    add(
+        "POST",
+        "/api/apikey/login".into(),
+        None,
+        Fresh::None,
+        anyone,
+    );
+    add("GET", "/ping".into(), None, Fresh::None, anyone);
+    add(
+        "POST",
+        "/logs3".into(),
+        Some(row("dataset_id", da)),
+        Fresh::None,
+        write_rows_a,
+    );
+    add(
+        "POST",
+        "/logs3".into(),
+        Some(row("dataset_id", db)),
+        Fresh::None,
+        write_rows_b,
+    );
+    add(
+        "POST",
+        "/logs3".into(),
+        Some(json!({"rows": [{"id": "l", "project_id": pa, "log_id": "g"}]})),
+        Fresh::None,
+        write_rows_a,
+    );
+    add(
+        "POST",
+        "/logs3".into(),
+        Some(row("experiment_id", eb)),
+        Fresh::None,
+        write_rows_b,
+    );
+    add(
+        "POST",
+        "/btql".into(),
+        Some(btql("dataset", da)),
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        "/btql".into(),
+        Some(btql("experiment", eb)),
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        "/btql".into(),
+        Some(btql("project_logs", pa)),
+        Fresh::None,
+        read_a,
+    );
+    // Registering an existing project needs read, or create (an ingest key); the foreign
+    // owner gets a project of their own.
+    add(
+        "POST",
+        "/api/project/register".into(),
+        Some(json!({"project_name": "alpha"})),
+        Fresh::None,
+        "200 200 200 200 200 200 200 401 401 200 401",
+    );
+    add(
+        "POST",
+        "/api/experiment/register".into(),
+        Some(json!({"project_name": "alpha", "experiment_name": "reg"})),
+        Fresh::None,
+        "200 200 403 200 200 200 403 401 401 200 401",
+    );
+    add(
+        "POST",
+        "/api/dataset/register".into(),
+        Some(json!({"project_name": "bravo", "dataset_name": "reg"})),
+        Fresh::None,
+        "200 200 403 404 404 200 403 401 401 200 401",
+    );
+    add(
+        "POST",
+        "/api/experiment/get".into(),
+        Some(json!({"project_name": "alpha", "experiment_name": format!("experiment-{MARK_A}")})),
+        Fresh::None,
+        "200 200 200 200 200 404 200 401 401 200 401",
+    );
+    add(
+        "POST",
+        "/api/self/get_object_info".into(),
+        Some(json!({"object_type": "dataset", "object_ids": [db]})),
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        "/attachment".into(),
+        Some(json!({"key": "att-1", "filename": "a.txt", "content_type": "text/plain"})),
+        Fresh::None,
+        "200 200 403 200 200 200 403 401 401 200 401",
+    );
+    // Projects.
+    add("GET", "/v1/project".into(), None, Fresh::None, listing);
+    add(
+        "GET",
+        format!("/v1/project/{pa}"),
+        None,
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "GET",
+        format!("/v1/project/{pb}"),
+        None,
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        "/v1/project".into(),
+        Some(json!({"name": "new-project"})),
+        Fresh::None,
+        "200 200 403 403 403 200 403 401 401 200 401",
+    );
+    add(
+        "PATCH",
+        format!("/v1/project/{pa}"),
+        Some(json!({"description": MARK_A})),
+        Fresh::None,
+        change_a,
+    );
+    add(
+        "PATCH",
+        format!("/v1/project/{pb}"),
+        Some(json!({"description": MARK_B})),
+        Fresh::None,
+        change_b,
+    );
+    // Experiments and datasets.
+    add(
+        "GET",
+        format!("/v1/experiment?project_id={pa}"),
+        None,
+        Fresh::None,
+        listing,
+    );
+    add("GET", "/v1/dataset".into(), None, Fresh::None, listing);
+    add(
+        "GET",
+        format!("/v1/experiment/{ea}"),
+        None,
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "GET",
+        format!("/v1/experiment/{eb}"),
+        None,
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        format!("/v1/experiment/{ea}/fetch"),
+        Some(fetch.clone()),
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        format!("/v1/experiment/{eb}/fetch"),
+        Some(fetch.clone()),
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "GET",
+        format!("/v1/experiment/{ea}/summarize"),
+        None,
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        format!("/v1/dataset/{da}/fetch"),
+        Some(fetch.clone()),
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        format!("/v1/dataset/{db}/fetch"),
+        Some(fetch.clone()),
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "GET",
+        format!("/v1/dataset/{db}/summarize"),
+        None,
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        format!("/v1/project_logs/{pa}/fetch"),
+        Some(fetch.clone()),
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        format!("/v1/project_logs/{pb}/fetch"),
+        Some(fetch.clone()),
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        format!("/v1/dataset/{da}/insert"),
+        Some(json!({"events": [{"id": "ins", "input": 1}]})),
+        Fresh::None,
+        write_rows_a,
+    );
+    add(
+        "POST",
+        format!("/v1/experiment/{eb}/insert"),
+        Some(json!({"events": [{"id": "ins", "input": 1}]})),
+        Fresh::None,
+        write_rows_b,
+    );
+    add(
+        "POST",
+        format!("/v1/project_logs/{pb}/insert"),
+        Some(json!({"events": [{"id": "ins", "input": 1}]})),
+        Fresh::None,
+        write_rows_b,
+    );
+    add(
+        "POST",
+        format!("/v1/experiment/{ea}/feedback"),
+        Some(json!({"feedback": [{"id": format!("row-{MARK_A}"), "scores": {"s": 1}}]})),
+        Fresh::None,
+        write_rows_a,
+    );
+    add(
+        "POST",
+        "/v1/experiment".into(),
+        Some(json!({"project_id": pa})),
+        Fresh::None,
+        create_in_a,
+    );
+    add(
+        "POST",
+        "/v1/dataset".into(),
+        Some(json!({"project_id": pb, "name": "nd"})),
+        Fresh::None,
+        create_in_b,
+    );
+    add(
+        "PATCH",
+        format!("/v1/dataset/{da}"),
+        Some(json!({"description": MARK_A})),
+        Fresh::None,
+        change_a,
+    );
+    add(
+        "PATCH",
+        format!("/v1/experiment/{eb}"),
+        Some(json!({"description": MARK_B})),
+        Fresh::None,
+        change_b,
+    );
+    add(
+        "DELETE",
+        "/v1/dataset/{fresh}".into(),
+        None,
+        Fresh::DatasetA,
+        change_a,
+    );
+    add(
+        "DELETE",
+        "/v1/dataset/{fresh}".into(),
+        None,
+        Fresh::DatasetB,
+        change_b,
+    );
+    // Prompts.
+    add("GET", format!("/v1/prompt/{pr}"), None, Fresh::None, read_a);
+    add(
+        "GET",
+        format!("/v1/prompt?project_id={pb}"),
+        None,
+        Fresh::None,
+        listing,
+    );
+    add(
+        "PATCH",
+        format!("/v1/prompt/{pr}"),
+        Some(json!({"description": MARK_A})),
+        Fresh::None,
+        change_a,
+    );
+    add(
+        "POST",
+        "/v1/prompt".into(),
+        Some(json!({"project_id": pb, "slug": "s2", "name": "n"})),
+        Fresh::None,
+        // Prompts are not something an ingest key creates.
+        "200 200 403 404 404 404 403 401 401 404 401",
+    );
+    // Administration.
+    add("GET", "/v1/group".into(), None, Fresh::None, org_admin_read);
+    add(
+        "POST",
+        "/v1/group".into(),
+        Some(json!({"name": "g-new"})),
+        Fresh::None,
+        org_admin_write,
+    );
+    add(
+        "PATCH",
+        "/v1/group/{fresh}".into(),
+        Some(json!({"description": "d"})),
+        Fresh::Group,
+        "200 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
+        "DELETE",
+        "/v1/group/{fresh}".into(),
+        None,
+        Fresh::Group,
+        "200 403 403 403 403 403 403 401 401 404 401",
+    );
+    add("GET", "/v1/role".into(), None, Fresh::None, org_admin_read);
+    add(
+        "POST",
+        "/v1/role".into(),
+        Some(json!({"name": "r-new", "member_permissions": [{"permission": "read"}]})),
+        Fresh::None,
+        org_admin_write,
+    );
+    add(
+        "GET",
+        format!("/v1/acl?object_type=project&object_id={pa}"),
+        None,
+        Fresh::None,
+        "200 403 403 403 200 404 403 401 401 404 401",
+    );
+    add(
+        "GET",
+        format!("/v1/acl?object_type=project&object_id={pb}"),
+        None,
+        Fresh::None,
+        "200 403 403 404 404 404 403 401 401 404 401",
+    );
+    add(
+        "GET",
+        "/v1/acl/list_org".into(),
+        None,
+        Fresh::None,
+        org_admin_write,
+    );
+    add(
+        "POST",
+        "/v1/acl".into(),
+        Some(
+            json!({"object_type": "dataset", "object_id": da, "user_id": w.viewer_id, "permission": "update"}),
+        ),
+        Fresh::None,
+        "200 403 403 403 200 404 403 401 401 404 401",
+    );
+    add(
+        "POST",
+        "/v1/acl/batch_update".into(),
+        Some(
+            json!({"add_acls": [{"object_type": "project", "object_id": pb, "user_id": w.viewer_id, "permission": "update"}]}),
+        ),
+        Fresh::None,
+        "200 403 403 404 404 404 403 401 401 404 401",
+    );
+    add(
+        "DELETE",
+        "/v1/acl/{fresh}".into(),
+        None,
+        Fresh::AclA,
+        "200 403 403 403 200 404 403 401 401 404 401",
+    );
+    add("GET", "/v1/user".into(), None, Fresh::None, member_meta);
+    add("GET", "/v1/organization".into(), None, Fresh::None, anyone);
+    add(
+        "PATCH",
+        "/v1/organization/members".into(),
+        Some(json!({"invite_users": {"emails": ["new@example.test"], "group_names": ["Viewers"]}})),
+        Fresh::None,
+        org_admin_write,
+    );
+    add("GET", "/v1/api_key".into(), None, Fresh::None, member_meta);
+    add(
+        "POST",
+        "/v1/api_key".into(),
+        Some(json!({"name": "mine"})),
+        Fresh::None,
+        "200 200 200 200 200 403 403 401 401 200 401",
+    );
+    add(
+        "GET",
+        "/v1/service_token".into(),
+        None,
+        Fresh::None,
+        org_admin_read,
+    );
+    add(
+        "POST",
+        "/v1/service_token".into(),
+        Some(json!({"name": "robot", "group_names": ["Viewers"]})),
+        Fresh::None,
+        org_admin_write,
+    );
+    add(
+        "GET",
+        "/v1/audit_log".into(),
+        None,
+        Fresh::None,
+        org_admin_read,
+    );
+    c
+}
+
+async fn make_fresh(server: &Server, w: &World, fresh: Fresh, n: usize) -> String {
+    match fresh {
+        Fresh::None => String::new(),
+        Fresh::DatasetA | Fresh::DatasetB => {
+            let p = if matches!(fresh, Fresh::DatasetA) {
+                &w.pa
+            } else {
+                &w.pb
+            };
+            id(&server
+                .ok(
+                    "POST",
+                    "/v1/dataset",
+                    Some(json!({"project_id": p, "name": format!("fresh-{n}")})),
+                )
+                .await)
+        }
+        Fresh::Group => id(&server
+            .ok(
+                "POST",
+                "/v1/group",
+                Some(json!({"name": format!("fresh-{n}")})),
+            )
+            .await),
+        Fresh::AclA => id(&server
+            .ok(
+                "POST",
+                "/v1/acl",
+                Some(
+                    json!({"object_type": "project", "object_id": w.pa, "user_id": w.viewer_id,
+                            "permission": "delete"}),
+                ),
+            )
+            .await),
+    }
+}
+
+async fn matrix(backend: Backend) {
+    let server = Server::start(backend).await;
+    let w = world(&server).await;
+    let cases = cases(&w);
+    let (mut total, mut leaks, mut mismatches) = (0, 0, Vec::new());
+    let mut n = 0;
+    for case in &cases {
+        for (i, who) in WHO.iter().enumerate() {
+            n += 1;
+            let fresh = make_fresh(&server, &w, case.fresh, n).await;
+            let path = case.path.replace("{fresh}", &fresh);
+            let (status, body) = server
+                .call(case.method, &path, w.keys[i].as_deref(), case.body.clone())
+                .await;
+            total += 1;
+            let want = case.expect[i];
+            let text = body.to_string();
+            let leaked_status = (200..300).contains(&status) && !(200..300).contains(&want);
+            let leaked_content = [MARK_A, MARK_B]
+                .iter()
+                .any(|m| text.contains(m) && !may_see(who, m));
+            if leaked_status || leaked_content {
+                leaks += 1;
+            }
+            if status != want || leaked_content {
+                mismatches.push(format!(
+                    "{} {} as {who}: got {status}, want {want}{}: {}",
+                    case.method,
+                    path,
+                    if leaked_content {
+                        " (LEAK of a marker)"
+                    } else {
+                        ""
+                    },
+                    text.chars().take(200).collect::<String>()
+                ));
+            }
+            if status >= 400 {
+                assert!(
+                    body["error"]["code"].is_string(),
+                    "{} {path} as {who}: error without a JSON body: {text}",
+                    case.method
+                );
+            }
+        }
+    }
+    println!(
+        "access matrix ({backend:?}): {} routes x {} principals = {total} cases, {leaks} leaks, {} mismatches",
+        cases.len(),
+        WHO.len(),
+        mismatches.len()
+    );
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    assert_eq!(leaks, 0);
+}
+
+/// Key scope beyond the matrix: rotation with a grace period, usage, self-service limits.
+async fn key_lifecycle(backend: Backend) {
+    let server = Server::start(backend).await;
+    let created = server
+        .ok(
+            "POST",
+            "/v1/api_key",
+            Some(json!({"name": "ci", "capability": "read"})),
+        )
+        .await;
+    let old = created["key"].as_str().unwrap().to_owned();
+    let old_id = id(&created);
+    // A read key cannot mint keys, so it cannot widen itself.
+    let (s, b) = server
+        .call(
+            "POST",
+            "/v1/api_key",
+            Some(&old),
+            Some(json!({"name": "wider"})),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    for _ in 0..3 {
+        assert_eq!(
+            server.call("GET", "/v1/project", Some(&old), None).await.0,
+            200
+        );
+    }
+    // Usage is visible to the key's owner: four requests today (the refused one counts).
+    let got = server
+        .ok("GET", &format!("/v1/api_key/{old_id}"), None)
+        .await;
+    assert_eq!(got["usage"][0]["requests"], 4, "{got}");
+    assert!(got.get("key").is_none() && !got.to_string().contains(&old));
+    let rotated = server
+        .ok(
+            "POST",
+            &format!("/v1/api_key/{old_id}/rotate"),
+            Some(json!({"grace_seconds": 2})),
+        )
+        .await;
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["capability"], "read");
+    // Both work during the grace period; afterwards only the new one.
+    assert_eq!(
+        server.call("GET", "/v1/project", Some(&old), None).await.0,
+        200
+    );
+    assert_eq!(
+        server.call("GET", "/v1/project", Some(&new), None).await.0,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (s, b) = server.call("GET", "/v1/project", Some(&old), None).await;
+    assert_error(s, &b, 401, "unauthenticated");
+    assert_eq!(
+        server.call("GET", "/v1/project", Some(&new), None).await.0,
+        200
+    );
+    // The key's last use is recorded with the address it came from.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let listed = server.ok("GET", "/v1/api_key", None).await;
+    let entry = listed["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == rotated["id"])
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["last_used_from"], "127.0.0.1", "{entry}");
+    assert!(entry["last_used_at"].is_string());
+    // Bad input is named.
+    for body in [
+        json!({"capability": "admin"}),
+        json!({"project_ids": "p"}),
+        json!({"project_ids": ["no-such-project"]}),
+        json!({"expires_at": "yesterday"}),
+        json!({"expires_at": "2001-01-01T00:00:00Z"}),
+    ] {
+        let (s, b) = server
+            .call("POST", "/v1/api_key", Some(&server.key), Some(body.clone()))
+            .await;
+        assert_error(s, &b, 400, "bad_request");
+    }
+}
+
+/// Members, nested groups and custom roles take effect at once; removing a member ends their
+/// access and their keys.
+async fn groups_and_members(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
+        .await);
+    let key = server.cli_line(&[
+        "user",
+        "create",
+        "--org",
+        "default",
+        "--email",
+        "dana@example.test",
+        "--group",
+        "Viewers",
+        "--print-key",
+    ]);
+    let k = Some(key.as_str());
+    let ds = json!({"project_id": p, "name": "d"});
+    let (s, b) = server
+        .call("POST", "/v1/dataset", k, Some(ds.clone()))
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    // A custom role (create datasets) through a group nested in another group.
+    let role = id(&server
+        .ok(
+            "POST",
+            "/v1/role",
+            Some(json!({"name": "dataset-maker", "member_permissions": [
+                {"permission": "create", "restrict_object_type": "dataset"},
+                {"permission": "read"}]})),
+        )
+        .await);
+    let users = server.ok("GET", "/v1/user", None).await;
+    let dana = users["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "dana@example.test")
+        .map(id)
+        .unwrap();
+    let inner = id(&server
+        .ok(
+            "POST",
+            "/v1/group",
+            Some(json!({"name": "inner", "member_users": [dana]})),
+        )
+        .await);
+    let outer = id(&server
+        .ok(
+            "POST",
+            "/v1/group",
+            Some(json!({"name": "outer", "member_groups": [inner]})),
+        )
+        .await);
+    server
+        .ok(
+            "POST",
+            "/v1/acl",
+            Some(json!({"object_type": "project", "object_id": p, "group_id": outer, "role_id": role})),
+        )
+        .await;
+    assert_eq!(
+        server
+            .call("POST", "/v1/dataset", k, Some(ds.clone()))
+            .await
+            .0,
+        200
+    );
+    // ... but not experiments: the role is restricted to datasets.
+    let (s, _) = server
+        .call("POST", "/v1/experiment", k, Some(json!({"project_id": p})))
+        .await;
+    assert_eq!(s, 403);
+    // Taking dana out of the inner group ends it.
+    server
+        .ok(
+            "PATCH",
+            &format!("/v1/group/{inner}"),
+            Some(json!({"remove_member_users": [dana]})),
+        )
+        .await;
+    let (s, _) = server
+        .call(
+            "POST",
+            "/v1/dataset",
+            k,
+            Some(json!({"project_id": p, "name": "d2"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    // Invalid grants are refused with a reason and change nothing.
+    for bad in [
+        json!({"object_type": "project", "object_id": p, "group_id": outer}),
+        json!({"object_type": "project", "object_id": p, "group_id": outer, "permission": "read", "role_id": role}),
+        json!({"object_type": "project", "object_id": p, "user_id": "nobody", "permission": "read"}),
+        json!({"object_type": "planet", "object_id": p, "group_id": outer, "permission": "read"}),
+        json!({"object_type": "project", "object_id": p, "group_id": outer, "role_id": role, "restrict_object_type": "dataset"}),
+    ] {
+        let (s, b) = server
+            .call("POST", "/v1/acl", Some(&server.key), Some(bad))
+            .await;
+        assert_error(s, &b, 400, "bad_request");
+    }
+    let acls = server
+        .ok(
+            "GET",
+            &format!("/v1/acl?object_type=project&object_id={p}"),
+            None,
+        )
+        .await;
+    assert_eq!(acls["objects"].as_array().unwrap().len(), 1, "{acls}");
+    // Removing dana from the organization revokes her keys.
+    let removed = server
+        .ok(
+            "PATCH",
+            "/v1/organization/members",
+            Some(json!({"remove_users": {"emails": ["dana@example.test"]}})),
+        )
+        .await;
+    assert_eq!(removed["removed_user_ids"][0], dana);
+    let (s, b) = server.call("GET", "/v1/project", k, None).await;
+    assert_error(s, &b, 401, "unauthenticated");
+    // Built-in roles cannot be changed.
+    let (s, b) = server
+        .call(
+            "PATCH",
+            "/v1/role/00000000-0000-4000-8000-0000000000a3",
+            Some(&server.key),
+            Some(json!({"add_member_permissions": [{"permission": "update"}]})),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+}
+
+/// The audit log records who did and read what, and `holdfast audit verify` catches an
+/// edited entry and names it.
+async fn audit_trail(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "audited"})))
+        .await);
+    server.ok("GET", &format!("/v1/project/{p}"), None).await;
+    let (s, _) = server
+        .call("GET", "/v1/project", Some("hf_not-a-key"), None)
+        .await;
+    assert_eq!(s, 401);
+    let viewer = server.cli_line(&[
+        "user",
+        "create",
+        "--org",
+        "default",
+        "--email",
+        "v@example.test",
+        "--group",
+        "Viewers",
+        "--print-key",
+    ]);
+    assert_eq!(
+        server
+            .call(
+                "PATCH",
+                &format!("/v1/project/{p}"),
+                Some(&viewer),
+                Some(json!({"description": "x"}))
+            )
+            .await
+            .0,
+        403
+    );
+    // Reads are appended within milliseconds; wait for them.
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        let page = server
+            .ok(
+                "GET",
+                &format!("/v1/audit_log?object_id={p}&limit=100"),
+                None,
+            )
+            .await;
+        entries = page["objects"].as_array().unwrap().clone();
+        if entries.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let actions: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["detail"]["status"]
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&"POST /v1/project 200".to_owned()),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"GET /v1/project/{id} 200".to_owned()),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"PATCH /v1/project/{id} 403".to_owned()),
+        "{actions:?}"
+    );
+    let denied = entries
+        .iter()
+        .find(|e| e["action"] == "PATCH /v1/project/{id}")
+        .unwrap();
+    assert!(
+        denied["detail"]["accessed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["permission"] == "update" && a["allowed"] == false),
+        "{denied}"
+    );
+    // Filtering by actor and paging.
+    let mine = server.ok("GET", "/v1/audit_log?limit=2", None).await;
+    assert_eq!(mine["objects"].as_array().unwrap().len(), 2);
+    let next = server
+        .ok(
+            "GET",
+            &format!(
+                "/v1/audit_log?limit=2&cursor={}",
+                mine["cursor"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert!(next["objects"][0]["seq"].as_i64() < mine["objects"][1]["seq"].as_i64());
+    let (s, b) = server
+        .call("GET", "/v1/audit_log", Some(&viewer), None)
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    // The failed authentication is in the chain without its secret.
+    let verified = server.cli_line(&["audit", "verify"]);
+    assert!(verified.starts_with("audit log intact"), "{verified}");
+    let secret_free = dump_audit(&server).await;
+    assert!(secret_free.contains("auth.failure"));
+    assert!(!secret_free.contains(&server.key) && !secret_free.contains(&viewer));
+    // Edit one stored entry: verify fails and names it.
+    tamper(
+        &server,
+        "UPDATE audit_log SET actor_id = 'mallory' WHERE seq = 3",
+    )
+    .await;
+    let out = server.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken at entry 3") && err.contains("edited"),
+        "{err}"
+    );
+}
+
+/// The audit rows as text, read straight from the database.
+async fn dump_audit(server: &Server) -> String {
+    const SQL: &str = "SELECT action, detail, key_id FROM audit_log ORDER BY seq";
+    let rows: Vec<(String, String, Option<String>)> = match &server.database_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
+        }
+        None => {
+            let pool = sqlx::SqlitePool::connect(&sqlite_url(server))
+                .await
+                .unwrap();
+            sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
+        }
+    };
+    format!("{rows:?}")
+}
+
+fn sqlite_url(server: &Server) -> String {
+    format!(
+        "sqlite://{}",
+        server.data_dir().join("holdfast.db").display()
+    )
+}
+
+/// Runs one statement straight against the database, as someone with the disk would.
+async fn tamper(server: &Server, sql: &'static str) {
+    match &server.database_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        None => {
+            let pool = sqlx::SqlitePool::connect(&sqlite_url(server))
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    }
+}
+
+macro_rules! on_all_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                for b in backends() {
+                    super::$name(b).await;
+                }
+            }
+        )*
+    };
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(matrix, key_lifecycle, groups_and_members, audit_trail);
+}
