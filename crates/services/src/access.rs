@@ -112,20 +112,24 @@ impl Services {
         self.policies.forget(org_id);
     }
 
-    /// A denial: 403 if the credential may read the target, else 404 (see the module header).
+    /// A denial of `permission` on `kind`: 403 if the credential may read `shown` (the object
+    /// named in the request), else 404 (see the module header).
     pub(crate) fn denial(
         &self,
         principal: &Principal,
         policy: &Policy,
-        target: &Target<'_>,
+        shown: &Target<'_>,
+        permission: Permission,
+        kind: Kind,
     ) -> ServiceError {
-        if principal.may(policy, Permission::Read, target) {
+        if principal.may(policy, Permission::Read, shown) {
             ServiceError::Forbidden(format!(
-                "this credential may not do that to this {}",
-                target.kind.as_str()
+                "this credential lacks permission {} on {} here",
+                permission.as_str(),
+                kind.as_str()
             ))
         } else {
-            ServiceError::NotFound(target.kind.as_str().to_owned())
+            ServiceError::NotFound(shown.kind.as_str().to_owned())
         }
     }
 
@@ -182,6 +186,8 @@ impl Services {
                 principal,
                 &policy,
                 &Target::project(Kind::Project, &project.id),
+                permission,
+                kind,
             )
         })?;
         Ok((project, pass))
@@ -219,6 +225,8 @@ impl Services {
                 principal,
                 &policy,
                 &Target::object(Kind::of(object_type), &project_id, object_id),
+                permission,
+                Kind::of(object_type),
             )
         })?;
         Ok((object, pass))
@@ -271,6 +279,8 @@ impl Services {
                 principal,
                 policy,
                 &Target::object(Kind::of(object.kind), &object.project_id, &object.id),
+                permission,
+                Kind::of(object.kind),
             )
         })
     }

@@ -512,12 +512,20 @@ impl Services {
         )
         .map_err(|_| match (kind, project.as_deref()) {
             // Objects in projects: 404 unless the credential may read them.
-            (Kind::Project, Some(p)) => {
-                self.denial(principal, &policy, &Target::project(Kind::Project, p))
-            }
-            (k, Some(p)) if k.in_project() => {
-                self.denial(principal, &policy, &Target::object(k, p, object_id))
-            }
+            (Kind::Project, Some(p)) => self.denial(
+                principal,
+                &policy,
+                &Target::project(Kind::Project, p),
+                permission,
+                kind,
+            ),
+            (k, Some(p)) if k.in_project() => self.denial(
+                principal,
+                &policy,
+                &Target::object(k, p, object_id),
+                permission,
+                k,
+            ),
             _ => ServiceError::Forbidden(format!(
                 "missing permission {} on this {}",
                 permission.as_str(),

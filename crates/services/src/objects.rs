@@ -305,11 +305,19 @@ impl Services {
     ) -> Result<ProjectRecord> {
         let body = body_obj(body)?;
         let name = required_name(body, "name")?;
+        let lookup = self.lookup(principal)?;
+        self.check_org_name(
+            &self.store.get_org(&lookup).await?,
+            opt_str(body, "org_name")?,
+        )?;
+        // An existing name returns the project unchanged, to those who may see it.
+        if let Some(existing) = self.store.find_project(&lookup, name).await? {
+            return self.open_named_project(principal, existing, true).await;
+        }
         let org_pass = self
             .org_grant(principal, Permission::Create, Kind::Project)
             .await?;
         let org = self.store.get_org(&org_pass).await?;
-        self.check_org_name(&org, opt_str(body, "org_name")?)?;
         let rec = ProjectRecord {
             id: random::uuid()?,
             org_id: org.id,
@@ -320,12 +328,40 @@ impl Services {
             info: pick(body, PROJECT_FIELDS)?,
         };
         let stored = self.store.create_project(&org_pass, &rec).await?;
-        if stored.id == rec.id {
-            principal
-                .trail
-                .change(json!({"created": "project", "id": stored.id, "name": stored.name}));
+        if stored.id != rec.id {
+            // Created meanwhile by someone else.
+            return self.open_named_project(principal, stored, true).await;
         }
+        principal
+            .trail
+            .change(json!({"created": "project", "id": stored.id, "name": stored.name}));
         Ok(stored)
+    }
+
+    /// An existing project that a caller named: read gives the whole record; when the caller
+    /// registers it (`create`), create alone (all an ingest key has) gives its ids and the
+    /// name the caller already knows, nothing more.
+    async fn open_named_project(
+        &self,
+        principal: &Principal,
+        p: ProjectRecord,
+        create: bool,
+    ) -> Result<ProjectRecord> {
+        match self
+            .project_pass(principal, &p.id, Permission::Read, Kind::Project)
+            .await
+        {
+            Ok((p, _)) => Ok(p),
+            Err(e) if create => self
+                .project_pass(principal, &p.id, Permission::Create, Kind::Project)
+                .await
+                .map(|(p, _)| ProjectRecord {
+                    info: Map::new(),
+                    ..p
+                })
+                .map_err(|_| e),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn get_project(&self, principal: &Principal, id: &str) -> Result<ProjectRecord> {
@@ -352,24 +388,7 @@ impl Services {
             }
         };
         match (found, name) {
-            // Naming an existing project needs read on it; registering one (`create`) may
-            // instead use create, which is all an ingest key has: it then learns the ids and
-            // the name it already gave, nothing more.
-            (Some(p), _) => match self
-                .project_pass(principal, &p.id, Permission::Read, Kind::Project)
-                .await
-            {
-                Ok((p, _)) => Ok(p),
-                Err(e) if create => self
-                    .project_pass(principal, &p.id, Permission::Create, Kind::Project)
-                    .await
-                    .map(|(p, _)| ProjectRecord {
-                        info: Map::new(),
-                        ..p
-                    })
-                    .map_err(|_| e),
-                Err(e) => Err(e),
-            },
+            (Some(p), _) => self.open_named_project(principal, p, create).await,
             (None, Some(name)) if create => {
                 self.create_project(principal, &json!({ "name": name }))
                     .await

@@ -2,6 +2,7 @@
 //! npm `braintrust` 3.35.0, installed (pinned) by the README's test command into `compat/`.
 
 use crate::harness::{Backend, Server, backends};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -9,10 +10,11 @@ fn compat_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../compat")
 }
 
-fn run_script(server: &Server, program: &str, script: &str, project: &str) -> String {
+/// Runs an SDK script with `key` and returns its stdout; stderr is appended after a marker.
+fn run_script(server: &Server, key: &str, program: &str, script: &str, project: &str) -> String {
     let out = Command::new(program)
         .arg(compat_dir().join(script))
-        .env("BRAINTRUST_API_KEY", &server.key)
+        .env("BRAINTRUST_API_KEY", key)
         .env("BRAINTRUST_APP_URL", &server.url)
         .env("BRAINTRUST_MAX_REQUEST_SIZE", "200000")
         .env(
@@ -31,7 +33,22 @@ fn run_script(server: &Server, program: &str, script: &str, project: &str) -> St
         out.status.success(),
         "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
-    stdout
+    format!("{stdout}\n--- stderr\n{stderr}")
+}
+
+/// A key for a new member of `group`.
+fn member_key(server: &Server, email: &str, group: &str) -> String {
+    server.cli_line(&[
+        "user",
+        "create",
+        "--org",
+        "default",
+        "--email",
+        email,
+        "--group",
+        group,
+        "--print-key",
+    ])
 }
 
 async fn python_flows(backend: Backend) {
@@ -39,8 +56,11 @@ async fn python_flows(backend: Backend) {
     let server =
         Server::start_with(backend, &[("HOLDFAST_LOGS3_PAYLOAD_MAX_BYTES", "200000")]).await;
     let python = compat_dir().join(".venv/bin/python");
+    // The flows run as an Engineer, not as the owner.
+    let engineer = member_key(&server, "engineer@example.test", "Engineers");
     let out = run_script(
         &server,
+        &engineer,
         python.to_str().unwrap(),
         "py/sdk_flows.py",
         "compat-py",
@@ -61,8 +81,52 @@ async fn python_flows(backend: Backend) {
 
 async fn js_flows(backend: Backend) {
     let server = Server::start(backend).await;
-    let out = run_script(&server, "node", "js/sdk_flows.mjs", "compat-js");
+    let engineer = member_key(&server, "engineer@example.test", "Engineers");
+    let out = run_script(&server, &engineer, "node", "js/sdk_flows.mjs", "compat-js");
     assert!(out.contains("js sdk flows: all passed"), "{out}");
+}
+
+async fn viewer_flow(backend: Backend) {
+    let server = Server::start(backend).await;
+    let project = server
+        .ok(
+            "POST",
+            "/v1/project",
+            Some(json!({"name": "compat-viewer"})),
+        )
+        .await;
+    let pid = project["id"].as_str().unwrap();
+    let viewer = member_key(&server, "viewer@example.test", "Viewers");
+    let python = compat_dir().join(".venv/bin/python");
+    let out = run_script(
+        &server,
+        &viewer,
+        python.to_str().unwrap(),
+        "py/viewer_flow.py",
+        "compat-viewer",
+    );
+    assert!(out.contains("python viewer flow: all refused"), "{out}");
+    // The SDK said why it dropped the log batch and the dataset.
+    assert!(out.contains("lacks permission update on project_log"), "{out}");
+    assert!(out.contains("lacks permission create on dataset"), "{out}");
+    // Nothing was written: no log rows, no experiment, no dataset.
+    let logs = server
+        .fetch_all(&format!("/v1/project_logs/{pid}/fetch"), 100)
+        .await;
+    assert!(logs.is_empty(), "{logs:?}");
+    for kind in ["experiment", "dataset"] {
+        let list = server
+            .ok("GET", &format!("/v1/{kind}?project_id={pid}"), None)
+            .await;
+        assert_eq!(list["objects"].as_array().unwrap().len(), 0, "{list}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_viewer_is_refused() {
+    for b in backends() {
+        viewer_flow(b).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
