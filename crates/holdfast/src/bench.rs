@@ -36,6 +36,21 @@ pub enum BenchCommand {
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
+    /// against this build and against a build whose decision is short-circuited, in
+    /// alternating rounds; reports server CPU per request and throughput, medians of rounds.
+    Authz {
+        /// A `holdfast` binary built with `--features authz-bypass`.
+        #[arg(long)]
+        bypass_binary: std::path::PathBuf,
+        /// Requests per round and server.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
 }
 
 /// A small deterministic generator, so runs are comparable.
@@ -173,6 +188,7 @@ impl Drop for ServerProcess {
 }
 
 async fn start_server(
+    binary: &std::path::Path,
     database_url: Option<&str>,
     data_dir: Option<&std::path::Path>,
 ) -> Result<ServerProcess> {
@@ -188,7 +204,7 @@ async fn start_server(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let mut cmd = std::process::Command::new(binary);
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(&dir)
@@ -198,6 +214,7 @@ async fn start_server(
         cmd.arg("--database-url").arg(url);
     }
     cmd.env("HOLDFAST_LOG", "warn")
+        .env("BENCH_AUTHZ_BYPASS_OK", "1")
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().context("starting the server")?;
     let stdout = child.stdout.take().context("server stdout")?;
@@ -234,15 +251,180 @@ async fn start_server(
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Ingest {
-        traces,
-        clients,
-        batch,
-        fetches,
-        database_url,
-        data_dir,
-    } = cmd;
-    let server = start_server(database_url.as_deref(), data_dir.as_deref()).await?;
+    match cmd {
+        BenchCommand::Ingest {
+            traces,
+            clients,
+            batch,
+            fetches,
+            database_url,
+            data_dir,
+        } => ingest(traces, clients, batch, fetches, database_url, data_dir).await,
+        BenchCommand::Authz {
+            bypass_binary,
+            requests,
+            clients,
+            rounds,
+        } => authz(&bypass_binary, requests, clients, rounds).await,
+    }
+}
+
+/// A server ready for the authorization benchmark: a project and a policy with some body to
+/// it (custom groups, each granted on the project), and the path of the request to time.
+async fn authz_target(binary: &std::path::Path) -> Result<(ServerProcess, String)> {
+    let server = start_server(binary, None, None).await?;
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {}", server.key);
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}{path}", server.url))
+            .header("authorization", &auth)
+            .json(&body)
+            .send()
+    };
+    let project: Value = post("/v1/project", json!({"name": "bench"}))
+        .await?
+        .json()
+        .await?;
+    let pid = project["id"].as_str().context("project id")?.to_owned();
+    for i in 0..20 {
+        let group: Value = post("/v1/group", json!({"name": format!("team-{i}")}))
+            .await?
+            .json()
+            .await?;
+        let acl = json!({"object_type": "project", "object_id": pid,
+                         "group_id": group["id"], "permission": "read"});
+        if !post("/v1/acl", acl).await?.status().is_success() {
+            bail!("could not set up the policy");
+        }
+    }
+    Ok((server, format!("/v1/project/{pid}")))
+}
+
+/// One round: `requests` GETs from `clients` clients; returns (server CPU µs per request,
+/// requests per second).
+async fn authz_round(
+    server: &ServerProcess,
+    path: &str,
+    requests: usize,
+    clients: usize,
+) -> Result<(f64, f64)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients * 2)
+        .build()?;
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(requests));
+    let cpu0 = cpu_seconds(server.child.id()).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, left) = (client.clone(), left.clone());
+        let url = format!("{}{path}", server.url);
+        let auth = format!("Bearer {}", server.key);
+        tasks.push(tokio::spawn(async move {
+            while left
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                let resp = client
+                    .get(&url)
+                    .header("authorization", &auth)
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    bail!("request failed: {}", resp.status());
+                }
+                resp.bytes().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.child.id()).unwrap_or(0.0) - cpu0;
+    Ok((cpu * 1e6 / requests as f64, requests as f64 / wall))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+async fn authz(
+    bypass_binary: &std::path::Path,
+    requests: usize,
+    clients: usize,
+    rounds: usize,
+) -> Result<()> {
+    let (real, real_path) = authz_target(&std::env::current_exe()?).await?;
+    let (bypass, bypass_path) = authz_target(bypass_binary).await?;
+    // Warm both up.
+    authz_round(&real, &real_path, requests / 4, clients).await?;
+    authz_round(&bypass, &bypass_path, requests / 4, clients).await?;
+    let (mut real_cpu, mut real_rps, mut bypass_cpu, mut bypass_rps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds {
+        // Alternate which goes first, so drift on a shared machine hits both alike.
+        let order = if r % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_real in order {
+            let (server, path) = if is_real {
+                (&real, &real_path)
+            } else {
+                (&bypass, &bypass_path)
+            };
+            let (cpu, rps) = authz_round(server, path, requests, clients).await?;
+            eprintln!(
+                "round {r} {}: {cpu:.1} us CPU/request, {rps:.0} requests/s",
+                if is_real { "authorized" } else { "bypassed" }
+            );
+            if is_real {
+                real_cpu.push(cpu);
+                real_rps.push(rps);
+            } else {
+                bypass_cpu.push(cpu);
+                bypass_rps.push(rps);
+            }
+        }
+    }
+    let (rc, bc) = (median(real_cpu), median(bypass_cpu));
+    let (rr, br) = (median(real_rps), median(bypass_rps));
+    println!(
+        "request            GET /v1/project/{{id}} (key check, policy of 23 ACLs, audit entry)"
+    );
+    println!("rounds             {rounds} x {requests} requests per build, {clients} clients");
+    println!("authorized         {rc:.1} us server CPU/request, {rr:.0} requests/s (medians)");
+    println!("decision bypassed  {bc:.1} us server CPU/request, {br:.0} requests/s (medians)");
+    println!(
+        "authorization cost {:+.1}% CPU per request, {:+.1}% throughput",
+        100.0 * (rc / bc - 1.0),
+        100.0 * (rr / br - 1.0)
+    );
+    Ok(())
+}
+
+async fn ingest(
+    traces: u64,
+    clients: usize,
+    batch: usize,
+    fetches: usize,
+    database_url: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let server = start_server(
+        &std::env::current_exe()?,
+        database_url.as_deref(),
+        data_dir.as_deref(),
+    )
+    .await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients * 2)
         .build()?;

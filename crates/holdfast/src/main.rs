@@ -191,6 +191,14 @@ async fn open(settings: &Settings) -> Result<Services> {
 }
 
 async fn serve(settings: Settings) -> Result<()> {
+    if cfg!(feature = "authz-bypass") {
+        if std::env::var("BENCH_AUTHZ_BYPASS_OK").as_deref() != Ok("1") {
+            bail!(
+                "this build has authorization disabled (feature authz-bypass) and is for benchmarks only; set BENCH_AUTHZ_BYPASS_OK=1 to serve anyway"
+            );
+        }
+        tracing::warn!("AUTHORIZATION IS DISABLED in this benchmark build");
+    }
     let services = open(&settings).await?;
     if !services.is_initialized().await? {
         let key = services.create_org("default", "admin@localhost").await?;

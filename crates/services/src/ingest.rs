@@ -131,7 +131,17 @@ impl Services {
                 xact_id: String::new(),
             });
         }
+        let written: Vec<Value> = writes
+            .iter()
+            .map(|(pass, rows)| {
+                serde_json::json!({"object_type": pass.object_type().as_str(),
+                                   "id": pass.object_id(), "rows": rows.len()})
+            })
+            .collect();
         let xact = self.store.write_rows(writes, &self.now()).await?;
+        principal
+            .trail
+            .change(serde_json::json!({"rows_written": written, "xact_id": xact.to_string()}));
         Ok(IngestResult {
             row_ids,
             xact_id: xact.to_string(),

@@ -126,6 +126,29 @@ const PROMPT_FIELDS: &[(&str, FieldType)] = &[
     ("function_data", FieldType::Obj),
 ];
 
+/// A patch in brief for the audit log: the fields it set, before and after.
+fn brief_patch(
+    kind: &str,
+    id: &str,
+    old_name: &str,
+    new_name: &str,
+    before: &Map<String, Value>,
+    changes: &Map<String, Value>,
+) -> Value {
+    let mut was = Map::new();
+    if old_name != new_name {
+        was.insert("name".into(), json!(old_name));
+    }
+    for k in changes.keys() {
+        was.insert(k.clone(), before.get(k).cloned().unwrap_or(Value::Null));
+    }
+    let mut now = changes.clone();
+    if old_name != new_name {
+        now.insert("name".into(), json!(new_name));
+    }
+    json!({"patched": kind, "id": id, "before": was, "after": now})
+}
+
 pub fn project_json(p: &ProjectRecord) -> Value {
     json!({
         "id": p.id, "org_id": p.org_id, "name": p.name, "created": p.created,
@@ -439,7 +462,16 @@ impl Services {
             None => project.name.clone(),
         };
         let mut info = project.info.clone();
-        info.extend(pick(body, PROJECT_FIELDS)?);
+        let changes = pick(body, PROJECT_FIELDS)?;
+        principal.trail.change(brief_patch(
+            "project",
+            &project.id,
+            &project.name,
+            &name,
+            &project.info,
+            &changes,
+        ));
+        info.extend(changes);
         Ok(self.store.update_project(&pass, &name, &info).await?)
     }
 
@@ -447,7 +479,11 @@ impl Services {
         let (_, pass) = self
             .project_pass_showing(principal, id, Permission::Delete)
             .await?;
-        Ok(self.store.delete_project(&pass, &self.now()).await?)
+        let gone = self.store.delete_project(&pass, &self.now()).await?;
+        principal
+            .trail
+            .change(json!({"deleted": "project", "id": gone.id, "name": gone.name}));
+        Ok(gone)
     }
 
     // ---- experiments and datasets ----
@@ -555,6 +591,34 @@ impl Services {
             .ok_or_else(|| ServiceError::NotFound(kind.to_string()))
     }
 
+    /// What the JS SDK asks about an object: its name, its project, and the permissions this
+    /// credential holds on it.
+    pub async fn object_info(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<Value> {
+        let object = self.get_object(principal, kind, id).await?;
+        // The parent of an object the caller may read is no secret to them.
+        let project = self
+            .store
+            .get_project(&self.lookup(principal)?, &object.project_id)
+            .await?;
+        let policy = self.policy(principal).await?;
+        let target = Target::object(Kind::of(kind), &object.project_id, &object.id);
+        let permissions: Vec<&str> = Permission::ALL
+            .into_iter()
+            .filter(|p| principal.may(&policy, *p, &target))
+            .map(Permission::as_str)
+            .collect();
+        Ok(json!({
+            "object_id": object.id, "object_name": object.name,
+            "parent_cols": {"project": {"id": project.id, "name": project.name}},
+            "permissions": permissions,
+        }))
+    }
+
     pub async fn list_objects(
         &self,
         principal: &Principal,
@@ -620,7 +684,16 @@ impl Services {
             None => object.name.clone(),
         };
         let mut info = object.info.clone();
-        info.extend(pick(body, fields)?);
+        let changes = pick(body, fields)?;
+        principal.trail.change(brief_patch(
+            kind.as_str(),
+            &object.id,
+            &object.name,
+            &name,
+            &object.info,
+            &changes,
+        ));
+        info.extend(changes);
         Ok(self.store.update_object(&pass, &name, &info).await?)
     }
 
@@ -633,7 +706,11 @@ impl Services {
         let (_, pass) = self
             .object_pass_showing(principal, kind, id, Permission::Delete)
             .await?;
-        Ok(self.store.delete_object(&pass, &self.now()).await?)
+        let gone = self.store.delete_object(&pass, &self.now()).await?;
+        principal
+            .trail
+            .change(json!({"deleted": kind.as_str(), "id": gone.id, "name": gone.name}));
+        Ok(gone)
     }
 
     // ---- prompts: identity in the object table, versions in the row store ----

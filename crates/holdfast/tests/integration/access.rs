@@ -1032,6 +1032,13 @@ async fn audit_trail(backend: Backend) {
             .0,
         403
     );
+    server
+        .ok(
+            "PATCH",
+            &format!("/v1/project/{p}"),
+            Some(json!({"description": "after"})),
+        )
+        .await;
     // Reads are appended within milliseconds; wait for them.
     let mut entries = Vec::new();
     for _ in 0..50 {
@@ -1043,7 +1050,7 @@ async fn audit_trail(backend: Backend) {
             )
             .await;
         entries = page["objects"].as_array().unwrap().clone();
-        if entries.len() >= 3 {
+        if entries.len() >= 4 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -1072,7 +1079,7 @@ async fn audit_trail(backend: Backend) {
     );
     let denied = entries
         .iter()
-        .find(|e| e["action"] == "PATCH /v1/project/{id}")
+        .find(|e| e["action"] == "PATCH /v1/project/{id}" && e["detail"]["status"] == 403)
         .unwrap();
     assert!(
         denied["detail"]["accessed"]
@@ -1082,6 +1089,14 @@ async fn audit_trail(backend: Backend) {
             .any(|a| a["permission"] == "update" && a["allowed"] == false),
         "{denied}"
     );
+    // A change is recorded in brief: before and after.
+    let patched = entries
+        .iter()
+        .find(|e| e["action"] == "PATCH /v1/project/{id}" && e["detail"]["status"] == 200)
+        .unwrap();
+    let change = &patched["detail"]["changes"][0];
+    assert_eq!(change["before"]["description"], Value::Null, "{patched}");
+    assert_eq!(change["after"]["description"], "after", "{patched}");
     // Filtering by actor and paging.
     let mine = server.ok("GET", "/v1/audit_log?limit=2", None).await;
     assert_eq!(mine["objects"].as_array().unwrap().len(), 2);

@@ -107,7 +107,10 @@ async fn viewer_flow(backend: Backend) {
     );
     assert!(out.contains("python viewer flow: all refused"), "{out}");
     // The SDK said why it dropped the log batch and the dataset.
-    assert!(out.contains("lacks permission update on project_log"), "{out}");
+    assert!(
+        out.contains("lacks permission update on project_log"),
+        "{out}"
+    );
     assert!(out.contains("lacks permission create on dataset"), "{out}");
     // Nothing was written: no log rows, no experiment, no dataset.
     let logs = server

@@ -304,13 +304,7 @@ pub async fn object_info(
         let id = id
             .as_str()
             .ok_or_else(|| ApiError::bad("`object_ids` must hold strings"))?;
-        let object = s.services.get_object(&p, kind, id).await?;
-        let project = s.services.get_project(&p, &object.project_id).await?;
-        out.push(json!({
-            "object_id": object.id, "object_name": object.name,
-            "parent_cols": {"project": {"id": project.id, "name": project.name}},
-            "permissions": ["create", "read", "update", "delete"],
-        }));
+        out.push(s.services.object_info(&p, kind, id).await?);
     }
     Ok(Json(Value::Array(out)))
 }
