@@ -195,6 +195,8 @@ async fn world(server: &Server) -> World {
 #[derive(Clone, Copy)]
 enum Fresh {
     None,
+    /// A unique name.
+    Unique,
     DatasetA,
     DatasetB,
     Group,
@@ -373,9 +375,25 @@ fn cases(w: &World) -> Vec<Case> {
     add(
         "POST",
         "/v1/project".into(),
-        Some(json!({"name": "new-project"})),
-        Fresh::None,
+        Some(json!({"name": "new-{fresh}"})),
+        Fresh::Unique,
         "200 200 403 403 403 200 403 401 401 200 401",
+    );
+    // An existing name answers the project unchanged to those who may see it (an ingest key
+    // gets ids and name only).
+    add(
+        "POST",
+        "/v1/project".into(),
+        Some(json!({"name": "alpha"})),
+        Fresh::None,
+        "200 200 200 200 200 200 200 401 401 200 401",
+    );
+    add(
+        "POST",
+        "/v1/project".into(),
+        Some(json!({"name": "bravo"})),
+        Fresh::None,
+        "200 200 200 404 404 200 200 401 401 200 401",
     );
     add(
         "PATCH",
@@ -685,6 +703,7 @@ fn cases(w: &World) -> Vec<Case> {
 async fn make_fresh(server: &Server, w: &World, fresh: Fresh, n: usize) -> String {
     match fresh {
         Fresh::None => String::new(),
+        Fresh::Unique => format!("u{n}"),
         Fresh::DatasetA | Fresh::DatasetB => {
             let p = if matches!(fresh, Fresh::DatasetA) {
                 &w.pa
@@ -730,8 +749,12 @@ async fn matrix(backend: Backend) {
             n += 1;
             let fresh = make_fresh(&server, &w, case.fresh, n).await;
             let path = case.path.replace("{fresh}", &fresh);
+            let body = case
+                .body
+                .as_ref()
+                .map(|b| serde_json::from_str(&b.to_string().replace("{fresh}", &fresh)).unwrap());
             let (status, body) = server
-                .call(case.method, &path, w.keys[i].as_deref(), case.body.clone())
+                .call(case.method, &path, w.keys[i].as_deref(), body)
                 .await;
             total += 1;
             let want = case.expect[i];
