@@ -94,9 +94,10 @@ async fn append_loop(store: Store, mut rx: mpsc::Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        let result = store.append_audit(&why, &entries).await;
+        let count = entries.len();
+        let result = store.append_audit_grouped(&why, entries).await;
         if let Err(e) = &result {
-            tracing::error!(error = %e, lost = entries.len(), "could not append to the audit log");
+            tracing::error!(error = %e, lost = count, "could not append to the audit log");
         }
         for r in replies {
             let _ = r.send(

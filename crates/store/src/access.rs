@@ -13,7 +13,7 @@
 use crate::db::with_pool;
 use crate::meta::{KEY_COLS, key_from, require_grant};
 use crate::{ApiKeyRecord, Result, Store, StoreError};
-use holdfast_core::audit::{self, Entry, GENESIS};
+use holdfast_core::audit::Entry;
 use holdfast_core::authz::{
     Acl, AclPass, GroupDef, Kind, OrgPass, Permission, Policy, RoleDef, Subject, SystemPass,
 };
@@ -254,7 +254,7 @@ type AuditRow = (
     String,
     String,
 );
-const AUDIT_COLS: &str =
+pub(crate) const AUDIT_COLS: &str =
     "seq, at, org_id, actor_id, key_id, action, object_type, object_id, detail, prev_hash, hash";
 fn audit_from(r: AuditRow) -> Entry {
     let (seq, at, org_id, actor_id, key_id, action, object_type, object_id, detail, prev, hash) = r;
@@ -272,6 +272,75 @@ fn audit_from(r: AuditRow) -> Entry {
         hash,
     }
 }
+
+/// Appends `$entries` (a slice of [`NewAuditEntry`]) to the chain inside the open transaction
+/// `$tx`: the `audit` counter is advanced first (serializing appenders), then each entry is
+/// linked to the one before it and inserted. Used by the direct append and by the row writer.
+macro_rules! append_audit_in {
+    ($tx:ident, $DB:ident, $entries:expr) => {{
+        let entries: &[$crate::access::NewAuditEntry] = $entries;
+        let n = i64::try_from(entries.len())
+            .map_err(|_| $crate::StoreError::Corrupt("audit batch".into()))?;
+        let last: i64 = sqlx::query_scalar($crate::db::NEXT_COUNTER_BY)
+            .bind(n)
+            .bind("audit")
+            .fetch_one(&mut *$tx)
+            .await?;
+        let first = last - n + 1;
+        let mut prev: String = if first == 1 {
+            holdfast_core::audit::GENESIS.to_owned()
+        } else {
+            sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+                .bind(first - 1)
+                .fetch_optional(&mut *$tx)
+                .await?
+                .ok_or_else(|| {
+                    $crate::StoreError::Corrupt(format!("audit entry {} is missing", first - 1))
+                })?
+        };
+        let mut stored = Vec::with_capacity(entries.len());
+        for (seq, e) in (first..).zip(entries) {
+            let mut entry = holdfast_core::audit::Entry {
+                seq,
+                at: e.at.clone(),
+                org_id: e.org_id.clone(),
+                actor_id: e.actor_id.clone(),
+                key_id: e.key_id.clone(),
+                action: e.action.clone(),
+                object_type: e.object_type.clone(),
+                object_id: e.object_id.clone(),
+                detail: e.detail.to_string(),
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            entry.hash = holdfast_core::audit::entry_hash(&prev, &entry);
+            prev.clone_from(&entry.hash);
+            stored.push(entry);
+        }
+        // 11 parameters per entry, well under both backends' limits.
+        for chunk in stored.chunks(500) {
+            let mut query = sqlx::QueryBuilder::<$DB>::new(format!(
+                "INSERT INTO audit_log ({}) ",
+                $crate::access::AUDIT_COLS
+            ));
+            query.push_values(chunk, |mut b, e| {
+                b.push_bind(e.seq)
+                    .push_bind(&e.at)
+                    .push_bind(&e.org_id)
+                    .push_bind(&e.actor_id)
+                    .push_bind(&e.key_id)
+                    .push_bind(&e.action)
+                    .push_bind(&e.object_type)
+                    .push_bind(&e.object_id)
+                    .push_bind(&e.detail)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            query.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use append_audit_in;
 
 const BUMP_POLICY: &str =
     "UPDATE orgs SET policy_version = policy_version + 1 WHERE id = $1 RETURNING policy_version";
@@ -1165,64 +1234,22 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let n = i64::try_from(entries.len()).map_err(|_| StoreError::Corrupt("batch".into()))?;
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
-            let last: i64 = sqlx::query_scalar(crate::db::NEXT_COUNTER_BY)
-                .bind(n)
-                .bind("audit")
-                .fetch_one(&mut *tx)
-                .await?;
-            let first = last - n + 1;
-            let mut prev: String = if first == 1 {
-                GENESIS.to_owned()
-            } else {
-                sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
-                    .bind(first - 1)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("audit entry {} is missing", first - 1))
-                    })?
-            };
-            let mut query =
-                sqlx::QueryBuilder::<DB>::new(format!("INSERT INTO audit_log ({AUDIT_COLS}) "));
-            let mut stored = Vec::with_capacity(entries.len());
-            for (i, e) in (first..).zip(entries) {
-                let mut entry = Entry {
-                    seq: i,
-                    at: e.at.clone(),
-                    org_id: e.org_id.clone(),
-                    actor_id: e.actor_id.clone(),
-                    key_id: e.key_id.clone(),
-                    action: e.action.clone(),
-                    object_type: e.object_type.clone(),
-                    object_id: e.object_id.clone(),
-                    detail: e.detail.to_string(),
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
-                };
-                entry.hash = audit::entry_hash(&prev, &entry);
-                prev.clone_from(&entry.hash);
-                stored.push(entry);
-            }
-            query.push_values(&stored, |mut b, e| {
-                b.push_bind(e.seq)
-                    .push_bind(&e.at)
-                    .push_bind(&e.org_id)
-                    .push_bind(&e.actor_id)
-                    .push_bind(&e.key_id)
-                    .push_bind(&e.action)
-                    .push_bind(&e.object_type)
-                    .push_bind(&e.object_id)
-                    .push_bind(&e.detail)
-                    .push_bind(&e.prev_hash)
-                    .push_bind(&e.hash);
-            });
-            query.build().execute(&mut *tx).await?;
+            append_audit_in!(tx, DB, entries);
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Appends entries through the row writer: they commit with the next group of row writes
+    /// (sharing its fsync), and this returns once they are durable.
+    pub async fn append_audit_grouped(
+        &self,
+        _why: &SystemPass,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<()> {
+        self.write_audit(entries).await
     }
 
     /// The organization's entries, newest first, filtered.

@@ -11,6 +11,7 @@
 //! that carries `created`, or as a delete) is serialized before it reaches the writer, so the
 //! writer's critical section holds only SQL and the merges that must read the stored row.
 
+use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
 use crate::rows::IncomingRow;
 use crate::{Result, Store, StoreError};
@@ -50,10 +51,14 @@ struct Group {
 }
 
 pub(crate) struct Job {
+    /// Empty for a job that only appends audit entries.
     groups: Vec<Group>,
     rows: usize,
     now: String,
-    reply: oneshot::Sender<Result<XactId>>,
+    /// Audit entries that commit with the group.
+    audit: Vec<NewAuditEntry>,
+    /// The request's transaction id; `None` for an audit-only job.
+    reply: oneshot::Sender<Result<Option<XactId>>>,
 }
 
 pub(crate) type WriterHandle = mpsc::Sender<Job>;
@@ -141,13 +146,40 @@ impl Store {
             groups,
             rows,
             now: now.to_owned(),
+            audit: Vec::new(),
             reply,
         };
         self.writer
             .send(job)
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        answer
+            .await
+            .map_err(|_| StoreError::WriterStopped)??
+            .ok_or_else(|| StoreError::WriteFailed("no transaction id".into()))
+    }
+
+    /// Appends audit entries with the next group commit; returns once they are durable.
+    pub(crate) async fn write_audit(&self, audit: Vec<NewAuditEntry>) -> Result<()> {
+        if audit.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            groups: Vec::new(),
+            rows: 0,
+            now: String::new(),
+            audit,
+            reply,
+        };
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer
+            .await
+            .map_err(|_| StoreError::WriterStopped)?
+            .map(|_| ())
     }
 }
 
@@ -190,7 +222,7 @@ async fn writer_loop(pools: Pools, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Commits a group of requests (see the module docs).
-async fn commit_group(pools: &Pools, jobs: &[Job]) -> Vec<Result<XactId>> {
+async fn commit_group(pools: &Pools, jobs: &[Job]) -> Vec<Result<Option<XactId>>> {
     let all: Vec<&Job> = jobs.iter().collect();
     match try_commit_group(pools, &all).await {
         Ok(xacts) => xacts.into_iter().map(Ok).collect(),
@@ -213,16 +245,21 @@ async fn commit_group(pools: &Pools, jobs: &[Job]) -> Vec<Result<XactId>> {
 }
 
 /// Applies the requests in one transaction; any failure rolls all of them back.
-async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<XactId>> {
-    let n = i64::try_from(jobs.len()).map_err(|_| StoreError::XactExhausted)?;
+async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<Option<XactId>>> {
+    let n = jobs.iter().filter(|j| !j.groups.is_empty()).count();
+    let n = i64::try_from(n).map_err(|_| StoreError::XactExhausted)?;
     with_pool!(pools, |p, DB| {
         let mut tx = p.begin().await?;
         // One counter update hands out consecutive ids to the whole group.
-        let last: i64 = sqlx::query_scalar(NEXT_COUNTER_BY)
-            .bind(n)
-            .bind("xact")
-            .fetch_one(&mut *tx)
-            .await?;
+        let last: i64 = if n > 0 {
+            sqlx::query_scalar(NEXT_COUNTER_BY)
+                .bind(n)
+                .bind("xact")
+                .fetch_one(&mut *tx)
+                .await?
+        } else {
+            0
+        };
         let mut results = Vec::with_capacity(jobs.len());
         let mut buffer: Vec<InsertRow<'_>> = Vec::new();
         // Inserts are batched across requests; they are flushed before any read of stored
@@ -249,8 +286,14 @@ async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<XactId>> {
                 buffer.clear();
             };
         }
-        for (i, job) in jobs.iter().enumerate() {
-            let counter = last - n + 1 + i64::try_from(i).map_err(|_| StoreError::XactExhausted)?;
+        let mut i = 0;
+        for job in jobs {
+            if job.groups.is_empty() {
+                results.push(None);
+                continue;
+            }
+            let counter = last - n + 1 + i;
+            i += 1;
             let xact = u64::try_from(counter)
                 .ok()
                 .and_then(XactId::from_counter)
@@ -329,9 +372,13 @@ async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<XactId>> {
                     });
                 }
             }
-            results.push(xact);
+            results.push(Some(xact));
         }
         flush!();
+        let audit: Vec<NewAuditEntry> = jobs.iter().flat_map(|j| j.audit.iter().cloned()).collect();
+        if !audit.is_empty() {
+            append_audit_in!(tx, DB, &audit);
+        }
         tx.commit().await?;
         Ok(results)
     })
