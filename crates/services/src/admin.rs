@@ -1205,9 +1205,17 @@ impl Services {
             .find_org_by_name(&why, org_name)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("organization {org_name:?}")))?;
+        let new_user = UserInfo {
+            id: random::uuid()?,
+            email: email.to_owned(),
+            kind: "user".into(),
+            given_name: None,
+            family_name: None,
+            created: self.now(),
+        };
         let user = self
             .store
-            .add_member_as_operator(&why, &org.id, email, group, &random::uuid()?, &self.now())
+            .add_member_as_operator(&why, &org.id, &new_user, group)
             .await?;
         self.policy_changed(&org.id);
         let key = self

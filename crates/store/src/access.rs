@@ -604,13 +604,20 @@ impl Store {
     pub async fn delete_entity(&self, pass: &OrgPass, e: Entity, id: &str) -> Result<EntityRecord> {
         require_write_on(pass, e.kind())?;
         let rec = self.get_entity(pass, e, id).await?;
-        let others = self.list_entities(pass, e).await?;
+        let (_, _, _, _, _, _, _, c8) = split_columns(e);
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
             let _: i64 = sqlx::query_scalar(BUMP_POLICY)
                 .bind(pass.org_id())
                 .fetch_one(&mut *tx)
                 .await?;
+            let others: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id, {c8} FROM {} WHERE org_id = $1",
+                e.table()
+            )))
+            .bind(pass.org_id())
+            .fetch_all(&mut *tx)
+            .await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {} WHERE org_id = $1 AND id = $2",
                 e.table()
@@ -630,15 +637,19 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            let (_, _, _, _, _, _, _, c8) = split_columns(e);
-            for other in others.iter().filter(|o| o.includes.iter().any(|i| i == id)) {
-                let kept: Vec<&String> = other.includes.iter().filter(|i| *i != id).collect();
+            for (other, includes) in &others {
+                let includes: Vec<String> = serde_json::from_str(includes)
+                    .map_err(|e| StoreError::Corrupt(format!("included ids: {e}")))?;
+                if !includes.iter().any(|i| i == id) {
+                    continue;
+                }
+                let kept: Vec<&String> = includes.iter().filter(|i| *i != id).collect();
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE {} SET {c8} = $1 WHERE id = $2",
                     e.table()
                 )))
                 .bind(json_text(&kept)?)
-                .bind(&other.id)
+                .bind(other)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -830,19 +841,42 @@ impl Store {
         group_ids: &[String],
     ) -> Result<Vec<UserInfo>> {
         require_write_on(pass, Kind::OrgMember)?;
-        let groups = self.list_entities(pass, Entity::Group).await?;
-        for g in group_ids {
-            if !groups.iter().any(|x| &x.id == g) {
-                return Err(StoreError::NotFound("group"));
-            }
-        }
-        let org = pass.org_id();
+        self.insert_members(pass.org_id(), users, Groups::Ids(group_ids))
+            .await
+    }
+
+    /// Upserts users, makes them members and puts them into groups, in one policy
+    /// transaction (groups are read inside it, so no concurrent change is lost).
+    async fn insert_members(
+        &self,
+        org: &str,
+        users: &[UserInfo],
+        groups: Groups<'_>,
+    ) -> Result<Vec<UserInfo>> {
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
             let _: i64 = sqlx::query_scalar(BUMP_POLICY)
                 .bind(org)
                 .fetch_one(&mut *tx)
                 .await?;
+            let all: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT id, name, member_users FROM user_groups WHERE org_id = $1")
+                    .bind(org)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let chosen: Vec<&(String, String, String)> = match groups {
+                Groups::Ids(ids) => ids
+                    .iter()
+                    .map(|id| {
+                        all.iter()
+                            .find(|g| &g.0 == id)
+                            .ok_or(StoreError::NotFound("group"))
+                    })
+                    .collect::<Result<_>>()?,
+                Groups::Name(name) => vec![all.iter().find(|g| g.1 == name).ok_or_else(|| {
+                    StoreError::Conflict(format!("the organization has no group named {name:?}"))
+                })?],
+            };
             let mut out = Vec::new();
             for u in users {
                 sqlx::query(
@@ -874,8 +908,9 @@ impl Store {
                 .await?;
                 out.push(stored);
             }
-            for g in groups.iter().filter(|g| group_ids.contains(&g.id)) {
-                let mut members = g.members.clone();
+            for (id, _, members) in chosen {
+                let mut members: Vec<Value> = serde_json::from_str(members)
+                    .map_err(|e| StoreError::Corrupt(format!("group members: {e}")))?;
                 for u in &out {
                     if !members.iter().any(|m| m.as_str() == Some(u.id.as_str())) {
                         members.push(Value::String(u.id.clone()));
@@ -883,7 +918,7 @@ impl Store {
                 }
                 sqlx::query("UPDATE user_groups SET member_users = $1 WHERE id = $2")
                     .bind(json_text(&members)?)
-                    .bind(&g.id)
+                    .bind(id)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -901,7 +936,6 @@ impl Store {
         now: &str,
     ) -> Result<Vec<String>> {
         require_write_on(pass, Kind::OrgMember)?;
-        let groups = self.list_entities(pass, Entity::Group).await?;
         let org = pass.org_id();
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
@@ -909,6 +943,11 @@ impl Store {
                 .bind(org)
                 .fetch_one(&mut *tx)
                 .await?;
+            let groups: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, member_users FROM user_groups WHERE org_id = $1")
+                    .bind(org)
+                    .fetch_all(&mut *tx)
+                    .await?;
             let mut removed = Vec::new();
             for u in user_ids {
                 let done =
@@ -935,16 +974,17 @@ impl Store {
                 .await?;
                 removed.push(u.clone());
             }
-            for g in &groups {
-                let kept: Vec<&Value> = g
-                    .members
+            for (id, members) in &groups {
+                let members: Vec<Value> = serde_json::from_str(members)
+                    .map_err(|e| StoreError::Corrupt(format!("group members: {e}")))?;
+                let kept: Vec<&Value> = members
                     .iter()
                     .filter(|m| !removed.iter().any(|r| m.as_str() == Some(r.as_str())))
                     .collect();
-                if kept.len() != g.members.len() {
+                if kept.len() != members.len() {
                     sqlx::query("UPDATE user_groups SET member_users = $1 WHERE id = $2")
                         .bind(json_text(&kept)?)
-                        .bind(&g.id)
+                        .bind(id)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -960,62 +1000,16 @@ impl Store {
         &self,
         _why: &SystemPass,
         org_id: &str,
-        email: &str,
+        user: &UserInfo,
         group_name: &str,
-        new_id: &str,
-        now: &str,
     ) -> Result<String> {
-        with_pool!(&self.write, |p, DB| {
-            let mut tx = p.begin().await?;
-            let _: i64 = sqlx::query_scalar(BUMP_POLICY)
-                .bind(org_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let group: Option<(String, String)> = sqlx::query_as(
-                "SELECT id, member_users FROM user_groups WHERE org_id = $1 AND name = $2",
-            )
-            .bind(org_id)
-            .bind(group_name)
-            .fetch_optional(&mut *tx)
+        let mut added = self
+            .insert_members(org_id, std::slice::from_ref(user), Groups::Name(group_name))
             .await?;
-            let (group_id, members) = group.ok_or_else(|| {
-                StoreError::Conflict(format!(
-                    "the organization has no group named {group_name:?}"
-                ))
-            })?;
-            sqlx::query(
-                "INSERT INTO users (id, email, created) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
-            )
-            .bind(new_id)
-            .bind(email)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let user_id: String = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO org_members (org_id, user_id, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(org_id)
-            .bind(&user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let mut members: Vec<Value> = serde_json::from_str(&members)
-                .map_err(|e| StoreError::Corrupt(format!("group members: {e}")))?;
-            if !members.iter().any(|m| m.as_str() == Some(user_id.as_str())) {
-                members.push(Value::String(user_id.clone()));
-            }
-            sqlx::query("UPDATE user_groups SET member_users = $1 WHERE id = $2")
-                .bind(json_text(&members)?)
-                .bind(&group_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(user_id)
-        })
+        added
+            .pop()
+            .map(|u| u.id)
+            .ok_or_else(|| StoreError::WriteFailed("the user was not stored".into()))
     }
 
     pub async fn rename_org(&self, pass: &OrgPass, name: &str) -> Result<()> {
@@ -1346,6 +1340,12 @@ fn split_columns(e: Entity) -> Cols {
             "member_roles",
         ),
     }
+}
+
+/// Which groups new members join.
+enum Groups<'a> {
+    Ids(&'a [String]),
+    Name(&'a str),
 }
 
 /// A LIKE pattern matching `"value"` anywhere (with `!` as the escape character).

@@ -1008,6 +1008,45 @@ async fn groups_and_members(backend: Backend) {
     assert_eq!(removed["removed_user_ids"][0], dana);
     let (s, b) = server.call("GET", "/v1/project", k, None).await;
     assert_error(s, &b, 401, "unauthenticated");
+    // Concurrent edits of one group lose nothing.
+    let emails: Vec<String> = (0..16).map(|i| format!("c{i}@example.test")).collect();
+    server
+        .ok(
+            "PATCH",
+            "/v1/organization/members",
+            Some(json!({"invite_users": {"emails": emails}})),
+        )
+        .await;
+    let users = server.ok("GET", "/v1/user", None).await;
+    let ids: Vec<String> = users["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["email"].as_str().unwrap().starts_with('c'))
+        .map(id)
+        .collect();
+    assert_eq!(ids.len(), 16);
+    let crowd = id(&server
+        .ok("POST", "/v1/group", Some(json!({"name": "crowd"})))
+        .await);
+    let path = format!("/v1/group/{crowd}");
+    let edits = ids.iter().map(|u| {
+        server.call(
+            "PATCH",
+            &path,
+            Some(&server.key),
+            Some(json!({"add_member_users": [u]})),
+        )
+    });
+    for (s, b) in futures::future::join_all(edits).await {
+        assert_eq!(s, 200, "{b}");
+    }
+    let group = server.ok("GET", &format!("/v1/group/{crowd}"), None).await;
+    assert_eq!(
+        group["member_users"].as_array().unwrap().len(),
+        16,
+        "{group}"
+    );
     // Built-in roles cannot be changed.
     let (s, b) = server
         .call(
