@@ -2,6 +2,7 @@
 # Runs the whole test suite. Installs what the tests need, pinned:
 #   - the Python SDK (braintrust 0.48.1, autoevals 0.4.1) into compat/.venv from compat/requirements.txt
 #   - the JS SDK (braintrust 3.35.0) into compat/js/node_modules from compat/js/package-lock.json
+#   - moto 5.2.5 (its KMS server) into compat/.moto-venv from compat/moto-requirements.txt
 # Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ if [ ! -x compat/.venv/bin/python ]; then
   python3 -m venv compat/.venv
 fi
 compat/.venv/bin/pip install --quiet --disable-pip-version-check -r compat/requirements.txt
+# A KMS-compatible server (moto) for the AWS KMS provider's tests, in a venv of its own.
+if [ ! -x compat/.moto-venv/bin/python ]; then
+  python3 -m venv compat/.moto-venv
+fi
+compat/.moto-venv/bin/pip install --quiet --disable-pip-version-check -r compat/moto-requirements.txt
 (cd compat/js && BT_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 
 log=$(mktemp)

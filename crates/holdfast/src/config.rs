@@ -18,6 +18,13 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub logs3_payload_max_bytes: usize,
     pub max_body_bytes: usize,
+    /// Where the key-encryption key lives: `local` (key files in the data dir) or `aws`.
+    pub kms: String,
+    /// AWS KMS: the key id or ARN, its region, and an endpoint for KMS-compatible servers.
+    /// Credentials come from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+    pub kms_aws_key_id: Option<String>,
+    pub kms_aws_region: Option<String>,
+    pub kms_aws_endpoint: Option<String>,
 }
 
 impl Default for Settings {
@@ -29,6 +36,10 @@ impl Default for Settings {
             public_url: None,
             logs3_payload_max_bytes: 6 * 1024 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
+            kms: "local".into(),
+            kms_aws_key_id: None,
+            kms_aws_region: None,
+            kms_aws_endpoint: None,
         }
     }
 }
@@ -87,6 +98,15 @@ impl CommonArgs {
             || settings.logs3_payload_max_bytes > settings.max_body_bytes
         {
             bail!("invalid setting: logs3_payload_max_bytes must be between 1 and max_body_bytes");
+        }
+        match settings.kms.as_str() {
+            "local" => {}
+            "aws" => {
+                if settings.kms_aws_key_id.is_none() || settings.kms_aws_region.is_none() {
+                    bail!("invalid setting: kms = \"aws\" needs kms_aws_key_id and kms_aws_region");
+                }
+            }
+            other => bail!("invalid setting: kms must be \"local\" or \"aws\" (got {other:?})"),
         }
         if settings.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(

@@ -7,9 +7,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use config::{CommonArgs, Settings};
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
+use holdfast_crypto::AnyKms;
+use holdfast_crypto::aws::{AwsConfig, AwsKms};
+use holdfast_crypto::local::LocalKms;
 use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
 use holdfast_services::keys::{KeyService, load_or_create_pepper};
+use holdfast_services::vault::Vault;
 use holdfast_services::{Limits, Services};
 use holdfast_store::Store;
 use secrecy::ExposeSecret;
@@ -54,6 +58,11 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Check that every stored secret decrypts.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
     },
     /// Check the audit log.
     Audit {
@@ -104,6 +113,17 @@ enum UserAction {
 }
 
 #[derive(Subcommand)]
+enum SecretsAction {
+    /// Open every secret of an organization (or of all); fail naming those that do not open.
+    Verify {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditAction {
     /// Check the whole hash chain; fail naming the first broken entry.
     Verify {
@@ -137,6 +157,19 @@ enum KeysAction {
         #[arg(long)]
         email: String,
     },
+    /// Re-wrap every organization's data key under a new key-encryption key (with the
+    /// local KMS a new key file is made; with AWS, the configured key is used).
+    RotateKek {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Re-encrypt an organization's secrets under a new data key.
+    RotateDek {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+    },
     /// Revoke a key by id.
     Revoke {
         #[command(flatten)]
@@ -147,6 +180,30 @@ enum KeysAction {
         email: String,
         key_id: String,
     },
+}
+
+/// The configured key-encryption-key provider.
+fn open_kms(settings: &Settings) -> Result<AnyKms> {
+    match settings.kms.as_str() {
+        "aws" => {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let config = AwsConfig {
+                key_id: settings.kms_aws_key_id.clone().context("kms_aws_key_id")?,
+                region: settings.kms_aws_region.clone().context("kms_aws_region")?,
+                endpoint: settings.kms_aws_endpoint.clone(),
+                access_key_id: env("AWS_ACCESS_KEY_ID")
+                    .context("kms = \"aws\" needs AWS_ACCESS_KEY_ID")?,
+                secret_access_key: env("AWS_SECRET_ACCESS_KEY")
+                    .context("kms = \"aws\" needs AWS_SECRET_ACCESS_KEY")?
+                    .into(),
+                session_token: env("AWS_SESSION_TOKEN").map(Into::into),
+            };
+            Ok(AnyKms::Aws(AwsKms::new(config)?))
+        }
+        _ => Ok(AnyKms::Local(LocalKms::open_or_create(
+            &settings.data_dir.join("kms"),
+        )?)),
+    }
 }
 
 async fn open(settings: &Settings) -> Result<Services> {
@@ -166,6 +223,7 @@ async fn open(settings: &Settings) -> Result<Services> {
             .await
             .context("opening the embedded store")?,
     };
+    let kms = open_kms(settings)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let pepper = load_or_create_pepper(&data_dir.join("pepper.key"))?;
     let keys = KeyService::new(pepper, clock.clone());
@@ -182,6 +240,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         blobs: Arc::new(blobs),
         limits,
         policies: Arc::default(),
+        vault: Arc::new(Vault::new(kms)),
     };
     services
         .upgrade_access_control()
@@ -298,6 +357,24 @@ async fn run(cli: Cli) -> Result<()> {
                     .await?;
                 println!("{}", key.expose_secret());
             }
+            KeysAction::RotateKek { common } => {
+                let services = open(&common.settings(None)?).await?;
+                if let AnyKms::Local(local) = services.vault.kms() {
+                    let id = local.rotate()?;
+                    eprintln!("new key-encryption key {id}");
+                }
+                let n = services.vault.rewrap_all(&services.store).await?;
+                println!("re-wrapped {n} data keys");
+            }
+            KeysAction::RotateDek { common, org } => {
+                let services = open(&common.settings(None)?).await?;
+                let org_id = services.org_id_by_name(&org).await?;
+                let n = services
+                    .vault
+                    .rotate_dek(&services.store, &org_id, &services.now())
+                    .await?;
+                println!("re-encrypted {n} secrets of {org} under a new data key");
+            }
             KeysAction::List { common, org, email } => {
                 let services = open(&common.settings(None)?).await?;
                 for k in services.list_keys_for(&org, &email).await? {
@@ -332,6 +409,30 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 eprintln!("added {email} to {group} in {org}");
             }
+        }
+        Command::Secrets {
+            action: SecretsAction::Verify { common, org },
+        } => {
+            let services = open(&common.settings(None)?).await?;
+            let orgs = match org {
+                Some(name) => vec![(services.org_id_by_name(&name).await?, name)],
+                None => services.all_orgs().await?,
+            };
+            let mut failed = Vec::new();
+            let mut opened = 0;
+            for (id, name) in orgs {
+                let (ok, bad) = services.vault.verify(&services.store, &id).await?;
+                opened += ok;
+                failed.extend(bad.into_iter().map(|b| format!("{name}/{b}")));
+            }
+            if !failed.is_empty() {
+                bail!(
+                    "{} secrets do not decrypt: {}",
+                    failed.len(),
+                    failed.join(", ")
+                );
+            }
+            println!("all {opened} secrets decrypt");
         }
         Command::Audit {
             action: AuditAction::Verify { common },

@@ -13,6 +13,8 @@ pub mod keys;
 pub mod objects;
 pub mod query;
 pub mod random;
+pub mod secrets;
+pub mod vault;
 
 use holdfast_core::clock::{Clock, format_timestamp};
 use holdfast_store::Store;
@@ -51,6 +53,7 @@ pub struct Services {
     pub limits: Limits,
     pub policies: Arc<access::PolicyCache>,
     pub audit: audit::AuditLog,
+    pub vault: Arc<vault::Vault>,
 }
 
 impl Services {

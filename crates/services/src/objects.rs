@@ -226,6 +226,24 @@ impl Services {
         Ok(key.token)
     }
 
+    /// The id of an organization named by the operator.
+    pub async fn org_id_by_name(&self, name: &str) -> Result<String> {
+        Ok(self
+            .store
+            .find_org_by_name(&SystemPass::new("operator names an organization"), name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("organization {name:?}")))?
+            .id)
+    }
+
+    /// Every organization as (id, name), for operator commands.
+    pub async fn all_orgs(&self) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .store
+            .all_orgs(&SystemPass::new("operator command over all organizations"))
+            .await?)
+    }
+
     /// True once any organization exists.
     pub async fn is_initialized(&self) -> Result<bool> {
         Ok(self

@@ -48,6 +48,7 @@ pub struct Store {
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema.sql")),
     (2, include_str!("authz.sql")),
+    (3, include_str!("secrets.sql")),
 ];
 
 impl Store {

@@ -19,6 +19,7 @@ mod access;
 mod db;
 mod meta;
 mod rows;
+mod secrets;
 mod writer;
 
 pub use access::{
@@ -31,6 +32,7 @@ pub use meta::{
     UserRecord,
 };
 pub use rows::{IncomingRow, RowQuery, StoredRow};
+pub use secrets::{DataKeyRecord, SecretRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

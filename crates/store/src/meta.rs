@@ -308,6 +308,14 @@ impl Store {
         })
     }
 
+    pub async fn all_orgs(&self, _why: &SystemPass) -> Result<Vec<(String, String)>> {
+        with_pool!(&self.read, |p, DB| Ok(sqlx::query_as(
+            "SELECT id, name FROM orgs ORDER BY name"
+        )
+        .fetch_all(p)
+        .await?))
+    }
+
     pub async fn find_org_by_name(
         &self,
         _why: &SystemPass,

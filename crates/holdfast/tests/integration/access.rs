@@ -692,6 +692,20 @@ fn cases(w: &World) -> Vec<Case> {
     );
     add(
         "GET",
+        "/v1/ai_secret".into(),
+        None,
+        Fresh::None,
+        org_admin_read,
+    );
+    add(
+        "POST",
+        "/v1/ai_secret".into(),
+        Some(json!({"name": "s-{fresh}", "secret": "v"})),
+        Fresh::Unique,
+        org_admin_write,
+    );
+    add(
+        "GET",
         "/v1/audit_log".into(),
         None,
         Fresh::None,

@@ -58,7 +58,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -242,6 +242,7 @@ impl Server {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .args(self.store_args())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("HOLDFAST_LOG", "warn");
         cmd.output().expect("run holdfast")
     }

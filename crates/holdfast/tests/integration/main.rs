@@ -15,3 +15,4 @@ mod cli;
 mod compat;
 mod crash;
 mod harness;
+mod secrets;

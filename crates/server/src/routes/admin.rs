@@ -8,6 +8,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use holdfast_services::ServiceError;
 use holdfast_services::admin::Entity;
+use holdfast_services::secrets::SecretKind;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -41,6 +42,23 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(revoke_service_token),
         )
         .route("/v1/audit_log", get(audit_log));
+    for (k, name) in [
+        (SecretKind::AiSecret, "ai_secret"),
+        (SecretKind::EnvVar, "env_var"),
+    ] {
+        let mut collection = get(move |s, a, q| list_secrets(k, s, a, q))
+            .post(move |s, a, b| put_secret(k, false, s, a, b))
+            .put(move |s, a, b| put_secret(k, true, s, a, b));
+        if k == SecretKind::AiSecret {
+            collection = collection.delete(delete_secret_by_name);
+        }
+        r = r.route(&format!("/v1/{name}"), collection).route(
+            &format!("/v1/{name}/{{id}}"),
+            get(move |s, a, p| get_secret(k, s, a, p))
+                .patch(move |s, a, p, b| patch_secret(k, s, a, p, b))
+                .delete(move |s, a, p| delete_secret(k, s, a, p)),
+        );
+    }
     for (e, name) in [(Entity::Group, "group"), (Entity::Role, "role")] {
         r = r
             .route(
@@ -260,6 +278,63 @@ async fn revoke_service_token(
     Path(id): Path<String>,
 ) -> Reply {
     Ok(Json(st.services.revoke_service_token(&p, &id).await?))
+}
+
+// ---- secrets ----
+
+async fn list_secrets(
+    k: SecretKind,
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    Query(q): Params,
+) -> Reply {
+    Ok(objects(st.services.list_secrets(&p, k, &q).await?))
+}
+
+async fn put_secret(
+    k: SecretKind,
+    replace: bool,
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(b): JsonBody,
+) -> Reply {
+    Ok(Json(st.services.put_secret(&p, k, &b, replace).await?))
+}
+
+async fn get_secret(
+    k: SecretKind,
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+) -> Reply {
+    Ok(Json(st.services.get_secret(&p, k, &id).await?))
+}
+
+async fn patch_secret(
+    k: SecretKind,
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody,
+) -> Reply {
+    Ok(Json(st.services.patch_secret(&p, k, &id, &b).await?))
+}
+
+async fn delete_secret(
+    k: SecretKind,
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+) -> Reply {
+    Ok(Json(st.services.delete_secret(&p, k, &id).await?))
+}
+
+async fn delete_secret_by_name(
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    JsonBody(b): JsonBody,
+) -> Reply {
+    Ok(Json(st.services.delete_secret_by_name(&p, &b).await?))
 }
 
 // ---- audit ----

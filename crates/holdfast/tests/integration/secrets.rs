@@ -1,0 +1,410 @@
+//! Provider secrets under envelope encryption: the API never returns a value, the raw store
+//! holds none, tampering is caught, rotation keeps everything readable, and the master key can
+//! live in AWS KMS (proven against moto's KMS server).
+
+use crate::harness::{Backend, Server, assert_error, backends, free_port};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+const SECRET: &str = "sk-live-PLANTED-7b1f2e9c4d3a";
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
+/// Every byte the store keeps for this server, as text: the embedded database and its log,
+/// or a dump of every PostgreSQL table.
+async fn raw_store(server: &Server) -> Vec<u8> {
+    match &server.database_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            for t in tables {
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT row_to_json(x)::text FROM {t} x"
+                )))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                for r in rows {
+                    out.extend(r.into_bytes());
+                }
+            }
+            out
+        }
+        None => {
+            let mut out = Vec::new();
+            for f in ["holdfast.db", "holdfast.db-wal"] {
+                if let Ok(b) = std::fs::read(server.data_dir().join(f)) {
+                    out.extend(b);
+                }
+            }
+            out
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn sql(server: &Server, statement: &str) {
+    let statement = statement.to_owned();
+    match &server.database_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        None => {
+            let url = format!(
+                "sqlite://{}",
+                server.data_dir().join("holdfast.db").display()
+            );
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn provider_secrets(backend: Backend) {
+    let server = Server::start(backend).await;
+    let created = server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(
+                json!({"name": "OPENAI_API_KEY", "type": "openai", "secret": SECRET,
+                        "metadata": {"team": "search"}}),
+            ),
+        )
+        .await;
+    let sid = id(&created);
+    assert_eq!(created["preview_secret"], "••••4d3a", "{created}");
+    assert!(!created.to_string().contains(SECRET));
+    // POST with a taken name answers the stored secret unchanged; PUT replaces the value.
+    let again = server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": "OPENAI_API_KEY", "secret": "sk-other-0000000000000"})),
+        )
+        .await;
+    assert_eq!(again["preview_secret"], created["preview_secret"]);
+    let replaced = server
+        .ok(
+            "PUT",
+            "/v1/ai_secret",
+            Some(json!({"name": "OPENAI_API_KEY", "secret": "sk-rotated-111122223333"})),
+        )
+        .await;
+    assert_eq!(id(&replaced), sid);
+    assert_eq!(replaced["preview_secret"], "••••3333");
+    assert_eq!(replaced["metadata"]["team"], "search");
+    server
+        .ok(
+            "PATCH",
+            &format!("/v1/ai_secret/{sid}"),
+            Some(json!({"secret": SECRET})),
+        )
+        .await;
+    for path in [format!("/v1/ai_secret/{sid}"), "/v1/ai_secret".into()] {
+        let got = server.ok("GET", &path, None).await;
+        assert!(!got.to_string().contains(SECRET), "{got}");
+        assert!(!got.to_string().contains("\"secret\""), "{got}");
+    }
+    // Environment variables of a project.
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
+        .await);
+    let env = server
+        .ok(
+            "POST",
+            "/v1/env_var",
+            Some(
+                json!({"object_type": "project", "object_id": p, "name": "DB_PASSWORD",
+                        "value": "hunter2-hunter2-hunter2"}),
+            ),
+        )
+        .await;
+    assert_eq!(env["object_id"], p);
+    assert!(!env.to_string().contains("hunter2"));
+    let listed = server
+        .ok(
+            "GET",
+            &format!("/v1/env_var?object_type=project&object_id={p}"),
+            None,
+        )
+        .await;
+    assert_eq!(listed["objects"].as_array().unwrap().len(), 1);
+    // Secret administration is not an Engineer's.
+    let engineer = server.cli_line(&[
+        "user",
+        "create",
+        "--org",
+        "default",
+        "--email",
+        "e@example.test",
+        "--group",
+        "Engineers",
+        "--print-key",
+    ]);
+    for (method, path, body) in [
+        ("GET", "/v1/ai_secret".to_owned(), None),
+        ("GET", format!("/v1/ai_secret/{sid}"), None),
+        (
+            "POST",
+            "/v1/ai_secret".to_owned(),
+            Some(json!({"name": "x", "secret": "y"})),
+        ),
+        ("DELETE", format!("/v1/ai_secret/{sid}"), None),
+    ] {
+        let (s, b) = server.call(method, &path, Some(&engineer), body).await;
+        assert_error(s, &b, 403, "forbidden");
+    }
+    // Bad input is named.
+    for body in [
+        json!({"secret": "no name"}),
+        json!({"name": "n", "secret": 5}),
+        json!({"name": "n", "metadata": "x"}),
+    ] {
+        let (s, b) = server
+            .call("POST", "/v1/ai_secret", Some(&server.key), Some(body))
+            .await;
+        assert_error(s, &b, 400, "bad_request");
+    }
+    // The raw store holds no value, and nothing but ciphertext for them.
+    let raw = raw_store(&server).await;
+    assert!(!contains(&raw, SECRET) && !contains(&raw, "hunter2"));
+    assert!(!contains(&raw, "sk-rotated"));
+    assert!(
+        server
+            .cli_line(&["secrets", "verify"])
+            .starts_with("all 2 secrets decrypt")
+    );
+    // A ciphertext copied onto another row does not open there.
+    let eid = id(&env);
+    sql(
+        &server,
+        &format!(
+            "UPDATE secrets SET ciphertext = (SELECT ciphertext FROM secrets WHERE id = '{sid}') WHERE id = '{eid}'"
+        ),
+    )
+    .await;
+    let out = server.cli(&["secrets", "verify"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&eid) && !err.contains(&sid), "{err}");
+    // Deleting by name.
+    let gone = server
+        .ok(
+            "DELETE",
+            "/v1/ai_secret",
+            Some(json!({"name": "OPENAI_API_KEY", "org_name": "default"})),
+        )
+        .await;
+    assert_eq!(id(&gone), sid);
+    let (s, _) = server
+        .call(
+            "GET",
+            &format!("/v1/ai_secret/{sid}"),
+            Some(&server.key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+/// KEK and DEK rotation while the server serves: every secret stays readable, new ones can
+/// be made, and the old wrapping is gone from the store.
+async fn rotation(backend: Backend) {
+    let server = Server::start(backend).await;
+    for i in 0..5 {
+        server
+            .ok(
+                "POST",
+                "/v1/ai_secret",
+                Some(json!({"name": format!("k{i}"), "secret": format!("{SECRET}-{i}")})),
+            )
+            .await;
+    }
+    // Reads run throughout.
+    let reader = {
+        let (url, key) = (server.url.clone(), server.key.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0;
+            for _ in 0..200 {
+                let r = http
+                    .get(format!("{url}/v1/ai_secret"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                n += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+    let before = raw_store(&server).await;
+    let out = server.cli_line(&["keys", "rotate-kek"]);
+    assert_eq!(out, "re-wrapped 1 data keys");
+    assert!(
+        server
+            .cli_line(&["secrets", "verify"])
+            .starts_with("all 5 secrets decrypt")
+    );
+    // The running server seals new secrets after the KEK rotation.
+    server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": "after-kek", "secret": "v"})),
+        )
+        .await;
+    let out = server.cli_line(&["keys", "rotate-dek", "--org", "default"]);
+    assert_eq!(
+        out,
+        "re-encrypted 6 secrets of default under a new data key"
+    );
+    server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": "after-dek", "secret": "w"})),
+        )
+        .await;
+    assert!(
+        server
+            .cli_line(&["secrets", "verify"])
+            .starts_with("all 7 secrets decrypt")
+    );
+    assert_eq!(reader.await.unwrap(), 200);
+    // Every secret now sits under data key 2, wrapped by the second KEK.
+    let after = raw_store(&server).await;
+    assert_ne!(before, after);
+    let kms = server.data_dir().join("kms");
+    let keys: Vec<PathBuf> = std::fs::read_dir(&kms)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "key"))
+        .collect();
+    assert_eq!(keys.len(), 2);
+    for k in keys {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+/// The AWS provider against moto's KMS server: the data key is wrapped by a KMS key, and
+/// everything works through it.
+async fn aws_kms(backend: Backend) {
+    let moto =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../compat/.moto-venv/bin/moto_server");
+    let port = free_port();
+    let mut child = std::process::Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run ./scripts/test.sh): {e}", moto.display()));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let kms = holdfast_crypto::aws::AwsKms::new(holdfast_crypto::aws::AwsConfig {
+        key_id: String::new(),
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint.clone()),
+        access_key_id: "testing".into(),
+        secret_access_key: "testing".into(),
+        session_token: None,
+    })
+    .unwrap();
+    let mut key = None;
+    for _ in 0..100 {
+        if let Ok(k) = kms
+            .call("CreateKey", json!({"Description": "holdfast test"}))
+            .await
+        {
+            key = k["KeyMetadata"]["KeyId"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let key = key.expect("moto's KMS server answered CreateKey");
+    let env = [
+        ("HOLDFAST_KMS", "aws"),
+        ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
+        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
+        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let server = Server::start_with(backend, &env).await;
+    server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": "ANTHROPIC_API_KEY", "secret": SECRET})),
+        )
+        .await;
+    assert!(
+        server
+            .cli_line(&["secrets", "verify"])
+            .starts_with("all 1 secrets decrypt")
+    );
+    let raw = raw_store(&server).await;
+    assert!(
+        contains(&raw, &format!("aws:{key}")),
+        "the data key is not wrapped by KMS"
+    );
+    assert!(!contains(&raw, SECRET));
+    assert!(
+        !server.data_dir().join("kms").exists(),
+        "no local key files with AWS KMS"
+    );
+    let out = server.cli_line(&["keys", "rotate-dek", "--org", "default"]);
+    assert!(out.starts_with("re-encrypted 1 secrets"), "{out}");
+    assert!(
+        server
+            .cli_line(&["secrets", "verify"])
+            .starts_with("all 1 secrets decrypt")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+macro_rules! on_all_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                for b in backends() {
+                    super::$name(b).await;
+                }
+            }
+        )*
+    };
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(provider_secrets, rotation, aws_kms);
+}
