@@ -18,6 +18,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub logs3_payload_max_bytes: usize,
     pub max_body_bytes: usize,
+    /// Encrypt new embedded stores and blobs at rest (with a storage key the KMS wraps).
+    pub encrypt_at_rest: bool,
     /// Where the key-encryption key lives: `local` (key files in the data dir) or `aws`.
     pub kms: String,
     /// AWS KMS: the key id or ARN, its region, and an endpoint for KMS-compatible servers.
@@ -25,6 +27,11 @@ pub struct Settings {
     pub kms_aws_key_id: Option<String>,
     pub kms_aws_region: Option<String>,
     pub kms_aws_endpoint: Option<String>,
+    /// Serve HTTPS with this certificate chain and private key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Origins (`scheme://host[:port]`) that may call the API from a browser.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -36,10 +43,14 @@ impl Default for Settings {
             public_url: None,
             logs3_payload_max_bytes: 6 * 1024 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
+            encrypt_at_rest: true,
             kms: "local".into(),
             kms_aws_key_id: None,
             kms_aws_region: None,
             kms_aws_endpoint: None,
+            tls_cert: None,
+            tls_key: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -61,6 +72,10 @@ pub struct CommonArgs {
 #[derive(Serialize)]
 struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     database_url: Option<String>,
@@ -70,6 +85,16 @@ struct Overrides {
 
 impl CommonArgs {
     pub fn settings(&self, listen: Option<String>) -> Result<Settings> {
+        self.settings_with(listen, None, None)
+    }
+
+    /// Settings with the `serve` flags.
+    pub fn settings_with(
+        &self,
+        listen: Option<String>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+    ) -> Result<Settings> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = &self.config {
             if !path.is_file() {
@@ -80,6 +105,8 @@ impl CommonArgs {
         figment = figment
             .merge(Env::prefixed("HOLDFAST_").ignore(&["LOG"]))
             .merge(Serialized::globals(Overrides {
+                tls_cert,
+                tls_key,
                 data_dir: self.data_dir.clone(),
                 database_url: self.database_url.clone(),
                 listen,
@@ -98,6 +125,19 @@ impl CommonArgs {
             || settings.logs3_payload_max_bytes > settings.max_body_bytes
         {
             bail!("invalid setting: logs3_payload_max_bytes must be between 1 and max_body_bytes");
+        }
+        if settings.tls_cert.is_some() != settings.tls_key.is_some() {
+            bail!("invalid setting: tls_cert and tls_key go together");
+        }
+        for o in &settings.cors_allowed_origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && o.split_once("://")
+                    .is_some_and(|(_, h)| !h.is_empty() && !h.contains('/'));
+            if !ok {
+                bail!(
+                    "invalid setting: cors_allowed_origins entries are scheme://host[:port] (got {o:?})"
+                );
+            }
         }
         match settings.kms.as_str() {
             "local" => {}

@@ -12,11 +12,12 @@ use holdfast_crypto::aws::{AwsConfig, AwsKms};
 use holdfast_crypto::local::LocalKms;
 use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
+use holdfast_services::keyfile;
 use holdfast_services::keys::{KeyService, load_or_create_pepper};
 use holdfast_services::vault::Vault;
 use holdfast_services::{Limits, Services};
 use holdfast_store::Store;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretBox};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -48,6 +49,12 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8000).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long)]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key for --tls-cert.
+        #[arg(long)]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Manage organizations.
     Org {
@@ -206,6 +213,28 @@ fn open_kms(settings: &Settings) -> Result<AnyKms> {
     }
 }
 
+const STORAGE_CONTEXT: &str = "holdfast-storage";
+const PEPPER_CONTEXT: &str = "holdfast-pepper";
+
+/// The API-key pepper, kept wrapped by the KMS in `pepper.wrapped`. A raw `pepper.key` from
+/// an older store is wrapped and then removed.
+async fn open_pepper(kms: &AnyKms, data_dir: &std::path::Path) -> Result<SecretBox<[u8; 32]>> {
+    let wrapped = data_dir.join("pepper.wrapped");
+    let raw = data_dir.join("pepper.key");
+    let key = match keyfile::load(kms, &wrapped, PEPPER_CONTEXT).await? {
+        Some(k) => k,
+        None if raw.exists() => {
+            let legacy = load_or_create_pepper(&raw)?;
+            let key = holdfast_crypto::DataKey::from_bytes(legacy.expose_secret())?;
+            keyfile::store(kms, &wrapped, PEPPER_CONTEXT, &key).await?;
+            std::fs::remove_file(&raw).context("removing the unwrapped pepper file")?;
+            key
+        }
+        None => keyfile::load_or_create(kms, &wrapped, PEPPER_CONTEXT).await?,
+    };
+    Ok(SecretBox::new(Box::new(*key.expose())))
+}
+
 async fn open(settings: &Settings) -> Result<Services> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -215,19 +244,47 @@ async fn open(settings: &Settings) -> Result<Services> {
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("securing data dir {}", data_dir.display()))?;
     }
+    let kms = open_kms(settings)?;
+    let db_path = data_dir.join("holdfast.db");
+    let storage_key_path = data_dir.join("storage.key");
+    // The storage key encrypts the embedded database (SQLCipher) and the blobs. New stores
+    // get one (unless encrypt_at_rest is off); a store made without one stays readable.
+    let storage_key = match keyfile::load(&kms, &storage_key_path, STORAGE_CONTEXT).await? {
+        Some(k) => Some(k),
+        None if settings.encrypt_at_rest
+            && (settings.database_url.is_some() || !db_path.exists()) =>
+        {
+            Some(keyfile::load_or_create(&kms, &storage_key_path, STORAGE_CONTEXT).await?)
+        }
+        None => {
+            if db_path.exists() {
+                tracing::warn!(
+                    "the embedded database was created without encryption at rest; it stays unencrypted"
+                );
+            }
+            None
+        }
+    };
     let store = match &settings.database_url {
         Some(url) => Store::open_postgres(url)
             .await
             .context("opening PostgreSQL")?,
-        None => Store::open_sqlite(&data_dir.join("holdfast.db"))
+        None => Store::open_sqlite(&db_path, storage_key.as_ref().map(|k| k.expose()))
             .await
             .context("opening the embedded store")?,
     };
-    let kms = open_kms(settings)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let pepper = load_or_create_pepper(&data_dir.join("pepper.key"))?;
+    let pepper = open_pepper(&kms, data_dir).await?;
     let keys = KeyService::new(pepper, clock.clone());
-    let blobs = BlobStore::new(data_dir.join("blobs"), keys.derive("signed urls")?);
+    let blob_key = match &storage_key {
+        Some(k) => Some(holdfast_crypto::DataKey::from_bytes(k.expose())?),
+        None => None,
+    };
+    let blobs = BlobStore::new(
+        data_dir.join("blobs"),
+        keys.derive("signed urls")?,
+        blob_key,
+    );
     let limits = Limits {
         logs3_payload_max_bytes: settings.logs3_payload_max_bytes,
         max_body_bytes: settings.max_body_bytes,
@@ -261,10 +318,14 @@ async fn serve(settings: Settings) -> Result<()> {
     let services = open(&settings).await?;
     if !services.is_initialized().await? {
         let key = services.create_org("default", "admin@localhost").await?;
-        let base = settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", settings.listen));
+        let base = settings.public_url.clone().unwrap_or_else(|| {
+            let scheme = if settings.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", settings.listen)
+        });
         println!("Holdfast initialized organization \"default\" with owner admin@localhost.");
         println!("This owner API key is shown only once:");
         println!();
@@ -276,9 +337,25 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving");
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading the TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+        ),
+        _ => None,
+    };
     let state = holdfast_server::AppState {
         services,
         public_url: settings.public_url.as_deref().map(Arc::from),
+        cors_origins: Arc::new(settings.cors_allowed_origins.clone()),
+        tls: tls.is_some(),
     };
     let usage = {
         let services = state.services.clone();
@@ -291,13 +368,49 @@ async fn serve(settings: Settings) -> Result<()> {
         })
     };
     let services = state.services.clone();
-    let app = holdfast_server::router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    let app = holdfast_server::router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+        Some(config) => {
+            // rustls speaks TLS 1.2 and 1.3 only. SIGHUP reloads the certificate and key from
+            // the same files; connections already open keep theirs.
+            let (cert, key) = (
+                settings.tls_cert.clone().context("tls_cert")?,
+                settings.tls_key.clone().context("tls_key")?,
+            );
+            let reload = config.clone();
+            tokio::spawn(async move {
+                let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    match reload.reload_from_pem_file(&cert, &key).await {
+                        Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not reload the TLS certificate; keeping the old one")
+                        }
+                    }
+                }
+            });
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown().await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(app)
+                .await?;
+        }
+    }
     usage.abort();
     services.keys.flush_usage(&services.store).await;
     services.audit.flush().await;
@@ -339,7 +452,12 @@ async fn run(cli: Cli) -> Result<()> {
             let key = services.create_org(&name, &owner).await?;
             println!("{}", key.expose_secret());
         }
-        Command::Serve { common, listen } => serve(common.settings(listen)?).await?,
+        Command::Serve {
+            common,
+            listen,
+            tls_cert,
+            tls_key,
+        } => serve(common.settings_with(listen, tls_cert, tls_key)?).await?,
         Command::Keys { action } => match action {
             KeysAction::Create {
                 common,

@@ -109,6 +109,7 @@ impl FromRequestParts<AppState> for BaseUrl {
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
             })
             .ok_or_else(|| ApiError::bad("missing or invalid Host header"))?;
-        Ok(Self(format!("http://{host}")))
+        let scheme = if state.tls { "https" } else { "http" };
+        Ok(Self(format!("{scheme}://{host}")))
     }
 }

@@ -3,6 +3,7 @@
 //! SDKs (status codes, optional content types) live here and nowhere else.
 
 mod auth;
+mod browser;
 mod error;
 mod extract;
 mod routes;
@@ -18,11 +19,19 @@ pub struct AppState {
     pub services: Services,
     /// The externally visible base URL; when unset it is taken from the request's Host.
     pub public_url: Option<Arc<str>>,
+    /// Origins allowed to call from a browser (exact `scheme://host[:port]`).
+    pub cors_origins: Arc<Vec<String>>,
+    /// Served over TLS (sends HSTS).
+    pub tls: bool,
 }
 
 pub fn router(state: AppState) -> Router {
     routes::router(state.clone())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ))
         .with_state(state)
 }

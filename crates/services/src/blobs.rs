@@ -51,11 +51,30 @@ pub struct Grant {
 pub struct BlobStore {
     root: PathBuf,
     signing_key: SecretBox<[u8; 32]>,
+    /// Encrypts blobs at rest when set.
+    at_rest: Option<holdfast_crypto::DataKey>,
 }
 
+/// The first bytes of a blob encrypted at rest.
+const SEALED_MAGIC: &[u8] = b"HFBLOB1\0";
+
 impl BlobStore {
-    pub fn new(root: PathBuf, signing_key: SecretBox<[u8; 32]>) -> Self {
-        Self { root, signing_key }
+    /// `at_rest`: the storage key; blobs are then sealed with AES-256-GCM, bound to their
+    /// organization, kind and key, so a file moved to another place does not open.
+    pub fn new(
+        root: PathBuf,
+        signing_key: SecretBox<[u8; 32]>,
+        at_rest: Option<holdfast_crypto::DataKey>,
+    ) -> Self {
+        Self {
+            root,
+            signing_key,
+            at_rest,
+        }
+    }
+
+    fn aad(org_id: &str, kind: BlobKind, key: &str) -> Vec<u8> {
+        format!("holdfast-blob|v1|{org_id}|{kind:?}|{key}").into_bytes()
     }
 
     fn path(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<PathBuf> {
@@ -80,6 +99,16 @@ impl BlobStore {
         let io = |e: std::io::Error| ServiceError::Internal(format!("blob write: {e}"));
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = dir.join(format!(".tmp-{}", random::uuid()?));
+        let sealed;
+        let bytes = match &self.at_rest {
+            Some(k) => {
+                let body = holdfast_crypto::seal(k, &Self::aad(org_id, kind, key), bytes)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                sealed = [SEALED_MAGIC, body.as_slice()].concat();
+                sealed.as_slice()
+            }
+            None => bytes,
+        };
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
@@ -91,10 +120,20 @@ impl BlobStore {
 
     pub fn get(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<Vec<u8>> {
         let path = self.path(org_id, kind, key)?;
-        std::fs::read(&path).map_err(|e| match e.kind() {
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ServiceError::NotFound("blob".into()),
             _ => ServiceError::Internal(format!("blob read: {e}")),
-        })
+        })?;
+        match (bytes.strip_prefix(SEALED_MAGIC), &self.at_rest) {
+            (Some(body), Some(k)) => holdfast_crypto::open(k, &Self::aad(org_id, kind, key), body)
+                .map(|p| p.to_vec())
+                .map_err(|e| ServiceError::Internal(format!("blob {}: {e}", path.display()))),
+            (Some(_), None) => Err(ServiceError::Internal(
+                "blob is encrypted but no storage key is configured".into(),
+            )),
+            // Written before encryption at rest was on.
+            (None, _) => Ok(bytes),
+        }
     }
 
     pub fn delete(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<()> {
@@ -148,7 +187,7 @@ mod tests {
 
     fn store() -> BlobStore {
         let root = std::env::temp_dir().join(format!("hf-blobs-{}", random::uuid().unwrap()));
-        BlobStore::new(root, SecretBox::new(Box::new([3u8; 32])))
+        BlobStore::new(root, SecretBox::new(Box::new([3u8; 32])), None)
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod blobs;
 pub mod error;
 pub mod ingest;
+pub mod keyfile;
 pub mod keys;
 pub mod objects;
 pub mod query;

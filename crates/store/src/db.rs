@@ -52,8 +52,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 impl Store {
-    pub async fn open_sqlite(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
+    /// Opens (creating if missing) the embedded store; with `key`, the database and its log
+    /// are encrypted with it (SQLCipher: AES-256 per page with an HMAC), and a wrong key
+    /// fails here rather than later.
+    pub async fn open_sqlite(path: &Path, key: Option<&[u8; 32]>) -> Result<Self> {
+        let mut opts = SqliteConnectOptions::new();
+        if let Some(k) = key {
+            let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+            // Must be the first statement on every connection; sqlx keeps `key` first.
+            opts = opts.pragma("key", format!("\"x'{hex}'\""));
+        }
+        let opts = opts
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

@@ -434,7 +434,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hf-writer-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open_sqlite(&dir.join("t.db")).await.unwrap();
+        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
         let principal = Principal {
             user_id: "u".into(),
             org_id: "o".into(),

@@ -1221,20 +1221,11 @@ async fn dump_audit(server: &Server) -> String {
             sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
         }
         None => {
-            let pool = sqlx::SqlitePool::connect(&sqlite_url(server))
-                .await
-                .unwrap();
+            let pool = server.sqlite_pool().await;
             sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
         }
     };
     format!("{rows:?}")
-}
-
-fn sqlite_url(server: &Server) -> String {
-    format!(
-        "sqlite://{}",
-        server.data_dir().join("holdfast.db").display()
-    )
 }
 
 /// Runs one statement straight against the database, as someone with the disk would.
@@ -1245,9 +1236,7 @@ async fn tamper(server: &Server, sql: &'static str) {
             sqlx::query(sql).execute(&pool).await.unwrap();
         }
         None => {
-            let pool = sqlx::SqlitePool::connect(&sqlite_url(server))
-                .await
-                .unwrap();
+            let pool = server.sqlite_pool().await;
             sqlx::query(sql).execute(&pool).await.unwrap();
         }
     }

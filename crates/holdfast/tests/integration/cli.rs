@@ -45,13 +45,21 @@ async fn init_contract(backend: Backend) {
     );
     let key = stdout.trim().to_owned();
     assert!(key.starts_with("hf_"));
-    // The pepper is private.
+    // Key material is private, and the pepper and storage key are kept only wrapped.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("pepper.key"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for f in ["pepper.wrapped", "storage.key"] {
+        let path = dir.path().join(f);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"kek_id\":\"local:"), "{f}: {text}");
+    }
+    assert!(!dir.path().join("pepper.key").exists());
+    let kms = dir.path().join("kms");
+    assert_eq!(
+        std::fs::metadata(&kms).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     // A second init fails and changes nothing.
     let again = holdfast(&args, &[]);
     assert!(!again.status.success());

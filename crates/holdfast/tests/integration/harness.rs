@@ -290,3 +290,28 @@ pub fn assert_error(status: u16, body: &Value, expected: u16, code: &str) {
         "body: {body}"
     );
 }
+
+impl Server {
+    /// A direct connection to the embedded database, opened with its storage key (unwrapped
+    /// by the local KMS), as an operator holding the key material would.
+    pub async fn sqlite_pool(&self) -> sqlx::SqlitePool {
+        let kms = holdfast_crypto::AnyKms::Local(
+            holdfast_crypto::local::LocalKms::open_or_create(&self.dir.join("kms")).unwrap(),
+        );
+        let key = holdfast_services::keyfile::load(
+            &kms,
+            &self.dir.join("storage.key"),
+            "holdfast-storage",
+        )
+        .await
+        .unwrap();
+        let mut opts = sqlx::sqlite::SqliteConnectOptions::new();
+        if let Some(k) = key {
+            let hex: String = k.expose().iter().map(|b| format!("{b:02x}")).collect();
+            opts = opts.pragma("key", format!("\"x'{hex}'\""));
+        }
+        sqlx::SqlitePool::connect_with(opts.filename(self.dir.join("holdfast.db")))
+            .await
+            .unwrap()
+    }
+}

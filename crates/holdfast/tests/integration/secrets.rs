@@ -68,11 +68,7 @@ async fn sql(server: &Server, statement: &str) {
                 .unwrap();
         }
         None => {
-            let url = format!(
-                "sqlite://{}",
-                server.data_dir().join("holdfast.db").display()
-            );
-            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let pool = server.sqlite_pool().await;
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .execute(&pool)
                 .await
@@ -370,12 +366,22 @@ async fn aws_kms(backend: Backend) {
             .cli_line(&["secrets", "verify"])
             .starts_with("all 1 secrets decrypt")
     );
-    let raw = raw_store(&server).await;
-    assert!(
-        contains(&raw, &format!("aws:{key}")),
-        "the data key is not wrapped by KMS"
-    );
-    assert!(!contains(&raw, SECRET));
+    // The storage key and the pepper are wrapped by the KMS key; so is the data key.
+    for f in ["storage.key", "pepper.wrapped"] {
+        let text = std::fs::read_to_string(server.data_dir().join(f)).unwrap();
+        assert!(
+            text.contains(&format!("\"kek_id\":\"aws:{key}\"")),
+            "{f}: {text}"
+        );
+    }
+    if server.database_url.is_some() {
+        let raw = raw_store(&server).await;
+        assert!(
+            contains(&raw, &format!("aws:{key}")),
+            "the data key is not wrapped by KMS"
+        );
+    }
+    assert!(!contains(&raw_store(&server).await, SECRET));
     assert!(
         !server.data_dir().join("kms").exists(),
         "no local key files with AWS KMS"
@@ -389,6 +395,99 @@ async fn aws_kms(backend: Backend) {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Every file under a directory, recursively.
+fn files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A copy of the data directory reveals no logged text, no attachment and no secret; the
+/// same check finds the first two when encryption at rest is off (so it can fail).
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_files_reveal_nothing() {
+    let plain = Server::start_with(Backend::Sqlite, &[("HOLDFAST_ENCRYPT_AT_REST", "false")]).await;
+    // Without it, logged text and attachments lie in the files; secrets never do.
+    let shown = leaks(&plain).await;
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown.iter().all(|s| !s.starts_with("secret")), "{shown:?}");
+    let server = Server::start(Backend::Sqlite).await;
+    assert_eq!(leaks(&server).await, Vec::<String>::new());
+}
+
+/// Writes a sentence, an attachment and a secret; returns which of them the files show.
+async fn leaks(server: &Server) -> Vec<String> {
+    const SENTENCE: &str = "the patient reported chest pain after the second dose";
+    const ATTACHMENT: &str = "attachment body: account number 4111-1111-1111-1111";
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "clinic"})))
+        .await);
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "r1", "project_id": p, "log_id": "g",
+                                  "input": SENTENCE, "output": SENTENCE}]})),
+        )
+        .await;
+    let upload = server
+        .ok(
+            "POST",
+            "/attachment",
+            Some(json!({"key": "att-raw", "filename": "a.txt", "content_type": "text/plain"})),
+        )
+        .await;
+    let url = upload["signedUrl"].as_str().unwrap();
+    let put = reqwest::Client::new()
+        .put(url)
+        .body(ATTACHMENT)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": "OPENAI_API_KEY", "secret": SECRET})),
+        )
+        .await;
+    // Readable through the API...
+    let fetched = server
+        .ok(
+            "POST",
+            &format!("/v1/project_logs/{p}/fetch"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(fetched["events"][0]["input"], SENTENCE);
+    // ... and, with encryption at rest, nowhere in the files, while the server runs (the
+    // write-ahead log not yet checkpointed).
+    let all = files(server.data_dir());
+    assert!(all.len() >= 6, "{all:?}");
+    let mut found = Vec::new();
+    for (needle, what) in [
+        (SENTENCE, "logged text"),
+        (ATTACHMENT, "attachment"),
+        ("sk-live-PLANTED", "secret"),
+    ] {
+        if let Some(f) = all
+            .iter()
+            .find(|f| contains(&std::fs::read(f).unwrap(), needle))
+        {
+            found.push(format!("{what} in {}", f.display()));
+        }
+    }
+    found
 }
 
 macro_rules! on_all_backends {

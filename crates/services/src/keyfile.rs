@@ -1,0 +1,85 @@
+//! Key material kept in the data directory, wrapped by the KMS: a file holds
+//! `{"kek_id": ..., "wrapped": <base64>}` (mode 0600), never the key itself. Used for the
+//! API-key pepper and for the storage key that encrypts the embedded database and the blobs.
+
+use crate::{Result, ServiceError};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use holdfast_crypto::{AnyKms, DataKey, Kms, Wrapped};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(format!("key file {}: {e}", path.display()))
+}
+
+/// Reads and unwraps the key in `path`; `None` when the file does not exist.
+pub async fn load(kms: &AnyKms, path: &Path, context: &str) -> Result<Option<DataKey>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(|e| io(path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(io(
+            path,
+            format!(
+                "readable by others (mode {:o}); run chmod 600",
+                mode & 0o777
+            ),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(path, e))?;
+    let kek_id = v
+        .get("kek_id")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| io(path, "no kek_id"))?;
+    let blob = v
+        .get("wrapped")
+        .and_then(|w| w.as_str())
+        .and_then(|b| B64.decode(b).ok())
+        .ok_or_else(|| io(path, "no wrapped key"))?;
+    let wrapped = Wrapped {
+        kek_id: kek_id.to_owned(),
+        blob,
+    };
+    let key = kms
+        .unwrap(&wrapped, context)
+        .await
+        .map_err(|e| io(path, e))?;
+    Ok(Some(key))
+}
+
+/// Wraps `key` and writes it to `path` (mode 0600, durably, replacing atomically).
+pub async fn store(kms: &AnyKms, path: &Path, context: &str, key: &DataKey) -> Result<()> {
+    let w = kms.wrap(key, context).await.map_err(|e| io(path, e))?;
+    let text = serde_json::json!({"kek_id": w.kek_id, "wrapped": B64.encode(&w.blob)}).to_string();
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    Ok(())
+}
+
+/// Loads the key in `path`, or makes, wraps and stores a new one.
+pub async fn load_or_create(kms: &AnyKms, path: &Path, context: &str) -> Result<DataKey> {
+    if let Some(k) = load(kms, path, context).await? {
+        return Ok(k);
+    }
+    let key = DataKey::generate().map_err(|e| ServiceError::Internal(e.to_string()))?;
+    store(kms, path, context, &key).await?;
+    Ok(key)
+}
