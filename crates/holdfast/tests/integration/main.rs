@@ -11,6 +11,7 @@
 
 mod access;
 mod api;
+mod browser;
 mod cli;
 mod compat;
 mod crash;
