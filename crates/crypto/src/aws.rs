@@ -210,8 +210,7 @@ impl Kms for AwsKms {
                 json!({"KeyId": key_id, "CiphertextBlob": B64.encode(&wrapped.blob),
                        "EncryptionContext": Self::context(context)}),
             )
-            .await
-            .map_err(|_| CryptoError::Open)?;
+            .await?;
         let plain = out
             .get("Plaintext")
             .unwrap_or(&Value::Null)

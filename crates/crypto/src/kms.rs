@@ -35,6 +35,9 @@ pub enum AnyKms {
     Local(LocalKms),
     #[cfg(feature = "aws")]
     Aws(crate::aws::AwsKms),
+    /// GCP Cloud KMS, Azure Key Vault or Vault transit.
+    #[cfg(feature = "http-kms")]
+    Http(crate::http::HttpKms),
 }
 
 impl std::fmt::Debug for AnyKms {
@@ -43,6 +46,8 @@ impl std::fmt::Debug for AnyKms {
             Self::Local(_) => f.write_str("AnyKms::Local"),
             #[cfg(feature = "aws")]
             Self::Aws(_) => f.write_str("AnyKms::Aws"),
+            #[cfg(feature = "http-kms")]
+            Self::Http(_) => f.write_str("AnyKms::Http"),
         }
     }
 }
@@ -53,6 +58,8 @@ impl Kms for AnyKms {
             Self::Local(k) => k.wrap(key, context).await,
             #[cfg(feature = "aws")]
             Self::Aws(k) => k.wrap(key, context).await,
+            #[cfg(feature = "http-kms")]
+            Self::Http(k) => k.wrap(key, context).await,
         }
     }
     async fn unwrap(&self, wrapped: &Wrapped, context: &str) -> Result<DataKey> {
@@ -60,6 +67,8 @@ impl Kms for AnyKms {
             Self::Local(k) => k.unwrap(wrapped, context).await,
             #[cfg(feature = "aws")]
             Self::Aws(k) => k.unwrap(wrapped, context).await,
+            #[cfg(feature = "http-kms")]
+            Self::Http(k) => k.unwrap(wrapped, context).await,
         }
     }
     fn current_kek(&self) -> Result<String> {
@@ -67,6 +76,8 @@ impl Kms for AnyKms {
             Self::Local(k) => k.current_kek(),
             #[cfg(feature = "aws")]
             Self::Aws(k) => k.current_kek(),
+            #[cfg(feature = "http-kms")]
+            Self::Http(k) => k.current_kek(),
         }
     }
 }

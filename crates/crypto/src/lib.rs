@@ -12,6 +12,8 @@
 pub mod aead;
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "http-kms")]
+pub mod http;
 pub mod kms;
 pub mod local;
 

@@ -35,6 +35,9 @@ pub enum BenchCommand {
         /// Keep the store in this (new) directory instead of a temporary one.
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// Store without encryption at rest (to measure what it costs).
+        #[arg(long)]
+        no_encryption_at_rest: bool,
     },
     /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
     /// against this build and against a build whose decision is short-circuited, in
@@ -191,6 +194,7 @@ async fn start_server(
     binary: &std::path::Path,
     database_url: Option<&str>,
     data_dir: Option<&std::path::Path>,
+    encrypt_at_rest: bool,
 ) -> Result<ServerProcess> {
     let tmp = match data_dir {
         Some(_) => None,
@@ -214,6 +218,7 @@ async fn start_server(
         cmd.arg("--database-url").arg(url);
     }
     cmd.env("HOLDFAST_LOG", "warn")
+        .env("HOLDFAST_ENCRYPT_AT_REST", encrypt_at_rest.to_string())
         .env("BENCH_AUTHZ_BYPASS_OK", "1")
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().context("starting the server")?;
@@ -259,7 +264,19 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             fetches,
             database_url,
             data_dir,
-        } => ingest(traces, clients, batch, fetches, database_url, data_dir).await,
+            no_encryption_at_rest,
+        } => {
+            ingest(
+                traces,
+                clients,
+                batch,
+                fetches,
+                database_url,
+                data_dir,
+                !no_encryption_at_rest,
+            )
+            .await
+        }
         BenchCommand::Authz {
             bypass_binary,
             requests,
@@ -272,7 +289,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
 /// A server ready for the authorization benchmark: a project and a policy with some body to
 /// it (custom groups, each granted on the project), and the path of the request to time.
 async fn authz_target(binary: &std::path::Path) -> Result<(ServerProcess, String)> {
-    let server = start_server(binary, None, None).await?;
+    let server = start_server(binary, None, None, true).await?;
     let client = reqwest::Client::new();
     let auth = format!("Bearer {}", server.key);
     let post = |path: &str, body: Value| {
@@ -418,11 +435,13 @@ async fn ingest(
     fetches: usize,
     database_url: Option<String>,
     data_dir: Option<std::path::PathBuf>,
+    encrypt_at_rest: bool,
 ) -> Result<()> {
     let server = start_server(
         &std::env::current_exe()?,
         database_url.as_deref(),
         data_dir.as_deref(),
+        encrypt_at_rest,
     )
     .await?;
     let client = reqwest::Client::builder()
@@ -562,7 +581,11 @@ async fn ingest(
     let backend = if database_url.is_some() {
         "postgresql"
     } else {
-        "sqlite (embedded, synchronous=FULL)"
+        if encrypt_at_rest {
+            "sqlite (embedded, synchronous=FULL, encrypted at rest)"
+        } else {
+            "sqlite (embedded, synchronous=FULL, not encrypted)"
+        }
     };
     println!("backend            {backend}");
     println!(

@@ -27,6 +27,11 @@ pub struct Settings {
     pub kms_aws_key_id: Option<String>,
     pub kms_aws_region: Option<String>,
     pub kms_aws_endpoint: Option<String>,
+    /// GCP, Azure and Vault: the key (GCP `projects/…/cryptoKeys/…`, the Azure key's URL, or
+    /// Vault `mount/key`) and the API endpoint (GCP and Vault). Tokens come from
+    /// `GOOGLE_OAUTH_ACCESS_TOKEN`, `AZURE_KEY_VAULT_TOKEN` or `VAULT_TOKEN`.
+    pub kms_key: Option<String>,
+    pub kms_endpoint: Option<String>,
     /// Serve HTTPS with this certificate chain and private key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -48,6 +53,8 @@ impl Default for Settings {
             kms_aws_key_id: None,
             kms_aws_region: None,
             kms_aws_endpoint: None,
+            kms_key: None,
+            kms_endpoint: None,
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
@@ -146,7 +153,17 @@ impl CommonArgs {
                     bail!("invalid setting: kms = \"aws\" needs kms_aws_key_id and kms_aws_region");
                 }
             }
-            other => bail!("invalid setting: kms must be \"local\" or \"aws\" (got {other:?})"),
+            "gcp" | "azure" | "vault" => {
+                if settings.kms_key.is_none() {
+                    bail!("invalid setting: kms = {:?} needs kms_key", settings.kms);
+                }
+                if settings.kms == "vault" && settings.kms_endpoint.is_none() {
+                    bail!("invalid setting: kms = \"vault\" needs kms_endpoint");
+                }
+            }
+            other => bail!(
+                "invalid setting: kms must be \"local\", \"aws\", \"gcp\", \"azure\" or \"vault\" (got {other:?})"
+            ),
         }
         if settings.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(

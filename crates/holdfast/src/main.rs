@@ -9,6 +9,7 @@ use config::{CommonArgs, Settings};
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
 use holdfast_crypto::AnyKms;
 use holdfast_crypto::aws::{AwsConfig, AwsKms};
+use holdfast_crypto::http::{Flavor, HttpKms};
 use holdfast_crypto::local::LocalKms;
 use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
@@ -206,6 +207,32 @@ fn open_kms(settings: &Settings) -> Result<AnyKms> {
                 session_token: env("AWS_SESSION_TOKEN").map(Into::into),
             };
             Ok(AnyKms::Aws(AwsKms::new(config)?))
+        }
+        flavor @ ("gcp" | "azure" | "vault") => {
+            let (flavor, token_var, default_endpoint) = match flavor {
+                "gcp" => (
+                    Flavor::Gcp,
+                    "GOOGLE_OAUTH_ACCESS_TOKEN",
+                    "https://cloudkms.googleapis.com",
+                ),
+                "azure" => (Flavor::Azure, "AZURE_KEY_VAULT_TOKEN", ""),
+                _ => (Flavor::Vault, "VAULT_TOKEN", ""),
+            };
+            let token = std::env::var(token_var)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .with_context(|| format!("kms = {flavor:?} needs {token_var}"))?;
+            let endpoint = settings
+                .kms_endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint.to_owned());
+            let key = settings.kms_key.clone().context("kms_key")?;
+            Ok(AnyKms::Http(HttpKms::new(
+                flavor,
+                &endpoint,
+                &key,
+                token.into(),
+            )?))
         }
         _ => Ok(AnyKms::Local(LocalKms::open_or_create(
             &settings.data_dir.join("kms"),

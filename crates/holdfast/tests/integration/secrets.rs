@@ -507,3 +507,220 @@ mod run {
     use super::backends;
     on_all_backends!(provider_secrets, rotation, aws_kms);
 }
+
+/// A local stand-in for GCP Cloud KMS, Azure Key Vault and Vault transit, speaking the part
+/// of each documented API that Holdfast uses, with real AES-256-GCM under a key of its own
+/// (associated data where the real API has it), and refusing a wrong token.
+mod doubles {
+    use axum::Json;
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub const TOKEN: &str = "double-token-1234";
+
+    #[derive(Clone)]
+    struct Double {
+        key: Arc<holdfast_crypto::DataKey>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    type Reply = Result<Json<Value>, StatusCode>;
+
+    fn authorized(h: &HeaderMap) -> Result<(), StatusCode> {
+        let bearer = h.get("authorization").and_then(|v| v.to_str().ok());
+        let vault = h.get("x-vault-token").and_then(|v| v.to_str().ok());
+        if bearer == Some(&format!("Bearer {TOKEN}")) || vault == Some(TOKEN) {
+            Ok(())
+        } else {
+            Err(StatusCode::FORBIDDEN)
+        }
+    }
+
+    fn b64(v: &Value, field: &str) -> Result<Vec<u8>, StatusCode> {
+        v[field]
+            .as_str()
+            .and_then(|s| B64.decode(s).ok())
+            .ok_or(StatusCode::BAD_REQUEST)
+    }
+
+    impl Double {
+        fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            holdfast_crypto::seal(&self.key, aad, plain).unwrap()
+        }
+        fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StatusCode> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            holdfast_crypto::open(&self.key, aad, sealed)
+                .map(|p| p.to_vec())
+                .map_err(|_| StatusCode::BAD_REQUEST)
+        }
+    }
+
+    // GCP: POST /v1/{name}:encrypt|decrypt (the colon is part of the last segment).
+    async fn gcp(
+        State(d): State<Double>,
+        h: HeaderMap,
+        Path(rest): Path<String>,
+        Json(b): Json<Value>,
+    ) -> Reply {
+        authorized(&h)?;
+        let aad = b64(&b, "additionalAuthenticatedData").unwrap_or_default();
+        if rest.ends_with(":encrypt") {
+            let ct = d.seal(&aad, &b64(&b, "plaintext")?);
+            Ok(Json(json!({"name": rest, "ciphertext": B64.encode(ct)})))
+        } else if rest.ends_with(":decrypt") {
+            let pt = d.open(&aad, &b64(&b, "ciphertext")?)?;
+            Ok(Json(json!({"plaintext": B64.encode(pt)})))
+        } else {
+            Err(StatusCode::NOT_FOUND)
+        }
+    }
+
+    // Azure: POST /keys/{name}/{version}/wrapkey|unwrapkey?api-version=7.4
+    async fn azure(
+        State(d): State<Double>,
+        h: HeaderMap,
+        Path((name, version, op)): Path<(String, String, String)>,
+        Json(b): Json<Value>,
+    ) -> Reply {
+        authorized(&h)?;
+        let value = b["value"]
+            .as_str()
+            .and_then(|s| B64URL.decode(s).ok())
+            .ok_or(StatusCode::BAD_REQUEST)?;
+        let kid = format!("keys/{name}/{version}");
+        let out = match op.as_str() {
+            "wrapkey" => d.seal(kid.as_bytes(), &value),
+            "unwrapkey" => d.open(kid.as_bytes(), &value)?,
+            _ => return Err(StatusCode::NOT_FOUND),
+        };
+        Ok(Json(json!({"kid": kid, "value": B64URL.encode(out)})))
+    }
+
+    // Vault transit: POST /v1/{mount}/encrypt|decrypt/{key}
+    async fn vault(
+        State(d): State<Double>,
+        h: HeaderMap,
+        Path((_mount, op, key)): Path<(String, String, String)>,
+        Json(b): Json<Value>,
+    ) -> Reply {
+        authorized(&h)?;
+        let ctx = b64(&b, "context").unwrap_or_default();
+        match op.as_str() {
+            "encrypt" => {
+                let ct = d.seal(&ctx, &b64(&b, "plaintext")?);
+                Ok(Json(
+                    json!({"data": {"ciphertext": format!("vault:v1:{}", B64.encode(ct)), "key_version": 1}}),
+                ))
+            }
+            "decrypt" => {
+                let ct = b["ciphertext"]
+                    .as_str()
+                    .and_then(|c| c.strip_prefix("vault:v1:"))
+                    .and_then(|c| B64.decode(c).ok())
+                    .ok_or(StatusCode::BAD_REQUEST)?;
+                let pt = d.open(&ctx, &ct)?;
+                let _ = key;
+                Ok(Json(json!({"data": {"plaintext": B64.encode(pt)}})))
+            }
+            _ => Err(StatusCode::NOT_FOUND),
+        }
+    }
+
+    /// Serves all three on a loopback port; returns its base URL and a call counter.
+    pub async fn start() -> (String, Arc<AtomicUsize>) {
+        let d = Double {
+            key: Arc::new(holdfast_crypto::DataKey::generate().unwrap()),
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let calls = d.calls.clone();
+        let app = axum::Router::new()
+            .route("/v1/projects/{*rest}", post(gcp))
+            .route("/keys/{name}/{version}/{op}", post(azure))
+            .route("/v1/{mount}/{op}/{key}", post(vault))
+            .with_state(d);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, calls)
+    }
+}
+
+/// GCP Cloud KMS, Azure Key Vault and Vault transit, each against a local double of its API.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_kms_providers() {
+    let (base, calls) = doubles::start().await;
+    let azure_key = format!("{base}/keys/holdfast/v1");
+    for (kms, key, endpoint, token_var) in [
+        (
+            "gcp",
+            "projects/p/locations/global/keyRings/r/cryptoKeys/holdfast",
+            base.as_str(),
+            "GOOGLE_OAUTH_ACCESS_TOKEN",
+        ),
+        ("azure", azure_key.as_str(), "", "AZURE_KEY_VAULT_TOKEN"),
+        ("vault", "transit/holdfast", base.as_str(), "VAULT_TOKEN"),
+    ] {
+        let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+        let mut env = vec![
+            ("HOLDFAST_KMS", kms),
+            ("HOLDFAST_KMS_KEY", key),
+            (token_var, doubles::TOKEN),
+        ];
+        if !endpoint.is_empty() {
+            env.push(("HOLDFAST_KMS_ENDPOINT", endpoint));
+        }
+        let server = Server::start_with(Backend::Sqlite, &env).await;
+        server
+            .ok(
+                "POST",
+                "/v1/ai_secret",
+                Some(json!({"name": "K", "secret": SECRET})),
+            )
+            .await;
+        assert!(
+            server
+                .cli_line(&["secrets", "verify"])
+                .starts_with("all 1 secrets decrypt"),
+            "{kms}"
+        );
+        let text = std::fs::read_to_string(server.data_dir().join("storage.key")).unwrap();
+        assert!(
+            text.contains(&format!("\"kek_id\":\"{kms}:{key}\"")),
+            "{kms}: {text}"
+        );
+        assert!(!server.data_dir().join("kms").exists());
+        assert!(
+            calls.load(std::sync::atomic::Ordering::SeqCst) > before + 2,
+            "{kms}"
+        );
+        // A wrong token: the server does not start, and says why.
+        let bad: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| {
+                if *k == token_var {
+                    (*k, "wrong")
+                } else {
+                    (*k, *v)
+                }
+            })
+            .collect();
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["secrets", "verify"])
+            .args(server.store_args())
+            .envs(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{kms}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("403"), "{kms}: {err}");
+    }
+}
