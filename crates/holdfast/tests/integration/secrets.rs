@@ -724,3 +724,104 @@ async fn http_kms_providers() {
         assert!(err.contains("403"), "{kms}: {err}");
     }
 }
+
+/// With `sslmode=verify-full` the server talks to PostgreSQL over TLS, checking the
+/// certificate and host name (the test server's certificate is Debian's snakeoil one, for
+/// `localhost`); a host name the certificate does not name is refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_verified_tls() {
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if !backends().contains(&Backend::Postgres) || !std::path::Path::new(snakeoil).exists() {
+        eprintln!(
+            "skipped: needs TEST_DATABASE_URL and a PostgreSQL with the snakeoil certificate"
+        );
+        return;
+    }
+    let plain = crate::harness::fresh_database().await;
+    let name = plain.rsplit('/').next().unwrap().to_owned();
+    let tls_url = format!(
+        "postgres://postgres@localhost:5432/{name}?sslmode=verify-full&sslrootcert={snakeoil}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "init",
+            "--org",
+            "o",
+            "--owner",
+            "a@example.test",
+            "--database-url",
+            &tls_url,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A server on it connects over TLS only.
+    let port = free_port();
+    let mut serve = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &tls_url,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pool = sqlx::PgPool::connect(&plain).await.unwrap();
+    let seen: Vec<(bool,)> = sqlx::query_as(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+         WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(ready, "the server did not start over TLS");
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(ssl,)| *ssl),
+        "{seen:?}"
+    );
+    // A host name outside the certificate is refused, and the error says so.
+    let wrong = tls_url.replace("@localhost:", "@127.0.0.1:");
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "org",
+            "create",
+            "x",
+            "--owner",
+            "b@example.test",
+            "--database-url",
+            &wrong,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("certificate") || err.contains("tls"), "{err}");
+}
