@@ -48,7 +48,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn read_private(path: &Path) -> Result<Vec<u8>> {
+/// Reads a key file, refusing one that others can read.
+pub fn read_private(path: &Path) -> Result<Vec<u8>> {
     let mut f = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
     let mode = f
         .metadata()

@@ -17,8 +17,8 @@
 use crate::objects::{body_obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
 use holdfast_core::authz::{
-    self, BUILTIN_GROUPS, Capability, KeyScope, Kind, Permission, Principal, Subject, SystemPass,
-    Target, builtin_roles,
+    self, BUILTIN_GROUPS, Capability, KeyScope, Kind, OrgPass, Permission, Principal, Subject,
+    SystemPass, Target, builtin_roles,
 };
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{
@@ -940,12 +940,26 @@ impl Services {
             authz::org_grant(principal, &policy, Permission::Delete, Kind::OrgMember)
                 .map_err(|_| ServiceError::Forbidden("only owners revoke others' keys".into()))?
         };
+        self.revoke(principal, &pass, key, "api key").await
+    }
+
+    /// Revokes a key the caller was allowed to name, drops cached verifications, and answers
+    /// the key as revoked.
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        pass: &OrgPass,
+        key: ApiKeyRecord,
+        what: &str,
+    ) -> Result<Value> {
         let now = self.now();
-        if !self.store.end_key(&pass, id, None, Some(&now)).await? {
-            return Err(ServiceError::NotFound("active api key".into()));
+        if !self.store.end_key(pass, &key.id, None, Some(&now)).await? {
+            return Err(ServiceError::NotFound(format!("active {what}")));
         }
         self.keys.clear_cache();
-        principal.trail.change(json!({"key_revoked": id}));
+        principal
+            .trail
+            .change(json!({"revoked": what, "id": key.id}));
         Ok(key_json(
             &ApiKeyRecord {
                 revoked_at: Some(now),
@@ -1118,19 +1132,7 @@ impl Services {
                         .any(|u| u.id == k.user_id && u.kind == "service")
             })
             .ok_or_else(|| ServiceError::NotFound("service token".into()))?;
-        let now = self.now();
-        if !self.store.end_key(&pass, id, None, Some(&now)).await? {
-            return Err(ServiceError::NotFound("active service token".into()));
-        }
-        self.keys.clear_cache();
-        principal.trail.change(json!({"service_token_revoked": id}));
-        Ok(key_json(
-            &ApiKeyRecord {
-                revoked_at: Some(now),
-                ..key
-            },
-            None,
-        ))
+        self.revoke(principal, &pass, key, "service token").await
     }
 
     // ---- bootstrap and the operator CLI ----

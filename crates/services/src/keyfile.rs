@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use holdfast_crypto::{AnyKms, DataKey, Kms, Wrapped};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
@@ -16,24 +16,11 @@ fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
 
 /// Reads and unwraps the key in `path`; `None` when the file does not exist.
 pub async fn load(kms: &AnyKms, path: &Path, context: &str) -> Result<Option<DataKey>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path, e)),
-    };
-    let mode = std::fs::metadata(path)
-        .map_err(|e| io(path, e))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(io(
-            path,
-            format!(
-                "readable by others (mode {:o}); run chmod 600",
-                mode & 0o777
-            ),
-        ));
+    if !path.exists() {
+        return Ok(None);
     }
+    let bytes = holdfast_crypto::local::read_private(path).map_err(|e| io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| io(path, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(path, e))?;
     let kek_id = v
         .get("kek_id")

@@ -45,6 +45,21 @@ pub struct Store {
     pub(crate) writer: crate::writer::WriterHandle,
 }
 
+/// How every connection to an embedded store opens: with `key`, through SQLCipher with the
+/// store's cipher settings (part of its file format). Operators' tools connect the same way.
+pub fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnectOptions {
+    let mut opts = SqliteConnectOptions::new();
+    if let Some(k) = key {
+        let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+        // Must be the first statement on every connection; sqlx keeps `key` first.
+        opts = opts.pragma("key", format!("\"x'{hex}'\""));
+        // SHA-256 runs on the CPU's SHA instructions and costs about half of SHA-512 (the
+        // SQLCipher default) per page here.
+        opts = opts.pragma("cipher_hmac_algorithm", "HMAC_SHA256");
+    }
+    opts.filename(path)
+}
+
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema.sql")),
     (2, include_str!("authz.sql")),
@@ -56,17 +71,8 @@ impl Store {
     /// are encrypted with it (SQLCipher: AES-256 per page with an HMAC), and a wrong key
     /// fails here rather than later.
     pub async fn open_sqlite(path: &Path, key: Option<&[u8; 32]>) -> Result<Self> {
-        let mut opts = SqliteConnectOptions::new();
-        if let Some(k) = key {
-            let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
-            // Must be the first statement on every connection; sqlx keeps `key` first.
-            opts = opts.pragma("key", format!("\"x'{hex}'\""));
-            // Part of the file format: every store opens with the same choice. SHA-256 runs
-            // on the CPU's SHA instructions and costs about half of SHA-512 per page here.
-            opts = opts.pragma("cipher_hmac_algorithm", "HMAC_SHA256");
-        }
-        let opts = opts
-            .filename(path)
+        let opts = sqlite_options(path, key)
+            .create_if_missing(true)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)

@@ -26,7 +26,7 @@ pub use access::{
     AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
     parse_member_permission,
 };
-pub use db::Store;
+pub use db::{Store, sqlite_options};
 pub use meta::{
     ApiKeyRecord, AttachmentRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord,
     UserRecord,

@@ -305,13 +305,10 @@ impl Server {
         )
         .await
         .unwrap();
-        let mut opts = sqlx::sqlite::SqliteConnectOptions::new();
-        if let Some(k) = key {
-            let hex: String = k.expose().iter().map(|b| format!("{b:02x}")).collect();
-            opts = opts.pragma("key", format!("\"x'{hex}'\""));
-        }
-        sqlx::SqlitePool::connect_with(opts.filename(self.dir.join("holdfast.db")))
-            .await
-            .unwrap()
+        let opts = holdfast_store::sqlite_options(
+            &self.dir.join("holdfast.db"),
+            key.as_ref().map(|k| k.expose()),
+        );
+        sqlx::SqlitePool::connect_with(opts).await.unwrap()
     }
 }
