@@ -338,10 +338,12 @@ impl Services {
         Ok(secret_json(kind, &gone))
     }
 
-    /// `DELETE /v1/ai_secret` with `{name, org_name}`.
+    /// `DELETE /v1/ai_secret` with `{name, org_name}`; `DELETE /v1/env_var` with `{name,
+    /// object_type, object_id}`.
     pub async fn delete_secret_by_name(
         &self,
         principal: &Principal,
+        kind: SecretKind,
         body: &Value,
     ) -> Result<Value> {
         let b = body_obj(body)?;
@@ -353,14 +355,14 @@ impl Services {
             }
         }
         let pass = self.secret_pass(principal, Permission::Delete).await?;
+        let (object_type, object_id) = self.secret_owner(principal, kind, b).await?;
         let found = self
             .store
-            .list_secrets(&pass, SecretKind::AiSecret.as_str(), None)
+            .list_secrets(&pass, kind.as_str(), Some((&object_type, &object_id)))
             .await?
             .into_iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| ServiceError::NotFound(format!("ai_secret {name:?}")))?;
-        self.delete_secret(principal, SecretKind::AiSecret, &found.id)
-            .await
+            .ok_or_else(|| ServiceError::NotFound(format!("{} {name:?}", kind.as_str())))?;
+        self.delete_secret(principal, kind, &found.id).await
     }
 }

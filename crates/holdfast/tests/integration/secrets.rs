@@ -205,7 +205,24 @@ async fn provider_secrets(backend: Backend) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&eid) && !err.contains(&sid), "{err}");
-    // Deleting by name.
+    // Deleting by name: an env var names its owner.
+    let (st, b) = server
+        .call(
+            "DELETE",
+            "/v1/env_var",
+            Some(&server.key),
+            Some(json!({"name": "DB_PASSWORD"})),
+        )
+        .await;
+    assert_error(st, &b, 400, "bad_request");
+    let gone = server
+        .ok(
+            "DELETE",
+            "/v1/env_var",
+            Some(json!({"name": "DB_PASSWORD", "object_type": "project", "object_id": p})),
+        )
+        .await;
+    assert_eq!(id(&gone), eid);
     let gone = server
         .ok(
             "DELETE",

@@ -46,12 +46,10 @@ pub fn router() -> Router<AppState> {
         (SecretKind::AiSecret, "ai_secret"),
         (SecretKind::EnvVar, "env_var"),
     ] {
-        let mut collection = get(move |s, a, q| list_secrets(k, s, a, q))
+        let collection = get(move |s, a, q| list_secrets(k, s, a, q))
             .post(move |s, a, b| put_secret(k, false, s, a, b))
-            .put(move |s, a, b| put_secret(k, true, s, a, b));
-        if k == SecretKind::AiSecret {
-            collection = collection.delete(delete_secret_by_name);
-        }
+            .put(move |s, a, b| put_secret(k, true, s, a, b))
+            .delete(move |s, a, b| delete_secret_by_name(k, s, a, b));
         r = r.route(&format!("/v1/{name}"), collection).route(
             &format!("/v1/{name}/{{id}}"),
             get(move |s, a, p| get_secret(k, s, a, p))
@@ -330,11 +328,12 @@ async fn delete_secret(
 }
 
 async fn delete_secret_by_name(
+    k: SecretKind,
     State(st): State<AppState>,
     Authed(p): Authed,
     JsonBody(b): JsonBody,
 ) -> Reply {
-    Ok(Json(st.services.delete_secret_by_name(&p, &b).await?))
+    Ok(Json(st.services.delete_secret_by_name(&p, k, &b).await?))
 }
 
 // ---- audit ----
