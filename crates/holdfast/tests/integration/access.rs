@@ -103,19 +103,7 @@ async fn world(server: &Server) -> World {
         )
         .await;
 
-    let user = |email: &str, group: &str| {
-        server.cli_line(&[
-            "user",
-            "create",
-            "--org",
-            "default",
-            "--email",
-            email,
-            "--group",
-            group,
-            "--print-key",
-        ])
-    };
+    let user = |email: &str, group: &str| server.member_key(email, group);
     let engineer = user("eng@example.test", "Engineers");
     let viewer = user("view@example.test", "Viewers");
     // A custom group granted the Engineer role on project A only.
@@ -905,17 +893,7 @@ async fn groups_and_members(backend: Backend) {
     let p = id(&server
         .ok("POST", "/v1/project", Some(json!({"name": "p"})))
         .await);
-    let key = server.cli_line(&[
-        "user",
-        "create",
-        "--org",
-        "default",
-        "--email",
-        "dana@example.test",
-        "--group",
-        "Viewers",
-        "--print-key",
-    ]);
+    let key = server.member_key("dana@example.test", "Viewers");
     let k = Some(key.as_str());
     let ds = json!({"project_id": p, "name": "d"});
     let (s, b) = server
@@ -1085,17 +1063,7 @@ async fn audit_trail(backend: Backend) {
         .call("GET", "/v1/project", Some("hf_not-a-key"), None)
         .await;
     assert_eq!(s, 401);
-    let viewer = server.cli_line(&[
-        "user",
-        "create",
-        "--org",
-        "default",
-        "--email",
-        "v@example.test",
-        "--group",
-        "Viewers",
-        "--print-key",
-    ]);
+    let viewer = server.member_key("v@example.test", "Viewers");
     assert_eq!(
         server
             .call(

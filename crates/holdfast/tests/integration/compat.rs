@@ -36,28 +36,13 @@ fn run_script(server: &Server, key: &str, program: &str, script: &str, project: 
     format!("{stdout}\n--- stderr\n{stderr}")
 }
 
-/// A key for a new member of `group`.
-fn member_key(server: &Server, email: &str, group: &str) -> String {
-    server.cli_line(&[
-        "user",
-        "create",
-        "--org",
-        "default",
-        "--email",
-        email,
-        "--group",
-        group,
-        "--print-key",
-    ])
-}
-
 async fn python_flows(backend: Backend) {
     // The payload cap is lowered so that a 300 KB row goes through /logs3/overflow.
     let server =
         Server::start_with(backend, &[("HOLDFAST_LOGS3_PAYLOAD_MAX_BYTES", "200000")]).await;
     let python = compat_dir().join(".venv/bin/python");
     // The flows run as an Engineer, not as the owner.
-    let engineer = member_key(&server, "engineer@example.test", "Engineers");
+    let engineer = server.member_key("engineer@example.test", "Engineers");
     let out = run_script(
         &server,
         &engineer,
@@ -81,7 +66,7 @@ async fn python_flows(backend: Backend) {
 
 async fn js_flows(backend: Backend) {
     let server = Server::start(backend).await;
-    let engineer = member_key(&server, "engineer@example.test", "Engineers");
+    let engineer = server.member_key("engineer@example.test", "Engineers");
     let out = run_script(&server, &engineer, "node", "js/sdk_flows.mjs", "compat-js");
     assert!(out.contains("js sdk flows: all passed"), "{out}");
 }
@@ -96,7 +81,7 @@ async fn viewer_flow(backend: Backend) {
         )
         .await;
     let pid = project["id"].as_str().unwrap();
-    let viewer = member_key(&server, "viewer@example.test", "Viewers");
+    let viewer = server.member_key("viewer@example.test", "Viewers");
     let python = compat_dir().join(".venv/bin/python");
     let out = run_script(
         &server,

@@ -247,6 +247,21 @@ impl Server {
         cmd.output().expect("run holdfast")
     }
 
+    /// Adds a member of organization `default` to `group` with the CLI; returns their new key.
+    pub fn member_key(&self, email: &str, group: &str) -> String {
+        self.cli_line(&[
+            "user",
+            "create",
+            "--org",
+            "default",
+            "--email",
+            email,
+            "--group",
+            group,
+            "--print-key",
+        ])
+    }
+
     /// Runs the CLI, expects success, and returns its one line of output (a key).
     pub fn cli_line(&self, args: &[&str]) -> String {
         let out = self.cli(args);

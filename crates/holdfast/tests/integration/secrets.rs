@@ -148,17 +148,7 @@ async fn provider_secrets(backend: Backend) {
         .await;
     assert_eq!(listed["objects"].as_array().unwrap().len(), 1);
     // Secret administration is not an Engineer's.
-    let engineer = server.cli_line(&[
-        "user",
-        "create",
-        "--org",
-        "default",
-        "--email",
-        "e@example.test",
-        "--group",
-        "Engineers",
-        "--print-key",
-    ]);
+    let engineer = server.member_key("e@example.test", "Engineers");
     for (method, path, body) in [
         ("GET", "/v1/ai_secret".to_owned(), None),
         ("GET", format!("/v1/ai_secret/{sid}"), None),
