@@ -231,8 +231,9 @@ impl Kms for AwsKms {
 mod tests {
     use super::*;
 
-    /// The signature of AWS's documented SigV4 example key and date, computed by hand from
-    /// the algorithm, must be reproducible (a change in canonicalization breaks it).
+    /// The signature is deterministic for a time and body, is scoped to the date, region and
+    /// `kms`, signs the expected headers, and changes with the operation. (It is not checked
+    /// against a signature computed elsewhere; moto's KMS server does not verify signatures.)
     #[test]
     fn signing_is_deterministic_and_scoped() {
         let kms = AwsKms::new(AwsConfig {

@@ -58,6 +58,16 @@ fn str_list(body: &Map<String, Value>, field: &str) -> Result<Vec<String>> {
     }
 }
 
+/// Built-in roles are the same in every organization and cannot be changed or deleted.
+fn refuse_builtin_role(id: &str) -> Result<()> {
+    if builtin_roles().iter().any(|r| r.0 == id) {
+        return Err(ServiceError::Forbidden(
+            "built-in roles cannot be changed or deleted".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn entity_json(e: Entity, r: &EntityRecord) -> Value {
     let (members, includes) = match e {
         Entity::Group => ("member_users", "member_groups"),
@@ -258,11 +268,7 @@ impl Services {
         body: &Value,
     ) -> Result<Value> {
         let body = body_obj(body)?;
-        if builtin_roles().iter().any(|r| r.0 == id) {
-            return Err(ServiceError::Forbidden(
-                "built-in roles cannot be changed".into(),
-            ));
-        }
+        refuse_builtin_role(id)?;
         let pass = self
             .org_grant(principal, Permission::Update, e.kind())
             .await?;
@@ -326,11 +332,7 @@ impl Services {
     }
 
     pub async fn delete_entity(&self, principal: &Principal, e: Entity, id: &str) -> Result<Value> {
-        if builtin_roles().iter().any(|r| r.0 == id) {
-            return Err(ServiceError::Forbidden(
-                "built-in roles cannot be deleted".into(),
-            ));
-        }
+        refuse_builtin_role(id)?;
         let pass = self
             .org_grant(principal, Permission::Delete, e.kind())
             .await?;

@@ -1166,11 +1166,9 @@ async fn audit_trail(backend: Backend) {
     assert!(secret_free.contains("auth.failure"));
     assert!(!secret_free.contains(&server.key) && !secret_free.contains(&viewer));
     // Edit one stored entry: verify fails and names it.
-    tamper(
-        &server,
-        "UPDATE audit_log SET actor_id = 'mallory' WHERE seq = 3",
-    )
-    .await;
+    server
+        .execute_sql("UPDATE audit_log SET actor_id = 'mallory' WHERE seq = 3")
+        .await;
     let out = server.cli(&["audit", "verify"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1194,33 +1192,6 @@ async fn dump_audit(server: &Server) -> String {
         }
     };
     format!("{rows:?}")
-}
-
-/// Runs one statement straight against the database, as someone with the disk would.
-async fn tamper(server: &Server, sql: &'static str) {
-    match &server.database_url {
-        Some(url) => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        None => {
-            let pool = server.sqlite_pool().await;
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-    }
-}
-
-macro_rules! on_all_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                for b in backends() {
-                    super::$name(b).await;
-                }
-            }
-        )*
-    };
 }
 
 mod run {

@@ -529,19 +529,6 @@ async fn rest_objects(backend: Backend) {
     assert_error(s, &b, 400, "bad_request");
 }
 
-macro_rules! on_all_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                for b in backends() {
-                    super::$name(b).await;
-                }
-            }
-        )*
-    };
-}
-
 mod run {
     use super::backends;
     on_all_backends!(

@@ -307,6 +307,22 @@ pub fn assert_error(status: u16, body: &Value, expected: u16, code: &str) {
 }
 
 impl Server {
+    /// Runs one statement straight against the store's database (PostgreSQL, or the
+    /// embedded one opened with its key), as an operator with the disk and the key would.
+    pub async fn execute_sql(&self, statement: &str) {
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        match &self.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            None => {
+                let pool = self.sqlite_pool().await;
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+        }
+    }
+
     /// A direct connection to the embedded database, opened with its storage key (unwrapped
     /// by the local KMS), as an operator holding the key material would.
     pub async fn sqlite_pool(&self) -> sqlx::SqlitePool {

@@ -9,6 +9,21 @@
     clippy::indexing_slicing
 )]
 
+/// Runs each named `async fn(Backend)` of the enclosing module's parent as one test on every
+/// backend this run covers.
+macro_rules! on_all_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                for b in backends() {
+                    super::$name(b).await;
+                }
+            }
+        )*
+    };
+}
+
 mod access;
 mod api;
 mod browser;

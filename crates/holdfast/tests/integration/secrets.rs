@@ -57,26 +57,6 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-async fn sql(server: &Server, statement: &str) {
-    let statement = statement.to_owned();
-    match &server.database_url {
-        Some(url) => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        None => {
-            let pool = server.sqlite_pool().await;
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    }
-}
-
 async fn provider_secrets(backend: Backend) {
     let server = Server::start(backend).await;
     let created = server
@@ -184,9 +164,7 @@ async fn provider_secrets(backend: Backend) {
     );
     // A ciphertext copied onto another row does not open there.
     let eid = id(&env);
-    sql(
-        &server,
-        &format!(
+    server.execute_sql(&format!(
             "UPDATE secrets SET ciphertext = (SELECT ciphertext FROM secrets WHERE id = '{sid}') WHERE id = '{eid}'"
         ),
     )
@@ -495,19 +473,6 @@ async fn leaks(server: &Server) -> Vec<String> {
         }
     }
     found
-}
-
-macro_rules! on_all_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                for b in backends() {
-                    super::$name(b).await;
-                }
-            }
-        )*
-    };
 }
 
 mod run {
