@@ -217,7 +217,9 @@ async fn start_server(
     if let Some(url) = database_url {
         cmd.arg("--database-url").arg(url);
     }
-    cmd.env("HOLDFAST_LOG", "warn")
+    // The server logs warnings only, unless HOLDFAST_LOG asks for more.
+    let log = std::env::var("HOLDFAST_LOG").unwrap_or_else(|_| "warn".into());
+    cmd.env("HOLDFAST_LOG", log)
         .env("HOLDFAST_ENCRYPT_AT_REST", encrypt_at_rest.to_string())
         .env("BENCH_AUTHZ_BYPASS_OK", "1")
         .stdout(std::process::Stdio::piped());
@@ -504,15 +506,38 @@ async fn ingest(
         generated.elapsed().as_secs_f64()
     );
     let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
+    let rows_per_request = traces_per_batch * 5;
     let client_cpu_before = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Throughput per interval on stderr, so that a slowdown as the store grows shows.
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            let mut last = 0u64;
+            loop {
+                tick.tick().await;
+                let now = done.load(std::sync::atomic::Ordering::Relaxed);
+                eprintln!(
+                    "{:>6.0} s  {:>9} rows stored  {:>6.0} rows/s in the last 10 s",
+                    started.elapsed().as_secs_f64(),
+                    now,
+                    (now - last) as f64 / 10.0
+                );
+                last = now;
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, auth, url, queue) = (
+        let (client, auth, url, queue, done) = (
             client.clone(),
             auth.clone(),
             server.url.clone(),
             queue.clone(),
+            done.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -535,6 +560,7 @@ async fn ingest(
                     );
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                done.fetch_add(rows_per_request, std::sync::atomic::Ordering::Relaxed);
             }
             Ok::<_, anyhow::Error>(latencies)
         }));
@@ -544,6 +570,7 @@ async fn ingest(
         latencies.extend(t.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    progress.abort();
     let server_cpu = cpu_seconds(server.child.id()).unwrap_or(0.0);
     let client_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - client_cpu_before;
     latencies.sort_by(f64::total_cmp);

@@ -1,11 +1,13 @@
 //! Connections, pragmas and migrations.
 
 use crate::Result;
+use crate::index::{CATCH_UP_IDLE, CATCH_UP_ROWS, RowIndex};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -43,6 +45,8 @@ pub struct Store {
     pub(crate) write: Pools,
     /// The row writer task (group commit).
     pub(crate) writer: crate::writer::WriterHandle,
+    /// Versions not yet in `row_index` (see `index`).
+    pub(crate) index: Arc<RowIndex>,
 }
 
 /// How every connection to an embedded store opens: with `key`, through SQLCipher with the
@@ -60,10 +64,16 @@ pub fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnectOptio
     opts.filename(path)
 }
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("schema.sql")),
-    (2, include_str!("authz.sql")),
-    (3, include_str!("secrets.sql")),
+/// Schema versions: the SQL for SQLite, then for PostgreSQL.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, include_str!("schema.sql"), include_str!("schema.sql")),
+    (2, include_str!("authz.sql"), include_str!("authz.sql")),
+    (3, include_str!("secrets.sql"), include_str!("secrets.sql")),
+    (
+        4,
+        include_str!("row_index_sqlite.sql"),
+        include_str!("row_index_postgres.sql"),
+    ),
 ];
 
 impl Store {
@@ -71,8 +81,16 @@ impl Store {
     /// are encrypted with it (SQLCipher: AES-256 per page with an HMAC), and a wrong key
     /// fails here rather than later.
     pub async fn open_sqlite(path: &Path, key: Option<&[u8; 32]>) -> Result<Self> {
+        let index = RowIndex::new(true, CATCH_UP_ROWS, CATCH_UP_IDLE);
+        Self::open_sqlite_with(path, key, index).await
+    }
+
+    pub(crate) async fn open_sqlite_with(
+        path: &Path,
+        key: Option<&[u8; 32]>,
+        index: RowIndex,
+    ) -> Result<Self> {
         let opts = sqlite_options(path, key)
-            .create_if_missing(true)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -106,12 +124,15 @@ impl Store {
             .await?;
         tokio::spawn(checkpoint_loop(checkpointer));
         let write = Pools::Sqlite(write);
+        let index = Arc::new(index);
         let store = Self {
             read: Pools::Sqlite(read),
-            writer: crate::writer::spawn_writer(write.clone())?,
+            writer: crate::writer::spawn_writer(write.clone(), index.clone())?,
             write,
+            index,
         };
         store.migrate().await?;
+        crate::writer::index_after_start(&store.write).await?;
         Ok(store)
     }
 
@@ -122,10 +143,12 @@ impl Store {
             .connect(url)
             .await?;
         let write = Pools::Postgres(pool.clone());
+        let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
         let store = Self {
             read: Pools::Postgres(pool),
-            writer: crate::writer::spawn_writer(write.clone())?,
+            writer: crate::writer::spawn_writer(write.clone(), index.clone())?,
             write,
+            index,
         };
         store.migrate().await?;
         Ok(store)
@@ -148,10 +171,14 @@ impl Store {
             let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
                 .fetch_all(&mut *tx)
                 .await?;
-            for (version, sql) in MIGRATIONS {
+            for (version, sqlite, postgres) in MIGRATIONS {
                 if applied.contains(version) {
                     continue;
                 }
+                let sql = match &self.write {
+                    Pools::Sqlite(_) => sqlite,
+                    Pools::Postgres(_) => postgres,
+                };
                 sqlx::raw_sql(*sql).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
                     .bind(version)

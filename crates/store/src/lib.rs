@@ -17,9 +17,12 @@
 
 mod access;
 mod db;
+mod index;
 mod meta;
 mod rows;
 mod secrets;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 pub use access::{

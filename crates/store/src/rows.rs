@@ -3,12 +3,14 @@
 //! hide rows whose newest version is a delete.
 
 use crate::db::with_pool;
+use crate::index::{Version, newer};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::RowControl;
 use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
+use std::collections::{BTreeMap, HashMap};
 
 /// One row of a write, with its control fields already taken out.
 #[derive(Debug, Clone)]
@@ -52,43 +54,180 @@ impl Store {
     /// The newest version of each live row of an object, in row-id order.
     pub async fn read_rows(&self, pass: &ObjectPass, q: &RowQuery) -> Result<Vec<StoredRow>> {
         let as_of = q.as_of.map(XactId::as_i64).unwrap_or(i64::MAX);
-        with_pool!(&self.read, |p, DB| {
-            let mut qb = QueryBuilder::<DB>::new(
-                "SELECT r.row_id, r.xact_id, r.data FROM rows r WHERE r.object_type = ",
-            );
-            qb.push_bind(pass.object_type().as_str());
-            qb.push(" AND r.object_id = ").push_bind(pass.object_id());
-            qb.push(" AND r.org_id = ").push_bind(pass.org_id());
-            qb.push(" AND r.is_deleted = ").push_bind(false);
-            if let Some(root) = &q.root_span_id {
-                qb.push(" AND r.root_span_id = ").push_bind(root.as_str());
-            }
-            if let Some(after) = &q.after_row_id {
-                qb.push(" AND r.row_id > ").push_bind(after.as_str());
-            }
-            qb.push(
-                " AND r.xact_id = (SELECT MAX(x.xact_id) FROM rows x WHERE x.object_type = r.object_type \
-                 AND x.object_id = r.object_id AND x.row_id = r.row_id AND x.xact_id <= ",
-            );
-            qb.push_bind(as_of);
-            qb.push(")");
-            if q.root_span_id.is_none() {
-                qb.push(" ORDER BY r.row_id LIMIT ").push_bind(q.limit);
-            }
-            let mut rows: Vec<(String, i64, String)> = qb.build_query_as().fetch_all(p).await?;
+        let limit = usize::try_from(q.limit).unwrap_or(0);
+        loop {
+            // A read that overlapped a catch-up (see `index`) may have missed versions.
+            let generation = self.index.generation();
+            let read = match &q.root_span_id {
+                Some(root) => self.read_trace(pass, root, as_of, generation).await?,
+                None => self.read_page(pass, q, as_of, limit, generation).await?,
+            };
+            let Some(mut rows) = read else { continue };
             if q.root_span_id.is_some() {
-                // One trace is small. Ordering it here keeps the planner on the trace index
-                // (an ORDER BY row_id in SQL makes SQLite walk the primary key instead).
-                rows.sort_by(|a, b| a.0.cmp(&b.0));
                 if let Some(after) = &q.after_row_id {
-                    rows.retain(|r| &r.0 > after);
+                    rows.retain(|r| &r.row_id > after);
                 }
-                rows.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+                rows.truncate(limit);
             }
-            rows.into_iter()
-                .map(|(id, x, d)| decode(id, x, &d))
-                .collect()
-        })
+            return Ok(rows);
+        }
+    }
+
+    /// The rows of one trace: the versions filed under its root, each kept only if no newer
+    /// version of its row exists elsewhere (a delete, or a move to another trace).
+    async fn read_trace(
+        &self,
+        pass: &ObjectPass,
+        root: &str,
+        as_of: i64,
+        generation: u64,
+    ) -> Result<Option<Vec<StoredRow>>> {
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let found: Vec<(String, i64, bool, String, Option<i64>, i64)> =
+            with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new(
+                    "SELECT r.row_id, r.xact_id, r.is_deleted, r.data, \
+                     (SELECT MAX(x.xact_id) FROM row_index x WHERE x.object_type = r.object_type \
+                      AND x.object_id = r.object_id AND x.row_id = r.row_id AND x.xact_id <= ",
+                );
+                qb.push_bind(as_of);
+                qb.push(
+                    "), (SELECT c.value FROM counters c WHERE c.name = 'xact') \
+                     FROM rows r WHERE r.object_type = ",
+                );
+                qb.push_bind(object_type);
+                qb.push(" AND r.object_id = ").push_bind(object_id);
+                qb.push(" AND r.org_id = ").push_bind(pass.org_id());
+                qb.push(" AND r.root_span_id = ").push_bind(root);
+                qb.push(" AND r.xact_id <= ").push_bind(as_of);
+                qb.build_query_as().fetch_all(p).await?
+            });
+        // Tail versions the statement could not see are not compared with it.
+        let Some(snapshot) = found
+            .first()
+            .and_then(|f| u64::try_from(f.5).ok())
+            .and_then(XactId::from_counter)
+        else {
+            return Ok(Some(Vec::new()));
+        };
+        let bound = as_of.min(snapshot.as_i64());
+        let mut newest: BTreeMap<String, (i64, bool, String, Option<i64>)> = BTreeMap::new();
+        for (row_id, xact, deleted, data, indexed, _) in found {
+            if newest.get(&row_id).is_none_or(|n| n.0 < xact) {
+                newest.insert(row_id, (xact, deleted, data, indexed));
+            }
+        }
+        let tail = self.index.view();
+        if tail.generation() != generation {
+            return Ok(None);
+        }
+        let mut keep = Vec::new();
+        for (row_id, (xact, deleted, data, indexed)) in newest {
+            let elsewhere = tail
+                .latest(object_type, object_id, &row_id, bound)
+                .map(|v| v.xact)
+                .max(indexed);
+            if !deleted && elsewhere.is_none_or(|e| e <= xact) {
+                keep.push((row_id, xact, data));
+            }
+        }
+        drop(tail);
+        keep.into_iter()
+            .map(|(id, x, d)| decode(id, x, &d))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// A page of an object's rows in row-id order: the newest indexed version of each row,
+    /// combined with the tail.
+    async fn read_page(
+        &self,
+        pass: &ObjectPass,
+        q: &RowQuery,
+        as_of: i64,
+        limit: usize,
+        generation: u64,
+    ) -> Result<Option<Vec<StoredRow>>> {
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let mut live: Vec<(String, Version)> = Vec::new();
+        let mut after = q.after_row_id.clone();
+        while live.len() < limit {
+            let page: Vec<(String, i64, i64, bool)> = with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new(
+                    "SELECT ri.row_id, ri.xact_id, ri.seq, ri.is_deleted FROM row_index ri \
+                     WHERE ri.object_type = ",
+                );
+                qb.push_bind(object_type);
+                qb.push(" AND ri.object_id = ").push_bind(object_id);
+                if let Some(after) = &after {
+                    qb.push(" AND ri.row_id > ").push_bind(after.as_str());
+                }
+                qb.push(
+                    " AND ri.xact_id = (SELECT MAX(x.xact_id) FROM row_index x \
+                     WHERE x.object_type = ri.object_type AND x.object_id = ri.object_id \
+                     AND x.row_id = ri.row_id AND x.xact_id <= ",
+                );
+                qb.push_bind(as_of);
+                qb.push(") ORDER BY ri.row_id LIMIT ").push_bind(q.limit);
+                qb.build_query_as().fetch_all(p).await?
+            });
+            let full = page.len() == limit;
+            let up_to = if full {
+                page.last().map(|r| r.0.clone())
+            } else {
+                None
+            };
+            let mut merged: BTreeMap<String, Version> = page
+                .into_iter()
+                .map(|(id, xact, seq, deleted)| (id, Version { xact, seq, deleted }))
+                .collect();
+            let tail = self.index.view();
+            if tail.generation() != generation {
+                return Ok(None);
+            }
+            let pending = tail.range(
+                object_type,
+                object_id,
+                (after.as_deref(), up_to.as_deref()),
+                as_of,
+                limit,
+            );
+            drop(tail);
+            for (id, v) in pending {
+                let v = newer(merged.get(&id).copied(), Some(v)).unwrap_or(v);
+                merged.insert(id, v);
+            }
+            live.extend(merged.into_iter().filter(|(_, v)| !v.deleted));
+            live.truncate(limit);
+            match up_to {
+                Some(u) => after = Some(u),
+                None => break,
+            }
+        }
+        let mut data: HashMap<i64, String> = HashMap::new();
+        for chunk in live.chunks(1000) {
+            let found: Vec<(i64, String)> = with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
+                qb.push_bind(pass.org_id());
+                qb.push(" AND seq IN (");
+                let mut sep = qb.separated(", ");
+                for (_, v) in chunk {
+                    sep.push_bind(v.seq);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await?
+            });
+            data.extend(found);
+        }
+        live.into_iter()
+            .map(|(id, v)| {
+                let text = data.remove(&v.seq).ok_or_else(|| {
+                    StoreError::Corrupt(format!("row {id}: version {} has no data", v.seq))
+                })?;
+                decode(id, v.xact, &text)
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// Every live row of an object (newest versions), read in pages.
@@ -124,5 +263,140 @@ impl Store {
                 .await?;
             Ok(u64::try_from(n).ok().and_then(XactId::from_counter))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Pools;
+    use crate::index::RowIndex;
+    use crate::testing::{dataset_pass, incoming, temp_dir};
+    use serde_json::json;
+
+    async fn ids(store: &Store, pass: &ObjectPass, q: RowQuery) -> Vec<String> {
+        let rows = store.read_rows(pass, &q).await.unwrap();
+        rows.into_iter().map(|r| r.row_id).collect()
+    }
+
+    async fn count(store: &Store, table: &str) -> i64 {
+        let Pools::Sqlite(p) = &store.write else {
+            unreachable!()
+        };
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(p)
+            .await
+            .unwrap()
+    }
+
+    /// Catches up at five versions and never on idle, so the test decides what is indexed.
+    fn quiet_index() -> RowIndex {
+        RowIndex::new(true, 5, std::time::Duration::from_secs(3600))
+    }
+
+    fn page(limit: i64) -> RowQuery {
+        RowQuery {
+            limit,
+            ..RowQuery::default()
+        }
+    }
+
+    fn trace(root: &str) -> RowQuery {
+        RowQuery {
+            root_span_id: Some(root.into()),
+            ..page(100)
+        }
+    }
+
+    /// Versions are found while they are only in the tail, after a catch-up moved them into
+    /// `row_index`, and after a restart indexed what the tail held.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rows_are_found_in_the_tail_in_the_index_and_after_a_restart() {
+        let dir = temp_dir("row-index");
+        let path = dir.join("t.db");
+        let store = Store::open_sqlite_with(&path, None, quiet_index())
+            .await
+            .unwrap();
+        let pass = dataset_pass("d");
+        let write = |rows: Vec<Value>| {
+            let (store, pass) = (store.clone(), pass.clone());
+            async move {
+                let rows = rows.into_iter().map(incoming).collect();
+                store.write_rows(vec![(pass, rows)], "now").await.unwrap()
+            }
+        };
+        let span = |id: &str, root: &str| json!({"id": id, "created": "c", "root_span_id": root, "input": 1});
+        let first = write(vec![
+            span("a", "t1"),
+            span("b", "t1"),
+            span("c", "t1"),
+            span("d", "t2"),
+        ])
+        .await;
+        assert_eq!(ids(&store, &pass, page(100)).await, ["a", "b", "c", "d"]);
+        assert_eq!(ids(&store, &pass, trace("t1")).await, ["a", "b", "c"]);
+        assert_eq!(count(&store, "row_index").await, 0, "still in the tail");
+
+        // A merge onto a tail row; six versions reach the threshold of five.
+        write(vec![
+            json!({"id": "a", "_is_merge": true, "input": 2}),
+            span("e", "t3"),
+        ])
+        .await;
+        assert_eq!(count(&store, "row_index").await, 6, "caught up");
+        assert!(!store.index.needs_catch_up(true));
+
+        // Changes to indexed rows: a delete, a move to another trace, a merge.
+        write(vec![
+            json!({"id": "b", "_object_delete": true}),
+            span("c", "t2"),
+            json!({"id": "d", "_is_merge": true, "output": 3}),
+        ])
+        .await;
+        let check = |store: Store| {
+            let pass = pass.clone();
+            async move {
+                assert_eq!(ids(&store, &pass, page(100)).await, ["a", "c", "d", "e"]);
+                assert_eq!(ids(&store, &pass, page(2)).await, ["a", "c"]);
+                let rest = RowQuery {
+                    after_row_id: Some("c".into()),
+                    ..page(2)
+                };
+                assert_eq!(ids(&store, &pass, rest).await, ["d", "e"]);
+                assert_eq!(ids(&store, &pass, trace("t1")).await, ["a"]);
+                assert_eq!(ids(&store, &pass, trace("t2")).await, ["c", "d"]);
+                let rows = store.read_rows(&pass, &page(100)).await.unwrap();
+                assert_eq!(rows[0].data["input"], 2);
+                assert_eq!(rows[2].data["input"], 1);
+                assert_eq!(rows[2].data["output"], 3);
+                let then = RowQuery {
+                    as_of: Some(first),
+                    ..page(100)
+                };
+                let old = store.read_rows(&pass, &then).await.unwrap();
+                assert_eq!(old.len(), 4);
+                assert_eq!(old[0].data["input"], 1);
+                let old_trace = RowQuery {
+                    as_of: Some(first),
+                    ..trace("t1")
+                };
+                assert_eq!(ids(&store, &pass, old_trace).await, ["a", "b", "c"]);
+            }
+        };
+        check(store.clone()).await;
+        assert_eq!(
+            count(&store, "row_index").await,
+            6,
+            "three versions in the tail"
+        );
+        drop(store);
+
+        let store = Store::open_sqlite_with(&path, None, quiet_index())
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "row_index").await, 9, "indexed on start");
+        check(store).await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,6 +13,7 @@
 
 use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
+use crate::index::{Key, RowIndex, Version, newer};
 use crate::rows::IncomingRow;
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
@@ -21,6 +22,7 @@ use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows per INSERT statement (8 parameters each, well under both backends' limits).
@@ -184,7 +186,7 @@ impl Store {
 }
 
 /// Starts the writer task for a store's write pool.
-pub(crate) fn spawn_writer(pools: Pools) -> Result<WriterHandle> {
+pub(crate) fn spawn_writer(pools: Pools, index: Arc<RowIndex>) -> Result<WriterHandle> {
     let (tx, rx) = mpsc::channel::<Job>(1024);
     // The writer gets a thread and a runtime of its own: on the shared runtime it would wait
     // in line behind request handlers (JSON parsing) between its SQL statements, leaving the
@@ -195,13 +197,30 @@ pub(crate) fn spawn_writer(pools: Pools) -> Result<WriterHandle> {
         .map_err(|e| StoreError::WriteFailed(format!("cannot start the writer: {e}")))?;
     std::thread::Builder::new()
         .name("holdfast-writer".into())
-        .spawn(move || runtime.block_on(writer_loop(pools, rx)))
+        .spawn(move || runtime.block_on(writer_loop(pools, index, rx)))
         .map_err(|e| StoreError::WriteFailed(format!("cannot start the writer: {e}")))?;
     Ok(tx)
 }
 
-async fn writer_loop(pools: Pools, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
+async fn writer_loop(pools: Pools, index: Arc<RowIndex>, mut rx: mpsc::Receiver<Job>) {
+    loop {
+        let first = if index.deferred() {
+            match tokio::time::timeout(index.idle(), rx.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(_) => {
+                    if index.needs_catch_up(true) {
+                        catch_up(&pools, &index).await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            }
+        };
         let mut rows = first.rows;
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP_JOBS && rows < MAX_GROUP_ROWS {
@@ -213,19 +232,30 @@ async fn writer_loop(pools: Pools, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let results = commit_group(&pools, &jobs).await;
+        let results = commit_group(&pools, &index, &jobs).await;
         for (job, result) in jobs.into_iter().zip(results) {
             // A requester that went away no longer needs its answer.
             let _ = job.reply.send(result);
         }
+        if index.needs_catch_up(false) {
+            catch_up(&pools, &index).await;
+        }
     }
 }
 
-/// Commits a group of requests (see the module docs).
-async fn commit_group(pools: &Pools, jobs: &[Job]) -> Vec<Result<Option<XactId>>> {
+/// Commits a group of requests (see the module docs). The versions written are in the index
+/// (or its tail) before any requester hears back.
+async fn commit_group(
+    pools: &Pools,
+    index: &RowIndex,
+    jobs: &[Job],
+) -> Vec<Result<Option<XactId>>> {
     let all: Vec<&Job> = jobs.iter().collect();
-    match try_commit_group(pools, &all).await {
-        Ok(xacts) => xacts.into_iter().map(Ok).collect(),
+    match try_commit_group(pools, index, &all).await {
+        Ok((xacts, committed)) => {
+            index.add(committed);
+            xacts.into_iter().map(Ok).collect()
+        }
         Err(e) if jobs.len() == 1 => vec![Err(e)],
         Err(e) => {
             // Something in the group failed: commit each request alone, so that only the
@@ -233,8 +263,9 @@ async fn commit_group(pools: &Pools, jobs: &[Job]) -> Vec<Result<Option<XactId>>
             tracing::warn!(error = %e, "group commit failed; retrying its requests one by one");
             let mut out = Vec::with_capacity(jobs.len());
             for job in jobs {
-                let one = try_commit_group(pools, &[job]).await;
-                out.push(one.and_then(|mut x| {
+                let one = try_commit_group(pools, index, &[job]).await;
+                out.push(one.and_then(|(mut x, committed)| {
+                    index.add(committed);
                     x.pop()
                         .ok_or_else(|| StoreError::WriteFailed("no result".into()))
                 }));
@@ -244,10 +275,102 @@ async fn commit_group(pools: &Pools, jobs: &[Job]) -> Vec<Result<Option<XactId>>
     }
 }
 
-/// Applies the requests in one transaction; any failure rolls all of them back.
-async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<Option<XactId>>> {
+/// Adds the tail to `row_index` in one sorted batch. On failure the tail stays and the next
+/// catch-up tries again; reads stay correct either way.
+async fn catch_up(pools: &Pools, index: &RowIndex) {
+    let pending = index.pending();
+    let Some(upto) = pending.iter().map(|(_, v)| v.xact).max() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    match index_versions(pools, &pending, upto).await {
+        Ok(()) => {
+            index.caught_up();
+            tracing::debug!(
+                versions = pending.len(),
+                ms = started.elapsed().as_millis(),
+                "indexed the row tail"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, versions = pending.len(), "indexing the row tail failed");
+        }
+    }
+}
+
+async fn index_versions(pools: &Pools, pending: &[(Key, Version)], upto: i64) -> Result<()> {
+    with_pool!(pools, |p, DB| {
+        let mut tx = p.begin().await?;
+        for chunk in pending.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<DB>::new(
+                "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) ",
+            );
+            qb.push_values(chunk, |mut b, ((t, o, r), v)| {
+                b.push_bind(t.as_str())
+                    .push_bind(o.as_str())
+                    .push_bind(r.as_str())
+                    .push_bind(v.xact)
+                    .push_bind(v.seq)
+                    .push_bind(v.deleted);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE counters SET value = $1 WHERE name = 'indexed_xact'")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Indexes the versions the last run left unindexed (embedded store, before serving).
+pub(crate) async fn index_after_start(pools: &Pools) -> Result<()> {
+    with_pool!(pools, |p, DB| {
+        let mut tx = p.begin().await?;
+        let from: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'indexed_xact'")
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) \
+             SELECT object_type, object_id, row_id, xact_id, seq, is_deleted FROM rows \
+             WHERE xact_id > $1 ORDER BY object_type, object_id, row_id, xact_id \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE counters SET value = (SELECT COALESCE(MAX(xact_id), $1) FROM rows) \
+             WHERE name = 'indexed_xact'",
+        )
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+type Committed = Vec<(Key, Version)>;
+
+/// Applies the requests in one transaction; any failure rolls all of them back. Returns each
+/// request's transaction id and, on the embedded store, the versions for the index's tail.
+async fn try_commit_group(
+    pools: &Pools,
+    index: &RowIndex,
+    jobs: &[&Job],
+) -> Result<(Vec<Option<XactId>>, Committed)> {
     let n = jobs.iter().filter(|j| !j.groups.is_empty()).count();
     let n = i64::try_from(n).map_err(|_| StoreError::XactExhausted)?;
+    let xact_of = |counter: i64| {
+        u64::try_from(counter)
+            .ok()
+            .and_then(XactId::from_counter)
+            .ok_or(StoreError::XactExhausted)
+    };
     with_pool!(pools, |p, DB| {
         let mut tx = p.begin().await?;
         // One counter update hands out consecutive ids to the whole group.
@@ -257,6 +380,11 @@ async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<Option<Xac
                 .bind("xact")
                 .fetch_one(&mut *tx)
                 .await?
+        } else {
+            0
+        };
+        let first_xact = if n > 0 {
+            xact_of(last - n + 1)?.as_i64()
         } else {
             0
         };
@@ -292,14 +420,11 @@ async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<Option<Xac
                 results.push(None);
                 continue;
             }
-            let counter = last - n + 1 + i;
+            let xact = xact_of(last - n + 1 + i)?;
             i += 1;
-            let xact = u64::try_from(counter)
-                .ok()
-                .and_then(XactId::from_counter)
-                .ok_or(StoreError::XactExhausted)?;
             for group in &job.groups {
                 let pass = &group.pass;
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
                 let needed: Vec<&str> = group
                     .pending
                     .iter()
@@ -313,36 +438,87 @@ async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<Option<Xac
                 if !needed.is_empty() {
                     flush!();
                 }
-                let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
+                // The newest version of each: indexed, in the tail, or written earlier in
+                // this transaction.
+                let mut latest: HashMap<String, Version> = HashMap::new();
                 for chunk in needed.chunks(INSERT_CHUNK) {
                     let mut qb = QueryBuilder::<DB>::new(
-                        "SELECT r.row_id, r.is_deleted, r.data FROM rows r WHERE r.object_type = ",
+                        "SELECT row_id, xact_id, seq, is_deleted FROM row_index WHERE object_type = ",
                     );
-                    qb.push_bind(pass.object_type().as_str());
-                    qb.push(" AND r.object_id = ").push_bind(pass.object_id());
-                    qb.push(" AND r.org_id = ").push_bind(pass.org_id());
-                    qb.push(" AND r.row_id IN (");
+                    qb.push_bind(object_type);
+                    qb.push(" AND object_id = ").push_bind(object_id);
+                    qb.push(" AND row_id IN (");
                     let mut sep = qb.separated(", ");
                     for id in chunk {
                         sep.push_bind(*id);
                     }
                     qb.push(
-                        ") AND r.xact_id = (SELECT MAX(x.xact_id) FROM rows x WHERE x.object_type = r.object_type \
-                         AND x.object_id = r.object_id AND x.row_id = r.row_id)",
+                        ") UNION ALL SELECT row_id, xact_id, seq, is_deleted FROM rows WHERE xact_id >= ",
                     );
-                    let found: Vec<(String, bool, String)> =
-                        qb.build_query_as().fetch_all(&mut *tx).await?;
-                    for (row_id, deleted, data) in found {
-                        let row = if deleted {
-                            None
-                        } else {
-                            Some(
-                                serde_json::from_str(&data)
-                                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                            )
-                        };
-                        current.insert(row_id, row);
+                    qb.push_bind(first_xact);
+                    qb.push(" AND object_type = ").push_bind(object_type);
+                    qb.push(" AND object_id = ").push_bind(object_id);
+                    qb.push(" AND row_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
                     }
+                    qb.push(")");
+                    let found: Vec<(String, i64, i64, bool)> =
+                        qb.build_query_as().fetch_all(&mut *tx).await?;
+                    for (row_id, xact, seq, deleted) in found {
+                        let v = Version { xact, seq, deleted };
+                        let e = latest.remove(&row_id);
+                        if let Some(v) = newer(e, Some(v)) {
+                            latest.insert(row_id, v);
+                        }
+                    }
+                }
+                if !needed.is_empty() {
+                    let tail = index.view();
+                    for id in &needed {
+                        let t = tail.latest(object_type, object_id, id, i64::MAX);
+                        if let Some(v) = newer(latest.get(*id).copied(), t) {
+                            latest.insert((*id).to_owned(), v);
+                        }
+                    }
+                }
+                let live: Vec<i64> = latest
+                    .values()
+                    .filter(|v| !v.deleted)
+                    .map(|v| v.seq)
+                    .collect();
+                let mut data: HashMap<i64, String> = HashMap::new();
+                for chunk in live.chunks(INSERT_CHUNK) {
+                    let mut qb =
+                        QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
+                    qb.push_bind(pass.org_id());
+                    qb.push(" AND seq IN (");
+                    let mut sep = qb.separated(", ");
+                    for seq in chunk {
+                        sep.push_bind(*seq);
+                    }
+                    qb.push(")");
+                    let found: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    data.extend(found);
+                }
+                let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
+                for (row_id, v) in latest {
+                    let row = if v.deleted {
+                        None
+                    } else {
+                        let text = data.get(&v.seq).ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "row {row_id}: version {} has no data",
+                                v.seq
+                            ))
+                        })?;
+                        Some(
+                            serde_json::from_str(text)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        )
+                    };
+                    current.insert(row_id, row);
                 }
                 // In request order; a row id written twice in one request ends as one version.
                 let mut order: Vec<&str> = Vec::new();
@@ -375,12 +551,42 @@ async fn try_commit_group(pools: &Pools, jobs: &[&Job]) -> Result<Vec<Option<Xac
             results.push(Some(xact));
         }
         flush!();
+        let mut committed = Vec::new();
+        if n > 0 {
+            let last_xact = xact_of(last)?.as_i64();
+            if index.deferred() {
+                let written: Vec<(String, String, String, i64, i64, bool)> = sqlx::query_as(
+                    "SELECT object_type, object_id, row_id, xact_id, seq, is_deleted \
+                     FROM rows WHERE xact_id >= $1 AND xact_id <= $2",
+                )
+                .bind(first_xact)
+                .bind(last_xact)
+                .fetch_all(&mut *tx)
+                .await?;
+                committed = written
+                    .into_iter()
+                    .map(|(t, o, r, xact, seq, deleted)| {
+                        ((t, o, r), Version { xact, seq, deleted })
+                    })
+                    .collect();
+            } else {
+                sqlx::query(
+                    "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) \
+                     SELECT object_type, object_id, row_id, xact_id, seq, is_deleted \
+                     FROM rows WHERE xact_id >= $1 AND xact_id <= $2",
+                )
+                .bind(first_xact)
+                .bind(last_xact)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         let audit: Vec<NewAuditEntry> = jobs.iter().flat_map(|j| j.audit.iter().cloned()).collect();
         if !audit.is_empty() {
             append_audit_in!(tx, DB, &audit);
         }
         tx.commit().await?;
-        Ok(results)
+        Ok((results, committed))
     })
 }
 
@@ -408,55 +614,16 @@ impl InsertRow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_core::authz::{
-        Acl, Grant, Kind, OWNER_ROLE_ID, ObjectFacts, Permission, Policy, Principal, Subject,
-        object_pass,
-    };
-    use holdfast_core::merge::take_control;
-    use holdfast_core::object::ObjectType;
+    use crate::testing::{dataset_pass, incoming, temp_dir};
     use serde_json::json;
-
-    fn incoming(v: Value) -> IncomingRow {
-        let mut data = v.as_object().cloned().unwrap();
-        let control = take_control(&mut data).unwrap();
-        let row_id = data.get("id").and_then(Value::as_str).unwrap().to_owned();
-        IncomingRow {
-            row_id,
-            control,
-            data,
-        }
-    }
 
     /// A request that fails inside the writer (here: a merge onto a corrupt stored row) fails
     /// alone; requests committed in the same group still land.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failing_request_does_not_take_its_group_down() {
-        let dir = std::env::temp_dir().join(format!("hf-writer-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("writer");
         let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
-        let principal = Principal {
-            user_id: "u".into(),
-            org_id: "o".into(),
-            key_id: "k".into(),
-            scope: Default::default(),
-            trail: Default::default(),
-        };
-        let owner = Acl {
-            object_type: Kind::Organization,
-            object_id: "o".into(),
-            subject: Subject::User("u".into()),
-            grant: Grant::Role(OWNER_ROLE_ID.into()),
-            restrict_object_type: None,
-        };
-        let policy = Policy::new("o", Default::default(), Default::default(), vec![owner]);
-        let facts = ObjectFacts {
-            org_id: "o",
-            project_id: "p",
-            object_type: ObjectType::Dataset,
-            object_id: "d",
-        };
-        let pass = object_pass(&principal, &policy, Permission::Update, facts).unwrap();
+        let pass = dataset_pass("d");
         // A stored row whose data is not JSON.
         if let Pools::Sqlite(p) = &store.write {
             sqlx::query(
@@ -464,6 +631,13 @@ mod tests {
                  VALUES ('o', 'dataset', 'd', 'bad', $1, NULL, FALSE, 'not json')",
             )
             .bind(XactId::from_counter(1).unwrap().as_i64())
+            .execute(p)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) \
+                 SELECT object_type, object_id, row_id, xact_id, seq, is_deleted FROM rows",
+            )
             .execute(p)
             .await
             .unwrap();

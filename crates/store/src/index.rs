@@ -1,0 +1,268 @@
+//! Finding a row's versions by its id.
+//!
+//! `rows` holds every version in the order written (`seq`); `row_index` maps (object, row id,
+//! `_xact_id`) to the version's `seq`. On PostgreSQL the writer fills `row_index` in the
+//! transaction that writes the rows.
+//!
+//! On the embedded store that would cost about one rewritten page per row and commit: row ids
+//! are random, so once the index outgrows the cache each commit touches about as many index
+//! pages as it has rows, and SQLite's log takes whole pages (measured with `bench ingest`:
+//! half the throughput at 500k rows). There the writer keeps the versions committed since the
+//! last catch-up in memory (the tail) and adds them to `row_index` in one sorted batch when the
+//! tail reaches `catch_up_rows` or the writer is idle; a sorted batch rewrites each index page
+//! once. `counters.indexed_xact` says up to which `_xact_id` `row_index` is complete; on start
+//! the store indexes every version after it, so the tail starts empty and a crash loses
+//! nothing the table holds.
+//!
+//! Readers combine `row_index` with the tail. Their statement also reads `counters.xact`, the
+//! snapshot it saw: tail versions after it are ignored (the statement could not see those
+//! rows), and a reader that raced a catch-up, which moves versions from the tail into
+//! `row_index`, notices by the tail's generation and reads again.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+/// How many versions the tail holds before the writer indexes them.
+pub(crate) const CATCH_UP_ROWS: usize = 200_000;
+/// How long the writer waits for work before it indexes the tail anyway.
+pub(crate) const CATCH_UP_IDLE: Duration = Duration::from_millis(500);
+
+/// One stored version of a row, as the index knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub xact: i64,
+    pub seq: i64,
+    pub deleted: bool,
+}
+
+/// (object type, object id, row id).
+pub(crate) type Key = (String, String, String);
+
+#[derive(Debug, Default)]
+struct Tail {
+    /// Versions in `_xact_id` order per row.
+    versions: BTreeMap<Key, Vec<Version>>,
+    len: usize,
+    /// Bumped by every catch-up.
+    generation: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct RowIndex {
+    /// Whether `row_index` lags behind `rows` (the embedded store).
+    deferred: bool,
+    catch_up_rows: usize,
+    idle: Duration,
+    tail: RwLock<Tail>,
+}
+
+impl RowIndex {
+    pub(crate) fn new(deferred: bool, catch_up_rows: usize, idle: Duration) -> Self {
+        Self {
+            deferred,
+            catch_up_rows,
+            idle,
+            tail: RwLock::new(Tail::default()),
+        }
+    }
+
+    pub(crate) fn deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// How long an idle writer waits before it indexes the tail.
+    pub(crate) fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    fn lock(&self) -> RwLockReadGuard<'_, Tail> {
+        // A panic while holding the lock leaves a consistent map (every update is one insert
+        // or one clear), so a poisoned lock is still usable.
+        self.tail.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current generation; compare with [`TailView::generation`] after reading.
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// A consistent view of the tail for one read.
+    pub(crate) fn view(&self) -> TailView<'_> {
+        TailView(self.lock())
+    }
+
+    /// Records versions that have just committed (writer only).
+    pub(crate) fn add(&self, committed: Vec<(Key, Version)>) {
+        if !self.deferred || committed.is_empty() {
+            return;
+        }
+        let mut tail = self.tail.write().unwrap_or_else(|e| e.into_inner());
+        for (key, version) in committed {
+            tail.len += 1;
+            let versions = tail.versions.entry(key).or_default();
+            versions.push(version);
+            versions.sort_by_key(|v| v.xact);
+        }
+    }
+
+    pub(crate) fn needs_catch_up(&self, idle: bool) -> bool {
+        let len = self.lock().len;
+        self.deferred && (len >= self.catch_up_rows || (idle && len > 0))
+    }
+
+    /// The tail in index order, for a catch-up (writer only).
+    pub(crate) fn pending(&self) -> Vec<(Key, Version)> {
+        let tail = self.lock();
+        tail.versions
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), *v)))
+            .collect()
+    }
+
+    /// Forgets the tail once a catch-up has committed it (writer only).
+    pub(crate) fn caught_up(&self) {
+        let mut tail = self.tail.write().unwrap_or_else(|e| e.into_inner());
+        tail.versions.clear();
+        tail.len = 0;
+        tail.generation += 1;
+    }
+}
+
+/// A read lock on the tail, held only while a reader combines it with what it read.
+pub(crate) struct TailView<'a>(RwLockReadGuard<'a, Tail>);
+
+impl TailView<'_> {
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.generation
+    }
+
+    /// The newest tail version of a row at or below `max_xact`.
+    pub(crate) fn latest(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        row_id: &str,
+        max_xact: i64,
+    ) -> Option<Version> {
+        let key = (
+            object_type.to_owned(),
+            object_id.to_owned(),
+            row_id.to_owned(),
+        );
+        newest(self.0.versions.get(&key)?, max_xact)
+    }
+
+    /// The newest version at or below `max_xact` of each tail row of an object with
+    /// `after < row id <= up_to`, in row-id order, stopping after `live` rows that are not
+    /// deleted.
+    pub(crate) fn range(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        (after, up_to): (Option<&str>, Option<&str>),
+        max_xact: i64,
+        live: usize,
+    ) -> Vec<(String, Version)> {
+        let start = (
+            object_type.to_owned(),
+            object_id.to_owned(),
+            after.unwrap_or_default().to_owned(),
+        );
+        let lower = match after {
+            Some(_) => Bound::Excluded(start),
+            None => Bound::Included(start),
+        };
+        let mut out = Vec::new();
+        let mut found = 0;
+        let rows = self
+            .0
+            .versions
+            .range((lower, Bound::Unbounded))
+            .take_while(|((t, o, r), _)| {
+                t == object_type && o == object_id && up_to.is_none_or(|u| r.as_str() <= u)
+            });
+        for ((_, _, r), vs) in rows {
+            if found == live {
+                break;
+            }
+            if let Some(v) = newest(vs, max_xact) {
+                found += usize::from(!v.deleted);
+                out.push((r.clone(), v));
+            }
+        }
+        out
+    }
+}
+
+fn newest(versions: &[Version], max_xact: i64) -> Option<Version> {
+    versions.iter().rev().find(|v| v.xact <= max_xact).copied()
+}
+
+/// The newer of two versions.
+pub(crate) fn newer(a: Option<Version>, b: Option<Version>) -> Option<Version> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.xact > a.xact { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(r: &str) -> Key {
+        ("dataset".into(), "d".into(), r.into())
+    }
+
+    fn v(xact: i64, seq: i64) -> Version {
+        Version {
+            xact,
+            seq,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn the_tail_answers_by_row_and_by_range_at_a_snapshot() {
+        let index = RowIndex::new(true, 3, CATCH_UP_IDLE);
+        index.add(vec![(key("b"), v(20, 2)), (key("a"), v(10, 1))]);
+        index.add(vec![
+            (key("b"), v(30, 3)),
+            (("dataset".into(), "e".into(), "a".into()), v(31, 4)),
+        ]);
+        let view = index.view();
+        assert_eq!(view.latest("dataset", "d", "b", i64::MAX), Some(v(30, 3)));
+        assert_eq!(view.latest("dataset", "d", "b", 29), Some(v(20, 2)));
+        assert_eq!(view.latest("dataset", "d", "b", 19), None);
+        let all = view.range("dataset", "d", (None, None), i64::MAX, 10);
+        assert_eq!(all, vec![("a".into(), v(10, 1)), ("b".into(), v(30, 3))]);
+        let after_a = view.range("dataset", "d", (Some("a"), None), 25, 10);
+        assert_eq!(after_a, vec![("b".into(), v(20, 2))]);
+        assert_eq!(
+            view.range("dataset", "d", (None, Some("a")), i64::MAX, 10)
+                .len(),
+            1
+        );
+        assert_eq!(
+            view.range("dataset", "d", (None, None), i64::MAX, 1).len(),
+            1
+        );
+        drop(view);
+        assert!(index.needs_catch_up(false));
+        assert_eq!(index.pending().len(), 4);
+        let before = index.generation();
+        index.caught_up();
+        assert!(!index.needs_catch_up(true));
+        assert_eq!(index.generation(), before + 1);
+    }
+
+    #[test]
+    fn a_store_that_indexes_at_once_keeps_no_tail() {
+        let index = RowIndex::new(false, 1, CATCH_UP_IDLE);
+        index.add(vec![(key("a"), v(1, 1))]);
+        assert!(!index.needs_catch_up(true));
+        assert_eq!(index.view().latest("dataset", "d", "a", i64::MAX), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! Helpers for the store's own tests.
+
+use crate::rows::IncomingRow;
+use holdfast_core::authz::{
+    Acl, Grant, Kind, OWNER_ROLE_ID, ObjectFacts, ObjectPass, Permission, Policy, Principal,
+    Subject, object_pass,
+};
+use holdfast_core::merge::take_control;
+use holdfast_core::object::ObjectType;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// A fresh directory for one test.
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hf-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A pass to update dataset `id` of project `p` in organization `o`, held by its owner.
+pub(crate) fn dataset_pass(id: &str) -> ObjectPass {
+    let principal = Principal {
+        user_id: "u".into(),
+        org_id: "o".into(),
+        key_id: "k".into(),
+        scope: Default::default(),
+        trail: Default::default(),
+    };
+    let owner = Acl {
+        object_type: Kind::Organization,
+        object_id: "o".into(),
+        subject: Subject::User("u".into()),
+        grant: Grant::Role(OWNER_ROLE_ID.into()),
+        restrict_object_type: None,
+    };
+    let policy = Policy::new("o", Default::default(), Default::default(), vec![owner]);
+    let facts = ObjectFacts {
+        org_id: "o",
+        project_id: "p",
+        object_type: ObjectType::Dataset,
+        object_id: id,
+    };
+    object_pass(&principal, &policy, Permission::Update, facts).unwrap()
+}
+
+/// A row as a request carries it.
+pub(crate) fn incoming(v: Value) -> IncomingRow {
+    let mut data = v.as_object().cloned().unwrap();
+    let control = take_control(&mut data).unwrap();
+    let row_id = data.get("id").and_then(Value::as_str).unwrap().to_owned();
+    IncomingRow {
+        row_id,
+        control,
+        data,
+    }
+}
