@@ -215,3 +215,141 @@ pub(crate) const NEXT_COUNTER: &str =
 /// Takes the next `$1` values of the counter `$2`; returns the last of them.
 pub(crate) const NEXT_COUNTER_BY: &str =
     "UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RowQuery;
+    use crate::testing::{dataset_pass, incoming, temp_dir};
+    use holdfast_core::xact::XactId;
+    use serde_json::json;
+
+    /// A store as the previous schema version left it: rows in the old layout (JSON text,
+    /// versions found through the table's primary key), one row deleted.
+    async fn fill_old_store(pools: &Pools) {
+        let x = |n| XactId::from_counter(n).unwrap().as_i64();
+        with_pool!(pools, |p, DB| {
+            sqlx::raw_sql("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
+                .execute(p)
+                .await
+                .unwrap();
+            for (version, sqlite, postgres) in MIGRATIONS.iter().filter(|m| m.0 <= 3) {
+                let sql = match pools {
+                    Pools::Sqlite(_) => sqlite,
+                    Pools::Postgres(_) => postgres,
+                };
+                sqlx::raw_sql(*sql).execute(p).await.unwrap();
+                sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+            for (row_id, xact, root, deleted, data) in [
+                ("a", x(1), Some("t"), false, r#"{"id":"a","input":1}"#),
+                ("a", x(2), Some("t"), false, r#"{"id":"a","input":2}"#),
+                ("b", x(1), Some("t"), false, r#"{"id":"b","input":3}"#),
+                ("b", x(2), None, true, r#"{"id":"b"}"#),
+                ("c", x(2), None, false, r#"{"id":"c","input":4}"#),
+            ] {
+                sqlx::query(
+                    "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, \
+                     root_span_id, is_deleted, data) VALUES ('o', 'dataset', 'd', $1, $2, $3, $4, $5)",
+                )
+                .bind(row_id)
+                .bind(xact)
+                .bind(root)
+                .bind(deleted)
+                .bind(data)
+                .execute(p)
+                .await
+                .unwrap();
+            }
+            sqlx::query("UPDATE counters SET value = 2 WHERE name = 'xact'")
+                .execute(p)
+                .await
+                .unwrap();
+        });
+    }
+
+    async fn upgraded_store_reads_and_merges(store: Store) {
+        let pass = dataset_pass("d");
+        let all = RowQuery {
+            limit: 100,
+            ..RowQuery::default()
+        };
+        let rows = store.read_rows(&pass, &all).await.unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.row_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(rows[0].data["input"], 2);
+        let trace = RowQuery {
+            root_span_id: Some("t".into()),
+            ..all.clone()
+        };
+        let rows = store.read_rows(&pass, &trace).await.unwrap();
+        assert_eq!(rows.len(), 1, "b is deleted: {rows:?}");
+        let merge = incoming(json!({"id": "a", "_is_merge": true, "output": 5}));
+        store
+            .write_rows(vec![(pass.clone(), vec![merge])], "now")
+            .await
+            .unwrap();
+        let rows = store.read_rows(&pass, &all).await.unwrap();
+        assert_eq!(rows[0].data["input"], 2);
+        assert_eq!(rows[0].data["output"], 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_embedded_store_of_the_previous_layout_is_upgraded() {
+        let dir = temp_dir("upgrade");
+        let path = dir.join("t.db");
+        let pool = SqlitePool::connect_with(sqlite_options(&path, None).create_if_missing(true))
+            .await
+            .unwrap();
+        fill_old_store(&Pools::Sqlite(pool.clone())).await;
+        pool.close().await;
+        upgraded_store_reads_and_merges(Store::open_sqlite(&path, None).await.unwrap()).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_postgres_store_of_the_previous_layout_is_upgraded() {
+        let Some(admin) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            return;
+        };
+        // One database per test process; a leftover of an earlier process goes first.
+        let name = format!("hf_upgrade_{}", std::process::id());
+        let server = PgPool::connect(&admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&server)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&server)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        let pool = PgPool::connect(&url).await.unwrap();
+        fill_old_store(&Pools::Postgres(pool.clone())).await;
+        pool.close().await;
+        let store = Store::open_postgres(&url).await.unwrap();
+        upgraded_store_reads_and_merges(store.clone()).await;
+        if let Pools::Postgres(p) = &store.read {
+            p.close().await;
+        }
+        if let Pools::Postgres(p) = &store.write {
+            p.close().await;
+        }
+        drop(store);
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&server)
+        .await;
+    }
+}

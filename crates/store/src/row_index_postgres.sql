@@ -1,7 +1,9 @@
--- Row versions get a sequence number, and finding a row's versions by id moves from the
+-- Row versions get a sequence number, row data becomes bytes (JSON, compressed with zstd when
+-- that is smaller), and finding a row's versions by id moves from the
 -- table's primary key to `row_index`, which PostgreSQL's writers fill in the transaction that
 -- writes the rows (see `index.rs`).
 ALTER TABLE rows ADD COLUMN seq BIGSERIAL;
+ALTER TABLE rows ALTER COLUMN data TYPE BYTEA USING convert_to(data, 'UTF8');
 ALTER TABLE rows DROP CONSTRAINT rows_pkey;
 ALTER TABLE rows ADD PRIMARY KEY (seq);
 CREATE INDEX rows_xact ON rows(xact_id);

@@ -1,5 +1,5 @@
--- Row versions get a sequence number (their place in the table), and finding a row's versions
--- by id moves from the table's primary key to `row_index`. On the embedded store the writer
+-- Row versions get a sequence number (their place in the table), row data becomes bytes (JSON,
+-- compressed with zstd when that is smaller), and finding a row's versions by id moves from the table's primary key to `row_index`. On the embedded store the writer
 -- fills `row_index` in large sorted batches (see `index.rs`): a B-tree keyed by random ids
 -- that is updated on every commit rewrites about one page per row.
 CREATE TABLE rows_v2 (
@@ -11,10 +11,10 @@ CREATE TABLE rows_v2 (
     xact_id BIGINT NOT NULL,
     root_span_id TEXT,
     is_deleted BOOLEAN NOT NULL,
-    data TEXT NOT NULL
+    data BLOB NOT NULL
 );
 INSERT INTO rows_v2 (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data)
-SELECT org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data
+SELECT org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, CAST(data AS BLOB)
 FROM rows ORDER BY xact_id;
 DROP TABLE rows;
 ALTER TABLE rows_v2 RENAME TO rows;

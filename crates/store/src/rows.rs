@@ -38,11 +38,39 @@ pub struct RowQuery {
     pub limit: i64,
 }
 
-fn decode(row_id: String, xact: i64, data: &str) -> Result<StoredRow> {
+/// A version filed under a trace: row id, `_xact_id`, deleted, stored data, the row's newest
+/// indexed `_xact_id`, and the statement's snapshot (`counters.xact`).
+type TraceVersion = (String, i64, bool, Vec<u8>, Option<i64>, i64);
+
+/// Row data is stored as JSON, compressed with zstd when that makes it smaller. A stored value
+/// is a zstd frame when it starts with the frame's magic number, which JSON text never does.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// Fast compression: the writer compresses rows a merge produced on its own thread.
+const ZSTD_LEVEL: i32 = 1;
+
+/// The stored form of a row's JSON.
+pub(crate) fn encode_data(json: String) -> Vec<u8> {
+    match zstd::bulk::compress(json.as_bytes(), ZSTD_LEVEL) {
+        Ok(z) if z.len() < json.len() => z,
+        _ => json.into_bytes(),
+    }
+}
+
+/// A row's JSON from its stored form.
+pub(crate) fn decode_data(row_id: &str, stored: &[u8]) -> Result<Map<String, Value>> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("row {row_id}: {e}"));
+    if stored.starts_with(&ZSTD_MAGIC) {
+        let json = zstd::stream::decode_all(stored).map_err(|e| corrupt(&e))?;
+        serde_json::from_slice(&json).map_err(|e| corrupt(&e))
+    } else {
+        serde_json::from_slice(stored).map_err(|e| corrupt(&e))
+    }
+}
+
+fn decode(row_id: String, xact: i64, stored: &[u8]) -> Result<StoredRow> {
     let xact_id =
         XactId::from_i64(xact).ok_or_else(|| StoreError::Corrupt(format!("xact id {xact}")))?;
-    let data = serde_json::from_str(data)
-        .map_err(|e| StoreError::Corrupt(format!("row {row_id}: {e}")))?;
+    let data = decode_data(&row_id, stored)?;
     Ok(StoredRow {
         row_id,
         xact_id,
@@ -83,25 +111,24 @@ impl Store {
         generation: u64,
     ) -> Result<Option<Vec<StoredRow>>> {
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
-        let found: Vec<(String, i64, bool, String, Option<i64>, i64)> =
-            with_pool!(&self.read, |p, DB| {
-                let mut qb = QueryBuilder::<DB>::new(
-                    "SELECT r.row_id, r.xact_id, r.is_deleted, r.data, \
+        let found: Vec<TraceVersion> = with_pool!(&self.read, |p, DB| {
+            let mut qb = QueryBuilder::<DB>::new(
+                "SELECT r.row_id, r.xact_id, r.is_deleted, r.data, \
                      (SELECT MAX(x.xact_id) FROM row_index x WHERE x.object_type = r.object_type \
                       AND x.object_id = r.object_id AND x.row_id = r.row_id AND x.xact_id <= ",
-                );
-                qb.push_bind(as_of);
-                qb.push(
-                    "), (SELECT c.value FROM counters c WHERE c.name = 'xact') \
+            );
+            qb.push_bind(as_of);
+            qb.push(
+                "), (SELECT c.value FROM counters c WHERE c.name = 'xact') \
                      FROM rows r WHERE r.object_type = ",
-                );
-                qb.push_bind(object_type);
-                qb.push(" AND r.object_id = ").push_bind(object_id);
-                qb.push(" AND r.org_id = ").push_bind(pass.org_id());
-                qb.push(" AND r.root_span_id = ").push_bind(root);
-                qb.push(" AND r.xact_id <= ").push_bind(as_of);
-                qb.build_query_as().fetch_all(p).await?
-            });
+            );
+            qb.push_bind(object_type);
+            qb.push(" AND r.object_id = ").push_bind(object_id);
+            qb.push(" AND r.org_id = ").push_bind(pass.org_id());
+            qb.push(" AND r.root_span_id = ").push_bind(root);
+            qb.push(" AND r.xact_id <= ").push_bind(as_of);
+            qb.build_query_as().fetch_all(p).await?
+        });
         // Tail versions the statement could not see are not compared with it.
         let Some(snapshot) = found
             .first()
@@ -111,7 +138,7 @@ impl Store {
             return Ok(Some(Vec::new()));
         };
         let bound = as_of.min(snapshot.as_i64());
-        let mut newest: BTreeMap<String, (i64, bool, String, Option<i64>)> = BTreeMap::new();
+        let mut newest: BTreeMap<String, (i64, bool, Vec<u8>, Option<i64>)> = BTreeMap::new();
         for (row_id, xact, deleted, data, indexed, _) in found {
             if newest.get(&row_id).is_none_or(|n| n.0 < xact) {
                 newest.insert(row_id, (xact, deleted, data, indexed));
@@ -204,9 +231,9 @@ impl Store {
                 None => break,
             }
         }
-        let mut data: HashMap<i64, String> = HashMap::new();
+        let mut data: HashMap<i64, Vec<u8>> = HashMap::new();
         for chunk in live.chunks(1000) {
-            let found: Vec<(i64, String)> = with_pool!(&self.read, |p, DB| {
+            let found: Vec<(i64, Vec<u8>)> = with_pool!(&self.read, |p, DB| {
                 let mut qb = QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
                 qb.push_bind(pass.org_id());
                 qb.push(" AND seq IN (");
@@ -307,6 +334,26 @@ mod tests {
             root_span_id: Some(root.into()),
             ..page(100)
         }
+    }
+
+    #[test]
+    fn row_data_is_compressed_when_that_is_smaller() {
+        let long = json!({"id": "a", "input": "the same words again ".repeat(50)}).to_string();
+        let stored = encode_data(long.clone());
+        assert!(stored.starts_with(&ZSTD_MAGIC) && stored.len() < long.len() / 4);
+        assert_eq!(
+            Value::Object(decode_data("a", &stored).unwrap()).to_string(),
+            long
+        );
+        let short = r#"{"id":"b"}"#.to_owned();
+        assert_eq!(encode_data(short.clone()), short.as_bytes());
+        assert_eq!(decode_data("b", short.as_bytes()).unwrap()["id"], "b");
+        let mut broken = stored;
+        broken.truncate(12);
+        assert!(matches!(
+            decode_data("a", &broken),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     /// Versions are found while they are only in the tail, after a catch-up moved them into

@@ -14,7 +14,7 @@
 use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
 use crate::index::{Key, RowIndex, Version, newer};
-use crate::rows::IncomingRow;
+use crate::rows::{IncomingRow, decode_data, encode_data};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::{self, WriteKind};
@@ -40,7 +40,8 @@ struct NewVersion {
     row_id: String,
     root_span_id: Option<String>,
     deleted: bool,
-    data: String,
+    /// Stored form (see `rows::encode_data`).
+    data: Vec<u8>,
 }
 
 /// One object's share of a request.
@@ -74,13 +75,15 @@ fn version(row_id: &str, row: Option<&Map<String, Value>>) -> Result<NewVersion>
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             deleted: false,
-            data: serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            data: encode_data(
+                serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
         },
         None => NewVersion {
             row_id: row_id.to_owned(),
             root_span_id: None,
             deleted: true,
-            data: serde_json::json!({ "id": row_id }).to_string(),
+            data: encode_data(serde_json::json!({ "id": row_id }).to_string()),
         },
     })
 }
@@ -316,7 +319,7 @@ async fn index_versions(pools: &Pools, pending: &[(Key, Version)], upto: i64) ->
             qb.push(" ON CONFLICT DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE counters SET value = $1 WHERE name = 'indexed_xact'")
+        sqlx::query(ADVANCE_INDEXED)
             .bind(upto)
             .execute(&mut *tx)
             .await?;
@@ -325,34 +328,45 @@ async fn index_versions(pools: &Pools, pending: &[(Key, Version)], upto: i64) ->
     })
 }
 
-/// Indexes the versions the last run left unindexed (embedded store, before serving).
+/// Indexes the versions that are not yet in `row_index` (embedded store, when it opens). The
+/// previous run's tail, or, when another process (the serving one) has the store open, the
+/// versions that process holds in its tail: indexing them twice is harmless, and this process
+/// then reads everything committed before it opened.
+///
+/// Each statement commits on its own, so that each waits for the write lock rather than
+/// failing on a read snapshot that a concurrent writer made stale.
 pub(crate) async fn index_after_start(pools: &Pools) -> Result<()> {
     with_pool!(pools, |p, DB| {
-        let mut tx = p.begin().await?;
         let from: i64 =
             sqlx::query_scalar("SELECT value FROM counters WHERE name = 'indexed_xact'")
-                .fetch_one(&mut *tx)
+                .fetch_one(p)
                 .await?;
+        let upto: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(xact_id), $1) FROM rows")
+            .bind(from)
+            .fetch_one(p)
+            .await?;
+        if upto <= from {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) \
              SELECT object_type, object_id, row_id, xact_id, seq, is_deleted FROM rows \
-             WHERE xact_id > $1 ORDER BY object_type, object_id, row_id, xact_id \
-             ON CONFLICT DO NOTHING",
+             WHERE xact_id > $1 AND xact_id <= $2 \
+             ORDER BY object_type, object_id, row_id, xact_id ON CONFLICT DO NOTHING",
         )
         .bind(from)
-        .execute(&mut *tx)
+        .bind(upto)
+        .execute(p)
         .await?;
-        sqlx::query(
-            "UPDATE counters SET value = (SELECT COALESCE(MAX(xact_id), $1) FROM rows) \
-             WHERE name = 'indexed_xact'",
-        )
-        .bind(from)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        sqlx::query(ADVANCE_INDEXED).bind(upto).execute(p).await?;
         Ok(())
     })
 }
+
+/// Records that `row_index` holds every version up to `$1`. Never moves back: two processes
+/// may index concurrently, and each claim is true on its own.
+const ADVANCE_INDEXED: &str =
+    "UPDATE counters SET value = $1 WHERE name = 'indexed_xact' AND value < $1";
 
 type Committed = Vec<(Key, Version)>;
 
@@ -407,7 +421,7 @@ async fn try_commit_group(
                             .push_bind(r.xact)
                             .push_bind(v.root_span_id.as_deref())
                             .push_bind(v.deleted)
-                            .push_bind(v.data.as_str());
+                            .push_bind(v.data.as_slice());
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
@@ -488,7 +502,7 @@ async fn try_commit_group(
                     .filter(|v| !v.deleted)
                     .map(|v| v.seq)
                     .collect();
-                let mut data: HashMap<i64, String> = HashMap::new();
+                let mut data: HashMap<i64, Vec<u8>> = HashMap::new();
                 for chunk in live.chunks(INSERT_CHUNK) {
                     let mut qb =
                         QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
@@ -499,7 +513,8 @@ async fn try_commit_group(
                         sep.push_bind(*seq);
                     }
                     qb.push(")");
-                    let found: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let found: Vec<(i64, Vec<u8>)> =
+                        qb.build_query_as().fetch_all(&mut *tx).await?;
                     data.extend(found);
                 }
                 let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
@@ -507,16 +522,13 @@ async fn try_commit_group(
                     let row = if v.deleted {
                         None
                     } else {
-                        let text = data.get(&v.seq).ok_or_else(|| {
+                        let stored = data.get(&v.seq).ok_or_else(|| {
                             StoreError::Corrupt(format!(
                                 "row {row_id}: version {} has no data",
                                 v.seq
                             ))
                         })?;
-                        Some(
-                            serde_json::from_str(text)
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        )
+                        Some(decode_data(&row_id, stored)?)
                     };
                     current.insert(row_id, row);
                 }
