@@ -19,7 +19,7 @@
 //! rows), and a reader that raced a catch-up, which moves versions from the tail into
 //! `row_index`, notices by the tail's generation and reads again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -40,10 +40,13 @@ pub(crate) struct Version {
 /// (object type, object id, row id).
 pub(crate) type Key = (String, String, String);
 
+/// (object type, object id).
+type Object = (String, String);
+
 #[derive(Debug, Default)]
 struct Tail {
-    /// Versions in `_xact_id` order per row.
-    versions: BTreeMap<Key, Vec<Version>>,
+    /// Per object and row, versions in `_xact_id` order.
+    versions: HashMap<Object, BTreeMap<String, Vec<Version>>>,
     len: usize,
     /// Bumped by every catch-up.
     generation: u64,
@@ -99,9 +102,14 @@ impl RowIndex {
             return;
         }
         let mut tail = self.tail.write().unwrap_or_else(|e| e.into_inner());
-        for (key, version) in committed {
-            tail.len += 1;
-            let versions = tail.versions.entry(key).or_default();
+        tail.len += committed.len();
+        for ((object_type, object_id, row_id), version) in committed {
+            let versions = tail
+                .versions
+                .entry((object_type, object_id))
+                .or_default()
+                .entry(row_id)
+                .or_default();
             versions.push(version);
             versions.sort_by_key(|v| v.xact);
         }
@@ -115,9 +123,16 @@ impl RowIndex {
     /// The tail in index order, for a catch-up (writer only).
     pub(crate) fn pending(&self) -> Vec<(Key, Version)> {
         let tail = self.lock();
-        tail.versions
-            .iter()
-            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), *v)))
+        let mut objects: Vec<_> = tail.versions.iter().collect();
+        objects.sort_by(|a, b| a.0.cmp(b.0));
+        objects
+            .into_iter()
+            .flat_map(|((t, o), rows)| {
+                rows.iter().flat_map(move |(r, vs)| {
+                    vs.iter()
+                        .map(move |v| ((t.clone(), o.clone(), r.clone()), *v))
+                })
+            })
             .collect()
     }
 
@@ -146,12 +161,8 @@ impl TailView<'_> {
         row_id: &str,
         max_xact: i64,
     ) -> Option<Version> {
-        let key = (
-            object_type.to_owned(),
-            object_id.to_owned(),
-            row_id.to_owned(),
-        );
-        newest(self.0.versions.get(&key)?, max_xact)
+        let object = (object_type.to_owned(), object_id.to_owned());
+        newest(self.0.versions.get(&object)?.get(row_id)?, max_xact)
     }
 
     /// The newest version at or below `max_xact` of each tail row of an object with
@@ -165,25 +176,20 @@ impl TailView<'_> {
         max_xact: i64,
         live: usize,
     ) -> Vec<(String, Version)> {
-        let start = (
-            object_type.to_owned(),
-            object_id.to_owned(),
-            after.unwrap_or_default().to_owned(),
-        );
+        let object = (object_type.to_owned(), object_id.to_owned());
+        let Some(rows) = self.0.versions.get(&object) else {
+            return Vec::new();
+        };
         let lower = match after {
-            Some(_) => Bound::Excluded(start),
-            None => Bound::Included(start),
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
         };
         let mut out = Vec::new();
         let mut found = 0;
-        let rows = self
-            .0
-            .versions
-            .range((lower, Bound::Unbounded))
-            .take_while(|((t, o, r), _)| {
-                t == object_type && o == object_id && up_to.is_none_or(|u| r.as_str() <= u)
-            });
-        for ((_, _, r), vs) in rows {
+        let rows = rows
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(r, _)| up_to.is_none_or(|u| r.as_str() <= u));
+        for (r, vs) in rows {
             if found == live {
                 break;
             }

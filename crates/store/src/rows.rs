@@ -48,10 +48,21 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// Fast compression: the writer compresses rows a merge produced on its own thread.
 const ZSTD_LEVEL: i32 = 1;
 
+thread_local! {
+    /// A compression context per thread: making one costs more than compressing a row.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok());
+}
+
 /// The stored form of a row's JSON.
 pub(crate) fn encode_data(json: String) -> Vec<u8> {
-    match zstd::bulk::compress(json.as_bytes(), ZSTD_LEVEL) {
-        Ok(z) if z.len() < json.len() => z,
+    let compressed = COMPRESSOR.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .and_then(|c| c.compress(json.as_bytes()).ok())
+    });
+    match compressed {
+        Some(z) if z.len() < json.len() => z,
         _ => json.into_bytes(),
     }
 }
@@ -391,6 +402,13 @@ mod tests {
             span("e", "t3"),
         ])
         .await;
+        // The writer indexes after it has answered.
+        for _ in 0..100 {
+            if count(&store, "row_index").await == 6 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert_eq!(count(&store, "row_index").await, 6, "caught up");
         assert!(!store.index.needs_catch_up(true));
 
