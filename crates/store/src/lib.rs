@@ -11,6 +11,10 @@
 //!   row it merges onto under that lock (no lost updates between concurrent requests). Within
 //!   one process, row writes go through one writer task that commits concurrent requests
 //!   together (see `writer`).
+//! * Rows are found by id through `row_index`. On the embedded store the versions written since
+//!   the last catch-up live in the writing process's memory (see `index`): another process
+//!   that opens the store first indexes everything committed so far, so it reads all of that,
+//!   but it does not see the serving process's later writes until they are indexed.
 //!
 //! The same SQL runs on both backends (`$N` placeholders, TEXT JSON, BIGINT ids); the
 //! [`with_pool!`] macro expands each query once per backend.
