@@ -262,6 +262,9 @@ async fn open_pepper(kms: &AnyKms, data_dir: &std::path::Path) -> Result<SecretB
     Ok(SecretBox::new(Box::new(*key.expose())))
 }
 
+/// Every store this process opened, closed before it exits (see `Store::close`).
+static OPENED: std::sync::Mutex<Vec<Store>> = std::sync::Mutex::new(Vec::new());
+
 async fn open(settings: &Settings) -> Result<Services> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -300,6 +303,10 @@ async fn open(settings: &Settings) -> Result<Services> {
             .await
             .context("opening the embedded store")?,
     };
+    OPENED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(store.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let pepper = open_pepper(&kms, data_dir).await?;
     let keys = KeyService::new(pepper, clock.clone());
@@ -613,7 +620,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    let opened = std::mem::take(&mut *OPENED.lock().unwrap_or_else(|e| e.into_inner()));
+    runtime.block_on(async {
+        for store in opened {
+            store.close().await;
+        }
+    });
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

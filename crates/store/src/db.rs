@@ -47,6 +47,8 @@ pub struct Store {
     pub(crate) writer: crate::writer::WriterHandle,
     /// Versions not yet in `row_index` (see `index`).
     pub(crate) index: Arc<RowIndex>,
+    /// The embedded store's checkpointing connection.
+    checkpointer: Option<SqlitePool>,
 }
 
 /// How every connection to an embedded store opens: with `key`, through SQLCipher with the
@@ -122,7 +124,7 @@ impl Store {
             .max_connections(1)
             .connect_with(opts)
             .await?;
-        tokio::spawn(checkpoint_loop(checkpointer));
+        tokio::spawn(checkpoint_loop(checkpointer.clone()));
         let write = Pools::Sqlite(write);
         let index = Arc::new(index);
         let store = Self {
@@ -130,6 +132,7 @@ impl Store {
             writer: crate::writer::spawn_writer(write.clone(), index.clone())?,
             write,
             index,
+            checkpointer: Some(checkpointer),
         };
         store.migrate().await?;
         crate::writer::index_after_start(&store.write).await?;
@@ -149,9 +152,25 @@ impl Store {
             writer: crate::writer::spawn_writer(write.clone(), index.clone())?,
             write,
             index,
+            checkpointer: None,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Closes every connection, waiting for those in use. A process calls this before it
+    /// exits: connections still open in their worker threads while the process tears down
+    /// the cipher library crash it.
+    pub async fn close(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.close().await;
+        }
+        for pools in [&self.read, &self.write] {
+            match pools {
+                Pools::Sqlite(p) => p.close().await,
+                Pools::Postgres(p) => p.close().await,
+            }
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -198,6 +217,9 @@ async fn checkpoint_loop(pool: SqlitePool) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
