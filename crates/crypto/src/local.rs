@@ -32,7 +32,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Writes `bytes` to a new file with mode 0600, durably, then renames it into place.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -6,8 +6,6 @@ use crate::{Result, ServiceError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use holdfast_crypto::{AnyKms, DataKey, Kms, Wrapped};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
@@ -46,18 +44,7 @@ pub async fn load(kms: &AnyKms, path: &Path, context: &str) -> Result<Option<Dat
 pub async fn store(kms: &AnyKms, path: &Path, context: &str, key: &DataKey) -> Result<()> {
     let w = kms.wrap(key, context).await.map_err(|e| io(path, e))?;
     let text = serde_json::json!({"kek_id": w.kek_id, "wrapped": B64.encode(&w.blob)}).to_string();
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    holdfast_crypto::local::write_private(path, text.as_bytes()).map_err(|e| io(path, e))?;
     Ok(())
 }
 

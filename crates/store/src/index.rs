@@ -81,8 +81,8 @@ impl RowIndex {
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, Tail> {
-        // A panic while holding the lock leaves a consistent map (every update is one insert
-        // or one clear), so a poisoned lock is still usable.
+        // Updates under the lock only push to vectors and maps or clear them; nothing there
+        // panics short of running out of memory, which aborts. A poisoned lock is usable.
         self.tail.read().unwrap_or_else(|e| e.into_inner())
     }
 
