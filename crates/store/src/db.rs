@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("row_index_sqlite.sql"),
         include_str!("row_index_postgres.sql"),
     ),
+    (
+        5,
+        include_str!("trace_index_sqlite.sql"),
+        "-- PostgreSQL keeps its index on rows.root_span_id.",
+    ),
 ];
 
 impl Store {
@@ -135,7 +140,8 @@ impl Store {
             checkpointer: Some(checkpointer),
         };
         store.migrate().await?;
-        crate::writer::index_after_start(&store.write).await?;
+        let indexed = crate::writer::index_after_start(&store.write).await?;
+        store.index.set_committed(indexed);
         Ok(store)
     }
 

@@ -3,7 +3,7 @@
 //! hide rows whose newest version is a delete.
 
 use crate::db::with_pool;
-use crate::index::{Version, newer};
+use crate::index::{Version, newer, trace_key};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::RowControl;
@@ -114,6 +114,12 @@ impl Store {
 
     /// The rows of one trace: the versions filed under its root, each kept only if no newer
     /// version of its row exists elsewhere (a delete, or a move to another trace).
+    ///
+    /// On the embedded store the versions come from `trace_index` and the tail (see `index`).
+    /// The tail is read first, and the read is of the store as of the newest version this
+    /// process had committed then: versions that commit later are left out of both the
+    /// trace and the check for newer versions, so a row updated meanwhile is seen in one
+    /// state, never in neither.
     async fn read_trace(
         &self,
         pass: &ObjectPass,
@@ -122,13 +128,23 @@ impl Store {
         generation: u64,
     ) -> Result<Option<Vec<StoredRow>>> {
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let trace = trace_key(object_type, object_id, root);
+        let (bound, tail_seqs) = if self.index.deferred() {
+            let tail = self.index.view();
+            if tail.generation() != generation {
+                return Ok(None);
+            }
+            (as_of.min(tail.committed()), tail.trace(trace).to_vec())
+        } else {
+            (as_of, Vec::new())
+        };
         let found: Vec<TraceVersion> = with_pool!(&self.read, |p, DB| {
             let mut qb = QueryBuilder::<DB>::new(
                 "SELECT r.row_id, r.xact_id, r.is_deleted, r.data, \
                      (SELECT MAX(x.xact_id) FROM row_index x WHERE x.object_type = r.object_type \
                       AND x.object_id = r.object_id AND x.row_id = r.row_id AND x.xact_id <= ",
             );
-            qb.push_bind(as_of);
+            qb.push_bind(bound);
             qb.push(
                 "), (SELECT c.value FROM counters c WHERE c.name = 'xact') \
                      FROM rows r WHERE r.object_type = ",
@@ -137,7 +153,21 @@ impl Store {
             qb.push(" AND r.object_id = ").push_bind(object_id);
             qb.push(" AND r.org_id = ").push_bind(pass.org_id());
             qb.push(" AND r.root_span_id = ").push_bind(root);
-            qb.push(" AND r.xact_id <= ").push_bind(as_of);
+            qb.push(" AND r.xact_id <= ").push_bind(bound);
+            if self.index.deferred() {
+                qb.push(" AND (r.seq IN (SELECT t.seq FROM trace_index t WHERE t.trace = ");
+                qb.push_bind(trace);
+                qb.push(")");
+                if !tail_seqs.is_empty() {
+                    qb.push(" OR r.seq IN (");
+                    let mut sep = qb.separated(", ");
+                    for seq in &tail_seqs {
+                        sep.push_bind(*seq);
+                    }
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
             qb.build_query_as().fetch_all(p).await?
         });
         // Tail versions the statement could not see are not compared with it.
@@ -148,7 +178,7 @@ impl Store {
         else {
             return Ok(Some(Vec::new()));
         };
-        let bound = as_of.min(snapshot.as_i64());
+        let bound = bound.min(snapshot.as_i64());
         let mut newest: BTreeMap<String, (i64, bool, Vec<u8>, Option<i64>)> = BTreeMap::new();
         for (row_id, xact, deleted, data, indexed, _) in found {
             if newest.get(&row_id).is_none_or(|n| n.0 < xact) {
@@ -410,6 +440,11 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert_eq!(count(&store, "row_index").await, 6, "caught up");
+        assert_eq!(
+            count(&store, "trace_index").await,
+            6,
+            "a merge keeps the root"
+        );
         assert!(!store.index.needs_catch_up(true));
 
         // Changes to indexed rows: a delete, a move to another trace, a merge.
@@ -461,6 +496,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count(&store, "row_index").await, 9, "indexed on start");
+        assert_eq!(
+            count(&store, "trace_index").await,
+            8,
+            "a delete has no root"
+        );
         check(store).await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -13,7 +13,7 @@
 
 use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
-use crate::index::{Key, RowIndex, Version, newer};
+use crate::index::{Pending, RowIndex, Version, Written, newer, trace_key};
 use crate::rows::{IncomingRow, decode_data, encode_data};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
@@ -278,34 +278,12 @@ async fn commit_group(
     }
 }
 
-/// Adds the tail to `row_index` in one sorted batch. On failure the tail stays and the next
-/// catch-up tries again; reads stay correct either way.
-async fn catch_up(pools: &Pools, index: &RowIndex) {
-    let pending = index.pending();
-    let Some(upto) = pending.iter().map(|(_, v)| v.xact).max() else {
-        return;
-    };
-    let started = std::time::Instant::now();
-    match index_versions(pools, &pending, upto).await {
-        Ok(()) => {
-            index.caught_up();
-            tracing::debug!(
-                versions = pending.len(),
-                ms = started.elapsed().as_millis(),
-                "indexed the row tail"
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, versions = pending.len(), "indexing the row tail failed");
-        }
-    }
-}
-
-async fn index_versions(pools: &Pools, pending: &[(Key, Version)], upto: i64) -> Result<()> {
-    with_pool!(pools, |p, DB| {
-        let mut tx = p.begin().await?;
-        for chunk in pending.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::<DB>::new(
+/// Inserts a catch-up's versions into `row_index` and `trace_index`; indexing a version twice
+/// is harmless.
+macro_rules! insert_pending {
+    ($pending:expr, $exec:expr, $DB:ty) => {
+        for chunk in $pending.rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<$DB>::new(
                 "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) ",
             );
             qb.push_values(chunk, |mut b, ((t, o, r), v)| {
@@ -317,8 +295,46 @@ async fn index_versions(pools: &Pools, pending: &[(Key, Version)], upto: i64) ->
                     .push_bind(v.deleted);
             });
             qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+            qb.build().execute($exec).await?;
         }
+        for chunk in $pending.traces.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<$DB>::new("INSERT INTO trace_index (trace, seq) ");
+            qb.push_values(chunk, |mut b, (trace, seq)| {
+                b.push_bind(*trace).push_bind(*seq);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute($exec).await?;
+        }
+    };
+}
+
+/// Adds the tail to `row_index` and `trace_index` in one sorted batch. On failure the tail
+/// stays and the next catch-up tries again; reads stay correct either way.
+async fn catch_up(pools: &Pools, index: &RowIndex) {
+    let pending = index.pending();
+    let Some(upto) = pending.rows.iter().map(|(_, v)| v.xact).max() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    match index_versions(pools, &pending, upto).await {
+        Ok(()) => {
+            index.caught_up();
+            tracing::debug!(
+                versions = pending.rows.len(),
+                ms = started.elapsed().as_millis(),
+                "indexed the row tail"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, versions = pending.rows.len(), "indexing the row tail failed");
+        }
+    }
+}
+
+async fn index_versions(pools: &Pools, pending: &Pending, upto: i64) -> Result<()> {
+    with_pool!(pools, |p, DB| {
+        let mut tx = p.begin().await?;
+        insert_pending!(pending, &mut *tx, DB);
         sqlx::query(ADVANCE_INDEXED)
             .bind(upto)
             .execute(&mut *tx)
@@ -328,14 +344,29 @@ async fn index_versions(pools: &Pools, pending: &[(Key, Version)], upto: i64) ->
     })
 }
 
-/// Indexes the versions that are not yet in `row_index` (embedded store, when it opens). The
-/// previous run's tail, or, when another process (the serving one) has the store open, the
-/// versions that process holds in its tail: indexing them twice is harmless, and this process
-/// then reads everything committed before it opened.
+/// Versions read back from `rows`: (object type, object id, row id, xact, seq, deleted, root).
+type StoredVersion = (String, String, String, i64, i64, bool, Option<String>);
+
+fn written((t, o, r, xact, seq, deleted, root): StoredVersion) -> Written {
+    Written {
+        trace: root.map(|root| trace_key(&t, &o, &root)),
+        key: (t, o, r),
+        version: Version { xact, seq, deleted },
+    }
+}
+
+/// Versions after `from` read per statement while a store that opens indexes them.
+const START_CHUNK: i64 = 20_000;
+
+/// Indexes the versions that are not yet in `row_index` and `trace_index` (embedded store,
+/// when it opens). The previous run's tail, or, when another process (the serving one) has
+/// the store open, the versions that process holds in its tail: indexing them twice is
+/// harmless, and this process then reads everything committed before it opened. Returns the
+/// newest `_xact_id` indexed.
 ///
 /// Each statement commits on its own, so that each waits for the write lock rather than
 /// failing on a read snapshot that a concurrent writer made stale.
-pub(crate) async fn index_after_start(pools: &Pools) -> Result<()> {
+pub(crate) async fn index_after_start(pools: &Pools) -> Result<i64> {
     with_pool!(pools, |p, DB| {
         let from: i64 =
             sqlx::query_scalar("SELECT value FROM counters WHERE name = 'indexed_xact'")
@@ -346,20 +377,44 @@ pub(crate) async fn index_after_start(pools: &Pools) -> Result<()> {
             .fetch_one(p)
             .await?;
         if upto <= from {
-            return Ok(());
+            return Ok(upto);
         }
-        sqlx::query(
-            "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) \
-             SELECT object_type, object_id, row_id, xact_id, seq, is_deleted FROM rows \
-             WHERE xact_id > $1 AND xact_id <= $2 \
-             ORDER BY object_type, object_id, row_id, xact_id ON CONFLICT DO NOTHING",
-        )
-        .bind(from)
-        .bind(upto)
-        .execute(p)
-        .await?;
+        let mut after_seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MIN(seq), 1) - 1 FROM rows WHERE xact_id > $1")
+                .bind(from)
+                .fetch_one(p)
+                .await?;
+        loop {
+            let found: Vec<StoredVersion> = sqlx::query_as(
+                "SELECT object_type, object_id, row_id, xact_id, seq, is_deleted, root_span_id \
+                 FROM rows WHERE seq > $1 AND xact_id <= $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(after_seq)
+            .bind(upto)
+            .bind(START_CHUNK)
+            .fetch_all(p)
+            .await?;
+            let Some(last) = found.last().map(|f| f.4) else {
+                break;
+            };
+            after_seq = last;
+            let mut pending = Pending::default();
+            for w in found.into_iter().map(written) {
+                if w.version.xact > from {
+                    if let Some(t) = w.trace {
+                        pending.traces.push((t, w.version.seq));
+                    }
+                    pending.rows.push((w.key, w.version));
+                }
+            }
+            pending
+                .rows
+                .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.xact.cmp(&b.1.xact)));
+            pending.traces.sort_unstable();
+            insert_pending!(&pending, p, DB);
+        }
         sqlx::query(ADVANCE_INDEXED).bind(upto).execute(p).await?;
-        Ok(())
+        Ok(upto)
     })
 }
 
@@ -368,7 +423,7 @@ pub(crate) async fn index_after_start(pools: &Pools) -> Result<()> {
 const ADVANCE_INDEXED: &str =
     "UPDATE counters SET value = $1 WHERE name = 'indexed_xact' AND value < $1";
 
-type Committed = Vec<(Key, Version)>;
+type Committed = Vec<Written>;
 
 /// Applies the requests in one transaction; any failure rolls all of them back. Returns each
 /// request's transaction id and, on the embedded store, the versions for the index's tail.
@@ -567,20 +622,15 @@ async fn try_commit_group(
         if n > 0 {
             let last_xact = xact_of(last)?.as_i64();
             if index.deferred() {
-                let written: Vec<(String, String, String, i64, i64, bool)> = sqlx::query_as(
-                    "SELECT object_type, object_id, row_id, xact_id, seq, is_deleted \
+                let stored: Vec<StoredVersion> = sqlx::query_as(
+                    "SELECT object_type, object_id, row_id, xact_id, seq, is_deleted, root_span_id \
                      FROM rows WHERE xact_id >= $1 AND xact_id <= $2",
                 )
                 .bind(first_xact)
                 .bind(last_xact)
                 .fetch_all(&mut *tx)
                 .await?;
-                committed = written
-                    .into_iter()
-                    .map(|(t, o, r, xact, seq, deleted)| {
-                        ((t, o, r), Version { xact, seq, deleted })
-                    })
-                    .collect();
+                committed = stored.into_iter().map(written).collect();
             } else {
                 sqlx::query(
                     "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) \
