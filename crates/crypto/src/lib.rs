@@ -16,6 +16,8 @@ pub mod aws;
 pub mod http;
 pub mod kms;
 pub mod local;
+#[cfg(feature = "aws")]
+pub mod sigv4;
 
 pub use aead::{DataKey, open, seal};
 pub use kms::{AnyKms, Kms, Wrapped};

@@ -32,6 +32,19 @@ pub struct Settings {
     /// `GOOGLE_OAUTH_ACCESS_TOKEN`, `AZURE_KEY_VAULT_TOKEN` or `VAULT_TOKEN`.
     pub kms_key: Option<String>,
     pub kms_endpoint: Option<String>,
+    /// Where attachments and overflow batches live: `local` (the data dir) or `s3`.
+    pub blob_store: String,
+    /// S3 or an S3-compatible server: bucket, object name prefix, region, endpoint (for
+    /// compatible servers; path-style requests), and the server-side encryption every object
+    /// is written with: `AES256` or `aws:kms` (with `s3_sse_kms_key_id`, or the bucket's
+    /// default key). Credentials come from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`.
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: String,
+    pub s3_region: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_sse: String,
+    pub s3_sse_kms_key_id: Option<String>,
     /// Serve HTTPS with this certificate chain and private key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -55,6 +68,13 @@ impl Default for Settings {
             kms_aws_endpoint: None,
             kms_key: None,
             kms_endpoint: None,
+            blob_store: "local".into(),
+            s3_bucket: None,
+            s3_prefix: String::new(),
+            s3_region: None,
+            s3_endpoint: None,
+            s3_sse: "AES256".into(),
+            s3_sse_kms_key_id: None,
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
@@ -164,6 +184,26 @@ impl CommonArgs {
             other => bail!(
                 "invalid setting: kms must be \"local\", \"aws\", \"gcp\", \"azure\" or \"vault\" (got {other:?})"
             ),
+        }
+        match settings.blob_store.as_str() {
+            "local" => {}
+            "s3" => {
+                if settings.s3_bucket.is_none() || settings.s3_region.is_none() {
+                    bail!("invalid setting: blob_store = \"s3\" needs s3_bucket and s3_region");
+                }
+                if !matches!(settings.s3_sse.as_str(), "AES256" | "aws:kms") {
+                    bail!(
+                        "invalid setting: s3_sse must be \"AES256\" or \"aws:kms\" (got {:?})",
+                        settings.s3_sse
+                    );
+                }
+                if settings.s3_sse_kms_key_id.is_some() && settings.s3_sse != "aws:kms" {
+                    bail!("invalid setting: s3_sse_kms_key_id needs s3_sse = \"aws:kms\"");
+                }
+            }
+            other => {
+                bail!("invalid setting: blob_store must be \"local\" or \"s3\" (got {other:?})")
+            }
         }
         if settings.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(

@@ -15,6 +15,7 @@ use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
 use holdfast_services::keyfile;
 use holdfast_services::keys::{KeyService, load_or_create_pepper};
+use holdfast_services::s3::{S3, S3Config, Sse};
 use holdfast_services::vault::Vault;
 use holdfast_services::{Limits, Services};
 use holdfast_store::Store;
@@ -314,11 +315,31 @@ async fn open(settings: &Settings) -> Result<Services> {
         Some(k) => Some(holdfast_crypto::DataKey::from_bytes(k.expose())?),
         None => None,
     };
-    let blobs = BlobStore::new(
-        data_dir.join("blobs"),
-        keys.derive("signed urls")?,
-        blob_key,
-    );
+    let blobs = match settings.blob_store.as_str() {
+        "s3" => {
+            let sse = match settings.s3_sse.as_str() {
+                "aws:kms" => Sse::Kms {
+                    key_id: settings.s3_sse_kms_key_id.clone(),
+                },
+                _ => Sse::S3,
+            };
+            let s3 = S3::new(S3Config {
+                bucket: settings.s3_bucket.clone().unwrap_or_default(),
+                prefix: settings.s3_prefix.clone(),
+                region: settings.s3_region.clone().unwrap_or_default(),
+                endpoint: settings.s3_endpoint.clone(),
+                sse,
+                credentials: holdfast_crypto::sigv4::Credentials::from_env()
+                    .context("blob_store = \"s3\"")?,
+            })?;
+            BlobStore::s3(s3, keys.derive("signed urls")?, blob_key)
+        }
+        _ => BlobStore::new(
+            data_dir.join("blobs"),
+            keys.derive("signed urls")?,
+            blob_key,
+        ),
+    };
     let limits = Limits {
         logs3_payload_max_bytes: settings.logs3_payload_max_bytes,
         max_body_bytes: settings.max_body_bytes,

@@ -150,11 +150,13 @@ impl Services {
     }
 
     /// An unauthenticated PUT to a signed upload URL.
-    pub fn signed_upload(&self, token: &str, bytes: &[u8]) -> Result<()> {
+    pub async fn signed_upload(&self, token: &str, bytes: &[u8]) -> Result<()> {
         let grant = self
             .blobs
             .verify(token, Purpose::Upload, self.clock.now().unix_timestamp())?;
-        self.blobs.put(&grant.org_id, grant.kind, &grant.key, bytes)
+        self.blobs
+            .put(&grant.org_id, grant.kind, &grant.key, bytes)
+            .await
     }
 
     /// An unauthenticated GET of a signed download URL: (content type, bytes).
@@ -162,7 +164,10 @@ impl Services {
         let grant =
             self.blobs
                 .verify(token, Purpose::Download, self.clock.now().unix_timestamp())?;
-        let bytes = self.blobs.get(&grant.org_id, grant.kind, &grant.key)?;
+        let bytes = self
+            .blobs
+            .get(&grant.org_id, grant.kind, &grant.key)
+            .await?;
         // Only a plain `type/subtype` is echoed back; anything else is served as bytes.
         let content_type = grant
             .content_type

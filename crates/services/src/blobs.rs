@@ -2,9 +2,11 @@
 //! upload and download them without an Authorization header.
 //!
 //! Guarantees:
-//! * Blobs live under `<root>/<org id>/<kind>/<sha256(key)>`: a caller-chosen key can never
-//!   name a path outside its organization's folder.
-//! * Writes go to a temporary file that is synced and renamed, so a blob is whole or absent.
+//! * Blobs live under `<org id>/<kind>/<sha256(key)>`, in a folder of the data dir or in an
+//!   S3-compatible bucket (`s3`): a caller-chosen key can never name a place outside its
+//!   organization's folder.
+//! * Local writes go to a temporary file that is synced and renamed, so a blob is whole or
+//!   absent; an S3 PUT is whole or absent by itself, and is encrypted by the server.
 //! * A signed URL carries its purpose, organization, key and expiry, authenticated with an
 //!   HMAC under a key derived from the server's pepper. It is unguessable, expires, and works
 //!   only for the one purpose (upload or download of one blob) it was made for.
@@ -48,8 +50,13 @@ pub struct Grant {
     pub content_type: Option<String>,
 }
 
+enum Backend {
+    Local(PathBuf),
+    S3(Box<crate::s3::S3>),
+}
+
 pub struct BlobStore {
-    root: PathBuf,
+    backend: Backend,
     signing_key: SecretBox<[u8; 32]>,
     /// Encrypts blobs at rest when set.
     at_rest: Option<holdfast_crypto::DataKey>,
@@ -67,7 +74,20 @@ impl BlobStore {
         at_rest: Option<holdfast_crypto::DataKey>,
     ) -> Self {
         Self {
-            root,
+            backend: Backend::Local(root),
+            signing_key,
+            at_rest,
+        }
+    }
+
+    /// Blobs in an S3-compatible bucket (sealed with `at_rest` as well, when it is set).
+    pub fn s3(
+        s3: crate::s3::S3,
+        signing_key: SecretBox<[u8; 32]>,
+        at_rest: Option<holdfast_crypto::DataKey>,
+    ) -> Self {
+        Self {
+            backend: Backend::S3(Box::new(s3)),
             signing_key,
             at_rest,
         }
@@ -77,7 +97,8 @@ impl BlobStore {
         format!("holdfast-blob|v1|{org_id}|{kind:?}|{key}").into_bytes()
     }
 
-    fn path(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<PathBuf> {
+    /// `<org id>/<kind>/<sha256(key)>`.
+    fn name(org_id: &str, kind: BlobKind, key: &str) -> Result<String> {
         if org_id.is_empty()
             || !org_id
                 .bytes()
@@ -90,44 +111,40 @@ impl BlobStore {
             BlobKind::Attachment => "attachments",
             BlobKind::Overflow => "overflow",
         };
-        Ok(self.root.join(org_id).join(kind).join(name))
+        Ok(format!("{org_id}/{kind}/{name}"))
     }
 
-    pub fn put(&self, org_id: &str, kind: BlobKind, key: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.path(org_id, kind, key)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let io = |e: std::io::Error| ServiceError::Internal(format!("blob write: {e}"));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".tmp-{}", random::uuid()?));
-        let sealed;
+    pub async fn put(&self, org_id: &str, kind: BlobKind, key: &str, bytes: &[u8]) -> Result<()> {
+        let name = Self::name(org_id, kind, key)?;
         let bytes = match &self.at_rest {
             Some(k) => {
                 let body = holdfast_crypto::seal(k, &Self::aad(org_id, kind, key), bytes)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                sealed = [SEALED_MAGIC, body.as_slice()].concat();
-                sealed.as_slice()
+                [SEALED_MAGIC, body.as_slice()].concat()
             }
-            None => bytes,
+            None => bytes.to_vec(),
         };
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        match &self.backend {
+            Backend::Local(root) => write_file(&root.join(name), &bytes),
+            Backend::S3(s3) => s3.put(&name, bytes).await,
+        }
     }
 
-    pub fn get(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<Vec<u8>> {
-        let path = self.path(org_id, kind, key)?;
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ServiceError::NotFound("blob".into()),
-            _ => ServiceError::Internal(format!("blob read: {e}")),
-        })?;
+    pub async fn get(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<Vec<u8>> {
+        let name = Self::name(org_id, kind, key)?;
+        let bytes = match &self.backend {
+            Backend::Local(root) => match std::fs::read(root.join(&name)) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(ServiceError::Internal(format!("blob read: {e}"))),
+            },
+            Backend::S3(s3) => s3.get(&name).await?,
+        };
+        let bytes = bytes.ok_or_else(|| ServiceError::NotFound("blob".into()))?;
         match (bytes.strip_prefix(SEALED_MAGIC), &self.at_rest) {
             (Some(body), Some(k)) => holdfast_crypto::open(k, &Self::aad(org_id, kind, key), body)
                 .map(|p| p.to_vec())
-                .map_err(|e| ServiceError::Internal(format!("blob {}: {e}", path.display()))),
+                .map_err(|e| ServiceError::Internal(format!("blob {name}: {e}"))),
             (Some(_), None) => Err(ServiceError::Internal(
                 "blob is encrypted but no storage key is configured".into(),
             )),
@@ -136,12 +153,15 @@ impl BlobStore {
         }
     }
 
-    pub fn delete(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<()> {
-        let path = self.path(org_id, kind, key)?;
-        match std::fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ServiceError::Internal(format!("blob delete: {e}"))),
+    pub async fn delete(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<()> {
+        let name = Self::name(org_id, kind, key)?;
+        match &self.backend {
+            Backend::Local(root) => match std::fs::remove_file(root.join(name)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(ServiceError::Internal(format!("blob delete: {e}"))),
+            },
+            Backend::S3(s3) => s3.delete(&name).await,
         }
     }
 
@@ -179,6 +199,21 @@ impl BlobStore {
         }
         Ok(grant)
     }
+}
+
+/// Writes a file whole or not at all: a synced temporary file renamed into place.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| ServiceError::Internal(format!("blob write: {e}"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".tmp-{}", random::uuid()?));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,26 +254,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn blobs_round_trip_inside_the_org_folder() {
+    #[tokio::test]
+    async fn blobs_round_trip_inside_the_org_folder() {
         let s = store();
-        s.put("org-1", BlobKind::Overflow, "../../etc/passwd", b"hello")
+        let key = "../../etc/passwd";
+        s.put("org-1", BlobKind::Overflow, key, b"hello")
+            .await
             .unwrap();
         assert_eq!(
-            s.get("org-1", BlobKind::Overflow, "../../etc/passwd")
-                .unwrap(),
+            s.get("org-1", BlobKind::Overflow, key).await.unwrap(),
             b"hello"
         );
-        assert!(
-            s.get("org-2", BlobKind::Overflow, "../../etc/passwd")
-                .is_err()
-        );
-        assert!(s.put("../x", BlobKind::Overflow, "k", b"").is_err());
-        s.delete("org-1", BlobKind::Overflow, "../../etc/passwd")
-            .unwrap();
-        assert!(
-            s.get("org-1", BlobKind::Overflow, "../../etc/passwd")
-                .is_err()
-        );
+        assert!(s.get("org-2", BlobKind::Overflow, key).await.is_err());
+        assert!(s.put("../x", BlobKind::Overflow, "k", b"").await.is_err());
+        s.delete("org-1", BlobKind::Overflow, key).await.unwrap();
+        assert!(matches!(
+            s.get("org-1", BlobKind::Overflow, key).await,
+            Err(ServiceError::NotFound(_))
+        ));
     }
 }

@@ -45,9 +45,16 @@ impl Services {
 
     async fn ingest_overflow(&self, principal: &Principal, key: &str) -> Result<IngestResult> {
         let org = &principal.org_id;
-        let bytes = self.blobs.get(org, BlobKind::Overflow, key).map_err(|_| {
-            ServiceError::bad(format!("no uploaded overflow payload for key {key:?}"))
-        })?;
+        let bytes = self
+            .blobs
+            .get(org, BlobKind::Overflow, key)
+            .await
+            .map_err(|e| match e {
+                ServiceError::NotFound(_) => {
+                    ServiceError::bad(format!("no uploaded overflow payload for key {key:?}"))
+                }
+                e => e,
+            })?;
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ServiceError::bad(format!("overflow payload is not valid JSON: {e}")))?;
         let rows = match body {
@@ -58,7 +65,7 @@ impl Services {
             _ => return Err(ServiceError::bad("overflow payload must be a JSON object")),
         };
         let out = self.ingest(principal, rows, None).await?;
-        self.blobs.delete(org, BlobKind::Overflow, key)?;
+        self.blobs.delete(org, BlobKind::Overflow, key).await?;
         Ok(out)
     }
 

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod objects;
 pub mod query;
 pub mod random;
+pub mod s3;
 pub mod secrets;
 pub mod vault;
 

@@ -143,6 +143,26 @@ fn bad_settings_are_named() {
             vec![],
             "config file",
         ),
+        (
+            vec!["serve", "--data-dir", d],
+            vec![("HOLDFAST_BLOB_STORE", "ftp")],
+            "blob_store",
+        ),
+        (
+            vec!["serve", "--data-dir", d],
+            vec![("HOLDFAST_BLOB_STORE", "s3")],
+            "s3_bucket",
+        ),
+        (
+            vec!["serve", "--data-dir", d],
+            vec![
+                ("HOLDFAST_BLOB_STORE", "s3"),
+                ("HOLDFAST_S3_BUCKET", "b"),
+                ("HOLDFAST_S3_REGION", "us-east-1"),
+                ("HOLDFAST_S3_SSE", "none"),
+            ],
+            "s3_sse",
+        ),
     ];
     for (args, env, needle) in cases {
         let out = holdfast(&args, &env);

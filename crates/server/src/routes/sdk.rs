@@ -96,7 +96,7 @@ pub async fn signed_put(
     Path(token): Path<String>,
     RawBody(bytes): RawBody,
 ) -> Reply {
-    s.services.signed_upload(&token, &bytes)?;
+    s.services.signed_upload(&token, &bytes).await?;
     Ok(Json(json!({})))
 }
 
