@@ -2,6 +2,7 @@
 
 use crate::Result;
 use crate::index::{CATCH_UP_IDLE, CATCH_UP_ROWS, RowIndex};
+use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -51,9 +52,14 @@ pub struct Store {
     checkpointer: Option<SqlitePool>,
 }
 
-/// How every connection to an embedded store opens: with `key`, through SQLCipher with the
-/// store's cipher settings (part of its file format). Operators' tools connect the same way.
-pub fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnectOptions {
+/// The page size of new embedded stores. SQLCipher's work per page (an IV, AES-256-CBC, an
+/// HMAC, a cipher lookup) is partly fixed, so larger pages cost less per byte: `bench ingest`,
+/// 1M spans, 21.6k spans/s encrypted with 16 KiB pages against 19.1k with 4 KiB (2026-11-30).
+pub const PAGE_SIZE: u32 = 16 * 1024;
+/// The page size of encrypted stores created before `PAGE_SIZE`; SQLCipher needs to be told.
+const LEGACY_CIPHER_PAGE_SIZE: u32 = 4096;
+
+fn connect_options(path: &Path, key: Option<&[u8; 32]>, page_size: u32) -> SqliteConnectOptions {
     let mut opts = SqliteConnectOptions::new();
     if let Some(k) = key {
         let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
@@ -62,8 +68,38 @@ pub fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnectOptio
         // SHA-256 runs on the CPU's SHA instructions and costs about half of SHA-512 (the
         // SQLCipher default) per page here.
         opts = opts.pragma("cipher_hmac_algorithm", "HMAC_SHA256");
+        opts = opts.pragma("cipher_page_size", page_size.to_string());
+    } else {
+        // Takes effect when the file is created; an existing store keeps its own.
+        opts = opts.page_size(page_size);
     }
     opts.filename(path)
+}
+
+/// How every connection to an embedded store opens: with `key`, through SQLCipher with the
+/// store's cipher settings (part of its file format). An encrypted store's page size is not
+/// readable without them, so an existing one is tried with `PAGE_SIZE` and then with the
+/// earlier 4 KiB. Operators' tools connect the same way.
+pub async fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnectOptions {
+    let existing = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    if key.is_none() || !existing {
+        return connect_options(path, key, PAGE_SIZE);
+    }
+    for page_size in [PAGE_SIZE, LEGACY_CIPHER_PAGE_SIZE] {
+        let opts = connect_options(path, key, page_size);
+        if let Ok(mut c) = sqlx::SqliteConnection::connect_with(&opts).await {
+            let readable = sqlx::query("SELECT count(*) FROM sqlite_master")
+                .execute(&mut c)
+                .await
+                .is_ok();
+            let _ = sqlx::Connection::close(c).await;
+            if readable {
+                return opts;
+            }
+        }
+    }
+    // Neither opens: the caller's open reports the error (usually a wrong key).
+    connect_options(path, key, PAGE_SIZE)
 }
 
 /// Schema versions: the SQL for SQLite, then for PostgreSQL.
@@ -98,6 +134,7 @@ impl Store {
         index: RowIndex,
     ) -> Result<Self> {
         let opts = sqlite_options(path, key)
+            .await
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -116,8 +153,9 @@ impl Store {
                     .pragma("cache_size", "-65536")
                     // A connection of its own copies the log into the database in the
                     // background (`checkpoint_loop`); the writer's own checkpoint, every
-                    // 64 MiB of log, then finds most of the work done and restarts the log.
-                    .pragma("wal_autocheckpoint", "16384")
+                    // 64 MiB of log (16 KiB pages), then finds most of the work done and
+                    // restarts the log.
+                    .pragma("wal_autocheckpoint", "4096")
                     .pragma("journal_size_limit", "67108864"),
             )
             .await?;
@@ -326,13 +364,58 @@ mod tests {
         assert_eq!(rows[0].data["output"], 5);
     }
 
+    /// Encrypted stores made with 4 KiB pages still open; new ones get `PAGE_SIZE`; a wrong
+    /// key still fails at open.
+    #[tokio::test]
+    async fn encrypted_stores_of_either_page_size_open() {
+        use sqlx::Connection as _;
+        let dir = crate::testing::temp_dir("page-size");
+        let key = [7u8; 32];
+        let old = dir.join("old.db");
+        let mut c = sqlx::SqliteConnection::connect_with(
+            &connect_options(&old, Some(&key), LEGACY_CIPHER_PAGE_SIZE).create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE earlier (x INTEGER)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::Connection::close(c).await.unwrap();
+        for path in [old, dir.join("new.db")] {
+            for _ in 0..2 {
+                let store = Store::open_sqlite(&path, Some(&key)).await.unwrap();
+                store.close().await;
+            }
+            let mut c =
+                sqlx::SqliteConnection::connect_with(&sqlite_options(&path, Some(&key)).await)
+                    .await
+                    .unwrap();
+            let page: i64 =
+                sqlx::query_scalar("SELECT CAST(page_size AS INTEGER) FROM pragma_page_size()")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+            let expected = if path.ends_with("old.db") {
+                4096
+            } else {
+                16384
+            };
+            assert_eq!(page, expected, "{}", path.display());
+            sqlx::Connection::close(c).await.unwrap();
+            assert!(Store::open_sqlite(&path, Some(&[8u8; 32])).await.is_err());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn an_embedded_store_of_the_previous_layout_is_upgraded() {
         let dir = temp_dir("upgrade");
         let path = dir.join("t.db");
-        let pool = SqlitePool::connect_with(sqlite_options(&path, None).create_if_missing(true))
-            .await
-            .unwrap();
+        let pool =
+            SqlitePool::connect_with(sqlite_options(&path, None).await.create_if_missing(true))
+                .await
+                .unwrap();
         fill_old_store(&Pools::Sqlite(pool.clone())).await;
         pool.close().await;
         upgraded_store_reads_and_merges(Store::open_sqlite(&path, None).await.unwrap()).await;

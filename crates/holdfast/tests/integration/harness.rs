@@ -339,7 +339,8 @@ impl Server {
         let opts = holdfast_store::sqlite_options(
             &self.dir.join("holdfast.db"),
             key.as_ref().map(|k| k.expose()),
-        );
+        )
+        .await;
         sqlx::SqlitePool::connect_with(opts).await.unwrap()
     }
 }
