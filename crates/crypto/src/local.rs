@@ -96,6 +96,38 @@ impl LocalKms {
         Ok(id)
     }
 
+    /// The ids of every KEK in the directory.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(|e| file_err(&self.dir, e))? {
+            let name = e.map_err(|e| file_err(&self.dir, e))?.file_name();
+            if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".key")) {
+                ids.push(format!("{PREFIX}{stem}"));
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Deletes a KEK that is not current. The caller checks that nothing it wrapped is left:
+    /// whatever is would no longer unwrap.
+    pub fn retire(&self, kek_id: &str) -> Result<()> {
+        if self.current_kek()? == kek_id {
+            return Err(CryptoError::Kms(format!(
+                "{kek_id} is the current key-encryption key"
+            )));
+        }
+        let path = self.key_path(kek_id)?;
+        if !path.exists() {
+            return Err(CryptoError::UnknownKek(kek_id.to_owned()));
+        }
+        std::fs::remove_file(&path).map_err(|e| file_err(&path, e))?;
+        if let Ok(mut m) = self.keys.lock() {
+            m.remove(kek_id);
+        }
+        Ok(())
+    }
+
     fn key_path(&self, kek_id: &str) -> Result<PathBuf> {
         let name = kek_id
             .strip_prefix(PREFIX)

@@ -172,6 +172,15 @@ enum KeysAction {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Delete an old local key-encryption key once nothing is wrapped by it any more (after
+    /// `rotate-kek`). Refuses the current key and any key still in use.
+    RetireKek {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The key's id, as `local:<hex>`.
+        #[arg(long)]
+        id: String,
+    },
     /// Re-encrypt an organization's secrets under a new data key.
     RotateDek {
         #[command(flatten)]
@@ -537,7 +546,49 @@ async fn run(cli: Cli) -> Result<()> {
                     eprintln!("new key-encryption key {id}");
                 }
                 let n = services.vault.rewrap_all(&services.store).await?;
+                let settings = common.settings(None)?;
+                let kms = services.vault.kms();
+                for (file, context) in [
+                    ("pepper.wrapped", PEPPER_CONTEXT),
+                    ("storage.key", STORAGE_CONTEXT),
+                ] {
+                    if keyfile::rewrap(kms, &settings.data_dir.join(file), context).await? {
+                        eprintln!("re-wrapped {file}");
+                    }
+                }
                 println!("re-wrapped {n} data keys");
+            }
+            KeysAction::RetireKek { common, id } => {
+                let settings = common.settings(None)?;
+                let services = open(&settings).await?;
+                let AnyKms::Local(local) = services.vault.kms() else {
+                    bail!("only the local KMS keeps key-encryption keys in files");
+                };
+                if holdfast_crypto::Kms::current_kek(local)? == id {
+                    bail!(
+                        "{id} is the current key-encryption key; `holdfast keys rotate-kek` makes a new one"
+                    );
+                }
+                if !local.ids()?.contains(&id) {
+                    bail!(
+                        "no key-encryption key {id} in {}",
+                        settings.data_dir.join("kms").display()
+                    );
+                }
+                for file in ["pepper.wrapped", "storage.key"] {
+                    if keyfile::kek_of(&settings.data_dir.join(file))?.as_deref() == Some(&id) {
+                        bail!(
+                            "{file} is still wrapped by {id}; run `holdfast keys rotate-kek` first"
+                        );
+                    }
+                }
+                if services.vault.kek_in_use(&services.store, &id).await? {
+                    bail!(
+                        "data keys are still wrapped by {id}; run `holdfast keys rotate-kek` first"
+                    );
+                }
+                local.retire(&id)?;
+                println!("retired {id}");
             }
             KeysAction::RotateDek { common, org } => {
                 let services = open(&common.settings(None)?).await?;

@@ -12,8 +12,12 @@ fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(format!("key file {}: {e}", path.display()))
 }
 
-/// Reads and unwraps the key in `path`; `None` when the file does not exist.
-pub async fn load(kms: &AnyKms, path: &Path, context: &str) -> Result<Option<DataKey>> {
+/// The KEK that wraps the key in `path`; `None` when the file does not exist.
+pub fn kek_of(path: &Path) -> Result<Option<String>> {
+    Ok(read(path)?.map(|w| w.kek_id))
+}
+
+fn read(path: &Path) -> Result<Option<Wrapped>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -29,9 +33,16 @@ pub async fn load(kms: &AnyKms, path: &Path, context: &str) -> Result<Option<Dat
         .and_then(|w| w.as_str())
         .and_then(|b| B64.decode(b).ok())
         .ok_or_else(|| io(path, "no wrapped key"))?;
-    let wrapped = Wrapped {
+    Ok(Some(Wrapped {
         kek_id: kek_id.to_owned(),
         blob,
+    }))
+}
+
+/// Reads and unwraps the key in `path`; `None` when the file does not exist.
+pub async fn load(kms: &AnyKms, path: &Path, context: &str) -> Result<Option<DataKey>> {
+    let Some(wrapped) = read(path)? else {
+        return Ok(None);
     };
     let key = kms
         .unwrap(&wrapped, context)
@@ -46,6 +57,22 @@ pub async fn store(kms: &AnyKms, path: &Path, context: &str, key: &DataKey) -> R
     let text = serde_json::json!({"kek_id": w.kek_id, "wrapped": B64.encode(&w.blob)}).to_string();
     holdfast_crypto::local::write_private(path, text.as_bytes()).map_err(|e| io(path, e))?;
     Ok(())
+}
+
+/// Wraps the key in `path` again under the KMS's current KEK, unless it already is. Returns
+/// whether it changed; a missing file is left alone.
+pub async fn rewrap(kms: &AnyKms, path: &Path, context: &str) -> Result<bool> {
+    let current = kms
+        .current_kek()
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    if kek_of(path)?.is_none_or(|k| k == current) {
+        return Ok(false);
+    }
+    let Some(key) = load(kms, path, context).await? else {
+        return Ok(false);
+    };
+    store(kms, path, context, &key).await?;
+    Ok(true)
 }
 
 /// Loads the key in `path`, or makes, wraps and stores a new one.

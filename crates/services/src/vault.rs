@@ -161,6 +161,16 @@ impl Vault {
         Ok(changed)
     }
 
+    /// Whether any stored data key is wrapped by `kek_id`.
+    pub async fn kek_in_use(&self, store: &Store, kek_id: &str) -> Result<bool> {
+        let why = SystemPass::new("retiring a key-encryption key");
+        Ok(store
+            .all_data_keys(&why)
+            .await?
+            .iter()
+            .any(|k| k.kek_id == kek_id))
+    }
+
     /// Seals every secret of an organization under a new data key. Returns how many.
     pub async fn rotate_dek(&self, store: &Store, org: &str, now: &str) -> Result<usize> {
         let why = SystemPass::new("rotating an organization's data key");

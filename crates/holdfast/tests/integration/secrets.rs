@@ -234,7 +234,7 @@ async fn provider_secrets(backend: Backend) {
 /// KEK and DEK rotation while the server serves: every secret stays readable, new ones can
 /// be made, and the old wrapping is gone from the store.
 async fn rotation(backend: Backend) {
-    let server = Server::start(backend).await;
+    let mut server = Server::start(backend).await;
     for i in 0..5 {
         server
             .ok(
@@ -265,12 +265,31 @@ async fn rotation(backend: Backend) {
         })
     };
     let before = raw_store(&server).await;
+    let kms = server.data_dir().join("kms");
+    let first = std::fs::read_to_string(kms.join("current")).unwrap();
     let out = server.cli_line(&["keys", "rotate-kek"]);
     assert_eq!(out, "re-wrapped 1 data keys");
     assert!(
         server
             .cli_line(&["secrets", "verify"])
             .starts_with("all 5 secrets decrypt")
+    );
+    // The key files are re-wrapped too, so the first KEK can go; the current one cannot.
+    let second = std::fs::read_to_string(kms.join("current")).unwrap();
+    assert_ne!(first, second);
+    for f in ["pepper.wrapped", "storage.key"] {
+        let text = std::fs::read_to_string(server.data_dir().join(f)).unwrap();
+        assert!(
+            text.contains(&format!("\"kek_id\":\"{second}\"")),
+            "{f}: {text}"
+        );
+    }
+    let refused = server.cli(&["keys", "retire-kek", "--id", &second]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("current"));
+    assert_eq!(
+        server.cli_line(&["keys", "retire-kek", "--id", &first]),
+        format!("retired {first}")
     );
     // The running server seals new secrets after the KEK rotation.
     server
@@ -307,7 +326,7 @@ async fn rotation(backend: Backend) {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "key"))
         .collect();
-    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.len(), 1, "the first KEK was retired");
     for k in keys {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -315,6 +334,16 @@ async fn rotation(backend: Backend) {
             0o600
         );
     }
+    // Everything opens without the retired key after a restart.
+    server.stop();
+    server.spawn().await;
+    assert_eq!(
+        server.ok("GET", "/v1/ai_secret", None).await["objects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
 }
 
 /// The AWS provider against moto's KMS server: the data key is wrapped by a KMS key, and
