@@ -455,6 +455,24 @@ async fn aws_kms(backend: Backend) {
     );
 }
 
+/// The names of the objects in a bucket (ListObjectsV2; moto does not check signatures).
+async fn object_names(http: &reqwest::Client, bucket: &str) -> Vec<String> {
+    let listing = http
+        .get(format!("{bucket}?list-type=2"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Attachments and overflow batches in an S3 bucket (moto's S3 server): every object is
 /// written with server-side encryption and confirmed so, holds no plaintext (it is sealed
 /// with the storage key too), and round-trips through signed URLs.
@@ -501,21 +519,9 @@ async fn s3_blobs(backend: Backend) {
         .await
         .unwrap();
     assert!(put.status().is_success(), "{}", put.text().await.unwrap());
-    let listing = http
-        .get(format!("{bucket}?list-type=2"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let names: Vec<&str> = listing
-        .split("<Key>")
-        .skip(1)
-        .filter_map(|k| k.split("</Key>").next())
-        .collect();
-    assert_eq!(names.len(), 1, "{listing}");
-    assert!(names[0].starts_with("team-a/"), "{listing}");
+    let names = object_names(&http, &bucket).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("team-a/"), "{names:?}");
     let s3 = holdfast_services::s3::S3::new(holdfast_services::s3::S3Config {
         bucket: "holdfast-blobs".into(),
         prefix: String::new(),
@@ -530,10 +536,10 @@ async fn s3_blobs(backend: Backend) {
     })
     .unwrap();
     assert_eq!(
-        s3.encryption_of(names[0]).await.unwrap().as_deref(),
+        s3.encryption_of(&names[0]).await.unwrap().as_deref(),
         Some("AES256")
     );
-    let stored = s3.get(names[0]).await.unwrap().unwrap();
+    let stored = s3.get(&names[0]).await.unwrap().unwrap();
     assert!(!contains(&stored, ATTACHMENT), "sealed before it is sent");
     let download = server
         .ok(
@@ -581,15 +587,11 @@ async fn s3_blobs(backend: Backend) {
         )
         .await;
     assert_eq!(fetched["events"][0]["input"], "big");
-    let listing = http
-        .get(format!("{bucket}?list-type=2"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
+    assert_eq!(
+        object_names(&http, &bucket).await,
+        names,
+        "the batch was removed"
+    );
     assert!(
         server.data_dir().join("blobs").read_dir().is_err(),
         "nothing on local disk"
