@@ -8,6 +8,10 @@
 //! * Vault: `POST {endpoint}/v1/{mount}/encrypt/{key}` / `decrypt/{key}` with `plaintext` /
 //!   `ciphertext` and `context` (`X-Vault-Token`).
 //!
+//! The token is fixed, or read from a file at every call ([`Token::File`]), so that whatever
+//! renews it (Vault Agent's token sink, a workload-identity token file, a sidecar that runs
+//! `gcloud auth print-access-token`) takes effect without a restart.
+//!
 //! Every provider wraps `data key ‖ SHA-256("holdfast-dek|" ‖ context)` and checks the suffix
 //! on unwrap, so the wrap is bound to its organization even where the provider has no
 //! associated data (Azure, or Vault keys without derivation).
@@ -39,6 +43,34 @@ impl Flavor {
     }
 }
 
+/// Where the bearer token comes from.
+pub enum Token {
+    Fixed(SecretString),
+    /// Read (and trimmed) at every call.
+    File(std::path::PathBuf),
+}
+
+impl Token {
+    fn get(&self) -> Result<SecretString> {
+        match self {
+            Self::Fixed(t) => Ok(t.clone()),
+            Self::File(path) => {
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    CryptoError::Kms(format!("token file {}: {e}", path.display()))
+                })?);
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(CryptoError::Kms(format!(
+                        "token file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(token.into())
+            }
+        }
+    }
+}
+
 pub struct HttpKms {
     flavor: Flavor,
     /// GCP and Vault: the API's base URL. Azure: unused (the key URL is absolute).
@@ -46,7 +78,7 @@ pub struct HttpKms {
     /// GCP: `projects/…/locations/…/keyRings/…/cryptoKeys/…`. Azure: the key's URL. Vault:
     /// `mount/key` (for example `transit/holdfast`).
     key: String,
-    token: SecretString,
+    token: Token,
     http: reqwest::Client,
 }
 
@@ -76,7 +108,7 @@ fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 impl HttpKms {
-    pub fn new(flavor: Flavor, endpoint: &str, key: &str, token: SecretString) -> Result<Self> {
+    pub fn new(flavor: Flavor, endpoint: &str, key: &str, token: Token) -> Result<Self> {
         if key.is_empty() {
             return Err(CryptoError::Kms("a key name is required".into()));
         }
@@ -118,10 +150,11 @@ impl HttpKms {
     }
 
     async fn post(&self, wrap: bool, body: Value) -> Result<Value> {
+        let token = self.token.get()?;
         let mut req = self.http.post(self.url(wrap)).json(&body);
         req = match self.flavor {
-            Flavor::Vault => req.header("x-vault-token", self.token.expose_secret()),
-            _ => req.bearer_auth(self.token.expose_secret()),
+            Flavor::Vault => req.header("x-vault-token", token.expose_secret()),
+            _ => req.bearer_auth(token.expose_secret()),
         };
         let resp = req
             .send()

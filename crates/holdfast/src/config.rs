@@ -29,7 +29,8 @@ pub struct Settings {
     pub kms_aws_endpoint: Option<String>,
     /// GCP, Azure and Vault: the key (GCP `projects/…/cryptoKeys/…`, the Azure key's URL, or
     /// Vault `mount/key`) and the API endpoint (GCP and Vault). Tokens come from
-    /// `GOOGLE_OAUTH_ACCESS_TOKEN`, `AZURE_KEY_VAULT_TOKEN` or `VAULT_TOKEN`.
+    /// `GOOGLE_OAUTH_ACCESS_TOKEN`, `AZURE_KEY_VAULT_TOKEN` or `VAULT_TOKEN`, or from the file that
+    /// `<that name>_FILE` names, read at every call so that renewing it needs no restart.
     pub kms_key: Option<String>,
     pub kms_endpoint: Option<String>,
     /// Where attachments and overflow batches live: `local` (the data dir) or `s3`.

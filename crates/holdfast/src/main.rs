@@ -9,7 +9,7 @@ use config::{CommonArgs, Settings};
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
 use holdfast_crypto::AnyKms;
 use holdfast_crypto::aws::{AwsConfig, AwsKms};
-use holdfast_crypto::http::{Flavor, HttpKms};
+use holdfast_crypto::http::{Flavor, HttpKms, Token};
 use holdfast_crypto::local::LocalKms;
 use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
@@ -228,21 +228,21 @@ fn open_kms(settings: &Settings) -> Result<AnyKms> {
                 "azure" => (Flavor::Azure, "AZURE_KEY_VAULT_TOKEN", ""),
                 _ => (Flavor::Vault, "VAULT_TOKEN", ""),
             };
-            let token = std::env::var(token_var)
-                .ok()
-                .filter(|t| !t.is_empty())
-                .with_context(|| format!("kms = {flavor:?} needs {token_var}"))?;
+            let var = |name: &str| std::env::var(name).ok().filter(|t| !t.is_empty());
+            // A token file is re-read at every call, so renewing it needs no restart.
+            let token = match (var(&format!("{token_var}_FILE")), var(token_var)) {
+                (Some(path), _) => Token::File(path.into()),
+                (None, Some(t)) => Token::Fixed(t.into()),
+                (None, None) => {
+                    bail!("kms = {flavor:?} needs {token_var} or {token_var}_FILE")
+                }
+            };
             let endpoint = settings
                 .kms_endpoint
                 .clone()
                 .unwrap_or_else(|| default_endpoint.to_owned());
             let key = settings.kms_key.clone().context("kms_key")?;
-            Ok(AnyKms::Http(HttpKms::new(
-                flavor,
-                &endpoint,
-                &key,
-                token.into(),
-            )?))
+            Ok(AnyKms::Http(HttpKms::new(flavor, &endpoint, &key, token)?))
         }
         _ => Ok(AnyKms::Local(LocalKms::open_or_create(
             &settings.data_dir.join("kms"),

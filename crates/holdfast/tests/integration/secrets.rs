@@ -910,7 +910,48 @@ async fn http_kms_providers() {
         assert!(!out.status.success(), "{kms}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("403"), "{kms}: {err}");
+        // The token from a file instead (`<VAR>_FILE`).
+        let file = server.data_dir().join("kms-token");
+        std::fs::write(&file, format!("{}\n", doubles::TOKEN)).unwrap();
+        let file_var = format!("{token_var}_FILE");
+        let from_file: Vec<(&str, &str)> = env
+            .iter()
+            .filter(|(k, _)| *k != token_var)
+            .copied()
+            .chain([(file_var.as_str(), file.to_str().unwrap())])
+            .collect();
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["secrets", "verify"])
+            .args(server.store_args())
+            .envs(from_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kms}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    // A token file is read at every call: renewing it needs no restart.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "expired").unwrap();
+    let kms = holdfast_crypto::http::HttpKms::new(
+        holdfast_crypto::http::Flavor::Vault,
+        &base,
+        "transit/holdfast",
+        holdfast_crypto::http::Token::File(file.clone()),
+    )
+    .unwrap();
+    let dek = holdfast_crypto::DataKey::generate().unwrap();
+    let refused = holdfast_crypto::Kms::wrap(&kms, &dek, "org").await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("403")));
+    std::fs::write(&file, doubles::TOKEN).unwrap();
+    let wrapped = holdfast_crypto::Kms::wrap(&kms, &dek, "org").await.unwrap();
+    let back = holdfast_crypto::Kms::unwrap(&kms, &wrapped, "org")
+        .await
+        .unwrap();
+    assert_eq!(back.expose(), dek.expose());
 }
 
 /// With `sslmode=verify-full` the server talks to PostgreSQL over TLS, checking the
