@@ -42,6 +42,10 @@ pub struct RowQuery {
 /// indexed `_xact_id`, and the statement's snapshot (`counters.xact`).
 type TraceVersion = (String, i64, bool, Vec<u8>, Option<i64>, i64);
 
+/// At most this many tail versions of one trace are looked up by `seq` (statements take at
+/// most 32,766 parameters on SQLite).
+const TAIL_SEQS_LISTED: usize = 1000;
+
 /// Row data is stored as JSON; large rows are compressed with zstd when that makes them
 /// smaller. A stored value
 /// is a zstd frame when it starts with the frame's magic number, which JSON text never does.
@@ -169,7 +173,12 @@ impl Store {
                 qb.push(" AND (r.seq IN (SELECT t.seq FROM trace_index t WHERE t.trace = ");
                 qb.push_bind(trace);
                 qb.push(")");
-                if !tail_seqs.is_empty() {
+                if tail_seqs.len() > TAIL_SEQS_LISTED {
+                    // A trace with this many recent versions: scan the tail's part of the
+                    // table (seqs grow with commits) rather than bind them all.
+                    let first = tail_seqs.iter().min().copied().unwrap_or_default();
+                    qb.push(" OR r.seq >= ").push_bind(first);
+                } else if !tail_seqs.is_empty() {
                     qb.push(" OR r.seq IN (");
                     let mut sep = qb.separated(", ");
                     for seq in &tail_seqs {
@@ -386,6 +395,37 @@ mod tests {
             root_span_id: Some(root.into()),
             ..page(100)
         }
+    }
+
+    /// A trace with more tail versions than are looked up one by one is read whole.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_large_trace_in_the_tail_is_read_whole() {
+        let dir = temp_dir("large-trace");
+        let index = RowIndex::new(true, 1_000_000, std::time::Duration::from_secs(3600));
+        let store = Store::open_sqlite_with(&dir.join("t.db"), None, index)
+            .await
+            .unwrap();
+        let pass = dataset_pass("d");
+        let n = TAIL_SEQS_LISTED + 500;
+        let rows = (0..n)
+            .map(|i| {
+                incoming(json!({"id": format!("s{i:05}"), "created": "c", "root_span_id": "big"}))
+            })
+            .chain([incoming(
+                json!({"id": "other", "created": "c", "root_span_id": "small"}),
+            )])
+            .collect();
+        store
+            .write_rows(vec![(pass.clone(), rows)], "now")
+            .await
+            .unwrap();
+        let q = RowQuery {
+            root_span_id: Some("big".into()),
+            ..page(10_000)
+        };
+        assert_eq!(store.read_rows(&pass, &q).await.unwrap().len(), n);
+        assert_eq!(ids(&store, &pass, trace("small")).await, ["other"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
