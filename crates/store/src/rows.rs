@@ -2,7 +2,7 @@
 //! `_xact_id`; reads pick, per row, the newest version at or below the requested one, and
 //! hide rows whose newest version is a delete.
 
-use crate::db::with_pool;
+use crate::db::{Pools, with_pool};
 use crate::index::{Version, newer, trace_key};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
@@ -52,13 +52,24 @@ const TAIL_SEQS_LISTED: usize = 1000;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// Fast compression: the writer compresses rows a merge produced on its own thread.
 const ZSTD_LEVEL: i32 = 1;
-/// Rows shorter than this are stored as they are. On typical spans (0.2–8 KB) zstd cost more
+/// On the embedded store, rows shorter than this are stored as they are. On typical spans (0.2–8 KB) zstd cost more
 /// CPU than the smaller writes saved: `bench ingest`, 1M spans encrypted, spent 80–84 s of
 /// server CPU compressing every row against 55–63 s storing them raw, and ingested 7–20%
 /// less (2026-11-30). Compression gets cheaper per byte and better as rows grow (on this
 /// machine: 1.5× at 91 MB/s below 1 KB, 2× at 143 MB/s for 4–8 KB, 4.5× at 290 MB/s for
 /// 25 KB of prose), so long conversations and documents are still compressed.
 const COMPRESS_FROM: usize = 8 * 1024;
+
+/// The size from which a backend's rows are compressed. PostgreSQL compresses values over
+/// about 2 KB itself (TOAST, with pglz), which costs it more than zstd here: 100k spans
+/// ingested at 6.4k spans/s with raw rows against 7.2–7.6k with every row compressed
+/// (2026-11-30), so there every row is.
+pub(crate) fn compress_from(pools: &Pools) -> usize {
+    match pools {
+        Pools::Sqlite(_) => COMPRESS_FROM,
+        Pools::Postgres(_) => 0,
+    }
+}
 
 thread_local! {
     /// A compression context per thread: making one costs more than compressing a row.
@@ -67,8 +78,8 @@ thread_local! {
 }
 
 /// The stored form of a row's JSON.
-pub(crate) fn encode_data(json: String) -> Vec<u8> {
-    if json.len() < COMPRESS_FROM {
+pub(crate) fn encode_data(json: String, compress_from: usize) -> Vec<u8> {
+    if json.len() < compress_from {
         return json.into_bytes();
     }
     let compressed = COMPRESSOR.with(|c| {
@@ -431,16 +442,24 @@ mod tests {
     #[test]
     fn large_rows_are_compressed_when_that_is_smaller() {
         let long = json!({"id": "a", "input": "the same words again ".repeat(500)}).to_string();
-        let stored = encode_data(long.clone());
+        let stored = encode_data(long.clone(), COMPRESS_FROM);
         assert!(stored.starts_with(&ZSTD_MAGIC) && stored.len() < long.len() / 4);
         assert_eq!(
             Value::Object(decode_data("a", &stored).unwrap()).to_string(),
             long
         );
         let short = r#"{"id":"b"}"#.to_owned();
-        assert_eq!(encode_data(short.clone()), short.as_bytes());
+        assert_eq!(encode_data(short.clone(), COMPRESS_FROM), short.as_bytes());
         let typical = json!({"id": "c", "input": "the same words again ".repeat(100)}).to_string();
-        assert_eq!(encode_data(typical.clone()), typical.as_bytes());
+        assert_eq!(
+            encode_data(typical.clone(), COMPRESS_FROM),
+            typical.as_bytes()
+        );
+        let compressed = encode_data(typical.clone(), 0);
+        assert!(
+            compressed.starts_with(&ZSTD_MAGIC),
+            "PostgreSQL's rows are all compressed"
+        );
         assert_eq!(decode_data("b", short.as_bytes()).unwrap()["id"], "b");
         let mut broken = stored;
         broken.truncate(12);

@@ -14,7 +14,7 @@
 use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
 use crate::index::{Pending, RowIndex, Version, Written, newer, trace_key};
-use crate::rows::{IncomingRow, decode_data, encode_data};
+use crate::rows::{IncomingRow, compress_from, decode_data, encode_data};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::{self, WriteKind};
@@ -66,7 +66,11 @@ pub(crate) struct Job {
 
 pub(crate) type WriterHandle = mpsc::Sender<Job>;
 
-fn version(row_id: &str, row: Option<&Map<String, Value>>) -> Result<NewVersion> {
+fn version(
+    row_id: &str,
+    row: Option<&Map<String, Value>>,
+    compress_from: usize,
+) -> Result<NewVersion> {
     Ok(match row {
         Some(r) => NewVersion {
             row_id: row_id.to_owned(),
@@ -77,13 +81,17 @@ fn version(row_id: &str, row: Option<&Map<String, Value>>) -> Result<NewVersion>
             deleted: false,
             data: encode_data(
                 serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                compress_from,
             ),
         },
         None => NewVersion {
             row_id: row_id.to_owned(),
             root_span_id: None,
             deleted: true,
-            data: encode_data(serde_json::json!({ "id": row_id }).to_string()),
+            data: encode_data(
+                serde_json::json!({ "id": row_id }).to_string(),
+                compress_from,
+            ),
         },
     })
 }
@@ -95,7 +103,12 @@ fn finish(row: &mut Map<String, Value>, row_id: &str, now: &str) {
     }
 }
 
-fn prepare(pass: ObjectPass, rows: Vec<IncomingRow>, now: &str) -> Result<Group> {
+fn prepare(
+    pass: ObjectPass,
+    rows: Vec<IncomingRow>,
+    now: &str,
+    compress_from: usize,
+) -> Result<Group> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for r in &rows {
         *seen.entry(r.row_id.as_str()).or_default() += 1;
@@ -122,7 +135,9 @@ fn prepare(pass: ObjectPass, rows: Vec<IncomingRow>, now: &str) -> Result<Group>
             if let Some(r) = next.as_mut() {
                 finish(r, &row.row_id, now);
             }
-            group.ready.push(version(&row.row_id, next.as_ref())?);
+            group
+                .ready
+                .push(version(&row.row_id, next.as_ref(), compress_from)?);
         } else {
             group.pending.push(row);
         }
@@ -142,9 +157,10 @@ impl Store {
             return Err(StoreError::WrongPermission);
         }
         let rows = writes.iter().map(|(_, r)| r.len()).sum();
+        let from = compress_from(&self.write);
         let groups = writes
             .into_iter()
-            .map(|(pass, rows)| prepare(pass, rows, now))
+            .map(|(pass, rows)| prepare(pass, rows, now, from))
             .collect::<Result<Vec<_>>>()?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -607,7 +623,11 @@ async fn try_commit_group(
                     version: Source::Ready(v),
                 }));
                 for id in order {
-                    let v = version(id, current.get(id).and_then(Option::as_ref))?;
+                    let v = version(
+                        id,
+                        current.get(id).and_then(Option::as_ref),
+                        compress_from(pools),
+                    )?;
                     buffer.push(InsertRow {
                         pass,
                         xact,
