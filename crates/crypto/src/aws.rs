@@ -38,18 +38,8 @@ impl AwsKms {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", config.region));
-        let endpoint = endpoint.trim_end_matches('/').to_owned();
-        let host = endpoint
-            .split_once("://")
-            .map(|(_, h)| h)
-            .unwrap_or(&endpoint)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        if host.is_empty() {
-            return Err(CryptoError::Kms(format!("bad endpoint {endpoint:?}")));
-        }
+        let (endpoint, host) = sigv4::origin_and_host(&endpoint)
+            .ok_or_else(|| CryptoError::Kms(format!("bad endpoint {endpoint:?}")))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

@@ -50,6 +50,17 @@ pub struct Request<'a> {
     pub payload_sha256: &'a str,
 }
 
+/// `scheme://host[:port]` of an endpoint (a trailing `/` dropped) and its host, the value
+/// signed as `host`; `None` unless the endpoint is exactly that.
+pub fn origin_and_host(endpoint: &str) -> Option<(String, String)> {
+    let origin = endpoint.trim_end_matches('/');
+    let host = origin
+        .split_once("://")
+        .map(|(_, h)| h)
+        .filter(|h| !h.is_empty() && !h.contains('/'))?;
+    Some((origin.to_owned(), host.to_owned()))
+}
+
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -192,6 +203,16 @@ mod tests {
              SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, \
              Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
         );
+    }
+
+    #[test]
+    fn endpoints_give_their_origin_and_host() {
+        assert_eq!(
+            origin_and_host("http://127.0.0.1:5000/"),
+            Some(("http://127.0.0.1:5000".into(), "127.0.0.1:5000".into()))
+        );
+        assert_eq!(origin_and_host("https://kms.example.com/path"), None);
+        assert_eq!(origin_and_host("kms.example.com"), None);
     }
 
     #[test]

@@ -67,13 +67,8 @@ impl S3 {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
-        let origin = endpoint.trim_end_matches('/').to_owned();
-        let host = origin
-            .split_once("://")
-            .map(|(_, h)| h)
-            .filter(|h| !h.is_empty() && !h.contains('/'))
-            .ok_or_else(|| ServiceError::Internal(format!("bad endpoint {endpoint:?}")))?
-            .to_owned();
+        let (origin, host) = sigv4::origin_and_host(&endpoint)
+            .ok_or_else(|| ServiceError::Internal(format!("bad endpoint {endpoint:?}")))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
