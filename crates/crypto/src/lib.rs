@@ -18,6 +18,7 @@ pub mod kms;
 pub mod local;
 #[cfg(feature = "aws")]
 pub mod sigv4;
+pub mod stream;
 
 pub use aead::{DataKey, open, seal};
 pub use kms::{AnyKms, Kms, Wrapped};

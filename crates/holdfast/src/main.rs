@@ -1,4 +1,4 @@
-//! The `holdfast` binary: `init`, `serve`, `keys` and `bench`.
+//! The `holdfast` binary: `init`, `serve`, `keys`, `export` and `bench`.
 
 mod bench;
 mod config;
@@ -83,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Export organizations and projects; open exports.
+    Export {
+        #[command(subcommand)]
+        action: ExportAction,
+    },
     /// Benchmarks that report figures.
     Bench {
         #[command(subcommand)]
@@ -118,6 +123,50 @@ enum UserAction {
         /// Print a new API key for the user as the only line on stdout.
         #[arg(long)]
         print_key: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportAction {
+    /// Export an organization, or one of its projects, as JSON Lines read at one point in
+    /// time. Files are sealed under a key the KMS wraps unless --plaintext. Prints a summary.
+    Create {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        /// Only this project (name or id).
+        #[arg(long)]
+        project: Option<String>,
+        /// The folder exports go in (default: <data dir>/exports).
+        #[arg(long, conflicts_with = "s3")]
+        to: Option<std::path::PathBuf>,
+        /// Write to the bucket of the s3_* settings, under exports/.
+        #[arg(long)]
+        s3: bool,
+        /// Write plain JSON Lines that anyone with the files can read.
+        #[arg(long)]
+        plaintext: bool,
+        /// The largest rows file, in MiB.
+        #[arg(long, default_value_t = 64)]
+        part_mib: usize,
+    },
+    /// Check an export (sizes, digests, record counts) and write it as plain JSON Lines to a
+    /// new folder, unsealing its files with the KMS.
+    Open {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The export's id (its folder's name).
+        id: String,
+        /// The folder that holds the export (default: <data dir>/exports).
+        #[arg(long, conflicts_with = "s3")]
+        from: Option<std::path::PathBuf>,
+        /// Read it from the bucket of the s3_* settings.
+        #[arg(long)]
+        s3: bool,
+        /// The new folder to write the plain export to.
+        #[arg(long)]
+        to: std::path::PathBuf,
     },
 }
 
@@ -272,6 +321,27 @@ async fn open_pepper(kms: &AnyKms, data_dir: &std::path::Path) -> Result<SecretB
     Ok(SecretBox::new(Box::new(*key.expose())))
 }
 
+/// The bucket the `s3_*` settings name, written with their server-side encryption.
+fn s3_client(settings: &Settings) -> Result<S3> {
+    let (Some(bucket), Some(region)) = (&settings.s3_bucket, &settings.s3_region) else {
+        bail!("s3_bucket and s3_region must be set");
+    };
+    let sse = match settings.s3_sse.as_str() {
+        "aws:kms" => Sse::Kms {
+            key_id: settings.s3_sse_kms_key_id.clone(),
+        },
+        _ => Sse::S3,
+    };
+    Ok(S3::new(S3Config {
+        bucket: bucket.clone(),
+        prefix: settings.s3_prefix.clone(),
+        region: region.clone(),
+        endpoint: settings.s3_endpoint.clone(),
+        sse,
+        credentials: holdfast_crypto::sigv4::Credentials::from_env()?,
+    })?)
+}
+
 /// Every store this process opened, closed before it exits (see `Store::close`).
 static OPENED: std::sync::Mutex<Vec<Store>> = std::sync::Mutex::new(Vec::new());
 
@@ -325,24 +395,11 @@ async fn open(settings: &Settings) -> Result<Services> {
         None => None,
     };
     let blobs = match settings.blob_store.as_str() {
-        "s3" => {
-            let sse = match settings.s3_sse.as_str() {
-                "aws:kms" => Sse::Kms {
-                    key_id: settings.s3_sse_kms_key_id.clone(),
-                },
-                _ => Sse::S3,
-            };
-            let s3 = S3::new(S3Config {
-                bucket: settings.s3_bucket.clone().unwrap_or_default(),
-                prefix: settings.s3_prefix.clone(),
-                region: settings.s3_region.clone().unwrap_or_default(),
-                endpoint: settings.s3_endpoint.clone(),
-                sse,
-                credentials: holdfast_crypto::sigv4::Credentials::from_env()
-                    .context("blob_store = \"s3\"")?,
-            })?;
-            BlobStore::s3(s3, keys.derive("signed urls")?, blob_key)
-        }
+        "s3" => BlobStore::s3(
+            s3_client(settings).context("blob_store = \"s3\"")?,
+            keys.derive("signed urls")?,
+            blob_key,
+        ),
         _ => BlobStore::new(
             data_dir.join("blobs"),
             keys.derive("signed urls")?,
@@ -494,6 +551,77 @@ async fn shutdown() {
     }
 }
 
+async fn export(action: ExportAction) -> Result<()> {
+    use holdfast_services::export::{ExportRequest, Location, open_export};
+    let location = |settings: &Settings, s3: bool, dir: Option<std::path::PathBuf>| {
+        Ok::<_, anyhow::Error>(if s3 {
+            Location::S3(Box::new(s3_client(settings).context("--s3")?))
+        } else {
+            Location::Dir(dir.unwrap_or_else(|| settings.data_dir.join("exports")))
+        })
+    };
+    match action {
+        ExportAction::Create {
+            common,
+            org,
+            project,
+            to,
+            s3,
+            plaintext,
+            part_mib,
+        } => {
+            let settings = common.settings(None)?;
+            let part_bytes = part_mib
+                .checked_mul(1024 * 1024)
+                .filter(|b| *b > 0)
+                .context("--part-mib must be between 1 and 2^44")?;
+            let to = location(&settings, s3, to)?;
+            let services = open(&settings).await?;
+            let request = ExportRequest {
+                org_name: org,
+                project,
+                encrypt: !plaintext,
+                part_bytes,
+            };
+            let done = services.export(&request, to).await?;
+            let m = &done.manifest;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": m.id,
+                    "location": done.location,
+                    "encrypted": m.encryption.is_some(),
+                    "as_of_xact": m.as_of_xact,
+                    "totals": m.totals,
+                    "files": m.files.len(),
+                })
+            );
+        }
+        ExportAction::Open {
+            common,
+            id,
+            from,
+            s3,
+            to,
+        } => {
+            let settings = common.settings(None)?;
+            let from = location(&settings, s3, from)?;
+            let kms = open_kms(&settings)?;
+            let manifest = open_export(&kms, &from, &id, &to).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": id,
+                    "opened_to": to.display().to_string(),
+                    "totals": manifest.totals,
+                    "files": manifest.files.len(),
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { common, org, owner } => {
@@ -556,6 +684,14 @@ async fn run(cli: Cli) -> Result<()> {
                         eprintln!("re-wrapped {file}");
                     }
                 }
+                let exports = holdfast_services::export::rewrap_exports(
+                    kms,
+                    &settings.data_dir.join("exports"),
+                )
+                .await?;
+                if exports > 0 {
+                    eprintln!("re-wrapped the keys of {exports} exports");
+                }
                 println!("re-wrapped {n} data keys");
             }
             KeysAction::RetireKek { common, id } => {
@@ -581,6 +717,16 @@ async fn run(cli: Cli) -> Result<()> {
                             "{file} is still wrapped by {id}; run `holdfast keys rotate-kek` first"
                         );
                     }
+                }
+                let exports = holdfast_services::export::exports_wrapped_by(
+                    &settings.data_dir.join("exports"),
+                    &id,
+                )?;
+                if !exports.is_empty() {
+                    bail!(
+                        "the keys of exports {} are still wrapped by {id}; run `holdfast keys rotate-kek` first",
+                        exports.join(", ")
+                    );
                 }
                 if services.vault.kek_in_use(&services.store, &id).await? {
                     bail!(
@@ -671,6 +817,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Export { action } => export(action).await?,
         Command::Bench { which } => bench::run(which).await?,
     }
     Ok(())

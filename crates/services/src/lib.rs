@@ -8,6 +8,7 @@ pub mod attachments;
 pub mod audit;
 pub mod blobs;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod keyfile;
 pub mod keys;

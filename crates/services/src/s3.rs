@@ -81,6 +81,11 @@ impl S3 {
         })
     }
 
+    /// `s3://<bucket>/<prefix>`: where object names start, for messages.
+    pub fn url_prefix(&self) -> String {
+        format!("s3://{}/{}", self.config.bucket, self.config.prefix)
+    }
+
     /// The request path of an object: bucket, prefix and name, each part encoded.
     fn path(&self, name: &str) -> String {
         let key = format!("{}{name}", self.config.prefix);

@@ -30,5 +30,6 @@ mod browser;
 mod cli;
 mod compat;
 mod crash;
+mod export;
 mod harness;
 mod secrets;

@@ -267,6 +267,16 @@ async fn rotation(backend: Backend) {
     let before = raw_store(&server).await;
     let kms = server.data_dir().join("kms");
     let first = std::fs::read_to_string(kms.join("current")).unwrap();
+    // An export in the data dir, its key wrapped by the first KEK.
+    let export: Value =
+        serde_json::from_str(&server.cli_line(&["export", "create", "--org", "default"])).unwrap();
+    let export_id = export["id"].as_str().unwrap().to_owned();
+    let manifest_path = server
+        .data_dir()
+        .join("exports")
+        .join(&export_id)
+        .join("manifest.json");
+    let old_manifest = std::fs::read(&manifest_path).unwrap();
     let out = server.cli_line(&["keys", "rotate-kek"]);
     assert_eq!(out, "re-wrapped 1 data keys");
     assert!(
@@ -287,6 +297,20 @@ async fn rotation(backend: Backend) {
     let refused = server.cli(&["keys", "retire-kek", "--id", &second]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("current"));
+    // The export's key was re-wrapped; one still under the first KEK keeps that KEK.
+    let new_manifest = std::fs::read(&manifest_path).unwrap();
+    let kek_of =
+        |m: &[u8]| serde_json::from_slice::<Value>(m).unwrap()["encryption"]["kek_id"].clone();
+    assert_eq!(kek_of(&old_manifest), first.as_str());
+    assert_eq!(kek_of(&new_manifest), second.as_str());
+    std::fs::write(&manifest_path, &old_manifest).unwrap();
+    let refused = server.cli(&["keys", "retire-kek", "--id", &first]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains(&export_id),
+        "{err}"
+    );
+    std::fs::write(&manifest_path, &new_manifest).unwrap();
     assert_eq!(
         server.cli_line(&["keys", "retire-kek", "--id", &first]),
         format!("retired {first}")
@@ -334,6 +358,15 @@ async fn rotation(backend: Backend) {
             0o600
         );
     }
+    // The export opens without the retired key.
+    let opened = tempfile::tempdir().unwrap();
+    server.cli_line(&[
+        "export",
+        "open",
+        &export_id,
+        "--to",
+        opened.path().join("x").to_str().unwrap(),
+    ]);
     // Everything opens without the retired key after a restart.
     server.stop();
     server.spawn().await;
@@ -349,13 +382,13 @@ async fn rotation(backend: Backend) {
 /// The AWS provider against moto's KMS server: the data key is wrapped by a KMS key, and
 /// everything works through it.
 /// moto's server (AWS APIs, run locally): killed when dropped.
-struct Moto {
+pub struct Moto {
     child: std::process::Child,
-    endpoint: String,
+    pub endpoint: String,
 }
 
 impl Moto {
-    fn start() -> Self {
+    pub fn start() -> Self {
         let moto = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../compat/.moto-venv/bin/moto_server");
         let port = free_port();
@@ -456,7 +489,7 @@ async fn aws_kms(backend: Backend) {
 }
 
 /// The names of the objects in a bucket (ListObjectsV2; moto does not check signatures).
-async fn object_names(http: &reqwest::Client, bucket: &str) -> Vec<String> {
+pub async fn object_names(http: &reqwest::Client, bucket: &str) -> Vec<String> {
     let listing = http
         .get(format!("{bucket}?list-type=2"))
         .send()
@@ -671,9 +704,12 @@ async fn leaks(server: &Server) -> Vec<String> {
         )
         .await;
     assert_eq!(fetched["events"][0]["input"], SENTENCE);
+    // An export in the data dir: sealed by default, whatever the store's setting.
+    server.cli_line(&["export", "create", "--org", "default"]);
     // ... and, with encryption at rest, nowhere in the files, while the server runs (the
-    // write-ahead log not yet checkpointed).
+    // write-ahead log not yet checkpointed), exports included.
     let all = files(server.data_dir());
+    assert!(all.iter().any(|f| f.ends_with("manifest.json")), "{all:?}");
     assert!(all.len() >= 6, "{all:?}");
     let mut found = Vec::new();
     for (needle, what) in [

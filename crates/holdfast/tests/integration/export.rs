@@ -1,0 +1,534 @@
+//! Exports through the CLI while the server serves: an organization or one project, at one
+//! point in time, sealed under a key the KMS wraps (or plain when asked), split into parts,
+//! checked and opened again; tampering, another organization's data and another KMS are
+//! refused; to a bucket with server-side encryption.
+
+use crate::harness::{Backend, Server, backends};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+const SENTENCE: &str = "the patient reported chest pain after the second dose";
+const OTHER_ORG_TEXT: &str = "acme quarterly numbers, not for default";
+const EXPERIMENT_ROWS: usize = 2500;
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
+fn holds(bytes: &[u8], needle: &str) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs the CLI; returns (success, stdout as JSON or Null, stderr).
+fn cli(server: &Server, args: &[&str]) -> (bool, Value, String) {
+    let out = server.cli(args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every line of every `.jsonl` file of an opened export, by its path.
+fn lines(dir: &Path) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for f in files(dir) {
+        let rel = f.strip_prefix(dir).unwrap().display().to_string();
+        if rel.ends_with(".jsonl") {
+            for l in std::fs::read_to_string(&f).unwrap().lines() {
+                out.push((rel.clone(), serde_json::from_str(l).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// A project with logs, an experiment of 2,500 rows (one of them merged afterwards, one
+/// deleted), a dataset and a prompt; a second project; and another organization's project.
+async fn fill(server: &Server) -> (String, String) {
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "clinic"})))
+        .await);
+    let e = id(&server
+        .ok(
+            "POST",
+            "/v1/experiment",
+            Some(json!({"name": "e1", "project_id": p})),
+        )
+        .await);
+    let d = id(&server
+        .ok(
+            "POST",
+            "/v1/dataset",
+            Some(json!({"name": "d1", "project_id": p})),
+        )
+        .await);
+    server
+        .ok(
+            "POST",
+            "/v1/prompt",
+            Some(json!({"project_id": p, "name": "G", "slug": "g",
+                        "prompt_data": {"prompt": {"type": "completion", "content": "Hi {{name}}"}}})),
+        )
+        .await;
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [
+                {"id": "log-1", "project_id": p, "log_id": "g", "input": SENTENCE},
+                {"id": "ds-1", "dataset_id": d, "input": "q", "expected": "a"},
+            ]})),
+        )
+        .await;
+    let padding = "x".repeat(600);
+    for batch in 0..5 {
+        let rows: Vec<Value> = (0..EXPERIMENT_ROWS / 5)
+            .map(|i| {
+                let n = batch * (EXPERIMENT_ROWS / 5) + i;
+                json!({"id": format!("row-{n:05}"), "experiment_id": e, "input": n,
+                       "output": padding, "scores": {"acc": 0}})
+            })
+            .collect();
+        server
+            .ok("POST", "/logs3", Some(json!({"rows": rows})))
+            .await;
+    }
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [
+                {"id": "row-00007", "experiment_id": e, "_is_merge": true, "scores": {"acc": 1}},
+                {"id": "gone", "experiment_id": e, "input": "to delete"},
+            ]})),
+        )
+        .await;
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "gone", "experiment_id": e, "_object_delete": true}]})),
+        )
+        .await;
+    let other = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "other"})))
+        .await);
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "o-1", "project_id": other, "log_id": "g", "input": "other project"}]})),
+        )
+        .await;
+    // Another organization, with text that must never be in default's export.
+    let acme_key = server.cli_line(&["org", "create", "acme", "--owner", "ceo@acme.test"]);
+    let (status, acme_project) = server
+        .call(
+            "POST",
+            "/v1/project",
+            Some(&acme_key),
+            Some(json!({"name": "clinic"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{acme_project}");
+    let (status, body) = server
+        .call(
+            "POST",
+            "/logs3",
+            Some(&acme_key),
+            Some(
+                json!({"rows": [{"id": "a-1", "project_id": id(&acme_project), "log_id": "g",
+                                  "input": OTHER_ORG_TEXT}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (p, e)
+}
+
+async fn exports(backend: Backend) {
+    let server = Server::start(backend).await;
+    let (project, experiment) = fill(&server).await;
+    let exports = server.data_dir().join("exports");
+
+    // The whole organization, sealed (the default), in files of at most 1 MiB of rows.
+    let (ok, done, err) = cli(
+        &server,
+        &["export", "create", "--org", "default", "--part-mib", "1"],
+    );
+    assert!(ok, "{err}");
+    let export_id = done["id"].as_str().unwrap().to_owned();
+    let expected_rows = EXPERIMENT_ROWS + 1 /* log */ + 1 /* dataset */ + 1 /* prompt */ + 1 /* other */;
+    assert_eq!(done["totals"]["rows"], expected_rows, "{done}");
+    assert_eq!(done["totals"]["projects"], 2, "{done}");
+    assert_eq!(done["totals"]["objects"], 3, "{done}");
+    assert_eq!(done["encrypted"], true);
+    let dir = exports.join(&export_id);
+    let stored = files(&dir);
+    assert!(stored.iter().all(|f| {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        name == "manifest.json" || name.ends_with(".jsonl.enc")
+    }));
+    for f in &stored {
+        let bytes = std::fs::read(f).unwrap();
+        for needle in [
+            SENTENCE,
+            "row-00007",
+            "clinic",
+            "Hi {{name}}",
+            OTHER_ORG_TEXT,
+        ] {
+            assert!(
+                !holds(&bytes, needle),
+                "{needle:?} readable in {}",
+                f.display()
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", f.display());
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        manifest["encryption"]["kek_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("local:")
+    );
+    let experiment_parts: Vec<&Value> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["object_id"] == experiment.as_str())
+        .collect();
+    assert!(experiment_parts.len() >= 2, "{experiment_parts:?}");
+    assert!(
+        experiment_parts
+            .iter()
+            .all(|f| f["bytes"].as_u64().unwrap() < (1 << 20) + 4096)
+    );
+
+    // Written after the export began: not in it.
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "late", "project_id": project, "log_id": "g", "input": "late"}]})),
+        )
+        .await;
+
+    // Opened with the KMS: every row, newest versions, no deleted row, nothing of acme.
+    let plain = tempfile::tempdir().unwrap();
+    let to = plain.path().join("opened");
+    let (ok, opened, err) = cli(
+        &server,
+        &["export", "open", &export_id, "--to", to.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(opened["totals"]["rows"], expected_rows);
+    let all = lines(&to);
+    let rows: Vec<&Value> = all
+        .iter()
+        .filter(|(f, _)| f.starts_with(&format!("rows/experiment/{experiment}/")))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(rows.len(), EXPERIMENT_ROWS);
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0]["id"].as_str() < w[1]["id"].as_str())
+    );
+    let merged = rows.iter().find(|r| r["id"] == "row-00007").unwrap();
+    assert_eq!(merged["scores"]["acc"], 1);
+    assert_eq!(merged["input"], 7);
+    assert!(
+        all.iter()
+            .all(|(_, v)| v["id"] != "gone" && v["id"] != "late")
+    );
+    assert!(all.iter().any(|(_, v)| v["input"] == SENTENCE));
+    assert!(
+        all.iter()
+            .any(|(f, v)| f == "objects.jsonl" && v["object_type"] == "prompt")
+    );
+    // A prompt's versions are its rows.
+    assert!(all.iter().any(|(f, v)| f.starts_with("rows/prompt/")
+        && v["prompt_data"]["prompt"]["content"] == "Hi {{name}}"));
+    assert!(
+        all.iter()
+            .any(|(f, v)| f == "objects.jsonl" && v["object_type"] == "dataset")
+    );
+    let text: Vec<u8> = files(&to)
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect();
+    assert!(!holds(&text, OTHER_ORG_TEXT));
+    assert!(!holds(&text, "ceo@acme.test"));
+
+    // Opening into a folder that exists is refused and changes nothing.
+    let (ok, _, err) = cli(
+        &server,
+        &["export", "open", &export_id, "--to", to.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("already exists"), "{err}");
+
+    // Tampering: an altered file is caught by its digest; with the digest fixed in the
+    // manifest too, by its authentication tag; a file moved to another part's place, by its
+    // key. Nothing is written in each case.
+    let victim = dir.join(experiment_parts[0]["path"].as_str().unwrap());
+    let original = std::fs::read(&victim).unwrap();
+    let mut altered = original.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 0x20;
+    std::fs::write(&victim, &altered).unwrap();
+    let refused = |what: &str, expect: &str| {
+        let to = plain.path().join(what);
+        let (ok, _, err) = cli(
+            &server,
+            &["export", "open", &export_id, "--to", to.to_str().unwrap()],
+        );
+        assert!(!ok && err.contains(expect), "{what}: {err}");
+        assert!(!to.exists(), "{what}");
+    };
+    refused("altered", "differs from the manifest");
+    let rewrite_manifest = |f: &dyn Fn(&mut Value)| {
+        let mut m = manifest.clone();
+        f(&mut m);
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    };
+    let digest = holdfast_crypto::sigv4::sha256_hex;
+    let victim_path = experiment_parts[0]["path"].clone();
+    rewrite_manifest(&|m| {
+        for f in m["files"].as_array_mut().unwrap() {
+            if f["path"] == victim_path {
+                f["sha256"] = json!(digest(&altered));
+            }
+        }
+    });
+    refused("altered-and-rehashed", "does not decrypt");
+    std::fs::write(&victim, &original).unwrap();
+    // Two parts swapped, manifest entries swapped with them.
+    let second = dir.join(experiment_parts[1]["path"].as_str().unwrap());
+    let second_bytes = std::fs::read(&second).unwrap();
+    std::fs::write(&victim, &second_bytes).unwrap();
+    std::fs::write(&second, &original).unwrap();
+    let (p0, p1) = (experiment_parts[0].clone(), experiment_parts[1].clone());
+    rewrite_manifest(&|m| {
+        for f in m["files"].as_array_mut().unwrap() {
+            let path = f["path"].clone();
+            let src = if path == p0["path"] {
+                &p1
+            } else if path == p1["path"] {
+                &p0
+            } else {
+                continue;
+            };
+            for k in ["bytes", "sha256", "records"] {
+                f[k] = src[k].clone();
+            }
+        }
+    });
+    refused("swapped", "does not decrypt");
+    std::fs::write(&victim, &original).unwrap();
+    std::fs::write(&second, &second_bytes).unwrap();
+    rewrite_manifest(&|_| {});
+
+    // Another installation's KMS cannot unwrap the export key.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let to = plain.path().join("elsewhere");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args([
+            "export",
+            "open",
+            &export_id,
+            "--from",
+            exports.to_str().unwrap(),
+            "--to",
+        ])
+        .arg(&to)
+        .arg("--data-dir")
+        .arg(elsewhere.path())
+        .env("HOLDFAST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not unwrap"),
+        "{err}"
+    );
+    assert!(!to.exists());
+
+    // One project, in plain JSON Lines when asked: readable, so the checks above can fail.
+    let (ok, done, err) = cli(
+        &server,
+        &[
+            "export",
+            "create",
+            "--org",
+            "default",
+            "--project",
+            "clinic",
+            "--plaintext",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(done["encrypted"], false);
+    assert_eq!(done["totals"]["projects"], 1);
+    // The late row is in this one.
+    assert_eq!(done["totals"]["rows"], expected_rows);
+    let dir = exports.join(done["id"].as_str().unwrap());
+    let text: Vec<u8> = files(&dir)
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect();
+    assert!(holds(&text, SENTENCE));
+    assert!(!holds(&text, "other project"));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["project_id"], project.as_str());
+    assert_eq!(manifest["encryption"], Value::Null);
+
+    // Bad requests name the problem and leave nothing behind.
+    let before = std::fs::read_dir(&exports).unwrap().count();
+    for (args, expect) in [
+        (vec!["--org", "nobody"], "not found"),
+        (vec!["--org", "default", "--project", "nope"], "not found"),
+        (vec!["--org", "default", "--part-mib", "0"], "--part-mib"),
+    ] {
+        let mut a = vec!["export", "create"];
+        a.extend(args);
+        let (ok, _, err) = cli(&server, &a);
+        assert!(!ok && err.contains(expect), "{a:?}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(&exports).unwrap().count(), before);
+
+    // The audit log names both exports.
+    let log = server.ok("GET", "/v1/audit_log?action=export", None).await;
+    let entries = log["objects"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{log}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["detail"]["export_id"] == export_id.as_str())
+    );
+}
+
+/// To a bucket (moto's S3 server): every object written with server-side encryption, sealed,
+/// under `exports/<id>/` inside the prefix, and opened again from the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_to_s3() {
+    let moto = crate::secrets::Moto::start();
+    let http = reqwest::Client::new();
+    let bucket = format!("{}/holdfast-exports", moto.endpoint);
+    let mut created = false;
+    for _ in 0..100 {
+        if http
+            .put(&bucket)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(created, "moto's S3 server created the bucket");
+    let env = [
+        ("HOLDFAST_S3_BUCKET", "holdfast-exports"),
+        ("HOLDFAST_S3_PREFIX", "team-a/"),
+        ("HOLDFAST_S3_REGION", "us-east-1"),
+        ("HOLDFAST_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let server = Server::start_with(Backend::Sqlite, &env).await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "clinic"})))
+        .await);
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "log-1", "project_id": p, "log_id": "g", "input": SENTENCE}]})),
+        )
+        .await;
+    let (ok, done, err) = cli(&server, &["export", "create", "--org", "default", "--s3"]);
+    assert!(ok, "{err}");
+    let export_id = done["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        done["location"],
+        format!("s3://holdfast-exports/team-a/exports/{export_id}/")
+    );
+    let names = crate::secrets::object_names(&http, &bucket).await;
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with(&format!("team-a/exports/{export_id}/")))
+    );
+    let s3 = holdfast_services::s3::S3::new(holdfast_services::s3::S3Config {
+        bucket: "holdfast-exports".into(),
+        prefix: String::new(),
+        region: "us-east-1".into(),
+        endpoint: Some(moto.endpoint.clone()),
+        sse: holdfast_services::s3::Sse::S3,
+        credentials: holdfast_crypto::sigv4::Credentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        },
+    })
+    .unwrap();
+    for n in &names {
+        assert_eq!(
+            s3.encryption_of(n).await.unwrap().as_deref(),
+            Some("AES256"),
+            "{n}"
+        );
+        assert!(!holds(&s3.get(n).await.unwrap().unwrap(), SENTENCE), "{n}");
+    }
+    assert!(
+        !server.data_dir().join("exports").exists(),
+        "nothing on local disk"
+    );
+    let plain = tempfile::tempdir().unwrap();
+    let to = plain.path().join("opened");
+    let (ok, opened, err) = cli(
+        &server,
+        &[
+            "export",
+            "open",
+            &export_id,
+            "--s3",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(opened["totals"]["rows"], 1);
+    assert!(lines(&to).iter().any(|(_, v)| v["input"] == SENTENCE));
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(exports);
+}
