@@ -348,7 +348,7 @@ impl Services {
             random::hex(&random::bytes::<6>()?)
         );
         let location = to.describe(&id);
-        let as_of = self.store.current_xact().await?;
+        let as_of = self.store.readable_xact().await?;
         self.audit
             .record_durable(NewAuditEntry {
                 at: self.now(),

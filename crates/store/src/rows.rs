@@ -352,6 +352,27 @@ impl Store {
         }
     }
 
+    /// The newest transaction whose versions this process is sure to read whole: a snapshot
+    /// for a long read (an export) that later reads neither gain nor lose rows under. On
+    /// PostgreSQL, and in the process that writes, it is [`Store::current_xact`]. Another
+    /// process on the embedded store reads only what was indexed when it opened, and rows
+    /// the serving process commits later reach the index while such a read runs; there it is
+    /// the newest transaction indexed at open (see the crate's guarantees).
+    pub async fn readable_xact(&self) -> Result<Option<XactId>> {
+        let current = self.current_xact().await?;
+        if !self.index.deferred() {
+            return Ok(current);
+        }
+        let known = self.index.view().committed();
+        Ok(current.and_then(|c| {
+            if c.as_i64() <= known {
+                Some(c)
+            } else {
+                XactId::from_i64(known)
+            }
+        }))
+    }
+
     /// The newest committed transaction of the whole store: a snapshot version that
     /// includes every write acknowledged so far. O(1), unlike a MAX over an object's rows.
     pub async fn current_xact(&self) -> Result<Option<XactId>> {
@@ -467,6 +488,61 @@ mod tests {
             decode_data("a", &broken),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    /// A second process (an export) reads as of what was indexed when it opened: the serving
+    /// process's later rows are not in that snapshot, neither before nor after they reach the
+    /// index.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn another_process_reads_a_stable_snapshot() {
+        let dir = temp_dir("readable-xact");
+        let path = dir.join("t.db");
+        let server = Store::open_sqlite_with(&path, None, quiet_index())
+            .await
+            .unwrap();
+        let pass = dataset_pass("d");
+        let write = |ids: &[&str]| {
+            let rows = ids
+                .iter()
+                .map(|id| incoming(json!({"id": id, "input": 1})))
+                .collect();
+            server.write_rows(vec![(pass.clone(), rows)], "now")
+        };
+        write(&["a", "b"]).await.unwrap();
+        let reader = Store::open_sqlite_with(&path, None, quiet_index())
+            .await
+            .unwrap();
+        let snapshot = reader.readable_xact().await.unwrap();
+        assert_eq!(snapshot, server.current_xact().await.unwrap());
+        // A row still in the server's tail; then enough to make it index.
+        write(&["c"]).await.unwrap();
+        assert_eq!(
+            server.readable_xact().await.unwrap(),
+            server.current_xact().await.unwrap()
+        );
+        assert_eq!(
+            reader.readable_xact().await.unwrap(),
+            snapshot,
+            "fixed at open"
+        );
+        assert!(reader.current_xact().await.unwrap() > snapshot);
+        let at = |as_of| RowQuery {
+            as_of,
+            limit: 100,
+            ..RowQuery::default()
+        };
+        assert_eq!(ids(&reader, &pass, at(snapshot)).await, ["a", "b"]);
+        write(&["d", "e", "f"]).await.unwrap();
+        for _ in 0..100 {
+            if count(&server, "row_index").await == 6 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(count(&server, "row_index").await, 6, "caught up");
+        assert_eq!(ids(&reader, &pass, at(snapshot)).await, ["a", "b"]);
+        server.close().await;
+        reader.close().await;
     }
 
     /// Versions are found while they are only in the tail, after a catch-up moved them into

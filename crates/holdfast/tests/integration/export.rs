@@ -431,11 +431,33 @@ async fn exports(backend: Backend) {
     );
 }
 
-/// To a bucket (moto's S3 server): every object written with server-side encryption, sealed,
-/// under `exports/<id>/` inside the prefix, and opened again from the bucket.
+/// To a bucket (moto's S3 server): every object written with server-side encryption under a
+/// KMS key (`aws:kms`, the key made in moto's KMS), sealed, under `exports/<id>/` inside the
+/// prefix, and opened again from the bucket.
 #[tokio::test(flavor = "multi_thread")]
 async fn export_to_s3() {
     let moto = crate::secrets::Moto::start();
+    let kms = holdfast_crypto::aws::AwsKms::new(holdfast_crypto::aws::AwsConfig {
+        key_id: String::new(),
+        region: "us-east-1".into(),
+        endpoint: Some(moto.endpoint.clone()),
+        access_key_id: "testing".into(),
+        secret_access_key: "testing".into(),
+        session_token: None,
+    })
+    .unwrap();
+    let mut kms_key = None;
+    for _ in 0..100 {
+        if let Ok(k) = kms
+            .call("CreateKey", json!({"Description": "bucket key"}))
+            .await
+        {
+            kms_key = k["KeyMetadata"]["KeyId"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kms_key = kms_key.expect("moto's KMS server answered CreateKey");
     let http = reqwest::Client::new();
     let bucket = format!("{}/holdfast-exports", moto.endpoint);
     let mut created = false;
@@ -457,6 +479,8 @@ async fn export_to_s3() {
         ("HOLDFAST_S3_PREFIX", "team-a/"),
         ("HOLDFAST_S3_REGION", "us-east-1"),
         ("HOLDFAST_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("HOLDFAST_S3_SSE", "aws:kms"),
+        ("HOLDFAST_S3_SSE_KMS_KEY_ID", kms_key.as_str()),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
     ];
@@ -501,7 +525,7 @@ async fn export_to_s3() {
     for n in &names {
         assert_eq!(
             s3.encryption_of(n).await.unwrap().as_deref(),
-            Some("AES256"),
+            Some("aws:kms"),
             "{n}"
         );
         assert!(!holds(&s3.get(n).await.unwrap().unwrap(), SENTENCE), "{n}");
