@@ -406,6 +406,7 @@ async fn open(settings: &Settings) -> Result<Services> {
             blob_key,
         ),
     };
+    blobs.check_shared_keys().await?;
     let limits = Limits {
         logs3_payload_max_bytes: settings.logs3_payload_max_bytes,
         max_body_bytes: settings.max_body_bytes,

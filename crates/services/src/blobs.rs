@@ -93,6 +93,51 @@ impl BlobStore {
         }
     }
 
+    /// Replicas that share a bucket must share the keys that seal its blobs and sign their
+    /// URLs (`storage.key`, `pepper.wrapped`). The bucket keeps a check value of both,
+    /// `holdfast-key-check.json` (HMACs under each key, which reveal nothing of them): the
+    /// first server writes it, and a server with other keys fails here, at start, instead of
+    /// failing on every blob another replica wrote. A no-op for local blobs.
+    pub async fn check_shared_keys(&self) -> Result<()> {
+        const NAME: &str = "holdfast-key-check.json";
+        let Backend::S3(s3) = &self.backend else {
+            return Ok(());
+        };
+        let check = |key: &[u8], what: &str| -> Result<String> {
+            let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            mac.update(format!("holdfast key check v1: {what}").as_bytes());
+            Ok(random::hex(&mac.finalize().into_bytes()))
+        };
+        let mine = serde_json::json!({
+            "version": 1,
+            "signing": check(self.signing_key.expose_secret(), "signing")?,
+            "sealing": match &self.at_rest {
+                Some(k) => check(k.expose(), "sealing")?,
+                None => "none".to_owned(),
+            },
+        });
+        let differs = |theirs: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(theirs).map_or(true, |t| t != mine)
+        };
+        let theirs = match s3.get(NAME).await? {
+            Some(theirs) => theirs,
+            None => {
+                s3.put(NAME, mine.to_string().into_bytes()).await?;
+                // Two servers starting at once: the one whose value was overwritten sees it.
+                s3.get(NAME).await?.unwrap_or_default()
+            }
+        };
+        if differs(&theirs) {
+            return Err(ServiceError::Internal(format!(
+                "the bucket's blobs are sealed or signed under other keys than this server's \
+                 ({NAME} differs): replicas that share a bucket must share the data dir's \
+                 storage.key and pepper.wrapped, and the same encrypt_at_rest"
+            )));
+        }
+        Ok(())
+    }
+
     fn aad(org_id: &str, kind: BlobKind, key: &str) -> Vec<u8> {
         format!("holdfast-blob|v1|{org_id}|{kind:?}|{key}").into_bytes()
     }

@@ -78,14 +78,23 @@ fn connect_options(path: &Path, key: Option<&[u8; 32]>, page_size: u32) -> Sqlit
 
 /// How every connection to an embedded store opens: with `key`, through SQLCipher with the
 /// store's cipher settings (part of its file format). An encrypted store's page size is not
-/// readable without them, so an existing one is tried with `PAGE_SIZE` and then with the
-/// earlier 4 KiB. Operators' tools connect the same way.
+/// readable without them, so an existing one is tried with each page size its length is a
+/// multiple of (a database file holds whole pages), `PAGE_SIZE` first. Each failed try makes
+/// SQLCipher log an error, so a 4 KiB store whose length rules out 16 KiB opens quietly.
+/// Operators' tools connect the same way.
 pub async fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnectOptions {
-    let existing = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-    if key.is_none() || !existing {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if key.is_none() || len == 0 {
         return connect_options(path, key, PAGE_SIZE);
     }
-    for page_size in [PAGE_SIZE, LEGACY_CIPHER_PAGE_SIZE] {
+    let sizes = [PAGE_SIZE, LEGACY_CIPHER_PAGE_SIZE];
+    let whole = |ps: &&u32| len % u64::from(**ps) == 0;
+    let candidates: Vec<u32> = if sizes.iter().any(|ps| whole(&ps)) {
+        sizes.iter().filter(whole).copied().collect()
+    } else {
+        sizes.to_vec()
+    };
+    for page_size in candidates {
         let opts = connect_options(path, key, page_size);
         if let Ok(mut c) = sqlx::SqliteConnection::connect_with(&opts).await {
             let readable = sqlx::query("SELECT count(*) FROM sqlite_master")

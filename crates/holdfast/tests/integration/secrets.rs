@@ -552,7 +552,15 @@ async fn s3_blobs(backend: Backend) {
         .await
         .unwrap();
     assert!(put.status().is_success(), "{}", put.text().await.unwrap());
-    let names = object_names(&http, &bucket).await;
+    const CHECK: &str = "team-a/holdfast-key-check.json";
+    let blob_names = || async {
+        let mut names = object_names(&http, &bucket).await;
+        let check = names.iter().position(|n| n == CHECK);
+        assert!(check.is_some(), "the key check is in the bucket: {names:?}");
+        names.retain(|n| n != CHECK);
+        names
+    };
+    let names = blob_names().await;
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("team-a/"), "{names:?}");
     let s3 = holdfast_services::s3::S3::new(holdfast_services::s3::S3Config {
@@ -620,10 +628,32 @@ async fn s3_blobs(backend: Backend) {
         )
         .await;
     assert_eq!(fetched["events"][0]["input"], "big");
-    assert_eq!(
-        object_names(&http, &bucket).await,
-        names,
-        "the batch was removed"
+    assert_eq!(blob_names().await, names, "the batch was removed");
+    // A replica with keys of its own (another data dir) refuses to start on this bucket,
+    // before it serves anything; one with the same key files starts.
+    let other = tempfile::tempdir().unwrap();
+    let mut serve = std::process::Command::new(crate::harness::BIN);
+    serve
+        .args(["serve", "--listen"])
+        .arg(format!("127.0.0.1:{}", crate::harness::free_port()))
+        .arg("--data-dir")
+        .arg(other.path())
+        .envs(env)
+        .env("HOLDFAST_LOG", "warn");
+    if let Some(url) = &server.database_url {
+        serve.arg("--database-url").arg(url);
+    }
+    let out = serve.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must share the data dir's"),
+        "{err}"
+    );
+    let same = server.cli(&["secrets", "verify"]);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
     );
     assert!(
         server.data_dir().join("blobs").read_dir().is_err(),
