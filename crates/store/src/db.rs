@@ -88,7 +88,7 @@ pub async fn sqlite_options(path: &Path, key: Option<&[u8; 32]>) -> SqliteConnec
         return connect_options(path, key, PAGE_SIZE);
     }
     let sizes = [PAGE_SIZE, LEGACY_CIPHER_PAGE_SIZE];
-    let whole = |ps: &&u32| len % u64::from(**ps) == 0;
+    let whole = |ps: &&u32| len.is_multiple_of(u64::from(**ps));
     let candidates: Vec<u32> = if sizes.iter().any(|ps| whole(&ps)) {
         sizes.iter().filter(whole).copied().collect()
     } else {
