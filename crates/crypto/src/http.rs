@@ -10,7 +10,9 @@
 //!
 //! The token is fixed, or read from a file at every call ([`Token::File`]), so that whatever
 //! renews it (Vault Agent's token sink, a workload-identity token file, a sidecar that runs
-//! `gcloud auth print-access-token`) takes effect without a restart.
+//! `gcloud auth print-access-token`) takes effect without a restart; or, on GCP and Azure,
+//! fetched from the instance's metadata service and renewed before it expires
+//! ([`Token::Metadata`]).
 //!
 //! Every provider wraps `data key ‖ SHA-256("holdfast-dek|" ‖ context)` and checks the suffix
 //! on unwrap, so the wrap is bound to its organization even where the provider has no
@@ -48,12 +50,113 @@ pub enum Token {
     Fixed(SecretString),
     /// Read (and trimmed) at every call.
     File(std::path::PathBuf),
+    /// From the instance's metadata service, for the identity the machine runs as.
+    Metadata(MetadataToken),
+}
+
+/// A token from GCP's metadata server or Azure's Instance Metadata Service, kept until a
+/// minute before it expires and then fetched again.
+pub struct MetadataToken {
+    url: String,
+    header: (&'static str, &'static str),
+    http: reqwest::Client,
+    cached: tokio::sync::Mutex<Option<(SecretString, std::time::Instant)>>,
+}
+
+impl MetadataToken {
+    fn new(url: String, header: (&'static str, &'static str)) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| CryptoError::Kms(e.to_string()))?;
+        Ok(Self {
+            url,
+            header,
+            http,
+            cached: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// GCP: the default service account's token from the metadata server at `base`
+    /// (`http://metadata.google.internal` on Google Cloud).
+    pub fn gcp(base: &str) -> Result<Self> {
+        Self::new(
+            format!(
+                "{}/computeMetadata/v1/instance/service-accounts/default/token",
+                base.trim_end_matches('/')
+            ),
+            ("metadata-flavor", "Google"),
+        )
+    }
+
+    /// Azure: a managed identity's token for Key Vault from the Instance Metadata Service at
+    /// `base` (`http://169.254.169.254` on Azure); `client_id` picks a user-assigned identity.
+    pub fn azure(base: &str, client_id: Option<&str>) -> Result<Self> {
+        let mut url = format!(
+            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net",
+            base.trim_end_matches('/')
+        );
+        if let Some(id) = client_id {
+            if !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                return Err(CryptoError::Kms(format!(
+                    "the managed identity's client id {id:?} is not a GUID"
+                )));
+            }
+            url.push_str("&client_id=");
+            url.push_str(id);
+        }
+        Self::new(url, ("metadata", "true"))
+    }
+
+    async fn get(&self) -> Result<SecretString> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            CryptoError::Kms(format!("metadata service {}: {e}", self.url))
+        };
+        let resp = self
+            .http
+            .get(&self.url)
+            .header(self.header.0, self.header.1)
+            .send()
+            .await
+            .map_err(|e| failed(&e))?;
+        let status = resp.status();
+        let text = Zeroizing::new(resp.text().await.map_err(|e| failed(&e))?);
+        if !status.is_success() {
+            return Err(failed(&format!(
+                "answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| failed(&e))?;
+        let token = field(&v, &["access_token"])
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| failed(&"no access_token in the answer"))?;
+        // GCP sends a number, Azure a string of one.
+        let lifetime = match v.get("expires_in") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(300);
+        let until =
+            std::time::Instant::now() + std::time::Duration::from_secs(lifetime.saturating_sub(60));
+        let token = SecretString::from(token);
+        *cached = Some((token.clone(), until));
+        Ok(token)
+    }
 }
 
 impl Token {
-    fn get(&self) -> Result<SecretString> {
+    async fn get(&self) -> Result<SecretString> {
         match self {
             Self::Fixed(t) => Ok(t.clone()),
+            Self::Metadata(m) => m.get().await,
             Self::File(path) => {
                 let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                     CryptoError::Kms(format!("token file {}: {e}", path.display()))
@@ -150,7 +253,7 @@ impl HttpKms {
     }
 
     async fn post(&self, wrap: bool, body: Value) -> Result<Value> {
-        let token = self.token.get()?;
+        let token = self.token.get().await?;
         let mut req = self.http.post(self.url(wrap)).json(&body);
         req = match self.flavor {
             Flavor::Vault => req.header("x-vault-token", token.expose_secret()),

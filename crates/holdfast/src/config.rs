@@ -33,6 +33,11 @@ pub struct Settings {
     /// `<that name>_FILE` names, read at every call so that renewing it needs no restart.
     pub kms_key: Option<String>,
     pub kms_endpoint: Option<String>,
+    /// GCP and Azure: `env` (the variables above) or `metadata` (the instance's metadata
+    /// service: the service account on GCP, the managed identity on Azure, a user-assigned
+    /// one picked by `AZURE_CLIENT_ID`), at `kms_metadata_endpoint` if set.
+    pub kms_token_source: String,
+    pub kms_metadata_endpoint: Option<String>,
     /// Where attachments and overflow batches live: `local` (the data dir) or `s3`.
     pub blob_store: String,
     /// S3 or an S3-compatible server: bucket, object name prefix, region, endpoint (for
@@ -69,6 +74,8 @@ impl Default for Settings {
             kms_aws_endpoint: None,
             kms_key: None,
             kms_endpoint: None,
+            kms_token_source: "env".into(),
+            kms_metadata_endpoint: None,
             blob_store: "local".into(),
             s3_bucket: None,
             s3_prefix: String::new(),
@@ -180,6 +187,13 @@ impl CommonArgs {
                 }
                 if settings.kms == "vault" && settings.kms_endpoint.is_none() {
                     bail!("invalid setting: kms = \"vault\" needs kms_endpoint");
+                }
+                match settings.kms_token_source.as_str() {
+                    "env" => {}
+                    "metadata" if settings.kms != "vault" => {}
+                    other => bail!(
+                        "invalid setting: kms_token_source must be \"env\", or \"metadata\" with kms = \"gcp\" or \"azure\" (got {other:?})"
+                    ),
                 }
             }
             other => bail!(

@@ -9,7 +9,7 @@ use config::{CommonArgs, Settings};
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
 use holdfast_crypto::AnyKms;
 use holdfast_crypto::aws::{AwsConfig, AwsKms};
-use holdfast_crypto::http::{Flavor, HttpKms, Token};
+use holdfast_crypto::http::{Flavor, HttpKms, MetadataToken, Token};
 use holdfast_crypto::local::LocalKms;
 use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
@@ -279,11 +279,29 @@ fn open_kms(settings: &Settings) -> Result<AnyKms> {
             };
             let var = |name: &str| std::env::var(name).ok().filter(|t| !t.is_empty());
             // A token file is re-read at every call, so renewing it needs no restart.
-            let token = match (var(&format!("{token_var}_FILE")), var(token_var)) {
-                (Some(path), _) => Token::File(path.into()),
-                (None, Some(t)) => Token::Fixed(t.into()),
-                (None, None) => {
-                    bail!("kms = {flavor:?} needs {token_var} or {token_var}_FILE")
+            let token = match (
+                settings.kms_token_source.as_str(),
+                var(&format!("{token_var}_FILE")),
+                var(token_var),
+            ) {
+                ("metadata", _, _) => {
+                    let base = settings.kms_metadata_endpoint.as_deref();
+                    Token::Metadata(match flavor {
+                        Flavor::Gcp => {
+                            MetadataToken::gcp(base.unwrap_or("http://metadata.google.internal"))?
+                        }
+                        _ => MetadataToken::azure(
+                            base.unwrap_or("http://169.254.169.254"),
+                            var("AZURE_CLIENT_ID").as_deref(),
+                        )?,
+                    })
+                }
+                (_, Some(path), _) => Token::File(path.into()),
+                (_, None, Some(t)) => Token::Fixed(t.into()),
+                (_, None, None) => {
+                    bail!(
+                        "kms = {flavor:?} needs {token_var} or {token_var}_FILE (or, on GCP and Azure, kms_token_source = \"metadata\")"
+                    )
                 }
             };
             let endpoint = settings

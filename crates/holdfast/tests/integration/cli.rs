@@ -150,6 +150,16 @@ fn bad_settings_are_named() {
         ),
         (
             vec!["serve", "--data-dir", d],
+            vec![
+                ("HOLDFAST_KMS", "vault"),
+                ("HOLDFAST_KMS_KEY", "transit/k"),
+                ("HOLDFAST_KMS_ENDPOINT", "http://127.0.0.1:1"),
+                ("HOLDFAST_KMS_TOKEN_SOURCE", "metadata"),
+            ],
+            "kms_token_source",
+        ),
+        (
+            vec!["serve", "--data-dir", d],
             vec![("HOLDFAST_BLOB_STORE", "s3")],
             "s3_bucket",
         ),

@@ -767,9 +767,9 @@ mod run {
 /// (associated data where the real API has it), and refusing a wrong token.
 mod doubles {
     use axum::Json;
-    use axum::extract::{Path, State};
+    use axum::extract::{Path, Query, State};
     use axum::http::{HeaderMap, StatusCode};
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use base64::Engine;
     use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
     use serde_json::{Value, json};
@@ -782,6 +782,7 @@ mod doubles {
     struct Double {
         key: Arc<holdfast_crypto::DataKey>,
         calls: Arc<AtomicUsize>,
+        tokens: Arc<AtomicUsize>,
     }
 
     type Reply = Result<Json<Value>, StatusCode>;
@@ -887,31 +888,69 @@ mod doubles {
         }
     }
 
-    /// Serves all three on a loopback port; returns its base URL and a call counter.
-    pub async fn start() -> (String, Arc<AtomicUsize>) {
+    // GCP's metadata server: the default service account's token, for a request that says
+    // `Metadata-Flavor: Google`.
+    async fn gcp_token(State(d): State<Double>, h: HeaderMap) -> Reply {
+        if h.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        d.tokens.fetch_add(1, Ordering::SeqCst);
+        Ok(Json(
+            json!({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}),
+        ))
+    }
+
+    // Azure's IMDS: a managed identity's token for Key Vault (`Metadata: true`); this one
+    // expires within the minute, so it is fetched for every call.
+    async fn azure_token(
+        State(d): State<Double>,
+        h: HeaderMap,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Reply {
+        if h.get("metadata").and_then(|v| v.to_str().ok()) != Some("true")
+            || q.get("resource").map(String::as_str) != Some("https://vault.azure.net")
+            || !q.contains_key("api-version")
+        {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        d.tokens.fetch_add(1, Ordering::SeqCst);
+        Ok(Json(
+            json!({"access_token": TOKEN, "expires_in": "30", "token_type": "Bearer"}),
+        ))
+    }
+
+    /// Serves all three, and the two metadata services, on a loopback port; returns its base
+    /// URL, a counter of KMS calls and one of tokens handed out.
+    pub async fn start() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let d = Double {
             key: Arc::new(holdfast_crypto::DataKey::generate().unwrap()),
             calls: Arc::new(AtomicUsize::new(0)),
+            tokens: Arc::new(AtomicUsize::new(0)),
         };
-        let calls = d.calls.clone();
+        let (calls, tokens) = (d.calls.clone(), d.tokens.clone());
         let app = axum::Router::new()
             .route("/v1/projects/{*rest}", post(gcp))
             .route("/keys/{name}/{version}/{op}", post(azure))
             .route("/v1/{mount}/{op}/{key}", post(vault))
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                get(gcp_token),
+            )
+            .route("/metadata/identity/oauth2/token", get(azure_token))
             .with_state(d);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        (url, calls)
+        (url, calls, tokens)
     }
 }
 
 /// GCP Cloud KMS, Azure Key Vault and Vault transit, each against a local double of its API.
 #[tokio::test(flavor = "multi_thread")]
 async fn http_kms_providers() {
-    let (base, calls) = doubles::start().await;
+    let (base, calls, tokens) = doubles::start().await;
     let azure_key = format!("{base}/keys/holdfast/v1");
     for (kms, key, endpoint, token_var) in [
         (
@@ -1018,6 +1057,83 @@ async fn http_kms_providers() {
         .await
         .unwrap();
     assert_eq!(back.expose(), dek.expose());
+
+    // Tokens from the metadata services: GCP's is kept until shortly before it expires, the
+    // short-lived Azure one is fetched again for each call.
+    use holdfast_crypto::http::{Flavor, HttpKms, MetadataToken, Token};
+    let gcp = HttpKms::new(
+        Flavor::Gcp,
+        &base,
+        "projects/p/locations/global/keyRings/r/cryptoKeys/holdfast",
+        Token::Metadata(MetadataToken::gcp(&base).unwrap()),
+    )
+    .unwrap();
+    let azure = HttpKms::new(
+        Flavor::Azure,
+        "",
+        &format!("{base}/keys/holdfast/v1"),
+        Token::Metadata(
+            MetadataToken::azure(&base, Some("0b5d1f7e-1234-4cde-9abc-0123456789ab")).unwrap(),
+        ),
+    )
+    .unwrap();
+    let fetched = || tokens.load(std::sync::atomic::Ordering::SeqCst);
+    let start = fetched();
+    for _ in 0..3 {
+        let w = holdfast_crypto::Kms::wrap(&gcp, &dek, "org").await.unwrap();
+        let back = holdfast_crypto::Kms::unwrap(&gcp, &w, "org").await.unwrap();
+        assert_eq!(back.expose(), dek.expose());
+    }
+    assert_eq!(fetched(), start + 1, "one GCP token for six calls");
+    for _ in 0..3 {
+        let w = holdfast_crypto::Kms::wrap(&azure, &dek, "org")
+            .await
+            .unwrap();
+        let back = holdfast_crypto::Kms::unwrap(&azure, &w, "org")
+            .await
+            .unwrap();
+        assert_eq!(back.expose(), dek.expose());
+    }
+    assert_eq!(fetched(), start + 7, "an Azure token per call");
+    // A metadata service that refuses is named in the error.
+    let refused = HttpKms::new(
+        Flavor::Gcp,
+        &base,
+        "projects/p/locations/global/keyRings/r/cryptoKeys/holdfast",
+        Token::Metadata(MetadataToken::gcp(&format!("{base}/nowhere")).unwrap()),
+    )
+    .unwrap();
+    let err = holdfast_crypto::Kms::wrap(&refused, &dek, "org")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("metadata service"), "{err}");
+    // And through the settings: a server whose GCP KMS token comes from the metadata server.
+    let server = Server::start_with(
+        Backend::Sqlite,
+        &[
+            ("HOLDFAST_KMS", "gcp"),
+            (
+                "HOLDFAST_KMS_KEY",
+                "projects/p/locations/global/keyRings/r/cryptoKeys/holdfast",
+            ),
+            ("HOLDFAST_KMS_ENDPOINT", base.as_str()),
+            ("HOLDFAST_KMS_TOKEN_SOURCE", "metadata"),
+            ("HOLDFAST_KMS_METADATA_ENDPOINT", base.as_str()),
+        ],
+    )
+    .await;
+    server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": "K", "secret": SECRET})),
+        )
+        .await;
+    assert!(
+        server
+            .cli_line(&["secrets", "verify"])
+            .starts_with("all 1 secrets decrypt")
+    );
 }
 
 /// With `sslmode=verify-full` the server talks to PostgreSQL over TLS, checking the
