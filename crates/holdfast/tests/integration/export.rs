@@ -437,43 +437,9 @@ async fn exports(backend: Backend) {
 #[tokio::test(flavor = "multi_thread")]
 async fn export_to_s3() {
     let moto = crate::secrets::Moto::start();
-    let kms = holdfast_crypto::aws::AwsKms::new(holdfast_crypto::aws::AwsConfig {
-        key_id: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-        session_token: None,
-    })
-    .unwrap();
-    let mut kms_key = None;
-    for _ in 0..100 {
-        if let Ok(k) = kms
-            .call("CreateKey", json!({"Description": "bucket key"}))
-            .await
-        {
-            kms_key = k["KeyMetadata"]["KeyId"].as_str().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let kms_key = kms_key.expect("moto's KMS server answered CreateKey");
+    let kms_key = moto.create_kms_key().await;
     let http = reqwest::Client::new();
-    let bucket = format!("{}/holdfast-exports", moto.endpoint);
-    let mut created = false;
-    for _ in 0..100 {
-        if http
-            .put(&bucket)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(created, "moto's S3 server created the bucket");
+    let bucket = moto.create_bucket("holdfast-exports").await;
     let env = [
         ("HOLDFAST_S3_BUCKET", "holdfast-exports"),
         ("HOLDFAST_S3_PREFIX", "team-a/"),
@@ -509,19 +475,7 @@ async fn export_to_s3() {
             .iter()
             .all(|n| n.starts_with(&format!("team-a/exports/{export_id}/")))
     );
-    let s3 = holdfast_services::s3::S3::new(holdfast_services::s3::S3Config {
-        bucket: "holdfast-exports".into(),
-        prefix: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        sse: holdfast_services::s3::Sse::S3,
-        credentials: holdfast_crypto::sigv4::Credentials {
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-            session_token: None,
-        },
-    })
-    .unwrap();
+    let s3 = moto.s3("holdfast-exports");
     for n in &names {
         assert_eq!(
             s3.encryption_of(n).await.unwrap().as_deref(),

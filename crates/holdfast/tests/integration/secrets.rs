@@ -405,6 +405,79 @@ impl Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
         }
     }
+
+    /// A new KMS key, once the server answers; returns its id.
+    pub async fn create_kms_key(&self) -> String {
+        let kms = holdfast_crypto::aws::AwsKms::new(holdfast_crypto::aws::AwsConfig {
+            key_id: String::new(),
+            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        })
+        .unwrap();
+        for _ in 0..100 {
+            if let Ok(k) = kms
+                .call("CreateKey", json!({"Description": "holdfast test"}))
+                .await
+            {
+                return k["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("moto's KMS server did not answer CreateKey");
+    }
+
+    /// A new bucket, once the server answers; returns its URL.
+    pub async fn create_bucket(&self, name: &str) -> String {
+        let bucket = format!("{}/{name}", self.endpoint);
+        for _ in 0..100 {
+            if reqwest::Client::new()
+                .put(&bucket)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return bucket;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("moto's S3 server did not create the bucket");
+    }
+
+    /// A client for a bucket, without a prefix, to look at what the server stored.
+    pub fn s3(&self, bucket: &str) -> holdfast_services::s3::S3 {
+        holdfast_services::s3::S3::new(holdfast_services::s3::S3Config {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            sse: holdfast_services::s3::Sse::S3,
+            credentials: holdfast_crypto::sigv4::Credentials {
+                access_key_id: "testing".into(),
+                secret_access_key: "testing".into(),
+                session_token: None,
+            },
+        })
+        .unwrap()
+    }
+}
+
+/// Stores a provider secret through the API and checks with the CLI that every secret opens.
+async fn store_and_verify_secret(server: &Server, name: &str, expect: usize) {
+    server
+        .ok(
+            "POST",
+            "/v1/ai_secret",
+            Some(json!({"name": name, "secret": SECRET})),
+        )
+        .await;
+    let out = server.cli_line(&["secrets", "verify"]);
+    assert!(
+        out.starts_with(&format!("all {expect} secrets decrypt")),
+        "{out}"
+    );
 }
 
 impl Drop for Moto {
@@ -417,27 +490,7 @@ impl Drop for Moto {
 async fn aws_kms(backend: Backend) {
     let moto = Moto::start();
     let endpoint = moto.endpoint.clone();
-    let kms = holdfast_crypto::aws::AwsKms::new(holdfast_crypto::aws::AwsConfig {
-        key_id: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(endpoint.clone()),
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-        session_token: None,
-    })
-    .unwrap();
-    let mut key = None;
-    for _ in 0..100 {
-        if let Ok(k) = kms
-            .call("CreateKey", json!({"Description": "holdfast test"}))
-            .await
-        {
-            key = k["KeyMetadata"]["KeyId"].as_str().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let key = key.expect("moto's KMS server answered CreateKey");
+    let key = moto.create_kms_key().await;
     let env = [
         ("HOLDFAST_KMS", "aws"),
         ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
@@ -447,18 +500,7 @@ async fn aws_kms(backend: Backend) {
         ("AWS_SECRET_ACCESS_KEY", "testing"),
     ];
     let server = Server::start_with(backend, &env).await;
-    server
-        .ok(
-            "POST",
-            "/v1/ai_secret",
-            Some(json!({"name": "ANTHROPIC_API_KEY", "secret": SECRET})),
-        )
-        .await;
-    assert!(
-        server
-            .cli_line(&["secrets", "verify"])
-            .starts_with("all 1 secrets decrypt")
-    );
+    store_and_verify_secret(&server, "ANTHROPIC_API_KEY", 1).await;
     // The storage key and the pepper are wrapped by the KMS key; so is the data key.
     for f in ["storage.key", "pepper.wrapped"] {
         let text = std::fs::read_to_string(server.data_dir().join(f)).unwrap();
@@ -513,21 +555,7 @@ async fn s3_blobs(backend: Backend) {
     const ATTACHMENT: &str = "attachment body: account number 4111-1111-1111-1111";
     let moto = Moto::start();
     let http = reqwest::Client::new();
-    let bucket = format!("{}/holdfast-blobs", moto.endpoint);
-    let mut created = false;
-    for _ in 0..100 {
-        if http
-            .put(&bucket)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(created, "moto's S3 server created the bucket");
+    let bucket = moto.create_bucket("holdfast-blobs").await;
     let env = [
         ("HOLDFAST_BLOB_STORE", "s3"),
         ("HOLDFAST_S3_BUCKET", "holdfast-blobs"),
@@ -563,19 +591,7 @@ async fn s3_blobs(backend: Backend) {
     let names = blob_names().await;
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("team-a/"), "{names:?}");
-    let s3 = holdfast_services::s3::S3::new(holdfast_services::s3::S3Config {
-        bucket: "holdfast-blobs".into(),
-        prefix: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        sse: holdfast_services::s3::Sse::S3,
-        credentials: holdfast_crypto::sigv4::Credentials {
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-            session_token: None,
-        },
-    })
-    .unwrap();
+    let s3 = moto.s3("holdfast-blobs");
     assert_eq!(
         s3.encryption_of(&names[0]).await.unwrap().as_deref(),
         Some("AES256")
@@ -1122,18 +1138,7 @@ async fn http_kms_providers() {
         ],
     )
     .await;
-    server
-        .ok(
-            "POST",
-            "/v1/ai_secret",
-            Some(json!({"name": "K", "secret": SECRET})),
-        )
-        .await;
-    assert!(
-        server
-            .cli_line(&["secrets", "verify"])
-            .starts_with("all 1 secrets decrypt")
-    );
+    store_and_verify_secret(&server, "K", 1).await;
 }
 
 /// With `sslmode=verify-full` the server talks to PostgreSQL over TLS, checking the
