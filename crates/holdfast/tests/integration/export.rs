@@ -4,8 +4,9 @@
 //! refused; to a bucket with server-side encryption.
 
 use crate::harness::{Backend, Server, backends};
+use crate::secrets::{contains, files};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const SENTENCE: &str = "the patient reported chest pain after the second dose";
 const OTHER_ORG_TEXT: &str = "acme quarterly numbers, not for default";
@@ -16,24 +17,6 @@ fn id(v: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no id in {v}"))
         .to_owned()
-}
-
-fn holds(bytes: &[u8], needle: &str) -> bool {
-    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Runs the CLI; returns (success, stdout as JSON or Null, stderr).
@@ -198,7 +181,7 @@ async fn exports(backend: Backend) {
             OTHER_ORG_TEXT,
         ] {
             assert!(
-                !holds(&bytes, needle),
+                !contains(&bytes, needle),
                 "{needle:?} readable in {}",
                 f.display()
             );
@@ -280,8 +263,8 @@ async fn exports(backend: Backend) {
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap())
         .collect();
-    assert!(!holds(&text, OTHER_ORG_TEXT));
-    assert!(!holds(&text, "ceo@acme.test"));
+    assert!(!contains(&text, OTHER_ORG_TEXT));
+    assert!(!contains(&text, "ceo@acme.test"));
 
     // Opening into a folder that exists is refused and changes nothing.
     let (ok, _, err) = cli(
@@ -399,8 +382,8 @@ async fn exports(backend: Backend) {
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap())
         .collect();
-    assert!(holds(&text, SENTENCE));
-    assert!(!holds(&text, "other project"));
+    assert!(contains(&text, SENTENCE));
+    assert!(!contains(&text, "other project"));
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["project_id"], project.as_str());
@@ -482,7 +465,10 @@ async fn export_to_s3() {
             Some("aws:kms"),
             "{n}"
         );
-        assert!(!holds(&s3.get(n).await.unwrap().unwrap(), SENTENCE), "{n}");
+        assert!(
+            !contains(&s3.get(n).await.unwrap().unwrap(), SENTENCE),
+            "{n}"
+        );
     }
     assert!(
         !server.data_dir().join("exports").exists(),

@@ -55,7 +55,7 @@ async fn raw_store(server: &Server) -> Vec<u8> {
 
 /// Whether `needle` is in `hay`, as is or inside a zstd frame: row data is stored compressed,
 /// which hides nothing from someone holding the file.
-fn contains(hay: &[u8], needle: &str) -> bool {
+pub fn contains(hay: &[u8], needle: &str) -> bool {
     const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
     let plain = |h: &[u8]| h.windows(needle.len()).any(|w| w == needle.as_bytes());
     plain(hay)
@@ -677,8 +677,8 @@ async fn s3_blobs(backend: Backend) {
     );
 }
 
-/// Every file under a directory, recursively.
-fn files(dir: &std::path::Path) -> Vec<PathBuf> {
+/// Every file under a directory, recursively, in path order.
+pub fn files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -688,6 +688,7 @@ fn files(dir: &std::path::Path) -> Vec<PathBuf> {
             out.push(p);
         }
     }
+    out.sort();
     out
 }
 
