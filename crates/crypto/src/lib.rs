@@ -7,6 +7,9 @@
 //! * Every seal binds associated data chosen by the caller (for secrets: format version,
 //!   organization, row id and field), so a ciphertext moved to another row, field or
 //!   organization fails to open. So does any flipped bit or truncation.
+//! * Files of any size (exports) are sealed in segments under a key derived for each file
+//!   ([`stream`]): segments cannot be altered, reordered, dropped or cut off unnoticed, and a
+//!   file does not open under another name.
 //! * Keys live in `secrecy`/`zeroize` types: never printed, zeroed when dropped.
 
 pub mod aead;
