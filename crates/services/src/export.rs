@@ -348,6 +348,11 @@ impl Services {
             random::hex(&random::bytes::<6>()?)
         );
         let location = to.describe(&id);
+        let project_id = req
+            .project
+            .as_ref()
+            .and_then(|_| projects.first())
+            .map(|p| p.id.clone());
         let as_of = self.store.readable_xact().await?;
         self.audit
             .record_durable(NewAuditEntry {
@@ -357,11 +362,7 @@ impl Services {
                 key_id: None,
                 action: "export".into(),
                 object_type: req.project.as_ref().map(|_| "project".into()),
-                object_id: req
-                    .project
-                    .as_ref()
-                    .and_then(|_| projects.first())
-                    .map(|p| p.id.clone()),
+                object_id: project_id.clone(),
                 detail: json!({"by": "operator", "export_id": id, "to": location,
                                "encrypted": req.encrypt,
                                "as_of_xact": as_of.map(|x| x.to_string())}),
@@ -400,11 +401,6 @@ impl Services {
             target,
             files: Vec::new(),
         };
-        let project_id = req
-            .project
-            .as_ref()
-            .and_then(|_| projects.first())
-            .map(|p| p.id.clone());
         let done = async {
             let totals = self
                 .write_export(&mut w, &org_id, &projects, as_of, req.part_bytes)
