@@ -360,6 +360,11 @@ fn s3_client(settings: &Settings) -> Result<S3> {
     })?)
 }
 
+/// Where exports go unless told otherwise; key rotation looks after the ones kept here.
+fn exports_dir(settings: &Settings) -> std::path::PathBuf {
+    settings.data_dir.join("exports")
+}
+
 /// Every store this process opened, closed before it exits (see `Store::close`).
 static OPENED: std::sync::Mutex<Vec<Store>> = std::sync::Mutex::new(Vec::new());
 
@@ -576,7 +581,7 @@ async fn export(action: ExportAction) -> Result<()> {
         Ok::<_, anyhow::Error>(if s3 {
             Location::S3(Box::new(s3_client(settings).context("--s3")?))
         } else {
-            Location::Dir(dir.unwrap_or_else(|| settings.data_dir.join("exports")))
+            Location::Dir(dir.unwrap_or_else(|| exports_dir(settings)))
         })
     };
     match action {
@@ -703,11 +708,8 @@ async fn run(cli: Cli) -> Result<()> {
                         eprintln!("re-wrapped {file}");
                     }
                 }
-                let exports = holdfast_services::export::rewrap_exports(
-                    kms,
-                    &settings.data_dir.join("exports"),
-                )
-                .await?;
+                let exports =
+                    holdfast_services::export::rewrap_exports(kms, &exports_dir(&settings)).await?;
                 if exports > 0 {
                     eprintln!("re-wrapped the keys of {exports} exports");
                 }
@@ -737,10 +739,8 @@ async fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
-                let exports = holdfast_services::export::exports_wrapped_by(
-                    &settings.data_dir.join("exports"),
-                    &id,
-                )?;
+                let exports =
+                    holdfast_services::export::exports_wrapped_by(&exports_dir(&settings), &id)?;
                 if !exports.is_empty() {
                     bail!(
                         "the keys of exports {} are still wrapped by {id}; run `holdfast keys rotate-kek` first",

@@ -403,7 +403,7 @@ impl Services {
         };
         let done = async {
             let totals = self
-                .write_export(&mut w, &org_id, &projects, as_of, req.part_bytes)
+                .write_export(&mut w, &why, &org_id, &projects, as_of, req.part_bytes)
                 .await?;
             let manifest = Manifest {
                 format: FORMAT.into(),
@@ -469,13 +469,13 @@ impl Services {
     async fn write_export(
         &self,
         w: &mut Writer,
+        why: &SystemPass,
         org_id: &str,
         projects: &[ProjectRecord],
         as_of: Option<holdfast_core::xact::XactId>,
         part_bytes: usize,
     ) -> Result<Totals> {
-        let why = SystemPass::new("operator exports an organization");
-        let org = system_org_lookup(&why, org_id);
+        let org = system_org_lookup(why, org_id);
         let mut part = w.part("projects.jsonl".into(), "projects", None)?;
         for p in projects {
             part.line(&project_json(p))?;
@@ -526,7 +526,7 @@ impl Services {
         let mut rows = 0u64;
         for (project_id, kind, object_id) in targets {
             let Some(as_of) = as_of else { break };
-            let pass = system_read_pass(&why, org_id, project_id, kind, object_id);
+            let pass = system_read_pass(why, org_id, project_id, kind, object_id);
             let dir = format!("rows/{}/{}", kind.as_str(), path_safe(object_id)?);
             let mut n = 0;
             let mut part: Option<Part> = None;

@@ -4,20 +4,13 @@
 //! refused; to a bucket with server-side encryption.
 
 use crate::harness::{Backend, Server, backends};
-use crate::secrets::{contains, files};
+use crate::secrets::{contains, files, id};
 use serde_json::{Value, json};
 use std::path::Path;
 
 const SENTENCE: &str = "the patient reported chest pain after the second dose";
 const OTHER_ORG_TEXT: &str = "acme quarterly numbers, not for default";
 const EXPERIMENT_ROWS: usize = 2500;
-
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .to_owned()
-}
 
 /// Runs the CLI; returns (success, stdout as JSON or Null, stderr).
 fn cli(server: &Server, args: &[&str]) -> (bool, Value, String) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 const SECRET: &str = "sk-live-PLANTED-7b1f2e9c4d3a";
 
-fn id(v: &Value) -> String {
+pub fn id(v: &Value) -> String {
     v["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no id in {v}"))
