@@ -424,6 +424,43 @@ impl Policy {
             })
     }
 
+    /// What joining `group_id` grants: every ACL whose subject is that group or a group that
+    /// includes it (membership is inherited upwards), with the (permission, restriction)
+    /// pairs each gives.
+    pub fn grants_of_group(&self, group_id: &str) -> Vec<(&Acl, Vec<PermissionPair>)> {
+        let mut holders: HashSet<&str> = HashSet::from([group_id]);
+        loop {
+            let more: Vec<&str> = self
+                .groups
+                .iter()
+                .filter(|(id, g)| {
+                    !holders.contains(id.as_str())
+                        && g.member_groups.iter().any(|m| holders.contains(m.as_str()))
+                })
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            holders.extend(more);
+        }
+        self.acls
+            .iter()
+            .filter(|a| matches!(&a.subject, Subject::Group(g) if holders.contains(g.as_str())))
+            .map(|a| {
+                let pairs = match &a.grant {
+                    Grant::Permission(p) => vec![(*p, a.restrict_object_type)],
+                    Grant::Role(role) => self
+                        .role_permissions(role)
+                        .into_iter()
+                        .map(|(p, r)| (p, a.restrict_object_type.or(r)))
+                        .collect(),
+                };
+                (a, pairs)
+            })
+            .collect()
+    }
+
     /// True when some grant gives the user `permission` on anything at all (used for
     /// organization-wide resources such as attachments, which no single object owns).
     pub fn grants_anywhere(&self, user_id: &str, permission: Permission) -> bool {
@@ -443,6 +480,9 @@ impl Policy {
         })
     }
 }
+
+/// A permission and the object type it is restricted to, if any.
+pub type PermissionPair = (Permission, Option<Kind>);
 
 /// What a key may be used for, on top of its user's permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -514,6 +554,8 @@ pub struct Principal {
     pub org_id: String,
     pub key_id: String,
     pub scope: KeyScope,
+    /// When the key expires (unix seconds): keys it creates expire no later.
+    pub expires_at: Option<i64>,
     /// Every decision made for this principal during one request, for the audit log.
     pub trail: Trail,
 }

@@ -12,8 +12,24 @@
 //!
 //! Control fields (`_is_merge`, `_merge_paths`, `_array_delete`, `_object_delete`,
 //! `_xact_id`) are stripped before storing; the store stamps `_xact_id` on read.
+//!
+//! Merges run inside the single writer that every organization shares, so their work is
+//! linear in what they touch: tag unions and array deletes go through hash sets, merge paths
+//! are looked up in a set, and the counts an outsider controls are capped ([`MAX_TAGS`],
+//! [`MAX_MERGE_PATHS`], [`MAX_PATH_DEPTH`], [`MAX_ARRAY_DELETE_VALUES`]), including the tags
+//! a merge leaves on the stored row.
 
 use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+/// Most tags a row may carry, sent or left by a merge.
+pub const MAX_TAGS: usize = 1_000;
+/// Most `_merge_paths` in one row.
+pub const MAX_MERGE_PATHS: usize = 1_000;
+/// Deepest path in `_merge_paths` or `_array_delete`.
+pub const MAX_PATH_DEPTH: usize = 64;
+/// Most values `_array_delete` may list in one row, over all its entries.
+pub const MAX_ARRAY_DELETE_VALUES: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {
@@ -21,6 +37,24 @@ pub enum RowError {
     WrongType(&'static str, &'static str),
     #[error("row must be a JSON object")]
     NotAnObject,
+    #[error("`{field}` holds too many {what}: at most {limit} are allowed")]
+    TooMany {
+        field: &'static str,
+        what: &'static str,
+        limit: usize,
+    },
+}
+
+fn at_most(
+    field: &'static str,
+    what: &'static str,
+    n: usize,
+    limit: usize,
+) -> Result<(), RowError> {
+    if n > limit {
+        return Err(RowError::TooMany { field, what, limit });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +67,52 @@ pub enum WriteKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowControl {
     pub kind: WriteKind,
-    merge_paths: Vec<Vec<String>>,
+    merge_paths: HashSet<Vec<String>>,
     array_delete: Vec<(Vec<String>, Vec<Value>)>,
 }
 
 fn string_path(v: &Value) -> Option<Vec<String>> {
-    v.as_array()?
+    let parts = v.as_array()?;
+    if parts.len() > MAX_PATH_DEPTH {
+        return None;
+    }
+    parts
         .iter()
         .map(|s| s.as_str().map(str::to_owned))
         .collect()
+}
+
+/// A string that is equal for two values exactly when the values are equal (object keys are
+/// sorted, since objects compare without regard to order): the key of hash-set membership.
+fn canonical(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (k, v) in entries {
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(v, out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for v in a {
+                    write(v, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }
 
 /// Removes and validates the control fields of an incoming row.
@@ -55,31 +126,39 @@ pub fn take_control(row: &mut Map<String, Value>) -> Result<RowControl, RowError
     let is_delete = flag(row, "_object_delete")?;
     row.remove("_xact_id");
     let merge_paths = match row.remove("_merge_paths") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(paths)) => paths
-            .iter()
-            .map(string_path)
-            .collect::<Option<Vec<_>>>()
-            .ok_or(RowError::WrongType(
-                "_merge_paths",
-                "expected an array of string arrays",
-            ))?,
+        None | Some(Value::Null) => HashSet::new(),
+        Some(Value::Array(paths)) => {
+            at_most("_merge_paths", "paths", paths.len(), MAX_MERGE_PATHS)?;
+            paths
+                .iter()
+                .map(string_path)
+                .collect::<Option<HashSet<_>>>()
+                .ok_or(RowError::WrongType(
+                    "_merge_paths",
+                    "expected an array of string arrays, each at most 64 deep",
+                ))?
+        }
         Some(_) => return Err(RowError::WrongType("_merge_paths", "expected an array")),
     };
     let array_delete = match row.remove("_array_delete") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(entries)) => entries
-            .iter()
-            .map(|e| {
-                let path = string_path(e.get("path")?)?;
-                let delete = e.get("delete")?.as_array()?.clone();
-                Some((path, delete))
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or(RowError::WrongType(
-                "_array_delete",
-                "expected [{path, delete}]",
-            ))?,
+        Some(Value::Array(entries)) => {
+            let parsed = entries
+                .iter()
+                .map(|e| {
+                    let path = string_path(e.get("path")?)?;
+                    let delete = e.get("delete")?.as_array()?.clone();
+                    Some((path, delete))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or(RowError::WrongType(
+                    "_array_delete",
+                    "expected [{path, delete}], paths at most 64 deep",
+                ))?;
+            let values = parsed.iter().map(|(_, d)| d.len()).sum::<usize>() + parsed.len();
+            at_most("_array_delete", "values", values, MAX_ARRAY_DELETE_VALUES)?;
+            parsed
+        }
         Some(_) => return Err(RowError::WrongType("_array_delete", "expected an array")),
     };
     for (name, ok) in [
@@ -109,6 +188,9 @@ pub fn take_control(row: &mut Map<String, Value>) -> Result<RowControl, RowError
         if !ok {
             return Err(RowError::WrongType(name, type_hint(name)));
         }
+    }
+    if let Some(Value::Array(tags)) = row.get("tags") {
+        at_most("tags", "tags", tags.len(), MAX_TAGS)?;
     }
     let kind = if is_delete {
         WriteKind::Delete
@@ -147,14 +229,15 @@ fn valid_scores(v: &Value) -> bool {
 }
 
 /// Computes the stored row that results from writing `incoming` onto `existing`.
-/// Returns `None` for a delete.
+/// Returns `None` for a delete, and an error when a merge would leave more than [`MAX_TAGS`]
+/// tags.
 pub fn apply(
     existing: Option<&Map<String, Value>>,
     mut incoming: Map<String, Value>,
     control: &RowControl,
-) -> Option<Map<String, Value>> {
+) -> Result<Option<Map<String, Value>>, RowError> {
     let mut row = match (control.kind, existing) {
-        (WriteKind::Delete, _) => return None,
+        (WriteKind::Delete, _) => return Ok(None),
         (WriteKind::Replace, Some(old)) => {
             if incoming.get("created").is_none_or(Value::is_null)
                 && let Some(created) = old.get("created")
@@ -169,13 +252,7 @@ pub fn apply(
             if let (Some(Value::Array(old_tags)), Some(Value::Array(new_tags))) =
                 (old.get("tags"), incoming.get("tags"))
             {
-                let mut union = old_tags.clone();
-                for t in new_tags {
-                    if !union.contains(t) {
-                        union.push(t.clone());
-                    }
-                }
-                incoming.insert("tags".into(), Value::Array(union));
+                incoming.insert("tags".into(), Value::Array(union(old_tags, new_tags)?));
             }
             merge_into(&mut merged, incoming, &control.merge_paths, &mut Vec::new());
             if let Some(created) = created {
@@ -187,21 +264,36 @@ pub fn apply(
     };
     for (path, values) in &control.array_delete {
         if let Some(Value::Array(arr)) = lookup_mut(&mut row, path) {
-            arr.retain(|v| !values.contains(v));
+            let gone: HashSet<String> = values.iter().map(canonical).collect();
+            arr.retain(|v| !gone.contains(&canonical(v)));
         }
     }
-    Some(row)
+    Ok(Some(row))
+}
+
+/// The stored tags, then the new ones not among them; tags are strings (checked on the way
+/// in), anything else is kept as it is.
+fn union(old: &[Value], new: &[Value]) -> Result<Vec<Value>, RowError> {
+    let mut seen: HashSet<String> = old.iter().map(canonical).collect();
+    let mut out = old.to_vec();
+    for t in new {
+        if seen.insert(canonical(t)) {
+            out.push(t.clone());
+        }
+    }
+    at_most("tags", "tags", out.len(), MAX_TAGS)?;
+    Ok(out)
 }
 
 fn merge_into(
     target: &mut Map<String, Value>,
     source: Map<String, Value>,
-    stop_paths: &[Vec<String>],
+    stop_paths: &HashSet<Vec<String>>,
     path: &mut Vec<String>,
 ) {
     for (key, value) in source {
         path.push(key.clone());
-        let stop = stop_paths.iter().any(|p| p == path);
+        let stop = !stop_paths.is_empty() && stop_paths.contains(path.as_slice());
         match (target.get_mut(&key), value) {
             (Some(Value::Object(t)), Value::Object(s)) if !stop => {
                 merge_into(t, s, stop_paths, path)
@@ -236,7 +328,9 @@ mod tests {
         let mut incoming = obj(incoming);
         let control = take_control(&mut incoming).unwrap();
         let existing = existing.map(obj);
-        apply(existing.as_ref(), incoming, &control).map(Value::Object)
+        apply(existing.as_ref(), incoming, &control)
+            .unwrap()
+            .map(Value::Object)
     }
 
     #[test]
@@ -312,5 +406,66 @@ mod tests {
         ] {
             assert!(take_control(&mut obj(bad.clone())).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn array_delete_compares_objects_whatever_their_key_order() {
+        let out = write(
+            Some(json!({"id":"a","l":[{"a":1,"b":[1,{"c":2,"d":3}]},{"a":2},1,"1",1.0]})),
+            json!({"id":"a","_is_merge":true,"_array_delete":[{"path":["l"],"delete":[{"b":[1,{"d":3,"c":2}],"a":1},"1",1.0]}]}),
+        );
+        assert_eq!(out, Some(json!({"id":"a","l":[{"a":2},1]})));
+    }
+
+    #[test]
+    fn large_merges_are_exact() {
+        // Sizes at the caps: with the former nested loops these were 10^7 comparisons.
+        let old: Vec<String> = (0..MAX_TAGS / 2).map(|i| format!("t{i}")).collect();
+        let new: Vec<String> = (MAX_TAGS / 4..MAX_TAGS).map(|i| format!("t{i}")).collect();
+        let out = write(
+            Some(json!({"id":"a","tags":old,"l":(0..20_000).collect::<Vec<_>>()})),
+            json!({"id":"a","_is_merge":true,"tags":new,
+                   "_array_delete":[{"path":["l"],"delete":(0..9_000).map(|i| i * 2).collect::<Vec<_>>()}]}),
+        )
+        .unwrap();
+        let tags: Vec<String> = (0..MAX_TAGS).map(|i| format!("t{i}")).collect();
+        assert_eq!(out["tags"], json!(tags));
+        let left: Vec<u64> = (0..20_000).filter(|i| i % 2 == 1 || *i >= 18_000).collect();
+        assert_eq!(out["l"], json!(left));
+    }
+
+    #[test]
+    fn counts_are_capped() {
+        let many = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+        let paths: Vec<Vec<String>> = (0..=MAX_MERGE_PATHS)
+            .map(|i| vec![format!("p{i}")])
+            .collect();
+        let deep: Vec<String> = many(MAX_PATH_DEPTH + 1);
+        for (bad, field) in [
+            (json!({"tags": many(MAX_TAGS + 1)}), "tags"),
+            (json!({"_merge_paths": paths}), "_merge_paths"),
+            (json!({"_merge_paths": [deep.clone()]}), "_merge_paths"),
+            (
+                json!({"_array_delete": [{"path": deep, "delete": []}]}),
+                "_array_delete",
+            ),
+            (
+                json!({"_array_delete": [{"path": ["l"], "delete": many(MAX_ARRAY_DELETE_VALUES)}]}),
+                "_array_delete",
+            ),
+        ] {
+            let err = take_control(&mut obj(bad)).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        assert!(take_control(&mut obj(json!({"tags": many(MAX_TAGS)}))).is_ok());
+        // A merge that would leave too many tags on the stored row is refused.
+        let mut incoming = obj(json!({"id":"a","_is_merge":true,"tags":many(MAX_TAGS)}));
+        let control = take_control(&mut incoming).unwrap();
+        let stored = obj(json!({"id":"a","tags":["other"]}));
+        let err = apply(Some(&stored), incoming, &control).unwrap_err();
+        assert!(
+            matches!(err, RowError::TooMany { field: "tags", .. }),
+            "{err}"
+        );
     }
 }

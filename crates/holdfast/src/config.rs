@@ -17,7 +17,25 @@ pub struct Settings {
     pub listen: String,
     pub public_url: Option<String>,
     pub logs3_payload_max_bytes: usize,
+    /// Largest JSON request body, and most JSON values in one.
     pub max_body_bytes: usize,
+    pub max_json_values: usize,
+    /// Largest attachment and overflow batch a signed URL accepts.
+    pub max_attachment_bytes: u64,
+    pub max_overflow_bytes: u64,
+    /// Bytes of attachments and unconsumed overflow batches one organization may store.
+    pub org_blob_quota_bytes: u64,
+    /// Seconds a signed URL stays valid and an uploaded overflow batch waits to be consumed.
+    pub upload_ttl_secs: u64,
+    /// Connections served at once; seconds a client has to send a request's headers (also
+    /// how long an idle connection stays open) and each piece of its body.
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+    /// Bytes of request bodies held in memory at once, and requests one key may have in
+    /// flight.
+    pub max_inflight_body_bytes: usize,
+    pub max_requests_per_key: usize,
     /// Encrypt new embedded stores and blobs at rest (with a storage key the KMS wraps).
     pub encrypt_at_rest: bool,
     /// Where the key-encryption key lives: `local` (key files in the data dir) or `aws`.
@@ -60,13 +78,24 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let limits = holdfast_services::Limits::default();
         Self {
             data_dir: PathBuf::from("./holdfast-data"),
             database_url: None,
             listen: "127.0.0.1:8000".into(),
             public_url: None,
             logs3_payload_max_bytes: 6 * 1024 * 1024,
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: limits.max_body_bytes,
+            max_json_values: limits.max_json_values,
+            max_attachment_bytes: limits.max_attachment_bytes,
+            max_overflow_bytes: limits.max_overflow_bytes,
+            org_blob_quota_bytes: limits.org_blob_quota_bytes,
+            upload_ttl_secs: limits.upload_ttl_seconds.unsigned_abs(),
+            max_connections: 1024,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            max_inflight_body_bytes: limits.max_inflight_body_bytes,
+            max_requests_per_key: limits.max_requests_per_key,
             encrypt_at_rest: true,
             kms: "local".into(),
             kms_aws_key_id: None,
@@ -161,6 +190,27 @@ impl CommonArgs {
         {
             bail!("invalid setting: logs3_payload_max_bytes must be between 1 and max_body_bytes");
         }
+        for (name, value) in [
+            ("max_json_values", settings.max_json_values as u64),
+            ("max_attachment_bytes", settings.max_attachment_bytes),
+            ("max_overflow_bytes", settings.max_overflow_bytes),
+            ("org_blob_quota_bytes", settings.org_blob_quota_bytes),
+            ("upload_ttl_secs", settings.upload_ttl_secs),
+            ("max_connections", settings.max_connections as u64),
+            (
+                "header_read_timeout_secs",
+                settings.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", settings.body_read_timeout_secs),
+            ("max_requests_per_key", settings.max_requests_per_key as u64),
+        ] {
+            if value == 0 {
+                bail!("invalid setting: {name} must be at least 1");
+            }
+        }
+        if settings.max_inflight_body_bytes < settings.max_body_bytes {
+            bail!("invalid setting: max_inflight_body_bytes must be at least max_body_bytes");
+        }
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             bail!("invalid setting: tls_cert and tls_key go together");
         }
@@ -227,5 +277,32 @@ impl CommonArgs {
             );
         }
         Ok(settings)
+    }
+}
+
+impl Settings {
+    /// The limits the services and the edge enforce.
+    pub fn limits(&self) -> holdfast_services::Limits {
+        holdfast_services::Limits {
+            logs3_payload_max_bytes: self.logs3_payload_max_bytes,
+            max_body_bytes: self.max_body_bytes,
+            max_json_values: self.max_json_values,
+            max_attachment_bytes: self.max_attachment_bytes,
+            max_overflow_bytes: self.max_overflow_bytes,
+            org_blob_quota_bytes: self.org_blob_quota_bytes,
+            upload_ttl_seconds: i64::try_from(self.upload_ttl_secs).unwrap_or(i64::MAX),
+            body_read_timeout: std::time::Duration::from_secs(self.body_read_timeout_secs),
+            max_inflight_body_bytes: self.max_inflight_body_bytes,
+            max_requests_per_key: self.max_requests_per_key,
+        }
+    }
+
+    /// The limits of the listening socket.
+    pub fn conn_limits(&self) -> holdfast_server::listen::ConnLimits {
+        holdfast_server::listen::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            ..Default::default()
+        }
     }
 }

@@ -11,13 +11,13 @@ use holdfast_crypto::AnyKms;
 use holdfast_crypto::aws::{AwsConfig, AwsKms};
 use holdfast_crypto::http::{Flavor, HttpKms, MetadataToken, Token};
 use holdfast_crypto::local::LocalKms;
+use holdfast_services::Services;
 use holdfast_services::audit::{AuditLog, Verdict};
 use holdfast_services::blobs::BlobStore;
 use holdfast_services::keyfile;
 use holdfast_services::keys::{KeyService, load_or_create_pepper};
 use holdfast_services::s3::{S3, S3Config, Sse};
 use holdfast_services::vault::Vault;
-use holdfast_services::{Limits, Services};
 use holdfast_store::Store;
 use secrecy::{ExposeSecret, SecretBox};
 use std::sync::Arc;
@@ -430,10 +430,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         ),
     };
     blobs.check_shared_keys().await?;
-    let limits = Limits {
-        logs3_payload_max_bytes: settings.logs3_payload_max_bytes,
-        max_body_bytes: settings.max_body_bytes,
-    };
+    let limits = settings.limits();
     let services = Services {
         audit: AuditLog::start(store.clone()),
         store,
@@ -496,13 +493,13 @@ async fn serve(settings: Settings) -> Result<()> {
         ),
         _ => None,
     };
-    let state = holdfast_server::AppState {
+    let state = holdfast_server::AppState::new(
         services,
-        public_url: settings.public_url.as_deref().map(Arc::from),
-        cors_origins: Arc::new(settings.cors_allowed_origins.clone()),
-        tls: tls.is_some(),
-    };
-    let usage = {
+        settings.public_url.as_deref().map(Arc::from),
+        settings.cors_allowed_origins.clone(),
+        tls.is_some(),
+    );
+    let background = {
         let services = state.services.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -512,51 +509,47 @@ async fn serve(settings: Settings) -> Result<()> {
             }
         })
     };
+    let sweeper = {
+        let services = state.services.clone();
+        let every = (services.limits.upload_ttl_seconds / 2).clamp(1, 60);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_secs(every.unsigned_abs()));
+            loop {
+                tick.tick().await;
+                match services.expire_uploads().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed expired uploads"),
+                    Err(e) => tracing::warn!(error = %e, "removing expired uploads failed"),
+                }
+            }
+        })
+    };
     let services = state.services.clone();
-    let app = holdfast_server::router(state)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown())
-                .await?;
-        }
-        Some(config) => {
-            // rustls speaks TLS 1.2 and 1.3 only. SIGHUP reloads the certificate and key from
-            // the same files; connections already open keep theirs.
-            let (cert, key) = (
-                settings.tls_cert.clone().context("tls_cert")?,
-                settings.tls_key.clone().context("tls_key")?,
-            );
-            let reload = config.clone();
-            tokio::spawn(async move {
-                let Ok(mut hup) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                else {
-                    return;
-                };
-                while hup.recv().await.is_some() {
-                    match reload.reload_from_pem_file(&cert, &key).await {
-                        Ok(()) => tracing::info!("reloaded the TLS certificate"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not reload the TLS certificate; keeping the old one")
-                        }
+    let app = holdfast_server::router(state);
+    if let (Some(config), Some(cert), Some(key)) = (&tls, &settings.tls_cert, &settings.tls_key) {
+        // SIGHUP reloads the certificate and key from the same files; connections already
+        // open keep theirs. rustls speaks TLS 1.2 and 1.3 only.
+        let (reload, cert, key) = (config.clone(), cert.clone(), key.clone());
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match reload.reload_from_pem_file(&cert, &key).await {
+                    Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not reload the TLS certificate; keeping the old one")
                     }
                 }
-            });
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown().await;
-                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(app)
-                .await?;
-        }
+            }
+        });
     }
-    usage.abort();
+    holdfast_server::listen::serve(listener, app, tls, settings.conn_limits(), shutdown()).await?;
+    background.abort();
+    sweeper.abort();
     services.keys.flush_usage(&services.store).await;
     services.audit.flush().await;
     Ok(())

@@ -14,7 +14,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use holdfast_services::ServiceError;
 use holdfast_services::audit::{auth_failure_entry, changed_something, request_entry};
-use holdfast_services::keys::KeyService;
 use std::net::SocketAddr;
 
 fn bearer(req: &Request) -> Result<&str, ServiceError> {
@@ -37,7 +36,8 @@ fn bearer(req: &Request) -> Result<&str, ServiceError> {
 // skip_all: the Authorization header must never reach a log line.
 #[tracing::instrument(skip_all, name = "authenticate")]
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let services = &state.services;
+    let services = state.services.clone();
+    let services = &services;
     let from = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -50,14 +50,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let token = match bearer(&req) {
         Ok(t) => t.to_owned(),
         Err(e) => {
-            let entry = auth_failure_entry(
-                services.now(),
-                None,
-                &e.to_string(),
-                &action,
-                from.as_deref(),
-            );
-            services.audit.record(entry).await;
+            audit_failure(&state, None, &e, &action, from.as_deref()).await;
             return ApiError(e).into_response();
         }
     };
@@ -67,28 +60,128 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .await
     {
         Ok(p) => p,
-        Err(e) => {
-            let entry = auth_failure_entry(
-                services.now(),
-                KeyService::key_id_of(&token),
-                &e.to_string(),
-                &action,
-                from.as_deref(),
-            );
-            services.audit.record(entry).await;
-            return ApiError(e).into_response();
+        Err(failure) => {
+            let key_id = failure.key_id;
+            audit_failure(&state, key_id, &failure.error, &action, from.as_deref()).await;
+            return ApiError(failure.error).into_response();
         }
     };
-    req.extensions_mut().insert(principal.clone());
-    let response = next.run(req).await;
+    // The handler and the audit entry run in a task of their own, so that a client that
+    // hangs up mid-request cannot stop a change from being audited (dropping this future
+    // does not drop the task).
+    let task = async move {
+        let from = from.as_deref();
+        let _in_flight = match state.key_limiter.enter(&principal.key_id) {
+            Ok(guard) => guard,
+            Err(e) => return finish(&state, &principal, &action, from, e.into_response()).await,
+        };
+        if writes_rows(req.method(), &route)
+            && let Err(e) = state.services.may_write_rows(&principal).await
+        {
+            // Decided from the path: the body is never read.
+            let response = ApiError(e).into_response();
+            return finish(&state, &principal, &action, from, response).await;
+        }
+        req.extensions_mut().insert(principal.clone());
+        let response = next.run(req).await;
+        finish(&state, &principal, &action, from, response).await
+    };
+    match tokio::spawn(task).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            ApiError(ServiceError::Internal("request task failed".into())).into_response()
+        }
+    }
+}
+
+/// Audits a failed authentication, at most [`FAILURES_AUDITED_PER_MINUTE`] per client address
+/// and ten times that in all; past that, failures are only counted in the log, so that a
+/// flood of bad tokens cannot flood the audit log.
+async fn audit_failure(
+    state: &AppState,
+    key_id: Option<String>,
+    error: &ServiceError,
+    action: &str,
+    from: Option<&str>,
+) {
+    let services = &state.services;
+    let minute = services.clock.now().unix_timestamp() / 60;
+    if !state.failure_limiter.admit(from.unwrap_or("-"), minute) {
+        return;
+    }
+    let entry = auth_failure_entry(services.now(), key_id, &error.to_string(), action, from);
+    services.audit.record(entry).await;
+}
+
+pub const FAILURES_AUDITED_PER_MINUTE: u32 = 30;
+
+/// Counts failed authentications per client address and minute.
+#[derive(Default)]
+pub struct FailureLimiter {
+    counts: std::sync::Mutex<(i64, std::collections::HashMap<String, u32>, u32, u32)>,
+}
+
+impl FailureLimiter {
+    fn admit(&self, from: &str, minute: i64) -> bool {
+        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (current, per_address, total, dropped) = &mut *guard;
+        if *current != minute {
+            if *dropped > 0 {
+                tracing::warn!(
+                    dropped = *dropped,
+                    "failed authentications past the audit rate limit in the last minute"
+                );
+            }
+            *current = minute;
+            per_address.clear();
+            *total = 0;
+            *dropped = 0;
+        }
+        // The total bounds the map too: at most that many addresses enter it a minute.
+        if *total >= 10 * FAILURES_AUDITED_PER_MINUTE {
+            *dropped += 1;
+            return false;
+        }
+        let n = per_address.entry(from.to_owned()).or_default();
+        if *n >= FAILURES_AUDITED_PER_MINUTE {
+            *dropped += 1;
+            return false;
+        }
+        *n += 1;
+        *total += 1;
+        true
+    }
+}
+
+/// Routes whose body is rows or an upload: a credential that may write rows nowhere is
+/// refused before the body is read.
+fn writes_rows(method: &axum::http::Method, route: &str) -> bool {
+    method == axum::http::Method::POST
+        && (matches!(
+            route,
+            "/logs3" | "/logs3/overflow" | "/attachment" | "/attachment/status"
+        ) || route.ends_with("/{id}/insert")
+            || route.ends_with("/{id}/feedback"))
+}
+
+/// Writes the request's audit entry (durably when it changed something) and answers.
+async fn finish(
+    state: &AppState,
+    principal: &holdfast_services::Principal,
+    action: &str,
+    from: Option<&str>,
+    response: Response,
+) -> Response {
+    let services = &state.services;
     let entry = request_entry(
-        &principal,
+        principal,
         services.now(),
-        &action,
+        action,
         response.status().as_u16(),
-        from.as_deref(),
+        from,
     );
-    if changed_something(&principal) {
+    if changed_something(principal) {
         if let Err(e) = services.audit.record_durable(entry).await {
             tracing::error!(error = %e, "a change was made but its audit entry was not written");
         }
@@ -96,4 +189,58 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         services.audit.record(entry).await;
     }
     response
+}
+
+/// Counts each key's requests in flight and refuses those past the limit (429).
+#[derive(Default)]
+pub struct KeyLimiter {
+    limit: usize,
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Ends one request of a key when dropped.
+pub struct InFlight<'a> {
+    limiter: &'a KeyLimiter,
+    key_id: String,
+}
+
+impl KeyLimiter {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            in_flight: Default::default(),
+        }
+    }
+
+    fn enter(&self, key_id: &str) -> Result<InFlight<'_>, ApiError> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key_id.to_owned()).or_default();
+        if *n >= self.limit {
+            return Err(ApiError(ServiceError::RateLimited(format!(
+                "this key has {} requests in flight, the most allowed",
+                self.limit
+            ))));
+        }
+        *n += 1;
+        Ok(InFlight {
+            limiter: self,
+            key_id: key_id.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .limiter
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key_id);
+            }
+        }
+    }
 }

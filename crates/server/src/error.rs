@@ -30,6 +30,12 @@ impl IntoResponse for ApiError {
             ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ServiceError::QuotaExceeded(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "storage_quota_exceeded")
+            }
+            ServiceError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ServiceError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
+            ServiceError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = match &self.0 {
@@ -48,6 +54,25 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(
                 "www-authenticate",
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        // The body may not have been read: the client must not reuse the connection.
+        if matches!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
             );
         }
         resp

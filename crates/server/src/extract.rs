@@ -1,5 +1,9 @@
 //! Extractors: the authenticated principal, JSON bodies whatever their content type, and the
 //! base URL the SDKs should use.
+//!
+//! Request bodies are bounded in size ([`holdfast_services::Limits::max_body_bytes`]), in the
+//! time they take to arrive (`body_read_timeout`), in the number of JSON values they hold, and
+//! all together in the memory they take while held ([`BodyBudget`]).
 
 use crate::{ApiError, AppState};
 use axum::body::Bytes;
@@ -7,6 +11,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use holdfast_services::{Principal, ServiceError};
 use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The caller, authenticated by the [`crate::auth`] middleware.
 pub struct Authed(pub Principal);
@@ -29,37 +35,69 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
-/// A body read up to the configured size limit; larger bodies get a JSON 413.
-pub struct RawBody(pub Bytes);
-
-impl FromRequest<AppState> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.services.limits.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError(ServiceError::TooLarge(format!(
-                    "request body is larger than {limit} bytes"
-                )))
-            })?;
-        Ok(Self(bytes))
+/// Reads a request body whole, within the configured size and read time, and only while the
+/// server holds less than its budget of request bodies in memory. A `Content-Length` over
+/// the limit is refused before a byte is read.
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limits = &state.services.limits;
+    let limit = limits.max_body_bytes;
+    let too_large = || {
+        ApiError(ServiceError::TooLarge(format!(
+            "request body is larger than {limit} bytes"
+        )))
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let _held = state.body_budget.reserve(declared.unwrap_or(limit))?;
+    match tokio::time::timeout(
+        limits.body_read_timeout,
+        axum::body::to_bytes(req.into_body(), limit),
+    )
+    .await
+    {
+        Err(_) => Err(ApiError(ServiceError::Timeout(format!(
+            "the request body did not arrive within {} s",
+            limits.body_read_timeout.as_secs()
+        )))),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad(format!(
+            "request body not received whole: {e}"
+        ))),
+        Ok(Ok(bytes)) => Ok(bytes),
     }
 }
 
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Reads a JSON body whatever the Content-Type says (the Python SDK sends none); an empty body
-/// is `empty`, or an error when that is `None`.
+/// is `empty`, or an error when that is `None`. A body with more values than
+/// `max_json_values` is refused before it is parsed.
 async fn read_json(
     req: Request,
     state: &AppState,
     empty: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let RawBody(bytes) = RawBody::from_request(req, state).await?;
+    let bytes = read_body(req, state).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return empty
             .ok_or_else(|| ApiError::bad("request body is empty; a JSON object is required"));
     }
+    holdfast_services::json_values_within(&bytes, state.services.limits.max_json_values)?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
@@ -111,5 +149,33 @@ impl FromRequestParts<AppState> for BaseUrl {
             .ok_or_else(|| ApiError::bad("missing or invalid Host header"))?;
         let scheme = if state.tls { "https" } else { "http" };
         Ok(Self(format!("{scheme}://{host}")))
+    }
+}
+
+/// The bytes of request bodies the server holds in memory at once, over all requests.
+#[derive(Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: usize) -> Self {
+        let total = total.clamp(1, u32::MAX as usize);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Holds `n` bytes of the budget until the permit is dropped; refuses (503) when they are
+    /// not free, rather than queueing bodies in memory.
+    pub fn reserve(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = u32::try_from(n.clamp(1, self.total)).unwrap_or(u32::MAX);
+        self.bytes.clone().try_acquire_many_owned(n).map_err(|_| {
+            ApiError(ServiceError::Busy(
+                "the server is holding its limit of request bodies; retry shortly".into(),
+            ))
+        })
     }
 }

@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod error;
 mod extract;
+pub mod listen;
 mod routes;
 
 use axum::Router;
@@ -23,6 +24,32 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<String>>,
     /// Served over TLS (sends HSTS).
     pub tls: bool,
+    /// Request bodies held in memory, over all requests.
+    pub body_budget: extract::BodyBudget,
+    /// Requests in flight per key.
+    pub key_limiter: Arc<auth::KeyLimiter>,
+    /// Failed authentications audited per client address.
+    pub failure_limiter: Arc<auth::FailureLimiter>,
+}
+
+impl AppState {
+    pub fn new(
+        services: Services,
+        public_url: Option<Arc<str>>,
+        cors_origins: Vec<String>,
+        tls: bool,
+    ) -> Self {
+        let limits = services.limits.clone();
+        Self {
+            services,
+            public_url,
+            cors_origins: Arc::new(cors_origins),
+            tls,
+            body_budget: extract::BodyBudget::new(limits.max_inflight_body_bytes),
+            key_limiter: Arc::new(auth::KeyLimiter::new(limits.max_requests_per_key)),
+            failure_limiter: Arc::default(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -285,7 +285,16 @@ impl Services {
         })
     }
 
-    /// A pass on organization-wide data no single object owns (attachments).
+    /// Refuses, before a body is read, a credential that may write rows nowhere in the
+    /// organization (a viewer, a read-only key).
+    pub async fn may_write_rows(&self, principal: &Principal) -> Result<()> {
+        let policy = self.policy(principal).await?;
+        authz::org_wide_pass(principal, &policy, Permission::Update)
+            .map(|_| ())
+            .map_err(|_| ServiceError::Forbidden("this credential may not write rows".into()))
+    }
+
+    /// A pass on organization-wide data no single object owns (overflow batches).
     pub async fn org_wide_pass(
         &self,
         principal: &Principal,

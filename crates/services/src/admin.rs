@@ -349,7 +349,7 @@ impl Services {
 
     /// The project an ACL's object sits in (checking that the object exists in this
     /// organization): `None` for organization-level objects.
-    async fn acl_object_project(
+    pub(crate) async fn acl_object_project(
         &self,
         principal: &Principal,
         kind: Kind,
@@ -731,8 +731,9 @@ impl Services {
                 group_ids.push(g.id.clone());
             }
             let mut users = Vec::new();
+            self.may_place_in_groups(principal, &group_ids).await?;
             for email in str_list(invite, "emails")? {
-                if !email.contains('@') {
+                if !email.contains('@') || email.ends_with("@service-accounts.invalid") {
                     return Err(ServiceError::bad(format!(
                         "{email:?} is not an email address"
                     )));
@@ -753,6 +754,7 @@ impl Services {
                 users.push(u.clone());
             }
             added = self.store.add_members(&pass, &users, &group_ids).await?;
+
             principal.trail.change(
                 json!({"members_added": added.iter().map(|u| &u.email).collect::<Vec<_>>(),
                                           "into_groups": group_ids}),
@@ -780,7 +782,10 @@ impl Services {
         self.policy_changed(&principal.org_id);
         Ok(
             json!({"status": "success", "org_id": org.id, "send_email_error": null,
-                  "added_users": added.iter().map(user_json).collect::<Vec<_>>(),
+                  // Only what the inviter already knows: a user who also belongs to
+                  // another organization shows nothing of that account here.
+                  "added_users": added.iter().map(|u| json!({"id": u.id, "email": u.email}))
+                      .collect::<Vec<_>>(),
                   "removed_user_ids": removed}),
         )
     }
@@ -829,12 +834,13 @@ impl Services {
             if ps.is_empty() {
                 return Err(ServiceError::bad("`project_ids` must not be empty"));
             }
-            let lookup = self.lookup(principal)?;
+            // A project that does not exist and one the caller may not read answer alike.
             for p in ps {
-                self.store
-                    .get_project(&lookup, p)
+                self.project_pass(principal, p, Permission::Read, Kind::Project)
                     .await
-                    .map_err(|_| ServiceError::bad(format!("no project {p:?}")))?;
+                    .map_err(|_| {
+                        ServiceError::bad(format!("no project {p:?} that this credential reads"))
+                    })?;
             }
         }
         let expires_at = timestamp_field(body, "expires_at")?;
@@ -843,7 +849,42 @@ impl Services {
         {
             return Err(ServiceError::bad("`expires_at` is in the past"));
         }
-        Ok((scope, expires_at))
+        Ok((scope, self.no_later_than_caller(principal, expires_at)))
+    }
+
+    /// A new key's expiry: never after the calling key's, and the calling key's when none is
+    /// asked for.
+    fn no_later_than_caller(
+        &self,
+        principal: &Principal,
+        wanted: Option<String>,
+    ) -> Option<String> {
+        let Some(cap) = principal.expires_at else {
+            return wanted;
+        };
+        let wanted_at = wanted
+            .as_deref()
+            .and_then(parse_timestamp)
+            .map(|t| t.unix_timestamp());
+        match wanted_at {
+            Some(w) if w <= cap => wanted,
+            _ => time::OffsetDateTime::from_unix_timestamp(cap)
+                .ok()
+                .map(format_timestamp),
+        }
+    }
+
+    /// A key narrowed to some projects or to reading may act on itself only, never on its
+    /// user's other keys.
+    fn acts_on_own_key(principal: &Principal, key_id: &str) -> Result<()> {
+        let narrowed =
+            principal.scope.projects.is_some() || principal.scope.capability != Capability::Full;
+        if narrowed && key_id != principal.key_id {
+            return Err(ServiceError::Forbidden(
+                "a key limited to some projects or capabilities acts on no key but itself".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Creates a key for the caller; the token is in the answer and nowhere else.
@@ -937,6 +978,7 @@ impl Services {
             .ok_or_else(|| ServiceError::NotFound("api key".into()))?;
         let policy = self.policy(principal).await?;
         let pass = if key.user_id == principal.user_id {
+            Self::acts_on_own_key(principal, id)?;
             self.lookup(principal)?
         } else {
             authz::org_grant(principal, &policy, Permission::Delete, Kind::OrgMember)
@@ -995,6 +1037,7 @@ impl Services {
             .into_iter()
             .find(|k| k.id == id && k.revoked_at.is_none())
             .ok_or_else(|| ServiceError::NotFound("active api key".into()))?;
+        Self::acts_on_own_key(principal, id)?;
         let scope_body = json!({"project_ids": old.project_ids, "capability": old.capability});
         let (scope, _) = self
             .new_key_scope(principal, body_obj(&scope_body)?)
@@ -1003,7 +1046,7 @@ impl Services {
             &principal.org_id,
             &principal.user_id,
             &old.name,
-            old.expires_at.clone(),
+            self.no_later_than_caller(principal, old.expires_at.clone()),
             &scope,
         )?;
         self.store
@@ -1051,6 +1094,7 @@ impl Services {
                 .ok_or_else(|| ServiceError::bad(format!("no group named {n:?}")))?;
             group_ids.push(g.id.clone());
         }
+        self.may_place_in_groups(principal, &group_ids).await?;
         let (scope, expires_at) = self.new_key_scope(principal, body).await?;
         let account = match opt_str(body, "service_account_id")? {
             Some(id) => self

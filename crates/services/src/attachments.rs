@@ -1,14 +1,27 @@
 //! Attachments and overflow uploads through signed URLs that point back at this server.
+//!
+//! Guarantees:
+//! * An attachment belongs to the object whose rows referenced it when it was first
+//!   registered (rows are logged before their attachments are uploaded; ingest records every
+//!   `braintrust_attachment` reference). Registering it again, setting its status and
+//!   uploading need `update` on that object, reading it needs `read`, so project boundaries
+//!   and key scopes hold for attachments as for rows.
+//! * A signed upload URL is checked before a byte of its body is read, is used once (its id is
+//!   claimed in the store), and accepts at most the size bound into it: the declared
+//!   `size_bytes` of an overflow batch, or `max_attachment_bytes`.
+//! * An organization stores at most `org_blob_quota_bytes` of attachments and unconsumed
+//!   overflow batches; an overflow batch not consumed within `upload_ttl_seconds` of its
+//!   upload, and a grant never used, are removed by [`Services::expire_uploads`].
 
-use crate::blobs::{BlobKind, Grant, Purpose};
+use crate::blobs::{BlobKind, Grant, Purpose, UploadLimit};
 use crate::objects::{body_obj as obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{Permission, Principal};
-use holdfast_store::AttachmentRecord;
+use holdfast_core::authz::{ObjectPass, Permission, Principal, SystemPass};
+use holdfast_store::{AttachmentRecord, UploadGrant, UploadKind};
 use serde_json::{Value, json};
 
-/// Signed URLs stay valid this long.
-pub const SIGNED_URL_SECONDS: i64 = 3600;
+/// Most attachment references one request may carry.
+pub const MAX_ATTACHMENT_REFS: usize = 10_000;
 
 fn check_org(principal: &Principal, org_id: Option<&str>) -> Result<()> {
     match org_id {
@@ -26,29 +39,98 @@ fn valid_key(key: &str) -> Result<&str> {
     Ok(key)
 }
 
+/// The attachment keys a row references (`{"type": "braintrust_attachment", "key": ...}`
+/// anywhere in it), added to `out`.
+pub fn attachment_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(m) => {
+            if m.get("type").and_then(Value::as_str) == Some("braintrust_attachment")
+                && let Some(key) = m.get("key").and_then(Value::as_str)
+            {
+                out.push(key.to_owned());
+            }
+            m.values().for_each(|v| attachment_refs(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| attachment_refs(v, out)),
+        _ => {}
+    }
+}
+
 impl Services {
-    fn signed_url(
+    fn signed_url(&self, base_url: &str, grant: Grant) -> Result<String> {
+        Ok(format!("{base_url}/signed/{}", self.blobs.sign(&grant)?))
+    }
+
+    fn grant(
         &self,
-        base_url: &str,
         purpose: Purpose,
         kind: BlobKind,
         org_id: &str,
         key: &str,
         content_type: Option<&str>,
-    ) -> Result<String> {
-        let expires = self.clock.now().unix_timestamp() + SIGNED_URL_SECONDS;
-        let grant = Grant {
+        upload: Option<UploadLimit>,
+    ) -> Grant {
+        Grant {
             purpose,
             kind,
             org_id: org_id.to_owned(),
             key: key.to_owned(),
-            expires,
+            expires: self.clock.now().unix_timestamp() + self.limits.upload_ttl_seconds,
             content_type: content_type.map(str::to_owned),
-        };
-        Ok(format!("{base_url}/signed/{}", self.blobs.sign(&grant)?))
+            upload,
+        }
     }
 
-    /// `POST /attachment`: records the attachment and returns a signed upload URL.
+    /// Refuses a new grant while the organization is at its storage quota.
+    async fn within_quota(&self, principal: &Principal) -> Result<()> {
+        let used = self.store.blob_usage(&self.lookup(principal)?).await?;
+        if used.max(0) as u64 >= self.limits.org_blob_quota_bytes {
+            return Err(ServiceError::QuotaExceeded(format!(
+                "the organization stores {used} bytes of attachments and overflow batches, \
+                 its quota is {} bytes",
+                self.limits.org_blob_quota_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// A pass for `permission` on the object that owns attachment `key`. A record without an
+    /// owner (registered before owners were kept), or no record when `registering`, is decided
+    /// on the objects whose rows reference the key: the first the caller may act on.
+    async fn attachment_pass(
+        &self,
+        principal: &Principal,
+        key: &str,
+        permission: Permission,
+        registering: bool,
+    ) -> Result<(Option<AttachmentRecord>, ObjectPass)> {
+        let lookup = self.lookup(principal)?;
+        let record = self.store.get_attachment(&lookup, key).await?;
+        if let Some((kind, id)) = record.as_ref().and_then(|r| r.owner.clone()) {
+            let (_, pass) = self.object_pass(principal, kind, &id, permission).await?;
+            return Ok((record, pass));
+        }
+        if record.is_none() && !registering {
+            return Err(ServiceError::NotFound("attachment".into()));
+        }
+        let mut denial = None;
+        for (kind, id) in self.store.attachment_refs(&lookup, key).await? {
+            match self.object_pass(principal, kind, &id, permission).await {
+                Ok((_, pass)) => return Ok((record, pass)),
+                Err(e) => {
+                    denial.get_or_insert(e);
+                }
+            }
+        }
+        Err(denial.unwrap_or_else(|| {
+            ServiceError::NotFound(format!(
+                "a row referencing attachment {key:?} (log the row that holds it first)"
+            ))
+        }))
+    }
+
+    /// `POST /attachment`: registers the attachment with its owner and returns a signed
+    /// upload URL for it.
     pub async fn attachment_upload(
         &self,
         principal: &Principal,
@@ -60,26 +142,47 @@ impl Services {
         let key = valid_key(
             opt_str(body, "key")?.ok_or_else(|| ServiceError::bad("`key` is required"))?,
         )?;
-        let rec = AttachmentRecord {
-            key: key.to_owned(),
-            filename: opt_str(body, "filename")?
-                .unwrap_or("attachment")
-                .to_owned(),
-            content_type: opt_str(body, "content_type")?
-                .unwrap_or("application/octet-stream")
-                .to_owned(),
-            status: json!({"upload_status": "uploading"}),
-        };
-        let org = self.org_wide_pass(principal, Permission::Create).await?;
-        self.store.put_attachment(&org, &rec, &self.now()).await?;
-        let url = self.signed_url(
-            base_url,
+        let filename = opt_str(body, "filename")?.unwrap_or("attachment");
+        let content_type = opt_str(body, "content_type")?.unwrap_or("application/octet-stream");
+        if filename.len() > 1024 || content_type.len() > 255 {
+            return Err(ServiceError::bad(
+                "`filename` is limited to 1024 bytes and `content_type` to 255",
+            ));
+        }
+        let (_, pass) = self
+            .attachment_pass(principal, key, Permission::Update, true)
+            .await?;
+        self.within_quota(principal).await?;
+        let grant_id = random::uuid()?;
+        let grant = self.grant(
             Purpose::Upload,
             BlobKind::Attachment,
             &principal.org_id,
             key,
             None,
-        )?;
+            Some(UploadLimit {
+                id: grant_id.clone(),
+                max_bytes: self.limits.max_attachment_bytes,
+            }),
+        );
+        let rec = AttachmentRecord {
+            key: key.to_owned(),
+            filename: filename.to_owned(),
+            content_type: content_type.to_owned(),
+            status: json!({"upload_status": "uploading"}),
+            owner: None,
+        };
+        let upload = UploadGrant {
+            kind: UploadKind::Attachment,
+            key,
+            grant_id: &grant_id,
+            max_bytes: i64::try_from(self.limits.max_attachment_bytes).unwrap_or(i64::MAX),
+            expires_at: grant.expires,
+        };
+        self.store
+            .register_attachment(&pass, &rec, &upload, &self.now())
+            .await?;
+        let url = self.signed_url(base_url, grant)?;
         Ok(json!({"signedUrl": url, "headers": {}}))
     }
 
@@ -94,8 +197,13 @@ impl Services {
             .get("status")
             .filter(|s| s.is_object())
             .ok_or_else(|| ServiceError::bad("`status` must be an object"))?;
-        let org = self.org_wide_pass(principal, Permission::Update).await?;
-        self.store.set_attachment_status(&org, key, status).await?;
+        if status.to_string().len() > 16 * 1024 {
+            return Err(ServiceError::bad("`status` is limited to 16 KiB"));
+        }
+        let (_, pass) = self
+            .attachment_pass(principal, key, Permission::Update, false)
+            .await?;
+        self.store.set_attachment_status(&pass, key, status).await?;
         Ok(json!({}))
     }
 
@@ -108,20 +216,24 @@ impl Services {
         base_url: &str,
     ) -> Result<Value> {
         check_org(principal, org_id)?;
-        let org = self.org_wide_pass(principal, Permission::Read).await?;
-        let rec = self.store.get_attachment(&org, valid_key(key)?).await?;
-        let url = self.signed_url(
-            base_url,
+        let (record, _) = self
+            .attachment_pass(principal, valid_key(key)?, Permission::Read, false)
+            .await?;
+        let rec = record.ok_or_else(|| ServiceError::NotFound("attachment".into()))?;
+        let grant = self.grant(
             Purpose::Download,
             BlobKind::Attachment,
             &principal.org_id,
             key,
             Some(&rec.content_type),
-        )?;
+            None,
+        );
+        let url = self.signed_url(base_url, grant)?;
         Ok(json!({"downloadUrl": url, "status": rec.status}))
     }
 
-    /// `POST /logs3/overflow`: where to upload a batch too large for one request.
+    /// `POST /logs3/overflow`: where to upload a batch too large for one request. The
+    /// declared `size_bytes` is the most the URL accepts.
     pub async fn overflow_upload(
         &self,
         principal: &Principal,
@@ -129,34 +241,101 @@ impl Services {
         base_url: &str,
     ) -> Result<Value> {
         let body = obj(body)?;
-        let size = body.get("size_bytes").and_then(Value::as_u64).unwrap_or(0);
-        if size as usize > self.limits.max_body_bytes {
+        let size = body
+            .get("size_bytes")
+            .and_then(Value::as_u64)
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ServiceError::bad("`size_bytes` must be a positive integer"))?;
+        if size > self.limits.max_overflow_bytes {
             return Err(ServiceError::TooLarge(format!(
                 "overflow payloads are limited to {} bytes",
-                self.limits.max_body_bytes
+                self.limits.max_overflow_bytes
             )));
         }
-        self.org_wide_pass(principal, Permission::Create).await?;
-        let key = random::uuid()?;
-        let url = self.signed_url(
-            base_url,
+        let pass = self.org_wide_pass(principal, Permission::Create).await?;
+        self.within_quota(principal).await?;
+        let (key, grant_id) = (random::uuid()?, random::uuid()?);
+        let grant = self.grant(
             Purpose::Upload,
             BlobKind::Overflow,
             &principal.org_id,
             &key,
             None,
-        )?;
+            Some(UploadLimit {
+                id: grant_id.clone(),
+                max_bytes: size,
+            }),
+        );
+        let upload = UploadGrant {
+            kind: UploadKind::Overflow,
+            key: &key,
+            grant_id: &grant_id,
+            max_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            expires_at: grant.expires,
+        };
+        self.store.grant_overflow(&pass, &upload).await?;
+        let url = self.signed_url(base_url, grant)?;
         Ok(json!({"method": "PUT", "signedUrl": url, "headers": {}, "key": key}))
     }
 
-    /// An unauthenticated PUT to a signed upload URL.
-    pub async fn signed_upload(&self, token: &str, bytes: &[u8]) -> Result<()> {
-        let grant = self
-            .blobs
-            .verify(token, Purpose::Upload, self.clock.now().unix_timestamp())?;
+    /// Checks a signed upload URL; the caller reads no body before this succeeds.
+    pub fn upload_grant(&self, token: &str) -> Result<Grant> {
         self.blobs
-            .put(&grant.org_id, grant.kind, &grant.key, bytes)
-            .await
+            .verify(token, Purpose::Upload, self.clock.now().unix_timestamp())
+    }
+
+    /// An unauthenticated PUT to a signed upload URL, already checked by
+    /// [`Services::upload_grant`]: claims the grant's one use, then streams the body into
+    /// place within the grant's size and the organization's quota.
+    pub async fn signed_upload<S, C, E>(&self, grant: &Grant, body: S) -> Result<u64>
+    where
+        S: futures::Stream<Item = std::result::Result<C, E>> + Unpin,
+        C: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let limit = grant
+            .upload
+            .as_ref()
+            .ok_or_else(|| ServiceError::Forbidden("invalid or expired signed URL".into()))?;
+        let why = SystemPass::new("a signed upload URL grants one upload");
+        let kind = grant.kind.upload_kind();
+        if !self
+            .store
+            .claim_upload(&why, &grant.org_id, kind, &grant.key, &limit.id)
+            .await?
+        {
+            return Err(ServiceError::Forbidden(
+                "this upload URL has been used already".into(),
+            ));
+        }
+        let lookup = holdfast_core::authz::system_org_lookup(&why, &grant.org_id);
+        let used = self.store.blob_usage(&lookup).await?.max(0) as u64;
+        let room = self.limits.org_blob_quota_bytes.saturating_sub(used);
+        let max = limit.max_bytes.min(room);
+        let now = self.clock.now().unix_timestamp();
+        let stored = self
+            .blobs
+            .put_stream(&grant.org_id, grant.kind, &grant.key, body, max)
+            .await;
+        let (size, expires) = match &stored {
+            Ok(n) => (
+                Some(i64::try_from(*n).unwrap_or(i64::MAX)),
+                (grant.kind == BlobKind::Overflow).then_some(now + self.limits.upload_ttl_seconds),
+            ),
+            Err(_) => (None, Some(grant.expires)),
+        };
+        self.store
+            .finish_upload(&why, &grant.org_id, kind, &grant.key, size, expires)
+            .await?;
+        match stored {
+            Err(ServiceError::TooLarge(_)) if room < limit.max_bytes => {
+                Err(ServiceError::QuotaExceeded(format!(
+                    "the upload would take the organization past its quota of {} bytes",
+                    self.limits.org_blob_quota_bytes
+                )))
+            }
+            other => other,
+        }
     }
 
     /// An unauthenticated GET of a signed download URL: (content type, bytes).
@@ -180,5 +359,33 @@ impl Services {
             })
             .unwrap_or_else(|| "application/octet-stream".to_owned());
         Ok((content_type, bytes))
+    }
+
+    /// Removes unused grants and unconsumed overflow batches past their expiry, with their
+    /// blobs; returns how many. The server runs it every half `upload_ttl_seconds`, at least
+    /// once a minute.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let why = SystemPass::new("removing expired uploads");
+        let now = self.clock.now().unix_timestamp();
+        let mut removed = 0;
+        loop {
+            let batch = self.store.expired_uploads(&why, now, 500).await?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            for (org_id, kind, key) in batch {
+                let blob_kind = match kind {
+                    UploadKind::Attachment => BlobKind::Attachment,
+                    UploadKind::Overflow => BlobKind::Overflow,
+                };
+                // A pending attachment grant has no new blob; an attachment stored earlier
+                // and registered again keeps its blob (its expiry is cleared).
+                if kind == UploadKind::Overflow {
+                    self.blobs.delete(&org_id, blob_kind, &key).await?;
+                }
+                self.store.remove_upload(&why, &org_id, kind, &key).await?;
+                removed += 1;
+            }
+        }
     }
 }

@@ -7,6 +7,10 @@
 //!   organization's folder.
 //! * Local writes go to a temporary file that is synced and renamed, so a blob is whole or
 //!   absent; an S3 PUT is whole or absent by itself, and is encrypted by the server.
+//! * Uploads are streamed ([`BlobStore::put_stream`]): to a local temporary file as they
+//!   arrive, sealed in segments when encryption at rest is on, and refused as soon as they
+//!   pass the size their grant allows. (For S3 the upload is gathered, within that size,
+//!   before its one PUT.)
 //! * A signed URL carries its purpose, organization, key and expiry, authenticated with an
 //!   HMAC under a key derived from the server's pepper. It is unguessable, expires, and works
 //!   only for the one purpose (upload or download of one blob) it was made for.
@@ -37,6 +41,15 @@ pub enum Purpose {
     Download,
 }
 
+impl BlobKind {
+    pub fn upload_kind(self) -> holdfast_store::UploadKind {
+        match self {
+            Self::Attachment => holdfast_store::UploadKind::Attachment,
+            Self::Overflow => holdfast_store::UploadKind::Overflow,
+        }
+    }
+}
+
 /// What a signed URL grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
@@ -48,6 +61,36 @@ pub struct Grant {
     /// The content type a download is served with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// Uploads: the grant's id, recorded in the store so that it is used once, and the most
+    /// bytes it allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadLimit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadLimit {
+    pub id: String,
+    pub max_bytes: u64,
+}
+
+/// Where a streamed upload is written: a file, sealed or not.
+enum Sink {
+    Plain(std::io::BufWriter<std::fs::File>),
+    Sealed(holdfast_crypto::stream::Sealer<std::io::BufWriter<std::fs::File>>),
+    Memory(Vec<u8>),
+}
+
+impl Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(w) => w.write_all(bytes),
+            Self::Sealed(w) => w.write_all(bytes),
+            Self::Memory(v) => {
+                v.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
 }
 
 enum Backend {
@@ -159,6 +202,105 @@ impl BlobStore {
         Ok(format!("{org_id}/{kind}/{name}"))
     }
 
+    /// Streams an upload into place, whole or not at all, refusing it (`TooLarge`) as soon as
+    /// it passes `max` bytes; returns its size. A failed chunk (the client went away, a read
+    /// timed out) fails the upload.
+    pub async fn put_stream<S, C, E>(
+        &self,
+        org_id: &str,
+        kind: BlobKind,
+        key: &str,
+        mut chunks: S,
+        max: u64,
+    ) -> Result<u64>
+    where
+        S: futures::Stream<Item = std::result::Result<C, E>> + Unpin,
+        C: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        use futures::StreamExt;
+        let name = Self::name(org_id, kind, key)?;
+        let io = |e: std::io::Error| ServiceError::Internal(format!("blob write: {e}"));
+        let (mut sink, tmp) = match &self.backend {
+            Backend::Local(root) => {
+                let path = root.join(&name);
+                let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+                std::fs::create_dir_all(&dir).map_err(io)?;
+                let tmp = dir.join(format!(".tmp-{}", random::uuid()?));
+                let file = std::io::BufWriter::with_capacity(
+                    256 * 1024,
+                    std::fs::File::create(&tmp).map_err(io)?,
+                );
+                let sink = match &self.at_rest {
+                    Some(k) => Sink::Sealed(
+                        holdfast_crypto::stream::Sealer::new(
+                            k,
+                            &Self::aad(org_id, kind, key),
+                            file,
+                        )
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                    ),
+                    None => Sink::Plain(file),
+                };
+                (sink, Some(tmp))
+            }
+            Backend::S3(_) => (Sink::Memory(Vec::new()), None),
+        };
+        let cleanup = |tmp: &Option<PathBuf>| {
+            if let Some(t) = tmp {
+                let _ = std::fs::remove_file(t);
+            }
+        };
+        let mut total: u64 = 0;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    cleanup(&tmp);
+                    return Err(ServiceError::bad(format!("upload not received whole: {e}")));
+                }
+            };
+            let bytes = chunk.as_ref();
+            total = total.saturating_add(bytes.len() as u64);
+            if total > max {
+                cleanup(&tmp);
+                return Err(ServiceError::TooLarge(format!(
+                    "the upload is larger than the {max} bytes its URL allows"
+                )));
+            }
+            if let Err(e) = sink.write(bytes) {
+                cleanup(&tmp);
+                return Err(io(e));
+            }
+        }
+        let finished = match sink {
+            Sink::Memory(bytes) => {
+                return self.put(org_id, kind, key, &bytes).await.map(|()| total);
+            }
+            Sink::Plain(w) => w.into_inner().map_err(|e| e.into_error()),
+            Sink::Sealed(w) => w
+                .finish()
+                .and_then(|w| w.into_inner().map_err(|e| e.into_error())),
+        };
+        let (Some(tmp), Backend::Local(root)) = (tmp, &self.backend) else {
+            return Err(ServiceError::Internal("blob write: no local file".into()));
+        };
+        let path = root.join(&name);
+        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let file = finished?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("blob write: {e}")))?;
+        placed.map_err(io)?;
+        Ok(total)
+    }
+
     pub async fn put(&self, org_id: &str, kind: BlobKind, key: &str, bytes: &[u8]) -> Result<()> {
         let name = Self::name(org_id, kind, key)?;
         let bytes = match &self.at_rest {
@@ -186,6 +328,20 @@ impl BlobStore {
             Backend::S3(s3) => s3.get(&name).await?,
         };
         let bytes = bytes.ok_or_else(|| ServiceError::NotFound("blob".into()))?;
+        if holdfast_crypto::stream::is_sealed(&bytes) {
+            let k = self.at_rest.as_ref().ok_or_else(|| {
+                ServiceError::Internal("blob is encrypted but no storage key is configured".into())
+            })?;
+            let mut out = Vec::with_capacity(bytes.len());
+            holdfast_crypto::stream::open_to(
+                k,
+                &Self::aad(org_id, kind, key),
+                bytes.as_slice(),
+                &mut out,
+            )
+            .map_err(|e| ServiceError::Internal(format!("blob {name}: {e}")))?;
+            return Ok(out);
+        }
         match (bytes.strip_prefix(SEALED_MAGIC), &self.at_rest) {
             (Some(body), Some(k)) => holdfast_crypto::open(k, &Self::aad(org_id, kind, key), body)
                 .map(|p| p.to_vec())
@@ -280,6 +436,7 @@ mod tests {
             key: "k".into(),
             expires: 100,
             content_type: None,
+            upload: None,
         };
         let token = s.sign(&grant).unwrap();
         assert_eq!(s.verify(&token, Purpose::Upload, 99).unwrap(), grant);

@@ -16,6 +16,18 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The organization's storage quota is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// Too many requests in flight for one key.
+    #[error("{0}")]
+    RateLimited(String),
+    /// The server is at a limit of its own (request bodies in memory); try again shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// A request body did not arrive in time.
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -31,6 +43,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what.to_owned()),
             StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::InvalidRow(msg) => Self::BadRequest(msg),
             StoreError::WrongPermission => Self::Forbidden("the operation is not allowed".into()),
             other => {
                 tracing::error!(error = %other, "store failure");

@@ -4,12 +4,13 @@
 //! object found and writable), then written in one store transaction: it is applied fully or
 //! not at all.
 
+use crate::attachments::{MAX_ATTACHMENT_REFS, attachment_refs};
 use crate::blobs::BlobKind;
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{ObjectPass, Permission, Principal};
+use holdfast_core::authz::{ObjectPass, Permission, Principal, SystemPass};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::{ObjectType, RowTarget, row_target};
-use holdfast_store::IncomingRow;
+use holdfast_store::{IncomingRow, UploadKind};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -43,30 +44,47 @@ impl Services {
         }
     }
 
+    /// Ingests an uploaded overflow batch: claimed so that one request consumes it, removed
+    /// with its blob once its rows are written, and put back if they are not.
     async fn ingest_overflow(&self, principal: &Principal, key: &str) -> Result<IngestResult> {
         let org = &principal.org_id;
-        let bytes = self
-            .blobs
-            .get(org, BlobKind::Overflow, key)
-            .await
-            .map_err(|e| match e {
-                ServiceError::NotFound(_) => {
-                    ServiceError::bad(format!("no uploaded overflow payload for key {key:?}"))
-                }
-                e => e,
+        let pass = self.org_wide_pass(principal, Permission::Create).await?;
+        if !self.store.claim_overflow(&pass, key).await? {
+            return Err(ServiceError::bad(format!(
+                "no uploaded overflow payload for key {key:?}"
+            )));
+        }
+        let result = async {
+            let bytes = self.blobs.get(org, BlobKind::Overflow, key).await?;
+            crate::json_values_within(&bytes, self.limits.max_json_values)?;
+            let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ServiceError::bad(format!("overflow payload is not valid JSON: {e}"))
             })?;
-        let body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ServiceError::bad(format!("overflow payload is not valid JSON: {e}")))?;
-        let rows = match body {
-            Value::Object(mut m) => match m.remove("rows") {
-                Some(Value::Array(rows)) => rows,
-                _ => return Err(ServiceError::bad("overflow payload needs a `rows` array")),
-            },
-            _ => return Err(ServiceError::bad("overflow payload must be a JSON object")),
-        };
-        let out = self.ingest(principal, rows, None).await?;
-        self.blobs.delete(org, BlobKind::Overflow, key).await?;
-        Ok(out)
+            drop(bytes);
+            let rows = match body {
+                Value::Object(mut m) => match m.remove("rows") {
+                    Some(Value::Array(rows)) => rows,
+                    _ => return Err(ServiceError::bad("overflow payload needs a `rows` array")),
+                },
+                _ => return Err(ServiceError::bad("overflow payload must be a JSON object")),
+            };
+            self.ingest(principal, rows, None).await
+        }
+        .await;
+        match result {
+            Ok(out) => {
+                self.blobs.delete(org, BlobKind::Overflow, key).await?;
+                let why = SystemPass::new("an ingested overflow batch is removed");
+                self.store
+                    .remove_upload(&why, org, UploadKind::Overflow, key)
+                    .await?;
+                Ok(out)
+            }
+            Err(e) => {
+                self.store.release_overflow(&pass, key).await?;
+                Err(e)
+            }
+        }
     }
 
     /// Writes rows. With `forced`, every row goes to that object (REST `insert`), whatever
@@ -83,6 +101,8 @@ impl Services {
             )));
         }
         let mut groups: BTreeMap<RowTarget, Vec<IncomingRow>> = BTreeMap::new();
+        let mut refs: BTreeMap<RowTarget, Vec<String>> = BTreeMap::new();
+        let mut ref_count = 0;
         let mut row_ids = Vec::with_capacity(rows.len());
         for (i, row) in rows.into_iter().enumerate() {
             let Value::Object(mut row) = row else {
@@ -104,6 +124,17 @@ impl Services {
                 None => random::uuid()?,
             };
             row_ids.push(row_id.clone());
+            let mut found = Vec::new();
+            row.values().for_each(|v| attachment_refs(v, &mut found));
+            if !found.is_empty() {
+                ref_count += found.len();
+                if ref_count > MAX_ATTACHMENT_REFS {
+                    return Err(ServiceError::bad(format!(
+                        "at most {MAX_ATTACHMENT_REFS} attachment references per request"
+                    )));
+                }
+                refs.entry(target.clone()).or_default().extend(found);
+            }
             groups.entry(target).or_default().push(IncomingRow {
                 row_id,
                 control,
@@ -129,6 +160,13 @@ impl Services {
                 })?;
             for row in &mut rows {
                 stamp_object_fields(&mut row.data, &pass);
+            }
+            // Recorded before the rows, so that their attachments can be registered as soon
+            // as the rows are acknowledged.
+            if let Some(keys) = refs.get_mut(&target) {
+                keys.sort_unstable();
+                keys.dedup();
+                self.store.add_attachment_refs(&pass, keys).await?;
             }
             writes.push((pass, rows));
         }

@@ -34,6 +34,16 @@ const CRC_HEX: usize = 8;
 const KEY_LEN: usize = 3 + ID_HEX + SECRET_HEX + CRC_HEX;
 pub const CACHE_TTL_SECONDS: i64 = 10;
 
+const INVALID: ServiceError = ServiceError::Unauthenticated("invalid API key");
+
+/// Why a token was refused, and the id of the key it named when that key exists (a
+/// guessed or garbled id is never recorded).
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub error: ServiceError,
+    pub key_id: Option<String>,
+}
+
 /// A freshly minted key: the full token is shown once, the record is stored.
 pub struct NewKey {
     pub token: SecretString,
@@ -198,30 +208,47 @@ impl KeyService {
         })
     }
 
-    /// The key id a presented token names, if it is well formed (for the audit of a failed
-    /// authentication; the secret is never recorded).
-    pub fn key_id_of(token: &str) -> Option<String> {
-        parse_token(token.trim_end_matches('\n')).map(|(id, _)| id.to_owned())
-    }
-
     /// Checks a presented token; every failure is the same `Unauthenticated` to the caller.
-    /// `from` is the client's address, recorded as where the key was last used.
+    /// `from` is the client's address, recorded as where the key was last used. A failure
+    /// names the key id only when a key with that id exists (for the audit log).
     pub async fn authenticate(
         &self,
         store: &Store,
         token: &str,
         from: Option<&str>,
-    ) -> Result<Principal> {
-        const INVALID: ServiceError = ServiceError::Unauthenticated("invalid API key");
-        let (key_id, secret) = parse_token(token.trim_end_matches('\n')).ok_or(INVALID)?;
-        let hash = self.mac(key_id, secret)?;
+    ) -> std::result::Result<Principal, AuthFailure> {
+        let unknown = |error| AuthFailure {
+            error,
+            key_id: None,
+        };
+        let (key_id, secret) =
+            parse_token(token.trim_end_matches('\n')).ok_or_else(|| unknown(INVALID))?;
+        let hash = self.mac(key_id, secret).map_err(unknown)?;
         let now = self.clock.now().unix_timestamp();
         if let Some(principal) = self.cached(&hash, now) {
             self.touch(&principal.key_id, from);
             return Ok(principal);
         }
         let why = SystemPass::new("authenticating an API key");
-        let record = store.find_api_key(&why, key_id).await?.ok_or(INVALID)?;
+        let record = store
+            .find_api_key(&why, key_id)
+            .await
+            .map_err(|e| unknown(e.into()))?
+            .ok_or_else(|| unknown(INVALID))?;
+        let known = |error| AuthFailure {
+            error,
+            key_id: Some(key_id.to_owned()),
+        };
+        self.verify_record(record, &hash, now, from).map_err(known)
+    }
+
+    fn verify_record(
+        &self,
+        record: ApiKeyRecord,
+        hash: &[u8; 32],
+        now: i64,
+        from: Option<&str>,
+    ) -> Result<Principal> {
         let stored = decode_hex(&record.secret_hash).ok_or(INVALID)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             stored.as_slice(),
@@ -248,6 +275,7 @@ impl KeyService {
                 projects: record.project_ids,
                 capability,
             },
+            expires_at,
             trail: Trail::default(),
         };
         if let Ok(mut cache) = self.cache.lock() {
@@ -255,7 +283,7 @@ impl KeyService {
                 cache.clear();
             }
             cache.insert(
-                hash,
+                *hash,
                 CacheEntry {
                     principal: principal.clone(),
                     expires_at,

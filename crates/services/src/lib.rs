@@ -12,6 +12,7 @@ pub mod export;
 pub mod ingest;
 pub mod keyfile;
 pub mod keys;
+mod membership;
 pub mod objects;
 pub mod query;
 pub mod random;
@@ -28,22 +29,78 @@ pub use holdfast_core::authz::Principal;
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
-/// Limits that the edge and the services share.
+/// Limits that the edge and the services share: everything a client controls is bounded.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Advertised to the SDKs as `logs3_payload_max_bytes`; larger batches go through overflow.
     pub logs3_payload_max_bytes: usize,
-    /// Hard cap for any request or upload body.
+    /// Largest JSON request body.
     pub max_body_bytes: usize,
+    /// Most JSON values (objects, arrays, strings, numbers, ...) in one JSON body or overflow
+    /// batch: with the size, this bounds the memory a parsed body takes.
+    pub max_json_values: usize,
+    /// Largest attachment, and largest overflow batch, one signed URL accepts.
+    pub max_attachment_bytes: u64,
+    pub max_overflow_bytes: u64,
+    /// Bytes of attachments and unconsumed overflow batches an organization may store.
+    pub org_blob_quota_bytes: u64,
+    /// How long a signed URL stays valid, and an uploaded overflow batch waits to be
+    /// consumed, in seconds.
+    pub upload_ttl_seconds: i64,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
+    /// Bytes of request bodies held in memory at once, over all requests.
+    pub max_inflight_body_bytes: usize,
+    /// Requests one API key may have in flight at once.
+    pub max_requests_per_key: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             logs3_payload_max_bytes: 6 * 1024 * 1024,
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_json_values: 500_000,
+            max_attachment_bytes: 256 * 1024 * 1024,
+            max_overflow_bytes: 64 * 1024 * 1024,
+            org_blob_quota_bytes: 10 * 1024 * 1024 * 1024,
+            upload_ttl_seconds: 3600,
+            body_read_timeout: std::time::Duration::from_secs(60),
+            max_inflight_body_bytes: 256 * 1024 * 1024,
+            max_requests_per_key: 128,
         }
     }
+}
+
+/// Counts the JSON values in `bytes` (a linear scan that stops past `limit`), so that a body
+/// is refused before it is parsed into far more memory than its size.
+pub fn json_values_within(bytes: &[u8], limit: usize) -> Result<()> {
+    let (mut count, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            // Each comma and each opened container starts one more value.
+            b',' | b'[' | b'{' => {
+                count += 1;
+                if count > limit {
+                    return Err(ServiceError::TooLarge(format!(
+                        "the JSON body holds more than {limit} values"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Everything a request needs, shared across the server.

@@ -593,6 +593,20 @@ impl Services {
             principal.trail.change(
                 json!({"created": kind.as_str(), "id": stored.id, "name": stored.name, "project_id": stored.project_id}),
             );
+            return Ok(stored);
+        }
+        // An existing object, returned by get-or-create: a credential that may not read it
+        // (an ingest key) learns its id and name, which it named, and nothing more.
+        if self
+            .object_pass(principal, kind, &stored.id, Permission::Read)
+            .await
+            .is_err()
+        {
+            return Ok(ObjectRecord {
+                info: Map::new(),
+                user_id: None,
+                ..stored
+            });
         }
         Ok(stored)
     }

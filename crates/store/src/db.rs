@@ -126,6 +126,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("trace_index_sqlite.sql"),
         "-- PostgreSQL keeps its index on rows.root_span_id.",
     ),
+    (6, include_str!("uploads.sql"), include_str!("uploads.sql")),
 ];
 
 impl Store {

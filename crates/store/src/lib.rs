@@ -27,6 +27,7 @@ mod rows;
 mod secrets;
 #[cfg(test)]
 mod testing;
+mod uploads;
 mod writer;
 
 pub use access::{
@@ -34,12 +35,11 @@ pub use access::{
     parse_member_permission,
 };
 pub use db::{Store, sqlite_options};
-pub use meta::{
-    ApiKeyRecord, AttachmentRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord,
-    UserRecord,
-};
+pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use secrets::{DataKeyRecord, SecretRecord};
+pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
+pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +53,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the write was not committed: {0}")]
     WriteFailed(String),
+    /// A row the write cannot apply (for example, a merge that would leave too many tags).
+    #[error("{0}")]
+    InvalidRow(String),
     #[error("the writer has stopped")]
     WriterStopped,
     #[error("transaction id space exhausted")]

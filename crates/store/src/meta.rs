@@ -1,5 +1,5 @@
 //! Organizations, users, API keys, projects, and the named objects inside projects
-//! (experiments, datasets, prompts), plus attachment records.
+//! (experiments, datasets, prompts).
 
 use crate::db::{NEXT_COUNTER, with_pool};
 use crate::{Result, Store, StoreError};
@@ -79,14 +79,6 @@ pub struct ObjectRecord {
     pub info: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttachmentRecord {
-    pub key: String,
-    pub filename: String,
-    pub content_type: String,
-    pub status: Value,
-}
-
 /// What to do when an object's name is taken in its project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnNameConflict {
@@ -135,6 +127,9 @@ type ObjectRow = (
 pub(crate) const KEY_COLS: &str = "id, org_id, user_id, name, secret_hash, preview_name, created, expires_at, revoked_at, last_used_at, project_ids, capability, last_used_from";
 const PROJECT_COLS: &str = "id, org_id, name, user_id, created, deleted_at, info";
 const OBJECT_COLS: &str = "id, org_id, project_id, kind, name, user_id, created, deleted_at, info";
+/// Objects of a deleted project are deleted too: every read and write of an object names it
+/// through a query with this condition.
+const LIVE_PROJECT: &str = "AND EXISTS (SELECT 1 FROM projects lp WHERE lp.id = objects.project_id AND lp.deleted_at IS NULL)";
 
 pub(crate) fn key_from(r: KeyRow) -> Result<ApiKeyRecord> {
     let (
@@ -671,7 +666,7 @@ impl Store {
     ) -> Result<ObjectRecord> {
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
-                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND id = $3 AND deleted_at IS NULL"
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND id = $3 AND deleted_at IS NULL {LIVE_PROJECT}"
             );
             let r: Option<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pass.org_id())
@@ -693,7 +688,7 @@ impl Store {
     ) -> Result<Option<ObjectRecord>> {
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
-                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND project_id = $2 AND kind = $3 AND name = $4 AND deleted_at IS NULL"
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND project_id = $2 AND kind = $3 AND name = $4 AND deleted_at IS NULL {LIVE_PROJECT}"
             );
             let r: Option<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pass.org_id())
@@ -718,7 +713,7 @@ impl Store {
     ) -> Result<Vec<ObjectRecord>> {
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
-                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND deleted_at IS NULL \
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND deleted_at IS NULL {LIVE_PROJECT} \
                  AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR name = $4) \
                  AND ($5 IS NULL OR seq < (SELECT seq FROM objects WHERE id = $5 AND org_id = $1)) \
                  ORDER BY seq DESC LIMIT $6"
@@ -745,18 +740,19 @@ impl Store {
         require_write(pass.permission())?;
         let kind = pass.object_type().as_str();
         with_pool!(&self.write, |p, DB| {
-            let done = sqlx::query(
-                "UPDATE objects SET name = $1, info = $2 WHERE id = $3 AND org_id = $4 AND kind = $5 AND deleted_at IS NULL \
+            let sql = format!(
+                "UPDATE objects SET name = $1, info = $2 WHERE id = $3 AND org_id = $4 AND kind = $5 AND deleted_at IS NULL {LIVE_PROJECT} \
                  AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.project_id = objects.project_id AND o.kind = $5 \
-                 AND o.name = $1 AND o.id <> $3 AND o.deleted_at IS NULL)",
-            )
-            .bind(name)
-            .bind(info_text(info))
-            .bind(pass.object_id())
-            .bind(pass.org_id())
-            .bind(kind)
-            .execute(p)
-            .await?;
+                 AND o.name = $1 AND o.id <> $3 AND o.deleted_at IS NULL)"
+            );
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .bind(info_text(info))
+                .bind(pass.object_id())
+                .bind(pass.org_id())
+                .bind(kind)
+                .execute(p)
+                .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::Conflict(format!(
                     "a {kind} named {name:?} already exists in this project"
@@ -784,76 +780,6 @@ impl Store {
         })?;
         rec.deleted_at = Some(now.to_owned());
         Ok(rec)
-    }
-
-    // ---- attachments ----
-
-    pub async fn put_attachment(
-        &self,
-        pass: &OrgPass,
-        rec: &AttachmentRecord,
-        now: &str,
-    ) -> Result<()> {
-        require_org_write(pass)?;
-        with_pool!(&self.write, |p, DB| {
-            sqlx::query(
-                "INSERT INTO attachments (org_id, key, filename, content_type, status, created) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (org_id, key) DO UPDATE SET filename = $3, content_type = $4, status = $5",
-            )
-            .bind(pass.org_id())
-            .bind(&rec.key)
-            .bind(&rec.filename)
-            .bind(&rec.content_type)
-            .bind(rec.status.to_string())
-            .bind(now)
-            .execute(p)
-            .await?;
-            Ok(())
-        })
-    }
-
-    pub async fn set_attachment_status(
-        &self,
-        pass: &OrgPass,
-        key: &str,
-        status: &Value,
-    ) -> Result<()> {
-        require_org_write(pass)?;
-        with_pool!(&self.write, |p, DB| {
-            let done =
-                sqlx::query("UPDATE attachments SET status = $1 WHERE org_id = $2 AND key = $3")
-                    .bind(status.to_string())
-                    .bind(pass.org_id())
-                    .bind(key)
-                    .execute(p)
-                    .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound("attachment"));
-            }
-            Ok(())
-        })
-    }
-
-    pub async fn get_attachment(&self, pass: &OrgPass, key: &str) -> Result<AttachmentRecord> {
-        with_pool!(&self.read, |p, DB| {
-            let r: Option<(String, String, String, String)> = sqlx::query_as(
-                "SELECT key, filename, content_type, status FROM attachments WHERE org_id = $1 AND key = $2",
-            )
-            .bind(pass.org_id())
-            .bind(key)
-            .fetch_optional(p)
-            .await?;
-            let (key, filename, content_type, status) =
-                r.ok_or(StoreError::NotFound("attachment"))?;
-            let status =
-                serde_json::from_str(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok(AttachmentRecord {
-                key,
-                filename,
-                content_type,
-                status,
-            })
-        })
     }
 }
 

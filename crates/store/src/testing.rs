@@ -25,6 +25,7 @@ pub(crate) fn dataset_pass(id: &str) -> ObjectPass {
         org_id: "o".into(),
         key_id: "k".into(),
         scope: Default::default(),
+        expires_at: None,
         trail: Default::default(),
     };
     let owner = Acl {

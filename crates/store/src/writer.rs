@@ -21,7 +21,7 @@ use holdfast_core::merge::{self, WriteKind};
 use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,6 +35,14 @@ const MAX_GROUP_JOBS: usize = 64;
 /// about 19k spans/s with groups of up to 64 requests, about 21k with this bound, also at 64
 /// clients.
 const MAX_GROUP_ROWS: usize = 1_000;
+
+/// Largest row a write may store (its JSON, before compression): merges cannot grow a row
+/// past it, so no merge reads and rewrites more than this per row.
+pub const MAX_ROW_BYTES: usize = 8 * 1024 * 1024;
+/// Most stored bytes the merges of one request may read inside the writer: with
+/// [`MAX_ROW_BYTES`] and linear merges, this bounds how long one request holds the writer
+/// that every organization shares.
+pub const MAX_MERGE_READ_BYTES: usize = 64 * 1024 * 1024;
 
 struct NewVersion {
     row_id: String,
@@ -72,18 +80,24 @@ fn version(
     compress_from: usize,
 ) -> Result<NewVersion> {
     Ok(match row {
-        Some(r) => NewVersion {
-            row_id: row_id.to_owned(),
-            root_span_id: r
-                .get("root_span_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            deleted: false,
-            data: encode_data(
-                serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                compress_from,
-            ),
-        },
+        Some(r) => {
+            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if json.len() > MAX_ROW_BYTES {
+                return Err(StoreError::InvalidRow(format!(
+                    "row {row_id:?} would be {} bytes; a row may hold at most {MAX_ROW_BYTES}",
+                    json.len()
+                )));
+            }
+            NewVersion {
+                row_id: row_id.to_owned(),
+                root_span_id: r
+                    .get("root_span_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                deleted: false,
+                data: encode_data(json, compress_from),
+            }
+        }
         None => NewVersion {
             row_id: row_id.to_owned(),
             root_span_id: None,
@@ -131,7 +145,8 @@ fn prepare(
     };
     for (row, independent) in rows.into_iter().zip(independent) {
         if independent {
-            let mut next = merge::apply(None, row.data, &row.control);
+            let mut next = merge::apply(None, row.data, &row.control)
+                .map_err(|e| StoreError::InvalidRow(format!("row {:?}: {e}", row.row_id)))?;
             if let Some(r) = next.as_mut() {
                 finish(r, &row.row_id, now);
             }
@@ -507,6 +522,7 @@ async fn try_commit_group(
             }
             let xact = xact_of(last - n + 1 + i)?;
             i += 1;
+            let mut merge_read = 0usize;
             for group in &job.groups {
                 let pass = &group.pass;
                 let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
@@ -599,20 +615,31 @@ async fn try_commit_group(
                                 v.seq
                             ))
                         })?;
+                        merge_read += stored.len();
+                        if merge_read > MAX_MERGE_READ_BYTES {
+                            return Err(StoreError::InvalidRow(format!(
+                                "the request's merges would read more than {MAX_MERGE_READ_BYTES} \
+                                 bytes of stored rows; send it in smaller requests"
+                            )));
+                        }
                         Some(decode_data(&row_id, stored)?)
                     };
                     current.insert(row_id, row);
                 }
                 // In request order; a row id written twice in one request ends as one version.
                 let mut order: Vec<&str> = Vec::new();
+                let mut ordered: HashSet<&str> = HashSet::new();
                 for row in &group.pending {
                     let existing = current.get(&row.row_id).and_then(Option::as_ref);
-                    let mut next = merge::apply(existing, row.data.clone(), &row.control);
+                    let mut next =
+                        merge::apply(existing, row.data.clone(), &row.control).map_err(|e| {
+                            StoreError::InvalidRow(format!("row {:?}: {e}", row.row_id))
+                        })?;
                     if let Some(r) = next.as_mut() {
                         finish(r, &row.row_id, &job.now);
                     }
                     current.insert(row.row_id.clone(), next);
-                    if !order.contains(&row.row_id.as_str()) {
+                    if ordered.insert(&row.row_id) {
                         order.push(&row.row_id);
                     }
                 }

@@ -221,6 +221,7 @@ fn key_scope_narrows_never_widens() {
         user_id: user.into(),
         org_id: ORG.into(),
         key_id: "k".into(),
+        expires_at: None,
         trail: Trail::default(),
         scope: KeyScope {
             projects: projects.map(|v| v.into_iter().map(String::from).collect()),
@@ -276,6 +277,7 @@ fn passes_check_the_record_facts() {
         org_id: ORG.into(),
         key_id: "k".into(),
         scope: KeyScope::default(),
+        expires_at: None,
         trail: Trail::default(),
     };
     let facts = |org, project, ty, id| ObjectFacts {

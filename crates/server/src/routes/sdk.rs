@@ -1,7 +1,7 @@
 //! The SDKs' own routes: login, `/logs3`, attachments, signed URLs, BTQL and the app-plane
 //! registration routes of the JS SDK.
 
-use crate::extract::{Authed, BaseUrl, JsonBody, RawBody};
+use crate::extract::{Authed, BaseUrl, JsonBody};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -91,12 +91,28 @@ pub async fn attachment_download(
     ))
 }
 
+/// An upload to a signed URL: the token is checked before a byte of the body is read, and
+/// the body is streamed to storage within the size the grant allows; each chunk must arrive
+/// within `body_read_timeout` of the last.
 pub async fn signed_put(
     State(s): State<AppState>,
     Path(token): Path<String>,
-    RawBody(bytes): RawBody,
+    body: axum::body::Body,
 ) -> Reply {
-    s.services.signed_upload(&token, &bytes).await?;
+    use futures::StreamExt;
+    let grant = s.services.upload_grant(&token)?;
+    let idle = s.services.limits.body_read_timeout;
+    let chunks = futures::stream::unfold(body.into_data_stream(), move |mut body| async move {
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), body)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(format!("no data arrived for {} s", idle.as_secs())),
+                body,
+            )),
+        }
+    });
+    s.services.signed_upload(&grant, Box::pin(chunks)).await?;
     Ok(Json(json!({})))
 }
 
