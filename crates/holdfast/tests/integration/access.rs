@@ -97,9 +97,19 @@ async fn world(server: &Server) -> World {
             Some(json!({"rows": [
                 rows(("dataset_id", &da), MARK_A), rows(("dataset_id", &db), MARK_B),
                 rows(("experiment_id", &ea), MARK_A), rows(("experiment_id", &eb), MARK_B),
-                {"id": "log-a", "project_id": pa, "log_id": "g", "input": MARK_A},
-                {"id": "log-b", "project_id": pb, "log_id": "g", "input": MARK_B},
+                {"id": "log-a", "project_id": pa, "log_id": "g", "input": MARK_A,
+                 "output": {"type": "braintrust_attachment", "key": "att-1", "filename": "a.txt"}},
+                {"id": "log-b", "project_id": pb, "log_id": "g", "input": MARK_B,
+                 "output": {"type": "braintrust_attachment", "key": "att-b", "filename": "b.txt"}},
             ]})),
+        )
+        .await;
+    // Project B's attachment, registered by the owner: it belongs to B's logs.
+    server
+        .ok(
+            "POST",
+            "/attachment",
+            Some(json!({"key": "att-b", "filename": "b.txt", "content_type": "text/plain"})),
         )
         .await;
 
@@ -342,7 +352,30 @@ fn cases(w: &World) -> Vec<Case> {
         "/attachment".into(),
         Some(json!({"key": "att-1", "filename": "a.txt", "content_type": "text/plain"})),
         Fresh::None,
-        "200 200 403 200 200 200 403 401 401 200 401",
+        "200 200 403 200 200 200 403 401 401 404 401",
+    );
+    // An attachment belongs to the object whose rows reference it: project B's attachment
+    // is registered, read and updated only by those who may do so on B's logs.
+    add(
+        "POST",
+        "/attachment".into(),
+        Some(json!({"key": "att-b", "filename": "b.txt", "content_type": "text/html"})),
+        Fresh::None,
+        "200 200 403 404 404 200 403 401 401 404 401",
+    );
+    add(
+        "GET",
+        "/attachment?key=att-b".into(),
+        None,
+        Fresh::None,
+        "200 200 200 404 404 404 200 401 401 404 401",
+    );
+    add(
+        "POST",
+        "/attachment/status".into(),
+        Some(json!({"key": "att-b", "status": {"upload_status": "done"}})),
+        Fresh::None,
+        "200 200 403 404 404 200 403 401 401 404 401",
     );
     // Projects.
     add("GET", "/v1/project".into(), None, Fresh::None, listing);

@@ -273,6 +273,27 @@ impl Server {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// Logs a row in project `files` that references attachment `key`, as the SDKs do before
+    /// they upload it (an attachment belongs to the object whose rows reference it).
+    pub async fn reference_attachment(&self, key: &str) {
+        let project = self
+            .ok(
+                "POST",
+                "/v1/project",
+                Some(serde_json::json!({"name": "files"})),
+            )
+            .await;
+        let attachment = serde_json::json!({"type": "braintrust_attachment", "key": key,
+                                            "filename": "a.txt", "content_type": "text/plain"});
+        self.ok(
+            "POST",
+            "/logs3",
+            Some(serde_json::json!({"rows": [{"id": format!("row-{key}"),
+                "project_id": project["id"], "log_id": "g", "input": {"file": attachment}}]})),
+        )
+        .await;
+    }
+
     /// Every event of an object, following cursors page by page.
     pub async fn fetch_all(&self, path: &str, limit: u64) -> Vec<Value> {
         let mut events = Vec::new();

@@ -31,5 +31,6 @@ mod cli;
 mod compat;
 mod crash;
 mod export;
+mod hardening;
 mod harness;
 mod secrets;

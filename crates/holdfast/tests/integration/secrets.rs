@@ -566,6 +566,7 @@ async fn s3_blobs(backend: Backend) {
         ("AWS_SECRET_ACCESS_KEY", "testing"),
     ];
     let server = Server::start_with(backend, &env).await;
+    server.reference_attachment("att-s3").await;
     let upload = server
         .ok(
             "POST",
@@ -618,10 +619,11 @@ async fn s3_blobs(backend: Backend) {
     let p = id(&server
         .ok("POST", "/v1/project", Some(json!({"name": "s3"})))
         .await);
-    let overflow = server
-        .ok("POST", "/logs3/overflow", Some(json!({"rows": 1})))
-        .await;
     let rows = json!({"rows": [{"id": "o1", "project_id": p, "log_id": "g", "input": "big"}]});
+    let size = rows.to_string().len();
+    let overflow = server
+        .ok("POST", "/logs3/overflow", Some(json!({"size_bytes": size})))
+        .await;
     let put = http
         .put(overflow["signedUrl"].as_str().unwrap())
         .body(rows.to_string())
@@ -720,6 +722,7 @@ async fn leaks(server: &Server) -> Vec<String> {
                                   "input": SENTENCE, "output": SENTENCE}]})),
         )
         .await;
+    server.reference_attachment("att-raw").await;
     let upload = server
         .ok(
             "POST",

@@ -1,0 +1,729 @@
+//! Regression tests for the findings of the outside security review: each attack as an
+//! outsider or a tenant would make it, against the real server. The resource findings
+//! measure the server's memory (from `/proc`) or another client's latency under the attack
+//! and assert a bound.
+
+use crate::harness::{Backend, Server, assert_error, backends};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A field of the server process's `/proc/<pid>/status`, in KiB (`VmRSS`, `VmHWM`).
+fn proc_kib(server: &Server, field: &str) -> u64 {
+    let pid = server.child.as_ref().expect("server running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+fn addr(server: &Server) -> String {
+    server.url.trim_start_matches("http://").to_owned()
+}
+
+/// Reads what the server sends until it closes or `wait` passes.
+fn read_reply(stream: &mut TcpStream, wait: Duration) -> String {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(buf.get(..n).unwrap());
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.len() > 12 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn ingest_key(server: &Server) -> String {
+    server
+        .ok(
+            "POST",
+            "/v1/api_key",
+            Some(json!({"name": "ingest", "capability": "ingest"})),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// High 1: an unauthenticated PUT to `/signed/*` is refused before its body is read, and a
+/// valid upload is streamed, within its size, once.
+async fn signed_uploads(backend: Backend) {
+    let server = Server::start(backend).await;
+    let before = proc_kib(&server, "VmRSS");
+    // Eight sockets each announce 60 MiB, push what the server takes of 8 MiB, and stay
+    // open. The refusal comes before any of the body is read.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(addr(&server)).unwrap();
+        let head = "PUT /signed/eyJmb3JnZWQiOjF9.AAAA HTTP/1.1\r\nHost: x\r\nContent-Length: 62914560\r\n\r\n";
+        s.write_all(head.as_bytes()).unwrap();
+        let reply = read_reply(&mut s, Duration::from_secs(5));
+        assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+        s.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..128 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = proc_kib(&server, "VmRSS").saturating_sub(before);
+    println!("8 forged 60 MiB uploads held open: server RSS grew {grown} KiB");
+    assert!(grown < 24 * 1024, "RSS grew {grown} KiB");
+    drop(held);
+
+    // A valid upload of 48 MiB is streamed: the server's peak memory barely moves.
+    server.reference_attachment("big").await;
+    let up = server
+        .ok(
+            "POST",
+            "/attachment",
+            Some(json!({"key": "big", "filename": "big.bin", "content_type": "application/octet-stream"})),
+        )
+        .await;
+    let url = up["signedUrl"].as_str().unwrap().to_owned();
+    let peak = proc_kib(&server, "VmHWM");
+    let body = vec![7u8; 48 * 1024 * 1024];
+    let put = server.http.put(&url).body(body).send().await.unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+    let peak_grown = proc_kib(&server, "VmHWM").saturating_sub(peak);
+    println!("a 48 MiB attachment upload: server peak RSS grew {peak_grown} KiB");
+    assert!(peak_grown < 32 * 1024, "peak RSS grew {peak_grown} KiB");
+    // The URL is used up.
+    let again = server.http.put(&url).body("x").send().await.unwrap();
+    assert_eq!(again.status(), 403);
+    let body: Value = again.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("used already"),
+        "{body}"
+    );
+    // What was stored is what was sent.
+    let down = server.ok("GET", "/attachment?key=big", None).await;
+    let got = server
+        .http
+        .get(down["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 48 * 1024 * 1024);
+    assert!(got.iter().all(|b| *b == 7));
+    assert_eq!(server.ok("GET", "/healthz", None).await["status"], "ok");
+}
+
+/// High 2: merges are linear and capped, and the worst a tenant may send does not hold the
+/// writer long enough to delay another tenant's write.
+async fn merge_work_is_bounded(backend: Backend) {
+    let server = Server::start(backend).await;
+    let ingest = ingest_key(&server).await;
+    let ds = server
+        .call(
+            "POST",
+            "/v1/dataset",
+            Some(&ingest),
+            Some(json!({"project_name": "merge", "name": "m"})),
+        )
+        .await
+        .1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let write = |body: Value| {
+        let (server, ingest) = (&server, ingest.clone());
+        async move {
+            server
+                .call("POST", "/logs3", Some(&ingest), Some(body))
+                .await
+        }
+    };
+    let tags = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+    };
+    // Caps, each a 400 naming the field.
+    let (s, b) =
+        write(json!({"rows": [{"id": "r", "dataset_id": ds, "tags": tags(0, 1001)}]})).await;
+    assert_error(s, &b, 400, "bad_request");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("tags"),
+        "{b}"
+    );
+    let (s, _) = write(
+        json!({"rows": [{"id": "r", "dataset_id": ds, "tags": tags(0, 600),
+                                        "big": (0..100_000).collect::<Vec<_>>()}]}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, b) = write(
+        json!({"rows": [{"id": "r", "dataset_id": ds, "_is_merge": true, "tags": tags(600, 600)}]}),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("tags"),
+        "{b}"
+    );
+    let paths: Vec<Vec<String>> = (0..1001).map(|i| vec![format!("p{i}")]).collect();
+    let (s, b) = write(
+        json!({"rows": [{"id": "r", "dataset_id": ds, "_is_merge": true, "_merge_paths": paths}]}),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+
+    // The attack: the largest merges allowed, over and over, while another user writes.
+    let attack = {
+        let (server, ingest, ds) = (server.url.clone(), ingest.clone(), ds.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let body = json!({"rows": [{"id": "r", "dataset_id": ds, "_is_merge": true,
+                "tags": tags(0, 1000),
+                "_merge_paths": (0..1000).map(|i| vec![format!("p{i}")]).collect::<Vec<_>>(),
+                "_array_delete": [{"path": ["big"], "delete": (0..9_998).map(|i| i * 7).collect::<Vec<_>>()}]}]});
+            let mut took = Vec::new();
+            for _ in 0..6 {
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{server}/logs3"))
+                    .bearer_auth(&ingest)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+                took.push(t.elapsed());
+            }
+            took
+        })
+    };
+    let victim = server
+        .ok("POST", "/v1/project", Some(json!({"name": "victim"})))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut latencies = Vec::new();
+    while !attack.is_finished() {
+        let t = Instant::now();
+        server
+            .ok(
+                "POST",
+                "/logs3",
+                Some(json!({"rows": [{"project_id": victim, "log_id": "g", "input": "hello"}]})),
+            )
+            .await;
+        latencies.push(t.elapsed());
+    }
+    let attack = attack.await.unwrap();
+    latencies.sort();
+    let worst = latencies.last().copied().unwrap_or_default();
+    println!(
+        "worst-case merges took {attack:?}; another user's {} one-row writes meanwhile: median {:?}, max {worst:?}",
+        latencies.len(),
+        latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default()
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "a one-row write waited {worst:?}"
+    );
+    assert!(
+        attack.iter().all(|t| *t < Duration::from_secs(5)),
+        "{attack:?}"
+    );
+    // The merges did what they say.
+    let row = &server
+        .fetch_all(&format!("/v1/dataset/{ds}/fetch"), 10)
+        .await[0];
+    assert_eq!(row["big"].as_array().unwrap().len(), 100_000 - 9_998);
+}
+
+/// Medium 3: a JSON body is bounded before it is parsed, and a credential that may write
+/// no rows is refused before its body is read.
+async fn json_bodies_are_bounded(backend: Backend) {
+    let server = Server::start(backend).await;
+    let viewer = server.member_key("viewer@example.test", "Viewers");
+    let peak = proc_kib(&server, "VmHWM");
+    // Refused from the headers alone: a viewer's rows, and a body over the limit.
+    for (key, length, status) in [
+        (viewer.as_str(), 7 << 20, "403"),
+        (server.key.as_str(), 9 << 20, "413"),
+    ] {
+        let mut s = TcpStream::connect(addr(&server)).unwrap();
+        let head = format!(
+            "POST /logs3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: {length}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let reply = read_reply(&mut s, Duration::from_secs(5));
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
+        assert!(reply.contains("\"code\""), "{reply}");
+    }
+    // Many small values: refused before they are parsed.
+    let mut many = b"{\"rows\": [".to_vec();
+    many.extend(std::iter::repeat_n(b"0,".as_slice(), 3 * 1024 * 1024).flatten());
+    many.extend_from_slice(b"0]}");
+    let (s, b) = server
+        .raw("POST", "/logs3", Some(&server.key.clone()), many)
+        .await;
+    assert_error(s, &b, 413, "payload_too_large");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("values"),
+        "{b}"
+    );
+    let grown = proc_kib(&server, "VmHWM").saturating_sub(peak);
+    println!("refused bodies of 7, 9 and 6 MiB: server peak RSS grew {grown} KiB");
+    assert!(grown < 64 * 1024, "peak RSS grew {grown} KiB");
+}
+
+/// Medium 4: slow clients cannot hold connections, and one key cannot take every request.
+async fn connections_are_bounded(backend: Backend) {
+    let server = Server::start_with(
+        backend,
+        &[
+            ("HOLDFAST_MAX_CONNECTIONS", "32"),
+            ("HOLDFAST_HEADER_READ_TIMEOUT_SECS", "2"),
+            ("HOLDFAST_BODY_READ_TIMEOUT_SECS", "2"),
+            ("HOLDFAST_MAX_REQUESTS_PER_KEY", "2"),
+        ],
+    )
+    .await;
+    // 100 connections that send half a header and wait.
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(addr(&server)) {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+            slow.push(s);
+        }
+    }
+    let t = Instant::now();
+    let fresh = reqwest::Client::new();
+    let healthy = loop {
+        if let Ok(r) = fresh.get(format!("{}/healthz", server.url)).send().await
+            && r.status() == 200
+        {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "/healthz never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("/healthz answered {healthy:?} into a 100-connection slowloris");
+    assert!(healthy < Duration::from_secs(5));
+    // The slow connections were closed by the server.
+    for s in &mut slow {
+        let reply = read_reply(s, Duration::from_secs(4));
+        assert!(!reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    drop(slow);
+    // A body that stops arriving is a 408.
+    let key = server.key.clone();
+    let partial = |path: &str| {
+        let mut s = TcpStream::connect(addr(&server)).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100\r\n\r\n{{\"rows\""
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    };
+    let mut stalled = partial("/logs3");
+    // Two requests of one key in flight: a third is refused, another key is served.
+    let mut second = partial("/logs3");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, b) = server.call("GET", "/v1/project", Some(&key), None).await;
+    assert_error(s, &b, 429, "rate_limited");
+    let other = server.member_key("eng@example.test", "Engineers");
+    assert_eq!(
+        server
+            .call("GET", "/v1/project", Some(&other), None)
+            .await
+            .0,
+        200
+    );
+    let reply = read_reply(&mut stalled, Duration::from_secs(5));
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let _ = read_reply(&mut second, Duration::from_secs(5));
+    assert_eq!(
+        server.call("GET", "/v1/project", Some(&key), None).await.0,
+        200
+    );
+}
+
+/// Medium 6: inviting members leads no further than the inviter already reaches.
+async fn placing_members_needs_rights_on_the_group(backend: Backend) {
+    let server = Server::start(backend).await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let inviters = id(&server
+        .ok("POST", "/v1/group", Some(json!({"name": "inviters"})))
+        .await);
+    let helpers = id(&server
+        .ok("POST", "/v1/group", Some(json!({"name": "helpers"})))
+        .await);
+    let org = id(&server.ok("GET", "/v1/organization", None).await["objects"][0]);
+    for acl in [
+        json!({"object_type": "organization", "object_id": org, "group_id": inviters,
+               "permission": "create", "restrict_object_type": "org_member"}),
+        json!({"object_type": "group", "object_id": helpers, "group_id": inviters,
+               "permission": "update"}),
+    ] {
+        server.ok("POST", "/v1/acl", Some(acl)).await;
+    }
+    let inviter = server.member_key("inviter@example.test", "inviters");
+    let invite = |groups: Value| json!({"invite_users": {"emails": ["new@example.test"], "group_names": groups}});
+    for groups in [json!(["Owners"]), json!(["Viewers"]), json!(["Engineers"])] {
+        let (s, b) = server
+            .call(
+                "PATCH",
+                "/v1/organization/members",
+                Some(&inviter),
+                Some(invite(groups.clone())),
+            )
+            .await;
+        assert_error(s, &b, 403, "forbidden");
+    }
+    let (s, b) = server
+        .call(
+            "POST",
+            "/v1/service_token",
+            Some(&inviter),
+            Some(json!({"name": "escalate", "group_names": ["Owners"]})),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    // A group that grants nothing the inviter lacks, and on which it holds update.
+    let (s, b) = server
+        .call(
+            "PATCH",
+            "/v1/organization/members",
+            Some(&inviter),
+            Some(invite(json!(["helpers"]))),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // Nothing of another organization's account shows through an invite.
+    let other = server.cli_line(&[
+        "org",
+        "create",
+        "other",
+        "--owner",
+        "elsewhere@example.test",
+    ]);
+    assert!(other.starts_with("hf_"));
+    let b = server
+        .ok("PATCH", "/v1/organization/members", Some(json!({"invite_users": {"emails": ["elsewhere@example.test"], "group_names": ["Viewers"]}})))
+        .await;
+    let added = b["added_users"][0].as_object().unwrap();
+    assert_eq!(added.keys().collect::<Vec<_>>(), ["id", "email"], "{b}");
+    // The owner may place anyone anywhere.
+    server
+        .ok(
+            "PATCH",
+            "/v1/organization/members",
+            Some(invite(json!(["Owners"]))),
+        )
+        .await;
+}
+
+/// Medium 7 and the key lows: a key never mints a key that outlives it, and a narrowed key
+/// acts on no key but itself.
+async fn keys_stay_within_their_parent(backend: Backend) {
+    let server = Server::start(backend).await;
+    #[allow(clippy::disallowed_methods)]
+    let at = |s: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::seconds(s))
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let hour = server
+        .ok(
+            "POST",
+            "/v1/api_key",
+            Some(json!({"name": "hour", "expires_at": at(3600)})),
+        )
+        .await;
+    let (hour_key, hour_end) = (
+        hour["key"].as_str().unwrap().to_owned(),
+        parse(&hour["expires_at"]),
+    );
+    for body in [
+        json!({"name": "child"}),
+        json!({"name": "child", "expires_at": at(365 * 86400)}),
+    ] {
+        let (s, b) = server
+            .call("POST", "/v1/api_key", Some(&hour_key), Some(body))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(parse(&b["expires_at"]), hour_end, "{b}");
+    }
+    let (s, b) = server
+        .call(
+            "POST",
+            "/v1/service_token",
+            Some(&hour_key),
+            Some(json!({"name": "svc"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(parse(&b["expires_at"]), hour_end, "{b}");
+    // Narrowed keys: each may revoke itself, not its user's other keys.
+    let read = server
+        .ok(
+            "POST",
+            "/v1/api_key",
+            Some(json!({"name": "read", "capability": "read"})),
+        )
+        .await;
+    let owner_key_id = server.ok("GET", "/v1/api_key", None).await["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "hour")
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let read_key = read["key"].as_str().unwrap();
+    let (s, b) = server
+        .call(
+            "DELETE",
+            &format!("/v1/api_key/{owner_key_id}"),
+            Some(read_key),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = server
+        .call(
+            "POST",
+            &format!("/v1/api_key/{owner_key_id}/rotate"),
+            Some(read_key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/api_key/{}", read["id"].as_str().unwrap()),
+            Some(read_key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    // A project the caller cannot read and one that does not exist answer alike.
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "hidden"})))
+        .await;
+    server
+        .ok("POST", "/v1/group", Some(json!({"name": "nothing"})))
+        .await;
+    let eng_key = server.member_key("e@example.test", "nothing");
+    let scoped = |pid: &str| json!({"name": "scoped", "project_ids": [pid]});
+    let (s1, b1) = server
+        .call(
+            "POST",
+            "/v1/api_key",
+            Some(&eng_key),
+            Some(scoped(p["id"].as_str().unwrap())),
+        )
+        .await;
+    let (s2, b2) = server
+        .call(
+            "POST",
+            "/v1/api_key",
+            Some(&eng_key),
+            Some(scoped("00000000-0000-4000-8000-000000000000")),
+        )
+        .await;
+    assert_eq!((s1, s2), (400, 400));
+    let shape = |b: &Value| {
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(shape(&b1), shape(&b2));
+}
+
+/// Medium 11: a deleted project's objects are deleted too.
+async fn deleted_projects_hide_their_objects(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "gone"})))
+        .await;
+    let pid = p["id"].as_str().unwrap();
+    let ds = server
+        .ok(
+            "POST",
+            "/v1/dataset",
+            Some(json!({"project_id": pid, "name": "d", "description": "secret"})),
+        )
+        .await;
+    let ds = ds["id"].as_str().unwrap();
+    server
+        .ok(
+            "POST",
+            &format!("/v1/dataset/{ds}/insert"),
+            Some(json!({"events": [{"input": 1, "expected": 2}]})),
+        )
+        .await;
+    server
+        .ok("DELETE", &format!("/v1/project/{pid}"), None)
+        .await;
+    let key = server.key.clone();
+    for (method, path, body) in [
+        ("GET", format!("/v1/dataset/{ds}"), None),
+        (
+            "PATCH",
+            format!("/v1/dataset/{ds}"),
+            Some(json!({"description": "x"})),
+        ),
+        ("POST", format!("/v1/dataset/{ds}/fetch"), Some(json!({}))),
+        (
+            "POST",
+            format!("/v1/dataset/{ds}/insert"),
+            Some(json!({"events": [{"input": 3}]})),
+        ),
+        (
+            "POST",
+            "/logs3".to_owned(),
+            Some(json!({"rows": [{"dataset_id": ds, "input": 4}]})),
+        ),
+        ("DELETE", format!("/v1/dataset/{ds}"), None),
+    ] {
+        let (s, b) = server.call(method, &path, Some(&key), body).await;
+        assert_error(s, &b, 404, "not_found");
+    }
+    let listed = server.ok("GET", "/v1/dataset", None).await;
+    assert!(!listed.to_string().contains(ds), "{listed}");
+}
+
+/// Medium 10: overflow uploads are single-use, size-bound, expire, and count against a
+/// quota.
+async fn overflow_uploads_are_bounded(backend: Backend) {
+    let server = Server::start_with(
+        backend,
+        &[
+            ("HOLDFAST_UPLOAD_TTL_SECS", "2"),
+            ("HOLDFAST_ORG_BLOB_QUOTA_BYTES", "100000"),
+        ],
+    )
+    .await;
+    let grant =
+        |size: usize| server.ok("POST", "/logs3/overflow", Some(json!({"size_bytes": size})));
+    let put = |url: String, n: usize| {
+        let http = server.http.clone();
+        async move {
+            let r = http.put(url).body(vec![b' '; n]).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let small = grant(500).await;
+    let (s, b) = put(small["signedUrl"].as_str().unwrap().to_owned(), 600).await;
+    assert_error(s, &b, 413, "payload_too_large");
+    let (s, b) = put(small["signedUrl"].as_str().unwrap().to_owned(), 100).await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = server
+        .call(
+            "POST",
+            "/logs3",
+            Some(&server.key.clone()),
+            Some(json!({"rows": {"type": "logs3_overflow", "key": small["key"]}})),
+        )
+        .await;
+    assert_error(s, &b, 400, "bad_request");
+    // Quota: 60 KB stored and not consumed, then 60 KB more does not fit.
+    let first = grant(60_000).await;
+    assert_eq!(
+        put(first["signedUrl"].as_str().unwrap().to_owned(), 60_000)
+            .await
+            .0,
+        200
+    );
+    let second = grant(60_000).await;
+    let (s, b) = put(second["signedUrl"].as_str().unwrap().to_owned(), 60_000).await;
+    assert_error(s, &b, 413, "storage_quota_exceeded");
+    let stored = || {
+        walk(&server.data_dir().join("blobs"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("/overflow/"))
+            .count()
+    };
+    assert_eq!(stored(), 1);
+    // Unconsumed, it expires with its blob, and the quota is free again.
+    let t = Instant::now();
+    while stored() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the overflow batch was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let third = grant(60_000).await;
+    assert_eq!(
+        put(third["signedUrl"].as_str().unwrap().to_owned(), 60_000)
+            .await
+            .0,
+        200
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(
+        signed_uploads,
+        merge_work_is_bounded,
+        json_bodies_are_bounded,
+        connections_are_bounded,
+        placing_members_needs_rights_on_the_group,
+        keys_stay_within_their_parent,
+        deleted_projects_hide_their_objects,
+        overflow_uploads_are_bounded,
+    );
+}
