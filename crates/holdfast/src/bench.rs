@@ -401,7 +401,8 @@ async fn authz(
                 (&bypass, &bypass_path)
             };
             let (cpu, rps) = authz_round(server, path, requests, clients).await?;
-            eprintln!(
+            say!(
+                err,
                 "round {r} {}: {cpu:.1} us CPU/request, {rps:.0} requests/s",
                 if is_real { "authorized" } else { "bypassed" }
             );
@@ -416,13 +417,11 @@ async fn authz(
     }
     let (rc, bc) = (median(real_cpu), median(bypass_cpu));
     let (rr, br) = (median(real_rps), median(bypass_rps));
-    println!(
-        "request            GET /v1/project/{{id}} (key check, policy of 23 ACLs, audit entry)"
-    );
-    println!("rounds             {rounds} x {requests} requests per build, {clients} clients");
-    println!("authorized         {rc:.1} us server CPU/request, {rr:.0} requests/s (medians)");
-    println!("decision bypassed  {bc:.1} us server CPU/request, {br:.0} requests/s (medians)");
-    println!(
+    say!("request            GET /v1/project/{{id}} (key check, policy of 23 ACLs, audit entry)");
+    say!("rounds             {rounds} x {requests} requests per build, {clients} clients");
+    say!("authorized         {rc:.1} us server CPU/request, {rr:.0} requests/s (medians)");
+    say!("decision bypassed  {bc:.1} us server CPU/request, {br:.0} requests/s (medians)");
+    say!(
         "authorization cost {:+.1}% CPU per request, {:+.1}% throughput",
         100.0 * (rc / bc - 1.0),
         100.0 * (rr / br - 1.0)
@@ -500,7 +499,8 @@ async fn ingest(
         roots.extend(r);
     }
     let total_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
-    eprintln!(
+    say!(
+        err,
         "generated {} requests in {:.1} s",
         bodies.len(),
         generated.elapsed().as_secs_f64()
@@ -520,7 +520,8 @@ async fn ingest(
             loop {
                 tick.tick().await;
                 let now = done.load(std::sync::atomic::Ordering::Relaxed);
-                eprintln!(
+                say!(
+                    err,
                     "{:>6.0} s  {:>9} rows stored  {:>6.0} rows/s in the last 10 s",
                     started.elapsed().as_secs_f64(),
                     now,
@@ -614,34 +615,34 @@ async fn ingest(
             "sqlite (embedded, synchronous=FULL, not encrypted)"
         }
     };
-    println!("backend            {backend}");
-    println!(
+    say!("backend            {backend}");
+    say!(
         "spans ingested     {spans} ({traces} traces, {batches} requests of {} rows, {clients} clients)",
         traces_per_batch * 5
     );
-    println!("elapsed            {elapsed:.2} s");
-    println!(
+    say!("elapsed            {elapsed:.2} s");
+    say!(
         "throughput         {:.0} spans/s, {:.1} MB/s",
         spans as f64 / elapsed,
         mb / elapsed
     );
-    println!(
+    say!(
         "request latency    p50 {:.1} ms, p99 {:.1} ms",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    println!(
+    say!(
         "trace fetch        p50 {:.2} ms, p99 {:.2} ms ({} fetches by root_span_id)",
         percentile(&fetch_ms, 0.5),
         percentile(&fetch_ms, 0.99),
         fetch_ms.len()
     );
-    println!("server peak RSS    {rss:.0} MiB");
-    println!(
+    say!("server peak RSS    {rss:.0} MiB");
+    say!(
         "server CPU         {server_cpu:.1} s during ingest ({:.0}% of one core)",
         100.0 * server_cpu / elapsed
     );
-    println!(
+    say!(
         "load generator CPU {client_cpu:.1} s during ingest ({:.0}% of one core)",
         100.0 * client_cpu / elapsed
     );

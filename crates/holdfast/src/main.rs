@@ -1,5 +1,19 @@
 //! The `holdfast` binary: `init`, `serve`, `keys`, `export` and `bench`.
 
+/// Writes a line to stdout, or to stderr with `say!(err, ...)`. A closed stream (`holdfast
+/// serve | head -1`) is not a crash: the line is dropped. Keys go through [`write_key`],
+/// which fails instead.
+macro_rules! say {
+    (err, $($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod bench;
 mod config;
 
@@ -20,6 +34,7 @@ use holdfast_services::s3::{S3, S3Config, Sse};
 use holdfast_services::vault::Vault;
 use holdfast_store::Store;
 use secrecy::{ExposeSecret, SecretBox};
+use serde_json::json;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -167,6 +182,10 @@ enum ExportAction {
         /// The new folder to write the plain export to.
         #[arg(long)]
         to: std::path::PathBuf,
+        /// Open an export whose manifest is not authenticated (one made before manifests
+        /// were), with a warning.
+        #[arg(long)]
+        unauthenticated: bool,
     },
 }
 
@@ -468,12 +487,12 @@ async fn serve(settings: Settings) -> Result<()> {
             };
             format!("{scheme}://{}", settings.listen)
         });
-        println!("Holdfast initialized organization \"default\" with owner admin@localhost.");
-        println!("This owner API key is shown only once:");
-        println!();
-        println!("export BRAINTRUST_API_KEY={}", key.expose_secret());
-        println!("export BRAINTRUST_APP_URL={base}");
-        println!();
+        say!("Holdfast initialized organization \"default\" with owner admin@localhost.");
+        say!("This owner API key is shown only once:");
+        say!("");
+        say!("export BRAINTRUST_API_KEY={}", key.expose_secret());
+        say!("export BRAINTRUST_APP_URL={base}");
+        say!("");
     }
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -555,6 +574,16 @@ async fn serve(settings: Settings) -> Result<()> {
     Ok(())
 }
 
+/// Prints a new key as the only line on stdout; an unwritable stdout is an error, since the
+/// key is shown nowhere else.
+fn write_key(key: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout();
+    writeln!(out, "{key}")
+        .and_then(|()| out.flush())
+        .context("the key was created but could not be written to stdout; revoke it")
+}
+
 async fn shutdown() {
     let term = async {
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -602,7 +631,7 @@ async fn export(action: ExportAction) -> Result<()> {
             };
             let done = services.export(&request, to).await?;
             let m = &done.manifest;
-            println!(
+            say!(
                 "{}",
                 serde_json::json!({
                     "id": m.id,
@@ -620,12 +649,13 @@ async fn export(action: ExportAction) -> Result<()> {
             from,
             s3,
             to,
+            unauthenticated,
         } => {
             let settings = common.settings(None)?;
             let from = location(&settings, s3, from)?;
             let kms = open_kms(&settings)?;
-            let manifest = open_export(&kms, &from, &id, &to).await?;
-            println!(
+            let manifest = open_export(&kms, &from, &id, &to, unauthenticated).await?;
+            say!(
                 "{}",
                 serde_json::json!({
                     "id": id,
@@ -646,8 +676,11 @@ async fn run(cli: Cli) -> Result<()> {
             if services.is_initialized().await? {
                 bail!("the store is already initialized; nothing was changed");
             }
+            services
+                .record_operator_command("init", None, json!({"org": org, "owner": owner}))
+                .await?;
             let key = services.create_org(&org, &owner).await?;
-            println!("{}", key.expose_secret());
+            write_key(key.expose_secret())?;
         }
         Command::Org {
             action:
@@ -658,8 +691,11 @@ async fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             let services = open(&common.settings(None)?).await?;
+            services
+                .record_operator_command("org create", None, json!({"org": name, "owner": owner}))
+                .await?;
             let key = services.create_org(&name, &owner).await?;
-            println!("{}", key.expose_secret());
+            write_key(key.expose_secret())?;
         }
         Command::Serve {
             common,
@@ -679,16 +715,26 @@ async fn run(cli: Cli) -> Result<()> {
                 let expires = expires_in_days.map(|d| {
                     format_timestamp(services.clock.now() + time::Duration::days(i64::from(d)))
                 });
+                services
+                    .record_operator_command(
+                        "keys create",
+                        Some(&org),
+                        json!({"email": email, "name": name, "expires_at": expires}),
+                    )
+                    .await?;
                 let key = services
                     .create_key_for(&org, &email, &name, expires)
                     .await?;
-                println!("{}", key.expose_secret());
+                write_key(key.expose_secret())?;
             }
             KeysAction::RotateKek { common } => {
                 let services = open(&common.settings(None)?).await?;
+                services
+                    .record_operator_command("keys rotate-kek", None, json!({}))
+                    .await?;
                 if let AnyKms::Local(local) = services.vault.kms() {
                     let id = local.rotate()?;
-                    eprintln!("new key-encryption key {id}");
+                    say!(err, "new key-encryption key {id}");
                 }
                 let n = services.vault.rewrap_all(&services.store).await?;
                 let settings = common.settings(None)?;
@@ -698,15 +744,15 @@ async fn run(cli: Cli) -> Result<()> {
                     ("storage.key", STORAGE_CONTEXT),
                 ] {
                     if keyfile::rewrap(kms, &settings.data_dir.join(file), context).await? {
-                        eprintln!("re-wrapped {file}");
+                        say!(err, "re-wrapped {file}");
                     }
                 }
                 let exports =
                     holdfast_services::export::rewrap_exports(kms, &exports_dir(&settings)).await?;
                 if exports > 0 {
-                    eprintln!("re-wrapped the keys of {exports} exports");
+                    say!(err, "re-wrapped the keys of {exports} exports");
                 }
-                println!("re-wrapped {n} data keys");
+                say!("re-wrapped {n} data keys");
             }
             KeysAction::RetireKek { common, id } => {
                 let settings = common.settings(None)?;
@@ -745,22 +791,28 @@ async fn run(cli: Cli) -> Result<()> {
                         "data keys are still wrapped by {id}; run `holdfast keys rotate-kek` first"
                     );
                 }
+                services
+                    .record_operator_command("keys retire-kek", None, json!({"kek_id": id}))
+                    .await?;
                 local.retire(&id)?;
-                println!("retired {id}");
+                say!("retired {id}");
             }
             KeysAction::RotateDek { common, org } => {
                 let services = open(&common.settings(None)?).await?;
                 let org_id = services.org_id_by_name(&org).await?;
+                services
+                    .record_operator_command("keys rotate-dek", Some(&org), json!({}))
+                    .await?;
                 let n = services
                     .vault
                     .rotate_dek(&services.store, &org_id, &services.now())
                     .await?;
-                println!("re-encrypted {n} secrets of {org} under a new data key");
+                say!("re-encrypted {n} secrets of {org} under a new data key");
             }
             KeysAction::List { common, org, email } => {
                 let services = open(&common.settings(None)?).await?;
                 for k in services.list_keys_for(&org, &email).await? {
-                    println!("{k}");
+                    say!("{k}");
                 }
             }
             KeysAction::Revoke {
@@ -770,8 +822,15 @@ async fn run(cli: Cli) -> Result<()> {
                 key_id,
             } => {
                 let services = open(&common.settings(None)?).await?;
+                services
+                    .record_operator_command(
+                        "keys revoke",
+                        Some(&org),
+                        json!({"email": email, "key_id": key_id}),
+                    )
+                    .await?;
                 services.revoke_key_for(&org, &email, &key_id).await?;
-                eprintln!("revoked {key_id}");
+                say!(err, "revoked {key_id}");
             }
         },
         Command::User {
@@ -785,11 +844,18 @@ async fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             let services = open(&common.settings(None)?).await?;
+            services
+                .record_operator_command(
+                    "user create",
+                    Some(&org),
+                    json!({"email": email, "group": group, "key": print_key}),
+                )
+                .await?;
             let key = services.create_user_cli(&org, &email, &group).await?;
             if print_key {
-                println!("{}", key.expose_secret());
+                write_key(key.expose_secret())?;
             } else {
-                eprintln!("added {email} to {group} in {org}");
+                say!(err, "added {email} to {group} in {org}");
             }
         }
         Command::Secrets {
@@ -814,7 +880,7 @@ async fn run(cli: Cli) -> Result<()> {
                     failed.join(", ")
                 );
             }
-            println!("all {opened} secrets decrypt");
+            say!("all {opened} secrets decrypt");
         }
         Command::Audit {
             action: AuditAction::Verify { common },
@@ -822,7 +888,7 @@ async fn run(cli: Cli) -> Result<()> {
             let services = open(&common.settings(None)?).await?;
             match holdfast_services::audit::verify(&services.store).await? {
                 Verdict::Intact { entries } => {
-                    println!("audit log intact: {entries} entries verified");
+                    say!("audit log intact: {entries} entries verified");
                 }
                 Verdict::Broken { seq, why } => {
                     bail!("audit log broken at entry {seq}: {why}");
@@ -847,7 +913,7 @@ fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            say!(err, "error: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -861,7 +927,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!(err, "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -113,6 +113,39 @@ async fn append_loop(store: Store, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
+impl Services {
+    /// Records an operator command (`holdfast org create`, `keys revoke`, ...) before it
+    /// acts, durably: a command that changes something is never unaudited, even if the
+    /// process dies during it. `org` names the organization it acts on, when it names one.
+    pub async fn record_operator_command(
+        &self,
+        command: &str,
+        org: Option<&str>,
+        detail: Value,
+    ) -> Result<()> {
+        let org_id = match org {
+            Some(name) => self.org_id_by_name(name).await.ok(),
+            None => None,
+        };
+        let mut detail = detail;
+        set(detail.as_object_mut(), "by", json!("operator"));
+        let entry = NewAuditEntry {
+            at: self.now(),
+            org_id,
+            actor_id: None,
+            key_id: None,
+            action: format!("cli: {command}"),
+            object_type: None,
+            object_id: None,
+            detail,
+        };
+        self.store
+            .append_audit(&SystemPass::new("an operator command"), &[entry])
+            .await?;
+        Ok(())
+    }
+}
+
 /// The entry for one authenticated request.
 pub fn request_entry(
     principal: &Principal,

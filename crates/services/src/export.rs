@@ -69,6 +69,21 @@ pub struct Manifest {
     pub encryption: Option<Encryption>,
     pub totals: Totals,
     pub files: Vec<FileEntry>,
+    /// The manifest's authentication (see `manifest_auth`); absent in exports made before
+    /// manifests were authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<Authentication>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authentication {
+    /// The KEK that wraps the manifest key.
+    pub kek_id: String,
+    /// The manifest key, wrapped by the KMS (base64): the export's key when it is sealed.
+    pub wrapped_key: String,
+    /// What the wrap is bound to: `holdfast-export:<export id>`.
+    pub key_context: String,
+    pub hmac_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,7 +420,7 @@ impl Services {
             let totals = self
                 .write_export(&mut w, &why, &org_id, &projects, as_of, req.part_bytes)
                 .await?;
-            let manifest = Manifest {
+            let mut manifest = Manifest {
                 format: FORMAT.into(),
                 version: VERSION,
                 id: id.clone(),
@@ -416,7 +431,24 @@ impl Services {
                 encryption,
                 totals,
                 files: std::mem::take(&mut w.files),
+                authentication: None,
             };
+            let fresh;
+            let manifest_key = match &w.key {
+                Some(k) => k,
+                None => {
+                    fresh =
+                        DataKey::generate().map_err(|e| io_err("making the manifest key", e))?;
+                    &fresh
+                }
+            };
+            crate::manifest_auth::sign(
+                self.vault.kms(),
+                manifest_key,
+                &key_context(&id),
+                &mut manifest,
+            )
+            .await?;
             let text = serde_json::to_vec_pretty(&manifest).map_err(|e| io_err("manifest", e))?;
             w.put("manifest.json", text).await?;
             if let Target::Dir { partial } = &w.target {
@@ -654,7 +686,16 @@ fn inside(path: &str) -> bool {
 /// file's record count, and writes the files and a manifest without encryption to `to`, a
 /// folder that must not exist yet (it is written hidden, then renamed). Returns the new
 /// manifest.
-pub async fn open_export(kms: &AnyKms, from: &Location, id: &str, to: &Path) -> Result<Manifest> {
+///
+/// The manifest is authenticated first (see `manifest_auth`); one without authentication is
+/// refused unless `allow_unauthenticated`.
+pub async fn open_export(
+    kms: &AnyKms,
+    from: &Location,
+    id: &str,
+    to: &Path,
+    allow_unauthenticated: bool,
+) -> Result<Manifest> {
     path_safe(id).map_err(|_| ServiceError::bad(format!("{id:?} is not an export id")))?;
     if to.exists() {
         return Err(ServiceError::bad(format!(
@@ -663,6 +704,7 @@ pub async fn open_export(kms: &AnyKms, from: &Location, id: &str, to: &Path) -> 
         )));
     }
     let manifest = parse_manifest(&read_file(from, id, "manifest.json").await?, id)?;
+    crate::manifest_auth::verify(kms, &manifest, &key_context(id), allow_unauthenticated).await?;
     let key = export_key(kms, &manifest).await?;
     let partial = to.with_file_name(format!(
         ".{}.partial",
@@ -729,6 +771,7 @@ pub async fn open_export(kms: &AnyKms, from: &Location, id: &str, to: &Path) -> 
         let plain_manifest = Manifest {
             encryption: None,
             files: opened,
+            authentication: None,
             ..manifest.clone()
         };
         let text = serde_json::to_vec_pretty(&plain_manifest).map_err(|e| io_err("manifest", e))?;
@@ -775,7 +818,12 @@ fn local_manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
 pub fn exports_wrapped_by(dir: &Path, kek_id: &str) -> Result<Vec<String>> {
     Ok(local_manifests(dir)?
         .into_iter()
-        .filter(|(_, m)| m.encryption.as_ref().is_some_and(|e| e.kek_id == kek_id))
+        .filter(|(_, m)| {
+            m.encryption.as_ref().is_some_and(|e| e.kek_id == kek_id)
+                || m.authentication
+                    .as_ref()
+                    .is_some_and(|a| a.kek_id == kek_id)
+        })
         .map(|(_, m)| m.id)
         .collect())
 }
@@ -788,19 +836,37 @@ pub async fn rewrap_exports(kms: &AnyKms, dir: &Path) -> Result<usize> {
         .map_err(|e| io_err("the current key-encryption key", e))?;
     let mut n = 0;
     for (path, mut m) in local_manifests(dir)? {
-        if m.encryption.as_ref().is_none_or(|e| e.kek_id == current) {
+        let stale_file_key = m.encryption.as_ref().is_some_and(|e| e.kek_id != current);
+        let stale_manifest_key = m
+            .authentication
+            .as_ref()
+            .is_some_and(|a| a.kek_id != current);
+        if !stale_file_key && !stale_manifest_key {
             continue;
         }
-        let Some(key) = export_key(kms, &m).await? else {
-            continue;
-        };
-        let wrapped = kms
-            .wrap(&key, &key_context(&m.id))
-            .await
-            .map_err(|e| io_err("wrapping an export key", e))?;
-        if let Some(e) = m.encryption.as_mut() {
-            e.kek_id = wrapped.kek_id;
-            e.wrapped_key = B64.encode(&wrapped.blob);
+        if let Some(key) = export_key(kms, &m).await?.filter(|_| stale_file_key) {
+            let wrapped = kms
+                .wrap(&key, &key_context(&m.id))
+                .await
+                .map_err(|e| io_err("wrapping an export key", e))?;
+            if let Some(e) = m.encryption.as_mut() {
+                e.kek_id = wrapped.kek_id;
+                e.wrapped_key = B64.encode(&wrapped.blob);
+            }
+        }
+        if let Some(key) = crate::manifest_auth::key(kms, &m)
+            .await?
+            .filter(|_| stale_manifest_key)
+        {
+            let context = key_context(&m.id);
+            let wrapped = kms
+                .wrap(&key, &context)
+                .await
+                .map_err(|e| io_err("wrapping a manifest key", e))?;
+            if let Some(a) = m.authentication.as_mut() {
+                a.kek_id = wrapped.kek_id;
+                a.wrapped_key = B64.encode(&wrapped.blob);
+            }
         }
         let text = serde_json::to_vec_pretty(&m).map_err(|e| io_err("manifest", e))?;
         holdfast_crypto::local::write_private(&path, &text)

@@ -249,7 +249,7 @@ impl KeyService {
         now: i64,
         from: Option<&str>,
     ) -> Result<Principal> {
-        let stored = decode_hex(&record.secret_hash).ok_or(INVALID)?;
+        let stored = random::unhex(&record.secret_hash).ok_or(INVALID)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             stored.as_slice(),
             hash.as_slice(),
@@ -355,16 +355,6 @@ impl KeyService {
             }
         }
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

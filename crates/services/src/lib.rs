@@ -12,6 +12,7 @@ pub mod export;
 pub mod ingest;
 pub mod keyfile;
 pub mod keys;
+mod manifest_auth;
 mod membership;
 pub mod objects;
 pub mod query;

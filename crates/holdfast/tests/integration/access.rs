@@ -1213,18 +1213,7 @@ async fn audit_trail(backend: Backend) {
 
 /// The audit rows as text, read straight from the database.
 async fn dump_audit(server: &Server) -> String {
-    const SQL: &str = "SELECT action, detail, key_id FROM audit_log ORDER BY seq";
-    let rows: Vec<(String, String, Option<String>)> = match &server.database_url {
-        Some(url) => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
-        }
-        None => {
-            let pool = server.sqlite_pool().await;
-            sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
-        }
-    };
-    format!("{rows:?}")
+    format!("{:?}", server.audit_rows().await)
 }
 
 mod run {

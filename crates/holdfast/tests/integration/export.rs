@@ -299,7 +299,8 @@ async fn exports(backend: Backend) {
             }
         }
     });
-    refused("altered-and-rehashed", "does not decrypt");
+    // The manifest is authenticated: edited digests no longer pass.
+    refused("altered-and-rehashed", "not authentic");
     std::fs::write(&victim, &original).unwrap();
     // Two parts swapped, manifest entries swapped with them.
     let second = dir.join(experiment_parts[1]["path"].as_str().unwrap());
@@ -322,9 +323,16 @@ async fn exports(backend: Backend) {
             }
         }
     });
-    refused("swapped", "does not decrypt");
+    refused("swapped", "not authentic");
     std::fs::write(&victim, &original).unwrap();
     std::fs::write(&second, &second_bytes).unwrap();
+    // A sealed export's manifest made to say plaintext, or stripped of its authentication.
+    rewrite_manifest(&|m| m["encryption"] = Value::Null);
+    refused("made-plaintext", "not authentic");
+    rewrite_manifest(&|m| {
+        m.as_object_mut().unwrap().remove("authentication");
+    });
+    refused("unauthenticated", "not authenticated");
     rewrite_manifest(&|_| {});
 
     // Another installation's KMS cannot unwrap the export key.
@@ -381,6 +389,44 @@ async fn exports(backend: Backend) {
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["project_id"], project.as_str());
     assert_eq!(manifest["encryption"], Value::Null);
+    // A plaintext export put in place of a sealed one, under its id: refused.
+    let forged = exports.join(&export_id);
+    let sealed_backup = plain.path().join("sealed-backup");
+    std::fs::rename(&forged, &sealed_backup).unwrap();
+    std::fs::create_dir(&forged).unwrap();
+    for f in files(&dir) {
+        let rel = f.strip_prefix(&dir).unwrap();
+        std::fs::create_dir_all(forged.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&f, forged.join(rel)).unwrap();
+    }
+    let mut m = manifest.clone();
+    m["id"] = json!(export_id);
+    m["authentication"]["key_context"] = json!(format!("holdfast-export:{export_id}"));
+    std::fs::write(
+        forged.join("manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    let to = plain.path().join("forged");
+    let (ok, _, err) = cli(
+        &server,
+        &["export", "open", &export_id, "--to", to.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("does not unwrap"), "{err}");
+    m["authentication"] = Value::Null;
+    std::fs::write(
+        forged.join("manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, err) = cli(
+        &server,
+        &["export", "open", &export_id, "--to", to.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("not authenticated"), "{err}");
+    assert!(!to.exists());
+    std::fs::remove_dir_all(&forged).unwrap();
+    std::fs::rename(&sealed_backup, &forged).unwrap();
 
     // Bad requests name the problem and leave nothing behind.
     let before = std::fs::read_dir(&exports).unwrap().count();

@@ -699,6 +699,235 @@ async fn overflow_uploads_are_bounded(backend: Backend) {
     );
 }
 
+/// Medium 8: a change is audited even when its client hangs up at once, and operator
+/// commands are audited before they act.
+async fn every_change_is_audited(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "hangup"})))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..30 {
+        let body =
+            json!({"rows": [{"id": format!("h{i}"), "project_id": p, "log_id": "g", "input": i}]})
+                .to_string();
+        let mut s = TcpStream::connect(addr(&server)).unwrap();
+        let request = format!(
+            "POST /logs3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
+            server.key,
+            body.len()
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        // Hang up at different points of the request's handling.
+        std::thread::sleep(Duration::from_millis(i % 10));
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = server
+        .fetch_all(&format!("/v1/project_logs/{p}/fetch"), 100)
+        .await
+        .len();
+    let audited = server
+        .audit_rows()
+        .await
+        .iter()
+        .filter(|(action, detail, _)| action == "POST /logs3" && detail.contains("rows_written"))
+        .count();
+    println!("30 requests whose clients hung up: {rows} rows stored, {audited} audited");
+    assert!(
+        rows > 0 && audited >= rows,
+        "{rows} rows, {audited} audited"
+    );
+    // Operator commands.
+    let key = server.cli_line(&[
+        "keys",
+        "create",
+        "--org",
+        "default",
+        "--email",
+        "admin@localhost",
+    ]);
+    let key_id = &key[3..35];
+    let out = server.cli(&[
+        "keys",
+        "revoke",
+        "--org",
+        "default",
+        "--email",
+        "admin@localhost",
+        key_id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.cli_line(&["org", "create", "second", "--owner", "o@example.test"]);
+    let actions: Vec<String> = server.audit_rows().await.into_iter().map(|r| r.0).collect();
+    for command in ["cli: keys create", "cli: keys revoke", "cli: org create"] {
+        assert!(
+            actions.iter().any(|a| a == command),
+            "{command} not in {actions:?}"
+        );
+    }
+    let verified = server.cli_line(&["audit", "verify"]);
+    assert!(verified.starts_with("audit log intact"), "{verified}");
+}
+
+/// Lows: failed authentications are audited at a bounded rate and name only keys that
+/// exist; get-or-create shows an ingest key nothing it may not read.
+async fn lows(backend: Backend) {
+    let server = Server::start(backend).await;
+    // An existing key that fails (revoked) is named.
+    let made = server
+        .ok("POST", "/v1/api_key", Some(json!({"name": "gone"})))
+        .await;
+    server
+        .ok(
+            "DELETE",
+            &format!("/v1/api_key/{}", made["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let (s, _) = server
+        .call(
+            "GET",
+            "/v1/project",
+            Some(made["key"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let named = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .any(|(a, _, k)| a == "auth.failure" && k.as_deref() == made["id"].as_str());
+    assert!(named);
+
+    // Well-formed tokens (valid checksum) naming keys that do not exist.
+    let fake = |i: u32| {
+        let body = format!("hf_{:032x}{:064x}", 0xfeed_0000u64 + u64::from(i), 7);
+        format!("{body}{:08x}", crc32fast::hash(body.as_bytes()))
+    };
+    let fake_id = format!("{:032x}", 0xfeed_0000u64);
+    for i in 0..100 {
+        let (s, _) = server
+            .call("GET", "/v1/project", Some(&fake(i)), None)
+            .await;
+        assert_eq!(s, 401);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failures: Vec<_> = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(action, _, _)| action == "auth.failure")
+        .collect();
+    println!("100 failed authentications: {} audited", failures.len());
+    assert!(failures.len() <= 30, "{}", failures.len());
+    assert!(failures.iter().all(|(_, detail, key)| {
+        key.as_deref() == made["id"].as_str() || key.is_none() && !detail.contains(&fake_id)
+    }));
+    // Get-or-create through an ingest key answers an existing dataset without what only a
+    // reader may see.
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "ds"})))
+        .await;
+    server
+        .ok("POST", "/v1/dataset", Some(json!({"project_id": p["id"], "name": "d",
+                                                 "description": "confidential", "metadata": {"m": "confidential"}})))
+        .await;
+    let ingest = ingest_key(&server).await;
+    let (s, b) = server
+        .call(
+            "POST",
+            "/v1/dataset",
+            Some(&ingest),
+            Some(json!({"project_id": p["id"], "name": "d"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.to_string().contains("confidential"), "{b}");
+    let (s, b) = server
+        .call(
+            "POST",
+            "/api/dataset/register",
+            Some(&ingest),
+            Some(json!({"project_name": "ds", "dataset_name": "d"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.to_string().contains("confidential"), "{b}");
+}
+
+/// Low: a closed stdout does not crash `serve` or the CLI.
+async fn closed_stdout(_backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("serve exited with {status}: {err}");
+        }
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "serve died");
+    let _ = child.kill();
+    let _ = child.wait();
+    // A command whose output is a key fails cleanly instead of panicking.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "org",
+            "create",
+            "piped",
+            "--owner",
+            "p@example.test",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(err.contains("could not be written"), "{err}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -725,5 +954,11 @@ mod run {
         keys_stay_within_their_parent,
         deleted_projects_hide_their_objects,
         overflow_uploads_are_bounded,
+        every_change_is_audited,
+        lows,
     );
+    #[tokio::test(flavor = "multi_thread")]
+    async fn closed_stdout() {
+        super::closed_stdout(crate::harness::Backend::Sqlite).await;
+    }
 }

@@ -344,6 +344,22 @@ impl Server {
         }
     }
 
+    /// Every audit entry as (action, detail, key id), in chain order, read straight from
+    /// the database.
+    pub async fn audit_rows(&self) -> Vec<(String, String, Option<String>)> {
+        const SQL: &str = "SELECT action, detail, key_id FROM audit_log ORDER BY seq";
+        match &self.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
+            }
+            None => {
+                let pool = self.sqlite_pool().await;
+                sqlx::query_as(SQL).fetch_all(&pool).await.unwrap()
+            }
+        }
+    }
+
     /// A direct connection to the embedded database, opened with its storage key (unwrapped
     /// by the local KMS), as an operator holding the key material would.
     pub async fn sqlite_pool(&self) -> sqlx::SqlitePool {
