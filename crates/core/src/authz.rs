@@ -580,6 +580,10 @@ struct TrailInner {
     accesses: Vec<Access>,
     more: usize,
     changes: Vec<serde_json::Value>,
+    /// The request (action, client address), for an audit entry written with a change.
+    request: Option<(String, Option<String>)>,
+    /// How many changes the entry committed with them covered.
+    audited_changes: Option<usize>,
 }
 
 /// Decisions kept per request; beyond it only a count is kept.
@@ -615,6 +619,27 @@ impl Trail {
     }
     pub fn changes(&self) -> Vec<serde_json::Value> {
         self.0.lock().map(|t| t.changes.clone()).unwrap_or_default()
+    }
+    /// Names the request this trail belongs to (action, client address).
+    pub fn set_request(&self, action: &str, from: Option<&str>) {
+        if let Ok(mut t) = self.0.lock() {
+            t.request = Some((action.to_owned(), from.map(str::to_owned)));
+        }
+    }
+    pub fn request(&self) -> Option<(String, Option<String>)> {
+        self.0.lock().ok().and_then(|t| t.request.clone())
+    }
+    /// Records that the request's audit entry was committed with its changes so far.
+    pub fn mark_audited(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            t.audited_changes = Some(t.changes.len());
+        }
+    }
+    /// True when an entry committed with the changes covers every change noted since.
+    pub fn audited(&self) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|t| t.audited_changes == Some(t.changes.len()))
     }
 }
 

@@ -82,6 +82,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             let response = ApiError(e).into_response();
             return finish(&state, &principal, &action, from, response).await;
         }
+        principal.trail.set_request(&action, from);
         req.extensions_mut().insert(principal.clone());
         let response = next.run(req).await;
         finish(&state, &principal, &action, from, response).await
@@ -174,6 +175,10 @@ async fn finish(
     response: Response,
 ) -> Response {
     let services = &state.services;
+    if response.status().is_success() && principal.trail.audited() {
+        // Its entry was committed with the rows it wrote.
+        return response;
+    }
     let entry = request_entry(
         principal,
         services.now(),

@@ -114,6 +114,34 @@ async fn append_loop(store: Store, mut rx: mpsc::Receiver<Msg>) {
 }
 
 impl Services {
+    /// Writes rows with the request's audit entry in the same commit (noting `change` on
+    /// the trail first), so that a crash can never keep the rows and lose the entry. The
+    /// edge then writes no second entry for the request, unless it changes more or fails.
+    pub(crate) async fn write_rows_audited(
+        &self,
+        principal: &Principal,
+        writes: Vec<(
+            holdfast_core::authz::ObjectPass,
+            Vec<holdfast_store::IncomingRow>,
+        )>,
+        change: Value,
+    ) -> Result<holdfast_core::xact::XactId> {
+        principal.trail.change(change);
+        let now = self.now();
+        let entry = principal.trail.request().map(|(action, from)| {
+            request_entry(principal, now.clone(), &action, 200, from.as_deref())
+        });
+        let audited = entry.is_some();
+        let xact = self
+            .store
+            .write_rows_audited(writes, &now, entry.into_iter().collect())
+            .await?;
+        if audited {
+            principal.trail.mark_audited();
+        }
+        Ok(xact)
+    }
+
     /// Records an operator command (`holdfast org create`, `keys revoke`, ...) before it
     /// acts, durably: a command that changes something is never unaudited, even if the
     /// process dies during it. `org` names the organization it acts on, when it names one.

@@ -183,10 +183,9 @@ impl Services {
                                    "id": pass.object_id(), "rows": rows.len()})
             })
             .collect();
-        let xact = self.store.write_rows(writes, &self.now()).await?;
-        principal
-            .trail
-            .change(serde_json::json!({"rows_written": written, "xact_id": xact.to_string()}));
+        let xact = self
+            .write_rows_audited(principal, writes, json!({"rows_written": written}))
+            .await?;
         Ok(IngestResult {
             row_ids,
             xact_id: xact.to_string(),

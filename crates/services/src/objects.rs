@@ -802,9 +802,12 @@ impl Services {
                 control,
                 data,
             };
-            self.store
-                .write_rows(vec![(pass.clone(), vec![row])], &self.now())
-                .await?;
+            self.write_rows_audited(
+                principal,
+                vec![(pass.clone(), vec![row])],
+                json!({"prompt_version": object.id}),
+            )
+            .await?;
         }
         self.prompt_json(&object, &pass, None).await
     }
@@ -924,9 +927,12 @@ impl Services {
             control,
             data,
         };
-        self.store
-            .write_rows(vec![(pass.clone(), vec![row])], &self.now())
-            .await?;
+        self.write_rows_audited(
+            principal,
+            vec![(pass.clone(), vec![row])],
+            json!({"prompt_version": object.id}),
+        )
+        .await?;
         self.prompt_json(&object, &pass, None).await
     }
 

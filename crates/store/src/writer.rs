@@ -168,6 +168,17 @@ impl Store {
         writes: Vec<(ObjectPass, Vec<IncomingRow>)>,
         now: &str,
     ) -> Result<XactId> {
+        self.write_rows_audited(writes, now, Vec::new()).await
+    }
+
+    /// [`Store::write_rows`], with audit entries committed in the same transaction as the
+    /// rows: the change and its entry are stored together or not at all.
+    pub async fn write_rows_audited(
+        &self,
+        writes: Vec<(ObjectPass, Vec<IncomingRow>)>,
+        now: &str,
+        audit: Vec<NewAuditEntry>,
+    ) -> Result<XactId> {
         if writes.iter().any(|(pass, _)| !pass.permission().writes()) {
             return Err(StoreError::WrongPermission);
         }
@@ -182,7 +193,7 @@ impl Store {
             groups,
             rows,
             now: now.to_owned(),
-            audit: Vec::new(),
+            audit,
             reply,
         };
         self.writer

@@ -1,4 +1,5 @@
-//! kill -9 during sustained ingest: every acknowledged row survives, no batch is partial.
+//! kill -9 during sustained ingest: every acknowledged row survives, no batch is partial,
+//! and no stored batch lacks its audit entry.
 
 use crate::harness::{Backend, Server, backends};
 use serde_json::{Value, json};
@@ -87,8 +88,20 @@ async fn crash_during_ingest(backend: Backend) {
             "acknowledged batch {b} lost"
         );
     }
+    // Every stored batch has its audit entry: they commit together.
+    let audited = server
+        .audit_rows()
+        .await
+        .iter()
+        .filter(|(action, detail, _)| action == "POST /logs3" && detail.contains("rows_written"))
+        .count();
+    assert!(
+        audited >= batches.len(),
+        "{} batches stored, {audited} audited",
+        batches.len()
+    );
     eprintln!(
-        "crash test ({backend:?}): {} batches acknowledged, {} stored, none partial",
+        "crash test ({backend:?}): {} batches acknowledged, {} stored, none partial, {audited} audited",
         acked.len(),
         batches.len()
     );
