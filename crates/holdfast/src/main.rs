@@ -20,6 +20,7 @@ mod config;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use config::{CommonArgs, Settings};
+use holdfast_core::audit::Checkpoint;
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
 use holdfast_crypto::AnyKms;
 use holdfast_crypto::aws::{AwsConfig, AwsKms};
@@ -202,8 +203,18 @@ enum SecretsAction {
 
 #[derive(Subcommand)]
 enum AuditAction {
-    /// Check the whole hash chain; fail naming the first broken entry.
+    /// Check every chain; fail naming the first broken entry. With --since-checkpoint, each
+    /// chain must still hold the head the checkpoint recorded, and is checked from there.
     Verify {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// A file written by `holdfast audit checkpoint`.
+        #[arg(long)]
+        since_checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Print the head of every chain, signed with the audit key, as one line of JSON: keep it
+    /// outside the database (and outside this machine) to detect rewrites and truncation.
+    Checkpoint {
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -432,6 +443,7 @@ async fn open(settings: &Settings) -> Result<Services> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let pepper = open_pepper(&kms, data_dir).await?;
     let keys = KeyService::new(pepper, clock.clone());
+    store.set_audit_key(keys.audit_key()?);
     let blob_key = match &storage_key {
         Some(k) => Some(holdfast_crypto::DataKey::from_bytes(k.expose())?),
         None => None,
@@ -577,11 +589,16 @@ async fn serve(settings: Settings) -> Result<()> {
 /// Prints a new key as the only line on stdout; an unwritable stdout is an error, since the
 /// key is shown nowhere else.
 fn write_key(key: &str) -> Result<()> {
+    write_out(key, "the key was created but").context("revoke it: it is shown nowhere else")
+}
+
+/// Writes a command's one line of output; an unwritable stdout is an error.
+fn write_out(line: &str, what: &str) -> Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout();
-    writeln!(out, "{key}")
+    writeln!(out, "{line}")
         .and_then(|()| out.flush())
-        .context("the key was created but could not be written to stdout; revoke it")
+        .with_context(|| format!("{what} could not be written to stdout"))
 }
 
 async fn shutdown() {
@@ -883,17 +900,48 @@ async fn run(cli: Cli) -> Result<()> {
             say!("all {opened} secrets decrypt");
         }
         Command::Audit {
-            action: AuditAction::Verify { common },
+            action:
+                AuditAction::Verify {
+                    common,
+                    since_checkpoint,
+                },
         } => {
             let services = open(&common.settings(None)?).await?;
-            match holdfast_services::audit::verify(&services.store).await? {
-                Verdict::Intact { entries } => {
-                    say!("audit log intact: {entries} entries verified");
+            let checkpoint = match &since_checkpoint {
+                None => None,
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| Ok(serde_json::from_slice::<Checkpoint>(&b)?))
+                        .with_context(|| format!("reading the checkpoint {}", path.display()))?,
+                ),
+            };
+            let key = services.keys.audit_key()?;
+            match holdfast_services::audit::verify(&services.store, key, checkpoint.as_ref())
+                .await?
+            {
+                Verdict::Intact { entries, chains } => {
+                    let since = if checkpoint.is_some() {
+                        " since the checkpoint"
+                    } else {
+                        ""
+                    };
+                    say!("audit log intact: {entries} entries in {chains} chains verified{since}");
                 }
-                Verdict::Broken { seq, why } => {
-                    bail!("audit log broken at entry {seq}: {why}");
+                Verdict::Broken { chain, seq, why } => {
+                    let chain = if chain.is_empty() { "server" } else { &chain };
+                    bail!("audit log broken at entry {seq} of chain {chain}: {why}");
                 }
             }
+        }
+        Command::Audit {
+            action: AuditAction::Checkpoint { common },
+        } => {
+            let services = open(&common.settings(None)?).await?;
+            let key = services.keys.audit_key()?;
+            let cp =
+                holdfast_services::audit::checkpoint(&services.store, key, services.now()).await?;
+            write_out(&serde_json::to_string(&cp)?, "the checkpoint")?;
         }
         Command::Export { action } => export(action).await?,
         Command::Bench { which } => bench::run(which).await?,

@@ -14,7 +14,7 @@
 
 use crate::admin::set;
 use crate::{Result, ServiceError, Services};
-use holdfast_core::audit::{Break, Entry, Verifier};
+use holdfast_core::audit::{Break, Checkpoint, Entry, Head, Verifier};
 use holdfast_core::authz::{Kind, Permission, Principal, SystemPass};
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{AuditFilter, NewAuditEntry, Store};
@@ -221,7 +221,7 @@ pub fn changed_something(principal: &Principal) -> bool {
 
 fn entry_json(e: &Entry) -> Value {
     let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::String(e.detail.clone()));
-    json!({"seq": e.seq, "created": e.at, "org_id": e.org_id, "actor_id": e.actor_id,
+    json!({"seq": e.chain_seq.unwrap_or(e.seq), "created": e.at, "org_id": e.org_id, "actor_id": e.actor_id,
            "key_id": e.key_id, "action": e.action, "object_type": e.object_type,
            "object_id": e.object_id, "detail": detail, "prev_hash": e.prev_hash, "hash": e.hash})
 }
@@ -260,12 +260,27 @@ impl Services {
                     ServiceError::bad(format!("`limit` must be from 1 to {AUDIT_PAGE_MAX}"))
                 })?,
         };
+        // A cursor names the last entry shown by its number in the organization's chain
+        // (`c<n>`), or, for an entry from before chains were kept, by its old number
+        // (`l<n>`); the global order is never shown.
+        let bad_cursor = || ServiceError::bad("`cursor` is not one this server returned");
         let before_seq = match q.get("cursor") {
             None => None,
-            Some(c) => Some(
-                c.parse::<i64>()
-                    .map_err(|_| ServiceError::bad("`cursor` is not one this server returned"))?,
-            ),
+            Some(c) => {
+                let n = |s: &str| s.parse::<i64>().map_err(|_| bad_cursor());
+                if let Some(chained) = c.strip_prefix('c') {
+                    Some(
+                        self.store
+                            .audit_position(&pass, n(chained)?)
+                            .await?
+                            .ok_or_else(bad_cursor)?,
+                    )
+                } else if let Some(legacy) = c.strip_prefix('l') {
+                    Some(n(legacy)?)
+                } else {
+                    return Err(bad_cursor());
+                }
+            }
         };
         let filter = AuditFilter {
             actor_id: q.get("actor_id").cloned(),
@@ -279,7 +294,12 @@ impl Services {
         };
         let entries = self.store.list_audit(&pass, &filter).await?;
         let cursor = (entries.len() as i64 == limit)
-            .then(|| entries.last().map(|e| e.seq.to_string()))
+            .then(|| {
+                entries.last().map(|e| match e.chain_seq {
+                    Some(n) => format!("c{n}"),
+                    None => format!("l{}", e.seq),
+                })
+            })
             .flatten();
         Ok((entries.iter().map(entry_json).collect(), cursor))
     }
@@ -305,52 +325,165 @@ pub fn auth_failure_entry(
     }
 }
 
-/// The outcome of checking the whole chain.
+/// The outcome of checking the audit chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Intact { entries: i64 },
-    Broken { seq: i64, why: String },
+    Intact {
+        entries: i64,
+        chains: usize,
+    },
+    /// `chain`: the organization id, `""` for the server chain, `"legacy"` for entries
+    /// written before chains were keyed.
+    Broken {
+        chain: String,
+        seq: i64,
+        why: String,
+    },
 }
 
-/// Checks the whole chain, page by page, and names the first broken entry. Entries appended
-/// while it runs (the server may be serving) are left for the next run.
-pub async fn verify(store: &Store) -> Result<Verdict> {
-    let why = SystemPass::new("verifying the audit log");
-    // The counter and the entries commit together, so every entry up to it is stored.
-    let expected = store.audit_count(&why).await?;
-    let mut v = Verifier::default();
-    let mut after = 0;
-    while after < expected {
-        let page: Vec<Entry> = store
-            .audit_chain(&why, after, (expected - after).min(5_000))
-            .await?;
+fn broken(chain: &str, b: Break, e: &Entry) -> Verdict {
+    let here = e.chain_seq.unwrap_or(e.seq);
+    let (seq, why) = match b {
+        Break::Sequence { expected, found } => (
+            expected,
+            format!("it is missing (the next stored entry is {found}): deleted"),
+        ),
+        Break::Link => (
+            here,
+            "its link to the entry before does not match: an entry before it was altered or removed".into(),
+        ),
+        Break::Content => (
+            here,
+            "its contents do not match its link: edited, or linked without the audit key".into(),
+        ),
+    };
+    Verdict::Broken {
+        chain: chain.to_owned(),
+        seq,
+        why,
+    }
+}
+
+/// Checks one chain from `verifier`'s position up to `expected` entries.
+async fn verify_chain(
+    store: &Store,
+    why: &SystemPass,
+    chain: Option<&str>,
+    mut v: Verifier,
+    expected: i64,
+) -> Result<std::result::Result<i64, Verdict>> {
+    let name = chain.unwrap_or("legacy");
+    let mut after = v.count();
+    while after < expected || chain.is_none() {
+        let page = store.audit_page(why, chain, after, 5_000).await?;
         let Some(last) = page.last() else { break };
-        after = last.seq;
+        after = last.chain_seq.unwrap_or(last.seq);
         for e in &page {
             if let Err(b) = v.check(e) {
-                let (seq, why) = match b {
-                    Break::Sequence { expected, found } => (
-                        expected,
-                        format!("it is missing (the next stored entry is {found}): deleted"),
-                    ),
-                    Break::Link => (
-                        e.seq,
-                        "its link to the entry before does not match: an entry before it was altered or removed".into(),
-                    ),
-                    Break::Content => (e.seq, "its contents do not match its hash: edited".into()),
-                };
-                return Ok(Verdict::Broken { seq, why });
+                return Ok(Err(broken(name, b, e)));
             }
         }
     }
-    if v.count() < expected {
-        return Ok(Verdict::Broken {
+    if chain.is_some() && v.count() < expected {
+        return Ok(Err(Verdict::Broken {
+            chain: name.to_owned(),
             seq: v.count() + 1,
             why: format!(
                 "the chain ends at entry {} but {expected} were written: the last entries were deleted",
                 v.count()
             ),
+        }));
+    }
+    Ok(Ok(v.count()))
+}
+
+/// Checks every chain, page by page, and names the first broken entry; with a checkpoint,
+/// each chain it names must still hold its head there, and is checked from that head on.
+/// Entries appended while it runs (the server may be serving) are left for the next run.
+pub async fn verify(store: &Store, key: [u8; 32], since: Option<&Checkpoint>) -> Result<Verdict> {
+    let why = SystemPass::new("verifying the audit log");
+    if let Some(cp) = since
+        && !cp.authentic(&key)
+    {
+        return Err(ServiceError::bad(
+            "the checkpoint is not authentic: altered, or made by another installation",
+        ));
+    }
+    let mut entries = 0;
+    let chains = store.audit_chains(&why).await?;
+    for (chain, expected) in &chains {
+        let head = since.and_then(|cp| cp.heads.iter().find(|h| &h.chain == chain));
+        let start = match head {
+            None => Verifier::keyed(key),
+            Some(h) => {
+                let anchor = store.audit_page(&why, Some(chain), h.seq - 1, 1).await?;
+                match anchor.first() {
+                    Some(e) if e.chain_seq == Some(h.seq) && e.hash == h.hash => {}
+                    Some(e) if e.chain_seq == Some(h.seq) => {
+                        return Ok(Verdict::Broken {
+                            chain: chain.clone(),
+                            seq: h.seq,
+                            why: "it differs from the checkpoint: the chain was rewritten".into(),
+                        });
+                    }
+                    _ => {
+                        return Ok(Verdict::Broken {
+                            chain: chain.clone(),
+                            seq: h.seq,
+                            why: "the checkpoint's head is gone: the chain was cut".into(),
+                        });
+                    }
+                }
+                Verifier::resume(key, h.seq, &h.hash)
+            }
+        };
+        match verify_chain(store, &why, Some(chain), start, *expected).await? {
+            Ok(n) => entries += n,
+            Err(v) => return Ok(v),
+        }
+    }
+    // A chain the checkpoint names but the store no longer counts was removed whole.
+    if let Some(cp) = since
+        && let Some(h) = cp
+            .heads
+            .iter()
+            .find(|h| !chains.iter().any(|(c, _)| c == &h.chain))
+    {
+        return Ok(Verdict::Broken {
+            chain: h.chain.clone(),
+            seq: 1,
+            why: "the chain named by the checkpoint is gone".into(),
         });
     }
-    Ok(Verdict::Intact { entries: v.count() })
+    if since.is_none() {
+        match verify_chain(store, &why, None, Verifier::legacy(), 0).await? {
+            Ok(n) => entries += n,
+            Err(v) => return Ok(v),
+        }
+    }
+    Ok(Verdict::Intact {
+        entries,
+        chains: chains.len(),
+    })
+}
+
+/// The head of every chain, signed with the audit key, for keeping outside the database.
+pub async fn checkpoint(store: &Store, key: [u8; 32], at: String) -> Result<Checkpoint> {
+    let why = SystemPass::new("checkpointing the audit log");
+    let mut heads = Vec::new();
+    for (chain, count) in store.audit_chains(&why).await? {
+        if count == 0 {
+            continue;
+        }
+        let last = store.audit_page(&why, Some(&chain), count - 1, 1).await?;
+        let e = last.first().ok_or_else(|| {
+            ServiceError::Internal(format!("audit chain {chain:?} has no entry {count}"))
+        })?;
+        heads.push(Head {
+            chain,
+            seq: count,
+            hash: e.hash.clone(),
+        });
+    }
+    Ok(Checkpoint::sign(&key, at, heads))
 }

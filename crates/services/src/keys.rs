@@ -168,6 +168,12 @@ impl KeyService {
         Ok(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
     }
 
+    /// The key the audit chains are linked and checkpoints signed under (see
+    /// `holdfast_core::audit`): derived from the pepper, so only a holder of the KMS has it.
+    pub fn audit_key(&self) -> Result<[u8; 32]> {
+        Ok(*self.derive("audit chain")?.expose_secret())
+    }
+
     /// Mints a key for a user of an organization. Nothing is stored here.
     pub fn mint(
         &self,

@@ -243,6 +243,8 @@ pub struct AuditFilter {
 
 type AuditRow = (
     i64,
+    Option<String>,
+    Option<i64>,
     String,
     Option<String>,
     Option<String>,
@@ -254,12 +256,27 @@ type AuditRow = (
     String,
     String,
 );
-pub(crate) const AUDIT_COLS: &str =
-    "seq, at, org_id, actor_id, key_id, action, object_type, object_id, detail, prev_hash, hash";
+pub(crate) const AUDIT_COLS: &str = "seq, chain, chain_seq, at, org_id, actor_id, key_id, action, object_type, object_id, detail, prev_hash, hash";
 fn audit_from(r: AuditRow) -> Entry {
-    let (seq, at, org_id, actor_id, key_id, action, object_type, object_id, detail, prev, hash) = r;
+    let (
+        seq,
+        chain,
+        chain_seq,
+        at,
+        org_id,
+        actor_id,
+        key_id,
+        action,
+        object_type,
+        object_id,
+        detail,
+        prev,
+        hash,
+    ) = r;
     Entry {
         seq,
+        chain,
+        chain_seq,
         at,
         org_id,
         actor_id,
@@ -273,12 +290,17 @@ fn audit_from(r: AuditRow) -> Entry {
     }
 }
 
-/// Appends `$entries` (a slice of [`NewAuditEntry`]) to the chain inside the open transaction
-/// `$tx`: the `audit` counter is advanced first (serializing appenders), then each entry is
-/// linked to the one before it and inserted. Used by the direct append and by the row writer.
+/// Appends `$entries` (a slice of [`NewAuditEntry`]) inside the open transaction `$tx`, each
+/// to its organization's chain (see `holdfast_core::audit`), linked under `$key` (the audit
+/// key; an error when it is not set). The global `audit` counter is advanced first
+/// (serializing appenders), then each chain's own counter. Used by the direct append and by
+/// the row writer.
 macro_rules! append_audit_in {
-    ($tx:ident, $DB:ident, $entries:expr) => {{
+    ($tx:ident, $DB:ident, $entries:expr, $key:expr) => {{
         let entries: &[$crate::access::NewAuditEntry] = $entries;
+        let key: &[u8; 32] = $key
+            .get()
+            .ok_or_else(|| $crate::StoreError::WriteFailed("the audit key is not set".into()))?;
         let n = i64::try_from(entries.len())
             .map_err(|_| $crate::StoreError::Corrupt("audit batch".into()))?;
         let last: i64 = sqlx::query_scalar($crate::db::NEXT_COUNTER_BY)
@@ -286,22 +308,12 @@ macro_rules! append_audit_in {
             .bind("audit")
             .fetch_one(&mut *$tx)
             .await?;
-        let first = last - n + 1;
-        let mut prev: String = if first == 1 {
-            holdfast_core::audit::GENESIS.to_owned()
-        } else {
-            sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
-                .bind(first - 1)
-                .fetch_optional(&mut *$tx)
-                .await?
-                .ok_or_else(|| {
-                    $crate::StoreError::Corrupt(format!("audit entry {} is missing", first - 1))
-                })?
-        };
-        let mut stored = Vec::with_capacity(entries.len());
-        for (seq, e) in (first..).zip(entries) {
-            let mut entry = holdfast_core::audit::Entry {
+        let mut stored: Vec<holdfast_core::audit::Entry> = (last - n + 1..)
+            .zip(entries)
+            .map(|(seq, e)| holdfast_core::audit::Entry {
                 seq,
+                chain: Some(e.org_id.clone().unwrap_or_default()),
+                chain_seq: None,
                 at: e.at.clone(),
                 org_id: e.org_id.clone(),
                 actor_id: e.actor_id.clone(),
@@ -310,14 +322,64 @@ macro_rules! append_audit_in {
                 object_type: e.object_type.clone(),
                 object_id: e.object_id.clone(),
                 detail: e.detail.to_string(),
-                prev_hash: prev.clone(),
+                prev_hash: String::new(),
                 hash: String::new(),
-            };
-            entry.hash = holdfast_core::audit::entry_hash(&prev, &entry);
-            prev.clone_from(&entry.hash);
-            stored.push(entry);
+            })
+            .collect();
+        // Each chain's entries, in the order they came.
+        let mut chains: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut chain_of: std::collections::HashMap<String, usize> = Default::default();
+        for (i, e) in stored.iter().enumerate() {
+            let name = e.chain.clone().unwrap_or_default();
+            let at = *chain_of.entry(name.clone()).or_insert_with(|| {
+                chains.push((name, Vec::new()));
+                chains.len() - 1
+            });
+            if let Some((_, members)) = chains.get_mut(at) {
+                members.push(i);
+            }
         }
-        // 11 parameters per entry, well under both backends' limits.
+        for (chain, members) in &chains {
+            let counter = format!("audit:{chain}");
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&counter)
+            .execute(&mut *$tx)
+            .await?;
+            let k = i64::try_from(members.len())
+                .map_err(|_| $crate::StoreError::Corrupt("audit batch".into()))?;
+            let last: i64 = sqlx::query_scalar($crate::db::NEXT_COUNTER_BY)
+                .bind(k)
+                .bind(&counter)
+                .fetch_one(&mut *$tx)
+                .await?;
+            let first = last - k + 1;
+            let mut prev: String = if first == 1 {
+                holdfast_core::audit::GENESIS.to_owned()
+            } else {
+                sqlx::query_scalar("SELECT hash FROM audit_log WHERE chain = $1 AND chain_seq = $2")
+                    .bind(chain)
+                    .bind(first - 1)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                    .ok_or_else(|| {
+                        $crate::StoreError::Corrupt(format!(
+                            "audit entry {} of chain {chain:?} is missing",
+                            first - 1
+                        ))
+                    })?
+            };
+            for (chain_seq, i) in (first..).zip(members) {
+                if let Some(e) = stored.get_mut(*i) {
+                    e.chain_seq = Some(chain_seq);
+                    e.prev_hash = prev.clone();
+                    e.hash = holdfast_core::audit::entry_mac(key, &prev, e);
+                    prev.clone_from(&e.hash);
+                }
+            }
+        }
+        // 13 parameters per entry, well under both backends' limits.
         for chunk in stored.chunks(500) {
             let mut query = sqlx::QueryBuilder::<$DB>::new(format!(
                 "INSERT INTO audit_log ({}) ",
@@ -325,6 +387,8 @@ macro_rules! append_audit_in {
             ));
             query.push_values(chunk, |mut b, e| {
                 b.push_bind(e.seq)
+                    .push_bind(&e.chain)
+                    .push_bind(e.chain_seq)
                     .push_bind(&e.at)
                     .push_bind(&e.org_id)
                     .push_bind(&e.actor_id)
@@ -1230,7 +1294,7 @@ impl Store {
         }
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
-            append_audit_in!(tx, DB, entries);
+            append_audit_in!(tx, DB, entries, self.audit_key);
             tx.commit().await?;
             Ok(())
         })
@@ -1275,33 +1339,72 @@ impl Store {
         })
     }
 
-    /// A page of the whole chain in sequence order, for verification.
-    pub async fn audit_chain(
-        &self,
-        _why: &SystemPass,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<Entry>> {
+    /// The global position of the organization's entry `chain_seq` (to resume a listing
+    /// after it).
+    pub async fn audit_position(&self, pass: &OrgPass, chain_seq: i64) -> Result<Option<i64>> {
+        require_grant(pass, Permission::Read, Kind::OrgAuditLogs)?;
         with_pool!(&self.read, |p, DB| {
-            let sql =
-                format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-            let rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(after_seq)
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
-            Ok(rows.into_iter().map(audit_from).collect())
+            Ok(
+                sqlx::query_scalar("SELECT seq FROM audit_log WHERE chain = $1 AND chain_seq = $2")
+                    .bind(pass.org_id())
+                    .bind(chain_seq)
+                    .fetch_optional(p)
+                    .await?,
+            )
         })
     }
 
-    /// How many entries the chain should hold (the audit counter).
-    pub async fn audit_count(&self, _why: &SystemPass) -> Result<i64> {
+    /// Every keyed chain with the number of entries its counter says it holds.
+    pub async fn audit_chains(&self, _why: &SystemPass) -> Result<Vec<(String, i64)>> {
         with_pool!(&self.read, |p, DB| {
-            Ok(
-                sqlx::query_scalar("SELECT value FROM counters WHERE name = 'audit'")
-                    .fetch_one(p)
-                    .await?,
+            let found: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT name, value FROM counters WHERE name LIKE 'audit:%' ORDER BY name",
             )
+            .fetch_all(p)
+            .await?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(n, v)| n.strip_prefix("audit:").map(|c| (c.to_owned(), v)))
+                .collect())
+        })
+    }
+
+    /// A page of one chain in order, after entry `after`: a keyed chain by its numbers, or
+    /// (`chain` = `None`) the legacy chain by the global sequence.
+    pub async fn audit_page(
+        &self,
+        _why: &SystemPass,
+        chain: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Entry>> {
+        with_pool!(&self.read, |p, DB| {
+            let rows: Vec<AuditRow> = match chain {
+                Some(chain) => {
+                    let sql = format!(
+                        "SELECT {AUDIT_COLS} FROM audit_log WHERE chain = $1 AND chain_seq > $2 \
+                         ORDER BY chain_seq LIMIT $3"
+                    );
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(chain)
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(p)
+                        .await?
+                }
+                None => {
+                    let sql = format!(
+                        "SELECT {AUDIT_COLS} FROM audit_log WHERE chain IS NULL AND seq > $1 \
+                         ORDER BY seq LIMIT $2"
+                    );
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(p)
+                        .await?
+                }
+            };
+            Ok(rows.into_iter().map(audit_from).collect())
         })
     }
 }

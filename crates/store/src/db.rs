@@ -50,7 +50,13 @@ pub struct Store {
     pub(crate) index: Arc<RowIndex>,
     /// The embedded store's checkpointing connection.
     checkpointer: Option<SqlitePool>,
+    /// The key audit chains are linked under (see `holdfast_core::audit`); set once by
+    /// [`Store::set_audit_key`] before anything is audited.
+    pub(crate) audit_key: AuditKey,
 }
+
+/// The audit key, shared with the row writer.
+pub(crate) type AuditKey = Arc<std::sync::OnceLock<[u8; 32]>>;
 
 /// The page size of new embedded stores. SQLCipher's work per page (an IV, AES-256-CBC, an
 /// HMAC, a cipher lookup) is partly fixed, so larger pages cost less per byte: `bench ingest`,
@@ -127,6 +133,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "-- PostgreSQL keeps its index on rows.root_span_id.",
     ),
     (6, include_str!("uploads.sql"), include_str!("uploads.sql")),
+    (
+        7,
+        include_str!("audit_chains.sql"),
+        include_str!("audit_chains.sql"),
+    ),
 ];
 
 impl Store {
@@ -180,12 +191,14 @@ impl Store {
         tokio::spawn(checkpoint_loop(checkpointer.clone()));
         let write = Pools::Sqlite(write);
         let index = Arc::new(index);
+        let audit_key = AuditKey::default();
         let store = Self {
             read: Pools::Sqlite(read),
-            writer: crate::writer::spawn_writer(write.clone(), index.clone())?,
+            writer: crate::writer::spawn_writer(write.clone(), index.clone(), audit_key.clone())?,
             write,
             index,
             checkpointer: Some(checkpointer),
+            audit_key,
         };
         store.migrate().await?;
         let indexed = crate::writer::index_after_start(&store.write).await?;
@@ -201,12 +214,14 @@ impl Store {
             .await?;
         let write = Pools::Postgres(pool.clone());
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
+        let audit_key = AuditKey::default();
         let store = Self {
             read: Pools::Postgres(pool),
-            writer: crate::writer::spawn_writer(write.clone(), index.clone())?,
+            writer: crate::writer::spawn_writer(write.clone(), index.clone(), audit_key.clone())?,
             write,
             index,
             checkpointer: None,
+            audit_key,
         };
         store.migrate().await?;
         Ok(store)
@@ -225,6 +240,11 @@ impl Store {
                 Pools::Postgres(p) => p.close().await,
             }
         }
+    }
+
+    /// Sets the key the audit chains are linked under (once; later calls keep the first).
+    pub fn set_audit_key(&self, key: [u8; 32]) {
+        let _ = self.audit_key.set(key);
     }
 
     async fn migrate(&self) -> Result<()> {

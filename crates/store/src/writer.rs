@@ -231,7 +231,11 @@ impl Store {
 }
 
 /// Starts the writer task for a store's write pool.
-pub(crate) fn spawn_writer(pools: Pools, index: Arc<RowIndex>) -> Result<WriterHandle> {
+pub(crate) fn spawn_writer(
+    pools: Pools,
+    index: Arc<RowIndex>,
+    audit_key: crate::db::AuditKey,
+) -> Result<WriterHandle> {
     let (tx, rx) = mpsc::channel::<Job>(1024);
     // The writer gets a thread and a runtime of its own: on the shared runtime it would wait
     // in line behind request handlers (JSON parsing) between its SQL statements, leaving the
@@ -242,12 +246,17 @@ pub(crate) fn spawn_writer(pools: Pools, index: Arc<RowIndex>) -> Result<WriterH
         .map_err(|e| StoreError::WriteFailed(format!("cannot start the writer: {e}")))?;
     std::thread::Builder::new()
         .name("holdfast-writer".into())
-        .spawn(move || runtime.block_on(writer_loop(pools, index, rx)))
+        .spawn(move || runtime.block_on(writer_loop(pools, index, audit_key, rx)))
         .map_err(|e| StoreError::WriteFailed(format!("cannot start the writer: {e}")))?;
     Ok(tx)
 }
 
-async fn writer_loop(pools: Pools, index: Arc<RowIndex>, mut rx: mpsc::Receiver<Job>) {
+async fn writer_loop(
+    pools: Pools,
+    index: Arc<RowIndex>,
+    audit_key: crate::db::AuditKey,
+    mut rx: mpsc::Receiver<Job>,
+) {
     loop {
         let first = if index.deferred() {
             match tokio::time::timeout(index.idle(), rx.recv()).await {
@@ -277,7 +286,7 @@ async fn writer_loop(pools: Pools, index: Arc<RowIndex>, mut rx: mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        let results = commit_group(&pools, &index, &jobs).await;
+        let results = commit_group(&pools, &index, &audit_key, &jobs).await;
         for (job, result) in jobs.into_iter().zip(results) {
             // A requester that went away no longer needs its answer.
             let _ = job.reply.send(result);
@@ -293,10 +302,11 @@ async fn writer_loop(pools: Pools, index: Arc<RowIndex>, mut rx: mpsc::Receiver<
 async fn commit_group(
     pools: &Pools,
     index: &RowIndex,
+    audit_key: &crate::db::AuditKey,
     jobs: &[Job],
 ) -> Vec<Result<Option<XactId>>> {
     let all: Vec<&Job> = jobs.iter().collect();
-    match try_commit_group(pools, index, &all).await {
+    match try_commit_group(pools, index, audit_key, &all).await {
         Ok((xacts, committed)) => {
             index.add(committed);
             xacts.into_iter().map(Ok).collect()
@@ -308,7 +318,7 @@ async fn commit_group(
             tracing::warn!(error = %e, "group commit failed; retrying its requests one by one");
             let mut out = Vec::with_capacity(jobs.len());
             for job in jobs {
-                let one = try_commit_group(pools, index, &[job]).await;
+                let one = try_commit_group(pools, index, audit_key, &[job]).await;
                 out.push(one.and_then(|(mut x, committed)| {
                     index.add(committed);
                     x.pop()
@@ -472,6 +482,7 @@ type Committed = Vec<Written>;
 async fn try_commit_group(
     pools: &Pools,
     index: &RowIndex,
+    audit_key: &crate::db::AuditKey,
     jobs: &[&Job],
 ) -> Result<(Vec<Option<XactId>>, Committed)> {
     let n = jobs.iter().filter(|j| !j.groups.is_empty()).count();
@@ -703,7 +714,7 @@ async fn try_commit_group(
         }
         let audit: Vec<NewAuditEntry> = jobs.iter().flat_map(|j| j.audit.iter().cloned()).collect();
         if !audit.is_empty() {
-            append_audit_in!(tx, DB, &audit);
+            append_audit_in!(tx, DB, &audit, audit_key);
         }
         tx.commit().await?;
         Ok((results, committed))

@@ -1200,13 +1200,15 @@ async fn audit_trail(backend: Backend) {
     assert!(!secret_free.contains(&server.key) && !secret_free.contains(&viewer));
     // Edit one stored entry: verify fails and names it.
     server
-        .execute_sql("UPDATE audit_log SET actor_id = 'mallory' WHERE seq = 3")
+        .execute_sql(
+            "UPDATE audit_log SET actor_id = 'mallory' WHERE chain <> '' AND chain_seq = 3",
+        )
         .await;
     let out = server.cli(&["audit", "verify"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("broken at entry 3") && err.contains("edited"),
+        err.contains("broken at entry 3 of chain") && err.contains("edited"),
         "{err}"
     );
 }

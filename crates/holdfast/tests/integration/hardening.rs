@@ -928,6 +928,110 @@ async fn closed_stdout(_backend: Backend) {
     assert!(err.contains("could not be written"), "{err}");
 }
 
+/// Medium 9: each organization has a chain of its own, numbered without gaps; rewriting a
+/// chain needs the audit key; a checkpoint kept outside the database catches a cut tail.
+async fn audit_chains_are_keyed(backend: Backend) {
+    let mut server = Server::start(backend).await;
+    let other = server.cli_line(&["org", "create", "other", "--owner", "o@example.test"]);
+    for i in 0..5 {
+        server
+            .ok(
+                "POST",
+                "/v1/project",
+                Some(json!({"name": format!("p{i}")})),
+            )
+            .await;
+        let (s, _) = server
+            .call(
+                "POST",
+                "/v1/project",
+                Some(&other),
+                Some(json!({"name": format!("q{i}")})),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Numbered 1, 2, 3, ... in this organization, whatever the other one did meanwhile.
+    let page = server.ok("GET", "/v1/audit_log?limit=1000", None).await;
+    let mut seqs: Vec<i64> = page["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{page}");
+    let org = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint.json");
+    std::fs::write(&checkpoint, server.cli_line(&["audit", "checkpoint"])).unwrap();
+    let since = [
+        "audit",
+        "verify",
+        "--since-checkpoint",
+        checkpoint.to_str().unwrap(),
+    ];
+    assert!(server.cli_line(&since).starts_with("audit log intact"));
+    let fails = |args: &[&str], expect: &str| {
+        let out = server.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(expect),
+            "{args:?}: {err}"
+        );
+    };
+    // Cut the tail of the organization's chain, with its counter: only the checkpoint knows.
+    let chain = format!("audit:{org}");
+    let head: i64 = {
+        let cp: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+        cp["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["chain"] == org.as_str())
+            .unwrap()["seq"]
+            .as_i64()
+            .unwrap()
+    };
+    server
+        .execute_sql(&format!(
+            "DELETE FROM audit_log WHERE chain = '{org}' AND chain_seq > {}",
+            head - 2
+        ))
+        .await;
+    server
+        .execute_sql(&format!(
+            "UPDATE counters SET value = {} WHERE name = '{chain}'",
+            head - 2
+        ))
+        .await;
+    assert!(
+        server
+            .cli_line(&["audit", "verify"])
+            .starts_with("audit log intact")
+    );
+    fails(&since, "the chain was cut");
+    // An edited entry relinked without the audit key (as anyone with the database could).
+    let row = |seq: i64| format!("chain = '{org}' AND chain_seq = {seq}");
+    server
+        .execute_sql(&format!(
+            "UPDATE audit_log SET actor_id = 'mallory' WHERE {}",
+            row(2)
+        ))
+        .await;
+    fails(&["audit", "verify"], "entry 2 of chain");
+    // A forged checkpoint.
+    let mut cp: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+    cp["heads"][0]["hash"] = json!(holdfast_core::audit::GENESIS);
+    std::fs::write(&checkpoint, cp.to_string()).unwrap();
+    fails(&since, "not authentic");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -956,6 +1060,7 @@ mod run {
         overflow_uploads_are_bounded,
         every_change_is_audited,
         lows,
+        audit_chains_are_keyed,
     );
     #[tokio::test(flavor = "multi_thread")]
     async fn closed_stdout() {
