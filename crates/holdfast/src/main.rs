@@ -578,7 +578,19 @@ async fn serve(settings: Settings) -> Result<()> {
             }
         });
     }
-    holdfast_server::listen::serve(listener, app, tls, settings.conn_limits(), shutdown()).await?;
+    let mut limits = settings.conn_limits();
+    // Connections must leave descriptors for the store, blobs and the KMS.
+    if let Some(room) = open_file_limit().map(|n| n.saturating_sub(64).max(1))
+        && limits.max_connections > room
+    {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_file_limit = room + 64,
+            "max_connections lowered to leave 64 of the process's descriptors for everything else"
+        );
+        limits.max_connections = room;
+    }
+    holdfast_server::listen::serve(listener, app, tls, limits, shutdown()).await?;
     background.abort();
     sweeper.abort();
     services.keys.flush_usage(&services.store).await;
@@ -599,6 +611,13 @@ fn write_out(line: &str, what: &str) -> Result<()> {
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .with_context(|| format!("{what} could not be written to stdout"))
+}
+
+/// The process's soft limit on open files (`/proc/self/limits`), where it can be read.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 async fn shutdown() {

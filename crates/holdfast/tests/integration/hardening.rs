@@ -1032,6 +1032,62 @@ async fn audit_chains_are_keyed(backend: Backend) {
     fails(&since, "not authentic");
 }
 
+/// Medium 4, as found: a server with 128 descriptors and 140 slow connections still answers.
+async fn few_descriptors(_backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 128 && exec {} serve --data-dir {} --listen 127.0.0.1:{port}",
+            crate::harness::BIN,
+            dir.path().display()
+        ))
+        .env("HOLDFAST_LOG", "error")
+        .env("HOLDFAST_HEADER_READ_TIMEOUT_SECS", "2")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let healthz = || http.get(format!("http://127.0.0.1:{port}/healthz")).send();
+    let t = Instant::now();
+    while !healthz().await.is_ok_and(|r| r.status() == 200) {
+        assert!(t.elapsed() < Duration::from_secs(30), "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut slow = Vec::new();
+    for _ in 0..140 {
+        if let Ok(mut s) = TcpStream::connect(format!("127.0.0.1:{port}")) {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+            slow.push(s);
+        }
+    }
+    let t = Instant::now();
+    let fresh = reqwest::Client::new();
+    loop {
+        if let Ok(r) = fresh
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "/healthz never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "128 descriptors, 140 slow connections: /healthz answered in {:?}",
+        t.elapsed()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -1062,6 +1118,10 @@ mod run {
         lows,
         audit_chains_are_keyed,
     );
+    #[tokio::test(flavor = "multi_thread")]
+    async fn few_descriptors() {
+        super::few_descriptors(crate::harness::Backend::Sqlite).await;
+    }
     #[tokio::test(flavor = "multi_thread")]
     async fn closed_stdout() {
         super::closed_stdout(crate::harness::Backend::Sqlite).await;
