@@ -352,12 +352,18 @@ impl Policy {
 
     /// The groups that hold `user_id`, directly or through included groups.
     pub fn groups_of(&self, user_id: &str) -> HashSet<&str> {
-        let mut found: HashSet<&str> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.member_users.iter().any(|u| u == user_id))
-            .map(|(id, _)| id.as_str())
-            .collect();
+        self.with_including_groups(
+            self.groups
+                .iter()
+                .filter(|(_, g)| g.member_users.iter().any(|u| u == user_id))
+                .map(|(id, _)| id.as_str())
+                .collect(),
+        )
+    }
+
+    /// `found` and every group that includes one of them, directly or through others (a
+    /// fixed point, so cycles are harmless).
+    fn with_including_groups<'a>(&'a self, mut found: HashSet<&'a str>) -> HashSet<&'a str> {
         loop {
             let more: Vec<&str> = self
                 .groups
@@ -428,22 +434,7 @@ impl Policy {
     /// includes it (membership is inherited upwards), with the (permission, restriction)
     /// pairs each gives.
     pub fn grants_of_group(&self, group_id: &str) -> Vec<(&Acl, Vec<PermissionPair>)> {
-        let mut holders: HashSet<&str> = HashSet::from([group_id]);
-        loop {
-            let more: Vec<&str> = self
-                .groups
-                .iter()
-                .filter(|(id, g)| {
-                    !holders.contains(id.as_str())
-                        && g.member_groups.iter().any(|m| holders.contains(m.as_str()))
-                })
-                .map(|(id, _)| id.as_str())
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            holders.extend(more);
-        }
+        let holders = self.with_including_groups(HashSet::from([group_id]));
         self.acls
             .iter()
             .filter(|a| matches!(&a.subject, Subject::Group(g) if holders.contains(g.as_str())))

@@ -89,12 +89,7 @@ async fn crash_during_ingest(backend: Backend) {
         );
     }
     // Every stored batch has its audit entry: they commit together.
-    let audited = server
-        .audit_rows()
-        .await
-        .iter()
-        .filter(|(action, detail, _)| action == "POST /logs3" && detail.contains("rows_written"))
-        .count();
+    let audited = server.audited_logs3_writes().await;
     assert!(
         audited >= batches.len(),
         "{} batches stored, {audited} audited",

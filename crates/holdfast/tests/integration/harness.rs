@@ -360,6 +360,17 @@ impl Server {
         }
     }
 
+    /// How many `/logs3` requests the audit log says wrote rows.
+    pub async fn audited_logs3_writes(&self) -> usize {
+        self.audit_rows()
+            .await
+            .iter()
+            .filter(|(action, detail, _)| {
+                action == "POST /logs3" && detail.contains("rows_written")
+            })
+            .count()
+    }
+
     /// A direct connection to the embedded database, opened with its storage key (unwrapped
     /// by the local KMS), as an operator holding the key material would.
     pub async fn sqlite_pool(&self) -> sqlx::SqlitePool {
