@@ -338,14 +338,21 @@ impl Services {
         }
     }
 
-    /// An unauthenticated GET of a signed download URL: (content type, bytes).
-    pub async fn signed_download(&self, token: &str) -> Result<(String, Vec<u8>)> {
+    /// An unauthenticated GET of a signed download URL: the content type, and the blob as a
+    /// stream of pieces (see [`crate::blobs::BlobStore::get_stream`]).
+    pub async fn signed_download(
+        &self,
+        token: &str,
+    ) -> Result<(
+        String,
+        tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>,
+    )> {
         let grant =
             self.blobs
                 .verify(token, Purpose::Download, self.clock.now().unix_timestamp())?;
         let bytes = self
             .blobs
-            .get(&grant.org_id, grant.kind, &grant.key)
+            .get_stream(&grant.org_id, grant.kind, &grant.key)
             .await?;
         // Only a plain `type/subtype` is echoed back; anything else is served as bytes.
         let content_type = grant

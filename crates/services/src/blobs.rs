@@ -101,8 +101,8 @@ enum Backend {
 pub struct BlobStore {
     backend: Backend,
     signing_key: SecretBox<[u8; 32]>,
-    /// Encrypts blobs at rest when set.
-    at_rest: Option<holdfast_crypto::DataKey>,
+    /// Encrypts blobs at rest when set (shared with the threads that open downloads).
+    at_rest: Option<std::sync::Arc<holdfast_crypto::DataKey>>,
 }
 
 /// The first bytes of a blob encrypted at rest.
@@ -119,7 +119,7 @@ impl BlobStore {
         Self {
             backend: Backend::Local(root),
             signing_key,
-            at_rest,
+            at_rest: at_rest.map(std::sync::Arc::new),
         }
     }
 
@@ -132,7 +132,7 @@ impl BlobStore {
         Self {
             backend: Backend::S3(Box::new(s3)),
             signing_key,
-            at_rest,
+            at_rest: at_rest.map(std::sync::Arc::new),
         }
     }
 
@@ -354,6 +354,59 @@ impl BlobStore {
         }
     }
 
+    /// Reads a blob as a stream of pieces, so that a download never holds it whole: a local
+    /// blob sealed in segments is opened one segment at a time as the client takes it (a
+    /// segment that does not open ends the stream with an error). Blobs in a bucket, and
+    /// local ones from before segments, are read whole (they are within the upload limit).
+    pub async fn get_stream(
+        &self,
+        org_id: &str,
+        kind: BlobKind,
+        key: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>> {
+        let name = Self::name(org_id, kind, key)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let Backend::Local(root) = &self.backend else {
+            let bytes = self.get(org_id, kind, key).await?;
+            let _ = tx.send(Ok(bytes)).await;
+            return Ok(rx);
+        };
+        let path = root.join(&name);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ServiceError::NotFound("blob".into()));
+            }
+            Err(e) => return Err(ServiceError::Internal(format!("blob read: {e}"))),
+        };
+        let mut head = [0u8; 8];
+        let sealed_stream = {
+            use std::io::{Read, Seek};
+            let n = file.read(&mut head).unwrap_or(0);
+            file.rewind()
+                .map_err(|e| ServiceError::Internal(format!("blob read: {e}")))?;
+            head.get(..n)
+                .is_some_and(|h| h == holdfast_crypto::stream::MAGIC.as_slice())
+        };
+        if !sealed_stream {
+            let bytes = self.get(org_id, kind, key).await?;
+            let _ = tx.send(Ok(bytes)).await;
+            return Ok(rx);
+        }
+        let k = self.at_rest.clone().ok_or_else(|| {
+            ServiceError::Internal("blob is encrypted but no storage key is configured".into())
+        })?;
+        let aad = Self::aad(org_id, kind, key);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter(tx.clone());
+            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            if let Err(e) = holdfast_crypto::stream::open_to(&k, &aad, reader, &mut out) {
+                let _ = tx.blocking_send(Err(format!("blob {name}: {e}")));
+            }
+        });
+        Ok(rx)
+    }
+
     pub async fn delete(&self, org_id: &str, kind: BlobKind, key: &str) -> Result<()> {
         let name = Self::name(org_id, kind, key)?;
         match &self.backend {
@@ -399,6 +452,22 @@ impl BlobStore {
             return Err(invalid());
         }
         Ok(grant)
+    }
+}
+
+/// Hands what is written to it to a download, a piece at a time; fails once the download is
+/// gone.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, String>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes.to_vec()))
+            .map_err(|_| std::io::Error::other("the download was abandoned"))?;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -112,8 +112,9 @@ async fn signed_uploads(backend: Backend) {
             .contains("used already"),
         "{body}"
     );
-    // What was stored is what was sent.
+    // What was stored is what was sent, streamed back a segment at a time.
     let down = server.ok("GET", "/attachment?key=big", None).await;
+    let peak = proc_kib(&server, "VmHWM");
     let got = server
         .http
         .get(down["downloadUrl"].as_str().unwrap())
@@ -125,6 +126,9 @@ async fn signed_uploads(backend: Backend) {
         .unwrap();
     assert_eq!(got.len(), 48 * 1024 * 1024);
     assert!(got.iter().all(|b| *b == 7));
+    let peak_grown = proc_kib(&server, "VmHWM").saturating_sub(peak);
+    println!("its 48 MiB download: server peak RSS grew {peak_grown} KiB");
+    assert!(peak_grown < 32 * 1024, "peak RSS grew {peak_grown} KiB");
     assert_eq!(server.ok("GET", "/healthz", None).await["status"], "ok");
 }
 

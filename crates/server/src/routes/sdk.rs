@@ -120,7 +120,12 @@ pub async fn signed_get(
     State(s): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (content_type, bytes) = s.services.signed_download(&token).await?;
+    let (content_type, pieces) = s.services.signed_download(&token).await?;
+    let bytes =
+        axum::body::Body::from_stream(futures::stream::unfold(pieces, |mut pieces| async move {
+            let piece = pieces.recv().await?;
+            Some((piece.map_err(std::io::Error::other), pieces))
+        }));
     // Downloads come from this origin: never render them in a browser.
     Ok((
         [
