@@ -571,10 +571,21 @@ struct TrailInner {
     accesses: Vec<Access>,
     more: usize,
     changes: Vec<serde_json::Value>,
-    /// The request (action, client address), for an audit entry written with a change.
-    request: Option<(String, Option<String>)>,
+    /// The request (action, client address, request id), for an audit entry written with a
+    /// change.
+    request: Option<RequestContext>,
     /// How many changes the entry committed with them covered.
     audited_changes: Option<usize>,
+}
+
+/// The request a trail belongs to, as its audit entry names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// `METHOD /route`.
+    pub action: String,
+    /// The client's address.
+    pub from: Option<String>,
+    pub request_id: Option<String>,
 }
 
 /// Decisions kept per request; beyond it only a count is kept.
@@ -611,13 +622,13 @@ impl Trail {
     pub fn changes(&self) -> Vec<serde_json::Value> {
         self.0.lock().map(|t| t.changes.clone()).unwrap_or_default()
     }
-    /// Names the request this trail belongs to (action, client address).
-    pub fn set_request(&self, action: &str, from: Option<&str>) {
+    /// Names the request this trail belongs to.
+    pub fn set_request(&self, request: RequestContext) {
         if let Ok(mut t) = self.0.lock() {
-            t.request = Some((action.to_owned(), from.map(str::to_owned)));
+            t.request = Some(request);
         }
     }
-    pub fn request(&self) -> Option<(String, Option<String>)> {
+    pub fn request(&self) -> Option<RequestContext> {
         self.0.lock().ok().and_then(|t| t.request.clone())
     }
     /// Records that the request's audit entry was committed with its changes so far.

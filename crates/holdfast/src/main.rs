@@ -471,6 +471,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         limits,
         policies: Arc::default(),
         vault: Arc::new(Vault::new(kms)),
+        kms_check: Arc::default(),
     };
     services
         .upgrade_access_control()

@@ -12,9 +12,11 @@ use crate::{ApiError, AppState};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use holdfast_core::authz::RequestContext;
 use holdfast_services::ServiceError;
 use holdfast_services::audit::{auth_failure_entry, changed_something, request_entry};
 use std::net::SocketAddr;
+use tracing::Instrument;
 
 fn bearer(req: &Request) -> Result<&str, ServiceError> {
     let header = req.headers().get(axum::http::header::AUTHORIZATION).ok_or(
@@ -69,25 +71,31 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     // The handler and the audit entry run in a task of their own, so that a client that
     // hangs up mid-request cannot stop a change from being audited (dropping this future
     // does not drop the task).
+    principal.trail.set_request(RequestContext {
+        action,
+        from,
+        request_id: req
+            .extensions()
+            .get::<crate::edge::RequestId>()
+            .map(|r| r.0.clone()),
+    });
     let task = async move {
-        let from = from.as_deref();
         let _in_flight = match state.key_limiter.enter(&principal.key_id) {
             Ok(guard) => guard,
-            Err(e) => return finish(&state, &principal, &action, from, e.into_response()).await,
+            Err(e) => return finish(&state, &principal, e.into_response()).await,
         };
         if writes_rows(req.method(), &route)
             && let Err(e) = state.services.may_write_rows(&principal).await
         {
             // Decided from the path: the body is never read.
             let response = ApiError(e).into_response();
-            return finish(&state, &principal, &action, from, response).await;
+            return finish(&state, &principal, response).await;
         }
-        principal.trail.set_request(&action, from);
         req.extensions_mut().insert(principal.clone());
         let response = next.run(req).await;
-        finish(&state, &principal, &action, from, response).await
+        finish(&state, &principal, response).await
     };
-    match tokio::spawn(task).await {
+    match tokio::spawn(task.instrument(tracing::Span::current())).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
@@ -170,22 +178,18 @@ fn writes_rows(method: &axum::http::Method, route: &str) -> bool {
 async fn finish(
     state: &AppState,
     principal: &holdfast_services::Principal,
-    action: &str,
-    from: Option<&str>,
-    response: Response,
+    mut response: Response,
 ) -> Response {
     let services = &state.services;
+    response.extensions_mut().insert(crate::edge::Caller {
+        user_id: principal.user_id.clone(),
+        key_id: principal.key_id.clone(),
+    });
     if response.status().is_success() && principal.trail.audited() {
         // Its entry was committed with the rows it wrote.
         return response;
     }
-    let entry = request_entry(
-        principal,
-        services.now(),
-        action,
-        response.status().as_u16(),
-        from,
-    );
+    let entry = request_entry(principal, services.now(), response.status().as_u16());
     if changed_something(principal) {
         if let Err(e) = services.audit.record_durable(entry).await {
             tracing::error!(error = %e, "a change was made but its audit entry was not written");

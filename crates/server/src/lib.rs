@@ -4,6 +4,7 @@
 
 mod auth;
 mod browser;
+pub mod edge;
 mod error;
 mod extract;
 pub mod listen;
@@ -53,12 +54,15 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Outermost last: compression, then the request context (request id, JSON errors,
+    // access log), then the browser guard, then the routes.
     routes::router(state.clone())
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             browser::guard,
         ))
+        .layer(axum::middleware::from_fn(edge::request_context))
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .with_state(state)
 }

@@ -128,9 +128,10 @@ impl Services {
     ) -> Result<holdfast_core::xact::XactId> {
         principal.trail.change(change);
         let now = self.now();
-        let entry = principal.trail.request().map(|(action, from)| {
-            request_entry(principal, now.clone(), &action, 200, from.as_deref())
-        });
+        let entry = principal
+            .trail
+            .request()
+            .map(|_| request_entry(principal, now.clone(), 200));
         let audited = entry.is_some();
         let xact = self
             .store
@@ -175,13 +176,9 @@ impl Services {
 }
 
 /// The entry for one authenticated request.
-pub fn request_entry(
-    principal: &Principal,
-    at: String,
-    action: &str,
-    status: u16,
-    from: Option<&str>,
-) -> NewAuditEntry {
+pub fn request_entry(principal: &Principal, at: String, status: u16) -> NewAuditEntry {
+    let request = principal.trail.request().unwrap_or_default();
+    let (action, from) = (request.action.as_str(), request.from.as_deref());
     let (accesses, more) = principal.trail.snapshot();
     let changes = principal.trail.changes();
     let primary = accesses.iter().find(|a| a.allowed && a.id.is_some());
@@ -198,6 +195,9 @@ pub fn request_entry(
     }
     if !changes.is_empty() {
         set(detail.as_object_mut(), "changes", Value::Array(changes));
+    }
+    if let Some(id) = &request.request_id {
+        set(detail.as_object_mut(), "request_id", json!(id));
     }
     NewAuditEntry {
         at,

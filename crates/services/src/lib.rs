@@ -9,6 +9,7 @@ pub mod audit;
 pub mod blobs;
 pub mod error;
 pub mod export;
+pub mod health;
 pub mod ingest;
 pub mod keyfile;
 pub mod keys;
@@ -115,6 +116,8 @@ pub struct Services {
     pub policies: Arc<access::PolicyCache>,
     pub audit: audit::AuditLog,
     pub vault: Arc<vault::Vault>,
+    /// The last readiness check of the KMS.
+    pub kms_check: Arc<health::KmsCheck>,
 }
 
 impl Services {

@@ -174,6 +174,11 @@ impl RowIndex {
         }
     }
 
+    /// Versions committed but not yet in `row_index` (the tail).
+    pub(crate) fn lag(&self) -> usize {
+        self.lock().len
+    }
+
     pub(crate) fn needs_catch_up(&self, idle: bool) -> bool {
         let len = self.lock().len;
         self.deferred && (len >= self.catch_up_rows || (idle && len > 0))

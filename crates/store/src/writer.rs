@@ -206,6 +206,41 @@ impl Store {
             .ok_or_else(|| StoreError::WriteFailed("no transaction id".into()))
     }
 
+    /// Waits for the row writer to take and commit an empty job (a readiness check); an
+    /// error when it has stopped.
+    pub async fn ping_writer(&self) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            groups: Vec::new(),
+            rows: 0,
+            now: String::new(),
+            audit: Vec::new(),
+            reply,
+        };
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer
+            .await
+            .map_err(|_| StoreError::WriterStopped)?
+            .map(|_| ())
+    }
+
+    /// Versions committed but not yet in the row index; they are read from memory until a
+    /// catch-up writes them, so a growing number means catch-ups fail.
+    pub fn index_lag(&self) -> usize {
+        self.index.lag()
+    }
+
+    /// A trivial read (a readiness check).
+    pub async fn ping(&self) -> Result<()> {
+        crate::db::with_pool!(&self.read, |p, DB| {
+            sqlx::query("SELECT 1").execute(p).await?;
+            Ok(())
+        })
+    }
+
     /// Appends audit entries with the next group commit; returns once they are durable.
     pub(crate) async fn write_audit(&self, audit: Vec<NewAuditEntry>) -> Result<()> {
         if audit.is_empty() {

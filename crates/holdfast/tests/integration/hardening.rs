@@ -128,6 +128,17 @@ async fn signed_uploads(backend: Backend) {
     assert!(got.iter().all(|b| *b == 7));
     let peak_grown = proc_kib(&server, "VmHWM").saturating_sub(peak);
     println!("its 48 MiB download: server peak RSS grew {peak_grown} KiB");
+    // Compressed, as the SDKs ask for it, the stream ends cleanly too.
+    let gz = server
+        .http
+        .get(down["downloadUrl"].as_str().unwrap())
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let compressed = gz.bytes().await.unwrap();
+    assert!(!compressed.is_empty() && compressed.len() < 1024 * 1024);
     assert!(peak_grown < 32 * 1024, "peak RSS grew {peak_grown} KiB");
     assert_eq!(server.ok("GET", "/healthz", None).await["status"], "ok");
 }

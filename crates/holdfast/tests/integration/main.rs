@@ -33,4 +33,5 @@ mod crash;
 mod export;
 mod hardening;
 mod harness;
+mod operations;
 mod secrets;

@@ -12,6 +12,7 @@ use axum::routing::{get, post, put};
 fn public() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(sdk::healthz))
+        .route("/readyz", get(sdk::readyz))
         .route("/version", get(sdk::version))
         .route("/signed/{token}", put(sdk::signed_put).get(sdk::signed_get))
 }

@@ -23,6 +23,17 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 when every readiness check passes, else 503; the body names each check.
+pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let (ready, body) = s.services.readiness().await;
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
 pub async fn version(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -121,11 +132,14 @@ pub async fn signed_get(
     Path(token): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (content_type, pieces) = s.services.signed_download(&token).await?;
-    let bytes =
-        axum::body::Body::from_stream(futures::stream::unfold(pieces, |mut pieces| async move {
+    // Fused: the compression layer may poll the stream again after its end.
+    let bytes = axum::body::Body::from_stream(futures::StreamExt::fuse(futures::stream::unfold(
+        pieces,
+        |mut pieces| async move {
             let piece = pieces.recv().await?;
             Some((piece.map_err(std::io::Error::other), pieces))
-        }));
+        },
+    )));
     // Downloads come from this origin: never render them in a browser.
     Ok((
         [
