@@ -287,7 +287,12 @@ impl Services {
     /// An unauthenticated PUT to a signed upload URL, already checked by
     /// [`Services::upload_grant`]: claims the grant's one use, then streams the body into
     /// place within the grant's size and the organization's quota.
-    pub async fn signed_upload<S, C, E>(&self, grant: &Grant, body: S) -> Result<u64>
+    pub async fn signed_upload<S, C, E>(
+        &self,
+        grant: &Grant,
+        body: S,
+        from: Option<&str>,
+    ) -> Result<u64>
     where
         S: futures::Stream<Item = std::result::Result<C, E>> + Unpin,
         C: AsRef<[u8]>,
@@ -308,6 +313,14 @@ impl Services {
                 "this upload URL has been used already".into(),
             ));
         }
+        // Audited before a byte is stored, and again with the outcome.
+        self.audit_transfer(
+            grant,
+            "signed upload",
+            json!({"max_bytes": limit.max_bytes, "from": from}),
+            true,
+        )
+        .await?;
         let lookup = holdfast_core::authz::system_org_lookup(&why, &grant.org_id);
         let used = self.store.blob_usage(&lookup).await?.max(0) as u64;
         let room = self.limits.org_blob_quota_bytes.saturating_sub(used);
@@ -327,6 +340,12 @@ impl Services {
         self.store
             .finish_upload(&why, &grant.org_id, kind, &grant.key, size, expires)
             .await?;
+        let outcome = match &stored {
+            Ok(n) => json!({"bytes": n, "from": from}),
+            Err(e) => json!({"error": e.to_string(), "from": from}),
+        };
+        self.audit_transfer(grant, "signed upload done", outcome, false)
+            .await?;
         match stored {
             Err(ServiceError::TooLarge(_)) if room < limit.max_bytes => {
                 Err(ServiceError::QuotaExceeded(format!(
@@ -343,6 +362,7 @@ impl Services {
     pub async fn signed_download(
         &self,
         token: &str,
+        from: Option<&str>,
     ) -> Result<(
         String,
         tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>,
@@ -353,6 +373,8 @@ impl Services {
         let bytes = self
             .blobs
             .get_stream(&grant.org_id, grant.kind, &grant.key)
+            .await?;
+        self.audit_transfer(&grant, "signed download", json!({"from": from}), false)
             .await?;
         // Only a plain `type/subtype` is echoed back; anything else is served as bytes.
         let content_type = grant
@@ -368,7 +390,43 @@ impl Services {
         Ok((content_type, bytes))
     }
 
-    /// Removes unused grants and unconsumed overflow batches past their expiry, with their
+    /// Records a transfer through a signed URL: whoever holds the URL acts, so the entry
+    /// names the organization, the blob and the grant, not a user. `durable`: written before
+    /// this returns (before an upload stores anything).
+    async fn audit_transfer(
+        &self,
+        grant: &Grant,
+        action: &str,
+        mut detail: Value,
+        durable: bool,
+    ) -> Result<()> {
+        crate::admin::set(detail.as_object_mut(), "by", json!("signed url"));
+        crate::admin::set(detail.as_object_mut(), "expires", json!(grant.expires));
+        let entry = holdfast_store::NewAuditEntry {
+            at: self.now(),
+            org_id: Some(grant.org_id.clone()),
+            actor_id: None,
+            key_id: None,
+            action: action.to_owned(),
+            object_type: Some(
+                match grant.kind {
+                    BlobKind::Attachment => "attachment",
+                    BlobKind::Overflow => "overflow",
+                }
+                .to_owned(),
+            ),
+            object_id: Some(grant.key.clone()),
+            detail,
+        };
+        if durable {
+            self.audit.record_durable(entry).await
+        } else {
+            self.audit.record(entry).await;
+            Ok(())
+        }
+    }
+
+    /// Removes unused grants and unconsumed overflow batches past their
     /// blobs; returns how many. The server runs it every half `upload_ttl_seconds`, at least
     /// once a minute.
     pub async fn expire_uploads(&self) -> Result<usize> {

@@ -141,6 +141,22 @@ async fn signed_uploads(backend: Backend) {
     assert!(!compressed.is_empty() && compressed.len() < 1024 * 1024);
     assert!(peak_grown < 32 * 1024, "peak RSS grew {peak_grown} KiB");
     assert_eq!(server.ok("GET", "/healthz", None).await["status"], "ok");
+    // Transfers through signed URLs are audited: the upload before a byte is stored, its
+    // outcome, and each download.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = server.audit_rows().await;
+    for action in ["signed upload", "signed upload done", "signed download"] {
+        assert!(
+            rows.iter()
+                .any(|(a, d, _)| a == action && d.contains("signed url")),
+            "no {action:?} entry"
+        );
+    }
+    assert!(
+        rows.iter()
+            .any(|(a, d, _)| a == "signed upload done" && d.contains("50331648")),
+        "the stored size is recorded"
+    );
 }
 
 /// High 2: merges are linear and capped, and the worst a tenant may send does not hold the

@@ -4,7 +4,7 @@
 use crate::extract::{Authed, BaseUrl, JsonBody};
 use crate::{ApiError, AppState};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use holdfast_core::object::ObjectType;
@@ -108,6 +108,7 @@ pub async fn attachment_download(
 pub async fn signed_put(
     State(s): State<AppState>,
     Path(token): Path<String>,
+    ConnectInfo(from): ConnectInfo<std::net::SocketAddr>,
     body: axum::body::Body,
 ) -> Reply {
     use futures::StreamExt;
@@ -123,15 +124,20 @@ pub async fn signed_put(
             )),
         }
     });
-    s.services.signed_upload(&grant, Box::pin(chunks)).await?;
+    let from = Some(from.ip().to_string());
+    s.services
+        .signed_upload(&grant, Box::pin(chunks), from.as_deref())
+        .await?;
     Ok(Json(json!({})))
 }
 
 pub async fn signed_get(
     State(s): State<AppState>,
     Path(token): Path<String>,
+    ConnectInfo(from): ConnectInfo<std::net::SocketAddr>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (content_type, pieces) = s.services.signed_download(&token).await?;
+    let from = Some(from.ip().to_string());
+    let (content_type, pieces) = s.services.signed_download(&token, from.as_deref()).await?;
     // Fused: the compression layer may poll the stream again after its end.
     let bytes = axum::body::Body::from_stream(futures::StreamExt::fuse(futures::stream::unfold(
         pieces,
