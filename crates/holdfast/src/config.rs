@@ -167,7 +167,7 @@ impl CommonArgs {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment
-            .merge(Env::prefixed("HOLDFAST_").ignore(&["LOG"]))
+            .merge(Env::prefixed("HOLDFAST_").ignore(&["LOG", "LOG_FORMAT"]))
             .merge(Serialized::globals(Overrides {
                 tls_cert,
                 tls_key,

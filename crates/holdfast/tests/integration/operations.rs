@@ -92,6 +92,66 @@ async fn readiness(backend: Backend) {
     }
 }
 
+/// `HOLDFAST_LOG_FORMAT=json`: one JSON object per line; the access line carries the route,
+/// status, key id and the request id; no line carries the key itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HOLDFAST_LOG", "info")
+        .env("HOLDFAST_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let key = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("export BRAINTRUST_API_KEY=")
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let http = reqwest::Client::new();
+    let t = std::time::Instant::now();
+    loop {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/v1/project"))
+            .bearer_auth(&key)
+            .header("x-request-id", "log-check-1")
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "holdfast::access" && l["span"]["request_id"] == "log-check-1")
+        .unwrap_or_else(|| panic!("no access line in {err}"));
+    assert_eq!(access["fields"]["route"], "/v1/project", "{access}");
+    assert_eq!(access["fields"]["status"], 200, "{access}");
+    assert_eq!(access["fields"]["key_id"].as_str().unwrap(), &key[3..35]);
+    assert!(!err.contains(&key));
+}
+
 mod run {
     use super::backends;
     on_all_backends!(request_ids_and_json_errors, readiness);
