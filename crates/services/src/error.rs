@@ -44,7 +44,12 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound(what) => Self::NotFound(what.to_owned()),
             StoreError::Conflict(msg) => Self::Conflict(msg),
             StoreError::InvalidRow(msg) => Self::BadRequest(msg),
-            StoreError::WrongPermission => Self::Forbidden("the operation is not allowed".into()),
+            // A pass that does not carry the decision the store needs is a programmer
+            // error, not a refusal: a 500, logged.
+            StoreError::WrongPermission => {
+                tracing::error!("a store call was made with a pass that does not allow it");
+                Self::Internal("a store call was made with the wrong pass".into())
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::Internal(other.to_string())
