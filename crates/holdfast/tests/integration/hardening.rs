@@ -854,7 +854,8 @@ async fn lows(backend: Backend) {
         .filter(|(action, _, _)| action == "auth.failure")
         .collect();
     println!("100 failed authentications: {} audited", failures.len());
-    assert!(failures.len() <= 30, "{}", failures.len());
+    // 30 a minute per address: two minutes at most if the flood straddles a minute's end.
+    assert!(failures.len() <= 60, "{}", failures.len());
     assert!(failures.iter().all(|(_, detail, key)| {
         key.as_deref() == made["id"].as_str() || key.is_none() && !detail.contains(&fake_id)
     }));
