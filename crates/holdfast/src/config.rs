@@ -74,6 +74,8 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Origins (`scheme://host[:port]`) that may call the API from a browser.
     pub cors_allowed_origins: Vec<String>,
+    /// `/metrics` is served to requests bearing this token, and not at all without one.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -115,6 +117,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
+            metrics_token: None,
         }
     }
 }

@@ -472,6 +472,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         policies: Arc::default(),
         vault: Arc::new(Vault::new(kms)),
         kms_check: Arc::default(),
+        rows_written: Arc::default(),
     };
     services
         .upgrade_access_control()
@@ -530,7 +531,8 @@ async fn serve(settings: Settings) -> Result<()> {
         settings.public_url.as_deref().map(Arc::from),
         settings.cors_allowed_origins.clone(),
         tls.is_some(),
-    );
+    )
+    .with_metrics_token(settings.metrics_token.as_deref());
     let background = {
         let services = state.services.clone();
         tokio::spawn(async move {

@@ -64,7 +64,11 @@ pub fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
@@ -102,6 +106,12 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", v);
     }
     let caller = response.extensions().get::<Caller>().cloned();
+    state.metrics.observe(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     span.in_scope(|| {
         tracing::info!(
             target: "holdfast::access",

@@ -8,6 +8,7 @@ pub mod edge;
 mod error;
 mod extract;
 pub mod listen;
+pub mod metrics;
 mod routes;
 
 use axum::Router;
@@ -31,6 +32,10 @@ pub struct AppState {
     pub key_limiter: Arc<auth::KeyLimiter>,
     /// Failed authentications audited per client address.
     pub failure_limiter: Arc<auth::FailureLimiter>,
+    /// Request counts and latencies for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The bearer token `/metrics` needs; without one it is not served.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -49,7 +54,15 @@ impl AppState {
             body_budget: extract::BodyBudget::new(limits.max_inflight_body_bytes),
             key_limiter: Arc::new(auth::KeyLimiter::new(limits.max_requests_per_key)),
             failure_limiter: Arc::default(),
+            metrics: Arc::default(),
+            metrics_token: None,
         }
+    }
+
+    /// Serves `/metrics` to requests that carry `token`.
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics_token = token.filter(|t| !t.is_empty()).map(Arc::from);
+        self
     }
 }
 
@@ -62,7 +75,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             browser::guard,
         ))
-        .layer(axum::middleware::from_fn(edge::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::request_context,
+        ))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .with_state(state)
 }

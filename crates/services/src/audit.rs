@@ -133,6 +133,7 @@ impl Services {
             .request()
             .map(|_| request_entry(principal, now.clone(), 200));
         let audited = entry.is_some();
+        let rows: usize = writes.iter().map(|(_, r)| r.len()).sum();
         let xact = self
             .store
             .write_rows_audited(writes, &now, entry.into_iter().collect())
@@ -140,6 +141,8 @@ impl Services {
         if audited {
             principal.trail.mark_audited();
         }
+        self.rows_written
+            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(xact)
     }
 

@@ -118,9 +118,15 @@ pub struct Services {
     pub vault: Arc<vault::Vault>,
     /// The last readiness check of the KMS.
     pub kms_check: Arc<health::KmsCheck>,
+    /// Row versions written by requests since start (for `/metrics`).
+    pub rows_written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Services {
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn now(&self) -> String {
         format_timestamp(self.clock.now())
     }

@@ -152,7 +152,68 @@ async fn json_logs() {
     assert!(!err.contains(&key));
 }
 
+/// `/metrics`: served only with the token; the exposition passes Prometheus's own checker
+/// (`promtool check metrics`, from Debian's prometheus, installed by scripts/test.sh).
+async fn metrics(backend: Backend) {
+    let server = Server::start_with(backend, &[("HOLDFAST_METRICS_TOKEN", "scrape-me")]).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "m"})))
+        .await;
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"project_id": p["id"], "log_id": "g", "input": 1}]})),
+        )
+        .await;
+    let scrape = |token: Option<&str>| {
+        let mut req = server.http.get(format!("{}/metrics", server.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    for token in [None, Some("wrong"), Some(server.key.as_str())] {
+        assert_eq!(scrape(token).await.unwrap().status(), 404, "{token:?}");
+    }
+    let r = scrape(Some("scrape-me")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(
+            "holdfast_http_requests_total{method=\"POST\",route=\"/logs3\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("holdfast_rows_written_total 1\n"), "{text}");
+    assert!(
+        text.contains("holdfast_http_request_duration_seconds_count{route=\"/v1/project\"} 1"),
+        "{text}"
+    );
+    use std::io::Write;
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus; scripts/test.sh installs it)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(request_ids_and_json_errors, readiness);
+    on_all_backends!(request_ids_and_json_errors, readiness, metrics);
 }

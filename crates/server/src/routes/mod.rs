@@ -13,6 +13,7 @@ fn public() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(sdk::healthz))
         .route("/readyz", get(sdk::readyz))
+        .route("/metrics", get(crate::metrics::serve_metrics))
         .route("/version", get(sdk::version))
         .route("/signed/{token}", put(sdk::signed_put).get(sdk::signed_get))
 }
