@@ -3,8 +3,8 @@
 //! Served only when `metrics_token` is set, and only to a request carrying it as a bearer
 //! token (compared in constant time); otherwise `/metrics` is a 404 like any unknown route.
 //! Counted per request by the edge layer: requests by method, route and status, and a
-//! latency histogram per route. Read at each scrape: rows written, index lag, connections and
-//! the uptime. Route labels are route templates (`/v1/project/{id}`), never raw paths, so
+//! latency histogram per route. Read at each scrape: rows written, the row writer's group
+//! commits (count, requests and rows in them, time spent), index lag and uptime. Route labels are route templates (`/v1/project/{id}`), never raw paths, so
 //! their number is bounded by the route table.
 
 use axum::extract::{Request, State};
@@ -127,7 +127,32 @@ fn render(state: &crate::AppState) -> String {
         }
     }
     let services = &state.services;
+    let (commits, jobs, rows, seconds) = services.store.writer_stats().totals();
     for (name, kind, help, value) in [
+        (
+            "holdfast_writer_commits_total",
+            "counter",
+            "Group commits of the row writer.",
+            commits as f64,
+        ),
+        (
+            "holdfast_writer_requests_total",
+            "counter",
+            "Requests committed by the row writer (per commit: the group size).",
+            jobs as f64,
+        ),
+        (
+            "holdfast_writer_rows_total",
+            "counter",
+            "Rows committed by the row writer.",
+            rows as f64,
+        ),
+        (
+            "holdfast_writer_commit_seconds_total",
+            "counter",
+            "Time the row writer spent committing groups.",
+            seconds,
+        ),
         (
             "holdfast_rows_written_total",
             "counter",

@@ -53,6 +53,8 @@ pub struct Store {
     /// The key audit chains are linked under (see `holdfast_core::audit`); set once by
     /// [`Store::set_audit_key`] before anything is audited.
     pub(crate) audit_key: AuditKey,
+    /// What the row writer has done (for metrics).
+    pub(crate) writer_stats: Arc<crate::writer::WriterStats>,
 }
 
 /// The audit key, shared with the row writer.
@@ -192,13 +194,20 @@ impl Store {
         let write = Pools::Sqlite(write);
         let index = Arc::new(index);
         let audit_key = AuditKey::default();
+        let writer_stats = Arc::<crate::writer::WriterStats>::default();
         let store = Self {
             read: Pools::Sqlite(read),
-            writer: crate::writer::spawn_writer(write.clone(), index.clone(), audit_key.clone())?,
+            writer: crate::writer::spawn_writer(
+                write.clone(),
+                index.clone(),
+                audit_key.clone(),
+                writer_stats.clone(),
+            )?,
             write,
             index,
             checkpointer: Some(checkpointer),
             audit_key,
+            writer_stats,
         };
         store.migrate().await?;
         let indexed = crate::writer::index_after_start(&store.write).await?;
@@ -215,13 +224,20 @@ impl Store {
         let write = Pools::Postgres(pool.clone());
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
         let audit_key = AuditKey::default();
+        let writer_stats = Arc::<crate::writer::WriterStats>::default();
         let store = Self {
             read: Pools::Postgres(pool),
-            writer: crate::writer::spawn_writer(write.clone(), index.clone(), audit_key.clone())?,
+            writer: crate::writer::spawn_writer(
+                write.clone(),
+                index.clone(),
+                audit_key.clone(),
+                writer_stats.clone(),
+            )?,
             write,
             index,
             checkpointer: None,
             audit_key,
+            writer_stats,
         };
         store.migrate().await?;
         Ok(store)

@@ -39,7 +39,7 @@ pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRec
 pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
-pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES};
+pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -74,6 +74,37 @@ pub(crate) struct Job {
 
 pub(crate) type WriterHandle = mpsc::Sender<Job>;
 
+/// Totals of the row writer's group commits, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    commits: std::sync::atomic::AtomicU64,
+    jobs: std::sync::atomic::AtomicU64,
+    rows: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl WriterStats {
+    fn record(&self, jobs: usize, rows: usize, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.jobs.fetch_add(jobs as u64, Relaxed);
+        self.rows.fetch_add(rows as u64, Relaxed);
+        self.micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// (group commits, requests they held, rows they held, seconds spent committing).
+    pub fn totals(&self) -> (u64, u64, u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.commits.load(Relaxed),
+            self.jobs.load(Relaxed),
+            self.rows.load(Relaxed),
+            self.micros.load(Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
 fn version(
     row_id: &str,
     row: Option<&Map<String, Value>>,
@@ -227,6 +258,11 @@ impl Store {
             .map(|_| ())
     }
 
+    /// What the row writer has done since start.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.writer_stats
+    }
+
     /// Versions committed but not yet in the row index; they are read from memory until a
     /// catch-up writes them, so a growing number means catch-ups fail.
     pub fn index_lag(&self) -> usize {
@@ -270,6 +306,7 @@ pub(crate) fn spawn_writer(
     pools: Pools,
     index: Arc<RowIndex>,
     audit_key: crate::db::AuditKey,
+    stats: Arc<WriterStats>,
 ) -> Result<WriterHandle> {
     let (tx, rx) = mpsc::channel::<Job>(1024);
     // The writer gets a thread and a runtime of its own: on the shared runtime it would wait
@@ -281,7 +318,7 @@ pub(crate) fn spawn_writer(
         .map_err(|e| StoreError::WriteFailed(format!("cannot start the writer: {e}")))?;
     std::thread::Builder::new()
         .name("holdfast-writer".into())
-        .spawn(move || runtime.block_on(writer_loop(pools, index, audit_key, rx)))
+        .spawn(move || runtime.block_on(writer_loop(pools, index, audit_key, stats, rx)))
         .map_err(|e| StoreError::WriteFailed(format!("cannot start the writer: {e}")))?;
     Ok(tx)
 }
@@ -290,6 +327,7 @@ async fn writer_loop(
     pools: Pools,
     index: Arc<RowIndex>,
     audit_key: crate::db::AuditKey,
+    stats: Arc<WriterStats>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     loop {
@@ -321,7 +359,9 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let results = commit_group(&pools, &index, &audit_key, &jobs).await;
+        stats.record(jobs.len(), rows, started.elapsed());
         for (job, result) in jobs.into_iter().zip(results) {
             // A requester that went away no longer needs its answer.
             let _ = job.reply.send(result);

@@ -186,6 +186,12 @@ async fn metrics(backend: Backend) {
         "{text}"
     );
     assert!(text.contains("holdfast_rows_written_total 1\n"), "{text}");
+    let commits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("holdfast_writer_commits_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(commits >= 1.0, "{text}");
     assert!(
         text.contains("holdfast_http_request_duration_seconds_count{route=\"/v1/project\"} 1"),
         "{text}"
