@@ -4,6 +4,7 @@
 
 use crate::aead::DataKey;
 use crate::kms::{Kms, Wrapped};
+use crate::retry::Outcome;
 use crate::sigv4::{self, Credentials};
 use crate::{CryptoError, Result};
 use base64::Engine;
@@ -91,35 +92,30 @@ impl AwsKms {
     }
 
     /// One call of the KMS JSON API.
+    /// Retried as `crate::retry` allows (encrypt and decrypt are idempotent).
     pub async fn call(&self, target: &str, body: Value) -> Result<Value> {
         let body = body.to_string();
+        let text = crate::retry::retry(|| self.attempt(target, &body)).await?;
+        serde_json::from_str(&text).map_err(|e| CryptoError::Kms(format!("{target}: {e}")))
+    }
+
+    async fn attempt(&self, target: &str, body: &str) -> Outcome<String, CryptoError> {
         #[allow(clippy::disallowed_methods)] // request signing needs the real time
         let now = time::OffsetDateTime::now_utc();
+        let signed = match self.sign(target, body, now) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Fail(e),
+        };
         let mut req = self
             .http
             .post(format!("{}/", self.endpoint))
-            .body(body.clone());
-        for (k, v) in self.sign(target, &body, now)? {
+            .body(body.to_owned());
+        for (k, v) in signed {
             if k != "host" {
                 req = req.header(k, v);
             }
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CryptoError::Kms(format!("{target}: {e}")))?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| CryptoError::Kms(format!("{target}: {e}")))?;
-        if !status.is_success() {
-            return Err(CryptoError::Kms(format!(
-                "{target} answered {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
-        }
-        serde_json::from_str(&text).map_err(|e| CryptoError::Kms(format!("{target}: {e}")))
+        crate::retry::http_outcome(target, req).await
     }
 
     fn context(context: &str) -> Value {

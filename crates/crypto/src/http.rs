@@ -252,29 +252,22 @@ impl HttpKms {
         }
     }
 
+    /// Retried as `crate::retry` allows (wrap and unwrap are idempotent).
     async fn post(&self, wrap: bool, body: Value) -> Result<Value> {
-        let token = self.token.get().await?;
-        let mut req = self.http.post(self.url(wrap)).json(&body);
-        req = match self.flavor {
-            Flavor::Vault => req.header("x-vault-token", token.expose_secret()),
-            _ => req.bearer_auth(token.expose_secret()),
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CryptoError::Kms(format!("{:?}: {e}", self.flavor)))?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| CryptoError::Kms(format!("{:?}: {e}", self.flavor)))?;
-        if !status.is_success() {
-            return Err(CryptoError::Kms(format!(
-                "{:?} answered {status}: {}",
-                self.flavor,
-                text.chars().take(300).collect::<String>()
-            )));
-        }
+        let what = format!("{:?}", self.flavor);
+        let text = crate::retry::retry(|| async {
+            let token = match self.token.get().await {
+                Ok(t) => t,
+                Err(e) => return crate::retry::Outcome::Fail(e),
+            };
+            let mut req = self.http.post(self.url(wrap)).json(&body);
+            req = match self.flavor {
+                Flavor::Vault => req.header("x-vault-token", token.expose_secret()),
+                _ => req.bearer_auth(token.expose_secret()),
+            };
+            crate::retry::http_outcome(&what, req).await
+        })
+        .await?;
         serde_json::from_str(&text).map_err(|e| CryptoError::Kms(e.to_string()))
     }
 }

@@ -19,6 +19,7 @@ pub mod aws;
 pub mod http;
 pub mod kms;
 pub mod local;
+pub mod retry;
 #[cfg(feature = "aws")]
 pub mod sigv4;
 pub mod stream;

@@ -97,43 +97,63 @@ impl S3 {
         )
     }
 
+    /// Sends one request, retried as `holdfast_crypto::retry` allows (every request here is
+    /// a GET, PUT, HEAD or DELETE of one object: idempotent); the last answer is returned,
+    /// whatever its status.
     async fn send(
         &self,
         method: reqwest::Method,
         name: &str,
-        mut headers: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<reqwest::Response> {
+        use holdfast_crypto::retry::{Outcome, retry, retryable_status};
         let path = self.path(name);
         let payload = sigv4::sha256_hex(&body);
-        headers.push(("x-amz-content-sha256".into(), payload.clone()));
-        #[allow(clippy::disallowed_methods)] // request signing needs the real time
-        let now = time::OffsetDateTime::now_utc();
-        let signed = sigv4::sign(
-            sigv4::Request {
-                method: method.as_str(),
-                host: &self.host,
-                path: &path,
-                query: "",
-                headers,
-                payload_sha256: &payload,
-            },
-            &self.config.credentials,
-            &self.config.region,
-            "s3",
-            now,
-        )
-        .map_err(|e| failed("signing", e))?;
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.origin))
-            .body(body);
-        for (k, v) in signed {
-            if k != "host" {
-                req = req.header(k, v);
+        let body = bytes::Bytes::from(body);
+        retry(|| async {
+            let mut headers = headers.clone();
+            headers.push(("x-amz-content-sha256".into(), payload.clone()));
+            #[allow(clippy::disallowed_methods)] // request signing needs the real time
+            let now = time::OffsetDateTime::now_utc();
+            let signed = match sigv4::sign(
+                sigv4::Request {
+                    method: method.as_str(),
+                    host: &self.host,
+                    path: &path,
+                    query: "",
+                    headers,
+                    payload_sha256: &payload,
+                },
+                &self.config.credentials,
+                &self.config.region,
+                "s3",
+                now,
+            ) {
+                Ok(s) => s,
+                Err(e) => return Outcome::Fail(failed("signing", e)),
+            };
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.origin))
+                .body(body.clone());
+            for (k, v) in signed {
+                if k != "host" {
+                    req = req.header(k, v);
+                }
             }
-        }
-        req.send().await.map_err(|e| failed(method.as_str(), e))
+            match req.send().await {
+                Ok(r) if retryable_status(r.status().as_u16()) => {
+                    Outcome::Retry(Self::refuse(method.as_str(), r).await)
+                }
+                Ok(r) => Outcome::Done(r),
+                Err(e) if e.is_connect() || e.is_timeout() => {
+                    Outcome::Retry(failed(method.as_str(), e))
+                }
+                Err(e) => Outcome::Fail(failed(method.as_str(), e)),
+            }
+        })
+        .await
     }
 
     async fn refuse(what: &str, resp: reqwest::Response) -> ServiceError {

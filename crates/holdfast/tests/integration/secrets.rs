@@ -803,6 +803,20 @@ mod doubles {
         key: Arc<holdfast_crypto::DataKey>,
         calls: Arc<AtomicUsize>,
         tokens: Arc<AtomicUsize>,
+        /// Calls still to answer with 503 (a service having a bad moment).
+        fail_next: Arc<AtomicUsize>,
+    }
+
+    impl Double {
+        fn unavailable(&self) -> Result<(), StatusCode> {
+            let taken = self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if taken.is_ok() {
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            Ok(())
+        }
     }
 
     type Reply = Result<Json<Value>, StatusCode>;
@@ -844,6 +858,7 @@ mod doubles {
         Path(rest): Path<String>,
         Json(b): Json<Value>,
     ) -> Reply {
+        d.unavailable()?;
         authorized(&h)?;
         let aad = b64(&b, "additionalAuthenticatedData").unwrap_or_default();
         if rest.ends_with(":encrypt") {
@@ -864,6 +879,7 @@ mod doubles {
         Path((name, version, op)): Path<(String, String, String)>,
         Json(b): Json<Value>,
     ) -> Reply {
+        d.unavailable()?;
         authorized(&h)?;
         let value = b["value"]
             .as_str()
@@ -885,6 +901,7 @@ mod doubles {
         Path((_mount, op, key)): Path<(String, String, String)>,
         Json(b): Json<Value>,
     ) -> Reply {
+        d.unavailable()?;
         authorized(&h)?;
         let ctx = b64(&b, "context").unwrap_or_default();
         match op.as_str() {
@@ -941,13 +958,14 @@ mod doubles {
 
     /// Serves all three, and the two metadata services, on a loopback port; returns its base
     /// URL, a counter of KMS calls and one of tokens handed out.
-    pub async fn start() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    pub async fn start() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let d = Double {
             key: Arc::new(holdfast_crypto::DataKey::generate().unwrap()),
             calls: Arc::new(AtomicUsize::new(0)),
             tokens: Arc::new(AtomicUsize::new(0)),
+            fail_next: Arc::new(AtomicUsize::new(0)),
         };
-        let (calls, tokens) = (d.calls.clone(), d.tokens.clone());
+        let (calls, tokens, fail_next) = (d.calls.clone(), d.tokens.clone(), d.fail_next.clone());
         let app = axum::Router::new()
             .route("/v1/projects/{*rest}", post(gcp))
             .route("/keys/{name}/{version}/{op}", post(azure))
@@ -963,14 +981,14 @@ mod doubles {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        (url, calls, tokens)
+        (url, calls, tokens, fail_next)
     }
 }
 
 /// GCP Cloud KMS, Azure Key Vault and Vault transit, each against a local double of its API.
 #[tokio::test(flavor = "multi_thread")]
 async fn http_kms_providers() {
-    let (base, calls, tokens) = doubles::start().await;
+    let (base, calls, tokens, fail_next) = doubles::start().await;
     let azure_key = format!("{base}/keys/holdfast/v1");
     for (kms, key, endpoint, token_var) in [
         (
@@ -1005,6 +1023,19 @@ async fn http_kms_providers() {
                 .starts_with("all 1 secrets decrypt"),
             "{kms}"
         );
+        // Two 503s in a row are retried through; a KMS that keeps failing is named.
+        fail_next.store(2, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            server
+                .cli_line(&["secrets", "verify"])
+                .starts_with("all 1 secrets decrypt"),
+            "{kms}: retried"
+        );
+        fail_next.store(1000, std::sync::atomic::Ordering::SeqCst);
+        let out = server.cli(&["secrets", "verify"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success() && err.contains("503"), "{kms}: {err}");
+        fail_next.store(0, std::sync::atomic::Ordering::SeqCst);
         let text = std::fs::read_to_string(server.data_dir().join("storage.key")).unwrap();
         assert!(
             text.contains(&format!("\"kek_id\":\"{kms}:{key}\"")),
