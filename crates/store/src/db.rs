@@ -193,22 +193,7 @@ impl Store {
         tokio::spawn(checkpoint_loop(checkpointer.clone()));
         let write = Pools::Sqlite(write);
         let index = Arc::new(index);
-        let audit_key = AuditKey::default();
-        let writer_stats = Arc::<crate::writer::WriterStats>::default();
-        let store = Self {
-            read: Pools::Sqlite(read),
-            writer: crate::writer::spawn_writer(
-                write.clone(),
-                index.clone(),
-                audit_key.clone(),
-                writer_stats.clone(),
-            )?,
-            write,
-            index,
-            checkpointer: Some(checkpointer),
-            audit_key,
-            writer_stats,
-        };
+        let store = Self::assemble(Pools::Sqlite(read), write, index, Some(checkpointer))?;
         store.migrate().await?;
         let indexed = crate::writer::index_after_start(&store.write).await?;
         store.index.set_committed(indexed);
@@ -223,22 +208,7 @@ impl Store {
             .await?;
         let write = Pools::Postgres(pool.clone());
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
-        let audit_key = AuditKey::default();
-        let writer_stats = Arc::<crate::writer::WriterStats>::default();
-        let store = Self {
-            read: Pools::Postgres(pool),
-            writer: crate::writer::spawn_writer(
-                write.clone(),
-                index.clone(),
-                audit_key.clone(),
-                writer_stats.clone(),
-            )?,
-            write,
-            index,
-            checkpointer: None,
-            audit_key,
-            writer_stats,
-        };
+        let store = Self::assemble(Pools::Postgres(pool), write, index, None)?;
         store.migrate().await?;
         Ok(store)
     }
@@ -256,6 +226,31 @@ impl Store {
                 Pools::Postgres(p) => p.close().await,
             }
         }
+    }
+
+    /// The store around its pools, with its row writer started.
+    fn assemble(
+        read: Pools,
+        write: Pools,
+        index: Arc<RowIndex>,
+        checkpointer: Option<SqlitePool>,
+    ) -> Result<Self> {
+        let audit_key = AuditKey::default();
+        let writer_stats = Arc::<crate::writer::WriterStats>::default();
+        Ok(Self {
+            read,
+            writer: crate::writer::spawn_writer(
+                write.clone(),
+                index.clone(),
+                audit_key.clone(),
+                writer_stats.clone(),
+            )?,
+            write,
+            index,
+            checkpointer,
+            audit_key,
+            writer_stats,
+        })
     }
 
     /// Sets the key the audit chains are linked under (once; later calls keep the first).

@@ -240,22 +240,7 @@ impl Store {
     /// Waits for the row writer to take and commit an empty job (a readiness check); an
     /// error when it has stopped.
     pub async fn ping_writer(&self) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            groups: Vec::new(),
-            rows: 0,
-            now: String::new(),
-            audit: Vec::new(),
-            reply,
-        };
-        self.writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer
-            .await
-            .map_err(|_| StoreError::WriterStopped)?
-            .map(|_| ())
+        self.submit_audit_only(Vec::new()).await
     }
 
     /// What the row writer has done since start.
@@ -282,6 +267,11 @@ impl Store {
         if audit.is_empty() {
             return Ok(());
         }
+        self.submit_audit_only(audit).await
+    }
+
+    /// Hands the writer a job without rows and waits for its commit.
+    async fn submit_audit_only(&self, audit: Vec<NewAuditEntry>) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             groups: Vec::new(),
