@@ -346,7 +346,11 @@ async fn connections_are_bounded(backend: Backend) {
         }
     }
     let t = Instant::now();
-    let fresh = reqwest::Client::new();
+    // Every wait is bounded: a request that is never answered fails the test, naming it.
+    let fresh = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let healthy = loop {
         if let Ok(r) = fresh.get(format!("{}/healthz", server.url)).send().await
             && r.status() == 200
@@ -381,7 +385,11 @@ async fn connections_are_bounded(backend: Backend) {
     // Two requests of one key in flight: a third is refused, another key is served.
     let mut second = partial("/logs3");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (s, b) = server.call("GET", "/v1/project", Some(&key), None).await;
+    let (s, b) = within(
+        "a third request of the key",
+        server.call("GET", "/v1/project", Some(&key), None),
+    )
+    .await;
     assert_error(s, &b, 429, "rate_limited");
     let other = server.member_key("eng@example.test", "Engineers");
     assert_eq!(
@@ -395,9 +403,21 @@ async fn connections_are_bounded(backend: Backend) {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     let _ = read_reply(&mut second, Duration::from_secs(5));
     assert_eq!(
-        server.call("GET", "/v1/project", Some(&key), None).await.0,
+        within(
+            "the key's request once the others ended",
+            server.call("GET", "/v1/project", Some(&key), None)
+        )
+        .await
+        .0,
         200
     );
+}
+
+/// Awaits `f`, failing the test if it takes over 15 s.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(15), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 15 s"))
 }
 
 /// Medium 6: inviting members leads no further than the inviter already reaches.
