@@ -44,8 +44,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one finished request.
+    /// Counts one finished request. Methods outside the standard set count as `OTHER`:
+    /// a client may send any method name, and each would otherwise add a series.
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        let method = KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER");
         if let Ok(mut r) = self.requests.lock() {
             *r.entry((method.to_owned(), route.to_owned(), status))
                 .or_default() += 1;
@@ -202,4 +205,21 @@ pub async fn serve_metrics(State(state): State<crate::AppState>, req: Request) -
         render(&state),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.observe(&format!("X{i}"), "/v1/project", 405, 0.001);
+        }
+        m.observe("GET", "/v1/project", 200, 0.001);
+        let r = m.requests.lock().unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[&("OTHER".to_owned(), "/v1/project".to_owned(), 405)], 100);
+    }
 }
