@@ -3,6 +3,7 @@
 #   - the Python SDK (braintrust 0.48.1, autoevals 0.4.1) into compat/.venv from compat/requirements.txt
 #   - the JS SDK (braintrust 3.35.0) into compat/js/node_modules from compat/js/package-lock.json
 #   - moto 5.2.5 (its KMS server) into compat/.moto-venv from compat/moto-requirements.txt
+#   - schemathesis 4.32.5 into compat/.schemathesis-venv from compat/schemathesis-requirements.txt
 #   - promtool, from Debian's prometheus 2.42.0+ds-5+deb12u1, to check the /metrics exposition
 # Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db).
 set -euo pipefail
@@ -17,6 +18,11 @@ if [ ! -x compat/.moto-venv/bin/python ]; then
   python3 -m venv compat/.moto-venv
 fi
 compat/.moto-venv/bin/pip install --quiet --disable-pip-version-check -r compat/moto-requirements.txt
+# Schemathesis, which fuzzes the API from its OpenAPI description.
+if [ ! -x compat/.schemathesis-venv/bin/python ]; then
+  python3 -m venv compat/.schemathesis-venv
+fi
+compat/.schemathesis-venv/bin/pip install --quiet --disable-pip-version-check -r compat/schemathesis-requirements.txt
 (cd compat/js && BT_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 if ! command -v promtool >/dev/null 2>&1; then
   pkg="prometheus=2.42.0+ds-5+deb12u1"

@@ -95,7 +95,7 @@ impl AwsKms {
     /// Retried as `crate::retry` allows (encrypt and decrypt are idempotent).
     pub async fn call(&self, target: &str, body: Value) -> Result<Value> {
         let body = body.to_string();
-        let text = crate::retry::retry(|| self.attempt(target, &body)).await?;
+        let text = crate::retry::retry("kms", || self.attempt(target, &body)).await?;
         serde_json::from_str(&text).map_err(|e| CryptoError::Kms(format!("{target}: {e}")))
     }
 

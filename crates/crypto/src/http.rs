@@ -255,7 +255,7 @@ impl HttpKms {
     /// Retried as `crate::retry` allows (wrap and unwrap are idempotent).
     async fn post(&self, wrap: bool, body: Value) -> Result<Value> {
         let what = format!("{:?}", self.flavor);
-        let text = crate::retry::retry(|| async {
+        let text = crate::retry::retry("kms", || async {
             let token = match self.token.get().await {
                 Ok(t) => t,
                 Err(e) => return crate::retry::Outcome::Fail(e),

@@ -6,8 +6,10 @@
 //! 429 or 5xx. Every call made through it is idempotent (KMS encrypt and decrypt; S3 GET, PUT,
 //! HEAD and DELETE of one object), so a retry after a lost answer changes nothing twice.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub const ATTEMPTS: u32 = 3;
 pub const BACKOFF: Duration = Duration::from_millis(100);
@@ -33,21 +35,74 @@ fn wait(failures: u32) -> Duration {
     full.mul_f64(1.0 - jitter / 2.0)
 }
 
+/// Upper bounds, in seconds, of the buckets of [`CallStats::buckets`].
+pub const CALL_BUCKETS: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Calls to one outside service, counted since the process started.
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    pub ok: u64,
+    pub failed: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// Calls that took at most each bound of [`CALL_BUCKETS`], retries included.
+    pub buckets: [u64; CALL_BUCKETS.len()],
+    pub seconds: f64,
+}
+
+static CALLS: Mutex<BTreeMap<&'static str, CallStats>> = Mutex::new(BTreeMap::new());
+
+fn record(service: &'static str, ok: bool, retries: u32, seconds: f64) {
+    if let Ok(mut calls) = CALLS.lock() {
+        let s = calls.entry(service).or_default();
+        if ok {
+            s.ok += 1;
+        } else {
+            s.failed += 1;
+        }
+        s.retries += u64::from(retries);
+        s.seconds += seconds;
+        for (bucket, bound) in s.buckets.iter_mut().zip(CALL_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+}
+
+/// Calls made through [`retry`] so far, by service (`kms`, `s3`).
+pub fn call_stats() -> Vec<(&'static str, CallStats)> {
+    CALLS
+        .lock()
+        .map(|c| c.iter().map(|(k, v)| (*k, v.clone())).collect())
+        .unwrap_or_default()
+}
+
 /// Runs `attempt` until it is done, fails for good, or has failed [`ATTEMPTS`] times (the
-/// last error is returned).
-pub async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+/// last error is returned). The call is counted under `service` in [`call_stats`].
+pub async fn retry<T, E, F, Fut>(service: &'static str, mut attempt: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Outcome<T, E>>,
 {
+    let started = Instant::now();
+    let done =
+        |ok: bool, failures: u32| record(service, ok, failures, started.elapsed().as_secs_f64());
     let mut failures = 0;
     loop {
         match attempt().await {
-            Outcome::Done(v) => return Ok(v),
-            Outcome::Fail(e) => return Err(e),
+            Outcome::Done(v) => {
+                done(true, failures);
+                return Ok(v);
+            }
+            Outcome::Fail(e) => {
+                done(false, failures);
+                return Err(e);
+            }
             Outcome::Retry(e) => {
                 failures += 1;
                 if failures >= ATTEMPTS {
+                    done(false, failures - 1);
                     return Err(e);
                 }
                 tokio::time::sleep(wait(failures)).await;
@@ -95,7 +150,7 @@ mod tests {
 
     async fn run(fail_first: u32, retryable: bool) -> (Result<u32, String>, u32) {
         let tries = AtomicU32::new(0);
-        let out = retry(|| async {
+        let out = retry("test", || async {
             let n = tries.fetch_add(1, Ordering::SeqCst) + 1;
             if n <= fail_first {
                 let e = format!("failure {n}");
@@ -118,6 +173,13 @@ mod tests {
         assert_eq!(run(2, true).await, (Ok(3), 3));
         assert_eq!(run(5, true).await, (Err("failure 3".into()), 3));
         assert_eq!(run(1, false).await, (Err("failure 1".into()), 1));
+        // Counted: five calls, two failed, 2 + 2 retries.
+        let (_, stats) = call_stats()
+            .into_iter()
+            .find(|(s, _)| *s == "test")
+            .unwrap_or_default();
+        assert_eq!((stats.ok, stats.failed, stats.retries), (2, 2, 4));
+        assert!(stats.buckets.last().is_some_and(|n| *n == 4));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct Settings {
     pub cors_allowed_origins: Vec<String>,
     /// `/metrics` is served to requests bearing this token, and not at all without one.
     pub metrics_token: Option<String>,
+    /// Also serve `/metrics` (only) on this address, over plain HTTP, for a scraper on a
+    /// private network: without a token unless `metrics_token` is set.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Settings {
@@ -118,6 +121,7 @@ impl Default for Settings {
             tls_key: None,
             cors_allowed_origins: Vec::new(),
             metrics_token: None,
+            metrics_listen: None,
         }
     }
 }

@@ -347,8 +347,7 @@ fn open_kms(settings: &Settings) -> Result<AnyKms> {
     }
 }
 
-const STORAGE_CONTEXT: &str = "holdfast-storage";
-const PEPPER_CONTEXT: &str = "holdfast-pepper";
+use holdfast_services::kek::{PEPPER_CONTEXT, STORAGE_CONTEXT};
 
 /// The API-key pepper, kept wrapped by the KMS in `pepper.wrapped`. A raw `pepper.key` from
 /// an older store is wrapped and then removed.
@@ -559,6 +558,27 @@ async fn serve(settings: Settings) -> Result<()> {
             }
         })
     };
+    let metrics_server = match &settings.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for /metrics on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+            let app = holdfast_server::metrics::router(state.clone());
+            let limits = holdfast_server::listen::ConnLimits {
+                max_connections: 16,
+                ..settings.conn_limits()
+            };
+            Some(tokio::spawn(async move {
+                if let Err(e) =
+                    holdfast_server::listen::serve(listener, app, None, limits, shutdown()).await
+                {
+                    tracing::error!(error = %e, "the /metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let services = state.services.clone();
     let app = holdfast_server::router(state);
     if let (Some(config), Some(cert), Some(key)) = (&tls, &settings.tls_cert, &settings.tls_key) {
@@ -596,6 +616,9 @@ async fn serve(settings: Settings) -> Result<()> {
     holdfast_server::listen::serve(listener, app, tls, limits, shutdown()).await?;
     background.abort();
     sweeper.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     services.keys.flush_usage(&services.store).await;
     services.audit.flush().await;
     Ok(())
@@ -767,73 +790,31 @@ async fn run(cli: Cli) -> Result<()> {
                 write_key(key.expose_secret())?;
             }
             KeysAction::RotateKek { common } => {
-                let services = open(&common.settings(None)?).await?;
+                let settings = common.settings(None)?;
+                let services = open(&settings).await?;
                 services
                     .record_operator_command("keys rotate-kek", None, json!({}))
                     .await?;
-                if let AnyKms::Local(local) = services.vault.kms() {
-                    let id = local.rotate()?;
+                let done = services
+                    .rotate_kek(&settings.data_dir, &exports_dir(&settings))
+                    .await?;
+                if let Some(id) = &done.new_kek {
                     say!(err, "new key-encryption key {id}");
                 }
-                let n = services.vault.rewrap_all(&services.store).await?;
-                let settings = common.settings(None)?;
-                let kms = services.vault.kms();
-                for (file, context) in [
-                    ("pepper.wrapped", PEPPER_CONTEXT),
-                    ("storage.key", STORAGE_CONTEXT),
-                ] {
-                    if keyfile::rewrap(kms, &settings.data_dir.join(file), context).await? {
-                        say!(err, "re-wrapped {file}");
-                    }
+                for file in &done.files {
+                    say!(err, "re-wrapped {file}");
                 }
-                let exports =
-                    holdfast_services::export::rewrap_exports(kms, &exports_dir(&settings)).await?;
-                if exports > 0 {
-                    say!(err, "re-wrapped the keys of {exports} exports");
+                if done.exports > 0 {
+                    say!(err, "re-wrapped the keys of {} exports", done.exports);
                 }
-                say!("re-wrapped {n} data keys");
+                say!("re-wrapped {} data keys", done.data_keys);
             }
             KeysAction::RetireKek { common, id } => {
                 let settings = common.settings(None)?;
                 let services = open(&settings).await?;
-                let AnyKms::Local(local) = services.vault.kms() else {
-                    bail!("only the local KMS keeps key-encryption keys in files");
-                };
-                if holdfast_crypto::Kms::current_kek(local)? == id {
-                    bail!(
-                        "{id} is the current key-encryption key; `holdfast keys rotate-kek` makes a new one"
-                    );
-                }
-                if !local.ids()?.contains(&id) {
-                    bail!(
-                        "no key-encryption key {id} in {}",
-                        settings.data_dir.join("kms").display()
-                    );
-                }
-                for file in ["pepper.wrapped", "storage.key"] {
-                    if keyfile::kek_of(&settings.data_dir.join(file))?.as_deref() == Some(&id) {
-                        bail!(
-                            "{file} is still wrapped by {id}; run `holdfast keys rotate-kek` first"
-                        );
-                    }
-                }
-                let exports =
-                    holdfast_services::export::exports_wrapped_by(&exports_dir(&settings), &id)?;
-                if !exports.is_empty() {
-                    bail!(
-                        "the keys of exports {} are still wrapped by {id}; run `holdfast keys rotate-kek` first",
-                        exports.join(", ")
-                    );
-                }
-                if services.vault.kek_in_use(&services.store, &id).await? {
-                    bail!(
-                        "data keys are still wrapped by {id}; run `holdfast keys rotate-kek` first"
-                    );
-                }
                 services
-                    .record_operator_command("keys retire-kek", None, json!({"kek_id": id}))
+                    .retire_kek(&settings.data_dir, &exports_dir(&settings), &id)
                     .await?;
-                local.retire(&id)?;
                 say!("retired {id}");
             }
             KeysAction::RotateDek { common, org } => {

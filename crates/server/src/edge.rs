@@ -20,6 +20,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
+use holdfast_api::ErrorCode;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -44,23 +45,22 @@ fn valid_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// The stable code for an error status the framework produced.
-pub fn code_for(status: StatusCode) -> &'static str {
+/// The code for an error status the framework produced rather than a handler.
+pub fn code_for(status: StatusCode) -> ErrorCode {
     match status.as_u16() {
-        400 => "bad_request",
-        401 => "unauthenticated",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "body_timeout",
-        409 => "conflict",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        422 => "invalid_request",
-        429 => "rate_limited",
-        503 => "server_busy",
-        500..=599 => "internal",
-        _ => "error",
+        400 => ErrorCode::BadRequest,
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::BodyTimeout,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::BodyTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        422 => ErrorCode::InvalidField,
+        429 => ErrorCode::RateLimited,
+        503 => ErrorCode::ServerBusy,
+        _ => ErrorCode::Internal,
     }
 }
 

@@ -1,10 +1,10 @@
-//! The error table of the edge: every failure becomes `{"error": {"code", "message"}}` with a
-//! stable snake_case code and a status. Internal details are logged, not returned.
+//! Errors as responses: every failure becomes an [`ErrorBody`] with its code and status from
+//! the error table ([`holdfast_api::ErrorCode`]). Internal details are logged, not returned.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use holdfast_api::{ErrorBody, ErrorDetail};
 use holdfast_services::ServiceError;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError(pub ServiceError);
@@ -23,21 +23,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self.0 {
-            ServiceError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ServiceError::QuotaExceeded(_) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "storage_quota_exceeded")
-            }
-            ServiceError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ServiceError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
-            ServiceError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
+        let code = self.0.code();
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = match &self.0 {
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -45,11 +33,15 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (
-            status,
-            axum::Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                field: self.0.field_name().map(str::to_owned),
+                request_id: None,
+            },
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 "www-authenticate",

@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use holdfast_services::{Principal, ServiceError};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -94,11 +95,137 @@ async fn read_json(
 ) -> Result<Value, ApiError> {
     let bytes = read_body(req, state).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return empty
-            .ok_or_else(|| ApiError::bad("request body is empty; a JSON object is required"));
+        return empty.ok_or_else(|| {
+            ApiError(ServiceError::InvalidJson(
+                "request body is empty; a JSON object is required".into(),
+            ))
+        });
     }
     holdfast_services::json_values_within(&bytes, state.services.limits.max_json_values)?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(ServiceError::InvalidJson(format!("invalid JSON body: {e}"))))
+}
+
+/// Reads `value` as a `T`, naming the field that does not fit.
+pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        ApiError(field_error(&path, &message, false))
+    })
+}
+
+/// The error for a value at `path` (serde's `a.b[0]` form, `.` for the top) that did not
+/// deserialize. A missing field is reported at its parent: its name is taken from the message.
+fn field_error(path: &str, message: &str, in_query: bool) -> ServiceError {
+    let mut field = if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    };
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let named = missing.or_else(|| {
+        message
+            .strip_prefix("duplicate field `")
+            .and_then(|rest| rest.split('`').next())
+    });
+    if let Some(name) = named {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(name);
+    }
+    if field.is_empty() {
+        return if in_query {
+            ServiceError::bad(format!("invalid query string: {message}"))
+        } else {
+            ServiceError::InvalidJson(format!("the body must be a JSON object: {message}"))
+        };
+    }
+    let message = match missing {
+        Some(_) => format!("`{field}` is required"),
+        None => format!("`{field}`: {message}"),
+    };
+    ServiceError::InvalidField {
+        field,
+        message,
+        in_query,
+    }
+}
+
+/// A JSON body checked against its wire type `T` at the edge, with the JSON as received
+/// (services still read some bodies field by field).
+pub struct Checked<T>(pub T, pub Value);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Checked<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = read_json(req, state, None).await?;
+        Ok(Self(typed(&value)?, value))
+    }
+}
+
+/// Like [`Checked`], for routes where an empty body means `{}`.
+pub struct CheckedOrEmpty<T>(pub T, pub Value);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for CheckedOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = read_json(req, state, Some(Value::Object(Default::default()))).await?;
+        Ok(Self(typed(&value)?, value))
+    }
+}
+
+/// A query string read as `T`, naming the parameter that does not fit.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        // PostgreSQL cannot hold NUL: refused here, the same on every backend.
+        if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError(ServiceError::InvalidField {
+                message: format!("`{name}` may not contain the NUL character"),
+                field: name.into_owned(),
+                in_query: true,
+            }));
+        }
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de)
+            .map(Self)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError(field_error(&path, &e.into_inner().to_string(), true))
+            })
+    }
+}
+
+/// The `{id}` (or other single) parameter of a route's path.
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError(ServiceError::InvalidPath(e.body_text())))
+            .and_then(|p| match p.0.contains('\0') {
+                true => Err(ApiError(ServiceError::InvalidPath(
+                    "path parameters may not contain the NUL character".into(),
+                ))),
+                false => Ok(Self(p.0)),
+            })
+    }
 }
 
 /// A JSON body.
@@ -109,19 +236,6 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(Self(read_json(req, state, None).await?))
-    }
-}
-
-/// A JSON body that may be empty (treated as `{}`).
-pub struct OptionalJson(pub Value);
-
-impl FromRequest<AppState> for OptionalJson {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            read_json(req, state, Some(Value::Object(Default::default()))).await?,
-        ))
     }
 }
 

@@ -16,6 +16,7 @@ use holdfast_services::Services;
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use routes::openapi;
 
 #[derive(Clone)]
 pub struct AppState {

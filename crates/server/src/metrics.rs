@@ -1,7 +1,11 @@
 //! Prometheus metrics, in the text exposition format, at `/metrics`.
 //!
-//! Served only when `metrics_token` is set, and only to a request carrying it as a bearer
-//! token (compared in constant time); otherwise `/metrics` is a 404 like any unknown route.
+//! On the API's address, served only when `metrics_token` is set, and only to a request
+//! carrying it as a bearer token (compared in constant time; 401 otherwise, 404 with no
+//! token configured). With `metrics_listen`, also served on a separate plain-HTTP address
+//! of its own, without a token unless one is configured. Also rendered: the policy and
+//! API-key caches' lookups by result, and calls to the KMS and S3 (outcomes, retries,
+//! latency).
 //! Counted per request by the edge layer: requests by method, route and status, and a
 //! latency histogram per route. Read at each scrape: rows written, the row writer's group
 //! commits (count, requests and rows in them, time spent), index lag and uptime. Route labels are route templates (`/v1/project/{id}`), never raw paths, so
@@ -130,6 +134,18 @@ fn render(state: &crate::AppState) -> String {
         }
     }
     let services = &state.services;
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_cache_lookups_total Lookups of the policy and API-key caches, by result."
+    );
+    let _ = writeln!(out, "# TYPE holdfast_cache_lookups_total counter");
+    for (cache, result, n) in services.cache_stats() {
+        let _ = writeln!(
+            out,
+            "holdfast_cache_lookups_total{{cache=\"{cache}\",result=\"{result}\"}} {n}"
+        );
+    }
+    render_outbound(&mut out);
     let (commits, jobs, rows, seconds) = services.store.writer_stats().totals();
     for (name, kind, help, value) in [
         (
@@ -182,29 +198,145 @@ fn render(state: &crate::AppState) -> String {
     out
 }
 
+/// Calls to the KMS and S3: outcomes, retries and a latency histogram, by service.
+fn render_outbound(out: &mut String) {
+    use holdfast_crypto::retry::{CALL_BUCKETS, call_stats};
+    let stats = call_stats();
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_outbound_calls_total Calls to the KMS and S3, by service and outcome \
+         (after retries)."
+    );
+    let _ = writeln!(out, "# TYPE holdfast_outbound_calls_total counter");
+    for (service, s) in &stats {
+        for (outcome, n) in [("ok", s.ok), ("error", s.failed)] {
+            let _ = writeln!(
+                out,
+                "holdfast_outbound_calls_total{{service=\"{service}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_outbound_retries_total Attempts after the first, by service."
+    );
+    let _ = writeln!(out, "# TYPE holdfast_outbound_retries_total counter");
+    for (service, s) in &stats {
+        let _ = writeln!(
+            out,
+            "holdfast_outbound_retries_total{{service=\"{service}\"}} {}",
+            s.retries
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_outbound_call_duration_seconds Time of a call to the KMS or S3, \
+         retries included."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE holdfast_outbound_call_duration_seconds histogram"
+    );
+    for (service, s) in &stats {
+        let count = s.ok + s.failed;
+        for (bound, n) in CALL_BUCKETS.iter().zip(s.buckets) {
+            let _ = writeln!(
+                out,
+                "holdfast_outbound_call_duration_seconds_bucket{{service=\"{service}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "holdfast_outbound_call_duration_seconds_bucket{{service=\"{service}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "holdfast_outbound_call_duration_seconds_sum{{service=\"{service}\"}} {}",
+            s.seconds
+        );
+        let _ = writeln!(
+            out,
+            "holdfast_outbound_call_duration_seconds_count{{service=\"{service}\"}} {count}"
+        );
+    }
+}
+
+/// `/metrics`, described in the API.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<crate::AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(serve_metrics))
+}
+
+/// Prometheus metrics, to requests that carry the configured metrics token (401 without it;
+/// 404 to all when no token is configured).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("metrics_token" = [])),
+    responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn serve_metrics(State(state): State<crate::AppState>, req: Request) -> Response {
-    let given = req
-        .headers()
+    let Some(token) = &state.metrics_token else {
+        return crate::ApiError(holdfast_services::ServiceError::NotFound(
+            "metrics (no metrics_token is configured, so they are off)".into(),
+        ))
+        .into_response();
+    };
+    if !bearer_matches(&req, token) {
+        return needs_token();
+    }
+    exposition(&state)
+}
+
+fn bearer_matches(req: &Request, token: &str) -> bool {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let allowed = match (&state.metrics_token, given) {
-        (Some(token), Some(given)) => bool::from(subtle::ConstantTimeEq::ct_eq(
-            token.as_bytes(),
-            given.as_bytes(),
-        )),
-        _ => false,
-    };
-    if !allowed {
-        return crate::ApiError(holdfast_services::ServiceError::NotFound("route".into()))
-            .into_response();
-    }
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                token.as_bytes(),
+                given.as_bytes(),
+            ))
+        })
+}
+
+fn needs_token() -> Response {
+    crate::ApiError(holdfast_services::ServiceError::Unauthenticated(
+        "/metrics needs the configured metrics token",
+    ))
+    .into_response()
+}
+
+fn exposition(state: &crate::AppState) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&state),
+        render(state),
     )
         .into_response()
+}
+
+/// The router of the separate metrics address (`metrics_listen`): `/metrics` and nothing else.
+pub fn router(state: crate::AppState) -> axum::Router {
+    let (router, _) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(private_metrics))
+        .split_for_parts();
+    router
+        .fallback(|| async {
+            crate::ApiError(holdfast_services::ServiceError::NotFound("route".into()))
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::request_context,
+        ))
+        .with_state(state)
+}
+
+/// Prometheus metrics on the separate metrics address: open, unless a token is configured.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+async fn private_metrics(State(state): State<crate::AppState>, req: Request) -> Response {
+    match &state.metrics_token {
+        Some(token) if !bearer_matches(&req, token) => needs_token(),
+        _ => exposition(&state),
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use holdfast_core::authz::{
 use holdfast_core::object::ObjectType;
 use holdfast_store::{ObjectRecord, ProjectRecord};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,10 @@ struct Cached {
 #[derive(Default)]
 pub struct PolicyCache {
     entries: Mutex<HashMap<String, Cached>>,
+    /// Answered from the cache; confirmed current by the store's version; loaded again.
+    pub hits: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub misses: AtomicU64,
 }
 
 impl std::fmt::Debug for PolicyCache {
@@ -92,19 +97,34 @@ impl Services {
             && checked.elapsed() < POLICY_CHECK
             && policy.knows(&principal.user_id)
         {
+            self.policies.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(policy.clone());
         }
         let lookup = self.lookup(principal)?;
         if let Some((policy, version, _)) = cached
             && self.store.policy_version(&lookup).await? == version
         {
+            self.policies.revalidated.fetch_add(1, Ordering::Relaxed);
             self.policies.put(org, policy.clone(), version);
             return Ok(policy);
         }
+        self.policies.misses.fetch_add(1, Ordering::Relaxed);
         let (version, policy) = self.store.load_policy(&lookup).await?;
         let policy = Arc::new(policy);
         self.policies.put(org, policy.clone(), version);
         Ok(policy)
+    }
+
+    /// Lookups of the policy and API-key caches, as (cache, result, count).
+    pub fn cache_stats(&self) -> [(&'static str, &'static str, u64); 5] {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("policy", "hit", n(&self.policies.hits)),
+            ("policy", "revalidated", n(&self.policies.revalidated)),
+            ("policy", "miss", n(&self.policies.misses)),
+            ("api_key", "hit", n(&self.keys.cache_hits)),
+            ("api_key", "miss", n(&self.keys.cache_misses)),
+        ]
     }
 
     /// Drops the cached policy after a change made through this process.

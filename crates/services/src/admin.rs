@@ -48,13 +48,17 @@ fn str_list(body: &Map<String, Value>, field: &str) -> Result<Vec<String>> {
             .iter()
             .map(|v| {
                 v.as_str().map(str::to_owned).ok_or_else(|| {
-                    ServiceError::bad(format!("field `{field}` must be a list of strings"))
+                    ServiceError::field(
+                        field.to_string(),
+                        format!("field `{field}` must be a list of strings"),
+                    )
                 })
             })
             .collect(),
-        Some(_) => Err(ServiceError::bad(format!(
-            "field `{field}` must be a list of strings"
-        ))),
+        Some(_) => Err(ServiceError::field(
+            field.to_string(),
+            format!("field `{field}` must be a list of strings"),
+        )),
     }
 }
 
@@ -122,7 +126,12 @@ fn timestamp_field(body: &Map<String, Value>, field: &str) -> Result<Option<Stri
         None => Ok(None),
         Some(t) => parse_timestamp(t)
             .map(|t| Some(format_timestamp(t)))
-            .ok_or_else(|| ServiceError::bad(format!("field `{field}` must be an RFC 3339 time"))),
+            .ok_or_else(|| {
+                ServiceError::field(
+                    field.to_string(),
+                    format!("field `{field}` must be an RFC 3339 time"),
+                )
+            }),
     }
 }
 
@@ -201,7 +210,7 @@ impl Services {
                                 })
                         })
                         .collect::<Result<_>>()?,
-                    Some(_) => return Err(ServiceError::bad(format!("`{field}` must be a list"))),
+                    Some(_) => return Err(ServiceError::field(field.to_string(), format!("`{field}` must be a list"))),
                 };
                 let roles = str_list(body, &format!("{prefix}member_roles"))?;
                 let known = self.store.list_entities(&lookup, Entity::Role).await?;
@@ -228,7 +237,7 @@ impl Services {
         let body = body_obj(body)?;
         let name = opt_str(body, "name")?
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| ServiceError::bad("field `name` is required"))?;
+            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
         let perm = if replace {
             Permission::Update
         } else {
@@ -282,13 +291,21 @@ impl Services {
             let rm_m: Vec<Value> = match body.get(m) {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => a.clone(),
-                Some(_) => return Err(ServiceError::bad(format!("`{m}` must be a list"))),
+                Some(_) => {
+                    return Err(ServiceError::field(
+                        m.to_string(),
+                        format!("`{m}` must be a list"),
+                    ));
+                }
             };
             (rm_m, str_list(body, i)?)
         };
         let name = match opt_str(body, "name")? {
             Some(n) if n.trim().is_empty() => {
-                return Err(ServiceError::bad("field `name` must not be empty"));
+                return Err(ServiceError::field(
+                    "name",
+                    "field `name` must not be empty",
+                ));
             }
             n => n.map(str::to_owned),
         };
@@ -414,9 +431,9 @@ impl Services {
             }
         };
         let object_type = kind_field("object_type")?
-            .ok_or_else(|| ServiceError::bad("`object_type` is required"))?;
+            .ok_or_else(|| ServiceError::field("object_type", "`object_type` is required"))?;
         let object_id = opt_str(body, "object_id")?
-            .ok_or_else(|| ServiceError::bad("`object_id` is required"))?;
+            .ok_or_else(|| ServiceError::field("object_id", "`object_id` is required"))?;
         let subject = match (opt_str(body, "user_id")?, opt_str(body, "group_id")?) {
             (Some(u), None) => Subject::User(u.to_owned()),
             (None, Some(g)) => Subject::Group(g.to_owned()),
@@ -688,7 +705,7 @@ impl Services {
         let body = body_obj(body)?;
         let name = opt_str(body, "name")?
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| ServiceError::bad("field `name` is required"))?;
+            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
         let pass = self
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
@@ -806,7 +823,10 @@ impl Services {
         let capability = match opt_str(body, "capability")? {
             None => Capability::Full,
             Some(c) => Capability::parse(c).ok_or_else(|| {
-                ServiceError::bad("`capability` must be \"ingest\", \"read\" or \"full\"")
+                ServiceError::field(
+                    "capability",
+                    "`capability` must be \"ingest\", \"read\" or \"full\"",
+                )
             })?,
         };
         let caller = &principal.scope;
@@ -832,14 +852,20 @@ impl Services {
         };
         if let Some(ps) = &scope.projects {
             if ps.is_empty() {
-                return Err(ServiceError::bad("`project_ids` must not be empty"));
+                return Err(ServiceError::field(
+                    "project_ids",
+                    "`project_ids` must not be empty",
+                ));
             }
             // A project that does not exist and one the caller may not read answer alike.
             for p in ps {
                 self.project_pass(principal, p, Permission::Read, Kind::Project)
                     .await
                     .map_err(|_| {
-                        ServiceError::bad(format!("no project {p:?} that this credential reads"))
+                        ServiceError::field(
+                            "project_ids",
+                            format!("no project {p:?} that this credential reads"),
+                        )
                     })?;
             }
         }
@@ -847,7 +873,10 @@ impl Services {
         if let Some(t) = &expires_at
             && parse_timestamp(t).is_some_and(|t| t <= self.clock.now())
         {
-            return Err(ServiceError::bad("`expires_at` is in the past"));
+            return Err(ServiceError::field(
+                "expires_at",
+                "`expires_at` is in the past",
+            ));
         }
         Ok((scope, self.no_later_than_caller(principal, expires_at)))
     }
@@ -1083,7 +1112,7 @@ impl Services {
             .await?;
         let name = opt_str(body, "name")?
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| ServiceError::bad("field `name` is required"))?;
+            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
         let lookup = self.lookup(principal)?;
         let groups = self.store.list_entities(&lookup, Entity::Group).await?;
         let mut group_ids = str_list(body, "group_ids")?;

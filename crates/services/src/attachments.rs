@@ -34,7 +34,10 @@ fn check_org(principal: &Principal, org_id: Option<&str>) -> Result<()> {
 
 fn valid_key(key: &str) -> Result<&str> {
     if key.is_empty() || key.len() > 512 {
-        return Err(ServiceError::bad("`key` must be 1 to 512 characters"));
+        return Err(ServiceError::field(
+            "key",
+            "`key` must be 1 to 512 characters",
+        ));
     }
     Ok(key)
 }
@@ -140,7 +143,7 @@ impl Services {
         let body = obj(body)?;
         check_org(principal, opt_str(body, "org_id")?)?;
         let key = valid_key(
-            opt_str(body, "key")?.ok_or_else(|| ServiceError::bad("`key` is required"))?,
+            opt_str(body, "key")?.ok_or_else(|| ServiceError::field("key", "`key` is required"))?,
         )?;
         let filename = opt_str(body, "filename")?.unwrap_or("attachment");
         let content_type = opt_str(body, "content_type")?.unwrap_or("application/octet-stream");
@@ -191,14 +194,17 @@ impl Services {
         let body = obj(body)?;
         check_org(principal, opt_str(body, "org_id")?)?;
         let key = valid_key(
-            opt_str(body, "key")?.ok_or_else(|| ServiceError::bad("`key` is required"))?,
+            opt_str(body, "key")?.ok_or_else(|| ServiceError::field("key", "`key` is required"))?,
         )?;
         let status = body
             .get("status")
             .filter(|s| s.is_object())
-            .ok_or_else(|| ServiceError::bad("`status` must be an object"))?;
+            .ok_or_else(|| ServiceError::field("status", "`status` must be an object"))?;
         if status.to_string().len() > 16 * 1024 {
-            return Err(ServiceError::bad("`status` is limited to 16 KiB"));
+            return Err(ServiceError::field(
+                "status",
+                "`status` is limited to 16 KiB",
+            ));
         }
         let (_, pass) = self
             .attachment_pass(principal, key, Permission::Update, false)
@@ -245,7 +251,9 @@ impl Services {
             .get("size_bytes")
             .and_then(Value::as_u64)
             .filter(|s| *s > 0)
-            .ok_or_else(|| ServiceError::bad("`size_bytes` must be a positive integer"))?;
+            .ok_or_else(|| {
+                ServiceError::field("size_bytes", "`size_bytes` must be a positive integer")
+            })?;
         if size > self.limits.max_overflow_bytes {
             return Err(ServiceError::TooLarge(format!(
                 "overflow payloads are limited to {} bytes",

@@ -250,7 +250,12 @@ impl Services {
                 None => Ok(None),
                 Some(t) => parse_timestamp(t)
                     .map(|t| Some(format_timestamp(t)))
-                    .ok_or_else(|| ServiceError::bad(format!("`{k}` must be an RFC 3339 time"))),
+                    .ok_or_else(|| {
+                        ServiceError::query_param(
+                            k.to_string(),
+                            format!("`{k}` must be an RFC 3339 time"),
+                        )
+                    }),
             }
         };
         let limit = match q.get("limit") {
@@ -260,13 +265,17 @@ impl Services {
                 .ok()
                 .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
                 .ok_or_else(|| {
-                    ServiceError::bad(format!("`limit` must be from 1 to {AUDIT_PAGE_MAX}"))
+                    ServiceError::query_param(
+                        "limit",
+                        format!("`limit` must be from 1 to {AUDIT_PAGE_MAX}"),
+                    )
                 })?,
         };
         // A cursor names the last entry shown by its number in the organization's chain
         // (`c<n>`), or, for an entry from before chains were kept, by its old number
         // (`l<n>`); the global order is never shown.
-        let bad_cursor = || ServiceError::bad("`cursor` is not one this server returned");
+        let bad_cursor =
+            || ServiceError::query_param("cursor", "`cursor` is not one this server returned");
         let before_seq = match q.get("cursor") {
             None => None,
             Some(c) => {

@@ -1,5 +1,6 @@
 //! The services' error enum. The edge maps each variant to a stable code and status.
 
+use holdfast_api::ErrorCode;
 use holdfast_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,22 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A body field or query parameter that is missing, of the wrong type or out of range.
+    #[error("{message}")]
+    InvalidField {
+        field: String,
+        message: String,
+        in_query: bool,
+    },
+    /// A body that is not JSON, or is empty where an object is required.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// A malformed path parameter.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// A key past its expiry.
+    #[error("API key has expired")]
+    KeyExpired,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -35,6 +52,56 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn bad(msg: impl Into<String>) -> Self {
         Self::BadRequest(msg.into())
+    }
+
+    /// A body field that is wrong; `field` is its dotted path.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            message: message.into(),
+            in_query: false,
+        }
+    }
+
+    /// A query parameter that is wrong.
+    pub fn query_param(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            message: message.into(),
+            in_query: true,
+        }
+    }
+
+    /// The code of the error table this error is sent with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::KeyExpired => ErrorCode::KeyExpired,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::InvalidField {
+                in_query: false, ..
+            } => ErrorCode::InvalidField,
+            Self::InvalidField { in_query: true, .. } => ErrorCode::InvalidQuery,
+            Self::InvalidJson(_) => ErrorCode::InvalidJson,
+            Self::InvalidPath(_) => ErrorCode::InvalidPath,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::TooLarge(_) => ErrorCode::BodyTooLarge,
+            Self::QuotaExceeded(_) => ErrorCode::StorageQuotaExceeded,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::Busy(_) => ErrorCode::ServerBusy,
+            Self::Timeout(_) => ErrorCode::BodyTimeout,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The offending field or parameter, when there is one.
+    pub fn field_name(&self) -> Option<&str> {
+        match self {
+            Self::InvalidField { field, .. } => Some(field),
+            _ => None,
+        }
     }
 }
 

@@ -510,7 +510,7 @@ impl Services {
         let org = system_org_lookup(why, org_id);
         let mut part = w.part("projects.jsonl".into(), "projects", None)?;
         for p in projects {
-            part.line(&project_json(p))?;
+            part.line(&to_json(&project_json(p))?)?;
         }
         w.finish(part).await?;
         // Every object with rows: experiments, datasets and prompts, then each project's logs.
@@ -540,7 +540,7 @@ impl Services {
         }
         let mut part = w.part("objects.jsonl".into(), "objects", None)?;
         for o in &objects {
-            let mut v = object_json(o);
+            let mut v = to_json(&object_json(o))?;
             if let Some(m) = v.as_object_mut() {
                 m.insert("object_type".into(), json!(o.kind.as_str()));
             }
@@ -874,4 +874,8 @@ pub async fn rewrap_exports(kms: &AnyKms, dir: &Path) -> Result<usize> {
         n += 1;
     }
     Ok(n)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| ServiceError::Internal(e.to_string()))
 }

@@ -40,7 +40,10 @@ impl Services {
                     .ok_or_else(|| ServiceError::bad("overflow reference needs a `key`"))?;
                 self.ingest_overflow(principal, key).await
             }
-            _ => Err(ServiceError::bad("`rows` must be an array of row objects")),
+            _ => Err(ServiceError::field(
+                "rows",
+                "`rows` must be an array of row objects",
+            )),
         }
     }
 
@@ -204,7 +207,7 @@ impl Services {
         let items = body
             .get("feedback")
             .and_then(Value::as_array)
-            .ok_or_else(|| ServiceError::bad("`feedback` must be an array"))?;
+            .ok_or_else(|| ServiceError::field("feedback", "`feedback` must be an array"))?;
         let target = RowTarget {
             object_type: kind,
             object_id: id.to_owned(),

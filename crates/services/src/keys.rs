@@ -61,6 +61,9 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
     usage: Mutex<HashMap<String, Usage>>,
+    /// Verifications answered from the cache, and those that went to the store.
+    pub cache_hits: std::sync::atomic::AtomicU64,
+    pub cache_misses: std::sync::atomic::AtomicU64,
 }
 
 /// Uses of a key not yet written to the store.
@@ -147,6 +150,8 @@ impl KeyService {
             clock,
             cache: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            cache_hits: Default::default(),
+            cache_misses: Default::default(),
         }
     }
 
@@ -232,9 +237,13 @@ impl KeyService {
         let hash = self.mac(key_id, secret).map_err(unknown)?;
         let now = self.clock.now().unix_timestamp();
         if let Some(principal) = self.cached(&hash, now) {
+            self.cache_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.touch(&principal.key_id, from);
             return Ok(principal);
         }
+        self.cache_misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let why = SystemPass::new("authenticating an API key");
         let record = store
             .find_api_key(&why, key_id)
@@ -270,7 +279,7 @@ impl KeyService {
             None => None,
         };
         if expires_at.is_some_and(|e| e <= now) {
-            return Err(ServiceError::Unauthenticated("API key has expired"));
+            return Err(ServiceError::KeyExpired);
         }
         let capability = Capability::parse(&record.capability).ok_or(INVALID)?;
         let principal = Principal {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod health;
 pub mod ingest;
+pub mod kek;
 pub mod keyfile;
 pub mod keys;
 mod manifest_auth;
@@ -75,12 +76,22 @@ impl Default for Limits {
 }
 
 /// Counts the JSON values in `bytes` (a linear scan that stops past `limit`), so that a body
-/// is refused before it is parsed into far more memory than its size.
+/// is refused before it is parsed into far more memory than its size. Refuses strings that
+/// hold NUL (`\u0000`), which PostgreSQL cannot store: a body is refused the same way on
+/// every backend.
 pub fn json_values_within(bytes: &[u8], limit: usize) -> Result<()> {
     let (mut count, mut in_string, mut escaped) = (1usize, false, false);
-    for &b in bytes {
+    for (i, &b) in bytes.iter().enumerate() {
         if in_string {
             match (escaped, b) {
+                (true, b'u') => {
+                    escaped = false;
+                    if bytes.get(i + 1..i + 5) == Some(b"0000".as_slice()) {
+                        return Err(ServiceError::bad(
+                            "strings may not contain the NUL character (\\u0000)",
+                        ));
+                    }
+                }
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
                 (false, b'"') => in_string = false,

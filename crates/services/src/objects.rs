@@ -2,6 +2,9 @@
 //! prompts. REST and the SDKs' app-plane routes both call these.
 
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::objects::{
+    CreateObject, CreateProject, NamedObject, PatchObject, PatchProject, Project,
+};
 use holdfast_core::authz::{KeyScope, Kind, ObjectPass, Permission, Principal, SystemPass, Target};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::ObjectType;
@@ -35,19 +38,24 @@ pub fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ServiceError::bad(format!(
-            "field `{field}` must be a string"
-        ))),
+        Some(_) => Err(ServiceError::field(
+            field.to_string(),
+            format!("field `{field}` must be a string"),
+        )),
     }
 }
 
 fn required_name<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str> {
     match opt_str(body, field)? {
         Some(s) if !s.trim().is_empty() && s.len() <= 1024 => Ok(s),
-        Some(_) => Err(ServiceError::bad(format!(
-            "field `{field}` must be 1 to 1024 characters"
-        ))),
-        None => Err(ServiceError::bad(format!("field `{field}` is required"))),
+        Some(_) => Err(ServiceError::field(
+            field.to_string(),
+            format!("field `{field}` must be 1 to 1024 characters"),
+        )),
+        None => Err(ServiceError::field(
+            field.to_string(),
+            format!("field `{field}` is required"),
+        )),
     }
 }
 
@@ -64,15 +72,44 @@ fn pick(body: &Map<String, Value>, fields: &[(&str, FieldType)]) -> Result<Map<S
                     FieldType::Tags => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
                 };
             if !ok {
-                return Err(ServiceError::bad(format!(
-                    "field `{name}` must be {}",
-                    ty.describe()
-                )));
+                return Err(ServiceError::field(
+                    name.to_string(),
+                    format!("field `{name}` must be {}", ty.describe()),
+                ));
             }
             out.insert((*name).to_owned(), v.clone());
         }
     }
     Ok(out)
+}
+
+/// The stored fields of a typed body: those named in `fields` that it sets. With
+/// `keep_nulls` (a patch), a field set to null is kept, to clear the stored one.
+fn fields_of<T: serde::Serialize>(
+    body: &T,
+    fields: &[(&str, FieldType)],
+    keep_nulls: bool,
+) -> Result<Map<String, Value>> {
+    let Value::Object(all) =
+        serde_json::to_value(body).map_err(|e| ServiceError::Internal(e.to_string()))?
+    else {
+        return Ok(Map::new());
+    };
+    Ok(all
+        .into_iter()
+        .filter(|(k, v)| (keep_nulls || !v.is_null()) && fields.iter().any(|(f, _)| f == k))
+        .collect())
+}
+
+/// A name given in a body: 1 to 1024 characters, not blank.
+fn checked_name<'a>(field: &str, name: &'a str) -> Result<&'a str> {
+    if name.trim().is_empty() || name.len() > 1024 {
+        return Err(ServiceError::field(
+            field,
+            format!("field `{field}` must be 1 to 1024 characters"),
+        ));
+    }
+    Ok(name)
 }
 
 #[derive(Clone, Copy)]
@@ -149,25 +186,23 @@ fn brief_patch(
     json!({"patched": kind, "id": id, "before": was, "after": now})
 }
 
-pub fn project_json(p: &ProjectRecord) -> Value {
-    json!({
-        "id": p.id, "org_id": p.org_id, "name": p.name, "created": p.created,
-        "deleted_at": p.deleted_at, "user_id": p.user_id,
-        "description": p.info.get("description").cloned().unwrap_or(Value::Null),
-        "settings": p.info.get("settings").cloned().unwrap_or(Value::Null),
-    })
+pub fn project_json(p: &ProjectRecord) -> Project {
+    Project {
+        id: p.id.clone(),
+        org_id: p.org_id.clone(),
+        name: p.name.clone(),
+        created: p.created.clone(),
+        deleted_at: p.deleted_at.clone(),
+        user_id: p.user_id.clone(),
+        description: p.info.get("description").cloned(),
+        settings: p.info.get("settings").cloned(),
+    }
 }
 
-pub fn object_json(o: &ObjectRecord) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(o.id));
-    m.insert("project_id".into(), json!(o.project_id));
-    m.insert("name".into(), json!(o.name));
-    m.insert("created".into(), json!(o.created));
-    m.insert("deleted_at".into(), json!(o.deleted_at));
-    m.insert("user_id".into(), json!(o.user_id));
-    m.insert("description".into(), Value::Null);
-    m.insert("metadata".into(), Value::Null);
+/// An experiment or dataset as the API returns it: the fields every one has, the ones of its
+/// kind (null until set), then its stored fields.
+pub fn object_json(o: &ObjectRecord) -> NamedObject {
+    let mut info = Map::new();
     match o.kind {
         ObjectType::Experiment => {
             for f in [
@@ -178,19 +213,38 @@ pub fn object_json(o: &ObjectRecord) -> Value {
                 "dataset_version",
                 "tags",
             ] {
-                m.insert(f.into(), Value::Null);
+                info.insert(f.into(), Value::Null);
             }
-            m.insert("public".into(), json!(false));
+            info.insert("public".into(), json!(false));
         }
         ObjectType::Dataset => {
-            m.insert("url_slug".into(), json!(o.name));
+            info.insert("url_slug".into(), json!(o.name));
         }
         _ => {}
     }
+    let mut description = None;
+    let mut metadata = None;
     for (k, v) in &o.info {
-        m.insert(k.clone(), v.clone());
+        match k.as_str() {
+            "description" => description = Some(v.clone()),
+            "metadata" => metadata = Some(v.clone()),
+            "id" | "project_id" | "name" | "created" | "deleted_at" | "user_id" => {}
+            _ => {
+                info.insert(k.clone(), v.clone());
+            }
+        }
     }
-    Value::Object(m)
+    NamedObject {
+        id: o.id.clone(),
+        project_id: o.project_id.clone(),
+        name: o.name.clone(),
+        created: o.created.clone(),
+        deleted_at: o.deleted_at.clone(),
+        user_id: o.user_id.clone(),
+        description,
+        metadata,
+        info,
+    }
 }
 
 impl Services {
@@ -342,14 +396,13 @@ impl Services {
     pub async fn create_project(
         &self,
         principal: &Principal,
-        body: &Value,
+        body: &CreateProject,
     ) -> Result<ProjectRecord> {
-        let body = body_obj(body)?;
-        let name = required_name(body, "name")?;
+        let name = checked_name("name", &body.name)?;
         let lookup = self.lookup(principal)?;
         self.check_org_name(
             &self.store.get_org(&lookup).await?,
-            opt_str(body, "org_name")?,
+            body.org_name.as_deref(),
         )?;
         // An existing name returns the project unchanged, to those who may see it.
         if let Some(existing) = self.store.find_project(&lookup, name).await? {
@@ -366,7 +419,7 @@ impl Services {
             user_id: Some(principal.user_id.clone()),
             created: self.now(),
             deleted_at: None,
-            info: pick(body, PROJECT_FIELDS)?,
+            info: fields_of(body, PROJECT_FIELDS, false)?,
         };
         let stored = self.store.create_project(&org_pass, &rec).await?;
         if stored.id != rec.id {
@@ -431,8 +484,14 @@ impl Services {
         match (found, name) {
             (Some(p), _) => self.open_named_project(principal, p, create).await,
             (None, Some(name)) if create => {
-                self.create_project(principal, &json!({ "name": name }))
-                    .await
+                self.create_project(
+                    principal,
+                    &CreateProject {
+                        name: name.to_owned(),
+                        ..Default::default()
+                    },
+                )
+                .await
             }
             (None, name) => Err(ServiceError::NotFound(format!(
                 "project {:?}",
@@ -469,18 +528,17 @@ impl Services {
         &self,
         principal: &Principal,
         id: &str,
-        body: &Value,
+        body: &PatchProject,
     ) -> Result<ProjectRecord> {
-        let body = body_obj(body)?;
         let (project, pass) = self
             .project_pass_showing(principal, id, Permission::Update)
             .await?;
-        let name = match opt_str(body, "name")? {
-            Some(_) => required_name(body, "name")?.to_owned(),
+        let name = match &body.name {
+            Some(n) => checked_name("name", n)?.to_owned(),
             None => project.name.clone(),
         };
         let mut info = project.info.clone();
-        let changes = pick(body, PROJECT_FIELDS)?;
+        let changes = fields_of(body, PROJECT_FIELDS, true)?;
         principal.trail.change(brief_patch(
             "project",
             &project.id,
@@ -512,14 +570,13 @@ impl Services {
         &self,
         principal: &Principal,
         kind: ObjectType,
-        body: &Value,
+        body: &CreateObject,
     ) -> Result<ObjectRecord> {
-        let body = body_obj(body)?;
         let project = self
             .resolve_project(
                 principal,
-                opt_str(body, "project_id")?,
-                opt_str(body, "project_name")?,
+                body.project_id.as_deref(),
+                body.project_name.as_deref(),
                 true,
             )
             .await?;
@@ -528,15 +585,9 @@ impl Services {
             .await?;
         let (fields, on_conflict, name) = match kind {
             ObjectType::Experiment => {
-                let ensure_new = match body.get("ensure_new") {
-                    None | Some(Value::Null) => true,
-                    Some(Value::Bool(b)) => *b,
-                    Some(_) => {
-                        return Err(ServiceError::bad("field `ensure_new` must be a boolean"));
-                    }
-                };
-                let name = match opt_str(body, "name")? {
-                    Some(_) => required_name(body, "name")?.to_owned(),
+                let ensure_new = body.ensure_new.unwrap_or(true);
+                let name = match &body.name {
+                    Some(n) => checked_name("name", n)?.to_owned(),
                     None => {
                         let t = self.clock.now();
                         format!(
@@ -560,11 +611,17 @@ impl Services {
             ObjectType::Dataset => (
                 DATASET_FIELDS,
                 OnNameConflict::ReturnExisting,
-                required_name(body, "name")?.to_owned(),
+                checked_name(
+                    "name",
+                    body.name
+                        .as_deref()
+                        .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?,
+                )?
+                .to_owned(),
             ),
             _ => return Err(ServiceError::bad("unsupported object type")),
         };
-        let info = pick(body, fields)?;
+        let info = fields_of(body, fields, false)?;
         // References must name objects the caller can see.
         if let Some(id) = opt_str(&info, "dataset_id")? {
             self.object_pass(principal, ObjectType::Dataset, id, Permission::Read)
@@ -700,9 +757,8 @@ impl Services {
         principal: &Principal,
         kind: ObjectType,
         id: &str,
-        body: &Value,
+        body: &PatchObject,
     ) -> Result<ObjectRecord> {
-        let body = body_obj(body)?;
         let (object, pass) = self
             .object_pass_showing(principal, kind, id, Permission::Update)
             .await?;
@@ -711,12 +767,12 @@ impl Services {
             ObjectType::Experiment => EXPERIMENT_FIELDS,
             _ => DATASET_FIELDS,
         };
-        let name = match opt_str(body, "name")? {
-            Some(_) => required_name(body, "name")?.to_owned(),
+        let name = match &body.name {
+            Some(n) => checked_name("name", n)?.to_owned(),
             None => object.name.clone(),
         };
         let mut info = object.info.clone();
-        let changes = pick(body, fields)?;
+        let changes = fields_of(body, fields, true)?;
         principal.trail.change(brief_patch(
             kind.as_str(),
             &object.id,

@@ -223,18 +223,19 @@ impl FetchRequest {
     pub fn from_body(body: &Value) -> Result<Self> {
         let limit = match body.get("limit") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_i64()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ServiceError::bad("`limit` must be a positive integer"))?,
-            ),
+            Some(v) => Some(v.as_i64().filter(|n| *n > 0).ok_or_else(|| {
+                ServiceError::field("limit", "`limit` must be a positive integer")
+            })?),
         };
         let text = |f: &str| -> Result<Option<String>> {
             match body.get(f) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(_) => Err(ServiceError::bad(format!("`{f}` must be a string"))),
+                Some(_) => Err(ServiceError::field(
+                    f.to_string(),
+                    format!("`{f}` must be a string"),
+                )),
             }
         };
         let filter = match body.get("filter") {
@@ -339,7 +340,7 @@ impl Services {
     pub async fn btql(&self, principal: &Principal, body: &Value) -> Result<Value> {
         let query = body
             .get("query")
-            .ok_or_else(|| ServiceError::bad("`query` is required"))?;
+            .ok_or_else(|| ServiceError::field("query", "`query` is required"))?;
         if query.is_string() {
             return Err(ServiceError::bad(
                 "text BTQL queries are not supported; send the structured form",
@@ -347,7 +348,7 @@ impl Services {
         }
         let from = query
             .get("from")
-            .ok_or_else(|| ServiceError::bad("`query.from` is required"))?;
+            .ok_or_else(|| ServiceError::field("query.from", "`query.from` is required"))?;
         let name = from
             .get("name")
             .and_then(|n| n.get("name"))
@@ -355,7 +356,10 @@ impl Services {
             .and_then(|a| a.first())
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                ServiceError::bad("`query.from` must be a function like dataset('<id>')")
+                ServiceError::field(
+                    "query.from",
+                    "`query.from` must be a function like dataset('<id>')",
+                )
             })?;
         let kind = match name {
             "experiment" => ObjectType::Experiment,
@@ -373,7 +377,9 @@ impl Services {
             .and_then(|a| a.first())
             .and_then(|a| a.get("value"))
             .and_then(Value::as_str)
-            .ok_or_else(|| ServiceError::bad("`query.from` needs one literal id argument"))?;
+            .ok_or_else(|| {
+                ServiceError::field("query.from", "`query.from` needs one literal id argument")
+            })?;
         if let Some(select) = query.get("select").and_then(Value::as_array)
             && !select
                 .iter()

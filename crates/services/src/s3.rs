@@ -111,7 +111,7 @@ impl S3 {
         let path = self.path(name);
         let payload = sigv4::sha256_hex(&body);
         let body = bytes::Bytes::from(body);
-        retry(|| async {
+        retry("s3", || async {
             let mut headers = headers.clone();
             headers.push(("x-amz-content-sha256".into(), payload.clone()));
             #[allow(clippy::disallowed_methods)] // request signing needs the real time

@@ -6,8 +6,9 @@
 //! (Owners have it; Engineers and Viewers do not). Environment variables belong to the
 //! organization or to one of its projects (which must exist and be readable).
 
-use crate::objects::{body_obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::SecretValue;
+use holdfast_api::admin::{DeleteSecretByName, PatchSecret, PutSecret};
 use holdfast_core::authz::{Kind, OrgPass, Permission, Principal};
 use holdfast_store::SecretRecord;
 use serde_json::{Map, Value, json};
@@ -75,12 +76,13 @@ impl Services {
         &self,
         principal: &Principal,
         kind: SecretKind,
-        body: &Map<String, Value>,
+        object_type: Option<&str>,
+        object_id: Option<&str>,
     ) -> Result<(String, String)> {
         if kind == SecretKind::AiSecret {
             return Ok(("organization".into(), principal.org_id.clone()));
         }
-        match (opt_str(body, "object_type")?, opt_str(body, "object_id")?) {
+        match (object_type, object_id) {
             (Some("organization"), id) => {
                 if id.is_some_and(|i| i != principal.org_id) {
                     return Err(ServiceError::NotFound("organization".into()));
@@ -99,9 +101,18 @@ impl Services {
         }
     }
 
-    fn secret_value(body: &Map<String, Value>, kind: SecretKind) -> Result<Option<&str>> {
+    /// The value field of this kind (`secret` or `value`), within its size.
+    fn secret_value<'a>(
+        kind: SecretKind,
+        secret: Option<&'a SecretValue>,
+        value: Option<&'a SecretValue>,
+    ) -> Result<Option<&'a str>> {
         let field = kind.value_field();
-        let v = opt_str(body, field)?;
+        let v = match kind {
+            SecretKind::AiSecret => secret,
+            SecretKind::EnvVar => value,
+        }
+        .map(SecretValue::expose);
         if v.is_some_and(|v| v.len() > MAX_SECRET_BYTES) {
             return Err(ServiceError::TooLarge(format!(
                 "`{field}` is larger than {MAX_SECRET_BYTES} bytes"
@@ -110,13 +121,9 @@ impl Services {
         Ok(v)
     }
 
-    fn metadata(body: &Map<String, Value>) -> Result<Option<Value>> {
-        match body.get("metadata") {
-            None => Ok(None),
-            Some(Value::Null) => Ok(Some(Value::Null)),
-            Some(m @ Value::Object(_)) => Ok(Some(m.clone())),
-            Some(_) => Err(ServiceError::bad("`metadata` must be an object")),
-        }
+    fn metadata(m: &Option<Option<Map<String, Value>>>) -> Option<Value> {
+        m.as_ref()
+            .map(|m| m.clone().map_or(Value::Null, Value::Object))
     }
 
     /// `POST` (create; an existing name is returned unchanged) or `PUT` (create or replace).
@@ -124,22 +131,30 @@ impl Services {
         &self,
         principal: &Principal,
         kind: SecretKind,
-        body: &Value,
+        body: &PutSecret,
         replace: bool,
     ) -> Result<Value> {
-        let body = body_obj(body)?;
         let pass = self.secret_pass(principal, Permission::Create).await?;
         if replace {
             self.secret_pass(principal, Permission::Update).await?;
         }
-        let name = opt_str(body, "name")?
+        let name = Some(body.name.as_str())
             .filter(|n| !n.trim().is_empty() && n.len() <= 256)
-            .ok_or_else(|| ServiceError::bad("`name` is required (1 to 256 characters)"))?;
-        let value = Self::secret_value(body, kind)?;
+            .ok_or_else(|| {
+                ServiceError::field("name", "`name` is required (1 to 256 characters)")
+            })?;
+        let value = Self::secret_value(kind, body.secret.as_ref(), body.value.as_ref())?;
         if kind == SecretKind::EnvVar && value.is_none() {
-            return Err(ServiceError::bad("`value` is required"));
+            return Err(ServiceError::field("value", "`value` is required"));
         }
-        let (object_type, object_id) = self.secret_owner(principal, kind, body).await?;
+        let (object_type, object_id) = self
+            .secret_owner(
+                principal,
+                kind,
+                body.object_type.as_deref(),
+                body.object_id.as_deref(),
+            )
+            .await?;
         let existing = self
             .store
             .list_secrets(&pass, kind.as_str(), Some((&object_type, &object_id)))
@@ -155,11 +170,11 @@ impl Services {
         let id = existing
             .as_ref()
             .map_or_else(random::uuid, |e| Ok(e.id.clone()))?;
-        let secret_type = match opt_str(body, "type")? {
-            Some(t) => Some(t.to_owned()),
+        let secret_type = match &body.secret_type {
+            Some(t) => Some(t.clone()),
             None => existing.as_ref().and_then(|e| e.secret_type.clone()),
         };
-        let metadata = Self::metadata(body)?
+        let metadata = Self::metadata(&body.metadata)
             .or_else(|| existing.as_ref().map(|e| e.metadata.clone()))
             .unwrap_or(Value::Null);
         let (dek_version, ciphertext, preview_text, secret_updated_at, by) = match value {
@@ -276,26 +291,28 @@ impl Services {
         principal: &Principal,
         kind: SecretKind,
         id: &str,
-        body: &Value,
+        body: &PatchSecret,
     ) -> Result<Value> {
-        let body = body_obj(body)?;
         let pass = self.secret_pass(principal, Permission::Update).await?;
         let old = self.store.get_secret(&pass, kind.as_str(), id).await?;
         let mut rec = old.clone();
         let now = self.now();
-        if let Some(n) = opt_str(body, "name")? {
+        if let Some(n) = &body.name {
             if n.trim().is_empty() || n.len() > 256 {
-                return Err(ServiceError::bad("`name` must be 1 to 256 characters"));
+                return Err(ServiceError::field(
+                    "name",
+                    "`name` must be 1 to 256 characters",
+                ));
             }
-            rec.name = n.to_owned();
+            rec.name.clone_from(n);
         }
-        if let Some(t) = opt_str(body, "type")? {
-            rec.secret_type = Some(t.to_owned());
+        if let Some(t) = &body.secret_type {
+            rec.secret_type = Some(t.clone());
         }
-        if let Some(m) = Self::metadata(body)? {
+        if let Some(m) = Self::metadata(&body.metadata) {
             rec.metadata = m;
         }
-        let value = Self::secret_value(body, kind)?;
+        let value = Self::secret_value(kind, body.secret.as_ref(), body.value.as_ref())?;
         if let Some(v) = value {
             let (dv, ct) = self
                 .vault
@@ -344,24 +361,30 @@ impl Services {
         &self,
         principal: &Principal,
         kind: SecretKind,
-        body: &Value,
+        b: &DeleteSecretByName,
     ) -> Result<Value> {
-        let b = body_obj(body)?;
-        let name = opt_str(b, "name")?.ok_or_else(|| ServiceError::bad("`name` is required"))?;
-        if let Some(org) = opt_str(b, "org_name")? {
+        let name = &b.name;
+        if let Some(org) = &b.org_name {
             let mine = self.store.get_org(&self.lookup(principal)?).await?;
-            if mine.name != org {
+            if &mine.name != org {
                 return Err(ServiceError::NotFound("organization".into()));
             }
         }
         let pass = self.secret_pass(principal, Permission::Delete).await?;
-        let (object_type, object_id) = self.secret_owner(principal, kind, b).await?;
+        let (object_type, object_id) = self
+            .secret_owner(
+                principal,
+                kind,
+                b.object_type.as_deref(),
+                b.object_id.as_deref(),
+            )
+            .await?;
         let found = self
             .store
             .list_secrets(&pass, kind.as_str(), Some((&object_type, &object_id)))
             .await?
             .into_iter()
-            .find(|s| s.name == name)
+            .find(|s| &s.name == name)
             .ok_or_else(|| ServiceError::NotFound(format!("{} {name:?}", kind.as_str())))?;
         self.delete_secret(principal, kind, &found.id).await
     }

@@ -46,7 +46,7 @@ fn id(v: &Value) -> String {
 }
 
 #[allow(clippy::disallowed_methods)]
-fn in_seconds(s: i64) -> String {
+pub fn in_seconds(s: i64) -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(s);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap()
@@ -887,7 +887,7 @@ async fn key_lifecycle(backend: Backend) {
     );
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let (s, b) = server.call("GET", "/v1/project", Some(&old), None).await;
-    assert_error(s, &b, 401, "unauthenticated");
+    assert_error(s, &b, 401, "key_expired");
     assert_eq!(
         server.call("GET", "/v1/project", Some(&new), None).await.0,
         200
@@ -905,17 +905,18 @@ async fn key_lifecycle(backend: Backend) {
     assert_eq!(entry["last_used_from"], "127.0.0.1", "{entry}");
     assert!(entry["last_used_at"].is_string());
     // Bad input is named.
-    for body in [
-        json!({"capability": "admin"}),
-        json!({"project_ids": "p"}),
-        json!({"project_ids": ["no-such-project"]}),
-        json!({"expires_at": "yesterday"}),
-        json!({"expires_at": "2001-01-01T00:00:00Z"}),
+    for (body, field) in [
+        (json!({"capability": "admin"}), "capability"),
+        (json!({"project_ids": "p"}), "project_ids"),
+        (json!({"project_ids": ["no-such-project"]}), "project_ids"),
+        (json!({"expires_at": "yesterday"}), "expires_at"),
+        (json!({"expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
     ] {
         let (s, b) = server
             .call("POST", "/v1/api_key", Some(&server.key), Some(body.clone()))
             .await;
-        assert_error(s, &b, 400, "bad_request");
+        assert_error(s, &b, 400, "invalid_field");
+        assert_eq!(b["error"]["field"], field, "{body}: {b}");
     }
 }
 

@@ -54,7 +54,7 @@ async fn authentication(backend: Backend) {
     let (status, body) = server
         .call("GET", "/v1/project", Some(&expired), None)
         .await;
-    assert_error(status, &body, 401, "unauthenticated");
+    assert_error(status, &body, 401, "key_expired");
     let fresh = server.cli_line(&[&["keys", "create"][..], &ADMIN].concat());
     assert_eq!(
         server
@@ -116,9 +116,9 @@ async fn bad_input(backend: Backend) {
         "x".repeat(1_100_000)
     );
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("malformed JSON", b"{\"rows\": [".to_vec(), 400, "bad_request"),
-        ("empty body", Vec::new(), 400, "bad_request"),
-        ("rows not an array", br#"{"rows": 5}"#.to_vec(), 400, "bad_request"),
+        ("malformed JSON", b"{\"rows\": [".to_vec(), 400, "invalid_json"),
+        ("empty body", Vec::new(), 400, "invalid_json"),
+        ("rows not an array", br#"{"rows": 5}"#.to_vec(), 400, "invalid_field"),
         ("row not an object", br#"{"rows": [1]}"#.to_vec(), 400, "bad_request"),
         ("no object ids", br#"{"rows": [{"id": "a", "input": 1}]}"#.to_vec(), 400, "bad_request"),
         ("wrong id type", format!(r#"{{"rows": [{{"id": 5, "dataset_id": "{ds}"}}]}}"#).into_bytes(), 400, "bad_request"),
@@ -127,8 +127,8 @@ async fn bad_input(backend: Backend) {
         ("unknown dataset", br#"{"rows": [{"id": "u", "dataset_id": "00000000-0000-0000-0000-000000000000"}]}"#.to_vec(), 404, "not_found"),
         // A good row followed by a bad one: the whole batch is refused.
         ("partly bad batch", format!(r#"{{"rows": [{{"id": "half", "dataset_id": "{ds}", "input": 1}}, {{"id": "half2", "experiment_id": "nope"}}]}}"#).into_bytes(), 404, "not_found"),
-        ("deep nesting", deep_row.into_bytes(), 400, "bad_request"),
-        ("oversize body", oversize.into_bytes(), 413, "payload_too_large"),
+        ("deep nesting", deep_row.into_bytes(), 400, "invalid_json"),
+        ("oversize body", oversize.into_bytes(), 413, "body_too_large"),
     ];
     for (what, body, status, code) in cases {
         let (s, b) = server.raw("POST", "/logs3", Some(&key), body).await;
@@ -142,21 +142,21 @@ async fn bad_input(backend: Backend) {
             "/v1/project".to_owned(),
             json!({"name": 5}),
             400,
-            "bad_request",
+            "invalid_field",
         ),
         (
             "POST",
             "/v1/project".to_owned(),
             json!({}),
             400,
-            "bad_request",
+            "invalid_field",
         ),
         (
             "POST",
             "/v1/experiment".to_owned(),
             json!({"project_id": pid, "name": "e", "metadata": [1]}),
             400,
-            "bad_request",
+            "invalid_field",
         ),
         (
             "POST",
@@ -170,7 +170,7 @@ async fn bad_input(backend: Backend) {
             format!("/v1/dataset/{ds}/fetch"),
             json!({"limit": -1}),
             400,
-            "bad_request",
+            "invalid_field",
         ),
         (
             "POST",

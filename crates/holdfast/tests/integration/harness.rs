@@ -58,6 +58,10 @@ impl Drop for Server {
     }
 }
 
+/// Held by tests that load the machine heavily (the fuzzer) and by those that measure time
+/// (the connection limits), so that they do not run at once.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

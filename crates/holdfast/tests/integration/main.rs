@@ -29,6 +29,7 @@ mod api;
 mod browser;
 mod cli;
 mod compat;
+mod contract;
 mod crash;
 mod export;
 mod hardening;

@@ -37,7 +37,7 @@ async fn request_ids_and_json_errors(backend: Backend) {
             "not_found",
         ),
         ("PUT", "/v1/project", 405, "method_not_allowed"),
-        ("GET", "/attachment?key=a&key=b", 400, "bad_request"),
+        ("GET", "/attachment?key=a&key=b", 400, "invalid_query"),
         ("GET", "/no/such/route", 404, "not_found"),
     ] {
         let r = send(method, path, Some("req-1")).await.unwrap();
@@ -174,7 +174,7 @@ async fn metrics(backend: Backend) {
         req.send()
     };
     for token in [None, Some("wrong"), Some(server.key.as_str())] {
-        assert_eq!(scrape(token).await.unwrap().status(), 404, "{token:?}");
+        assert_eq!(scrape(token).await.unwrap().status(), 401, "{token:?}");
     }
     let r = scrape(Some("scrape-me")).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -219,7 +219,44 @@ async fn metrics(backend: Backend) {
     );
 }
 
+/// `metrics_listen`: `/metrics` on an address of its own, open there when no token is set;
+/// the API's address then has no metrics.
+async fn metrics_on_their_own_address(backend: Backend) {
+    let port = crate::harness::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = Server::start_with(backend, &[("HOLDFAST_METRICS_LISTEN", addr.as_str())]).await;
+    server.ok("GET", "/v1/project", None).await;
+    let r = server
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("holdfast_cache_lookups_total{cache=\"api_key\",result=\"hit\"}"),
+        "{text}"
+    );
+    let (s, b) = server.call("GET", "/metrics", None, None).await;
+    assert_eq!(s, 404, "{b}");
+    // Only /metrics is there.
+    let r = server
+        .http
+        .get(format!("http://{addr}/v1/project"))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(request_ids_and_json_errors, readiness, metrics);
+    on_all_backends!(
+        request_ids_and_json_errors,
+        readiness,
+        metrics,
+        metrics_on_their_own_address
+    );
 }

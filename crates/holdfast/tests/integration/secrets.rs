@@ -164,15 +164,16 @@ async fn provider_secrets(backend: Backend) {
         assert_error(s, &b, 403, "forbidden");
     }
     // Bad input is named.
-    for body in [
-        json!({"secret": "no name"}),
-        json!({"name": "n", "secret": 5}),
-        json!({"name": "n", "metadata": "x"}),
+    for (body, field) in [
+        (json!({"secret": "no name"}), "name"),
+        (json!({"name": "n", "secret": 5}), "secret"),
+        (json!({"name": "n", "metadata": "x"}), "metadata"),
     ] {
         let (s, b) = server
             .call("POST", "/v1/ai_secret", Some(&server.key), Some(body))
             .await;
-        assert_error(s, &b, 400, "bad_request");
+        assert_error(s, &b, 400, "invalid_field");
+        assert_eq!(b["error"]["field"], field, "{b}");
     }
     // The raw store holds no value, and nothing but ciphertext for them.
     let raw = raw_store(&server).await;

@@ -1,344 +1,513 @@
 //! Administration routes: ACLs, roles, groups, users, the organization and its members, API
-//! keys, service tokens and the audit log.
+//! keys, service tokens, secrets and the audit log.
 
-use crate::extract::{Authed, BaseUrl, JsonBody, OptionalJson};
+use super::reply;
+use crate::extract::{Authed, BaseUrl, Checked, CheckedOrEmpty, Id, Params};
 use crate::{ApiError, AppState};
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
+use holdfast_api::ObjectList;
+use holdfast_api::admin::{
+    Acl, AclBatch, AclBatchResult, AclQuery, ApiKey, AuditPage, AuditQuery, CreateKey,
+    CreateServiceToken, CreatedKey, DeleteSecretByName, Entity as EntityWire, EntityBody,
+    MembersChanged, NewAcl, Organization, PatchMembers, PatchOrganization, PatchSecret, PutSecret,
+    RotateKey, Secret, SecretListQuery, User,
+};
 use holdfast_services::ServiceError;
 use holdfast_services::admin::Entity;
 use holdfast_services::secrets::SecretKind;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-type Reply = Result<Json<Value>, ApiError>;
-type Params = Query<HashMap<String, String>>;
+type Reply<T> = Result<Json<T>, ApiError>;
 
-fn objects(list: Vec<Value>) -> Json<Value> {
-    Json(json!({ "objects": list }))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_acls, create_acl))
+        .routes(routes!(batch_update_acls))
+        .routes(routes!(list_org_acls))
+        .routes(routes!(get_acl, delete_acl))
+        .routes(routes!(list_users))
+        .routes(routes!(get_user))
+        .routes(routes!(list_orgs))
+        .routes(routes!(patch_members))
+        .routes(routes!(get_org, patch_org))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, revoke_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(list_service_tokens, create_service_token))
+        .routes(routes!(revoke_service_token))
+        .routes(routes!(audit_log))
+        .routes(routes!(
+            ai_secret::list,
+            ai_secret::create,
+            ai_secret::replace,
+            ai_secret::delete_by_name
+        ))
+        .routes(routes!(ai_secret::get, ai_secret::patch, ai_secret::delete))
+        .routes(routes!(
+            env_var::list,
+            env_var::create,
+            env_var::replace,
+            env_var::delete_by_name
+        ))
+        .routes(routes!(env_var::get, env_var::patch, env_var::delete))
+        .routes(routes!(group::list, group::create, group::replace))
+        .routes(routes!(group::get, group::patch, group::delete))
+        .routes(routes!(role::list, role::create, role::replace))
+        .routes(routes!(role::get, role::patch, role::delete))
 }
 
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/v1/acl", get(list_acls).post(create_acl))
-        .route("/v1/acl/batch_update", post(batch_update_acls))
-        .route("/v1/acl/list_org", get(list_org_acls))
-        .route("/v1/acl/{id}", get(get_acl).delete(delete_acl))
-        .route("/v1/user", get(list_users))
-        .route("/v1/user/{id}", get(get_user))
-        .route("/v1/organization", get(list_orgs))
-        .route("/v1/organization/members", patch(patch_members))
-        .route("/v1/organization/{id}", get(get_org).patch(patch_org))
-        .route("/v1/api_key", get(list_keys).post(create_key))
-        .route("/v1/api_key/{id}", get(get_key).delete(revoke_key))
-        .route("/v1/api_key/{id}/rotate", post(rotate_key))
-        .route(
-            "/v1/service_token",
-            get(list_service_tokens).post(create_service_token),
-        )
-        .route(
-            "/v1/service_token/{id}",
-            axum::routing::delete(revoke_service_token),
-        )
-        .route("/v1/audit_log", get(audit_log));
-    for (k, name) in [
-        (SecretKind::AiSecret, "ai_secret"),
-        (SecretKind::EnvVar, "env_var"),
-    ] {
-        let collection = get(move |s, a, q| list_secrets(k, s, a, q))
-            .post(move |s, a, b| put_secret(k, false, s, a, b))
-            .put(move |s, a, b| put_secret(k, true, s, a, b))
-            .delete(move |s, a, b| delete_secret_by_name(k, s, a, b));
-        r = r.route(&format!("/v1/{name}"), collection).route(
-            &format!("/v1/{name}/{{id}}"),
-            get(move |s, a, p| get_secret(k, s, a, p))
-                .patch(move |s, a, p, b| patch_secret(k, s, a, p, b))
-                .delete(move |s, a, p| delete_secret(k, s, a, p)),
-        );
-    }
-    for (e, name) in [(Entity::Group, "group"), (Entity::Role, "role")] {
-        r = r
-            .route(
-                &format!("/v1/{name}"),
-                get(move |s, a| list_entities(e, s, a))
-                    .post(move |s, a, b| put_entity(e, false, s, a, b))
-                    .put(move |s, a, b| put_entity(e, true, s, a, b)),
-            )
-            .route(
-                &format!("/v1/{name}/{{id}}"),
-                get(move |s, a, p| get_entity(e, s, a, p))
-                    .patch(move |s, a, p, b| patch_entity(e, s, a, p, b))
-                    .delete(move |s, a, p| delete_entity(e, s, a, p)),
-            );
-    }
-    r
+fn list<T: serde::de::DeserializeOwned>(v: Vec<Value>) -> Reply<ObjectList<T>> {
+    let Json(objects) = reply::<Vec<T>>(Value::Array(v))?;
+    Ok(Json(objects.into()))
 }
 
 // ---- ACLs ----
 
-async fn create_acl(State(st): State<AppState>, Authed(p): Authed, JsonBody(b): JsonBody) -> Reply {
+/// Grants a permission or role on an object to a user or group.
+#[utoipa::path(post, path = "/v1/acl", tag = "access", request_body = NewAcl,
+    responses((status = 200, body = Acl)))]
+async fn create_acl(
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    Checked(_, b): Checked<NewAcl>,
+) -> Reply<Acl> {
     let (added, _) = st.services.change_acls(&p, &[b], &[]).await?;
-    added
-        .into_iter()
-        .next()
-        .map(Json)
-        .ok_or_else(|| ApiError(ServiceError::Internal("acl not stored".into())))
+    reply(
+        added
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError(ServiceError::Internal("acl not stored".into())))?,
+    )
 }
 
+/// Adds and removes grants in one change.
+#[utoipa::path(post, path = "/v1/acl/batch_update", tag = "access", request_body = AclBatch,
+    responses((status = 200, body = AclBatchResult)))]
 async fn batch_update_acls(
     State(st): State<AppState>,
     Authed(p): Authed,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    let list = |field: &str| -> Result<Vec<Value>, ApiError> {
+    Checked(_, b): Checked<AclBatch>,
+) -> Reply<AclBatchResult> {
+    let list = |field: &str| -> Vec<Value> {
         match b.get(field) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => Ok(a.clone()),
-            Some(_) => Err(ApiError::bad(format!("`{field}` must be a list of ACLs"))),
+            Some(Value::Array(a)) => a.clone(),
+            _ => Vec::new(),
         }
     };
-    if !b.is_object() {
-        return Err(ApiError::bad("the body must be a JSON object"));
-    }
     let (added, removed) = st
         .services
-        .change_acls(&p, &list("add_acls")?, &list("remove_acls")?)
+        .change_acls(&p, &list("add_acls"), &list("remove_acls"))
         .await?;
-    Ok(Json(json!({"added_acls": added, "removed_acls": removed})))
+    reply(json!({"added_acls": added, "removed_acls": removed}))
 }
 
-async fn list_acls(State(st): State<AppState>, Authed(p): Authed, Query(q): Params) -> Reply {
-    let (Some(ty), Some(id)) = (q.get("object_type"), q.get("object_id")) else {
-        return Err(ApiError::bad("`object_type` and `object_id` are required"));
-    };
-    Ok(objects(st.services.list_acls(&p, ty, id).await?))
-}
-
-async fn list_org_acls(State(st): State<AppState>, Authed(p): Authed) -> Reply {
-    Ok(objects(st.services.list_org_acls(&p).await?))
-}
-
-async fn get_acl(State(st): State<AppState>, Authed(p): Authed, Path(id): Path<String>) -> Reply {
-    Ok(Json(st.services.get_acl(&p, &id).await?))
-}
-
-async fn delete_acl(
+#[utoipa::path(get, path = "/v1/acl", tag = "access", params(AclQuery),
+    responses((status = 200, body = ObjectList<Acl>)))]
+async fn list_acls(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.delete_acl(&p, &id).await?))
+    Params(q): Params<AclQuery>,
+) -> Reply<ObjectList<Acl>> {
+    list(
+        st.services
+            .list_acls(&p, &q.object_type, &q.object_id)
+            .await?,
+    )
+}
+
+/// Every grant in the organization.
+#[utoipa::path(get, path = "/v1/acl/list_org", tag = "access",
+    responses((status = 200, body = ObjectList<Acl>)))]
+async fn list_org_acls(State(st): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<Acl>> {
+    list(st.services.list_org_acls(&p).await?)
+}
+
+#[utoipa::path(get, path = "/v1/acl/{id}", tag = "access", params(("id" = String, Path)),
+    responses((status = 200, body = Acl)))]
+async fn get_acl(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<Acl> {
+    reply(st.services.get_acl(&p, &id).await?)
+}
+
+#[utoipa::path(delete, path = "/v1/acl/{id}", tag = "access", params(("id" = String, Path)),
+    responses((status = 200, body = Acl)))]
+async fn delete_acl(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<Acl> {
+    reply(st.services.delete_acl(&p, &id).await?)
 }
 
 // ---- groups and roles ----
 
-async fn list_entities(e: Entity, State(st): State<AppState>, Authed(p): Authed) -> Reply {
-    Ok(objects(st.services.list_entities(&p, e).await?))
+macro_rules! entity_routes {
+    ($module:ident, $e:expr, $tag:literal, $collection:literal, $item:literal,
+     $list_op:literal, $create_op:literal, $replace_op:literal, $get_op:literal,
+     $patch_op:literal, $delete_op:literal) => {
+        mod $module {
+            use super::*;
+
+            #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_op,
+                responses((status = 200, body = ObjectList<EntityWire>)))]
+            pub(super) async fn list(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+            ) -> Reply<ObjectList<EntityWire>> {
+                super::list(st.services.list_entities(&p, $e).await?)
+            }
+
+            /// Creates one, or returns the one of that name unchanged.
+            #[utoipa::path(post, path = $collection, tag = $tag, operation_id = $create_op,
+                request_body = EntityBody, responses((status = 200, body = EntityWire)))]
+            pub(super) async fn create(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Checked(_, b): Checked<EntityBody>,
+            ) -> Reply<EntityWire> {
+                reply(st.services.put_entity(&p, $e, &b, false).await?)
+            }
+
+            /// Creates one, or replaces the one of that name.
+            #[utoipa::path(put, path = $collection, tag = $tag, operation_id = $replace_op,
+                request_body = EntityBody, responses((status = 200, body = EntityWire)))]
+            pub(super) async fn replace(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Checked(_, b): Checked<EntityBody>,
+            ) -> Reply<EntityWire> {
+                reply(st.services.put_entity(&p, $e, &b, true).await?)
+            }
+
+            #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_op,
+                params(("id" = String, Path)), responses((status = 200, body = EntityWire)))]
+            pub(super) async fn get(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Id(id): Id,
+            ) -> Reply<EntityWire> {
+                reply(st.services.get_entity(&p, $e, &id).await?)
+            }
+
+            #[utoipa::path(patch, path = $item, tag = $tag, operation_id = $patch_op,
+                params(("id" = String, Path)), request_body = EntityBody,
+                responses((status = 200, body = EntityWire)))]
+            pub(super) async fn patch(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Id(id): Id,
+                Checked(_, b): Checked<EntityBody>,
+            ) -> Reply<EntityWire> {
+                reply(st.services.patch_entity(&p, $e, &id, &b).await?)
+            }
+
+            #[utoipa::path(delete, path = $item, tag = $tag, operation_id = $delete_op,
+                params(("id" = String, Path)), responses((status = 200, body = EntityWire)))]
+            pub(super) async fn delete(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Id(id): Id,
+            ) -> Reply<EntityWire> {
+                reply(st.services.delete_entity(&p, $e, &id).await?)
+            }
+        }
+    };
 }
 
-async fn put_entity(
-    e: Entity,
-    replace: bool,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.put_entity(&p, e, &b, replace).await?))
-}
-
-async fn get_entity(
-    e: Entity,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.get_entity(&p, e, &id).await?))
-}
-
-async fn patch_entity(
-    e: Entity,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.patch_entity(&p, e, &id, &b).await?))
-}
-
-async fn delete_entity(
-    e: Entity,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.delete_entity(&p, e, &id).await?))
-}
+entity_routes!(
+    group,
+    Entity::Group,
+    "access",
+    "/v1/group",
+    "/v1/group/{id}",
+    "list_groups",
+    "create_group",
+    "replace_group",
+    "get_group",
+    "patch_group",
+    "delete_group"
+);
+entity_routes!(
+    role,
+    Entity::Role,
+    "access",
+    "/v1/role",
+    "/v1/role/{id}",
+    "list_roles",
+    "create_role",
+    "replace_role",
+    "get_role",
+    "patch_role",
+    "delete_role"
+);
 
 // ---- users and the organization ----
 
-async fn list_users(State(st): State<AppState>, Authed(p): Authed) -> Reply {
-    Ok(objects(st.services.list_users(&p).await?))
+#[utoipa::path(get, path = "/v1/user", tag = "organization",
+    responses((status = 200, body = ObjectList<User>)))]
+async fn list_users(State(st): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<User>> {
+    list(st.services.list_users(&p).await?)
 }
 
-async fn get_user(State(st): State<AppState>, Authed(p): Authed, Path(id): Path<String>) -> Reply {
-    Ok(Json(st.services.get_user(&p, &id).await?))
+#[utoipa::path(get, path = "/v1/user/{id}", tag = "organization", params(("id" = String, Path)),
+    responses((status = 200, body = User)))]
+async fn get_user(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<User> {
+    reply(st.services.get_user(&p, &id).await?)
 }
 
-async fn list_orgs(State(st): State<AppState>, Authed(p): Authed, BaseUrl(base): BaseUrl) -> Reply {
-    Ok(objects(vec![st.services.organization(&p, &base).await?]))
+/// The caller's organization.
+#[utoipa::path(get, path = "/v1/organization", tag = "organization",
+    responses((status = 200, body = ObjectList<Organization>)))]
+async fn list_orgs(
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    BaseUrl(base): BaseUrl,
+) -> Reply<ObjectList<Organization>> {
+    list(vec![st.services.organization(&p, &base).await?])
 }
 
+#[utoipa::path(get, path = "/v1/organization/{id}", tag = "organization",
+    params(("id" = String, Path)), responses((status = 200, body = Organization)))]
 async fn get_org(
     State(st): State<AppState>,
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
-    Path(id): Path<String>,
-) -> Reply {
+    Id(id): Id,
+) -> Reply<Organization> {
     if id != p.org_id {
         return Err(ApiError(ServiceError::NotFound("organization".into())));
     }
-    Ok(Json(st.services.organization(&p, &base).await?))
+    reply(st.services.organization(&p, &base).await?)
 }
 
+#[utoipa::path(patch, path = "/v1/organization/{id}", tag = "organization",
+    params(("id" = String, Path)), request_body = PatchOrganization,
+    responses((status = 200, body = Organization)))]
 async fn patch_org(
     State(st): State<AppState>,
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
-    Path(id): Path<String>,
-    JsonBody(b): JsonBody,
-) -> Reply {
+    Id(id): Id,
+    Checked(_, b): Checked<PatchOrganization>,
+) -> Reply<Organization> {
     if id != p.org_id {
         return Err(ApiError(ServiceError::NotFound("organization".into())));
     }
     st.services.rename_organization(&p, &b).await?;
-    Ok(Json(st.services.organization(&p, &base).await?))
+    reply(st.services.organization(&p, &base).await?)
 }
 
+/// Invites users into groups and removes members.
+#[utoipa::path(patch, path = "/v1/organization/members", tag = "organization",
+    request_body = PatchMembers, responses((status = 200, body = MembersChanged)))]
 async fn patch_members(
     State(st): State<AppState>,
     Authed(p): Authed,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.patch_members(&p, &b).await?))
+    Checked(_, b): Checked<PatchMembers>,
+) -> Reply<MembersChanged> {
+    reply(st.services.patch_members(&p, &b).await?)
 }
 
 // ---- keys ----
 
-async fn list_keys(State(st): State<AppState>, Authed(p): Authed) -> Reply {
-    Ok(objects(st.services.list_keys(&p, false).await?))
+/// The caller's own API keys.
+#[utoipa::path(get, path = "/v1/api_key", tag = "keys",
+    responses((status = 200, body = ObjectList<ApiKey>)))]
+async fn list_keys(State(st): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<ApiKey>> {
+    list(st.services.list_keys(&p, false).await?)
 }
 
+/// Makes an API key for the caller; its secret is in the reply and nowhere else.
+#[utoipa::path(post, path = "/v1/api_key", tag = "keys", request_body = CreateKey,
+    responses((status = 200, body = CreatedKey)))]
 async fn create_key(
     State(st): State<AppState>,
     Authed(p): Authed,
-    OptionalJson(b): OptionalJson,
-) -> Reply {
-    Ok(Json(st.services.create_own_key(&p, &b).await?))
+    CheckedOrEmpty(_, b): CheckedOrEmpty<CreateKey>,
+) -> Reply<CreatedKey> {
+    reply(st.services.create_own_key(&p, &b).await?)
 }
 
-async fn get_key(State(st): State<AppState>, Authed(p): Authed, Path(id): Path<String>) -> Reply {
-    Ok(Json(st.services.get_key(&p, &id).await?))
+#[utoipa::path(get, path = "/v1/api_key/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey)))]
+async fn get_key(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<ApiKey> {
+    reply(st.services.get_key(&p, &id).await?)
 }
 
-async fn revoke_key(
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.revoke_key(&p, &id).await?))
+#[utoipa::path(delete, path = "/v1/api_key/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey)))]
+async fn revoke_key(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<ApiKey> {
+    reply(st.services.revoke_key(&p, &id).await?)
 }
 
+/// A new key with the old one's scope; the old key keeps working for the grace period.
+#[utoipa::path(post, path = "/v1/api_key/{id}/rotate", tag = "keys",
+    params(("id" = String, Path)), request_body = RotateKey,
+    responses((status = 200, body = CreatedKey)))]
 async fn rotate_key(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Path(id): Path<String>,
-    OptionalJson(b): OptionalJson,
-) -> Reply {
-    Ok(Json(st.services.rotate_key(&p, &id, &b).await?))
+    Id(id): Id,
+    CheckedOrEmpty(_, b): CheckedOrEmpty<RotateKey>,
+) -> Reply<CreatedKey> {
+    reply(st.services.rotate_key(&p, &id, &b).await?)
 }
 
-async fn list_service_tokens(State(st): State<AppState>, Authed(p): Authed) -> Reply {
-    Ok(objects(st.services.list_keys(&p, true).await?))
+#[utoipa::path(get, path = "/v1/service_token", tag = "keys",
+    responses((status = 200, body = ObjectList<ApiKey>)))]
+async fn list_service_tokens(
+    State(st): State<AppState>,
+    Authed(p): Authed,
+) -> Reply<ObjectList<ApiKey>> {
+    list(st.services.list_keys(&p, true).await?)
 }
 
+/// Makes a key for a service account (created when named and missing).
+#[utoipa::path(post, path = "/v1/service_token", tag = "keys", request_body = CreateServiceToken,
+    responses((status = 200, body = CreatedKey)))]
 async fn create_service_token(
     State(st): State<AppState>,
     Authed(p): Authed,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.create_service_token(&p, &b).await?))
+    Checked(_, b): Checked<CreateServiceToken>,
+) -> Reply<CreatedKey> {
+    reply(st.services.create_service_token(&p, &b).await?)
 }
 
+#[utoipa::path(delete, path = "/v1/service_token/{id}", tag = "keys",
+    params(("id" = String, Path)), responses((status = 200, body = ApiKey)))]
 async fn revoke_service_token(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.revoke_service_token(&p, &id).await?))
+    Id(id): Id,
+) -> Reply<ApiKey> {
+    reply(st.services.revoke_service_token(&p, &id).await?)
 }
 
 // ---- secrets ----
 
-async fn list_secrets(
-    k: SecretKind,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Query(q): Params,
-) -> Reply {
-    Ok(objects(st.services.list_secrets(&p, k, &q).await?))
+macro_rules! secret_routes {
+    ($module:ident, $k:expr, $collection:literal, $item:literal, $list_op:literal,
+     $create_op:literal, $replace_op:literal, $delete_name_op:literal, $get_op:literal,
+     $patch_op:literal, $delete_op:literal) => {
+        mod $module {
+            use super::*;
+
+            #[utoipa::path(get, path = $collection, tag = "secrets", operation_id = $list_op,
+                params(SecretListQuery), responses((status = 200, body = ObjectList<Secret>)))]
+            pub(super) async fn list(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Params(_): Params<SecretListQuery>,
+                Params(q): Params<HashMap<String, String>>,
+            ) -> Reply<ObjectList<Secret>> {
+                super::list(st.services.list_secrets(&p, $k, &q).await?)
+            }
+
+            /// Stores a secret; an existing name is returned unchanged.
+            #[utoipa::path(post, path = $collection, tag = "secrets", operation_id = $create_op,
+                request_body = PutSecret, responses((status = 200, body = Secret)))]
+            pub(super) async fn create(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Checked(b, _): Checked<PutSecret>,
+            ) -> Reply<Secret> {
+                reply(st.services.put_secret(&p, $k, &b, false).await?)
+            }
+
+            /// Stores a secret, replacing one of the same name.
+            #[utoipa::path(put, path = $collection, tag = "secrets", operation_id = $replace_op,
+                request_body = PutSecret, responses((status = 200, body = Secret)))]
+            pub(super) async fn replace(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Checked(b, _): Checked<PutSecret>,
+            ) -> Reply<Secret> {
+                reply(st.services.put_secret(&p, $k, &b, true).await?)
+            }
+
+            #[utoipa::path(delete, path = $collection, tag = "secrets",
+                operation_id = $delete_name_op, request_body = DeleteSecretByName,
+                responses((status = 200, body = Secret)))]
+            pub(super) async fn delete_by_name(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Checked(b, _): Checked<DeleteSecretByName>,
+            ) -> Reply<Secret> {
+                reply(st.services.delete_secret_by_name(&p, $k, &b).await?)
+            }
+
+            #[utoipa::path(get, path = $item, tag = "secrets", operation_id = $get_op,
+                params(("id" = String, Path)), responses((status = 200, body = Secret)))]
+            pub(super) async fn get(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Id(id): Id,
+            ) -> Reply<Secret> {
+                reply(st.services.get_secret(&p, $k, &id).await?)
+            }
+
+            #[utoipa::path(patch, path = $item, tag = "secrets", operation_id = $patch_op,
+                params(("id" = String, Path)), request_body = PatchSecret,
+                responses((status = 200, body = Secret)))]
+            pub(super) async fn patch(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Id(id): Id,
+                Checked(b, _): Checked<PatchSecret>,
+            ) -> Reply<Secret> {
+                reply(st.services.patch_secret(&p, $k, &id, &b).await?)
+            }
+
+            #[utoipa::path(delete, path = $item, tag = "secrets", operation_id = $delete_op,
+                params(("id" = String, Path)), responses((status = 200, body = Secret)))]
+            pub(super) async fn delete(
+                State(st): State<AppState>,
+                Authed(p): Authed,
+                Id(id): Id,
+            ) -> Reply<Secret> {
+                reply(st.services.delete_secret(&p, $k, &id).await?)
+            }
+        }
+    };
 }
 
-async fn put_secret(
-    k: SecretKind,
-    replace: bool,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.put_secret(&p, k, &b, replace).await?))
-}
-
-async fn get_secret(
-    k: SecretKind,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.get_secret(&p, k, &id).await?))
-}
-
-async fn patch_secret(
-    k: SecretKind,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.patch_secret(&p, k, &id, &b).await?))
-}
-
-async fn delete_secret(
-    k: SecretKind,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    Path(id): Path<String>,
-) -> Reply {
-    Ok(Json(st.services.delete_secret(&p, k, &id).await?))
-}
-
-async fn delete_secret_by_name(
-    k: SecretKind,
-    State(st): State<AppState>,
-    Authed(p): Authed,
-    JsonBody(b): JsonBody,
-) -> Reply {
-    Ok(Json(st.services.delete_secret_by_name(&p, k, &b).await?))
-}
+secret_routes!(
+    ai_secret,
+    SecretKind::AiSecret,
+    "/v1/ai_secret",
+    "/v1/ai_secret/{id}",
+    "list_ai_secrets",
+    "create_ai_secret",
+    "replace_ai_secret",
+    "delete_ai_secret_by_name",
+    "get_ai_secret",
+    "patch_ai_secret",
+    "delete_ai_secret"
+);
+secret_routes!(
+    env_var,
+    SecretKind::EnvVar,
+    "/v1/env_var",
+    "/v1/env_var/{id}",
+    "list_env_vars",
+    "create_env_var",
+    "replace_env_var",
+    "delete_env_var_by_name",
+    "get_env_var",
+    "patch_env_var",
+    "delete_env_var"
+);
 
 // ---- audit ----
 
-async fn audit_log(State(st): State<AppState>, Authed(p): Authed, Query(q): Params) -> Reply {
+/// The organization's audit log, newest first.
+#[utoipa::path(get, path = "/v1/audit_log", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage)))]
+async fn audit_log(
+    State(st): State<AppState>,
+    Authed(p): Authed,
+    Params(_): Params<AuditQuery>,
+    Params(q): Params<HashMap<String, String>>,
+) -> Reply<AuditPage> {
     let (entries, cursor) = st.services.list_audit(&p, &q).await?;
-    Ok(Json(json!({"objects": entries, "cursor": cursor})))
+    reply(json!({"objects": entries, "cursor": cursor}))
 }

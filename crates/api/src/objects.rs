@@ -1,0 +1,278 @@
+//! Projects, experiments, datasets and prompts.
+
+use crate::JsonObject;
+use crate::secret::nullable;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub created: String,
+    pub deleted_at: Option<String>,
+    pub user_id: Option<String>,
+    pub description: Option<Value>,
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CreateProject {
+    /// 1 to 1024 characters; an existing name returns that project.
+    pub name: String,
+    pub org_name: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<JsonObject>,
+}
+
+/// Changes to a project: absent fields stay as they are; `null` clears one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PatchProject {
+    pub name: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Option<JsonObject>>,
+}
+
+/// An experiment or a dataset. Experiments also carry `repo_info`, `commit`, `base_exp_id`,
+/// `dataset_id`, `dataset_version`, `tags` and `public`; datasets carry `url_slug`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NamedObject {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub created: String,
+    pub deleted_at: Option<String>,
+    pub user_id: Option<String>,
+    pub description: Option<Value>,
+    pub metadata: Option<Value>,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub info: JsonObject,
+}
+
+/// Creates an experiment (a new, unique name unless `ensure_new` is false) or gets or creates
+/// a dataset by name. The project is named by id or by name (created when missing).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CreateObject {
+    pub project_id: Option<String>,
+    pub project_name: Option<String>,
+    /// Required for datasets; experiments get a generated name without one.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<JsonObject>,
+    /// Experiments only: with `false`, an existing experiment of this name is returned.
+    pub ensure_new: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub repo_info: Option<JsonObject>,
+    pub base_exp_id: Option<String>,
+    pub dataset_id: Option<String>,
+    pub dataset_version: Option<String>,
+    pub public: Option<bool>,
+    pub tags: Option<Vec<String>>,
+    pub parameters_id: Option<String>,
+    pub parameters_version: Option<String>,
+    pub commit: Option<String>,
+}
+
+/// Changes to an experiment or dataset: absent fields stay as they are; `null` clears one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PatchObject {
+    pub name: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<JsonObject>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub repo_info: Option<Option<JsonObject>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub base_exp_id: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub dataset_id: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub dataset_version: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<bool>)]
+    pub public: Option<Option<bool>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tags: Option<Option<Vec<String>>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub parameters_id: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub parameters_version: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub commit: Option<Option<String>>,
+}
+
+macro_rules! list_query {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident),* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// At most this many (1 to 1000).
+            #[param(minimum = 1)]
+            pub limit: Option<i64>,
+            /// The id of the last object of the previous page.
+            pub starting_after: Option<String>,
+            pub org_name: Option<String>,
+            $($(#[$fm])* pub $field: Option<String>,)*
+        }
+    };
+}
+
+list_query!(
+    /// Filters and paging of `GET /v1/project`.
+    ProjectListQuery { project_name }
+);
+list_query!(
+    /// Filters and paging of `GET /v1/experiment`.
+    ExperimentListQuery { experiment_name, project_id, project_name }
+);
+list_query!(
+    /// Filters and paging of `GET /v1/dataset`.
+    DatasetListQuery { dataset_name, project_id, project_name }
+);
+list_query!(
+    /// Filters and paging of `GET /v1/prompt`.
+    PromptListQuery {
+        prompt_name, project_id, project_name, slug,
+        /// A transaction id: the prompts as they were then.
+        version
+    }
+);
+
+/// `?version=`: an object as it was at a transaction id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionQuery {
+    pub version: Option<String>,
+}
+
+/// A stored prompt (or another function). Its fields are the ones it was stored with, plus
+/// `id`, `_xact_id` and `created`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Prompt {
+    pub id: String,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub fields: JsonObject,
+}
+
+/// A prompt to store: `slug` names it within its project; the rest is kept as given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PutPrompt {
+    pub project_id: Option<String>,
+    pub project_name: Option<String>,
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub prompt_data: Option<JsonObject>,
+    #[schema(value_type = Option<Object>)]
+    pub function_data: Option<JsonObject>,
+    pub tags: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<JsonObject>,
+    pub function_type: Option<String>,
+}
+
+/// Changes to a prompt; the fields given replace the stored ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PatchPrompt {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub prompt_data: Option<JsonObject>,
+    #[schema(value_type = Option<Object>)]
+    pub function_data: Option<JsonObject>,
+    pub tags: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<JsonObject>,
+    pub function_type: Option<String>,
+}
+
+/// `GET /v1/experiment/{id}/summarize`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummarizeExperimentQuery {
+    pub summarize_scores: Option<bool>,
+    pub comparison_experiment_id: Option<String>,
+}
+
+/// `GET /v1/dataset/{id}/summarize`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummarizeDatasetQuery {
+    pub summarize_data: Option<bool>,
+}

@@ -1,0 +1,278 @@
+//! The API contract: `/openapi.json` describes every route the server serves and nothing
+//! else, and errors carry codes from the table with the offending field named.
+
+use crate::harness::{Backend, Server, assert_error, backends};
+use serde_json::{Value, json};
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Fills `{param}`s with a value no object has.
+fn concrete(path: &str) -> String {
+    let mut out = String::new();
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => in_param = true,
+            '}' => {
+                in_param = false;
+                out.push_str("00000000-0000-4000-8000-000000000000");
+            }
+            _ if in_param => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+async fn openapi_describes_every_route(backend: Backend) {
+    let server = Server::start(backend).await;
+    // Served without a key.
+    let (status, doc) = server.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() > 40, "{}", paths.len());
+    for (path, item) in paths {
+        let documented: Vec<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .filter(|m| METHODS.contains(&m.as_str()))
+            .collect();
+        assert!(!documented.is_empty(), "{path}");
+        for method in METHODS {
+            let (status, body) = server
+                .call(method, &concrete(path), Some(&server.key), None)
+                .await;
+            let route_missing = status == 404
+                && body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("route"));
+            if documented.iter().any(|m| m == method) {
+                // Every documented operation is served (it may refuse this request, but the
+                // route exists) and documents its errors.
+                assert!(
+                    !route_missing && status != 405,
+                    "{method} {path}: {status} {body}"
+                );
+                let op = &item[method.to_lowercase()];
+                assert!(op["responses"]["default"].is_object(), "{method} {path}");
+                assert!(op["responses"]["200"].is_object(), "{method} {path}");
+                assert!(op["operationId"].is_string(), "{method} {path}");
+            } else {
+                // And the server takes no method on the path that is not documented.
+                assert_eq!(status, 405, "{method} {path} is served but not documented");
+            }
+        }
+    }
+    // Every route in the code is in the document: routes are registered only through the
+    // documented router, and this finds any registered around it.
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../server/src");
+    let mut stack = vec![std::path::PathBuf::from(src)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (n, line) in lines.iter().enumerate() {
+                // The one plain route is the document itself.
+                let next = lines.get(n + 1).copied().unwrap_or_default();
+                let is_doc = format!("{line}{next}").contains("\"/openapi.json\"");
+                let undocumented = line.contains(".route(") && !is_doc
+                    || line.contains("Router::new()") && !line.contains("OpenApiRouter::new()");
+                assert!(
+                    !undocumented,
+                    "{}:{}: a route registered outside the OpenAPI router: {line}",
+                    p.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    // Shared schemas are present.
+    for name in ["ErrorBody", "ErrorCode", "Project", "NamedObject"] {
+        assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+    }
+    let codes = doc["components"]["schemas"]["ErrorCode"].to_string();
+    for code in [
+        "invalid_field",
+        "body_too_large",
+        "key_expired",
+        "rate_limited",
+    ] {
+        assert!(codes.contains(code), "{code}");
+    }
+}
+
+async fn errors_name_the_field(backend: Backend) {
+    let server = Server::start(backend).await;
+    let key = Some(server.key.as_str());
+    // A wrong type in the body names the field.
+    let (s, b) = server
+        .call("POST", "/v1/project", key, Some(json!({"name": 5})))
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    assert_eq!(b["error"]["field"], "name", "{b}");
+    // A missing field is named too.
+    let (s, b) = server
+        .call("POST", "/api/base_experiment/get_id", key, Some(json!({})))
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    assert_eq!(b["error"]["field"], "id", "{b}");
+    // Nested: the path to the value.
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "contract"})))
+        .await;
+    let ds = server
+        .ok(
+            "POST",
+            "/v1/dataset",
+            Some(json!({"project_id": p["id"], "name": "d"})),
+        )
+        .await;
+    let (s, b) = server
+        .call(
+            "POST",
+            &format!("/v1/dataset/{}/insert", ds["id"].as_str().unwrap()),
+            key,
+            Some(json!({"events": [{"input": 1}, 7]})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    assert_eq!(b["error"]["field"], "events[1]", "{b}");
+    // A bad query parameter.
+    let (s, b) = server
+        .call("GET", "/v1/project?limit=many", key, None)
+        .await;
+    assert_error(s, &b, 400, "invalid_query");
+    assert_eq!(b["error"]["field"], "limit", "{b}");
+    let (s, b) = server.call("GET", "/v1/project?limit=0", key, None).await;
+    assert_error(s, &b, 400, "invalid_query");
+    // Not JSON at all.
+    let (s, b) = server
+        .raw("POST", "/v1/project", key, b"{\"name\":".to_vec())
+        .await;
+    assert_error(s, &b, 400, "invalid_json");
+    // Unknown fields, as newer SDKs send, are accepted.
+    let (s, b) = server
+        .call(
+            "POST",
+            "/v1/project",
+            key,
+            Some(json!({"name": "contract", "a_field_from_the_future": {"x": 1}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // An expired key has its own code.
+    let created = server
+        .ok(
+            "POST",
+            "/v1/api_key",
+            Some(json!({"name": "brief", "expires_at": crate::access::in_seconds(2)})),
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (s, b) = server
+        .call("GET", "/v1/project", created["key"].as_str(), None)
+        .await;
+    assert_error(s, &b, 401, "key_expired");
+    // A browser preflight from a foreign origin.
+    let r = server
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/project", server.url),
+        )
+        .header("origin", "https://elsewhere.example")
+        .header("access-control-request-method", "GET")
+        .header("x-request-id", "cors-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "cors_origin_not_allowed", "{b}");
+    assert_eq!(b["error"]["request_id"], "cors-1", "{b}");
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(openapi_describes_every_route, errors_name_the_field);
+}
+
+/// Requests schemathesis must send for a run to count.
+const SCHEMATHESIS_MIN_REQUESTS: u64 = 5000;
+
+/// Schemathesis (PyPI, pinned in `compat/schemathesis-requirements.txt`) generates requests
+/// from `/openapi.json`, valid and invalid, and checks every answer: no 5xx, every status and
+/// content type documented, every body valid against its schema.
+async fn schemathesis_finds_nothing(backend: Backend) {
+    let _alone = crate::harness::HEAVY.lock().await;
+    let server = Server::start(backend).await;
+    // Some objects, so that lists and names have something to find.
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "fuzzed"})))
+        .await;
+    for kind in ["experiment", "dataset"] {
+        server
+            .ok(
+                "POST",
+                &format!("/v1/{kind}"),
+                Some(json!({"project_id": p["id"], "name": kind})),
+            )
+            .await;
+    }
+    let st = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../compat/.schemathesis-venv/bin/st"
+    );
+    let report = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(st)
+        .args(["run", &format!("{}/openapi.json", server.url)])
+        .args(["-H", &format!("Authorization: Bearer {}", server.key)])
+        .args(["--max-examples", "50"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance",
+        ])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--request-timeout", "30", "--max-failures", "50"])
+        .args(["--no-color", "--output-truncate", "false"])
+        .args(["--generation-database", "none"])
+        .arg("--report-dir")
+        .arg(report.path())
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {st} (run ./scripts/test.sh to install schemathesis): {e}")
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "schemathesis failed:\n{text}");
+    // "Test cases:\n  N generated, N passed"
+    let generated: u64 = text
+        .lines()
+        .find_map(|l| {
+            let l = l.trim();
+            l.split_once(" generated, ")
+                .and_then(|(n, rest)| rest.ends_with(" passed").then(|| n.parse().ok())?)
+        })
+        .unwrap_or_else(|| panic!("no test-case count in:\n{text}"));
+    assert!(
+        generated >= SCHEMATHESIS_MIN_REQUESTS,
+        "schemathesis sent {generated} requests; at least {SCHEMATHESIS_MIN_REQUESTS} are \
+         needed:\n{text}"
+    );
+    println!("schemathesis ({backend:?}): {generated} requests, 0 failures");
+}
+
+mod fuzz {
+    use super::backends;
+    on_all_backends!(schemathesis_finds_nothing);
+}
