@@ -1,0 +1,270 @@
+//! Groups and roles: custom ones stored per organization, built-in roles the same everywhere.
+
+use super::{Entity, str_list};
+use crate::objects::{body_obj, opt_str};
+use crate::{Result, ServiceError, Services, random};
+use holdfast_core::authz::{Permission, Principal, builtin_roles};
+use holdfast_store::{EntityRecord, member_permission_json, parse_member_permission};
+use serde_json::{Map, Value, json};
+
+/// Built-in roles are the same in every organization and cannot be changed or deleted.
+fn refuse_builtin_role(id: &str) -> Result<()> {
+    if builtin_roles().iter().any(|r| r.0 == id) {
+        return Err(ServiceError::Forbidden(
+            "built-in roles cannot be changed or deleted".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn entity_json(e: Entity, r: &EntityRecord) -> Value {
+    let (members, includes) = match e {
+        Entity::Group => ("member_users", "member_groups"),
+        Entity::Role => ("member_permissions", "member_roles"),
+    };
+    json!({"id": r.id, "org_id": r.org_id, "name": r.name, "description": r.description,
+           "user_id": r.user_id, "created": r.created, members: r.members, includes: r.includes})
+}
+
+fn builtin_role_json() -> Vec<Value> {
+    builtin_roles()
+        .into_iter()
+        .map(|(id, name, description, def)| {
+            let perms: Vec<Value> = def
+                .member_permissions
+                .iter()
+                .map(|(p, r)| member_permission_json(*p, *r))
+                .collect();
+            json!({"id": id, "org_id": null, "name": name, "description": description,
+                   "user_id": null, "created": null, "member_permissions": perms, "member_roles": []})
+        })
+        .collect()
+}
+
+impl Services {
+    // ---- groups and roles ----
+
+    pub async fn list_entities(&self, principal: &Principal, e: Entity) -> Result<Vec<Value>> {
+        let pass = self
+            .org_grant(principal, Permission::Read, e.kind())
+            .await?;
+        let mut out: Vec<Value> = if e == Entity::Role {
+            builtin_role_json()
+        } else {
+            Vec::new()
+        };
+        out.extend(
+            self.store
+                .list_entities(&pass, e)
+                .await?
+                .iter()
+                .map(|r| entity_json(e, r)),
+        );
+        Ok(out)
+    }
+
+    pub async fn get_entity(&self, principal: &Principal, e: Entity, id: &str) -> Result<Value> {
+        let pass = self
+            .org_grant(principal, Permission::Read, e.kind())
+            .await?;
+        if e == Entity::Role
+            && let Some(r) = builtin_role_json().into_iter().find(|r| r["id"] == id)
+        {
+            return Ok(r);
+        }
+        Ok(entity_json(e, &self.store.get_entity(&pass, e, id).await?))
+    }
+
+    /// Checks and normalizes the two member lists of a group or role body.
+    async fn entity_lists(
+        &self,
+        principal: &Principal,
+        e: Entity,
+        body: &Map<String, Value>,
+        prefix: &str,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        let lookup = self.lookup(principal)?;
+        match e {
+            Entity::Group => {
+                let users = str_list(body, &format!("{prefix}member_users"))?;
+                let groups = str_list(body, &format!("{prefix}member_groups"))?;
+                let members = self.store.list_users(&lookup).await?;
+                if let Some(u) = users.iter().find(|u| !members.iter().any(|m| &m.id == *u)) {
+                    return Err(ServiceError::bad(format!(
+                        "user {u:?} is not a member of this organization"
+                    )));
+                }
+                let known = self.store.list_entities(&lookup, Entity::Group).await?;
+                if let Some(g) = groups.iter().find(|g| !known.iter().any(|k| &k.id == *g)) {
+                    return Err(ServiceError::bad(format!("no group {g:?}")));
+                }
+                Ok((users.into_iter().map(Value::String).collect(), groups))
+            }
+            Entity::Role => {
+                let field = format!("{prefix}member_permissions");
+                let perms = match body.get(&field) {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .map(|v| {
+                            parse_member_permission(v)
+                                .map(|(p, r)| member_permission_json(p, r))
+                                .ok_or_else(|| {
+                                    ServiceError::bad(format!(
+                                        "`{field}` entries are {{permission, restrict_object_type}} with known values"
+                                    ))
+                                })
+                        })
+                        .collect::<Result<_>>()?,
+                    Some(_) => return Err(ServiceError::field(field.to_string(), format!("`{field}` must be a list"))),
+                };
+                let roles = str_list(body, &format!("{prefix}member_roles"))?;
+                let known = self.store.list_entities(&lookup, Entity::Role).await?;
+                let builtin: Vec<&str> = builtin_roles().iter().map(|r| r.0).collect();
+                if let Some(r) = roles
+                    .iter()
+                    .find(|r| !known.iter().any(|k| &k.id == *r) && !builtin.contains(&r.as_str()))
+                {
+                    return Err(ServiceError::bad(format!("no role {r:?}")));
+                }
+                Ok((perms, roles))
+            }
+        }
+    }
+
+    /// `POST` (get-or-create by name) or `PUT` (create or replace by name).
+    pub async fn put_entity(
+        &self,
+        principal: &Principal,
+        e: Entity,
+        body: &Value,
+        replace: bool,
+    ) -> Result<Value> {
+        let body = body_obj(body)?;
+        let name = opt_str(body, "name")?
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
+        let perm = if replace {
+            Permission::Update
+        } else {
+            Permission::Create
+        };
+        let pass = self.org_grant(principal, perm, e.kind()).await?;
+        if replace {
+            self.org_grant(principal, Permission::Create, e.kind())
+                .await?;
+        }
+        let (members, includes) = self.entity_lists(principal, e, body, "").await?;
+        let rec = EntityRecord {
+            id: random::uuid()?,
+            org_id: principal.org_id.clone(),
+            name: name.to_owned(),
+            description: opt_str(body, "description")?.map(str::to_owned),
+            user_id: Some(principal.user_id.clone()),
+            created: self.now(),
+            members,
+            includes,
+        };
+        let stored = self.store.put_entity(&pass, e, &rec, replace).await?;
+        self.policy_changed(&principal.org_id);
+        let out = entity_json(e, &stored);
+        principal
+            .trail
+            .change(json!({"put": e.noun(), "after": out.clone()}));
+        Ok(out)
+    }
+
+    /// `PATCH`: name, description, and add_/remove_ member lists.
+    pub async fn patch_entity(
+        &self,
+        principal: &Principal,
+        e: Entity,
+        id: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        let body = body_obj(body)?;
+        refuse_builtin_role(id)?;
+        let pass = self
+            .org_grant(principal, Permission::Update, e.kind())
+            .await?;
+        let (add_m, add_i) = self.entity_lists(principal, e, body, "add_").await?;
+        let (rm_m, rm_i) = {
+            // Removals need not name things that still exist.
+            let (m, i) = match e {
+                Entity::Group => ("remove_member_users", "remove_member_groups"),
+                Entity::Role => ("remove_member_permissions", "remove_member_roles"),
+            };
+            let rm_m: Vec<Value> = match body.get(m) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a.clone(),
+                Some(_) => {
+                    return Err(ServiceError::field(
+                        m.to_string(),
+                        format!("`{m}` must be a list"),
+                    ));
+                }
+            };
+            (rm_m, str_list(body, i)?)
+        };
+        let name = match opt_str(body, "name")? {
+            Some(n) if n.trim().is_empty() => {
+                return Err(ServiceError::field(
+                    "name",
+                    "field `name` must not be empty",
+                ));
+            }
+            n => n.map(str::to_owned),
+        };
+        let description = opt_str(body, "description")?.map(str::to_owned);
+        let mut before = None;
+        let stored = self
+            .store
+            .update_entity(&pass, e, id, |r| {
+                before = Some(entity_json(e, r));
+                if let Some(n) = name {
+                    r.name = n;
+                }
+                if description.is_some() {
+                    r.description = description;
+                }
+                let same = |a: &Value, b: &Value| match e {
+                    Entity::Group => a == b,
+                    Entity::Role => parse_member_permission(a) == parse_member_permission(b),
+                };
+                r.members.retain(|m| !rm_m.iter().any(|x| same(x, m)));
+                for m in add_m {
+                    if !r.members.iter().any(|x| same(x, &m)) {
+                        r.members.push(m);
+                    }
+                }
+                r.includes.retain(|i| !rm_i.contains(i));
+                for i in add_i {
+                    if !r.includes.contains(&i) && i != r.id {
+                        r.includes.push(i);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.policy_changed(&principal.org_id);
+        let out = entity_json(e, &stored);
+        principal
+            .trail
+            .change(json!({"patch": e.noun(), "before": before, "after": out.clone()}));
+        Ok(out)
+    }
+
+    pub async fn delete_entity(&self, principal: &Principal, e: Entity, id: &str) -> Result<Value> {
+        refuse_builtin_role(id)?;
+        let pass = self
+            .org_grant(principal, Permission::Delete, e.kind())
+            .await?;
+        let gone = self.store.delete_entity(&pass, e, id).await?;
+        self.policy_changed(&principal.org_id);
+        let out = entity_json(e, &gone);
+        principal
+            .trail
+            .change(json!({"delete": e.noun(), "before": out.clone()}));
+        Ok(out)
+    }
+}

@@ -1,0 +1,430 @@
+//! API keys and service tokens: made, listed, rotated and revoked, never wider than the
+//! key that asks.
+
+use super::{
+    DEFAULT_ROTATION_GRACE_SECONDS, Entity, MAX_ROTATION_GRACE_SECONDS, set, str_list,
+    timestamp_field,
+};
+use crate::objects::{body_obj, opt_str};
+use crate::{Result, ServiceError, Services, random};
+use holdfast_core::authz::{
+    self, Capability, KeyScope, Kind, OrgPass, Permission, Principal, SystemPass,
+};
+use holdfast_core::clock::{format_timestamp, parse_timestamp};
+use holdfast_store::{ApiKeyRecord, UserInfo};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value, json};
+
+fn key_json(k: &ApiKeyRecord, user: Option<&UserInfo>) -> Value {
+    json!({"id": k.id, "name": k.name, "preview_name": k.preview_name, "created": k.created,
+           "expires_at": k.expires_at, "revoked_at": k.revoked_at, "user_id": k.user_id,
+           "user_email": user.map(|u| &u.email), "user_given_name": user.and_then(|u| u.given_name.as_ref()),
+           "user_family_name": user.and_then(|u| u.family_name.as_ref()), "org_id": k.org_id,
+           "project_ids": k.project_ids, "capability": k.capability,
+           "last_used_at": k.last_used_at, "last_used_from": k.last_used_from})
+}
+
+impl Services {
+    // ---- API keys ----
+
+    /// Reads `project_ids`, `capability` and `expires_at` for a new key and checks that it
+    /// is no wider than the key the caller uses.
+    async fn new_key_scope(
+        &self,
+        principal: &Principal,
+        body: &Map<String, Value>,
+    ) -> Result<(KeyScope, Option<String>)> {
+        let projects = match body.get("project_ids") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(str_list(body, "project_ids")?),
+        };
+        let capability = match opt_str(body, "capability")? {
+            None => Capability::Full,
+            Some(c) => Capability::parse(c).ok_or_else(|| {
+                ServiceError::field(
+                    "capability",
+                    "`capability` must be \"ingest\", \"read\" or \"full\"",
+                )
+            })?,
+        };
+        let caller = &principal.scope;
+        if caller.capability != Capability::Full {
+            return Err(ServiceError::Forbidden(
+                "only a key with full capability can create keys".into(),
+            ));
+        }
+        let scope = match (&caller.projects, projects) {
+            (Some(mine), None) => KeyScope {
+                projects: Some(mine.clone()),
+                capability,
+            },
+            (Some(mine), Some(wanted)) if wanted.iter().any(|p| !mine.contains(p)) => {
+                return Err(ServiceError::Forbidden(
+                    "a key cannot reach projects the calling key cannot".into(),
+                ));
+            }
+            (_, projects) => KeyScope {
+                projects,
+                capability,
+            },
+        };
+        if let Some(ps) = &scope.projects {
+            if ps.is_empty() {
+                return Err(ServiceError::field(
+                    "project_ids",
+                    "`project_ids` must not be empty",
+                ));
+            }
+            // A project that does not exist and one the caller may not read answer alike.
+            for p in ps {
+                self.project_pass(principal, p, Permission::Read, Kind::Project)
+                    .await
+                    .map_err(|_| {
+                        ServiceError::field(
+                            "project_ids",
+                            format!("no project {p:?} that this credential reads"),
+                        )
+                    })?;
+            }
+        }
+        let expires_at = timestamp_field(body, "expires_at")?;
+        if let Some(t) = &expires_at
+            && parse_timestamp(t).is_some_and(|t| t <= self.clock.now())
+        {
+            return Err(ServiceError::field(
+                "expires_at",
+                "`expires_at` is in the past",
+            ));
+        }
+        Ok((scope, self.no_later_than_caller(principal, expires_at)))
+    }
+
+    /// A new key's expiry: never after the calling key's, and the calling key's when none is
+    /// asked for.
+    fn no_later_than_caller(
+        &self,
+        principal: &Principal,
+        wanted: Option<String>,
+    ) -> Option<String> {
+        let Some(cap) = principal.expires_at else {
+            return wanted;
+        };
+        let wanted_at = wanted
+            .as_deref()
+            .and_then(parse_timestamp)
+            .map(|t| t.unix_timestamp());
+        match wanted_at {
+            Some(w) if w <= cap => wanted,
+            _ => time::OffsetDateTime::from_unix_timestamp(cap)
+                .ok()
+                .map(format_timestamp),
+        }
+    }
+
+    /// A key narrowed to some projects or to reading may act on itself only, never on its
+    /// user's other keys.
+    fn acts_on_own_key(principal: &Principal, key_id: &str) -> Result<()> {
+        let narrowed =
+            principal.scope.projects.is_some() || principal.scope.capability != Capability::Full;
+        if narrowed && key_id != principal.key_id {
+            return Err(ServiceError::Forbidden(
+                "a key limited to some projects or capabilities acts on no key but itself".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates a key for the caller; the token is in the answer and nowhere else.
+    pub async fn create_own_key(&self, principal: &Principal, body: &Value) -> Result<Value> {
+        let body = body_obj(body)?;
+        let name = opt_str(body, "name")?.unwrap_or("api key").to_owned();
+        let (scope, expires_at) = self.new_key_scope(principal, body).await?;
+        let key = self.keys.mint(
+            &principal.org_id,
+            &principal.user_id,
+            &name,
+            expires_at,
+            &scope,
+        )?;
+        self.store
+            .insert_api_key(
+                &SystemPass::new("a user creates their own key"),
+                &key.record,
+            )
+            .await?;
+        let mut out = key_json(&key.record, None);
+        principal.trail.change(json!({"key_created": out.clone()}));
+        set(out.as_object_mut(), "key", json!(key.token.expose_secret()));
+        Ok(out)
+    }
+
+    async fn visible_keys(&self, principal: &Principal) -> Result<Vec<ApiKeyRecord>> {
+        Self::not_ingest_only(principal)?;
+        let policy = self.policy(principal).await?;
+        let all = authz::org_grant(principal, &policy, Permission::Read, Kind::OrgMember);
+        let pass = match all {
+            Ok(p) => p,
+            Err(_) => self.lookup(principal)?,
+        };
+        Ok(self.store.org_keys(&pass, pass.grant().is_some()).await?)
+    }
+
+    pub async fn list_keys(&self, principal: &Principal, service: bool) -> Result<Vec<Value>> {
+        if service {
+            self.org_grant(principal, Permission::Read, Kind::OrgMember)
+                .await?;
+        }
+        let users = self.store.list_users(&self.lookup(principal)?).await?;
+        Ok(self
+            .visible_keys(principal)
+            .await?
+            .iter()
+            .filter_map(|k| {
+                let u = users.iter().find(|u| u.id == k.user_id);
+                let is_service = u.is_some_and(|u| u.kind == "service");
+                (is_service == service).then(|| key_json(k, u))
+            })
+            .collect())
+    }
+
+    /// One key with its activity: requests per day (including uses not yet written).
+    pub async fn get_key(&self, principal: &Principal, id: &str) -> Result<Value> {
+        let key = self
+            .visible_keys(principal)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| ServiceError::NotFound("api key".into()))?;
+        let users = self.store.list_users(&self.lookup(principal)?).await?;
+        let mut usage = self.store.key_usage(&self.lookup(principal)?, id).await?;
+        if let Some((day, n)) = self.keys.pending_usage(id) {
+            match usage.iter_mut().find(|(d, _)| *d == day) {
+                Some(u) => u.1 += n,
+                None => usage.insert(0, (day, n)),
+            }
+        }
+        let mut out = key_json(&key, users.iter().find(|u| u.id == key.user_id));
+        set(
+            out.as_object_mut(),
+            "usage",
+            usage
+                .iter()
+                .map(|(day, n)| json!({"day": day, "requests": n}))
+                .collect(),
+        );
+        Ok(out)
+    }
+
+    /// Revokes a key: one's own, or any with `delete` on members.
+    pub async fn revoke_key(&self, principal: &Principal, id: &str) -> Result<Value> {
+        let key = self
+            .visible_keys(principal)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| ServiceError::NotFound("api key".into()))?;
+        let policy = self.policy(principal).await?;
+        let pass = if key.user_id == principal.user_id {
+            Self::acts_on_own_key(principal, id)?;
+            self.lookup(principal)?
+        } else {
+            authz::org_grant(principal, &policy, Permission::Delete, Kind::OrgMember)
+                .map_err(|_| ServiceError::Forbidden("only owners revoke others' keys".into()))?
+        };
+        self.revoke(principal, &pass, key, "api key").await
+    }
+
+    /// Revokes a key the caller was allowed to name, drops cached verifications, and answers
+    /// the key as revoked.
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        pass: &OrgPass,
+        key: ApiKeyRecord,
+        what: &str,
+    ) -> Result<Value> {
+        let now = self.now();
+        if !self.store.end_key(pass, &key.id, None, Some(&now)).await? {
+            return Err(ServiceError::NotFound(format!("active {what}")));
+        }
+        self.keys.clear_cache();
+        principal
+            .trail
+            .change(json!({"revoked": what, "id": key.id}));
+        Ok(key_json(
+            &ApiKeyRecord {
+                revoked_at: Some(now),
+                ..key
+            },
+            None,
+        ))
+    }
+
+    /// Rotates one of the caller's keys: a new key with the same name and scope, while the
+    /// old one keeps working for `grace_seconds` (default one day, at most 30 days).
+    pub async fn rotate_key(&self, principal: &Principal, id: &str, body: &Value) -> Result<Value> {
+        let empty = json!({});
+        let body = if body.is_null() { &empty } else { body };
+        let body = body_obj(body)?;
+        let grace = match body.get("grace_seconds") {
+            None | Some(Value::Null) => DEFAULT_ROTATION_GRACE_SECONDS,
+            Some(v) => v
+                .as_i64()
+                .filter(|g| (0..=MAX_ROTATION_GRACE_SECONDS).contains(g))
+                .ok_or_else(|| {
+                    ServiceError::bad(format!(
+                        "`grace_seconds` must be an integer from 0 to {MAX_ROTATION_GRACE_SECONDS}"
+                    ))
+                })?,
+        };
+        let old = self
+            .store
+            .org_keys(&self.lookup(principal)?, false)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id && k.revoked_at.is_none())
+            .ok_or_else(|| ServiceError::NotFound("active api key".into()))?;
+        Self::acts_on_own_key(principal, id)?;
+        let scope_body = json!({"project_ids": old.project_ids, "capability": old.capability});
+        let (scope, _) = self
+            .new_key_scope(principal, body_obj(&scope_body)?)
+            .await?;
+        let key = self.keys.mint(
+            &principal.org_id,
+            &principal.user_id,
+            &old.name,
+            self.no_later_than_caller(principal, old.expires_at.clone()),
+            &scope,
+        )?;
+        self.store
+            .insert_api_key(&SystemPass::new("a user rotates their key"), &key.record)
+            .await?;
+        let grace_end = self.clock.now() + time::Duration::seconds(grace);
+        let old_end = old.expires_at.as_deref().and_then(parse_timestamp);
+        let end = format_timestamp(old_end.map_or(grace_end, |o| o.min(grace_end)));
+        self.store
+            .end_key(&self.lookup(principal)?, id, Some(&end), None)
+            .await?;
+        self.keys.clear_cache();
+        let mut out = key_json(&key.record, None);
+        principal
+            .trail
+            .change(json!({"key_rotated": id, "old_key_expires_at": end, "new_key": out.clone()}));
+        set(out.as_object_mut(), "key", json!(key.token.expose_secret()));
+        set(
+            out.as_object_mut(),
+            "rotated_from",
+            json!({"id": id, "expires_at": end}),
+        );
+        Ok(out)
+    }
+
+    // ---- service accounts ----
+
+    /// Creates a service token, and its service account unless `service_account_id` names
+    /// an existing one. The account joins `group_names` / `group_ids`.
+    pub async fn create_service_token(&self, principal: &Principal, body: &Value) -> Result<Value> {
+        let body = body_obj(body)?;
+        let pass = self
+            .org_grant(principal, Permission::Create, Kind::OrgMember)
+            .await?;
+        let name = opt_str(body, "name")?
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
+        let lookup = self.lookup(principal)?;
+        let groups = self.store.list_entities(&lookup, Entity::Group).await?;
+        let mut group_ids = str_list(body, "group_ids")?;
+        for n in str_list(body, "group_names")? {
+            let g = groups
+                .iter()
+                .find(|g| g.name == n)
+                .ok_or_else(|| ServiceError::bad(format!("no group named {n:?}")))?;
+            group_ids.push(g.id.clone());
+        }
+        self.may_place_in_groups(principal, &group_ids).await?;
+        let (scope, expires_at) = self.new_key_scope(principal, body).await?;
+        let account = match opt_str(body, "service_account_id")? {
+            Some(id) => self
+                .store
+                .list_users(&lookup)
+                .await?
+                .into_iter()
+                .find(|u| u.id == id && u.kind == "service")
+                .ok_or_else(|| ServiceError::bad(format!("no service account {id:?}")))?,
+            None => {
+                let account_name = opt_str(body, "service_account_name")?.unwrap_or(name);
+                let id = random::uuid()?;
+                let email = format!("service-{id}@service-accounts.invalid");
+                let user = UserInfo {
+                    id,
+                    email,
+                    kind: "service".into(),
+                    given_name: Some(account_name.to_owned()),
+                    family_name: None,
+                    created: self.now(),
+                };
+                let mut added = self.store.add_members(&pass, &[user], &group_ids).await?;
+                added
+                    .pop()
+                    .ok_or_else(|| ServiceError::Internal("service account not stored".into()))?
+            }
+        };
+        if opt_str(body, "service_account_id")?.is_some() && !group_ids.is_empty() {
+            self.store
+                .add_members(&pass, std::slice::from_ref(&account), &group_ids)
+                .await?;
+        }
+        self.policy_changed(&principal.org_id);
+        let key = self
+            .keys
+            .mint(&principal.org_id, &account.id, name, expires_at, &scope)?;
+        self.store
+            .insert_api_key(
+                &SystemPass::new("an owner creates a service token"),
+                &key.record,
+            )
+            .await?;
+        let mut out = key_json(&key.record, Some(&account));
+        set(out.as_object_mut(), "service_account_id", json!(account.id));
+        set(
+            out.as_object_mut(),
+            "service_account_email",
+            json!(account.email),
+        );
+        set(
+            out.as_object_mut(),
+            "service_account_name",
+            json!(account.given_name),
+        );
+        principal
+            .trail
+            .change(json!({"service_token_created": out.clone(), "groups": group_ids}));
+        set(out.as_object_mut(), "key", json!(key.token.expose_secret()));
+        Ok(out)
+    }
+
+    pub async fn revoke_service_token(&self, principal: &Principal, id: &str) -> Result<Value> {
+        let pass = self
+            .org_grant(principal, Permission::Delete, Kind::OrgMember)
+            .await?;
+        let users = self.store.list_users(&pass).await?;
+        let key = self
+            .store
+            .org_keys(
+                &self
+                    .org_grant(principal, Permission::Read, Kind::OrgMember)
+                    .await?,
+                true,
+            )
+            .await?
+            .into_iter()
+            .find(|k| {
+                k.id == id
+                    && users
+                        .iter()
+                        .any(|u| u.id == k.user_id && u.kind == "service")
+            })
+            .ok_or_else(|| ServiceError::NotFound("service token".into()))?;
+        self.revoke(principal, &pass, key, "service token").await
+    }
+}
