@@ -51,7 +51,7 @@
 //! use [`SystemPass::new`], which names its reason.
 
 use crate::object::ObjectType;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -475,6 +475,71 @@ impl Policy {
 /// A permission and the object type it is restricted to, if any.
 pub type PermissionPair = (Permission, Option<Kind>);
 
+/// Where a permission on a kind of project object (or on projects themselves) may hold: a
+/// superset of the targets [`Policy::allows`] admits, narrow enough to filter a list in the
+/// store's query. Each target must still be decided; this only keeps the rest unread.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reach {
+    /// Anywhere in the organization.
+    pub everywhere: bool,
+    /// Within these projects.
+    pub projects: BTreeSet<String>,
+    /// On these objects (of the kind asked about).
+    pub objects: BTreeSet<String>,
+}
+
+impl Reach {
+    /// Everywhere in the organization (an operator's export, an organization-wide grant).
+    pub fn all() -> Self {
+        Self {
+            everywhere: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn nowhere(&self) -> bool {
+        !self.everywhere && self.projects.is_empty() && self.objects.is_empty()
+    }
+}
+
+impl Policy {
+    /// Where `user_id` may have `permission` on targets of `kind` (a project, or a kind that
+    /// lives in projects): the grants on the chain of such targets, read without a target.
+    pub fn reach(&self, user_id: &str, permission: Permission, kind: Kind) -> Reach {
+        let groups = self.groups_of(user_id);
+        let mut reach = Reach::default();
+        for acl in &self.acls {
+            let mine = match &acl.subject {
+                Subject::User(u) => u == user_id,
+                Subject::Group(g) => groups.contains(g.as_str()),
+            };
+            let fits = |restrict: Option<Kind>| restrict.is_none_or(|k| k == kind);
+            let gives = mine
+                && match &acl.grant {
+                    Grant::Permission(p) => *p == permission && fits(acl.restrict_object_type),
+                    Grant::Role(role) => self
+                        .role_permissions(role)
+                        .into_iter()
+                        .any(|(p, r)| p == permission && fits(acl.restrict_object_type.or(r))),
+                };
+            if !gives {
+                continue;
+            }
+            match acl.object_type {
+                Kind::Organization if acl.object_id == self.org_id => reach.everywhere = true,
+                Kind::Project => {
+                    reach.projects.insert(acl.object_id.clone());
+                }
+                k if k == kind && k.in_project() => {
+                    reach.objects.insert(acl.object_id.clone());
+                }
+                _ => {}
+            }
+        }
+        reach
+    }
+}
+
 /// What a key may be used for, on top of its user's permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Capability {
@@ -672,6 +737,32 @@ impl Principal {
             permission,
             allowed,
         });
+    }
+
+    /// Where this principal may have `permission` on targets of `kind`: the user's reach,
+    /// narrowed to the key's projects.
+    pub fn reach(&self, policy: &Policy, permission: Permission, kind: Kind) -> Reach {
+        if policy.org_id != self.org_id {
+            return Reach::default();
+        }
+        if cfg!(feature = "authz-bypass") {
+            return Reach {
+                everywhere: true,
+                ..Reach::default()
+            };
+        }
+        let mut reach = policy.reach(&self.user_id, permission, kind);
+        if let Some(projects) = &self.scope.projects {
+            if reach.everywhere {
+                reach.everywhere = false;
+                reach.projects = projects.iter().cloned().collect();
+            } else {
+                reach.projects.retain(|p| projects.contains(p));
+            }
+            // Objects outside the key's projects are refused by the decision itself; their
+            // projects are not known here, so they stay in (a superset is all this promises).
+        }
+        reach
     }
 
     /// The full decision: the user's permissions, narrowed by the key.

@@ -32,7 +32,7 @@ use crate::s3::S3;
 use crate::{Result, ServiceError, Services, random};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use holdfast_core::authz::{SystemPass, system_org_lookup, system_read_pass};
+use holdfast_core::authz::{Reach, SystemPass, system_org_lookup, system_read_pass};
 use holdfast_core::object::ObjectType;
 use holdfast_crypto::stream::Sealer;
 use holdfast_crypto::{AnyKms, DataKey, Kms, Wrapped};
@@ -487,7 +487,7 @@ impl Services {
             let after = out.last().map(|p| p.id.clone());
             let page = self
                 .store
-                .list_projects(org, None, after.as_deref(), LIST_PAGE)
+                .list_projects(org, &Reach::all(), None, after.as_deref(), LIST_PAGE)
                 .await?;
             let done = (page.len() as i64) < LIST_PAGE;
             out.extend(page);
@@ -526,7 +526,15 @@ impl Services {
                     let after = listed.last().map(|o| o.id.clone());
                     let page = self
                         .store
-                        .list_objects(&org, kind, Some(&p.id), None, after.as_deref(), LIST_PAGE)
+                        .list_objects(
+                            &org,
+                            &Reach::all(),
+                            kind,
+                            Some(&p.id),
+                            None,
+                            after.as_deref(),
+                            LIST_PAGE,
+                        )
                         .await?;
                     let done = (page.len() as i64) < LIST_PAGE;
                     listed.extend(page);

@@ -5,7 +5,9 @@ use crate::{Result, ServiceError, Services, random};
 use holdfast_api::objects::{
     CreateObject, CreateProject, NamedObject, PatchObject, PatchProject, Project,
 };
-use holdfast_core::authz::{KeyScope, Kind, ObjectPass, Permission, Principal, SystemPass, Target};
+use holdfast_core::authz::{
+    KeyScope, Kind, ObjectPass, Permission, Policy, Principal, Reach, SystemPass, Target,
+};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::ObjectType;
 use holdfast_core::xact::XactId;
@@ -27,6 +29,41 @@ pub struct ListParams {
 }
 
 const MAX_LIST: i64 = 1000;
+
+/// Most ids a list's query names; a reach wider than this is read as the whole organization
+/// (each row is still decided).
+const MAX_REACH_IDS: usize = 10_000;
+
+/// Where a list may find readable targets of `kind`: the store reads only there.
+fn list_reach(principal: &Principal, policy: &Policy, kind: Kind) -> Reach {
+    let reach = principal.reach(policy, Permission::Read, kind);
+    if reach.projects.len() + reach.objects.len() > MAX_REACH_IDS {
+        return Reach::all();
+    }
+    reach
+}
+
+/// Reads pages of a list until `limit` visible entries are found or the list ends. `page`
+/// reads at most `n` rows after the given id and returns the visible ones, how many rows it
+/// read, and the id of the last one.
+async fn paged<T, F, Fut>(limit: i64, mut after: Option<String>, mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, usize, Option<String>)>>,
+{
+    let want = usize::try_from(limit).unwrap_or(usize::MAX);
+    let n = limit.max(100);
+    let mut out = Vec::new();
+    loop {
+        let (visible, seen, last) = page(after.clone(), n).await?;
+        out.extend(visible);
+        if out.len() >= want || (seen as i64) < n || last.is_none() {
+            out.truncate(want);
+            return Ok(out);
+        }
+        after = last;
+    }
+}
 
 pub fn body_obj(body: &Value) -> Result<&Map<String, Value>> {
     body.as_object()
@@ -513,15 +550,26 @@ impl Services {
         }
         let limit = params.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
         let name = params.name.as_deref().or(params.project_name.as_deref());
-        // Filter before the limit, so that a page holds `limit` visible projects.
-        let mut visible = self
-            .store
-            .list_projects(&org_pass, name, params.starting_after.as_deref(), i64::MAX)
-            .await?;
-        visible
-            .retain(|p| self.can_see(principal, &policy, &Target::project(Kind::Project, &p.id)));
-        visible.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(visible)
+        let reach = list_reach(principal, &policy, Kind::Project);
+        paged(limit, params.starting_after.clone(), |after, n| {
+            let (org_pass, reach, policy) = (&org_pass, &reach, &policy);
+            async move {
+                let page = self
+                    .store
+                    .list_projects(org_pass, reach, name, after.as_deref(), n)
+                    .await?;
+                let last = page.last().map(|p| p.id.clone());
+                let seen = page.len();
+                let visible = page
+                    .into_iter()
+                    .filter(|p| {
+                        self.can_see(principal, policy, &Target::project(Kind::Project, &p.id))
+                    })
+                    .collect();
+                Ok((visible, seen, last))
+            }
+        })
+        .await
     }
 
     pub async fn patch_project(
@@ -729,27 +777,38 @@ impl Services {
             (None, None) => None,
         };
         let limit = params.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
-        // Filter before the limit, so that a page holds `limit` visible objects.
-        let mut visible = self
-            .store
-            .list_objects(
-                &org_pass,
-                kind,
-                project_id.as_deref(),
-                params.name.as_deref(),
-                params.starting_after.as_deref(),
-                i64::MAX,
-            )
-            .await?;
-        visible.retain(|o| {
-            self.can_see(
-                principal,
-                &policy,
-                &Target::object(Kind::of(kind), &o.project_id, &o.id),
-            )
-        });
-        visible.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(visible)
+        let reach = list_reach(principal, &policy, Kind::of(kind));
+        paged(limit, params.starting_after.clone(), |after, n| {
+            let (org_pass, reach, project_id, policy) = (&org_pass, &reach, &project_id, &policy);
+            async move {
+                let page = self
+                    .store
+                    .list_objects(
+                        org_pass,
+                        reach,
+                        kind,
+                        project_id.as_deref(),
+                        params.name.as_deref(),
+                        after.as_deref(),
+                        n,
+                    )
+                    .await?;
+                let last = page.last().map(|o| o.id.clone());
+                let seen = page.len();
+                let visible = page
+                    .into_iter()
+                    .filter(|o| {
+                        self.can_see(
+                            principal,
+                            policy,
+                            &Target::object(Kind::of(kind), &o.project_id, &o.id),
+                        )
+                    })
+                    .collect();
+                Ok((visible, seen, last))
+            }
+        })
+        .await
     }
 
     pub async fn patch_object(

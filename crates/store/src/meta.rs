@@ -3,7 +3,7 @@
 
 use crate::db::{NEXT_COUNTER, with_pool};
 use crate::{Result, Store, StoreError};
-use holdfast_core::authz::{Kind, ObjectPass, OrgPass, Permission, ProjectPass, SystemPass};
+use holdfast_core::authz::{Kind, ObjectPass, OrgPass, Permission, ProjectPass, Reach, SystemPass};
 use holdfast_core::object::ObjectType;
 use serde_json::{Map, Value};
 
@@ -532,27 +532,42 @@ impl Store {
     }
 
     /// Newest first; `starting_after` is the id of the last project of the previous page.
+    /// The newest projects first, after `starting_after`, within `reach` (its projects; its
+    /// objects do not make a project listed).
     pub async fn list_projects(
         &self,
         pass: &OrgPass,
+        reach: &Reach,
         name: Option<&str>,
         starting_after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ProjectRecord>> {
+        if !reach.everywhere && reach.projects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let within = if reach.everywhere {
+            String::new()
+        } else {
+            format!("AND id IN ({})", placeholders(5, reach.projects.len()))
+        };
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
                 "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND deleted_at IS NULL \
                  AND ($2 IS NULL OR name = $2) \
                  AND ($3 IS NULL OR seq < (SELECT seq FROM projects WHERE id = $3 AND org_id = $1)) \
-                 ORDER BY seq DESC LIMIT $4"
+                 {within} ORDER BY seq DESC LIMIT $4"
             );
-            let rows: Vec<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            let mut q = sqlx::query_as::<DB, ProjectRow>(sqlx::AssertSqlSafe(sql))
                 .bind(pass.org_id())
                 .bind(name)
                 .bind(starting_after)
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
+                .bind(limit);
+            if !reach.everywhere {
+                for id in &reach.projects {
+                    q = q.bind(id);
+                }
+            }
+            let rows: Vec<ProjectRow> = q.fetch_all(p).await?;
             rows.into_iter().map(project_from).collect()
         })
     }
@@ -702,31 +717,55 @@ impl Store {
     }
 
     /// Newest first, optionally inside one project and with one name.
+    /// The newest objects of a kind first, after `starting_after`, within `reach` (in its
+    /// projects, or among its objects).
+    #[allow(clippy::too_many_arguments)]
     pub async fn list_objects(
         &self,
         pass: &OrgPass,
+        reach: &Reach,
         kind: ObjectType,
         project_id: Option<&str>,
         name: Option<&str>,
         starting_after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ObjectRecord>> {
+        if reach.nowhere() {
+            return Ok(Vec::new());
+        }
+        let within = if reach.everywhere {
+            String::new()
+        } else {
+            let (np, no) = (reach.projects.len(), reach.objects.len());
+            let mut terms = Vec::new();
+            if np > 0 {
+                terms.push(format!("project_id IN ({})", placeholders(7, np)));
+            }
+            if no > 0 {
+                terms.push(format!("id IN ({})", placeholders(7 + np, no)));
+            }
+            format!("AND ({})", terms.join(" OR "))
+        };
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
                 "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND deleted_at IS NULL {LIVE_PROJECT} \
                  AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR name = $4) \
                  AND ($5 IS NULL OR seq < (SELECT seq FROM objects WHERE id = $5 AND org_id = $1)) \
-                 ORDER BY seq DESC LIMIT $6"
+                 {within} ORDER BY seq DESC LIMIT $6"
             );
-            let rows: Vec<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            let mut q = sqlx::query_as::<DB, ObjectRow>(sqlx::AssertSqlSafe(sql))
                 .bind(pass.org_id())
                 .bind(kind.as_str())
                 .bind(project_id)
                 .bind(name)
                 .bind(starting_after)
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
+                .bind(limit);
+            if !reach.everywhere {
+                for id in reach.projects.iter().chain(&reach.objects) {
+                    q = q.bind(id);
+                }
+            }
+            let rows: Vec<ObjectRow> = q.fetch_all(p).await?;
             rows.into_iter().map(object_from).collect()
         })
     }
@@ -785,4 +824,12 @@ impl Store {
 
 fn kind_name(kind: ObjectType) -> &'static str {
     kind.as_str()
+}
+
+/// `$first, $first+1, ...`: `n` numbered placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -334,3 +334,85 @@ fn passes_check_the_record_facts() {
         allowed: false
     }));
 }
+
+/// A list filtered by reach loses nothing the decision allows: every allowed target lies in
+/// the reach, and a user with no grant reaches nothing.
+#[test]
+fn reach_covers_every_allowed_target() {
+    let p = policy(vec![
+        acl(Kind::Project, "p1", user("pat"), role("reader"), None),
+        acl(
+            Kind::Experiment,
+            "e2",
+            user("pat"),
+            Grant::Permission(Read),
+            None,
+        ),
+        acl(
+            Kind::Dataset,
+            "d9",
+            user("dora"),
+            Grant::Permission(Read),
+            None,
+        ),
+        acl(
+            Kind::Project,
+            "p2",
+            group("interns"),
+            role("reader"),
+            Some(Kind::Dataset),
+        ),
+    ]);
+    let mut objects = Vec::new();
+    for project in ["p1", "p2", "p3"] {
+        for (kind, id) in [
+            (Kind::Experiment, "e1"),
+            (Kind::Experiment, "e2"),
+            (Kind::Dataset, "d1"),
+            (Kind::Dataset, "d9"),
+            (Kind::Prompt, "f1"),
+        ] {
+            objects.push((kind, project, id));
+        }
+    }
+    for who in [
+        "olga", "erin", "vic", "carl", "ivy", "pat", "dora", "nobody",
+    ] {
+        for kind in [Kind::Project, Kind::Experiment, Kind::Dataset, Kind::Prompt] {
+            let reach = p.reach(who, Read, kind);
+            for project in ["p1", "p2", "p3"] {
+                if kind == Kind::Project && p.allows(who, Read, &Target::project(kind, project)) {
+                    assert!(
+                        reach.everywhere || reach.projects.contains(project),
+                        "{who} reads {project} outside {reach:?}"
+                    );
+                }
+            }
+            for (k, project, id) in &objects {
+                if *k == kind && p.allows(who, Read, &Target::object(kind, project, id)) {
+                    assert!(
+                        reach.everywhere
+                            || reach.projects.contains(*project)
+                            || reach.objects.contains(*id),
+                        "{who} reads {kind:?} {project}/{id} outside {reach:?}"
+                    );
+                }
+            }
+        }
+    }
+    // Narrow where the grants are narrow.
+    let pat = p.reach("pat", Read, Kind::Experiment);
+    assert!(!pat.everywhere);
+    assert_eq!(pat.projects, BTreeSet::from(["p1".to_string()]));
+    assert_eq!(pat.objects, BTreeSet::from(["e2".to_string()]));
+    assert!(p.reach("nobody", Read, Kind::Experiment).nowhere());
+    assert!(p.reach("dora", Read, Kind::Experiment).nowhere());
+    assert!(p.reach("vic", Read, Kind::Dataset).everywhere);
+    // The interns' grant is restricted to datasets.
+    assert!(p.reach("ivy", Read, Kind::Dataset).projects.contains("p2"));
+    assert!(
+        !p.reach("ivy", Read, Kind::Experiment)
+            .projects
+            .contains("p2")
+    );
+}

@@ -200,9 +200,102 @@ async fn errors_name_the_field(backend: Backend) {
     assert_eq!(b["error"]["request_id"], "cors-1", "{b}");
 }
 
+/// Lists read only where the caller may read, and page through exactly what they may see.
+async fn lists_page_through_what_may_be_read(backend: Backend) {
+    let server = Server::start(backend).await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let mut projects = Vec::new();
+    let mut experiments = Vec::new();
+    for p in ["pa", "pb", "pc"] {
+        let pid = id(&server
+            .ok("POST", "/v1/project", Some(json!({"name": p})))
+            .await);
+        for n in 1..=3 {
+            let e = server
+                .ok(
+                    "POST",
+                    "/v1/experiment",
+                    Some(json!({"project_id": pid, "name": format!("{p}-e{n}")})),
+                )
+                .await;
+            experiments.push((pid.clone(), id(&e), format!("{p}-e{n}")));
+        }
+        projects.push(pid);
+    }
+    server
+        .ok("POST", "/v1/group", Some(json!({"name": "nothing-yet"})))
+        .await;
+    let key = server.member_key("lim@example.test", "nothing-yet");
+    let users = server.ok("GET", "/v1/user", None).await;
+    let lim = users["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "lim@example.test")
+        .map(id)
+        .unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |path: String| {
+        let key = key.clone();
+        let server = &server;
+        async move {
+            let (s, b) = server.call("GET", &path, Some(&key), None).await;
+            assert_eq!(s, 200, "{path}: {b}");
+            b
+        }
+    };
+    // No grant: nothing.
+    assert!(names(&list("/v1/experiment".into()).await).is_empty());
+    // Read on project B, and on one experiment of C.
+    let (pb, c2) = (projects[1].clone(), experiments[7].1.clone());
+    for (kind, object) in [("project", &pb), ("experiment", &c2)] {
+        server
+            .ok(
+                "POST",
+                "/v1/acl",
+                Some(
+                    json!({"object_type": kind, "object_id": object, "user_id": lim,
+                            "permission": "read"}),
+                ),
+            )
+            .await;
+    }
+    let all = names(&list("/v1/experiment".into()).await);
+    assert_eq!(all, ["pc-e2", "pb-e3", "pb-e2", "pb-e1"], "newest first");
+    // A page at a time, each page the next visible one.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/experiment?limit=1&starting_after={a}"),
+            None => "/v1/experiment?limit=1".into(),
+        };
+        let page = list(path).await;
+        let objects = page["objects"].as_array().unwrap().clone();
+        let Some(last) = objects.last() else { break };
+        assert_eq!(objects.len(), 1);
+        paged.push(last["name"].as_str().unwrap().to_owned());
+        after = Some(id(last));
+    }
+    assert_eq!(paged, all);
+    // An experiment's grant does not list its project.
+    assert_eq!(names(&list("/v1/project".into()).await), ["pb"]);
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(openapi_describes_every_route, errors_name_the_field);
+    on_all_backends!(
+        openapi_describes_every_route,
+        errors_name_the_field,
+        lists_page_through_what_may_be_read
+    );
 }
 
 /// Requests schemathesis must send for a run to count.
