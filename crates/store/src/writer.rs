@@ -542,6 +542,150 @@ const ADVANCE_INDEXED: &str =
 
 type Committed = Vec<Written>;
 
+/// The ids of a group's pending rows whose stored version the write needs: merges, and
+/// replaces that must keep the stored `created`.
+fn stored_rows_needed(group: &Group) -> Vec<&str> {
+    group
+        .pending
+        .iter()
+        .filter(|r| match r.control.kind {
+            WriteKind::Merge => true,
+            WriteKind::Replace => r.data.get("created").is_none_or(Value::is_null),
+            WriteKind::Delete => false,
+        })
+        .map(|r| r.row_id.as_str())
+        .collect()
+}
+
+/// The newest version of each of `$needed` rows of one object: in the row index, in the
+/// index's tail, or written earlier in this transaction (from `$first_xact` on).
+macro_rules! latest_versions {
+    ($tx:ident, $DB:ident, $index:expr, $object_type:expr, $object_id:expr, $needed:expr,
+     $first_xact:expr) => {{
+        let (object_type, object_id, needed) = ($object_type, $object_id, $needed);
+        let mut latest: HashMap<String, Version> = HashMap::new();
+        for chunk in needed.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<$DB>::new(
+                "SELECT row_id, xact_id, seq, is_deleted FROM row_index WHERE object_type = ",
+            );
+            qb.push_bind(object_type);
+            qb.push(" AND object_id = ").push_bind(object_id);
+            qb.push(" AND row_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(
+                ") UNION ALL SELECT row_id, xact_id, seq, is_deleted FROM rows WHERE xact_id >= ",
+            );
+            qb.push_bind($first_xact);
+            qb.push(" AND object_type = ").push_bind(object_type);
+            qb.push(" AND object_id = ").push_bind(object_id);
+            qb.push(" AND row_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            let found: Vec<(String, i64, i64, bool)> =
+                qb.build_query_as().fetch_all(&mut *$tx).await?;
+            for (row_id, xact, seq, deleted) in found {
+                let v = Version { xact, seq, deleted };
+                let e = latest.remove(&row_id);
+                if let Some(v) = newer(e, Some(v)) {
+                    latest.insert(row_id, v);
+                }
+            }
+        }
+        if !needed.is_empty() {
+            let tail = $index.view();
+            for id in needed {
+                let t = tail.latest(object_type, object_id, id, i64::MAX);
+                if let Some(v) = newer(latest.get(*id).copied(), t) {
+                    latest.insert((*id).to_owned(), v);
+                }
+            }
+        }
+        latest
+    }};
+}
+
+/// The stored data of the live versions in `$latest`, by `seq`.
+macro_rules! stored_data {
+    ($tx:ident, $DB:ident, $org_id:expr, $latest:expr) => {{
+        let live: Vec<i64> = $latest
+            .values()
+            .filter(|v| !v.deleted)
+            .map(|v| v.seq)
+            .collect();
+        let mut data: HashMap<i64, Vec<u8>> = HashMap::new();
+        for chunk in live.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<$DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
+            qb.push_bind($org_id);
+            qb.push(" AND seq IN (");
+            let mut sep = qb.separated(", ");
+            for seq in chunk {
+                sep.push_bind(*seq);
+            }
+            qb.push(")");
+            let found: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(&mut *$tx).await?;
+            data.extend(found);
+        }
+        data
+    }};
+}
+
+/// The versions a group's pending rows become, in request order: each merged onto the
+/// newest stored version of its row (or onto what the request wrote before it); a row id
+/// written twice in one request ends as one version. The stored bytes read count against
+/// the request's `merge_read` budget.
+fn merge_pending(
+    group: &Group,
+    now: &str,
+    latest: HashMap<String, Version>,
+    data: &HashMap<i64, Vec<u8>>,
+    merge_read: &mut usize,
+    compress_from: usize,
+) -> Result<Vec<NewVersion>> {
+    let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
+    for (row_id, v) in latest {
+        let row = if v.deleted {
+            None
+        } else {
+            let stored = data.get(&v.seq).ok_or_else(|| {
+                StoreError::Corrupt(format!("row {row_id}: version {} has no data", v.seq))
+            })?;
+            *merge_read += stored.len();
+            if *merge_read > MAX_MERGE_READ_BYTES {
+                return Err(StoreError::InvalidRow(format!(
+                    "the request's merges would read more than {MAX_MERGE_READ_BYTES} \
+                     bytes of stored rows; send it in smaller requests"
+                )));
+            }
+            Some(decode_data(&row_id, stored)?)
+        };
+        current.insert(row_id, row);
+    }
+    let mut order: Vec<&str> = Vec::new();
+    let mut ordered: HashSet<&str> = HashSet::new();
+    for row in &group.pending {
+        let existing = current.get(&row.row_id).and_then(Option::as_ref);
+        let mut next = merge::apply(existing, row.data.clone(), &row.control)
+            .map_err(|e| StoreError::InvalidRow(format!("row {:?}: {e}", row.row_id)))?;
+        if let Some(r) = next.as_mut() {
+            finish(r, &row.row_id, now);
+        }
+        current.insert(row.row_id.clone(), next);
+        if ordered.insert(&row.row_id) {
+            order.push(&row.row_id);
+        }
+    }
+    order
+        .into_iter()
+        .map(|id| version(id, current.get(id).and_then(Option::as_ref), compress_from))
+        .collect()
+}
+
 /// Applies the requests in one transaction; any failure rolls all of them back. Returns each
 /// request's transaction id and, on the embedded store, the versions for the index's tail.
 async fn try_commit_group(
@@ -613,141 +757,34 @@ async fn try_commit_group(
             for group in &job.groups {
                 let pass = &group.pass;
                 let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
-                let needed: Vec<&str> = group
-                    .pending
-                    .iter()
-                    .filter(|r| match r.control.kind {
-                        WriteKind::Merge => true,
-                        WriteKind::Replace => r.data.get("created").is_none_or(Value::is_null),
-                        WriteKind::Delete => false,
-                    })
-                    .map(|r| r.row_id.as_str())
-                    .collect();
+                let needed = stored_rows_needed(group);
                 if !needed.is_empty() {
                     flush!();
                 }
                 // The newest version of each: indexed, in the tail, or written earlier in
                 // this transaction.
-                let mut latest: HashMap<String, Version> = HashMap::new();
-                for chunk in needed.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(
-                        "SELECT row_id, xact_id, seq, is_deleted FROM row_index WHERE object_type = ",
-                    );
-                    qb.push_bind(object_type);
-                    qb.push(" AND object_id = ").push_bind(object_id);
-                    qb.push(" AND row_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    qb.push(
-                        ") UNION ALL SELECT row_id, xact_id, seq, is_deleted FROM rows WHERE xact_id >= ",
-                    );
-                    qb.push_bind(first_xact);
-                    qb.push(" AND object_type = ").push_bind(object_type);
-                    qb.push(" AND object_id = ").push_bind(object_id);
-                    qb.push(" AND row_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    qb.push(")");
-                    let found: Vec<(String, i64, i64, bool)> =
-                        qb.build_query_as().fetch_all(&mut *tx).await?;
-                    for (row_id, xact, seq, deleted) in found {
-                        let v = Version { xact, seq, deleted };
-                        let e = latest.remove(&row_id);
-                        if let Some(v) = newer(e, Some(v)) {
-                            latest.insert(row_id, v);
-                        }
-                    }
-                }
-                if !needed.is_empty() {
-                    let tail = index.view();
-                    for id in &needed {
-                        let t = tail.latest(object_type, object_id, id, i64::MAX);
-                        if let Some(v) = newer(latest.get(*id).copied(), t) {
-                            latest.insert((*id).to_owned(), v);
-                        }
-                    }
-                }
-                let live: Vec<i64> = latest
-                    .values()
-                    .filter(|v| !v.deleted)
-                    .map(|v| v.seq)
-                    .collect();
-                let mut data: HashMap<i64, Vec<u8>> = HashMap::new();
-                for chunk in live.chunks(INSERT_CHUNK) {
-                    let mut qb =
-                        QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
-                    qb.push_bind(pass.org_id());
-                    qb.push(" AND seq IN (");
-                    let mut sep = qb.separated(", ");
-                    for seq in chunk {
-                        sep.push_bind(*seq);
-                    }
-                    qb.push(")");
-                    let found: Vec<(i64, Vec<u8>)> =
-                        qb.build_query_as().fetch_all(&mut *tx).await?;
-                    data.extend(found);
-                }
-                let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
-                for (row_id, v) in latest {
-                    let row = if v.deleted {
-                        None
-                    } else {
-                        let stored = data.get(&v.seq).ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "row {row_id}: version {} has no data",
-                                v.seq
-                            ))
-                        })?;
-                        merge_read += stored.len();
-                        if merge_read > MAX_MERGE_READ_BYTES {
-                            return Err(StoreError::InvalidRow(format!(
-                                "the request's merges would read more than {MAX_MERGE_READ_BYTES} \
-                                 bytes of stored rows; send it in smaller requests"
-                            )));
-                        }
-                        Some(decode_data(&row_id, stored)?)
-                    };
-                    current.insert(row_id, row);
-                }
-                // In request order; a row id written twice in one request ends as one version.
-                let mut order: Vec<&str> = Vec::new();
-                let mut ordered: HashSet<&str> = HashSet::new();
-                for row in &group.pending {
-                    let existing = current.get(&row.row_id).and_then(Option::as_ref);
-                    let mut next =
-                        merge::apply(existing, row.data.clone(), &row.control).map_err(|e| {
-                            StoreError::InvalidRow(format!("row {:?}: {e}", row.row_id))
-                        })?;
-                    if let Some(r) = next.as_mut() {
-                        finish(r, &row.row_id, &job.now);
-                    }
-                    current.insert(row.row_id.clone(), next);
-                    if ordered.insert(&row.row_id) {
-                        order.push(&row.row_id);
-                    }
-                }
+                let latest =
+                    latest_versions!(tx, DB, index, object_type, object_id, &needed, first_xact);
+                let data = stored_data!(tx, DB, pass.org_id(), &latest);
+                let computed = merge_pending(
+                    group,
+                    &job.now,
+                    latest,
+                    &data,
+                    &mut merge_read,
+                    compress_from(pools),
+                )?;
                 let xact = xact.as_i64();
                 buffer.extend(group.ready.iter().map(|v| InsertRow {
                     pass,
                     xact,
                     version: Source::Ready(v),
                 }));
-                for id in order {
-                    let v = version(
-                        id,
-                        current.get(id).and_then(Option::as_ref),
-                        compress_from(pools),
-                    )?;
-                    buffer.push(InsertRow {
-                        pass,
-                        xact,
-                        version: Source::Computed(v),
-                    });
-                }
+                buffer.extend(computed.into_iter().map(|v| InsertRow {
+                    pass,
+                    xact,
+                    version: Source::Computed(v),
+                }));
             }
             results.push(Some(xact));
         }
