@@ -3,13 +3,13 @@
 //! AWS and against KMS-compatible servers (`endpoint`).
 
 use crate::aead::DataKey;
+use crate::aws_creds::CredentialChain;
 use crate::kms::{Kms, Wrapped};
 use crate::retry::Outcome;
 use crate::sigv4::{self, Credentials};
 use crate::{CryptoError, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 const PREFIX: &str = "aws:";
 
@@ -20,14 +20,12 @@ pub struct AwsConfig {
     pub region: String,
     /// `https://kms.<region>.amazonaws.com` unless set (a KMS-compatible server).
     pub endpoint: Option<String>,
-    pub access_key_id: String,
-    pub secret_access_key: SecretString,
-    pub session_token: Option<SecretString>,
+    /// From the standard chain ([`crate::aws_creds`]).
+    pub credentials: CredentialChain,
 }
 
 pub struct AwsKms {
     config: AwsConfig,
-    credentials: Credentials,
     endpoint: String,
     host: String,
     http: reqwest::Client,
@@ -45,17 +43,8 @@ impl AwsKms {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| CryptoError::Kms(e.to_string()))?;
-        let credentials = Credentials {
-            access_key_id: config.access_key_id.clone(),
-            secret_access_key: config.secret_access_key.expose_secret().into(),
-            session_token: config
-                .session_token
-                .as_ref()
-                .map(|t| t.expose_secret().into()),
-        };
         Ok(Self {
             config,
-            credentials,
             endpoint,
             host,
             http,
@@ -65,6 +54,7 @@ impl AwsKms {
     /// Headers for one signed call (SigV4, service `kms`).
     fn sign(
         &self,
+        credentials: &Credentials,
         target: &str,
         body: &str,
         now: time::OffsetDateTime,
@@ -84,7 +74,7 @@ impl AwsKms {
                 ],
                 payload_sha256: &sigv4::sha256_hex(body.as_bytes()),
             },
-            &self.credentials,
+            credentials,
             &self.config.region,
             "kms",
             now,
@@ -100,9 +90,13 @@ impl AwsKms {
     }
 
     async fn attempt(&self, target: &str, body: &str) -> Outcome<String, CryptoError> {
+        let credentials = match self.config.credentials.get().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
         #[allow(clippy::disallowed_methods)] // request signing needs the real time
         let now = time::OffsetDateTime::now_utc();
-        let signed = match self.sign(target, body, now) {
+        let signed = match self.sign(&credentials, target, body, now) {
             Ok(s) => s,
             Err(e) => return Outcome::Fail(e),
         };
@@ -181,24 +175,28 @@ mod tests {
     /// is checked against AWS's worked example in `sigv4`.)
     #[test]
     fn signing_is_deterministic_and_scoped() {
+        let creds = || Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: None,
+        };
         let kms = AwsKms::new(AwsConfig {
             key_id: "k".into(),
             region: "us-east-1".into(),
             endpoint: Some("http://127.0.0.1:5000".into()),
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
-            session_token: None,
+            credentials: CredentialChain::fixed(creds()).unwrap(),
         })
         .unwrap();
+        let c = creds();
         let now = time::macros::datetime!(2015-08-30 12:36:00 UTC);
-        let a = kms.sign("Encrypt", "{}", now).unwrap();
-        let b = kms.sign("Encrypt", "{}", now).unwrap();
+        let a = kms.sign(&c, "Encrypt", "{}", now).unwrap();
+        let b = kms.sign(&c, "Encrypt", "{}", now).unwrap();
         assert_eq!(a, b);
         let auth = &a.iter().find(|(k, _)| k == "authorization").unwrap().1;
         assert!(auth.starts_with(
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kms/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature="
         ));
-        let c = kms.sign("Decrypt", "{}", now).unwrap();
+        let c = kms.sign(&c, "Decrypt", "{}", now).unwrap();
         assert_ne!(a, c);
     }
 }

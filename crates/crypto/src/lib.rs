@@ -15,6 +15,8 @@
 pub mod aead;
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_creds;
 #[cfg(feature = "http-kms")]
 pub mod http;
 pub mod kms;

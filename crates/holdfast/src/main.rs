@@ -283,17 +283,12 @@ enum KeysAction {
 fn open_kms(settings: &Settings) -> Result<AnyKms> {
     match settings.kms.as_str() {
         "aws" => {
-            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let region = settings.kms_aws_region.clone().context("kms_aws_region")?;
             let config = AwsConfig {
                 key_id: settings.kms_aws_key_id.clone().context("kms_aws_key_id")?,
-                region: settings.kms_aws_region.clone().context("kms_aws_region")?,
+                credentials: aws_credentials(&region)?,
+                region,
                 endpoint: settings.kms_aws_endpoint.clone(),
-                access_key_id: env("AWS_ACCESS_KEY_ID")
-                    .context("kms = \"aws\" needs AWS_ACCESS_KEY_ID")?,
-                secret_access_key: env("AWS_SECRET_ACCESS_KEY")
-                    .context("kms = \"aws\" needs AWS_SECRET_ACCESS_KEY")?
-                    .into(),
-                session_token: env("AWS_SESSION_TOKEN").map(Into::into),
             };
             Ok(AnyKms::Aws(AwsKms::new(config)?))
         }
@@ -385,8 +380,16 @@ fn s3_client(settings: &Settings) -> Result<S3> {
         region: region.clone(),
         endpoint: settings.s3_endpoint.clone(),
         sse,
-        credentials: holdfast_crypto::sigv4::Credentials::from_env()?,
+        credentials: aws_credentials(region)?,
     })?)
+}
+
+/// AWS credentials from the standard chain (environment, web identity, container endpoint,
+/// instance metadata), for the KMS or S3 in `region`.
+fn aws_credentials(region: &str) -> Result<holdfast_crypto::aws_creds::CredentialChain> {
+    let source = holdfast_crypto::aws_creds::Source::from_env(region)?;
+    tracing::info!(source = source.name(), "AWS credentials");
+    Ok(holdfast_crypto::aws_creds::CredentialChain::new(source)?)
 }
 
 /// Where exports go unless told otherwise; key rotation looks after the ones kept here.

@@ -6,7 +6,8 @@
 //! the clear, so an unconfirmed write is an error and the object is deleted.
 
 use crate::{Result, ServiceError};
-use holdfast_crypto::sigv4::{self, Credentials};
+use holdfast_crypto::aws_creds::CredentialChain;
+use holdfast_crypto::sigv4;
 
 /// The server-side encryption asked for on every object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,8 @@ pub struct S3Config {
     /// path-style addressing (`/<bucket>/<key>`).
     pub endpoint: Option<String>,
     pub sse: Sse,
-    pub credentials: Credentials,
+    /// From the standard chain (`holdfast_crypto::aws_creds`).
+    pub credentials: CredentialChain,
 }
 
 pub struct S3 {
@@ -112,6 +114,10 @@ impl S3 {
         let payload = sigv4::sha256_hex(&body);
         let body = bytes::Bytes::from(body);
         retry("s3", || async {
+            let credentials = match self.config.credentials.get().await {
+                Ok(c) => c,
+                Err(e) => return Outcome::Fail(failed("credentials", e)),
+            };
             let mut headers = headers.clone();
             headers.push(("x-amz-content-sha256".into(), payload.clone()));
             #[allow(clippy::disallowed_methods)] // request signing needs the real time
@@ -125,7 +131,7 @@ impl S3 {
                     headers,
                     payload_sha256: &payload,
                 },
-                &self.config.credentials,
+                &credentials,
                 &self.config.region,
                 "s3",
                 now,

@@ -413,9 +413,7 @@ impl Moto {
             key_id: String::new(),
             region: "us-east-1".into(),
             endpoint: Some(self.endpoint.clone()),
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-            session_token: None,
+            credentials: testing_credentials(),
         })
         .unwrap();
         for _ in 0..100 {
@@ -455,14 +453,19 @@ impl Moto {
             region: "us-east-1".into(),
             endpoint: Some(self.endpoint.clone()),
             sse: holdfast_services::s3::Sse::S3,
-            credentials: holdfast_crypto::sigv4::Credentials {
-                access_key_id: "testing".into(),
-                secret_access_key: "testing".into(),
-                session_token: None,
-            },
+            credentials: testing_credentials(),
         })
         .unwrap()
     }
+}
+
+fn testing_credentials() -> holdfast_crypto::aws_creds::CredentialChain {
+    holdfast_crypto::aws_creds::CredentialChain::fixed(holdfast_crypto::sigv4::Credentials {
+        access_key_id: "testing".into(),
+        secret_access_key: "testing".into(),
+        session_token: None,
+    })
+    .unwrap()
 }
 
 /// Stores a provider secret through the API and checks with the CLI that every secret opens.
@@ -776,6 +779,84 @@ async fn leaks(server: &Server) -> Vec<String> {
         }
     }
     found
+}
+
+/// AWS credentials come from the standard chain when the environment holds no keys: a web
+/// identity token exchanged with STS, a container credentials endpoint, or instance metadata
+/// (moto serves STS and the instance metadata service; its instance-role answer is also the
+/// container endpoint's format). The server works through each, and fails to start when the
+/// source it was given does not answer; with no source at all it refuses to start, saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_credentials_from_the_chain() {
+    let moto = Moto::start();
+    let endpoint = moto.endpoint.clone();
+    let key = moto.create_kms_key().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").unwrap();
+    let token_file = token_file.to_str().unwrap().to_owned();
+    let role_url = format!("{endpoint}/latest/meta-data/iam/security-credentials/default-role");
+    let base = [
+        ("HOLDFAST_KMS", "aws"),
+        ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
+        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
+        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint.as_str()),
+        // Keys in the environment would win; these are empty, so unset.
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+    ];
+    let web_identity = |sts: &str| {
+        vec![
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.clone()),
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/holdfast".to_owned(),
+            ),
+            ("AWS_ENDPOINT_URL_STS", sts.to_owned()),
+        ]
+    };
+    let sources = [
+        web_identity(&endpoint),
+        vec![
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", role_url.clone()),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                "container-token".to_owned(),
+            ),
+        ],
+        vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.clone())],
+    ];
+    for source in &sources {
+        let env: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .chain(source.iter().map(|(k, v)| (*k, v.as_str())))
+            .collect();
+        let server = Server::start_with(Backend::Sqlite, &env).await;
+        store_and_verify_secret(&server, "ANTHROPIC_API_KEY", 1).await;
+    }
+    let serve = |env: Vec<(&str, String)>| {
+        std::process::Command::new(crate::harness::BIN)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .envs(base)
+            .envs(env)
+            .output()
+            .unwrap()
+    };
+    // A source that does not answer: no credentials, no start.
+    let out = serve(web_identity("http://127.0.0.1:9"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AWS credentials from the web identity"),
+        "{err}"
+    );
+    let out = serve(vec![("AWS_EC2_METADATA_DISABLED", "true".to_owned())]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no AWS credentials"), "{err}");
 }
 
 mod run {
