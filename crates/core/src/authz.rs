@@ -803,7 +803,52 @@ pub struct ObjectPass {
     permission: Permission,
 }
 
-/// A deliberate bypass of the permission model, with the reason written at the call site.
+/// The authority of a verified signed URL: the one transfer its grant names, of one blob of
+/// one organization. Made only from a grant whose signature and expiry were checked; the
+/// signed-URL routes have no user, and this is all they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantPass {
+    org_id: String,
+    key: String,
+}
+
+impl GrantPass {
+    /// `org_id` and `key` must come from a grant whose signature was verified.
+    pub fn verified(org_id: &str, key: &str) -> Self {
+        Self {
+            org_id: org_id.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// A lookup pass in the grant's organization (for its storage quota).
+    pub fn org_lookup(&self) -> OrgPass {
+        OrgPass {
+            org_id: self.org_id.clone(),
+            user_id: String::new(),
+            grant: None,
+        }
+    }
+}
+
+/// The authority to find an API key by its id, to authenticate a request: before there is a
+/// user, and for nothing else.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyLookupPass(());
+
+impl KeyLookupPass {
+    pub fn authenticating() -> Self {
+        Self(())
+    }
+}
+
+/// A deliberate bypass of the permission model, with the reason written at the call site:
+/// for operator commands and the server's background jobs, never on a user's request.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemPass {
     reason: &'static str,

@@ -16,7 +16,7 @@
 use crate::blobs::{BlobKind, Grant, Purpose, UploadLimit};
 use crate::objects::{body_obj as obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{ObjectPass, Permission, Principal, SystemPass};
+use holdfast_core::authz::{GrantPass, ObjectPass, Permission, Principal, SystemPass};
 use holdfast_store::{AttachmentRecord, UploadGrant, UploadKind};
 use serde_json::{Value, json};
 
@@ -310,13 +310,9 @@ impl Services {
             .upload
             .as_ref()
             .ok_or_else(|| ServiceError::Forbidden("invalid or expired signed URL".into()))?;
-        let why = SystemPass::new("a signed upload URL grants one upload");
+        let pass = GrantPass::verified(&grant.org_id, &grant.key);
         let kind = grant.kind.upload_kind();
-        if !self
-            .store
-            .claim_upload(&why, &grant.org_id, kind, &grant.key, &limit.id)
-            .await?
-        {
+        if !self.store.claim_upload(&pass, kind, &limit.id).await? {
             return Err(ServiceError::Forbidden(
                 "this upload URL has been used already".into(),
             ));
@@ -329,8 +325,7 @@ impl Services {
             true,
         )
         .await?;
-        let lookup = holdfast_core::authz::system_org_lookup(&why, &grant.org_id);
-        let used = self.store.blob_usage(&lookup).await?.max(0) as u64;
+        let used = self.store.blob_usage(&pass.org_lookup()).await?.max(0) as u64;
         let room = self.limits.org_blob_quota_bytes.saturating_sub(used);
         let max = limit.max_bytes.min(room);
         let now = self.clock.now().unix_timestamp();
@@ -345,9 +340,7 @@ impl Services {
             ),
             Err(_) => (None, Some(grant.expires)),
         };
-        self.store
-            .finish_upload(&why, &grant.org_id, kind, &grant.key, size, expires)
-            .await?;
+        self.store.finish_upload(&pass, kind, size, expires).await?;
         let outcome = match &stored {
             Ok(n) => json!({"bytes": n, "from": from}),
             Err(e) => json!({"error": e.to_string(), "from": from}),

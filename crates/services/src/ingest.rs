@@ -7,10 +7,10 @@
 use crate::attachments::{MAX_ATTACHMENT_REFS, attachment_refs};
 use crate::blobs::BlobKind;
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{ObjectPass, Permission, Principal, SystemPass};
+use holdfast_core::authz::{ObjectPass, Permission, Principal};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::{ObjectType, RowTarget, row_target};
-use holdfast_store::{IncomingRow, UploadKind};
+use holdfast_store::IncomingRow;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -77,10 +77,7 @@ impl Services {
         match result {
             Ok(out) => {
                 self.blobs.delete(org, BlobKind::Overflow, key).await?;
-                let why = SystemPass::new("an ingested overflow batch is removed");
-                self.store
-                    .remove_upload(&why, org, UploadKind::Overflow, key)
-                    .await?;
+                self.store.consume_overflow(&pass, key).await?;
                 Ok(out)
             }
             Err(e) => {

@@ -244,7 +244,7 @@ impl KeyService {
         }
         self.cache_misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let why = SystemPass::new("authenticating an API key");
+        let why = holdfast_core::authz::KeyLookupPass::authenticating();
         let record = store
             .find_api_key(&why, key_id)
             .await

@@ -142,3 +142,68 @@ impl Services {
         format_timestamp(self.clock.now())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Where the permission model is bypassed: operator commands, first start, and the
+    /// server's background jobs, each with its reason. A user's request never makes a
+    /// `SystemPass`; adding one here must be a deliberate change to this list.
+    const SYSTEM_PASSES: [&str; 22] = [
+        "an operator command",
+        "appending to the audit log",
+        "checking for first start",
+        "checkpointing the audit log",
+        "creating an organization's built-in groups",
+        "operator adds a user",
+        "operator command over all organizations",
+        "operator creates a key",
+        "operator creates an organization",
+        "operator exports an organization",
+        "operator lists keys",
+        "operator manages keys",
+        "operator names an organization",
+        "operator revokes a key",
+        "recording API key use",
+        "removing expired uploads",
+        "retiring a key-encryption key",
+        "rotating an organization's data key",
+        "rotating the key-encryption key",
+        "upgrading organizations to access control",
+        "verifying secrets",
+        "verifying the audit log",
+    ];
+
+    #[test]
+    fn system_passes_are_only_where_they_are_listed() {
+        // Spelled in two pieces so that this test does not find itself.
+        let needle = concat!("SystemPass", "::new(");
+        let mut found = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut rest = text.as_str();
+                while let Some(at) = rest.find(needle) {
+                    rest = rest.get(at + needle.len()..).unwrap_or_default();
+                    let reason = rest
+                        .trim_start()
+                        .strip_prefix('"')
+                        .and_then(|r| r.split('"').next())
+                        .unwrap_or("(not a literal)");
+                    found.push(reason.to_owned());
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        assert_eq!(found, SYSTEM_PASSES, "SystemPass reasons changed");
+    }
+}

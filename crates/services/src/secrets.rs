@@ -181,14 +181,7 @@ impl Services {
             Some(v) => {
                 let (dv, ct) = self
                     .vault
-                    .seal(
-                        &self.store,
-                        &principal.org_id,
-                        &id,
-                        "value",
-                        v.as_bytes(),
-                        &now,
-                    )
+                    .seal(&self.store, &pass, &id, "value", v.as_bytes(), &now)
                     .await?;
                 (
                     dv,
@@ -210,7 +203,7 @@ impl Services {
                     // An AI secret may be created without a value (set later).
                     let (dv, ct) = self
                         .vault
-                        .seal(&self.store, &principal.org_id, &id, "value", b"", &now)
+                        .seal(&self.store, &pass, &id, "value", b"", &now)
                         .await?;
                     (dv, ct, String::new(), now.clone(), None)
                 }
@@ -316,14 +309,7 @@ impl Services {
         if let Some(v) = value {
             let (dv, ct) = self
                 .vault
-                .seal(
-                    &self.store,
-                    &principal.org_id,
-                    &rec.id,
-                    "value",
-                    v.as_bytes(),
-                    &now,
-                )
+                .seal(&self.store, &pass, &rec.id, "value", v.as_bytes(), &now)
                 .await?;
             rec.dek_version = dv;
             rec.ciphertext = ct;

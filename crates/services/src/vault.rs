@@ -13,7 +13,7 @@
 //!   serve: a server meeting a data key version it has not seen unwraps it from the store.
 
 use crate::{Result, ServiceError};
-use holdfast_core::authz::SystemPass;
+use holdfast_core::authz::{OrgPass, SystemPass, system_org_lookup};
 use holdfast_crypto::{AnyKms, DataKey, Kms, Wrapped};
 use holdfast_store::{DataKeyRecord, SecretRecord, Store};
 use std::collections::HashMap;
@@ -38,8 +38,6 @@ fn crypto(e: holdfast_crypto::CryptoError) -> ServiceError {
 pub fn secret_aad(org_id: &str, id: &str, field: &str) -> Vec<u8> {
     format!("holdfast-secret|v1|{org_id}|{id}|{field}").into_bytes()
 }
-
-const WHY: &str = "the vault manages data keys";
 
 impl Vault {
     pub fn new(kms: AnyKms) -> Self {
@@ -73,10 +71,15 @@ impl Vault {
     }
 
     /// The organization's current data key, made on first use.
-    async fn active(&self, store: &Store, org: &str, now: &str) -> Result<(i64, Arc<DataKey>)> {
-        let why = SystemPass::new(WHY);
+    async fn active(
+        &self,
+        store: &Store,
+        pass: &OrgPass,
+        now: &str,
+    ) -> Result<(i64, Arc<DataKey>)> {
+        let org = pass.org_id();
         for _ in 0..3 {
-            if let Some(k) = store.active_data_key(&why, org).await? {
+            if let Some(k) = store.active_data_key(pass).await? {
                 if let Some(key) = self.cached(org, k.version) {
                     return Ok((k.version, key));
                 }
@@ -93,43 +96,53 @@ impl Vault {
                 retired: None,
             };
             // Another process may have made it first; then use theirs.
-            store.insert_data_key(&why, &rec).await?;
+            store.insert_data_key(pass, &rec).await?;
         }
         Err(ServiceError::Internal("no data key could be made".into()))
     }
 
-    async fn version(&self, store: &Store, org: &str, version: i64) -> Result<Arc<DataKey>> {
+    async fn version(&self, store: &Store, pass: &OrgPass, version: i64) -> Result<Arc<DataKey>> {
+        let org = pass.org_id();
         if let Some(k) = self.cached(org, version) {
             return Ok(k);
         }
-        let rec = store
-            .data_key(&SystemPass::new(WHY), org, version)
-            .await?
-            .ok_or_else(|| {
-                ServiceError::Internal(format!("data key {version} of {org} is missing"))
-            })?;
+        let rec = store.data_key(pass, version).await?.ok_or_else(|| {
+            ServiceError::Internal(format!("data key {version} of {org} is missing"))
+        })?;
         self.unwrap_record(&rec).await
     }
 
-    /// Seals a secret's field under the organization's current data key.
+    /// Seals a secret's field under the organization's current data key; `pass` is the
+    /// caller's pass in that organization.
     pub async fn seal(
         &self,
         store: &Store,
-        org: &str,
+        pass: &OrgPass,
         id: &str,
         field: &str,
         plaintext: &[u8],
         now: &str,
     ) -> Result<(i64, Vec<u8>)> {
-        let (version, key) = self.active(store, org, now).await?;
+        let org = pass.org_id();
+        let (version, key) = self.active(store, pass, now).await?;
         let sealed =
             holdfast_crypto::seal(&key, &secret_aad(org, id, field), plaintext).map_err(crypto)?;
         Ok((version, sealed))
     }
 
-    /// Opens a stored secret's value.
-    pub async fn open(&self, store: &Store, rec: &SecretRecord) -> Result<Zeroizing<Vec<u8>>> {
-        let key = self.version(store, &rec.org_id, rec.dek_version).await?;
+    /// Opens a stored secret's value; `pass` is a pass in the secret's organization.
+    pub async fn open(
+        &self,
+        store: &Store,
+        pass: &OrgPass,
+        rec: &SecretRecord,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if rec.org_id != pass.org_id() {
+            return Err(ServiceError::Internal(
+                "a secret was opened with another organization's pass".into(),
+            ));
+        }
+        let key = self.version(store, pass, rec.dek_version).await?;
         holdfast_crypto::open(
             &key,
             &secret_aad(&rec.org_id, &rec.id, "value"),
@@ -174,14 +187,15 @@ impl Vault {
     /// Seals every secret of an organization under a new data key. Returns how many.
     pub async fn rotate_dek(&self, store: &Store, org: &str, now: &str) -> Result<usize> {
         let why = SystemPass::new("rotating an organization's data key");
-        let (current, _) = self.active(store, org, now).await?;
+        let pass = system_org_lookup(&why, org);
+        let (current, _) = self.active(store, &pass, now).await?;
         let secrets = store.org_secrets(&why, org).await?;
         let key = DataKey::generate().map_err(crypto)?;
         let wrapped = self.kms.wrap(&key, org).await.map_err(crypto)?;
         let version = current + 1;
         let mut reencrypted = Vec::with_capacity(secrets.len());
         for s in &secrets {
-            let plain = self.open(store, s).await?;
+            let plain = self.open(store, &pass, s).await?;
             let sealed = holdfast_crypto::seal(&key, &secret_aad(org, &s.id, "value"), &plain)
                 .map_err(crypto)?;
             reencrypted.push((s.clone(), sealed));
@@ -204,10 +218,11 @@ impl Vault {
     /// Opens every secret of an organization; returns (opened, ids that failed).
     pub async fn verify(&self, store: &Store, org: &str) -> Result<(usize, Vec<String>)> {
         let why = SystemPass::new("verifying secrets");
+        let pass = system_org_lookup(&why, org);
         let mut ok = 0;
         let mut failed = Vec::new();
         for s in store.org_secrets(&why, org).await? {
-            match self.open(store, &s).await {
+            match self.open(store, &pass, &s).await {
                 Ok(_) => ok += 1,
                 Err(_) => failed.push(s.id.clone()),
             }

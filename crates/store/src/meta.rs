@@ -3,7 +3,9 @@
 
 use crate::db::{NEXT_COUNTER, with_pool};
 use crate::{Result, Store, StoreError};
-use holdfast_core::authz::{Kind, ObjectPass, OrgPass, Permission, ProjectPass, Reach, SystemPass};
+use holdfast_core::authz::{
+    KeyLookupPass, Kind, ObjectPass, OrgPass, Permission, ProjectPass, Reach, SystemPass,
+};
 use holdfast_core::object::ObjectType;
 use serde_json::{Map, Value};
 
@@ -346,7 +348,27 @@ impl Store {
         })
     }
 
+    /// A key made by an operator command (the CLI, first start).
     pub async fn insert_api_key(&self, _why: &SystemPass, key: &ApiKeyRecord) -> Result<()> {
+        with_pool!(&self.write, |p, DB| Self::insert_key_in(p, key).await)
+    }
+
+    /// A key its user makes for themselves: the pass is the user's own, in the key's
+    /// organization.
+    pub async fn insert_own_key(&self, pass: &OrgPass, key: &ApiKeyRecord) -> Result<()> {
+        if key.org_id != pass.org_id() || key.user_id != pass.user_id() {
+            return Err(StoreError::WrongPermission);
+        }
+        with_pool!(&self.write, |p, DB| Self::insert_key_in(p, key).await)
+    }
+
+    /// A key made for another member (a service account's token): the pass must carry
+    /// `create` on members of the key's organization.
+    pub async fn insert_member_key(&self, pass: &OrgPass, key: &ApiKeyRecord) -> Result<()> {
+        require_grant(pass, Permission::Create, Kind::OrgMember)?;
+        if key.org_id != pass.org_id() {
+            return Err(StoreError::WrongPermission);
+        }
         with_pool!(&self.write, |p, DB| Self::insert_key_in(p, key).await)
     }
 
@@ -382,7 +404,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn find_api_key(&self, _why: &SystemPass, id: &str) -> Result<Option<ApiKeyRecord>> {
+    pub async fn find_api_key(
+        &self,
+        _why: &KeyLookupPass,
+        id: &str,
+    ) -> Result<Option<ApiKeyRecord>> {
         with_pool!(&self.read, |p, DB| {
             let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1");
             let r: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))

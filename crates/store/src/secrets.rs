@@ -137,12 +137,11 @@ fn require_secret_grant(pass: &OrgPass, write: bool) -> Result<()> {
 impl Store {
     // ---- data keys (the vault's own records) ----
 
-    /// The organization's newest data key that is not retired.
-    pub async fn active_data_key(
-        &self,
-        _why: &SystemPass,
-        org_id: &str,
-    ) -> Result<Option<DataKeyRecord>> {
+    /// The organization's newest data key that is not retired. Any pass of the organization
+    /// will do: the vault uses the key only to seal or open what the caller's own pass
+    /// allowed.
+    pub async fn active_data_key(&self, pass: &OrgPass) -> Result<Option<DataKeyRecord>> {
+        let org_id = pass.org_id();
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
                 "SELECT {KEY_COLS} FROM data_keys WHERE org_id = $1 AND retired IS NULL ORDER BY version DESC LIMIT 1"
@@ -155,12 +154,8 @@ impl Store {
         })
     }
 
-    pub async fn data_key(
-        &self,
-        _why: &SystemPass,
-        org_id: &str,
-        version: i64,
-    ) -> Result<Option<DataKeyRecord>> {
+    pub async fn data_key(&self, pass: &OrgPass, version: i64) -> Result<Option<DataKeyRecord>> {
+        let org_id = pass.org_id();
         with_pool!(&self.read, |p, DB| {
             let sql =
                 format!("SELECT {KEY_COLS} FROM data_keys WHERE org_id = $1 AND version = $2");
@@ -175,7 +170,10 @@ impl Store {
 
     /// Stores a new data key; false when that version exists already (another process made
     /// it first).
-    pub async fn insert_data_key(&self, _why: &SystemPass, k: &DataKeyRecord) -> Result<bool> {
+    pub async fn insert_data_key(&self, pass: &OrgPass, k: &DataKeyRecord) -> Result<bool> {
+        if k.org_id != pass.org_id() {
+            return Err(StoreError::WrongPermission);
+        }
         with_pool!(&self.write, |p, DB| {
             let done = sqlx::query(
                 "INSERT INTO data_keys (org_id, version, kek_id, wrapped, created, retired) \

@@ -14,7 +14,7 @@
 use crate::db::with_pool;
 use crate::meta::require_org_write;
 use crate::{Result, Store, StoreError};
-use holdfast_core::authz::{ObjectPass, OrgPass, SystemPass};
+use holdfast_core::authz::{GrantPass, ObjectPass, OrgPass, SystemPass};
 use holdfast_core::object::ObjectType;
 use serde_json::Value;
 
@@ -272,15 +272,14 @@ impl Store {
     }
 
     /// Claims the one use of an upload grant; false when it was used already (or was
-    /// replaced by a newer grant). `why`: the signed URL, checked by the caller, is the grant.
+    /// replaced by a newer grant).
     pub async fn claim_upload(
         &self,
-        _why: &SystemPass,
-        org_id: &str,
+        pass: &GrantPass,
         kind: UploadKind,
-        key: &str,
         grant_id: &str,
     ) -> Result<bool> {
+        let (org_id, key) = (pass.org_id(), pass.key());
         with_pool!(&self.write, |p, DB| {
             let done = sqlx::query(
                 "UPDATE uploads SET grant_id = NULL, state = CASE WHEN state = 'stored' THEN 'stored' ELSE 'uploading' END \
@@ -300,13 +299,12 @@ impl Store {
     /// must be consumed), or, when `size` is `None`, failed (a stored blob stays as it was).
     pub async fn finish_upload(
         &self,
-        _why: &SystemPass,
-        org_id: &str,
+        pass: &GrantPass,
         kind: UploadKind,
-        key: &str,
         size: Option<i64>,
         expires_at: Option<i64>,
     ) -> Result<()> {
+        let (org_id, key) = (pass.org_id(), pass.key());
         with_pool!(&self.write, |p, DB| {
             let q = match size {
                 Some(_) => {
@@ -345,6 +343,22 @@ impl Store {
         self.set_overflow_state(pass, key, "consuming", "stored")
             .await
             .map(|_| ())
+    }
+
+    /// Removes an overflow batch its claimer has ingested.
+    pub async fn consume_overflow(&self, pass: &OrgPass, key: &str) -> Result<()> {
+        require_org_write(pass)?;
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "DELETE FROM uploads WHERE org_id = $1 AND kind = 'overflow' AND key = $2 \
+                 AND state = 'consuming'",
+            )
+            .bind(pass.org_id())
+            .bind(key)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
     }
 
     async fn set_overflow_state(

@@ -7,9 +7,7 @@ use super::{
 };
 use crate::objects::{body_obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
-use holdfast_core::authz::{
-    self, Capability, KeyScope, Kind, OrgPass, Permission, Principal, SystemPass,
-};
+use holdfast_core::authz::{self, Capability, KeyScope, Kind, OrgPass, Permission, Principal};
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{ApiKeyRecord, UserInfo};
 use secrecy::ExposeSecret;
@@ -147,10 +145,7 @@ impl Services {
             &scope,
         )?;
         self.store
-            .insert_api_key(
-                &SystemPass::new("a user creates their own key"),
-                &key.record,
-            )
+            .insert_own_key(&self.lookup(principal)?, &key.record)
             .await?;
         let mut out = key_json(&key.record, None);
         principal.trail.change(json!({"key_created": out.clone()}));
@@ -297,7 +292,7 @@ impl Services {
             &scope,
         )?;
         self.store
-            .insert_api_key(&SystemPass::new("a user rotates their key"), &key.record)
+            .insert_own_key(&self.lookup(principal)?, &key.record)
             .await?;
         let grace_end = self.clock.now() + time::Duration::seconds(grace);
         let old_end = old.expires_at.as_deref().and_then(parse_timestamp);
@@ -378,12 +373,7 @@ impl Services {
         let key = self
             .keys
             .mint(&principal.org_id, &account.id, name, expires_at, &scope)?;
-        self.store
-            .insert_api_key(
-                &SystemPass::new("an owner creates a service token"),
-                &key.record,
-            )
-            .await?;
+        self.store.insert_member_key(&pass, &key.record).await?;
         let mut out = key_json(&key.record, Some(&account));
         set(out.as_object_mut(), "service_account_id", json!(account.id));
         set(
