@@ -181,30 +181,29 @@ pub struct CreateKey {
     pub expires_at: Option<String>,
     /// Limits the key to these projects.
     pub project_ids: Option<Vec<String>>,
-    /// `ingest` limits the key to writing rows.
+    /// `full` (the default), `read`, or `ingest` (writing rows only).
     pub capability: Option<String>,
-    pub org_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RotateKey {
-    /// How long the old key keeps working, in seconds.
+    /// How long the old key keeps working, in seconds (0 to 30 days; one day by default).
+    #[schema(minimum = 0, maximum = 2592000)]
     pub grace_seconds: Option<i64>,
-    pub name: Option<String>,
-    pub expires_at: Option<String>,
 }
 
+/// A token for a service account: a new account (named `service_account_name`, or `name`)
+/// unless `service_account_id` names one; the account joins the groups named.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CreateServiceToken {
-    pub name: Option<String>,
+    pub name: String,
     pub service_account_id: Option<String>,
     pub service_account_name: Option<String>,
-    pub group_id: Option<String>,
+    pub group_ids: Option<Vec<String>>,
+    pub group_names: Option<Vec<String>>,
     pub expires_at: Option<String>,
     pub project_ids: Option<Vec<String>>,
     pub capability: Option<String>,
-    pub org_name: Option<String>,
-    pub description: Option<String>,
 }
 
 /// An AI provider secret or environment variable: never its value, only a preview.

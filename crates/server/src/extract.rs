@@ -169,15 +169,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Checked<T> {
     }
 }
 
-/// Like [`Checked`], for routes where an empty body means `{}`.
-pub struct CheckedOrEmpty<T>(pub T, pub Value);
+/// A JSON body checked against `T`, for routes where an empty body means `{}`.
+pub struct CheckedOrEmpty<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for CheckedOrEmpty<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let value = read_json(req, state, Some(Value::Object(Default::default()))).await?;
-        Ok(Self(typed(&value)?, value))
+        Ok(Self(typed(&value)?))
     }
 }
 

@@ -1003,17 +1003,32 @@ async fn groups_and_members(backend: Backend) {
         .await;
     assert_eq!(s, 403);
     // Invalid grants are refused with a reason and change nothing.
-    for bad in [
-        json!({"object_type": "project", "object_id": p, "group_id": outer}),
-        json!({"object_type": "project", "object_id": p, "group_id": outer, "permission": "read", "role_id": role}),
-        json!({"object_type": "project", "object_id": p, "user_id": "nobody", "permission": "read"}),
-        json!({"object_type": "planet", "object_id": p, "group_id": outer, "permission": "read"}),
-        json!({"object_type": "project", "object_id": p, "group_id": outer, "role_id": role, "restrict_object_type": "dataset"}),
+    for (bad, code) in [
+        (
+            json!({"object_type": "project", "object_id": p, "group_id": outer}),
+            "bad_request",
+        ),
+        (
+            json!({"object_type": "project", "object_id": p, "group_id": outer, "permission": "read", "role_id": role}),
+            "bad_request",
+        ),
+        (
+            json!({"object_type": "project", "object_id": p, "user_id": "nobody", "permission": "read"}),
+            "bad_request",
+        ),
+        (
+            json!({"object_type": "planet", "object_id": p, "group_id": outer, "permission": "read"}),
+            "invalid_field",
+        ),
+        (
+            json!({"object_type": "project", "object_id": p, "group_id": outer, "role_id": role, "restrict_object_type": "dataset"}),
+            "bad_request",
+        ),
     ] {
         let (s, b) = server
             .call("POST", "/v1/acl", Some(&server.key), Some(bad))
             .await;
-        assert_error(s, &b, 400, "bad_request");
+        assert_error(s, &b, 400, code);
     }
     let acls = server
         .ok(

@@ -73,7 +73,7 @@ fn list<T: serde::de::DeserializeOwned>(v: Vec<Value>) -> Reply<ObjectList<T>> {
 async fn create_acl(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(_, b): Checked<NewAcl>,
+    Checked(b, _): Checked<NewAcl>,
 ) -> Reply<Acl> {
     let (added, _) = st.services.change_acls(&p, &[b], &[]).await?;
     reply(
@@ -90,17 +90,15 @@ async fn create_acl(
 async fn batch_update_acls(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(_, b): Checked<AclBatch>,
+    Checked(b, _): Checked<AclBatch>,
 ) -> Reply<AclBatchResult> {
-    let list = |field: &str| -> Vec<Value> {
-        match b.get(field) {
-            Some(Value::Array(a)) => a.clone(),
-            _ => Vec::new(),
-        }
-    };
     let (added, removed) = st
         .services
-        .change_acls(&p, &list("add_acls"), &list("remove_acls"))
+        .change_acls(
+            &p,
+            b.add_acls.as_deref().unwrap_or_default(),
+            b.remove_acls.as_deref().unwrap_or_default(),
+        )
         .await?;
     reply(json!({"added_acls": added, "removed_acls": removed}))
 }
@@ -287,7 +285,7 @@ async fn patch_org(
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
     Id(id): Id,
-    Checked(_, b): Checked<PatchOrganization>,
+    Checked(b, _): Checked<PatchOrganization>,
 ) -> Reply<Organization> {
     if id != p.org_id {
         return Err(ApiError(ServiceError::NotFound("organization".into())));
@@ -302,7 +300,7 @@ async fn patch_org(
 async fn patch_members(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(_, b): Checked<PatchMembers>,
+    Checked(b, _): Checked<PatchMembers>,
 ) -> Reply<MembersChanged> {
     reply(st.services.patch_members(&p, &b).await?)
 }
@@ -322,7 +320,7 @@ async fn list_keys(State(st): State<AppState>, Authed(p): Authed) -> Reply<Objec
 async fn create_key(
     State(st): State<AppState>,
     Authed(p): Authed,
-    CheckedOrEmpty(_, b): CheckedOrEmpty<CreateKey>,
+    CheckedOrEmpty(b): CheckedOrEmpty<CreateKey>,
 ) -> Reply<CreatedKey> {
     reply(st.services.create_own_key(&p, &b).await?)
 }
@@ -347,7 +345,7 @@ async fn rotate_key(
     State(st): State<AppState>,
     Authed(p): Authed,
     Id(id): Id,
-    CheckedOrEmpty(_, b): CheckedOrEmpty<RotateKey>,
+    CheckedOrEmpty(b): CheckedOrEmpty<RotateKey>,
 ) -> Reply<CreatedKey> {
     reply(st.services.rotate_key(&p, &id, &b).await?)
 }
@@ -367,7 +365,7 @@ async fn list_service_tokens(
 async fn create_service_token(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(_, b): Checked<CreateServiceToken>,
+    Checked(b, _): Checked<CreateServiceToken>,
 ) -> Reply<CreatedKey> {
     reply(st.services.create_service_token(&p, &b).await?)
 }

@@ -308,7 +308,7 @@ macro_rules! row_routes {
                 State(s): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                CheckedOrEmpty(r, _): CheckedOrEmpty<FetchRequest>,
+                CheckedOrEmpty(r): CheckedOrEmpty<FetchRequest>,
             ) -> Reply<FetchResponse> {
                 fetch(&s, &p, $kind, &id, r, true).await
             }

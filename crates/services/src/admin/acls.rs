@@ -1,8 +1,8 @@
 //! ACLs: grants of a permission or role on an object to a user or group.
 
 use super::Entity;
-use crate::objects::{body_obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::admin::NewAcl;
 use holdfast_core::authz::{self, Kind, Permission, Principal, Subject, Target, builtin_roles};
 use holdfast_store::AclRecord;
 use serde_json::{Value, json};
@@ -77,43 +77,40 @@ impl Services {
     }
 
     /// Parses one ACL from a request body and checks what it names.
-    async fn parse_acl(&self, principal: &Principal, v: &Value) -> Result<AclRecord> {
-        let body = body_obj(v)?;
-        let kind_field = |f: &str| -> Result<Option<Kind>> {
-            match opt_str(body, f)? {
+    async fn parse_acl(&self, principal: &Principal, v: &NewAcl) -> Result<AclRecord> {
+        let kind_field = |f: &str, value: Option<&str>| -> Result<Option<Kind>> {
+            match value {
                 None => Ok(None),
                 Some(s) => Kind::parse(s)
                     .map(Some)
-                    .ok_or_else(|| ServiceError::bad(format!("unknown {f} {s:?}"))),
+                    .ok_or_else(|| ServiceError::field(f, format!("unknown {f} {s:?}"))),
             }
         };
-        let object_type = kind_field("object_type")?
+        let object_type = kind_field("object_type", Some(&v.object_type))?
             .ok_or_else(|| ServiceError::field("object_type", "`object_type` is required"))?;
-        let object_id = opt_str(body, "object_id")?
-            .ok_or_else(|| ServiceError::field("object_id", "`object_id` is required"))?;
-        let subject = match (opt_str(body, "user_id")?, opt_str(body, "group_id")?) {
-            (Some(u), None) => Subject::User(u.to_owned()),
-            (None, Some(g)) => Subject::Group(g.to_owned()),
+        let object_id = v.object_id.as_str();
+        let subject = match (&v.user_id, &v.group_id) {
+            (Some(u), None) => Subject::User(u.clone()),
+            (None, Some(g)) => Subject::Group(g.clone()),
             _ => {
                 return Err(ServiceError::bad(
                     "exactly one of `user_id` and `group_id` is required",
                 ));
             }
         };
-        let permission = match opt_str(body, "permission")? {
+        let permission = match &v.permission {
             None => None,
-            Some(p) => Some(
-                Permission::parse(p)
-                    .ok_or_else(|| ServiceError::bad(format!("unknown permission {p:?}")))?,
-            ),
+            Some(p) => Some(Permission::parse(p).ok_or_else(|| {
+                ServiceError::field("permission", format!("unknown permission {p:?}"))
+            })?),
         };
-        let role_id = opt_str(body, "role_id")?.map(str::to_owned);
+        let role_id = v.role_id.clone();
         if permission.is_some() == role_id.is_some() {
             return Err(ServiceError::bad(
                 "exactly one of `permission` and `role_id` is required",
             ));
         }
-        let restrict = kind_field("restrict_object_type")?;
+        let restrict = kind_field("restrict_object_type", v.restrict_object_type.as_deref())?;
         if restrict.is_some() && role_id.is_some() {
             return Err(ServiceError::bad(
                 "`restrict_object_type` is only allowed with `permission`",
@@ -214,8 +211,8 @@ impl Services {
     pub async fn change_acls(
         &self,
         principal: &Principal,
-        add: &[Value],
-        remove: &[Value],
+        add: &[NewAcl],
+        remove: &[NewAcl],
     ) -> Result<(Vec<Value>, Vec<Value>)> {
         let mut adds = Vec::new();
         for v in add {
@@ -308,8 +305,20 @@ impl Services {
 
     pub async fn delete_acl(&self, principal: &Principal, id: &str) -> Result<Value> {
         let acl = self.store.get_acl(&self.lookup(principal)?, id).await?;
-        let as_body = acl_json(&acl);
-        let (_, removed) = self.change_acls(principal, &[], &[as_body]).await?;
+        let (user_id, group_id) = match &acl.subject {
+            Subject::User(u) => (Some(u.clone()), None),
+            Subject::Group(g) => (None, Some(g.clone())),
+        };
+        let named = NewAcl {
+            object_type: acl.object_type.as_str().to_owned(),
+            object_id: acl.object_id.clone(),
+            user_id,
+            group_id,
+            permission: acl.permission.map(|p| p.as_str().to_owned()),
+            role_id: acl.role_id.clone(),
+            restrict_object_type: acl.restrict_object_type.map(|k| k.as_str().to_owned()),
+        };
+        let (_, removed) = self.change_acls(principal, &[], &[named]).await?;
         removed
             .into_iter()
             .next()

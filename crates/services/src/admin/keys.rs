@@ -1,17 +1,14 @@
 //! API keys and service tokens: made, listed, rotated and revoked, never wider than the
 //! key that asks.
 
-use super::{
-    DEFAULT_ROTATION_GRACE_SECONDS, Entity, MAX_ROTATION_GRACE_SECONDS, set, str_list,
-    timestamp_field,
-};
-use crate::objects::{body_obj, opt_str};
+use super::{DEFAULT_ROTATION_GRACE_SECONDS, Entity, MAX_ROTATION_GRACE_SECONDS, set};
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::admin::{CreateKey, CreateServiceToken, RotateKey};
 use holdfast_core::authz::{self, Capability, KeyScope, Kind, OrgPass, Permission, Principal};
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{ApiKeyRecord, UserInfo};
 use secrecy::ExposeSecret;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 fn key_json(k: &ApiKeyRecord, user: Option<&UserInfo>) -> Value {
     json!({"id": k.id, "name": k.name, "preview_name": k.preview_name, "created": k.created,
@@ -22,21 +19,25 @@ fn key_json(k: &ApiKeyRecord, user: Option<&UserInfo>) -> Value {
            "last_used_at": k.last_used_at, "last_used_from": k.last_used_from})
 }
 
+/// What a new key asks for: its projects, capability and expiry.
+struct KeyRequest<'a> {
+    project_ids: Option<&'a [String]>,
+    capability: Option<&'a str>,
+    expires_at: Option<&'a str>,
+}
+
 impl Services {
     // ---- API keys ----
 
-    /// Reads `project_ids`, `capability` and `expires_at` for a new key and checks that it
-    /// is no wider than the key the caller uses.
+    /// The scope and expiry a new key asks for, checked to be no wider than the key the
+    /// caller uses.
     async fn new_key_scope(
         &self,
         principal: &Principal,
-        body: &Map<String, Value>,
+        wanted: KeyRequest<'_>,
     ) -> Result<(KeyScope, Option<String>)> {
-        let projects = match body.get("project_ids") {
-            None | Some(Value::Null) => None,
-            Some(_) => Some(str_list(body, "project_ids")?),
-        };
-        let capability = match opt_str(body, "capability")? {
+        let projects = wanted.project_ids.map(<[String]>::to_vec);
+        let capability = match wanted.capability {
             None => Capability::Full,
             Some(c) => Capability::parse(c).ok_or_else(|| {
                 ServiceError::field(
@@ -85,7 +86,12 @@ impl Services {
                     })?;
             }
         }
-        let expires_at = timestamp_field(body, "expires_at")?;
+        let expires_at = match wanted.expires_at {
+            None => None,
+            Some(t) => Some(parse_timestamp(t).map(format_timestamp).ok_or_else(|| {
+                ServiceError::field("expires_at", "field `expires_at` must be an RFC 3339 time")
+            })?),
+        };
         if let Some(t) = &expires_at
             && parse_timestamp(t).is_some_and(|t| t <= self.clock.now())
         {
@@ -133,10 +139,14 @@ impl Services {
     }
 
     /// Creates a key for the caller; the token is in the answer and nowhere else.
-    pub async fn create_own_key(&self, principal: &Principal, body: &Value) -> Result<Value> {
-        let body = body_obj(body)?;
-        let name = opt_str(body, "name")?.unwrap_or("api key").to_owned();
-        let (scope, expires_at) = self.new_key_scope(principal, body).await?;
+    pub async fn create_own_key(&self, principal: &Principal, body: &CreateKey) -> Result<Value> {
+        let name = body.name.clone().unwrap_or_else(|| "api key".into());
+        let wanted = KeyRequest {
+            project_ids: body.project_ids.as_deref(),
+            capability: body.capability.as_deref(),
+            expires_at: body.expires_at.as_deref(),
+        };
+        let (scope, expires_at) = self.new_key_scope(principal, wanted).await?;
         let key = self.keys.mint(
             &principal.org_id,
             &principal.user_id,
@@ -257,20 +267,23 @@ impl Services {
 
     /// Rotates one of the caller's keys: a new key with the same name and scope, while the
     /// old one keeps working for `grace_seconds` (default one day, at most 30 days).
-    pub async fn rotate_key(&self, principal: &Principal, id: &str, body: &Value) -> Result<Value> {
-        let empty = json!({});
-        let body = if body.is_null() { &empty } else { body };
-        let body = body_obj(body)?;
-        let grace = match body.get("grace_seconds") {
-            None | Some(Value::Null) => DEFAULT_ROTATION_GRACE_SECONDS,
-            Some(v) => v
-                .as_i64()
-                .filter(|g| (0..=MAX_ROTATION_GRACE_SECONDS).contains(g))
-                .ok_or_else(|| {
-                    ServiceError::bad(format!(
+    pub async fn rotate_key(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: &RotateKey,
+    ) -> Result<Value> {
+        let grace = match body.grace_seconds {
+            None => DEFAULT_ROTATION_GRACE_SECONDS,
+            Some(g) if (0..=MAX_ROTATION_GRACE_SECONDS).contains(&g) => g,
+            Some(_) => {
+                return Err(ServiceError::field(
+                    "grace_seconds",
+                    format!(
                         "`grace_seconds` must be an integer from 0 to {MAX_ROTATION_GRACE_SECONDS}"
-                    ))
-                })?,
+                    ),
+                ));
+            }
         };
         let old = self
             .store
@@ -280,10 +293,12 @@ impl Services {
             .find(|k| k.id == id && k.revoked_at.is_none())
             .ok_or_else(|| ServiceError::NotFound("active api key".into()))?;
         Self::acts_on_own_key(principal, id)?;
-        let scope_body = json!({"project_ids": old.project_ids, "capability": old.capability});
-        let (scope, _) = self
-            .new_key_scope(principal, body_obj(&scope_body)?)
-            .await?;
+        let same_scope = KeyRequest {
+            project_ids: old.project_ids.as_deref(),
+            capability: Some(old.capability.as_str()),
+            expires_at: None,
+        };
+        let (scope, _) = self.new_key_scope(principal, same_scope).await?;
         let key = self.keys.mint(
             &principal.org_id,
             &principal.user_id,
@@ -318,36 +333,45 @@ impl Services {
 
     /// Creates a service token, and its service account unless `service_account_id` names
     /// an existing one. The account joins `group_names` / `group_ids`.
-    pub async fn create_service_token(&self, principal: &Principal, body: &Value) -> Result<Value> {
-        let body = body_obj(body)?;
+    pub async fn create_service_token(
+        &self,
+        principal: &Principal,
+        body: &CreateServiceToken,
+    ) -> Result<Value> {
         let pass = self
             .org_grant(principal, Permission::Create, Kind::OrgMember)
             .await?;
-        let name = opt_str(body, "name")?
+        let name = Some(body.name.as_str())
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
+            .ok_or_else(|| ServiceError::field("name", "field `name` must not be empty"))?;
         let lookup = self.lookup(principal)?;
         let groups = self.store.list_entities(&lookup, Entity::Group).await?;
-        let mut group_ids = str_list(body, "group_ids")?;
-        for n in str_list(body, "group_names")? {
-            let g = groups
-                .iter()
-                .find(|g| g.name == n)
-                .ok_or_else(|| ServiceError::bad(format!("no group named {n:?}")))?;
+        let mut group_ids = body.group_ids.clone().unwrap_or_default();
+        for n in body.group_names.iter().flatten() {
+            let g = groups.iter().find(|g| &g.name == n).ok_or_else(|| {
+                ServiceError::field("group_names", format!("no group named {n:?}"))
+            })?;
             group_ids.push(g.id.clone());
         }
         self.may_place_in_groups(principal, &group_ids).await?;
-        let (scope, expires_at) = self.new_key_scope(principal, body).await?;
-        let account = match opt_str(body, "service_account_id")? {
+        let wanted = KeyRequest {
+            project_ids: body.project_ids.as_deref(),
+            capability: body.capability.as_deref(),
+            expires_at: body.expires_at.as_deref(),
+        };
+        let (scope, expires_at) = self.new_key_scope(principal, wanted).await?;
+        let account = match body.service_account_id.as_deref() {
             Some(id) => self
                 .store
                 .list_users(&lookup)
                 .await?
                 .into_iter()
                 .find(|u| u.id == id && u.kind == "service")
-                .ok_or_else(|| ServiceError::bad(format!("no service account {id:?}")))?,
+                .ok_or_else(|| {
+                    ServiceError::field("service_account_id", format!("no service account {id:?}"))
+                })?,
             None => {
-                let account_name = opt_str(body, "service_account_name")?.unwrap_or(name);
+                let account_name = body.service_account_name.as_deref().unwrap_or(name);
                 let id = random::uuid()?;
                 let email = format!("service-{id}@service-accounts.invalid");
                 let user = UserInfo {
@@ -364,7 +388,7 @@ impl Services {
                     .ok_or_else(|| ServiceError::Internal("service account not stored".into()))?
             }
         };
-        if opt_str(body, "service_account_id")?.is_some() && !group_ids.is_empty() {
+        if body.service_account_id.is_some() && !group_ids.is_empty() {
             self.store
                 .add_members(&pass, std::slice::from_ref(&account), &group_ids)
                 .await?;

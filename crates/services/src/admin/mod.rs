@@ -24,9 +24,7 @@ mod entities;
 mod keys;
 mod org;
 
-use crate::objects::opt_str;
 use crate::{Result, ServiceError};
-use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use serde_json::{Map, Value};
 
 pub use holdfast_store::Entity;
@@ -60,19 +58,5 @@ pub(crate) fn str_list(body: &Map<String, Value>, field: &str) -> Result<Vec<Str
             field.to_string(),
             format!("field `{field}` must be a list of strings"),
         )),
-    }
-}
-
-pub(crate) fn timestamp_field(body: &Map<String, Value>, field: &str) -> Result<Option<String>> {
-    match opt_str(body, field)? {
-        None => Ok(None),
-        Some(t) => parse_timestamp(t)
-            .map(|t| Some(format_timestamp(t)))
-            .ok_or_else(|| {
-                ServiceError::field(
-                    field.to_string(),
-                    format!("field `{field}` must be an RFC 3339 time"),
-                )
-            }),
     }
 }

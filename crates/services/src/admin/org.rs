@@ -1,8 +1,8 @@
 //! Users, the organization, and its members.
 
-use super::{Entity, str_list};
-use crate::objects::{body_obj, opt_str};
+use super::Entity;
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::admin::{PatchMembers, PatchOrganization};
 use holdfast_core::authz::{Capability, Kind, Permission, Principal};
 use holdfast_store::UserInfo;
 use serde_json::{Value, json};
@@ -55,9 +55,14 @@ impl Services {
         )
     }
 
-    pub async fn rename_organization(&self, principal: &Principal, body: &Value) -> Result<()> {
-        let body = body_obj(body)?;
-        let name = opt_str(body, "name")?
+    pub async fn rename_organization(
+        &self,
+        principal: &Principal,
+        body: &PatchOrganization,
+    ) -> Result<()> {
+        let name = body
+            .name
+            .as_deref()
             .filter(|n| !n.trim().is_empty())
             .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
         let pass = self
@@ -73,41 +78,39 @@ impl Services {
 
     /// `PATCH /v1/organization/members`: invite users by email or id into groups, remove
     /// users by email or id.
-    pub async fn patch_members(&self, principal: &Principal, body: &Value) -> Result<Value> {
-        let body = body_obj(body)?;
+    pub async fn patch_members(&self, principal: &Principal, body: &PatchMembers) -> Result<Value> {
         let lookup = self.lookup(principal)?;
         let org = self.store.get_org(&lookup).await?;
-        if opt_str(body, "org_id")?.is_some_and(|id| id != org.id)
-            || opt_str(body, "org_name")?.is_some_and(|n| n != org.name)
+        if body.org_id.as_ref().is_some_and(|id| *id != org.id)
+            || body.org_name.as_ref().is_some_and(|n| *n != org.name)
         {
             return Err(ServiceError::NotFound("organization".into()));
         }
         let members = self.store.list_users(&lookup).await?;
         let groups = self.store.list_entities(&lookup, Entity::Group).await?;
         let mut added = Vec::new();
-        if let Some(invite) = body.get("invite_users").filter(|v| !v.is_null()) {
-            let invite = body_obj(invite)?;
+        if let Some(invite) = &body.invite_users {
             let pass = self
                 .org_grant(principal, Permission::Create, Kind::OrgMember)
                 .await?;
-            let mut group_ids = str_list(invite, "group_ids")?;
-            group_ids.extend(opt_str(invite, "group_id")?.map(str::to_owned));
-            let mut names = str_list(invite, "group_names")?;
-            names.extend(opt_str(invite, "group_name")?.map(str::to_owned));
+            let mut group_ids = invite.group_ids.clone().unwrap_or_default();
+            group_ids.extend(invite.group_id.clone());
+            let mut names = invite.group_names.clone().unwrap_or_default();
+            names.extend(invite.group_name.clone());
             for n in names {
-                let g = groups
-                    .iter()
-                    .find(|g| g.name == n)
-                    .ok_or_else(|| ServiceError::bad(format!("no group named {n:?}")))?;
+                let g = groups.iter().find(|g| g.name == n).ok_or_else(|| {
+                    ServiceError::field("invite_users.group_names", format!("no group named {n:?}"))
+                })?;
                 group_ids.push(g.id.clone());
             }
             let mut users = Vec::new();
             self.may_place_in_groups(principal, &group_ids).await?;
-            for email in str_list(invite, "emails")? {
+            for email in invite.emails.iter().flatten().cloned() {
                 if !email.contains('@') || email.ends_with("@service-accounts.invalid") {
-                    return Err(ServiceError::bad(format!(
-                        "{email:?} is not an email address"
-                    )));
+                    return Err(ServiceError::field(
+                        "invite_users.emails",
+                        format!("{email:?} is not an email address"),
+                    ));
                 }
                 users.push(UserInfo {
                     id: random::uuid()?,
@@ -118,9 +121,12 @@ impl Services {
                     created: self.now(),
                 });
             }
-            for id in str_list(invite, "ids")? {
-                let u = members.iter().find(|m| m.id == id).ok_or_else(|| {
-                    ServiceError::bad(format!("no user {id:?} in this organization"))
+            for id in invite.ids.iter().flatten() {
+                let u = members.iter().find(|m| &m.id == id).ok_or_else(|| {
+                    ServiceError::field(
+                        "invite_users.ids",
+                        format!("no user {id:?} in this organization"),
+                    )
                 })?;
                 users.push(u.clone());
             }
@@ -132,14 +138,13 @@ impl Services {
             );
         }
         let mut removed = Vec::new();
-        if let Some(remove) = body.get("remove_users").filter(|v| !v.is_null()) {
-            let remove = body_obj(remove)?;
+        if let Some(remove) = &body.remove_users {
             let pass = self
                 .org_grant(principal, Permission::Delete, Kind::OrgMember)
                 .await?;
-            let mut ids = str_list(remove, "ids")?;
-            for email in str_list(remove, "emails")? {
-                if let Some(u) = members.iter().find(|m| m.email == email) {
+            let mut ids = remove.ids.clone().unwrap_or_default();
+            for email in remove.emails.iter().flatten() {
+                if let Some(u) = members.iter().find(|m| &m.email == email) {
                     ids.push(u.id.clone());
                 }
             }
