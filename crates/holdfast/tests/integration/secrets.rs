@@ -859,6 +859,44 @@ async fn aws_credentials_from_the_chain() {
     assert!(err.contains("no AWS credentials"), "{err}");
 }
 
+/// `/readyz` fails, naming the KMS, when the KMS stops answering; the process stays up and
+/// `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_names_the_failed_check() {
+    let moto = Moto::start();
+    let endpoint = moto.endpoint.clone();
+    let key = moto.create_kms_key().await;
+    let env = [
+        ("HOLDFAST_KMS", "aws"),
+        ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
+        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
+        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let server = Server::start_with(Backend::Sqlite, &env).await;
+    drop(moto);
+    let r = server
+        .http
+        .get(format!("{}/readyz", server.url))
+        .header("x-request-id", "ready-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert_eq!(body["error"]["request_id"], "ready-1", "{body}");
+    assert_eq!(body["checks"]["kms"]["ok"], false, "{body}");
+    assert!(body["checks"]["kms"]["error"].is_string(), "{body}");
+    for check in ["store", "writer", "index"] {
+        assert_eq!(body["checks"][check]["ok"], true, "{body}");
+    }
+    let (s, _) = server.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+}
+
 mod run {
     use super::backends;
     on_all_backends!(provider_secrets, rotation, aws_kms, s3_blobs);
