@@ -69,19 +69,50 @@ pub struct Entity {
     pub members: JsonObject,
 }
 
-/// A group or role to store; for a patch, `add_member_*` and `remove_member_*` change the
-/// member lists.
+/// Members of a group (`member_users`, `member_groups`) or of a role (`member_permissions`:
+/// `{"permission", "restrict_object_type"}` objects, `member_roles`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct EntityBody {
-    pub name: Option<String>,
-    pub description: Option<String>,
+pub struct Members {
     pub member_users: Option<Vec<String>>,
     pub member_groups: Option<Vec<String>>,
     pub member_permissions: Option<Vec<Value>>,
     pub member_roles: Option<Vec<String>>,
+}
+
+/// A group or role to store (`POST` gets or creates by name, `PUT` creates or replaces).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EntityBody {
+    pub name: String,
+    pub description: Option<String>,
     #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub changes: JsonObject,
+    pub members: Members,
+}
+
+/// Changes to a group or role: its name and description, and members added and removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EntityPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub add_member_users: Option<Vec<String>>,
+    pub add_member_groups: Option<Vec<String>>,
+    pub add_member_permissions: Option<Vec<Value>>,
+    pub add_member_roles: Option<Vec<String>>,
+    pub remove_member_users: Option<Vec<String>>,
+    pub remove_member_groups: Option<Vec<String>>,
+    pub remove_member_permissions: Option<Vec<Value>>,
+    pub remove_member_roles: Option<Vec<String>>,
+}
+
+impl EntityPatch {
+    /// The members it adds.
+    pub fn added(&self) -> Members {
+        Members {
+            member_users: self.add_member_users.clone(),
+            member_groups: self.add_member_groups.clone(),
+            member_permissions: self.add_member_permissions.clone(),
+            member_roles: self.add_member_roles.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

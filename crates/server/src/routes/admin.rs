@@ -10,8 +10,8 @@ use holdfast_api::ObjectList;
 use holdfast_api::admin::{
     Acl, AclBatch, AclBatchResult, AclQuery, ApiKey, AuditPage, AuditQuery, CreateKey,
     CreateServiceToken, CreatedKey, DeleteSecretByName, Entity as EntityWire, EntityBody,
-    MembersChanged, NewAcl, Organization, PatchMembers, PatchOrganization, PatchSecret, PutSecret,
-    RotateKey, Secret, SecretListQuery, User,
+    EntityPatch, MembersChanged, NewAcl, Organization, PatchMembers, PatchOrganization,
+    PatchSecret, PutSecret, RotateKey, Secret, SecretListQuery, User,
 };
 use holdfast_services::ServiceError;
 use holdfast_services::admin::Entity;
@@ -160,7 +160,7 @@ macro_rules! entity_routes {
             pub(super) async fn create(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(_, b): Checked<EntityBody>,
+                Checked(b, _): Checked<EntityBody>,
             ) -> Reply<EntityWire> {
                 reply(st.services.put_entity(&p, $e, &b, false).await?)
             }
@@ -171,7 +171,7 @@ macro_rules! entity_routes {
             pub(super) async fn replace(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(_, b): Checked<EntityBody>,
+                Checked(b, _): Checked<EntityBody>,
             ) -> Reply<EntityWire> {
                 reply(st.services.put_entity(&p, $e, &b, true).await?)
             }
@@ -187,13 +187,13 @@ macro_rules! entity_routes {
             }
 
             #[utoipa::path(patch, path = $item, tag = $tag, operation_id = $patch_op,
-                params(("id" = String, Path)), request_body = EntityBody,
+                params(("id" = String, Path)), request_body = EntityPatch,
                 responses((status = 200, body = EntityWire)))]
             pub(super) async fn patch(
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(_, b): Checked<EntityBody>,
+                Checked(b, _): Checked<EntityPatch>,
             ) -> Reply<EntityWire> {
                 reply(st.services.patch_entity(&p, $e, &id, &b).await?)
             }

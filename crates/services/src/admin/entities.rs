@@ -1,11 +1,11 @@
 //! Groups and roles: custom ones stored per organization, built-in roles the same everywhere.
 
-use super::{Entity, str_list};
-use crate::objects::{body_obj, opt_str};
+use super::Entity;
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::admin::{EntityBody, EntityPatch, Members};
 use holdfast_core::authz::{Permission, Principal, builtin_roles};
 use holdfast_store::{EntityRecord, member_permission_json, parse_member_permission};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Built-in roles are the same in every organization and cannot be changed or deleted.
 fn refuse_builtin_role(id: &str) -> Result<()> {
@@ -75,57 +75,66 @@ impl Services {
         Ok(entity_json(e, &self.store.get_entity(&pass, e, id).await?))
     }
 
-    /// Checks and normalizes the two member lists of a group or role body.
+    /// Checks and normalizes the two member lists of a group or role body (`prefix` names
+    /// the fields in errors: `add_` for a patch).
     async fn entity_lists(
         &self,
         principal: &Principal,
         e: Entity,
-        body: &Map<String, Value>,
+        body: &Members,
         prefix: &str,
     ) -> Result<(Vec<Value>, Vec<String>)> {
         let lookup = self.lookup(principal)?;
         match e {
             Entity::Group => {
-                let users = str_list(body, &format!("{prefix}member_users"))?;
-                let groups = str_list(body, &format!("{prefix}member_groups"))?;
+                let users = body.member_users.clone().unwrap_or_default();
+                let groups = body.member_groups.clone().unwrap_or_default();
                 let members = self.store.list_users(&lookup).await?;
                 if let Some(u) = users.iter().find(|u| !members.iter().any(|m| &m.id == *u)) {
-                    return Err(ServiceError::bad(format!(
-                        "user {u:?} is not a member of this organization"
-                    )));
+                    return Err(ServiceError::field(
+                        format!("{prefix}member_users"),
+                        format!("user {u:?} is not a member of this organization"),
+                    ));
                 }
                 let known = self.store.list_entities(&lookup, Entity::Group).await?;
                 if let Some(g) = groups.iter().find(|g| !known.iter().any(|k| &k.id == *g)) {
-                    return Err(ServiceError::bad(format!("no group {g:?}")));
+                    return Err(ServiceError::field(
+                        format!("{prefix}member_groups"),
+                        format!("no group {g:?}"),
+                    ));
                 }
                 Ok((users.into_iter().map(Value::String).collect(), groups))
             }
             Entity::Role => {
                 let field = format!("{prefix}member_permissions");
-                let perms = match body.get(&field) {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .map(|v| {
-                            parse_member_permission(v)
-                                .map(|(p, r)| member_permission_json(p, r))
-                                .ok_or_else(|| {
-                                    ServiceError::bad(format!(
+                let perms = body
+                    .member_permissions
+                    .iter()
+                    .flatten()
+                    .map(|v| {
+                        parse_member_permission(v)
+                            .map(|(p, r)| member_permission_json(p, r))
+                            .ok_or_else(|| {
+                                ServiceError::field(
+                                    field.clone(),
+                                    format!(
                                         "`{field}` entries are {{permission, restrict_object_type}} with known values"
-                                    ))
-                                })
-                        })
-                        .collect::<Result<_>>()?,
-                    Some(_) => return Err(ServiceError::field(field.to_string(), format!("`{field}` must be a list"))),
-                };
-                let roles = str_list(body, &format!("{prefix}member_roles"))?;
+                                    ),
+                                )
+                            })
+                    })
+                    .collect::<Result<_>>()?;
+                let roles = body.member_roles.clone().unwrap_or_default();
                 let known = self.store.list_entities(&lookup, Entity::Role).await?;
                 let builtin: Vec<&str> = builtin_roles().iter().map(|r| r.0).collect();
                 if let Some(r) = roles
                     .iter()
                     .find(|r| !known.iter().any(|k| &k.id == *r) && !builtin.contains(&r.as_str()))
                 {
-                    return Err(ServiceError::bad(format!("no role {r:?}")));
+                    return Err(ServiceError::field(
+                        format!("{prefix}member_roles"),
+                        format!("no role {r:?}"),
+                    ));
                 }
                 Ok((perms, roles))
             }
@@ -137,13 +146,12 @@ impl Services {
         &self,
         principal: &Principal,
         e: Entity,
-        body: &Value,
+        body: &EntityBody,
         replace: bool,
     ) -> Result<Value> {
-        let body = body_obj(body)?;
-        let name = opt_str(body, "name")?
+        let name = Some(body.name.as_str())
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| ServiceError::field("name", "field `name` is required"))?;
+            .ok_or_else(|| ServiceError::field("name", "field `name` must not be empty"))?;
         let perm = if replace {
             Permission::Update
         } else {
@@ -154,12 +162,12 @@ impl Services {
             self.org_grant(principal, Permission::Create, e.kind())
                 .await?;
         }
-        let (members, includes) = self.entity_lists(principal, e, body, "").await?;
+        let (members, includes) = self.entity_lists(principal, e, &body.members, "").await?;
         let rec = EntityRecord {
             id: random::uuid()?,
             org_id: principal.org_id.clone(),
             name: name.to_owned(),
-            description: opt_str(body, "description")?.map(str::to_owned),
+            description: body.description.clone(),
             user_id: Some(principal.user_id.clone()),
             created: self.now(),
             members,
@@ -180,42 +188,41 @@ impl Services {
         principal: &Principal,
         e: Entity,
         id: &str,
-        body: &Value,
+        body: &EntityPatch,
     ) -> Result<Value> {
-        let body = body_obj(body)?;
         refuse_builtin_role(id)?;
         let pass = self
             .org_grant(principal, Permission::Update, e.kind())
             .await?;
-        let (add_m, add_i) = self.entity_lists(principal, e, body, "add_").await?;
-        let (rm_m, rm_i) = {
-            // Removals need not name things that still exist.
-            let (m, i) = match e {
-                Entity::Group => ("remove_member_users", "remove_member_groups"),
-                Entity::Role => ("remove_member_permissions", "remove_member_roles"),
-            };
-            let rm_m: Vec<Value> = match body.get(m) {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(a)) => a.clone(),
-                Some(_) => {
-                    return Err(ServiceError::field(
-                        m.to_string(),
-                        format!("`{m}` must be a list"),
-                    ));
-                }
-            };
-            (rm_m, str_list(body, i)?)
+        let (add_m, add_i) = self
+            .entity_lists(principal, e, &body.added(), "add_")
+            .await?;
+        // Removals need not name things that still exist.
+        let (rm_m, rm_i): (Vec<Value>, Vec<String>) = match e {
+            Entity::Group => (
+                body.remove_member_users
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+                body.remove_member_groups.clone().unwrap_or_default(),
+            ),
+            Entity::Role => (
+                body.remove_member_permissions.clone().unwrap_or_default(),
+                body.remove_member_roles.clone().unwrap_or_default(),
+            ),
         };
-        let name = match opt_str(body, "name")? {
+        let name = match &body.name {
             Some(n) if n.trim().is_empty() => {
                 return Err(ServiceError::field(
                     "name",
                     "field `name` must not be empty",
                 ));
             }
-            n => n.map(str::to_owned),
+            n => n.clone(),
         };
-        let description = opt_str(body, "description")?.map(str::to_owned);
+        let description = body.description.clone();
         let mut before = None;
         let stored = self
             .store

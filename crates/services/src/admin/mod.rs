@@ -24,7 +24,6 @@ mod entities;
 mod keys;
 mod org;
 
-use crate::{Result, ServiceError};
 use serde_json::{Map, Value};
 
 pub use holdfast_store::Entity;
@@ -37,26 +36,5 @@ pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
 pub(crate) fn set(obj: Option<&mut Map<String, Value>>, field: &str, value: Value) {
     if let Some(m) = obj {
         m.insert(field.to_owned(), value);
-    }
-}
-
-pub(crate) fn str_list(body: &Map<String, Value>, field: &str) -> Result<Vec<String>> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    ServiceError::field(
-                        field.to_string(),
-                        format!("field `{field}` must be a list of strings"),
-                    )
-                })
-            })
-            .collect(),
-        Some(_) => Err(ServiceError::field(
-            field.to_string(),
-            format!("field `{field}` must be a list of strings"),
-        )),
     }
 }
