@@ -246,20 +246,59 @@ pub struct PutPrompt {
     pub function_type: Option<String>,
 }
 
-/// Changes to a prompt; the fields given replace the stored ones.
+/// Changes to a prompt (a new version): the fields given replace the stored ones; `null`
+/// clears one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PatchPrompt {
-    pub name: Option<String>,
-    pub slug: Option<String>,
-    pub description: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
-    pub prompt_data: Option<JsonObject>,
+    pub prompt_data: Option<Option<JsonObject>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
-    pub function_data: Option<JsonObject>,
-    pub tags: Option<Vec<String>>,
+    pub function_data: Option<Option<JsonObject>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tags: Option<Option<Vec<String>>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<JsonObject>,
-    pub function_type: Option<String>,
+    pub metadata: Option<Option<JsonObject>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub function_type: Option<Option<String>>,
 }
 
 /// `GET /v1/experiment/{id}/summarize`.

@@ -3,7 +3,8 @@
 
 use crate::{Result, ServiceError, Services, random};
 use holdfast_api::objects::{
-    CreateObject, CreateProject, NamedObject, PatchObject, PatchProject, Project,
+    CreateObject, CreateProject, NamedObject, PatchObject, PatchProject, PatchPrompt, Project,
+    PutPrompt,
 };
 use holdfast_core::authz::{
     KeyScope, Kind, ObjectPass, Permission, Policy, Principal, Reach, SystemPass, Target,
@@ -82,49 +83,11 @@ pub fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&
     }
 }
 
-fn required_name<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str> {
-    match opt_str(body, field)? {
-        Some(s) if !s.trim().is_empty() && s.len() <= 1024 => Ok(s),
-        Some(_) => Err(ServiceError::field(
-            field.to_string(),
-            format!("field `{field}` must be 1 to 1024 characters"),
-        )),
-        None => Err(ServiceError::field(
-            field.to_string(),
-            format!("field `{field}` is required"),
-        )),
-    }
-}
-
-/// Copies the allowed optional fields, checking their JSON types.
-fn pick(body: &Map<String, Value>, fields: &[(&str, FieldType)]) -> Result<Map<String, Value>> {
-    let mut out = Map::new();
-    for (name, ty) in fields {
-        if let Some(v) = body.get(*name) {
-            let ok = v.is_null()
-                || match ty {
-                    FieldType::Str => v.is_string(),
-                    FieldType::Bool => v.is_boolean(),
-                    FieldType::Obj => v.is_object(),
-                    FieldType::Tags => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-                };
-            if !ok {
-                return Err(ServiceError::field(
-                    name.to_string(),
-                    format!("field `{name}` must be {}", ty.describe()),
-                ));
-            }
-            out.insert((*name).to_owned(), v.clone());
-        }
-    }
-    Ok(out)
-}
-
 /// The stored fields of a typed body: those named in `fields` that it sets. With
 /// `keep_nulls` (a patch), a field set to null is kept, to clear the stored one.
 fn fields_of<T: serde::Serialize>(
     body: &T,
-    fields: &[(&str, FieldType)],
+    fields: &[&str],
     keep_nulls: bool,
 ) -> Result<Map<String, Value>> {
     let Value::Object(all) =
@@ -134,7 +97,7 @@ fn fields_of<T: serde::Serialize>(
     };
     Ok(all
         .into_iter()
-        .filter(|(k, v)| (keep_nulls || !v.is_null()) && fields.iter().any(|(f, _)| f == k))
+        .filter(|(k, v)| (keep_nulls || !v.is_null()) && fields.contains(&k.as_str()))
         .collect())
 }
 
@@ -149,55 +112,29 @@ fn checked_name<'a>(field: &str, name: &'a str) -> Result<&'a str> {
     Ok(name)
 }
 
-#[derive(Clone, Copy)]
-enum FieldType {
-    Str,
-    Bool,
-    Obj,
-    Tags,
-}
-
-impl FieldType {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Str => "a string",
-            Self::Bool => "a boolean",
-            Self::Obj => "an object",
-            Self::Tags => "an array of strings",
-        }
-    }
-}
-
-const PROJECT_FIELDS: &[(&str, FieldType)] = &[
-    ("description", FieldType::Str),
-    ("settings", FieldType::Obj),
+const PROJECT_FIELDS: &[&str] = &["description", "settings"];
+const EXPERIMENT_FIELDS: &[&str] = &[
+    "description",
+    "repo_info",
+    "base_exp_id",
+    "dataset_id",
+    "dataset_version",
+    "public",
+    "metadata",
+    "tags",
+    "parameters_id",
+    "parameters_version",
+    "commit",
 ];
-const EXPERIMENT_FIELDS: &[(&str, FieldType)] = &[
-    ("description", FieldType::Str),
-    ("repo_info", FieldType::Obj),
-    ("base_exp_id", FieldType::Str),
-    ("dataset_id", FieldType::Str),
-    ("dataset_version", FieldType::Str),
-    ("public", FieldType::Bool),
-    ("metadata", FieldType::Obj),
-    ("tags", FieldType::Tags),
-    ("parameters_id", FieldType::Str),
-    ("parameters_version", FieldType::Str),
-    ("commit", FieldType::Str),
-];
-const DATASET_FIELDS: &[(&str, FieldType)] = &[
-    ("description", FieldType::Str),
-    ("metadata", FieldType::Obj),
-    ("tags", FieldType::Tags),
-];
-const PROMPT_FIELDS: &[(&str, FieldType)] = &[
-    ("name", FieldType::Str),
-    ("description", FieldType::Str),
-    ("prompt_data", FieldType::Obj),
-    ("tags", FieldType::Tags),
-    ("metadata", FieldType::Obj),
-    ("function_type", FieldType::Str),
-    ("function_data", FieldType::Obj),
+const DATASET_FIELDS: &[&str] = &["description", "metadata", "tags"];
+const PROMPT_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "prompt_data",
+    "tags",
+    "metadata",
+    "function_type",
+    "function_data",
 ];
 
 /// A patch in brief for the audit log: the fields it set, before and after.
@@ -867,21 +804,20 @@ impl Services {
     pub async fn put_prompt(
         &self,
         principal: &Principal,
-        body: &Value,
+        body: &PutPrompt,
         replace: bool,
     ) -> Result<Value> {
-        let body = body_obj(body)?;
         let project = self
             .resolve_project(
                 principal,
-                opt_str(body, "project_id")?,
-                opt_str(body, "project_name")?,
+                body.project_id.as_deref(),
+                body.project_name.as_deref(),
                 false,
             )
             .await?;
-        let slug = required_name(body, "slug")?;
-        let name = required_name(body, "name")?;
-        let mut content = pick(body, PROMPT_FIELDS)?;
+        let slug = checked_name("slug", &body.slug)?;
+        let name = checked_name("name", &body.name)?;
+        let mut content = fields_of(body, PROMPT_FIELDS, false)?;
         content.insert("name".into(), json!(name));
         let (_, project_pass) = self
             .project_pass(principal, &project.id, Permission::Create, Kind::Prompt)
@@ -1030,11 +966,13 @@ impl Services {
         &self,
         principal: &Principal,
         id: &str,
-        body: &Value,
+        body: &PatchPrompt,
     ) -> Result<Value> {
-        let body = body_obj(body)?;
+        if let Some(Some(n)) = &body.name {
+            checked_name("name", n)?;
+        }
         let (object, pass) = self.open_prompt(principal, id, Permission::Update).await?;
-        let mut data = pick(body, PROMPT_FIELDS)?;
+        let mut data = fields_of(body, PROMPT_FIELDS, true)?;
         data.insert("_is_merge".into(), json!(true));
         let control = take_control(&mut data).map_err(|e| ServiceError::bad(e.to_string()))?;
         let row = IncomingRow {

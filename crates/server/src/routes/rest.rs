@@ -479,7 +479,7 @@ async fn list_prompts(
 async fn create_prompt(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(_, b): Checked<PutPrompt>,
+    Checked(b, _): Checked<PutPrompt>,
 ) -> Reply {
     Ok(Json(s.services.put_prompt(&p, &b, false).await?))
 }
@@ -490,7 +490,7 @@ async fn create_prompt(
 async fn replace_prompt(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(_, b): Checked<PutPrompt>,
+    Checked(b, _): Checked<PutPrompt>,
 ) -> Reply {
     Ok(Json(s.services.put_prompt(&p, &b, true).await?))
 }
@@ -514,7 +514,7 @@ async fn patch_prompt(
     State(s): State<AppState>,
     Authed(p): Authed,
     Id(id): Id,
-    Checked(_, b): Checked<PatchPrompt>,
+    Checked(b, _): Checked<PatchPrompt>,
 ) -> Reply {
     Ok(Json(s.services.patch_prompt(&p, &id, &b).await?))
 }
