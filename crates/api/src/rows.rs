@@ -1,6 +1,7 @@
 //! Rows of experiments, datasets and project logs: insert, fetch and feedback.
 
 use crate::JsonObject;
+use crate::secret::nullable;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -50,18 +51,42 @@ pub struct FetchResponse {
     pub cursor: Option<String>,
 }
 
-/// One piece of feedback on a row.
+/// One piece of feedback on a row: the fields given are merged into it (`null` clears one);
+/// a comment becomes a comment row.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct FeedbackItem {
     /// The row's id.
     pub id: String,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
-    pub scores: Option<JsonObject>,
-    pub expected: Option<Value>,
-    pub tags: Option<Vec<String>>,
+    pub scores: Option<Option<JsonObject>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<JsonObject>,
+    pub expected: Option<Option<Value>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tags: Option<Option<Vec<String>>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<JsonObject>>,
     pub comment: Option<String>,
+    /// `external` (the default), `app` or `api`.
     pub source: Option<String>,
 }
 

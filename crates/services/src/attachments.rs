@@ -14,8 +14,8 @@
 //!   upload, and a grant never used, are removed by [`Services::expire_uploads`].
 
 use crate::blobs::{BlobKind, Grant, Purpose, UploadLimit};
-use crate::objects::{body_obj as obj, opt_str};
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::sdk::{AttachmentStatusRequest, AttachmentUploadRequest, OverflowRequest};
 use holdfast_core::authz::{GrantPass, ObjectPass, Permission, Principal, SystemPass};
 use holdfast_store::{AttachmentRecord, UploadGrant, UploadKind};
 use serde_json::{Value, json};
@@ -137,16 +137,16 @@ impl Services {
     pub async fn attachment_upload(
         &self,
         principal: &Principal,
-        body: &Value,
+        body: &AttachmentUploadRequest,
         base_url: &str,
     ) -> Result<Value> {
-        let body = obj(body)?;
-        check_org(principal, opt_str(body, "org_id")?)?;
-        let key = valid_key(
-            opt_str(body, "key")?.ok_or_else(|| ServiceError::field("key", "`key` is required"))?,
-        )?;
-        let filename = opt_str(body, "filename")?.unwrap_or("attachment");
-        let content_type = opt_str(body, "content_type")?.unwrap_or("application/octet-stream");
+        check_org(principal, body.org_id.as_deref())?;
+        let key = valid_key(&body.key)?;
+        let filename = body.filename.as_deref().unwrap_or("attachment");
+        let content_type = body
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
         if filename.len() > 1024 || content_type.len() > 255 {
             return Err(ServiceError::bad(
                 "`filename` is limited to 1024 bytes and `content_type` to 255",
@@ -190,16 +190,14 @@ impl Services {
     }
 
     /// `POST /attachment/status`.
-    pub async fn attachment_status(&self, principal: &Principal, body: &Value) -> Result<Value> {
-        let body = obj(body)?;
-        check_org(principal, opt_str(body, "org_id")?)?;
-        let key = valid_key(
-            opt_str(body, "key")?.ok_or_else(|| ServiceError::field("key", "`key` is required"))?,
-        )?;
-        let status = body
-            .get("status")
-            .filter(|s| s.is_object())
-            .ok_or_else(|| ServiceError::field("status", "`status` must be an object"))?;
+    pub async fn attachment_status(
+        &self,
+        principal: &Principal,
+        body: &AttachmentStatusRequest,
+    ) -> Result<Value> {
+        check_org(principal, body.org_id.as_deref())?;
+        let key = valid_key(&body.key)?;
+        let status = Value::Object(body.status.clone());
         if status.to_string().len() > 16 * 1024 {
             return Err(ServiceError::field(
                 "status",
@@ -209,7 +207,9 @@ impl Services {
         let (_, pass) = self
             .attachment_pass(principal, key, Permission::Update, false)
             .await?;
-        self.store.set_attachment_status(&pass, key, status).await?;
+        self.store
+            .set_attachment_status(&pass, key, &status)
+            .await?;
         Ok(json!({}))
     }
 
@@ -243,17 +243,12 @@ impl Services {
     pub async fn overflow_upload(
         &self,
         principal: &Principal,
-        body: &Value,
+        body: &OverflowRequest,
         base_url: &str,
     ) -> Result<Value> {
-        let body = obj(body)?;
-        let size = body
-            .get("size_bytes")
-            .and_then(Value::as_u64)
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                ServiceError::field("size_bytes", "`size_bytes` must be a positive integer")
-            })?;
+        let size = Some(body.size_bytes).filter(|s| *s > 0).ok_or_else(|| {
+            ServiceError::field("size_bytes", "`size_bytes` must be a positive integer")
+        })?;
         if size > self.limits.max_overflow_bytes {
             return Err(ServiceError::TooLarge(format!(
                 "overflow payloads are limited to {} bytes",

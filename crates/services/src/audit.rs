@@ -14,12 +14,12 @@
 
 use crate::admin::set;
 use crate::{Result, ServiceError, Services};
+use holdfast_api::admin::AuditQuery;
 use holdfast_core::audit::{Break, Checkpoint, Entry, Head, Verifier};
 use holdfast_core::authz::{Kind, Permission, Principal, SystemPass};
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{AuditFilter, NewAuditEntry, Store};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most entries one append transaction takes.
@@ -240,13 +240,13 @@ impl Services {
     pub async fn list_audit(
         &self,
         principal: &Principal,
-        q: &HashMap<String, String>,
+        q: &AuditQuery,
     ) -> Result<(Vec<Value>, Option<String>)> {
         let pass = self
             .org_grant(principal, Permission::Read, Kind::OrgAuditLogs)
             .await?;
-        let time = |k: &str| -> Result<Option<String>> {
-            match q.get(k) {
+        let time = |k: &str, given: &Option<String>| -> Result<Option<String>> {
+            match given {
                 None => Ok(None),
                 Some(t) => parse_timestamp(t)
                     .map(|t| Some(format_timestamp(t)))
@@ -258,11 +258,9 @@ impl Services {
                     }),
             }
         };
-        let limit = match q.get("limit") {
+        let limit = match q.limit {
             None => 100,
-            Some(l) => l
-                .parse::<i64>()
-                .ok()
+            Some(l) => Some(l)
                 .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
                 .ok_or_else(|| {
                     ServiceError::query_param(
@@ -276,7 +274,7 @@ impl Services {
         // (`l<n>`); the global order is never shown.
         let bad_cursor =
             || ServiceError::query_param("cursor", "`cursor` is not one this server returned");
-        let before_seq = match q.get("cursor") {
+        let before_seq = match &q.cursor {
             None => None,
             Some(c) => {
                 let n = |s: &str| s.parse::<i64>().map_err(|_| bad_cursor());
@@ -295,12 +293,12 @@ impl Services {
             }
         };
         let filter = AuditFilter {
-            actor_id: q.get("actor_id").cloned(),
-            key_id: q.get("key_id").cloned(),
-            object_id: q.get("object_id").cloned(),
-            action: q.get("action").cloned(),
-            since: time("since")?,
-            until: time("until")?,
+            actor_id: q.actor_id.clone(),
+            key_id: q.key_id.clone(),
+            object_id: q.object_id.clone(),
+            action: q.action.clone(),
+            since: time("since", &q.since)?,
+            until: time("until", &q.until)?,
             before_seq,
             limit,
         };

@@ -7,6 +7,7 @@
 use crate::attachments::{MAX_ATTACHMENT_REFS, attachment_refs};
 use crate::blobs::BlobKind;
 use crate::{Result, ServiceError, Services, random};
+use holdfast_api::rows::FeedbackRequest;
 use holdfast_core::authz::{ObjectPass, Permission, Principal};
 use holdfast_core::merge::take_control;
 use holdfast_core::object::{ObjectType, RowTarget, row_target};
@@ -199,39 +200,34 @@ impl Services {
         principal: &Principal,
         kind: ObjectType,
         id: &str,
-        body: &Value,
+        body: &FeedbackRequest,
     ) -> Result<()> {
-        let items = body
-            .get("feedback")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ServiceError::field("feedback", "`feedback` must be an array"))?;
         let target = RowTarget {
             object_type: kind,
             object_id: id.to_owned(),
         };
         let mut rows = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let item = item
-                .as_object()
-                .ok_or_else(|| ServiceError::bad(format!("feedback {i} is not an object")))?;
-            let row_id = item
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ServiceError::bad(format!("feedback {i} needs an `id`")))?;
-            let source = item.get("source").cloned().unwrap_or(json!("external"));
+        for item in &body.feedback {
+            let source = json!(item.source.as_deref().unwrap_or("external"));
             let mut merge = Map::new();
-            merge.insert("id".into(), json!(row_id));
+            merge.insert("id".into(), json!(item.id));
             merge.insert("_is_merge".into(), json!(true));
-            for f in ["scores", "expected", "tags", "metadata"] {
-                if let Some(v) = item.get(f) {
-                    merge.insert(f.into(), v.clone());
+            let given = [
+                ("scores", item.scores.clone().map(|v| json!(v))),
+                ("expected", item.expected.clone().map(|v| json!(v))),
+                ("tags", item.tags.clone().map(|v| json!(v))),
+                ("metadata", item.metadata.clone().map(|v| json!(v))),
+            ];
+            for (field, value) in given {
+                if let Some(v) = value {
+                    merge.insert(field.into(), v);
                 }
             }
             merge.insert("_audit_source".into(), source.clone());
             rows.push(Value::Object(merge));
-            if let Some(comment) = item.get("comment").filter(|c| !c.is_null()) {
+            if let Some(comment) = &item.comment {
                 rows.push(json!({
-                    "id": random::uuid()?, "comment": {"text": comment}, "origin": {"id": row_id},
+                    "id": random::uuid()?, "comment": {"text": comment}, "origin": {"id": item.id},
                     "_audit_source": source,
                 }));
             }

@@ -66,23 +66,6 @@ where
     }
 }
 
-pub fn body_obj(body: &Value) -> Result<&Map<String, Value>> {
-    body.as_object()
-        .ok_or_else(|| ServiceError::bad("request body must be a JSON object"))
-}
-
-/// Reads an optional string field, refusing other types.
-pub fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ServiceError::field(
-            field.to_string(),
-            format!("field `{field}` must be a string"),
-        )),
-    }
-}
-
 /// The stored fields of a typed body: those named in `fields` that it sets. With
 /// `keep_nulls` (a patch), a field set to null is kept, to clear the stored one.
 fn fields_of<T: serde::Serialize>(
@@ -608,11 +591,12 @@ impl Services {
         };
         let info = fields_of(body, fields, false)?;
         // References must name objects the caller can see.
-        if let Some(id) = opt_str(&info, "dataset_id")? {
+        let experiment = kind == ObjectType::Experiment;
+        if let Some(id) = body.dataset_id.as_deref().filter(|_| experiment) {
             self.object_pass(principal, ObjectType::Dataset, id, Permission::Read)
                 .await?;
         }
-        if let Some(id) = opt_str(&info, "base_exp_id")? {
+        if let Some(id) = body.base_exp_id.as_deref().filter(|_| experiment) {
             self.object_pass(principal, ObjectType::Experiment, id, Permission::Read)
                 .await?;
         }

@@ -8,11 +8,10 @@
 
 use crate::{Result, ServiceError, Services, random};
 use holdfast_api::SecretValue;
-use holdfast_api::admin::{DeleteSecretByName, PatchSecret, PutSecret};
+use holdfast_api::admin::{DeleteSecretByName, PatchSecret, PutSecret, SecretListQuery};
 use holdfast_core::authz::{Kind, OrgPass, Permission, Principal};
 use holdfast_store::SecretRecord;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 
 /// Which of the two resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,18 +241,19 @@ impl Services {
         &self,
         principal: &Principal,
         kind: SecretKind,
-        q: &HashMap<String, String>,
+        q: &SecretListQuery,
     ) -> Result<Vec<Value>> {
         let pass = self.secret_pass(principal, Permission::Read).await?;
-        let object = match (q.get("object_type"), q.get("object_id")) {
+        let object = match (&q.object_type, &q.object_id) {
             (Some(t), Some(i)) => Some((t.as_str(), i.as_str())),
             _ => None,
         };
         let name_filter = q
-            .get("ai_secret_name")
-            .or_else(|| q.get("env_var_name"))
-            .or_else(|| q.get("name"));
-        let type_filter = q.get("ai_secret_type");
+            .ai_secret_name
+            .as_ref()
+            .or(q.env_var_name.as_ref())
+            .or(q.name.as_ref());
+        let type_filter = q.ai_secret_type.as_ref();
         Ok(self
             .store
             .list_secrets(&pass, kind.as_str(), object)

@@ -17,7 +17,6 @@ use holdfast_services::ServiceError;
 use holdfast_services::admin::Entity;
 use holdfast_services::secrets::SecretKind;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -394,8 +393,7 @@ macro_rules! secret_routes {
             pub(super) async fn list(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Params(_): Params<SecretListQuery>,
-                Params(q): Params<HashMap<String, String>>,
+                Params(q): Params<SecretListQuery>,
             ) -> Reply<ObjectList<Secret>> {
                 super::list(st.services.list_secrets(&p, $k, &q).await?)
             }
@@ -503,8 +501,7 @@ secret_routes!(
 async fn audit_log(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Params(_): Params<AuditQuery>,
-    Params(q): Params<HashMap<String, String>>,
+    Params(q): Params<AuditQuery>,
 ) -> Reply<AuditPage> {
     let (entries, cursor) = st.services.list_audit(&p, &q).await?;
     reply(json!({"objects": entries, "cursor": cursor}))

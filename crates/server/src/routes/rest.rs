@@ -360,7 +360,7 @@ macro_rules! row_routes {
                 State(s): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(_, b): Checked<FeedbackRequest>,
+                Checked(b, _): Checked<FeedbackRequest>,
             ) -> Reply<holdfast_api::StatusReply> {
                 s.services.feedback(&p, $kind, &id, &b).await?;
                 Ok(Json(holdfast_api::StatusReply::success()))

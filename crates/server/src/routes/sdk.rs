@@ -135,7 +135,7 @@ pub async fn overflow(
     State(s): State<AppState>,
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
-    Checked(_, body): Checked<OverflowRequest>,
+    Checked(body, _): Checked<OverflowRequest>,
 ) -> Reply<OverflowResponse> {
     reply(s.services.overflow_upload(&p, &body, &base).await?)
 }
@@ -147,7 +147,7 @@ pub async fn attachment_upload(
     State(s): State<AppState>,
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
-    Checked(_, body): Checked<AttachmentUploadRequest>,
+    Checked(body, _): Checked<AttachmentUploadRequest>,
 ) -> Reply<AttachmentUploadResponse> {
     reply(s.services.attachment_upload(&p, &body, &base).await?)
 }
@@ -157,7 +157,7 @@ pub async fn attachment_upload(
 pub async fn attachment_status(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(_, body): Checked<AttachmentStatusRequest>,
+    Checked(body, _): Checked<AttachmentStatusRequest>,
 ) -> Reply {
     Ok(Json(s.services.attachment_status(&p, &body).await?))
 }
