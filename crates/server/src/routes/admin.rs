@@ -75,12 +75,11 @@ async fn create_acl(
     Checked(b, _): Checked<NewAcl>,
 ) -> Reply<Acl> {
     let (added, _) = st.services.change_acls(&p, &[b], &[]).await?;
-    reply(
-        added
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError(ServiceError::Internal("acl not stored".into())))?,
-    )
+    added
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError(ServiceError::Internal("acl not stored".into())))
 }
 
 /// Adds and removes grants in one change.
@@ -99,7 +98,10 @@ async fn batch_update_acls(
             b.remove_acls.as_deref().unwrap_or_default(),
         )
         .await?;
-    reply(json!({"added_acls": added, "removed_acls": removed}))
+    Ok(Json(AclBatchResult {
+        added_acls: added,
+        removed_acls: removed,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/acl", tag = "access", params(AclQuery),
@@ -109,30 +111,31 @@ async fn list_acls(
     Authed(p): Authed,
     Params(q): Params<AclQuery>,
 ) -> Reply<ObjectList<Acl>> {
-    list(
+    Ok(Json(
         st.services
             .list_acls(&p, &q.object_type, &q.object_id)
-            .await?,
-    )
+            .await?
+            .into(),
+    ))
 }
 
 /// Every grant in the organization.
 #[utoipa::path(get, path = "/v1/acl/list_org", tag = "access",
     responses((status = 200, body = ObjectList<Acl>)))]
 async fn list_org_acls(State(st): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<Acl>> {
-    list(st.services.list_org_acls(&p).await?)
+    Ok(Json(st.services.list_org_acls(&p).await?.into()))
 }
 
 #[utoipa::path(get, path = "/v1/acl/{id}", tag = "access", params(("id" = String, Path)),
     responses((status = 200, body = Acl)))]
 async fn get_acl(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<Acl> {
-    reply(st.services.get_acl(&p, &id).await?)
+    Ok(Json(st.services.get_acl(&p, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/acl/{id}", tag = "access", params(("id" = String, Path)),
     responses((status = 200, body = Acl)))]
 async fn delete_acl(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<Acl> {
-    reply(st.services.delete_acl(&p, &id).await?)
+    Ok(Json(st.services.delete_acl(&p, &id).await?))
 }
 
 // ---- groups and roles ----
@@ -242,13 +245,13 @@ entity_routes!(
 #[utoipa::path(get, path = "/v1/user", tag = "organization",
     responses((status = 200, body = ObjectList<User>)))]
 async fn list_users(State(st): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<User>> {
-    list(st.services.list_users(&p).await?)
+    Ok(Json(st.services.list_users(&p).await?.into()))
 }
 
 #[utoipa::path(get, path = "/v1/user/{id}", tag = "organization", params(("id" = String, Path)),
     responses((status = 200, body = User)))]
 async fn get_user(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<User> {
-    reply(st.services.get_user(&p, &id).await?)
+    Ok(Json(st.services.get_user(&p, &id).await?))
 }
 
 /// The caller's organization.

@@ -2,20 +2,33 @@
 
 use super::Entity;
 use crate::{Result, ServiceError, Services, random};
-use holdfast_api::admin::NewAcl;
+use holdfast_api::admin::{Acl, NewAcl};
 use holdfast_core::authz::{self, Kind, Permission, Principal, Subject, Target, builtin_roles};
 use holdfast_store::AclRecord;
-use serde_json::{Value, json};
+use serde_json::json;
 
-pub fn acl_json(a: &AclRecord) -> Value {
-    let (user_id, group_id) = match &a.subject {
-        Subject::User(u) => (Some(u), None),
-        Subject::Group(g) => (None, Some(g)),
-    };
-    json!({"id": a.id, "object_type": a.object_type.as_str(), "object_id": a.object_id,
-           "user_id": user_id, "group_id": group_id, "permission": a.permission.map(Permission::as_str),
-           "role_id": a.role_id, "restrict_object_type": a.restrict_object_type.map(Kind::as_str),
-           "_object_org_id": a.org_id, "created": a.created})
+/// The subject's user id or group id.
+fn subject_ids(s: &Subject) -> (Option<String>, Option<String>) {
+    match s {
+        Subject::User(u) => (Some(u.clone()), None),
+        Subject::Group(g) => (None, Some(g.clone())),
+    }
+}
+
+pub fn acl_json(a: &AclRecord) -> Acl {
+    let (user_id, group_id) = subject_ids(&a.subject);
+    Acl {
+        id: a.id.clone(),
+        object_type: a.object_type.as_str().to_owned(),
+        object_id: a.object_id.clone(),
+        user_id,
+        group_id,
+        permission: a.permission.map(|p| p.as_str().to_owned()),
+        role_id: a.role_id.clone(),
+        restrict_object_type: a.restrict_object_type.map(|k| k.as_str().to_owned()),
+        _object_org_id: a.org_id.clone(),
+        created: a.created.clone(),
+    }
 }
 
 impl Services {
@@ -213,7 +226,7 @@ impl Services {
         principal: &Principal,
         add: &[NewAcl],
         remove: &[NewAcl],
-    ) -> Result<(Vec<Value>, Vec<Value>)> {
+    ) -> Result<(Vec<Acl>, Vec<Acl>)> {
         let mut adds = Vec::new();
         for v in add {
             let acl = self.parse_acl(principal, v).await?;
@@ -244,8 +257,8 @@ impl Services {
         let lookup = self.lookup(principal)?;
         let (added, removed) = self.store.change_acls(&lookup, &adds, &removes).await?;
         self.policy_changed(&principal.org_id);
-        let added: Vec<Value> = added.iter().map(acl_json).collect();
-        let removed: Vec<Value> = removed.iter().map(acl_json).collect();
+        let added: Vec<Acl> = added.iter().map(acl_json).collect();
+        let removed: Vec<Acl> = removed.iter().map(acl_json).collect();
         principal
             .trail
             .change(json!({"acls_added": added.clone(), "acls_removed": removed.clone()}));
@@ -257,7 +270,7 @@ impl Services {
         principal: &Principal,
         object_type: &str,
         object_id: &str,
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<Acl>> {
         let kind = Kind::parse(object_type)
             .ok_or_else(|| ServiceError::bad(format!("unknown object_type {object_type:?}")))?;
         let pass = self
@@ -272,7 +285,7 @@ impl Services {
             .collect())
     }
 
-    pub async fn list_org_acls(&self, principal: &Principal) -> Result<Vec<Value>> {
+    pub async fn list_org_acls(&self, principal: &Principal) -> Result<Vec<Acl>> {
         let pass = self
             .acl_pass(
                 principal,
@@ -290,7 +303,7 @@ impl Services {
             .collect())
     }
 
-    pub async fn get_acl(&self, principal: &Principal, id: &str) -> Result<Value> {
+    pub async fn get_acl(&self, principal: &Principal, id: &str) -> Result<Acl> {
         let acl = self.store.get_acl(&self.lookup(principal)?, id).await?;
         self.acl_pass(
             principal,
@@ -303,12 +316,9 @@ impl Services {
         Ok(acl_json(&acl))
     }
 
-    pub async fn delete_acl(&self, principal: &Principal, id: &str) -> Result<Value> {
+    pub async fn delete_acl(&self, principal: &Principal, id: &str) -> Result<Acl> {
         let acl = self.store.get_acl(&self.lookup(principal)?, id).await?;
-        let (user_id, group_id) = match &acl.subject {
-            Subject::User(u) => (Some(u.clone()), None),
-            Subject::Group(g) => (None, Some(g.clone())),
-        };
+        let (user_id, group_id) = subject_ids(&acl.subject);
         let named = NewAcl {
             object_type: acl.object_type.as_str().to_owned(),
             object_id: acl.object_id.clone(),

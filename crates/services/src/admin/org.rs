@@ -2,14 +2,21 @@
 
 use super::Entity;
 use crate::{Result, ServiceError, Services, random};
-use holdfast_api::admin::{PatchMembers, PatchOrganization};
+use holdfast_api::admin::{PatchMembers, PatchOrganization, User};
 use holdfast_core::authz::{Capability, Kind, Permission, Principal};
 use holdfast_store::UserInfo;
 use serde_json::{Value, json};
 
-fn user_json(u: &UserInfo) -> Value {
-    json!({"id": u.id, "email": u.email, "given_name": u.given_name, "family_name": u.family_name,
-           "avatar_url": null, "created": u.created, "is_service_account": u.kind == "service"})
+fn user_json(u: &UserInfo) -> User {
+    User {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        given_name: u.given_name.clone(),
+        family_name: u.family_name.clone(),
+        avatar_url: None,
+        created: u.created.clone(),
+        is_service_account: u.kind == "service",
+    }
 }
 
 impl Services {
@@ -23,7 +30,7 @@ impl Services {
         Ok(())
     }
 
-    pub async fn list_users(&self, principal: &Principal) -> Result<Vec<Value>> {
+    pub async fn list_users(&self, principal: &Principal) -> Result<Vec<User>> {
         Self::not_ingest_only(principal)?;
         let lookup = self.lookup(principal)?;
         Ok(self
@@ -35,7 +42,7 @@ impl Services {
             .collect())
     }
 
-    pub async fn get_user(&self, principal: &Principal, id: &str) -> Result<Value> {
+    pub async fn get_user(&self, principal: &Principal, id: &str) -> Result<User> {
         Self::not_ingest_only(principal)?;
         let lookup = self.lookup(principal)?;
         self.store
