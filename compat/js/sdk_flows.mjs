@@ -75,6 +75,14 @@ async function main() {
   check(fetched.every((r) => r.expected === `e${r.input.i}`), "JS dataset fields");
   console.log("ok: JS dataset insert and fetch through /btql");
 
+  // Dataset summary (GET /dataset-summary).
+  const summary = await initDataset(PROJECT, { dataset: "js-ds" }).summarize();
+  check(
+    summary.dataSummary && summary.dataSummary.totalRecords === 3,
+    `JS dataset summarize ${JSON.stringify(summary)}`,
+  );
+  console.log("ok: JS dataset.summarize()");
+
   // Eval over that dataset.
   const res2 = await Eval(PROJECT, {
     experimentName: "js-dataset",

@@ -177,6 +177,23 @@ def test_prompt():
     check(built["messages"][1]["content"] == "Say hello to Ada from London.", f"rendered {built['messages']}")
     ok("load_prompt(...).build(...) renders the stored prompt")
 
+    # Pinned versions: the decimal `_xact_id` and the SDK's 16-hex pretty form both load the
+    # version they name, after a newer one was stored.
+    from braintrust.xact_ids import prettify_xact
+    v1 = load_prompt(project=PROJECT, slug="greeter").version
+    api("PUT", "/v1/prompt", json={
+        "project_id": pid, "name": "Greeter", "slug": "greeter",
+        "prompt_data": {"prompt": {"type": "chat", "messages": [
+            {"role": "user", "content": "Goodbye, {{name}}."}]},
+            "options": {"model": "gpt-4o-mini"}},
+    })
+    newest = load_prompt(project=PROJECT, slug="greeter").build(name="Ada")
+    check(newest["messages"][0]["content"] == "Goodbye, Ada.", f"newest {newest['messages']}")
+    for pinned in (v1, prettify_xact(v1)):
+        old = load_prompt(project=PROJECT, slug="greeter", version=pinned).build(name="Ada", city="Paris")
+        check(old["messages"][1]["content"] == "Say hello to Ada from Paris.", f"version {pinned}: {old['messages']}")
+    ok(f"load_prompt(version=...) loads the pinned version, as {v1} and as {prettify_xact(v1)}")
+
 
 def test_attachment_and_overflow():
     logger = init_logger(project=PROJECT)

@@ -242,3 +242,15 @@ pub struct Comparison {
     #[schema(value_type = Object)]
     pub metrics: JsonObject,
 }
+
+/// `GET /dataset-summary`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DatasetSummaryQuery {
+    pub dataset_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatasetSummary {
+    pub total_records: u64,
+}

@@ -7,6 +7,10 @@ use std::fmt;
 
 const PREFIX: u64 = 0x0DE1 << 48;
 const COUNTER_MASK: u64 = (1 << 48) - 1;
+/// The SDKs' "pretty" form of an id is `id * COPRIME mod 2^64` in 16 hex digits
+/// (`prettify_xact`); `COPRIME_INVERSE` undoes it.
+const COPRIME: u64 = 205_891_132_094_649;
+const COPRIME_INVERSE: u64 = 1_522_336_535_492_693_385;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct XactId(u64);
@@ -30,7 +34,12 @@ impl XactId {
             .map(Self)
     }
 
-    /// Parses the 19-digit decimal form, or the SDK's 16-hex "pretty" form.
+    /// The SDKs' 16-hex "pretty" form, as they print and store a version.
+    pub fn pretty(self) -> String {
+        format!("{:016x}", self.0.wrapping_mul(COPRIME))
+    }
+
+    /// Parses the 19-digit decimal form, or the SDKs' 16-hex "pretty" form.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
         if s.len() == 19 && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -43,6 +52,7 @@ impl XactId {
         if s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return u64::from_str_radix(s, 16)
                 .ok()
+                .map(|v| v.wrapping_mul(COPRIME_INVERSE))
                 .filter(|v| v & !COUNTER_MASK == PREFIX)
                 .map(Self);
         }
@@ -76,9 +86,15 @@ mod tests {
 
     #[test]
     fn pretty_hex_form_parses() {
+        assert_eq!(COPRIME.wrapping_mul(COPRIME_INVERSE), 1);
         let a = XactId::from_counter(255).unwrap();
-        let hex = format!("{:016x}", a.0);
-        assert_eq!(XactId::parse(&hex), Some(a));
+        assert_eq!(XactId::parse(&a.pretty()), Some(a));
+        // As the Python SDK computes it: prettify_xact(1000192656880881099).
+        let known = XactId::parse("1000192656880881099").unwrap();
+        assert_eq!(known.pretty(), "81cd05ee665fdfb3");
+        assert_eq!(XactId::parse("81cd05ee665fdfb3"), Some(known));
+        // The id's plain hex is not the pretty form.
+        assert_eq!(XactId::parse(&format!("{:016x}", a.0)), None);
         assert_eq!(XactId::parse("123"), None);
         assert_eq!(XactId::parse("9999999999999999999"), None);
     }

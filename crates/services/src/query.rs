@@ -533,6 +533,14 @@ impl Services {
         }
         Ok(out)
     }
+
+    /// The number of live records in a dataset (`GET /dataset-summary`, the JS SDK's
+    /// `dataset.summarize()`).
+    pub async fn dataset_total_records(&self, principal: &Principal, id: &str) -> Result<u64> {
+        let (dataset, rows) = self.all_rows(principal, ObjectType::Dataset, id).await?;
+        dataset.ok_or_else(|| ServiceError::NotFound("dataset".into()))?;
+        Ok(rows.len() as u64)
+    }
 }
 
 fn metric_value(e: &Entry) -> Value {

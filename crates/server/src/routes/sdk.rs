@@ -12,10 +12,10 @@ use holdfast_api::objects::{CreateObject, Project};
 use holdfast_api::sdk::{
     AttachmentDownload, AttachmentQuery, AttachmentStatusRequest, AttachmentUploadRequest,
     AttachmentUploadResponse, BaseExperiment, BaseExperimentRequest, BtqlRequest, BtqlResponse,
-    Comparison, ComparisonQuery, DatasetReply, ExperimentReply, GetExperiment, Health, IdQuery,
-    LoginResponse, Logs3Request, Logs3Response, ObjectInfo, ObjectInfoRequest, OverflowRequest,
-    OverflowResponse, Ping, ProjectReply, Readiness, RegisterDataset, RegisterExperiment,
-    RegisterProject, Version,
+    Comparison, ComparisonQuery, DatasetReply, DatasetSummary, DatasetSummaryQuery,
+    ExperimentReply, GetExperiment, Health, IdQuery, LoginResponse, Logs3Request, Logs3Response,
+    ObjectInfo, ObjectInfoRequest, OverflowRequest, OverflowResponse, Ping, ProjectReply,
+    Readiness, RegisterDataset, RegisterExperiment, RegisterProject, Version,
 };
 use holdfast_core::object::ObjectType;
 use holdfast_services::objects::{ListParams, object_json, project_json};
@@ -52,6 +52,7 @@ pub fn authenticated() -> OpenApiRouter<AppState> {
         .routes(routes!(base_experiment))
         .routes(routes!(object_info))
         .routes(routes!(experiment_comparison))
+        .routes(routes!(dataset_summary))
 }
 
 /// An authenticated liveness check (`state.user_info()` in the Python SDK).
@@ -469,4 +470,17 @@ pub async fn experiment_comparison(
         .await?;
     let (scores, metrics) = s.services.compare(&p, &experiment, base.as_ref()).await?;
     reply(json!({"scores": scores, "metrics": metrics}))
+}
+
+/// A dataset's record count (the JS SDK's `dataset.summarize()`).
+#[utoipa::path(get, path = "/dataset-summary", tag = "sdk", params(DatasetSummaryQuery),
+    responses((status = 200, body = DatasetSummary)))]
+pub async fn dataset_summary(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Params(q): Params<DatasetSummaryQuery>,
+) -> Reply<DatasetSummary> {
+    Ok(Json(DatasetSummary {
+        total_records: s.services.dataset_total_records(&p, &q.dataset_id).await?,
+    }))
 }
