@@ -185,24 +185,46 @@ pub struct ApiKey {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub user_id: String,
+    pub user_email: Option<String>,
+    pub user_given_name: Option<String>,
+    pub user_family_name: Option<String>,
     pub org_id: String,
     pub project_ids: Option<Vec<String>>,
-    pub capability: Option<String>,
+    pub capability: String,
     pub last_used_at: Option<String>,
     pub last_used_from: Option<String>,
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub other: JsonObject,
+    /// Requests per day, newest first (`GET /v1/api_key/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Vec<KeyUsage>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyUsage {
+    pub day: String,
+    pub requests: i64,
+}
+
+/// The key a rotation replaced, and when it stops working.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RotatedFrom {
+    pub id: String,
+    pub expires_at: String,
 }
 
 /// A new key: `key` is its secret, shown this once.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedKey {
-    pub id: String,
-    pub key: ShownOnce,
     #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub other: JsonObject,
+    pub record: ApiKey,
+    pub key: ShownOnce,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<RotatedFrom>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -313,7 +313,7 @@ async fn patch_members(
 #[utoipa::path(get, path = "/v1/api_key", tag = "keys",
     responses((status = 200, body = ObjectList<ApiKey>)))]
 async fn list_keys(State(st): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<ApiKey>> {
-    list(st.services.list_keys(&p, false).await?)
+    Ok(Json(st.services.list_keys(&p, false).await?.into()))
 }
 
 /// Makes an API key for the caller; its secret is in the reply and nowhere else.
@@ -324,19 +324,19 @@ async fn create_key(
     Authed(p): Authed,
     CheckedOrEmpty(b): CheckedOrEmpty<CreateKey>,
 ) -> Reply<CreatedKey> {
-    reply(st.services.create_own_key(&p, &b).await?)
+    Ok(Json(st.services.create_own_key(&p, &b).await?))
 }
 
 #[utoipa::path(get, path = "/v1/api_key/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 200, body = ApiKey)))]
 async fn get_key(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<ApiKey> {
-    reply(st.services.get_key(&p, &id).await?)
+    Ok(Json(st.services.get_key(&p, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/api_key/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 200, body = ApiKey)))]
 async fn revoke_key(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<ApiKey> {
-    reply(st.services.revoke_key(&p, &id).await?)
+    Ok(Json(st.services.revoke_key(&p, &id).await?))
 }
 
 /// A new key with the old one's scope; the old key keeps working for the grace period.
@@ -349,7 +349,7 @@ async fn rotate_key(
     Id(id): Id,
     CheckedOrEmpty(b): CheckedOrEmpty<RotateKey>,
 ) -> Reply<CreatedKey> {
-    reply(st.services.rotate_key(&p, &id, &b).await?)
+    Ok(Json(st.services.rotate_key(&p, &id, &b).await?))
 }
 
 #[utoipa::path(get, path = "/v1/service_token", tag = "keys",
@@ -358,7 +358,7 @@ async fn list_service_tokens(
     State(st): State<AppState>,
     Authed(p): Authed,
 ) -> Reply<ObjectList<ApiKey>> {
-    list(st.services.list_keys(&p, true).await?)
+    Ok(Json(st.services.list_keys(&p, true).await?.into()))
 }
 
 /// Makes a key for a service account (created when named and missing).
@@ -369,7 +369,7 @@ async fn create_service_token(
     Authed(p): Authed,
     Checked(b, _): Checked<CreateServiceToken>,
 ) -> Reply<CreatedKey> {
-    reply(st.services.create_service_token(&p, &b).await?)
+    Ok(Json(st.services.create_service_token(&p, &b).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/service_token/{id}", tag = "keys",
@@ -379,7 +379,7 @@ async fn revoke_service_token(
     Authed(p): Authed,
     Id(id): Id,
 ) -> Reply<ApiKey> {
-    reply(st.services.revoke_service_token(&p, &id).await?)
+    Ok(Json(st.services.revoke_service_token(&p, &id).await?))
 }
 
 // ---- secrets ----

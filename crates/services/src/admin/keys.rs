@@ -1,22 +1,49 @@
 //! API keys and service tokens: made, listed, rotated and revoked, never wider than the
 //! key that asks.
 
-use super::{DEFAULT_ROTATION_GRACE_SECONDS, Entity, MAX_ROTATION_GRACE_SECONDS, set};
+use super::{DEFAULT_ROTATION_GRACE_SECONDS, Entity, MAX_ROTATION_GRACE_SECONDS};
 use crate::{Result, ServiceError, Services, random};
-use holdfast_api::admin::{CreateKey, CreateServiceToken, RotateKey};
+use holdfast_api::ShownOnce;
+use holdfast_api::admin::{
+    ApiKey, CreateKey, CreateServiceToken, CreatedKey, KeyUsage, RotateKey, RotatedFrom,
+};
 use holdfast_core::authz::{self, Capability, KeyScope, Kind, OrgPass, Permission, Principal};
 use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{ApiKeyRecord, UserInfo};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::json;
 
-fn key_json(k: &ApiKeyRecord, user: Option<&UserInfo>) -> Value {
-    json!({"id": k.id, "name": k.name, "preview_name": k.preview_name, "created": k.created,
-           "expires_at": k.expires_at, "revoked_at": k.revoked_at, "user_id": k.user_id,
-           "user_email": user.map(|u| &u.email), "user_given_name": user.and_then(|u| u.given_name.as_ref()),
-           "user_family_name": user.and_then(|u| u.family_name.as_ref()), "org_id": k.org_id,
-           "project_ids": k.project_ids, "capability": k.capability,
-           "last_used_at": k.last_used_at, "last_used_from": k.last_used_from})
+fn key_json(k: &ApiKeyRecord, user: Option<&UserInfo>) -> ApiKey {
+    ApiKey {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        preview_name: k.preview_name.clone(),
+        created: k.created.clone(),
+        expires_at: k.expires_at.clone(),
+        revoked_at: k.revoked_at.clone(),
+        user_id: k.user_id.clone(),
+        user_email: user.map(|u| u.email.clone()),
+        user_given_name: user.and_then(|u| u.given_name.clone()),
+        user_family_name: user.and_then(|u| u.family_name.clone()),
+        org_id: k.org_id.clone(),
+        project_ids: k.project_ids.clone(),
+        capability: k.capability.clone(),
+        last_used_at: k.last_used_at.clone(),
+        last_used_from: k.last_used_from.clone(),
+        usage: None,
+    }
+}
+
+/// A new key's reply: its record and, this once, its secret.
+fn created(record: ApiKey, secret: &str) -> CreatedKey {
+    CreatedKey {
+        record,
+        key: ShownOnce(secret.to_owned()),
+        rotated_from: None,
+        service_account_id: None,
+        service_account_email: None,
+        service_account_name: None,
+    }
 }
 
 /// What a new key asks for: its projects, capability and expiry.
@@ -139,7 +166,11 @@ impl Services {
     }
 
     /// Creates a key for the caller; the token is in the answer and nowhere else.
-    pub async fn create_own_key(&self, principal: &Principal, body: &CreateKey) -> Result<Value> {
+    pub async fn create_own_key(
+        &self,
+        principal: &Principal,
+        body: &CreateKey,
+    ) -> Result<CreatedKey> {
         let name = body.name.clone().unwrap_or_else(|| "api key".into());
         let wanted = KeyRequest {
             project_ids: body.project_ids.as_deref(),
@@ -157,10 +188,9 @@ impl Services {
         self.store
             .insert_own_key(&self.lookup(principal)?, &key.record)
             .await?;
-        let mut out = key_json(&key.record, None);
-        principal.trail.change(json!({"key_created": out.clone()}));
-        set(out.as_object_mut(), "key", json!(key.token.expose_secret()));
-        Ok(out)
+        let out = key_json(&key.record, None);
+        principal.trail.change(json!({"key_created": out}));
+        Ok(created(out, key.token.expose_secret()))
     }
 
     async fn visible_keys(&self, principal: &Principal) -> Result<Vec<ApiKeyRecord>> {
@@ -174,7 +204,7 @@ impl Services {
         Ok(self.store.org_keys(&pass, pass.grant().is_some()).await?)
     }
 
-    pub async fn list_keys(&self, principal: &Principal, service: bool) -> Result<Vec<Value>> {
+    pub async fn list_keys(&self, principal: &Principal, service: bool) -> Result<Vec<ApiKey>> {
         if service {
             self.org_grant(principal, Permission::Read, Kind::OrgMember)
                 .await?;
@@ -193,7 +223,7 @@ impl Services {
     }
 
     /// One key with its activity: requests per day (including uses not yet written).
-    pub async fn get_key(&self, principal: &Principal, id: &str) -> Result<Value> {
+    pub async fn get_key(&self, principal: &Principal, id: &str) -> Result<ApiKey> {
         let key = self
             .visible_keys(principal)
             .await?
@@ -209,19 +239,17 @@ impl Services {
             }
         }
         let mut out = key_json(&key, users.iter().find(|u| u.id == key.user_id));
-        set(
-            out.as_object_mut(),
-            "usage",
+        out.usage = Some(
             usage
-                .iter()
-                .map(|(day, n)| json!({"day": day, "requests": n}))
+                .into_iter()
+                .map(|(day, requests)| KeyUsage { day, requests })
                 .collect(),
         );
         Ok(out)
     }
 
     /// Revokes a key: one's own, or any with `delete` on members.
-    pub async fn revoke_key(&self, principal: &Principal, id: &str) -> Result<Value> {
+    pub async fn revoke_key(&self, principal: &Principal, id: &str) -> Result<ApiKey> {
         let key = self
             .visible_keys(principal)
             .await?
@@ -247,7 +275,7 @@ impl Services {
         pass: &OrgPass,
         key: ApiKeyRecord,
         what: &str,
-    ) -> Result<Value> {
+    ) -> Result<ApiKey> {
         let now = self.now();
         if !self.store.end_key(pass, &key.id, None, Some(&now)).await? {
             return Err(ServiceError::NotFound(format!("active {what}")));
@@ -272,7 +300,7 @@ impl Services {
         principal: &Principal,
         id: &str,
         body: &RotateKey,
-    ) -> Result<Value> {
+    ) -> Result<CreatedKey> {
         let grace = match body.grace_seconds {
             None => DEFAULT_ROTATION_GRACE_SECONDS,
             Some(g) if (0..=MAX_ROTATION_GRACE_SECONDS).contains(&g) => g,
@@ -316,17 +344,17 @@ impl Services {
             .end_key(&self.lookup(principal)?, id, Some(&end), None)
             .await?;
         self.keys.clear_cache();
-        let mut out = key_json(&key.record, None);
+        let out = key_json(&key.record, None);
         principal
             .trail
-            .change(json!({"key_rotated": id, "old_key_expires_at": end, "new_key": out.clone()}));
-        set(out.as_object_mut(), "key", json!(key.token.expose_secret()));
-        set(
-            out.as_object_mut(),
-            "rotated_from",
-            json!({"id": id, "expires_at": end}),
-        );
-        Ok(out)
+            .change(json!({"key_rotated": id, "old_key_expires_at": end, "new_key": out}));
+        Ok(CreatedKey {
+            rotated_from: Some(RotatedFrom {
+                id: id.to_owned(),
+                expires_at: end,
+            }),
+            ..created(out, key.token.expose_secret())
+        })
     }
 
     // ---- service accounts ----
@@ -337,7 +365,7 @@ impl Services {
         &self,
         principal: &Principal,
         body: &CreateServiceToken,
-    ) -> Result<Value> {
+    ) -> Result<CreatedKey> {
         let pass = self
             .org_grant(principal, Permission::Create, Kind::OrgMember)
             .await?;
@@ -398,26 +426,24 @@ impl Services {
             .keys
             .mint(&principal.org_id, &account.id, name, expires_at, &scope)?;
         self.store.insert_member_key(&pass, &key.record).await?;
-        let mut out = key_json(&key.record, Some(&account));
-        set(out.as_object_mut(), "service_account_id", json!(account.id));
-        set(
-            out.as_object_mut(),
-            "service_account_email",
-            json!(account.email),
+        let out = CreatedKey {
+            service_account_id: Some(account.id.clone()),
+            service_account_email: Some(account.email.clone()),
+            service_account_name: account.given_name.clone(),
+            ..created(
+                key_json(&key.record, Some(&account)),
+                key.token.expose_secret(),
+            )
+        };
+        // The audit entry holds the record, never the secret.
+        principal.trail.change(
+            json!({"service_token_created": out.record, "service_account_id": account.id,
+                   "groups": group_ids}),
         );
-        set(
-            out.as_object_mut(),
-            "service_account_name",
-            json!(account.given_name),
-        );
-        principal
-            .trail
-            .change(json!({"service_token_created": out.clone(), "groups": group_ids}));
-        set(out.as_object_mut(), "key", json!(key.token.expose_secret()));
         Ok(out)
     }
 
-    pub async fn revoke_service_token(&self, principal: &Principal, id: &str) -> Result<Value> {
+    pub async fn revoke_service_token(&self, principal: &Principal, id: &str) -> Result<ApiKey> {
         let pass = self
             .org_grant(principal, Permission::Delete, Kind::OrgMember)
             .await?;
