@@ -1,6 +1,6 @@
 // Drives the unmodified braintrust JS SDK against a Holdfast server.
 // Environment: BRAINTRUST_API_KEY, BRAINTRUST_APP_URL. Prints `ok: ...` per passed check.
-import { Eval, initDataset, initLogger, loadPrompt } from "braintrust";
+import { Eval, initDataset, initLogger, loadPrompt, projects } from "braintrust";
 
 const URL = process.env.BRAINTRUST_APP_URL;
 const KEY = process.env.BRAINTRUST_API_KEY;
@@ -105,6 +105,19 @@ async function main() {
   const built = prompt.build({ name: "Ada" });
   check(built.messages[0].content === "Hi Ada!" && built.model === "gpt-4o-mini", `JS prompt ${JSON.stringify(built)}`);
   console.log("ok: JS loadPrompt().build()");
+
+  // Prompts defined in code and published (POST /insert-functions).
+  const published = projects.create({ name: PROJECT });
+  published.prompts.create({
+    name: "JS Published", slug: "js-published",
+    messages: [{ role: "user", content: "Hey {{name}}, from JS code." }],
+    model: "gpt-4o-mini", ifExists: "replace",
+  });
+  await published.publish();
+  const fromCode = await loadPrompt({ projectName: PROJECT, slug: "js-published" });
+  const builtFromCode = fromCode.build({ name: "Cy" });
+  check(builtFromCode.messages[0].content === "Hey Cy, from JS code.", `JS published ${JSON.stringify(builtFromCode)}`);
+  console.log("ok: JS projects.create().prompts.create() + publish()");
   console.log("js sdk flows: all passed");
 }
 

@@ -195,6 +195,31 @@ def test_prompt():
     ok(f"load_prompt(version=...) loads the pinned version, as {v1} and as {prettify_xact(v1)}")
 
 
+def test_publish():
+    """Prompts defined in code and published with project.publish() (POST /insert-functions)."""
+    import braintrust
+    project = braintrust.projects.create(name=PROJECT)
+    project.prompts.create(
+        name="Published greeter", slug="published-greeter",
+        messages=[{"role": "user", "content": "Hi {{name}}, from code."}],
+        model="gpt-4o-mini", if_exists="replace",
+    )
+    project.publish()
+    built = load_prompt(project=PROJECT, slug="published-greeter").build(name="Bo")
+    check(built["messages"][0]["content"] == "Hi Bo, from code.", f"published {built['messages']}")
+    # Published again with a change: `replace` stores a new version.
+    again = braintrust.projects.create(name=PROJECT)
+    again.prompts.create(
+        name="Published greeter", slug="published-greeter",
+        messages=[{"role": "user", "content": "Hello {{name}}, version two."}],
+        model="gpt-4o-mini", if_exists="replace",
+    )
+    again.publish()
+    built = load_prompt(project=PROJECT, slug="published-greeter").build(name="Bo")
+    check(built["messages"][0]["content"] == "Hello Bo, version two.", f"replaced {built['messages']}")
+    ok("project.prompts.create(...) + project.publish() stores and replaces a prompt")
+
+
 def test_attachment_and_overflow():
     logger = init_logger(project=PROJECT)
     payload = os.urandom(2048) + b"holdfast-attachment"
@@ -224,6 +249,7 @@ def main():
     test_dataset()
     test_eval_dataset()
     test_prompt()
+    test_publish()
     test_attachment_and_overflow()
     print("python sdk flows: all passed")
 

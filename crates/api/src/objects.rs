@@ -315,3 +315,44 @@ pub struct SummarizeExperimentQuery {
 pub struct SummarizeDatasetQuery {
     pub summarize_data: Option<bool>,
 }
+
+/// `POST /insert-functions`: functions defined in code and published (`project.publish()`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct InsertFunctions {
+    pub functions: Vec<FunctionDefinition>,
+}
+
+/// One function to store. Prompts (`function_data.type = "prompt"`) are stored as prompts;
+/// other kinds (code bundles, parameters) are refused for now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct FunctionDefinition {
+    pub project_id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: Option<String>,
+    pub function_type: Option<String>,
+    /// `{"type": "prompt"}` for a prompt.
+    #[schema(value_type = Object)]
+    pub function_data: JsonObject,
+    #[schema(value_type = Option<Object>)]
+    pub prompt_data: Option<JsonObject>,
+    /// `error` (the default), `replace` or `ignore`, when the slug exists in the project.
+    pub if_exists: Option<String>,
+    pub tags: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<JsonObject>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InsertedFunction {
+    pub id: String,
+    pub project_id: String,
+    pub slug: String,
+    /// The slug existed already (kept with `ignore`, replaced with `replace`).
+    pub found_existing: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InsertedFunctions {
+    pub functions: Vec<InsertedFunction>,
+}

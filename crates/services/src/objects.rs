@@ -3,8 +3,8 @@
 
 use crate::{Result, ServiceError, Services, random};
 use holdfast_api::objects::{
-    CreateObject, CreateProject, NamedObject, PatchObject, PatchProject, PatchPrompt, Project,
-    PutPrompt,
+    CreateObject, CreateProject, InsertFunctions, InsertedFunction, NamedObject, PatchObject,
+    PatchProject, PatchPrompt, Project, PutPrompt,
 };
 use holdfast_core::authz::{
     KeyScope, Kind, ObjectPass, Permission, Policy, Principal, Reach, SystemPass, Target,
@@ -971,6 +971,90 @@ impl Services {
         )
         .await?;
         self.prompt_json(&object, &pass, None).await
+    }
+
+    /// `POST /insert-functions`: prompts published from code. Every definition is checked
+    /// before any is stored, so a refused request stores nothing.
+    pub async fn insert_functions(
+        &self,
+        principal: &Principal,
+        body: &InsertFunctions,
+    ) -> Result<Vec<InsertedFunction>> {
+        const MAX_FUNCTIONS: usize = 100;
+        if body.functions.len() > MAX_FUNCTIONS {
+            return Err(ServiceError::field(
+                "functions",
+                format!("at most {MAX_FUNCTIONS} functions at once"),
+            ));
+        }
+        let mut plan = Vec::with_capacity(body.functions.len());
+        for (i, f) in body.functions.iter().enumerate() {
+            let kind = f.function_data.get("type").and_then(Value::as_str);
+            if kind != Some("prompt") {
+                return Err(ServiceError::field(
+                    format!("functions[{i}].function_data.type"),
+                    format!(
+                        "{kind:?} functions cannot be inserted here yet; only prompts (code \
+                         bundles and parameters come with hosted functions)"
+                    ),
+                ));
+            }
+            let replace = match f.if_exists.as_deref().unwrap_or("error") {
+                "error" => None,
+                "replace" => Some(true),
+                "ignore" => Some(false),
+                other => {
+                    return Err(ServiceError::field(
+                        format!("functions[{i}].if_exists"),
+                        format!("`if_exists` is error, replace or ignore, not {other:?}"),
+                    ));
+                }
+            };
+            let params = ListParams {
+                project_id: Some(f.project_id.clone()),
+                name: Some(f.slug.clone()),
+                limit: Some(1),
+                ..Default::default()
+            };
+            let exists = !self
+                .list_objects(principal, ObjectType::Prompt, &params)
+                .await?
+                .is_empty();
+            if exists && replace.is_none() {
+                return Err(ServiceError::Conflict(format!(
+                    "a function with slug {:?} exists in the project (if_exists is \"error\")",
+                    f.slug
+                )));
+            }
+            plan.push((f, replace.unwrap_or(false), exists));
+        }
+        let mut out = Vec::with_capacity(plan.len());
+        for (f, replace, exists) in plan {
+            let put = PutPrompt {
+                project_id: Some(f.project_id.clone()),
+                project_name: None,
+                slug: f.slug.clone(),
+                name: f.name.clone(),
+                description: f.description.clone(),
+                prompt_data: f.prompt_data.clone(),
+                function_data: Some(f.function_data.clone()),
+                tags: f.tags.clone(),
+                metadata: f.metadata.clone(),
+                function_type: f.function_type.clone(),
+            };
+            let stored = self.put_prompt(principal, &put, replace).await?;
+            out.push(InsertedFunction {
+                id: stored
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                project_id: f.project_id.clone(),
+                slug: f.slug.clone(),
+                found_existing: exists,
+            });
+        }
+        Ok(out)
     }
 
     pub async fn delete_prompt(&self, principal: &Principal, id: &str) -> Result<Value> {

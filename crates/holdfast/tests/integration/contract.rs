@@ -289,9 +289,83 @@ async fn lists_page_through_what_may_be_read(backend: Backend) {
     assert_eq!(names(&list("/v1/project".into()).await), ["pb"]);
 }
 
+/// `POST /insert-functions`: `if_exists` decides what an existing slug gets, and a request
+/// refused for one definition stores none of them.
+async fn insert_functions(backend: Backend) {
+    let server = Server::start(backend).await;
+    let key = Some(server.key.as_str());
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "published"})))
+        .await;
+    let def = |slug: &str, text: &str, if_exists: &str| {
+        json!({"project_id": p["id"], "name": slug, "slug": slug, "function_data": {"type": "prompt"},
+               "prompt_data": {"prompt": {"type": "chat", "messages": [{"role": "user", "content": text}]}},
+               "if_exists": if_exists})
+    };
+    let listed = |slug: &str| {
+        format!(
+            "/v1/prompt?project_id={}&slug={slug}",
+            p["id"].as_str().unwrap()
+        )
+    };
+    let r = server
+        .ok(
+            "POST",
+            "/insert-functions",
+            Some(json!({"functions": [def("one", "v1", "error")]})),
+        )
+        .await;
+    assert_eq!(r["functions"][0]["found_existing"], false, "{r}");
+    // Existing slug with `error`, beside a new one: 409, and the new one is not stored.
+    let (s, b) = server
+        .call(
+            "POST",
+            "/insert-functions",
+            key,
+            Some(json!({"functions": [def("two", "x", "error"), def("one", "v2", "error")]})),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    let two = server.ok("GET", &listed("two"), None).await;
+    assert_eq!(two["objects"].as_array().unwrap().len(), 0, "{two}");
+    // `ignore` keeps the stored one; `replace` stores a new version.
+    for (mode, expect) in [("ignore", "v1"), ("replace", "v3")] {
+        let r = server
+            .ok(
+                "POST",
+                "/insert-functions",
+                Some(json!({"functions": [def("one", "v3", mode)]})),
+            )
+            .await;
+        assert_eq!(r["functions"][0]["found_existing"], true, "{r}");
+        let one = server.ok("GET", &listed("one"), None).await;
+        assert_eq!(
+            one["objects"][0]["prompt_data"]["prompt"]["messages"][0]["content"], expect,
+            "{mode}: {one}"
+        );
+    }
+    // Code bundles are refused, naming the field.
+    let mut code = def("three", "x", "error");
+    code["function_data"] = json!({"type": "code", "data": {"type": "bundle"}});
+    let (s, b) = server
+        .call(
+            "POST",
+            "/insert-functions",
+            key,
+            Some(json!({"functions": [code]})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    assert_eq!(
+        b["error"]["field"], "functions[0].function_data.type",
+        "{b}"
+    );
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
+        insert_functions,
         openapi_describes_every_route,
         errors_name_the_field,
         lists_page_through_what_may_be_read

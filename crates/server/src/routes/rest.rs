@@ -7,9 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use holdfast_api::ObjectList;
 use holdfast_api::objects::{
-    CreateObject, CreateProject, DatasetListQuery, ExperimentListQuery, NamedObject, PatchObject,
-    PatchProject, PatchPrompt, Project, ProjectListQuery, Prompt, PromptListQuery, PutPrompt,
-    SummarizeDatasetQuery, SummarizeExperimentQuery, VersionQuery,
+    CreateObject, CreateProject, DatasetListQuery, ExperimentListQuery, InsertFunctions,
+    InsertedFunctions, NamedObject, PatchObject, PatchProject, PatchPrompt, Project,
+    ProjectListQuery, Prompt, PromptListQuery, PutPrompt, SummarizeDatasetQuery,
+    SummarizeExperimentQuery, VersionQuery,
 };
 use holdfast_api::rows::{
     FeedbackRequest, FetchQuery, FetchRequest, FetchResponse, InsertRequest, InsertResponse,
@@ -28,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_project, patch_project, delete_project))
         .routes(routes!(list_prompts, create_prompt, replace_prompt))
         .routes(routes!(get_prompt, patch_prompt, delete_prompt))
+        .routes(routes!(insert_functions))
         .routes(routes!(summarize_experiment))
         .routes(routes!(summarize_dataset))
         .routes(routes!(experiment::list, experiment::create))
@@ -523,4 +525,18 @@ async fn patch_prompt(
     params(("id" = String, Path)), responses((status = 200, body = Prompt)))]
 async fn delete_prompt(State(s): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply {
     Ok(Json(s.services.delete_prompt(&p, &id).await?))
+}
+
+/// Functions published from code (`project.publish()` in the SDKs): prompts, stored as
+/// prompts with `if_exists` deciding what happens to an existing slug.
+#[utoipa::path(post, path = "/insert-functions", tag = "prompts", request_body = InsertFunctions,
+    responses((status = 200, body = InsertedFunctions)))]
+async fn insert_functions(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Checked(b, _): Checked<InsertFunctions>,
+) -> Reply<InsertedFunctions> {
+    Ok(Json(InsertedFunctions {
+        functions: s.services.insert_functions(&p, &b).await?,
+    }))
 }
