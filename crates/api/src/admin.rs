@@ -132,9 +132,9 @@ pub struct Organization {
     pub name: String,
     pub api_url: String,
     pub proxy_url: String,
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub other: JsonObject,
+    pub realtime_url: Option<String>,
+    pub is_universal_api: bool,
+    pub created: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -6,6 +6,7 @@ use holdfast_api::objects::{
     CreateObject, CreateProject, InsertFunctions, InsertedFunction, NamedObject, PatchObject,
     PatchProject, PatchPrompt, Project, PutPrompt,
 };
+use holdfast_api::sdk::{LoginResponse, OrgInfo};
 use holdfast_core::authz::{
     KeyScope, Kind, ObjectPass, Permission, Policy, Principal, Reach, SystemPass, Target,
 };
@@ -333,12 +334,19 @@ impl Services {
     }
 
     /// The SDK login reply: the caller's organization and where its data plane lives.
-    pub async fn login(&self, principal: &Principal, base_url: &str) -> Result<Value> {
+    pub async fn login(&self, principal: &Principal, base_url: &str) -> Result<LoginResponse> {
         let org = self.store.get_org(&self.lookup(principal)?).await?;
-        Ok(json!({"org_info": [{
-            "id": org.id, "name": org.name, "api_url": base_url, "proxy_url": base_url,
-            "realtime_url": null, "git_metadata": null, "is_universal_api": true
-        }]}))
+        Ok(LoginResponse {
+            org_info: vec![OrgInfo {
+                id: org.id,
+                name: org.name,
+                api_url: base_url.to_owned(),
+                proxy_url: base_url.to_owned(),
+                realtime_url: None,
+                git_metadata: None,
+                is_universal_api: true,
+            }],
+        })
     }
 
     fn check_org_name(&self, org: &OrgRecord, org_name: Option<&str>) -> Result<()> {

@@ -262,7 +262,9 @@ async fn list_orgs(
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
 ) -> Reply<ObjectList<Organization>> {
-    list(vec![st.services.organization(&p, &base).await?])
+    Ok(Json(
+        vec![st.services.organization(&p, &base).await?].into(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/organization/{id}", tag = "organization",
@@ -276,7 +278,7 @@ async fn get_org(
     if id != p.org_id {
         return Err(ApiError(ServiceError::NotFound("organization".into())));
     }
-    reply(st.services.organization(&p, &base).await?)
+    Ok(Json(st.services.organization(&p, &base).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/organization/{id}", tag = "organization",
@@ -293,7 +295,7 @@ async fn patch_org(
         return Err(ApiError(ServiceError::NotFound("organization".into())));
     }
     st.services.rename_organization(&p, &b).await?;
-    reply(st.services.organization(&p, &base).await?)
+    Ok(Json(st.services.organization(&p, &base).await?))
 }
 
 /// Invites users into groups and removes members.

@@ -111,7 +111,7 @@ pub async fn login(
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
 ) -> Reply<LoginResponse> {
-    reply(s.services.login(&p, &base).await?)
+    Ok(Json(s.services.login(&p, &base).await?))
 }
 
 /// Writes rows to experiments, datasets and project logs, each row naming its object.

@@ -2,7 +2,7 @@
 
 use super::Entity;
 use crate::{Result, ServiceError, Services, random};
-use holdfast_api::admin::{PatchMembers, PatchOrganization, User};
+use holdfast_api::admin::{Organization, PatchMembers, PatchOrganization, User};
 use holdfast_core::authz::{Capability, Kind, Permission, Principal};
 use holdfast_store::UserInfo;
 use serde_json::{Value, json};
@@ -54,12 +54,21 @@ impl Services {
             .ok_or_else(|| ServiceError::NotFound("user".into()))
     }
 
-    pub async fn organization(&self, principal: &Principal, base_url: &str) -> Result<Value> {
+    pub async fn organization(
+        &self,
+        principal: &Principal,
+        base_url: &str,
+    ) -> Result<Organization> {
         let org = self.store.get_org(&self.lookup(principal)?).await?;
-        Ok(
-            json!({"id": org.id, "name": org.name, "api_url": base_url, "proxy_url": base_url,
-                  "realtime_url": null, "is_universal_api": true, "created": org.created}),
-        )
+        Ok(Organization {
+            id: org.id,
+            name: org.name,
+            api_url: base_url.to_owned(),
+            proxy_url: base_url.to_owned(),
+            realtime_url: None,
+            is_universal_api: true,
+            created: org.created,
+        })
     }
 
     pub async fn rename_organization(
