@@ -156,16 +156,15 @@ fn field_error(path: &str, message: &str, in_query: bool) -> ServiceError {
     }
 }
 
-/// A JSON body checked against its wire type `T` at the edge, with the JSON as received
-/// (services still read some bodies field by field).
-pub struct Checked<T>(pub T, pub Value);
+/// A JSON body checked against its wire type `T` at the edge.
+pub struct Checked<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Checked<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let value = read_json(req, state, None).await?;
-        Ok(Self(typed(&value)?, value))
+        Ok(Self(typed(&value)?))
     }
 }
 

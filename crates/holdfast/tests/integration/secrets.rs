@@ -496,13 +496,13 @@ async fn aws_kms(backend: Backend) {
     let endpoint = moto.endpoint.clone();
     let key = moto.create_kms_key().await;
     let env = [
-        ("HOLDFAST_KMS", "aws"),
-        ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
-        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
-        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
+        &aws_kms_env(&key, &endpoint)[..],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ][..],
+    ]
+    .concat();
     let server = Server::start_with(backend, &env).await;
     store_and_verify_secret(&server, "ANTHROPIC_API_KEY", 1).await;
     // The storage key and the pepper are wrapped by the KMS key; so is the data key.
@@ -797,14 +797,14 @@ async fn aws_credentials_from_the_chain() {
     let token_file = token_file.to_str().unwrap().to_owned();
     let role_url = format!("{endpoint}/latest/meta-data/iam/security-credentials/default-role");
     let base = [
-        ("HOLDFAST_KMS", "aws"),
-        ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
-        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
-        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint.as_str()),
-        // Keys in the environment would win; these are empty, so unset.
-        ("AWS_ACCESS_KEY_ID", ""),
-        ("AWS_SECRET_ACCESS_KEY", ""),
-    ];
+        &aws_kms_env(&key, &endpoint)[..],
+        &[
+            // Keys in the environment would win; these are empty, so unset.
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+        ][..],
+    ]
+    .concat();
     let web_identity = |sts: &str| {
         vec![
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.clone()),
@@ -840,7 +840,7 @@ async fn aws_credentials_from_the_chain() {
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .envs(base)
+            .envs(base.iter().copied())
             .envs(env)
             .output()
             .unwrap()
@@ -859,6 +859,16 @@ async fn aws_credentials_from_the_chain() {
     assert!(err.contains("no AWS credentials"), "{err}");
 }
 
+/// Settings that make the server use moto's KMS `key`.
+fn aws_kms_env<'a>(key: &'a str, endpoint: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("HOLDFAST_KMS", "aws"),
+        ("HOLDFAST_KMS_AWS_KEY_ID", key),
+        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
+        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint),
+    ]
+}
+
 /// `/readyz` fails, naming the KMS, when the KMS stops answering; the process stays up and
 /// `/healthz` stays 200.
 #[tokio::test(flavor = "multi_thread")]
@@ -867,13 +877,13 @@ async fn readiness_names_the_failed_check() {
     let endpoint = moto.endpoint.clone();
     let key = moto.create_kms_key().await;
     let env = [
-        ("HOLDFAST_KMS", "aws"),
-        ("HOLDFAST_KMS_AWS_KEY_ID", key.as_str()),
-        ("HOLDFAST_KMS_AWS_REGION", "us-east-1"),
-        ("HOLDFAST_KMS_AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
+        &aws_kms_env(&key, &endpoint)[..],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ][..],
+    ]
+    .concat();
     let server = Server::start_with(Backend::Sqlite, &env).await;
     drop(moto);
     let r = server

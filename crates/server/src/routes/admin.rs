@@ -72,7 +72,7 @@ fn list<T: serde::de::DeserializeOwned>(v: Vec<Value>) -> Reply<ObjectList<T>> {
 async fn create_acl(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<NewAcl>,
+    Checked(b): Checked<NewAcl>,
 ) -> Reply<Acl> {
     let (added, _) = st.services.change_acls(&p, &[b], &[]).await?;
     added
@@ -88,7 +88,7 @@ async fn create_acl(
 async fn batch_update_acls(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<AclBatch>,
+    Checked(b): Checked<AclBatch>,
 ) -> Reply<AclBatchResult> {
     let (added, removed) = st
         .services
@@ -162,7 +162,7 @@ macro_rules! entity_routes {
             pub(super) async fn create(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(b, _): Checked<EntityBody>,
+                Checked(b): Checked<EntityBody>,
             ) -> Reply<EntityWire> {
                 reply(st.services.put_entity(&p, $e, &b, false).await?)
             }
@@ -173,7 +173,7 @@ macro_rules! entity_routes {
             pub(super) async fn replace(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(b, _): Checked<EntityBody>,
+                Checked(b): Checked<EntityBody>,
             ) -> Reply<EntityWire> {
                 reply(st.services.put_entity(&p, $e, &b, true).await?)
             }
@@ -195,7 +195,7 @@ macro_rules! entity_routes {
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(b, _): Checked<EntityPatch>,
+                Checked(b): Checked<EntityPatch>,
             ) -> Reply<EntityWire> {
                 reply(st.services.patch_entity(&p, $e, &id, &b).await?)
             }
@@ -289,7 +289,7 @@ async fn patch_org(
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
     Id(id): Id,
-    Checked(b, _): Checked<PatchOrganization>,
+    Checked(b): Checked<PatchOrganization>,
 ) -> Reply<Organization> {
     if id != p.org_id {
         return Err(ApiError(ServiceError::NotFound("organization".into())));
@@ -304,7 +304,7 @@ async fn patch_org(
 async fn patch_members(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<PatchMembers>,
+    Checked(b): Checked<PatchMembers>,
 ) -> Reply<MembersChanged> {
     reply(st.services.patch_members(&p, &b).await?)
 }
@@ -369,7 +369,7 @@ async fn list_service_tokens(
 async fn create_service_token(
     State(st): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<CreateServiceToken>,
+    Checked(b): Checked<CreateServiceToken>,
 ) -> Reply<CreatedKey> {
     Ok(Json(st.services.create_service_token(&p, &b).await?))
 }
@@ -409,7 +409,7 @@ macro_rules! secret_routes {
             pub(super) async fn create(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(b, _): Checked<PutSecret>,
+                Checked(b): Checked<PutSecret>,
             ) -> Reply<Secret> {
                 reply(st.services.put_secret(&p, $k, &b, false).await?)
             }
@@ -420,7 +420,7 @@ macro_rules! secret_routes {
             pub(super) async fn replace(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(b, _): Checked<PutSecret>,
+                Checked(b): Checked<PutSecret>,
             ) -> Reply<Secret> {
                 reply(st.services.put_secret(&p, $k, &b, true).await?)
             }
@@ -431,7 +431,7 @@ macro_rules! secret_routes {
             pub(super) async fn delete_by_name(
                 State(st): State<AppState>,
                 Authed(p): Authed,
-                Checked(b, _): Checked<DeleteSecretByName>,
+                Checked(b): Checked<DeleteSecretByName>,
             ) -> Reply<Secret> {
                 reply(st.services.delete_secret_by_name(&p, $k, &b).await?)
             }
@@ -453,7 +453,7 @@ macro_rules! secret_routes {
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(b, _): Checked<PatchSecret>,
+                Checked(b): Checked<PatchSecret>,
             ) -> Reply<Secret> {
                 reply(st.services.patch_secret(&p, $k, &id, &b).await?)
             }

@@ -99,7 +99,7 @@ async fn list_projects(
 async fn create_project(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<CreateProject>,
+    Checked(b): Checked<CreateProject>,
 ) -> Reply<Project> {
     Ok(Json(project_json(
         &s.services.create_project(&p, &b).await?,
@@ -118,7 +118,7 @@ async fn patch_project(
     State(s): State<AppState>,
     Authed(p): Authed,
     Id(id): Id,
-    Checked(b, _): Checked<PatchProject>,
+    Checked(b): Checked<PatchProject>,
 ) -> Reply<Project> {
     Ok(Json(project_json(
         &s.services.patch_project(&p, &id, &b).await?,
@@ -183,7 +183,7 @@ macro_rules! object_routes {
             pub(super) async fn create(
                 State(s): State<AppState>,
                 Authed(p): Authed,
-                Checked(b, _): Checked<CreateObject>,
+                Checked(b): Checked<CreateObject>,
             ) -> Reply<NamedObject> {
                 Ok(Json(object_json(
                     &s.services.create_object(&p, $kind, &b).await?,
@@ -207,7 +207,7 @@ macro_rules! object_routes {
                 State(s): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(b, _): Checked<PatchObject>,
+                Checked(b): Checked<PatchObject>,
             ) -> Reply<NamedObject> {
                 Ok(Json(object_json(
                     &s.services.patch_object(&p, $kind, &id, &b).await?,
@@ -341,7 +341,7 @@ macro_rules! row_routes {
                 State(s): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(r, _): Checked<InsertRequest>,
+                Checked(r): Checked<InsertRequest>,
             ) -> Reply<InsertResponse> {
                 let target = RowTarget {
                     object_type: $kind,
@@ -362,7 +362,7 @@ macro_rules! row_routes {
                 State(s): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-                Checked(b, _): Checked<FeedbackRequest>,
+                Checked(b): Checked<FeedbackRequest>,
             ) -> Reply<holdfast_api::StatusReply> {
                 s.services.feedback(&p, $kind, &id, &b).await?;
                 Ok(Json(holdfast_api::StatusReply::success()))
@@ -481,7 +481,7 @@ async fn list_prompts(
 async fn create_prompt(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<PutPrompt>,
+    Checked(b): Checked<PutPrompt>,
 ) -> Reply {
     Ok(Json(s.services.put_prompt(&p, &b, false).await?))
 }
@@ -492,7 +492,7 @@ async fn create_prompt(
 async fn replace_prompt(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<PutPrompt>,
+    Checked(b): Checked<PutPrompt>,
 ) -> Reply {
     Ok(Json(s.services.put_prompt(&p, &b, true).await?))
 }
@@ -516,7 +516,7 @@ async fn patch_prompt(
     State(s): State<AppState>,
     Authed(p): Authed,
     Id(id): Id,
-    Checked(b, _): Checked<PatchPrompt>,
+    Checked(b): Checked<PatchPrompt>,
 ) -> Reply {
     Ok(Json(s.services.patch_prompt(&p, &id, &b).await?))
 }
@@ -534,7 +534,7 @@ async fn delete_prompt(State(s): State<AppState>, Authed(p): Authed, Id(id): Id)
 async fn insert_functions(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<InsertFunctions>,
+    Checked(b): Checked<InsertFunctions>,
 ) -> Reply<InsertedFunctions> {
     Ok(Json(InsertedFunctions {
         functions: s.services.insert_functions(&p, &b).await?,

@@ -136,7 +136,7 @@ pub async fn overflow(
     State(s): State<AppState>,
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
-    Checked(body, _): Checked<OverflowRequest>,
+    Checked(body): Checked<OverflowRequest>,
 ) -> Reply<OverflowResponse> {
     reply(s.services.overflow_upload(&p, &body, &base).await?)
 }
@@ -148,7 +148,7 @@ pub async fn attachment_upload(
     State(s): State<AppState>,
     Authed(p): Authed,
     BaseUrl(base): BaseUrl,
-    Checked(body, _): Checked<AttachmentUploadRequest>,
+    Checked(body): Checked<AttachmentUploadRequest>,
 ) -> Reply<AttachmentUploadResponse> {
     reply(s.services.attachment_upload(&p, &body, &base).await?)
 }
@@ -158,7 +158,7 @@ pub async fn attachment_upload(
 pub async fn attachment_status(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(body, _): Checked<AttachmentStatusRequest>,
+    Checked(body): Checked<AttachmentStatusRequest>,
 ) -> Reply {
     Ok(Json(s.services.attachment_status(&p, &body).await?))
 }
@@ -248,8 +248,10 @@ pub async fn signed_get(
 pub async fn btql(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(_, body): Checked<BtqlRequest>,
+    crate::extract::JsonBody(body): crate::extract::JsonBody,
 ) -> Reply<BtqlResponse> {
+    // Checked against its wire type; the query itself is read by the BTQL parser.
+    crate::extract::typed::<BtqlRequest>(&body)?;
     reply(s.services.btql(&p, &body).await?)
 }
 
@@ -259,7 +261,7 @@ pub async fn btql(
 pub async fn register_project(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<RegisterProject>,
+    Checked(b): Checked<RegisterProject>,
 ) -> Reply<ProjectReply> {
     let project = s
         .services
@@ -288,7 +290,7 @@ pub async fn app_get_project(
 pub async fn register_experiment(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<RegisterExperiment>,
+    Checked(b): Checked<RegisterExperiment>,
 ) -> Reply<ExperimentReply> {
     let project = s
         .services
@@ -340,7 +342,7 @@ pub async fn register_experiment(
 pub async fn app_get_experiment(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<GetExperiment>,
+    Checked(b): Checked<GetExperiment>,
 ) -> Reply<Vec<holdfast_api::objects::NamedObject>> {
     let project = s
         .services
@@ -368,7 +370,7 @@ pub async fn app_get_experiment(
 pub async fn register_dataset(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<RegisterDataset>,
+    Checked(b): Checked<RegisterDataset>,
 ) -> Reply<DatasetReply> {
     let project = s
         .services
@@ -402,7 +404,7 @@ pub async fn register_dataset(
 pub async fn base_experiment(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<BaseExperimentRequest>,
+    Checked(b): Checked<BaseExperimentRequest>,
 ) -> Reply<BaseExperiment> {
     let experiment = s
         .services
@@ -427,7 +429,7 @@ pub async fn base_experiment(
 pub async fn object_info(
     State(s): State<AppState>,
     Authed(p): Authed,
-    Checked(b, _): Checked<ObjectInfoRequest>,
+    Checked(b): Checked<ObjectInfoRequest>,
 ) -> Reply<Vec<ObjectInfo>> {
     let kind = match b.object_type.as_str() {
         "experiment" => ObjectType::Experiment,
