@@ -605,16 +605,21 @@ async fn serve(settings: Settings) -> Result<()> {
         });
     }
     let mut limits = settings.conn_limits();
-    // Connections must leave descriptors for the store, blobs and the KMS.
-    if let Some(room) = open_file_limit().map(|n| n.saturating_sub(64).max(1))
-        && limits.max_connections > room
-    {
-        tracing::warn!(
-            max_connections = limits.max_connections,
-            open_file_limit = room + 64,
-            "max_connections lowered to leave 64 of the process's descriptors for everything else"
-        );
-        limits.max_connections = room;
+    // Connections must leave descriptors for what is open already (including any the
+    // process inherited) and 64 more for the store, blobs and the KMS.
+    if let Some(limit) = open_file_limit() {
+        let in_use = open_descriptors().unwrap_or(0);
+        let room = limit.saturating_sub(in_use + 64).max(1);
+        if limits.max_connections > room {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_file_limit = limit,
+                in_use,
+                lowered_to = room,
+                "max_connections lowered to leave 64 of the process's descriptors for everything else"
+            );
+            limits.max_connections = room;
+        }
     }
     holdfast_server::listen::serve(listener, app, tls, limits, shutdown()).await?;
     background.abort();
@@ -643,6 +648,11 @@ fn write_out(line: &str, what: &str) -> Result<()> {
 }
 
 /// The process's soft limit on open files (`/proc/self/limits`), where it can be read.
+/// How many descriptors this process has open now.
+fn open_descriptors() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
 fn open_file_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;

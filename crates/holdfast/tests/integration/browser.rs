@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 const UI: &str = "https://ui.example.test";
 
 async fn preflight(server: &Server, origin: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    crate::harness::client()
         .request(
             reqwest::Method::OPTIONS,
             format!("{}/v1/project", server.url),
@@ -75,7 +75,7 @@ async fn cors_allowlist_and_security_headers() {
         assert_eq!(body["error"]["code"], "cors_origin_not_allowed");
     }
     // Simple requests: the allowed origin may read the answer, another may not.
-    let http = reqwest::Client::new();
+    let http = crate::harness::client();
     for (origin, allowed) in [(UI, true), ("https://evil.example.test", false)] {
         let r = http
             .get(format!("{}/v1/project", server.url))

@@ -87,7 +87,7 @@ async fn init_contract(backend: Backend) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::harness::client();
     let mut login = None;
     for _ in 0..200 {
         if let Ok(r) = http

@@ -460,7 +460,7 @@ async fn exports(backend: Backend) {
 async fn export_to_s3() {
     let moto = crate::secrets::Moto::start();
     let kms_key = moto.create_kms_key().await;
-    let http = reqwest::Client::new();
+    let http = crate::harness::client();
     let bucket = moto.create_bucket("holdfast-exports").await;
     let env = [
         ("HOLDFAST_S3_BUCKET", "holdfast-exports"),

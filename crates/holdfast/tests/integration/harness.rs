@@ -62,6 +62,16 @@ impl Drop for Server {
 /// (the connection limits), so that they do not run at once.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// An HTTP client whose connects and requests are bounded, so that a server that stops
+/// answering fails the test that waits on it instead of hanging the suite.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("HTTP client")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -89,7 +99,7 @@ impl Server {
             dir: tmp.path().to_path_buf(),
             database_url,
             _tmp: Some(tmp),
-            http: reqwest::Client::new(),
+            http: client(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

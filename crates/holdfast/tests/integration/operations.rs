@@ -118,7 +118,7 @@ async fn json_logs() {
                 .map(str::to_owned)
         })
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::harness::client();
     let t = std::time::Instant::now();
     loop {
         let r = http

@@ -249,7 +249,7 @@ async fn rotation(backend: Backend) {
     let reader = {
         let (url, key) = (server.url.clone(), server.key.clone());
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::harness::client();
             let mut n = 0;
             for _ in 0..200 {
                 let r = http
@@ -432,7 +432,7 @@ impl Moto {
     pub async fn create_bucket(&self, name: &str) -> String {
         let bucket = format!("{}/{name}", self.endpoint);
         for _ in 0..100 {
-            if reqwest::Client::new()
+            if crate::harness::client()
                 .put(&bucket)
                 .send()
                 .await
@@ -558,7 +558,7 @@ pub async fn object_names(http: &reqwest::Client, bucket: &str) -> Vec<String> {
 async fn s3_blobs(backend: Backend) {
     const ATTACHMENT: &str = "attachment body: account number 4111-1111-1111-1111";
     let moto = Moto::start();
-    let http = reqwest::Client::new();
+    let http = crate::harness::client();
     let bucket = moto.create_bucket("holdfast-blobs").await;
     let env = [
         ("HOLDFAST_BLOB_STORE", "s3"),
@@ -735,7 +735,7 @@ async fn leaks(server: &Server) -> Vec<String> {
         )
         .await;
     let url = upload["signedUrl"].as_str().unwrap();
-    let put = reqwest::Client::new()
+    let put = crate::harness::client()
         .put(url)
         .body(ATTACHMENT)
         .send()
