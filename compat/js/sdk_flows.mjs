@@ -1,6 +1,8 @@
 // Drives the unmodified braintrust JS SDK against a Holdfast server.
 // Environment: BRAINTRUST_API_KEY, BRAINTRUST_APP_URL. Prints `ok: ...` per passed check.
-import { Eval, initDataset, initLogger, loadPrompt, projects } from "braintrust";
+import {
+  Eval, ExternalAttachment, ReadonlyAttachment, getPromptVersions, initDataset, initLogger, loadPrompt, projects,
+} from "braintrust";
 
 const URL = process.env.BRAINTRUST_APP_URL;
 const KEY = process.env.BRAINTRUST_API_KEY;
@@ -42,6 +44,22 @@ async function main() {
   check(root && child && child.span_parents[0] === root.span_id, "JS spans nested");
   check(root.input.x === 1 && root.output === 2 && child.output === "d", "JS span fields");
   console.log("ok: JS logger spans read back");
+
+  // Feedback with comments: attached to their row, audit metadata kept per call.
+  logger.logFeedback({ id: root.id, scores: { helpful: 1 }, comment: "JS comment", metadata: { by: "js" } });
+  await logger.flush();
+  logger.logFeedback({ id: root.id, scores: { second: 0 }, comment: "JS again" });
+  await logger.flush();
+  const after = (await api("POST", `/v1/project_logs/${project.id}/fetch`, { limit: 100 })).events;
+  check(after.every((e) => e.span_id && e.root_span_id), `JS no stray comment rows ${JSON.stringify(after)}`);
+  const commented = after.find((e) => e.id === root.id);
+  const texts = (commented.comments ?? []).map((c) => c.comment.text);
+  check(JSON.stringify(texts) === JSON.stringify(["JS comment", "JS again"]), `JS comments ${JSON.stringify(commented)}`);
+  check(commented.comments[0]._audit_metadata?.by === "js", `JS comment audit metadata ${JSON.stringify(commented.comments)}`);
+  check(commented.scores.helpful === 1 && commented.scores.second === 0, `JS feedback scores ${JSON.stringify(commented.scores)}`);
+  const trail = (commented.audit_data ?? []).map((a) => a._audit_metadata?.by ?? null);
+  check(JSON.stringify(trail) === JSON.stringify(["js", null]), `JS audit trail ${JSON.stringify(commented.audit_data)}`);
+  console.log("ok: JS logFeedback comments attach to their row");
 
   // Eval over inline data, with two scorers.
   const data = [
@@ -118,6 +136,43 @@ async function main() {
   const builtFromCode = fromCode.build({ name: "Cy" });
   check(builtFromCode.messages[0].content === "Hey Cy, from JS code.", `JS published ${JSON.stringify(builtFromCode)}`);
   console.log("ok: JS projects.create().prompts.create() + publish()");
+
+  // Prompt history after a second version (from a fresh project handle, as the first one
+  // would publish its first definition again).
+  const again = projects.create({ name: PROJECT });
+  again.prompts.create({
+    name: "JS Published", slug: "js-published",
+    messages: [{ role: "user", content: "Version two for {{name}}." }],
+    model: "gpt-4o-mini", ifExists: "replace",
+  });
+  await again.publish();
+  const second = await loadPrompt({ projectName: PROJECT, slug: "js-published" });
+  const history = await getPromptVersions(project.id, second.id);
+  check(history.length === 2 && history.every((v) => /^[0-9a-f]{16}$/.test(v)), `JS prompt history ${JSON.stringify(history)}`);
+  const byHistory = async (v) =>
+    (await loadPrompt({ projectName: PROJECT, slug: "js-published", version: v })).build({ name: "Cy" }).messages[0].content;
+  check(await byHistory(history[0]) === "Hey Cy, from JS code.", "JS first version from history");
+  check(await byHistory(history[1]) === "Version two for Cy.", "JS second version from history");
+  console.log(`ok: JS getPromptVersions ${JSON.stringify(history)}`);
+
+  // External attachments: resolved in the configured bucket only.
+  const externalUrl = process.env.HF_EXTERNAL_URL;
+  await logger.traced(async (span) => span.log({
+    input: { doc: new ExternalAttachment({ url: externalUrl, filename: "report.txt", contentType: "text/plain" }) },
+    output: "external",
+  }), { name: "external" });
+  await logger.flush();
+  const withRef = (await api("POST", `/v1/project_logs/${project.id}/fetch`, { limit: 100 })).events
+    .find((e) => e.output === "external");
+  const extRef = withRef.input.doc;
+  check(extRef.type === "external_attachment" && extRef.url === externalUrl, `JS external ref ${JSON.stringify(extRef)}`);
+  const extData = await (await new ReadonlyAttachment(extRef).data()).text();
+  check(extData === process.env.HF_EXTERNAL_BODY, `JS external bytes ${extData}`);
+  const refused = await fetch(`${URL}/attachment?url=${encodeURIComponent("http://127.0.0.1:1/x")}`, {
+    headers: { Authorization: `Bearer ${KEY}` },
+  });
+  check(refused.status === 400, `JS arbitrary URL refused ${refused.status}`);
+  console.log("ok: JS ExternalAttachment resolves; other URLs are refused");
   console.log("js sdk flows: all passed");
 }
 

@@ -13,7 +13,8 @@ import contextlib
 
 import requests
 import braintrust
-from braintrust import Eval, init_dataset, init_logger, load_prompt, traced, Attachment
+from braintrust import Eval, init_dataset, init_logger, load_prompt, traced, Attachment, ExternalAttachment
+from braintrust.logger import ReadonlyAttachment
 from autoevals import Levenshtein
 
 URL = os.environ["BRAINTRUST_APP_URL"]
@@ -68,6 +69,9 @@ def test_logger():
     logger.log_feedback(id=span_id, scores={"helpful": 0.5}, comment="nice answer", metadata={"by": "qa"})
     logger.update_span(id=span_id, metadata={"stage": 2}, tags=["t2"])
     logger.flush()
+    # A second feedback, without metadata, must not reset the first one's.
+    logger.log_feedback(id=span_id, scores={"second": 1}, comment="second look")
+    logger.flush()
 
     pid = project_id()
     rows = logs(pid)
@@ -79,11 +83,16 @@ def test_logger():
     check(a["input"] == {"a": 20, "b": 22} and a["output"] == 42, f"add input/output {a}")
     check(a["metadata"] == {"op": "add"} and a["scores"] == {"ok": 1}, "add metadata and scores")
     check("end" in a["metrics"] and "start" in a["metrics"], "span metrics start/end merged")
-    check(m["output"] == {"a": "world"} and m["scores"] == {"helpful": 0.5}, f"feedback score merged {m}")
-    check(m["metadata"] == {"stage": 2, "by": "qa"} or m["metadata"].get("stage") == 2, f"update_span merged {m['metadata']}")
+    check(m["output"] == {"a": "world"} and m["scores"] == {"helpful": 0.5, "second": 1}, f"feedback scores merged {m}")
+    # Feedback metadata describes the feedback, not the row: it is kept in audit_data.
+    check(m["metadata"] == {"stage": 2}, f"update_span merged, feedback metadata kept apart {m['metadata']}")
     check(set(m["tags"]) == {"t1", "t2"}, f"tags merged as a set {m['tags']}")
-    comments = [r for r in rows if r.get("comment")]
-    check(any(c["comment"] == {"text": "nice answer"} and c["origin"]["id"] == m["id"] for c in comments), "comment row")
+    check(all(r.get("span_id") and r.get("root_span_id") for r in rows), f"no stray comment rows {rows}")
+    texts = [(c["comment"]["text"], c.get("_audit_metadata")) for c in m.get("comments") or []]
+    check(texts == [("nice answer", {"by": "qa"}), ("second look", None)], f"comments on their row {texts}")
+    trail = [(a.get("action"), a.get("_audit_source"), a.get("_audit_metadata")) for a in m.get("audit_data") or []]
+    check(trail == [("merge", "external", {"by": "qa"}), ("merge", "external", None)], f"feedback audit trail {trail}")
+    check("_audit_metadata" not in m and "_audit_source" not in m, "audit fields are not row fields")
     check(all(len(r["_xact_id"]) == 19 for r in rows), "19-digit xact ids")
     ok("init_logger with nested traced spans, feedback and span updates read back")
 
@@ -194,6 +203,15 @@ def test_prompt():
         check(old["messages"][1]["content"] == "Say hello to Ada from Paris.", f"version {pinned}: {old['messages']}")
     ok(f"load_prompt(version=...) loads the pinned version, as {v1} and as {prettify_xact(v1)}")
 
+    # History: both versions, oldest first, in the pretty form the SDK pins with.
+    from braintrust.logger import get_prompt_versions
+    latest = load_prompt(project=PROJECT, slug="greeter")
+    history = get_prompt_versions(pid, latest.id)
+    check(history == [prettify_xact(v1), prettify_xact(latest.version)], f"prompt history {history}")
+    pinned = load_prompt(project=PROJECT, slug="greeter", version=history[0]).build(name="Ada", city="Oslo")
+    check(pinned["messages"][1]["content"] == "Say hello to Ada from Oslo.", f"first version by history {pinned}")
+    ok(f"get_prompt_versions lists the prompt's versions {history}")
+
 
 def test_publish():
     """Prompts defined in code and published with project.publish() (POST /insert-functions)."""
@@ -220,6 +238,28 @@ def test_publish():
     ok("project.prompts.create(...) + project.publish() stores and replaces a prompt")
 
 
+def test_experiment_comments():
+    """log_feedback(comment=...) on an experiment, then the experiment read back as a dataset."""
+    # as_dataset() keeps root spans by `root_span_id == span_id`, which holds for the SDK's
+    # legacy ids only (its default ids give an empty dataset, against any server); main()
+    # runs this scenario in a process of its own with BRAINTRUST_LEGACY_IDS=1.
+    exp = braintrust.init(project=PROJECT, experiment="commented")
+    ids = [exp.log(input={"n": n}, output=n * 2, expected=n * 2, scores={"exact": 1}) for n in range(3)]
+    exp.flush()
+    exp.log_feedback(id=ids[0], comment="looks right", metadata={"reviewer": "ana"})
+    exp.log_feedback(id=ids[0], scores={"reviewed": 1})
+    exp.flush()
+    ro = braintrust.init(project=PROJECT, experiment="commented", open=True)
+    records = list(ro.as_dataset())
+    check(sorted(r["expected"] for r in records) == [0, 2, 4], f"as_dataset reads the three rows and nothing else {records}")
+    rows = {r["id"]: r for r in ro.fetch()}
+    first = rows[ids[0]]
+    check([c["comment"]["text"] for c in first.get("comments") or []] == ["looks right"], f"comment on its row {first}")
+    check(first["comments"][0].get("_audit_metadata") == {"reviewer": "ana"}, f"comment audit metadata {first['comments']}")
+    check(first["scores"] == {"exact": 1, "reviewed": 1}, f"feedback scores {first['scores']}")
+    ok("experiment comments attach to their rows; as_dataset() reads only rows")
+
+
 def test_attachment_and_overflow():
     logger = init_logger(project=PROJECT)
     payload = os.urandom(2048) + b"holdfast-attachment"
@@ -243,6 +283,29 @@ def test_attachment_and_overflow():
     ok("attachment upload/download and an overflowing batch round trip")
 
 
+def test_external_attachment():
+    """ExternalAttachment: resolved only in the configured bucket, only for readable rows."""
+    url, body = os.environ["HF_EXTERNAL_URL"], os.environ["HF_EXTERNAL_BODY"]
+    logger = init_logger(project=PROJECT)
+    logger.log(input={"doc": ExternalAttachment(url=url, filename="report.txt", content_type="text/plain")},
+               output="external")
+    logger.flush()
+    row = next(r for r in logs(project_id()) if r.get("output") == "external")
+    ref = row["input"]["doc"]
+    check(ref["type"] == "external_attachment" and ref["url"] == url, f"external reference {ref}")
+    got = ReadonlyAttachment(ref).data
+    check(got == body.encode(), f"external attachment bytes {got!r}")
+    # Not a fetcher of arbitrary URLs, and nothing no readable row references.
+    bucket_dir = url.rsplit("/", 1)[0]
+    for other, status in [("http://169.254.169.254/latest/meta-data/", 400),
+                          ("https://example.com/report.txt", 400),
+                          ("s3://another-bucket/report.txt", 400),
+                          (bucket_dir + "/never-logged.txt", 404)]:
+        r = requests.get(URL + "/attachment", headers=HDR, params={"url": other}, timeout=30)
+        check(r.status_code == status, f"{other}: {r.status_code} {r.text}")
+    ok("ExternalAttachment resolves in the configured bucket; other URLs are refused")
+
+
 def main():
     test_logger()
     test_eval_inline()
@@ -250,9 +313,16 @@ def main():
     test_eval_dataset()
     test_prompt()
     test_publish()
+    import subprocess
+    subprocess.run([sys.executable, __file__, "experiment_comments"], check=True,
+                   env={**os.environ, "BRAINTRUST_LEGACY_IDS": "1"})
     test_attachment_and_overflow()
+    test_external_attachment()
     print("python sdk flows: all passed")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["experiment_comments"]:
+        test_experiment_comments()
+    else:
+        main()

@@ -114,8 +114,14 @@ pub struct AttachmentStatusRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AttachmentQuery {
-    pub key: String,
+    /// An uploaded attachment's key (`braintrust_attachment`).
+    pub key: Option<String>,
+    /// An `external_attachment`'s URL: `s3://<bucket>/<object>` in the bucket configured for
+    /// external attachments.
+    pub url: Option<String>,
     pub org_id: Option<String>,
+    /// The content type to serve the download with (an external object's reference names it).
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -131,6 +137,8 @@ pub struct BtqlRequest {
     pub query: Value,
     pub fmt: Option<String>,
     pub version: Option<Value>,
+    /// With source `project_prompts`: list a prompt's versions instead of the prompt.
+    pub audit_log: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -10,8 +10,16 @@
 //! * `_array_delete: [{path, delete}]` removes the listed values from the array at `path`.
 //! * delete (`_object_delete: true`): the row is hidden from reads; history keeps it.
 //!
+//! * a comment (a row with `comment` and `origin.id`, as `log_feedback(comment=...)` sends
+//!   it) is not a row of its own: it is added to the `comments` of the row it is about (the
+//!   row `origin.id`), replacing an earlier comment with the same id.
+//!
 //! Control fields (`_is_merge`, `_merge_paths`, `_array_delete`, `_object_delete`,
-//! `_xact_id`) are stripped before storing; the store stamps `_xact_id` on read.
+//! `_xact_id`) are stripped before storing; the store stamps `_xact_id` on read. The audit
+//! fields (`_audit_source`, `_audit_metadata`) describe a write, not the row: a write that
+//! carries them adds an entry to the row's `audit_data`, so a later write cannot reset what
+//! an earlier one recorded. A replace keeps the row's `comments` and `audit_data` unless it
+//! sends its own.
 //!
 //! Merges run inside the single writer that every organization shares, so their work is
 //! linear in what they touch: tag unions and array deletes go through hash sets, merge paths
@@ -26,6 +34,10 @@ use std::collections::HashSet;
 pub const MAX_TAGS: usize = 1_000;
 /// Most `_merge_paths` in one row.
 pub const MAX_MERGE_PATHS: usize = 1_000;
+/// Most comments one row may hold.
+pub const MAX_COMMENTS: usize = 1_000;
+/// Most `audit_data` entries one row may hold.
+pub const MAX_AUDIT_ENTRIES: usize = 1_000;
 /// Deepest path in `_merge_paths` or `_array_delete`.
 pub const MAX_PATH_DEPTH: usize = 64;
 /// Most values `_array_delete` may list in one row, over all its entries.
@@ -69,6 +81,17 @@ pub struct RowControl {
     pub kind: WriteKind,
     merge_paths: HashSet<Vec<String>>,
     array_delete: Vec<(Vec<String>, Vec<Value>)>,
+    /// `_audit_source` and `_audit_metadata`, when the write carried them.
+    audit: Map<String, Value>,
+    /// For a comment: the id of the row it is about, and the entry it adds.
+    comment: Option<(String, Map<String, Value>)>,
+}
+
+impl RowControl {
+    /// The row a comment is about; `None` for any other write.
+    pub fn comment_on(&self) -> Option<&str> {
+        self.comment.as_ref().map(|(target, _)| target.as_str())
+    }
 }
 
 fn string_path(v: &Value) -> Option<Vec<String>> {
@@ -192,9 +215,46 @@ pub fn take_control(row: &mut Map<String, Value>) -> Result<RowControl, RowError
     if let Some(Value::Array(tags)) = row.get("tags") {
         at_most("tags", "tags", tags.len(), MAX_TAGS)?;
     }
+    let mut audit = Map::new();
+    for (name, ok, hint) in [
+        (
+            "_audit_source",
+            Value::is_string as fn(&Value) -> bool,
+            "expected a string",
+        ),
+        ("_audit_metadata", Value::is_object, "expected an object"),
+    ] {
+        match row.remove(name) {
+            None | Some(Value::Null) => {}
+            Some(v) if ok(&v) => {
+                audit.insert(name.to_owned(), v);
+            }
+            Some(_) => return Err(RowError::WrongType(name, hint)),
+        }
+    }
+    let target = row
+        .get("origin")
+        .and_then(|o| o.get("id"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    let comment = match (row.get("comment"), target) {
+        (Some(Value::Object(_)), Some(target)) if !is_delete => {
+            let mut entry = Map::new();
+            for f in ["id", "created", "comment", "origin"] {
+                if let Some(v) = row.remove(f).filter(|v| !v.is_null()) {
+                    entry.insert(f.to_owned(), v);
+                }
+            }
+            entry.extend(std::mem::take(&mut audit));
+            row.clear();
+            Some((target, entry))
+        }
+        _ => None,
+    };
     let kind = if is_delete {
         WriteKind::Delete
-    } else if is_merge {
+    } else if is_merge || comment.is_some() {
         WriteKind::Merge
     } else {
         WriteKind::Replace
@@ -203,6 +263,8 @@ pub fn take_control(row: &mut Map<String, Value>) -> Result<RowControl, RowError
         kind,
         merge_paths,
         array_delete,
+        audit,
+        comment,
     })
 }
 
@@ -239,10 +301,12 @@ pub fn apply(
     let mut row = match (control.kind, existing) {
         (WriteKind::Delete, _) => return Ok(None),
         (WriteKind::Replace, Some(old)) => {
-            if incoming.get("created").is_none_or(Value::is_null)
-                && let Some(created) = old.get("created")
-            {
-                incoming.insert("created".into(), created.clone());
+            for kept in ["created", "comments", "audit_data"] {
+                if incoming.get(kept).is_none_or(Value::is_null)
+                    && let Some(v) = old.get(kept)
+                {
+                    incoming.insert(kept.into(), v.clone());
+                }
             }
             incoming
         }
@@ -268,9 +332,41 @@ pub fn apply(
             arr.retain(|v| !gone.contains(&canonical(v)));
         }
     }
+    if let Some((_, entry)) = &control.comment {
+        let mut comments = take_list(&mut row, "comments");
+        let id = entry.get("id");
+        match comments
+            .iter_mut()
+            .find(|c| id.is_some() && c.get("id") == id)
+        {
+            Some(same) => *same = Value::Object(entry.clone()),
+            None => comments.push(Value::Object(entry.clone())),
+        }
+        at_most("comments", "comments", comments.len(), MAX_COMMENTS)?;
+        row.insert("comments".into(), Value::Array(comments));
+    } else if !control.audit.is_empty() {
+        let action = match control.kind {
+            WriteKind::Merge => "merge",
+            _ => "upsert",
+        };
+        let mut entry = Map::new();
+        entry.insert("action".into(), Value::String(action.into()));
+        entry.extend(control.audit.clone());
+        let mut trail = take_list(&mut row, "audit_data");
+        trail.push(Value::Object(entry));
+        at_most("audit_data", "entries", trail.len(), MAX_AUDIT_ENTRIES)?;
+        row.insert("audit_data".into(), Value::Array(trail));
+    }
     Ok(Some(row))
 }
 
+/// Removes the array at top-level `field` (anything else there counts as none).
+fn take_list(row: &mut Map<String, Value>, field: &str) -> Vec<Value> {
+    match row.remove(field) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    }
+}
 /// The stored tags, then the new ones not among them; tags are strings (checked on the way
 /// in), anything else is kept as it is.
 fn union(old: &[Value], new: &[Value]) -> Result<Vec<Value>, RowError> {
@@ -365,6 +461,77 @@ mod tests {
             json!({"id":"a","_is_merge":true,"_merge_paths":[["metadata","b"]],"metadata":{"b":{"d":2}}}),
         );
         assert_eq!(out, Some(json!({"id":"a","metadata":{"b":{"d":2},"k":1}})));
+    }
+
+    /// Writes `incoming` onto the row it addresses (a comment onto the row it is about).
+    fn apply_to(existing: Option<Value>, incoming: Value) -> Value {
+        let mut incoming = obj(incoming);
+        let control = take_control(&mut incoming).unwrap();
+        let existing = existing.map(obj);
+        Value::Object(
+            apply(existing.as_ref(), incoming, &control)
+                .unwrap()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn comments_attach_to_their_row_and_audit_fields_are_kept_per_write() {
+        let span = json!({"id":"r","span_id":"s","root_span_id":"t","input":1,"created":"t0"});
+        let mut c = obj(
+            json!({"id":"c1","comment":{"text":"hi"},"origin":{"id":"r"},"_audit_source":"external","_audit_metadata":{"u":1}}),
+        );
+        let control = take_control(&mut c).unwrap();
+        assert_eq!(control.comment_on(), Some("r"));
+        assert!(
+            c.is_empty(),
+            "a comment leaves nothing for the row itself: {c:?}"
+        );
+        let row = apply_to(
+            Some(span),
+            json!({"id":"c1","comment":{"text":"hi"},"origin":{"id":"r"},"_audit_source":"external","_audit_metadata":{"u":1}}),
+        );
+        let row = apply_to(
+            Some(row),
+            json!({"id":"c2","comment":{"text":"more"},"origin":{"id":"r"}}),
+        );
+        assert_eq!(
+            row["comments"],
+            json!([
+                {"id":"c1","comment":{"text":"hi"},"origin":{"id":"r"},"_audit_source":"external","_audit_metadata":{"u":1}},
+                {"id":"c2","comment":{"text":"more"},"origin":{"id":"r"}}
+            ])
+        );
+        assert_eq!(row["input"], json!(1));
+        // Two feedback merges: the second's null metadata does not reset the first's.
+        let row = apply_to(
+            Some(row),
+            json!({"id":"r","_is_merge":true,"scores":{"a":1},"_audit_source":"external","_audit_metadata":{"by":"x"}}),
+        );
+        let row = apply_to(
+            Some(row),
+            json!({"id":"r","_is_merge":true,"scores":{"b":0},"_audit_source":"external","_audit_metadata":null}),
+        );
+        assert_eq!(
+            row["audit_data"],
+            json!([
+                {"action":"merge","_audit_source":"external","_audit_metadata":{"by":"x"}},
+                {"action":"merge","_audit_source":"external"}
+            ])
+        );
+        assert!(row.get("_audit_metadata").is_none() && row.get("_audit_source").is_none());
+        // A replace of the row keeps its discussion.
+        let row = apply_to(
+            Some(row),
+            json!({"id":"r","span_id":"s","root_span_id":"t","input":2}),
+        );
+        assert_eq!(row["comments"].as_array().map(Vec::len), Some(2));
+        assert_eq!(row["audit_data"].as_array().map(Vec::len), Some(2));
+        // Eval rows built from a dataset carry `origin` but no comment: they stay rows.
+        let mut eval_row =
+            obj(json!({"id":"e","origin":{"id":"d","object_type":"dataset"},"input":1}));
+        assert_eq!(take_control(&mut eval_row).unwrap().comment_on(), None);
+        assert!(take_control(&mut obj(json!({"_audit_metadata":"x"}))).is_err());
     }
 
     #[test]

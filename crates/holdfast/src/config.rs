@@ -69,6 +69,10 @@ pub struct Settings {
     pub s3_endpoint: Option<String>,
     pub s3_sse: String,
     pub s3_sse_kms_key_id: Option<String>,
+    /// The bucket that `ExternalAttachment` references may point into (`s3://<bucket>/...`),
+    /// read with the same region, endpoint and credentials as `s3_*`. Unset: external
+    /// attachments do not resolve. No other URL is ever fetched.
+    pub external_attachments_bucket: Option<String>,
     /// Serve HTTPS with this certificate chain and private key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -117,6 +121,7 @@ impl Default for Settings {
             s3_endpoint: None,
             s3_sse: "AES256".into(),
             s3_sse_kms_key_id: None,
+            external_attachments_bucket: None,
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
@@ -276,6 +281,9 @@ impl CommonArgs {
             other => {
                 bail!("invalid setting: blob_store must be \"local\" or \"s3\" (got {other:?})")
             }
+        }
+        if settings.external_attachments_bucket.is_some() && settings.s3_region.is_none() {
+            bail!("invalid setting: external_attachments_bucket needs s3_region");
         }
         if settings.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(

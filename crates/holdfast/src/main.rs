@@ -462,6 +462,17 @@ async fn open(settings: &Settings) -> Result<Services> {
             blob_key,
         ),
     };
+    let blobs = match (&settings.external_attachments_bucket, &settings.s3_region) {
+        (Some(bucket), Some(region)) => blobs.with_external(S3::new(S3Config {
+            bucket: bucket.clone(),
+            prefix: String::new(),
+            region: region.clone(),
+            endpoint: settings.s3_endpoint.clone(),
+            sse: Sse::S3,
+            credentials: aws_credentials(region)?,
+        })?),
+        _ => blobs,
+    };
     blobs.check_shared_keys().await?;
     let limits = settings.limits();
     let services = Services {

@@ -15,7 +15,9 @@
 
 use crate::blobs::{BlobKind, Grant, Purpose, UploadLimit};
 use crate::{Result, ServiceError, Services, random};
-use holdfast_api::sdk::{AttachmentStatusRequest, AttachmentUploadRequest, OverflowRequest};
+use holdfast_api::sdk::{
+    AttachmentQuery, AttachmentStatusRequest, AttachmentUploadRequest, OverflowRequest,
+};
 use holdfast_core::authz::{GrantPass, ObjectPass, Permission, Principal, SystemPass};
 use holdfast_store::{AttachmentRecord, UploadGrant, UploadKind};
 use serde_json::{Value, json};
@@ -33,24 +35,42 @@ fn check_org(principal: &Principal, org_id: Option<&str>) -> Result<()> {
 }
 
 fn valid_key(key: &str) -> Result<&str> {
-    if key.is_empty() || key.len() > 512 {
+    if key.is_empty() || key.len() > 512 || key.starts_with("url:") {
         return Err(ServiceError::field(
             "key",
-            "`key` must be 1 to 512 characters",
+            "`key` must be 1 to 512 characters and not start with `url:`",
         ));
     }
     Ok(key)
 }
 
-/// The attachment keys a row references (`{"type": "braintrust_attachment", "key": ...}`
-/// anywhere in it), added to `out`.
+/// Longest external attachment URL that is indexed (and so can be resolved).
+pub const MAX_EXTERNAL_URL: usize = 1024;
+
+/// How an external attachment's URL is filed among attachment references (uploaded
+/// attachments are filed by their key, which cannot take this form).
+fn external_ref(url: &str) -> String {
+    format!("url:{url}")
+}
+
+/// The attachments a row references, added to `out`: the keys of uploaded ones
+/// (`{"type": "braintrust_attachment", "key": ...}`) and the URLs of external ones
+/// (`{"type": "external_attachment", "url": "s3://..."}`), anywhere in it.
 pub fn attachment_refs(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::Object(m) => {
-            if m.get("type").and_then(Value::as_str) == Some("braintrust_attachment")
-                && let Some(key) = m.get("key").and_then(Value::as_str)
-            {
-                out.push(key.to_owned());
+            match (
+                m.get("type").and_then(Value::as_str),
+                m.get("key").and_then(Value::as_str),
+                m.get("url").and_then(Value::as_str),
+            ) {
+                (Some("braintrust_attachment"), Some(key), _) if !key.starts_with("url:") => {
+                    out.push(key.to_owned());
+                }
+                (Some("external_attachment"), _, Some(url)) if url.len() <= MAX_EXTERNAL_URL => {
+                    out.push(external_ref(url));
+                }
+                _ => {}
             }
             m.values().for_each(|v| attachment_refs(v, out));
         }
@@ -213,15 +233,28 @@ impl Services {
         Ok(json!({}))
     }
 
-    /// `GET /attachment?key=...`: a signed download URL and the upload status.
+    /// `GET /attachment?key=...` (or `?url=...`): a signed download URL and the status.
     pub async fn attachment_download(
         &self,
         principal: &Principal,
-        key: &str,
-        org_id: Option<&str>,
+        q: &AttachmentQuery,
         base_url: &str,
     ) -> Result<Value> {
-        check_org(principal, org_id)?;
+        check_org(principal, q.org_id.as_deref())?;
+        let key = match (&q.key, &q.url) {
+            (Some(key), None) => key,
+            (None, Some(url)) => {
+                return self
+                    .external_download(principal, url, q.content_type.as_deref(), base_url)
+                    .await;
+            }
+            _ => {
+                return Err(ServiceError::field(
+                    "key",
+                    "give either `key` (an uploaded attachment) or `url` (an external one)",
+                ));
+            }
+        };
         let (record, _) = self
             .attachment_pass(principal, valid_key(key)?, Permission::Read, false)
             .await?;
@@ -236,6 +269,85 @@ impl Services {
         );
         let url = self.signed_url(base_url, grant)?;
         Ok(json!({"downloadUrl": url, "status": rec.status}))
+    }
+
+    /// An external attachment: only `s3://<bucket>/<object>` in the bucket configured for
+    /// them, and only when a row the caller may read references that URL. The server never
+    /// fetches anything else; the object is read when the signed URL is used.
+    async fn external_download(
+        &self,
+        principal: &Principal,
+        url: &str,
+        content_type: Option<&str>,
+        base_url: &str,
+    ) -> Result<Value> {
+        let Some(bucket) = self.blobs.external_bucket() else {
+            return Err(ServiceError::field(
+                "url",
+                "external attachments are not enabled on this server \
+                 (set external_attachments_bucket)",
+            ));
+        };
+        let object = url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, o)| *b == bucket && !o.is_empty() && url.len() <= MAX_EXTERNAL_URL)
+            .map(|(_, o)| o)
+            .ok_or_else(|| {
+                ServiceError::field(
+                    "url",
+                    format!(
+                        "only URLs of the form s3://{bucket}/<object> (at most \
+                         {MAX_EXTERNAL_URL} characters) resolve here"
+                    ),
+                )
+            })?;
+        let lookup = self.lookup(principal)?;
+        let mut readable = false;
+        let mut denial = None;
+        for (kind, id) in self
+            .store
+            .attachment_refs(&lookup, &external_ref(url))
+            .await?
+        {
+            match self
+                .object_pass(principal, kind, &id, Permission::Read)
+                .await
+            {
+                Ok(_) => {
+                    readable = true;
+                    break;
+                }
+                Err(e) => {
+                    denial.get_or_insert(e);
+                }
+            }
+        }
+        if !readable {
+            return Err(denial.unwrap_or_else(|| {
+                ServiceError::NotFound("a row referencing this external attachment".into())
+            }));
+        }
+        let status = match self.blobs.external_size(object).await? {
+            Some(size) if size <= self.limits.max_attachment_bytes => {
+                json!({"upload_status": "done"})
+            }
+            Some(size) => json!({"upload_status": "error", "error_message": format!(
+                "the object is {size} bytes; downloads through this server are limited to {}",
+                self.limits.max_attachment_bytes)}),
+            None => json!({"upload_status": "error",
+                           "error_message": "the object does not exist in the bucket"}),
+        };
+        let grant = self.grant(
+            Purpose::Download,
+            BlobKind::External,
+            &principal.org_id,
+            object,
+            content_type,
+            None,
+        );
+        let url = self.signed_url(base_url, grant)?;
+        Ok(json!({"downloadUrl": url, "status": status}))
     }
 
     /// `POST /logs3/overflow`: where to upload a batch too large for one request. The
@@ -306,7 +418,10 @@ impl Services {
             .as_ref()
             .ok_or_else(|| ServiceError::Forbidden("invalid or expired signed URL".into()))?;
         let pass = GrantPass::verified(&grant.org_id, &grant.key);
-        let kind = grant.kind.upload_kind();
+        let kind = grant
+            .kind
+            .upload_kind()
+            .ok_or_else(|| ServiceError::Forbidden("invalid or expired signed URL".into()))?;
         if !self.store.claim_upload(&pass, kind, &limit.id).await? {
             return Err(ServiceError::Forbidden(
                 "this upload URL has been used already".into(),
@@ -368,7 +483,12 @@ impl Services {
                 .verify(token, Purpose::Download, self.clock.now().unix_timestamp())?;
         let bytes = self
             .blobs
-            .get_stream(&grant.org_id, grant.kind, &grant.key)
+            .get_stream(
+                &grant.org_id,
+                grant.kind,
+                &grant.key,
+                self.limits.max_attachment_bytes,
+            )
             .await?;
         self.audit_transfer(&grant, "signed download", json!({"from": from}), false)
             .await?;
@@ -408,6 +528,7 @@ impl Services {
                 match grant.kind {
                     BlobKind::Attachment => "attachment",
                     BlobKind::Overflow => "overflow",
+                    BlobKind::External => "external attachment",
                 }
                 .to_owned(),
             ),

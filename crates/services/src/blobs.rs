@@ -32,6 +32,9 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 pub enum BlobKind {
     Attachment,
     Overflow,
+    /// An object in the bucket configured for external attachments, read only; its key is
+    /// the object's name in that bucket.
+    External,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,10 +45,12 @@ pub enum Purpose {
 }
 
 impl BlobKind {
-    pub fn upload_kind(self) -> holdfast_store::UploadKind {
+    /// What an upload of this kind is recorded as; external objects are never uploaded.
+    pub fn upload_kind(self) -> Option<holdfast_store::UploadKind> {
         match self {
-            Self::Attachment => holdfast_store::UploadKind::Attachment,
-            Self::Overflow => holdfast_store::UploadKind::Overflow,
+            Self::Attachment => Some(holdfast_store::UploadKind::Attachment),
+            Self::Overflow => Some(holdfast_store::UploadKind::Overflow),
+            Self::External => None,
         }
     }
 }
@@ -100,9 +105,15 @@ enum Backend {
 
 pub struct BlobStore {
     backend: Backend,
+    /// The bucket `ExternalAttachment` references may resolve in, when one is configured.
+    external: Option<crate::s3::S3>,
     signing_key: SecretBox<[u8; 32]>,
     /// Encrypts blobs at rest when set (shared with the threads that open downloads).
     at_rest: Option<std::sync::Arc<holdfast_crypto::DataKey>>,
+}
+
+fn no_external() -> ServiceError {
+    ServiceError::Internal("no bucket is configured for external attachments".into())
 }
 
 /// The first bytes of a blob encrypted at rest.
@@ -118,6 +129,7 @@ impl BlobStore {
     ) -> Self {
         Self {
             backend: Backend::Local(root),
+            external: None,
             signing_key,
             at_rest: at_rest.map(std::sync::Arc::new),
         }
@@ -131,9 +143,28 @@ impl BlobStore {
     ) -> Self {
         Self {
             backend: Backend::S3(Box::new(s3)),
+            external: None,
             signing_key,
             at_rest: at_rest.map(std::sync::Arc::new),
         }
+    }
+
+    /// Lets `ExternalAttachment` references to objects in `bucket` resolve (read only).
+    #[must_use]
+    pub fn with_external(mut self, bucket: crate::s3::S3) -> Self {
+        self.external = Some(bucket);
+        self
+    }
+
+    /// The bucket external attachments resolve in, if any.
+    pub fn external_bucket(&self) -> Option<&str> {
+        self.external.as_ref().map(crate::s3::S3::bucket)
+    }
+
+    /// The size of object `key` in the external bucket; `None` when it is missing.
+    pub async fn external_size(&self, key: &str) -> Result<Option<u64>> {
+        let s3 = self.external.as_ref().ok_or_else(no_external)?;
+        s3.size_of(key).await
     }
 
     /// Replicas that share a bucket must share the keys that seal its blobs and sign their
@@ -198,6 +229,11 @@ impl BlobStore {
         let kind = match kind {
             BlobKind::Attachment => "attachments",
             BlobKind::Overflow => "overflow",
+            BlobKind::External => {
+                return Err(ServiceError::Internal(
+                    "external objects are not stored here".into(),
+                ));
+            }
         };
         Ok(format!("{org_id}/{kind}/{name}"))
     }
@@ -363,7 +399,12 @@ impl BlobStore {
         org_id: &str,
         kind: BlobKind,
         key: &str,
+        max: u64,
     ) -> Result<tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>> {
+        if kind == BlobKind::External {
+            let s3 = self.external.as_ref().ok_or_else(no_external)?;
+            return s3.get_stream(key, max).await;
+        }
         let name = Self::name(org_id, kind, key)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let Backend::Local(root) = &self.backend else {

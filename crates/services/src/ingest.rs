@@ -113,17 +113,20 @@ impl Services {
                 Some(t) => t.clone(),
                 None => row_target(&row).map_err(|e| ServiceError::bad(format!("row {i}: {e}")))?,
             };
-            let control =
-                take_control(&mut row).map_err(|e| ServiceError::bad(format!("row {i}: {e}")))?;
-            let row_id = match row.get("id").and_then(Value::as_str) {
-                Some(id) if !id.is_empty() && id.len() <= 1024 => id.to_owned(),
-                Some(_) => {
+            let row_id = match row.get("id") {
+                Some(Value::String(id)) if !id.is_empty() && id.len() <= 1024 => id.clone(),
+                Some(Value::String(_)) => {
                     return Err(ServiceError::bad(format!(
                         "row {i}: `id` must be 1 to 1024 characters"
                     )));
                 }
-                None => random::uuid()?,
+                _ => random::uuid()?,
             };
+            if row.get("id").is_none_or(Value::is_null) {
+                row.insert("id".into(), json!(row_id));
+            }
+            let control =
+                take_control(&mut row).map_err(|e| ServiceError::bad(format!("row {i}: {e}")))?;
             row_ids.push(row_id.clone());
             let mut found = Vec::new();
             row.values().for_each(|v| attachment_refs(v, &mut found));
@@ -136,8 +139,10 @@ impl Services {
                 }
                 refs.entry(target.clone()).or_default().extend(found);
             }
+            // A comment is written onto the row it is about.
+            let write_id = control.comment_on().map_or(row_id, str::to_owned);
             groups.entry(target).or_default().push(IncomingRow {
-                row_id,
+                row_id: write_id,
                 control,
                 data: row,
             });
@@ -208,28 +213,39 @@ impl Services {
         };
         let mut rows = Vec::new();
         for item in &body.feedback {
-            let source = json!(item.source.as_deref().unwrap_or("external"));
-            let mut merge = Map::new();
-            merge.insert("id".into(), json!(item.id));
-            merge.insert("_is_merge".into(), json!(true));
+            // `metadata` describes the feedback (who gave it), not the row: it is kept in
+            // the row's `audit_data` and with the comment, as the SDKs send it.
+            let mut audit = Map::new();
+            audit.insert(
+                "_audit_source".into(),
+                json!(item.source.as_deref().unwrap_or("external")),
+            );
+            if let Some(metadata) = &item.metadata {
+                audit.insert("_audit_metadata".into(), json!(metadata));
+            }
             let given = [
                 ("scores", item.scores.clone().map(|v| json!(v))),
                 ("expected", item.expected.clone().map(|v| json!(v))),
                 ("tags", item.tags.clone().map(|v| json!(v))),
-                ("metadata", item.metadata.clone().map(|v| json!(v))),
             ];
-            for (field, value) in given {
-                if let Some(v) = value {
-                    merge.insert(field.into(), v);
+            if given.iter().any(|(_, v)| v.is_some()) {
+                let mut merge = audit.clone();
+                merge.insert("id".into(), json!(item.id));
+                merge.insert("_is_merge".into(), json!(true));
+                for (field, value) in given {
+                    if let Some(v) = value {
+                        merge.insert(field.into(), v);
+                    }
                 }
+                rows.push(Value::Object(merge));
             }
-            merge.insert("_audit_source".into(), source.clone());
-            rows.push(Value::Object(merge));
             if let Some(comment) = &item.comment {
-                rows.push(json!({
-                    "id": random::uuid()?, "comment": {"text": comment}, "origin": {"id": item.id},
-                    "_audit_source": source,
-                }));
+                let mut row = audit;
+                row.insert("id".into(), json!(random::uuid()?));
+                row.insert("created".into(), json!(self.now()));
+                row.insert("comment".into(), json!({"text": comment}));
+                row.insert("origin".into(), json!({"id": item.id}));
+                rows.push(Value::Object(row));
             }
         }
         self.ingest(principal, rows, Some(&target)).await?;

@@ -856,7 +856,7 @@ impl Services {
     }
 
     /// Opens a prompt for reading: its record and pass.
-    async fn open_prompt(
+    pub(crate) async fn open_prompt(
         &self,
         principal: &Principal,
         id: &str,
@@ -870,7 +870,7 @@ impl Services {
     }
 
     /// The prompt as the SDKs load it: the newest version, or the one at `version`.
-    async fn prompt_json(
+    pub(crate) async fn prompt_json(
         &self,
         object: &ObjectRecord,
         pass: &ObjectPass,

@@ -9,6 +9,7 @@
 //! Paging: rows come in row-id order; a cursor carries the version the first page was read
 //! at and the last row id, so later pages see the same snapshot.
 
+use crate::objects::ListParams;
 use crate::{Result, ServiceError, Services};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -197,15 +198,16 @@ fn matches(f: &Filter, row: &Map<String, Value>) -> bool {
 }
 
 /// `root_span_id = literal` at the top of the filter (alone or inside `and`).
-fn trace_filter(f: &Filter) -> Option<String> {
+/// The string a filter requires top-level `field` to equal, when it requires one.
+fn equality_on(f: &Filter, field: &str) -> Option<String> {
     match f {
         Filter::Cmp(CmpOp::Eq, Operand::Ident(p), Operand::Literal(Value::String(s)))
         | Filter::Cmp(CmpOp::Eq, Operand::Literal(Value::String(s)), Operand::Ident(p))
-            if p.len() == 1 && p.first().is_some_and(|n| n == "root_span_id") =>
+            if p.len() == 1 && p.first().is_some_and(|n| n == field) =>
         {
             Some(s.clone())
         }
-        Filter::And(cs) => cs.iter().find_map(trace_filter),
+        Filter::And(cs) => cs.iter().find_map(|c| equality_on(c, field)),
         _ => None,
     }
 }
@@ -249,6 +251,42 @@ impl FetchRequest {
             filter,
         })
     }
+}
+
+/// A row that holds only comments (and the fields the server adds): one whose comments
+/// arrived before the row itself. It is not shown until the row is written.
+fn only_discussion(data: &Map<String, Value>) -> bool {
+    data.contains_key("comments")
+        && data.keys().all(|k| {
+            matches!(
+                k.as_str(),
+                "id" | "created"
+                    | "comments"
+                    | "audit_data"
+                    | "project_id"
+                    | "experiment_id"
+                    | "dataset_id"
+                    | "log_id"
+                    | "org_id"
+            )
+        })
+}
+
+/// The clauses of a structured query that are applied.
+const SUPPORTED_CLAUSES: [&str; 5] = ["select", "from", "filter", "cursor", "limit"];
+
+/// The one literal argument of a query's source: the id in `dataset('<id>')`.
+fn from_argument(query: &Value) -> Result<&str> {
+    query
+        .get("from")
+        .and_then(|f| f.get("args"))
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(|a| a.get("value"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ServiceError::field("query.from", "`query.from` needs one literal id argument")
+        })
 }
 
 /// The shape of a row as the SDKs read it.
@@ -309,7 +347,10 @@ impl Services {
                 },
             },
         };
-        let root_span_id = req.filter.as_ref().and_then(trace_filter);
+        let root_span_id = req
+            .filter
+            .as_ref()
+            .and_then(|f| equality_on(f, "root_span_id"));
         let mut out = Vec::new();
         loop {
             let q = RowQuery {
@@ -322,7 +363,9 @@ impl Services {
             let exhausted = (page.len() as i64) < limit;
             for row in page {
                 after = Some(row.row_id.clone());
-                if req.filter.as_ref().is_none_or(|f| matches(f, &row.data)) {
+                if !only_discussion(&row.data)
+                    && req.filter.as_ref().is_none_or(|f| matches(f, &row.data))
+                {
                     out.push(row_json(row, pass.object_type()));
                     if out.len() as i64 == limit {
                         let next = after.map(|a| encode_cursor(&Cursor { version, after: a }));
@@ -346,6 +389,20 @@ impl Services {
                 "text BTQL queries are not supported; send the structured form",
             ));
         }
+        // A clause this engine does not apply is refused, never dropped: an ignored `sort` or
+        // `measures` would answer a different question than the one asked.
+        if let Some((clause, _)) = query.as_object().and_then(|q| {
+            q.iter()
+                .find(|(k, v)| !v.is_null() && !SUPPORTED_CLAUSES.contains(&k.as_str()))
+        }) {
+            return Err(ServiceError::field(
+                format!("query.{clause}"),
+                format!(
+                    "the `{clause}` clause is not supported; supported clauses: {}",
+                    SUPPORTED_CLAUSES.join(", ")
+                ),
+            ));
+        }
         let from = query
             .get("from")
             .ok_or_else(|| ServiceError::field("query.from", "`query.from` is required"))?;
@@ -362,6 +419,7 @@ impl Services {
                 )
             })?;
         let kind = match name {
+            "project_prompts" => return self.project_prompts(principal, query, body).await,
             "experiment" => ObjectType::Experiment,
             "dataset" => ObjectType::Dataset,
             "project_logs" => ObjectType::ProjectLogs,
@@ -371,15 +429,7 @@ impl Services {
                 )));
             }
         };
-        let id = from
-            .get("args")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .and_then(|a| a.get("value"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ServiceError::field("query.from", "`query.from` needs one literal id argument")
-            })?;
+        let id = from_argument(query)?;
         if let Some(select) = query.get("select").and_then(Value::as_array)
             && !select
                 .iter()
@@ -393,6 +443,89 @@ impl Services {
                 FetchRequest::from_body(&json!({"version": body.get("version")}))?.version;
         }
         let (data, cursor) = self.fetch(principal, kind, id, &req).await?;
+        Ok(json!({"data": data, "cursor": cursor}))
+    }
+
+    /// `project_prompts('<project id>')`: the project's prompts as `/v1/prompt` shows them,
+    /// or, with `audit_log: true`, the versions of each (oldest first) with `audit_data`
+    /// naming what each version was (`upsert`, or `delete`). A filter on `id` reads only
+    /// that prompt.
+    async fn project_prompts(
+        &self,
+        principal: &Principal,
+        query: &Value,
+        body: &Value,
+    ) -> Result<Value> {
+        let project_id = from_argument(query)?;
+        let req = FetchRequest::from_body(query)?;
+        let limit = req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_FETCH_LIMIT);
+        let audit_log = match body.get("audit_log") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ServiceError::field("audit_log", "expected a boolean")),
+        };
+        let project = self.get_project(principal, project_id).await?;
+        let wanted = req.filter.as_ref().and_then(|f| equality_on(f, "id"));
+        if !audit_log {
+            let params = ListParams {
+                project_id: Some(project.id.clone()),
+                ..ListParams::default()
+            };
+            let prompts = self
+                .list_objects(principal, ObjectType::Prompt, &params)
+                .await?;
+            let policy = self.policy(principal).await?;
+            let mut data = Vec::new();
+            for o in prompts
+                .iter()
+                .filter(|o| wanted.as_ref().is_none_or(|w| *w == o.id))
+            {
+                let pass = self.object_pass_for(principal, &policy, o, Permission::Read)?;
+                let row = self.prompt_json(o, &pass, None).await?;
+                if let (Some(f), Some(m)) = (&req.filter, row.as_object())
+                    && !matches(f, m)
+                {
+                    continue;
+                }
+                data.push(row);
+            }
+            return Ok(json!({"data": data, "cursor": null}));
+        }
+        let Some(wanted) = wanted else {
+            return Err(ServiceError::field(
+                "query.filter",
+                "`audit_log: true` on project_prompts needs a filter `id = '<prompt id>'`",
+            ));
+        };
+        let (prompt, pass) = self
+            .open_prompt(principal, &wanted, Permission::Read)
+            .await?;
+        if prompt.project_id != project.id {
+            return Err(ServiceError::NotFound("prompt".into()));
+        }
+        let after = match &req.cursor {
+            Some(c) => Some(XactId::parse(c).ok_or_else(|| {
+                ServiceError::field("query.cursor", format!("invalid cursor {c:?}"))
+            })?),
+            None => None,
+        };
+        let versions = self.store.row_versions(&pass, after, limit).await?;
+        let cursor = match versions.last() {
+            Some((_, x, _)) if versions.len() as i64 == limit => Some(x.to_string()),
+            _ => None,
+        };
+        let data: Vec<Value> = versions
+            .into_iter()
+            .map(|(_, xact, deleted)| {
+                json!({
+                    "id": prompt.id,
+                    "_xact_id": xact.to_string(),
+                    "project_id": prompt.project_id,
+                    "slug": prompt.name,
+                    "audit_data": {"action": if deleted { "delete" } else { "upsert" }},
+                })
+            })
+            .collect();
         Ok(json!({"data": data, "cursor": cursor}))
     }
 
@@ -567,7 +700,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(trace_filter(&f), Some("t1".into()));
+        assert_eq!(equality_on(&f, "root_span_id"), Some("t1".into()));
         let row = |v: Value| v.as_object().unwrap().clone();
         assert!(matches(
             &f,

@@ -223,8 +223,8 @@ impl S3 {
         Ok(Some(bytes.to_vec()))
     }
 
-    /// The server-side encryption an object is stored with (`HEAD`), `None` if it is missing.
-    pub async fn encryption_of(&self, name: &str) -> Result<Option<String>> {
+    /// An object's headers (`HEAD`), `None` if it is missing.
+    async fn head(&self, name: &str) -> Result<Option<reqwest::header::HeaderMap>> {
         let resp = self
             .send(reqwest::Method::HEAD, name, Vec::new(), Vec::new())
             .await?;
@@ -234,13 +234,73 @@ impl S3 {
         if !resp.status().is_success() {
             return Err(Self::refuse("HEAD", resp).await);
         }
-        Ok(Some(
-            resp.headers()
-                .get("x-amz-server-side-encryption")
+        Ok(Some(resp.headers().clone()))
+    }
+
+    /// The server-side encryption an object is stored with, `None` if it is missing.
+    pub async fn encryption_of(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.head(name).await?.map(|h| {
+            h.get("x-amz-server-side-encryption")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none")
-                .to_owned(),
-        ))
+                .to_owned()
+        }))
+    }
+
+    /// An object's size in bytes, `None` if it is missing (or the server did not say).
+    pub async fn size_of(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.head(name).await?.and_then(|h| {
+            h.get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        }))
+    }
+
+    /// Reads an object as a stream of pieces, ending it with an error past `max` bytes; a
+    /// missing object is `NotFound`.
+    pub async fn get_stream(
+        &self,
+        name: &str,
+        max: u64,
+    ) -> Result<tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>> {
+        let mut resp = self
+            .send(reqwest::Method::GET, name, Vec::new(), Vec::new())
+            .await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(ServiceError::NotFound("object".into()));
+        }
+        if !resp.status().is_success() {
+            return Err(Self::refuse("GET", resp).await);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        sent += chunk.len() as u64;
+                        if sent > max {
+                            let _ = tx.send(Err(format!("object is over {max} bytes"))).await;
+                            return;
+                        }
+                        if tx.send(Ok(chunk.to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("object read: {e}"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// The bucket this client reads and writes.
+    pub fn bucket(&self) -> &str {
+        &self.config.bucket
     }
 
     /// Deletes an object; deleting a missing one succeeds.

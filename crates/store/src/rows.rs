@@ -373,6 +373,40 @@ impl Store {
         }))
     }
 
+    /// The history of an object's rows, oldest first: each version's row id, transaction and
+    /// whether it is a delete; at most `limit`, after transaction `after`. Meant for objects
+    /// of few rows and many versions (a prompt is one row).
+    pub async fn row_versions(
+        &self,
+        pass: &ObjectPass,
+        after: Option<XactId>,
+        limit: i64,
+    ) -> Result<Vec<(String, XactId, bool)>> {
+        let after = after.map_or(0, XactId::as_i64);
+        let found: Vec<(String, i64, bool)> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(
+                "SELECT row_id, xact_id, is_deleted FROM rows WHERE object_type = $1 \
+                 AND object_id = $2 AND org_id = $3 AND xact_id > $4 \
+                 ORDER BY xact_id, row_id LIMIT $5",
+            )
+            .bind(pass.object_type().as_str())
+            .bind(pass.object_id())
+            .bind(pass.org_id())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        found
+            .into_iter()
+            .map(|(row_id, xact, deleted)| {
+                let x = XactId::from_i64(xact)
+                    .ok_or_else(|| StoreError::Corrupt(format!("xact id {xact}")))?;
+                Ok((row_id, x, deleted))
+            })
+            .collect()
+    }
+
     /// The newest committed transaction of the whole store: a snapshot version that
     /// includes every write acknowledged so far. O(1), unlike a MAX over an object's rows.
     pub async fn current_xact(&self) -> Result<Option<XactId>> {

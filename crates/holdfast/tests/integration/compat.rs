@@ -12,8 +12,20 @@ fn compat_dir() -> PathBuf {
 
 /// Runs an SDK script with `key` and returns its stdout; stderr is appended after a marker.
 fn run_script(server: &Server, key: &str, program: &str, script: &str, project: &str) -> String {
+    run_script_with(server, key, program, script, project, &[])
+}
+
+fn run_script_with(
+    server: &Server,
+    key: &str,
+    program: &str,
+    script: &str,
+    project: &str,
+    env: &[(&str, &str)],
+) -> String {
     let out = Command::new(program)
         .arg(compat_dir().join(script))
+        .envs(env.iter().copied())
         .env("BRAINTRUST_API_KEY", key)
         .env("BRAINTRUST_APP_URL", &server.url)
         .env("BRAINTRUST_MAX_REQUEST_SIZE", "200000")
@@ -36,19 +48,77 @@ fn run_script(server: &Server, key: &str, program: &str, script: &str, project: 
     format!("{stdout}\n--- stderr\n{stderr}")
 }
 
+/// A bucket of a team's own files (moto's S3 server) holding one object, which rows may
+/// reference as an `ExternalAttachment`; and the server settings that allow it.
+struct TeamBucket {
+    _moto: crate::secrets::Moto,
+    settings: Vec<(&'static str, String)>,
+    url: String,
+}
+
+const EXTERNAL_BODY: &str = "quarterly report, kept in the team's own bucket";
+
+impl TeamBucket {
+    async fn start() -> Self {
+        let moto = crate::secrets::Moto::start();
+        moto.create_bucket("team-files").await;
+        moto.s3("team-files")
+            .put("reports/q3.txt", EXTERNAL_BODY.as_bytes().to_vec())
+            .await
+            .unwrap();
+        let settings = vec![
+            (
+                "HOLDFAST_EXTERNAL_ATTACHMENTS_BUCKET",
+                "team-files".to_owned(),
+            ),
+            ("HOLDFAST_S3_REGION", "us-east-1".to_owned()),
+            ("HOLDFAST_S3_ENDPOINT", moto.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ];
+        Self {
+            _moto: moto,
+            settings,
+            url: "s3://team-files/reports/q3.txt".to_owned(),
+        }
+    }
+
+    fn settings<'a>(&'a self, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut all: Vec<(&str, &str)> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        all.extend_from_slice(more);
+        all
+    }
+
+    fn script_env(&self) -> [(&str, &str); 2] {
+        [
+            ("HF_EXTERNAL_URL", self.url.as_str()),
+            ("HF_EXTERNAL_BODY", EXTERNAL_BODY),
+        ]
+    }
+}
+
 async fn python_flows(backend: Backend) {
+    let bucket = TeamBucket::start().await;
     // The payload cap is lowered so that a 300 KB row goes through /logs3/overflow.
-    let server =
-        Server::start_with(backend, &[("HOLDFAST_LOGS3_PAYLOAD_MAX_BYTES", "200000")]).await;
+    let server = Server::start_with(
+        backend,
+        &bucket.settings(&[("HOLDFAST_LOGS3_PAYLOAD_MAX_BYTES", "200000")]),
+    )
+    .await;
     let python = compat_dir().join(".venv/bin/python");
     // The flows run as an Engineer, not as the owner.
     let engineer = server.member_key("engineer@example.test", "Engineers");
-    let out = run_script(
+    let out = run_script_with(
         &server,
         &engineer,
         python.to_str().unwrap(),
         "py/sdk_flows.py",
         "compat-py",
+        &bucket.script_env(),
     );
     assert!(out.contains("python sdk flows: all passed"), "{out}");
     // The overflow upload was consumed: its folder exists and is empty again.
@@ -65,9 +135,17 @@ async fn python_flows(backend: Backend) {
 }
 
 async fn js_flows(backend: Backend) {
-    let server = Server::start(backend).await;
+    let bucket = TeamBucket::start().await;
+    let server = Server::start_with(backend, &bucket.settings(&[])).await;
     let engineer = server.member_key("engineer@example.test", "Engineers");
-    let out = run_script(&server, &engineer, "node", "js/sdk_flows.mjs", "compat-js");
+    let out = run_script_with(
+        &server,
+        &engineer,
+        "node",
+        "js/sdk_flows.mjs",
+        "compat-js",
+        &bucket.script_env(),
+    );
     assert!(out.contains("js sdk flows: all passed"), "{out}");
 }
 

@@ -163,7 +163,9 @@ pub async fn attachment_status(
     Ok(Json(s.services.attachment_status(&p, &body).await?))
 }
 
-/// A signed URL to download an attachment from, and its upload status.
+/// A signed URL to download an attachment from, and its upload status: an uploaded one by
+/// `key`, or an external one by `url` (only objects in the bucket configured for external
+/// attachments, referenced by a row the caller may read; nothing else is fetched).
 #[utoipa::path(get, path = "/attachment", tag = "sdk", params(AttachmentQuery),
     responses((status = 200, body = AttachmentDownload)))]
 pub async fn attachment_download(
@@ -172,11 +174,7 @@ pub async fn attachment_download(
     BaseUrl(base): BaseUrl,
     Params(q): Params<AttachmentQuery>,
 ) -> Reply<AttachmentDownload> {
-    reply(
-        s.services
-            .attachment_download(&p, &q.key, q.org_id.as_deref(), &base)
-            .await?,
-    )
+    reply(s.services.attachment_download(&p, &q, &base).await?)
 }
 
 /// An upload to a signed URL: the token is checked before a byte of the body is read, and
