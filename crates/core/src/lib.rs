@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod btql;
 pub mod clock;
 pub mod merge;
 pub mod object;

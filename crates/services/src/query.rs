@@ -384,11 +384,29 @@ impl Services {
         let query = body
             .get("query")
             .ok_or_else(|| ServiceError::field("query", "`query` is required"))?;
-        if query.is_string() {
-            return Err(ServiceError::bad(
-                "text BTQL queries are not supported; send the structured form",
-            ));
+        match body.get("fmt") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(f)) if f == "json" => {}
+            Some(_) => {
+                return Err(ServiceError::field("fmt", "only `json` is supported"));
+            }
         }
+        // Text (BTQL pipe syntax or SQL) is parsed into the structured form the SDKs send.
+        let parsed;
+        let query = match query {
+            Value::String(text) => {
+                parsed = holdfast_core::btql::parse(text)
+                    .map_err(|e| ServiceError::field("query", e.to_string()))?;
+                &parsed
+            }
+            Value::Object(_) => query,
+            _ => {
+                return Err(ServiceError::field(
+                    "query",
+                    "`query` must be text (BTQL or SQL) or a structured query object",
+                ));
+            }
+        };
         // A clause this engine does not apply is refused, never dropped: an ignored `sort` or
         // `measures` would answer a different question than the one asked.
         if let Some((clause, _)) = query.as_object().and_then(|q| {

@@ -145,6 +145,17 @@ async fn errors_name_the_field(backend: Backend) {
         .await;
     assert_error(s, &b, 400, "invalid_field");
     assert_eq!(b["error"]["field"], "events[1]", "{b}");
+    // A query clause that is not applied is refused, never dropped.
+    for clause in ["sort", "measures", "dimensions"] {
+        let mut query = json!({"from": {"op": "function", "name": {"op": "ident", "name": ["dataset"]},
+                                        "args": [{"op": "literal", "value": ds["id"]}]}});
+        query[clause] = json!([{"expr": {"op": "ident", "name": ["created"]}}]);
+        let (s, b) = server
+            .call("POST", "/btql", key, Some(json!({"query": query})))
+            .await;
+        assert_error(s, &b, 400, "invalid_field");
+        assert_eq!(b["error"]["field"], format!("query.{clause}"), "{b}");
+    }
     // A bad query parameter.
     let (s, b) = server
         .call("GET", "/v1/project?limit=many", key, None)
@@ -362,9 +373,154 @@ async fn insert_functions(backend: Backend) {
     );
 }
 
+/// `/btql` answers text queries (BTQL pipe syntax and SQL) as it answers the structured form,
+/// and a malformed or unsupported query is a 400 that says where and what.
+async fn text_queries(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "text-queries"})))
+        .await;
+    let ds = server
+        .ok(
+            "POST",
+            "/v1/dataset",
+            Some(json!({"project_id": p["id"], "name": "d"})),
+        )
+        .await;
+    let ds = ds["id"].as_str().unwrap();
+    let events: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"id": format!("r{i}"), "input": format!("q{i}"), "expected": i,
+                   "metadata": {"user_id": format!("u-{}", i % 3), "n": i}})
+        })
+        .collect();
+    server
+        .ok(
+            "POST",
+            &format!("/v1/dataset/{ds}/insert"),
+            Some(json!({"events": events})),
+        )
+        .await;
+    let ids = |reply: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = reply["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let structured = server
+        .ok(
+            "POST",
+            "/btql",
+            Some(json!({"query": {
+                "from": {"op": "function", "name": {"op": "ident", "name": ["dataset"]},
+                         "args": [{"op": "literal", "value": ds}]},
+                "filter": {"op": "and", "children": [
+                    {"op": "eq", "left": {"op": "ident", "name": ["metadata", "user_id"]},
+                     "right": {"op": "literal", "value": "u-1"}},
+                    {"op": "gt", "left": {"op": "ident", "name": ["metadata", "n"]},
+                     "right": {"op": "literal", "value": 0}}]}}})),
+        )
+        .await;
+    assert_eq!(ids(&structured), ["r1", "r4"]);
+    for text in [
+        format!("SELECT * FROM dataset('{ds}') WHERE metadata.user_id = 'u-1' AND metadata.n > 0"),
+        format!(
+            "select: * | from: dataset('{ds}') spans | filter: metadata.user_id = 'u-1' and metadata.n > 0"
+        ),
+        format!(
+            "from: dataset('{ds}') | filter: not (metadata.user_id != 'u-1' or metadata.n <= 0)"
+        ),
+    ] {
+        let reply = server
+            .ok("POST", "/btql", Some(json!({"query": text})))
+            .await;
+        assert_eq!(ids(&reply), ["r1", "r4"], "{text}");
+    }
+    // Paging through a text query: LIMIT, then OFFSET with the cursor it returned.
+    let first = server
+        .ok(
+            "POST",
+            "/btql",
+            Some(json!({"query": format!("SELECT * FROM dataset('{ds}') LIMIT 4")})),
+        )
+        .await;
+    let cursor = first["cursor"].as_str().unwrap();
+    let rest = server
+        .ok(
+            "POST",
+            "/btql",
+            Some(json!({"query": format!("SELECT * FROM dataset('{ds}') LIMIT 4 OFFSET '{cursor}'")})),
+        )
+        .await;
+    let mut all = ids(&first);
+    all.extend(ids(&rest));
+    all.sort();
+    assert_eq!(all, ["r0", "r1", "r2", "r3", "r4", "r5"]);
+    // Hostile literals and names are data: no rows, no error from the database.
+    let hostile = server
+        .ok(
+            "POST",
+            "/btql",
+            Some(json!({"query": format!(
+                "SELECT * FROM dataset('{ds}') WHERE \"metadata\".\"user_id'; DROP TABLE rows; --\" = 'x'' OR ''1''=''1'"
+            )})),
+        )
+        .await;
+    assert_eq!(ids(&hostile), Vec::<String>::new());
+    // Errors: where, and what was expected or is not supported.
+    for (text, says) in [
+        (
+            format!("SELECT * FROM dataset('{ds}')\nWHERE metadata.n >"),
+            "line 2, column 19",
+        ),
+        (
+            format!("SELECT * FROM dataset('{ds}') ORDER BY created"),
+            "ORDER is not supported",
+        ),
+        (
+            format!("select: * | from: dataset('{ds}') | sort: created"),
+            "`sort` clause",
+        ),
+        (
+            "SELECT * FROM dataset('nope') WHERE a = 1; DELETE FROM rows".to_owned(),
+            "unexpected character ';'",
+        ),
+    ] {
+        let (s, b) = server
+            .call(
+                "POST",
+                "/btql",
+                Some(&server.key.clone()),
+                Some(json!({"query": text})),
+            )
+            .await;
+        assert_error(s, &b, 400, "invalid_field");
+        assert_eq!(b["error"]["field"], "query", "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(says),
+            "{text}: {b}"
+        );
+    }
+    // Another organization's or a missing object is a 404, as for the structured form.
+    let (s, b) = server
+        .call(
+            "POST",
+            "/btql",
+            Some(&server.key.clone()),
+            Some(json!({"query": "SELECT * FROM dataset('00000000-0000-0000-0000-000000000000')"})),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
+        text_queries,
         insert_functions,
         openapi_describes_every_route,
         errors_name_the_field,
