@@ -125,20 +125,11 @@ async fn errors_name_the_field(backend: Backend) {
     assert_error(s, &b, 400, "invalid_field");
     assert_eq!(b["error"]["field"], "id", "{b}");
     // Nested: the path to the value.
-    let p = server
-        .ok("POST", "/v1/project", Some(json!({"name": "contract"})))
-        .await;
-    let ds = server
-        .ok(
-            "POST",
-            "/v1/dataset",
-            Some(json!({"project_id": p["id"], "name": "d"})),
-        )
-        .await;
+    let ds = server.new_dataset("contract", "d").await;
     let (s, b) = server
         .call(
             "POST",
-            &format!("/v1/dataset/{}/insert", ds["id"].as_str().unwrap()),
+            &format!("/v1/dataset/{ds}/insert"),
             key,
             Some(json!({"events": [{"input": 1}, 7]})),
         )
@@ -148,7 +139,7 @@ async fn errors_name_the_field(backend: Backend) {
     // A query clause that is not applied is refused, never dropped.
     for clause in ["sort", "measures", "dimensions"] {
         let mut query = json!({"from": {"op": "function", "name": {"op": "ident", "name": ["dataset"]},
-                                        "args": [{"op": "literal", "value": ds["id"]}]}});
+                                        "args": [{"op": "literal", "value": ds}]}});
         query[clause] = json!([{"expr": {"op": "ident", "name": ["created"]}}]);
         let (s, b) = server
             .call("POST", "/btql", key, Some(json!({"query": query})))
@@ -377,17 +368,8 @@ async fn insert_functions(backend: Backend) {
 /// and a malformed or unsupported query is a 400 that says where and what.
 async fn text_queries(backend: Backend) {
     let server = Server::start(backend).await;
-    let p = server
-        .ok("POST", "/v1/project", Some(json!({"name": "text-queries"})))
-        .await;
-    let ds = server
-        .ok(
-            "POST",
-            "/v1/dataset",
-            Some(json!({"project_id": p["id"], "name": "d"})),
-        )
-        .await;
-    let ds = ds["id"].as_str().unwrap();
+    let ds = server.new_dataset("text-queries", "d").await;
+    let ds = ds.as_str();
     let events: Vec<Value> = (0..6)
         .map(|i| {
             json!({"id": format!("r{i}"), "input": format!("q{i}"), "expected": i,

@@ -289,6 +289,25 @@ impl Server {
 
     /// Logs a row in project `files` that references attachment `key`, as the SDKs do before
     /// they upload it (an attachment belongs to the object whose rows reference it).
+    /// A new project named `project` and a dataset `name` in it; returns the dataset's id.
+    pub async fn new_dataset(&self, project: &str, name: &str) -> String {
+        let p = self
+            .ok(
+                "POST",
+                "/v1/project",
+                Some(serde_json::json!({"name": project})),
+            )
+            .await;
+        let ds = self
+            .ok(
+                "POST",
+                "/v1/dataset",
+                Some(serde_json::json!({"project_id": p["id"], "name": name})),
+            )
+            .await;
+        ds["id"].as_str().expect("dataset id").to_owned()
+    }
+
     pub async fn reference_attachment(&self, key: &str) {
         let project = self
             .ok(
