@@ -4,9 +4,12 @@
 //!
 //! Supported now: `select *`; sources `project_logs`, `experiment`, `dataset` and
 //! `project_prompts` with one literal id and the `spans` shape; filters of comparisons
-//! (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`), `IS [NOT] NULL`, `AND`, `OR`, `NOT` and
-//! parentheses over field paths (`metadata.user_id`, quoted parts with `"..."` or `` `...` ``)
-//! and literals (strings, numbers, `true`, `false`, `null`); `limit`; a cursor (`cursor:` or
+//! (`=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`), `IS [NOT] NULL`, `[NOT] IN (...)`,
+//! `[NOT] INCLUDES` (alias `CONTAINS`: an array holding the value, an object holding it as a
+//! value, a string holding it as a substring), `AND`, `OR`, `NOT` and
+//! parentheses over field paths (`metadata.user_id`, quoted parts with `` `...` ``, or `"..."`
+//! next to a `.`) and literals (strings in `'...'`, or in `"..."` standing alone as
+//! Braintrust's filters write them; numbers, `true`, `false`, `null`); `limit`; a cursor (`cursor:` or
 //! SQL `OFFSET '<cursor>'`). Anything else (sorting, grouping, measures, functions, other
 //! shapes) is refused with an error that names it and where it is, never skipped.
 //!
@@ -18,6 +21,8 @@ use serde_json::{Map, Value, json};
 
 /// Deepest nesting of parentheses and `NOT`.
 pub const MAX_DEPTH: usize = 32;
+/// Most values an `IN` list may hold.
+pub const MAX_IN_VALUES: usize = 1_000;
 /// Longest query text, in bytes.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 
@@ -32,7 +37,11 @@ pub struct ParseError {
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Word(String),
+    /// `` `...` ``: always a name.
     Quoted(String),
+    /// `"..."`: a name inside a field path (`metadata."user id"`), else a string, as
+    /// Braintrust's filters write them (`metadata.model = "gpt-4"`).
+    DoubleQuoted(String),
     Str(String),
     Num(Value),
     Sym(&'static str),
@@ -43,7 +52,8 @@ impl Tok {
     fn describe(&self) -> String {
         match self {
             Tok::Word(w) => format!("`{w}`"),
-            Tok::Quoted(w) => format!("`\"{w}\"`"),
+            Tok::Quoted(w) => format!("`{w}`"),
+            Tok::DoubleQuoted(w) => format!("`\"{w}\"`"),
             Tok::Str(_) => "a string".into(),
             Tok::Num(n) => format!("`{n}`"),
             Tok::Sym(s) => format!("`{s}`"),
@@ -174,10 +184,10 @@ fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
                     }
                 }
             }
-            if c == '\'' {
-                Tok::Str(text)
-            } else {
-                Tok::Quoted(text)
+            match c {
+                '\'' => Tok::Str(text),
+                '"' => Tok::DoubleQuoted(text),
+                _ => Tok::Quoted(text),
             }
         } else {
             let next: String = [Some(c), s.at(1)].into_iter().flatten().collect();
@@ -393,6 +403,50 @@ impl Parser {
             let op = if negated { "isnotnull" } else { "isnull" };
             return Ok(json!({"op": op, "expr": left}));
         }
+        // `x [NOT] IN (a, b)`, `x [NOT] INCLUDES v` (alias CONTAINS).
+        let negated = self.peek().tok.is_word("not")
+            && self.toks.get(self.at + 1).is_some_and(|t| {
+                ["in", "includes", "contains"]
+                    .iter()
+                    .any(|w| t.tok.is_word(w))
+            });
+        if negated {
+            self.at += 1;
+        }
+        let wrap = |v: Value| {
+            if negated {
+                json!({"op": "not", "expr": v})
+            } else {
+                v
+            }
+        };
+        if self.eat_word("in") {
+            self.expect_sym("(")?;
+            let mut values = Vec::new();
+            loop {
+                match self.operand()? {
+                    Value::Object(o) if o.get("op") == Some(&json!("literal")) => {
+                        values.push(o.get("value").cloned().unwrap_or(Value::Null));
+                    }
+                    _ => return self.fail("IN lists only literals"),
+                }
+                if values.len() > MAX_IN_VALUES {
+                    return self.fail(format!("IN lists at most {MAX_IN_VALUES} values"));
+                }
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+            self.expect_sym(")")?;
+            return Ok(wrap(json!({"op": "in", "left": left,
+                                  "right": {"op": "literal", "value": values}})));
+        }
+        if self.eat_word("includes") || self.eat_word("contains") {
+            let right = self.operand()?;
+            return Ok(wrap(
+                json!({"op": "includes", "left": left, "right": right}),
+            ));
+        }
         let op = match &self.peek().tok {
             Tok::Sym("=" | "==") => "eq",
             Tok::Sym("!=" | "<>") => "ne",
@@ -403,7 +457,7 @@ impl Parser {
             Tok::Word(w)
                 if matches!(
                     w.to_ascii_lowercase().as_str(),
-                    "in" | "like" | "ilike" | "match" | "includes" | "contains" | "between"
+                    "like" | "ilike" | "match" | "between"
                 ) =>
             {
                 let w = w.to_ascii_uppercase();
@@ -435,11 +489,17 @@ impl Parser {
                 self.at += 1;
                 Ok(json!({"op": "literal", "value": null}))
             }
-            Tok::Word(_) | Tok::Quoted(_) => {
+            Tok::DoubleQuoted(s)
+                if self.toks.get(self.at + 1).map(|t| &t.tok) != Some(&Tok::Sym(".")) =>
+            {
+                self.at += 1;
+                Ok(json!({"op": "literal", "value": s}))
+            }
+            Tok::Word(_) | Tok::Quoted(_) | Tok::DoubleQuoted(_) => {
                 let mut path = Vec::new();
                 loop {
                     match self.next().tok {
-                        Tok::Word(w) | Tok::Quoted(w) => path.push(w),
+                        Tok::Word(w) | Tok::Quoted(w) | Tok::DoubleQuoted(w) => path.push(w),
                         _ => return self.expected("a field name"),
                     }
                     if self.peek().tok == Tok::Sym("(") {
@@ -602,6 +662,30 @@ mod tests {
     }
 
     #[test]
+    fn in_and_includes() {
+        let q = parse(
+            "from: dataset('d') | filter: a IN ('x', 2, null) and tags not includes 'bad' \
+             and b not in (1) and c contains 'sub'",
+        )
+        .unwrap();
+        let f = &q["filter"]["children"];
+        assert_eq!(
+            f[0],
+            json!({"op": "in", "left": {"op": "ident", "name": ["a"]},
+                   "right": {"op": "literal", "value": ["x", 2, null]}})
+        );
+        assert_eq!(f[1]["op"], "not");
+        assert_eq!(f[1]["expr"]["op"], "includes");
+        assert_eq!(f[2]["expr"]["op"], "in");
+        assert_eq!(f[3]["op"], "includes");
+        let many = format!(
+            "from: dataset('d') | filter: a in ({})",
+            vec!["1"; 1001].join(", ")
+        );
+        assert!(parse(&many).unwrap_err().message.contains("at most 1000"));
+    }
+
+    #[test]
     fn literals_and_operators() {
         let q = parse(
             "from: experiment('e') | filter: not (a != -3) and b <> 'it''s' and c >= 1e3 \
@@ -651,8 +735,12 @@ mod tests {
                 "function `lower`",
             ),
             (
-                "SELECT * FROM dataset('d') WHERE a IN ('x')",
-                "`IN` is not supported",
+                "SELECT * FROM dataset('d') WHERE a IN (b)",
+                "IN lists only literals",
+            ),
+            (
+                "SELECT * FROM dataset('d') WHERE a IN ()",
+                "expected a field or a literal",
             ),
             (
                 "SELECT * FROM dataset('d') WHERE a LIKE 'x%'",
@@ -692,22 +780,31 @@ mod tests {
     fn hostile_names_and_literals_stay_data() {
         let q = parse(
             "SELECT * FROM dataset('x''); DROP TABLE rows; --') \
-             WHERE \"a\"\"; DELETE FROM rows\" = '\\' -- trailing comment",
+             WHERE `a``; DELETE FROM rows`.\"b\"\"c\" = '\\' -- trailing comment",
         )
         .unwrap();
         assert_eq!(q["from"]["args"][0]["value"], "x'); DROP TABLE rows; --");
         assert_eq!(
             q["filter"]["left"]["name"],
-            json!(["a\"; DELETE FROM rows"])
+            json!(["a`; DELETE FROM rows", "b\"c"])
         );
         assert_eq!(q["filter"]["right"]["value"], "\\");
+        // `"..."` standing alone is a string, as in `metadata.model = "gpt-4"`.
+        let q = parse("from: dataset('d') | filter: metadata.model = \"gpt-4\"").unwrap();
+        assert_eq!(
+            q["filter"]["right"],
+            json!({"op": "literal", "value": "gpt-4"})
+        );
     }
 
     /// A million generated inputs, mixing the grammar's tokens with noise: none panics, and
     /// every error points inside the text.
     #[test]
     fn a_million_generated_inputs_never_panic() {
-        const PIECES: [&str; 40] = [
+        const PIECES: [&str; 43] = [
+            "in",
+            "includes",
+            "contains",
             "select",
             "SELECT",
             "from",

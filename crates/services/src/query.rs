@@ -14,6 +14,7 @@ use crate::{Result, ServiceError, Services};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use holdfast_core::authz::{ObjectPass, Permission, Principal};
+use holdfast_core::btql;
 use holdfast_core::object::ObjectType;
 use holdfast_core::summary::{self, Entry};
 use holdfast_core::xact::XactId;
@@ -59,6 +60,11 @@ enum Filter {
     Not(Box<Filter>),
     Cmp(CmpOp, Operand, Operand),
     IsNull(Operand, bool),
+    /// The value is one of the listed literals.
+    In(Operand, Vec<Value>),
+    /// An array holding the value, an object holding it as a value, or a string holding it
+    /// as a substring.
+    Includes(Operand, Operand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,6 +139,18 @@ fn parse_filter(v: &Value, depth: usize) -> Result<Filter> {
             depth + 1,
         )?)),
         "isnull" | "isnotnull" => Filter::IsNull(side("expr")?, op == "isnull"),
+        "in" => match side("right")? {
+            Operand::Literal(Value::Array(values)) if values.len() <= btql::MAX_IN_VALUES => {
+                Filter::In(side("left")?, values)
+            }
+            _ => {
+                return Err(ServiceError::bad(format!(
+                    "btql `in` needs a literal array of at most {} values as `right`",
+                    btql::MAX_IN_VALUES
+                )));
+            }
+        },
+        "includes" => Filter::Includes(side("left")?, side("right")?),
         "eq" | "ne" | "gt" | "ge" | "lt" | "le" => {
             let cmp = match op {
                 "eq" => CmpOp::Eq,
@@ -181,6 +199,18 @@ fn matches(f: &Filter, row: &Map<String, Value>) -> bool {
         Filter::Or(cs) => cs.iter().any(|c| matches(c, row)),
         Filter::Not(c) => !matches(c, row),
         Filter::IsNull(o, want_null) => resolve(row, o).is_none_or(Value::is_null) == *want_null,
+        Filter::In(o, values) => resolve(row, o).is_some_and(|v| values.contains(v)),
+        Filter::Includes(haystack, needle) => {
+            let (Some(h), Some(n)) = (resolve(row, haystack), resolve(row, needle)) else {
+                return false;
+            };
+            match (h, n) {
+                (Value::Array(a), n) => a.contains(n),
+                (Value::Object(m), n) => m.values().any(|v| v == n),
+                (Value::String(s), Value::String(n)) => s.contains(n.as_str()),
+                _ => false,
+            }
+        }
         Filter::Cmp(op, l, r) => {
             let (Some(a), Some(b)) = (resolve(row, l), resolve(row, r)) else {
                 return false;

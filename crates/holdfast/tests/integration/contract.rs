@@ -373,6 +373,7 @@ async fn text_queries(backend: Backend) {
     let events: Vec<Value> = (0..6)
         .map(|i| {
             json!({"id": format!("r{i}"), "input": format!("q{i}"), "expected": i,
+                   "tags": [format!("t{}", i % 2)],
                    "metadata": {"user_id": format!("u-{}", i % 3), "n": i}})
         })
         .collect();
@@ -421,6 +422,24 @@ async fn text_queries(backend: Backend) {
             .ok("POST", "/btql", Some(json!({"query": text})))
             .await;
         assert_eq!(ids(&reply), ["r1", "r4"], "{text}");
+    }
+    for (filter, want) in [
+        ("tags includes 't1'", vec!["r1", "r3", "r5"]),
+        (
+            "metadata.user_id IN ('u-0', 'u-2') AND metadata.n NOT IN (0)",
+            vec!["r2", "r3", "r5"],
+        ),
+        (
+            "input contains '4' or tags not contains 't0'",
+            vec!["r1", "r3", "r4", "r5"],
+        ),
+        ("metadata.user_id = \"u-1\"", vec!["r1", "r4"]),
+    ] {
+        let text = format!("SELECT * FROM dataset('{ds}') WHERE {filter}");
+        let reply = server
+            .ok("POST", "/btql", Some(json!({"query": text})))
+            .await;
+        assert_eq!(ids(&reply), want, "{text}");
     }
     // Paging through a text query: LIMIT, then OFFSET with the cursor it returned.
     let first = server
