@@ -310,6 +310,33 @@ fn cases(w: &World) -> Vec<Case> {
         Fresh::None,
         read_a,
     );
+    // Text queries are decided as the structured form is.
+    let text = |q: String| Some(json!({ "query": q }));
+    add(
+        "POST",
+        "/btql".into(),
+        text(format!(
+            "SELECT * FROM dataset('{da}') WHERE input IS NOT NULL LIMIT 10"
+        )),
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        "/btql".into(),
+        text(format!("select: * | from: experiment('{eb}') | limit: 10")),
+        Fresh::None,
+        read_b,
+    );
+    add(
+        "POST",
+        "/btql".into(),
+        text(format!(
+            "SELECT * FROM project_logs('{pa}') WHERE tags INCLUDES 'x'"
+        )),
+        Fresh::None,
+        read_a,
+    );
     // Registering an existing project needs read, or create (an ingest key); the foreign
     // owner gets a project of their own.
     add(
