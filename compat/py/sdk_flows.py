@@ -300,6 +300,7 @@ def test_external_attachment():
     for other, status in [("http://169.254.169.254/latest/meta-data/", 400),
                           ("https://example.com/report.txt", 400),
                           ("s3://another-bucket/report.txt", 400),
+                          ("s3://team-files/outside-the-prefix.txt", 400),
                           (bucket_dir + "/never-logged.txt", 404)]:
         r = requests.get(URL + "/attachment", headers=HDR, params={"url": other}, timeout=30)
         check(r.status_code == status, f"{other}: {r.status_code} {r.text}")

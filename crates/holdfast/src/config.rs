@@ -73,6 +73,10 @@ pub struct Settings {
     /// read with the same region, endpoint and credentials as `s3_*`. Unset: external
     /// attachments do not resolve. No other URL is ever fetched.
     pub external_attachments_bucket: Option<String>,
+    /// The prefix an organization's objects there must have; `{org_id}` stands for the
+    /// organization's id. The default keeps organizations from naming each other's objects;
+    /// a server of one organization may set `""` to open the whole bucket to it.
+    pub external_attachments_prefix: String,
     /// Serve HTTPS with this certificate chain and private key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -122,6 +126,7 @@ impl Default for Settings {
             s3_sse: "AES256".into(),
             s3_sse_kms_key_id: None,
             external_attachments_bucket: None,
+            external_attachments_prefix: "{org_id}/".into(),
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
@@ -284,6 +289,16 @@ impl CommonArgs {
         }
         if settings.external_attachments_bucket.is_some() && settings.s3_region.is_none() {
             bail!("invalid setting: external_attachments_bucket needs s3_region");
+        }
+        if settings
+            .external_attachments_prefix
+            .replace("{org_id}", "")
+            .contains(['{', '}'])
+        {
+            bail!(
+                "invalid setting: external_attachments_prefix may hold only the placeholder {{org_id}} (got {:?})",
+                settings.external_attachments_prefix
+            );
         }
         if settings.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(

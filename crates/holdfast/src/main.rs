@@ -463,14 +463,17 @@ async fn open(settings: &Settings) -> Result<Services> {
         ),
     };
     let blobs = match (&settings.external_attachments_bucket, &settings.s3_region) {
-        (Some(bucket), Some(region)) => blobs.with_external(S3::new(S3Config {
-            bucket: bucket.clone(),
-            prefix: String::new(),
-            region: region.clone(),
-            endpoint: settings.s3_endpoint.clone(),
-            sse: Sse::S3,
-            credentials: aws_credentials(region)?,
-        })?),
+        (Some(bucket), Some(region)) => blobs.with_external(
+            S3::new(S3Config {
+                bucket: bucket.clone(),
+                prefix: String::new(),
+                region: region.clone(),
+                endpoint: settings.s3_endpoint.clone(),
+                sse: Sse::S3,
+                credentials: aws_credentials(region)?,
+            })?,
+            settings.external_attachments_prefix.clone(),
+        ),
         _ => blobs,
     };
     blobs.check_shared_keys().await?;

@@ -271,9 +271,10 @@ impl Services {
         Ok(json!({"downloadUrl": url, "status": rec.status}))
     }
 
-    /// An external attachment: only `s3://<bucket>/<object>` in the bucket configured for
-    /// them, and only when a row the caller may read references that URL. The server never
-    /// fetches anything else; the object is read when the signed URL is used.
+    /// An external attachment: only `s3://<bucket>/<prefix><object>` in the bucket configured
+    /// for them, under the caller's organization's prefix, and only when a row the caller may
+    /// read references that URL. The server never fetches anything else; the object is read
+    /// when the signed URL is used.
     async fn external_download(
         &self,
         principal: &Principal,
@@ -281,7 +282,7 @@ impl Services {
         content_type: Option<&str>,
         base_url: &str,
     ) -> Result<Value> {
-        let Some(bucket) = self.blobs.external_bucket() else {
+        let Some((bucket, prefix)) = self.blobs.external_bucket(&principal.org_id) else {
             return Err(ServiceError::field(
                 "url",
                 "external attachments are not enabled on this server \
@@ -291,14 +292,19 @@ impl Services {
         let object = url
             .strip_prefix("s3://")
             .and_then(|rest| rest.split_once('/'))
-            .filter(|(b, o)| *b == bucket && !o.is_empty() && url.len() <= MAX_EXTERNAL_URL)
+            .filter(|(b, o)| {
+                *b == bucket
+                    && o.len() > prefix.len()
+                    && o.starts_with(prefix.as_str())
+                    && url.len() <= MAX_EXTERNAL_URL
+            })
             .map(|(_, o)| o)
             .ok_or_else(|| {
                 ServiceError::field(
                     "url",
                     format!(
-                        "only URLs of the form s3://{bucket}/<object> (at most \
-                         {MAX_EXTERNAL_URL} characters) resolve here"
+                        "only URLs of the form s3://{bucket}/{prefix}<object> (at most \
+                         {MAX_EXTERNAL_URL} characters) resolve for this organization"
                     ),
                 )
             })?;

@@ -106,7 +106,8 @@ enum Backend {
 pub struct BlobStore {
     backend: Backend,
     /// The bucket `ExternalAttachment` references may resolve in, when one is configured.
-    external: Option<crate::s3::S3>,
+    /// With the prefix its objects must have, `{org_id}` standing for the organization.
+    external: Option<(crate::s3::S3, String)>,
     signing_key: SecretBox<[u8; 32]>,
     /// Encrypts blobs at rest when set (shared with the threads that open downloads).
     at_rest: Option<std::sync::Arc<holdfast_crypto::DataKey>>,
@@ -149,21 +150,26 @@ impl BlobStore {
         }
     }
 
-    /// Lets `ExternalAttachment` references to objects in `bucket` resolve (read only).
+    /// Lets `ExternalAttachment` references to objects in `bucket` resolve (read only), for
+    /// an organization only under `prefix` (`{org_id}` in it stands for the organization's
+    /// id), so that no organization can name another's objects.
     #[must_use]
-    pub fn with_external(mut self, bucket: crate::s3::S3) -> Self {
-        self.external = Some(bucket);
+    pub fn with_external(mut self, bucket: crate::s3::S3, prefix: String) -> Self {
+        self.external = Some((bucket, prefix));
         self
     }
 
-    /// The bucket external attachments resolve in, if any.
-    pub fn external_bucket(&self) -> Option<&str> {
-        self.external.as_ref().map(crate::s3::S3::bucket)
+    /// The bucket external attachments resolve in, and the prefix an organization's objects
+    /// there have; `None` when none is configured.
+    pub fn external_bucket(&self, org_id: &str) -> Option<(&str, String)> {
+        self.external
+            .as_ref()
+            .map(|(s3, prefix)| (s3.bucket(), prefix.replace("{org_id}", org_id)))
     }
 
     /// The size of object `key` in the external bucket; `None` when it is missing.
     pub async fn external_size(&self, key: &str) -> Result<Option<u64>> {
-        let s3 = self.external.as_ref().ok_or_else(no_external)?;
+        let (s3, _) = self.external.as_ref().ok_or_else(no_external)?;
         s3.size_of(key).await
     }
 
@@ -402,7 +408,7 @@ impl BlobStore {
         max: u64,
     ) -> Result<tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>> {
         if kind == BlobKind::External {
-            let s3 = self.external.as_ref().ok_or_else(no_external)?;
+            let (s3, _) = self.external.as_ref().ok_or_else(no_external)?;
             return s3.get_stream(key, max).await;
         }
         let name = Self::name(org_id, kind, key)?;

@@ -71,6 +71,11 @@ impl TeamBucket {
                 "HOLDFAST_EXTERNAL_ATTACHMENTS_BUCKET",
                 "team-files".to_owned(),
             ),
+            // One organization: its objects live under `reports/`.
+            (
+                "HOLDFAST_EXTERNAL_ATTACHMENTS_PREFIX",
+                "reports/".to_owned(),
+            ),
             ("HOLDFAST_S3_REGION", "us-east-1".to_owned()),
             ("HOLDFAST_S3_ENDPOINT", moto.endpoint.clone()),
             ("AWS_ACCESS_KEY_ID", "testing".to_owned()),

@@ -552,6 +552,89 @@ pub async fn object_names(http: &reqwest::Client, bucket: &str) -> Vec<String> {
         .collect()
 }
 
+/// External attachments under the default prefix (`{org_id}/`): an organization resolves
+/// objects under its own id only, never another organization's, whatever its rows reference.
+async fn external_attachments_stay_in_their_organization(backend: Backend) {
+    let moto = Moto::start();
+    moto.create_bucket("team-files").await;
+    let env = [
+        ("HOLDFAST_EXTERNAL_ATTACHMENTS_BUCKET", "team-files"),
+        ("HOLDFAST_S3_REGION", "us-east-1"),
+        ("HOLDFAST_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let server = Server::start_with(backend, &env).await;
+    let other_key = server.cli_line(&["org", "create", "other", "--owner", "eve@other.test"]);
+    let mut orgs = Vec::new();
+    for key in [server.key.clone(), other_key.clone()] {
+        let (s, login) = server
+            .call("POST", "/api/apikey/login", Some(&key), None)
+            .await;
+        assert_eq!(s, 200, "{login}");
+        orgs.push(login["org_info"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let (mine, theirs) = (&orgs[0], &orgs[1]);
+    let s3 = moto.s3("team-files");
+    s3.put(&format!("{mine}/a.txt"), b"ours".to_vec())
+        .await
+        .unwrap();
+    s3.put(&format!("{theirs}/b.txt"), b"theirs".to_vec())
+        .await
+        .unwrap();
+    let ours = format!("s3://team-files/{mine}/a.txt");
+    let foreign = format!("s3://team-files/{theirs}/b.txt");
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "files"})))
+        .await;
+    let reference = |url: &str| {
+        json!({"type": "external_attachment", "url": url,
+                                       "filename": "f.txt", "content_type": "text/plain"})
+    };
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(
+                json!({"rows": [{"id": "refs", "project_id": project["id"], "log_id": "g",
+                                   "input": {"a": reference(&ours), "b": reference(&foreign)}}]}),
+            ),
+        )
+        .await;
+    let resolved = server
+        .ok("GET", &format!("/attachment?url={ours}"), None)
+        .await;
+    assert_eq!(resolved["status"]["upload_status"], "done", "{resolved}");
+    let got = crate::harness::client()
+        .get(resolved["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"ours");
+    // The other organization's object: refused, though a row the caller reads names it.
+    let (s, b) = server
+        .call(
+            "GET",
+            &format!("/attachment?url={foreign}"),
+            Some(&server.key.clone()),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    assert_eq!(b["error"]["field"], "url", "{b}");
+    // And the other organization cannot resolve the first one's.
+    let (s, b) = server
+        .call(
+            "GET",
+            &format!("/attachment?url={ours}"),
+            Some(&other_key),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+}
+
 /// Attachments and overflow batches in an S3 bucket (moto's S3 server): every object is
 /// written with server-side encryption and confirmed so, holds no plaintext (it is sealed
 /// with the storage key too), and round-trips through signed URLs.
@@ -909,7 +992,13 @@ async fn readiness_names_the_failed_check() {
 
 mod run {
     use super::backends;
-    on_all_backends!(provider_secrets, rotation, aws_kms, s3_blobs);
+    on_all_backends!(
+        provider_secrets,
+        rotation,
+        aws_kms,
+        s3_blobs,
+        external_attachments_stay_in_their_organization
+    );
 }
 
 /// A local stand-in for GCP Cloud KMS, Azure Key Vault and Vault transit, speaking the part
