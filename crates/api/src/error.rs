@@ -68,6 +68,8 @@ error_codes! {
         "The organization's storage quota is used up.";
     UnsupportedMediaType = "unsupported_media_type", 415,
         "The body's content type or encoding is not one the route takes.";
+    QueryTimeout = "query_timeout", 422,
+        "A query ran past the server's per-query time limit; narrow it (a filter on `root_span_id`, a smaller object).";
     RateLimited = "rate_limited", 429,
         "Too many requests in flight for this key; retry after `Retry-After` seconds.";
     Internal = "internal", 500,

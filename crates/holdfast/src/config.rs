@@ -32,6 +32,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub header_read_timeout_secs: u64,
     pub body_read_timeout_secs: u64,
+    /// How long one query (`/btql`, `fetch`) may read, in milliseconds.
+    pub query_timeout_ms: u64,
     /// Bytes of request bodies held in memory at once, and requests one key may have in
     /// flight.
     pub max_inflight_body_bytes: usize,
@@ -107,6 +109,7 @@ impl Default for Settings {
             max_connections: 1024,
             header_read_timeout_secs: 30,
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            query_timeout_ms: u64::try_from(limits.query_timeout.as_millis()).unwrap_or(u64::MAX),
             max_inflight_body_bytes: limits.max_inflight_body_bytes,
             max_requests_per_key: limits.max_requests_per_key,
             encrypt_at_rest: true,
@@ -219,6 +222,7 @@ impl CommonArgs {
                 settings.header_read_timeout_secs,
             ),
             ("body_read_timeout_secs", settings.body_read_timeout_secs),
+            ("query_timeout_ms", settings.query_timeout_ms),
             ("max_requests_per_key", settings.max_requests_per_key as u64),
         ] {
             if value == 0 {
@@ -324,6 +328,7 @@ impl Settings {
             body_read_timeout: std::time::Duration::from_secs(self.body_read_timeout_secs),
             max_inflight_body_bytes: self.max_inflight_body_bytes,
             max_requests_per_key: self.max_requests_per_key,
+            query_timeout: std::time::Duration::from_millis(self.query_timeout_ms),
         }
     }
 

@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// A request body did not arrive in time.
     #[error("{0}")]
     Timeout(String),
+    /// A query ran past the per-query time limit.
+    #[error("{0}")]
+    QueryTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -92,6 +95,7 @@ impl ServiceError {
             Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::Busy(_) => ErrorCode::ServerBusy,
             Self::Timeout(_) => ErrorCode::BodyTimeout,
+            Self::QueryTimeout(_) => ErrorCode::QueryTimeout,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

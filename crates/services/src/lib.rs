@@ -56,6 +56,8 @@ pub struct Limits {
     pub max_inflight_body_bytes: usize,
     /// Requests one API key may have in flight at once.
     pub max_requests_per_key: usize,
+    /// How long one query (`/btql`, `fetch`) may read before it is stopped.
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -71,6 +73,7 @@ impl Default for Limits {
             body_read_timeout: std::time::Duration::from_secs(60),
             max_inflight_body_bytes: 256 * 1024 * 1024,
             max_requests_per_key: 128,
+            query_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

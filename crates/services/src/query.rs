@@ -382,7 +382,15 @@ impl Services {
             .as_ref()
             .and_then(|f| equality_on(f, "root_span_id"));
         let mut out = Vec::new();
+        let started = std::time::Instant::now();
         loop {
+            if started.elapsed() > self.limits.query_timeout {
+                return Err(ServiceError::QueryTimeout(format!(
+                    "the query read for longer than the limit of {} ms without filling a \
+                     page; narrow its filter",
+                    self.limits.query_timeout.as_millis()
+                )));
+            }
             let q = RowQuery {
                 as_of: Some(version),
                 after_row_id: after.clone(),

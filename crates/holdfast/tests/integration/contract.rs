@@ -518,9 +518,49 @@ async fn text_queries(backend: Backend) {
     assert_error(s, &b, 404, "not_found");
 }
 
+/// A query that reads past `query_timeout_ms` is stopped with `query_timeout`, and the server
+/// goes on answering.
+async fn queries_have_a_time_limit(backend: Backend) {
+    let server = Server::start_with(backend, &[("HOLDFAST_QUERY_TIMEOUT_MS", "1")]).await;
+    let ds = server.new_dataset("slow", "d").await;
+    let events: Vec<Value> = (0..300)
+        .map(|i| json!({"id": format!("r{i:03}"), "input": i}))
+        .collect();
+    server
+        .ok(
+            "POST",
+            &format!("/v1/dataset/{ds}/insert"),
+            Some(json!({"events": events})),
+        )
+        .await;
+    // Nothing matches, one row per page: 300 page reads, far past 1 ms.
+    let query = format!("SELECT * FROM dataset('{ds}') WHERE input = 'none' LIMIT 1");
+    let (s, b) = server
+        .call(
+            "POST",
+            "/btql",
+            Some(&server.key.clone()),
+            Some(json!({ "query": query })),
+        )
+        .await;
+    assert_error(s, &b, 422, "query_timeout");
+    let (s, _) = server.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    // A query that fills its page at once is not affected.
+    let first = server
+        .ok(
+            "POST",
+            "/btql",
+            Some(json!({"query": format!("SELECT * FROM dataset('{ds}') LIMIT 5")})),
+        )
+        .await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 5);
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
+        queries_have_a_time_limit,
         text_queries,
         insert_functions,
         openapi_describes_every_route,
