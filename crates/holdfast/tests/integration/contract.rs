@@ -364,6 +364,18 @@ async fn insert_functions(backend: Backend) {
     );
 }
 
+/// `POST /btql` with a text query, as the owner.
+async fn btql_text(server: &Server, text: &str) -> (u16, Value) {
+    server
+        .call(
+            "POST",
+            "/btql",
+            Some(&server.key),
+            Some(json!({ "query": text })),
+        )
+        .await
+}
+
 /// `/btql` answers text queries (BTQL pipe syntax and SQL) as it answers the structured form,
 /// and a malformed or unsupported query is a 400 that says where and what.
 async fn text_queries(backend: Backend) {
@@ -491,14 +503,7 @@ async fn text_queries(backend: Backend) {
             "unexpected character ';'",
         ),
     ] {
-        let (s, b) = server
-            .call(
-                "POST",
-                "/btql",
-                Some(&server.key.clone()),
-                Some(json!({"query": text})),
-            )
-            .await;
+        let (s, b) = btql_text(&server, &text).await;
         assert_error(s, &b, 400, "invalid_field");
         assert_eq!(b["error"]["field"], "query", "{b}");
         assert!(
@@ -506,15 +511,12 @@ async fn text_queries(backend: Backend) {
             "{text}: {b}"
         );
     }
-    // Another organization's or a missing object is a 404, as for the structured form.
-    let (s, b) = server
-        .call(
-            "POST",
-            "/btql",
-            Some(&server.key.clone()),
-            Some(json!({"query": "SELECT * FROM dataset('00000000-0000-0000-0000-000000000000')"})),
-        )
-        .await;
+    // A missing object is a 404, as for the structured form.
+    let (s, b) = btql_text(
+        &server,
+        "SELECT * FROM dataset('00000000-0000-0000-0000-000000000000')",
+    )
+    .await;
     assert_error(s, &b, 404, "not_found");
 }
 
@@ -535,14 +537,7 @@ async fn queries_have_a_time_limit(backend: Backend) {
         .await;
     // Nothing matches, one row per page: 300 page reads, far past 1 ms.
     let query = format!("SELECT * FROM dataset('{ds}') WHERE input = 'none' LIMIT 1");
-    let (s, b) = server
-        .call(
-            "POST",
-            "/btql",
-            Some(&server.key.clone()),
-            Some(json!({ "query": query })),
-        )
-        .await;
+    let (s, b) = btql_text(&server, &query).await;
     assert_error(s, &b, 422, "query_timeout");
     let (s, _) = server.call("GET", "/healthz", None, None).await;
     assert_eq!(s, 200);
