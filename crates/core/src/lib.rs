@@ -7,5 +7,6 @@ pub mod btql;
 pub mod clock;
 pub mod merge;
 pub mod object;
+pub mod qexpr;
 pub mod summary;
 pub mod xact;

@@ -12,7 +12,7 @@ const COUNTER_MASK: u64 = (1 << 48) - 1;
 const COPRIME: u64 = 205_891_132_094_649;
 const COPRIME_INVERSE: u64 = 1_522_336_535_492_693_385;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct XactId(u64);
 
 impl XactId {

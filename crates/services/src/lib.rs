@@ -7,6 +7,7 @@ pub mod admin;
 pub mod attachments;
 pub mod audit;
 pub mod blobs;
+pub mod btql;
 pub mod error;
 pub mod export;
 pub mod health;
@@ -143,6 +144,13 @@ impl Services {
 
     pub fn now(&self) -> String {
         format_timestamp(self.clock.now())
+    }
+
+    /// What query expressions read besides rows (`now()`).
+    pub fn query_context(&self) -> holdfast_core::qexpr::Context {
+        holdfast_core::qexpr::Context {
+            now: self.clock.now(),
+        }
     }
 }
 

@@ -136,8 +136,8 @@ async fn errors_name_the_field(backend: Backend) {
         .await;
     assert_error(s, &b, 400, "invalid_field");
     assert_eq!(b["error"]["field"], "events[1]", "{b}");
-    // A query clause that is not applied is refused, never dropped.
-    for clause in ["sort", "measures", "dimensions"] {
+    // A query clause that is not applied is refused, never dropped; a malformed one is named.
+    for clause in ["order_by", "measures", "dimensions"] {
         let mut query = json!({"from": {"op": "function", "name": {"op": "ident", "name": ["dataset"]},
                                         "args": [{"op": "literal", "value": ds}]}});
         query[clause] = json!([{"expr": {"op": "ident", "name": ["created"]}}]);
@@ -491,12 +491,12 @@ async fn text_queries(backend: Backend) {
             "line 2, column 19",
         ),
         (
-            format!("SELECT * FROM dataset('{ds}') ORDER BY created"),
-            "ORDER is not supported",
+            format!("SELECT * FROM dataset('{ds}') GROUP BY created"),
+            "SELECT * cannot be grouped",
         ),
         (
-            format!("select: * | from: dataset('{ds}') | sort: created"),
-            "`sort` clause",
+            format!("select: * | from: dataset('{ds}') | order: created"),
+            "`order` clause",
         ),
         (
             "SELECT * FROM dataset('nope') WHERE a = 1; DELETE FROM rows".to_owned(),
@@ -525,8 +525,8 @@ async fn text_queries(backend: Backend) {
 async fn queries_have_a_time_limit(backend: Backend) {
     let server = Server::start_with(backend, &[("HOLDFAST_QUERY_TIMEOUT_MS", "1")]).await;
     let ds = server.new_dataset("slow", "d").await;
-    let events: Vec<Value> = (0..300)
-        .map(|i| json!({"id": format!("r{i:03}"), "input": i}))
+    let events: Vec<Value> = (0..2500)
+        .map(|i| json!({"id": format!("r{i:04}"), "input": i}))
         .collect();
     server
         .ok(
@@ -535,7 +535,7 @@ async fn queries_have_a_time_limit(backend: Backend) {
             Some(json!({"events": events})),
         )
         .await;
-    // Nothing matches, one row per page: 300 page reads, far past 1 ms.
+    // Nothing matches: three pages of 1,000 rows are read, far past 1 ms.
     let query = format!("SELECT * FROM dataset('{ds}') WHERE input = 'none' LIMIT 1");
     let (s, b) = btql_text(&server, &query).await;
     assert_error(s, &b, 422, "query_timeout");

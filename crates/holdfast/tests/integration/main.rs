@@ -35,4 +35,5 @@ mod export;
 mod hardening;
 mod harness;
 mod operations;
+mod query;
 mod secrets;

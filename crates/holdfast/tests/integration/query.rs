@@ -1,0 +1,781 @@
+//! The query engine's conformance table: queries in SQL, BTQL and the structured form over a
+//! fixed set of traces, each with the answer it must give, on every backend.
+
+use crate::harness::{Backend, Server, assert_error, backends};
+use serde_json::{Value, json};
+
+/// What a query must answer.
+enum Want {
+    /// These row ids, in any order.
+    Ids(&'static [&'static str]),
+    /// These row ids, in this order.
+    Ordered(&'static [&'static str]),
+    /// Exactly these rows (numbers compared to 1e-9).
+    Rows(Value),
+    /// A 400 whose message holds this text.
+    Error(&'static str),
+}
+use Want::*;
+
+/// Four traces in one project's logs (`P`) and one in another's (`Q`).
+fn fixture(p: &str, q: &str) -> Vec<Value> {
+    let span = |id: &str, root: &str, parent: Option<&str>, created: &str, extra: Value| {
+        let mut row = json!({
+            "id": id, "span_id": id, "root_span_id": root,
+            "span_parents": parent.map_or(json!([]), |p| json!([p])),
+            "created": created, "project_id": p, "log_id": "g",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            row[k] = v.clone();
+        }
+        row
+    };
+    vec![
+        span(
+            "a0",
+            "a0",
+            None,
+            "2026-01-01T10:00:00.000000Z",
+            json!({
+            "metadata": {"user_id": "u-1", "model": "gpt-4", "n": 1}, "scores": {"f": 0.9},
+            "input": {"messages": [{"role": "user", "content": "Tell me about zebras"}]},
+            "output": "Zebras are striped", "tags": ["good"],
+            "metrics": {"start": 100.0, "end": 103.0},
+            "span_attributes": {"name": "chat", "type": "task"}}),
+        ),
+        span(
+            "a1",
+            "a0",
+            Some("a0"),
+            "2026-01-01T10:00:01.000000Z",
+            json!({
+            "metadata": {"user_id": "u-1"}, "input": "prompt about zebras",
+            "output": "Zebras are striped horses",
+            "metrics": {"start": 100.5, "end": 102.5, "prompt_tokens": 10, "completion_tokens": 5},
+            "span_attributes": {"name": "llm", "type": "llm"}}),
+        ),
+        span(
+            "a2",
+            "a0",
+            Some("a0"),
+            "2026-01-01T10:00:02.000000Z",
+            json!({
+            "metadata": {"user_id": "u-1"}, "scores": {"f": 0.7, "g": 1},
+            "span_attributes": {"name": "score", "type": "score"}}),
+        ),
+        span(
+            "b0",
+            "b0",
+            None,
+            "2026-01-01T10:30:00.000000Z",
+            json!({
+            "metadata": {"user_id": "u-2", "model": "gpt-3.5", "n": 2}, "scores": {"f": 0.2},
+            "input": "What is 2+2?", "output": "5", "tags": ["bad"],
+            "metrics": {"start": 200.0, "end": 201.0},
+            "span_attributes": {"name": "chat", "type": "task"}}),
+        ),
+        span(
+            "b1",
+            "b0",
+            Some("b0"),
+            "2026-01-01T10:30:01.000000Z",
+            json!({
+            "metadata": {"user_id": "u-2"}, "error": "rate limited", "input": "2+2",
+            "metrics": {"start": 200.2, "end": 200.9, "prompt_tokens": 4, "completion_tokens": 1},
+            "span_attributes": {"name": "llm", "type": "llm"}}),
+        ),
+        span(
+            "c0",
+            "c0",
+            None,
+            "2026-01-01T11:30:00.000000Z",
+            json!({
+            "metadata": {"user_id": "u-1", "model": "claude", "n": 3}, "scores": {"f": 0.5},
+            "input": "hello world", "output": "Hello, World!", "tags": ["good", "short"],
+            "metrics": {"start": 300.0, "end": 300.5},
+            "span_attributes": {"name": "chat", "type": "task"}}),
+        ),
+        span(
+            "d0",
+            "d0",
+            None,
+            "2026-01-02T09:00:00.000000Z",
+            json!({
+            "metadata": {"user_id": "u-3", "n": 4}, "input": "Rare word xylophone here",
+            "tags": [], "metrics": {"start": 400.0, "end": 410.0},
+            "span_attributes": {"name": "batch", "type": "task"}}),
+        ),
+        span(
+            "d1",
+            "d0",
+            Some("d0"),
+            "2026-01-02T09:00:01.000000Z",
+            json!({
+            "metadata": {"user_id": "u-3"}, "output": "first",
+            "span_attributes": {"type": "function"}}),
+        ),
+        span(
+            "d2",
+            "d0",
+            Some("d0"),
+            "2026-01-02T09:00:02.000000Z",
+            json!({
+            "metadata": {"raw": "{\"k\": 5}"}, "output": "second", "scores": {"f": 0.4}}),
+        ),
+        span(
+            "d3",
+            "d0",
+            Some("d1"),
+            "2026-01-02T09:00:03.000000Z",
+            json!({
+            "output": "third 50% done", "error": "boom"}),
+        ),
+        {
+            let mut e = span(
+                "e0",
+                "e0",
+                None,
+                "2026-01-03T00:00:00.000000Z",
+                json!({
+                "metadata": {"user_id": "u-1", "model": "gpt-4"},
+                "input": "other project zebra", "scores": {"f": 1.0}}),
+            );
+            e["project_id"] = json!(q);
+            e
+        },
+    ]
+}
+
+/// Filters, each asked in SQL and in BTQL over project P.
+fn filters() -> Vec<(&'static str, Want)> {
+    vec![
+        ("metadata.user_id = 'u-1'", Ids(&["a0", "a1", "a2", "c0"])),
+        ("metadata.user_id != 'u-1'", Ids(&["b0", "b1", "d0", "d1"])),
+        ("metadata.user_id <> 'u-1'", Ids(&["b0", "b1", "d0", "d1"])),
+        (
+            "metadata.model IS NULL",
+            Ids(&["a1", "a2", "b1", "d0", "d1", "d2", "d3"]),
+        ),
+        ("metadata.model IS NOT NULL", Ids(&["a0", "b0", "c0"])),
+        ("scores.f > 0.5", Ids(&["a0", "a2"])),
+        ("scores.f >= 0.5", Ids(&["a0", "a2", "c0"])),
+        ("scores.f < 0.5", Ids(&["b0", "d2"])),
+        ("scores.f <= 0.2", Ids(&["b0"])),
+        ("scores.f BETWEEN 0.4 AND 0.7", Ids(&["a2", "c0", "d2"])),
+        ("scores.f NOT BETWEEN 0.4 AND 0.7", Ids(&["a0", "b0"])),
+        ("metadata.n IN (1, 3)", Ids(&["a0", "c0"])),
+        ("metadata.n NOT IN (1, 3)", Ids(&["b0", "d0"])),
+        ("metadata.model LIKE 'gpt%'", Ids(&["a0", "b0"])),
+        ("metadata.model NOT LIKE 'gpt%'", Ids(&["c0"])),
+        ("metadata.model LIKE 'gpt-_'", Ids(&["a0"])),
+        ("output ILIKE '%world%'", Ids(&["c0"])),
+        ("output LIKE '%World%'", Ids(&["c0"])),
+        ("output LIKE '%world%'", Ids(&[])),
+        ("output LIKE '%50\\% done'", Ids(&["d3"])),
+        ("input MATCH 'zebras'", Ids(&["a0", "a1"])),
+        ("output MATCH 'ZEBRAS'", Ids(&["a0", "a1"])),
+        ("input MATCH 'xylophone'", Ids(&["d0"])),
+        ("input MATCH 'nowhere'", Ids(&[])),
+        (
+            "input MATCH 'xylophone' OR output MATCH 'world'",
+            Ids(&["c0", "d0"]),
+        ),
+        ("input MATCH 'tell zebras'", Ids(&["a0"])),
+        ("input MATCH 'tell horses'", Ids(&[])),
+        ("error IS NOT NULL", Ids(&["b1", "d3"])),
+        ("tags INCLUDES 'good'", Ids(&["a0", "c0"])),
+        ("tags CONTAINS 'short'", Ids(&["c0"])),
+        ("tags NOT INCLUDES 'good'", Ids(&["b0", "d0"])),
+        ("span_attributes.type = 'llm'", Ids(&["a1", "b1"])),
+        ("is_root", Ids(&["a0", "b0", "c0", "d0"])),
+        (
+            "is_root = false",
+            Ids(&["a1", "a2", "b1", "d1", "d2", "d3"]),
+        ),
+        ("NOT is_root", Ids(&["a1", "a2", "b1", "d1", "d2", "d3"])),
+        (
+            "created >= '2026-01-02T00:00:00Z'",
+            Ids(&["d0", "d1", "d2", "d3"]),
+        ),
+        ("created < '2026-01-01T10:30:00Z'", Ids(&["a0", "a1", "a2"])),
+        ("created > now() - interval 1 day", Ids(&[])),
+        (
+            "created > now() - interval '52 weeks'",
+            Ids(&["a0", "a1", "a2", "b0", "b1", "c0", "d0", "d1", "d2", "d3"]),
+        ),
+        (
+            "created < now()",
+            Ids(&["a0", "a1", "a2", "b0", "b1", "c0", "d0", "d1", "d2", "d3"]),
+        ),
+        (
+            "metrics.prompt_tokens + metrics.completion_tokens > 10",
+            Ids(&["a1"]),
+        ),
+        ("metrics.end - metrics.start > 2", Ids(&["a0", "d0"])),
+        ("lower(metadata.model) = 'claude'", Ids(&["c0"])),
+        ("upper(output) LIKE '%ZEBRAS%'", Ids(&["a0", "a1"])),
+        ("length(output) < 6", Ids(&["b0", "d1"])),
+        (
+            "coalesce(metadata.model, 'none') = 'none'",
+            Ids(&["a1", "a2", "b1", "d0", "d1", "d2", "d3"]),
+        ),
+        (
+            "metadata.user_id = 'u-1' AND scores.f > 0.6",
+            Ids(&["a0", "a2"]),
+        ),
+        (
+            "metadata.user_id = 'u-1' OR error IS NOT NULL",
+            Ids(&["a0", "a1", "a2", "b1", "c0", "d3"]),
+        ),
+        (
+            "NOT (metadata.user_id = 'u-1')",
+            Ids(&["b0", "b1", "d0", "d1"]),
+        ),
+        (
+            "CASE WHEN scores.f > 0.5 THEN 'hi' ELSE 'lo' END = 'hi'",
+            Ids(&["a0", "a2"]),
+        ),
+        (
+            "hour(created) = '2026-01-01T10:00:00Z'",
+            Ids(&["a0", "a1", "a2", "b0", "b1"]),
+        ),
+        (
+            "date_trunc('day', created) = '2026-01-02T00:00:00Z'",
+            Ids(&["d0", "d1", "d2", "d3"]),
+        ),
+        ("metadata.n % 2 = 0", Ids(&["b0", "d0"])),
+        ("-metadata.n < -3", Ids(&["d0"])),
+        ("metadata.n * 2 = 6", Ids(&["c0"])),
+        ("metadata.n / 2 = 1.5", Ids(&["c0"])),
+        ("root_span_id = 'd0'", Ids(&["d0", "d1", "d2", "d3"])),
+        ("root_span_id = 'd0' AND output = 'second'", Ids(&["d2"])),
+        ("json_extract(metadata.raw, '$.k') = 5", Ids(&["d2"])),
+        ("span_attributes.name = 'chat'", Ids(&["a0", "b0", "c0"])),
+        ("scores.g = 1.0", Ids(&["a2"])),
+        (
+            "nullif(metadata.model, 'gpt-4') IS NULL AND metadata.n > 0",
+            Ids(&["a0", "d0"]),
+        ),
+        // As in PostgreSQL, greatest() skips nulls.
+        (
+            "greatest(metadata.n, 2) = 2",
+            Ids(&["a0", "a1", "a2", "b0", "b1", "d1", "d2", "d3"]),
+        ),
+        ("id IN ('a0', 'zz', 'c0')", Ids(&["a0", "c0"])),
+        ("\"metadata\".\"user_id\" = \"u-2\"", Ids(&["b0", "b1"])),
+        ("metadata.user_id = 'x''; DROP TABLE rows; --'", Ids(&[])),
+    ]
+}
+
+/// Whole queries; `P` and `Q` stand for the two projects' ids.
+fn queries() -> Vec<(&'static str, Want)> {
+    vec![
+        // Projections and sorting.
+        (
+            "SELECT id, scores.f AS f FROM project_logs('P') WHERE is_root ORDER BY f DESC",
+            Rows(
+                json!([{"id": "a0", "f": 0.9}, {"id": "c0", "f": 0.5}, {"id": "b0", "f": 0.2}, {"id": "d0", "f": null}]),
+            ),
+        ),
+        (
+            "SELECT id FROM project_logs('P') WHERE is_root ORDER BY scores.f",
+            Ordered(&["b0", "c0", "a0", "d0"]),
+        ),
+        (
+            "SELECT id FROM project_logs('P') WHERE is_root ORDER BY created DESC LIMIT 2",
+            Ordered(&["d0", "c0"]),
+        ),
+        (
+            "select: id | from: project_logs('P') | filter: is_root | sort: metadata.n desc | limit: 3",
+            Ordered(&["d0", "c0", "b0"]),
+        ),
+        (
+            "SELECT id, metadata.n * 10 AS n10 FROM project_logs('P') WHERE metadata.n > 2 ORDER BY n10",
+            Rows(json!([{"id": "c0", "n10": 30}, {"id": "d0", "n10": 40}])),
+        ),
+        (
+            "SELECT upper(metadata.model) AS m FROM project_logs('P') WHERE metadata.model IS NOT NULL ORDER BY m",
+            Rows(json!([{"m": "CLAUDE"}, {"m": "GPT-3.5"}, {"m": "GPT-4"}])),
+        ),
+        (
+            "SELECT id FROM project_logs('P') WHERE is_root ORDER BY metadata.user_id, created DESC",
+            Ordered(&["c0", "a0", "b0", "d0"]),
+        ),
+        (
+            "SELECT id, CASE WHEN error IS NULL THEN 'ok' ELSE 'failed' END AS status FROM project_logs('P') WHERE root_span_id = 'b0' ORDER BY id",
+            Rows(json!([{"id": "b0", "status": "ok"}, {"id": "b1", "status": "failed"}])),
+        ),
+        (
+            "SELECT id, span_attributes.type FROM project_logs('P') WHERE root_span_id = 'a0' ORDER BY created DESC",
+            Rows(
+                json!([{"id": "a2", "type": "score"}, {"id": "a1", "type": "llm"}, {"id": "a0", "type": "task"}]),
+            ),
+        ),
+        (
+            "select: id, concat(metadata.user_id, '/', metadata.model) as k | from: project_logs('P') | filter: metadata.n = 1",
+            Rows(json!([{"id": "a0", "k": "u-1/gpt-4"}])),
+        ),
+        (
+            "SELECT id, round(metrics.end - metrics.start, 1) AS d FROM project_logs('P') WHERE root_span_id = 'b0' ORDER BY d DESC",
+            Rows(json!([{"id": "b0", "d": 1}, {"id": "b1", "d": 0.7}])),
+        ),
+        // Grouping and aggregates.
+        (
+            "SELECT metadata.user_id AS user, count(*) AS n FROM project_logs('P') GROUP BY 1 ORDER BY user",
+            Rows(
+                json!([{"user": "u-1", "n": 4}, {"user": "u-2", "n": 2}, {"user": "u-3", "n": 2}, {"user": null, "n": 2}]),
+            ),
+        ),
+        (
+            "SELECT metadata.user_id, count(*) AS n FROM project_logs('P') GROUP BY metadata.user_id HAVING count(*) > 2",
+            Rows(json!([{"user_id": "u-1", "n": 4}])),
+        ),
+        (
+            "SELECT count(*) AS n FROM project_logs('P')",
+            Rows(json!([{"n": 10}])),
+        ),
+        (
+            "SELECT count(*) AS n FROM project_logs('P') WHERE input MATCH 'nowhere'",
+            Rows(json!([{"n": 0}])),
+        ),
+        (
+            "SELECT count(DISTINCT metadata.user_id) AS users FROM project_logs('P')",
+            Rows(json!([{"users": 3}])),
+        ),
+        (
+            "SELECT count(metadata.model) AS n FROM project_logs('P')",
+            Rows(json!([{"n": 3}])),
+        ),
+        (
+            "SELECT sum(metrics.prompt_tokens) AS p, max(scores.f) AS hi, min(scores.f) AS lo FROM project_logs('P')",
+            Rows(json!([{"p": 14, "hi": 0.9, "lo": 0.2}])),
+        ),
+        (
+            "SELECT avg(scores.f) AS a FROM project_logs('P') WHERE is_root",
+            Rows(json!([{"a": 0.533_333_333_333_333_3}])),
+        ),
+        (
+            "SELECT percentile(metrics.end - metrics.start, 0.5) AS p50 FROM project_logs('P') WHERE is_root",
+            Rows(json!([{"p50": 2.0}])),
+        ),
+        (
+            "SELECT hour(created) AS h, count(*) AS n FROM project_logs('P') GROUP BY 1 ORDER BY h",
+            Rows(
+                json!([{"h": "2026-01-01T10:00:00.000000Z", "n": 5}, {"h": "2026-01-01T11:00:00.000000Z", "n": 1},
+                     {"h": "2026-01-02T09:00:00.000000Z", "n": 4}]),
+            ),
+        ),
+        (
+            "from: project_logs('P') | dimensions: span_attributes.type as t | measures: count(1) as n | sort: n desc, t",
+            Rows(
+                json!([{"t": "task", "n": 4}, {"t": "llm", "n": 2}, {"t": null, "n": 2}, {"t": "function", "n": 1}, {"t": "score", "n": 1}]),
+            ),
+        ),
+        (
+            "SELECT metadata.model AS model, avg(scores.f) AS f FROM project_logs('P') WHERE is_root GROUP BY 1 ORDER BY f DESC",
+            Rows(
+                json!([{"model": "gpt-4", "f": 0.9}, {"model": "claude", "f": 0.5}, {"model": "gpt-3.5", "f": 0.2}, {"model": null, "f": null}]),
+            ),
+        ),
+        (
+            "SELECT count(*) AS n, sum(metadata.n) / count(metadata.n) AS mean_n FROM project_logs('P')",
+            Rows(json!([{"n": 10, "mean_n": 2.5}])),
+        ),
+        (
+            "SELECT day(created) AS d, count(*) AS n FROM project_logs('P') GROUP BY 1 HAVING n > 4 ORDER BY d",
+            Rows(json!([{"d": "2026-01-01T00:00:00.000000Z", "n": 6}])),
+        ),
+        (
+            "SELECT date_trunc('week', created) AS w, count(*) AS n FROM project_logs('P') GROUP BY 1",
+            Rows(json!([{"w": "2025-12-29T00:00:00.000000Z", "n": 10}])),
+        ),
+        (
+            "SELECT metadata.user_id AS u, count(*) AS n FROM project_logs('P') WHERE metadata.user_id IS NOT NULL GROUP BY 1 ORDER BY n DESC, u LIMIT 2",
+            Rows(json!([{"u": "u-1", "n": 4}, {"u": "u-2", "n": 2}])),
+        ),
+        (
+            "SELECT is_root AS root, sum(metrics.prompt_tokens) AS t FROM project_logs('P') GROUP BY 1 ORDER BY root",
+            Rows(json!([{"root": false, "t": 14}, {"root": true, "t": null}])),
+        ),
+        (
+            "from: project_logs('P') | measures: count(1) as n, max(created) as last | filter: error is not null",
+            Rows(json!([{"n": 2, "last": "2026-01-02T09:00:03.000000Z"}])),
+        ),
+        // Shapes.
+        (
+            "SELECT * FROM project_logs('P', shape => 'traces') WHERE output MATCH 'striped'",
+            Ids(&["a0", "a1", "a2"]),
+        ),
+        (
+            "from: project_logs('P') traces | filter: error IS NOT NULL",
+            Ids(&["b0", "b1", "d0", "d1", "d2", "d3"]),
+        ),
+        (
+            "SELECT id FROM project_logs('P', shape => 'traces') WHERE input MATCH 'nowhere'",
+            Ids(&[]),
+        ),
+        (
+            "SELECT id FROM project_logs('P', shape => 'summary') WHERE metadata.user_id = 'u-3'",
+            Ids(&["d0"]),
+        ),
+        (
+            "SELECT id FROM project_logs('P', shape => 'summary') ORDER BY created DESC LIMIT 3",
+            Ordered(&["d0", "c0", "b0"]),
+        ),
+        (
+            "SELECT id, metrics.span_count AS spans, metrics.tokens AS tokens, scores.f AS f, metrics.error_count AS errors FROM project_logs('P', shape => 'summary') ORDER BY created",
+            Rows(
+                json!([{"id": "a0", "spans": 3, "tokens": 15, "f": 0.8, "errors": 0},
+                     {"id": "b0", "spans": 2, "tokens": 5, "f": 0.2, "errors": 1},
+                     {"id": "c0", "spans": 1, "tokens": null, "f": 0.5, "errors": 0},
+                     {"id": "d0", "spans": 4, "tokens": null, "f": 0.4, "errors": 1}]),
+            ),
+        ),
+        (
+            "SELECT id FROM project_logs('P', shape => 'summary') WHERE span_attributes.type = 'llm' ORDER BY created",
+            Ordered(&["a0", "b0"]),
+        ),
+        (
+            "select: id, metrics.duration as d | from: project_logs('P') summary | filter: input match 'xylophone'",
+            Rows(json!([{"id": "d0", "d": 10.0}])),
+        ),
+        (
+            "SELECT id FROM project_logs('P', shape => 'traces') WHERE is_root ORDER BY metadata.n DESC LIMIT 1",
+            Ids(&["d0", "d1", "d2", "d3"]),
+        ),
+        // Several objects.
+        (
+            "SELECT id FROM project_logs('P', 'Q') WHERE input MATCH 'zebra'",
+            Ids(&["e0"]),
+        ),
+        (
+            "SELECT id FROM project_logs('P', 'Q') WHERE metadata.model = 'gpt-4' ORDER BY created DESC",
+            Ordered(&["e0", "a0"]),
+        ),
+        (
+            "SELECT count(*) AS n FROM project_logs('P', 'Q')",
+            Rows(json!([{"n": 11}])),
+        ),
+        (
+            "SELECT id FROM project_logs('P', 'Q', shape => 'summary') ORDER BY created DESC LIMIT 2",
+            Ordered(&["e0", "d0"]),
+        ),
+        // Refusals.
+        (
+            "SELECT * FROM project_logs('P') WHERE nope(input) = 1",
+            Error("unknown function `nope`"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') GROUP BY input",
+            Error("SELECT * cannot be grouped"),
+        ),
+        (
+            "SELECT count(*) AS n FROM project_logs('P') ORDER BY created",
+            Error("`created` is not a dimension or measure"),
+        ),
+        (
+            "from: project_logs('P') | measures: metadata.n as n",
+            Error("has no aggregate"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') WHERE count(*) > 1",
+            Error("allowed only in measures"),
+        ),
+        (
+            "SELECT * FROM project_logs('P', shape => 'trees')",
+            Error("unknown shape"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') WHERE created > now() - interval 1 month",
+            Error("interval unit \"month\""),
+        ),
+        (
+            "SELECT id AS x, input AS x FROM project_logs('P')",
+            Error("`x` is used twice"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') LIMIT 0",
+            Error("positive integer"),
+        ),
+        (
+            "SELECT count(*) AS n FROM project_logs('P') OFFSET 'abc'",
+            Error("one page"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') OFFSET 'abc'",
+            Error("invalid cursor"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') WHERE lower() = 'x'",
+            Error("takes 1 argument"),
+        ),
+        (
+            "SELECT metadata.user_id AS u FROM project_logs('P') GROUP BY 1 HAVING input = 'x'",
+            Error("`input` is not a dimension"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') WHERE input LIKE",
+            Error("expected a field or a literal"),
+        ),
+        (
+            "SELECT * FROM project_logs('P') WHERE a = 1 UNION SELECT * FROM project_logs('Q')",
+            Error("UNION is not allowed here"),
+        ),
+    ]
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-9
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+async fn check(server: &Server, query: Value, want: &Want, label: &str) {
+    let (status, body) = server
+        .call(
+            "POST",
+            "/btql",
+            Some(&server.key),
+            Some(json!({"query": query})),
+        )
+        .await;
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{label}: {body}"))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    match want {
+        Error(says) => {
+            assert_eq!(status, 400, "{label}: {body}");
+            let m = body["error"]["message"].as_str().unwrap_or("");
+            assert!(m.contains(says), "{label}: wanted {says:?} in {body}");
+        }
+        Ids(want) => {
+            assert_eq!(status, 200, "{label}: {body}");
+            let mut got = ids(&body);
+            got.sort();
+            assert_eq!(got, *want, "{label}");
+        }
+        Ordered(want) => {
+            assert_eq!(status, 200, "{label}: {body}");
+            assert_eq!(ids(&body), *want, "{label}");
+        }
+        Rows(want) => {
+            assert_eq!(status, 200, "{label}: {body}");
+            assert!(
+                same(&body["data"], want),
+                "{label}: got {} want {want}",
+                body["data"]
+            );
+        }
+    }
+}
+
+/// Every query of the table, in each front end it is written for, on this backend.
+async fn conformance(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qc"})))
+        .await;
+    let q = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qc2"})))
+        .await;
+    let (p, q) = (p["id"].as_str().unwrap(), q["id"].as_str().unwrap());
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": fixture(p, q)})))
+        .await;
+    let fill = |text: &str| {
+        text.replace("'P'", &format!("'{p}'"))
+            .replace("'Q'", &format!("'{q}'"))
+    };
+    let mut asked = 0;
+    for (filter, want) in filters() {
+        let sql = fill(&format!("SELECT * FROM project_logs('P') WHERE {filter}"));
+        check(&server, json!(sql), &want, &sql).await;
+        let btql = fill(&format!(
+            "select: * | from: project_logs('P') spans | filter: {filter}"
+        ));
+        check(&server, json!(btql), &want, &btql).await;
+        asked += 2;
+    }
+    for (text, want) in queries() {
+        let text = fill(text);
+        check(&server, json!(text), &want, &text).await;
+        asked += 1;
+    }
+    // The structured form the text becomes answers the same.
+    let structured = json!({
+        "from": {"op": "function", "name": {"op": "ident", "name": ["project_logs"]},
+                 "args": [{"op": "literal", "value": p}], "shape": "summary"},
+        "select": [{"alias": "id", "expr": {"op": "ident", "name": ["id"]}}],
+        "filter": {"op": "match", "left": {"op": "ident", "name": ["output"]},
+                   "right": {"op": "literal", "value": "world"}},
+        "sort": [{"expr": {"op": "ident", "name": ["created"]}, "dir": "desc"}]});
+    check(&server, structured, &Ordered(&["c0"]), "structured summary").await;
+    let grouped = json!({
+        "from": {"op": "function", "name": {"op": "ident", "name": ["project_logs"]},
+                 "args": [{"op": "literal", "value": p}]},
+        "dimensions": [{"alias": "u", "expr": {"op": "ident", "name": ["metadata", "user_id"]}}],
+        "measures": [{"alias": "n", "expr": {"op": "function", "name": {"op": "ident", "name": ["count"]},
+                                             "args": [{"op": "star"}]}}],
+        "filter": {"op": "eq", "left": {"op": "ident", "name": ["metadata", "user_id"]},
+                   "right": {"op": "literal", "value": "u-2"}}});
+    check(
+        &server,
+        grouped,
+        &Rows(json!([{"u": "u-2", "n": 2}])),
+        "structured grouped",
+    )
+    .await;
+    asked += 2;
+    assert!(asked >= 100, "the table asks {asked} queries");
+}
+
+/// Pages of a sorted query, of traces and of summaries: every row once, in order, while
+/// new rows keep arriving.
+async fn paging(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qp"})))
+        .await;
+    let q = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qp2"})))
+        .await;
+    let (p, q) = (p["id"].as_str().unwrap(), q["id"].as_str().unwrap());
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": fixture(p, q)})))
+        .await;
+    let all_pages = |text: String| {
+        let server = &server;
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            for page in 0.. {
+                assert!(page < 20, "{text}: too many pages");
+                let t = match &cursor {
+                    Some(c) => format!("{text} OFFSET '{c}'"),
+                    None => text.clone(),
+                };
+                let body = server.ok("POST", "/btql", Some(json!({"query": t}))).await;
+                // Rows written after the first page are not part of this query's snapshot.
+                if page == 0 {
+                    server
+                        .ok(
+                            "POST",
+                            "/logs3",
+                            Some(json!({"rows": [{"id": "late", "span_id": "late", "root_span_id": "late",
+                                "span_parents": [], "project_id": p, "log_id": "g",
+                                "created": "2026-01-05T00:00:00.000000Z", "scores": {"f": 0.99},
+                                "metadata": {"n": 9}}]})),
+                        )
+                        .await;
+                }
+                for r in body["data"].as_array().unwrap() {
+                    seen.push(r["id"].as_str().unwrap().to_owned());
+                }
+                match body["cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            seen
+        }
+    };
+    let seen = all_pages(format!(
+        "SELECT id FROM project_logs('{p}') ORDER BY scores.f DESC, id LIMIT 2"
+    ))
+    .await;
+    assert_eq!(
+        seen,
+        ["a0", "a2", "c0", "d2", "b0", "a1", "b1", "d0", "d1", "d3"]
+    );
+    let seen = all_pages(format!(
+        "SELECT id FROM project_logs('{p}', shape => 'traces') WHERE metadata.n >= 1 AND metadata.n <= 4 LIMIT 1"
+    ))
+    .await;
+    assert_eq!(
+        seen,
+        ["a0", "a1", "a2", "b0", "b1", "c0", "d0", "d1", "d2", "d3"]
+    );
+    // A trace with several matching spans appears once, on the page of its first match.
+    let seen = all_pages(format!(
+        "SELECT id FROM project_logs('{p}', shape => 'summary') WHERE metadata.user_id IS NOT NULL OR error IS NOT NULL LIMIT 1"
+    ))
+    .await;
+    assert_eq!(seen, ["a0", "b0", "c0", "d0"]);
+    let seen = all_pages(format!(
+        "SELECT id FROM project_logs('{p}', '{q}', shape => 'summary') ORDER BY created DESC LIMIT 2"
+    ))
+    .await;
+    assert_eq!(seen, ["late", "e0", "d0", "c0", "b0", "a0"]);
+}
+
+/// Queries read only what the caller may read: an object of another project is a 404 for a
+/// key limited to one project, even next to one it may read.
+async fn queries_respect_access(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qa"})))
+        .await;
+    let q = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qa2"})))
+        .await;
+    let (p, q) = (p["id"].as_str().unwrap(), q["id"].as_str().unwrap());
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": fixture(p, q)})))
+        .await;
+    let viewer = server.member_key("viewer@example.com", "Viewers");
+    let limited = server
+        .ok(
+            "POST",
+            "/v1/api_key",
+            Some(json!({"name": "only-p", "project_ids": [p]})),
+        )
+        .await;
+    let limited = limited["key"].as_str().unwrap().to_owned();
+    let ask = |key: String, text: String| {
+        let server = &server;
+        async move {
+            server
+                .call("POST", "/btql", Some(&key), Some(json!({"query": text})))
+                .await
+        }
+    };
+    let (s, b) = ask(
+        viewer.clone(),
+        format!("SELECT count(*) AS n FROM project_logs('{p}', '{q}')"),
+    )
+    .await;
+    assert_eq!((s, &b["data"]), (200, &json!([{"n": 11}])), "{b}");
+    let (s, b) = ask(
+        limited.clone(),
+        format!("SELECT count(*) AS n FROM project_logs('{p}')"),
+    )
+    .await;
+    assert_eq!((s, &b["data"]), (200, &json!([{"n": 10}])), "{b}");
+    for text in [
+        format!("SELECT count(*) AS n FROM project_logs('{p}', '{q}')"),
+        format!("SELECT * FROM project_logs('{q}', shape => 'summary')"),
+        format!("from: project_logs('{q}') | dimensions: id as i | measures: count(1) as n"),
+    ] {
+        let (s, b) = ask(limited.clone(), text.clone()).await;
+        assert_error(s, &b, 404, "not_found");
+    }
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(conformance, paging, queries_respect_access);
+}

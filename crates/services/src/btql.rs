@@ -1,0 +1,1128 @@
+//! `POST /btql`: one query engine for the structured form the SDKs send and for text (BTQL
+//! pipe syntax and Braintrust's SQL, parsed by [`holdfast_core::btql`]).
+//!
+//! A query names a source (`project_logs`, `experiment`, `dataset` with one or several ids,
+//! or `project_prompts`), a shape, a filter, and either a projection (`select`) or grouping
+//! (`dimensions` and `measures`, with `having`), then `sort`, `limit` and `cursor`.
+//!
+//! - **spans**: matching rows. Unsorted, they come in (object, row id) order and the cursor is
+//!   the last row; sorted, the engine keeps only the best `limit` rows while it reads (memory
+//!   bounded by the page, not the object) and the cursor carries the last sort key.
+//! - **traces**: every span of each trace that has a matching span, trace by trace in the
+//!   order of each trace's first matching span. A trace on a later page is skipped when one
+//!   of its spans at or before the cursor matches, so no trace appears twice.
+//! - **summary**: one row per trace with the root's fields, merged scores and computed
+//!   metrics (see [`summary_row`]).
+//!
+//!   With `sort`, traces and summaries are ordered by the sort key of their root span.
+//! - **grouped**: rows are read once; memory is one accumulator per group and aggregate,
+//!   bounded by [`MAX_GROUPS`] and [`holdfast_core::qexpr::MAX_AGGREGATE_VALUES`].
+//!
+//! Every page of a query reads the snapshot its first page saw, so rows that keep arriving
+//! do not shift later pages. Every object named is opened with the caller's read permission
+//! (404 otherwise, like every other route). Nothing is ever passed to the database but ids:
+//! expressions are evaluated here.
+
+use crate::query::{
+    Cursor, DEFAULT_LIMIT, MAX_FETCH_LIMIT, decode_cursor, encode_cursor, from_argument,
+    only_discussion, row_json,
+};
+use crate::{Result, ServiceError, Services};
+use holdfast_core::authz::{ObjectPass, Permission, Principal};
+use holdfast_core::object::ObjectType;
+use holdfast_core::qexpr::{Accumulator, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy};
+use holdfast_core::xact::XactId;
+use holdfast_store::{RowQuery, StoredRow};
+use serde_json::{Map, Value, json};
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+/// Most groups one grouped query may build.
+pub const MAX_GROUPS: usize = 100_000;
+/// Most traces one page of the traces or summary shape holds.
+pub const MAX_TRACES_PER_PAGE: usize = 1_000;
+/// Most traces a filtered, sorted traces or summary query may match.
+pub const MAX_MATCHED_TRACES: usize = 1_000_000;
+/// Most sort keys, select items, dimensions or measures.
+pub const MAX_LIST: usize = 64;
+/// Rows read from the store at a time while scanning.
+const SCAN_PAGE: i64 = 1_000;
+
+const CLAUSES: [&str; 9] = [
+    "select",
+    "from",
+    "filter",
+    "dimensions",
+    "measures",
+    "having",
+    "sort",
+    "limit",
+    "cursor",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Spans,
+    Traces,
+    Summary,
+}
+
+#[derive(Debug)]
+struct Plan {
+    kind: ObjectType,
+    ids: Vec<String>,
+    shape: Shape,
+    filter: Option<Expr>,
+    select: Option<Vec<(String, Expr)>>,
+    dimensions: Vec<(String, Expr)>,
+    measures: Vec<(String, Expr)>,
+    having: Option<Expr>,
+    /// Sort expressions and whether each is descending.
+    sort: Vec<(Expr, bool)>,
+    limit: usize,
+    cursor: Option<Cursor>,
+}
+
+fn clause_err(clause: &str, e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::field(format!("query.{clause}"), format!("{clause}: {e}"))
+}
+
+/// `[{"alias", "expr"}]`.
+fn aliased(query: &Value, clause: &str, aggregates: bool) -> Result<Vec<(String, Expr)>> {
+    let Some(v) = query.get(clause).filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| clause_err(clause, "expected an array of {\"alias\", \"expr\"}"))?;
+    if items.len() > MAX_LIST {
+        return Err(clause_err(clause, format!("at most {MAX_LIST} items")));
+    }
+    let mut out: Vec<(String, Expr)> = Vec::new();
+    for item in items {
+        let alias = item
+            .get("alias")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| clause_err(clause, "each item needs an `alias`"))?;
+        if out.iter().any(|(a, _)| a == alias) {
+            return Err(clause_err(
+                clause,
+                format!("the alias `{alias}` is used twice"),
+            ));
+        }
+        let expr = item
+            .get("expr")
+            .ok_or_else(|| clause_err(clause, "each item needs an `expr`"))?;
+        let expr = Expr::from_json(expr, aggregates).map_err(|e| clause_err(clause, e))?;
+        out.push((alias.to_owned(), expr));
+    }
+    Ok(out)
+}
+
+impl Plan {
+    fn from_query(query: &Value, body: &Value) -> Result<Plan> {
+        let obj = query
+            .as_object()
+            .ok_or_else(|| ServiceError::field("query", "expected an object"))?;
+        // A clause this engine does not apply is refused, never dropped.
+        if let Some((clause, _)) = obj
+            .iter()
+            .find(|(k, v)| !v.is_null() && !CLAUSES.contains(&k.as_str()))
+        {
+            return Err(ServiceError::field(
+                format!("query.{clause}"),
+                format!(
+                    "the `{clause}` clause is not supported; supported clauses: {}",
+                    CLAUSES.join(", ")
+                ),
+            ));
+        }
+        let from = query
+            .get("from")
+            .ok_or_else(|| ServiceError::field("query.from", "`query.from` is required"))?;
+        let kind = match source_name(query)? {
+            "experiment" => ObjectType::Experiment,
+            "dataset" => ObjectType::Dataset,
+            "project_logs" => ObjectType::ProjectLogs,
+            other => {
+                return Err(ServiceError::bad(format!(
+                    "unsupported btql source {other:?}"
+                )));
+            }
+        };
+        let ids = from
+            .get("args")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty() && a.len() <= holdfast_core::btql::MAX_SOURCE_IDS)
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.get("value").and_then(Value::as_str).map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| {
+                ServiceError::field(
+                    "query.from",
+                    format!(
+                        "`query.from` needs 1 to {} literal id arguments",
+                        holdfast_core::btql::MAX_SOURCE_IDS
+                    ),
+                )
+            })?;
+        let shape = match from.get("shape").or_else(|| body.get("shape")) {
+            None | Some(Value::Null) => Shape::Spans,
+            Some(s) => match s.as_str() {
+                Some("spans") => Shape::Spans,
+                Some("traces") => Shape::Traces,
+                Some("summary") => Shape::Summary,
+                _ => {
+                    return Err(ServiceError::field(
+                        "query.from.shape",
+                        "the shape is one of spans, traces, summary",
+                    ));
+                }
+            },
+        };
+        if shape != Shape::Spans && kind == ObjectType::Dataset {
+            return Err(ServiceError::field(
+                "query.from.shape",
+                "dataset rows are not traces; use the spans shape",
+            ));
+        }
+        let filter = match query.get("filter") {
+            None | Some(Value::Null) => None,
+            Some(f) => Some(Expr::from_json(f, false).map_err(|e| clause_err("filter", e))?),
+        };
+        let select = match query.get("select") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items))
+                if items.len() == 1
+                    && items
+                        .first()
+                        .is_some_and(|i| i.get("op").and_then(Value::as_str) == Some("star")) =>
+            {
+                None
+            }
+            Some(_) => Some(aliased(query, "select", false)?),
+        };
+        let dimensions = aliased(query, "dimensions", false)?;
+        let measures = aliased(query, "measures", true)?;
+        let grouped = !dimensions.is_empty() || !measures.is_empty();
+        if grouped && select.is_some() {
+            return Err(ServiceError::field(
+                "query.select",
+                "use either `select` or `dimensions`/`measures`, not both",
+            ));
+        }
+        if grouped && shape != Shape::Spans {
+            return Err(ServiceError::field(
+                "query.from.shape",
+                "dimensions and measures group spans; use the spans shape",
+            ));
+        }
+        if let Some((alias, _)) = measures.iter().find(|(_, e)| !e.has_aggregate()) {
+            return Err(clause_err(
+                "measures",
+                format!("`{alias}` has no aggregate (count, sum, avg, min, max, percentile)"),
+            ));
+        }
+        // Aggregates in `having` and `sort` name a measure; everything else there reads the
+        // output row by alias.
+        let by_alias = |clause: &str, e: Expr| -> Result<Expr> {
+            let e = e.rewrite(&|x: &Expr| {
+                measures
+                    .iter()
+                    .chain(dimensions.iter())
+                    .find(|(_, m)| m == x)
+                    .map(|(a, _)| Expr::Field(vec![a.clone()]))
+            });
+            if e.has_aggregate() {
+                return Err(clause_err(
+                    clause,
+                    "an aggregate here must be one of the measures; name it by its alias",
+                ));
+            }
+            // Grouped rows hold only the dimensions and measures.
+            let mut stray = None;
+            e.walk_fields(&mut |p: &[String]| {
+                if stray.is_none()
+                    && !(p.len() == 1
+                        && measures
+                            .iter()
+                            .chain(dimensions.iter())
+                            .any(|(a, _)| p.first() == Some(a)))
+                {
+                    stray = Some(p.join("."));
+                }
+            });
+            if let Some(f) = stray {
+                return Err(clause_err(
+                    clause,
+                    format!("`{f}` is not a dimension or measure of this query; use an alias"),
+                ));
+            }
+            Ok(e)
+        };
+        let having = match query.get("having") {
+            None | Some(Value::Null) => None,
+            Some(_) if !grouped => {
+                return Err(clause_err("having", "needs dimensions or measures"));
+            }
+            Some(h) => Some(by_alias(
+                "having",
+                Expr::from_json(h, true).map_err(|e| clause_err("having", e))?,
+            )?),
+        };
+        let mut sort = Vec::new();
+        if let Some(items) = query.get("sort").filter(|v| !v.is_null()) {
+            let items = items
+                .as_array()
+                .ok_or_else(|| clause_err("sort", "expected an array of {\"expr\", \"dir\"}"))?;
+            if items.len() > MAX_LIST {
+                return Err(clause_err("sort", format!("at most {MAX_LIST} keys")));
+            }
+            for item in items {
+                let e = item
+                    .get("expr")
+                    .ok_or_else(|| clause_err("sort", "each key needs an `expr`"))?;
+                let desc = match item.get("dir").and_then(Value::as_str) {
+                    None | Some("asc") => false,
+                    Some("desc") => true,
+                    Some(other) => {
+                        return Err(clause_err(
+                            "sort",
+                            format!("`dir` {other:?} is not asc or desc"),
+                        ));
+                    }
+                };
+                let mut e = Expr::from_json(e, grouped).map_err(|e| clause_err("sort", e))?;
+                if grouped {
+                    e = by_alias("sort", e)?;
+                } else if let (Some(sel), Expr::Field(p)) = (&select, &e)
+                    && let [name] = p.as_slice()
+                    && let Some((_, x)) = sel.iter().find(|(a, _)| a == name)
+                {
+                    // `ORDER BY alias` sorts by the select item.
+                    e = x.clone();
+                }
+                sort.push((e, desc));
+            }
+        }
+        let max = if shape == Shape::Spans {
+            MAX_FETCH_LIMIT as usize
+        } else {
+            MAX_TRACES_PER_PAGE
+        };
+        let limit = match query.get("limit") {
+            None | Some(Value::Null) => (DEFAULT_LIMIT as usize).min(max),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    ServiceError::field("query.limit", "`limit` must be a positive integer")
+                })?
+                .min(max),
+        };
+        let cursor = match query.get("cursor") {
+            None | Some(Value::Null) => None,
+            Some(_) if grouped => {
+                return Err(clause_err(
+                    "cursor",
+                    "grouped results come in one page; raise `limit` instead",
+                ));
+            }
+            Some(Value::String(c)) => {
+                let c = decode_cursor(c)?;
+                if c.object >= ids.len()
+                    || c.key.as_ref().map(Vec::len) != (!sort.is_empty()).then_some(sort.len())
+                {
+                    return Err(ServiceError::field(
+                        "query.cursor",
+                        "the cursor is not from this query",
+                    ));
+                }
+                Some(c)
+            }
+            Some(_) => return Err(ServiceError::field("query.cursor", "expected a string")),
+        };
+        Ok(Plan {
+            kind,
+            ids,
+            shape,
+            filter,
+            select,
+            dimensions,
+            measures,
+            having,
+            sort,
+            limit,
+            cursor,
+        })
+    }
+
+    fn grouped(&self) -> bool {
+        !self.dimensions.is_empty() || !self.measures.is_empty()
+    }
+
+    fn keep(&self, row: &Map<String, Value>, cx: &Context) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| truthy(&f.eval(row, cx)))
+    }
+
+    fn project(&self, row: Value, cx: &Context) -> Value {
+        match (&self.select, row) {
+            (Some(items), Value::Object(m)) => Value::Object(
+                items
+                    .iter()
+                    .map(|(a, e)| (a.clone(), e.eval(&m, cx)))
+                    .collect(),
+            ),
+            (_, row) => row,
+        }
+    }
+
+    fn key(&self, row: &Map<String, Value>, cx: &Context) -> Vec<Value> {
+        self.sort.iter().map(|(e, _)| e.eval(row, cx)).collect()
+    }
+
+    /// Orders two sort keys: each part in its direction, nulls last either way.
+    fn cmp_keys(&self, a: &[Value], b: &[Value]) -> Ordering {
+        for ((x, y), (_, desc)) in a.iter().zip(b).zip(&self.sort) {
+            let o = match (x.is_null(), y.is_null()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                _ if *desc => sort_cmp(y, x),
+                _ => sort_cmp(x, y),
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
+    /// Whether (key, object, row) comes after the cursor.
+    fn after_cursor(&self, key: &[Value], object: usize, row_id: &str) -> bool {
+        let Some(c) = &self.cursor else {
+            return true;
+        };
+        let ck = c.key.as_deref().unwrap_or_default();
+        self.cmp_keys(key, ck)
+            .then(object.cmp(&c.object))
+            .then_with(|| row_id.cmp(c.after.as_str()))
+            == Ordering::Greater
+    }
+}
+
+fn source_name(query: &Value) -> Result<&str> {
+    query
+        .get("from")
+        .and_then(|f| f.get("name"))
+        .and_then(|n| n.get("name"))
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ServiceError::field(
+                "query.from",
+                "`query.from` must be a function like dataset('<id>')",
+            )
+        })
+}
+
+/// A sorted candidate: its key, object, row id and the row.
+type Ranked = (Vec<Value>, usize, String, Value);
+
+/// Reads an object's rows at a snapshot, a page at a time, within the time limit.
+struct Scan<'a> {
+    svc: &'a Services,
+    pass: &'a ObjectPass,
+    version: XactId,
+    after: Option<String>,
+    root: Option<String>,
+    done: bool,
+    started: Instant,
+}
+
+impl<'a> Scan<'a> {
+    fn new(svc: &'a Services, pass: &'a ObjectPass, version: XactId, started: Instant) -> Self {
+        Scan {
+            svc,
+            pass,
+            version,
+            after: None,
+            root: None,
+            done: false,
+            started,
+        }
+    }
+
+    /// The next page of rows (comment-only rows left out), or `None` at the end.
+    async fn next(&mut self) -> Result<Option<Vec<StoredRow>>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.svc.check_query_time(self.started)?;
+        let q = RowQuery {
+            as_of: Some(self.version),
+            after_row_id: self.after.clone(),
+            root_span_id: self.root.clone(),
+            limit: SCAN_PAGE,
+        };
+        let page = self.svc.store.read_rows(self.pass, &q).await?;
+        self.done = (page.len() as i64) < SCAN_PAGE;
+        if let Some(last) = page.last() {
+            self.after = Some(last.row_id.clone());
+        }
+        Ok(Some(
+            page.into_iter()
+                .filter(|r| !only_discussion(&r.data))
+                .collect(),
+        ))
+    }
+}
+
+impl Services {
+    pub(crate) fn check_query_time(&self, started: Instant) -> Result<()> {
+        if started.elapsed() > self.limits.query_timeout {
+            return Err(ServiceError::QueryTimeout(format!(
+                "the query read for longer than the limit of {} ms; narrow its filter",
+                self.limits.query_timeout.as_millis()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `POST /btql`.
+    pub async fn btql(&self, principal: &Principal, body: &Value) -> Result<Value> {
+        let query = body
+            .get("query")
+            .ok_or_else(|| ServiceError::field("query", "`query` is required"))?;
+        match body.get("fmt") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(f)) if f == "json" => {}
+            Some(_) => {
+                return Err(ServiceError::field("fmt", "only `json` is supported"));
+            }
+        }
+        // Text (BTQL pipe syntax or SQL) is parsed into the structured form the SDKs send.
+        let parsed;
+        let query = match query {
+            Value::String(text) => {
+                parsed = holdfast_core::btql::parse(text)
+                    .map_err(|e| ServiceError::field("query", e.to_string()))?;
+                &parsed
+            }
+            Value::Object(_) => query,
+            _ => {
+                return Err(ServiceError::field(
+                    "query",
+                    "`query` must be text (BTQL or SQL) or a structured query object",
+                ));
+            }
+        };
+        if source_name(query)? == "project_prompts" {
+            if let Some(clause) = ["dimensions", "measures", "having", "sort"]
+                .iter()
+                .find(|c| query.get(**c).is_some_and(|v| !v.is_null()))
+            {
+                return Err(clause_err(clause, "not supported on project_prompts"));
+            }
+            from_argument(query)?;
+            return self.project_prompts(principal, query, body).await;
+        }
+        let plan = Plan::from_query(query, body)?;
+        let mut passes = Vec::new();
+        for id in &plan.ids {
+            let (_, pass) = self
+                .object_pass(principal, plan.kind, id, Permission::Read)
+                .await?;
+            passes.push(pass);
+        }
+        let version = match (&plan.cursor, body.get("version")) {
+            (Some(c), _) => c.version,
+            (None, None | Some(Value::Null)) => match self.store.current_xact().await? {
+                Some(x) => x,
+                None => return Ok(json!({"data": [], "cursor": null})),
+            },
+            (None, Some(v)) => v
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+                .and_then(|v| XactId::parse(&v))
+                .ok_or_else(|| ServiceError::field("version", "invalid version"))?,
+        };
+        let cx = self.query_context();
+        let started = Instant::now();
+        let (data, cursor) = if plan.grouped() {
+            (
+                self.grouped(&plan, &passes, version, &cx, started).await?,
+                None,
+            )
+        } else {
+            match (plan.shape, plan.sort.is_empty()) {
+                (Shape::Spans, true) => self.spans(&plan, &passes, version, &cx, started).await?,
+                (Shape::Spans, false) => {
+                    self.sorted_spans(&plan, &passes, version, &cx, started)
+                        .await?
+                }
+                (_, true) => self.traces(&plan, &passes, version, &cx, started).await?,
+                (_, false) => {
+                    self.sorted_traces(&plan, &passes, version, &cx, started)
+                        .await?
+                }
+            }
+        };
+        Ok(json!({"data": data, "cursor": cursor.map(|c| encode_cursor(&c))}))
+    }
+
+    /// Unsorted spans, in (object, row id) order.
+    async fn spans(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        cx: &Context,
+        started: Instant,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let root = plan
+            .filter
+            .as_ref()
+            .and_then(|f| f.equality_on("root_span_id"));
+        let first = plan.cursor.as_ref().map_or(0, |c| c.object);
+        let mut out = Vec::new();
+        for (i, pass) in passes.iter().enumerate().skip(first) {
+            let mut scan = Scan::new(self, pass, version, started);
+            scan.root = root.clone();
+            if i == first {
+                scan.after = plan.cursor.as_ref().map(|c| c.after.clone());
+            }
+            while let Some(page) = scan.next().await? {
+                for row in page {
+                    let row_id = row.row_id.clone();
+                    let row = row_json(row, plan.kind);
+                    if !row.as_object().is_some_and(|m| plan.keep(m, cx)) {
+                        continue;
+                    }
+                    out.push(plan.project(row, cx));
+                    if out.len() == plan.limit {
+                        let c = Cursor {
+                            version,
+                            object: i,
+                            after: row_id,
+                            key: None,
+                        };
+                        return Ok((out, Some(c)));
+                    }
+                }
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Sorted spans: the best `limit` rows after the cursor, kept while reading.
+    async fn sorted_spans(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        cx: &Context,
+        started: Instant,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let mut best: Vec<Ranked> = Vec::new();
+        for (i, pass) in passes.iter().enumerate() {
+            let mut scan = Scan::new(self, pass, version, started);
+            while let Some(page) = scan.next().await? {
+                for row in page {
+                    let row_id = row.row_id.clone();
+                    let row = row_json(row, plan.kind);
+                    let Some(m) = row.as_object().filter(|m| plan.keep(m, cx)) else {
+                        continue;
+                    };
+                    let key = plan.key(m, cx);
+                    if plan.after_cursor(&key, i, &row_id) {
+                        best.push((key, i, row_id, row));
+                        trim(plan, &mut best, plan.limit + 1);
+                    }
+                }
+            }
+        }
+        let (rows, cursor) = page_of(plan, best, version);
+        Ok((
+            rows.into_iter().map(|r| plan.project(r, cx)).collect(),
+            cursor,
+        ))
+    }
+
+    /// Every span of one trace at the snapshot.
+    async fn trace_spans(
+        &self,
+        pass: &ObjectPass,
+        version: XactId,
+        root: &str,
+        started: Instant,
+    ) -> Result<Vec<StoredRow>> {
+        let mut scan = Scan::new(self, pass, version, started);
+        scan.root = Some(root.to_owned());
+        let mut out = Vec::new();
+        while let Some(page) = scan.next().await? {
+            out.extend(
+                page.into_iter()
+                    .filter(|r| r.data.get("root_span_id").and_then(Value::as_str) == Some(root)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// What the traces or summary shape shows for one trace.
+    fn shape_trace(&self, plan: &Plan, spans: Vec<StoredRow>, cx: &Context) -> Vec<Value> {
+        let rows: Vec<Value> = spans.into_iter().map(|r| row_json(r, plan.kind)).collect();
+        match plan.shape {
+            Shape::Summary => vec![plan.project(summary_row(&rows), cx)],
+            _ => rows.into_iter().map(|r| plan.project(r, cx)).collect(),
+        }
+    }
+
+    /// Unsorted traces, in the order of each trace's first matching span.
+    async fn traces(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        cx: &Context,
+        started: Instant,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let root_filter = plan
+            .filter
+            .as_ref()
+            .and_then(|f| f.equality_on("root_span_id"));
+        let first = plan.cursor.as_ref().map_or(0, |c| c.object);
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut emitted = 0;
+        for (i, pass) in passes.iter().enumerate().skip(first) {
+            let mut scan = Scan::new(self, pass, version, started);
+            scan.root = root_filter.clone();
+            let resumed = plan.cursor.as_ref().filter(|_| i == first);
+            if let Some(c) = resumed {
+                scan.after = Some(c.after.clone());
+            }
+            while let Some(page) = scan.next().await? {
+                for row in page {
+                    let Some(root) = row
+                        .data
+                        .get("root_span_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    if seen.contains(&root) {
+                        continue;
+                    }
+                    let row_id = row.row_id.clone();
+                    let shown = row_json(row, plan.kind);
+                    if !shown.as_object().is_some_and(|m| plan.keep(m, cx)) {
+                        continue;
+                    }
+                    let spans = self.trace_spans(pass, version, &root, started).await?;
+                    // Shown on an earlier page when a span at or before the cursor matches.
+                    if let Some(c) = resumed
+                        && spans.iter().any(|s| {
+                            s.row_id <= c.after && {
+                                let r = row_json(s.clone(), plan.kind);
+                                r.as_object().is_some_and(|m| plan.keep(m, cx))
+                            }
+                        })
+                    {
+                        seen.insert(root);
+                        continue;
+                    }
+                    seen.insert(root);
+                    out.extend(self.shape_trace(plan, spans, cx));
+                    emitted += 1;
+                    if emitted == plan.limit {
+                        let c = Cursor {
+                            version,
+                            object: i,
+                            after: row_id,
+                            key: None,
+                        };
+                        return Ok((out, Some(c)));
+                    }
+                }
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Sorted traces or summaries: ordered by their root span's sort key.
+    async fn sorted_traces(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        cx: &Context,
+        started: Instant,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let mut best: Vec<Ranked> = Vec::new();
+        for (i, pass) in passes.iter().enumerate() {
+            // With a filter, first the traces that have a matching span.
+            let matched = match &plan.filter {
+                None => None,
+                Some(_) => {
+                    let mut set = HashSet::new();
+                    let mut scan = Scan::new(self, pass, version, started);
+                    while let Some(page) = scan.next().await? {
+                        for row in page {
+                            let root = row
+                                .data
+                                .get("root_span_id")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned);
+                            let shown = row_json(row, plan.kind);
+                            if let Some(root) = root
+                                && shown.as_object().is_some_and(|m| plan.keep(m, cx))
+                            {
+                                set.insert(root);
+                                if set.len() > MAX_MATCHED_TRACES {
+                                    return Err(ServiceError::bad(format!(
+                                        "the filter matches more than {MAX_MATCHED_TRACES} \
+                                         traces; narrow it to sort them"
+                                    )));
+                                }
+                            }
+                        }
+                    }
+                    Some(set)
+                }
+            };
+            let mut scan = Scan::new(self, pass, version, started);
+            while let Some(page) = scan.next().await? {
+                for row in page {
+                    let row_id = row.row_id.clone();
+                    let shown = row_json(row, plan.kind);
+                    let Some(m) = shown.as_object() else { continue };
+                    if m.get("is_root") != Some(&Value::Bool(true)) {
+                        continue;
+                    }
+                    let Some(root) = m.get("root_span_id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if matched.as_ref().is_some_and(|s| !s.contains(root)) {
+                        continue;
+                    }
+                    let key = plan.key(m, cx);
+                    if plan.after_cursor(&key, i, &row_id) {
+                        best.push((key, i, row_id, json!(root)));
+                        trim(plan, &mut best, plan.limit + 1);
+                    }
+                }
+            }
+        }
+        best.sort_by(|a, b| rank_cmp(plan, a, b));
+        let roots: Vec<(usize, String)> = best
+            .iter()
+            .take(plan.limit)
+            .filter_map(|(_, i, _, r)| Some((*i, r.as_str()?.to_owned())))
+            .collect();
+        let (_, cursor) = page_of(plan, best, version);
+        let mut out = Vec::new();
+        for (i, root) in roots {
+            if let Some(pass) = passes.get(i) {
+                let spans = self.trace_spans(pass, version, &root, started).await?;
+                out.extend(self.shape_trace(plan, spans, cx));
+            }
+        }
+        Ok((out, cursor))
+    }
+
+    /// Dimensions and measures: one pass, one accumulator per group and aggregate.
+    async fn grouped(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        cx: &Context,
+        started: Instant,
+    ) -> Result<Vec<Value>> {
+        let aggs: Vec<Vec<Expr>> = plan.measures.iter().map(|(_, e)| e.aggregates()).collect();
+        let fresh = || -> Vec<Vec<Accumulator>> {
+            aggs.iter()
+                .map(|list| list.iter().map(Accumulator::new).collect())
+                .collect()
+        };
+        let mut groups: HashMap<String, (Vec<Value>, Vec<Vec<Accumulator>>)> = HashMap::new();
+        let mut kept = 0usize;
+        for pass in passes {
+            let mut scan = Scan::new(self, pass, version, started);
+            while let Some(page) = scan.next().await? {
+                for row in page {
+                    let shown = row_json(row, plan.kind);
+                    let Some(m) = shown.as_object().filter(|m| plan.keep(m, cx)) else {
+                        continue;
+                    };
+                    let dims: Vec<Value> =
+                        plan.dimensions.iter().map(|(_, e)| e.eval(m, cx)).collect();
+                    let id = Value::Array(dims.clone()).to_string();
+                    if !groups.contains_key(&id) && groups.len() >= MAX_GROUPS {
+                        return Err(ServiceError::bad(format!(
+                            "the query makes more than {MAX_GROUPS} groups; group by fewer \
+                             distinct values or filter first"
+                        )));
+                    }
+                    let entry = groups.entry(id).or_insert_with(|| (dims, fresh()));
+                    for (accs, list) in entry.1.iter_mut().zip(&aggs) {
+                        for (acc, e) in accs.iter_mut().zip(list) {
+                            kept += acc.add(e, m, cx);
+                        }
+                    }
+                    if kept > MAX_AGGREGATE_VALUES {
+                        return Err(ServiceError::bad(format!(
+                            "count(DISTINCT) and percentile would keep more than \
+                             {MAX_AGGREGATE_VALUES} values; filter first"
+                        )));
+                    }
+                }
+            }
+        }
+        // Aggregates without dimensions answer one row even over no rows, as in SQL.
+        if groups.is_empty() && plan.dimensions.is_empty() {
+            groups.insert(String::new(), (Vec::new(), fresh()));
+        }
+        let empty = Map::new();
+        let mut rows: Vec<Map<String, Value>> = Vec::new();
+        for (_, (dims, accs)) in groups {
+            let mut out = Map::new();
+            for ((alias, _), v) in plan.dimensions.iter().zip(dims) {
+                out.insert(alias.clone(), v);
+            }
+            for ((alias, e), (list, accs)) in plan.measures.iter().zip(aggs.iter().zip(accs)) {
+                let values: Vec<(Expr, Value)> = list
+                    .iter()
+                    .cloned()
+                    .zip(accs.into_iter().map(Accumulator::finish))
+                    .collect();
+                let filled = e.rewrite(&|x: &Expr| {
+                    values
+                        .iter()
+                        .find(|(a, _)| a == x)
+                        .map(|(_, v)| Expr::Lit(v.clone()))
+                });
+                out.insert(alias.clone(), filled.eval(&empty, cx));
+            }
+            if plan
+                .having
+                .as_ref()
+                .is_none_or(|h| truthy(&h.eval(&out, cx)))
+            {
+                rows.push(out);
+            }
+        }
+        // Sorted as asked, then by dimensions, so that the order never depends on hashing.
+        let dim_key = |r: &Map<String, Value>| -> Vec<Value> {
+            plan.dimensions
+                .iter()
+                .map(|(a, _)| r.get(a).cloned().unwrap_or(Value::Null))
+                .collect()
+        };
+        rows.sort_by(|a, b| {
+            plan.cmp_keys(&plan.key(a, cx), &plan.key(b, cx))
+                .then_with(|| {
+                    dim_key(a)
+                        .iter()
+                        .zip(dim_key(b).iter())
+                        .map(|(x, y)| sort_cmp(x, y))
+                        .find(|o| *o != Ordering::Equal)
+                        .unwrap_or(Ordering::Equal)
+                })
+        });
+        rows.truncate(plan.limit);
+        Ok(rows.into_iter().map(Value::Object).collect())
+    }
+}
+
+fn rank_cmp(plan: &Plan, a: &Ranked, b: &Ranked) -> Ordering {
+    plan.cmp_keys(&a.0, &b.0)
+        .then(a.1.cmp(&b.1))
+        .then_with(|| a.2.cmp(&b.2))
+}
+
+/// Keeps the best `keep` candidates once twice as many have gathered: O(n log k) in all.
+fn trim(plan: &Plan, best: &mut Vec<Ranked>, keep: usize) {
+    if best.len() >= keep.saturating_mul(2).max(64) {
+        best.sort_by(|a, b| rank_cmp(plan, a, b));
+        best.truncate(keep);
+    }
+}
+
+/// The first `limit` candidates, and a cursor when more follow.
+fn page_of(plan: &Plan, mut best: Vec<Ranked>, version: XactId) -> (Vec<Value>, Option<Cursor>) {
+    best.sort_by(|a, b| rank_cmp(plan, a, b));
+    let more = best.len() > plan.limit;
+    best.truncate(plan.limit);
+    let cursor = match best.last() {
+        Some((key, object, row_id, _)) if more => Some(Cursor {
+            version,
+            object: *object,
+            after: row_id.clone(),
+            key: Some(key.clone()),
+        }),
+        _ => None,
+    };
+    (best.into_iter().map(|(_, _, _, r)| r).collect(), cursor)
+}
+
+/// One row per trace: the root span's fields, scores averaged per name over the trace's
+/// spans, and metrics: `start`/`end` (earliest and latest of any span), `duration`
+/// (seconds), token counts summed over spans, `span_count`, `llm_calls`, `error_count`;
+/// `tags` of every span, and the newest `_xact_id`.
+pub fn summary_row(spans: &[Value]) -> Value {
+    let root = spans
+        .iter()
+        .find(|s| s.get("is_root") == Some(&Value::Bool(true)))
+        .or(spans.first())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut out = Map::new();
+    for f in [
+        "id",
+        "span_id",
+        "root_span_id",
+        "created",
+        "input",
+        "output",
+        "expected",
+        "metadata",
+        "error",
+        "span_attributes",
+        "project_id",
+        "experiment_id",
+        "log_id",
+        "origin",
+    ] {
+        if let Some(v) = root.get(f) {
+            out.insert(f.into(), v.clone());
+        }
+    }
+    let mut scores: HashMap<String, (f64, u32)> = HashMap::new();
+    let (mut start, mut end): (Option<f64>, Option<f64>) = (None, None);
+    let mut tokens: HashMap<&str, i64> = HashMap::new();
+    let (mut llm_calls, mut errors) = (0i64, 0i64);
+    let mut tags: Vec<Value> = Vec::new();
+    let mut xact = String::new();
+    for s in spans {
+        if let Some(m) = s.get("scores").and_then(Value::as_object) {
+            for (k, v) in m {
+                if let Some(x) = v.as_f64() {
+                    let e = scores.entry(k.clone()).or_insert((0.0, 0));
+                    e.0 += x;
+                    e.1 += 1;
+                }
+            }
+        }
+        if let Some(m) = s.get("metrics").and_then(Value::as_object) {
+            if let Some(x) = m.get("start").and_then(Value::as_f64) {
+                start = Some(start.map_or(x, |s| s.min(x)));
+            }
+            if let Some(x) = m.get("end").and_then(Value::as_f64) {
+                end = Some(end.map_or(x, |e| e.max(x)));
+            }
+            for k in ["prompt_tokens", "completion_tokens", "tokens"] {
+                if let Some(n) = m.get(k).and_then(Value::as_i64) {
+                    *tokens.entry(k).or_insert(0) += n;
+                }
+            }
+        }
+        if s.pointer("/span_attributes/type").and_then(Value::as_str) == Some("llm") {
+            llm_calls += 1;
+        }
+        if s.get("error").is_some_and(|e| !e.is_null()) {
+            errors += 1;
+        }
+        if let Some(t) = s.get("tags").and_then(Value::as_array) {
+            for t in t {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
+        }
+        if let Some(x) = s.get("_xact_id").and_then(Value::as_str)
+            && (x.len(), x) > (xact.len(), xact.as_str())
+        {
+            xact = x.to_owned();
+        }
+    }
+    let mut scores: Vec<(String, (f64, u32))> = scores.into_iter().collect();
+    scores.sort_by(|a, b| a.0.cmp(&b.0));
+    out.insert(
+        "scores".into(),
+        Value::Object(
+            scores
+                .into_iter()
+                .map(|(k, (sum, n))| (k, json!(sum / f64::from(n))))
+                .collect(),
+        ),
+    );
+    let mut metrics = Map::new();
+    if let Some(s) = start {
+        metrics.insert("start".into(), json!(s));
+    }
+    if let Some(e) = end {
+        metrics.insert("end".into(), json!(e));
+    }
+    if let (Some(s), Some(e)) = (start, end) {
+        metrics.insert("duration".into(), json!(e - s));
+    }
+    if !tokens.contains_key("tokens")
+        && let (Some(p), Some(c)) = (
+            tokens.get("prompt_tokens").copied(),
+            tokens.get("completion_tokens").copied(),
+        )
+    {
+        tokens.insert("tokens", p + c);
+    }
+    for (k, v) in tokens {
+        metrics.insert(k.into(), json!(v));
+    }
+    metrics.insert("span_count".into(), json!(spans.len()));
+    metrics.insert("llm_calls".into(), json!(llm_calls));
+    metrics.insert("error_count".into(), json!(errors));
+    out.insert("metrics".into(), Value::Object(metrics));
+    out.insert("tags".into(), Value::Array(tags));
+    out.insert("_xact_id".into(), json!(xact));
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_rows_merge_a_trace() {
+        let spans = vec![
+            json!({"id": "r", "span_id": "r", "root_span_id": "r", "is_root": true,
+                   "input": "q", "output": "a", "scores": {"f": 1.0}, "tags": ["x"],
+                   "metrics": {"start": 10.0, "end": 12.5}, "_xact_id": "9"}),
+            json!({"id": "c", "span_id": "c", "root_span_id": "r", "is_root": false,
+                   "span_attributes": {"type": "llm"}, "scores": {"f": 0.0, "g": 0.5},
+                   "metrics": {"start": 10.5, "end": 12.0, "prompt_tokens": 7,
+                               "completion_tokens": 3}, "error": "boom", "tags": ["x", "y"],
+                   "_xact_id": "10"}),
+        ];
+        let s = summary_row(&spans);
+        assert_eq!(s["input"], "q");
+        assert_eq!(s["scores"], json!({"f": 0.5, "g": 0.5}));
+        assert_eq!(s["metrics"]["duration"], json!(2.5));
+        assert_eq!(s["metrics"]["tokens"], json!(10));
+        assert_eq!(s["metrics"]["span_count"], json!(2));
+        assert_eq!(s["metrics"]["llm_calls"], json!(1));
+        assert_eq!(s["metrics"]["error_count"], json!(1));
+        assert_eq!(s["tags"], json!(["x", "y"]));
+        assert_eq!(s["_xact_id"], "10");
+    }
+}
