@@ -702,12 +702,14 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_lowercase)
 }
 
-/// Every string in a value (object keys excluded).
-fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+/// Calls `f` with each word `MATCH` sees in a value: the words of every string in it (object
+/// keys excluded) and, for a number, of its text. Search indexes hold exactly these words.
+pub fn value_words(v: &Value, f: &mut impl FnMut(String)) {
     match v {
-        Value::String(s) => out.push(s),
-        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        Value::String(s) => words(s).for_each(&mut *f),
+        Value::Array(a) => a.iter().for_each(|x| value_words(x, f)),
+        Value::Object(m) => m.values().for_each(|x| value_words(x, f)),
+        Value::Number(n) => words(&n.to_string()).for_each(f),
         _ => {}
     }
 }
@@ -718,24 +720,13 @@ fn matches_words(haystack: &Value, query: &str) -> bool {
         return false;
     }
     let mut found = vec![false; wanted.len()];
-    let mut texts = Vec::new();
-    strings(haystack, &mut texts);
-    let number = match haystack {
-        Value::Number(n) => n.to_string(),
-        _ => String::new(),
-    };
-    texts.push(&number);
-    for t in texts {
-        for w in words(t) {
-            for (i, q) in wanted.iter().enumerate() {
-                if *q == w
-                    && let Some(f) = found.get_mut(i)
-                {
-                    *f = true;
-                }
+    value_words(haystack, &mut |w| {
+        for (q, f) in wanted.iter().zip(found.iter_mut()) {
+            if *q == w {
+                *f = true;
             }
         }
-    }
+    });
     found.iter().all(|f| *f)
 }
 

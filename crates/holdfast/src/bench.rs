@@ -1,4 +1,4 @@
-//! `holdfast bench ingest`: starts a real server process on a fresh embedded store, posts
+//! `holdfast bench ingest` (and the shared pieces of `bench query`): starts a real server process on a fresh embedded store, posts
 //! realistic traces through `/logs3` from concurrent clients, and reports throughput, request
 //! latency, the server's peak RSS, and trace-fetch latency by `root_span_id`.
 
@@ -39,6 +39,25 @@ pub enum BenchCommand {
         #[arg(long)]
         no_encryption_at_rest: bool,
     },
+    /// Query latency over a project's logs: whole traces, recent traces (summary), metadata
+    /// filters, word search, a sorted score filter and counts per hour.
+    Query {
+        /// Traces to load (5 spans each).
+        #[arg(long, default_value_t = 20_000)]
+        traces: u64,
+        /// Timed runs of each query (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Concurrent clients while loading.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Run against PostgreSQL instead of the embedded store.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Keep the store in this (new) directory instead of a temporary one.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
     /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
     /// against this build and against a build whose decision is short-circuited, in
     /// alternating rounds; reports server CPU per request and throughput, medians of rounds.
@@ -57,16 +76,16 @@ pub enum BenchCommand {
 }
 
 /// A small deterministic generator, so runs are comparable.
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
+    pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + (self.next() % (hi - lo + 1) as u64) as usize
     }
     fn hex(&mut self, n: usize) -> String {
@@ -101,11 +120,34 @@ fn text(rng: &mut Rng, bytes: usize) -> String {
     s
 }
 
+/// What varies between traces besides random text.
+pub(crate) struct TraceShape<'a> {
+    pub created: &'a str,
+    /// The root's `metadata.user_id`; random when absent.
+    pub user_id: Option<String>,
+    /// A word to put in one span's input (even `t`) or output (odd `t`).
+    pub rare_word: Option<&'a str>,
+}
+
 /// One trace: root task, two LLM calls, a tool call and a score span.
 fn trace(rng: &mut Rng, project_id: &str, t: f64) -> (String, Vec<Value>) {
+    let shape = TraceShape {
+        created: "2026-11-30T00:00:00.000000Z",
+        user_id: None,
+        rare_word: None,
+    };
+    trace_shaped(rng, project_id, t, &shape)
+}
+
+pub(crate) fn trace_shaped(
+    rng: &mut Rng,
+    project_id: &str,
+    t: f64,
+    shape: &TraceShape<'_>,
+) -> (String, Vec<Value>) {
     let root_span_id = rng.hex(32);
     let root = rng.hex(16);
-    let created = "2026-11-30T00:00:00.000000Z";
+    let created = shape.created;
     let base = |span_id: &str, parents: Value, name: &str, ty: &str| {
         json!({
             "id": span_id, "span_id": span_id, "root_span_id": root_span_id, "span_parents": parents,
@@ -117,7 +159,8 @@ fn trace(rng: &mut Rng, project_id: &str, t: f64) -> (String, Vec<Value>) {
     let mut r = base(&root, Value::Null, "handle_request", "task");
     r["input"] = json!({"question": text(rng, 120)});
     r["output"] = json!({"answer": text(rng, 200)});
-    r["metadata"] = json!({"user_id": rng.hex(8), "env": "prod", "release": "2026.11"});
+    let user_id = shape.user_id.clone().unwrap_or_else(|| rng.hex(8));
+    r["metadata"] = json!({"user_id": user_id, "env": "prod", "release": "2026.11"});
     r["tags"] = json!(["prod", "support"]);
     r["metrics"] = json!({"start": t, "end": t + 2.5});
     rows.push(r);
@@ -148,10 +191,18 @@ fn trace(rng: &mut Rng, project_id: &str, t: f64) -> (String, Vec<Value>) {
     sc["scores"] = json!({"Factuality": (rng.next() % 100) as f64 / 100.0});
     sc["metrics"] = json!({"start": t + 2.4, "end": t + 2.5});
     rows.push(sc);
+    if let Some(word) = shape.rare_word {
+        let field = if (t as u64).is_multiple_of(2) {
+            "input"
+        } else {
+            "output"
+        };
+        rows[3][field] = json!({"text": format!("{} {word} {}", text(rng, 40), text(rng, 40))});
+    }
     (root_span_id, rows)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -169,17 +220,17 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
-struct ServerProcess {
-    child: std::process::Child,
-    url: String,
-    key: String,
+pub(crate) struct ServerProcess {
+    pub child: std::process::Child,
+    pub url: String,
+    pub key: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -190,11 +241,12 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn start_server(
+pub(crate) async fn start_server(
     binary: &std::path::Path,
     database_url: Option<&str>,
     data_dir: Option<&std::path::Path>,
     encrypt_at_rest: bool,
+    env: &[(&str, &str)],
 ) -> Result<ServerProcess> {
     let tmp = match data_dir {
         Some(_) => None,
@@ -222,6 +274,7 @@ async fn start_server(
     cmd.env("HOLDFAST_LOG", log)
         .env("HOLDFAST_ENCRYPT_AT_REST", encrypt_at_rest.to_string())
         .env("BENCH_AUTHZ_BYPASS_OK", "1")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().context("starting the server")?;
     let stdout = child.stdout.take().context("server stdout")?;
@@ -279,6 +332,22 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             )
             .await
         }
+        BenchCommand::Query {
+            traces,
+            runs,
+            clients,
+            database_url,
+            data_dir,
+        } => {
+            crate::bench_query::run(crate::bench_query::Options {
+                traces,
+                runs,
+                clients,
+                database_url,
+                data_dir,
+            })
+            .await
+        }
         BenchCommand::Authz {
             bypass_binary,
             requests,
@@ -291,7 +360,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
 /// A server ready for the authorization benchmark: a project and a policy with some body to
 /// it (custom groups, each granted on the project), and the path of the request to time.
 async fn authz_target(binary: &std::path::Path) -> Result<(ServerProcess, String)> {
-    let server = start_server(binary, None, None, true).await?;
+    let server = start_server(binary, None, None, true, &[]).await?;
     let client = reqwest::Client::new();
     let auth = format!("Bearer {}", server.key);
     let post = |path: &str, body: Value| {
@@ -443,6 +512,7 @@ async fn ingest(
         database_url.as_deref(),
         data_dir.as_deref(),
         encrypt_at_rest,
+        &[],
     )
     .await?;
     let client = reqwest::Client::builder()
@@ -505,71 +575,13 @@ async fn ingest(
         bodies.len(),
         generated.elapsed().as_secs_f64()
     );
-    let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
     let rows_per_request = traces_per_batch * 5;
     let client_cpu_before = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let started = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Throughput per interval on stderr, so that a slowdown as the store grows shows.
-    let progress = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
-            let mut last = 0u64;
-            loop {
-                tick.tick().await;
-                let now = done.load(std::sync::atomic::Ordering::Relaxed);
-                say!(
-                    err,
-                    "{:>6.0} s  {:>9} rows stored  {:>6.0} rows/s in the last 10 s",
-                    started.elapsed().as_secs_f64(),
-                    now,
-                    (now - last) as f64 / 10.0
-                );
-                last = now;
-            }
-        })
-    };
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, auth, url, queue, done) = (
-            client.clone(),
-            auth.clone(),
-            server.url.clone(),
-            queue.clone(),
-            done.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let Some(body) = queue.lock().await.next() else {
-                    break;
-                };
-                let t0 = Instant::now();
-                let resp = client
-                    .post(format!("{url}/logs3"))
-                    .header("authorization", &auth)
-                    .body(body)
-                    .send()
-                    .await?;
-                if !resp.status().is_success() {
-                    bail!(
-                        "ingest failed: {} {}",
-                        resp.status(),
-                        resp.text().await.unwrap_or_default()
-                    );
-                }
-                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-                done.fetch_add(rows_per_request, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
+    let progress = report_progress(done.clone(), started);
+    let mut latencies =
+        post_all(&client, &server, bodies, clients, rows_per_request, &done).await?;
     let elapsed = started.elapsed().as_secs_f64();
     progress.abort();
     let server_cpu = cpu_seconds(server.child.id()).unwrap_or(0.0);
@@ -647,4 +659,82 @@ async fn ingest(
         100.0 * client_cpu / elapsed
     );
     Ok(())
+}
+
+/// Throughput per interval on stderr, so that a slowdown as the store grows shows.
+fn report_progress(
+    done: Arc<std::sync::atomic::AtomicU64>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        let mut last = 0u64;
+        loop {
+            tick.tick().await;
+            let now = done.load(std::sync::atomic::Ordering::Relaxed);
+            say!(
+                err,
+                "{:>6.0} s  {:>9} rows stored  {:>6.0} rows/s in the last 10 s",
+                started.elapsed().as_secs_f64(),
+                now,
+                (now - last) as f64 / 10.0
+            );
+            last = now;
+        }
+    })
+}
+
+/// Posts every body to `/logs3` from `clients` concurrent clients; returns request latencies
+/// in milliseconds.
+pub(crate) async fn post_all(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    bodies: Vec<Vec<u8>>,
+    clients: usize,
+    rows_per_request: u64,
+    done: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Vec<f64>> {
+    let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
+    let auth = format!("Bearer {}", server.key);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, auth, url, queue, done) = (
+            client.clone(),
+            auth.clone(),
+            server.url.clone(),
+            queue.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let Some(body) = queue.lock().await.next() else {
+                    break;
+                };
+                let t0 = Instant::now();
+                let resp = client
+                    .post(format!("{url}/logs3"))
+                    .header("authorization", &auth)
+                    .body(body)
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    bail!(
+                        "ingest failed: {} {}",
+                        resp.status(),
+                        resp.text().await.unwrap_or_default()
+                    );
+                }
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                done.fetch_add(rows_per_request, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    Ok(latencies)
 }

@@ -34,6 +34,8 @@ pub struct Settings {
     pub body_read_timeout_secs: u64,
     /// How long one query (`/btql`, `fetch`) may read, in milliseconds.
     pub query_timeout_ms: u64,
+    /// Whether queries use the word index (turn off only to measure what it saves).
+    pub query_search_index: bool,
     /// Bytes of request bodies held in memory at once, and requests one key may have in
     /// flight.
     pub max_inflight_body_bytes: usize,
@@ -110,6 +112,7 @@ impl Default for Settings {
             header_read_timeout_secs: 30,
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
             query_timeout_ms: u64::try_from(limits.query_timeout.as_millis()).unwrap_or(u64::MAX),
+            query_search_index: true,
             max_inflight_body_bytes: limits.max_inflight_body_bytes,
             max_requests_per_key: limits.max_requests_per_key,
             encrypt_at_rest: true,
@@ -329,6 +332,7 @@ impl Settings {
             max_inflight_body_bytes: self.max_inflight_body_bytes,
             max_requests_per_key: self.max_requests_per_key,
             query_timeout: std::time::Duration::from_millis(self.query_timeout_ms),
+            query_search_index: self.query_search_index,
         }
     }
 

@@ -15,6 +15,7 @@ macro_rules! say {
 }
 
 mod bench;
+mod bench_query;
 mod config;
 
 use anyhow::{Context, Result, bail};

@@ -30,9 +30,11 @@ use crate::query::{
 use crate::{Result, ServiceError, Services};
 use holdfast_core::authz::{ObjectPass, Permission, Principal};
 use holdfast_core::object::ObjectType;
-use holdfast_core::qexpr::{Accumulator, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy};
+use holdfast_core::qexpr::{
+    Accumulator, CmpOp, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy, words,
+};
 use holdfast_core::xact::XactId;
-use holdfast_store::{RowQuery, StoredRow};
+use holdfast_store::{MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery};
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -437,13 +439,50 @@ fn source_name(query: &Value) -> Result<&str> {
 /// A sorted candidate: its key, object, row id and the row.
 type Ranked = (Vec<Value>, usize, String, Value);
 
-/// Reads an object's rows at a snapshot, a page at a time, within the time limit.
+/// The word searches that every row a filter keeps must satisfy (one of them), when the
+/// filter implies any: `MATCH` on an indexed field, and `=` between a path into one and a
+/// string (the string's words are among the field's words).
+fn text_plan(e: &Expr) -> Option<Vec<TextQuery>> {
+    let field_of = |path: &[String]| {
+        path.first()
+            .and_then(|f| SEARCH_FIELDS.iter().position(|x| x == f))
+    };
+    let query = |field: usize, text: &str| {
+        let words: Vec<String> = words(text).collect();
+        (!words.is_empty()).then(|| vec![TextQuery { field, words }])
+    };
+    match e {
+        Expr::Match(f, q) => match (f.as_ref(), q.as_ref()) {
+            (Expr::Field(p), Expr::Lit(Value::String(text))) => query(field_of(p)?, text),
+            _ => None,
+        },
+        Expr::Cmp(CmpOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+            (Expr::Field(p), Expr::Lit(Value::String(text)))
+            | (Expr::Lit(Value::String(text)), Expr::Field(p)) => query(field_of(p)?, text),
+            _ => None,
+        },
+        Expr::And(cs) => cs.iter().find_map(text_plan),
+        Expr::Or(cs) => {
+            let mut all = Vec::new();
+            for c in cs {
+                all.extend(text_plan(c)?);
+            }
+            Some(all)
+        }
+        _ => None,
+    }
+}
+
+/// Reads an object's rows at a snapshot, a page at a time, within the time limit: every
+/// row in row-id order, or only the candidates a word search named.
 struct Scan<'a> {
     svc: &'a Services,
     pass: &'a ObjectPass,
     version: XactId,
     after: Option<String>,
     root: Option<String>,
+    /// Row ids to read instead of the whole object (sorted), and how many are read.
+    candidates: Option<(Vec<String>, usize)>,
     done: bool,
     started: Instant,
 }
@@ -456,6 +495,7 @@ impl<'a> Scan<'a> {
             version,
             after: None,
             root: None,
+            candidates: None,
             done: false,
             started,
         }
@@ -467,6 +507,31 @@ impl<'a> Scan<'a> {
             return Ok(None);
         }
         self.svc.check_query_time(self.started)?;
+        if let Some((ids, at)) = &mut self.candidates {
+            while ids
+                .get(*at)
+                .is_some_and(|id| self.after.as_ref().is_some_and(|a| id <= a))
+            {
+                *at += 1;
+            }
+            let end = (*at + SCAN_PAGE as usize).min(ids.len());
+            let chunk = ids.get(*at..end).unwrap_or_default();
+            *at = end;
+            self.done = end >= ids.len();
+            let rows = self
+                .svc
+                .store
+                .read_row_ids(self.pass, chunk, Some(self.version))
+                .await?;
+            if let Some(last) = chunk.last() {
+                self.after = Some(last.clone());
+            }
+            return Ok(Some(
+                rows.into_iter()
+                    .filter(|r| !only_discussion(&r.data))
+                    .collect(),
+            ));
+        }
         let q = RowQuery {
             as_of: Some(self.version),
             after_row_id: self.after.clone(),
@@ -487,6 +552,36 @@ impl<'a> Scan<'a> {
 }
 
 impl Services {
+    /// A scan of one object for a plan: the trace index for `root_span_id = '...'`, the word
+    /// index when the filter implies words, else every row.
+    async fn scan_for<'a>(
+        &'a self,
+        plan: &Plan,
+        pass: &'a ObjectPass,
+        version: XactId,
+        started: Instant,
+    ) -> Result<Scan<'a>> {
+        let mut scan = Scan::new(self, pass, version, started);
+        let Some(filter) = &plan.filter else {
+            return Ok(scan);
+        };
+        scan.root = filter.equality_on("root_span_id");
+        if scan.root.is_none()
+            && self.limits.query_search_index
+            && let Some(queries) = text_plan(filter)
+        {
+            // Too many candidates read faster as a scan.
+            if let Some(ids) = self
+                .store
+                .search_rows(pass, &queries, MAX_CANDIDATES)
+                .await?
+            {
+                scan.candidates = Some((ids, 0));
+            }
+        }
+        Ok(scan)
+    }
+
     pub(crate) fn check_query_time(&self, started: Instant) -> Result<()> {
         if started.elapsed() > self.limits.query_timeout {
             return Err(ServiceError::QueryTimeout(format!(
@@ -589,15 +684,10 @@ impl Services {
         cx: &Context,
         started: Instant,
     ) -> Result<(Vec<Value>, Option<Cursor>)> {
-        let root = plan
-            .filter
-            .as_ref()
-            .and_then(|f| f.equality_on("root_span_id"));
         let first = plan.cursor.as_ref().map_or(0, |c| c.object);
         let mut out = Vec::new();
         for (i, pass) in passes.iter().enumerate().skip(first) {
-            let mut scan = Scan::new(self, pass, version, started);
-            scan.root = root.clone();
+            let mut scan = self.scan_for(plan, pass, version, started).await?;
             if i == first {
                 scan.after = plan.cursor.as_ref().map(|c| c.after.clone());
             }
@@ -635,7 +725,7 @@ impl Services {
     ) -> Result<(Vec<Value>, Option<Cursor>)> {
         let mut best: Vec<Ranked> = Vec::new();
         for (i, pass) in passes.iter().enumerate() {
-            let mut scan = Scan::new(self, pass, version, started);
+            let mut scan = self.scan_for(plan, pass, version, started).await?;
             while let Some(page) = scan.next().await? {
                 for row in page {
                     let row_id = row.row_id.clone();
@@ -696,17 +786,12 @@ impl Services {
         cx: &Context,
         started: Instant,
     ) -> Result<(Vec<Value>, Option<Cursor>)> {
-        let root_filter = plan
-            .filter
-            .as_ref()
-            .and_then(|f| f.equality_on("root_span_id"));
         let first = plan.cursor.as_ref().map_or(0, |c| c.object);
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut emitted = 0;
         for (i, pass) in passes.iter().enumerate().skip(first) {
-            let mut scan = Scan::new(self, pass, version, started);
-            scan.root = root_filter.clone();
+            let mut scan = self.scan_for(plan, pass, version, started).await?;
             let resumed = plan.cursor.as_ref().filter(|_| i == first);
             if let Some(c) = resumed {
                 scan.after = Some(c.after.clone());
@@ -776,7 +861,7 @@ impl Services {
                 None => None,
                 Some(_) => {
                     let mut set = HashSet::new();
-                    let mut scan = Scan::new(self, pass, version, started);
+                    let mut scan = self.scan_for(plan, pass, version, started).await?;
                     while let Some(page) = scan.next().await? {
                         for row in page {
                             let root = row
@@ -859,7 +944,7 @@ impl Services {
         let mut groups: HashMap<String, (Vec<Value>, Vec<Vec<Accumulator>>)> = HashMap::new();
         let mut kept = 0usize;
         for pass in passes {
-            let mut scan = Scan::new(self, pass, version, started);
+            let mut scan = self.scan_for(plan, pass, version, started).await?;
             while let Some(page) = scan.next().await? {
                 for row in page {
                     let shown = row_json(row, plan.kind);

@@ -59,6 +59,8 @@ pub struct Limits {
     pub max_requests_per_key: usize,
     /// How long one query (`/btql`, `fetch`) may read before it is stopped.
     pub query_timeout: std::time::Duration,
+    /// Whether queries use the store's word index (off only to measure what it saves).
+    pub query_search_index: bool,
 }
 
 impl Default for Limits {
@@ -75,6 +77,7 @@ impl Default for Limits {
             max_inflight_body_bytes: 256 * 1024 * 1024,
             max_requests_per_key: 128,
             query_timeout: std::time::Duration::from_secs(30),
+            query_search_index: true,
         }
     }
 }

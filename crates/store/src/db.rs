@@ -140,6 +140,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("audit_chains.sql"),
         include_str!("audit_chains.sql"),
     ),
+    (
+        8,
+        include_str!("search_sqlite.sql"),
+        include_str!("search_postgres.sql"),
+    ),
 ];
 
 impl Store {
@@ -195,6 +200,7 @@ impl Store {
         let index = Arc::new(index);
         let store = Self::assemble(Pools::Sqlite(read), write, index, Some(checkpointer))?;
         store.migrate().await?;
+        crate::search::index_existing(&store.write).await?;
         let indexed = crate::writer::index_after_start(&store.write).await?;
         store.index.set_committed(indexed);
         Ok(store)
@@ -210,6 +216,7 @@ impl Store {
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
         let store = Self::assemble(Pools::Postgres(pool), write, index, None)?;
         store.migrate().await?;
+        crate::search::index_existing(&store.write).await?;
         Ok(store)
     }
 

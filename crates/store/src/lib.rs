@@ -24,6 +24,7 @@ mod db;
 mod index;
 mod meta;
 mod rows;
+mod search;
 mod secrets;
 #[cfg(test)]
 mod testing;
@@ -37,6 +38,7 @@ pub use access::{
 pub use db::{Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
+pub use search::{FIELDS as SEARCH_FIELDS, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};

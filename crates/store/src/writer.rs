@@ -15,6 +15,7 @@ use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
 use crate::index::{Pending, RowIndex, Version, Written, newer, trace_key};
 use crate::rows::{IncomingRow, compress_from, decode_data, encode_data};
+use crate::search::{SearchText, TextIndex, ToIndex, search_text, tsvector};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::{self, WriteKind};
@@ -50,6 +51,8 @@ struct NewVersion {
     deleted: bool,
     /// Stored form (see `rows::encode_data`).
     data: Vec<u8>,
+    /// Its words, for the search index.
+    search: SearchText,
 }
 
 /// One object's share of a request.
@@ -127,6 +130,7 @@ fn version(
                     .map(str::to_owned),
                 deleted: false,
                 data: encode_data(json, compress_from),
+                search: search_text(r),
             }
         }
         None => NewVersion {
@@ -137,6 +141,7 @@ fn version(
                 serde_json::json!({ "id": row_id }).to_string(),
                 compress_from,
             ),
+            search: SearchText::default(),
         },
     })
 }
@@ -723,12 +728,17 @@ async fn try_commit_group(
         let mut buffer: Vec<InsertRow<'_>> = Vec::new();
         // Inserts are batched across requests; they are flushed before any read of stored
         // rows, so a merge always sees what earlier requests of the group wrote.
+        // PostgreSQL stores each version's words in the row; the embedded store indexes them
+        // by `seq` in `row_text` (see `search`).
+        let words_in_row = matches!(pools, Pools::Postgres(_));
         macro_rules! flush {
             () => {
                 for chunk in buffer.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(
-                        "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data) ",
-                    );
+                    let mut qb = QueryBuilder::<DB>::new(if words_in_row {
+                        "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data, search) "
+                    } else {
+                        "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data) "
+                    });
                     qb.push_values(chunk, |mut b, r| {
                         let v = r.version();
                         b.push_bind(r.pass.org_id())
@@ -739,8 +749,33 @@ async fn try_commit_group(
                             .push_bind(v.root_span_id.as_deref())
                             .push_bind(v.deleted)
                             .push_bind(v.data.as_slice());
+                        if words_in_row {
+                            b.push_bind(tsvector(&v.search)).push_unseparated("::tsvector");
+                        }
                     });
-                    qb.build().execute(&mut *tx).await?;
+                    if words_in_row {
+                        qb.build().execute(&mut *tx).await?;
+                    } else {
+                        qb.push(" RETURNING seq");
+                        let seqs: Vec<i64> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+                        if seqs.len() != chunk.len() {
+                            return Err(StoreError::WriteFailed(
+                                "the insert returned fewer rows than it was given".into(),
+                            ));
+                        }
+                        let versions: Vec<ToIndex<'_>> = chunk
+                            .iter()
+                            .zip(&seqs)
+                            .filter(|(r, _)| !r.version().deleted)
+                            .map(|(r, seq)| ToIndex {
+                                seq: *seq,
+                                object_type: r.pass.object_type().as_str(),
+                                object_id: r.pass.object_id(),
+                                text: &r.version().search,
+                            })
+                            .collect();
+                        <DB as TextIndex>::index_new(&mut tx, &versions).await?;
+                    }
                 }
                 buffer.clear();
             };

@@ -583,9 +583,19 @@ async fn check(server: &Server, query: Value, want: &Want, label: &str) {
     }
 }
 
-/// Every query of the table, in each front end it is written for, on this backend.
+/// Every query of the table, in each front end it is written for, on this backend: with the
+/// word index, and reading every row instead (the same answers either way).
 async fn conformance(backend: Backend) {
-    let server = Server::start(backend).await;
+    for env in [
+        [("HOLDFAST_QUERY_SEARCH_INDEX", "true")],
+        [("HOLDFAST_QUERY_SEARCH_INDEX", "false")],
+    ] {
+        conformance_with(backend, &env).await;
+    }
+}
+
+async fn conformance_with(backend: Backend, env: &[(&str, &str)]) {
+    let server = Server::start_with(backend, env).await;
     let p = server
         .ok("POST", "/v1/project", Some(json!({"name": "qc"})))
         .await;
@@ -775,7 +785,74 @@ async fn queries_respect_access(backend: Backend) {
     }
 }
 
+/// The word index follows every write: a row is found by its new words as soon as the
+/// write is acknowledged, and no longer by words it lost; a deleted row is not found.
+async fn search_follows_writes(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qs"})))
+        .await;
+    let p = p["id"].as_str().unwrap();
+    let ids = |body: &Value| -> Vec<String> {
+        let mut v: Vec<String> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let find = |word: &str| {
+        let text = format!(
+            "SELECT id FROM project_logs('{p}') WHERE output MATCH '{word}' OR metadata.tag = '{word}'"
+        );
+        let server = &server;
+        async move {
+            ids(&server
+                .ok("POST", "/btql", Some(json!({"query": text})))
+                .await)
+        }
+    };
+    let write = |row: Value| {
+        let server = &server;
+        let mut row = row;
+        row["project_id"] = json!(p);
+        row["log_id"] = json!("g");
+        async move {
+            server
+                .ok("POST", "/logs3", Some(json!({"rows": [row]})))
+                .await
+        }
+    };
+    write(json!({"id": "r1", "output": "alpha beta", "metadata": {"tag": "gamma"}})).await;
+    write(json!({"id": "r2", "output": "beta"})).await;
+    assert_eq!(find("alpha").await, ["r1"]);
+    assert_eq!(find("beta").await, ["r1", "r2"]);
+    assert_eq!(find("gamma").await, ["r1"]);
+    // A merge that replaces the output: found by the new word at once, not by the old one.
+    write(json!({"id": "r1", "output": "delta", "_is_merge": true})).await;
+    assert_eq!(find("alpha").await, Vec::<String>::new());
+    assert_eq!(find("delta").await, ["r1"]);
+    assert_eq!(find("gamma").await, ["r1"], "the merge kept the metadata");
+    // Deleted: not found by any of its words.
+    write(json!({"id": "r2", "_object_delete": true})).await;
+    assert_eq!(find("beta").await, Vec::<String>::new());
+    // A page of candidates that are all outdated still ends.
+    for i in 0..30 {
+        write(json!({"id": format!("m{i}"), "output": "omega"})).await;
+        write(json!({"id": format!("m{i}"), "output": "psi", "_is_merge": true})).await;
+    }
+    assert_eq!(find("omega").await, Vec::<String>::new());
+    assert_eq!(find("psi").await.len(), 30);
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(conformance, paging, queries_respect_access);
+    on_all_backends!(
+        conformance,
+        paging,
+        queries_respect_access,
+        search_follows_writes
+    );
 }

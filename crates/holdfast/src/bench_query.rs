@@ -1,0 +1,236 @@
+//! `holdfast bench query`: loads a project's logs with realistic traces (5 spans each, chat
+//! inputs, ~500 distinct user ids, a rare word in 0.1% of spans, spread over one day), then
+//! times the queries people ask through `/btql`, each several times, and reports medians.
+
+use crate::bench::{
+    Rng, ServerProcess, TraceShape, peak_rss_mib, percentile, post_all, start_server, trace_shaped,
+};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The word in 0.1% of spans, and one in none.
+const RARE_WORD: &str = "quasarium";
+const ABSENT_WORD: &str = "zzyzxqv";
+const DAY: &str = "2026-11-30";
+
+pub struct Options {
+    pub traces: u64,
+    pub runs: usize,
+    pub clients: usize,
+    pub database_url: Option<String>,
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// Loads the store; returns (project id, a few root span ids, spans/s).
+async fn load(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    traces: u64,
+    clients: usize,
+) -> Result<(String, Vec<String>, f64)> {
+    let project: Value = client
+        .post(format!("{}/v1/project", server.url))
+        .header("authorization", format!("Bearer {}", server.key))
+        .json(&json!({"name": "bench-query"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let project_id = project
+        .get("id")
+        .and_then(Value::as_str)
+        .context("project id")?
+        .to_owned();
+    const TRACES_PER_BATCH: u64 = 20;
+    let batches = traces.div_ceil(TRACES_PER_BATCH);
+    let seconds_per_trace = 86_400.0 / traces.max(1) as f64;
+    let mut generators = Vec::new();
+    for part in 0..2u64 {
+        let project_id = project_id.clone();
+        generators.push(tokio::task::spawn_blocking(move || {
+            let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (part + 1));
+            let mut bodies = Vec::new();
+            let mut roots = Vec::new();
+            for b in (part..batches).step_by(2) {
+                let mut rows = Vec::new();
+                for i in 0..TRACES_PER_BATCH {
+                    let n = b * TRACES_PER_BATCH + i;
+                    if n >= traces {
+                        break;
+                    }
+                    let secs = (n as f64 * seconds_per_trace) as u64;
+                    let created = format!(
+                        "{DAY}T{:02}:{:02}:{:02}.{:06}Z",
+                        secs / 3600,
+                        secs / 60 % 60,
+                        secs % 60,
+                        n % 1_000_000
+                    );
+                    let user = format!("user-{:03}", rng.next() % 500);
+                    // One trace in 200 has the word in one of its 5 spans: 0.1% of spans.
+                    let rare = rng.next().is_multiple_of(200);
+                    let shape = TraceShape {
+                        created: &created,
+                        user_id: Some(user),
+                        rare_word: rare.then_some(RARE_WORD),
+                    };
+                    let (root, spans) = trace_shaped(&mut rng, &project_id, n as f64, &shape);
+                    if roots.len() < 64 {
+                        roots.push(root);
+                    }
+                    rows.extend(spans);
+                }
+                bodies.push(serde_json::to_vec(
+                    &json!({"rows": rows, "api_version": 2}),
+                )?);
+            }
+            Ok::<_, anyhow::Error>((bodies, roots))
+        }));
+    }
+    let mut bodies = Vec::new();
+    let mut roots = Vec::new();
+    for g in generators {
+        let (b, r) = g.await??;
+        bodies.extend(b);
+        roots.extend(r);
+    }
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    post_all(client, server, bodies, clients, TRACES_PER_BATCH * 5, &done).await?;
+    let rate = (traces * 5) as f64 / started.elapsed().as_secs_f64();
+    Ok((project_id, roots, rate))
+}
+
+pub async fn run(o: Options) -> Result<()> {
+    let server = start_server(
+        &std::env::current_exe()?,
+        o.database_url.as_deref(),
+        o.data_dir.as_deref(),
+        true,
+        // Scans of a large store take longer than the default limit; the benchmark reports
+        // how long they take instead of stopping them.
+        &[("HOLDFAST_QUERY_TIMEOUT_MS", "600000")],
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    say!(
+        err,
+        "loading {} traces ({} spans)...",
+        o.traces,
+        o.traces * 5
+    );
+    let (p, roots, rate) = load(&client, &server, o.traces, o.clients).await?;
+    // Let the embedded store's index catch up (it indexes after 0.5 s of idleness).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let auth = format!("Bearer {}", server.key);
+    let queries: Vec<(&str, String)> = vec![
+        (
+            "whole trace by id",
+            format!("SELECT * FROM project_logs('{p}') WHERE root_span_id = '{{root}}'"),
+        ),
+        (
+            "50 most recent traces (summary)",
+            format!(
+                "SELECT * FROM project_logs('{p}', shape => 'summary') ORDER BY created DESC LIMIT 50"
+            ),
+        ),
+        (
+            "metadata.user_id = X",
+            format!("SELECT * FROM project_logs('{p}') WHERE metadata.user_id = 'user-042'"),
+        ),
+        (
+            "rare word (MATCH)",
+            format!("SELECT * FROM project_logs('{p}') WHERE input MATCH '{RARE_WORD}'"),
+        ),
+        (
+            "word that occurs nowhere",
+            format!("SELECT * FROM project_logs('{p}') WHERE input MATCH '{ABSENT_WORD}'"),
+        ),
+        (
+            "rare word in input OR output",
+            format!(
+                "SELECT * FROM project_logs('{p}') WHERE input MATCH '{RARE_WORD}' OR output MATCH '{RARE_WORD}'"
+            ),
+        ),
+        (
+            "score filter sorted by score",
+            format!(
+                "SELECT * FROM project_logs('{p}') WHERE scores.Factuality > 0.9 ORDER BY scores.Factuality DESC LIMIT 50"
+            ),
+        ),
+        (
+            "counts per hour over a day (GROUP BY)",
+            format!(
+                "SELECT hour(created) AS h, count(*) AS n FROM project_logs('{p}') \
+                 WHERE created >= '{DAY}T00:00:00Z' AND created < '{DAY}T23:59:59.999999Z' GROUP BY 1 ORDER BY h"
+            ),
+        ),
+    ];
+    let backend = if o.database_url.is_some() {
+        "postgresql"
+    } else {
+        "sqlite (embedded, encrypted at rest)"
+    };
+    say!("backend       {backend}");
+    say!(
+        "store         {} spans ({} traces), loaded at {rate:.0} spans/s",
+        o.traces * 5,
+        o.traces
+    );
+    say!("runs          {} per query after one warm-up", o.runs);
+    say!(
+        "{:<40} {:>10} {:>10} {:>10} {:>8}",
+        "query",
+        "p50 ms",
+        "min ms",
+        "max ms",
+        "rows"
+    );
+    for (name, text) in &queries {
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for run in 0..=o.runs {
+            let root = roots
+                .get(run % roots.len().max(1))
+                .cloned()
+                .unwrap_or_default();
+            let body = json!({"query": text.replace("{root}", &root)});
+            let t0 = Instant::now();
+            let resp = client
+                .post(format!("{}/btql", server.url))
+                .header("authorization", &auth)
+                .json(&body)
+                .send()
+                .await?;
+            let status = resp.status();
+            let reply: Value = resp.json().await?;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if !status.is_success() {
+                bail!("{name}: {status} {reply}");
+            }
+            rows = reply
+                .get("data")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            if run > 0 {
+                times.push(ms);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        say!(
+            "{:<40} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            name,
+            percentile(&times, 0.5),
+            times.first().copied().unwrap_or(0.0),
+            times.last().copied().unwrap_or(0.0),
+            rows
+        );
+    }
+    say!(
+        "server peak RSS {:.0} MiB",
+        peak_rss_mib(server.child.id()).unwrap_or(0.0)
+    );
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Word search over rows, inside the store (and so inside its encryption at rest).
+//!
+//! Every row version's words (as `MATCH` sees them: [`holdfast_core::qexpr::value_words`])
+//! of `input`, `output`, `expected`, `metadata` and `error` are indexed in the transaction
+//! that writes the version, so a row acknowledged by a write is found by the next query.
+//!
+//! - Embedded store: an FTS5 table `row_text` without stored content, one document per
+//!   version (`rowid` = the version's `seq`), a column per field, plus a `scope` column holding
+//!   one token derived from the object (so a search reads only one object's postings).
+//! - PostgreSQL: a `tsvector` column `rows.search` with a GIN index; the fields are weights
+//!   (`input` A, `output` B, `expected` C, `metadata` and `error` D). The lexemes are the words
+//!   themselves (`array`-free literal built here), never run through a text-search parser, so
+//!   both backends find exactly the same words.
+//!
+//! The index answers which rows *had* a version holding the words; callers read those rows'
+//! current versions at their snapshot ([`Store::read_row_ids`]) and evaluate the whole
+//! filter again, so an outdated or shared entry can only cost a read, never a wrong answer.
+//! A field with more than [`MAX_WORDS_PER_FIELD`] distinct words indexes [`OVERFLOW`] in
+//! their place, and every search also asks for that word, so such a row is always checked.
+//!
+//! Stores written before this index existed are indexed when they are next opened.
+
+use crate::db::{Pools, with_pool};
+use crate::index::{Version, newer};
+use crate::rows::{StoredRow, decode_data};
+use crate::{Result, Store, StoreError};
+use holdfast_core::authz::ObjectPass;
+use holdfast_core::qexpr::value_words;
+use holdfast_core::xact::XactId;
+use serde_json::{Map, Value};
+use sha2::Digest;
+use sqlx::QueryBuilder;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The indexed fields, in column (and weight) order.
+pub const FIELDS: [&str; 5] = ["input", "output", "expected", "metadata", "error"];
+/// PostgreSQL weight of each field.
+const WEIGHTS: [char; 5] = ['A', 'B', 'C', 'D', 'D'];
+/// Distinct words of one field indexed one by one; past this, [`OVERFLOW`].
+pub const MAX_WORDS_PER_FIELD: usize = 20_000;
+/// Stands for "too many words to list": searches always match it.
+pub const OVERFLOW: &str = "hf0overflow";
+/// Rows a search may name before the caller is told to read the object instead.
+pub const MAX_CANDIDATES: usize = 100_000;
+
+/// One field's distinct words, per indexed field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct SearchText(pub [Vec<String>; 5]);
+
+pub(crate) fn search_text(row: &Map<String, Value>) -> SearchText {
+    let mut out = SearchText::default();
+    for (field, words) in FIELDS.iter().zip(out.0.iter_mut()) {
+        let Some(v) = row.get(*field) else { continue };
+        let mut seen = HashSet::new();
+        value_words(v, &mut |w| {
+            if seen.len() <= MAX_WORDS_PER_FIELD && !seen.contains(&w) {
+                seen.insert(w);
+            }
+        });
+        if seen.len() > MAX_WORDS_PER_FIELD {
+            words.push(OVERFLOW.to_owned());
+        } else {
+            words.extend(seen);
+        }
+    }
+    out
+}
+
+/// The FTS5 token naming an object.
+fn scope(object_type: &str, object_id: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(object_type.as_bytes());
+    h.update([0u8]);
+    h.update(object_id.as_bytes());
+    let d = h.finalize();
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("s{hex}")
+}
+
+/// The `tsvector` literal of a version: `'word':1A,2B ...` (a word is letters and digits
+/// only, so it needs no escaping).
+pub(crate) fn tsvector(t: &SearchText) -> String {
+    let mut at: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (i, words) in t.0.iter().enumerate() {
+        let weight = WEIGHTS.get(i).copied().unwrap_or('D');
+        for w in words {
+            at.entry(w.as_str())
+                .or_default()
+                .push(format!("{}{weight}", i + 1));
+        }
+    }
+    at.into_iter()
+        .map(|(w, pos)| format!("'{w}':{}", pos.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Rows having every word of `words` in field `FIELDS[field]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextQuery {
+    pub field: usize,
+    pub words: Vec<String>,
+}
+
+fn is_word(w: &str) -> bool {
+    !w.is_empty() && w.chars().all(char::is_alphanumeric)
+}
+
+/// The FTS5 query: any of the conjunctions, within the object's scope.
+fn fts5_query(scope_token: &str, any_of: &[TextQuery]) -> String {
+    let alternatives: Vec<String> = any_of
+        .iter()
+        .filter_map(|q| {
+            let col = FIELDS.get(q.field)?;
+            let all: Vec<String> = q.words.iter().map(|w| format!("{col} : \"{w}\"")).collect();
+            Some(format!("({}) OR {col} : \"{OVERFLOW}\"", all.join(" AND ")))
+        })
+        .collect();
+    format!(
+        "scope : \"{scope_token}\" AND ({})",
+        alternatives.join(" OR ")
+    )
+}
+
+/// The `tsquery` literal: any of the conjunctions.
+fn tsquery(any_of: &[TextQuery]) -> String {
+    any_of
+        .iter()
+        .filter_map(|q| {
+            let weight = WEIGHTS.get(q.field)?;
+            let all: Vec<String> = q.words.iter().map(|w| format!("'{w}':{weight}")).collect();
+            Some(format!("(({}) | '{OVERFLOW}':{weight})", all.join(" & ")))
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// A version to index: its `seq`, object and words.
+pub(crate) struct ToIndex<'a> {
+    pub seq: i64,
+    pub object_type: &'a str,
+    pub object_id: &'a str,
+    pub text: &'a SearchText,
+}
+
+type Fut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
+/// How each backend indexes versions in the caller's transaction.
+pub(crate) trait TextIndex: sqlx::Database {
+    /// Versions the writer has just inserted (PostgreSQL stores their words in the insert).
+    fn index_new<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a>;
+    /// Versions stored before the index existed.
+    fn index_old<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a>;
+}
+
+impl TextIndex for sqlx::Sqlite {
+    fn index_new<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a> {
+        Box::pin(async move {
+            for chunk in versions.chunks(500) {
+                let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO row_text (rowid, scope, input, output, expected, metadata, error) ",
+                );
+                qb.push_values(chunk, |mut b, v| {
+                    b.push_bind(v.seq)
+                        .push_bind(scope(v.object_type, v.object_id));
+                    for words in &v.text.0 {
+                        b.push_bind(words.join(" "));
+                    }
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn index_old<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a> {
+        Self::index_new(conn, versions)
+    }
+}
+
+impl TextIndex for sqlx::Postgres {
+    fn index_new<'a>(_: &'a mut Self::Connection, _: &'a [ToIndex<'a>]) -> Fut<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn index_old<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a> {
+        Box::pin(async move {
+            for v in versions {
+                sqlx::query("UPDATE rows SET search = $1::tsvector WHERE seq = $2")
+                    .bind(tsvector(v.text))
+                    .bind(v.seq)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// The ids of the rows of an object that have (or had) a version matching any of the
+    /// queries, sorted; `None` when there are more than `cap`.
+    pub async fn search_rows(
+        &self,
+        pass: &ObjectPass,
+        any_of: &[TextQuery],
+        cap: usize,
+    ) -> Result<Option<Vec<String>>> {
+        if any_of.is_empty()
+            || any_of
+                .iter()
+                .any(|q| q.words.is_empty() || !q.words.iter().all(|w| is_word(w)))
+        {
+            return Err(StoreError::InvalidRow(
+                "a search needs words of letters and digits".into(),
+            ));
+        }
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+        let ids: Vec<String> = match &self.read {
+            Pools::Sqlite(p) => {
+                sqlx::query_scalar(
+                    "SELECT DISTINCT r.row_id FROM rows r \
+                     WHERE r.seq IN (SELECT rowid FROM row_text WHERE row_text MATCH $1) \
+                     AND r.object_type = $2 AND r.object_id = $3 AND r.org_id = $4 \
+                     ORDER BY r.row_id LIMIT $5",
+                )
+                .bind(fts5_query(&scope(object_type, object_id), any_of))
+                .bind(object_type)
+                .bind(object_id)
+                .bind(pass.org_id())
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+            Pools::Postgres(p) => {
+                sqlx::query_scalar(
+                    "SELECT DISTINCT row_id FROM rows WHERE search @@ $1::tsquery \
+                     AND object_type = $2 AND object_id = $3 AND org_id = $4 \
+                     ORDER BY row_id LIMIT $5",
+                )
+                .bind(tsquery(any_of))
+                .bind(object_type)
+                .bind(object_id)
+                .bind(pass.org_id())
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+        };
+        Ok((ids.len() <= cap).then_some(ids))
+    }
+
+    /// The newest live version at `as_of` of each of these rows of an object, in row-id
+    /// order (rows deleted or absent at `as_of` are left out).
+    pub async fn read_row_ids(
+        &self,
+        pass: &ObjectPass,
+        ids: &[String],
+        as_of: Option<XactId>,
+    ) -> Result<Vec<StoredRow>> {
+        let as_of = as_of.map(XactId::as_i64).unwrap_or(i64::MAX);
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let latest = loop {
+                let generation = self.index.generation();
+                let found: Vec<(String, i64, i64, bool)> = with_pool!(&self.read, |p, DB| {
+                    let mut qb = QueryBuilder::<DB>::new(
+                        "SELECT ri.row_id, ri.xact_id, ri.seq, ri.is_deleted FROM row_index ri \
+                         WHERE ri.object_type = ",
+                    );
+                    qb.push_bind(object_type);
+                    qb.push(" AND ri.object_id = ").push_bind(object_id);
+                    qb.push(" AND ri.row_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.as_str());
+                    }
+                    qb.push(
+                        ") AND ri.xact_id = (SELECT MAX(x.xact_id) FROM row_index x \
+                         WHERE x.object_type = ri.object_type AND x.object_id = ri.object_id \
+                         AND x.row_id = ri.row_id AND x.xact_id <= ",
+                    );
+                    qb.push_bind(as_of);
+                    qb.push(")");
+                    qb.build_query_as().fetch_all(p).await?
+                });
+                let mut latest: BTreeMap<String, Version> = found
+                    .into_iter()
+                    .map(|(id, xact, seq, deleted)| (id, Version { xact, seq, deleted }))
+                    .collect();
+                let tail = self.index.view();
+                // A catch-up moved versions from the tail meanwhile: read again.
+                if tail.generation() != generation {
+                    continue;
+                }
+                for id in chunk {
+                    let pending = tail.latest(object_type, object_id, id, as_of);
+                    if let Some(v) = newer(latest.get(id).copied(), pending) {
+                        latest.insert(id.clone(), v);
+                    }
+                }
+                break latest;
+            };
+            let live: Vec<(String, Version)> =
+                latest.into_iter().filter(|(_, v)| !v.deleted).collect();
+            if live.is_empty() {
+                continue;
+            }
+            let data: HashMap<i64, Vec<u8>> = with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
+                qb.push_bind(pass.org_id());
+                qb.push(" AND seq IN (");
+                let mut sep = qb.separated(", ");
+                for (_, v) in &live {
+                    sep.push_bind(v.seq);
+                }
+                qb.push(")");
+                let rows: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(p).await?;
+                rows.into_iter().collect()
+            });
+            for (id, v) in live {
+                let stored = data.get(&v.seq).ok_or_else(|| {
+                    StoreError::Corrupt(format!("row {id}: version {} has no data", v.seq))
+                })?;
+                let xact_id = XactId::from_i64(v.xact)
+                    .ok_or_else(|| StoreError::Corrupt(format!("xact id {}", v.xact)))?;
+                out.push(StoredRow {
+                    data: decode_data(&id, stored)?,
+                    row_id: id,
+                    xact_id,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Indexes the versions a store held before it had this index (once, when it is opened),
+/// in batches that each commit with the progress they make.
+pub(crate) async fn index_existing(pools: &Pools) -> Result<()> {
+    const BATCH: i64 = 2_000;
+    loop {
+        let done: Result<bool> = with_pool!(pools, |p, DB| {
+            async {
+                let mut tx = p.begin().await?;
+                let (from, to): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT value FROM counters WHERE name = 'text_indexed_seq'), \
+                        (SELECT value FROM counters WHERE name = 'text_index_from_seq')",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                if from >= to {
+                    return Ok(true);
+                }
+                let rows: Vec<(i64, String, String, String, bool, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, object_type, object_id, row_id, is_deleted, data FROM rows \
+                 WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(from)
+                .bind(to)
+                .bind(BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+                let reached = rows.last().map_or(to, |r| r.0);
+                let mut texts = Vec::new();
+                for (seq, _, _, id, deleted, data) in &rows {
+                    let text = if *deleted {
+                        SearchText::default()
+                    } else {
+                        search_text(&decode_data(id, data)?)
+                    };
+                    texts.push((*seq, text));
+                }
+                let versions: Vec<ToIndex<'_>> = rows
+                    .iter()
+                    .zip(&texts)
+                    .map(|((_, t, o, _, _, _), (seq, text))| ToIndex {
+                        seq: *seq,
+                        object_type: t,
+                        object_id: o,
+                        text,
+                    })
+                    .collect();
+                <DB as TextIndex>::index_old(&mut tx, &versions).await?;
+                sqlx::query("UPDATE counters SET value = $1 WHERE name = 'text_indexed_seq'")
+                    .bind(reached)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(false)
+            }
+            .await
+        });
+        if done? {
+            return Ok(());
+        }
+    }
+}
