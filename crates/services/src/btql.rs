@@ -48,6 +48,9 @@ pub const MAX_TRACES_PER_PAGE: usize = 1_000;
 pub const MAX_MATCHED_TRACES: usize = 1_000_000;
 /// Most sort keys, select items, dimensions or measures.
 pub const MAX_LIST: usize = 64;
+/// Matched traces a sorted traces or summary query reads one by one rather than scanning
+/// the object for their roots.
+const FEW_TRACES: usize = 2_000;
 /// Rows read from the store at a time while scanning.
 const SCAN_PAGE: i64 = 1_000;
 
@@ -886,6 +889,28 @@ impl Services {
                     Some(set)
                 }
             };
+            // A few matched traces: their roots are read trace by trace, not found by a scan.
+            if let Some(set) = matched.as_ref().filter(|s| s.len() <= FEW_TRACES) {
+                let mut roots: Vec<&String> = set.iter().collect();
+                roots.sort();
+                for root in roots {
+                    let spans = self.trace_spans(pass, version, root, started).await?;
+                    for span in spans {
+                        let row_id = span.row_id.clone();
+                        let shown = row_json(span, plan.kind);
+                        let Some(m) = shown.as_object() else { continue };
+                        if m.get("is_root") != Some(&Value::Bool(true)) {
+                            continue;
+                        }
+                        let key = plan.key(m, cx);
+                        if plan.after_cursor(&key, i, &row_id) {
+                            best.push((key, i, row_id, json!(root)));
+                            trim(plan, &mut best, plan.limit + 1);
+                        }
+                    }
+                }
+                continue;
+            }
             let mut scan = Scan::new(self, pass, version, started);
             while let Some(page) = scan.next().await? {
                 for row in page {

@@ -38,6 +38,9 @@ pub const FIELDS: [&str; 5] = ["input", "output", "expected", "metadata", "error
 const WEIGHTS: [char; 5] = ['A', 'B', 'C', 'D', 'D'];
 /// Distinct words of one field indexed one by one; past this, [`OVERFLOW`].
 pub const MAX_WORDS_PER_FIELD: usize = 20_000;
+/// Longest word indexed as itself, in bytes (PostgreSQL refuses lexemes over 2,047 bytes); a
+/// field with a longer word indexes [`OVERFLOW`] in its place.
+pub const MAX_WORD_BYTES: usize = 255;
 /// Stands for "too many words to list": searches always match it.
 pub const OVERFLOW: &str = "hf0overflow";
 /// Rows a search may name before the caller is told to read the object instead.
@@ -52,8 +55,11 @@ pub(crate) fn search_text(row: &Map<String, Value>) -> SearchText {
     for (field, words) in FIELDS.iter().zip(out.0.iter_mut()) {
         let Some(v) = row.get(*field) else { continue };
         let mut seen = HashSet::new();
+        let mut overflow = false;
         value_words(v, &mut |w| {
-            if seen.len() <= MAX_WORDS_PER_FIELD && !seen.contains(&w) {
+            if w.len() > MAX_WORD_BYTES {
+                overflow = true;
+            } else if seen.len() <= MAX_WORDS_PER_FIELD && !seen.contains(&w) {
                 seen.insert(w);
             }
         });
@@ -61,6 +67,9 @@ pub(crate) fn search_text(row: &Map<String, Value>) -> SearchText {
             words.push(OVERFLOW.to_owned());
         } else {
             words.extend(seen);
+            if overflow {
+                words.push(OVERFLOW.to_owned());
+            }
         }
     }
     out
@@ -215,6 +224,27 @@ impl Store {
                 "a search needs words of letters and digits".into(),
             ));
         }
+        // A word too long to index is found through the OVERFLOW its rows carry.
+        let any_of: Vec<TextQuery> = any_of
+            .iter()
+            .map(|q| {
+                let short: Vec<String> = q
+                    .words
+                    .iter()
+                    .filter(|w| w.len() <= MAX_WORD_BYTES)
+                    .cloned()
+                    .collect();
+                TextQuery {
+                    field: q.field,
+                    words: if short.is_empty() {
+                        vec![OVERFLOW.to_owned()]
+                    } else {
+                        short
+                    },
+                }
+            })
+            .collect();
+        let any_of = any_of.as_slice();
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
         let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
         let ids: Vec<String> = match &self.read {
@@ -396,5 +426,131 @@ pub(crate) async fn index_existing(pools: &Pools) -> Result<()> {
         if done? {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{dataset_pass, incoming, temp_dir};
+    use serde_json::json;
+
+    fn q(field: &str, words: &[&str]) -> TextQuery {
+        TextQuery {
+            field: FIELDS.iter().position(|f| *f == field).unwrap(),
+            words: words.iter().map(|w| (*w).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn words_and_literals() {
+        let row = json!({"input": {"q": "Hello, World 42"}, "metadata": {"n": 2.5, "k": ["a-b"]},
+                         "output": null, "tags": ["not indexed"]});
+        let t = search_text(row.as_object().unwrap());
+        let sorted = |i: usize| {
+            let mut v = t.0[i].clone();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(0), ["42", "hello", "world"]);
+        assert_eq!(sorted(3), ["2", "5", "a", "b"]);
+        assert!(t.0[1].is_empty() && t.0[2].is_empty());
+        assert_eq!(
+            tsvector(&t),
+            "'2':4D '42':1A '5':4D 'a':4D 'b':4D 'hello':1A 'world':1A"
+        );
+        assert_eq!(
+            tsquery(&[q("input", &["x", "y"]), q("error", &["z"])]),
+            "(('x':A & 'y':A) | 'hf0overflow':A) | (('z':D) | 'hf0overflow':D)"
+        );
+        let long = format!("short {}", "x".repeat(MAX_WORD_BYTES + 1));
+        let t = search_text(json!({"error": long}).as_object().unwrap());
+        let mut e = t.0[4].clone();
+        e.sort();
+        assert_eq!(e, [OVERFLOW, "short"]);
+        let many: String = (0..MAX_WORDS_PER_FIELD + 1)
+            .map(|i| format!("w{i} "))
+            .collect();
+        let t = search_text(json!({"output": many}).as_object().unwrap());
+        assert_eq!(t.0[1], [OVERFLOW]);
+    }
+
+    /// Rows stored before the index existed are indexed when the store is next opened; rows
+    /// written since are found at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_store_from_before_the_index_is_indexed_when_opened() {
+        let dir = temp_dir("search");
+        let path = dir.join("t.db");
+        let pass = dataset_pass("d");
+        {
+            let store = Store::open_sqlite(&path, None).await.unwrap();
+            let rows = (0..2500)
+                .map(|i| incoming(json!({"id": format!("r{i:04}"), "created": "t",
+                                         "input": format!("row {i} {}", if i % 1000 == 7 { "needle" } else { "hay" })})))
+                .collect();
+            store
+                .write_rows(vec![(pass.clone(), rows)], "now")
+                .await
+                .unwrap();
+            let found = store
+                .search_rows(&pass, &[q("input", &["needle"])], 100)
+                .await
+                .unwrap();
+            assert_eq!(found.unwrap(), ["r0007", "r1007", "r2007"]);
+            // As a store from before the index: nothing indexed, everything to do.
+            if let Pools::Sqlite(p) = &store.write {
+                sqlx::query("DELETE FROM row_text")
+                    .execute(p)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE counters SET value = 0 WHERE name = 'text_indexed_seq'")
+                    .execute(p)
+                    .await
+                    .unwrap();
+                sqlx::query(
+                    "UPDATE counters SET value = (SELECT MAX(seq) FROM rows) \
+                     WHERE name = 'text_index_from_seq'",
+                )
+                .execute(p)
+                .await
+                .unwrap();
+            }
+            let found = store
+                .search_rows(&pass, &[q("input", &["needle"])], 100)
+                .await
+                .unwrap();
+            assert_eq!(found.unwrap(), Vec::<String>::new());
+            store.close().await;
+        }
+        let store = Store::open_sqlite(&path, None).await.unwrap();
+        let found = store
+            .search_rows(&pass, &[q("input", &["needle"])], 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, ["r0007", "r1007", "r2007"]);
+        let rows = store.read_row_ids(&pass, &found, None).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        // More candidates than the cap: the caller is told to read the object instead.
+        let hay = store
+            .search_rows(&pass, &[q("input", &["hay"])], 100)
+            .await
+            .unwrap();
+        assert!(hay.is_none());
+        // Another object's rows are not candidates.
+        let other = dataset_pass("e");
+        let found = store
+            .search_rows(&other, &[q("input", &["needle"])], 100)
+            .await
+            .unwrap();
+        assert_eq!(found.unwrap(), Vec::<String>::new());
+        // Words that are not letters and digits are refused, never passed on.
+        assert!(
+            store
+                .search_rows(&pass, &[q("input", &["\" OR scope : *"])], 100)
+                .await
+                .is_err()
+        );
+        store.close().await;
     }
 }

@@ -130,7 +130,11 @@ fn version(
                     .map(str::to_owned),
                 deleted: false,
                 data: encode_data(json, compress_from),
-                search: search_text(r),
+                search: if cfg!(feature = "bench-no-search-index") {
+                    SearchText::default()
+                } else {
+                    search_text(r)
+                },
             }
         }
         None => NewVersion {
@@ -731,6 +735,7 @@ async fn try_commit_group(
         // PostgreSQL stores each version's words in the row; the embedded store indexes them
         // by `seq` in `row_text` (see `search`).
         let words_in_row = matches!(pools, Pools::Postgres(_));
+        let index_words = !cfg!(feature = "bench-no-search-index");
         macro_rules! flush {
             () => {
                 for chunk in buffer.chunks(INSERT_CHUNK) {
@@ -750,10 +755,11 @@ async fn try_commit_group(
                             .push_bind(v.deleted)
                             .push_bind(v.data.as_slice());
                         if words_in_row {
-                            b.push_bind(tsvector(&v.search)).push_unseparated("::tsvector");
+                            let words = index_words.then(|| tsvector(&v.search));
+                            b.push_bind(words).push_unseparated("::tsvector");
                         }
                     });
-                    if words_in_row {
+                    if words_in_row || !index_words {
                         qb.build().execute(&mut *tx).await?;
                     } else {
                         qb.push(" RETURNING seq");

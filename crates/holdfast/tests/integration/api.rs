@@ -191,7 +191,7 @@ async fn bad_input(backend: Backend) {
             "/btql".to_owned(),
             json!({"query": {"from": {"op": "function", "name": {"op": "ident", "name": ["dataset"]}, "args": [{"op": "literal", "value": ds}]}, "filter": {"op": "regex"}}}),
             400,
-            "bad_request",
+            "invalid_field",
         ),
         (
             "GET",

@@ -838,6 +838,12 @@ async fn search_follows_writes(backend: Backend) {
     // Deleted: not found by any of its words.
     write(json!({"id": "r2", "_object_delete": true})).await;
     assert_eq!(find("beta").await, Vec::<String>::new());
+    // A word too long to index (PostgreSQL takes at most 2,047 bytes) is still found.
+    let long = "z".repeat(3_000);
+    write(json!({"id": "big", "output": format!("kappa {long}")})).await;
+    assert_eq!(find("kappa").await, ["big"]);
+    assert_eq!(find(&long[..2_999]).await, Vec::<String>::new());
+    assert_eq!(find(&long).await, ["big"]);
     // A page of candidates that are all outdated still ends.
     for i in 0..30 {
         write(json!({"id": format!("m{i}"), "output": "omega"})).await;
