@@ -111,7 +111,10 @@ pub async fn run(o: Options) -> Result<()> {
         true,
         // Scans of a large store take longer than the default limit; the benchmark reports
         // how long they take instead of stopping them.
-        &[("HOLDFAST_QUERY_TIMEOUT_MS", "600000")],
+        &[
+            ("HOLDFAST_QUERY_TIMEOUT_MS", "600000"),
+            ("HOLDFAST_METRICS_TOKEN", "bench"),
+        ],
     )
     .await?;
     let client = reqwest::Client::new();
@@ -122,8 +125,28 @@ pub async fn run(o: Options) -> Result<()> {
         o.traces * 5
     );
     let (p, roots, rate) = load(&client, &server, o.traces, o.clients).await?;
-    // Let the embedded store's index catch up (it indexes after 0.5 s of idleness).
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // The embedded store indexes words after the commit; wait until it has caught up.
+    let waited = Instant::now();
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", server.url))
+            .header("authorization", "Bearer bench")
+            .send()
+            .await?
+            .text()
+            .await?;
+        let lag = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("holdfast_search_index_lag_versions "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .context("no holdfast_search_index_lag_versions in /metrics")?;
+        if lag == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let caught_up = waited.elapsed().as_secs_f64();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let auth = format!("Bearer {}", server.key);
     let queries: Vec<(&str, String)> = vec![
         (
@@ -179,6 +202,7 @@ pub async fn run(o: Options) -> Result<()> {
         o.traces * 5,
         o.traces
     );
+    say!("word index    caught up {caught_up:.1} s after the load ended");
     say!("runs          {} per query after one warm-up", o.runs);
     say!(
         "{:<40} {:>10} {:>10} {:>10} {:>8}",

@@ -185,6 +185,12 @@ fn render(state: &crate::AppState) -> String {
             services.store.index_lag() as f64,
         ),
         (
+            "holdfast_search_index_lag_versions",
+            "gauge",
+            "Row versions committed since start and not yet in the word index.",
+            services.store.writer_stats().text_backlog() as f64,
+        ),
+        (
             "holdfast_uptime_seconds",
             "gauge",
             "Seconds since the server started.",

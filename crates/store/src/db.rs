@@ -200,7 +200,6 @@ impl Store {
         let index = Arc::new(index);
         let store = Self::assemble(Pools::Sqlite(read), write, index, Some(checkpointer))?;
         store.migrate().await?;
-        crate::search::index_existing(&store.write).await?;
         let indexed = crate::writer::index_after_start(&store.write).await?;
         store.index.set_committed(indexed);
         Ok(store)

@@ -15,7 +15,7 @@ use crate::access::{NewAuditEntry, append_audit_in};
 use crate::db::{NEXT_COUNTER_BY, Pools, with_pool};
 use crate::index::{Pending, RowIndex, Version, Written, newer, trace_key};
 use crate::rows::{IncomingRow, compress_from, decode_data, encode_data};
-use crate::search::{SearchText, TextIndex, ToIndex, search_text, tsvector};
+use crate::search::{SearchText, search_text, tsvector};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::{self, WriteKind};
@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use sqlx::QueryBuilder;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows per INSERT statement (8 parameters each, well under both backends' limits).
@@ -84,9 +85,18 @@ pub struct WriterStats {
     jobs: std::sync::atomic::AtomicU64,
     rows: std::sync::atomic::AtomicU64,
     micros: std::sync::atomic::AtomicU64,
+    /// Embedded store: versions committed since start and not yet in the word index.
+    text_backlog: std::sync::atomic::AtomicI64,
 }
 
 impl WriterStats {
+    /// Versions committed since start and not yet in the word index (embedded store).
+    pub fn text_backlog(&self) -> i64 {
+        self.text_backlog
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(0)
+    }
+
     fn record(&self, jobs: usize, rows: usize, took: std::time::Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         self.commits.fetch_add(1, Relaxed);
@@ -108,10 +118,17 @@ impl WriterStats {
     }
 }
 
+/// Whether the writer puts each version's words in its row (PostgreSQL; the embedded store
+/// indexes them afterwards, see `search`).
+pub(crate) fn words_in_row(pools: &Pools) -> bool {
+    matches!(pools, Pools::Postgres(_)) && !cfg!(feature = "bench-no-search-index")
+}
+
 fn version(
     row_id: &str,
     row: Option<&Map<String, Value>>,
     compress_from: usize,
+    words: bool,
 ) -> Result<NewVersion> {
     Ok(match row {
         Some(r) => {
@@ -130,10 +147,10 @@ fn version(
                     .map(str::to_owned),
                 deleted: false,
                 data: encode_data(json, compress_from),
-                search: if cfg!(feature = "bench-no-search-index") {
-                    SearchText::default()
-                } else {
+                search: if words {
                     search_text(r)
+                } else {
+                    SearchText::default()
                 },
             }
         }
@@ -162,6 +179,7 @@ fn prepare(
     rows: Vec<IncomingRow>,
     now: &str,
     compress_from: usize,
+    words: bool,
 ) -> Result<Group> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for r in &rows {
@@ -192,7 +210,7 @@ fn prepare(
             }
             group
                 .ready
-                .push(version(&row.row_id, next.as_ref(), compress_from)?);
+                .push(version(&row.row_id, next.as_ref(), compress_from, words)?);
         } else {
             group.pending.push(row);
         }
@@ -226,7 +244,7 @@ impl Store {
         let from = compress_from(&self.write);
         let groups = writes
             .into_iter()
-            .map(|(pass, rows)| prepare(pass, rows, now, from))
+            .map(|(pass, rows)| prepare(pass, rows, now, from, words_in_row(&self.write)))
             .collect::<Result<Vec<_>>>()?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -329,6 +347,7 @@ async fn writer_loop(
     stats: Arc<WriterStats>,
     mut rx: mpsc::Receiver<Job>,
 ) {
+    let (mut commit_time, mut text_time) = (Duration::ZERO, Duration::ZERO);
     loop {
         let first = if index.deferred() {
             match tokio::time::timeout(index.idle(), rx.recv()).await {
@@ -337,6 +356,15 @@ async fn writer_loop(
                 Err(_) => {
                     if index.needs_catch_up(true) {
                         catch_up(&pools, &index).await;
+                    }
+                    // Idle: index words until a request arrives or nothing is left.
+                    loop {
+                        let t0 = std::time::Instant::now();
+                        let more = catch_up_text(&pools, TEXT_BATCH_IDLE, &stats).await;
+                        text_time += t0.elapsed();
+                        if !more || !rx.is_empty() {
+                            break;
+                        }
                     }
                     continue;
                 }
@@ -360,13 +388,50 @@ async fn writer_loop(
         }
         let started = std::time::Instant::now();
         let results = commit_group(&pools, &index, &audit_key, &jobs).await;
-        stats.record(jobs.len(), rows, started.elapsed());
+        let took = started.elapsed();
+        stats.record(jobs.len(), rows, took);
+        commit_time += took;
+        if index.deferred() {
+            stats
+                .text_backlog
+                .fetch_add(rows as i64, std::sync::atomic::Ordering::Relaxed);
+        }
         for (job, result) in jobs.into_iter().zip(results) {
             // A requester that went away no longer needs its answer.
             let _ = job.reply.send(result);
         }
         if index.needs_catch_up(false) {
             catch_up(&pools, &index).await;
+        }
+        // Busy: word indexing gets at most a tenth of the writer's time.
+        if index.deferred() && text_time < commit_time / 10 {
+            let t0 = std::time::Instant::now();
+            catch_up_text(&pools, TEXT_BATCH_BUSY, &stats).await;
+            text_time += t0.elapsed();
+        }
+    }
+}
+
+/// Versions the writer indexes for search at a time: when idle, and between commits.
+const TEXT_BATCH_IDLE: i64 = 2_000;
+const TEXT_BATCH_BUSY: i64 = 200;
+
+/// Indexes a batch of versions' words; whether more are waiting. A failure is logged and
+/// tried again later (searches read unindexed versions meanwhile).
+async fn catch_up_text(pools: &Pools, max_rows: i64, stats: &WriterStats) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match crate::search::catch_up_text(pools, max_rows).await {
+        Ok((indexed, more)) => {
+            if more {
+                stats.text_backlog.fetch_sub(indexed, Relaxed);
+            } else {
+                stats.text_backlog.store(0, Relaxed);
+            }
+            more
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "indexing words failed");
+            false
         }
     }
 }
@@ -655,6 +720,7 @@ fn merge_pending(
     data: &HashMap<i64, Vec<u8>>,
     merge_read: &mut usize,
     compress_from: usize,
+    words: bool,
 ) -> Result<Vec<NewVersion>> {
     let mut current: HashMap<String, Option<Map<String, Value>>> = HashMap::new();
     for (row_id, v) in latest {
@@ -691,7 +757,14 @@ fn merge_pending(
     }
     order
         .into_iter()
-        .map(|id| version(id, current.get(id).and_then(Option::as_ref), compress_from))
+        .map(|id| {
+            version(
+                id,
+                current.get(id).and_then(Option::as_ref),
+                compress_from,
+                words,
+            )
+        })
         .collect()
 }
 
@@ -733,9 +806,8 @@ async fn try_commit_group(
         // Inserts are batched across requests; they are flushed before any read of stored
         // rows, so a merge always sees what earlier requests of the group wrote.
         // PostgreSQL stores each version's words in the row; the embedded store indexes them
-        // by `seq` in `row_text` (see `search`).
-        let words_in_row = matches!(pools, Pools::Postgres(_));
-        let index_words = !cfg!(feature = "bench-no-search-index");
+        // after the commit, when the writer has time (see `search`).
+        let words_in_row = words_in_row(pools);
         macro_rules! flush {
             () => {
                 for chunk in buffer.chunks(INSERT_CHUNK) {
@@ -755,33 +827,10 @@ async fn try_commit_group(
                             .push_bind(v.deleted)
                             .push_bind(v.data.as_slice());
                         if words_in_row {
-                            let words = index_words.then(|| tsvector(&v.search));
-                            b.push_bind(words).push_unseparated("::tsvector");
+                            b.push_bind(tsvector(&v.search)).push_unseparated("::tsvector");
                         }
                     });
-                    if words_in_row || !index_words {
-                        qb.build().execute(&mut *tx).await?;
-                    } else {
-                        qb.push(" RETURNING seq");
-                        let seqs: Vec<i64> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
-                        if seqs.len() != chunk.len() {
-                            return Err(StoreError::WriteFailed(
-                                "the insert returned fewer rows than it was given".into(),
-                            ));
-                        }
-                        let versions: Vec<ToIndex<'_>> = chunk
-                            .iter()
-                            .zip(&seqs)
-                            .filter(|(r, _)| !r.version().deleted)
-                            .map(|(r, seq)| ToIndex {
-                                seq: *seq,
-                                object_type: r.pass.object_type().as_str(),
-                                object_id: r.pass.object_id(),
-                                text: &r.version().search,
-                            })
-                            .collect();
-                        <DB as TextIndex>::index_new(&mut tx, &versions).await?;
-                    }
+                    qb.build().execute(&mut *tx).await?;
                 }
                 buffer.clear();
             };
@@ -814,6 +863,7 @@ async fn try_commit_group(
                     &data,
                     &mut merge_read,
                     compress_from(pools),
+                    words_in_row,
                 )?;
                 let xact = xact.as_i64();
                 buffer.extend(group.ready.iter().map(|v| InsertRow {
