@@ -571,6 +571,7 @@ impl Services {
         scan.root = filter.equality_on("root_span_id");
         if scan.root.is_none()
             && self.limits.query_search_index
+            && self.store.has_word_index()
             && let Some(queries) = text_plan(filter)
         {
             // Too many candidates read faster as a scan.

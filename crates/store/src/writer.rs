@@ -118,10 +118,12 @@ impl WriterStats {
     }
 }
 
-/// Whether the writer puts each version's words in its row (PostgreSQL; the embedded store
-/// indexes them afterwards, see `search`).
+/// Whether the writer puts each version's words in its row (PostgreSQL, when its word index
+/// is on; the embedded store indexes them afterwards, see `search`).
 pub(crate) fn words_in_row(pools: &Pools) -> bool {
-    matches!(pools, Pools::Postgres(_)) && !cfg!(feature = "bench-no-search-index")
+    matches!(pools, Pools::Postgres(_))
+        && crate::search::POSTGRES_WORD_INDEX
+        && !cfg!(feature = "bench-no-search-index")
 }
 
 fn version(
