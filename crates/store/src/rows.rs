@@ -303,6 +303,15 @@ impl Store {
                 None => break,
             }
         }
+        self.load_versions(pass, live).await.map(Some)
+    }
+
+    /// The rows of these versions, in the order given: their stored data, read by `seq`.
+    pub(crate) async fn load_versions(
+        &self,
+        pass: &ObjectPass,
+        live: Vec<(String, Version)>,
+    ) -> Result<Vec<StoredRow>> {
         let mut data: HashMap<i64, Vec<u8>> = HashMap::new();
         for chunk in live.chunks(1000) {
             let found: Vec<(i64, Vec<u8>)> = with_pool!(&self.read, |p, DB| {
@@ -325,8 +334,7 @@ impl Store {
                 })?;
                 decode(id, v.xact, &text)
             })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+            .collect()
     }
 
     /// Every live row of an object (newest versions), read in pages.

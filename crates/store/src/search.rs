@@ -40,7 +40,7 @@ use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::QueryBuilder;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// Whether PostgreSQL keeps the word index. Off: written with each version (a `tsvector`
 /// with GIN) it cost 84% of ingest throughput (1.6k against 9.7k spans/s, 30k spans, 16
@@ -180,50 +180,26 @@ pub(crate) struct ToIndex<'a> {
     pub text: &'a SearchText,
 }
 
-type Fut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
-
-/// How each backend indexes versions stored without their words.
-pub(crate) trait TextIndex: sqlx::Database {
-    fn index_old<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a>;
-}
-
-impl TextIndex for sqlx::Sqlite {
-    fn index_old<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a> {
-        Box::pin(async move {
-            for chunk in versions.chunks(500) {
-                let mut qb =
-                    QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO row_text (rowid, words) ");
-                qb.push_values(chunk, |mut b, v| {
-                    b.push_bind(v.seq).push_bind(document(v));
-                });
-                qb.build().execute(&mut *conn).await?;
-            }
-            Ok(())
-        })
+/// Adds versions' documents to the embedded store's `row_text`.
+async fn insert_documents(
+    conn: &mut sqlx::SqliteConnection,
+    versions: &[ToIndex<'_>],
+) -> Result<()> {
+    for chunk in versions.chunks(500) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO row_text (rowid, words) ");
+        qb.push_values(chunk, |mut b, v| {
+            b.push_bind(v.seq).push_bind(document(v));
+        });
+        qb.build().execute(&mut *conn).await?;
     }
-}
-
-impl TextIndex for sqlx::Postgres {
-    fn index_old<'a>(conn: &'a mut Self::Connection, versions: &'a [ToIndex<'a>]) -> Fut<'a> {
-        Box::pin(async move {
-            for v in versions {
-                sqlx::query("UPDATE rows SET search = $1::tsvector WHERE seq = $2")
-                    .bind(tsvector(v.text))
-                    .bind(v.seq)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
-        })
-    }
+    Ok(())
 }
 
 /// The versions after `from`, at most `limit`, with their words: (seq, object type, object
-/// id, words) and the last seq read.
+/// id, words).
 async fn unindexed<'c, E>(
     conn: E,
     from: i64,
-    to: i64,
     limit: i64,
 ) -> Result<Vec<(i64, String, String, SearchText)>>
 where
@@ -231,10 +207,9 @@ where
 {
     let rows: Vec<(i64, String, String, String, bool, Vec<u8>)> = sqlx::query_as(
         "SELECT seq, object_type, object_id, row_id, is_deleted, data FROM rows \
-         WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(from)
-    .bind(to)
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -261,7 +236,7 @@ pub(crate) async fn catch_up_text(pools: &Pools, limit: i64) -> Result<(i64, boo
         sqlx::query_scalar("SELECT value FROM counters WHERE name = 'text_indexed_seq'")
             .fetch_one(&mut *tx)
             .await?;
-    let batch = unindexed(&mut *tx, from, i64::MAX, limit).await?;
+    let batch = unindexed(&mut *tx, from, limit).await?;
     let Some(last) = batch.last().map(|b| b.0) else {
         return Ok((0, false));
     };
@@ -275,7 +250,7 @@ pub(crate) async fn catch_up_text(pools: &Pools, limit: i64) -> Result<(i64, boo
             text,
         })
         .collect();
-    <sqlx::Sqlite as TextIndex>::index_old(&mut tx, &versions).await?;
+    insert_documents(&mut tx, &versions).await?;
     sqlx::query("UPDATE counters SET value = $1 WHERE name = 'text_indexed_seq'")
         .bind(last)
         .execute(&mut *tx)
@@ -439,30 +414,7 @@ impl Store {
             if live.is_empty() {
                 continue;
             }
-            let data: HashMap<i64, Vec<u8>> = with_pool!(&self.read, |p, DB| {
-                let mut qb = QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
-                qb.push_bind(pass.org_id());
-                qb.push(" AND seq IN (");
-                let mut sep = qb.separated(", ");
-                for (_, v) in &live {
-                    sep.push_bind(v.seq);
-                }
-                qb.push(")");
-                let rows: Vec<(i64, Vec<u8>)> = qb.build_query_as().fetch_all(p).await?;
-                rows.into_iter().collect()
-            });
-            for (id, v) in live {
-                let stored = data.get(&v.seq).ok_or_else(|| {
-                    StoreError::Corrupt(format!("row {id}: version {} has no data", v.seq))
-                })?;
-                let xact_id = XactId::from_i64(v.xact)
-                    .ok_or_else(|| StoreError::Corrupt(format!("xact id {}", v.xact)))?;
-                out.push(StoredRow {
-                    data: decode_data(&id, stored)?,
-                    row_id: id,
-                    xact_id,
-                });
-            }
+            out.extend(self.load_versions(pass, live).await?);
         }
         Ok(out)
     }
