@@ -34,7 +34,8 @@ pub struct Settings {
     pub body_read_timeout_secs: u64,
     /// How long one query (`/btql`, `fetch`) may read, in milliseconds.
     pub query_timeout_ms: u64,
-    /// Whether queries use the word index (turn off only to measure what it saves).
+    /// Whether queries use the word and value indexes (turn off only to measure what they
+    /// save).
     pub query_search_index: bool,
     /// Bytes of request bodies held in memory at once, and requests one key may have in
     /// flight.

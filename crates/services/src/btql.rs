@@ -40,6 +40,8 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+mod sorted;
+
 /// Most groups one grouped query may build.
 pub const MAX_GROUPS: usize = 100_000;
 /// Most traces one page of the traces or summary shape holds.
@@ -504,6 +506,11 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// Whether the scan reads every row of the object (no index narrows it).
+    fn reads_all(&self) -> bool {
+        self.root.is_none() && self.candidates.is_none()
+    }
+
     /// The next page of rows (comment-only rows left out), or `None` at the end.
     async fn next(&mut self) -> Result<Option<Vec<StoredRow>>> {
         if self.done {
@@ -718,7 +725,8 @@ impl Services {
         Ok((out, None))
     }
 
-    /// Sorted spans: the best `limit` rows after the cursor, kept while reading.
+    /// Sorted spans: the best `limit` rows after the cursor, kept while reading (through the
+    /// value index when the sort allows and no other index narrows the read).
     async fn sorted_spans(
         &self,
         plan: &Plan,
@@ -729,19 +737,26 @@ impl Services {
     ) -> Result<(Vec<Value>, Option<Cursor>)> {
         let mut best: Vec<Ranked> = Vec::new();
         for (i, pass) in passes.iter().enumerate() {
+            let mut accept = |row: StoredRow| -> Option<Ranked> {
+                let row_id = row.row_id.clone();
+                let row = row_json(row, plan.kind);
+                let key = plan.key(row.as_object().filter(|m| plan.keep(m, cx))?, cx);
+                plan.after_cursor(&key, i, &row_id)
+                    .then_some((key, i, row_id, row))
+            };
             let mut scan = self.scan_for(plan, pass, version, started).await?;
+            if scan.reads_all()
+                && let Some(found) = self
+                    .indexed_sort(plan, pass, version, started, false, &best, &mut accept)
+                    .await?
+            {
+                best = found;
+                continue;
+            }
             while let Some(page) = scan.next().await? {
                 for row in page {
-                    let row_id = row.row_id.clone();
-                    let row = row_json(row, plan.kind);
-                    let Some(m) = row.as_object().filter(|m| plan.keep(m, cx)) else {
-                        continue;
-                    };
-                    let key = plan.key(m, cx);
-                    if plan.after_cursor(&key, i, &row_id) {
-                        best.push((key, i, row_id, row));
-                        trim(plan, &mut best, plan.limit + 1);
-                    }
+                    best.extend(accept(row));
+                    trim(plan, &mut best, plan.limit + 1);
                 }
             }
         }
@@ -890,48 +905,46 @@ impl Services {
                     Some(set)
                 }
             };
+            // A root span of a matched trace becomes a candidate keyed by its sort key.
+            let mut accept = |span: StoredRow| -> Option<Ranked> {
+                let row_id = span.row_id.clone();
+                let shown = row_json(span, plan.kind);
+                let m = shown.as_object()?;
+                if m.get("is_root") != Some(&Value::Bool(true)) {
+                    return None;
+                }
+                let root = m.get("root_span_id").and_then(Value::as_str)?;
+                if matched.as_ref().is_some_and(|s| !s.contains(root)) {
+                    return None;
+                }
+                let key = plan.key(m, cx);
+                plan.after_cursor(&key, i, &row_id)
+                    .then(|| (key, i, row_id, json!(root)))
+            };
             // A few matched traces: their roots are read trace by trace, not found by a scan.
             if let Some(set) = matched.as_ref().filter(|s| s.len() <= FEW_TRACES) {
                 let mut roots: Vec<&String> = set.iter().collect();
                 roots.sort();
                 for root in roots {
-                    let spans = self.trace_spans(pass, version, root, started).await?;
-                    for span in spans {
-                        let row_id = span.row_id.clone();
-                        let shown = row_json(span, plan.kind);
-                        let Some(m) = shown.as_object() else { continue };
-                        if m.get("is_root") != Some(&Value::Bool(true)) {
-                            continue;
-                        }
-                        let key = plan.key(m, cx);
-                        if plan.after_cursor(&key, i, &row_id) {
-                            best.push((key, i, row_id, json!(root)));
-                            trim(plan, &mut best, plan.limit + 1);
-                        }
+                    for span in self.trace_spans(pass, version, root, started).await? {
+                        best.extend(accept(span));
+                        trim(plan, &mut best, plan.limit + 1);
                     }
                 }
+                continue;
+            }
+            if let Some(found) = self
+                .indexed_sort(plan, pass, version, started, true, &best, &mut accept)
+                .await?
+            {
+                best = found;
                 continue;
             }
             let mut scan = Scan::new(self, pass, version, started);
             while let Some(page) = scan.next().await? {
                 for row in page {
-                    let row_id = row.row_id.clone();
-                    let shown = row_json(row, plan.kind);
-                    let Some(m) = shown.as_object() else { continue };
-                    if m.get("is_root") != Some(&Value::Bool(true)) {
-                        continue;
-                    }
-                    let Some(root) = m.get("root_span_id").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    if matched.as_ref().is_some_and(|s| !s.contains(root)) {
-                        continue;
-                    }
-                    let key = plan.key(m, cx);
-                    if plan.after_cursor(&key, i, &row_id) {
-                        best.push((key, i, row_id, json!(root)));
-                        trim(plan, &mut best, plan.limit + 1);
-                    }
+                    best.extend(accept(row));
+                    trim(plan, &mut best, plan.limit + 1);
                 }
             }
         }

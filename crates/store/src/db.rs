@@ -145,6 +145,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("search_sqlite.sql"),
         include_str!("search_postgres.sql"),
     ),
+    (
+        9,
+        include_str!("values_sqlite.sql"),
+        "-- PostgreSQL has no value index yet: its sorted reads read the object.",
+    ),
 ];
 
 impl Store {

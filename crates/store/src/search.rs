@@ -195,13 +195,12 @@ async fn insert_documents(
     Ok(())
 }
 
-/// The versions after `from`, at most `limit`, with their words: (seq, object type, object
-/// id, words).
-async fn unindexed<'c, E>(
-    conn: E,
-    from: i64,
-    limit: i64,
-) -> Result<Vec<(i64, String, String, SearchText)>>
+/// A version read for the indexes written after the commit: its `seq`, object, and data
+/// (`None` for a deletion).
+type Unindexed = (i64, String, String, Option<Map<String, Value>>);
+
+/// The versions after `from`, at most `limit`.
+async fn unindexed<'c, E>(conn: E, from: i64, limit: i64) -> Result<Vec<Unindexed>>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
@@ -215,34 +214,45 @@ where
     .await?;
     rows.into_iter()
         .map(|(seq, t, o, id, deleted, data)| {
-            let text = if deleted {
-                SearchText::default()
+            let row = if deleted {
+                None
             } else {
-                search_text(&decode_data(&id, &data)?)
+                Some(decode_data(&id, &data)?)
             };
-            Ok((seq, t, o, text))
+            Ok((seq, t, o, row))
         })
         .collect()
 }
 
-/// Embedded store: indexes up to `limit` versions after `text_indexed_seq`, in one
-/// transaction with the counter's advance; how many it indexed and whether more are waiting.
+/// Embedded store: adds up to `limit` versions to the word index (after
+/// `text_indexed_seq`) and to the value index (after `values_indexed_seq`, see `values`),
+/// in one transaction with the counters' advance; how many it read and whether more are
+/// waiting.
 pub(crate) async fn catch_up_text(pools: &Pools, limit: i64) -> Result<(i64, bool)> {
     let Pools::Sqlite(p) = pools else {
         return Ok((0, false));
     };
     let mut tx = p.begin().await?;
-    let from: i64 =
-        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'text_indexed_seq'")
-            .fetch_one(&mut *tx)
-            .await?;
-    let batch = unindexed(&mut *tx, from, limit).await?;
+    let (text_from, values_from): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT value FROM counters WHERE name = 'text_indexed_seq'), \
+                (SELECT value FROM counters WHERE name = 'values_indexed_seq')",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let batch = unindexed(&mut *tx, text_from.min(values_from), limit).await?;
     let Some(last) = batch.last().map(|b| b.0) else {
         return Ok((0, false));
     };
-    let versions: Vec<ToIndex<'_>> = batch
+    let texts: Vec<(i64, &str, &str, SearchText)> = batch
         .iter()
-        .filter(|(_, _, _, text)| text.0.iter().any(|w| !w.is_empty()))
+        .filter(|(seq, ..)| *seq > text_from)
+        .filter_map(|(seq, t, o, row)| {
+            Some((*seq, t.as_str(), o.as_str(), search_text(row.as_ref()?)))
+        })
+        .filter(|(.., text)| text.0.iter().any(|w| !w.is_empty()))
+        .collect();
+    let versions: Vec<ToIndex<'_>> = texts
+        .iter()
         .map(|(seq, t, o, text)| ToIndex {
             seq: *seq,
             object_type: t,
@@ -251,10 +261,19 @@ pub(crate) async fn catch_up_text(pools: &Pools, limit: i64) -> Result<(i64, boo
         })
         .collect();
     insert_documents(&mut tx, &versions).await?;
-    sqlx::query("UPDATE counters SET value = $1 WHERE name = 'text_indexed_seq'")
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
+    let values: Vec<(i64, Vec<crate::values::Entry>)> = batch
+        .iter()
+        .filter(|(seq, ..)| *seq > values_from)
+        .filter_map(|(seq, t, o, row)| Some((*seq, crate::values::entries(t, o, row.as_ref()?))))
+        .collect();
+    crate::values::insert_entries(&mut tx, &values).await?;
+    sqlx::query(
+        "UPDATE counters SET value = max(value, $1) \
+         WHERE name IN ('text_indexed_seq', 'values_indexed_seq')",
+    )
+    .bind(last)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     let n = batch.len() as i64;
     Ok((n, n == limit))
@@ -476,12 +495,13 @@ impl Store {
         matches!(self.read, Pools::Sqlite(_)) || POSTGRES_WORD_INDEX
     }
 
-    /// Embedded store: versions committed but not yet in the word index.
+    /// Embedded store: versions committed but not yet in the word or value index.
     pub async fn text_index_lag(&self) -> Result<i64> {
         match &self.read {
             Pools::Sqlite(p) => Ok(sqlx::query_scalar(
                 "SELECT COALESCE((SELECT MAX(seq) FROM rows), 0) - \
-                 (SELECT value FROM counters WHERE name = 'text_indexed_seq')",
+                 (SELECT min(value) FROM counters \
+                  WHERE name IN ('text_indexed_seq', 'values_indexed_seq'))",
             )
             .fetch_one(p)
             .await?),

@@ -853,12 +853,216 @@ async fn search_follows_writes(backend: Backend) {
     assert_eq!(find("psi").await.len(), 30);
 }
 
+/// Waits until the embedded store's word and value indexes hold every version written.
+async fn indexed(server: &Server) {
+    for _ in 0..600 {
+        let text = crate::harness::client()
+            .get(format!("{}/metrics", server.url))
+            .header("authorization", "Bearer metrics-token")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lag = text
+            .lines()
+            .find_map(|l| l.strip_prefix("holdfast_search_index_lag_versions "))
+            .map(|v| v.trim().parse::<f64>().unwrap());
+        if lag == Some(0.0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the indexes did not catch up");
+}
+
+/// Sorts on `created`, scores and metrics read through the value index (embedded store)
+/// and answer exactly what reading every row answers: every row once, in order, page after
+/// page, whether the rows are indexed, written since, replaced, deleted, without the field
+/// or with a value the index does not order.
+async fn sorted_reads(backend: Backend) {
+    let server = Server::start_with(backend, &[("HOLDFAST_METRICS_TOKEN", "metrics-token")]).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "qv"})))
+        .await;
+    let p = p["id"].as_str().unwrap().to_owned();
+    // 40 traces of 3 spans; scores with ties, some missing, some null.
+    let mut rows: std::collections::BTreeMap<String, Value> = Default::default();
+    for t in 0..40 {
+        for s in 0..3 {
+            let id = format!("t{t:02}s{s}");
+            let mut row = json!({"id": id, "span_id": id, "root_span_id": format!("t{t:02}s0"),
+                "span_parents": if s == 0 { json!([]) } else { json!([format!("t{t:02}s0")]) },
+                "created": format!("2026-03-01T00:{:02}:{:02}.000000Z", (t * 17) % 40, s),
+                "metrics": {"tokens": (t * 3 + s) % 11}});
+            match (t * 7 + s) % 9 {
+                0 => {}
+                1 => row["scores"] = json!({ "f": null }),
+                k => row["scores"] = json!({"f": f64::from(k % 5) / 4.0}),
+            }
+            rows.insert(id, row);
+        }
+    }
+    let write = |batch: Vec<Value>| {
+        let server = &server;
+        let p = p.clone();
+        async move {
+            let batch: Vec<Value> = batch
+                .into_iter()
+                .map(|mut r| {
+                    r["project_id"] = json!(p);
+                    r["log_id"] = json!("g");
+                    r
+                })
+                .collect();
+            server
+                .ok("POST", "/logs3", Some(json!({"rows": batch})))
+                .await;
+        }
+    };
+    write(rows.values().cloned().collect()).await;
+    indexed(&server).await;
+    let pages = |text: String| {
+        let server = &server;
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            for page in 0.. {
+                assert!(page < 200, "{text}: too many pages");
+                let t = match &cursor {
+                    Some(c) => format!("{text} OFFSET '{c}'"),
+                    None => text.clone(),
+                };
+                let body = server.ok("POST", "/btql", Some(json!({"query": t}))).await;
+                for r in body["data"].as_array().unwrap() {
+                    seen.push(r["id"].as_str().unwrap().to_owned());
+                }
+                match body["cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            seen
+        }
+    };
+    // What reading every row answers: sorted by the value (nulls last), then by row id.
+    let expect = |rows: &std::collections::BTreeMap<String, Value>,
+                  path: &[&str],
+                  desc: bool,
+                  keep: &dyn Fn(&Value) -> bool| {
+        let mut v: Vec<(Value, String)> = rows
+            .values()
+            .filter(|r| keep(r))
+            .map(|r| {
+                let mut x = r;
+                for f in path {
+                    x = &x[*f];
+                }
+                (x.clone(), r["id"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        v.sort_by(|(a, ia), (b, ib)| {
+            let o = match (a.is_null(), b.is_null()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ if desc => holdfast_core::qexpr::sort_cmp(b, a),
+                _ => holdfast_core::qexpr::sort_cmp(a, b),
+            };
+            o.then_with(|| ia.cmp(ib))
+        });
+        v.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+    };
+    let check = |rows: std::collections::BTreeMap<String, Value>| {
+        let pages = &pages;
+        let expect = &expect;
+        let p = p.clone();
+        async move {
+            let all = |_: &Value| true;
+            for (dir, desc) in [("DESC", true), ("ASC", false)] {
+                for limit in [2, 7, 50] {
+                    let got = pages(format!(
+                        "SELECT id FROM project_logs('{p}') ORDER BY scores.f {dir} LIMIT {limit}"
+                    ))
+                    .await;
+                    assert_eq!(
+                        got,
+                        expect(&rows, &["scores", "f"], desc, &all),
+                        "{dir} {limit}"
+                    );
+                }
+                let got = pages(format!(
+                    "SELECT id FROM project_logs('{p}') WHERE scores.f > 0.3 ORDER BY scores.f {dir} LIMIT 4"
+                ))
+                .await;
+                let high = |r: &Value| r["scores"]["f"].as_f64().is_some_and(|f| f > 0.3);
+                assert_eq!(
+                    got,
+                    expect(&rows, &["scores", "f"], desc, &high),
+                    "> 0.3 {dir}"
+                );
+                let got = pages(format!(
+                    "SELECT id FROM project_logs('{p}') ORDER BY metrics.tokens {dir} LIMIT 9"
+                ))
+                .await;
+                assert_eq!(
+                    got,
+                    expect(&rows, &["metrics", "tokens"], desc, &all),
+                    "tokens {dir}"
+                );
+                let got = pages(format!(
+                    "SELECT id FROM project_logs('{p}', shape => 'summary') ORDER BY created {dir} LIMIT 3"
+                ))
+                .await;
+                let root = |r: &Value| r["span_parents"] == json!([]);
+                assert_eq!(
+                    got,
+                    expect(&rows, &["created"], desc, &root),
+                    "summary {dir}"
+                );
+            }
+        }
+    };
+    check(rows.clone()).await;
+    // Replaced, merged and deleted rows, before and after the index has them.
+    let mut changes = Vec::new();
+    for (i, id) in ["t03s1", "t11s0", "t20s2", "t33s1", "t05s0"]
+        .iter()
+        .enumerate()
+    {
+        let row = rows.get_mut(*id).unwrap();
+        let f = json!([0.99, 0.01, 0.75, null, 0.5])[i].clone();
+        row["scores"] = json!({ "f": f });
+        row["metrics"] = json!({"tokens": 100 - i});
+        changes.push(
+            json!({"id": id, "scores": row["scores"], "metrics": row["metrics"],
+                            "_is_merge": true}),
+        );
+    }
+    // A replace without scores or metrics (`created` stays the stored one).
+    let replaced = rows.get_mut("t07s0").unwrap();
+    let obj = replaced.as_object_mut().unwrap();
+    obj.remove("scores");
+    obj.remove("metrics");
+    changes.push(replaced.clone());
+    for id in ["t08s0", "t09s2"] {
+        rows.remove(id);
+        changes.push(json!({"id": id, "_object_delete": true}));
+    }
+    write(changes).await;
+    check(rows.clone()).await;
+    indexed(&server).await;
+    check(rows).await;
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
         conformance,
         paging,
         queries_respect_access,
-        search_follows_writes
+        search_follows_writes,
+        sorted_reads
     );
 }

@@ -1,0 +1,234 @@
+//! Sorted reads through the store's value index: a query sorted by `created`, a score or a
+//! metric reads rows in the order of its first sort key and stops once no unread row can
+//! enter the page, instead of reading the whole object.
+//!
+//! The index proposes rows; each is read at the query's snapshot and goes through the same
+//! filter, key and cursor as in a full read, so the index decides only how many rows are
+//! read. Rows the index cannot place (written after it, or with a value it does not order)
+//! are read first, every one. A row absent from the index has no value for the field and
+//! sorts last: when the entries run out before the page is full, and the filter does not
+//! exclude such rows, the caller reads the object instead.
+
+use super::{Plan, Ranked, rank_cmp};
+use crate::{Result, Services};
+use holdfast_core::authz::ObjectPass;
+use holdfast_core::qexpr::{CmpOp, Expr, sort_cmp};
+use holdfast_core::xact::XactId;
+use holdfast_store::{IndexValue, StoredRow, ValueFrom, ValueQuery, indexed_path};
+use serde_json::Value;
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::time::Instant;
+
+/// Entries read per page at most.
+const MAX_PAGE: usize = 2_000;
+
+/// The numeric range a filter's top-level conjunction puts on a field: `Some` when it
+/// compares the field with a number (so no row without a number there is kept).
+fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>, Option<f64>)> {
+    let conjuncts: Vec<&Expr> = match filter? {
+        Expr::And(cs) => cs.iter().collect(),
+        e => vec![e],
+    };
+    let mut range: Option<(Option<f64>, Option<f64>)> = None;
+    for c in conjuncts {
+        let Expr::Cmp(op, a, b) = c else { continue };
+        let (op, n) = match (a.as_ref(), b.as_ref()) {
+            (Expr::Field(p), Expr::Lit(Value::Number(n))) if p == path => (*op, n),
+            (Expr::Lit(Value::Number(n)), Expr::Field(p)) if p == path => match op {
+                CmpOp::Gt => (CmpOp::Lt, n),
+                CmpOp::Ge => (CmpOp::Le, n),
+                CmpOp::Lt => (CmpOp::Gt, n),
+                CmpOp::Le => (CmpOp::Ge, n),
+                o => (*o, n),
+            },
+            _ => continue,
+        };
+        let Some(n) = n.as_f64() else { continue };
+        let (lo, hi) = range.get_or_insert((None, None));
+        let tighten = |bound: &mut Option<f64>, n: f64, higher: bool| {
+            *bound = Some(match *bound {
+                Some(b) if higher => b.max(n),
+                Some(b) => b.min(n),
+                None => n,
+            });
+        };
+        match op {
+            CmpOp::Gt | CmpOp::Ge => tighten(lo, n, true),
+            CmpOp::Lt | CmpOp::Le => tighten(hi, n, false),
+            CmpOp::Eq => {
+                tighten(lo, n, true);
+                tighten(hi, n, false);
+            }
+            // `x != n` still needs a number in x.
+            CmpOp::Ne => {}
+        }
+    }
+    range
+}
+
+/// Orders two first sort-key parts in the query's direction, nulls last.
+fn cmp_first(a: &Value, b: &Value, descending: bool) -> Ordering {
+    match (a.is_null(), b.is_null()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if descending => sort_cmp(b, a),
+        _ => sort_cmp(a, b),
+    }
+}
+
+impl Services {
+    /// The best candidates of one object (with `best`, those of the objects read before),
+    /// read through the value index; `None` when the index cannot answer and the caller
+    /// must read the object. `roots`: only root spans are candidates. `accept` turns a row
+    /// into a candidate (filter, key, cursor) or refuses it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn indexed_sort(
+        &self,
+        plan: &Plan,
+        pass: &ObjectPass,
+        version: XactId,
+        started: Instant,
+        roots: bool,
+        best: &[Ranked],
+        accept: &mut (dyn FnMut(StoredRow) -> Option<Ranked> + Send),
+    ) -> Result<Option<Vec<Ranked>>> {
+        let Some((Expr::Field(path), descending)) = plan.sort.first() else {
+            return Ok(None);
+        };
+        if !self.limits.query_search_index {
+            return Ok(None);
+        }
+        let descending = *descending;
+        let Some(text) = indexed_path(path) else {
+            return Ok(None);
+        };
+        let Some(extras) = self.store.value_extras(pass, path).await? else {
+            return Ok(None);
+        };
+        let range = if text {
+            None
+        } else {
+            numeric_range(plan.filter.as_ref(), path)
+        };
+        let keep = plan.limit + 1;
+        let mut local: Vec<Ranked> = best.to_vec();
+        let mut seen: HashSet<String> = HashSet::new();
+        for chunk in extras.chunks(1000) {
+            self.check_query_time(started)?;
+            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
+                local.extend(accept(row));
+            }
+            seen.extend(chunk.iter().cloned());
+            super::trim(plan, &mut local, keep);
+        }
+        // Where the entries start: the cursor's key, else the filter's bound.
+        let cursor_start = plan
+            .cursor
+            .as_ref()
+            .and_then(|c| c.key.as_ref()?.first().cloned())
+            .and_then(|v| match v {
+                Value::String(s) if text => Some(IndexValue::Text(s)),
+                Value::Number(n) if !text => n.as_f64().map(IndexValue::Number),
+                _ => None,
+            });
+        let (lo, hi) = range.unwrap_or((None, None));
+        let (start, end) = if descending { (hi, lo) } else { (lo, hi) };
+        let mut from = match (cursor_start, start) {
+            (Some(c), _) => ValueFrom::AtValue(c),
+            (None, Some(n)) => ValueFrom::AtValue(IndexValue::Number(n)),
+            (None, None) => ValueFrom::Start,
+        };
+        let q = ValueQuery {
+            path: path.clone(),
+            roots,
+            descending,
+        };
+        let mut page = keep.saturating_mul(2).clamp(64, MAX_PAGE);
+        loop {
+            self.check_query_time(started)?;
+            let entries = self.store.value_entries(pass, &q, &from, page).await?;
+            let Some(last) = entries.last() else {
+                // Out of entries: complete unless rows without a value could still enter.
+                local.sort_by(|a, b| rank_cmp(plan, a, b));
+                local.truncate(keep);
+                let full = local.len() == keep
+                    && local
+                        .last()
+                        .and_then(|r| r.0.first())
+                        .is_some_and(|v| !v.is_null());
+                return Ok((full || range.is_some()).then_some(local));
+            };
+            let position = last.value.to_json();
+            from = ValueFrom::After(last.value.clone(), last.seq);
+            let past_end = end.is_some_and(|e| {
+                cmp_first(&position, &serde_json::json!(e), descending) == Ordering::Greater
+            });
+            let ids: Vec<String> = entries
+                .iter()
+                .filter(|e| seen.insert(e.row_id.clone()))
+                .map(|e| e.row_id.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for row in self.store.read_row_ids(pass, &ids, Some(version)).await? {
+                local.extend(accept(row));
+            }
+            local.sort_by(|a, b| rank_cmp(plan, a, b));
+            local.truncate(keep);
+            // Every unread row sorts at or after `position`: done once that is past the
+            // page's last candidate, or past the filter's range.
+            let threshold = local
+                .last()
+                .filter(|_| local.len() == keep)
+                .and_then(|r| r.0.first());
+            let beyond = threshold.is_some_and(|t| {
+                !t.is_null() && cmp_first(&position, t, descending) == Ordering::Greater
+            });
+            if beyond || past_end {
+                return Ok(Some(local));
+            }
+            page = page.saturating_mul(2).min(MAX_PAGE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn expr(v: Value) -> Expr {
+        Expr::from_json(&v, false).unwrap()
+    }
+
+    #[test]
+    fn ranges_from_filters() {
+        let path = vec!["scores".to_owned(), "f".to_owned()];
+        let f = |op: &str, n: f64| {
+            json!({"op": op, "left": {"op": "ident", "name": ["scores", "f"]},
+                   "right": {"op": "literal", "value": n}})
+        };
+        let gt = expr(f("gt", 0.9));
+        assert_eq!(numeric_range(Some(&gt), &path), Some((Some(0.9), None)));
+        let both =
+            expr(json!({"op": "and", "children": [f("ge", 0.2), f("lt", 0.5), f("gt", 0.3)]}));
+        assert_eq!(
+            numeric_range(Some(&both), &path),
+            Some((Some(0.3), Some(0.5)))
+        );
+        let other = expr(
+            json!({"op": "gt", "left": {"op": "ident", "name": ["scores", "g"]},
+                                "right": {"op": "literal", "value": 1}}),
+        );
+        assert_eq!(numeric_range(Some(&other), &path), None);
+        let or = expr(json!({"op": "or", "children": [f("gt", 0.9), f("lt", 0.1)]}));
+        assert_eq!(
+            numeric_range(Some(&or), &path),
+            None,
+            "a disjunction bounds nothing"
+        );
+        assert_eq!(numeric_range(None, &path), None);
+    }
+}
