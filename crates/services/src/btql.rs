@@ -593,6 +593,33 @@ impl Services {
         Ok(scan)
     }
 
+    /// Read access to one object of a source. `project_logs` also takes the project's name
+    /// (ids are tried first); either way the caller's read permission decides, and a name
+    /// the caller may not read is a 404 like an id.
+    async fn source_pass(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<ObjectPass> {
+        match self
+            .object_pass(principal, kind, id, Permission::Read)
+            .await
+        {
+            Err(ServiceError::NotFound(what)) if kind == ObjectType::ProjectLogs => {
+                let lookup = self.lookup(principal)?;
+                let Some(project) = self.store.find_project(&lookup, id).await? else {
+                    return Err(ServiceError::NotFound(what));
+                };
+                let (_, pass) = self
+                    .object_pass(principal, kind, &project.id, Permission::Read)
+                    .await?;
+                Ok(pass)
+            }
+            found => found.map(|(_, pass)| pass),
+        }
+    }
+
     pub(crate) fn check_query_time(&self, started: Instant) -> Result<()> {
         if started.elapsed() > self.limits.query_timeout {
             return Err(ServiceError::QueryTimeout(format!(
@@ -644,10 +671,7 @@ impl Services {
         let plan = Plan::from_query(query, body)?;
         let mut passes = Vec::new();
         for id in &plan.ids {
-            let (_, pass) = self
-                .object_pass(principal, plan.kind, id, Permission::Read)
-                .await?;
-            passes.push(pass);
+            passes.push(self.source_pass(principal, plan.kind, id).await?);
         }
         let version = match (&plan.cursor, body.get("version")) {
             (Some(c), _) => c.version,

@@ -270,6 +270,40 @@ fn filters() -> Vec<(&'static str, Want)> {
 /// Whole queries; `P` and `Q` stand for the two projects' ids.
 fn queries() -> Vec<(&'static str, Want)> {
     vec![
+        // Braintrust's documentation examples, on this fixture's fields (`scores.f` for
+        // `scores.Factuality`, project P for the project id).
+        (
+            "SELECT * FROM project_logs('P', shape => 'spans') WHERE scores.f > 0.8 AND created > now() - interval 7 day ORDER BY created DESC LIMIT 100",
+            Ids(&[]),
+        ),
+        (
+            "SELECT * FROM project_logs('P', shape => 'spans') WHERE scores.f > 0.5 AND created > now() - interval 3650 day ORDER BY created DESC LIMIT 100",
+            Ordered(&["a2", "a0"]),
+        ),
+        (
+            "select: * | from: project_logs('P') spans | filter: scores.f > 0.5 and created > now() - interval 3650 day | sort: created desc | limit: 100",
+            Ordered(&["a2", "a0"]),
+        ),
+        (
+            "SELECT * FROM project_logs('P') WHERE tags INCLUDES 'good'",
+            Ids(&["a0", "c0"]),
+        ),
+        (
+            "select: * | from: project_logs('P') | filter: tags includes 'good'",
+            Ids(&["a0", "c0"]),
+        ),
+        (
+            "SELECT * FROM project_logs('P') LIMIT 10",
+            Ids(&["a0", "a1", "a2", "b0", "b1", "c0", "d0", "d1", "d2", "d3"]),
+        ),
+        (
+            "SELECT count(*) AS n FROM project_logs('P') WHERE created < CURRENT_DATE - INTERVAL 1 DAY",
+            Rows(json!([{"n": 10}])),
+        ),
+        (
+            "SELECT id FROM project_logs('P') WHERE metadata.user_id = 'u-3'",
+            Ids(&["d0", "d1"]),
+        ),
         // Projections and sorting.
         (
             "SELECT id, scores.f AS f FROM project_logs('P') WHERE is_root ORDER BY f DESC",
@@ -775,7 +809,22 @@ async fn queries_respect_access(backend: Backend) {
     )
     .await;
     assert_eq!((s, &b["data"]), (200, &json!([{"n": 10}])), "{b}");
+    // By name: the same answers; another project's name is as unknown as its id.
+    let (s, b) = ask(
+        viewer.clone(),
+        "SELECT count(*) AS n FROM project_logs('qa', 'qa2')".into(),
+    )
+    .await;
+    assert_eq!((s, &b["data"]), (200, &json!([{"n": 11}])), "{b}");
+    let (s, b) = ask(
+        limited.clone(),
+        "SELECT count(*) AS n FROM project_logs('qa')".into(),
+    )
+    .await;
+    assert_eq!((s, &b["data"]), (200, &json!([{"n": 10}])), "{b}");
     for text in [
+        "SELECT count(*) AS n FROM project_logs('qa2')".to_owned(),
+        "SELECT count(*) AS n FROM project_logs('no such project')".to_owned(),
         format!("SELECT count(*) AS n FROM project_logs('{p}', '{q}')"),
         format!("SELECT * FROM project_logs('{q}', shape => 'summary')"),
         format!("from: project_logs('{q}') | dimensions: id as i | measures: count(1) as n"),
