@@ -771,7 +771,7 @@ impl Services {
             let mut scan = self.scan_for(plan, pass, version, started).await?;
             if scan.reads_all()
                 && let Some(found) = self
-                    .indexed_sort(plan, pass, version, started, false, &best, &mut accept)
+                    .indexed_sort(plan, pass, i, version, started, false, &best, &mut accept)
                     .await?
             {
                 best = found;
@@ -958,7 +958,7 @@ impl Services {
                 continue;
             }
             if let Some(found) = self
-                .indexed_sort(plan, pass, version, started, true, &best, &mut accept)
+                .indexed_sort(plan, pass, i, version, started, true, &best, &mut accept)
                 .await?
             {
                 best = found;

@@ -14,7 +14,7 @@ use crate::{Result, Services};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::qexpr::{CmpOp, Expr, sort_cmp};
 use holdfast_core::xact::XactId;
-use holdfast_store::{IndexValue, StoredRow, ValueFrom, ValueQuery, indexed_path};
+use holdfast_store::{IndexValue, StoredRow, ValueEntry, ValueFrom, ValueQuery, indexed_path};
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -88,6 +88,7 @@ impl Services {
         &self,
         plan: &Plan,
         pass: &ObjectPass,
+        object: usize,
         version: XactId,
         started: Instant,
         roots: bool,
@@ -165,9 +166,24 @@ impl Services {
             let past_end = end.is_some_and(|e| {
                 cmp_first(&position, &serde_json::json!(e), descending) == Ordering::Greater
             });
+            // Once the page is full, a row tied with its last row on a single sort key ranks
+            // by (object, row id): one that ranks after it cannot enter, whatever it holds
+            // (were its entry outdated, its current value sorts at its own entry, either read
+            // already or later than this one), so it is not read. Without this, a page of a
+            // sort on few distinct values would read every row sharing the last value.
+            let cutoff = local
+                .last()
+                .filter(|_| local.len() == keep && plan.sort.len() == 1)
+                .and_then(|r| Some((r.0.first().filter(|v| !v.is_null())?, r.1, &r.2)));
+            let ranks_after = |e: &ValueEntry| {
+                cutoff.is_some_and(|(t, o, id)| {
+                    sort_cmp(&e.value.to_json(), t) == Ordering::Equal
+                        && (object, e.row_id.as_str()) > (o, id.as_str())
+                })
+            };
             let ids: Vec<String> = entries
                 .iter()
-                .filter(|e| seen.insert(e.row_id.clone()))
+                .filter(|e| !ranks_after(e) && seen.insert(e.row_id.clone()))
                 .map(|e| e.row_id.clone())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
