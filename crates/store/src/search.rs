@@ -279,6 +279,37 @@ pub(crate) async fn catch_up_text(pools: &Pools, limit: i64) -> Result<(i64, boo
     Ok((n, n == limit))
 }
 
+/// Rows with a version after `$1`: the query of [`object_row_ids`] for what an index does not
+/// hold yet.
+pub(crate) const ROWS_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.seq > $1";
+
+/// The ids `select` names (a query over `rows r` with one parameter, `$1` = `first`), among
+/// the rows of the pass's object; at most `limit`, sorted.
+pub(crate) async fn object_row_ids<'c, E, T>(
+    conn: E,
+    select: &str,
+    first: T,
+    pass: &ObjectPass,
+    limit: i64,
+) -> Result<Vec<String>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    T: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + 'static,
+{
+    let sql = format!(
+        "{select} AND r.object_type = $2 AND r.object_id = $3 AND r.org_id = $4 \
+         ORDER BY r.row_id LIMIT $5"
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(first)
+        .bind(pass.object_type().as_str())
+        .bind(pass.object_id().to_owned())
+        .bind(pass.org_id().to_owned())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
 impl Store {
     /// The ids of the rows of an object that have (or had) a version matching any of the
     /// queries, sorted; `None` when there are more than `cap`.
@@ -329,30 +360,16 @@ impl Store {
                 )
                 .fetch_one(p)
                 .await?;
-                let mut ids: Vec<String> = sqlx::query_scalar(
+                let mut ids = object_row_ids(
+                    p,
                     "SELECT DISTINCT r.row_id FROM rows r \
-                     WHERE r.seq IN (SELECT rowid FROM row_text WHERE row_text MATCH $1) \
-                     AND r.object_type = $2 AND r.object_id = $3 AND r.org_id = $4 \
-                     ORDER BY r.row_id LIMIT $5",
+                     WHERE r.seq IN (SELECT rowid FROM row_text WHERE row_text MATCH $1)",
+                    fts5_query(&scope(object_type, object_id), any_of),
+                    pass,
+                    limit,
                 )
-                .bind(fts5_query(&scope(object_type, object_id), any_of))
-                .bind(object_type)
-                .bind(object_id)
-                .bind(pass.org_id())
-                .bind(limit)
-                .fetch_all(p)
                 .await?;
-                let unindexed: Vec<String> = sqlx::query_scalar(
-                    "SELECT DISTINCT row_id FROM rows WHERE seq > $1 \
-                     AND object_type = $2 AND object_id = $3 AND org_id = $4 LIMIT $5",
-                )
-                .bind(indexed)
-                .bind(object_type)
-                .bind(object_id)
-                .bind(pass.org_id())
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
+                let unindexed = object_row_ids(p, ROWS_AFTER, indexed, pass, limit).await?;
                 ids.extend(unindexed);
                 ids.sort();
                 ids.dedup();

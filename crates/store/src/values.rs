@@ -23,6 +23,7 @@
 //! an outdated one costs a read.
 
 use crate::db::Pools;
+use crate::search::{ROWS_AFTER, object_row_ids};
 use crate::{Result, Store};
 use holdfast_core::authz::ObjectPass;
 use serde_json::{Map, Value};
@@ -205,34 +206,15 @@ impl Store {
             sqlx::query_scalar("SELECT value FROM counters WHERE name = 'values_indexed_seq'")
                 .fetch_one(&mut *tx)
                 .await?;
-        let mut ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT row_id FROM rows WHERE seq > $1 \
-             AND object_type = $2 AND object_id = $3 AND org_id = $4 LIMIT $5",
-        )
-        .bind(indexed)
-        .bind(object_type)
-        .bind(object_id)
-        .bind(pass.org_id())
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let irregular: Vec<String> = sqlx::query_scalar(
+        let mut ids = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
+        let irregular = object_row_ids(
+            &mut *tx,
             "SELECT DISTINCT r.row_id FROM row_values v JOIN rows r ON r.seq = v.seq \
-             WHERE v.field = $1 AND r.object_type = $2 AND r.object_id = $3 AND r.org_id = $4 \
-             LIMIT $5",
+             WHERE v.field = $1",
+            field_key(object_type, object_id, &path.join("."), false, true),
+            pass,
+            limit,
         )
-        .bind(field_key(
-            object_type,
-            object_id,
-            &path.join("."),
-            false,
-            true,
-        ))
-        .bind(object_type)
-        .bind(object_id)
-        .bind(pass.org_id())
-        .bind(limit)
-        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         ids.extend(irregular);

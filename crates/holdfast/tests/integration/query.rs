@@ -1030,47 +1030,41 @@ async fn sorted_reads(backend: Backend) {
         let p = p.clone();
         async move {
             let all = |_: &Value| true;
+            let high = |r: &Value| r["scores"]["f"].as_f64().is_some_and(|f| f > 0.3);
+            let root = |r: &Value| r["span_parents"] == json!([]);
+            // (source and filter, sort path, limit, which rows reading everything keeps)
+            type Case<'a> = (&'a str, &'a [&'a str], usize, &'a dyn Fn(&Value) -> bool);
+            let cases: [Case<'_>; 6] = [
+                ("project_logs('P')", &["scores", "f"], 2, &all),
+                ("project_logs('P')", &["scores", "f"], 7, &all),
+                ("project_logs('P')", &["scores", "f"], 50, &all),
+                (
+                    "project_logs('P') WHERE scores.f > 0.3",
+                    &["scores", "f"],
+                    4,
+                    &high,
+                ),
+                ("project_logs('P')", &["metrics", "tokens"], 9, &all),
+                (
+                    "project_logs('P', shape => 'summary')",
+                    &["created"],
+                    3,
+                    &root,
+                ),
+            ];
             for (dir, desc) in [("DESC", true), ("ASC", false)] {
-                for limit in [2, 7, 50] {
-                    let got = pages(format!(
-                        "SELECT id FROM project_logs('{p}') ORDER BY scores.f {dir} LIMIT {limit}"
-                    ))
-                    .await;
+                for (source, path, limit, keep) in cases {
+                    let source = source.replace("'P'", &format!("'{p}'"));
+                    let text = format!(
+                        "SELECT id FROM {source} ORDER BY {} {dir} LIMIT {limit}",
+                        path.join(".")
+                    );
                     assert_eq!(
-                        got,
-                        expect(&rows, &["scores", "f"], desc, &all),
-                        "{dir} {limit}"
+                        pages(text.clone()).await,
+                        expect(&rows, path, desc, keep),
+                        "{text}"
                     );
                 }
-                let got = pages(format!(
-                    "SELECT id FROM project_logs('{p}') WHERE scores.f > 0.3 ORDER BY scores.f {dir} LIMIT 4"
-                ))
-                .await;
-                let high = |r: &Value| r["scores"]["f"].as_f64().is_some_and(|f| f > 0.3);
-                assert_eq!(
-                    got,
-                    expect(&rows, &["scores", "f"], desc, &high),
-                    "> 0.3 {dir}"
-                );
-                let got = pages(format!(
-                    "SELECT id FROM project_logs('{p}') ORDER BY metrics.tokens {dir} LIMIT 9"
-                ))
-                .await;
-                assert_eq!(
-                    got,
-                    expect(&rows, &["metrics", "tokens"], desc, &all),
-                    "tokens {dir}"
-                );
-                let got = pages(format!(
-                    "SELECT id FROM project_logs('{p}', shape => 'summary') ORDER BY created {dir} LIMIT 3"
-                ))
-                .await;
-                let root = |r: &Value| r["span_parents"] == json!([]);
-                assert_eq!(
-                    got,
-                    expect(&rows, &["created"], desc, &root),
-                    "summary {dir}"
-                );
             }
         }
     };
