@@ -115,14 +115,30 @@ impl Services {
         };
         let keep = plan.limit + 1;
         let mut local: Vec<Ranked> = best.to_vec();
-        let mut seen: HashSet<String> = HashSet::new();
+        // The rows read first are not read again. Rows an outdated entry proposes again are
+        // (memory stays bounded by the page, not by the rows read): read at the same
+        // snapshot, such a row ranks exactly as before, so it is left out while it is among
+        // the kept rows, and trimmed again otherwise.
+        let extra_ids: HashSet<&str> = extras.iter().map(String::as_str).collect();
+        let mut kept: HashSet<(usize, String)> = HashSet::new();
+        let mut take = |local: &mut Vec<Ranked>, kept: &mut HashSet<(usize, String)>, row| {
+            if let Some(c) = accept(row)
+                && kept.insert((c.1, c.2.clone()))
+            {
+                local.push(c);
+            }
+        };
+        let settle = |local: &mut Vec<Ranked>, kept: &mut HashSet<(usize, String)>| {
+            local.sort_by(|a, b| rank_cmp(plan, a, b));
+            local.truncate(keep);
+            *kept = local.iter().map(|r| (r.1, r.2.clone())).collect();
+        };
         for chunk in extras.chunks(1000) {
             self.check_query_time(started)?;
             for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
-                local.extend(accept(row));
+                take(&mut local, &mut kept, row);
             }
-            seen.extend(chunk.iter().cloned());
-            super::trim(plan, &mut local, keep);
+            settle(&mut local, &mut kept);
         }
         // Where the entries start: the cursor's key, else the filter's bound.
         let cursor_start = plan
@@ -183,16 +199,15 @@ impl Services {
             };
             let ids: Vec<String> = entries
                 .iter()
-                .filter(|e| !ranks_after(e) && seen.insert(e.row_id.clone()))
+                .filter(|e| !ranks_after(e) && !extra_ids.contains(e.row_id.as_str()))
                 .map(|e| e.row_id.clone())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();
             for row in self.store.read_row_ids(pass, &ids, Some(version)).await? {
-                local.extend(accept(row));
+                take(&mut local, &mut kept, row);
             }
-            local.sort_by(|a, b| rank_cmp(plan, a, b));
-            local.truncate(keep);
+            settle(&mut local, &mut kept);
             // Every unread row sorts at or after `position`: done once that is past the
             // page's last candidate, or past the filter's range.
             let threshold = local
