@@ -228,7 +228,7 @@ where
 /// `text_indexed_seq`) and to the value index (after `values_indexed_seq`, see `values`),
 /// in one transaction with the counters' advance; how many it read and whether more are
 /// waiting.
-pub(crate) async fn catch_up_text(pools: &Pools, limit: i64) -> Result<(i64, bool)> {
+pub(crate) async fn catch_up_indexes(pools: &Pools, limit: i64) -> Result<(i64, bool)> {
     let Pools::Sqlite(p) = pools else {
         return Ok((0, false));
     };

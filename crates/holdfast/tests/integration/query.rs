@@ -687,6 +687,36 @@ async fn conformance_with(backend: Backend, env: &[(&str, &str)]) {
     assert!(asked >= 100, "the table asks {asked} queries");
 }
 
+/// The ids of every page of a query, following its cursors; `late` is written after the
+/// first page.
+async fn all_pages(server: &Server, text: String, late: Option<Value>) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0.. {
+        assert!(page < 200, "{text}: too many pages");
+        let t = match &cursor {
+            Some(c) => format!("{text} OFFSET '{c}'"),
+            None => text.clone(),
+        };
+        let body = server.ok("POST", "/btql", Some(json!({"query": t}))).await;
+        if page == 0
+            && let Some(row) = &late
+        {
+            server
+                .ok("POST", "/logs3", Some(json!({"rows": [row]})))
+                .await;
+        }
+        for r in body["data"].as_array().unwrap() {
+            seen.push(r["id"].as_str().unwrap().to_owned());
+        }
+        match body["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    seen
+}
+
 /// Pages of a sorted query, of traces and of summaries: every row once, in order, while
 /// new rows keep arriving.
 async fn paging(backend: Backend) {
@@ -701,42 +731,12 @@ async fn paging(backend: Backend) {
     server
         .ok("POST", "/logs3", Some(json!({"rows": fixture(p, q)})))
         .await;
-    let all_pages = |text: String| {
-        let server = &server;
-        async move {
-            let mut seen = Vec::new();
-            let mut cursor: Option<String> = None;
-            for page in 0.. {
-                assert!(page < 20, "{text}: too many pages");
-                let t = match &cursor {
-                    Some(c) => format!("{text} OFFSET '{c}'"),
-                    None => text.clone(),
-                };
-                let body = server.ok("POST", "/btql", Some(json!({"query": t}))).await;
-                // Rows written after the first page are not part of this query's snapshot.
-                if page == 0 {
-                    server
-                        .ok(
-                            "POST",
-                            "/logs3",
-                            Some(json!({"rows": [{"id": "late", "span_id": "late", "root_span_id": "late",
-                                "span_parents": [], "project_id": p, "log_id": "g",
-                                "created": "2026-01-05T00:00:00.000000Z", "scores": {"f": 0.99},
-                                "metadata": {"n": 9}}]})),
-                        )
-                        .await;
-                }
-                for r in body["data"].as_array().unwrap() {
-                    seen.push(r["id"].as_str().unwrap().to_owned());
-                }
-                match body["cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
-                }
-            }
-            seen
-        }
-    };
+    let late = json!({"id": "late", "span_id": "late", "root_span_id": "late",
+        "span_parents": [], "project_id": p, "log_id": "g",
+        "created": "2026-01-05T00:00:00.000000Z", "scores": {"f": 0.99},
+        "metadata": {"n": 9}});
+    // Rows written after the first page are not part of this query's snapshot.
+    let all_pages = |text: String| all_pages(&server, text, Some(late.clone()));
     let seen = all_pages(format!(
         "SELECT id FROM project_logs('{p}') ORDER BY scores.f DESC, id LIMIT 2"
     ))
@@ -973,29 +973,7 @@ async fn sorted_reads(backend: Backend) {
     };
     write(rows.values().cloned().collect()).await;
     indexed(&server).await;
-    let pages = |text: String| {
-        let server = &server;
-        async move {
-            let mut seen = Vec::new();
-            let mut cursor: Option<String> = None;
-            for page in 0.. {
-                assert!(page < 200, "{text}: too many pages");
-                let t = match &cursor {
-                    Some(c) => format!("{text} OFFSET '{c}'"),
-                    None => text.clone(),
-                };
-                let body = server.ok("POST", "/btql", Some(json!({"query": t}))).await;
-                for r in body["data"].as_array().unwrap() {
-                    seen.push(r["id"].as_str().unwrap().to_owned());
-                }
-                match body["cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
-                }
-            }
-            seen
-        }
-    };
+    let pages = |text: String| all_pages(&server, text, None);
     // What reading every row answers: sorted by the value (nulls last), then by row id.
     let expect = |rows: &std::collections::BTreeMap<String, Value>,
                   path: &[&str],
