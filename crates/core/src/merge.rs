@@ -138,6 +138,25 @@ fn canonical(v: &Value) -> String {
     out
 }
 
+/// A row that holds only comments (and the fields the server adds): one whose comments
+/// arrived before the row itself. It is not shown until the row is written.
+pub fn only_discussion(data: &Map<String, Value>) -> bool {
+    data.contains_key("comments")
+        && data.keys().all(|k| {
+            matches!(
+                k.as_str(),
+                "id" | "created"
+                    | "comments"
+                    | "audit_data"
+                    | "project_id"
+                    | "experiment_id"
+                    | "dataset_id"
+                    | "log_id"
+                    | "org_id"
+            )
+        })
+}
+
 /// Removes and validates the control fields of an incoming row.
 pub fn take_control(row: &mut Map<String, Value>) -> Result<RowControl, RowError> {
     let flag = |row: &mut Map<String, Value>, name: &'static str| match row.remove(name) {

@@ -128,7 +128,7 @@ pub enum Unit {
 }
 
 impl Unit {
-    fn parse(s: &str) -> Option<Unit> {
+    pub fn parse(s: &str) -> Option<Unit> {
         Some(match s.trim_end_matches('s') {
             "second" => Unit::Second,
             "minute" => Unit::Minute,
@@ -636,7 +636,7 @@ fn text_of(v: &Value) -> Option<String> {
 }
 
 /// Whether text looks like an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS...`).
-fn timestamp_like(s: &str) -> bool {
+pub fn timestamp_like(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() >= 20 && b.get(10) == Some(&b'T') && b.get(4) == Some(&b'-')
 }

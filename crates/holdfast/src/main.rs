@@ -490,6 +490,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         vault: Arc::new(Vault::new(kms)),
         kms_check: Arc::default(),
         rows_written: Arc::default(),
+        grouped_queries: Arc::default(),
     };
     services
         .upgrade_access_control()

@@ -191,6 +191,24 @@ fn render(state: &crate::AppState) -> String {
             services.store.writer_stats().text_backlog() as f64,
         ),
         (
+            "holdfast_grouped_queries_indexed_total",
+            "counter",
+            "Grouped queries answered from the value index without reading rows.",
+            services
+                .grouped_queries
+                .indexed
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "holdfast_grouped_queries_read_total",
+            "counter",
+            "Grouped queries answered by reading rows.",
+            services
+                .grouped_queries
+                .read
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
             "holdfast_uptime_seconds",
             "gauge",
             "Seconds since the server started.",

@@ -40,7 +40,12 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+mod counts;
 mod sorted;
+
+/// A grouped query's groups by their dimensions' values: those values and the aggregates'
+/// running states.
+type Groups = HashMap<String, (Vec<Value>, Vec<Vec<Accumulator>>)>;
 
 /// Most groups one grouped query may build.
 pub const MAX_GROUPS: usize = 100_000;
@@ -686,11 +691,14 @@ impl Services {
                 .and_then(|v| XactId::parse(&v))
                 .ok_or_else(|| ServiceError::field("version", "invalid version"))?,
         };
+        // The index's counts are of the latest rows, not of an older snapshot.
+        let latest = body.get("version").is_none_or(Value::is_null);
         let cx = self.query_context();
         let started = Instant::now();
         let (data, cursor) = if plan.grouped() {
             (
-                self.grouped(&plan, &passes, version, &cx, started).await?,
+                self.grouped(&plan, &passes, version, latest, &cx, started)
+                    .await?,
                 None,
             )
         } else {
@@ -989,12 +997,14 @@ impl Services {
         Ok((out, cursor))
     }
 
-    /// Dimensions and measures: one pass, one accumulator per group and aggregate.
+    /// Dimensions and measures: counted from the value index when it can answer (see
+    /// `counts`), else one pass over the rows, one accumulator per group and aggregate.
     async fn grouped(
         &self,
         plan: &Plan,
         passes: &[ObjectPass],
         version: XactId,
+        latest: bool,
         cx: &Context,
         started: Instant,
     ) -> Result<Vec<Value>> {
@@ -1004,40 +1014,34 @@ impl Services {
                 .map(|list| list.iter().map(Accumulator::new).collect())
                 .collect()
         };
-        let mut groups: HashMap<String, (Vec<Value>, Vec<Vec<Accumulator>>)> = HashMap::new();
-        let mut kept = 0usize;
-        for pass in passes {
-            let mut scan = self.scan_for(plan, pass, version, started).await?;
-            while let Some(page) = scan.next().await? {
-                for row in page {
-                    let shown = row_json(row, plan.kind);
-                    let Some(m) = shown.as_object().filter(|m| plan.keep(m, cx)) else {
-                        continue;
-                    };
-                    let dims: Vec<Value> =
-                        plan.dimensions.iter().map(|(_, e)| e.eval(m, cx)).collect();
-                    let id = Value::Array(dims.clone()).to_string();
-                    if !groups.contains_key(&id) && groups.len() >= MAX_GROUPS {
-                        return Err(ServiceError::bad(format!(
-                            "the query makes more than {MAX_GROUPS} groups; group by fewer \
-                             distinct values or filter first"
-                        )));
-                    }
-                    let entry = groups.entry(id).or_insert_with(|| (dims, fresh()));
-                    for (accs, list) in entry.1.iter_mut().zip(&aggs) {
-                        for (acc, e) in accs.iter_mut().zip(list) {
-                            kept += acc.add(e, m, cx);
-                        }
-                    }
-                    if kept > MAX_AGGREGATE_VALUES {
-                        return Err(ServiceError::bad(format!(
-                            "count(DISTINCT) and percentile would keep more than \
-                             {MAX_AGGREGATE_VALUES} values; filter first"
-                        )));
-                    }
-                }
+        let indexed = if latest {
+            self.indexed_counts(plan, passes, cx, started).await?
+        } else {
+            None
+        };
+        let counter = match indexed {
+            Some(_) => &self.grouped_queries.indexed,
+            None => &self.grouped_queries.read,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut groups: Groups = match indexed {
+            // Every aggregate counts every row (see `counts`).
+            Some(counts) => counts
+                .into_iter()
+                .map(|(id, (dims, n))| {
+                    let n = u64::try_from(n).unwrap_or(0);
+                    let accs = aggs
+                        .iter()
+                        .map(|list| list.iter().map(|_| Accumulator::Count(n)).collect())
+                        .collect();
+                    (id, (dims, accs))
+                })
+                .collect(),
+            None => {
+                self.scanned_groups(plan, passes, version, cx, started, &aggs)
+                    .await?
             }
-        }
+        };
         // Aggregates without dimensions answer one row even over no rows, as in SQL.
         if groups.is_empty() && plan.dimensions.is_empty() {
             groups.insert(String::new(), (Vec::new(), fresh()));
@@ -1091,6 +1095,57 @@ impl Services {
         });
         rows.truncate(plan.limit);
         Ok(rows.into_iter().map(Value::Object).collect())
+    }
+    /// A grouped query's groups, from every row its filter keeps.
+    async fn scanned_groups(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        cx: &Context,
+        started: Instant,
+        aggs: &[Vec<Expr>],
+    ) -> Result<Groups> {
+        let fresh = || -> Vec<Vec<Accumulator>> {
+            aggs.iter()
+                .map(|list| list.iter().map(Accumulator::new).collect())
+                .collect()
+        };
+        let mut groups: Groups = HashMap::new();
+        let mut kept = 0usize;
+        for pass in passes {
+            let mut scan = self.scan_for(plan, pass, version, started).await?;
+            while let Some(page) = scan.next().await? {
+                for row in page {
+                    let shown = row_json(row, plan.kind);
+                    let Some(m) = shown.as_object().filter(|m| plan.keep(m, cx)) else {
+                        continue;
+                    };
+                    let dims: Vec<Value> =
+                        plan.dimensions.iter().map(|(_, e)| e.eval(m, cx)).collect();
+                    let id = Value::Array(dims.clone()).to_string();
+                    if !groups.contains_key(&id) && groups.len() >= MAX_GROUPS {
+                        return Err(ServiceError::bad(format!(
+                            "the query makes more than {MAX_GROUPS} groups; group by fewer \
+                             distinct values or filter first"
+                        )));
+                    }
+                    let entry = groups.entry(id).or_insert_with(|| (dims, fresh()));
+                    for (accs, list) in entry.1.iter_mut().zip(aggs) {
+                        for (acc, e) in accs.iter_mut().zip(list) {
+                            kept += acc.add(e, m, cx);
+                        }
+                    }
+                    if kept > MAX_AGGREGATE_VALUES {
+                        return Err(ServiceError::bad(format!(
+                            "count(DISTINCT) and percentile would keep more than \
+                             {MAX_AGGREGATE_VALUES} values; filter first"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(groups)
     }
 }
 

@@ -138,6 +138,18 @@ pub struct Services {
     pub kms_check: Arc<health::KmsCheck>,
     /// Row versions written by requests since start (for `/metrics`).
     pub rows_written: Arc<std::sync::atomic::AtomicU64>,
+    /// Grouped queries answered since start: from the value index, and by reading rows (for
+    /// `/metrics`).
+    pub grouped_queries: Arc<GroupedQueries>,
+}
+
+/// Grouped queries answered since start, by how.
+#[derive(Debug, Default)]
+pub struct GroupedQueries {
+    /// From the value index, without reading rows.
+    pub indexed: std::sync::atomic::AtomicU64,
+    /// By reading rows.
+    pub read: std::sync::atomic::AtomicU64,
 }
 
 impl Services {

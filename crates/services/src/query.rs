@@ -125,24 +125,7 @@ impl FetchRequest {
     }
 }
 
-/// A row that holds only comments (and the fields the server adds): one whose comments
-/// arrived before the row itself. It is not shown until the row is written.
-pub(crate) fn only_discussion(data: &Map<String, Value>) -> bool {
-    data.contains_key("comments")
-        && data.keys().all(|k| {
-            matches!(
-                k.as_str(),
-                "id" | "created"
-                    | "comments"
-                    | "audit_data"
-                    | "project_id"
-                    | "experiment_id"
-                    | "dataset_id"
-                    | "log_id"
-                    | "org_id"
-            )
-        })
-}
+pub(crate) use holdfast_core::merge::only_discussion;
 
 /// The one literal argument of a query's source: the id in `dataset('<id>')`.
 pub(crate) fn from_argument(query: &Value) -> Result<&str> {

@@ -150,6 +150,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_sqlite.sql"),
         "-- PostgreSQL has no value index yet: its sorted reads read the object.",
     ),
+    (
+        10,
+        include_str!("values_exact_sqlite.sql"),
+        "-- PostgreSQL has no value index yet.",
+    ),
 ];
 
 impl Store {

@@ -42,7 +42,9 @@ pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use search::{FIELDS as SEARCH_FIELDS, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
-pub use values::{IndexValue, ValueEntry, ValueFrom, ValueQuery, indexed_path};
+pub use values::{
+    CreatedCounts, CreatedGroup, IndexValue, ValueEntry, ValueFrom, ValueQuery, indexed_path,
+};
 pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};
 
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,7 @@
 //! (embedded store) or when opened (PostgreSQL).
 
 use crate::db::{Pools, with_pool};
-use crate::index::{Version, newer};
+use crate::index::{RowIndex, Version, newer};
 use crate::rows::{StoredRow, decode_data};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
@@ -195,32 +195,63 @@ async fn insert_documents(
     Ok(())
 }
 
-/// A version read for the indexes written after the commit: its `seq`, object, and data
-/// (`None` for a deletion).
-type Unindexed = (i64, String, String, Option<Map<String, Value>>);
+/// A version read for the indexes written after the commit.
+pub(crate) struct Unindexed {
+    pub seq: i64,
+    pub xact: i64,
+    pub object_type: String,
+    pub object_id: String,
+    pub row_id: String,
+    /// `None` for a deletion.
+    pub data: Option<Map<String, Value>>,
+}
 
-/// The versions after `from`, at most `limit`.
-async fn unindexed<'c, E>(conn: E, from: i64, limit: i64) -> Result<Vec<Unindexed>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-{
-    let rows: Vec<(i64, String, String, String, bool, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, object_type, object_id, row_id, is_deleted, data FROM rows \
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
+/// The versions after `from`: `limit` of them, and the rest of the last one's transaction.
+async fn unindexed(
+    conn: &mut sqlx::SqliteConnection,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<Unindexed>> {
+    type Found = (i64, i64, String, String, String, bool, Vec<u8>);
+    const SELECT: &str = "SELECT seq, xact_id, object_type, object_id, row_id, is_deleted, data \
+                          FROM rows WHERE seq > $1";
+    let mut rows: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} ORDER BY seq LIMIT $2"
+    )))
     .bind(from)
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    // A batch ends with a whole transaction, so that the indexes always hold whole
+    // transactions: what they hold is then what a read at a transaction sees.
+    if let Some(&(last, xact, ..)) = rows.last() {
+        let rest: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT} AND xact_id = $2 ORDER BY seq"
+        )))
+        .bind(last)
+        .bind(xact)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.extend(rest);
+    }
     rows.into_iter()
-        .map(|(seq, t, o, id, deleted, data)| {
-            let row = if deleted {
-                None
-            } else {
-                Some(decode_data(&id, &data)?)
-            };
-            Ok((seq, t, o, row))
-        })
+        .map(
+            |(seq, xact, object_type, object_id, row_id, deleted, data)| {
+                let data = if deleted {
+                    None
+                } else {
+                    Some(decode_data(&row_id, &data)?)
+                };
+                Ok(Unindexed {
+                    seq,
+                    xact,
+                    object_type,
+                    object_id,
+                    row_id,
+                    data,
+                })
+            },
+        )
         .collect()
 }
 
@@ -228,7 +259,11 @@ where
 /// `text_indexed_seq`) and to the value index (after `values_indexed_seq`, see `values`),
 /// in one transaction with the counters' advance; how many it read and whether more are
 /// waiting.
-pub(crate) async fn catch_up_indexes(pools: &Pools, limit: i64) -> Result<(i64, bool)> {
+pub(crate) async fn catch_up_indexes(
+    pools: &Pools,
+    index: &RowIndex,
+    limit: i64,
+) -> Result<(i64, bool)> {
     let Pools::Sqlite(p) = pools else {
         return Ok((0, false));
     };
@@ -239,15 +274,16 @@ pub(crate) async fn catch_up_indexes(pools: &Pools, limit: i64) -> Result<(i64, 
     )
     .fetch_one(&mut *tx)
     .await?;
-    let batch = unindexed(&mut *tx, text_from.min(values_from), limit).await?;
-    let Some(last) = batch.last().map(|b| b.0) else {
+    let batch = unindexed(&mut tx, text_from.min(values_from), limit).await?;
+    let Some(last) = batch.last().map(|b| b.seq) else {
         return Ok((0, false));
     };
     let texts: Vec<(i64, &str, &str, SearchText)> = batch
         .iter()
-        .filter(|(seq, ..)| *seq > text_from)
-        .filter_map(|(seq, t, o, row)| {
-            Some((*seq, t.as_str(), o.as_str(), search_text(row.as_ref()?)))
+        .filter(|v| v.seq > text_from)
+        .filter_map(|v| {
+            let text = search_text(v.data.as_ref()?);
+            Some((v.seq, v.object_type.as_str(), v.object_id.as_str(), text))
         })
         .filter(|(.., text)| text.0.iter().any(|w| !w.is_empty()))
         .collect();
@@ -261,12 +297,7 @@ pub(crate) async fn catch_up_indexes(pools: &Pools, limit: i64) -> Result<(i64, 
         })
         .collect();
     insert_documents(&mut tx, &versions).await?;
-    let values: Vec<(i64, Vec<crate::values::Entry>)> = batch
-        .iter()
-        .filter(|(seq, ..)| *seq > values_from)
-        .filter_map(|(seq, t, o, row)| Some((*seq, crate::values::entries(t, o, row.as_ref()?))))
-        .collect();
-    crate::values::insert_entries(&mut tx, &values).await?;
+    crate::values::index_versions(&mut tx, index, values_from, &batch).await?;
     sqlx::query(
         "UPDATE counters SET value = max(value, $1) \
          WHERE name IN ('text_indexed_seq', 'values_indexed_seq')",
@@ -276,7 +307,7 @@ pub(crate) async fn catch_up_indexes(pools: &Pools, limit: i64) -> Result<(i64, 
     .await?;
     tx.commit().await?;
     let n = batch.len() as i64;
-    Ok((n, n == limit))
+    Ok((n, n >= limit))
 }
 
 /// Rows with a version after `$1`: the query of [`object_row_ids`] for what an index does not

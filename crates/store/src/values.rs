@@ -1,34 +1,47 @@
-//! Sorted reads through a value index (embedded store).
+//! Sorted reads and counts through a value index (embedded store).
 //!
 //! A query sorted by `created`, a score or a metric (`ORDER BY scores.Factuality DESC LIMIT
 //! 50`, the 50 most recent traces) would otherwise read every row of the object to keep the
-//! best few. The table `row_values` holds, for every row version, one entry per indexed
-//! field: (field key, value, `seq`), in a B-tree ordered by field key then value. The field
-//! key is the first 8 bytes of SHA-256 over the object and the field's path (and, for the
-//! entries of root spans only, a marker), so an object's values of one field are one range
-//! of the tree, read in either direction from any value.
+//! best few, and a count by hour would read every row to count it. The table `row_values`
+//! holds, for every row, one entry per indexed field of its newest indexed version: (field
+//! key, value, `seq`), in a B-tree ordered by field key then value. The field key is the
+//! first 8 bytes of SHA-256 over the object and the field's path (and, for the entries of
+//! root spans only, a marker), so an object's values of one field are one range of the
+//! tree, read in either direction from any value.
 //!
 //! Indexed: `created` (text: sorts compare strings byte by byte, as SQLite's BINARY does)
 //! and every number directly under `scores` and `metrics` (at most [`MAX_PER_GROUP`] names
-//! each). A non-null value of another type (a string score, a numeric `created`) is not
-//! ordered by the index: the row gets an *irregular* entry for the field instead, and
-//! readers always read such rows. A row without the field has no entry: sorts put nulls
-//! last, so readers that run out of entries before they have enough rows read the object.
+//! each). A non-null value of another type (a string score) is not ordered by the index: the
+//! row gets an *irregular* entry for the field instead, and readers always read such rows.
+//! A row without the field has no entry: sorts put nulls last, so readers that run out of
+//! entries before they have enough rows read the object. A row of comments alone (shown by
+//! no query) has no entry.
 //!
 //! Like the word index, entries are written by the writer after the commit (see `search`),
-//! and `counters.values_indexed_seq` says up to which `seq` every version has its entries;
-//! readers also read every row with a newer version. Entries of replaced or deleted versions
-//! stay: the index only proposes rows, in order, and callers read each one's current version
-//! at their snapshot and evaluate it again. An entry therefore never makes a wrong answer;
-//! an outdated one costs a read.
-
+//! in batches of whole transactions, and `counters.values_indexed_seq` says up to which `seq`
+//! every version is indexed; readers also read every row with a newer version. The index is
+//! exact: indexing a version removes the entries of the row's previous version (found in
+//! `row_index` or the writer's tail, and read again when an earlier batch indexed it), and a
+//! deletion leaves the row none. So every row shown at the index's transaction has exactly
+//! one `created` entry, which is what lets [`Store::created_counts`] count rows without
+//! reading them. Sorted reads still read each proposed row at their snapshot and evaluate it
+//! again, so the index decides only how many rows they read.
+//!
 use crate::db::Pools;
-use crate::search::{ROWS_AFTER, object_row_ids};
+use crate::index::{RowIndex, Version, newer};
+use crate::rows::decode_data;
+use crate::search::{ROWS_AFTER, Unindexed, object_row_ids};
 use crate::{Result, Store};
 use holdfast_core::authz::ObjectPass;
+use holdfast_core::merge::only_discussion;
+use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::QueryBuilder;
+use std::collections::{HashMap, HashSet};
+
+/// The rows with a version in a transaction after `$1`: a query of [`object_row_ids`].
+const CHANGED_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.xact_id > $1";
 
 /// Most names under `scores` (and under `metrics`) indexed per row.
 pub const MAX_PER_GROUP: usize = 64;
@@ -79,8 +92,12 @@ fn field_key(object_type: &str, object_id: &str, path: &str, roots: bool, irregu
 /// One entry to write: (field key, value, or `None` for an irregular entry).
 pub(crate) type Entry = (i64, Option<IndexValue>);
 
-/// A row's entries (see the module docs).
+/// A row's entries (see the module docs). A row of comments alone is not shown by any
+/// query and has none.
 pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Value>) -> Vec<Entry> {
+    if only_discussion(row) {
+        return Vec::new();
+    }
     let root = row.contains_key("span_id")
         && match row.get("span_parents") {
             None | Some(Value::Null) => true,
@@ -125,7 +142,7 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
 }
 
 /// Adds versions' entries to `row_values`.
-pub(crate) async fn insert_entries(
+async fn insert_entries(
     conn: &mut sqlx::SqliteConnection,
     versions: &[(i64, Vec<Entry>)],
 ) -> Result<()> {
@@ -149,6 +166,105 @@ pub(crate) async fn insert_entries(
         qb.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Removes versions' entries from `row_values`.
+async fn delete_entries(
+    conn: &mut sqlx::SqliteConnection,
+    versions: &[(i64, Vec<Entry>)],
+) -> Result<()> {
+    for (seq, entries) in versions {
+        for (key, value) in entries {
+            let q =
+                sqlx::query("DELETE FROM row_values WHERE field = $1 AND value = $2 AND seq = $3")
+                    .bind(*key);
+            let q = match value {
+                Some(IndexValue::Number(n)) => q.bind(*n),
+                Some(IndexValue::Text(t)) => q.bind(t.clone()),
+                None => q.bind(0i64),
+            };
+            q.bind(*seq).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The version of a row written just before `v` (the newest with an older transaction), in
+/// `row_index` or the writer's tail.
+async fn previous_version(
+    conn: &mut sqlx::SqliteConnection,
+    index: &RowIndex,
+    v: &Unindexed,
+) -> Result<Option<Version>> {
+    let stored: Option<(i64, i64, bool)> = sqlx::query_as(
+        "SELECT xact_id, seq, is_deleted FROM row_index WHERE object_type = $1 \
+         AND object_id = $2 AND row_id = $3 AND xact_id < $4 ORDER BY xact_id DESC LIMIT 1",
+    )
+    .bind(&v.object_type)
+    .bind(&v.object_id)
+    .bind(&v.row_id)
+    .bind(v.xact)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let stored = stored.map(|(xact, seq, deleted)| Version { xact, seq, deleted });
+    let tail = index
+        .view()
+        .latest(&v.object_type, &v.object_id, &v.row_id, v.xact - 1);
+    Ok(newer(stored, tail))
+}
+
+/// Indexes the versions of `batch` after `from` (every version up to `from` is indexed),
+/// keeping the index exact: each row's entries are those of its newest indexed version.
+/// A version's entries replace those of the row's previous version, which are removed (read
+/// again when that version is not in the batch); a version replaced within the batch is
+/// never added. Runs in the catch-up's transaction.
+pub(crate) async fn index_versions(
+    conn: &mut sqlx::SqliteConnection,
+    index: &RowIndex,
+    from: i64,
+    batch: &[Unindexed],
+) -> Result<()> {
+    let by_seq: HashMap<i64, &Unindexed> = batch.iter().map(|u| (u.seq, u)).collect();
+    let mut replaced: HashSet<i64> = HashSet::new();
+    let mut stale: Vec<(i64, Vec<Entry>)> = Vec::new();
+    for v in batch.iter().filter(|v| v.seq > from) {
+        let Some(prev) = previous_version(conn, index, v).await? else {
+            continue;
+        };
+        if prev.deleted {
+            continue;
+        }
+        if prev.seq > from {
+            replaced.insert(prev.seq);
+            continue;
+        }
+        let old = match by_seq.get(&prev.seq) {
+            Some(u) => u.data.clone(),
+            None => {
+                let stored: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT data FROM rows WHERE seq = $1")
+                        .bind(prev.seq)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                stored
+                    .map(|data| decode_data(&v.row_id, &data))
+                    .transpose()?
+            }
+        };
+        if let Some(old) = old {
+            stale.push((prev.seq, entries(&v.object_type, &v.object_id, &old)));
+        }
+    }
+    delete_entries(conn, &stale).await?;
+    let fresh: Vec<(i64, Vec<Entry>)> = batch
+        .iter()
+        .filter(|v| v.seq > from && !replaced.contains(&v.seq))
+        .filter_map(|v| {
+            let row = v.data.as_ref()?;
+            Some((v.seq, entries(&v.object_type, &v.object_id, row)))
+        })
+        .collect();
+    insert_entries(conn, &fresh).await
 }
 
 /// A sorted read of one field of an object.
@@ -183,15 +299,17 @@ impl Store {
         matches!(self.read, Pools::Sqlite(_)) && !cfg!(feature = "bench-no-search-index")
     }
 
-    /// The rows of an object that a sorted read of `path` must read besides the index: those
-    /// with a version newer than the index, and those whose value the index cannot order.
+    /// The rows of an object that a sorted read of `path` at `as_of` must read besides the
+    /// index: those with a version newer than the index or than `as_of` (their entry may not
+    /// be that of their version at `as_of`), and those whose value the index cannot order.
     /// Sorted; `None` when there are more than [`MAX_EXTRA_ROWS`] or there is no index.
-    /// Read this before the entries: entries indexed meanwhile are then seen twice, never
-    /// missed.
+    /// Entries read later can move (the writer indexes rows changed meanwhile): the caller
+    /// also reads [`Store::rows_changed_since`] once it has read the entries.
     pub async fn value_extras(
         &self,
         pass: &ObjectPass,
         path: &[String],
+        as_of: XactId,
     ) -> Result<Option<Vec<String>>> {
         let Pools::Sqlite(p) = &self.read else {
             return Ok(None);
@@ -207,6 +325,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         let mut ids = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
+        ids.extend(object_row_ids(&mut *tx, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?);
         let irregular = object_row_ids(
             &mut *tx,
             "SELECT DISTINCT r.row_id FROM row_values v JOIN rows r ON r.seq = v.seq \
@@ -220,6 +339,23 @@ impl Store {
         ids.extend(irregular);
         ids.sort();
         ids.dedup();
+        Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
+    }
+
+    /// The rows of an object with a version after `as_of` (sorted); `None` when there are
+    /// more than [`MAX_EXTRA_ROWS`].
+    pub async fn rows_changed_since(
+        &self,
+        pass: &ObjectPass,
+        as_of: XactId,
+    ) -> Result<Option<Vec<String>>> {
+        let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
+        let ids = match &self.read {
+            Pools::Sqlite(p) => {
+                object_row_ids(p, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?
+            }
+            Pools::Postgres(_) => return Ok(None),
+        };
         Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
     }
 
@@ -297,10 +433,245 @@ impl Store {
     }
 }
 
+/// SQL: whether `value` is a timestamp in the form the server writes, whatever its
+/// precision: `YYYY-MM-DDTHH:MM:SS[.fraction]Z` with a valid hour, minute and second. Such
+/// values compare as instants in the order of their text, and their first 10, 13, 16 or 19
+/// characters name the day, hour, minute or second they fall in.
+const CANONICAL: &str = "(typeof(value) = 'text' \
+    AND value GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*Z' \
+    AND substr(value, 12, 2) < '24' AND substr(value, 15, 2) < '60' \
+    AND substr(value, 18, 2) < '60' \
+    AND (length(value) = 20 OR (substr(value, 20, 1) = '.' AND length(value) BETWEEN 22 AND 30 \
+         AND substr(value, 21, length(value) - 21) NOT GLOB '*[^0-9]*')))";
+
+/// Rows of an object counted by `created` through the value index: see
+/// [`Store::created_counts`].
+pub struct CreatedCounts {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    key: i64,
+    /// The newest transaction of the snapshot the counts are taken at.
+    pub xact: Option<XactId>,
+    /// The newest transaction the index holds (it holds whole transactions).
+    pub indexed_xact: Option<XactId>,
+    /// Rows with a version the index does not hold yet (sorted). The index holds the entry
+    /// of such a row as it was at [`CreatedCounts::indexed_xact`] (if it was shown then):
+    /// the caller takes that away and counts the row as it is at [`CreatedCounts::xact`].
+    pub extras: Vec<String>,
+}
+
+/// Entries of `created` sharing a key: a prefix of a canonical timestamp (see
+/// [`CreatedCounts::groups`]), or a whole value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedGroup {
+    pub key: String,
+    /// The key is a prefix of canonical timestamps (else a whole value of another form).
+    pub canonical: bool,
+    pub rows: i64,
+}
+
+impl CreatedCounts {
+    /// The rows' entries grouped by the first `prefix` characters of canonical timestamps
+    /// (`None`: by whole value) and by whole value otherwise. `within`: only the canonical
+    /// values starting with that prefix (a group of a coarser call).
+    pub async fn groups(
+        &mut self,
+        prefix: Option<usize>,
+        within: Option<&str>,
+    ) -> Result<Vec<CreatedGroup>> {
+        let cut = prefix.map_or_else(|| "value".to_owned(), |n| format!("substr(value, 1, {n})"));
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT CASE WHEN {CANONICAL} THEN {cut} ELSE value END AS k, {CANONICAL} AS c, \
+             count(*) FROM row_values WHERE field = "
+        ));
+        qb.push_bind(self.key);
+        if let Some(start) = within {
+            // Every text starting with `start` sorts between it and its successor.
+            let mut end = start.to_owned();
+            let Some(last) = end.pop() else {
+                return Ok(Vec::new());
+            };
+            let Some(next) = char::from_u32(u32::from(last) + 1) else {
+                return Ok(Vec::new());
+            };
+            end.push(next);
+            qb.push(" AND value >= ").push_bind(start.to_owned());
+            qb.push(" AND value < ").push_bind(end);
+            qb.push(format!(" AND {CANONICAL}"));
+        }
+        qb.push(" GROUP BY k, c");
+        let found: Vec<(String, bool, i64)> = qb.build_query_as().fetch_all(&mut *self.tx).await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, canonical, rows)| CreatedGroup {
+                key,
+                canonical,
+                rows,
+            })
+            .collect())
+    }
+
+    /// Ends the read.
+    pub async fn finish(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A consistent read of an object's rows by `created` through the value index, for
+    /// counting them without reading them. Every row shown by queries at the index's
+    /// transaction has exactly one entry holding its `created` (a string: writes refuse any
+    /// other type); rows written since are the `extras`. `None` when there is no index or
+    /// more than `max_extras` rows are newer than it: the caller reads the object.
+    pub async fn created_counts(
+        &self,
+        pass: &ObjectPass,
+        max_extras: usize,
+    ) -> Result<Option<CreatedCounts>> {
+        let Pools::Sqlite(p) = &self.read else {
+            return Ok(None);
+        };
+        if !self.has_value_index() {
+            return Ok(None);
+        }
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let mut tx = p.begin().await?;
+        let (indexed, indexed_xact, xact): (i64, Option<i64>, i64) = sqlx::query_as(
+            "SELECT c.value, (SELECT xact_id FROM rows WHERE seq = c.value), \
+                    (SELECT value FROM counters WHERE name = 'xact') \
+             FROM counters c WHERE c.name = 'values_indexed_seq'",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let limit = i64::try_from(max_extras + 1).unwrap_or(i64::MAX);
+        let extras = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
+        let irregular: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM row_values WHERE field = $1)")
+                .bind(field_key(object_type, object_id, "created", false, true))
+                .fetch_one(&mut *tx)
+                .await?;
+        if extras.len() > max_extras || irregular {
+            return Ok(None);
+        }
+        Ok(Some(CreatedCounts {
+            tx,
+            key: field_key(object_type, object_id, "created", false, false),
+            xact: u64::try_from(xact).ok().and_then(XactId::from_counter),
+            indexed_xact: indexed_xact.and_then(XactId::from_i64),
+            extras,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{dataset_pass, incoming, temp_dir};
     use serde_json::json;
+
+    async fn caught_up(store: &Store) {
+        for _ in 0..400 {
+            if store.text_index_lag().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the writer did not catch up");
+    }
+
+    /// Every entry of the index, as (field, value, row id).
+    async fn all_entries(store: &Store) -> Vec<(i64, String, String)> {
+        let Pools::Sqlite(p) = &store.read else {
+            unreachable!()
+        };
+        sqlx::query_as(
+            "SELECT v.field, CAST(v.value AS TEXT), r.row_id FROM row_values v \
+             JOIN rows r ON r.seq = v.seq ORDER BY 1, 2, 3",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap()
+    }
+
+    /// The index holds each row's newest version only: merges, replacements and deletes
+    /// remove the entries of the version they follow, whether the writer indexes both in
+    /// one batch or one after the other; rows of comments alone have no entry.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_index_holds_each_rows_newest_version() {
+        let dir = temp_dir("values-exact");
+        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
+        let pass = dataset_pass("d");
+        let write = |rows: Vec<serde_json::Value>| {
+            let store = &store;
+            let pass = pass.clone();
+            async move {
+                let rows = rows.into_iter().map(incoming).collect();
+                store
+                    .write_rows(vec![(pass, rows)], "2026-01-01T00:00:00Z")
+                    .await
+                    .unwrap()
+            }
+        };
+        let day = |h: u32| format!("2026-01-0{}T{h:02}:00:00.000000Z", 1 + h / 24);
+        write(vec![
+            json!({"id": "a", "created": day(1), "scores": {"f": 0.1}}),
+            json!({"id": "b", "created": day(2), "scores": {"f": 0.2}}),
+            json!({"id": "c", "created": day(3), "scores": {"f": 0.3}}),
+            json!({"id": "d", "created": "yesterday"}),
+            json!({"id": "talk", "created": day(4), "comments": [{"text": "hi"}]}),
+        ])
+        .await;
+        // Replaced in the same batch as written.
+        write(vec![
+            json!({"id": "c", "scores": {"f": 0.35}, "_is_merge": true}),
+        ])
+        .await;
+        caught_up(&store).await;
+        // Replaced, deleted and merged after the index has them.
+        write(vec![
+            json!({"id": "a", "scores": {"f": 0.9}, "_is_merge": true}),
+        ])
+        .await;
+        write(vec![json!({"id": "b", "_object_delete": true})]).await;
+        write(vec![
+            json!({"id": "d", "created": "ignored", "metrics": {"n": 2}}),
+        ])
+        .await;
+        let last = write(vec![
+            json!({"id": "a", "scores": {"f": 0.95}, "_is_merge": true}),
+        ])
+        .await;
+        caught_up(&store).await;
+        let key = |path: &str| field_key("dataset", "d", path, false, false);
+        let text = |f: f64| format!("{f:?}");
+        let mut want = vec![
+            (key("created"), day(1), "a".to_owned()),
+            (key("created"), day(3), "c".to_owned()),
+            // A replace sets `created` when it has one.
+            (key("created"), "ignored".to_owned(), "d".to_owned()),
+            (key("scores.f"), text(0.95), "a".to_owned()),
+            (key("scores.f"), text(0.35), "c".to_owned()),
+            (key("metrics.n"), text(2.0), "d".to_owned()),
+        ];
+        want.sort();
+        assert_eq!(all_entries(&store).await, want);
+        // Counted by day: canonical timestamps by their first 10 characters, others whole.
+        let mut read = store.created_counts(&pass, 10).await.unwrap().unwrap();
+        assert!(read.extras.is_empty());
+        assert_eq!((read.xact, read.indexed_xact), (Some(last), Some(last)));
+        let mut groups = read.groups(Some(10), None).await.unwrap();
+        groups.sort_by(|a, b| a.key.cmp(&b.key));
+        let g = |key: &str, canonical: bool, rows: i64| CreatedGroup {
+            key: key.to_owned(),
+            canonical,
+            rows,
+        };
+        assert_eq!(groups, [g("2026-01-01", true, 2), g("ignored", false, 1)]);
+        let hours = read.groups(Some(13), Some("2026-01-01")).await.unwrap();
+        assert_eq!(hours.len(), 2);
+        read.finish().await.unwrap();
+        store.close().await;
+    }
 
     #[test]
     fn entries_of_a_row() {

@@ -362,7 +362,7 @@ async fn writer_loop(
                     // Idle: index words until a request arrives or nothing is left.
                     loop {
                         let t0 = std::time::Instant::now();
-                        let more = catch_up_indexes(&pools, TEXT_BATCH_IDLE, &stats).await;
+                        let more = catch_up_indexes(&pools, &index, TEXT_BATCH_IDLE, &stats).await;
                         text_time += t0.elapsed();
                         if !more || !rx.is_empty() {
                             break;
@@ -408,7 +408,7 @@ async fn writer_loop(
         // Busy: word indexing gets at most a tenth of the writer's time.
         if index.deferred() && text_time < commit_time / 10 {
             let t0 = std::time::Instant::now();
-            catch_up_indexes(&pools, TEXT_BATCH_BUSY, &stats).await;
+            catch_up_indexes(&pools, &index, TEXT_BATCH_BUSY, &stats).await;
             text_time += t0.elapsed();
         }
     }
@@ -420,9 +420,14 @@ const TEXT_BATCH_BUSY: i64 = 200;
 
 /// Adds a batch of versions to the word and value indexes; whether more are waiting. A
 /// failure is logged and tried again later (queries read unindexed versions meanwhile).
-async fn catch_up_indexes(pools: &Pools, max_rows: i64, stats: &WriterStats) -> bool {
+async fn catch_up_indexes(
+    pools: &Pools,
+    index: &RowIndex,
+    max_rows: i64,
+    stats: &WriterStats,
+) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    match crate::search::catch_up_indexes(pools, max_rows).await {
+    match crate::search::catch_up_indexes(pools, index, max_rows).await {
         Ok((indexed, more)) => {
             if more {
                 stats.text_backlog.fetch_sub(indexed, Relaxed);

@@ -1078,6 +1078,169 @@ async fn sorted_reads(backend: Backend) {
     check(rows).await;
 }
 
+/// A counter or gauge of a server's `/metrics`.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = crate::harness::client()
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", "Bearer metrics-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or_else(
+            || panic!("no {name} in /metrics"),
+            |v| v.trim().parse().unwrap(),
+        )
+}
+
+/// Counts by time from the value index (embedded store) answer exactly what reading every
+/// row answers (a second server, without the index, holds the same rows): timestamps of
+/// every precision and form, bounds inside and at the edges of hours, rows indexed or
+/// written since, replaced with another `created`, deleted, or holding comments alone.
+async fn indexed_counts(backend: Backend) {
+    let env = |index: &'static str| {
+        [
+            ("HOLDFAST_METRICS_TOKEN", "metrics-token"),
+            ("HOLDFAST_QUERY_SEARCH_INDEX", index),
+        ]
+    };
+    let servers = [
+        Server::start_with(backend, &env("true")).await,
+        Server::start_with(backend, &env("false")).await,
+    ];
+    let mut projects = Vec::new();
+    for server in &servers {
+        let p = server
+            .ok("POST", "/v1/project", Some(json!({"name": "qn"})))
+            .await;
+        projects.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let write = |rows: Vec<Value>| {
+        let (servers, projects) = (&servers, &projects);
+        async move {
+            for (server, p) in servers.iter().zip(projects) {
+                let rows: Vec<Value> = rows
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        r["project_id"] = json!(p);
+                        r["log_id"] = json!("g");
+                        r
+                    })
+                    .collect();
+                server
+                    .ok("POST", "/logs3", Some(json!({"rows": rows})))
+                    .await;
+            }
+        }
+    };
+    let at = |i: usize| {
+        let (h, m) = ((i * 7) % 48, (i * 13) % 60);
+        let (day, hour) = (1 + h / 24, h % 24);
+        match i % 9 {
+            0 => format!("2026-03-0{day}T{hour:02}:{m:02}:{m:02}Z"),
+            1 => format!("2026-03-0{day}T{hour:02}:{m:02}:07.5Z"),
+            2 => format!("2026-03-0{day}T{hour:02}:{m:02}:59.123456789Z"),
+            3 => format!("2026-03-0{day}T{hour:02}:{m:02}:00+02:00"),
+            4 => format!("2026-03-0{day}t{hour:02}:{m:02}:00z"),
+            5 if i % 2 == 1 => "2026-02-30T10:00:00Z".to_owned(),
+            6 if i.is_multiple_of(2) => "not a time".to_owned(),
+            _ => format!("2026-03-0{day}T{hour:02}:{m:02}:{:02}.000000Z", i % 60),
+        }
+    };
+    let mut rows: Vec<Value> = (0..150)
+        .map(|i| json!({"id": format!("r{i:03}"), "created": at(i), "input": i}))
+        .collect();
+    // On the bounds the queries use.
+    for (id, created) in [
+        ("edge1", "2026-03-01T10:30:00Z"),
+        ("edge2", "2026-03-01T10:30:00.000000Z"),
+        ("edge3", "2026-03-02T05:00:00.5Z"),
+        ("edge4", "2026-03-02T05:00:00.499999Z"),
+        ("edge5", "2026-03-01T12:00:00.000001Z"),
+        ("edge6", "2026-03-01T09:30:00Z"),
+    ] {
+        rows.push(json!({"id": id, "created": created}));
+    }
+    let queries = [
+        "SELECT hour(created) AS h, count(*) AS n FROM project_logs('P') GROUP BY 1 ORDER BY h",
+        "SELECT day(created) AS d, count(*) AS n, count(created) AS c FROM project_logs('P') \
+         WHERE created >= '2026-03-01T10:30:00Z' AND created < '2026-03-02T05:00:00.5Z' \
+         GROUP BY 1 ORDER BY d",
+        "SELECT minute(created) AS m, count(1) AS n FROM project_logs('P') \
+         WHERE created > '2026-03-01T10:30:00Z' AND created <= '2026-03-01T12:00:00.000001Z' \
+         GROUP BY 1 ORDER BY m",
+        "SELECT count(*) AS n FROM project_logs('P') WHERE '2026-03-01T09:30:00+00:00' <= created",
+        "SELECT date_trunc('week', created) AS w, second(created) AS s, count(*) AS n \
+         FROM project_logs('P') GROUP BY 1, 2 HAVING count(*) > 0 ORDER BY n DESC LIMIT 30",
+        "SELECT count(*) AS n FROM project_logs('P') WHERE created > now() - interval 1 day",
+        "from: project_logs('P') | dimensions: hour(created) as h | measures: count(1) as n \
+         | filter: created < '2026-03-01T20:00:00Z' | sort: h",
+    ];
+    let compare = |label: &'static str| {
+        let (servers, projects) = (&servers, &projects);
+        async move {
+            let before = metric(&servers[0], "holdfast_grouped_queries_indexed_total").await;
+            for q in queries {
+                let mut answers = Vec::new();
+                for (server, p) in servers.iter().zip(projects) {
+                    let text = q.replace("'P'", &format!("'{p}'"));
+                    let body = server
+                        .ok("POST", "/btql", Some(json!({"query": text})))
+                        .await;
+                    answers.push(body["data"].clone());
+                }
+                assert!(
+                    answers[0].as_array().is_some_and(|a| !a.is_empty()),
+                    "{label}: {q}"
+                );
+                assert_eq!(answers[0], answers[1], "{label}: {q}");
+            }
+            let after = metric(&servers[0], "holdfast_grouped_queries_indexed_total").await;
+            let want = if backend == Backend::Sqlite {
+                queries.len() as f64
+            } else {
+                0.0
+            };
+            assert_eq!(after - before, want, "{label}: answered from the index");
+        }
+    };
+    write(rows.clone()).await;
+    compare("written").await;
+    indexed(&servers[0]).await;
+    compare("indexed").await;
+    // Merged, replaced with another `created` (or without one: it stays), deleted, new, and
+    // a row of comments alone (a comment on a row not written yet).
+    let mut changes = Vec::new();
+    for i in (0..150).step_by(5) {
+        let id = format!("r{i:03}");
+        changes.push(match i % 4 {
+            0 => json!({"id": id, "output": "merged", "_is_merge": true}),
+            1 => json!({"id": id, "created": at(i + 17), "input": "replaced"}),
+            2 => json!({"id": id, "input": "replaced, created kept"}),
+            _ => json!({"id": id, "_object_delete": true}),
+        });
+    }
+    for i in 150..170 {
+        changes.push(json!({"id": format!("r{i:03}"), "created": at(i)}));
+    }
+    changes.push(json!({"id": "c1", "comment": {"text": "first"}, "origin": {"id": "ghost"}}));
+    write(changes).await;
+    compare("changed").await;
+    indexed(&servers[0]).await;
+    compare("changed and indexed").await;
+    // The row the comment was about arrives.
+    write(vec![
+        json!({"id": "ghost", "created": "2026-03-01T10:45:00Z"}),
+    ])
+    .await;
+    compare("ghost").await;
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
@@ -1085,6 +1248,7 @@ mod run {
         paging,
         queries_respect_access,
         search_follows_writes,
-        sorted_reads
+        sorted_reads,
+        indexed_counts
     );
 }

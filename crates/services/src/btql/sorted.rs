@@ -4,8 +4,9 @@
 //!
 //! The index proposes rows; each is read at the query's snapshot and goes through the same
 //! filter, key and cursor as in a full read, so the index decides only how many rows are
-//! read. Rows the index cannot place (written after it, or with a value it does not order)
-//! are read first, every one. A row absent from the index has no value for the field and
+//! read. Rows the index cannot place (written after it or after the snapshot, or with a
+//! value it does not order) are read first, every one, and rows changed while the entries
+//! are read (the writer may move their entries meanwhile) are read last. A row absent from the index has no value for the field and
 //! sorts last: when the entries run out before the page is full, and the filter does not
 //! exclude such rows, the caller reads the object instead.
 
@@ -105,7 +106,7 @@ impl Services {
         let Some(text) = indexed_path(path) else {
             return Ok(None);
         };
-        let Some(extras) = self.store.value_extras(pass, path).await? else {
+        let Some(extras) = self.store.value_extras(pass, path, version).await? else {
             return Ok(None);
         };
         let range = if text {
@@ -115,10 +116,10 @@ impl Services {
         };
         let keep = plan.limit + 1;
         let mut local: Vec<Ranked> = best.to_vec();
-        // The rows read first are not read again. Rows an outdated entry proposes again are
-        // (memory stays bounded by the page, not by the rows read): read at the same
-        // snapshot, such a row ranks exactly as before, so it is left out while it is among
-        // the kept rows, and trimmed again otherwise.
+        // The rows read first are not read again. A row proposed again otherwise (its entry
+        // moved while the entries were read) is read again (memory stays bounded by the page,
+        // not by the rows read): read at the same snapshot, it ranks exactly as before, so it
+        // is left out while it is among the kept rows, and trimmed again otherwise.
         let extra_ids: HashSet<&str> = extras.iter().map(String::as_str).collect();
         let mut kept: HashSet<(usize, String)> = HashSet::new();
         let mut take = |local: &mut Vec<Ranked>, kept: &mut HashSet<(usize, String)>, row| {
@@ -163,7 +164,7 @@ impl Services {
             descending,
         };
         let mut page = keep.saturating_mul(2).clamp(64, MAX_PAGE);
-        loop {
+        let complete = loop {
             self.check_query_time(started)?;
             let entries = self.store.value_entries(pass, &q, &from, page).await?;
             let Some(last) = entries.last() else {
@@ -175,7 +176,7 @@ impl Services {
                         .last()
                         .and_then(|r| r.0.first())
                         .is_some_and(|v| !v.is_null());
-                return Ok((full || range.is_some()).then_some(local));
+                break full || range.is_some();
             };
             let position = last.value.to_json();
             from = ValueFrom::After(last.value.clone(), last.seq);
@@ -184,8 +185,8 @@ impl Services {
             });
             // Once the page is full, a row tied with its last row on a single sort key ranks
             // by (object, row id): one that ranks after it cannot enter, whatever it holds
-            // (were its entry outdated, its current value sorts at its own entry, either read
-            // already or later than this one), so it is not read. Without this, a page of a
+            // (its entry holds its value at the snapshot, or the row is read first or last), so
+            // it is not read. Without this, a page of a
             // sort on few distinct values would read every row sharing the last value.
             let cutoff = local
                 .last()
@@ -218,10 +219,30 @@ impl Services {
                 !t.is_null() && cmp_first(&position, t, descending) == Ordering::Greater
             });
             if beyond || past_end {
-                return Ok(Some(local));
+                break true;
             }
             page = page.saturating_mul(2).min(MAX_PAGE);
+        };
+        if !complete {
+            return Ok(None);
         }
+        // A row changed since the snapshot may have had its entry moved while the entries
+        // were read (by the writer indexing its new version): read every such row too.
+        let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
+            return Ok(None);
+        };
+        let changed: Vec<String> = changed
+            .into_iter()
+            .filter(|id| !extra_ids.contains(id.as_str()))
+            .collect();
+        for chunk in changed.chunks(1000) {
+            self.check_query_time(started)?;
+            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
+                take(&mut local, &mut kept, row);
+            }
+            settle(&mut local, &mut kept);
+        }
+        Ok(Some(local))
     }
 }
 
