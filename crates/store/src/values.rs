@@ -13,6 +13,8 @@
 //! and every number directly under `scores` and `metrics` (at most [`MAX_PER_GROUP`] names
 //! each). A non-null value of another type (a string score) is not ordered by the index: the
 //! row gets an *irregular* entry for the field instead, and readers always read such rows.
+//! A `created` that is not a [`server_timestamp`] also gets an *odd* entry, which lets
+//! counts by time list such values without checking the form of every entry.
 //! A row without the field has no entry: sorts put nulls last, so readers that run out of
 //! entries before they have enough rows read the object. A row of comments alone (shown by
 //! no query) has no entry.
@@ -42,6 +44,9 @@ use std::collections::{HashMap, HashSet};
 
 /// The rows with a version in a transaction after `$1`: a query of [`object_row_ids`].
 const CHANGED_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.xact_id > $1";
+
+/// The path of the *odd* entries: values of `created` that are not [`server_timestamp`]s.
+const ODD: &str = "created:odd";
 
 /// Most names under `scores` (and under `metrics`) indexed per row.
 pub const MAX_PER_GROUP: usize = 64;
@@ -128,15 +133,25 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
             None => out.push((field_key(object_type, object_id, path, false, true), None)),
         }
     };
-    if let Some(c) = row.get("created") {
-        add("created", c, true);
-    }
+    let odd = match row.get("created") {
+        Some(c) => {
+            add("created", c, true);
+            c.as_str().filter(|s| !server_timestamp(s))
+        }
+        None => None,
+    };
     for group in ["scores", "metrics"] {
         if let Some(Value::Object(m)) = row.get(group) {
             for (name, v) in m.iter().take(MAX_PER_GROUP) {
                 add(&format!("{group}.{name}"), v, false);
             }
         }
+    }
+    if let Some(odd) = odd {
+        out.push((
+            field_key(object_type, object_id, ODD, false, false),
+            Some(IndexValue::Text(odd.to_owned())),
+        ));
     }
     out
 }
@@ -433,16 +448,58 @@ impl Store {
     }
 }
 
-/// SQL: whether `value` is a timestamp in the form the server writes, whatever its
-/// precision: `YYYY-MM-DDTHH:MM:SS[.fraction]Z` with a valid hour, minute and second. Such
-/// values compare as instants in the order of their text, and their first 10, 13, 16 or 19
-/// characters name the day, hour, minute or second they fall in.
-const CANONICAL: &str = "(typeof(value) = 'text' \
-    AND value GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*Z' \
-    AND substr(value, 12, 2) < '24' AND substr(value, 15, 2) < '60' \
-    AND substr(value, 18, 2) < '60' \
-    AND (length(value) = 20 OR (substr(value, 20, 1) = '.' AND length(value) BETWEEN 22 AND 30 \
-         AND substr(value, 21, length(value) - 21) NOT GLOB '*[^0-9]*')))";
+/// Whether `created` is a timestamp in the form the server writes, whatever its precision:
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` with an hour, minute and second in range. Such values
+/// compare as instants in the order of their text, and their first 10, 13, 16 or 19
+/// characters name the day, hour, minute or second they fall in. Other values of `created`
+/// also get an *odd* entry (see [`Store::created_counts`]).
+pub fn server_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |from: usize, to: usize| {
+        b.get(from..to)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let below = |at: usize, limit: &[u8]| b.get(at..at + 2).is_some_and(|d| d < limit);
+    let fraction = match b.len() {
+        20 => true,
+        22..=30 => b.get(19) == Some(&b'.') && digits(20, b.len() - 1),
+        _ => false,
+    };
+    fraction
+        && digits(0, 4)
+        && digits(5, 7)
+        && digits(8, 10)
+        && digits(11, 13)
+        && digits(14, 16)
+        && digits(17, 19)
+        && [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (b.len() - 1, b'Z'),
+        ]
+        .iter()
+        .all(|(i, c)| b.get(*i) == Some(c))
+        && below(11, b"24")
+        && below(14, b"60")
+        && below(17, b"60")
+}
+
+/// Groups [`CreatedCounts::groups`] finds one range at a time before it groups the rest in
+/// one query (which sorts its entries).
+const RANGE_GROUPS: usize = 256;
+
+/// The smallest text after every text that starts with `s` (by code point, which is the
+/// order of UTF-8 bytes): `s` with its last character's successor.
+fn successor(s: &str) -> Option<String> {
+    let mut out = s.to_owned();
+    let last = u32::from(out.pop()?);
+    let next = if last + 1 == 0xD800 { 0xE000 } else { last + 1 };
+    out.push(char::from_u32(next)?);
+    Some(out)
+}
 
 /// Rows of an object counted by `created` through the value index: see
 /// [`Store::created_counts`].
@@ -457,57 +514,102 @@ pub struct CreatedCounts {
     /// of such a row as it was at [`CreatedCounts::indexed_xact`] (if it was shown then):
     /// the caller takes that away and counts the row as it is at [`CreatedCounts::xact`].
     pub extras: Vec<String>,
-}
-
-/// Entries of `created` sharing a key: a prefix of a canonical timestamp (see
-/// [`CreatedCounts::groups`]), or a whole value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreatedGroup {
-    pub key: String,
-    /// The key is a prefix of canonical timestamps (else a whole value of another form).
-    pub canonical: bool,
-    pub rows: i64,
+    /// The values of `created` that are not [`server_timestamp`]s, with their rows (at most
+    /// `max_extras`, else there is no count): they are in the groups of
+    /// [`CreatedCounts::groups`] too.
+    pub odd: Vec<(String, i64)>,
 }
 
 impl CreatedCounts {
-    /// The rows' entries grouped by the first `prefix` characters of canonical timestamps
-    /// (`None`: by whole value) and by whole value otherwise. `within`: only the canonical
-    /// values starting with that prefix (a group of a coarser call).
+    /// The rows' `created` entries grouped by their first `prefix` characters (`None`: by
+    /// whole value), as (key, rows); `within`: only the values starting with that text.
+    ///
+    /// Entries are ordered by value, so a group's entries are one range: the first groups
+    /// are found one range at a time (the first value after the previous group, then a
+    /// count of the range its prefix names), which reads each entry once and sorts nothing;
+    /// past [`RANGE_GROUPS`] groups, one grouping query takes the rest.
     pub async fn groups(
         &mut self,
         prefix: Option<usize>,
         within: Option<&str>,
-    ) -> Result<Vec<CreatedGroup>> {
+    ) -> Result<Vec<(String, i64)>> {
+        let end = within.and_then(successor);
+        let mut from: Option<(String, bool)> = within.map(|w| (w.to_owned(), true));
+        let mut out = Vec::new();
+        if let (Some(n), true) = (prefix, within.is_none() || end.is_some()) {
+            for _ in 0..RANGE_GROUPS {
+                let mut qb = self.select("value", &from, end.as_deref());
+                qb.push(" ORDER BY value LIMIT 1");
+                let first: Option<String> = qb
+                    .build_query_scalar()
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                let Some(first) = first else {
+                    return Ok(out);
+                };
+                // A value shorter than the prefix is a group of its own.
+                let (key, upper) = if first.chars().count() < n {
+                    (first.clone(), None)
+                } else {
+                    let key: String = first.chars().take(n).collect();
+                    match successor(&key) {
+                        Some(after) => (key, Some(after)),
+                        None => break,
+                    }
+                };
+                let mut qb = self.select("count(*)", &Some((key.clone(), true)), None);
+                match &upper {
+                    Some(after) => qb.push(" AND value < ").push_bind(after.clone()),
+                    None => qb.push(" AND value = ").push_bind(key.clone()),
+                };
+                let rows: i64 = qb.build_query_scalar().fetch_one(&mut *self.tx).await?;
+                out.push((key.clone(), rows));
+                from = Some(match upper {
+                    Some(after) => (after, true),
+                    None => (key, false),
+                });
+            }
+        }
         let cut = prefix.map_or_else(|| "value".to_owned(), |n| format!("substr(value, 1, {n})"));
+        let mut qb = self.select(&format!("{cut} AS k, count(*)"), &from, end.as_deref());
+        if let (Some(w), None) = (within, &end) {
+            // No text follows every text starting with `w`: compare the start instead.
+            let chars = w.chars().count();
+            qb.push(format!(" AND substr(value, 1, {chars}) = "))
+                .push_bind(w.to_owned());
+        }
+        qb.push(" GROUP BY k");
+        out.extend(
+            qb.build_query_as::<(String, i64)>()
+                .fetch_all(&mut *self.tx)
+                .await?,
+        );
+        Ok(out)
+    }
+
+    /// `SELECT what` over the entries from `from` (inclusive or not) to `end` (exclusive).
+    fn select(
+        &self,
+        what: &str,
+        from: &Option<(String, bool)>,
+        end: Option<&str>,
+    ) -> QueryBuilder<sqlx::Sqlite> {
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT CASE WHEN {CANONICAL} THEN {cut} ELSE value END AS k, {CANONICAL} AS c, \
-             count(*) FROM row_values WHERE field = "
+            "SELECT {what} FROM row_values WHERE field = "
         ));
         qb.push_bind(self.key);
-        if let Some(start) = within {
-            // Every text starting with `start` sorts between it and its successor.
-            let mut end = start.to_owned();
-            let Some(last) = end.pop() else {
-                return Ok(Vec::new());
-            };
-            let Some(next) = char::from_u32(u32::from(last) + 1) else {
-                return Ok(Vec::new());
-            };
-            end.push(next);
-            qb.push(" AND value >= ").push_bind(start.to_owned());
-            qb.push(" AND value < ").push_bind(end);
-            qb.push(format!(" AND {CANONICAL}"));
-        }
-        qb.push(" GROUP BY k, c");
-        let found: Vec<(String, bool, i64)> = qb.build_query_as().fetch_all(&mut *self.tx).await?;
-        Ok(found
-            .into_iter()
-            .map(|(key, canonical, rows)| CreatedGroup {
-                key,
-                canonical,
-                rows,
+        if let Some((start, inclusive)) = from {
+            qb.push(if *inclusive {
+                " AND value >= "
+            } else {
+                " AND value > "
             })
-            .collect())
+            .push_bind(start.clone());
+        }
+        if let Some(end) = end {
+            qb.push(" AND value < ").push_bind(end.to_owned());
+        }
+        qb
     }
 
     /// Ends the read.
@@ -550,7 +652,14 @@ impl Store {
                 .bind(field_key(object_type, object_id, "created", false, true))
                 .fetch_one(&mut *tx)
                 .await?;
-        if extras.len() > max_extras || irregular {
+        let odd: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT value, count(*) FROM row_values WHERE field = $1 GROUP BY value LIMIT $2",
+        )
+        .bind(field_key(object_type, object_id, ODD, false, false))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if extras.len() > max_extras || odd.len() > max_extras || irregular {
             return Ok(None);
         }
         Ok(Some(CreatedCounts {
@@ -558,6 +667,7 @@ impl Store {
             key: field_key(object_type, object_id, "created", false, false),
             xact: u64::try_from(xact).ok().and_then(XactId::from_counter),
             indexed_xact: indexed_xact.and_then(XactId::from_i64),
+            odd,
             extras,
         }))
     }
@@ -649,28 +759,92 @@ mod tests {
             (key("created"), day(3), "c".to_owned()),
             // A replace sets `created` when it has one.
             (key("created"), "ignored".to_owned(), "d".to_owned()),
+            // Not a server timestamp: listed apart too.
+            (key(ODD), "ignored".to_owned(), "d".to_owned()),
             (key("scores.f"), text(0.95), "a".to_owned()),
             (key("scores.f"), text(0.35), "c".to_owned()),
             (key("metrics.n"), text(2.0), "d".to_owned()),
         ];
         want.sort();
         assert_eq!(all_entries(&store).await, want);
-        // Counted by day: canonical timestamps by their first 10 characters, others whole.
         let mut read = store.created_counts(&pass, 10).await.unwrap().unwrap();
         assert!(read.extras.is_empty());
         assert_eq!((read.xact, read.indexed_xact), (Some(last), Some(last)));
+        // Grouped by day; values that are not server timestamps also listed on their own.
         let mut groups = read.groups(Some(10), None).await.unwrap();
-        groups.sort_by(|a, b| a.key.cmp(&b.key));
-        let g = |key: &str, canonical: bool, rows: i64| CreatedGroup {
-            key: key.to_owned(),
-            canonical,
-            rows,
-        };
-        assert_eq!(groups, [g("2026-01-01", true, 2), g("ignored", false, 1)]);
+        groups.sort();
+        assert_eq!(
+            groups,
+            [("2026-01-01".to_owned(), 2), ("ignored".to_owned(), 1)]
+        );
+        assert_eq!(read.odd, [("ignored".to_owned(), 1)]);
         let hours = read.groups(Some(13), Some("2026-01-01")).await.unwrap();
         assert_eq!(hours.len(), 2);
         read.finish().await.unwrap();
+        // More groups than are found one range at a time, values shorter than the prefix,
+        // and values sharing a prefix with server timestamps: the same groups as grouping
+        // by the first characters.
+        let mut values: Vec<String> = (0..RANGE_GROUPS + 40)
+            .map(|i| format!("2026-01-02T00:{:02}:{:02}.5Z", i / 60, i % 60))
+            .collect();
+        values.extend(
+            [
+                "2026-01-02",
+                "2026-01-02T00:00:00+01:00",
+                "2026-01-02T00:00:0",
+                "2026-01-02T00:00:00",
+            ]
+            .map(String::from),
+        );
+        let rows = values
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"id": format!("v{i:04}"), "created": c}))
+            .collect();
+        write(rows).await;
+        caught_up(&store).await;
+        let mut read = store.created_counts(&pass, 10).await.unwrap().unwrap();
+        let mut want: std::collections::BTreeMap<String, i64> = Default::default();
+        for v in &values {
+            *want.entry(v.chars().take(19).collect()).or_default() += 1;
+        }
+        let mut got: std::collections::BTreeMap<String, i64> = Default::default();
+        for (k, n) in read.groups(Some(19), Some("2026-01-02")).await.unwrap() {
+            assert!(got.insert(k, n).is_none(), "one group per key");
+        }
+        assert_eq!(got, want);
+        read.finish().await.unwrap();
         store.close().await;
+    }
+
+    #[test]
+    fn server_timestamps() {
+        for ok in [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T23:59:59.5Z",
+            "2026-01-01T10:00:00.123456789Z",
+            "2026-02-30T10:00:00Z",
+        ] {
+            assert!(server_timestamp(ok), "{ok}");
+        }
+        for odd in [
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T10:60:00Z",
+            "2026-01-01T10:00:60Z",
+            "2026-01-01t10:00:00Z",
+            "2026-01-01T10:00:00z",
+            "2026-01-01T10:00:00+02:00",
+            "2026-01-01T10:00:00.Z",
+            "2026-01-01T10:00:00.1234567890Z",
+            "2026-01-01T10:00:00.12a4Z",
+            "2026-01-01 10:00:00Z",
+            "2026-1-01T10:00:00Z",
+            "yesterday",
+            "",
+            "２026-01-01T10:00:00Z",
+        ] {
+            assert!(!server_timestamp(odd), "{odd}");
+        }
     }
 
     #[test]

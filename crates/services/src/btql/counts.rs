@@ -2,9 +2,10 @@
 //! GROUP BY 1` over a range of `created` is answered from the index's entries of `created`
 //! (one per shown row, see `holdfast_store::CreatedCounts`) without reading a row.
 //!
-//! The store groups the entries by the first characters of the timestamp (the day, hour,
-//! minute or second it falls in) for timestamps in the form the server writes; every other
-//! value is its own group. A group of timestamps is an interval of time: when the filter's
+//! The store groups the entries by their first characters: for timestamps in the form the
+//! server writes, the day, hour, minute or second they fall in. Every other value (the
+//! index lists them apart) counts one by one and is taken out of the group it fell in. A
+//! group of timestamps is an interval of time: when the filter's
 //! bounds on `created` keep all of it, its rows count in the group its dimensions give at the
 //! interval's start (the dimensions truncate `created` to that unit or a coarser one, so all
 //! of its rows agree); when they keep none, it is left out; when they keep part of it (at
@@ -239,26 +240,48 @@ impl Services {
                 add_group(plan, counts, &row, cx, n);
             }
         };
+        // Values that are not server timestamps count one by one, and are taken out of the
+        // groups they fall in.
+        let odd = std::mem::take(&mut read.odd);
+        for (value, n) in &odd {
+            add_value(counts, value, *n);
+        }
         let mut todo: Vec<(usize, Option<String>)> = vec![(cp.level, None)];
         while let Some((level, within)) = todo.pop() {
             self.check_query_time(started)?;
             let unit = LEVELS.get(level);
-            for g in read.groups(unit.map(|u| u.0), within.as_deref()).await? {
-                let (Some((_, seconds)), true) = (unit, g.canonical) else {
-                    add_value(counts, &g.key, g.rows);
+            let mut groups: HashMap<String, i64> = read
+                .groups(unit.map(|u| u.0), within.as_deref())
+                .await?
+                .into_iter()
+                .collect();
+            for (value, n) in &odd {
+                if within.as_deref().is_none_or(|w| value.starts_with(w)) {
+                    let key: String = match unit {
+                        Some((chars, _)) => value.chars().take(*chars).collect(),
+                        None => value.clone(),
+                    };
+                    if let Some(rows) = groups.get_mut(&key) {
+                        *rows -= n;
+                    }
+                }
+            }
+            for (key, rows) in groups.into_iter().filter(|(_, rows)| *rows != 0) {
+                let Some((_, seconds)) = unit else {
+                    add_value(counts, &key, rows);
                     continue;
                 };
-                let Some(start) = group_start(&g.key) else {
+                let Some(start) = group_start(&key) else {
                     // Not a date (a 30th of February): its values are read one by one.
-                    todo.push((LEVELS.len(), Some(g.key)));
+                    todo.push((LEVELS.len(), Some(key)));
                     continue;
                 };
                 match fit(&cp.bounds, start, start + time::Duration::seconds(*seconds)) {
                     Fit::Nothing => {}
-                    Fit::Part => todo.push((level + 1, Some(g.key))),
+                    Fit::Part => todo.push((level + 1, Some(key))),
                     Fit::All => {
                         let row = created_row(&holdfast_core::clock::format_timestamp(start));
-                        add_group(plan, counts, &row, cx, g.rows);
+                        add_group(plan, counts, &row, cx, rows);
                     }
                 }
             }
