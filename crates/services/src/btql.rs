@@ -1096,6 +1096,7 @@ impl Services {
         rows.truncate(plan.limit);
         Ok(rows.into_iter().map(Value::Object).collect())
     }
+
     /// A grouped query's groups, from every row its filter keeps.
     async fn scanned_groups(
         &self,

@@ -902,23 +902,25 @@ async fn search_follows_writes(backend: Backend) {
     assert_eq!(find("psi").await.len(), 30);
 }
 
+/// Writes rows to a project's logs.
+async fn log_rows(server: &Server, project: &str, rows: Vec<Value>) {
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|mut r| {
+            r["project_id"] = json!(project);
+            r["log_id"] = json!("g");
+            r
+        })
+        .collect();
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": rows})))
+        .await;
+}
+
 /// Waits until the embedded store's word and value indexes hold every version written.
 async fn indexed(server: &Server) {
     for _ in 0..600 {
-        let text = crate::harness::client()
-            .get(format!("{}/metrics", server.url))
-            .header("authorization", "Bearer metrics-token")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let lag = text
-            .lines()
-            .find_map(|l| l.strip_prefix("holdfast_search_index_lag_versions "))
-            .map(|v| v.trim().parse::<f64>().unwrap());
-        if lag == Some(0.0) {
+        if metric(server, "holdfast_search_index_lag_versions").await == 0.0 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -954,23 +956,7 @@ async fn sorted_reads(backend: Backend) {
             rows.insert(id, row);
         }
     }
-    let write = |batch: Vec<Value>| {
-        let server = &server;
-        let p = p.clone();
-        async move {
-            let batch: Vec<Value> = batch
-                .into_iter()
-                .map(|mut r| {
-                    r["project_id"] = json!(p);
-                    r["log_id"] = json!("g");
-                    r
-                })
-                .collect();
-            server
-                .ok("POST", "/logs3", Some(json!({"rows": batch})))
-                .await;
-        }
-    };
+    let write = |batch: Vec<Value>| log_rows(&server, &p, batch);
     write(rows.values().cloned().collect()).await;
     indexed(&server).await;
     let pages = |text: String| all_pages(&server, text, None);
@@ -1123,18 +1109,7 @@ async fn indexed_counts(backend: Backend) {
         let (servers, projects) = (&servers, &projects);
         async move {
             for (server, p) in servers.iter().zip(projects) {
-                let rows: Vec<Value> = rows
-                    .iter()
-                    .cloned()
-                    .map(|mut r| {
-                        r["project_id"] = json!(p);
-                        r["log_id"] = json!("g");
-                        r
-                    })
-                    .collect();
-                server
-                    .ok("POST", "/logs3", Some(json!({"rows": rows})))
-                    .await;
+                log_rows(server, p, rows.clone()).await;
             }
         }
     };
