@@ -202,7 +202,7 @@ pub async fn run(o: Options) -> Result<()> {
         o.traces * 5,
         o.traces
     );
-    say!("word index    caught up {caught_up:.1} s after the load ended");
+    say!("indexes       caught up {caught_up:.1} s after the load ended");
     say!("runs          {} per query after one warm-up", o.runs);
     say!(
         "{:<40} {:>10} {:>10} {:>10} {:>8}",
