@@ -125,7 +125,7 @@ pub async fn run(o: Options) -> Result<()> {
         o.traces * 5
     );
     let (p, roots, rate) = load(&client, &server, o.traces, o.clients).await?;
-    // The embedded store indexes words after the commit; wait until it has caught up.
+    // The embedded store indexes words and values after the commit; wait until it has caught up.
     let waited = Instant::now();
     loop {
         let metrics = client
