@@ -85,12 +85,12 @@ pub struct WriterStats {
     jobs: std::sync::atomic::AtomicU64,
     rows: std::sync::atomic::AtomicU64,
     micros: std::sync::atomic::AtomicU64,
-    /// Embedded store: versions committed since start and not yet in the word index.
+    /// Embedded store: versions committed since start and not yet in the word and value indexes.
     text_backlog: std::sync::atomic::AtomicI64,
 }
 
 impl WriterStats {
-    /// Versions committed since start and not yet in the word index (embedded store).
+    /// Versions committed since start and not yet in the word and value indexes (embedded store).
     pub fn text_backlog(&self) -> i64 {
         self.text_backlog
             .load(std::sync::atomic::Ordering::Relaxed)
