@@ -1099,11 +1099,28 @@ async fn indexed_counts(backend: Backend) {
         Server::start_with(backend, &env("false")).await,
     ];
     let mut projects = Vec::new();
+    // Per server, the project and eleven others (more objects than the store's read
+    // connections) counted together by one query.
+    let mut many = Vec::new();
     for server in &servers {
-        let p = server
-            .ok("POST", "/v1/project", Some(json!({"name": "qn"})))
-            .await;
-        projects.push(p["id"].as_str().unwrap().to_owned());
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let p = server
+                .ok(
+                    "POST",
+                    "/v1/project",
+                    Some(json!({"name": format!("qn{i}")})),
+                )
+                .await;
+            let id = p["id"].as_str().unwrap().to_owned();
+            if i > 0 {
+                let created = format!("2026-03-0{}T0{}:00:00Z", 1 + i % 2, i % 10);
+                log_rows(server, &id, vec![json!({"id": "x", "created": created})]).await;
+            }
+            ids.push(format!("'{id}'"));
+        }
+        projects.push(ids[0].trim_matches('\'').to_owned());
+        many.push(ids.join(", "));
     }
     let write = |rows: Vec<Value>| {
         let (servers, projects) = (&servers, &projects);
@@ -1155,15 +1172,16 @@ async fn indexed_counts(backend: Backend) {
         "SELECT count(*) AS n FROM project_logs('P') WHERE created > now() - interval 1 day",
         "from: project_logs('P') | dimensions: hour(created) as h | measures: count(1) as n \
          | filter: created < '2026-03-01T20:00:00Z' | sort: h",
+        "SELECT day(created) AS d, count(*) AS n FROM project_logs('MANY') GROUP BY 1 ORDER BY d",
     ];
     let compare = |label: &'static str| {
-        let (servers, projects) = (&servers, &projects);
+        let (servers, projects, many) = (&servers, &projects, &many);
         async move {
             let before = metric(&servers[0], "holdfast_grouped_queries_indexed_total").await;
             for q in queries {
                 let mut answers = Vec::new();
-                for (server, p) in servers.iter().zip(projects) {
-                    let text = q.replace("'P'", &format!("'{p}'"));
+                for ((server, p), many) in servers.iter().zip(projects).zip(many) {
+                    let text = q.replace("'P'", &format!("'{p}'")).replace("'MANY'", many);
                     let body = server
                         .ok("POST", "/btql", Some(json!({"query": text})))
                         .await;

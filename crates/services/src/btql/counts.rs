@@ -201,15 +201,12 @@ impl Services {
         let Some(cp) = count_plan(plan, cx) else {
             return Ok(None);
         };
-        let mut reads = Vec::new();
-        for pass in passes {
-            match self.store.created_counts(pass, MAX_EXTRAS).await? {
-                Some(read) => reads.push((pass, read)),
-                None => return Ok(None),
-            }
-        }
+        // One object at a time: each read holds a connection of the store's pool.
         let mut counts = Counts::new();
-        for (pass, read) in reads {
+        for pass in passes {
+            let Some(read) = self.store.created_counts(pass, MAX_EXTRAS).await? else {
+                return Ok(None);
+            };
             if !self
                 .count_object(plan, &cp, pass, read, cx, started, &mut counts)
                 .await?
