@@ -1009,11 +1009,6 @@ impl Services {
         started: Instant,
     ) -> Result<Vec<Value>> {
         let aggs: Vec<Vec<Expr>> = plan.measures.iter().map(|(_, e)| e.aggregates()).collect();
-        let fresh = || -> Vec<Vec<Accumulator>> {
-            aggs.iter()
-                .map(|list| list.iter().map(Accumulator::new).collect())
-                .collect()
-        };
         let indexed = if latest {
             self.indexed_counts(plan, passes, cx, started).await?
         } else {
@@ -1044,7 +1039,7 @@ impl Services {
         };
         // Aggregates without dimensions answer one row even over no rows, as in SQL.
         if groups.is_empty() && plan.dimensions.is_empty() {
-            groups.insert(String::new(), (Vec::new(), fresh()));
+            groups.insert(String::new(), (Vec::new(), fresh(&aggs)));
         }
         let empty = Map::new();
         let mut rows: Vec<Map<String, Value>> = Vec::new();
@@ -1107,11 +1102,6 @@ impl Services {
         started: Instant,
         aggs: &[Vec<Expr>],
     ) -> Result<Groups> {
-        let fresh = || -> Vec<Vec<Accumulator>> {
-            aggs.iter()
-                .map(|list| list.iter().map(Accumulator::new).collect())
-                .collect()
-        };
         let mut groups: Groups = HashMap::new();
         let mut kept = 0usize;
         for pass in passes {
@@ -1126,12 +1116,9 @@ impl Services {
                         plan.dimensions.iter().map(|(_, e)| e.eval(m, cx)).collect();
                     let id = Value::Array(dims.clone()).to_string();
                     if !groups.contains_key(&id) && groups.len() >= MAX_GROUPS {
-                        return Err(ServiceError::bad(format!(
-                            "the query makes more than {MAX_GROUPS} groups; group by fewer \
-                             distinct values or filter first"
-                        )));
+                        return Err(too_many_groups());
                     }
-                    let entry = groups.entry(id).or_insert_with(|| (dims, fresh()));
+                    let entry = groups.entry(id).or_insert_with(|| (dims, fresh(aggs)));
                     for (accs, list) in entry.1.iter_mut().zip(aggs) {
                         for (acc, e) in accs.iter_mut().zip(list) {
                             kept += acc.add(e, m, cx);
@@ -1148,6 +1135,21 @@ impl Services {
         }
         Ok(groups)
     }
+}
+
+/// Fresh accumulators for a group: one per aggregate of each measure.
+fn fresh(aggs: &[Vec<Expr>]) -> Vec<Vec<Accumulator>> {
+    aggs.iter()
+        .map(|list| list.iter().map(Accumulator::new).collect())
+        .collect()
+}
+
+/// The refusal of a query that makes more than [`MAX_GROUPS`] groups.
+fn too_many_groups() -> ServiceError {
+    ServiceError::bad(format!(
+        "the query makes more than {MAX_GROUPS} groups; group by fewer distinct values or \
+         filter first"
+    ))
 }
 
 fn rank_cmp(plan: &Plan, a: &Ranked, b: &Ranked) -> Ordering {

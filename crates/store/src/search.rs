@@ -561,7 +561,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{dataset_pass, incoming, temp_dir};
+    use crate::testing::{caught_up, dataset_pass, incoming, temp_dir};
     use serde_json::json;
 
     fn q(field: &str, words: &[&str]) -> TextQuery {
@@ -612,16 +612,6 @@ mod tests {
             .fetch_one(p)
             .await
             .unwrap()
-    }
-
-    async fn caught_up(store: &Store) {
-        for _ in 0..200 {
-            if store.text_index_lag().await.unwrap() == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the writer did not index the words");
     }
 
     /// Rows are found as soon as they are written, indexed or not; the writer indexes them

@@ -10,6 +10,17 @@ use holdfast_core::object::ObjectType;
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// Waits until the writer has indexed every version's words and values.
+pub(crate) async fn caught_up(store: &crate::Store) {
+    for _ in 0..400 {
+        if store.text_index_lag().await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the writer did not catch up");
+}
+
 /// A fresh directory for one test.
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hf-{name}-{}", std::process::id()));

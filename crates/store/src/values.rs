@@ -523,6 +523,7 @@ pub struct CreatedCounts {
 impl CreatedCounts {
     /// The rows' `created` entries grouped by their first `prefix` characters (`None`: by
     /// whole value), as (key, rows); `within`: only the values starting with that text.
+    /// `None` when there are more than `max` groups.
     ///
     /// Entries are ordered by value, so a group's entries are one range: the first groups
     /// are found one range at a time (the first value after the previous group, then a
@@ -532,7 +533,8 @@ impl CreatedCounts {
         &mut self,
         prefix: Option<usize>,
         within: Option<&str>,
-    ) -> Result<Vec<(String, i64)>> {
+        max: usize,
+    ) -> Result<Option<Vec<(String, i64)>>> {
         let end = within.and_then(successor);
         let mut from: Option<(String, bool)> = within.map(|w| (w.to_owned(), true));
         let mut out = Vec::new();
@@ -545,7 +547,7 @@ impl CreatedCounts {
                     .fetch_optional(&mut *self.tx)
                     .await?;
                 let Some(first) = first else {
-                    return Ok(out);
+                    return Ok((out.len() <= max).then_some(out));
                 };
                 // A value shorter than the prefix is a group of its own.
                 let (key, upper) = if first.chars().count() < n {
@@ -578,13 +580,14 @@ impl CreatedCounts {
             qb.push(format!(" AND substr(value, 1, {chars}) = "))
                 .push_bind(w.to_owned());
         }
-        qb.push(" GROUP BY k");
+        qb.push(" GROUP BY k LIMIT ")
+            .push_bind(i64::try_from(max + 1).unwrap_or(i64::MAX));
         out.extend(
             qb.build_query_as::<(String, i64)>()
                 .fetch_all(&mut *self.tx)
                 .await?,
         );
-        Ok(out)
+        Ok((out.len() <= max).then_some(out))
     }
 
     /// `SELECT what` over the entries from `from` (inclusive or not) to `end` (exclusive).
@@ -676,18 +679,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{dataset_pass, incoming, temp_dir};
+    use crate::testing::{caught_up, dataset_pass, incoming, temp_dir};
     use serde_json::json;
-
-    async fn caught_up(store: &Store) {
-        for _ in 0..400 {
-            if store.text_index_lag().await.unwrap() == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the writer did not catch up");
-    }
 
     /// Every entry of the index, as (field, value, row id).
     async fn all_entries(store: &Store) -> Vec<(i64, String, String)> {
@@ -771,14 +764,18 @@ mod tests {
         assert!(read.extras.is_empty());
         assert_eq!((read.xact, read.indexed_xact), (Some(last), Some(last)));
         // Grouped by day; values that are not server timestamps also listed on their own.
-        let mut groups = read.groups(Some(10), None).await.unwrap();
+        let mut groups = read.groups(Some(10), None, 10).await.unwrap().unwrap();
         groups.sort();
         assert_eq!(
             groups,
             [("2026-01-01".to_owned(), 2), ("ignored".to_owned(), 1)]
         );
         assert_eq!(read.odd, [("ignored".to_owned(), 1)]);
-        let hours = read.groups(Some(13), Some("2026-01-01")).await.unwrap();
+        let hours = read
+            .groups(Some(13), Some("2026-01-01"), 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(hours.len(), 2);
         read.finish().await.unwrap();
         // More groups than are found one range at a time, values shorter than the prefix,
@@ -809,10 +806,18 @@ mod tests {
             *want.entry(v.chars().take(19).collect()).or_default() += 1;
         }
         let mut got: std::collections::BTreeMap<String, i64> = Default::default();
-        for (k, n) in read.groups(Some(19), Some("2026-01-02")).await.unwrap() {
+        let max = RANGE_GROUPS + 100;
+        for (k, n) in read
+            .groups(Some(19), Some("2026-01-02"), max)
+            .await
+            .unwrap()
+            .unwrap()
+        {
             assert!(got.insert(k, n).is_none(), "one group per key");
         }
         assert_eq!(got, want);
+        let capped = read.groups(Some(19), Some("2026-01-02"), 10).await.unwrap();
+        assert!(capped.is_none(), "more groups than asked for");
         read.finish().await.unwrap();
         store.close().await;
     }

@@ -15,7 +15,7 @@
 //! Rows written since the index last caught up are read twice: as they were at the newest
 //! transaction the index holds (what their entry counted, taken away) and as they are now.
 
-use super::{Plan, Shape};
+use super::{MAX_GROUPS, Plan, Shape, too_many_groups};
 use crate::{Result, Services};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::clock::parse_timestamp;
@@ -231,27 +231,32 @@ impl Services {
         counts: &mut Counts,
     ) -> Result<bool> {
         // A value's rows, through the query's filter and dimensions.
-        let add_value = |counts: &mut Counts, created: &str, n: i64| {
+        let add_value = |counts: &mut Counts, created: &str, n: i64| -> Result<()> {
             let row = created_row(created);
             if plan.keep(&row, cx) {
-                add_group(plan, counts, &row, cx, n);
+                add_group(plan, counts, &row, cx, n)?;
             }
+            Ok(())
         };
         // Values that are not server timestamps count one by one, and are taken out of the
         // groups they fall in.
         let odd = std::mem::take(&mut read.odd);
         for (value, n) in &odd {
-            add_value(counts, value, *n);
+            add_value(counts, value, *n)?;
         }
         let mut todo: Vec<(usize, Option<String>)> = vec![(cp.level, None)];
         while let Some((level, within)) = todo.pop() {
             self.check_query_time(started)?;
             let unit = LEVELS.get(level);
-            let mut groups: HashMap<String, i64> = read
-                .groups(unit.map(|u| u.0), within.as_deref())
+            // Groups of the index are never fewer than the query's: past the query's limit,
+            // the rows are read (and refused there if they make too many groups).
+            let Some(found) = read
+                .groups(unit.map(|u| u.0), within.as_deref(), MAX_GROUPS)
                 .await?
-                .into_iter()
-                .collect();
+            else {
+                return Ok(false);
+            };
+            let mut groups: HashMap<String, i64> = found.into_iter().collect();
             for (value, n) in &odd {
                 if within.as_deref().is_none_or(|w| value.starts_with(w)) {
                     let key: String = match unit {
@@ -265,7 +270,7 @@ impl Services {
             }
             for (key, rows) in groups.into_iter().filter(|(_, rows)| *rows != 0) {
                 let Some((_, seconds)) = unit else {
-                    add_value(counts, &key, rows);
+                    add_value(counts, &key, rows)?;
                     continue;
                 };
                 let Some(start) = group_start(&key) else {
@@ -278,7 +283,7 @@ impl Services {
                     Fit::Part => todo.push((level + 1, Some(key))),
                     Fit::All => {
                         let row = created_row(&holdfast_core::clock::format_timestamp(start));
-                        add_group(plan, counts, &row, cx, rows);
+                        add_group(plan, counts, &row, cx, rows)?;
                     }
                 }
             }
@@ -299,7 +304,7 @@ impl Services {
                     let Some(Value::String(created)) = row.data.get("created") else {
                         return Ok(false);
                     };
-                    add_value(counts, created, n);
+                    add_value(counts, created, n)?;
                 }
             }
         }
@@ -314,15 +319,26 @@ fn created_row(created: &str) -> Map<String, Value> {
     row
 }
 
-/// Adds `n` rows to the group `row`'s dimensions name.
-fn add_group(plan: &Plan, counts: &mut Counts, row: &Map<String, Value>, cx: &Context, n: i64) {
+/// Adds `n` rows to the group `row`'s dimensions name; at most [`MAX_GROUPS`] groups, as
+/// when the rows are read.
+fn add_group(
+    plan: &Plan,
+    counts: &mut Counts,
+    row: &Map<String, Value>,
+    cx: &Context,
+    n: i64,
+) -> Result<()> {
     let dims: Vec<Value> = plan
         .dimensions
         .iter()
         .map(|(_, e)| e.eval(row, cx))
         .collect();
     let id = Value::Array(dims.clone()).to_string();
+    if !counts.contains_key(&id) && counts.len() >= MAX_GROUPS {
+        return Err(too_many_groups());
+    }
     counts.entry(id).or_insert_with(|| (dims, 0)).1 += n;
+    Ok(())
 }
 
 #[cfg(test)]

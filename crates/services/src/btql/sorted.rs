@@ -6,9 +6,10 @@
 //! filter, key and cursor as in a full read, so the index decides only how many rows are
 //! read. Rows the index cannot place (written after it or after the snapshot, or with a
 //! value it does not order) are read first, every one, and rows changed while the entries
-//! are read (the writer may move their entries meanwhile) are read last. A row absent from the index has no value for the field and
-//! sorts last: when the entries run out before the page is full, and the filter does not
-//! exclude such rows, the caller reads the object instead.
+//! are read (the writer may move their entries meanwhile) are read last. A row absent from
+//! the index has no value for the field and sorts last: when the entries run out before the
+//! page is full, and the filter does not exclude such rows, the caller reads the object
+//! instead.
 
 use super::{Plan, Ranked, rank_cmp};
 use crate::{Result, Services};
@@ -186,8 +187,8 @@ impl Services {
             // Once the page is full, a row tied with its last row on a single sort key ranks
             // by (object, row id): one that ranks after it cannot enter, whatever it holds
             // (its entry holds its value at the snapshot, or the row is read first or last), so
-            // it is not read. Without this, a page of a
-            // sort on few distinct values would read every row sharing the last value.
+            // it is not read. Without this, a page of a sort on few distinct values would read
+            // every row sharing the last value.
             let cutoff = local
                 .last()
                 .filter(|_| local.len() == keep && plan.sort.len() == 1)
