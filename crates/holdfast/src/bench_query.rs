@@ -125,7 +125,8 @@ pub async fn run(o: Options) -> Result<()> {
         o.traces * 5
     );
     let (p, roots, rate) = load(&client, &server, o.traces, o.clients).await?;
-    // The embedded store indexes words and values after the commit; wait until it has caught up.
+    // Both stores index words (the embedded store also values) after the commit; wait until
+    // they have caught up.
     let waited = Instant::now();
     loop {
         let metrics = client
@@ -146,6 +147,13 @@ pub async fn run(o: Options) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     let caught_up = waited.elapsed().as_secs_f64();
+    // PostgreSQL plans by its table statistics, which autovacuum refreshes after a load this
+    // size; refresh them now, as a server with autovacuum (the default) would have.
+    if let Some(url) = &o.database_url {
+        let pool = sqlx::PgPool::connect(url).await?;
+        sqlx::raw_sql("ANALYZE").execute(&pool).await?;
+        pool.close().await;
+    }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let auth = format!("Bearer {}", server.key);
     let queries: Vec<(&str, String)> = vec![

@@ -155,6 +155,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_exact_sqlite.sql"),
         "-- PostgreSQL has no value index yet.",
     ),
+    (
+        11,
+        "-- The embedded store's word index is row_text (migration 8).",
+        include_str!("words_postgres.sql"),
+    ),
 ];
 
 impl Store {
@@ -225,7 +230,6 @@ impl Store {
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
         let store = Self::assemble(Pools::Postgres(pool), write, index, None)?;
         store.migrate().await?;
-        crate::search::index_existing(&store.write).await?;
         Ok(store)
     }
 
@@ -481,27 +485,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_postgres_store_of_the_previous_layout_is_upgraded() {
-        let Some(admin) = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
+        let Some(db) = crate::testing::TestDatabase::create("upgrade").await else {
             return;
         };
-        // One database per test process; a leftover of an earlier process goes first.
-        let name = format!("hf_upgrade_{}", std::process::id());
-        let server = PgPool::connect(&admin).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&server)
-        .await
-        .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&server)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
+        let url = db.url.clone();
         let pool = PgPool::connect(&url).await.unwrap();
         fill_old_store(&Pools::Postgres(pool.clone())).await;
         pool.close().await;
@@ -514,10 +501,6 @@ mod tests {
             p.close().await;
         }
         drop(store);
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&server)
-        .await;
+        db.drop_database().await;
     }
 }

@@ -8,18 +8,28 @@
 //!   letter naming its field (`a` input, `b` output, `c` expected, `d` metadata, `e` error)
 //!   and one token naming the object (`s` and 16 hex digits), so that a search reads only
 //!   the postings of that object's words.
-//! - PostgreSQL: a `tsvector` column `rows.search` with a GIN index; the fields are weights
-//!   (`input` A, `output` B, `expected` C, `metadata` and `error` D). The lexemes are the words
-//!   themselves (`array`-free literal built here), never run through a text-search parser, so
-//!   both backends find exactly the same words.
+//! - PostgreSQL: a table `row_words` of one `tsvector` per version (`seq`) with a GIN index;
+//!   the fields are weights (`input` A, `output` B, `expected` C, `metadata` and `error` D),
+//!   and the same object token is one more lexeme. The lexemes are the words themselves (a
+//!   literal built here), never run through a text-search parser, so both backends find
+//!   exactly the same words.
 //!
-//! On PostgreSQL the words are written with the version. On the embedded store indexing
-//! them in the commit cost 80% of ingest throughput (FTS5 hashing, sorting and merging ~300
-//! words a span, on the single writer), so the writer indexes versions after they commit:
-//! whenever it is idle, and otherwise in small batches that take at most a tenth of its time.
-//! `counters.text_indexed_seq` says up to which `seq` every version is indexed; a search
-//! also names every row with a version after it, so a row acknowledged by a write is found by
-//! the next query whatever the index's lag.
+//! Indexing a version in its commit cost 80% of ingest throughput on the embedded store (FTS5
+//! hashing, sorting and merging ~300 words a span, on the single writer) and 84% on
+//! PostgreSQL (a `tsvector` column with GIN), so the writer indexes versions after they
+//! commit: whenever it is idle, and otherwise in small batches that take at most a tenth of
+//! its time. A search also names every row with a version not yet indexed, so a row
+//! acknowledged by a write is found by the next query whatever the index's lag:
+//!
+//! - Embedded store: one writer commits versions in `seq` order, so
+//!   `counters.text_indexed_seq` says up to which `seq` every version is indexed, and the
+//!   rows after it are the unindexed ones.
+//! - PostgreSQL: replicas commit concurrently, not in `seq` order, so no counter can say that.
+//!   The statement storing versions also lists the live ones in `row_words_pending`; indexing
+//!   takes a batch from that list (`FOR UPDATE SKIP LOCKED`, so replicas share the work and a
+//!   crash leaves the batch listed) and writes its words in the same transaction. A version is
+//!   therefore always either listed or indexed, and a search reads both in one statement (one
+//!   snapshot).
 //!
 //! The index answers which rows *had* a version holding the words; callers read those rows'
 //! current versions at their snapshot ([`Store::read_row_ids`]) and evaluate the whole
@@ -28,7 +38,7 @@
 //! their place, and every search also asks for that word, so such a row is always checked.
 //!
 //! Stores written before this index existed are indexed by the writer like new versions
-//! (embedded store) or when opened (PostgreSQL).
+//! (their versions are after the counter, or listed by the migration).
 
 use crate::db::{Pools, with_pool};
 use crate::index::{RowIndex, Version, newer};
@@ -42,11 +52,15 @@ use sha2::Digest;
 use sqlx::QueryBuilder;
 use std::collections::{BTreeMap, HashSet};
 
-/// Whether PostgreSQL keeps the word index. Off: written with each version (a `tsvector`
-/// with GIN) it cost 84% of ingest throughput (1.6k against 9.7k spans/s, 30k spans, 16
-/// clients), so PostgreSQL queries read rows instead until its index is written after the
-/// commit like the embedded store's. The column and the code stay, tested by nothing else.
-pub const POSTGRES_WORD_INDEX: bool = false;
+/// Whether the writer lists PostgreSQL versions for the word index (always, except in a
+/// benchmark build measuring ingest without the indexes).
+pub(crate) fn lists_words(pools: &Pools) -> bool {
+    matches!(pools, Pools::Postgres(_)) && !cfg!(feature = "bench-no-search-index")
+}
+
+/// Longest `tsvector` literal indexed as it is: PostgreSQL refuses a `tsvector` over 1 MiB,
+/// so a version with more words is indexed as [`OVERFLOW`] in each of its fields.
+const MAX_TSVECTOR_BYTES: usize = 512 * 1024;
 
 /// The indexed fields, in column (and weight) order.
 pub const FIELDS: [&str; 5] = ["input", "output", "expected", "metadata", "error"];
@@ -117,9 +131,25 @@ fn document(v: &ToIndex<'_>) -> String {
     doc
 }
 
-/// The `tsvector` literal of a version: `'word':1A,2B ...` (a word is letters and digits
-/// only, so it needs no escaping).
-pub(crate) fn tsvector(t: &SearchText) -> String {
+/// PostgreSQL's document of a version: its words as a `tsvector` literal and its object's
+/// token; a literal too long to index is replaced by [`OVERFLOW`] in each field with words.
+fn pg_document(scope_token: &str, t: &SearchText) -> String {
+    let words = tsvector(t);
+    if words.len() <= MAX_TSVECTOR_BYTES {
+        return format!("'{scope_token}' {words}");
+    }
+    let mut overflow = SearchText::default();
+    for (o, w) in overflow.0.iter_mut().zip(&t.0) {
+        if !w.is_empty() {
+            o.push(OVERFLOW.to_owned());
+        }
+    }
+    format!("'{scope_token}' {}", tsvector(&overflow))
+}
+
+/// The `tsvector` literal of a version's words: `'word':1A,2B ...` (a word is letters and
+/// digits only, so it needs no escaping).
+fn tsvector(t: &SearchText) -> String {
     let mut at: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (i, words) in t.0.iter().enumerate() {
         let weight = WEIGHTS.get(i).copied().unwrap_or('D');
@@ -159,7 +189,12 @@ fn fts5_query(scope_token: &str, any_of: &[TextQuery]) -> String {
     format!("\"{scope_token}\" AND ({})", alternatives.join(" OR "))
 }
 
-/// The `tsquery` literal: any of the conjunctions.
+/// The `tsquery` literal: any of the conjunctions, within the object's scope.
+fn pg_query(scope_token: &str, any_of: &[TextQuery]) -> String {
+    format!("'{scope_token}' & ({})", tsquery(any_of))
+}
+
+/// The `tsquery` literal of any of the conjunctions.
 fn tsquery(any_of: &[TextQuery]) -> String {
     any_of
         .iter()
@@ -255,18 +290,27 @@ async fn unindexed(
         .collect()
 }
 
-/// Embedded store: adds up to `limit` versions to the word index (after
-/// `text_indexed_seq`) and to the value index (after `values_indexed_seq`, see `values`),
-/// in one transaction with the counters' advance; how many it read and whether more are
-/// waiting.
+/// Adds up to `limit` versions to the indexes written after the commit; how many it read
+/// and whether more are waiting.
 pub(crate) async fn catch_up_indexes(
     pools: &Pools,
     index: &RowIndex,
     limit: i64,
 ) -> Result<(i64, bool)> {
-    let Pools::Sqlite(p) = pools else {
-        return Ok((0, false));
-    };
+    match pools {
+        Pools::Sqlite(p) => catch_up_sqlite(p, index, limit).await,
+        Pools::Postgres(p) => catch_up_postgres(p, limit).await,
+    }
+}
+
+/// Embedded store: adds up to `limit` versions to the word index (after
+/// `text_indexed_seq`) and to the value index (after `values_indexed_seq`, see `values`),
+/// in one transaction with the counters' advance.
+async fn catch_up_sqlite(
+    p: &sqlx::SqlitePool,
+    index: &RowIndex,
+    limit: i64,
+) -> Result<(i64, bool)> {
     let mut tx = p.begin().await?;
     let (text_from, values_from): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT value FROM counters WHERE name = 'text_indexed_seq'), \
@@ -310,6 +354,47 @@ pub(crate) async fn catch_up_indexes(
     Ok((n, n >= limit))
 }
 
+/// PostgreSQL: takes up to `limit` versions off `row_words_pending` (skipping those another
+/// replica is indexing) and writes their words, in one transaction.
+async fn catch_up_postgres(p: &sqlx::PgPool, limit: i64) -> Result<(i64, bool)> {
+    let mut tx = p.begin().await?;
+    let taken: Vec<(i64, String, String, String, Vec<u8>)> = sqlx::query_as(
+        "WITH taken AS (DELETE FROM row_words_pending WHERE seq IN \
+           (SELECT seq FROM row_words_pending ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+           RETURNING seq) \
+         SELECT r.seq, r.object_type, r.object_id, r.row_id, r.data \
+         FROM rows r JOIN taken t ON r.seq = t.seq",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let documents: Vec<(i64, String)> = taken
+        .iter()
+        .filter_map(|(seq, object_type, object_id, row_id, data)| {
+            let text = match decode_data(row_id, data) {
+                Ok(row) => search_text(&row),
+                // Unreadable: every search names it, and reading it reports the damage.
+                Err(_) => SearchText(std::array::from_fn(|_| vec![OVERFLOW.to_owned()])),
+            };
+            let has_words = text.0.iter().any(|w| !w.is_empty());
+            has_words.then(|| (*seq, pg_document(&scope(object_type, object_id), &text)))
+        })
+        .collect();
+    for chunk in documents.chunks(500) {
+        let mut qb = QueryBuilder::<sqlx::Postgres>::new("INSERT INTO row_words (seq, words) ");
+        qb.push_values(chunk, |mut b, (seq, doc)| {
+            b.push_bind(*seq)
+                .push_bind(doc.as_str())
+                .push_unseparated("::tsvector");
+        });
+        qb.push(" ON CONFLICT (seq) DO NOTHING");
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let n = taken.len() as i64;
+    Ok((n, n >= limit))
+}
+
 /// Rows with a version after `$1`: the query of [`object_row_ids`] for what an index does not
 /// hold yet.
 pub(crate) const ROWS_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.seq > $1";
@@ -339,6 +424,45 @@ where
         .bind(limit)
         .fetch_all(conn)
         .await?)
+}
+
+/// PostgreSQL: the ids of the pass's object's rows with a version the word index finds for
+/// `tsquery` or not yet indexed; `None` when there are more than `cap` (or twice as many
+/// versions). Two statements, so that no planner choice can turn the search into a read of
+/// the object: the first asks the GIN index and the list in one snapshot (a version moving
+/// from the list to the index meanwhile is in one of them), the second reads the versions by
+/// `seq` (the primary key) and keeps the object's.
+async fn pg_search(
+    p: &sqlx::PgPool,
+    pass: &ObjectPass,
+    tsquery: &str,
+    cap: usize,
+) -> Result<Option<Vec<String>>> {
+    let max_versions = cap.saturating_mul(2);
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT seq FROM row_words WHERE words @@ $1::tsquery \
+         UNION ALL SELECT seq FROM row_words_pending LIMIT $2",
+    )
+    .bind(tsquery)
+    .bind(i64::try_from(max_versions.saturating_add(1)).unwrap_or(i64::MAX))
+    .fetch_all(p)
+    .await?;
+    if seqs.len() > max_versions {
+        return Ok(None);
+    }
+    let found: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT row_id, object_type, object_id, org_id FROM rows WHERE seq = ANY($1)",
+    )
+    .bind(&seqs)
+    .fetch_all(p)
+    .await?;
+    let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+    let ids: std::collections::BTreeSet<String> = found
+        .into_iter()
+        .filter(|(_, t, o, org)| t == object_type && o == object_id && org == pass.org_id())
+        .map(|(id, ..)| id)
+        .collect();
+    Ok((ids.len() <= cap).then(|| ids.into_iter().collect()))
 }
 
 impl Store {
@@ -407,18 +531,17 @@ impl Store {
                 ids
             }
             Pools::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT DISTINCT row_id FROM rows WHERE search @@ $1::tsquery \
-                     AND object_type = $2 AND object_id = $3 AND org_id = $4 \
-                     ORDER BY row_id LIMIT $5",
+                match pg_search(
+                    p,
+                    pass,
+                    &pg_query(&scope(object_type, object_id), any_of),
+                    cap,
                 )
-                .bind(tsquery(any_of))
-                .bind(object_type)
-                .bind(object_id)
-                .bind(pass.org_id())
-                .bind(limit)
-                .fetch_all(p)
                 .await?
+                {
+                    Some(ids) => ids,
+                    None => return Ok(None),
+                }
             }
         };
         Ok((ids.len() <= cap).then_some(ids))
@@ -487,63 +610,15 @@ impl Store {
     }
 }
 
-/// PostgreSQL: writes the words of the versions stored before the index existed (once,
-/// when the store is opened), in batches that each commit with the progress they make.
-pub(crate) async fn index_existing(pools: &Pools) -> Result<()> {
-    const BATCH: i64 = 2_000;
-    let Pools::Postgres(p) = pools else {
-        return Ok(());
-    };
-    if !POSTGRES_WORD_INDEX {
-        return Ok(());
-    }
-    loop {
-        let mut tx = p.begin().await?;
-        let (from, to): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT value FROM counters WHERE name = 'text_indexed_seq'), \
-                    (SELECT value FROM counters WHERE name = 'text_index_from_seq')",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if from >= to {
-            return Ok(());
-        }
-        let rows: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, row_id, is_deleted, data FROM rows \
-             WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-        let reached = rows.last().map_or(to, |r| r.0);
-        for (seq, id, deleted, data) in &rows {
-            if *deleted {
-                continue;
-            }
-            let text = search_text(&decode_data(id, data)?);
-            sqlx::query("UPDATE rows SET search = $1::tsvector WHERE seq = $2")
-                .bind(tsvector(&text))
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("UPDATE counters SET value = $1 WHERE name = 'text_indexed_seq'")
-            .bind(reached)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-    }
-}
-
 impl Store {
-    /// Whether searches can use the word index (see [`POSTGRES_WORD_INDEX`]).
+    /// Whether searches can use the word index (not in a benchmark build without it on
+    /// PostgreSQL, whose versions are then never listed).
     pub fn has_word_index(&self) -> bool {
-        matches!(self.read, Pools::Sqlite(_)) || POSTGRES_WORD_INDEX
+        matches!(self.read, Pools::Sqlite(_)) || lists_words(&self.read)
     }
 
-    /// Embedded store: versions committed but not yet in the word or value index.
+    /// Versions committed but not yet in the word or value index (on PostgreSQL, in the word
+    /// index).
     pub async fn text_index_lag(&self) -> Result<i64> {
         match &self.read {
             Pools::Sqlite(p) => Ok(sqlx::query_scalar(
@@ -553,7 +628,9 @@ impl Store {
             )
             .fetch_one(p)
             .await?),
-            Pools::Postgres(_) => Ok(0),
+            Pools::Postgres(p) => Ok(sqlx::query_scalar("SELECT count(*) FROM row_words_pending")
+                .fetch_one(p)
+                .await?),
         }
     }
 }
@@ -561,7 +638,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{caught_up, dataset_pass, incoming, temp_dir};
+    use crate::rows::IncomingRow;
+    use crate::testing::{TestDatabase, caught_up, dataset_pass, incoming, temp_dir};
     use serde_json::json;
 
     fn q(field: &str, words: &[&str]) -> TextQuery {
@@ -683,5 +761,117 @@ mod tests {
                 .is_err()
         );
         store.close().await;
+    }
+
+    /// A word that the rows `r{i}` with `i % 1000 == 7` hold in their input.
+    fn needle_rows(from: usize, to: usize) -> Vec<IncomingRow> {
+        (from..to)
+            .map(|i| {
+                let word = if i % 1000 == 7 { "needle" } else { "hay" };
+                incoming(json!({"id": format!("r{i:04}"), "created": "t",
+                                "input": format!("row {i} {word}")}))
+            })
+            .collect()
+    }
+
+    async fn pg_count(store: &Store, table: &str) -> i64 {
+        let Pools::Postgres(p) = &store.read else {
+            unreachable!()
+        };
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(p)
+            .await
+            .unwrap()
+    }
+
+    /// PostgreSQL: two replicas write to one database at once; every write is found by the
+    /// next search, both writers index the listed versions, and each live version ends in the
+    /// index exactly once, with nothing left listed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_replicas_share_the_word_index() {
+        let Some(db) = TestDatabase::create("words").await else {
+            return;
+        };
+        let replicas = [
+            Store::open_postgres(&db.url).await.unwrap(),
+            Store::open_postgres(&db.url).await.unwrap(),
+        ];
+        let pass = dataset_pass("d");
+        let needle = || [q("input", &["needle"])];
+        let mut writes = Vec::new();
+        for k in 0..10 {
+            let (store, pass) = (replicas[k % 2].clone(), pass.clone());
+            writes.push(tokio::spawn(async move {
+                let rows = needle_rows(k * 250, (k + 1) * 250);
+                store.write_rows(vec![(pass, rows)], "now").await.unwrap();
+            }));
+        }
+        for w in writes {
+            w.await.unwrap();
+        }
+        let expected = ["r0007", "r1007", "r2007"];
+        // Indexed or still listed, whichever each version is now.
+        let found = replicas[1]
+            .search_rows(&pass, &needle(), 5000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(expected.iter().all(|id| found.iter().any(|f| f == id)));
+        for store in &replicas {
+            caught_up(store).await;
+        }
+        assert_eq!(pg_count(&replicas[0], "row_words").await, 2500);
+        assert_eq!(pg_count(&replicas[0], "row_words_pending").await, 0);
+        for store in &replicas {
+            let found = store.search_rows(&pass, &needle(), 100).await.unwrap();
+            assert_eq!(found.unwrap(), expected);
+        }
+        // A deleted row is not listed; its old words only name it, and reading leaves it out.
+        let gone = vec![incoming(json!({"id": "r1007", "_object_delete": true}))];
+        replicas[0]
+            .write_rows(vec![(pass.clone(), gone)], "now")
+            .await
+            .unwrap();
+        assert_eq!(pg_count(&replicas[0], "row_words_pending").await, 0);
+        let found = replicas[0]
+            .search_rows(&pass, &needle(), 100)
+            .await
+            .unwrap()
+            .unwrap();
+        let rows = replicas[0].read_row_ids(&pass, &found, None).await.unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.row_id.as_str()).collect();
+        assert_eq!(ids, ["r0007", "r2007"]);
+        // Another object's rows are not candidates; too many candidates say so.
+        let other = dataset_pass("e");
+        let found = replicas[0]
+            .search_rows(&other, &needle(), 100)
+            .await
+            .unwrap();
+        assert_eq!(found.unwrap(), Vec::<String>::new());
+        let hay = replicas[0]
+            .search_rows(&pass, &[q("input", &["hay"])], 100)
+            .await
+            .unwrap();
+        assert!(hay.is_none());
+        for store in replicas {
+            store.close().await;
+        }
+        db.drop_database().await;
+    }
+
+    /// A version with more words than a `tsvector` holds is indexed as overflow in each
+    /// field that has words, so every search of those fields names it.
+    #[test]
+    fn oversized_documents_overflow() {
+        let mut t = SearchText::default();
+        t.0[0] = (0..60_000).map(|i| format!("word{i:06}")).collect();
+        t.0[3] = vec!["meta".to_owned()];
+        let doc = pg_document("sabc", &t);
+        assert_eq!(doc, "'sabc' 'hf0overflow':1A,4D");
+        t.0[0].truncate(3);
+        assert_eq!(
+            pg_document("sabc", &t),
+            "'sabc' 'meta':4D 'word000000':1A 'word000001':1A 'word000002':1A"
+        );
     }
 }

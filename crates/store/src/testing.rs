@@ -21,6 +21,47 @@ pub(crate) async fn caught_up(store: &crate::Store) {
     panic!("the writer did not catch up");
 }
 
+/// A fresh PostgreSQL database for one test when `TEST_DATABASE_URL` names a server; dropped
+/// by [`TestDatabase::drop_database`].
+pub(crate) struct TestDatabase {
+    server: sqlx::PgPool,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub(crate) async fn create(name: &str) -> Option<Self> {
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        // One database per test process; a leftover of an earlier process goes first.
+        let name = format!("hf_{name}_{}", std::process::id());
+        let server = sqlx::PgPool::connect(&admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&server)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&server)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(Self { server, name, url })
+    }
+
+    pub(crate) async fn drop_database(self) {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.server)
+        .await;
+    }
+}
+
 /// A fresh directory for one test.
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hf-{name}-{}", std::process::id()));
