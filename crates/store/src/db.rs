@@ -213,8 +213,8 @@ impl Store {
         tokio::spawn(checkpoint_loop(checkpointer.clone()));
         let write = Pools::Sqlite(write);
         let index = Arc::new(index);
+        Self::migrate(&write).await?;
         let store = Self::assemble(Pools::Sqlite(read), write, index, Some(checkpointer))?;
-        store.migrate().await?;
         let indexed = crate::writer::index_after_start(&store.write).await?;
         store.index.set_committed(indexed);
         Ok(store)
@@ -228,9 +228,8 @@ impl Store {
             .await?;
         let write = Pools::Postgres(pool.clone());
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
-        let store = Self::assemble(Pools::Postgres(pool), write, index, None)?;
-        store.migrate().await?;
-        Ok(store)
+        Self::migrate(&write).await?;
+        Self::assemble(Pools::Postgres(pool), write, index, None)
     }
 
     /// Closes every connection, waiting for those in use. A process calls this before it
@@ -278,10 +277,12 @@ impl Store {
         let _ = self.audit_key.set(key);
     }
 
-    async fn migrate(&self) -> Result<()> {
-        with_pool!(&self.write, |pool, DB| {
+    /// Brings the schema up to date; before the writer starts, which indexes in the
+    /// background into tables the migrations create.
+    async fn migrate(write: &Pools) -> Result<()> {
+        with_pool!(write, |pool, DB| {
             let mut tx = pool.begin().await?;
-            if let Pools::Postgres(_) = &self.write {
+            if let Pools::Postgres(_) = write {
                 // Replicas starting together take turns.
                 sqlx::query("SELECT pg_advisory_xact_lock(7308356221)")
                     .execute(&mut *tx)
@@ -299,7 +300,7 @@ impl Store {
                 if applied.contains(version) {
                     continue;
                 }
-                let sql = match &self.write {
+                let sql = match write {
                     Pools::Sqlite(_) => sqlite,
                     Pools::Postgres(_) => postgres,
                 };
