@@ -241,20 +241,51 @@ pub(crate) struct Unindexed {
     pub data: Option<Map<String, Value>>,
 }
 
-/// The versions after `from`: `limit` of them, and the rest of the last one's transaction.
+/// Most stored bytes one indexing batch reads (at least one version; the embedded store's
+/// also the rest of its last transaction), so that a batch of large rows does not hold
+/// `limit` times the largest row in memory.
+const MAX_BATCH_BYTES: i64 = 16 * 1024 * 1024;
+
+/// How many of the first (seq, stored bytes) fit in `max_bytes`: at least one.
+fn within_bytes(listed: &[(i64, i64)], max_bytes: i64) -> usize {
+    let mut bytes = 0i64;
+    let fit = listed
+        .iter()
+        .take_while(|(_, len)| {
+            bytes = bytes.saturating_add(*len);
+            bytes <= max_bytes
+        })
+        .count();
+    fit.max(listed.len().min(1))
+}
+
+/// The versions after `from`: `limit` of them (fewer when they pass [`MAX_BATCH_BYTES`]),
+/// and the rest of the last one's transaction; whether versions were left for the byte
+/// budget.
 async fn unindexed(
     conn: &mut sqlx::SqliteConnection,
     from: i64,
     limit: i64,
-) -> Result<Vec<Unindexed>> {
+) -> Result<(Vec<Unindexed>, bool)> {
     type Found = (i64, i64, String, String, String, bool, Vec<u8>);
     const SELECT: &str = "SELECT seq, xact_id, object_type, object_id, row_id, is_deleted, data \
                           FROM rows WHERE seq > $1";
+    let sizes: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT seq, length(data) FROM rows WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+    let fit = within_bytes(&sizes, MAX_BATCH_BYTES);
+    let cut = fit < sizes.len();
+    let Some(&(to, _)) = fit.checked_sub(1).and_then(|last| sizes.get(last)) else {
+        return Ok((Vec::new(), false));
+    };
     let mut rows: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} ORDER BY seq LIMIT $2"
+        "{SELECT} AND seq <= $2 ORDER BY seq"
     )))
     .bind(from)
-    .bind(limit)
+    .bind(to)
     .fetch_all(&mut *conn)
     .await?;
     // A batch ends with a whole transaction, so that the indexes always hold whole
@@ -269,7 +300,8 @@ async fn unindexed(
         .await?;
         rows.extend(rest);
     }
-    rows.into_iter()
+    let versions = rows
+        .into_iter()
         .map(
             |(seq, xact, object_type, object_id, row_id, deleted, data)| {
                 let data = if deleted {
@@ -287,7 +319,8 @@ async fn unindexed(
                 })
             },
         )
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((versions, cut))
 }
 
 /// Adds up to `limit` versions to the indexes written after the commit; how many it read
@@ -318,7 +351,7 @@ async fn catch_up_sqlite(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let batch = unindexed(&mut tx, text_from.min(values_from), limit).await?;
+    let (batch, cut) = unindexed(&mut tx, text_from.min(values_from), limit).await?;
     let Some(last) = batch.last().map(|b| b.seq) else {
         return Ok((0, false));
     };
@@ -351,21 +384,35 @@ async fn catch_up_sqlite(
     .await?;
     tx.commit().await?;
     let n = batch.len() as i64;
-    Ok((n, n >= limit))
+    Ok((n, cut || n >= limit))
 }
 
-/// PostgreSQL: takes up to `limit` versions off `row_words_pending` (skipping those another
-/// replica is indexing) and writes their words, in one transaction.
+/// PostgreSQL: takes up to `limit` versions (and [`MAX_BATCH_BYTES`]) off
+/// `row_words_pending`, skipping those another replica is indexing, and writes their words,
+/// in one transaction.
 async fn catch_up_postgres(p: &sqlx::PgPool, limit: i64) -> Result<(i64, bool)> {
     let mut tx = p.begin().await?;
-    let taken: Vec<(i64, String, String, String, Vec<u8>)> = sqlx::query_as(
-        "WITH taken AS (DELETE FROM row_words_pending WHERE seq IN \
-           (SELECT seq FROM row_words_pending ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
-           RETURNING seq) \
-         SELECT r.seq, r.object_type, r.object_id, r.row_id, r.data \
-         FROM rows r JOIN taken t ON r.seq = t.seq",
+    let listed: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT l.seq, COALESCE(octet_length(r.data), 0)::BIGINT FROM row_words_pending l \
+         LEFT JOIN rows r ON r.seq = l.seq \
+         ORDER BY l.seq LIMIT $1 FOR UPDATE OF l SKIP LOCKED",
     )
     .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let chosen: Vec<i64> = listed
+        .iter()
+        .take(within_bytes(&listed, MAX_BATCH_BYTES))
+        .map(|(seq, _)| *seq)
+        .collect();
+    sqlx::query("DELETE FROM row_words_pending WHERE seq = ANY($1)")
+        .bind(&chosen)
+        .execute(&mut *tx)
+        .await?;
+    let taken: Vec<(i64, String, String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, object_type, object_id, row_id, data FROM rows WHERE seq = ANY($1)",
+    )
+    .bind(&chosen)
     .fetch_all(&mut *tx)
     .await?;
     let documents: Vec<(i64, String)> = taken
@@ -391,8 +438,8 @@ async fn catch_up_postgres(p: &sqlx::PgPool, limit: i64) -> Result<(i64, bool)> 
         qb.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    let n = taken.len() as i64;
-    Ok((n, n >= limit))
+    let more = chosen.len() < listed.len() || listed.len() as i64 >= limit;
+    Ok((chosen.len() as i64, more))
 }
 
 /// Rows with a version after `$1`: the query of [`object_row_ids`] for what an index does not
@@ -427,8 +474,8 @@ where
 }
 
 /// PostgreSQL: the ids of the pass's object's rows with a version the word index finds for
-/// `tsquery` or not yet indexed; `None` when there are more than `cap` (or twice as many
-/// versions). Two statements, so that no planner choice can turn the search into a read of
+/// `tsquery` or not yet indexed, sorted; `None` when there are more than twice `cap`
+/// versions (the caller checks the rows against `cap`). Two statements, so that no planner choice can turn the search into a read of
 /// the object: the first asks the GIN index and the list in one snapshot (a version moving
 /// from the list to the index meanwhile is in one of them), the second reads the versions by
 /// `seq` (the primary key) and keeps the object's.
@@ -462,7 +509,7 @@ async fn pg_search(
         .filter(|(_, t, o, org)| t == object_type && o == object_id && org == pass.org_id())
         .map(|(id, ..)| id)
         .collect();
-    Ok((ids.len() <= cap).then(|| ids.into_iter().collect()))
+    Ok(Some(ids.into_iter().collect()))
 }
 
 impl Store {
@@ -857,6 +904,19 @@ mod tests {
             store.close().await;
         }
         db.drop_database().await;
+    }
+
+    /// An indexing batch reads at most its byte budget, and always one version.
+    #[test]
+    fn batches_are_bounded_in_bytes() {
+        let mib = 1024 * 1024;
+        assert_eq!(within_bytes(&[], 16 * mib), 0);
+        assert_eq!(within_bytes(&[(1, 40 * mib), (2, 1)], 16 * mib), 1);
+        assert_eq!(
+            within_bytes(&[(1, 8 * mib), (2, 8 * mib), (3, 1)], 16 * mib),
+            2
+        );
+        assert_eq!(within_bytes(&[(1, 10), (2, 10), (3, 10)], 16 * mib), 3);
     }
 
     /// A version with more words than a `tsvector` holds is indexed as overflow in each

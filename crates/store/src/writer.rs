@@ -337,7 +337,11 @@ async fn writer_loop(
     // While busy, indexing gets at most this share of the writer's time: a tenth on the
     // embedded store; a twentieth on PostgreSQL, whose GIN inserts also take the database's
     // CPU from the commits (with a tenth: 14.9% less ingest, 50k spans, 16 clients).
-    let busy_share = if index.deferred() { 10 } else { 20 };
+    let busy_share = if crate::search::lists_words(&pools) {
+        20
+    } else {
+        10
+    };
     loop {
         let first = if after_commit {
             match tokio::time::timeout(index.idle(), rx.recv()).await {
