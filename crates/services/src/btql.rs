@@ -34,7 +34,7 @@ use holdfast_core::qexpr::{
     Accumulator, CmpOp, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy, words,
 };
 use holdfast_core::xact::XactId;
-use holdfast_store::{MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery};
+use holdfast_store::{Found, MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery};
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -493,6 +493,8 @@ struct Scan<'a> {
     root: Option<String>,
     /// Row ids to read instead of the whole object (sorted), and how many are read.
     candidates: Option<(Vec<String>, usize)>,
+    /// The rows a search found and read, few enough for one page (in row-id order).
+    found: Option<Vec<StoredRow>>,
     done: bool,
     started: Instant,
 }
@@ -506,6 +508,7 @@ impl<'a> Scan<'a> {
             after: None,
             root: None,
             candidates: None,
+            found: None,
             done: false,
             started,
         }
@@ -513,7 +516,7 @@ impl<'a> Scan<'a> {
 
     /// Whether the scan reads every row of the object (no index narrows it).
     fn reads_all(&self) -> bool {
-        self.root.is_none() && self.candidates.is_none()
+        self.root.is_none() && self.candidates.is_none() && self.found.is_none()
     }
 
     /// The next page of rows (comment-only rows left out), or `None` at the end.
@@ -522,6 +525,16 @@ impl<'a> Scan<'a> {
             return Ok(None);
         }
         self.svc.check_query_time(self.started)?;
+        if let Some(rows) = self.found.take() {
+            self.done = true;
+            let after = self.after.take();
+            return Ok(Some(
+                rows.into_iter()
+                    .filter(|r| after.as_ref().is_none_or(|a| r.row_id > *a))
+                    .filter(|r| !only_discussion(&r.data))
+                    .collect(),
+            ));
+        }
         if let Some((ids, at)) = &mut self.candidates {
             while ids
                 .get(*at)
@@ -587,12 +600,20 @@ impl Services {
             && let Some(queries) = text_plan(filter)
         {
             // Too many candidates read faster as a scan.
-            if let Some(ids) = self
+            match self
                 .store
-                .search_rows(pass, &queries, MAX_CANDIDATES)
+                .search_read(
+                    pass,
+                    &queries,
+                    MAX_CANDIDATES,
+                    SCAN_PAGE as usize,
+                    Some(version),
+                )
                 .await?
             {
-                scan.candidates = Some((ids, 0));
+                Some(Found::Ids(ids)) => scan.candidates = Some((ids, 0)),
+                Some(Found::Rows(rows)) => scan.found = Some(rows),
+                None => {}
             }
         }
         Ok(scan)

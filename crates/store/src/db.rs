@@ -160,6 +160,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "-- The embedded store's word index is row_text (migration 8).",
         include_str!("words_postgres.sql"),
     ),
+    (
+        12,
+        include_str!("exact_indexes_sqlite.sql"),
+        "-- PostgreSQL has no value index yet.",
+    ),
 ];
 
 impl Store {

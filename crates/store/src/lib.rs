@@ -39,7 +39,7 @@ pub use access::{
 pub use db::{Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
-pub use search::{FIELDS as SEARCH_FIELDS, MAX_CANDIDATES, TextQuery};
+pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use values::{

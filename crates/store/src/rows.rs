@@ -104,7 +104,7 @@ pub(crate) fn decode_data(row_id: &str, stored: &[u8]) -> Result<Map<String, Val
     }
 }
 
-fn decode(row_id: String, xact: i64, stored: &[u8]) -> Result<StoredRow> {
+pub(crate) fn decode(row_id: String, xact: i64, stored: &[u8]) -> Result<StoredRow> {
     let xact_id =
         XactId::from_i64(xact).ok_or_else(|| StoreError::Corrupt(format!("xact id {xact}")))?;
     let data = decode_data(&row_id, stored)?;
@@ -312,8 +312,27 @@ impl Store {
         pass: &ObjectPass,
         live: Vec<(String, Version)>,
     ) -> Result<Vec<StoredRow>> {
-        let mut data: HashMap<i64, Vec<u8>> = HashMap::new();
-        for chunk in live.chunks(1000) {
+        self.load_versions_with(pass, live, &mut HashMap::new())
+            .await
+    }
+
+    /// [`Store::load_versions`], taking the data of versions already read from `known` (by
+    /// `seq`) instead of reading it again.
+    pub(crate) async fn load_versions_with(
+        &self,
+        pass: &ObjectPass,
+        live: Vec<(String, Version)>,
+        known: &mut HashMap<i64, Vec<u8>>,
+    ) -> Result<Vec<StoredRow>> {
+        let mut data: HashMap<i64, Vec<u8>> = live
+            .iter()
+            .filter_map(|(_, v)| Some((v.seq, known.remove(&v.seq)?)))
+            .collect();
+        let unread: Vec<&(String, Version)> = live
+            .iter()
+            .filter(|(_, v)| !data.contains_key(&v.seq))
+            .collect();
+        for chunk in unread.chunks(1000) {
             let found: Vec<(i64, Vec<u8>)> = with_pool!(&self.read, |p, DB| {
                 let mut qb = QueryBuilder::<DB>::new("SELECT seq, data FROM rows WHERE org_id = ");
                 qb.push_bind(pass.org_id());

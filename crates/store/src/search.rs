@@ -31,9 +31,16 @@
 //!   therefore always either listed or indexed, and a search reads both in one statement (one
 //!   snapshot).
 //!
-//! The index answers which rows *had* a version holding the words; callers read those rows'
-//! current versions at their snapshot ([`Store::read_row_ids`]) and evaluate the whole
-//! filter again, so an outdated or shared entry can only cost a read, never a wrong answer.
+//! On the embedded store the index is **exact**, like the value index: indexing a version
+//! removes the document of the row's previous version (FTS5 `contentless_delete`), a
+//! version replaced within the batch is never added, and a deletion leaves the row none. So
+//! a version found there is its row's newest indexed version, and, unless the row has a
+//! version the index does not hold yet or one after the query's snapshot (both listed, and
+//! read through `row_index`), the row's current one: [`Store::search_read`] reads it once,
+//! without looking the row up (at 1M spans, a found row then costs one random page read
+//! instead of two). On PostgreSQL the index answers which rows *had* a version holding the
+//! words. Either way callers evaluate the whole filter again on what is read, so an outdated
+//! or shared entry can only cost a read, never a wrong answer.
 //! A field with more than [`MAX_WORDS_PER_FIELD`] distinct words indexes [`OVERFLOW`] in
 //! their place, and every search also asks for that word, so such a row is always checked.
 //!
@@ -42,7 +49,7 @@
 
 use crate::db::{Pools, with_pool};
 use crate::index::{RowIndex, Version, newer};
-use crate::rows::{StoredRow, decode_data};
+use crate::rows::{StoredRow, decode, decode_data};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::qexpr::value_words;
@@ -50,7 +57,7 @@ use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::QueryBuilder;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Whether the writer lists PostgreSQL versions for the word index (always, except in a
 /// benchmark build measuring ingest without the indexes).
@@ -230,6 +237,21 @@ async fn insert_documents(
     Ok(())
 }
 
+/// Removes versions' documents from the embedded store's `row_text` (a contentless table
+/// with `contentless_delete`, so by `rowid` alone).
+async fn delete_documents(conn: &mut sqlx::SqliteConnection, seqs: &[i64]) -> Result<()> {
+    for chunk in seqs.chunks(500) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM row_text WHERE rowid IN (");
+        let mut sep = qb.separated(", ");
+        for seq in chunk {
+            sep.push_bind(*seq);
+        }
+        qb.push(")");
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// A version read for the indexes written after the commit.
 pub(crate) struct Unindexed {
     pub seq: i64,
@@ -351,13 +373,34 @@ async fn catch_up_sqlite(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let (batch, cut) = unindexed(&mut tx, text_from.min(values_from), limit).await?;
+    let from = text_from.min(values_from);
+    let (batch, cut) = unindexed(&mut tx, from, limit).await?;
     let Some(last) = batch.last().map(|b| b.seq) else {
         return Ok((0, false));
     };
+    // Both indexes are exact: a version's entries replace those of the row's previous one.
+    let mut previous: HashMap<i64, Version> = HashMap::new();
+    for v in batch.iter().filter(|v| v.seq > from) {
+        if let Some(prev) = crate::values::previous_version(&mut tx, index, v).await? {
+            previous.insert(v.seq, prev);
+        }
+    }
+    // Documents of versions replaced: those indexed before go, those in this batch never come.
+    let mut replaced: HashSet<i64> = HashSet::new();
+    let mut stale: Vec<i64> = Vec::new();
+    for v in batch.iter().filter(|v| v.seq > text_from) {
+        match previous.get(&v.seq) {
+            Some(prev) if prev.seq > text_from => {
+                replaced.insert(prev.seq);
+            }
+            Some(prev) if !prev.deleted => stale.push(prev.seq),
+            _ => {}
+        }
+    }
+    delete_documents(&mut tx, &stale).await?;
     let texts: Vec<(i64, &str, &str, SearchText)> = batch
         .iter()
-        .filter(|v| v.seq > text_from)
+        .filter(|v| v.seq > text_from && !replaced.contains(&v.seq))
         .filter_map(|v| {
             let text = search_text(v.data.as_ref()?);
             Some((v.seq, v.object_type.as_str(), v.object_id.as_str(), text))
@@ -374,7 +417,7 @@ async fn catch_up_sqlite(
         })
         .collect();
     insert_documents(&mut tx, &versions).await?;
-    crate::values::index_versions(&mut tx, index, values_from, &batch).await?;
+    crate::values::index_versions(&mut tx, values_from, &batch, &previous).await?;
     sqlx::query(
         "UPDATE counters SET value = max(value, $1) \
          WHERE name IN ('text_indexed_seq', 'values_indexed_seq')",
@@ -446,6 +489,9 @@ async fn catch_up_postgres(p: &sqlx::PgPool, limit: i64) -> Result<(i64, bool)> 
 /// hold yet.
 pub(crate) const ROWS_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.seq > $1";
 
+/// The rows with a version in a transaction after `$1`: a query of [`object_row_ids`].
+pub(crate) const CHANGED_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.xact_id > $1";
+
 /// The ids `select` names (a query over `rows r` with one parameter, `$1` = `first`), among
 /// the rows of the pass's object; at most `limit`, sorted.
 pub(crate) async fn object_row_ids<'c, E, T>(
@@ -473,6 +519,20 @@ where
         .await?)
 }
 
+/// PostgreSQL: the versions (of any object) the word index finds for `tsquery` or not yet
+/// indexed, at most `max` and one more; one statement, so one snapshot (a version moving from
+/// the list to the index meanwhile is in one of them).
+async fn pg_candidates(p: &sqlx::PgPool, tsquery: &str, max: usize) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT seq FROM row_words WHERE words @@ $1::tsquery \
+         UNION ALL SELECT seq FROM row_words_pending LIMIT $2",
+    )
+    .bind(tsquery)
+    .bind(i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX))
+    .fetch_all(p)
+    .await?)
+}
+
 /// PostgreSQL: the ids of the pass's object's rows with a version the word index finds for
 /// `tsquery` or not yet indexed, sorted; `None` when there are more than twice `cap`
 /// versions (the caller checks the rows against `cap`). Two statements, so that no planner choice can turn the search into a read of
@@ -486,14 +546,7 @@ async fn pg_search(
     cap: usize,
 ) -> Result<Option<Vec<String>>> {
     let max_versions = cap.saturating_mul(2);
-    let seqs: Vec<i64> = sqlx::query_scalar(
-        "SELECT seq FROM row_words WHERE words @@ $1::tsquery \
-         UNION ALL SELECT seq FROM row_words_pending LIMIT $2",
-    )
-    .bind(tsquery)
-    .bind(i64::try_from(max_versions.saturating_add(1)).unwrap_or(i64::MAX))
-    .fetch_all(p)
-    .await?;
+    let seqs = pg_candidates(p, tsquery, max_versions).await?;
     if seqs.len() > max_versions {
         return Ok(None);
     }
@@ -512,6 +565,39 @@ async fn pg_search(
     Ok(Some(ids.into_iter().collect()))
 }
 
+/// The queries as the index is asked them: refused unless every one has words of letters
+/// and digits; a word too long to index is found through the OVERFLOW its rows carry.
+fn checked_queries(any_of: &[TextQuery]) -> Result<Vec<TextQuery>> {
+    if any_of.is_empty()
+        || any_of
+            .iter()
+            .any(|q| q.words.is_empty() || !q.words.iter().all(|w| is_word(w)))
+    {
+        return Err(StoreError::InvalidRow(
+            "a search needs words of letters and digits".into(),
+        ));
+    }
+    Ok(any_of
+        .iter()
+        .map(|q| {
+            let short: Vec<String> = q
+                .words
+                .iter()
+                .filter(|w| w.len() <= MAX_WORD_BYTES)
+                .cloned()
+                .collect();
+            TextQuery {
+                field: q.field,
+                words: if short.is_empty() {
+                    vec![OVERFLOW.to_owned()]
+                } else {
+                    short
+                },
+            }
+        })
+        .collect())
+}
+
 impl Store {
     /// The ids of the rows of an object that have (or had) a version matching any of the
     /// queries, sorted; `None` when there are more than `cap`.
@@ -520,36 +606,9 @@ impl Store {
         pass: &ObjectPass,
         any_of: &[TextQuery],
         cap: usize,
+        as_of: Option<XactId>,
     ) -> Result<Option<Vec<String>>> {
-        if any_of.is_empty()
-            || any_of
-                .iter()
-                .any(|q| q.words.is_empty() || !q.words.iter().all(|w| is_word(w)))
-        {
-            return Err(StoreError::InvalidRow(
-                "a search needs words of letters and digits".into(),
-            ));
-        }
-        // A word too long to index is found through the OVERFLOW its rows carry.
-        let any_of: Vec<TextQuery> = any_of
-            .iter()
-            .map(|q| {
-                let short: Vec<String> = q
-                    .words
-                    .iter()
-                    .filter(|w| w.len() <= MAX_WORD_BYTES)
-                    .cloned()
-                    .collect();
-                TextQuery {
-                    field: q.field,
-                    words: if short.is_empty() {
-                        vec![OVERFLOW.to_owned()]
-                    } else {
-                        short
-                    },
-                }
-            })
-            .collect();
+        let any_of = checked_queries(any_of)?;
         let any_of = any_of.as_slice();
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
         let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
@@ -573,6 +632,11 @@ impl Store {
                 .await?;
                 let unindexed = object_row_ids(p, ROWS_AFTER, indexed, pass, limit).await?;
                 ids.extend(unindexed);
+                // The index is exact, so a row changed since `as_of` may have held the
+                // words then and no longer: such rows are read too.
+                if let Some(at) = as_of {
+                    ids.extend(object_row_ids(p, CHANGED_AFTER, at.as_i64(), pass, limit).await?);
+                }
                 ids.sort();
                 ids.dedup();
                 ids
@@ -602,59 +666,248 @@ impl Store {
         ids: &[String],
         as_of: Option<XactId>,
     ) -> Result<Vec<StoredRow>> {
-        let as_of = as_of.map(XactId::as_i64).unwrap_or(i64::MAX);
-        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        self.read_row_ids_with(pass, ids, as_of, &mut HashMap::new())
+            .await
+    }
+
+    /// [`Store::read_row_ids`], taking the data of versions already read from `known`.
+    async fn read_row_ids_with(
+        &self,
+        pass: &ObjectPass,
+        ids: &[String],
+        as_of: Option<XactId>,
+        known: &mut HashMap<i64, Vec<u8>>,
+    ) -> Result<Vec<StoredRow>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
-            let latest = loop {
-                let generation = self.index.generation();
-                let found: Vec<(String, i64, i64, bool)> = with_pool!(&self.read, |p, DB| {
-                    let mut qb = QueryBuilder::<DB>::new(
-                        "SELECT ri.row_id, ri.xact_id, ri.seq, ri.is_deleted FROM row_index ri \
-                         WHERE ri.object_type = ",
-                    );
-                    qb.push_bind(object_type);
-                    qb.push(" AND ri.object_id = ").push_bind(object_id);
-                    qb.push(" AND ri.row_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.as_str());
-                    }
-                    qb.push(
-                        ") AND ri.xact_id = (SELECT MAX(x.xact_id) FROM row_index x \
-                         WHERE x.object_type = ri.object_type AND x.object_id = ri.object_id \
-                         AND x.row_id = ri.row_id AND x.xact_id <= ",
-                    );
-                    qb.push_bind(as_of);
-                    qb.push(")");
-                    qb.build_query_as().fetch_all(p).await?
-                });
-                let mut latest: BTreeMap<String, Version> = found
-                    .into_iter()
-                    .map(|(id, xact, seq, deleted)| (id, Version { xact, seq, deleted }))
-                    .collect();
-                let tail = self.index.view();
-                // A catch-up moved versions from the tail meanwhile: read again.
-                if tail.generation() != generation {
-                    continue;
-                }
-                for id in chunk {
-                    let pending = tail.latest(object_type, object_id, id, as_of);
-                    if let Some(v) = newer(latest.get(id).copied(), pending) {
-                        latest.insert(id.clone(), v);
-                    }
-                }
-                break latest;
-            };
-            let live: Vec<(String, Version)> =
-                latest.into_iter().filter(|(_, v)| !v.deleted).collect();
+            let live: Vec<(String, Version)> = self
+                .latest_versions(pass, chunk, as_of)
+                .await?
+                .into_iter()
+                .filter(|(_, v)| !v.deleted)
+                .collect();
             if live.is_empty() {
                 continue;
             }
-            out.extend(self.load_versions(pass, live).await?);
+            out.extend(self.load_versions_with(pass, live, known).await?);
         }
         Ok(out)
     }
+
+    /// The newest version at `as_of` of each of these rows of an object that has one.
+    async fn latest_versions(
+        &self,
+        pass: &ObjectPass,
+        ids: &[String],
+        as_of: Option<XactId>,
+    ) -> Result<BTreeMap<String, Version>> {
+        let as_of = as_of.map(XactId::as_i64).unwrap_or(i64::MAX);
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        loop {
+            let generation = self.index.generation();
+            let found: Vec<(String, i64, i64, bool)> = with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new(
+                    "SELECT ri.row_id, ri.xact_id, ri.seq, ri.is_deleted FROM row_index ri \
+                     WHERE ri.object_type = ",
+                );
+                qb.push_bind(object_type);
+                qb.push(" AND ri.object_id = ").push_bind(object_id);
+                qb.push(" AND ri.row_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.as_str());
+                }
+                qb.push(
+                    ") AND ri.xact_id = (SELECT MAX(x.xact_id) FROM row_index x \
+                     WHERE x.object_type = ri.object_type AND x.object_id = ri.object_id \
+                     AND x.row_id = ri.row_id AND x.xact_id <= ",
+                );
+                qb.push_bind(as_of);
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await?
+            });
+            let mut latest: BTreeMap<String, Version> = found
+                .into_iter()
+                .map(|(id, xact, seq, deleted)| (id, Version { xact, seq, deleted }))
+                .collect();
+            let tail = self.index.view();
+            // A catch-up moved versions from the tail meanwhile: read again.
+            if tail.generation() != generation {
+                continue;
+            }
+            for id in ids {
+                let pending = tail.latest(object_type, object_id, id, as_of);
+                if let Some(v) = newer(latest.get(id).copied(), pending) {
+                    latest.insert(id.clone(), v);
+                }
+            }
+            return Ok(latest);
+        }
+    }
+
+    /// What a word search finds, read: like [`Store::search_rows`], but when the index names
+    /// at most `read_at_most` versions of the object (indexed or not yet), the rows are read
+    /// at `as_of` at once and returned ([`Found::Rows`]). Each named version is read with its
+    /// data in one pass; on the embedded store it is the row's current version unless the
+    /// row changed after the index or the snapshot (see the module docs), so a found row
+    /// costs one read; on PostgreSQL one read and a `row_index` lookup.
+    pub async fn search_read(
+        &self,
+        pass: &ObjectPass,
+        any_of: &[TextQuery],
+        cap: usize,
+        read_at_most: usize,
+        as_of: Option<XactId>,
+    ) -> Result<Option<Found>> {
+        let any_of = checked_queries(any_of)?;
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let scope = scope(object_type, object_id);
+        let over = i64::try_from(read_at_most.saturating_add(1)).unwrap_or(i64::MAX);
+        // On the embedded store the index is exact: a found version is its row's newest
+        // indexed one, and so its current one at `as_of` unless the row has a version the
+        // index does not hold yet, or one after `as_of` (`recent`, read with a lookup).
+        let (seqs, recent): (Vec<i64>, Option<Recent>) = match &self.read {
+            Pools::Sqlite(p) => {
+                // As in `search_rows`: the counter first.
+                let indexed: i64 = sqlx::query_scalar(
+                    "SELECT value FROM counters WHERE name = 'text_indexed_seq'",
+                )
+                .fetch_one(p)
+                .await?;
+                let mut seqs: Vec<i64> = sqlx::query_scalar(
+                    "SELECT rowid FROM row_text WHERE row_text MATCH $1 LIMIT $2",
+                )
+                .bind(fts5_query(&scope, &any_of))
+                .bind(over)
+                .fetch_all(p)
+                .await?;
+                let tail: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, row_id FROM rows WHERE seq > $1 AND object_type = $2 \
+                     AND object_id = $3 AND org_id = $4 LIMIT $5",
+                )
+                .bind(indexed)
+                .bind(object_type)
+                .bind(object_id)
+                .bind(pass.org_id())
+                .bind(over)
+                .fetch_all(p)
+                .await?;
+                let mut recent: HashSet<String> = HashSet::new();
+                for (seq, id) in tail {
+                    seqs.push(seq);
+                    recent.insert(id);
+                }
+                // A row changed since `as_of` may have held the words then and no longer
+                // (its document replaced): such rows are read too, at `as_of`.
+                let changed = match as_of {
+                    Some(at) => object_row_ids(p, CHANGED_AFTER, at.as_i64(), pass, over).await?,
+                    None => Vec::new(),
+                };
+                if seqs.len() + changed.len() > read_at_most {
+                    return Ok(self
+                        .search_rows(pass, &any_of, cap, as_of)
+                        .await?
+                        .map(Found::Ids));
+                }
+                recent.extend(changed.iter().cloned());
+                let recent = Recent {
+                    lookup: recent,
+                    changed,
+                };
+                (seqs, Some(recent))
+            }
+            Pools::Postgres(p) => (
+                pg_candidates(p, &pg_query(&scope, &any_of), read_at_most).await?,
+                None,
+            ),
+        };
+        if seqs.len() > read_at_most {
+            return Ok(self
+                .search_rows(pass, &any_of, cap, as_of)
+                .await?
+                .map(Found::Ids));
+        }
+        self.read_versions(pass, &seqs, as_of, recent.as_ref())
+            .await
+            .map(|rows| Some(Found::Rows(rows)))
+    }
+
+    /// The current versions at `as_of` of the rows of an object that these versions (`seq`,
+    /// of any object) belong to, in row-id order. The named versions are read with their
+    /// data. With `exact`, a named version of a row not in its `lookup` is taken as the row's
+    /// current one (the caller knows it is), and the rows of its `changed` are read too. The
+    /// others are looked up in `row_index`, and read again only when their current version
+    /// is another.
+    async fn read_versions(
+        &self,
+        pass: &ObjectPass,
+        seqs: &[i64],
+        as_of: Option<XactId>,
+        exact: Option<&Recent>,
+    ) -> Result<Vec<StoredRow>> {
+        let mut known: HashMap<i64, Vec<u8>> = HashMap::new();
+        let mut ids: std::collections::BTreeSet<String> = exact
+            .map(|r| r.changed.iter().cloned().collect())
+            .unwrap_or_default();
+        let exact_except = exact.map(|r| &r.lookup);
+        let mut current: BTreeMap<String, StoredRow> = BTreeMap::new();
+        for chunk in seqs.chunks(1000) {
+            let found: Vec<(i64, String, i64, bool, Vec<u8>)> = with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new(
+                    "SELECT seq, row_id, xact_id, is_deleted, data FROM rows WHERE org_id = ",
+                );
+                qb.push_bind(pass.org_id());
+                qb.push(" AND object_type = ")
+                    .push_bind(pass.object_type().as_str());
+                qb.push(" AND object_id = ").push_bind(pass.object_id());
+                qb.push(" AND seq IN (");
+                let mut sep = qb.separated(", ");
+                for seq in chunk {
+                    sep.push_bind(*seq);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await?
+            });
+            for (seq, id, xact, deleted, data) in found {
+                let exact = exact_except.is_some_and(|recent| !recent.contains(&id));
+                // Two named versions of one row would mean the index is not exact after
+                // all: that row is looked up.
+                if exact && !deleted && !ids.contains(&id) && !current.contains_key(&id) {
+                    let row = decode(id.clone(), xact, &data)?;
+                    current.insert(id, row);
+                } else {
+                    current.remove(&id);
+                    ids.insert(id);
+                    known.insert(seq, data);
+                }
+            }
+        }
+        let ids: Vec<String> = ids.into_iter().collect();
+        for row in self
+            .read_row_ids_with(pass, &ids, as_of, &mut known)
+            .await?
+        {
+            current.insert(row.row_id.clone(), row);
+        }
+        Ok(current.into_values().collect())
+    }
+}
+
+/// The rows an exact search looks up rather than take a found version for their current
+/// one: those with a version the index does not hold yet or after the snapshot (`lookup`);
+/// those of the latter (`changed`) are read whether found or not.
+struct Recent {
+    lookup: HashSet<String>,
+    changed: Vec<String>,
+}
+
+/// What [`Store::search_read`] found.
+#[derive(Debug)]
+pub enum Found {
+    /// The rows, read (current live versions at the snapshot, in row-id order).
+    Rows(Vec<StoredRow>),
+    /// Too many to read at once: their ids, sorted, for the caller to read in pages.
+    Ids(Vec<String>),
 }
 
 impl Store {
@@ -757,11 +1010,17 @@ mod tests {
                 .write_rows(vec![(pass.clone(), rows)], "now")
                 .await
                 .unwrap();
-            let found = store.search_rows(&pass, &needle(), 5000).await.unwrap();
+            let found = store
+                .search_rows(&pass, &needle(), 5000, None)
+                .await
+                .unwrap();
             assert!(found.unwrap().len() >= 3, "unindexed rows are candidates");
             caught_up(&store).await;
             assert_eq!(indexed_docs(&store).await, 2500);
-            let found = store.search_rows(&pass, &needle(), 100).await.unwrap();
+            let found = store
+                .search_rows(&pass, &needle(), 100, None)
+                .await
+                .unwrap();
             assert_eq!(found.unwrap(), ["r0007", "r1007", "r2007"]);
             // As a store from before the index: nothing indexed.
             if let Pools::Sqlite(p) = &store.write {
@@ -780,7 +1039,7 @@ mod tests {
         caught_up(&store).await;
         assert_eq!(indexed_docs(&store).await, 2500);
         let found = store
-            .search_rows(&pass, &needle(), 100)
+            .search_rows(&pass, &needle(), 100, None)
             .await
             .unwrap()
             .unwrap();
@@ -789,25 +1048,134 @@ mod tests {
         assert_eq!(rows.len(), 3);
         // More candidates than the cap: the caller is told to read the object instead.
         let hay = store
-            .search_rows(&pass, &[q("input", &["hay"])], 100)
+            .search_rows(&pass, &[q("input", &["hay"])], 100, None)
             .await
             .unwrap();
         assert!(hay.is_none());
         // Another object's rows are not candidates.
         let other = dataset_pass("e");
         let found = store
-            .search_rows(&other, &[q("input", &["needle"])], 100)
+            .search_rows(&other, &[q("input", &["needle"])], 100, None)
             .await
             .unwrap();
         assert_eq!(found.unwrap(), Vec::<String>::new());
         // Words that are not letters and digits are refused, never passed on.
         assert!(
             store
-                .search_rows(&pass, &[q("input", &["\" OR scope : *"])], 100)
+                .search_rows(&pass, &[q("input", &["\" OR scope : *"])], 100, None)
                 .await
                 .is_err()
         );
         store.close().await;
+    }
+
+    /// The rows a read search returns whose input holds `needle`, as (id, input).
+    async fn needles(
+        store: &Store,
+        pass: &ObjectPass,
+        read_at_most: usize,
+        as_of: Option<XactId>,
+    ) -> Vec<(String, String)> {
+        let found = store
+            .search_read(pass, &[q("input", &["needle"])], 5000, read_at_most, as_of)
+            .await
+            .unwrap()
+            .unwrap();
+        let rows = match found {
+            Found::Rows(rows) => rows,
+            Found::Ids(ids) => {
+                assert!(ids.len() > read_at_most, "ids only when there are too many");
+                store.read_row_ids(pass, &ids, as_of).await.unwrap()
+            }
+        };
+        assert!(
+            rows.windows(2).all(|w| w[0].row_id < w[1].row_id),
+            "row-id order"
+        );
+        rows.into_iter()
+            .map(|r| {
+                let input = r.data.get("input").and_then(Value::as_str).unwrap_or("");
+                (r.row_id, input.to_owned())
+            })
+            .filter(|(_, input)| input.contains("needle"))
+            .collect()
+    }
+
+    /// A read search returns each found row's version at the snapshot, read once, whether its
+    /// versions are indexed or not: a row changed since it matched comes back as it is now (for
+    /// the caller's filter to refuse), a deleted one not at all, an older snapshot sees the
+    /// version it held, and other objects' rows are never read. Past `read_at_most` versions
+    /// it returns ids, which read the same rows.
+    async fn search_read_cases(store: &Store) {
+        let pass = dataset_pass("d");
+        let other = dataset_pass("e");
+        let ids = |v: &[&str]| -> Vec<String> { v.iter().map(|s| (*s).to_owned()).collect() };
+        store
+            .write_rows(
+                vec![
+                    (pass.clone(), needle_rows(0, 2500)),
+                    (other.clone(), needle_rows(0, 50)),
+                ],
+                "now",
+            )
+            .await
+            .unwrap();
+        let first = store.current_xact().await.unwrap();
+        let expect = ["r0007", "r1007", "r2007"];
+        let found = |v: Vec<(String, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        // Unindexed: every version of the object is a candidate, so ids past the bound.
+        assert_eq!(found(needles(store, &pass, 1000, None).await), ids(&expect));
+        assert_eq!(found(needles(store, &pass, 3000, None).await), ids(&expect));
+        caught_up(store).await;
+        assert_eq!(found(needles(store, &pass, 1000, None).await), ids(&expect));
+        assert_eq!(found(needles(store, &pass, 2, None).await), ids(&expect));
+        assert_eq!(
+            found(needles(store, &other, 1000, None).await),
+            ids(&["r0007"])
+        );
+        // A replaced and a deleted row, read before and after indexing.
+        store
+            .write_rows(
+                vec![(
+                    pass.clone(),
+                    vec![
+                        incoming(json!({"id": "r0007", "created": "t", "input": "hay now"})),
+                        incoming(json!({"id": "r1007", "_object_delete": true})),
+                    ],
+                )],
+                "now",
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                found(needles(store, &pass, 1000, None).await),
+                ids(&["r2007"])
+            );
+            for read_at_most in [1000, 2] {
+                let then = needles(store, &pass, read_at_most, first).await;
+                assert_eq!(found(then.clone()), ids(&expect), "the older snapshot");
+                assert!(then.iter().all(|(_, input)| input.ends_with("needle")));
+            }
+            caught_up(store).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn searches_read_found_rows_at_their_snapshot() {
+        let dir = temp_dir("search-read");
+        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
+        search_read_cases(&store).await;
+        // Exact: one document per live row (the replaced row's old one went, the deleted
+        // row's too).
+        assert_eq!(indexed_docs(&store).await, 2499 + 50);
+        store.close().await;
+        if let Some(db) = TestDatabase::create("search_read").await {
+            let store = Store::open_postgres(&db.url).await.unwrap();
+            search_read_cases(&store).await;
+            store.close().await;
+            db.drop_database().await;
+        }
     }
 
     /// A word that the rows `r{i}` with `i % 1000 == 7` hold in their input.
@@ -859,7 +1227,7 @@ mod tests {
         let expected = ["r0007", "r1007", "r2007"];
         // Indexed or still listed, whichever each version is now.
         let found = replicas[1]
-            .search_rows(&pass, &needle(), 5000)
+            .search_rows(&pass, &needle(), 5000, None)
             .await
             .unwrap()
             .unwrap();
@@ -870,7 +1238,10 @@ mod tests {
         assert_eq!(pg_count(&replicas[0], "row_words").await, 2500);
         assert_eq!(pg_count(&replicas[0], "row_words_pending").await, 0);
         for store in &replicas {
-            let found = store.search_rows(&pass, &needle(), 100).await.unwrap();
+            let found = store
+                .search_rows(&pass, &needle(), 100, None)
+                .await
+                .unwrap();
             assert_eq!(found.unwrap(), expected);
         }
         // A deleted row is not listed; its old words only name it, and reading leaves it out.
@@ -881,7 +1252,7 @@ mod tests {
             .unwrap();
         assert_eq!(pg_count(&replicas[0], "row_words_pending").await, 0);
         let found = replicas[0]
-            .search_rows(&pass, &needle(), 100)
+            .search_rows(&pass, &needle(), 100, None)
             .await
             .unwrap()
             .unwrap();
@@ -891,12 +1262,12 @@ mod tests {
         // Another object's rows are not candidates; too many candidates say so.
         let other = dataset_pass("e");
         let found = replicas[0]
-            .search_rows(&other, &needle(), 100)
+            .search_rows(&other, &needle(), 100, None)
             .await
             .unwrap();
         assert_eq!(found.unwrap(), Vec::<String>::new());
         let hay = replicas[0]
-            .search_rows(&pass, &[q("input", &["hay"])], 100)
+            .search_rows(&pass, &[q("input", &["hay"])], 100, None)
             .await
             .unwrap();
         assert!(hay.is_none());

@@ -4,7 +4,8 @@
 //! 50`, the 50 most recent traces) would otherwise read every row of the object to keep the
 //! best few, and a count by hour would read every row to count it. The table `row_values`
 //! holds, for every row, one entry per indexed field of its newest indexed version: (field
-//! key, value, `seq`), in a B-tree ordered by field key then value. The field key is the
+//! key, value, `seq`, row id), in a B-tree ordered by field key then value (the row id is
+//! data in the entry, so reading entries never reads the rows). The field key is the
 //! first 8 bytes of SHA-256 over the object and the field's path (and, for the entries of
 //! root spans only, a marker), so an object's values of one field are one range of the
 //! tree, read in either direction from any value.
@@ -32,7 +33,7 @@
 use crate::db::Pools;
 use crate::index::{RowIndex, Version, newer};
 use crate::rows::decode_data;
-use crate::search::{ROWS_AFTER, Unindexed, object_row_ids};
+use crate::search::{CHANGED_AFTER, ROWS_AFTER, Unindexed, object_row_ids};
 use crate::{Result, Store};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::only_discussion;
@@ -41,9 +42,6 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::QueryBuilder;
 use std::collections::{HashMap, HashSet};
-
-/// The rows with a version in a transaction after `$1`: a query of [`object_row_ids`].
-const CHANGED_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.xact_id > $1";
 
 /// The path of the *odd* entries: values of `created` that are not [`server_timestamp`]s.
 const ODD: &str = "created:odd";
@@ -156,27 +154,27 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
     out
 }
 
-/// Adds versions' entries to `row_values`.
+/// Adds versions' entries to `row_values`: (`seq`, row id, entries).
 async fn insert_entries(
     conn: &mut sqlx::SqliteConnection,
-    versions: &[(i64, Vec<Entry>)],
+    versions: &[(i64, &str, Vec<Entry>)],
 ) -> Result<()> {
-    let flat: Vec<(i64, &Entry)> = versions
+    let flat: Vec<(i64, &str, &Entry)> = versions
         .iter()
-        .flat_map(|(seq, es)| es.iter().map(move |e| (*seq, e)))
+        .flat_map(|(seq, id, es)| es.iter().map(move |e| (*seq, *id, e)))
         .collect();
-    for chunk in flat.chunks(300) {
+    for chunk in flat.chunks(250) {
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT OR IGNORE INTO row_values (field, value, seq) ",
+            "INSERT OR IGNORE INTO row_values (field, value, seq, row_id) ",
         );
-        qb.push_values(chunk, |mut b, (seq, (key, value))| {
+        qb.push_values(chunk, |mut b, (seq, id, (key, value))| {
             b.push_bind(*key);
             match value {
                 Some(IndexValue::Number(n)) => b.push_bind(*n),
                 Some(IndexValue::Text(s)) => b.push_bind(s.clone()),
                 None => b.push_bind(0i64),
             };
-            b.push_bind(*seq);
+            b.push_bind(*seq).push_bind(id.to_string());
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -206,7 +204,7 @@ async fn delete_entries(
 
 /// The version of a row written just before `v` (the newest with an older transaction), in
 /// `row_index` or the writer's tail.
-async fn previous_version(
+pub(crate) async fn previous_version(
     conn: &mut sqlx::SqliteConnection,
     index: &RowIndex,
     v: &Unindexed,
@@ -230,20 +228,21 @@ async fn previous_version(
 
 /// Indexes the versions of `batch` after `from` (every version up to `from` is indexed),
 /// keeping the index exact: each row's entries are those of its newest indexed version.
-/// A version's entries replace those of the row's previous version, which are removed (read
-/// again when that version is not in the batch); a version replaced within the batch is
-/// never added. Runs in the catch-up's transaction.
+/// A version's entries replace those of the row's previous version (`previous`, by `seq`,
+/// for every version of the batch after `from`), which are removed (read again when that
+/// version is not in the batch); a version replaced within the batch is never added. Runs in
+/// the catch-up's transaction.
 pub(crate) async fn index_versions(
     conn: &mut sqlx::SqliteConnection,
-    index: &RowIndex,
     from: i64,
     batch: &[Unindexed],
+    previous: &HashMap<i64, Version>,
 ) -> Result<()> {
     let by_seq: HashMap<i64, &Unindexed> = batch.iter().map(|u| (u.seq, u)).collect();
     let mut replaced: HashSet<i64> = HashSet::new();
     let mut stale: Vec<(i64, Vec<Entry>)> = Vec::new();
     for v in batch.iter().filter(|v| v.seq > from) {
-        let Some(prev) = previous_version(conn, index, v).await? else {
+        let Some(prev) = previous.get(&v.seq) else {
             continue;
         };
         if prev.deleted {
@@ -271,12 +270,16 @@ pub(crate) async fn index_versions(
         }
     }
     delete_entries(conn, &stale).await?;
-    let fresh: Vec<(i64, Vec<Entry>)> = batch
+    let fresh: Vec<(i64, &str, Vec<Entry>)> = batch
         .iter()
         .filter(|v| v.seq > from && !replaced.contains(&v.seq))
         .filter_map(|v| {
             let row = v.data.as_ref()?;
-            Some((v.seq, entries(&v.object_type, &v.object_id, row)))
+            Some((
+                v.seq,
+                v.row_id.as_str(),
+                entries(&v.object_type, &v.object_id, row),
+            ))
         })
         .collect();
     insert_entries(conn, &fresh).await
@@ -375,6 +378,11 @@ impl Store {
     }
 
     /// Up to `limit` entries of a field of an object, in the query's order from `from`.
+    /// Read from the index alone: each entry holds its row id, so a page of entries costs a
+    /// few index pages rather than one row page per entry (a sort whose first page ties on
+    /// one value walks thousands of entries). The field key names the object; callers read
+    /// the proposed ids in the pass's object ([`Store::read_row_ids`]), so even an entry of
+    /// another object under a colliding key could only name a row of this one.
     pub async fn value_entries(
         &self,
         pass: &ObjectPass,
@@ -396,8 +404,7 @@ impl Store {
             (">", "ASC")
         };
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT v.value, v.seq, r.row_id FROM row_values v JOIN rows r ON r.seq = v.seq \
-             WHERE v.field = ",
+            "SELECT v.value, v.seq, v.row_id FROM row_values v WHERE v.field = ",
         );
         qb.push_bind(key);
         let bind = |qb: &mut QueryBuilder<sqlx::Sqlite>, v: &IndexValue| match v {
@@ -420,9 +427,6 @@ impl Store {
                 qb.push(", ").push_bind(*seq).push(")");
             }
         }
-        qb.push(" AND r.object_type = ").push_bind(object_type);
-        qb.push(" AND r.object_id = ").push_bind(object_id);
-        qb.push(" AND r.org_id = ").push_bind(pass.org_id());
         qb.push(format!(" ORDER BY v.value {dir}, v.seq {dir} LIMIT "));
         qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let out = if text {
@@ -687,13 +691,20 @@ mod tests {
         let Pools::Sqlite(p) = &store.read else {
             unreachable!()
         };
-        sqlx::query_as(
-            "SELECT v.field, CAST(v.value AS TEXT), r.row_id FROM row_values v \
+        let entries: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT v.field, CAST(v.value AS TEXT), r.row_id, v.row_id FROM row_values v \
              JOIN rows r ON r.seq = v.seq ORDER BY 1, 2, 3",
         )
         .fetch_all(p)
         .await
-        .unwrap()
+        .unwrap();
+        entries
+            .into_iter()
+            .map(|(field, value, id, entry_id)| {
+                assert_eq!(id, entry_id, "an entry holds its version's row id");
+                (field, value, id)
+            })
+            .collect()
     }
 
     /// The index holds each row's newest version only: merges, replacements and deletes

@@ -184,19 +184,25 @@ impl Services {
             let past_end = end.is_some_and(|e| {
                 cmp_first(&position, &serde_json::json!(e), descending) == Ordering::Greater
             });
-            // Once the page is full, a row tied with its last row on a single sort key ranks
-            // by (object, row id): one that ranks after it cannot enter, whatever it holds
-            // (its entry holds its value at the snapshot, or the row is read first or last), so
-            // it is not read. Without this, a page of a sort on few distinct values would read
-            // every row sharing the last value.
+            // Once the page is full, a row whose entry sorts after the page's last row cannot
+            // enter, whatever it holds (its entry holds its value at the snapshot, or the row
+            // is read first or last), so it is not read: one with a value past the last row's,
+            // and, on a single sort key, one tied with it whose (object, row id) ranks after
+            // it. Without this, a page of a sort on few distinct values would read every row
+            // sharing the last value, and the rest of the entries page past it.
             let cutoff = local
                 .last()
-                .filter(|_| local.len() == keep && plan.sort.len() == 1)
+                .filter(|_| local.len() == keep)
                 .and_then(|r| Some((r.0.first().filter(|v| !v.is_null())?, r.1, &r.2)));
             let ranks_after = |e: &ValueEntry| {
                 cutoff.is_some_and(|(t, o, id)| {
-                    sort_cmp(&e.value.to_json(), t) == Ordering::Equal
-                        && (object, e.row_id.as_str()) > (o, id.as_str())
+                    match cmp_first(&e.value.to_json(), t, descending) {
+                        Ordering::Greater => true,
+                        Ordering::Equal => {
+                            plan.sort.len() == 1 && (object, e.row_id.as_str()) > (o, id.as_str())
+                        }
+                        Ordering::Less => false,
+                    }
                 })
             };
             let ids: Vec<String> = entries
