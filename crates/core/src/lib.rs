@@ -7,6 +7,7 @@ pub mod btql;
 pub mod clock;
 pub mod merge;
 pub mod object;
+pub mod pricing;
 pub mod qexpr;
 pub mod summary;
 pub mod xact;

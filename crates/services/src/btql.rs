@@ -30,6 +30,7 @@ use crate::query::{
 use crate::{Result, ServiceError, Services};
 use holdfast_core::authz::{ObjectPass, Permission, Principal};
 use holdfast_core::object::ObjectType;
+use holdfast_core::pricing;
 use holdfast_core::qexpr::{
     Accumulator, CmpOp, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy, words,
 };
@@ -1204,10 +1205,30 @@ fn page_of(plan: &Plan, mut best: Vec<Ranked>, version: XactId) -> (Vec<Value>, 
     (best.into_iter().map(|(_, _, _, r)| r).collect(), cursor)
 }
 
+/// The estimated USD cost of one span's LLM call: its `metadata.model` priced by
+/// [`holdfast_core::pricing`] with its token metrics. None for an unknown model or a span
+/// without token counts.
+fn span_cost(span: &Value, metrics: &Map<String, Value>) -> Option<f64> {
+    let model = span.pointer("/metadata/model").and_then(Value::as_str)?;
+    let count = |k: &str| metrics.get(k).and_then(Value::as_f64);
+    let (prompt, completion) = (count("prompt_tokens"), count("completion_tokens"));
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    let tokens = pricing::Tokens {
+        prompt: prompt.unwrap_or(0.0),
+        cached: count("prompt_cached_tokens").unwrap_or(0.0),
+        cache_write: count("prompt_cache_creation_tokens").unwrap_or(0.0),
+        completion: completion.unwrap_or(0.0),
+    };
+    pricing::estimated_cost(model, tokens)
+}
+
 /// One row per trace: the root span's fields, scores averaged per name over the trace's
 /// spans, and metrics: `start`/`end` (earliest and latest of any span), `duration`
-/// (seconds), token counts summed over spans, `span_count`, `llm_calls`, `error_count`;
-/// `tags` of every span, and the newest `_xact_id`.
+/// (seconds), token counts summed over spans, `estimated_cost` (USD, summed over the spans
+/// whose model has a known price; absent when none has), `span_count`, `llm_calls`,
+/// `error_count`; `tags` of every span, and the newest `_xact_id`.
 pub fn summary_row(spans: &[Value]) -> Value {
     let root = spans
         .iter()
@@ -1239,6 +1260,7 @@ pub fn summary_row(spans: &[Value]) -> Value {
     let mut scores: HashMap<String, (f64, u32)> = HashMap::new();
     let (mut start, mut end): (Option<f64>, Option<f64>) = (None, None);
     let mut tokens: HashMap<&str, i64> = HashMap::new();
+    let mut cost: Option<f64> = None;
     let (mut llm_calls, mut errors) = (0i64, 0i64);
     let mut tags: Vec<Value> = Vec::new();
     let mut xact = String::new();
@@ -1263,6 +1285,9 @@ pub fn summary_row(spans: &[Value]) -> Value {
                 if let Some(n) = m.get(k).and_then(Value::as_i64) {
                     *tokens.entry(k).or_insert(0) += n;
                 }
+            }
+            if let Some(c) = span_cost(s, m) {
+                *cost.get_or_insert(0.0) += c;
             }
         }
         if s.pointer("/span_attributes/type").and_then(Value::as_str) == Some("llm") {
@@ -1316,6 +1341,9 @@ pub fn summary_row(spans: &[Value]) -> Value {
     for (k, v) in tokens {
         metrics.insert(k.into(), json!(v));
     }
+    if let Some(c) = cost {
+        metrics.insert("estimated_cost".into(), json!(c));
+    }
     metrics.insert("span_count".into(), json!(spans.len()));
     metrics.insert("llm_calls".into(), json!(llm_calls));
     metrics.insert("error_count".into(), json!(errors));
@@ -1349,7 +1377,43 @@ mod tests {
         assert_eq!(s["metrics"]["span_count"], json!(2));
         assert_eq!(s["metrics"]["llm_calls"], json!(1));
         assert_eq!(s["metrics"]["error_count"], json!(1));
+        assert_eq!(
+            s["metrics"].get("estimated_cost"),
+            None,
+            "no model, no estimate"
+        );
         assert_eq!(s["tags"], json!(["x", "y"]));
         assert_eq!(s["_xact_id"], "10");
+    }
+
+    #[test]
+    fn summary_rows_estimate_the_cost_of_priced_calls() {
+        let span =
+            |model: &str, metrics: Value| json!({"metadata": {"model": model}, "metrics": metrics});
+        let spans = vec![
+            json!({"id": "r", "is_root": true, "metrics": {"start": 1.0, "end": 2.0}}),
+            span(
+                "gpt-4o-2024-08-06",
+                json!({"prompt_tokens": 1000, "completion_tokens": 100}),
+            ),
+            span(
+                "gpt-4o",
+                json!({"prompt_tokens": 1000, "prompt_cached_tokens": 1000}),
+            ),
+            span(
+                "my-own-model",
+                json!({"prompt_tokens": 5000, "completion_tokens": 5000}),
+            ),
+            span("gpt-4o", json!({"start": 1.0})),
+        ];
+        let s = summary_row(&spans);
+        let want = (1000.0 * 2.5 + 100.0 * 10.0 + 1000.0 * 1.25) / 1e6;
+        let got = s["metrics"]["estimated_cost"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} != {want}");
+        assert_eq!(
+            s["metrics"]["prompt_tokens"],
+            json!(7000),
+            "unpriced calls still count tokens"
+        );
     }
 }

@@ -1234,6 +1234,73 @@ async fn indexed_counts(backend: Backend) {
     compare("ghost").await;
 }
 
+/// A summary row estimates what a trace's LLM calls cost from each call's model and token
+/// counts, as the SDK wrappers log them; calls to unknown models are not priced.
+async fn summaries_estimate_cost(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = server
+        .ok("POST", "/v1/project", Some(json!({"name": "costs"})))
+        .await;
+    let p = p["id"].as_str().unwrap();
+    let call = |id: &str, root: &str, model: &str, metrics: Value| {
+        json!({"id": id, "span_id": id, "root_span_id": root, "span_parents": [root],
+               "project_id": p, "log_id": "g", "metadata": {"model": model},
+               "span_attributes": {"type": "llm"}, "metrics": metrics})
+    };
+    let root = |id: &str, created: &str| {
+        json!({"id": id, "span_id": id, "root_span_id": id, "project_id": p, "log_id": "g",
+               "created": created, "input": "q", "span_attributes": {"type": "task"}})
+    };
+    let rows = vec![
+        root("t1", "2026-02-01T00:00:00Z"),
+        // gpt-4o-mini: 1,000 prompt tokens at 0.15, 1,000 cached at 0.075, 500 out at 0.60.
+        call(
+            "t1a",
+            "t1",
+            "gpt-4o-mini-2024-07-18",
+            json!({"prompt_tokens": 2000, "prompt_cached_tokens": 1000, "completion_tokens": 500}),
+        ),
+        // claude-3-5-sonnet: 100 in at 3, 10 out at 15.
+        call(
+            "t1b",
+            "t1",
+            "claude-3-5-sonnet-latest",
+            json!({"prompt_tokens": 100, "completion_tokens": 10}),
+        ),
+        root("t2", "2026-02-01T00:01:00Z"),
+        call(
+            "t2a",
+            "t2",
+            "in-house-model",
+            json!({"prompt_tokens": 100, "completion_tokens": 10}),
+        ),
+    ];
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": rows})))
+        .await;
+    let b = server
+        .ok(
+            "POST",
+            "/btql",
+            Some(json!({"query": format!(
+                "SELECT id, metrics.estimated_cost AS cost, metrics.tokens AS tokens \
+                 FROM project_logs('{p}', shape => 'summary') ORDER BY created"
+            )})),
+        )
+        .await;
+    let data = b["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{b}");
+    let want = (1000.0 * 0.15 + 1000.0 * 0.075 + 500.0 * 0.6 + 100.0 * 3.0 + 10.0 * 15.0) / 1e6;
+    let got = data[0]["cost"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-12, "{got} != {want}: {b}");
+    assert_eq!(data[0]["tokens"], json!(2610));
+    assert_eq!(
+        (&data[1]["id"], &data[1]["cost"]),
+        (&json!("t2"), &Value::Null),
+        "{b}"
+    );
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
@@ -1242,6 +1309,7 @@ mod run {
         queries_respect_access,
         search_follows_writes,
         sorted_reads,
-        indexed_counts
+        indexed_counts,
+        summaries_estimate_cost
     );
 }
