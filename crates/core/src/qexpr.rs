@@ -695,11 +695,20 @@ pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
     })
 }
 
-/// The words of a text for `MATCH`: runs of letters and digits, lower-cased.
+/// The words of a text for `MATCH`: runs of letters and digits, lower-cased (keeping only
+/// letters and digits: lower-casing `İ` adds a combining mark).
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+        .map(|w| {
+            if w.is_ascii() {
+                return w.to_ascii_lowercase();
+            }
+            let mut lower = w.to_lowercase();
+            lower.retain(char::is_alphanumeric);
+            lower
+        })
+        .filter(|w| !w.is_empty())
 }
 
 /// Calls `f` with each word `MATCH` sees in a value: the words of every string in it (object

@@ -187,7 +187,7 @@ fn render(state: &crate::AppState) -> String {
         (
             "holdfast_search_index_lag_versions",
             "gauge",
-            "Row versions committed since start and not yet in the word and value indexes.",
+            "Row versions committed and not yet in the word and value indexes.",
             services.store.writer_stats().text_backlog() as f64,
         ),
         (

@@ -165,6 +165,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("exact_indexes_sqlite.sql"),
         "-- PostgreSQL has no value index yet.",
     ),
+    (
+        13,
+        include_str!("scoped_words_sqlite.sql"),
+        "-- PostgreSQL's word index keeps its object lexeme (GIN intersects cheaply).",
+    ),
 ];
 
 impl Store {

@@ -82,13 +82,14 @@ pub struct WriterStats {
     jobs: std::sync::atomic::AtomicU64,
     rows: std::sync::atomic::AtomicU64,
     micros: std::sync::atomic::AtomicU64,
-    /// Versions committed since start and not yet in the word and value indexes.
+    /// Versions not yet in the word and value indexes: those left at start, then those
+    /// committed since.
     text_backlog: std::sync::atomic::AtomicI64,
 }
 
 impl WriterStats {
-    /// Versions committed since start and not yet in the word and value indexes (on
-    /// PostgreSQL, in the word index; zero once this replica finds none waiting).
+    /// Versions not yet in the word and value indexes (on PostgreSQL, in the word index;
+    /// zero once this replica finds none waiting), counted at start and kept up to date.
     pub fn text_backlog(&self) -> i64 {
         self.text_backlog
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -334,6 +335,15 @@ async fn writer_loop(
     let (mut commit_time, mut text_time) = (Duration::ZERO, Duration::ZERO);
     // Versions are indexed for search after their commit (both stores; see `search`).
     let after_commit = index.deferred() || crate::search::lists_words(&pools);
+    // What an earlier run (or an upgrade that rebuilds an index) left to index counts too.
+    if after_commit {
+        match crate::search::index_lag(&pools).await {
+            Ok(lag) => stats
+                .text_backlog
+                .store(lag, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "cannot count the versions left to index"),
+        }
+    }
     // While busy, indexing gets at most this share of the writer's time: a tenth on the
     // embedded store; a twentieth on PostgreSQL, whose GIN inserts also take the database's
     // CPU from the commits (with a tenth: 14.9% less ingest, 50k spans, 16 clients).
