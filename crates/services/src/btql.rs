@@ -35,7 +35,9 @@ use holdfast_core::qexpr::{
     Accumulator, CmpOp, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy, words,
 };
 use holdfast_core::xact::XactId;
-use holdfast_store::{Found, MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery};
+use holdfast_store::{
+    Found, MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery, indexed_path,
+};
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -582,7 +584,8 @@ impl<'a> Scan<'a> {
 
 impl Services {
     /// A scan of one object for a plan: the trace index for `root_span_id = '...'`, the word
-    /// index when the filter implies words, else every row.
+    /// index when the filter implies words, the value index when it bounds a score or a
+    /// metric, else every row.
     async fn scan_for<'a>(
         &'a self,
         plan: &Plan,
@@ -616,6 +619,20 @@ impl Services {
                 Some(Found::Rows(rows)) => scan.found = Some(rows),
                 None => {}
             }
+        }
+        // A sort on an indexed field reads through the index in its order instead (and
+        // stops early), which the caller tries when this scan would read every row.
+        let sorted_by_index =
+            matches!(plan.sort.first(), Some((Expr::Field(p), _)) if indexed_path(p).is_some());
+        if scan.reads_all()
+            && !sorted_by_index
+            && self.limits.query_search_index
+            && self.store.has_value_index()
+            && let Some(ids) = self
+                .range_candidates(filter, pass, version, started)
+                .await?
+        {
+            scan.candidates = Some((ids, 0));
         }
         Ok(scan)
     }

@@ -1016,6 +1016,32 @@ async fn sorted_reads(backend: Backend) {
                     &root,
                 ),
             ];
+            // Unsorted filters bounding a score or a metric read the rows the index puts in
+            // range (and those it cannot place): rows in row-id order, every page. First,
+            // while the writer waits to be idle before it indexes the changes.
+            let f = |r: &Value| r["scores"]["f"].as_f64();
+            let mid = |r: &Value| f(r).is_some_and(|f| (0.25..0.75).contains(&f));
+            let low = |r: &Value| f(r).is_some_and(|f| f <= 0.25);
+            let none = |r: &Value| r["metrics"]["tokens"].as_f64() == Some(0.0);
+            let big = |r: &Value| r["metrics"]["tokens"].as_f64().is_some_and(|t| t > 1.0);
+            type Range<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
+            let ranges: [Range<'_>; 6] = [
+                ("metrics.tokens BETWEEN 2 AND 1000", &big),
+                ("scores.f > 0.3 LIMIT 4", &high),
+                ("scores.f >= 0.25 AND scores.f < 0.75", &mid),
+                ("0.25 >= scores.f LIMIT 3", &low),
+                ("metrics.tokens = 0", &none),
+                (
+                    "metrics.tokens > 1 AND scores.f IS NOT NULL OR metrics.tokens > 1",
+                    &big,
+                ),
+            ];
+            for (filter, keep) in ranges {
+                let text = format!("SELECT id FROM project_logs('{p}') WHERE {filter}");
+                let want: Vec<String> =
+                    rows.keys().filter(|id| keep(&rows[*id])).cloned().collect();
+                assert_eq!(pages(text.clone()).await, want, "{text}");
+            }
             for (dir, desc) in [("DESC", true), ("ASC", false)] {
                 for (source, path, limit, keep) in cases {
                     let source = source.replace("'P'", &format!("'{p}'"));

@@ -16,10 +16,12 @@ use crate::{Result, Services};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::qexpr::{CmpOp, Expr, sort_cmp};
 use holdfast_core::xact::XactId;
-use holdfast_store::{IndexValue, StoredRow, ValueEntry, ValueFrom, ValueQuery, indexed_path};
+use holdfast_store::{
+    IndexValue, MAX_CANDIDATES, StoredRow, ValueEntry, ValueFrom, ValueQuery, indexed_path,
+};
 use serde_json::Value;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 /// Entries read per page at most.
@@ -69,6 +71,30 @@ fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>,
     range
 }
 
+/// A numeric field the index orders that a filter's top-level conjunction bounds, and the
+/// bounds: `scores.f < 0.5`, `metrics.tokens BETWEEN 10 AND 20`.
+fn bounded_field(filter: &Expr) -> Option<(Vec<String>, Option<f64>, Option<f64>)> {
+    let conjuncts: Vec<&Expr> = match filter {
+        Expr::And(cs) => cs.iter().collect(),
+        e => vec![e],
+    };
+    conjuncts.into_iter().find_map(|c| {
+        let Expr::Cmp(_, a, b) = c else { return None };
+        let path = match (a.as_ref(), b.as_ref()) {
+            (Expr::Field(p), Expr::Lit(Value::Number(_)))
+            | (Expr::Lit(Value::Number(_)), Expr::Field(p)) => p,
+            _ => return None,
+        };
+        if indexed_path(path) != Some(false) {
+            return None;
+        }
+        match numeric_range(Some(filter), path)? {
+            (None, None) => None,
+            (lo, hi) => Some((path.clone(), lo, hi)),
+        }
+    })
+}
+
 /// Orders two first sort-key parts in the query's direction, nulls last.
 fn cmp_first(a: &Value, b: &Value, descending: bool) -> Ordering {
     match (a.is_null(), b.is_null()) {
@@ -81,6 +107,61 @@ fn cmp_first(a: &Value, b: &Value, descending: bool) -> Ordering {
 }
 
 impl Services {
+    /// The rows of one object that a filter bounding an indexed number (`scores.f < 0.5`,
+    /// without a sort on it) can keep, from the value index instead of reading the object:
+    /// those whose entry is in the range, and every row the index cannot place (written
+    /// after it or after the snapshot, or with a value it does not order). The filter is
+    /// evaluated again on each row read, so the index decides only which rows are read.
+    /// Row ids, sorted; `None` when the filter bounds no such field, or the range holds more
+    /// than [`MAX_CANDIDATES`] rows (reading the object is then as fast).
+    pub(super) async fn range_candidates(
+        &self,
+        filter: &Expr,
+        pass: &ObjectPass,
+        version: XactId,
+        started: Instant,
+    ) -> Result<Option<Vec<String>>> {
+        let Some((path, lo, hi)) = bounded_field(filter) else {
+            return Ok(None);
+        };
+        let Some(extras) = self.store.value_extras(pass, &path, version).await? else {
+            return Ok(None);
+        };
+        let mut ids: BTreeSet<String> = extras.into_iter().collect();
+        let q = ValueQuery {
+            path,
+            roots: false,
+            descending: false,
+        };
+        let mut from = lo.map_or(ValueFrom::Start, |n| {
+            ValueFrom::AtValue(IndexValue::Number(n))
+        });
+        loop {
+            self.check_query_time(started)?;
+            let entries = self.store.value_entries(pass, &q, &from, MAX_PAGE).await?;
+            let past_end = |e: &&ValueEntry| match (&e.value, hi) {
+                (IndexValue::Number(v), Some(h)) => *v > h,
+                _ => false,
+            };
+            let within = entries.iter().take_while(|e| !past_end(e));
+            ids.extend(within.map(|e| e.row_id.clone()));
+            if ids.len() > MAX_CANDIDATES {
+                return Ok(None);
+            }
+            let Some(last) = entries.last() else { break };
+            if entries.len() < MAX_PAGE || past_end(&last) {
+                break;
+            }
+            from = ValueFrom::After(last.value.clone(), last.seq);
+        }
+        // As for sorted reads: entries may have moved while they were read.
+        let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
+            return Ok(None);
+        };
+        ids.extend(changed);
+        Ok((ids.len() <= MAX_CANDIDATES).then(|| ids.into_iter().collect()))
+    }
+
     /// The best candidates of one object (with `best`, those of the objects read before),
     /// read through the value index; `None` when the index cannot answer and the caller
     /// must read the object. `roots`: only root spans are candidates. `accept` turns a row
