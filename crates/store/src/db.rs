@@ -168,7 +168,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         13,
         include_str!("scoped_words_sqlite.sql"),
-        "-- PostgreSQL's word index keeps its object lexeme (GIN intersects cheaply).",
+        "-- PostgreSQL's word index keeps its object lexeme (not profiled there).",
     ),
 ];
 

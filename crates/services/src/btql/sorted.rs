@@ -27,28 +27,40 @@ use std::time::Instant;
 /// Entries read per page at most.
 const MAX_PAGE: usize = 2_000;
 
+/// The conjuncts of a filter's top level (the filter itself unless it is an `AND`).
+fn conjuncts(filter: &Expr) -> Vec<&Expr> {
+    match filter {
+        Expr::And(cs) => cs.iter().collect(),
+        e => vec![e],
+    }
+}
+
+/// A comparison of a field with a number, as (field, operator with the field on its left,
+/// number): `0.5 > scores.f` is (`scores.f`, `<`, 0.5).
+fn field_vs_number(c: &Expr) -> Option<(&[String], CmpOp, f64)> {
+    let Expr::Cmp(op, a, b) = c else { return None };
+    let (path, op, n) = match (a.as_ref(), b.as_ref()) {
+        (Expr::Field(p), Expr::Lit(Value::Number(n))) => (p, *op, n),
+        (Expr::Lit(Value::Number(n)), Expr::Field(p)) => match op {
+            CmpOp::Gt => (p, CmpOp::Lt, n),
+            CmpOp::Ge => (p, CmpOp::Le, n),
+            CmpOp::Lt => (p, CmpOp::Gt, n),
+            CmpOp::Le => (p, CmpOp::Ge, n),
+            o => (p, *o, n),
+        },
+        _ => return None,
+    };
+    Some((path, op, n.as_f64()?))
+}
+
 /// The numeric range a filter's top-level conjunction puts on a field: `Some` when it
 /// compares the field with a number (so no row without a number there is kept).
 fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>, Option<f64>)> {
-    let conjuncts: Vec<&Expr> = match filter? {
-        Expr::And(cs) => cs.iter().collect(),
-        e => vec![e],
-    };
     let mut range: Option<(Option<f64>, Option<f64>)> = None;
-    for c in conjuncts {
-        let Expr::Cmp(op, a, b) = c else { continue };
-        let (op, n) = match (a.as_ref(), b.as_ref()) {
-            (Expr::Field(p), Expr::Lit(Value::Number(n))) if p == path => (*op, n),
-            (Expr::Lit(Value::Number(n)), Expr::Field(p)) if p == path => match op {
-                CmpOp::Gt => (CmpOp::Lt, n),
-                CmpOp::Ge => (CmpOp::Le, n),
-                CmpOp::Lt => (CmpOp::Gt, n),
-                CmpOp::Le => (CmpOp::Ge, n),
-                o => (*o, n),
-            },
-            _ => continue,
-        };
-        let Some(n) = n.as_f64() else { continue };
+    for (p, op, n) in conjuncts(filter?).into_iter().filter_map(field_vs_number) {
+        if p != path {
+            continue;
+        }
         let (lo, hi) = range.get_or_insert((None, None));
         let tighten = |bound: &mut Option<f64>, n: f64, higher: bool| {
             *bound = Some(match *bound {
@@ -74,25 +86,14 @@ fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>,
 /// A numeric field the index orders that a filter's top-level conjunction bounds, and the
 /// bounds: `scores.f < 0.5`, `metrics.tokens BETWEEN 10 AND 20`.
 fn bounded_field(filter: &Expr) -> Option<(Vec<String>, Option<f64>, Option<f64>)> {
-    let conjuncts: Vec<&Expr> = match filter {
-        Expr::And(cs) => cs.iter().collect(),
-        e => vec![e],
-    };
-    conjuncts.into_iter().find_map(|c| {
-        let Expr::Cmp(_, a, b) = c else { return None };
-        let path = match (a.as_ref(), b.as_ref()) {
-            (Expr::Field(p), Expr::Lit(Value::Number(_)))
-            | (Expr::Lit(Value::Number(_)), Expr::Field(p)) => p,
-            _ => return None,
-        };
-        if indexed_path(path) != Some(false) {
-            return None;
-        }
-        match numeric_range(Some(filter), path)? {
+    conjuncts(filter)
+        .into_iter()
+        .filter_map(field_vs_number)
+        .filter(|(path, ..)| indexed_path(path) == Some(false))
+        .find_map(|(path, ..)| match numeric_range(Some(filter), path)? {
             (None, None) => None,
-            (lo, hi) => Some((path.clone(), lo, hi)),
-        }
-    })
+            (lo, hi) => Some((path.to_vec(), lo, hi)),
+        })
 }
 
 /// Orders two first sort-key parts in the query's direction, nulls last.
