@@ -170,6 +170,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("scoped_words_sqlite.sql"),
         "-- PostgreSQL's word index keeps its object lexeme (not profiled there).",
     ),
+    (
+        14,
+        "-- The embedded store's value index is row_values (migrations 9, 10 and 12).",
+        include_str!("values_postgres.sql"),
+    ),
 ];
 
 impl Store {

@@ -29,8 +29,9 @@
 //! - Embedded store: one writer commits versions in `seq` order, so
 //!   `counters.text_indexed_seq` says up to which `seq` every version is indexed, and the
 //!   rows after it are the unindexed ones.
-//! - PostgreSQL: replicas commit concurrently, not in `seq` order, so no counter can say that.
-//!   The statement storing versions also lists the live ones in `row_words_pending`; indexing
+//! - PostgreSQL: the statement storing versions also lists the live ones in
+//!   `row_words_pending` (a counter would do, as it does for the value index: writers are
+//!   serialized by the transaction counter, so versions commit in `seq` order); indexing
 //!   takes a batch from that list (`FOR UPDATE SKIP LOCKED`, so replicas share the work and a
 //!   crash leaves the batch listed) and writes its words in the same transaction. A version is
 //!   therefore always either listed or indexed, and a search reads both in one statement (one
@@ -292,69 +293,113 @@ fn within_bytes(listed: &[(i64, i64)], max_bytes: i64) -> usize {
     fit.max(listed.len().min(1))
 }
 
-/// The versions after `from`: `limit` of them (fewer when they pass [`MAX_BATCH_BYTES`]),
-/// and the rest of the last one's transaction; whether versions were left for the byte
-/// budget.
-async fn unindexed(
-    conn: &mut sqlx::SqliteConnection,
-    from: i64,
-    limit: i64,
-) -> Result<(Vec<Unindexed>, bool)> {
-    type Found = (i64, i64, String, String, String, bool, Vec<u8>);
-    const SELECT: &str = "SELECT seq, xact_id, object_type, object_id, row_id, is_deleted, data \
-                          FROM rows WHERE seq > $1";
-    let sizes: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT seq, length(data) FROM rows WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(from)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
-    let fit = within_bytes(&sizes, MAX_BATCH_BYTES);
-    let cut = fit < sizes.len();
-    let Some(&(to, _)) = fit.checked_sub(1).and_then(|last| sizes.get(last)) else {
-        return Ok((Vec::new(), false));
-    };
-    let mut rows: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} AND seq <= $2 ORDER BY seq"
-    )))
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *conn)
-    .await?;
-    // A batch ends with a whole transaction, so that the indexes always hold whole
-    // transactions: what they hold is then what a read at a transaction sees.
-    if let Some(&(last, xact, ..)) = rows.last() {
-        let rest: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} AND xact_id = $2 ORDER BY seq"
-        )))
-        .bind(last)
-        .bind(xact)
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.extend(rest);
-    }
-    let versions = rows
-        .into_iter()
-        .map(
-            |(seq, xact, object_type, object_id, row_id, deleted, data)| {
-                let data = if deleted {
-                    None
-                } else {
-                    Some(decode_data(&row_id, &data)?)
+/// Statements of the indexes written after the commit that both backends run alike, once
+/// per backend (`on_sqlite`, `on_postgres`): PostgreSQL's writers are serialized by the
+/// transaction counter like the embedded store's (see the crate docs), so versions commit in
+/// `seq` order there too.
+macro_rules! backend_statements {
+    ($m:ident, $DB:ty) => {
+        pub(crate) mod $m {
+            use super::*;
+
+            /// The versions after `from`: `limit` of them (fewer when they pass [`MAX_BATCH_BYTES`]),
+            /// and the rest of the last one's transaction; whether versions were left for the byte
+            /// budget.
+            pub(crate) async fn unindexed(
+                conn: &mut <$DB as sqlx::Database>::Connection,
+                from: i64,
+                limit: i64,
+            ) -> Result<(Vec<Unindexed>, bool)> {
+                type Found = (i64, i64, String, String, String, bool, Vec<u8>);
+                const SELECT: &str = "SELECT seq, xact_id, object_type, object_id, row_id, is_deleted, data \
+                                      FROM rows WHERE seq > $1";
+                let sizes: Vec<(i64, i64)> =
+                    sqlx::query_as(
+                        "SELECT seq, CAST(length(data) AS BIGINT) FROM rows WHERE seq > $1 \
+                         ORDER BY seq LIMIT $2",
+                    )
+                        .bind(from)
+                        .bind(limit)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let fit = within_bytes(&sizes, MAX_BATCH_BYTES);
+                let cut = fit < sizes.len();
+                let Some(&(to, _)) = fit.checked_sub(1).and_then(|last| sizes.get(last)) else {
+                    return Ok((Vec::new(), false));
                 };
-                Ok(Unindexed {
-                    seq,
-                    xact,
-                    object_type,
-                    object_id,
-                    row_id,
-                    data,
-                })
-            },
-        )
-        .collect::<Result<Vec<_>>>()?;
-    Ok((versions, cut))
+                let mut rows: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{SELECT} AND seq <= $2 ORDER BY seq"
+                )))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut *conn)
+                .await?;
+                // A batch ends with a whole transaction, so that the indexes always hold whole
+                // transactions: what they hold is then what a read at a transaction sees.
+                if let Some(&(last, xact, ..)) = rows.last() {
+                    let rest: Vec<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "{SELECT} AND xact_id = $2 ORDER BY seq"
+                    )))
+                    .bind(last)
+                    .bind(xact)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    rows.extend(rest);
+                }
+                let versions = rows
+                    .into_iter()
+                    .map(
+                        |(seq, xact, object_type, object_id, row_id, deleted, data)| {
+                            let data = if deleted {
+                                None
+                            } else {
+                                Some(decode_data(&row_id, &data)?)
+                            };
+                            Ok(Unindexed {
+                                seq,
+                                xact,
+                                object_type,
+                                object_id,
+                                row_id,
+                                data,
+                            })
+                        },
+                    )
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((versions, cut))
+            }
+
+            /// The ids `select` names (a query over `rows r` with one parameter, `$1` = `first`), among
+            /// the rows of the pass's object; at most `limit`, sorted.
+            pub(crate) async fn object_row_ids<'c, E, T>(
+                conn: E,
+                select: &str,
+                first: T,
+                pass: &ObjectPass,
+                limit: i64,
+            ) -> Result<Vec<String>>
+            where
+                E: sqlx::Executor<'c, Database = $DB>,
+                T: for<'q> sqlx::Encode<'q, $DB> + sqlx::Type<$DB> + Send + 'static,
+            {
+                let sql = format!(
+                    "{select} AND r.object_type = $2 AND r.object_id = $3 AND r.org_id = $4 \
+                     ORDER BY r.row_id LIMIT $5"
+                );
+                Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(first)
+                    .bind(pass.object_type().as_str())
+                    .bind(pass.object_id().to_owned())
+                    .bind(pass.org_id().to_owned())
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?)
+            }
+        }
+    };
 }
+backend_statements!(on_sqlite, sqlx::Sqlite);
+backend_statements!(on_postgres, sqlx::Postgres);
 
 /// Adds up to `limit` versions to the indexes written after the commit; how many it read
 /// and whether more are waiting.
@@ -365,7 +410,11 @@ pub(crate) async fn catch_up_indexes(
 ) -> Result<(i64, bool)> {
     match pools {
         Pools::Sqlite(p) => catch_up_sqlite(p, index, limit).await,
-        Pools::Postgres(p) => catch_up_postgres(p, limit).await,
+        Pools::Postgres(p) => {
+            let (words, more_words) = catch_up_postgres(p, limit).await?;
+            let (values, more_values) = crate::values::catch_up_postgres(p, limit).await?;
+            Ok((words.max(values), more_words || more_values))
+        }
     }
 }
 
@@ -385,7 +434,7 @@ async fn catch_up_sqlite(
     .fetch_one(&mut *tx)
     .await?;
     let from = text_from.min(values_from);
-    let (batch, cut) = unindexed(&mut tx, from, limit).await?;
+    let (batch, cut) = on_sqlite::unindexed(&mut tx, from, limit).await?;
     let Some(last) = batch.last().map(|b| b.seq) else {
         return Ok((0, false));
     };
@@ -428,7 +477,7 @@ async fn catch_up_sqlite(
         })
         .collect();
     insert_documents(&mut tx, &versions).await?;
-    crate::values::index_versions(&mut tx, values_from, &batch, &previous).await?;
+    crate::values::on_sqlite::index_versions(&mut tx, values_from, &batch, &previous).await?;
     sqlx::query(
         "UPDATE counters SET value = max(value, $1) \
          WHERE name IN ('text_indexed_seq', 'values_indexed_seq')",
@@ -496,39 +545,12 @@ async fn catch_up_postgres(p: &sqlx::PgPool, limit: i64) -> Result<(i64, bool)> 
     Ok((chosen.len() as i64, more))
 }
 
-/// Rows with a version after `$1`: the query of [`object_row_ids`] for what an index does not
+/// Rows with a version after `$1`: the query of [`on_sqlite::object_row_ids`] for what an index does not
 /// hold yet.
 pub(crate) const ROWS_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.seq > $1";
 
-/// The rows with a version in a transaction after `$1`: a query of [`object_row_ids`].
+/// The rows with a version in a transaction after `$1`: a query of [`on_sqlite::object_row_ids`].
 pub(crate) const CHANGED_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHERE r.xact_id > $1";
-
-/// The ids `select` names (a query over `rows r` with one parameter, `$1` = `first`), among
-/// the rows of the pass's object; at most `limit`, sorted.
-pub(crate) async fn object_row_ids<'c, E, T>(
-    conn: E,
-    select: &str,
-    first: T,
-    pass: &ObjectPass,
-    limit: i64,
-) -> Result<Vec<String>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-    T: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + 'static,
-{
-    let sql = format!(
-        "{select} AND r.object_type = $2 AND r.object_id = $3 AND r.org_id = $4 \
-         ORDER BY r.row_id LIMIT $5"
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(first)
-        .bind(pass.object_type().as_str())
-        .bind(pass.object_id().to_owned())
-        .bind(pass.org_id().to_owned())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?)
-}
 
 /// PostgreSQL: the versions (of any object) the word index finds for `tsquery` or not yet
 /// indexed, at most `max` and one more; one statement, so one snapshot (a version moving from
@@ -632,7 +654,7 @@ impl Store {
                 )
                 .fetch_one(p)
                 .await?;
-                let mut ids = object_row_ids(
+                let mut ids = on_sqlite::object_row_ids(
                     p,
                     "SELECT DISTINCT r.row_id FROM rows r \
                      WHERE r.seq IN (SELECT rowid FROM row_text WHERE row_text MATCH $1)",
@@ -641,12 +663,16 @@ impl Store {
                     limit,
                 )
                 .await?;
-                let unindexed = object_row_ids(p, ROWS_AFTER, indexed, pass, limit).await?;
+                let unindexed =
+                    on_sqlite::object_row_ids(p, ROWS_AFTER, indexed, pass, limit).await?;
                 ids.extend(unindexed);
                 // The index is exact, so a row changed since `as_of` may have held the
                 // words then and no longer: such rows are read too.
                 if let Some(at) = as_of {
-                    ids.extend(object_row_ids(p, CHANGED_AFTER, at.as_i64(), pass, limit).await?);
+                    ids.extend(
+                        on_sqlite::object_row_ids(p, CHANGED_AFTER, at.as_i64(), pass, limit)
+                            .await?,
+                    );
                 }
                 ids.sort();
                 ids.dedup();
@@ -811,7 +837,9 @@ impl Store {
                 // A row changed since `as_of` may have held the words then and no longer
                 // (its document replaced): such rows are read too, at `as_of`.
                 let changed = match as_of {
-                    Some(at) => object_row_ids(p, CHANGED_AFTER, at.as_i64(), pass, over).await?,
+                    Some(at) => {
+                        on_sqlite::object_row_ids(p, CHANGED_AFTER, at.as_i64(), pass, over).await?
+                    }
                     None => Vec::new(),
                 };
                 if seqs.len() + changed.len() > read_at_most {
@@ -946,15 +974,15 @@ impl Store {
         matches!(self.read, Pools::Sqlite(_)) || lists_words(&self.read)
     }
 
-    /// Versions committed but not yet in the word or value index (on PostgreSQL, in the word
-    /// index).
+    /// Versions committed but not yet in the word or value index (on PostgreSQL, the larger
+    /// of the two backlogs).
     pub async fn text_index_lag(&self) -> Result<i64> {
         index_lag(&self.read).await
     }
 }
 
-/// Versions committed but not yet in the word or value index (on PostgreSQL, in the word
-/// index).
+/// Versions committed but not yet in the word or value index (on PostgreSQL, the larger of
+/// the two backlogs).
 pub(crate) async fn index_lag(pools: &Pools) -> Result<i64> {
     match pools {
         Pools::Sqlite(p) => Ok(sqlx::query_scalar(
@@ -964,9 +992,13 @@ pub(crate) async fn index_lag(pools: &Pools) -> Result<i64> {
         )
         .fetch_one(p)
         .await?),
-        Pools::Postgres(p) => Ok(sqlx::query_scalar("SELECT count(*) FROM row_words_pending")
-            .fetch_one(p)
-            .await?),
+        Pools::Postgres(p) => Ok(sqlx::query_scalar(
+            "SELECT GREATEST((SELECT count(*) FROM row_words_pending), \
+                    (SELECT count(*) FROM rows WHERE seq > \
+                     (SELECT value FROM counters WHERE name = 'values_indexed_seq')))",
+        )
+        .fetch_one(p)
+        .await?),
     }
 }
 
@@ -1324,6 +1356,9 @@ mod tests {
         }
         assert_eq!(pg_count(&replicas[0], "row_words").await, 2500);
         assert_eq!(pg_count(&replicas[0], "row_words_pending").await, 0);
+        // The value index too, though both replicas wrote and indexed at once: it relies on
+        // versions committing in `seq` order (`created` and its odd entry, for every row).
+        assert_eq!(pg_count(&replicas[0], "row_values").await, 5000);
         for store in &replicas {
             let found = store
                 .search_rows(&pass, &needle(), 100, None)
@@ -1346,6 +1381,8 @@ mod tests {
         let rows = replicas[0].read_row_ids(&pass, &found, None).await.unwrap();
         let ids: Vec<&str> = rows.iter().map(|r| r.row_id.as_str()).collect();
         assert_eq!(ids, ["r0007", "r2007"]);
+        caught_up(&replicas[1]).await;
+        assert_eq!(pg_count(&replicas[0], "row_values").await, 4998);
         // Another object's rows are not candidates; too many candidates say so.
         let other = dataset_pass("e");
         let found = replicas[0]

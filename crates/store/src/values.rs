@@ -1,4 +1,4 @@
-//! Sorted reads and counts through a value index (embedded store).
+//! Sorted reads and counts through a value index, on both stores.
 //!
 //! A query sorted by `created`, a score or a metric (`ORDER BY scores.Factuality DESC LIMIT
 //! 50`, the 50 most recent traces) would otherwise read every row of the object to keep the
@@ -12,8 +12,9 @@
 //!
 //! Indexed: `created` (text: sorts compare strings byte by byte, as SQLite's BINARY does)
 //! and every number directly under `scores` and `metrics` (at most [`MAX_PER_GROUP`] names
-//! each). A non-null value of another type (a string score) is not ordered by the index: the
-//! row gets an *irregular* entry for the field instead, and readers always read such rows.
+//! each). A non-null value of another type (a string score), or a text holding a NUL, is not
+//! ordered by the index: the row gets an *irregular* entry for the field instead, and readers
+//! always read such rows.
 //! A `created` that is not a [`server_timestamp`] also gets an *odd* entry, which lets
 //! counts by time list such values without checking the form of every entry.
 //! A row without the field has no entry: sorts put nulls last, so readers that run out of
@@ -30,11 +31,21 @@
 //! reading them. Sorted reads still read each proposed row at their snapshot and evaluate it
 //! again, so the index decides only how many rows they read.
 //!
+//! PostgreSQL holds the same entries (migration 14), with values as bytes that compare as the
+//! values do ([`ValueSql`]), so one B-tree serves text and numbers there too. Its writers are
+//! serialized by the transaction counter row like the embedded store's (see the crate docs):
+//! versions commit in `seq` order, so the same counter says what is indexed. The writer of
+//! every replica indexes when it has time; the batch locks the counter's row (`FOR UPDATE
+//! SKIP LOCKED`), so one replica indexes at a time and a replica killed mid-batch leaves the
+//! counter where it was. Readers that need the counter, the extras and the entries to agree
+//! read them in one `REPEATABLE READ` transaction (an embedded read transaction is one
+//! snapshot already).
+//!
 use crate::db::Pools;
 use crate::index::{RowIndex, Version, newer};
 use crate::rows::decode_data;
-use crate::search::{CHANGED_AFTER, ROWS_AFTER, Unindexed, object_row_ids};
-use crate::{Result, Store};
+use crate::search::{CHANGED_AFTER, ROWS_AFTER, Unindexed};
+use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::only_discussion;
 use holdfast_core::xact::XactId;
@@ -111,7 +122,9 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
     let mut add = |path: &str, v: &Value, text: bool| {
         let value = match v {
             Value::Null => return,
-            Value::String(s) if text => Some(IndexValue::Text(s.clone())),
+            // PostgreSQL reads entries' text as text, which holds no NUL: such a value is
+            // irregular (on both backends).
+            Value::String(s) if text && !s.contains('\0') => Some(IndexValue::Text(s.clone())),
             Value::Number(n) if !text => n.as_f64().map(IndexValue::Number),
             _ => None,
         };
@@ -134,7 +147,9 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
     let odd = match row.get("created") {
         Some(c) => {
             add("created", c, true);
-            c.as_str().filter(|s| !server_timestamp(s))
+            // An irregular value (with a NUL) is not listed: counts read the object then.
+            c.as_str()
+                .filter(|s| !server_timestamp(s) && !s.contains('\0'))
         }
         None => None,
     };
@@ -154,135 +169,78 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
     out
 }
 
-/// Adds versions' entries to `row_values`: (`seq`, row id, entries).
-async fn insert_entries(
-    conn: &mut sqlx::SqliteConnection,
-    versions: &[(i64, &str, Vec<Entry>)],
-) -> Result<()> {
-    let flat: Vec<(i64, &str, &Entry)> = versions
-        .iter()
-        .flat_map(|(seq, id, es)| es.iter().map(move |e| (*seq, *id, e)))
-        .collect();
-    for chunk in flat.chunks(250) {
-        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT OR IGNORE INTO row_values (field, value, seq, row_id) ",
-        );
-        qb.push_values(chunk, |mut b, (seq, id, (key, value))| {
-            b.push_bind(*key);
-            match value {
-                Some(IndexValue::Number(n)) => b.push_bind(*n),
-                Some(IndexValue::Text(s)) => b.push_bind(s.clone()),
-                None => b.push_bind(0i64),
-            };
-            b.push_bind(*seq).push_bind(id.to_string());
-        });
-        qb.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+/// How a backend stores an entry's value. The embedded store's column has no type: numbers
+/// and text keep their own order, text compared byte by byte (SQLite's `BINARY`).
+/// PostgreSQL's is bytes ([`value_bytes`]), compared byte by byte, which orders numbers as
+/// numbers and text exactly as the embedded store does. An irregular entry's value is 0
+/// (embedded) or no bytes (PostgreSQL).
+pub(crate) trait ValueSql: sqlx::Database {
+    /// The value column of a text field's entries, read as text.
+    const TEXT: &'static str;
+    /// The statement that makes the transaction it starts read one snapshot, if one is needed.
+    const SNAPSHOT: Option<&'static str>;
+    /// A number field's value as read.
+    type Number: for<'r> sqlx::Decode<'r, Self> + sqlx::Type<Self> + Send + Unpin;
+    fn push_value(qb: &mut QueryBuilder<Self>, v: Option<&IndexValue>);
+    fn number(raw: Self::Number) -> Result<f64>;
 }
 
-/// Removes versions' entries from `row_values`.
-async fn delete_entries(
-    conn: &mut sqlx::SqliteConnection,
-    versions: &[(i64, Vec<Entry>)],
-) -> Result<()> {
-    for (seq, entries) in versions {
-        for (key, value) in entries {
-            let q =
-                sqlx::query("DELETE FROM row_values WHERE field = $1 AND value = $2 AND seq = $3")
-                    .bind(*key);
-            let q = match value {
-                Some(IndexValue::Number(n)) => q.bind(*n),
-                Some(IndexValue::Text(t)) => q.bind(t.clone()),
-                None => q.bind(0i64),
-            };
-            q.bind(*seq).execute(&mut *conn).await?;
-        }
-    }
-    Ok(())
-}
-
-/// The version of a row written just before `v` (the newest with an older transaction), in
-/// `row_index` or the writer's tail.
-pub(crate) async fn previous_version(
-    conn: &mut sqlx::SqliteConnection,
-    index: &RowIndex,
-    v: &Unindexed,
-) -> Result<Option<Version>> {
-    let stored: Option<(i64, i64, bool)> = sqlx::query_as(
-        "SELECT xact_id, seq, is_deleted FROM row_index WHERE object_type = $1 \
-         AND object_id = $2 AND row_id = $3 AND xact_id < $4 ORDER BY xact_id DESC LIMIT 1",
-    )
-    .bind(&v.object_type)
-    .bind(&v.object_id)
-    .bind(&v.row_id)
-    .bind(v.xact)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let stored = stored.map(|(xact, seq, deleted)| Version { xact, seq, deleted });
-    let tail = index
-        .view()
-        .latest(&v.object_type, &v.object_id, &v.row_id, v.xact - 1);
-    Ok(newer(stored, tail))
-}
-
-/// Indexes the versions of `batch` after `from` (every version up to `from` is indexed),
-/// keeping the index exact: each row's entries are those of its newest indexed version.
-/// A version's entries replace those of the row's previous version (`previous`, by `seq`,
-/// for every version of the batch after `from`), which are removed (read again when that
-/// version is not in the batch); a version replaced within the batch is never added. Runs in
-/// the catch-up's transaction.
-pub(crate) async fn index_versions(
-    conn: &mut sqlx::SqliteConnection,
-    from: i64,
-    batch: &[Unindexed],
-    previous: &HashMap<i64, Version>,
-) -> Result<()> {
-    let by_seq: HashMap<i64, &Unindexed> = batch.iter().map(|u| (u.seq, u)).collect();
-    let mut replaced: HashSet<i64> = HashSet::new();
-    let mut stale: Vec<(i64, Vec<Entry>)> = Vec::new();
-    for v in batch.iter().filter(|v| v.seq > from) {
-        let Some(prev) = previous.get(&v.seq) else {
-            continue;
+impl ValueSql for sqlx::Sqlite {
+    const TEXT: &'static str = "value";
+    // A read transaction in WAL mode reads one snapshot.
+    const SNAPSHOT: Option<&'static str> = None;
+    type Number = f64;
+    fn push_value(qb: &mut QueryBuilder<Self>, v: Option<&IndexValue>) {
+        match v {
+            Some(IndexValue::Number(n)) => qb.push_bind(*n),
+            Some(IndexValue::Text(s)) => qb.push_bind(s.clone()),
+            None => qb.push_bind(0i64),
         };
-        if prev.deleted {
-            continue;
-        }
-        if prev.seq > from {
-            replaced.insert(prev.seq);
-            continue;
-        }
-        let old = match by_seq.get(&prev.seq) {
-            Some(u) => u.data.clone(),
-            None => {
-                let stored: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT data FROM rows WHERE seq = $1")
-                        .bind(prev.seq)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                stored
-                    .map(|data| decode_data(&v.row_id, &data))
-                    .transpose()?
-            }
-        };
-        if let Some(old) = old {
-            stale.push((prev.seq, entries(&v.object_type, &v.object_id, &old)));
+    }
+    fn number(raw: f64) -> Result<f64> {
+        Ok(raw)
+    }
+}
+
+impl ValueSql for sqlx::Postgres {
+    const TEXT: &'static str = "convert_from(value, 'UTF8')";
+    const SNAPSHOT: Option<&'static str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    type Number = Vec<u8>;
+    fn push_value(qb: &mut QueryBuilder<Self>, v: Option<&IndexValue>) {
+        qb.push_bind(v.map(value_bytes).unwrap_or_default());
+    }
+    fn number(raw: Vec<u8>) -> Result<f64> {
+        bytes_number(&raw).ok_or_else(|| StoreError::Corrupt("a number in the value index".into()))
+    }
+}
+
+/// A value as PostgreSQL's index holds it: text as its UTF-8 bytes; a number as 8 bytes that
+/// compare as the numbers do (its IEEE 754 bits, big-endian, with the sign bit set for a
+/// positive number and every bit flipped for a negative one; -0 is 0).
+fn value_bytes(v: &IndexValue) -> Vec<u8> {
+    match v {
+        IndexValue::Text(s) => s.as_bytes().to_vec(),
+        IndexValue::Number(n) => {
+            let bits = if *n == 0.0 { 0 } else { n.to_bits() };
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits | 1 << 63
+            };
+            ordered.to_be_bytes().to_vec()
         }
     }
-    delete_entries(conn, &stale).await?;
-    let fresh: Vec<(i64, &str, Vec<Entry>)> = batch
-        .iter()
-        .filter(|v| v.seq > from && !replaced.contains(&v.seq))
-        .filter_map(|v| {
-            let row = v.data.as_ref()?;
-            Some((
-                v.seq,
-                v.row_id.as_str(),
-                entries(&v.object_type, &v.object_id, row),
-            ))
-        })
-        .collect();
-    insert_entries(conn, &fresh).await
+}
+
+/// The number [`value_bytes`] wrote.
+fn bytes_number(b: &[u8]) -> Option<f64> {
+    let ordered = u64::from_be_bytes(b.try_into().ok()?);
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    Some(f64::from_bits(bits))
 }
 
 /// A sorted read of one field of an object.
@@ -311,10 +269,490 @@ pub struct ValueEntry {
     pub row_id: String,
 }
 
+/// The index's statements, once per backend (`on_sqlite`, `on_postgres`; the differences
+/// are in [`ValueSql`]). PostgreSQL's writers are serialized by the transaction counter like
+/// the embedded store's (see the crate docs), so versions commit in `seq` order there too,
+/// and `counters.values_indexed_seq` means the same on both.
+macro_rules! backend_statements {
+    ($m:ident, $DB:ty, $rows:ident) => {
+        pub(crate) mod $m {
+            use super::*;
+            use crate::search::$rows::object_row_ids;
+
+            type Db = $DB;
+            type Conn = <$DB as sqlx::Database>::Connection;
+
+            /// Adds versions' entries to `row_values`: (`seq`, row id, entries).
+            async fn insert_entries(
+                conn: &mut Conn,
+                versions: &[(i64, &str, Vec<Entry>)],
+            ) -> Result<()> {
+                let flat: Vec<(i64, &str, &Entry)> = versions
+                    .iter()
+                    .flat_map(|(seq, id, es)| es.iter().map(move |e| (*seq, *id, e)))
+                    .collect();
+                for chunk in flat.chunks(250) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "INSERT INTO row_values (field, value, seq, row_id) ",
+                    );
+                    qb.push("VALUES ");
+                    for (i, (seq, id, (key, value))) in chunk.iter().enumerate() {
+                        qb.push(if i == 0 { "(" } else { ", (" });
+                        qb.push_bind(*key).push(", ");
+                        <Db as ValueSql>::push_value(&mut qb, value.as_ref());
+                        qb.push(", ").push_bind(*seq).push(", ");
+                        qb.push_bind(id.to_string()).push(")");
+                    }
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Removes versions' entries from `row_values`.
+            async fn delete_entries(conn: &mut Conn, versions: &[(i64, Vec<Entry>)]) -> Result<()> {
+                let flat: Vec<(i64, &Entry)> = versions
+                    .iter()
+                    .flat_map(|(seq, es)| es.iter().map(move |e| (*seq, e)))
+                    .collect();
+                for chunk in flat.chunks(250) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "DELETE FROM row_values WHERE (field, value, seq) IN (",
+                    );
+                    for (i, (seq, (key, value))) in chunk.iter().enumerate() {
+                        qb.push(if i == 0 { "(" } else { ", (" });
+                        qb.push_bind(*key).push(", ");
+                        <Db as ValueSql>::push_value(&mut qb, value.as_ref());
+                        qb.push(", ").push_bind(*seq).push(")");
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Indexes the versions of `batch` after `from` (every version up to `from` is
+            /// indexed), keeping the index exact: each row's entries are those of its newest
+            /// indexed version. A version's entries replace those of the row's previous
+            /// version (`previous`, by `seq`, for every version of the batch after `from`),
+            /// which are removed (read again when that version is not in the batch); a
+            /// version replaced within the batch is never added. Runs in the catch-up's
+            /// transaction.
+            pub(crate) async fn index_versions(
+                conn: &mut Conn,
+                from: i64,
+                batch: &[Unindexed],
+                previous: &HashMap<i64, Version>,
+            ) -> Result<()> {
+                let by_seq: HashMap<i64, &Unindexed> = batch.iter().map(|u| (u.seq, u)).collect();
+                let mut replaced: HashSet<i64> = HashSet::new();
+                let mut stale: Vec<(i64, Vec<Entry>)> = Vec::new();
+                for v in batch.iter().filter(|v| v.seq > from) {
+                    let Some(prev) = previous.get(&v.seq) else {
+                        continue;
+                    };
+                    if prev.deleted {
+                        continue;
+                    }
+                    if prev.seq > from {
+                        replaced.insert(prev.seq);
+                        continue;
+                    }
+                    let old = match by_seq.get(&prev.seq) {
+                        Some(u) => u.data.clone(),
+                        None => {
+                            let stored: Option<Vec<u8>> =
+                                sqlx::query_scalar("SELECT data FROM rows WHERE seq = $1")
+                                    .bind(prev.seq)
+                                    .fetch_optional(&mut *conn)
+                                    .await?;
+                            stored
+                                .map(|data| decode_data(&v.row_id, &data))
+                                .transpose()?
+                        }
+                    };
+                    if let Some(old) = old {
+                        stale.push((prev.seq, entries(&v.object_type, &v.object_id, &old)));
+                    }
+                }
+                delete_entries(conn, &stale).await?;
+                let fresh: Vec<(i64, &str, Vec<Entry>)> = batch
+                    .iter()
+                    .filter(|v| v.seq > from && !replaced.contains(&v.seq))
+                    .filter_map(|v| {
+                        let row = v.data.as_ref()?;
+                        Some((
+                            v.seq,
+                            v.row_id.as_str(),
+                            entries(&v.object_type, &v.object_id, row),
+                        ))
+                    })
+                    .collect();
+                insert_entries(conn, &fresh).await
+            }
+
+            /// Starts a read of one snapshot.
+            async fn snapshot(p: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>> {
+                let mut tx = p.begin().await?;
+                if let Some(sql) = <Db as ValueSql>::SNAPSHOT {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                Ok(tx)
+            }
+
+            /// See [`Store::value_extras`]: the rows, at most `limit`.
+            pub(crate) async fn value_extras(
+                p: &sqlx::Pool<Db>,
+                pass: &ObjectPass,
+                path: &[String],
+                as_of: XactId,
+                limit: i64,
+            ) -> Result<Vec<String>> {
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+                let mut tx = snapshot(p).await?;
+                let indexed: i64 = sqlx::query_scalar(
+                    "SELECT value FROM counters WHERE name = 'values_indexed_seq'",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut ids = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
+                ids.extend(
+                    object_row_ids(&mut *tx, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?,
+                );
+                let irregular = object_row_ids(
+                    &mut *tx,
+                    "SELECT DISTINCT r.row_id FROM row_values v JOIN rows r ON r.seq = v.seq \
+                     WHERE v.field = $1",
+                    field_key(object_type, object_id, &path.join("."), false, true),
+                    pass,
+                    limit,
+                )
+                .await?;
+                tx.commit().await?;
+                ids.extend(irregular);
+                ids.sort();
+                ids.dedup();
+                Ok(ids)
+            }
+
+            /// See [`Store::rows_changed_since`]: the rows, at most `limit`.
+            pub(crate) async fn rows_changed_since(
+                p: &sqlx::Pool<Db>,
+                pass: &ObjectPass,
+                as_of: XactId,
+                limit: i64,
+            ) -> Result<Vec<String>> {
+                object_row_ids(p, CHANGED_AFTER, as_of.as_i64(), pass, limit).await
+            }
+
+            /// See [`Store::value_entries`].
+            pub(crate) async fn value_entries(
+                p: &sqlx::Pool<Db>,
+                pass: &ObjectPass,
+                q: &ValueQuery,
+                from: &ValueFrom,
+                limit: usize,
+                text: bool,
+            ) -> Result<Vec<ValueEntry>> {
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+                let key = field_key(object_type, object_id, &q.path.join("."), q.roots, false);
+                let (cmp, dir) = if q.descending {
+                    ("<", "DESC")
+                } else {
+                    (">", "ASC")
+                };
+                let column = if text {
+                    <Db as ValueSql>::TEXT
+                } else {
+                    "v.value"
+                };
+                let mut qb = QueryBuilder::<Db>::new(format!(
+                    "SELECT {column}, v.seq, v.row_id FROM row_values v WHERE v.field = "
+                ));
+                qb.push_bind(key);
+                match from {
+                    ValueFrom::Start => {}
+                    ValueFrom::AtValue(v) => {
+                        qb.push(format!(" AND v.value {cmp}= "));
+                        <Db as ValueSql>::push_value(&mut qb, Some(v));
+                    }
+                    ValueFrom::After(v, seq) => {
+                        qb.push(format!(" AND (v.value, v.seq) {cmp} ("));
+                        <Db as ValueSql>::push_value(&mut qb, Some(v));
+                        qb.push(", ").push_bind(*seq).push(")");
+                    }
+                }
+                qb.push(format!(" ORDER BY v.value {dir}, v.seq {dir} LIMIT "));
+                qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+                if text {
+                    let rows: Vec<(String, i64, String)> = qb.build_query_as().fetch_all(p).await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(v, seq, row_id)| ValueEntry {
+                            value: IndexValue::Text(v),
+                            seq,
+                            row_id,
+                        })
+                        .collect())
+                } else {
+                    let rows: Vec<(<Db as ValueSql>::Number, i64, String)> =
+                        qb.build_query_as().fetch_all(p).await?;
+                    rows.into_iter()
+                        .map(|(v, seq, row_id)| {
+                            Ok(ValueEntry {
+                                value: IndexValue::Number(<Db as ValueSql>::number(v)?),
+                                seq,
+                                row_id,
+                            })
+                        })
+                        .collect()
+                }
+            }
+
+            /// See [`Store::created_counts`].
+            pub(crate) async fn created_counts(
+                p: &sqlx::Pool<Db>,
+                pass: &ObjectPass,
+                max_extras: usize,
+            ) -> Result<Option<CreatedCounts>> {
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+                let mut tx = snapshot(p).await?;
+                let (indexed, indexed_xact, xact): (i64, Option<i64>, i64) = sqlx::query_as(
+                    "SELECT c.value, (SELECT xact_id FROM rows WHERE seq = c.value), \
+                            (SELECT value FROM counters WHERE name = 'xact') \
+                     FROM counters c WHERE c.name = 'values_indexed_seq'",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let limit = i64::try_from(max_extras + 1).unwrap_or(i64::MAX);
+                let extras = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
+                let irregular: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM row_values WHERE field = $1)")
+                        .bind(field_key(object_type, object_id, "created", false, true))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let text = <Db as ValueSql>::TEXT;
+                let odd: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {text} AS v, count(*) FROM row_values WHERE field = $1 \
+                     GROUP BY value LIMIT $2"
+                )))
+                .bind(field_key(object_type, object_id, ODD, false, false))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if extras.len() > max_extras || odd.len() > max_extras || irregular {
+                    return Ok(None);
+                }
+                Ok(Some(CreatedCounts {
+                    tx: tx.into(),
+                    key: field_key(object_type, object_id, "created", false, false),
+                    xact: u64::try_from(xact).ok().and_then(XactId::from_counter),
+                    indexed_xact: indexed_xact.and_then(XactId::from_i64),
+                    odd,
+                    extras,
+                }))
+            }
+
+            /// See [`CreatedCounts::groups`].
+            pub(crate) async fn groups(
+                tx: &mut sqlx::Transaction<'static, Db>,
+                key: i64,
+                prefix: Option<usize>,
+                within: Option<&str>,
+                max: usize,
+            ) -> Result<Option<Vec<(String, i64)>>> {
+                let text = <Db as ValueSql>::TEXT;
+                let end = within.and_then(successor);
+                let mut from: Option<(String, bool)> = within.map(|w| (w.to_owned(), true));
+                let mut out = Vec::new();
+                if let (Some(n), true) = (prefix, within.is_none() || end.is_some()) {
+                    for _ in 0..RANGE_GROUPS {
+                        let mut qb = select(key, text, &from, end.as_deref());
+                        qb.push(" ORDER BY value LIMIT 1");
+                        let first: Option<String> =
+                            qb.build_query_scalar().fetch_optional(&mut **tx).await?;
+                        let Some(first) = first else {
+                            return Ok((out.len() <= max).then_some(out));
+                        };
+                        // A value shorter than the prefix is a group of its own.
+                        let (group, upper) = if first.chars().count() < n {
+                            (first.clone(), None)
+                        } else {
+                            let group: String = first.chars().take(n).collect();
+                            match successor(&group) {
+                                Some(after) => (group, Some(after)),
+                                None => break,
+                            }
+                        };
+                        let mut qb = select(key, "count(*)", &Some((group.clone(), true)), None);
+                        let bound = |s: &str| Some(IndexValue::Text(s.to_owned()));
+                        match &upper {
+                            Some(_) => qb.push(" AND value < "),
+                            None => qb.push(" AND value = "),
+                        };
+                        <Db as ValueSql>::push_value(
+                            &mut qb,
+                            bound(upper.as_deref().unwrap_or(&group)).as_ref(),
+                        );
+                        let rows: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await?;
+                        out.push((group.clone(), rows));
+                        from = Some(match upper {
+                            Some(after) => (after, true),
+                            None => (group, false),
+                        });
+                    }
+                }
+                let cut =
+                    prefix.map_or_else(|| text.to_owned(), |n| format!("substr({text}, 1, {n})"));
+                let mut qb = select(key, &format!("{cut} AS k, count(*)"), &from, end.as_deref());
+                if let (Some(w), None) = (within, &end) {
+                    // No text follows every text starting with `w`: compare the start instead.
+                    let chars = w.chars().count();
+                    qb.push(format!(" AND substr({text}, 1, {chars}) = "))
+                        .push_bind(w.to_owned());
+                }
+                qb.push(" GROUP BY k LIMIT ")
+                    .push_bind(i64::try_from(max + 1).unwrap_or(i64::MAX));
+                out.extend(
+                    qb.build_query_as::<(String, i64)>()
+                        .fetch_all(&mut **tx)
+                        .await?,
+                );
+                Ok((out.len() <= max).then_some(out))
+            }
+
+            /// `SELECT what` over the entries of `key` from `from` (inclusive or not) to `end`
+            /// (exclusive).
+            fn select(
+                key: i64,
+                what: &str,
+                from: &Option<(String, bool)>,
+                end: Option<&str>,
+            ) -> QueryBuilder<Db> {
+                let mut qb = QueryBuilder::<Db>::new(format!(
+                    "SELECT {what} FROM row_values WHERE field = "
+                ));
+                qb.push_bind(key);
+                let text = |s: &str| Some(IndexValue::Text(s.to_owned()));
+                if let Some((start, inclusive)) = from {
+                    qb.push(if *inclusive {
+                        " AND value >= "
+                    } else {
+                        " AND value > "
+                    });
+                    <Db as ValueSql>::push_value(&mut qb, text(start).as_ref());
+                }
+                if let Some(end) = end {
+                    qb.push(" AND value < ");
+                    <Db as ValueSql>::push_value(&mut qb, text(end).as_ref());
+                }
+                qb
+            }
+        }
+    };
+}
+backend_statements!(on_sqlite, sqlx::Sqlite, on_sqlite);
+backend_statements!(on_postgres, sqlx::Postgres, on_postgres);
+
+/// Embedded store: the version of a row written just before `v` (the newest with an older
+/// transaction), in `row_index` or the writer's tail.
+pub(crate) async fn previous_version(
+    conn: &mut sqlx::SqliteConnection,
+    index: &RowIndex,
+    v: &Unindexed,
+) -> Result<Option<Version>> {
+    let stored: Option<(i64, i64, bool)> = sqlx::query_as(
+        "SELECT xact_id, seq, is_deleted FROM row_index WHERE object_type = $1 \
+             AND object_id = $2 AND row_id = $3 AND xact_id < $4 \
+             ORDER BY xact_id DESC LIMIT 1",
+    )
+    .bind(&v.object_type)
+    .bind(&v.object_id)
+    .bind(&v.row_id)
+    .bind(v.xact)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let stored = stored.map(|(xact, seq, deleted)| Version { xact, seq, deleted });
+    let tail = index
+        .view()
+        .latest(&v.object_type, &v.object_id, &v.row_id, v.xact - 1);
+    Ok(newer(stored, tail))
+}
+
+/// PostgreSQL: the version of each row written just before each of `batch` (the newest with
+/// an older transaction), by the later version's `seq`; one statement for the batch (the
+/// writers fill `row_index` in their transaction there, so there is no tail).
+async fn previous_versions_postgres(
+    conn: &mut sqlx::PgConnection,
+    batch: &[Unindexed],
+) -> Result<HashMap<i64, Version>> {
+    let column = |f: fn(&Unindexed) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
+    let found: Vec<(i64, i64, i64, bool)> = sqlx::query_as(
+        "SELECT b.seq, p.xact_id, p.seq, p.is_deleted \
+         FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) \
+              AS b(seq, object_type, object_id, row_id, xact_id) \
+         CROSS JOIN LATERAL (SELECT i.xact_id, i.seq, i.is_deleted FROM row_index i \
+              WHERE i.object_type = b.object_type AND i.object_id = b.object_id \
+              AND i.row_id = b.row_id AND i.xact_id < b.xact_id \
+              ORDER BY i.xact_id DESC LIMIT 1) p",
+    )
+    .bind(batch.iter().map(|v| v.seq).collect::<Vec<i64>>())
+    .bind(column(|v| &v.object_type))
+    .bind(column(|v| &v.object_id))
+    .bind(column(|v| &v.row_id))
+    .bind(batch.iter().map(|v| v.xact).collect::<Vec<i64>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(seq, xact, prev, deleted)| {
+            (
+                seq,
+                Version {
+                    xact,
+                    seq: prev,
+                    deleted,
+                },
+            )
+        })
+        .collect())
+}
+
+/// PostgreSQL: adds up to `limit` versions after `values_indexed_seq` to the value index, in
+/// one transaction with the counter's advance; how many it read and whether more are waiting.
+/// The counter's row is locked for the batch: a replica that finds it locked leaves the work
+/// to the one indexing.
+pub(crate) async fn catch_up_postgres(p: &sqlx::PgPool, limit: i64) -> Result<(i64, bool)> {
+    let mut tx = p.begin().await?;
+    let from: Option<i64> = sqlx::query_scalar(
+        "SELECT value FROM counters WHERE name = 'values_indexed_seq' FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(from) = from else {
+        return Ok((0, false));
+    };
+    let (batch, cut) = crate::search::on_postgres::unindexed(&mut tx, from, limit).await?;
+    let Some(last) = batch.last().map(|b| b.seq) else {
+        return Ok((0, false));
+    };
+    let previous = previous_versions_postgres(&mut tx, &batch).await?;
+    on_postgres::index_versions(&mut tx, from, &batch, &previous).await?;
+    sqlx::query(
+        "UPDATE counters SET value = GREATEST(value, $1) WHERE name = 'values_indexed_seq'",
+    )
+    .bind(last)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let n = batch.len() as i64;
+    Ok((n, cut || n >= limit))
+}
+
 impl Store {
     /// Whether sorted reads can use the value index.
     pub fn has_value_index(&self) -> bool {
-        matches!(self.read, Pools::Sqlite(_)) && !cfg!(feature = "bench-no-search-index")
+        !cfg!(feature = "bench-no-search-index")
     }
 
     /// The rows of an object that a sorted read of `path` at `as_of` must read besides the
@@ -329,34 +767,14 @@ impl Store {
         path: &[String],
         as_of: XactId,
     ) -> Result<Option<Vec<String>>> {
-        let Pools::Sqlite(p) = &self.read else {
-            return Ok(None);
-        };
         if !self.has_value_index() || indexed_path(path).is_none() {
             return Ok(None);
         }
-        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
         let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
-        let mut tx = p.begin().await?;
-        let indexed: i64 =
-            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'values_indexed_seq'")
-                .fetch_one(&mut *tx)
-                .await?;
-        let mut ids = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
-        ids.extend(object_row_ids(&mut *tx, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?);
-        let irregular = object_row_ids(
-            &mut *tx,
-            "SELECT DISTINCT r.row_id FROM row_values v JOIN rows r ON r.seq = v.seq \
-             WHERE v.field = $1",
-            field_key(object_type, object_id, &path.join("."), false, true),
-            pass,
-            limit,
-        )
-        .await?;
-        tx.commit().await?;
-        ids.extend(irregular);
-        ids.sort();
-        ids.dedup();
+        let ids = match &self.read {
+            Pools::Sqlite(p) => on_sqlite::value_extras(p, pass, path, as_of, limit).await?,
+            Pools::Postgres(p) => on_postgres::value_extras(p, pass, path, as_of, limit).await?,
+        };
         Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
     }
 
@@ -369,10 +787,8 @@ impl Store {
     ) -> Result<Option<Vec<String>>> {
         let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
         let ids = match &self.read {
-            Pools::Sqlite(p) => {
-                object_row_ids(p, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?
-            }
-            Pools::Postgres(_) => return Ok(None),
+            Pools::Sqlite(p) => on_sqlite::rows_changed_since(p, pass, as_of, limit).await?,
+            Pools::Postgres(p) => on_postgres::rows_changed_since(p, pass, as_of, limit).await?,
         };
         Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
     }
@@ -390,65 +806,13 @@ impl Store {
         from: &ValueFrom,
         limit: usize,
     ) -> Result<Vec<ValueEntry>> {
-        let Pools::Sqlite(p) = &self.read else {
-            return Ok(Vec::new());
-        };
         let Some(text) = indexed_path(&q.path) else {
             return Ok(Vec::new());
         };
-        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
-        let key = field_key(object_type, object_id, &q.path.join("."), q.roots, false);
-        let (cmp, dir) = if q.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT v.value, v.seq, v.row_id FROM row_values v WHERE v.field = ",
-        );
-        qb.push_bind(key);
-        let bind = |qb: &mut QueryBuilder<sqlx::Sqlite>, v: &IndexValue| match v {
-            IndexValue::Number(n) => {
-                qb.push_bind(*n);
-            }
-            IndexValue::Text(s) => {
-                qb.push_bind(s.clone());
-            }
-        };
-        match from {
-            ValueFrom::Start => {}
-            ValueFrom::AtValue(v) => {
-                qb.push(format!(" AND v.value {cmp}= "));
-                bind(&mut qb, v);
-            }
-            ValueFrom::After(v, seq) => {
-                qb.push(format!(" AND (v.value, v.seq) {cmp} ("));
-                bind(&mut qb, v);
-                qb.push(", ").push_bind(*seq).push(")");
-            }
+        match &self.read {
+            Pools::Sqlite(p) => on_sqlite::value_entries(p, pass, q, from, limit, text).await,
+            Pools::Postgres(p) => on_postgres::value_entries(p, pass, q, from, limit, text).await,
         }
-        qb.push(format!(" ORDER BY v.value {dir}, v.seq {dir} LIMIT "));
-        qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let out = if text {
-            let rows: Vec<(String, i64, String)> = qb.build_query_as().fetch_all(p).await?;
-            rows.into_iter()
-                .map(|(v, seq, row_id)| ValueEntry {
-                    value: IndexValue::Text(v),
-                    seq,
-                    row_id,
-                })
-                .collect()
-        } else {
-            let rows: Vec<(f64, i64, String)> = qb.build_query_as().fetch_all(p).await?;
-            rows.into_iter()
-                .map(|(v, seq, row_id)| ValueEntry {
-                    value: IndexValue::Number(v),
-                    seq,
-                    row_id,
-                })
-                .collect()
-        };
-        Ok(out)
     }
 }
 
@@ -505,10 +869,28 @@ fn successor(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// The transaction of a [`CreatedCounts`].
+enum CountsTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl From<sqlx::Transaction<'static, sqlx::Sqlite>> for CountsTx {
+    fn from(tx: sqlx::Transaction<'static, sqlx::Sqlite>) -> Self {
+        CountsTx::Sqlite(tx)
+    }
+}
+
+impl From<sqlx::Transaction<'static, sqlx::Postgres>> for CountsTx {
+    fn from(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Self {
+        CountsTx::Postgres(tx)
+    }
+}
+
 /// Rows of an object counted by `created` through the value index: see
 /// [`Store::created_counts`].
 pub struct CreatedCounts {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: CountsTx,
     key: i64,
     /// The newest transaction of the snapshot the counts are taken at.
     pub xact: Option<XactId>,
@@ -539,89 +921,18 @@ impl CreatedCounts {
         within: Option<&str>,
         max: usize,
     ) -> Result<Option<Vec<(String, i64)>>> {
-        let end = within.and_then(successor);
-        let mut from: Option<(String, bool)> = within.map(|w| (w.to_owned(), true));
-        let mut out = Vec::new();
-        if let (Some(n), true) = (prefix, within.is_none() || end.is_some()) {
-            for _ in 0..RANGE_GROUPS {
-                let mut qb = self.select("value", &from, end.as_deref());
-                qb.push(" ORDER BY value LIMIT 1");
-                let first: Option<String> = qb
-                    .build_query_scalar()
-                    .fetch_optional(&mut *self.tx)
-                    .await?;
-                let Some(first) = first else {
-                    return Ok((out.len() <= max).then_some(out));
-                };
-                // A value shorter than the prefix is a group of its own.
-                let (key, upper) = if first.chars().count() < n {
-                    (first.clone(), None)
-                } else {
-                    let key: String = first.chars().take(n).collect();
-                    match successor(&key) {
-                        Some(after) => (key, Some(after)),
-                        None => break,
-                    }
-                };
-                let mut qb = self.select("count(*)", &Some((key.clone(), true)), None);
-                match &upper {
-                    Some(after) => qb.push(" AND value < ").push_bind(after.clone()),
-                    None => qb.push(" AND value = ").push_bind(key.clone()),
-                };
-                let rows: i64 = qb.build_query_scalar().fetch_one(&mut *self.tx).await?;
-                out.push((key.clone(), rows));
-                from = Some(match upper {
-                    Some(after) => (after, true),
-                    None => (key, false),
-                });
-            }
+        match &mut self.tx {
+            CountsTx::Sqlite(tx) => on_sqlite::groups(tx, self.key, prefix, within, max).await,
+            CountsTx::Postgres(tx) => on_postgres::groups(tx, self.key, prefix, within, max).await,
         }
-        let cut = prefix.map_or_else(|| "value".to_owned(), |n| format!("substr(value, 1, {n})"));
-        let mut qb = self.select(&format!("{cut} AS k, count(*)"), &from, end.as_deref());
-        if let (Some(w), None) = (within, &end) {
-            // No text follows every text starting with `w`: compare the start instead.
-            let chars = w.chars().count();
-            qb.push(format!(" AND substr(value, 1, {chars}) = "))
-                .push_bind(w.to_owned());
-        }
-        qb.push(" GROUP BY k LIMIT ")
-            .push_bind(i64::try_from(max + 1).unwrap_or(i64::MAX));
-        out.extend(
-            qb.build_query_as::<(String, i64)>()
-                .fetch_all(&mut *self.tx)
-                .await?,
-        );
-        Ok((out.len() <= max).then_some(out))
-    }
-
-    /// `SELECT what` over the entries from `from` (inclusive or not) to `end` (exclusive).
-    fn select(
-        &self,
-        what: &str,
-        from: &Option<(String, bool)>,
-        end: Option<&str>,
-    ) -> QueryBuilder<sqlx::Sqlite> {
-        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT {what} FROM row_values WHERE field = "
-        ));
-        qb.push_bind(self.key);
-        if let Some((start, inclusive)) = from {
-            qb.push(if *inclusive {
-                " AND value >= "
-            } else {
-                " AND value > "
-            })
-            .push_bind(start.clone());
-        }
-        if let Some(end) = end {
-            qb.push(" AND value < ").push_bind(end.to_owned());
-        }
-        qb
     }
 
     /// Ends the read.
     pub async fn finish(self) -> Result<()> {
-        self.tx.commit().await?;
+        match self.tx {
+            CountsTx::Sqlite(tx) => tx.commit().await?,
+            CountsTx::Postgres(tx) => tx.commit().await?,
+        }
         Ok(())
     }
 }
@@ -637,83 +948,63 @@ impl Store {
         pass: &ObjectPass,
         max_extras: usize,
     ) -> Result<Option<CreatedCounts>> {
-        let Pools::Sqlite(p) = &self.read else {
-            return Ok(None);
-        };
         if !self.has_value_index() {
             return Ok(None);
         }
-        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
-        let mut tx = p.begin().await?;
-        let (indexed, indexed_xact, xact): (i64, Option<i64>, i64) = sqlx::query_as(
-            "SELECT c.value, (SELECT xact_id FROM rows WHERE seq = c.value), \
-                    (SELECT value FROM counters WHERE name = 'xact') \
-             FROM counters c WHERE c.name = 'values_indexed_seq'",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let limit = i64::try_from(max_extras + 1).unwrap_or(i64::MAX);
-        let extras = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
-        let irregular: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM row_values WHERE field = $1)")
-                .bind(field_key(object_type, object_id, "created", false, true))
-                .fetch_one(&mut *tx)
-                .await?;
-        let odd: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT value, count(*) FROM row_values WHERE field = $1 GROUP BY value LIMIT $2",
-        )
-        .bind(field_key(object_type, object_id, ODD, false, false))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        if extras.len() > max_extras || odd.len() > max_extras || irregular {
-            return Ok(None);
+        match &self.read {
+            Pools::Sqlite(p) => on_sqlite::created_counts(p, pass, max_extras).await,
+            Pools::Postgres(p) => on_postgres::created_counts(p, pass, max_extras).await,
         }
-        Ok(Some(CreatedCounts {
-            tx,
-            key: field_key(object_type, object_id, "created", false, false),
-            xact: u64::try_from(xact).ok().and_then(XactId::from_counter),
-            indexed_xact: indexed_xact.and_then(XactId::from_i64),
-            odd,
-            extras,
-        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{caught_up, dataset_pass, incoming, temp_dir};
+    use crate::testing::{TestDatabase, caught_up, dataset_pass, incoming, temp_dir};
     use serde_json::json;
 
     /// Every entry of the index, as (field, value, row id).
     async fn all_entries(store: &Store) -> Vec<(i64, String, String)> {
-        let Pools::Sqlite(p) = &store.read else {
-            unreachable!()
+        const SQL: &str = "SELECT v.field, v.value, r.row_id, v.row_id FROM row_values v \
+                           JOIN rows r ON r.seq = v.seq";
+        let entries: Vec<(i64, String, String, String)> = match &store.read {
+            Pools::Sqlite(p) => sqlx::query_as(sqlx::AssertSqlSafe(
+                SQL.replace("v.value", "CAST(v.value AS TEXT)"),
+            ))
+            .fetch_all(p)
+            .await
+            .unwrap(),
+            Pools::Postgres(p) => {
+                let raw: Vec<(i64, Vec<u8>, String, String)> =
+                    sqlx::query_as(SQL).fetch_all(p).await.unwrap();
+                // The tests index positive numbers (first byte 0x80 or more) and ASCII text.
+                raw.into_iter()
+                    .map(|(field, value, id, entry_id)| {
+                        let value = match bytes_number(&value) {
+                            Some(n) if value[0] >= 0x80 => format!("{n:?}"),
+                            _ => String::from_utf8(value).unwrap(),
+                        };
+                        (field, value, id, entry_id)
+                    })
+                    .collect()
+            }
         };
-        let entries: Vec<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT v.field, CAST(v.value AS TEXT), r.row_id, v.row_id FROM row_values v \
-             JOIN rows r ON r.seq = v.seq ORDER BY 1, 2, 3",
-        )
-        .fetch_all(p)
-        .await
-        .unwrap();
-        entries
+        let mut out: Vec<(i64, String, String)> = entries
             .into_iter()
             .map(|(field, value, id, entry_id)| {
                 assert_eq!(id, entry_id, "an entry holds its version's row id");
                 (field, value, id)
             })
-            .collect()
+            .collect();
+        out.sort();
+        out
     }
 
     /// The index holds each row's newest version only: merges, replacements and deletes
     /// remove the entries of the version they follow, whether the writer indexes both in
     /// one batch or one after the other; rows of comments alone have no entry.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_index_holds_each_rows_newest_version() {
-        let dir = temp_dir("values-exact");
-        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
+    async fn newest_version_cases(store: &Store) {
         let pass = dataset_pass("d");
         let write = |rows: Vec<serde_json::Value>| {
             let store = &store;
@@ -740,7 +1031,7 @@ mod tests {
             json!({"id": "c", "scores": {"f": 0.35}, "_is_merge": true}),
         ])
         .await;
-        caught_up(&store).await;
+        caught_up(store).await;
         // Replaced, deleted and merged after the index has them.
         write(vec![
             json!({"id": "a", "scores": {"f": 0.9}, "_is_merge": true}),
@@ -755,7 +1046,7 @@ mod tests {
             json!({"id": "a", "scores": {"f": 0.95}, "_is_merge": true}),
         ])
         .await;
-        caught_up(&store).await;
+        caught_up(store).await;
         let key = |path: &str| field_key("dataset", "d", path, false, false);
         let text = |f: f64| format!("{f:?}");
         let mut want = vec![
@@ -770,7 +1061,7 @@ mod tests {
             (key("metrics.n"), text(2.0), "d".to_owned()),
         ];
         want.sort();
-        assert_eq!(all_entries(&store).await, want);
+        assert_eq!(all_entries(store).await, want);
         let mut read = store.created_counts(&pass, 10).await.unwrap().unwrap();
         assert!(read.extras.is_empty());
         assert_eq!((read.xact, read.indexed_xact), (Some(last), Some(last)));
@@ -810,7 +1101,7 @@ mod tests {
             .map(|(i, c)| json!({"id": format!("v{i:04}"), "created": c}))
             .collect();
         write(rows).await;
-        caught_up(&store).await;
+        caught_up(store).await;
         let mut read = store.created_counts(&pass, 10).await.unwrap().unwrap();
         let mut want: std::collections::BTreeMap<String, i64> = Default::default();
         for v in &values {
@@ -830,7 +1121,69 @@ mod tests {
         let capped = read.groups(Some(19), Some("2026-01-02"), 10).await.unwrap();
         assert!(capped.is_none(), "more groups than asked for");
         read.finish().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_index_holds_each_rows_newest_version() {
+        let dir = temp_dir("values-exact");
+        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
+        newest_version_cases(&store).await;
         store.close().await;
+    }
+
+    /// The same on PostgreSQL, whose entries hold values as bytes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_postgres_index_holds_each_rows_newest_version() {
+        let Some(db) = TestDatabase::create("values").await else {
+            return;
+        };
+        let store = Store::open_postgres(&db.url).await.unwrap();
+        newest_version_cases(&store).await;
+        store.close().await;
+        db.drop_database().await;
+    }
+
+    /// PostgreSQL's bytes order numbers as numbers (and -0 as 0), and read back as written.
+    #[test]
+    fn value_bytes_order_numbers() {
+        let numbers = [
+            f64::MIN,
+            -1e300,
+            -2.5,
+            -1.0,
+            -f64::MIN_POSITIVE,
+            0.0,
+            f64::MIN_POSITIVE,
+            1e-300,
+            0.5,
+            1.0,
+            3.0,
+            1e300,
+            f64::MAX,
+        ];
+        let bytes: Vec<Vec<u8>> = numbers
+            .iter()
+            .map(|n| value_bytes(&IndexValue::Number(*n)))
+            .collect();
+        assert!(
+            bytes.windows(2).all(|w| w[0] < w[1]),
+            "ordered as the numbers"
+        );
+        for (n, b) in numbers.iter().zip(&bytes) {
+            assert_eq!(bytes_number(b), Some(*n));
+        }
+        assert_eq!(
+            value_bytes(&IndexValue::Number(-0.0)),
+            value_bytes(&IndexValue::Number(0.0))
+        );
+        assert_eq!(bytes_number(b"short"), None);
+        // Text compares byte by byte, as SQLite's BINARY does: by code point.
+        let texts = ["", "A", "a", "a\u{0}", "ab", "é", "\u{FFFF}", "\u{10000}"];
+        let bytes: Vec<Vec<u8>> = texts
+            .iter()
+            .map(|t| value_bytes(&IndexValue::Text((*t).to_owned())))
+            .collect();
+        assert!(bytes.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -888,6 +1241,12 @@ mod tests {
         let child = json!({"span_id": "b", "span_parents": ["a"], "created": 5});
         assert_eq!(
             entries("l", "o", child.as_object().unwrap()),
+            vec![(key("created", false, true), None)]
+        );
+        // A text with a NUL is irregular (PostgreSQL reads entries' text as text).
+        let nul = json!({"created": "2026\u{0}"});
+        assert_eq!(
+            entries("l", "o", nul.as_object().unwrap()),
             vec![(key("created", false, true), None)]
         );
         // Objects differ in every key.
