@@ -584,14 +584,17 @@ impl<'a> Scan<'a> {
 
 impl Services {
     /// A scan of one object for a plan: the trace index for `root_span_id = '...'`, the word
-    /// index when the filter implies words, the value index when it bounds a score or a
-    /// metric, else every row.
+    /// index when the filter implies words, the value index when it bounds a score, a metric
+    /// or `created`, else every row. `every`: the caller reads every matching row (no read
+    /// in the sort's order follows).
     async fn scan_for<'a>(
         &'a self,
         plan: &Plan,
         pass: &'a ObjectPass,
         version: XactId,
         started: Instant,
+        cx: &Context,
+        every: bool,
     ) -> Result<Scan<'a>> {
         let mut scan = Scan::new(self, pass, version, started);
         let Some(filter) = &plan.filter else {
@@ -625,11 +628,11 @@ impl Services {
         let sorted_by_index =
             matches!(plan.sort.first(), Some((Expr::Field(p), _)) if indexed_path(p).is_some());
         if scan.reads_all()
-            && !sorted_by_index
+            && (every || !sorted_by_index)
             && self.limits.query_search_index
             && self.store.has_value_index()
             && let Some(ids) = self
-                .range_candidates(filter, pass, version, started)
+                .range_candidates(filter, pass, version, started, cx)
                 .await?
         {
             scan.candidates = Some((ids, 0));
@@ -769,7 +772,9 @@ impl Services {
         let first = plan.cursor.as_ref().map_or(0, |c| c.object);
         let mut out = Vec::new();
         for (i, pass) in passes.iter().enumerate().skip(first) {
-            let mut scan = self.scan_for(plan, pass, version, started).await?;
+            let mut scan = self
+                .scan_for(plan, pass, version, started, cx, true)
+                .await?;
             if i == first {
                 scan.after = plan.cursor.as_ref().map(|c| c.after.clone());
             }
@@ -815,10 +820,22 @@ impl Services {
                 plan.after_cursor(&key, i, &row_id)
                     .then_some((key, i, row_id, row))
             };
-            let mut scan = self.scan_for(plan, pass, version, started).await?;
+            let mut scan = self
+                .scan_for(plan, pass, version, started, cx, false)
+                .await?;
             if scan.reads_all()
                 && let Some(found) = self
-                    .indexed_sort(plan, pass, i, version, started, false, &best, &mut accept)
+                    .indexed_sort(
+                        plan,
+                        pass,
+                        i,
+                        version,
+                        started,
+                        false,
+                        &best,
+                        cx,
+                        &mut accept,
+                    )
                     .await?
             {
                 best = found;
@@ -881,7 +898,9 @@ impl Services {
         let mut seen = HashSet::new();
         let mut emitted = 0;
         for (i, pass) in passes.iter().enumerate().skip(first) {
-            let mut scan = self.scan_for(plan, pass, version, started).await?;
+            let mut scan = self
+                .scan_for(plan, pass, version, started, cx, true)
+                .await?;
             let resumed = plan.cursor.as_ref().filter(|_| i == first);
             if let Some(c) = resumed {
                 scan.after = Some(c.after.clone());
@@ -951,7 +970,9 @@ impl Services {
                 None => None,
                 Some(_) => {
                     let mut set = HashSet::new();
-                    let mut scan = self.scan_for(plan, pass, version, started).await?;
+                    let mut scan = self
+                        .scan_for(plan, pass, version, started, cx, true)
+                        .await?;
                     while let Some(page) = scan.next().await? {
                         for row in page {
                             let root = row
@@ -1005,7 +1026,17 @@ impl Services {
                 continue;
             }
             if let Some(found) = self
-                .indexed_sort(plan, pass, i, version, started, true, &best, &mut accept)
+                .indexed_sort(
+                    plan,
+                    pass,
+                    i,
+                    version,
+                    started,
+                    true,
+                    &best,
+                    cx,
+                    &mut accept,
+                )
                 .await?
             {
                 best = found;
@@ -1144,7 +1175,9 @@ impl Services {
         let mut groups: Groups = HashMap::new();
         let mut kept = 0usize;
         for pass in passes {
-            let mut scan = self.scan_for(plan, pass, version, started).await?;
+            let mut scan = self
+                .scan_for(plan, pass, version, started, cx, true)
+                .await?;
             while let Some(page) = scan.next().await? {
                 for row in page {
                     let shown = row_json(row, plan.kind);

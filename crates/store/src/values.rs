@@ -509,6 +509,23 @@ macro_rules! backend_statements {
                 }
             }
 
+            /// See [`Store::odd_created_rows`]: the rows, at most `limit`.
+            pub(crate) async fn odd_created_rows(
+                p: &sqlx::Pool<Db>,
+                pass: &ObjectPass,
+                limit: i64,
+            ) -> Result<Vec<String>> {
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT row_id FROM row_values WHERE field = $1 \
+                     ORDER BY row_id LIMIT $2",
+                )
+                .bind(field_key(object_type, object_id, ODD, false, false))
+                .bind(limit)
+                .fetch_all(p)
+                .await?)
+            }
+
             /// See [`Store::created_counts`].
             pub(crate) async fn created_counts(
                 p: &sqlx::Pool<Db>,
@@ -789,6 +806,18 @@ impl Store {
         let ids = match &self.read {
             Pools::Sqlite(p) => on_sqlite::rows_changed_since(p, pass, as_of, limit).await?,
             Pools::Postgres(p) => on_postgres::rows_changed_since(p, pass, as_of, limit).await?,
+        };
+        Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
+    }
+
+    /// The rows of an object whose indexed `created` is not a [`server_timestamp`] (its text
+    /// then need not sort as its instant does), sorted; `None` when there are more than
+    /// [`MAX_EXTRA_ROWS`]. Rows the index does not hold yet are the caller's extras.
+    pub async fn odd_created_rows(&self, pass: &ObjectPass) -> Result<Option<Vec<String>>> {
+        let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
+        let ids = match &self.read {
+            Pools::Sqlite(p) => on_sqlite::odd_created_rows(p, pass, limit).await?,
+            Pools::Postgres(p) => on_postgres::odd_created_rows(p, pass, limit).await?,
         };
         Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
     }

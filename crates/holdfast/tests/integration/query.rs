@@ -956,6 +956,10 @@ async fn sorted_reads(backend: Backend) {
             rows.insert(id, row);
         }
     }
+    // `created` in other forms: an offset (00:20:30Z, whose text sorts after every other
+    // row's) and a shorter precision.
+    rows.get_mut("t13s1").unwrap()["created"] = json!("2026-03-01T01:20:30+01:00");
+    rows.get_mut("t14s2").unwrap()["created"] = json!("2026-03-01T00:21:00Z");
     let write = |batch: Vec<Value>| log_rows(&server, &p, batch);
     write(rows.values().cloned().collect()).await;
     indexed(&server).await;
@@ -996,9 +1000,29 @@ async fn sorted_reads(backend: Backend) {
             let all = |_: &Value| true;
             let high = |r: &Value| r["scores"]["f"].as_f64().is_some_and(|f| f > 0.3);
             let root = |r: &Value| r["span_parents"] == json!([]);
+            // `created` compares as an instant.
+            let at = |r: &Value| {
+                let t = r["created"].as_str().unwrap();
+                holdfast_core::clock::parse_timestamp(t).unwrap()
+            };
+            let instant = |t: &str| holdfast_core::clock::parse_timestamp(t).unwrap();
+            let window = |r: &Value| {
+                (instant("2026-03-01T00:20:00Z")..instant("2026-03-01T00:25:00.5Z"))
+                    .contains(&at(r))
+            };
+            let late = |r: &Value| at(r) > instant("2026-03-01T00:38:01Z");
+            let early = |r: &Value| at(r) <= instant("2026-03-01T00:02:00Z");
+            const WINDOW: &str =
+                "created >= '2026-03-01T00:20:00Z' AND '2026-03-01T00:25:00.5Z' > created";
             // (source and filter, sort path, limit, which rows reading everything keeps)
             type Case<'a> = (&'a str, &'a [&'a str], usize, &'a dyn Fn(&Value) -> bool);
-            let cases: [Case<'_>; 6] = [
+            let window_source = format!("project_logs('P') WHERE {WINDOW}");
+            let late_source = "project_logs('P', shape => 'summary') \
+                               WHERE created > '2026-03-01T00:38:01Z'";
+            let late_root = |r: &Value| root(r) && late(r);
+            let cases: [Case<'_>; 8] = [
+                (&window_source, &["created"], 4, &window),
+                (late_source, &["created"], 2, &late_root),
                 ("project_logs('P')", &["scores", "f"], 2, &all),
                 ("project_logs('P')", &["scores", "f"], 7, &all),
                 ("project_logs('P')", &["scores", "f"], 50, &all),
@@ -1025,7 +1049,10 @@ async fn sorted_reads(backend: Backend) {
             let none = |r: &Value| r["metrics"]["tokens"].as_f64() == Some(0.0);
             let big = |r: &Value| r["metrics"]["tokens"].as_f64().is_some_and(|t| t > 1.0);
             type Range<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
-            let ranges: [Range<'_>; 6] = [
+            let ranges: [Range<'_>; 9] = [
+                (WINDOW, &window),
+                ("created > '2026-03-01T00:38:01Z'", &late),
+                ("created <= '2026-03-01T00:02:00.000000Z' LIMIT 2", &early),
                 ("metrics.tokens BETWEEN 2 AND 1000", &big),
                 ("scores.f > 0.3 LIMIT 4", &high),
                 ("scores.f >= 0.25 AND scores.f < 0.75", &mid),
@@ -1074,6 +1101,10 @@ async fn sorted_reads(backend: Backend) {
                             "_is_merge": true}),
         );
     }
+    // A replace that moves a row into the window of `created`.
+    let moved = rows.get_mut("t22s1").unwrap();
+    moved["created"] = json!("2026-03-01T00:22:30Z");
+    changes.push(moved.clone());
     // A replace without scores or metrics (`created` stays the stored one).
     let replaced = rows.get_mut("t07s0").unwrap();
     let obj = replaced.as_object_mut().unwrap();

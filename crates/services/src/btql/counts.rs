@@ -124,32 +124,35 @@ fn count_plan(plan: &Plan, cx: &Context) -> Option<CountPlan> {
         Some(Expr::And(cs)) => cs.iter().collect(),
         Some(e) => vec![e],
     };
-    let mut bounds = Vec::new();
-    for c in conjuncts {
-        let Expr::Cmp(op, a, b) = c else {
-            return None;
-        };
-        let is_created = |e: &Expr| matches!(e, Expr::Field(p) if p == &["created"]);
-        let (op, at) = if is_created(a) {
-            (*op, instant(b, cx)?)
-        } else if is_created(b) {
-            let flipped = match op {
-                CmpOp::Gt => CmpOp::Lt,
-                CmpOp::Ge => CmpOp::Le,
-                CmpOp::Lt => CmpOp::Gt,
-                CmpOp::Le => CmpOp::Ge,
-                CmpOp::Eq | CmpOp::Ne => return None,
-            };
-            (flipped, instant(a, cx)?)
-        } else {
-            return None;
-        };
-        if matches!(op, CmpOp::Eq | CmpOp::Ne) {
-            return None;
-        }
-        bounds.push((op, at));
-    }
+    let bounds = conjuncts
+        .into_iter()
+        .map(|c| created_bound(c, cx))
+        .collect::<Option<Vec<_>>>()?;
     Some(CountPlan { bounds, level })
+}
+
+/// A comparison of `created` with an instant, as (operator with `created` on its left,
+/// instant): `'2026-01-01T00:00:00Z' <= created` is (`>=`, that instant). Not `=` or `!=`.
+pub(super) fn created_bound(c: &Expr, cx: &Context) -> Option<(CmpOp, OffsetDateTime)> {
+    let Expr::Cmp(op, a, b) = c else {
+        return None;
+    };
+    let is_created = |e: &Expr| matches!(e, Expr::Field(p) if p == &["created"]);
+    let (op, at) = if is_created(a) {
+        (*op, instant(b, cx)?)
+    } else if is_created(b) {
+        let flipped = match op {
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Eq | CmpOp::Ne => return None,
+        };
+        (flipped, instant(a, cx)?)
+    } else {
+        return None;
+    };
+    (!matches!(op, CmpOp::Eq | CmpOp::Ne)).then_some((op, at))
 }
 
 /// How much of the interval `[start, end)` the bounds keep: all of it, none, or part.

@@ -11,13 +11,16 @@
 //! page is full, and the filter does not exclude such rows, the caller reads the object
 //! instead.
 
+use super::counts::created_bound;
 use super::{Plan, Ranked, rank_cmp};
 use crate::{Result, Services};
 use holdfast_core::authz::ObjectPass;
-use holdfast_core::qexpr::{CmpOp, Expr, sort_cmp};
+use holdfast_core::clock::format_timestamp;
+use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp};
 use holdfast_core::xact::XactId;
 use holdfast_store::{
     IndexValue, MAX_CANDIDATES, StoredRow, ValueEntry, ValueFrom, ValueQuery, indexed_path,
+    server_timestamp,
 };
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -83,17 +86,95 @@ fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>,
     range
 }
 
-/// A numeric field the index orders that a filter's top-level conjunction bounds, and the
-/// bounds: `scores.f < 0.5`, `metrics.tokens BETWEEN 10 AND 20`.
-fn bounded_field(filter: &Expr) -> Option<(Vec<String>, Option<f64>, Option<f64>)> {
+/// The entries of one indexed field that can hold every row a filter keeps, from its
+/// top-level conjunction.
+#[derive(Debug, Clone, PartialEq)]
+struct EntryRange {
+    path: Vec<String>,
+    /// The first value that can hold a kept row.
+    low: Option<IndexValue>,
+    /// Numbers: the last value that can hold a kept row. `created`: the first that cannot.
+    high: Option<IndexValue>,
+    /// The rows whose `created` is not a server timestamp must be read besides (their text
+    /// need not sort as their instant does).
+    odd: bool,
+}
+
+impl EntryRange {
+    /// Whether entries from `v` on (ascending) can hold no kept row.
+    fn past_high(&self, v: &IndexValue) -> bool {
+        match (v, &self.high) {
+            (IndexValue::Number(v), Some(IndexValue::Number(h))) => v > h,
+            (IndexValue::Text(v), Some(IndexValue::Text(h))) => v >= h,
+            _ => false,
+        }
+    }
+}
+
+/// The range a filter puts on a score or metric the index orders (`scores.f < 0.5`).
+fn number_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
+    match numeric_range(Some(filter), path)? {
+        (None, None) => None,
+        (lo, hi) => Some(EntryRange {
+            path: path.to_vec(),
+            low: lo.map(IndexValue::Number),
+            high: hi.map(IndexValue::Number),
+            odd: false,
+        }),
+    }
+}
+
+/// The range a filter puts on `created` by comparing it with instants (`created >=
+/// '2026-12-01'`, `created > now() - interval 1 day`), as entry text: a server-written
+/// timestamp starts with the 19 characters naming its second, so one of an instant from
+/// `low` to `high` sorts from `low`'s second's text to (before) the text of the second after
+/// `high`'s. Other values of `created` are the odd rows. `None` without such a comparison.
+fn created_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
+    let (mut low, mut high) = (None, None);
+    for (op, at) in conjuncts(filter)
+        .into_iter()
+        .filter_map(|c| created_bound(c, cx))
+    {
+        match op {
+            CmpOp::Gt | CmpOp::Ge => {
+                low = Some(low.map_or(at, |l: time::OffsetDateTime| l.max(at)))
+            }
+            CmpOp::Lt | CmpOp::Le => {
+                high = Some(high.map_or(at, |h: time::OffsetDateTime| h.min(at)))
+            }
+            CmpOp::Eq | CmpOp::Ne => {}
+        }
+    }
+    // Past the years a server timestamp can name, a side stays open.
+    let second = |t: time::OffsetDateTime| {
+        let text: String = format_timestamp(t).chars().take(19).collect();
+        server_timestamp(&format!("{text}Z")).then_some(IndexValue::Text(text))
+    };
+    let low = low.and_then(second);
+    let high = high
+        .and_then(|h| {
+            h.replace_nanosecond(0)
+                .ok()?
+                .checked_add(time::Duration::SECOND)
+        })
+        .and_then(second);
+    (low.is_some() || high.is_some()).then(|| EntryRange {
+        path: vec!["created".to_owned()],
+        low,
+        high,
+        odd: true,
+    })
+}
+
+/// A range of an indexed field that a filter's top-level conjunction puts on it: a number
+/// range on a score or metric first, else a range of `created`.
+fn entry_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
     conjuncts(filter)
         .into_iter()
         .filter_map(field_vs_number)
         .filter(|(path, ..)| indexed_path(path) == Some(false))
-        .find_map(|(path, ..)| match numeric_range(Some(filter), path)? {
-            (None, None) => None,
-            (lo, hi) => Some((path.to_vec(), lo, hi)),
-        })
+        .find_map(|(path, ..)| number_range(filter, path))
+        .or_else(|| created_range(filter, cx))
 }
 
 /// Orders two first sort-key parts in the query's direction, nulls last.
@@ -121,29 +202,28 @@ impl Services {
         pass: &ObjectPass,
         version: XactId,
         started: Instant,
+        cx: &Context,
     ) -> Result<Option<Vec<String>>> {
-        let Some((path, lo, hi)) = bounded_field(filter) else {
+        let Some(range) = entry_range(filter, cx) else {
             return Ok(None);
         };
-        let Some(extras) = self.store.value_extras(pass, &path, version).await? else {
+        let Some(extras) = self.extras(pass, &range, version).await? else {
             return Ok(None);
         };
         let mut ids: BTreeSet<String> = extras.into_iter().collect();
         let q = ValueQuery {
-            path,
+            path: range.path.clone(),
             roots: false,
             descending: false,
         };
-        let mut from = lo.map_or(ValueFrom::Start, |n| {
-            ValueFrom::AtValue(IndexValue::Number(n))
-        });
+        let mut from = range
+            .low
+            .clone()
+            .map_or(ValueFrom::Start, ValueFrom::AtValue);
         loop {
             self.check_query_time(started)?;
             let entries = self.store.value_entries(pass, &q, &from, MAX_PAGE).await?;
-            let past_end = |e: &&ValueEntry| match (&e.value, hi) {
-                (IndexValue::Number(v), Some(h)) => *v > h,
-                _ => false,
-            };
+            let past_end = |e: &&ValueEntry| range.past_high(&e.value);
             let within = entries.iter().take_while(|e| !past_end(e));
             ids.extend(within.map(|e| e.row_id.clone()));
             if ids.len() > MAX_CANDIDATES {
@@ -163,6 +243,30 @@ impl Services {
         Ok((ids.len() <= MAX_CANDIDATES).then(|| ids.into_iter().collect()))
     }
 
+    /// The rows a read of `range` must read besides its entries ([`Store::value_extras`],
+    /// and the odd rows when the range is one of `created`), sorted; `None` when too many.
+    ///
+    /// [`Store::value_extras`]: holdfast_store::Store::value_extras
+    async fn extras(
+        &self,
+        pass: &ObjectPass,
+        range: &EntryRange,
+        version: XactId,
+    ) -> Result<Option<Vec<String>>> {
+        let Some(mut extras) = self.store.value_extras(pass, &range.path, version).await? else {
+            return Ok(None);
+        };
+        if range.odd {
+            let Some(odd) = self.store.odd_created_rows(pass).await? else {
+                return Ok(None);
+            };
+            extras.extend(odd);
+            extras.sort();
+            extras.dedup();
+        }
+        Ok(Some(extras))
+    }
+
     /// The best candidates of one object (with `best`, those of the objects read before),
     /// read through the value index; `None` when the index cannot answer and the caller
     /// must read the object. `roots`: only root spans are candidates. `accept` turns a row
@@ -177,6 +281,7 @@ impl Services {
         started: Instant,
         roots: bool,
         best: &[Ranked],
+        cx: &Context,
         accept: &mut (dyn FnMut(StoredRow) -> Option<Ranked> + Send),
     ) -> Result<Option<Vec<Ranked>>> {
         let Some((Expr::Field(path), descending)) = plan.sort.first() else {
@@ -189,13 +294,25 @@ impl Services {
         let Some(text) = indexed_path(path) else {
             return Ok(None);
         };
-        let Some(extras) = self.store.value_extras(pass, path, version).await? else {
-            return Ok(None);
+        // A range the filter puts on the sorted field: where the entries start and end.
+        let range = plan.filter.as_ref().and_then(|f| {
+            if text {
+                created_range(f, cx)
+            } else {
+                number_range(f, path)
+            }
+        });
+        let whole = EntryRange {
+            path: path.clone(),
+            low: None,
+            high: None,
+            odd: false,
         };
-        let range = if text {
-            None
-        } else {
-            numeric_range(plan.filter.as_ref(), path)
+        let Some(extras) = self
+            .extras(pass, range.as_ref().unwrap_or(&whole), version)
+            .await?
+        else {
+            return Ok(None);
         };
         let keep = plan.limit + 1;
         let mut local: Vec<Ranked> = best.to_vec();
@@ -234,11 +351,13 @@ impl Services {
                 Value::Number(n) if !text => n.as_f64().map(IndexValue::Number),
                 _ => None,
             });
-        let (lo, hi) = range.unwrap_or((None, None));
-        let (start, end) = if descending { (hi, lo) } else { (lo, hi) };
+        let (low, high) = range
+            .as_ref()
+            .map_or((None, None), |r| (r.low.clone(), r.high.clone()));
+        let (start, end) = if descending { (high, low) } else { (low, high) };
         let mut from = match (cursor_start, start) {
             (Some(c), _) => ValueFrom::AtValue(c),
-            (None, Some(n)) => ValueFrom::AtValue(IndexValue::Number(n)),
+            (None, Some(v)) => ValueFrom::AtValue(v),
             (None, None) => ValueFrom::Start,
         };
         let q = ValueQuery {
@@ -263,8 +382,8 @@ impl Services {
             };
             let position = last.value.to_json();
             from = ValueFrom::After(last.value.clone(), last.seq);
-            let past_end = end.is_some_and(|e| {
-                cmp_first(&position, &serde_json::json!(e), descending) == Ordering::Greater
+            let past_end = end.as_ref().is_some_and(|e| {
+                cmp_first(&position, &e.to_json(), descending) == Ordering::Greater
             });
             // Once the page is full, a row whose entry sorts after the page's last row cannot
             // enter, whatever it holds (its entry holds its value at the snapshot, or the row
@@ -342,6 +461,44 @@ mod tests {
 
     fn expr(v: Value) -> Expr {
         Expr::from_json(&v, false).unwrap()
+    }
+
+    /// `created` compared with instants: entries from the first second's text to (before)
+    /// the text of the second after the last; odd rows besides; far years leave a side open.
+    #[test]
+    fn created_ranges_from_filters() {
+        let cx = Context {
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let cmp = |op: &str, t: &str| {
+            json!({"op": op, "left": {"op": "ident", "name": ["created"]},
+                   "right": {"op": "literal", "value": t}})
+        };
+        let text = |t: &str| Some(IndexValue::Text(t.to_owned()));
+        let both = expr(json!({"op": "and", "children": [
+            cmp("ge", "2026-03-01T10:30:00.5Z"),
+            cmp("lt", "2026-03-02T00:00:00+01:00"),
+            cmp("gt", "2026-03-01T09:00:00Z"),
+            {"op": "gt", "left": {"op": "ident", "name": ["scores", "f"]},
+             "right": {"op": "literal", "value": 1}},
+        ]}));
+        let range = created_range(&both, &cx).unwrap();
+        assert_eq!(range.low, text("2026-03-01T10:30:00"));
+        assert_eq!(range.high, text("2026-03-01T23:00:01"));
+        assert!(range.odd);
+        assert!(range.past_high(&IndexValue::Text("2026-03-01T23:00:01".into())));
+        assert!(!range.past_high(&IndexValue::Text("2026-03-01T23:00:00.999999Z".into())));
+        // The numeric range comes first when there is one.
+        assert_eq!(entry_range(&both, &cx).unwrap().path, ["scores", "f"]);
+        let open = expr(cmp("le", "9999-12-31T23:59:59.5Z"));
+        assert_eq!(created_range(&open, &cx), None);
+        let not_time = expr(cmp("gt", "yesterday"));
+        assert_eq!(created_range(&not_time, &cx), None);
+        let or = expr(
+            json!({"op": "or", "children": [cmp("gt", "2026-01-01T00:00:00Z"),
+                                                       cmp("lt", "2025-01-01T00:00:00Z")]}),
+        );
+        assert_eq!(created_range(&or, &cx), None);
     }
 
     #[test]
