@@ -1049,7 +1049,14 @@ async fn sorted_reads(backend: Backend) {
             let none = |r: &Value| r["metrics"]["tokens"].as_f64() == Some(0.0);
             let big = |r: &Value| r["metrics"]["tokens"].as_f64().is_some_and(|t| t > 1.0);
             type Range<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
-            let ranges: [Range<'_>; 9] = [
+            let low_or_none = |r: &Value| f(r).is_some_and(|f| f < 0.25) || none(r);
+            let late_or_high = |r: &Value| late(r) || high(r);
+            let ranges: [Range<'_>; 11] = [
+                ("scores.f < 0.25 OR metrics.tokens = 0", &low_or_none),
+                (
+                    "created > '2026-03-01T00:38:01Z' OR scores.f > 0.3 LIMIT 5",
+                    &late_or_high,
+                ),
                 (WINDOW, &window),
                 ("created > '2026-03-01T00:38:01Z'", &late),
                 ("created <= '2026-03-01T00:02:00.000000Z' LIMIT 2", &early),

@@ -177,6 +177,19 @@ fn entry_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
         .or_else(|| created_range(filter, cx))
 }
 
+/// Ranges of indexed fields that together hold every row a filter keeps: one range (see
+/// [`entry_range`]), or, for a conjunct that is an `OR` each of whose branches has one
+/// (`scores.f < 0.1 OR created > '...'`), one range a branch.
+fn entry_ranges(filter: &Expr, cx: &Context) -> Option<Vec<EntryRange>> {
+    if let Some(range) = entry_range(filter, cx) {
+        return Some(vec![range]);
+    }
+    conjuncts(filter).into_iter().find_map(|c| match c {
+        Expr::Or(branches) => branches.iter().map(|b| entry_range(b, cx)).collect(),
+        _ => None,
+    })
+}
+
 /// Orders two first sort-key parts in the query's direction, nulls last.
 fn cmp_first(a: &Value, b: &Value, descending: bool) -> Ordering {
     match (a.is_null(), b.is_null()) {
@@ -189,10 +202,11 @@ fn cmp_first(a: &Value, b: &Value, descending: bool) -> Ordering {
 }
 
 impl Services {
-    /// The rows of one object that a filter bounding an indexed number (`scores.f < 0.5`,
-    /// without a sort on it) can keep, from the value index instead of reading the object:
-    /// those whose entry is in the range, and every row the index cannot place (written
-    /// after it or after the snapshot, or with a value it does not order). The filter is
+    /// The rows of one object that a filter bounding an indexed field (`scores.f < 0.5`,
+    /// `created >= '...'`, or an `OR` of such bounds; without a sort on it) can keep, from
+    /// the value index instead of reading the object: those whose entry is in a range, and
+    /// every row the index cannot place (written after it or after the snapshot, or with a
+    /// value it does not order). The filter is
     /// evaluated again on each row read, so the index decides only which rows are read.
     /// Row ids, sorted; `None` when the filter bounds no such field, or the range holds more
     /// than [`MAX_CANDIDATES`] rows (reading the object is then as fast).
@@ -204,36 +218,39 @@ impl Services {
         started: Instant,
         cx: &Context,
     ) -> Result<Option<Vec<String>>> {
-        let Some(range) = entry_range(filter, cx) else {
+        let Some(ranges) = entry_ranges(filter, cx) else {
             return Ok(None);
         };
-        let Some(extras) = self.extras(pass, &range, version).await? else {
-            return Ok(None);
-        };
-        let mut ids: BTreeSet<String> = extras.into_iter().collect();
-        let q = ValueQuery {
-            path: range.path.clone(),
-            roots: false,
-            descending: false,
-        };
-        let mut from = range
-            .low
-            .clone()
-            .map_or(ValueFrom::Start, ValueFrom::AtValue);
-        loop {
-            self.check_query_time(started)?;
-            let entries = self.store.value_entries(pass, &q, &from, MAX_PAGE).await?;
-            let past_end = |e: &&ValueEntry| range.past_high(&e.value);
-            let within = entries.iter().take_while(|e| !past_end(e));
-            ids.extend(within.map(|e| e.row_id.clone()));
-            if ids.len() > MAX_CANDIDATES {
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for range in &ranges {
+            let Some(extras) = self.extras(pass, range, version).await? else {
                 return Ok(None);
+            };
+            ids.extend(extras);
+            let q = ValueQuery {
+                path: range.path.clone(),
+                roots: false,
+                descending: false,
+            };
+            let mut from = range
+                .low
+                .clone()
+                .map_or(ValueFrom::Start, ValueFrom::AtValue);
+            loop {
+                self.check_query_time(started)?;
+                let entries = self.store.value_entries(pass, &q, &from, MAX_PAGE).await?;
+                let past_end = |e: &&ValueEntry| range.past_high(&e.value);
+                let within = entries.iter().take_while(|e| !past_end(e));
+                ids.extend(within.map(|e| e.row_id.clone()));
+                if ids.len() > MAX_CANDIDATES {
+                    return Ok(None);
+                }
+                let Some(last) = entries.last() else { break };
+                if entries.len() < MAX_PAGE || past_end(&last) {
+                    break;
+                }
+                from = ValueFrom::After(last.value.clone(), last.seq);
             }
-            let Some(last) = entries.last() else { break };
-            if entries.len() < MAX_PAGE || past_end(&last) {
-                break;
-            }
-            from = ValueFrom::After(last.value.clone(), last.seq);
         }
         // As for sorted reads: entries may have moved while they were read.
         let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
@@ -499,6 +516,24 @@ mod tests {
                                                        cmp("lt", "2025-01-01T00:00:00Z")]}),
         );
         assert_eq!(created_range(&or, &cx), None);
+        // An `OR` whose every branch has a range: one range a branch; else none.
+        let ranges = entry_ranges(&or, &cx).unwrap();
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(ranges[0].low, text("2026-01-01T00:00:00"));
+        assert_eq!(ranges[1].high, text("2025-01-01T00:00:01"));
+        let score = json!({"op": "lt", "left": {"op": "ident", "name": ["scores", "f"]},
+                           "right": {"op": "literal", "value": 0.1}});
+        let tag = json!({"op": "eq", "left": {"op": "ident", "name": ["metadata", "t"]},
+                         "right": {"op": "literal", "value": "x"}});
+        let mixed = expr(json!({"op": "and", "children": [
+            tag.clone(),
+            {"op": "or", "children": [score.clone(), cmp("ge", "2026-01-01T00:00:00Z")]},
+        ]}));
+        let ranges = entry_ranges(&mixed, &cx).unwrap();
+        assert_eq!(ranges[0].path, ["scores", "f"]);
+        assert_eq!(ranges[1].path, ["created"]);
+        let open_branch = expr(json!({"op": "or", "children": [score, tag]}));
+        assert_eq!(entry_ranges(&open_branch, &cx), None);
     }
 
     #[test]
