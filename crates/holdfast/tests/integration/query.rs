@@ -1020,7 +1020,15 @@ async fn sorted_reads(backend: Backend) {
             let late_source = "project_logs('P', shape => 'summary') \
                                WHERE created > '2026-03-01T00:38:01Z'";
             let late_root = |r: &Value| root(r) && late(r);
-            let cases: [Case<'_>; 8] = [
+            // An open bound at a value rows hold (0.25): those rows are not read, nor kept.
+            let above = |r: &Value| r["scores"]["f"].as_f64().is_some_and(|f| f > 0.25);
+            let cases: [Case<'_>; 9] = [
+                (
+                    "project_logs('P') WHERE scores.f > 0.25",
+                    &["scores", "f"],
+                    3,
+                    &above,
+                ),
                 (&window_source, &["created"], 4, &window),
                 (late_source, &["created"], 2, &late_root),
                 ("project_logs('P')", &["scores", "f"], 2, &all),

@@ -91,37 +91,83 @@ fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>,
 #[derive(Debug, Clone, PartialEq)]
 struct EntryRange {
     path: Vec<String>,
-    /// The first value that can hold a kept row.
+    /// The lowest value that can hold a kept row (`low_open`: only values above it).
     low: Option<IndexValue>,
-    /// Numbers: the last value that can hold a kept row. `created`: the first that cannot.
+    low_open: bool,
+    /// The highest value that can hold a kept row (`high_open`: only values below it).
     high: Option<IndexValue>,
+    high_open: bool,
     /// The rows whose `created` is not a server timestamp must be read besides (their text
     /// need not sort as their instant does).
     odd: bool,
 }
 
 impl EntryRange {
+    /// A range of `path` with no bounds.
+    fn whole(path: &[String]) -> Self {
+        EntryRange {
+            path: path.to_vec(),
+            low: None,
+            low_open: false,
+            high: None,
+            high_open: false,
+            odd: false,
+        }
+    }
+
     /// Whether entries from `v` on (ascending) can hold no kept row.
     fn past_high(&self, v: &IndexValue) -> bool {
-        match (v, &self.high) {
-            (IndexValue::Number(v), Some(IndexValue::Number(h))) => v > h,
-            (IndexValue::Text(v), Some(IndexValue::Text(h))) => v >= h,
+        let order = match (v, &self.high) {
+            (IndexValue::Number(v), Some(IndexValue::Number(h))) => v.partial_cmp(h),
+            (IndexValue::Text(v), Some(IndexValue::Text(h))) => Some(v.as_str().cmp(h)),
+            _ => None,
+        };
+        match order {
+            Some(Ordering::Greater) => true,
+            Some(Ordering::Equal) => self.high_open,
             _ => false,
+        }
+    }
+
+    /// Where a read of the entries in this direction starts: at its first bound, or just
+    /// past it when the bound is open.
+    fn start(&self, descending: bool) -> ValueFrom {
+        let (bound, open) = if descending {
+            (&self.high, self.high_open)
+        } else {
+            (&self.low, self.low_open)
+        };
+        match bound {
+            None => ValueFrom::Start,
+            // Past every entry of the value, whatever its `seq`.
+            Some(v) if open => {
+                ValueFrom::After(v.clone(), if descending { i64::MIN } else { i64::MAX })
+            }
+            Some(v) => ValueFrom::AtValue(v.clone()),
         }
     }
 }
 
 /// The range a filter puts on a score or metric the index orders (`scores.f < 0.5`).
 fn number_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
-    match numeric_range(Some(filter), path)? {
-        (None, None) => None,
-        (lo, hi) => Some(EntryRange {
-            path: path.to_vec(),
-            low: lo.map(IndexValue::Number),
-            high: hi.map(IndexValue::Number),
-            odd: false,
-        }),
+    let (lo, hi) = numeric_range(Some(filter), path)?;
+    if lo.is_none() && hi.is_none() {
+        return None;
     }
+    // A bound is open when a strict comparison sets it (`x > 0.5 AND x >= 0.5` is `x > 0.5`).
+    let strict = |op: CmpOp, n: Option<f64>| {
+        conjuncts(filter)
+            .into_iter()
+            .filter_map(field_vs_number)
+            .any(|(p, o, m)| p == path && o == op && Some(m) == n)
+    };
+    Some(EntryRange {
+        low_open: strict(CmpOp::Gt, lo),
+        high_open: strict(CmpOp::Lt, hi),
+        low: lo.map(IndexValue::Number),
+        high: hi.map(IndexValue::Number),
+        ..EntryRange::whole(path)
+    })
 }
 
 /// The range a filter puts on `created` by comparing it with instants (`created >=
@@ -158,11 +204,13 @@ fn created_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
                 .checked_add(time::Duration::SECOND)
         })
         .and_then(second);
+    // `high` is the first second past the range.
     (low.is_some() || high.is_some()).then(|| EntryRange {
-        path: vec!["created".to_owned()],
         low,
         high,
+        high_open: true,
         odd: true,
+        ..EntryRange::whole(&["created".to_owned()])
     })
 }
 
@@ -232,10 +280,7 @@ impl Services {
                 roots: false,
                 descending: false,
             };
-            let mut from = range
-                .low
-                .clone()
-                .map_or(ValueFrom::Start, ValueFrom::AtValue);
+            let mut from = range.start(false);
             loop {
                 self.check_query_time(started)?;
                 let entries = self.store.value_entries(pass, &q, &from, MAX_PAGE).await?;
@@ -319,12 +364,7 @@ impl Services {
                 number_range(f, path)
             }
         });
-        let whole = EntryRange {
-            path: path.clone(),
-            low: None,
-            high: None,
-            odd: false,
-        };
+        let whole = EntryRange::whole(path);
         let Some(extras) = self
             .extras(pass, range.as_ref().unwrap_or(&whole), version)
             .await?
@@ -368,13 +408,14 @@ impl Services {
                 Value::Number(n) if !text => n.as_f64().map(IndexValue::Number),
                 _ => None,
             });
-        let (low, high) = range
-            .as_ref()
-            .map_or((None, None), |r| (r.low.clone(), r.high.clone()));
-        let (start, end) = if descending { (high, low) } else { (low, high) };
-        let mut from = match (cursor_start, start) {
+        let (end, end_open) = match &range {
+            Some(r) if descending => (r.low.clone(), r.low_open),
+            Some(r) => (r.high.clone(), r.high_open),
+            None => (None, false),
+        };
+        let mut from = match (cursor_start, &range) {
             (Some(c), _) => ValueFrom::AtValue(c),
-            (None, Some(v)) => ValueFrom::AtValue(v),
+            (None, Some(r)) => r.start(descending),
             (None, None) => ValueFrom::Start,
         };
         let q = ValueQuery {
@@ -400,7 +441,11 @@ impl Services {
             let position = last.value.to_json();
             from = ValueFrom::After(last.value.clone(), last.seq);
             let past_end = end.as_ref().is_some_and(|e| {
-                cmp_first(&position, &e.to_json(), descending) == Ordering::Greater
+                match cmp_first(&position, &e.to_json(), descending) {
+                    Ordering::Greater => true,
+                    Ordering::Equal => end_open,
+                    Ordering::Less => false,
+                }
             });
             // Once the page is full, a row whose entry sorts after the page's last row cannot
             // enter, whatever it holds (its entry holds its value at the snapshot, or the row
@@ -551,6 +596,20 @@ mod tests {
             numeric_range(Some(&both), &path),
             Some((Some(0.3), Some(0.5)))
         );
+        // Strict comparisons make open bounds: reads start past the bound's entries.
+        let r = number_range(&both, &path).unwrap();
+        assert!(r.low_open && r.high_open);
+        assert!(r.past_high(&IndexValue::Number(0.5)));
+        assert!(!r.past_high(&IndexValue::Number(0.49)));
+        assert!(matches!(r.start(false),
+            ValueFrom::After(IndexValue::Number(n), i64::MAX) if n == 0.3));
+        assert!(matches!(r.start(true),
+            ValueFrom::After(IndexValue::Number(n), i64::MIN) if n == 0.5));
+        let closed = expr(json!({"op": "and", "children": [f("ge", 0.2), f("le", 0.5)]}));
+        let r = number_range(&closed, &path).unwrap();
+        assert!(!r.low_open && !r.high_open);
+        assert!(!r.past_high(&IndexValue::Number(0.5)));
+        assert!(matches!(r.start(false), ValueFrom::AtValue(IndexValue::Number(n)) if n == 0.2));
         let other = expr(
             json!({"op": "gt", "left": {"op": "ident", "name": ["scores", "g"]},
                                 "right": {"op": "literal", "value": 1}}),
