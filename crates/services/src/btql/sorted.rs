@@ -270,11 +270,15 @@ impl Services {
             return Ok(None);
         };
         let mut ids: BTreeSet<String> = BTreeSet::new();
+        // Branches of an `OR` on one field share its extras: read them once a field.
+        let mut fields: HashSet<&[String]> = HashSet::new();
         for range in &ranges {
-            let Some(extras) = self.extras(pass, range, version).await? else {
-                return Ok(None);
-            };
-            ids.extend(extras);
+            if fields.insert(&range.path) {
+                let Some(extras) = self.extras(pass, range, version).await? else {
+                    return Ok(None);
+                };
+                ids.extend(extras);
+            }
             let q = ValueQuery {
                 path: range.path.clone(),
                 roots: false,
