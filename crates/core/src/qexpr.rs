@@ -74,6 +74,19 @@ pub enum CmpOp {
     Le,
 }
 
+impl CmpOp {
+    /// The operator with its sides swapped: `a > b` is `b < a`.
+    pub fn flipped(self) -> CmpOp {
+        match self {
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            o => o,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithOp {
     Add,

@@ -127,6 +127,10 @@ pub(crate) struct TraceShape<'a> {
     pub user_id: Option<String>,
     /// A word to put in one span's input (even `t`) or output (odd `t`).
     pub rare_word: Option<&'a str>,
+    /// A tag to add to the root's.
+    pub tag: Option<&'a str>,
+    /// The tool span's name (`search_docs` when absent).
+    pub tool: Option<&'a str>,
 }
 
 /// One trace: root task, two LLM calls, a tool call and a score span.
@@ -135,6 +139,8 @@ fn trace(rng: &mut Rng, project_id: &str, t: f64) -> (String, Vec<Value>) {
         created: "2026-11-30T00:00:00.000000Z",
         user_id: None,
         rare_word: None,
+        tag: None,
+        tool: None,
     };
     trace_shaped(rng, project_id, t, &shape)
 }
@@ -162,6 +168,9 @@ pub(crate) fn trace_shaped(
     let user_id = shape.user_id.clone().unwrap_or_else(|| rng.hex(8));
     r["metadata"] = json!({"user_id": user_id, "env": "prod", "release": "2026.11"});
     r["tags"] = json!(["prod", "support"]);
+    if let (Some(tag), Some(tags)) = (shape.tag, r["tags"].as_array_mut()) {
+        tags.push(json!(tag));
+    }
     r["metrics"] = json!({"start": t, "end": t + 2.5});
     rows.push(r);
     for (i, name) in ["plan", "respond"].into_iter().enumerate() {
@@ -181,7 +190,8 @@ pub(crate) fn trace_shaped(
         rows.push(l);
     }
     let tool = rng.hex(16);
-    let mut tl = base(&tool, json!([root]), "search_docs", "tool");
+    let tool_name = shape.tool.unwrap_or("search_docs");
+    let mut tl = base(&tool, json!([root]), tool_name, "tool");
     tl["input"] = json!({"query": text(rng, 60)});
     tl["output"] = json!({"hits": [text(rng, 150), text(rng, 150)]});
     tl["metrics"] = json!({"start": t + 1.2, "end": t + 1.4});

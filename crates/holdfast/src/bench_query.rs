@@ -1,6 +1,7 @@
 //! `holdfast bench query`: loads a project's logs with realistic traces (5 spans each, chat
-//! inputs, ~500 distinct user ids, a rare word in 0.1% of spans, spread over one day), then
-//! times the queries people ask through `/btql`, each several times, and reports medians.
+//! inputs, ~500 distinct user ids, a rare word in 0.1% of spans, a rare tag on 0.1% of
+//! traces, 500 tool names, spread over one day), then times the queries people ask through
+//! `/btql`, each several times, and reports medians.
 
 use crate::bench::{
     Rng, ServerProcess, TraceShape, peak_rss_mib, percentile, post_all, start_server, trace_shaped,
@@ -13,6 +14,8 @@ use std::time::Instant;
 /// The word in 0.1% of spans, and one in none.
 const RARE_WORD: &str = "quasarium";
 const ABSENT_WORD: &str = "zzyzxqv";
+/// The tag of 0.1% of traces (on their root span).
+const RARE_TAG: &str = "escalated";
 const DAY: &str = "2026-11-30";
 
 pub struct Options {
@@ -71,10 +74,15 @@ async fn load(
                     let user = format!("user-{:03}", rng.next() % 500);
                     // One trace in 200 has the word in one of its 5 spans: 0.1% of spans.
                     let rare = rng.next().is_multiple_of(200);
+                    // One trace in 1,000 has a rare tag; the tool span has one of 500 names.
+                    let tagged = rng.next().is_multiple_of(1000);
+                    let tool = format!("search_{:03}", rng.next() % 500);
                     let shape = TraceShape {
                         created: &created,
                         user_id: Some(user),
                         rare_word: rare.then_some(RARE_WORD),
+                        tag: tagged.then_some(RARE_TAG),
+                        tool: Some(&tool),
                     };
                     let (root, spans) = trace_shaped(&mut rng, &project_id, n as f64, &shape);
                     if roots.len() < 64 {
@@ -184,6 +192,14 @@ pub async fn run(o: Options) -> Result<()> {
             format!(
                 "SELECT * FROM project_logs('{p}') WHERE input MATCH '{RARE_WORD}' OR output MATCH '{RARE_WORD}'"
             ),
+        ),
+        (
+            "rare tag (tags INCLUDES)",
+            format!("SELECT * FROM project_logs('{p}') WHERE tags INCLUDES '{RARE_TAG}'"),
+        ),
+        (
+            "span_attributes.name = X",
+            format!("SELECT * FROM project_logs('{p}') WHERE span_attributes.name = 'search_042'"),
         ),
         (
             "score filter sorted by score",

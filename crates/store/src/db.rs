@@ -175,6 +175,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "-- The embedded store's value index is row_values (migrations 9, 10 and 12).",
         include_str!("values_postgres.sql"),
     ),
+    (
+        15,
+        include_str!("values_listed_sqlite.sql"),
+        include_str!("values_listed_postgres.sql"),
+    ),
 ];
 
 impl Store {

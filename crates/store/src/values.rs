@@ -15,6 +15,16 @@
 //! each). A non-null value of another type (a string score), or a text holding a NUL, is not
 //! ordered by the index: the row gets an *irregular* entry for the field instead, and readers
 //! always read such rows.
+//!
+//! *Listed* for filters (not for sorted reads): each of a row's `tags`, and every text
+//! directly under `span_attributes` (at most [`MAX_PER_GROUP`] names), so that `tags INCLUDES
+//! 'x'`, `span_attributes.type = 'llm'` or `IN (...)` read one range of entries each. A row
+//! has one entry per distinct tag and no entries of root spans alone. Tags that are not an
+//! array of at most [`MAX_PER_GROUP`] texts, and a text that compares as an instant (a query
+//! finds it equal to the same instant written otherwise), make the row irregular for the
+//! field. A group (scores, metrics, span attributes) the index does not hold whole, with
+//! more names than it lists or an array (whose items a path reaches by position), gives the
+//! row an irregular entry for the group, which readers of every field of the group read.
 //! A `created` that is not a [`server_timestamp`] also gets an *odd* entry, which lets
 //! counts by time list such values without checking the form of every entry.
 //! A row without the field has no entry: sorts put nulls last, so readers that run out of
@@ -48,11 +58,12 @@ use crate::search::{CHANGED_AFTER, ROWS_AFTER, Unindexed};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::merge::only_discussion;
+use holdfast_core::qexpr::timestamp_like;
 use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
 use sha2::Digest;
 use sqlx::QueryBuilder;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The path of the *odd* entries: values of `created` that are not [`server_timestamp`]s.
 const ODD: &str = "created:odd";
@@ -81,11 +92,41 @@ impl IndexValue {
     }
 }
 
-/// Whether a field path is indexed, and how its values are ordered (text or number).
+/// Whether a field path is indexed for sorted reads, and how its values are ordered (text or
+/// number): `created`, and the scores and metrics.
 pub fn indexed_path(path: &[String]) -> Option<bool> {
     match path {
         [f] if f == "created" => Some(true),
         [g, name] if (g == "scores" || g == "metrics") && !name.is_empty() => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a field path is *listed*: the index holds its text values for filters to look
+/// up (`tags INCLUDES 'x'`, `span_attributes.type = 'llm'`), but not for sorted reads (a
+/// row has one entry per tag, and no entries of root spans alone).
+pub fn listed_path(path: &[String]) -> bool {
+    match path {
+        [f] => f == "tags",
+        [g, name] => g == "span_attributes" && !name.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether the index holds a field's values (sorted or listed), and whether as text.
+pub(crate) fn held_path(path: &[String]) -> Option<bool> {
+    indexed_path(path).or_else(|| listed_path(path).then_some(true))
+}
+
+/// The groups whose names are fields of the index, one entry per name.
+const GROUPS: [&str; 3] = ["scores", "metrics", "span_attributes"];
+
+/// The path of the entry a row gets when the index does not hold every value of a group
+/// (more than [`MAX_PER_GROUP`] names, or an array, whose items a path reaches by position):
+/// readers of any field of the group read such rows.
+fn group_path(path: &[String]) -> Option<&str> {
+    match path {
+        [g, _] if GROUPS.contains(&g.as_str()) => Some(g),
         _ => None,
     }
 }
@@ -106,6 +147,24 @@ fn field_key(object_type: &str, object_id: &str, path: &str, roots: bool, irregu
 /// One entry to write: (field key, value, or `None` for an irregular entry).
 pub(crate) type Entry = (i64, Option<IndexValue>);
 
+/// How the index holds a field's values.
+#[derive(Clone, Copy, PartialEq)]
+enum Held {
+    /// `created`: text, sorted.
+    Text,
+    /// Scores and metrics: numbers, sorted.
+    Number,
+    /// Listed text (see [`listed_path`]). A text that compares as an instant
+    /// ([`timestamp_like`]: equal to others of other forms) is irregular.
+    Listed,
+}
+
+/// Whether the index can hold a text: PostgreSQL reads entries' text as text, which holds
+/// no NUL (such a value is irregular on both backends).
+fn regular_text(s: &str, held: Held) -> bool {
+    !s.contains('\0') && (held != Held::Listed || !timestamp_like(s))
+}
+
 /// A row's entries (see the module docs). A row of comments alone is not shown by any
 /// query and has none.
 pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Value>) -> Vec<Entry> {
@@ -118,51 +177,82 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
             Some(Value::Array(a)) => a.is_empty(),
             Some(_) => false,
         };
+    let key = |path: &str, roots: bool, irregular: bool| {
+        field_key(object_type, object_id, path, roots, irregular)
+    };
     let mut out = Vec::new();
-    let mut add = |path: &str, v: &Value, text: bool| {
-        let value = match v {
-            Value::Null => return,
-            // PostgreSQL reads entries' text as text, which holds no NUL: such a value is
-            // irregular (on both backends).
-            Value::String(s) if text && !s.contains('\0') => Some(IndexValue::Text(s.clone())),
-            Value::Number(n) if !text => n.as_f64().map(IndexValue::Number),
+    let add = |out: &mut Vec<Entry>, path: &str, v: &Value, held: Held| {
+        let value = match (v, held) {
+            (Value::Null, _) => return,
+            (Value::String(s), Held::Text | Held::Listed) if regular_text(s, held) => {
+                Some(IndexValue::Text(s.clone()))
+            }
+            (Value::Number(n), Held::Number) => n.as_f64().map(IndexValue::Number),
             _ => None,
         };
         match value {
             Some(value) => {
-                out.push((
-                    field_key(object_type, object_id, path, false, false),
-                    Some(value.clone()),
-                ));
-                if root {
-                    out.push((
-                        field_key(object_type, object_id, path, true, false),
-                        Some(value),
-                    ));
+                out.push((key(path, false, false), Some(value.clone())));
+                if root && held != Held::Listed {
+                    out.push((key(path, true, false), Some(value)));
                 }
             }
-            None => out.push((field_key(object_type, object_id, path, false, true), None)),
+            None => out.push((key(path, false, true), None)),
         }
     };
     let odd = match row.get("created") {
         Some(c) => {
-            add("created", c, true);
+            add(&mut out, "created", c, Held::Text);
             // An irregular value (with a NUL) is not listed: counts read the object then.
             c.as_str()
                 .filter(|s| !server_timestamp(s) && !s.contains('\0'))
         }
         None => None,
     };
-    for group in ["scores", "metrics"] {
-        if let Some(Value::Object(m)) = row.get(group) {
-            for (name, v) in m.iter().take(MAX_PER_GROUP) {
-                add(&format!("{group}.{name}"), v, false);
+    for group in GROUPS {
+        let held = if group == "span_attributes" {
+            Held::Listed
+        } else {
+            Held::Number
+        };
+        match row.get(group) {
+            Some(Value::Object(m)) => {
+                for (name, v) in m.iter().take(MAX_PER_GROUP) {
+                    add(&mut out, &format!("{group}.{name}"), v, held);
+                }
+                if m.len() > MAX_PER_GROUP {
+                    out.push((key(group, false, true), None));
+                }
+            }
+            Some(Value::Array(a)) if !a.is_empty() => out.push((key(group, false, true), None)),
+            _ => {}
+        }
+    }
+    // Each tag once; a row whose tags the index cannot list (not an array of at most
+    // [`MAX_PER_GROUP`] regular texts) is irregular.
+    match row.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(tags) => {
+            let listed: Option<BTreeSet<&str>> = tags
+                .as_array()
+                .filter(|a| a.len() <= MAX_PER_GROUP)
+                .and_then(|a| {
+                    a.iter()
+                        .map(|t| t.as_str().filter(|s| regular_text(s, Held::Listed)))
+                        .collect()
+                });
+            match listed {
+                Some(tags) => out.extend(
+                    tags.into_iter()
+                        .map(|t| (key("tags", false, false), Some(IndexValue::Text(t.into())))),
+                ),
+                None => out.push((key("tags", false, true), None)),
             }
         }
     }
     if let Some(odd) = odd {
         out.push((
-            field_key(object_type, object_id, ODD, false, false),
+            key(ODD, false, false),
             Some(IndexValue::Text(odd.to_owned())),
         ));
     }
@@ -419,17 +509,24 @@ macro_rules! backend_statements {
                 ids.extend(
                     object_row_ids(&mut *tx, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?,
                 );
-                let irregular = object_row_ids(
-                    &mut *tx,
-                    "SELECT DISTINCT r.row_id FROM row_values v JOIN rows r ON r.seq = v.seq \
-                     WHERE v.field = $1",
-                    field_key(object_type, object_id, &path.join("."), false, true),
-                    pass,
-                    limit,
-                )
-                .await?;
+                // Rows whose value the index cannot order, and those whose group it does not
+                // hold whole.
+                let paths =
+                    std::iter::once(path.join(".")).chain(group_path(path).map(String::from));
+                for p in paths {
+                    ids.extend(
+                        object_row_ids(
+                            &mut *tx,
+                            "SELECT DISTINCT r.row_id FROM row_values v \
+                             JOIN rows r ON r.seq = v.seq WHERE v.field = $1",
+                            field_key(object_type, object_id, &p, false, true),
+                            pass,
+                            limit,
+                        )
+                        .await?,
+                    );
+                }
                 tx.commit().await?;
-                ids.extend(irregular);
                 ids.sort();
                 ids.dedup();
                 Ok(ids)
@@ -784,7 +881,7 @@ impl Store {
         path: &[String],
         as_of: XactId,
     ) -> Result<Option<Vec<String>>> {
-        if !self.has_value_index() || indexed_path(path).is_none() {
+        if !self.has_value_index() || held_path(path).is_none() {
             return Ok(None);
         }
         let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
@@ -835,7 +932,7 @@ impl Store {
         from: &ValueFrom,
         limit: usize,
     ) -> Result<Vec<ValueEntry>> {
-        let Some(text) = indexed_path(&q.path) else {
+        let Some(text) = held_path(&q.path) else {
             return Ok(Vec::new());
         };
         match &self.read {
@@ -1285,5 +1382,55 @@ mod tests {
         );
         assert_eq!(indexed_path(&["scores".into(), "f".into()]), Some(false));
         assert_eq!(indexed_path(&["metadata".into(), "f".into()]), None);
+        // Tags and span attributes are listed (no root entries): each tag once, a text that
+        // compares as an instant or a value of another type irregular.
+        let listed = json!({"span_id": "a", "tags": ["b", "a", "b"],
+                            "span_attributes": {"type": "llm", "at": "2026-01-01T00:00:00Z",
+                                                "n": 3, "none": null}});
+        assert_eq!(
+            entries("l", "o", listed.as_object().unwrap()),
+            vec![
+                (key("span_attributes.type", false, false), text("llm")),
+                (key("span_attributes.at", false, true), None),
+                (key("span_attributes.n", false, true), None),
+                (key("tags", false, false), text("a")),
+                (key("tags", false, false), text("b")),
+            ]
+        );
+        for tags in [
+            json!(["a", 1]),
+            json!("a"),
+            json!(vec!["t"; MAX_PER_GROUP + 1]),
+        ] {
+            let row = json!({ "tags": tags });
+            assert_eq!(
+                entries("l", "o", row.as_object().unwrap()),
+                vec![(key("tags", false, true), None)],
+                "{tags}"
+            );
+        }
+        // A group the index does not hold whole (too many names, or an array whose items a
+        // path reaches by position) marks the row for every field of the group.
+        let many: Map<String, Value> = (0..=MAX_PER_GROUP)
+            .map(|i| (format!("s{i:03}"), json!(i)))
+            .collect();
+        let row = json!({"scores": many, "metrics": [1, 2]});
+        let got = entries("l", "o", row.as_object().unwrap());
+        assert_eq!(got.len(), MAX_PER_GROUP + 2);
+        assert_eq!(got[MAX_PER_GROUP], (key("scores", false, true), None));
+        assert_eq!(got[MAX_PER_GROUP + 1], (key("metrics", false, true), None));
+        assert_eq!(
+            group_path(&["scores".into(), "s070".into()]),
+            Some("scores")
+        );
+        assert_eq!(group_path(&["tags".into()]), None);
+        assert!(
+            listed_path(&["tags".into()])
+                && listed_path(&["span_attributes".into(), "type".into()])
+        );
+        assert!(
+            !listed_path(&["span_attributes".into()])
+                && !listed_path(&["metadata".into(), "t".into()])
+        );
     }
 }

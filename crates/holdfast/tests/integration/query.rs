@@ -953,6 +953,19 @@ async fn sorted_reads(backend: Backend) {
                 1 => row["scores"] = json!({ "f": null }),
                 k => row["scores"] = json!({"f": f64::from(k % 5) / 4.0}),
             }
+            let kind = match (t + s) % 3 {
+                0 => "llm",
+                1 => "tool",
+                _ => "task",
+            };
+            row["span_attributes"] = json!({"type": kind, "name": format!("n{}", t % 4)});
+            if s == 0 && t % 4 != 3 {
+                row["tags"] = match t % 4 {
+                    0 => json!(["vip", "a"]),
+                    1 => json!(["a"]),
+                    _ => json!([]),
+                };
+            }
             rows.insert(id, row);
         }
     }
@@ -960,6 +973,14 @@ async fn sorted_reads(backend: Backend) {
     // row's) and a shorter precision.
     rows.get_mut("t13s1").unwrap()["created"] = json!("2026-03-01T01:20:30+01:00");
     rows.get_mut("t14s2").unwrap()["created"] = json!("2026-03-01T00:21:00Z");
+    // Values the index cannot list: a tag that compares as an instant, a span type that is a number; and a score past the
+    // 64 names a group lists.
+    rows.get_mut("t16s0").unwrap()["tags"] = json!(["2026-03-01T00:00:00Z", "vip"]);
+    rows.get_mut("t17s2").unwrap()["span_attributes"]["type"] = json!(5);
+    let mut many: serde_json::Map<String, Value> =
+        (0..64).map(|i| (format!("a{i:02}"), json!(0))).collect();
+    many.insert("f".into(), json!(0.9));
+    rows.get_mut("t18s0").unwrap()["scores"] = Value::Object(many);
     let write = |batch: Vec<Value>| log_rows(&server, &p, batch);
     write(rows.values().cloned().collect()).await;
     indexed(&server).await;
@@ -1059,7 +1080,38 @@ async fn sorted_reads(backend: Backend) {
             type Range<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
             let low_or_none = |r: &Value| f(r).is_some_and(|f| f < 0.25) || none(r);
             let late_or_high = |r: &Value| late(r) || high(r);
-            let ranges: [Range<'_>; 11] = [
+            // Tags and span attributes, as the query evaluates them.
+            let tagged = |r: &Value, t: &str| match &r["tags"] {
+                Value::Array(a) => a.contains(&json!(t)),
+                Value::String(s) => s.contains(t),
+                _ => false,
+            };
+            let kind = |r: &Value, k: &str| r["span_attributes"]["type"] == json!(k);
+            let vip = |r: &Value| tagged(r, "vip");
+            let llm = |r: &Value| kind(r, "llm");
+            let tool_or_task = |r: &Value| kind(r, "tool") || kind(r, "task");
+            let names = |r: &Value| {
+                let n = r["span_attributes"]["name"].as_str().unwrap_or_default();
+                n > "n1" && n <= "n3"
+            };
+            let a_or_high = |r: &Value| tagged(r, "a") || f(r).is_some_and(|f| f > 0.6);
+            let late_llm = |r: &Value| late(r) && llm(r);
+            let ranges: [Range<'_>; 17] = [
+                ("tags INCLUDES 'vip'", &vip),
+                ("span_attributes.type = 'llm'", &llm),
+                (
+                    "span_attributes.type IN ('tool', 'task') LIMIT 3",
+                    &tool_or_task,
+                ),
+                (
+                    "span_attributes.name > 'n1' AND span_attributes.name <= 'n3'",
+                    &names,
+                ),
+                ("tags INCLUDES 'a' OR scores.f > 0.6", &a_or_high),
+                (
+                    "span_attributes.type = 'llm' AND created > '2026-03-01T00:38:01Z'",
+                    &late_llm,
+                ),
                 ("scores.f < 0.25 OR metrics.tokens = 0", &low_or_none),
                 (
                     "created > '2026-03-01T00:38:01Z' OR scores.f > 0.3 LIMIT 5",
@@ -1113,6 +1165,17 @@ async fn sorted_reads(backend: Backend) {
         row["metrics"] = json!({"tokens": 100 - i});
         changes.push(
             json!({"id": id, "scores": row["scores"], "metrics": row["metrics"],
+                            "_is_merge": true}),
+        );
+    }
+    // Merges that add tags (a merge adds to the stored set) and change a span attribute.
+    for (id, tag, kind) in [("t00s0", "b", "tool"), ("t01s0", "vip", "llm")] {
+        let row = rows.get_mut(id).unwrap();
+        row["tags"].as_array_mut().unwrap().push(json!(tag));
+        let tags = json!([tag]);
+        row["span_attributes"]["type"] = json!(kind);
+        changes.push(
+            json!({"id": id, "tags": tags, "span_attributes": row["span_attributes"],
                             "_is_merge": true}),
         );
     }

@@ -141,14 +141,7 @@ pub(super) fn created_bound(c: &Expr, cx: &Context) -> Option<(CmpOp, OffsetDate
     let (op, at) = if is_created(a) {
         (*op, instant(b, cx)?)
     } else if is_created(b) {
-        let flipped = match op {
-            CmpOp::Gt => CmpOp::Lt,
-            CmpOp::Ge => CmpOp::Le,
-            CmpOp::Lt => CmpOp::Gt,
-            CmpOp::Le => CmpOp::Ge,
-            CmpOp::Eq | CmpOp::Ne => return None,
-        };
-        (flipped, instant(a, cx)?)
+        (op.flipped(), instant(a, cx)?)
     } else {
         return None;
     };

@@ -16,11 +16,11 @@ use super::{Plan, Ranked, rank_cmp};
 use crate::{Result, Services};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::clock::format_timestamp;
-use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp};
+use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp, timestamp_like};
 use holdfast_core::xact::XactId;
 use holdfast_store::{
     IndexValue, MAX_CANDIDATES, StoredRow, ValueEntry, ValueFrom, ValueQuery, indexed_path,
-    server_timestamp,
+    listed_path, server_timestamp,
 };
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -44,13 +44,7 @@ fn field_vs_number(c: &Expr) -> Option<(&[String], CmpOp, f64)> {
     let Expr::Cmp(op, a, b) = c else { return None };
     let (path, op, n) = match (a.as_ref(), b.as_ref()) {
         (Expr::Field(p), Expr::Lit(Value::Number(n))) => (p, *op, n),
-        (Expr::Lit(Value::Number(n)), Expr::Field(p)) => match op {
-            CmpOp::Gt => (p, CmpOp::Lt, n),
-            CmpOp::Ge => (p, CmpOp::Le, n),
-            CmpOp::Lt => (p, CmpOp::Gt, n),
-            CmpOp::Le => (p, CmpOp::Ge, n),
-            o => (p, *o, n),
-        },
+        (Expr::Lit(Value::Number(n)), Expr::Field(p)) => (p, op.flipped(), n),
         _ => return None,
     };
     Some((path, op, n.as_f64()?))
@@ -214,6 +208,90 @@ fn created_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
     })
 }
 
+/// A comparison of a listed field (tags, span attributes) with a text, as (field, operator
+/// with the field on its left, text): `'x' < span_attributes.name` is (`span_attributes.name`,
+/// `>`, `x`), and `tags INCLUDES 'x'` is (`tags`, `=`, `x`). A text that compares as an
+/// instant is left out: it equals texts of other forms, which the index does not relate.
+fn field_vs_text(c: &Expr) -> Option<(&[String], CmpOp, &str)> {
+    let (path, op, text) = match c {
+        Expr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
+            (Expr::Field(p), Expr::Lit(Value::String(s))) => (p, *op, s),
+            (Expr::Lit(Value::String(s)), Expr::Field(p)) => (p, op.flipped(), s),
+            _ => return None,
+        },
+        Expr::Includes(a, b) => match (a.as_ref(), b.as_ref()) {
+            (Expr::Field(p), Expr::Lit(Value::String(s))) if p.as_slice() == ["tags"] => {
+                (p, CmpOp::Eq, s)
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (listed_path(path) && !timestamp_like(text)).then_some((path.as_slice(), op, text.as_str()))
+}
+
+/// The range a filter's top-level conjunction puts on a listed field by comparing it with
+/// texts (`span_attributes.type = 'llm'`, `tags INCLUDES 'x'`).
+fn text_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
+    let mut range = EntryRange::whole(path);
+    let mut bounded = false;
+    for (_, op, text) in conjuncts(filter)
+        .into_iter()
+        .filter_map(field_vs_text)
+        .filter(|(p, ..)| *p == path)
+    {
+        let v = Some(IndexValue::Text(text.to_owned()));
+        let tighter = |bound: &Option<IndexValue>, open: bool, higher: bool| match bound {
+            Some(IndexValue::Text(b)) => {
+                let o = text.cmp(b.as_str());
+                o == if higher {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                } || (o == Ordering::Equal && open)
+            }
+            _ => true,
+        };
+        if matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Eq)
+            && tighter(&range.low, op == CmpOp::Gt, true)
+        {
+            range.low = v.clone();
+            range.low_open = op == CmpOp::Gt;
+        }
+        if matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Eq)
+            && tighter(&range.high, op == CmpOp::Lt, false)
+        {
+            range.high = v;
+            range.high_open = op == CmpOp::Lt;
+        }
+        bounded |= op != CmpOp::Ne;
+    }
+    bounded.then_some(range)
+}
+
+/// The point ranges of `x IN ('a', 'b')` on a listed field.
+fn in_ranges(c: &Expr) -> Option<Vec<EntryRange>> {
+    let Expr::In(e, values) = c else { return None };
+    let Expr::Field(path) = e.as_ref() else {
+        return None;
+    };
+    if !listed_path(path) {
+        return None;
+    }
+    values
+        .iter()
+        .map(|v| {
+            let text = v.as_str().filter(|t| !timestamp_like(t))?;
+            let point = Some(IndexValue::Text(text.to_owned()));
+            Some(EntryRange {
+                low: point.clone(),
+                high: point,
+                ..EntryRange::whole(path)
+            })
+        })
+        .collect()
+}
+
 /// A range of an indexed field that a filter's top-level conjunction puts on it: a number
 /// range on a score or metric first, else a range of `created`.
 fn entry_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
@@ -225,17 +303,45 @@ fn entry_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
         .or_else(|| created_range(filter, cx))
 }
 
-/// Ranges of indexed fields that together hold every row a filter keeps: one range (see
-/// [`entry_range`]), or, for a conjunct that is an `OR` each of whose branches has one
-/// (`scores.f < 0.1 OR created > '...'`), one range a branch.
-fn entry_ranges(filter: &Expr, cx: &Context) -> Option<Vec<EntryRange>> {
-    if let Some(range) = entry_range(filter, cx) {
-        return Some(vec![range]);
-    }
-    conjuncts(filter).into_iter().find_map(|c| match c {
-        Expr::Or(branches) => branches.iter().map(|b| entry_range(b, cx)).collect(),
-        _ => None,
-    })
+/// Ways to read every row a filter keeps from the index, each a set of ranges of indexed
+/// fields whose union holds them, the likeliest to be narrow first: an equality or `IN` on
+/// a listed field (one range a value), a range of a score, a metric or `created` (see
+/// [`entry_range`]), another range of a listed field, and, for a conjunct that is an `OR`
+/// each of whose branches has a way (`scores.f < 0.1 OR created > '...'`), the union of
+/// their first ways.
+fn entry_plans(filter: &Expr, cx: &Context) -> Vec<Vec<EntryRange>> {
+    let cs = conjuncts(filter);
+    let mut listed: Vec<&[String]> = cs
+        .iter()
+        .filter_map(|c| field_vs_text(c))
+        .map(|(p, ..)| p)
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let texts: Vec<EntryRange> = listed
+        .into_iter()
+        .filter_map(|p| text_range(filter, p))
+        .collect();
+    let point = |r: &EntryRange| r.low.is_some() && r.low == r.high;
+    let mut plans: Vec<Vec<EntryRange>> = texts
+        .iter()
+        .filter(|r| point(r))
+        .map(|r| vec![r.clone()])
+        .collect();
+    plans.extend(cs.iter().filter_map(|c| in_ranges(c)));
+    plans.extend(entry_range(filter, cx).map(|r| vec![r]));
+    plans.extend(texts.into_iter().filter(|r| !point(r)).map(|r| vec![r]));
+    plans.extend(cs.iter().filter_map(|c| {
+        match c {
+            Expr::Or(branches) => branches
+                .iter()
+                .map(|b| entry_plans(b, cx).into_iter().next())
+                .collect::<Option<Vec<_>>>()
+                .map(|ways| ways.concat()),
+            _ => None,
+        }
+    }));
+    plans
 }
 
 /// Orders two first sort-key parts in the query's direction, nulls last.
@@ -251,13 +357,14 @@ fn cmp_first(a: &Value, b: &Value, descending: bool) -> Ordering {
 
 impl Services {
     /// The rows of one object that a filter bounding an indexed field (`scores.f < 0.5`,
-    /// `created >= '...'`, or an `OR` of such bounds; without a sort on it) can keep, from
-    /// the value index instead of reading the object: those whose entry is in a range, and
-    /// every row the index cannot place (written after it or after the snapshot, or with a
-    /// value it does not order). The filter is
-    /// evaluated again on each row read, so the index decides only which rows are read.
-    /// Row ids, sorted; `None` when the filter bounds no such field, or the range holds more
-    /// than [`MAX_CANDIDATES`] rows (reading the object is then as fast).
+    /// `created >= '...'`, `span_attributes.type = 'llm'`, `tags INCLUDES 'x'`, or an `OR`
+    /// of such bounds; without a sort on it) can keep, from the value index instead of
+    /// reading the object: those whose entry is in a range, and every row the index cannot
+    /// place (written after it or after the snapshot, or with a value it does not order).
+    /// The filter is evaluated again on each row read, so the index decides only which rows
+    /// are read. The ways of [`entry_plans`] are tried in turn until one names at most
+    /// [`MAX_CANDIDATES`] rows. Row ids, sorted; `None` when none does (reading the object
+    /// is then as fast).
     pub(super) async fn range_candidates(
         &self,
         filter: &Expr,
@@ -266,13 +373,30 @@ impl Services {
         started: Instant,
         cx: &Context,
     ) -> Result<Option<Vec<String>>> {
-        let Some(ranges) = entry_ranges(filter, cx) else {
-            return Ok(None);
-        };
+        for ranges in entry_plans(filter, cx) {
+            if let Some(ids) = self
+                .plan_candidates(&ranges, pass, version, started)
+                .await?
+            {
+                return Ok(Some(ids));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rows in the union of `ranges` and those the index cannot place; `None` when
+    /// there are more than [`MAX_CANDIDATES`].
+    async fn plan_candidates(
+        &self,
+        ranges: &[EntryRange],
+        pass: &ObjectPass,
+        version: XactId,
+        started: Instant,
+    ) -> Result<Option<Vec<String>>> {
         let mut ids: BTreeSet<String> = BTreeSet::new();
         // Branches of an `OR` on one field share its extras: read them once a field.
         let mut fields: HashSet<&[String]> = HashSet::new();
-        for range in &ranges {
+        for range in ranges {
             if fields.insert(&range.path) {
                 let Some(extras) = self.extras(pass, range, version).await? else {
                     return Ok(None);
@@ -566,7 +690,9 @@ mod tests {
         );
         assert_eq!(created_range(&or, &cx), None);
         // An `OR` whose every branch has a range: one range a branch; else none.
-        let ranges = entry_ranges(&or, &cx).unwrap();
+        let plans = entry_plans(&or, &cx);
+        assert_eq!(plans.len(), 1);
+        let ranges = &plans[0];
         assert_eq!(ranges.len(), 2);
         assert_eq!(ranges[0].low, text("2026-01-01T00:00:00"));
         assert_eq!(ranges[1].high, text("2025-01-01T00:00:01"));
@@ -578,11 +704,88 @@ mod tests {
             tag.clone(),
             {"op": "or", "children": [score.clone(), cmp("ge", "2026-01-01T00:00:00Z")]},
         ]}));
-        let ranges = entry_ranges(&mixed, &cx).unwrap();
-        assert_eq!(ranges[0].path, ["scores", "f"]);
-        assert_eq!(ranges[1].path, ["created"]);
+        let plans = entry_plans(&mixed, &cx);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0][0].path, ["scores", "f"]);
+        assert_eq!(plans[0][1].path, ["created"]);
         let open_branch = expr(json!({"op": "or", "children": [score, tag]}));
-        assert_eq!(entry_ranges(&open_branch, &cx), None);
+        assert_eq!(
+            entry_plans(&open_branch, &cx),
+            Vec::<Vec<EntryRange>>::new()
+        );
+    }
+
+    #[test]
+    fn listed_fields_in_filters() {
+        let cx = Context {
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let ident = |p: &[&str]| json!({"op": "ident", "name": p});
+        let lit = |v: Value| json!({"op": "literal", "value": v});
+        let cmp = |op: &str, p: &[&str], v: &str| json!({"op": op, "left": ident(p), "right": lit(json!(v))});
+        let kind = ["span_attributes", "type"];
+        let text = |t: &str| Some(IndexValue::Text(t.to_owned()));
+        let path = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // Equality and `INCLUDES` on tags are points, tried before a score's range; the
+        // texts' bounds tighten like numbers'; a text that compares as an instant is left
+        // out, as are fields the index does not list.
+        let f = expr(json!({"op": "and", "children": [
+            {"op": "gt", "left": ident(&["scores", "f"]), "right": lit(json!(0.5))},
+            {"op": "includes", "left": ident(&["tags"]), "right": lit(json!("vip"))},
+            cmp("eq", &kind, "llm"),
+            cmp("ge", &["span_attributes", "name"], "b"),
+            cmp("gt", &["span_attributes", "name"], "b"),
+            cmp("le", &["span_attributes", "name"], "q"),
+            cmp("lt", &["span_attributes", "name"], "z"),
+            cmp("eq", &["span_attributes", "at"], "2026-01-01T00:00:00Z"),
+            cmp("eq", &["metadata", "k"], "v"),
+            {"op": "includes", "left": ident(&kind), "right": lit(json!("l"))},
+        ]}));
+        let plans = entry_plans(&f, &cx);
+        let paths: Vec<&[String]> = plans.iter().map(|p| p[0].path.as_slice()).collect();
+        assert_eq!(
+            paths,
+            [
+                &path(&kind)[..],
+                &path(&["tags"]),
+                &path(&["scores", "f"]),
+                &path(&["span_attributes", "name"]),
+            ]
+        );
+        assert_eq!(
+            (plans[1][0].low.clone(), plans[1][0].high.clone()),
+            (text("vip"), text("vip"))
+        );
+        let name = &plans[3][0];
+        assert_eq!((name.low.clone(), name.low_open), (text("b"), true));
+        assert_eq!((name.high.clone(), name.high_open), (text("q"), false));
+        assert!(name.past_high(&IndexValue::Text("qa".into())));
+        assert!(!name.past_high(&IndexValue::Text("q".into())));
+        // `IN` on a listed field: one point a value; any value the index cannot look up
+        // (a number, an instant) leaves it out.
+        let isin =
+            |vals: Value| expr(json!({"op": "in", "left": ident(&kind), "right": lit(vals)}));
+        let plans = entry_plans(&isin(json!(["llm", "tool"])), &cx);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(
+            plans[0].iter().map(|r| r.low.clone()).collect::<Vec<_>>(),
+            [text("llm"), text("tool")]
+        );
+        assert!(entry_plans(&isin(json!(["llm", 1])), &cx).is_empty());
+        assert!(entry_plans(&isin(json!(["2026-01-01T00:00:00Z"])), &cx).is_empty());
+        // `tags = 'x'` compares the whole value (the index still holds every row it keeps);
+        // `INCLUDES` on a span attribute is a substring test, which the index cannot bound.
+        assert_eq!(entry_plans(&expr(cmp("eq", &["tags"], "x")), &cx).len(), 1);
+        let sub = json!({"op": "includes", "left": ident(&kind), "right": lit(json!("l"))});
+        assert!(entry_plans(&expr(sub), &cx).is_empty());
+        // An `OR` of a tag and a `created` range.
+        let or = expr(json!({"op": "or", "children": [
+            {"op": "includes", "left": ident(&["tags"]), "right": lit(json!("a"))},
+            cmp("gt", &["created"], "2026-01-01T00:00:00Z"),
+        ]}));
+        let plans = entry_plans(&or, &cx);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].len(), 2);
     }
 
     #[test]
