@@ -63,6 +63,11 @@ pub const MAX_LIST: usize = 64;
 const FEW_TRACES: usize = 2_000;
 /// Rows read from the store at a time while scanning.
 const SCAN_PAGE: i64 = 1_000;
+/// Rows a word search reads with their data in one pass (in parallel, one read a row); past
+/// this it lists their ids and reads them a page at a time, each looked up in `row_index`
+/// (about three reads a row). Fewer than the largest page a query may return (10,000
+/// spans), so memory stays within what a query may hold anyway.
+const FOUND_AT_ONCE: usize = 4_000;
 
 const CLAUSES: [&str; 9] = [
     "select",
@@ -609,13 +614,7 @@ impl Services {
             // Too many candidates read faster as a scan.
             match self
                 .store
-                .search_read(
-                    pass,
-                    &queries,
-                    MAX_CANDIDATES,
-                    SCAN_PAGE as usize,
-                    Some(version),
-                )
+                .search_read(pass, &queries, MAX_CANDIDATES, FOUND_AT_ONCE, Some(version))
                 .await?
             {
                 Some(Found::Ids(ids)) => scan.candidates = Some((ids, 0)),
