@@ -50,36 +50,6 @@ fn field_vs_number(c: &Expr) -> Option<(&[String], CmpOp, f64)> {
     Some((path, op, n.as_f64()?))
 }
 
-/// The numeric range a filter's top-level conjunction puts on a field: `Some` when it
-/// compares the field with a number (so no row without a number there is kept).
-fn numeric_range(filter: Option<&Expr>, path: &[String]) -> Option<(Option<f64>, Option<f64>)> {
-    let mut range: Option<(Option<f64>, Option<f64>)> = None;
-    for (p, op, n) in conjuncts(filter?).into_iter().filter_map(field_vs_number) {
-        if p != path {
-            continue;
-        }
-        let (lo, hi) = range.get_or_insert((None, None));
-        let tighten = |bound: &mut Option<f64>, n: f64, higher: bool| {
-            *bound = Some(match *bound {
-                Some(b) if higher => b.max(n),
-                Some(b) => b.min(n),
-                None => n,
-            });
-        };
-        match op {
-            CmpOp::Gt | CmpOp::Ge => tighten(lo, n, true),
-            CmpOp::Lt | CmpOp::Le => tighten(hi, n, false),
-            CmpOp::Eq => {
-                tighten(lo, n, true);
-                tighten(hi, n, false);
-            }
-            // `x != n` still needs a number in x.
-            CmpOp::Ne => {}
-        }
-    }
-    range
-}
-
 /// The entries of one indexed field that can hold every row a filter keeps, from its
 /// top-level conjunction.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,12 +81,7 @@ impl EntryRange {
 
     /// Whether entries from `v` on (ascending) can hold no kept row.
     fn past_high(&self, v: &IndexValue) -> bool {
-        let order = match (v, &self.high) {
-            (IndexValue::Number(v), Some(IndexValue::Number(h))) => v.partial_cmp(h),
-            (IndexValue::Text(v), Some(IndexValue::Text(h))) => Some(v.as_str().cmp(h)),
-            _ => None,
-        };
-        match order {
+        match self.high.as_ref().and_then(|h| cmp_values(v, h)) {
             Some(Ordering::Greater) => true,
             Some(Ordering::Equal) => self.high_open,
             _ => false,
@@ -142,26 +107,60 @@ impl EntryRange {
     }
 }
 
-/// The range a filter puts on a score or metric the index orders (`scores.f < 0.5`).
-fn number_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
-    let (lo, hi) = numeric_range(Some(filter), path)?;
-    if lo.is_none() && hi.is_none() {
-        return None;
+/// Orders two values of one kind as the index does (`None` for a number and a text).
+fn cmp_values(a: &IndexValue, b: &IndexValue) -> Option<Ordering> {
+    match (a, b) {
+        (IndexValue::Number(a), IndexValue::Number(b)) => a.partial_cmp(b),
+        (IndexValue::Text(a), IndexValue::Text(b)) => Some(a.as_str().cmp(b)),
+        _ => None,
     }
-    // A bound is open when a strict comparison sets it (`x > 0.5 AND x >= 0.5` is `x > 0.5`).
-    let strict = |op: CmpOp, n: Option<f64>| {
-        conjuncts(filter)
-            .into_iter()
-            .filter_map(field_vs_number)
-            .any(|(p, o, m)| p == path && o == op && Some(m) == n)
-    };
-    Some(EntryRange {
-        low_open: strict(CmpOp::Gt, lo),
-        high_open: strict(CmpOp::Lt, hi),
-        low: lo.map(IndexValue::Number),
-        high: hi.map(IndexValue::Number),
-        ..EntryRange::whole(path)
-    })
+}
+
+/// The range that comparisons of `path` with values (operator with the field on its left)
+/// put on it together: the tightest bound on each side, open when a strict comparison sets
+/// it (`x > 0.5 AND x >= 0.5` is `x > 0.5`). `None` without a bound (`!=` sets none).
+fn bounded_range(
+    path: &[String],
+    comparisons: impl IntoIterator<Item = (CmpOp, IndexValue)>,
+) -> Option<EntryRange> {
+    let mut range = EntryRange::whole(path);
+    let mut bounded = false;
+    for (op, v) in comparisons {
+        // Whether `v` (`open`: strictly) bounds tighter than `bound` on its side.
+        let tighter = |bound: &Option<IndexValue>, open: bool, higher: bool| match bound {
+            None => true,
+            Some(b) => match cmp_values(&v, b) {
+                Some(Ordering::Equal) => open,
+                Some(o) => (o == Ordering::Greater) == higher,
+                None => false,
+            },
+        };
+        if matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Eq)
+            && tighter(&range.low, op == CmpOp::Gt, true)
+        {
+            range.low = Some(v.clone());
+            range.low_open = op == CmpOp::Gt;
+        }
+        if matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Eq)
+            && tighter(&range.high, op == CmpOp::Lt, false)
+        {
+            range.high = Some(v);
+            range.high_open = op == CmpOp::Lt;
+        }
+        bounded |= op != CmpOp::Ne;
+    }
+    bounded.then_some(range)
+}
+
+/// The range a filter's top-level conjunction puts on a score or metric the index orders
+/// by comparing it with numbers (`scores.f < 0.5`).
+fn number_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
+    let comparisons = conjuncts(filter)
+        .into_iter()
+        .filter_map(field_vs_number)
+        .filter(|(p, ..)| *p == path)
+        .map(|(_, op, n)| (op, IndexValue::Number(n)));
+    bounded_range(path, comparisons)
 }
 
 /// The range a filter puts on `created` by comparing it with instants (`created >=
@@ -233,40 +232,12 @@ fn field_vs_text(c: &Expr) -> Option<(&[String], CmpOp, &str)> {
 /// The range a filter's top-level conjunction puts on a listed field by comparing it with
 /// texts (`span_attributes.type = 'llm'`, `tags INCLUDES 'x'`).
 fn text_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
-    let mut range = EntryRange::whole(path);
-    let mut bounded = false;
-    for (_, op, text) in conjuncts(filter)
+    let comparisons = conjuncts(filter)
         .into_iter()
         .filter_map(field_vs_text)
         .filter(|(p, ..)| *p == path)
-    {
-        let v = Some(IndexValue::Text(text.to_owned()));
-        let tighter = |bound: &Option<IndexValue>, open: bool, higher: bool| match bound {
-            Some(IndexValue::Text(b)) => {
-                let o = text.cmp(b.as_str());
-                o == if higher {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                } || (o == Ordering::Equal && open)
-            }
-            _ => true,
-        };
-        if matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Eq)
-            && tighter(&range.low, op == CmpOp::Gt, true)
-        {
-            range.low = v.clone();
-            range.low_open = op == CmpOp::Gt;
-        }
-        if matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Eq)
-            && tighter(&range.high, op == CmpOp::Lt, false)
-        {
-            range.high = v;
-            range.high_open = op == CmpOp::Lt;
-        }
-        bounded |= op != CmpOp::Ne;
-    }
-    bounded.then_some(range)
+        .map(|(_, op, text)| (op, IndexValue::Text(text.to_owned())));
+    bounded_range(path, comparisons)
 }
 
 /// The point ranges of `x IN ('a', 'b')` on a listed field.
@@ -796,12 +767,14 @@ mod tests {
                    "right": {"op": "literal", "value": n}})
         };
         let gt = expr(f("gt", 0.9));
-        assert_eq!(numeric_range(Some(&gt), &path), Some((Some(0.9), None)));
+        let r = number_range(&gt, &path).unwrap();
+        assert_eq!((r.low, r.high), (Some(IndexValue::Number(0.9)), None));
         let both =
             expr(json!({"op": "and", "children": [f("ge", 0.2), f("lt", 0.5), f("gt", 0.3)]}));
+        let r = number_range(&both, &path).unwrap();
         assert_eq!(
-            numeric_range(Some(&both), &path),
-            Some((Some(0.3), Some(0.5)))
+            (r.low, r.high),
+            (Some(IndexValue::Number(0.3)), Some(IndexValue::Number(0.5)))
         );
         // Strict comparisons make open bounds: reads start past the bound's entries.
         let r = number_range(&both, &path).unwrap();
@@ -821,13 +794,14 @@ mod tests {
             json!({"op": "gt", "left": {"op": "ident", "name": ["scores", "g"]},
                                 "right": {"op": "literal", "value": 1}}),
         );
-        assert_eq!(numeric_range(Some(&other), &path), None);
+        assert_eq!(number_range(&other, &path), None);
         let or = expr(json!({"op": "or", "children": [f("gt", 0.9), f("lt", 0.1)]}));
         assert_eq!(
-            numeric_range(Some(&or), &path),
+            number_range(&or, &path),
             None,
             "a disjunction bounds nothing"
         );
-        assert_eq!(numeric_range(None, &path), None);
+        let ne = expr(f("ne", 0.9));
+        assert_eq!(number_range(&ne, &path), None);
     }
 }
