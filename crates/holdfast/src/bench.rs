@@ -166,7 +166,9 @@ pub(crate) fn trace_shaped(
     r["input"] = json!({"question": text(rng, 120)});
     r["output"] = json!({"answer": text(rng, 200)});
     let user_id = shape.user_id.clone().unwrap_or_else(|| rng.hex(8));
-    r["metadata"] = json!({"user_id": user_id, "env": "prod", "release": "2026.11"});
+    let latency_ms = rng.range(50, 5000);
+    r["metadata"] =
+        json!({"user_id": user_id, "env": "prod", "release": "2026.11", "latency_ms": latency_ms});
     r["tags"] = json!(["prod", "support"]);
     if let (Some(tag), Some(tags)) = (shape.tag, r["tags"].as_array_mut()) {
         tags.push(json!(tag));

@@ -1,6 +1,7 @@
 //! `holdfast bench query`: loads a project's logs with realistic traces (5 spans each, chat
-//! inputs, ~500 distinct user ids, a rare word in 0.1% of spans, a rare tag on 0.1% of
-//! traces, 500 tool names, spread over one day), then times the queries people ask through
+//! inputs, ~500 distinct user ids, a request latency in metadata, a rare word in 0.1% of
+//! spans, a rare tag on 0.1% of traces, 500 tool names, spread over one day), then times the
+//! queries people ask through
 //! `/btql`, each several times, and reports medians.
 
 use crate::bench::{
@@ -198,8 +199,26 @@ pub async fn run(o: Options) -> Result<()> {
             format!("SELECT * FROM project_logs('{p}') WHERE tags INCLUDES '{RARE_TAG}'"),
         ),
         (
+            "rare tag, 50 most recent",
+            format!(
+                "SELECT * FROM project_logs('{p}') WHERE tags INCLUDES '{RARE_TAG}' ORDER BY created DESC LIMIT 50"
+            ),
+        ),
+        (
             "span_attributes.name = X",
             format!("SELECT * FROM project_logs('{p}') WHERE span_attributes.name = 'search_042'"),
+        ),
+        (
+            "metadata range sorted (slowest 50)",
+            format!(
+                "SELECT * FROM project_logs('{p}') WHERE metadata.latency_ms > 4900 ORDER BY metadata.latency_ms DESC LIMIT 50"
+            ),
+        ),
+        (
+            "50 traces by metadata.user_id (summary)",
+            format!(
+                "SELECT * FROM project_logs('{p}', shape => 'summary') ORDER BY metadata.user_id LIMIT 50"
+            ),
         ),
         (
             "score filter sorted by score",

@@ -35,9 +35,7 @@ use holdfast_core::qexpr::{
     Accumulator, CmpOp, Context, Expr, MAX_AGGREGATE_VALUES, sort_cmp, truthy, words,
 };
 use holdfast_core::xact::XactId;
-use holdfast_store::{
-    Found, MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery, indexed_path,
-};
+use holdfast_store::{Found, MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, TextQuery, held};
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -68,6 +66,10 @@ const SCAN_PAGE: i64 = 1_000;
 /// (about three reads a row). Fewer than the largest page a query may return (10,000
 /// spans), so memory stays within what a query may hold anyway.
 const FOUND_AT_ONCE: usize = 4_000;
+/// Rows a filter must narrow an object to through the value index for a sorted query to
+/// read them rather than read the object in the sort's order (which reads about `limit`
+/// divided by the filter's share of the rows).
+const FEW_CANDIDATES: usize = 1_000;
 
 const CLAUSES: [&str; 9] = [
     "select",
@@ -623,15 +625,24 @@ impl Services {
             }
         }
         // A sort on an indexed field reads through the index in its order instead (and
-        // stops early), which the caller tries when this scan would read every row.
-        let sorted_by_index =
-            matches!(plan.sort.first(), Some((Expr::Field(p), _)) if indexed_path(p).is_some());
+        // stops early), which the caller tries when this scan would read every row; but a
+        // filter the index narrows to a few rows (a rare tag) reads those rows faster than
+        // a read in the sort's order finds enough of them.
+        let sorted_by_index = match plan.sort.first() {
+            Some((Expr::Field(p), _)) if !every => held(p)
+                .filter(|h| !h.sort_kinds().is_empty())
+                .map(|_| p.as_slice()),
+            _ => None,
+        };
+        let cap = match sorted_by_index {
+            Some(_) => FEW_CANDIDATES,
+            None => MAX_CANDIDATES,
+        };
         if scan.reads_all()
-            && (every || !sorted_by_index)
             && self.limits.query_search_index
             && self.store.has_value_index()
             && let Some(ids) = self
-                .range_candidates(filter, pass, version, started, cx)
+                .range_candidates(filter, pass, version, started, cx, cap, sorted_by_index)
                 .await?
         {
             scan.candidates = Some((ids, 0));

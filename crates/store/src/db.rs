@@ -180,6 +180,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_listed_sqlite.sql"),
         include_str!("values_listed_postgres.sql"),
     ),
+    (
+        16,
+        include_str!("values_mixed_sqlite.sql"),
+        include_str!("values_mixed_postgres.sql"),
+    ),
 ];
 
 impl Store {

@@ -43,8 +43,7 @@ pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use values::{
-    CreatedCounts, IndexValue, ValueEntry, ValueFrom, ValueQuery, indexed_path, listed_path,
-    server_timestamp,
+    CreatedCounts, Held, IndexValue, ValueEntry, ValueFrom, ValueQuery, held, server_timestamp,
 };
 pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};
 

@@ -10,21 +10,26 @@
 //! root spans only, a marker), so an object's values of one field are one range of the
 //! tree, read in either direction from any value.
 //!
-//! Indexed: `created` (text: sorts compare strings byte by byte, as SQLite's BINARY does)
-//! and every number directly under `scores` and `metrics` (at most [`MAX_PER_GROUP`] names
-//! each). A non-null value of another type (a string score), or a text holding a NUL, is not
-//! ordered by the index: the row gets an *irregular* entry for the field instead, and readers
-//! always read such rows.
+//! Indexed (see [`Held`]): `created` (text: sorts compare strings byte by byte, as SQLite's
+//! BINARY does); every number directly under `scores` and `metrics`; and every number and
+//! text directly under `metadata` and `span_attributes`, numbers and texts in ranges of
+//! their own (a number and a text never compare equal or ordered in a filter, and sorts put
+//! every number before every text, so a sorted read of such a field reads the numbers' range
+//! then the texts'). At most [`MAX_PER_GROUP`] names of each group are indexed. A non-null
+//! value the index does not order (a string score, a boolean or an object in metadata, a
+//! text holding a NUL) gives the row an *irregular* entry for the field instead, and readers
+//! always read such rows. So does a text of metadata or span attributes that compares as an
+//! instant (a query finds `'2026-01-01T00:00:00Z'` equal to `'2026-01-01T01:00:00+01:00'`,
+//! which the index would not relate).
 //!
-//! *Listed* for filters (not for sorted reads): each of a row's `tags`, and every text
-//! directly under `span_attributes` (at most [`MAX_PER_GROUP`] names), so that `tags INCLUDES
-//! 'x'`, `span_attributes.type = 'llm'` or `IN (...)` read one range of entries each. A row
-//! has one entry per distinct tag and no entries of root spans alone. Tags that are not an
-//! array of at most [`MAX_PER_GROUP`] texts, and a text that compares as an instant (a query
-//! finds it equal to the same instant written otherwise), make the row irregular for the
-//! field. A group (scores, metrics, span attributes) the index does not hold whole, with
-//! more names than it lists or an array (whose items a path reaches by position), gives the
-//! row an irregular entry for the group, which readers of every field of the group read.
+//! *Listed* for filters (not for sorted reads): each of a row's `tags`, so that `tags
+//! INCLUDES 'x'` reads one range of entries. A row has one entry per distinct tag and no
+//! entries of root spans alone. Tags that are not an array of at most [`MAX_PER_GROUP`]
+//! texts, or that hold a text that compares as an instant, make the row irregular for the
+//! field. A group (scores, metrics, metadata, span attributes) the index does not hold
+//! whole, with more names than it indexes or an array (whose items a path reaches by
+//! position), gives the row an irregular entry for the group, which readers of every field
+//! of the group read. Paths deeper than a group's names (`metadata.a.b`) are not indexed.
 //! A `created` that is not a [`server_timestamp`] also gets an *odd* entry, which lets
 //! counts by time list such values without checking the form of every entry.
 //! A row without the field has no entry: sorts put nulls last, so readers that run out of
@@ -92,34 +97,72 @@ impl IndexValue {
     }
 }
 
-/// Whether a field path is indexed for sorted reads, and how its values are ordered (text or
-/// number): `created`, and the scores and metrics.
-pub fn indexed_path(path: &[String]) -> Option<bool> {
+/// How the value index holds a field's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// `created`: text, sorted.
+    Created,
+    /// Each name directly under `scores` and `metrics`: numbers, sorted.
+    Number,
+    /// `tags`: each text listed, for filters only (a row has one entry per tag, and no
+    /// entries of root spans alone, so sorted reads cannot use them).
+    Listed,
+    /// Each name directly under `metadata` and `span_attributes`: numbers and texts, each
+    /// kind in a range of its own (sorts put every number before every text), sorted and
+    /// looked up.
+    Mixed,
+}
+
+impl Held {
+    /// Whether filters can look up numbers of the field.
+    pub fn numbers(self) -> bool {
+        matches!(self, Held::Number | Held::Mixed)
+    }
+
+    /// Whether filters can look up texts of the field by comparing them as text (a text
+    /// that compares as an instant is irregular: see [`Held::Listed`]).
+    pub fn texts(self) -> bool {
+        matches!(self, Held::Listed | Held::Mixed)
+    }
+
+    /// The kinds of value (`true`: text) a sorted read of the field reads, in ascending
+    /// order; none for a listed field.
+    pub fn sort_kinds(self) -> &'static [bool] {
+        match self {
+            Held::Created => &[true],
+            Held::Number => &[false],
+            Held::Listed => &[],
+            Held::Mixed => &[false, true],
+        }
+    }
+}
+
+/// How the index holds a field (see [`Held`]); `None` when it does not.
+pub fn held(path: &[String]) -> Option<Held> {
     match path {
-        [f] if f == "created" => Some(true),
-        [g, name] if (g == "scores" || g == "metrics") && !name.is_empty() => Some(false),
+        [f] if f == "created" => Some(Held::Created),
+        [f] if f == "tags" => Some(Held::Listed),
+        [_, name] if name.is_empty() => None,
+        [g, _] if g == "scores" || g == "metrics" => Some(Held::Number),
+        [g, _] if g == "metadata" || g == "span_attributes" => Some(Held::Mixed),
         _ => None,
     }
 }
 
-/// Whether a field path is *listed*: the index holds its text values for filters to look
-/// up (`tags INCLUDES 'x'`, `span_attributes.type = 'llm'`), but not for sorted reads (a
-/// row has one entry per tag, and no entries of root spans alone).
-pub fn listed_path(path: &[String]) -> bool {
-    match path {
-        [f] => f == "tags",
-        [g, name] => g == "span_attributes" && !name.is_empty(),
-        _ => false,
+/// The path a field's entries of one kind are keyed by: a mixed field's numbers are under
+/// the path marked with `#` (no field's path starts with it), everything else under its
+/// path.
+fn kind_path(path: &[String], text: bool) -> String {
+    let joined = path.join(".");
+    if held(path) == Some(Held::Mixed) && !text {
+        format!("#{joined}")
+    } else {
+        joined
     }
 }
 
-/// Whether the index holds a field's values (sorted or listed), and whether as text.
-pub(crate) fn held_path(path: &[String]) -> Option<bool> {
-    indexed_path(path).or_else(|| listed_path(path).then_some(true))
-}
-
 /// The groups whose names are fields of the index, one entry per name.
-const GROUPS: [&str; 3] = ["scores", "metrics", "span_attributes"];
+const GROUPS: [&str; 4] = ["scores", "metrics", "metadata", "span_attributes"];
 
 /// The path of the entry a row gets when the index does not hold every value of a group
 /// (more than [`MAX_PER_GROUP`] names, or an array, whose items a path reaches by position):
@@ -147,22 +190,10 @@ fn field_key(object_type: &str, object_id: &str, path: &str, roots: bool, irregu
 /// One entry to write: (field key, value, or `None` for an irregular entry).
 pub(crate) type Entry = (i64, Option<IndexValue>);
 
-/// How the index holds a field's values.
-#[derive(Clone, Copy, PartialEq)]
-enum Held {
-    /// `created`: text, sorted.
-    Text,
-    /// Scores and metrics: numbers, sorted.
-    Number,
-    /// Listed text (see [`listed_path`]). A text that compares as an instant
-    /// ([`timestamp_like`]: equal to others of other forms) is irregular.
-    Listed,
-}
-
 /// Whether the index can hold a text: PostgreSQL reads entries' text as text, which holds
 /// no NUL (such a value is irregular on both backends).
 fn regular_text(s: &str, held: Held) -> bool {
-    !s.contains('\0') && (held != Held::Listed || !timestamp_like(s))
+    !s.contains('\0') && (held == Held::Created || !timestamp_like(s))
 }
 
 /// A row's entries (see the module docs). A row of comments alone is not shown by any
@@ -181,28 +212,30 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
         field_key(object_type, object_id, path, roots, irregular)
     };
     let mut out = Vec::new();
-    let add = |out: &mut Vec<Entry>, path: &str, v: &Value, held: Held| {
-        let value = match (v, held) {
-            (Value::Null, _) => return,
-            (Value::String(s), Held::Text | Held::Listed) if regular_text(s, held) => {
+    let add = |out: &mut Vec<Entry>, path: &[&str], v: &Value, held: Held| {
+        let path: Vec<String> = path.iter().map(|p| (*p).to_owned()).collect();
+        let value = match v {
+            Value::Null => return,
+            Value::String(s) if held != Held::Number && regular_text(s, held) => {
                 Some(IndexValue::Text(s.clone()))
             }
-            (Value::Number(n), Held::Number) => n.as_f64().map(IndexValue::Number),
+            Value::Number(n) if held.numbers() => n.as_f64().map(IndexValue::Number),
             _ => None,
         };
         match value {
             Some(value) => {
-                out.push((key(path, false, false), Some(value.clone())));
+                let at = kind_path(&path, matches!(value, IndexValue::Text(_)));
+                out.push((key(&at, false, false), Some(value.clone())));
                 if root && held != Held::Listed {
-                    out.push((key(path, true, false), Some(value)));
+                    out.push((key(&at, true, false), Some(value)));
                 }
             }
-            None => out.push((key(path, false, true), None)),
+            None => out.push((key(&path.join("."), false, true), None)),
         }
     };
     let odd = match row.get("created") {
         Some(c) => {
-            add(&mut out, "created", c, Held::Text);
+            add(&mut out, &["created"], c, Held::Created);
             // An irregular value (with a NUL) is not listed: counts read the object then.
             c.as_str()
                 .filter(|s| !server_timestamp(s) && !s.contains('\0'))
@@ -210,15 +243,12 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
         None => None,
     };
     for group in GROUPS {
-        let held = if group == "span_attributes" {
-            Held::Listed
-        } else {
-            Held::Number
-        };
         match row.get(group) {
             Some(Value::Object(m)) => {
                 for (name, v) in m.iter().take(MAX_PER_GROUP) {
-                    add(&mut out, &format!("{group}.{name}"), v, held);
+                    let path = [group, name.as_str()];
+                    let how = held(&path.map(String::from)).unwrap_or(Held::Number);
+                    add(&mut out, &path, v, how);
                 }
                 if m.len() > MAX_PER_GROUP {
                     out.push((key(group, false, true), None));
@@ -336,8 +366,10 @@ fn bytes_number(b: &[u8]) -> Option<f64> {
 /// A sorted read of one field of an object.
 #[derive(Debug, Clone)]
 pub struct ValueQuery {
-    /// The field's path: `["created"]`, `["scores", name]` or `["metrics", name]`.
+    /// The field's path (see [`held`]).
     pub path: Vec<String>,
+    /// Which kind of entries to read (`true`: texts, else numbers).
+    pub text: bool,
     /// Only root spans' entries.
     pub roots: bool,
     pub descending: bool,
@@ -549,10 +581,16 @@ macro_rules! backend_statements {
                 q: &ValueQuery,
                 from: &ValueFrom,
                 limit: usize,
-                text: bool,
             ) -> Result<Vec<ValueEntry>> {
                 let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
-                let key = field_key(object_type, object_id, &q.path.join("."), q.roots, false);
+                let text = q.text;
+                let key = field_key(
+                    object_type,
+                    object_id,
+                    &kind_path(&q.path, text),
+                    q.roots,
+                    false,
+                );
                 let (cmp, dir) = if q.descending {
                     ("<", "DESC")
                 } else {
@@ -881,7 +919,7 @@ impl Store {
         path: &[String],
         as_of: XactId,
     ) -> Result<Option<Vec<String>>> {
-        if !self.has_value_index() || held_path(path).is_none() {
+        if !self.has_value_index() || held(path).is_none() {
             return Ok(None);
         }
         let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
@@ -932,12 +970,19 @@ impl Store {
         from: &ValueFrom,
         limit: usize,
     ) -> Result<Vec<ValueEntry>> {
-        let Some(text) = held_path(&q.path) else {
+        let kind_held = held(&q.path).is_some_and(|h| {
+            if q.text {
+                h != Held::Number
+            } else {
+                h.numbers()
+            }
+        });
+        if !kind_held {
             return Ok(Vec::new());
-        };
+        }
         match &self.read {
-            Pools::Sqlite(p) => on_sqlite::value_entries(p, pass, q, from, limit, text).await,
-            Pools::Postgres(p) => on_postgres::value_entries(p, pass, q, from, limit, text).await,
+            Pools::Sqlite(p) => on_sqlite::value_entries(p, pass, q, from, limit).await,
+            Pools::Postgres(p) => on_postgres::value_entries(p, pass, q, from, limit).await,
         }
     }
 }
@@ -1380,19 +1425,33 @@ mod tests {
             field_key("l", "o", "created", false, false),
             field_key("l", "p", "created", false, false)
         );
-        assert_eq!(indexed_path(&["scores".into(), "f".into()]), Some(false));
-        assert_eq!(indexed_path(&["metadata".into(), "f".into()]), None);
-        // Tags and span attributes are listed (no root entries): each tag once, a text that
-        // compares as an instant or a value of another type irregular.
+        let path = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(held(&path(&["scores", "f"])), Some(Held::Number));
+        assert_eq!(held(&path(&["metadata", "f"])), Some(Held::Mixed));
+        assert_eq!(held(&path(&["metadata", "f", "g"])), None);
+        assert_eq!(held(&path(&["metadata", ""])), None);
+        assert_eq!(held(&path(&["input", "f"])), None);
+        // Tags are listed (no root entries): each tag once. Metadata and span attributes hold
+        // numbers and texts, each kind under its own key, with root entries; a text that
+        // compares as an instant, or a value of another type, is irregular.
         let listed = json!({"span_id": "a", "tags": ["b", "a", "b"],
+                            "metadata": {"user": "u-1", "n": 2.5, "ok": true, "o": {"a": 1}},
                             "span_attributes": {"type": "llm", "at": "2026-01-01T00:00:00Z",
                                                 "n": 3, "none": null}});
         assert_eq!(
             entries("l", "o", listed.as_object().unwrap()),
             vec![
+                (key("metadata.user", false, false), text("u-1")),
+                (key("metadata.user", true, false), text("u-1")),
+                (key("#metadata.n", false, false), num(2.5)),
+                (key("#metadata.n", true, false), num(2.5)),
+                (key("metadata.ok", false, true), None),
+                (key("metadata.o", false, true), None),
                 (key("span_attributes.type", false, false), text("llm")),
+                (key("span_attributes.type", true, false), text("llm")),
                 (key("span_attributes.at", false, true), None),
-                (key("span_attributes.n", false, true), None),
+                (key("#span_attributes.n", false, false), num(3.0)),
+                (key("#span_attributes.n", true, false), num(3.0)),
                 (key("tags", false, false), text("a")),
                 (key("tags", false, false), text("b")),
             ]
@@ -1424,13 +1483,5 @@ mod tests {
             Some("scores")
         );
         assert_eq!(group_path(&["tags".into()]), None);
-        assert!(
-            listed_path(&["tags".into()])
-                && listed_path(&["span_attributes".into(), "type".into()])
-        );
-        assert!(
-            !listed_path(&["span_attributes".into()])
-                && !listed_path(&["metadata".into(), "t".into()])
-        );
     }
 }

@@ -959,6 +959,22 @@ async fn sorted_reads(backend: Backend) {
                 _ => "task",
             };
             row["span_attributes"] = json!({"type": kind, "name": format!("n{}", t % 4)});
+            // `metadata.v` of every kind: numbers (with ties) and texts, which the index
+            // holds, and values it cannot order (a boolean, an object, a text that compares
+            // as an instant), null or absent.
+            row["metadata"] = json!({"user": format!("u{}", t % 5)});
+            let v = match (t * 5 + s) % 11 {
+                0 => None,
+                1 => Some(Value::Null),
+                2 => Some(json!(true)),
+                3 => Some(json!({"a": 1})),
+                4 => Some(json!("2026-03-01T00:00:00Z")),
+                5..=7 => Some(json!(f64::from((t + s) % 6) / 2.0)),
+                _ => Some(json!(format!("v{}", (t + 2 * s) % 5))),
+            };
+            if let Some(v) = v {
+                row["metadata"]["v"] = v;
+            }
             if s == 0 && t % 4 != 3 {
                 row["tags"] = match t % 4 {
                     0 => json!(["vip", "a"]),
@@ -981,6 +997,11 @@ async fn sorted_reads(backend: Backend) {
         (0..64).map(|i| (format!("a{i:02}"), json!(0))).collect();
     many.insert("f".into(), json!(0.9));
     rows.get_mut("t18s0").unwrap()["scores"] = Value::Object(many);
+    // Metadata past the 64 names a group indexes.
+    let mut wide: serde_json::Map<String, Value> =
+        (0..64).map(|i| (format!("a{i:02}"), json!(i))).collect();
+    wide.insert("v".into(), json!(1.5));
+    rows.get_mut("t19s1").unwrap()["metadata"] = Value::Object(wide);
     let write = |batch: Vec<Value>| log_rows(&server, &p, batch);
     write(rows.values().cloned().collect()).await;
     indexed(&server).await;
@@ -1043,7 +1064,61 @@ async fn sorted_reads(backend: Backend) {
             let late_root = |r: &Value| root(r) && late(r);
             // An open bound at a value rows hold (0.25): those rows are not read, nor kept.
             let above = |r: &Value| r["scores"]["f"].as_f64().is_some_and(|f| f > 0.25);
-            let cases: [Case<'_>; 9] = [
+            let v = |r: &Value| r["metadata"]["v"].clone();
+            let v_above_1 = |r: &Value| v(r).as_f64().is_some_and(|n| n > 1.0);
+            let v_from_v2 = |r: &Value| v(r).as_str().is_some_and(|t| t >= "v2");
+            // Sorts whose filter the index narrows to a few rows through another field: those
+            // rows are read, not the object in the sort's order.
+            let has_vip = |r: &Value| {
+                r["tags"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&json!("vip")))
+            };
+            let llm_high = |r: &Value| {
+                r["span_attributes"]["type"] == json!("llm")
+                    && r["scores"]["f"].as_f64().is_some_and(|f| f > 0.3)
+            };
+            let cases: [Case<'_>; 19] = [
+                (
+                    "project_logs('P') WHERE tags INCLUDES 'vip'",
+                    &["metadata", "v"],
+                    3,
+                    &has_vip,
+                ),
+                (
+                    "project_logs('P') WHERE tags INCLUDES 'vip'",
+                    &["created"],
+                    2,
+                    &has_vip,
+                ),
+                (
+                    "project_logs('P') WHERE span_attributes.type = 'llm' AND scores.f > 0.3",
+                    &["scores", "f"],
+                    4,
+                    &llm_high,
+                ),
+                ("project_logs('P')", &["metadata", "v"], 5, &all),
+                ("project_logs('P')", &["metadata", "v"], 30, &all),
+                ("project_logs('P')", &["metadata", "v"], 200, &all),
+                (
+                    "project_logs('P', shape => 'summary')",
+                    &["metadata", "v"],
+                    4,
+                    &root,
+                ),
+                (
+                    "project_logs('P') WHERE metadata.v > 1",
+                    &["metadata", "v"],
+                    4,
+                    &v_above_1,
+                ),
+                (
+                    "project_logs('P') WHERE metadata.v >= 'v2'",
+                    &["metadata", "v"],
+                    3,
+                    &v_from_v2,
+                ),
+                ("project_logs('P')", &["span_attributes", "name"], 7, &all),
                 (
                     "project_logs('P') WHERE scores.f > 0.25",
                     &["scores", "f"],
@@ -1094,7 +1169,16 @@ async fn sorted_reads(backend: Backend) {
             };
             let a_or_high = |r: &Value| tagged(r, "a") || f(r).is_some_and(|f| f > 0.6);
             let late_llm = |r: &Value| late(r) && llm(r);
-            let ranges: [Range<'_>; 17] = [
+            let v_1_to_2 = |r: &Value| v(r).as_f64().is_some_and(|n| (1.0..2.5).contains(&n));
+            let v_to_v3 = |r: &Value| v(r).as_str().is_some_and(|t| t <= "v3");
+            let v_in = |r: &Value| v(r) == json!(1.5) || v(r) == json!("v1");
+            let v_in_true = |r: &Value| v_in(r) || v(r) == json!(true);
+            let ranges: [Range<'_>; 22] = [
+                ("metadata.v > 1", &v_above_1),
+                ("metadata.v >= 1 AND metadata.v < 2.5", &v_1_to_2),
+                ("metadata.v <= 'v3' LIMIT 4", &v_to_v3),
+                ("metadata.v IN (1.5, 'v1')", &v_in),
+                ("metadata.v IN (1.5, 'v1', true)", &v_in_true),
                 ("tags INCLUDES 'vip'", &vip),
                 ("span_attributes.type = 'llm'", &llm),
                 (
@@ -1176,6 +1260,12 @@ async fn sorted_reads(backend: Backend) {
             json!({"id": id, "tags": tags, "span_attributes": row["span_attributes"],
                             "_is_merge": true}),
         );
+    }
+    // Merges that change `metadata.v` to the highest text and to a number.
+    for (id, value) in [("t04s0", json!("zz")), ("t06s1", json!(0.25))] {
+        let row = rows.get_mut(id).unwrap();
+        row["metadata"]["v"] = value.clone();
+        changes.push(json!({"id": id, "metadata": {"v": value}, "_is_merge": true}));
     }
     // A replace that moves a row into the window of `created`.
     let moved = rows.get_mut("t22s1").unwrap();

@@ -19,8 +19,8 @@ use holdfast_core::clock::format_timestamp;
 use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp, timestamp_like};
 use holdfast_core::xact::XactId;
 use holdfast_store::{
-    IndexValue, MAX_CANDIDATES, StoredRow, ValueEntry, ValueFrom, ValueQuery, indexed_path,
-    listed_path, server_timestamp,
+    Held, IndexValue, MAX_CANDIDATES, StoredRow, ValueEntry, ValueFrom, ValueQuery, held,
+    server_timestamp,
 };
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -55,6 +55,8 @@ fn field_vs_number(c: &Expr) -> Option<(&[String], CmpOp, f64)> {
 #[derive(Debug, Clone, PartialEq)]
 struct EntryRange {
     path: Vec<String>,
+    /// Which kind of entries (`true`: texts, else numbers).
+    text: bool,
     /// The lowest value that can hold a kept row (`low_open`: only values above it).
     low: Option<IndexValue>,
     low_open: bool,
@@ -67,10 +69,11 @@ struct EntryRange {
 }
 
 impl EntryRange {
-    /// A range of `path` with no bounds.
-    fn whole(path: &[String]) -> Self {
+    /// A range of the entries of one kind of `path` with no bounds.
+    fn whole(path: &[String], text: bool) -> Self {
         EntryRange {
             path: path.to_vec(),
+            text,
             low: None,
             low_open: false,
             high: None,
@@ -121,9 +124,10 @@ fn cmp_values(a: &IndexValue, b: &IndexValue) -> Option<Ordering> {
 /// it (`x > 0.5 AND x >= 0.5` is `x > 0.5`). `None` without a bound (`!=` sets none).
 fn bounded_range(
     path: &[String],
+    text: bool,
     comparisons: impl IntoIterator<Item = (CmpOp, IndexValue)>,
 ) -> Option<EntryRange> {
-    let mut range = EntryRange::whole(path);
+    let mut range = EntryRange::whole(path, text);
     let mut bounded = false;
     for (op, v) in comparisons {
         // Whether `v` (`open`: strictly) bounds tighter than `bound` on its side.
@@ -152,15 +156,15 @@ fn bounded_range(
     bounded.then_some(range)
 }
 
-/// The range a filter's top-level conjunction puts on a score or metric the index orders
-/// by comparing it with numbers (`scores.f < 0.5`).
+/// The range a filter's top-level conjunction puts on the numbers of a field the index
+/// holds numbers of, by comparing it with numbers (`scores.f < 0.5`, `metadata.n >= 3`).
 fn number_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
     let comparisons = conjuncts(filter)
         .into_iter()
         .filter_map(field_vs_number)
         .filter(|(p, ..)| *p == path)
         .map(|(_, op, n)| (op, IndexValue::Number(n)));
-    bounded_range(path, comparisons)
+    bounded_range(path, false, comparisons)
 }
 
 /// The range a filter puts on `created` by comparing it with instants (`created >=
@@ -203,14 +207,15 @@ fn created_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
         high,
         high_open: true,
         odd: true,
-        ..EntryRange::whole(&["created".to_owned()])
+        ..EntryRange::whole(&["created".to_owned()], true)
     })
 }
 
-/// A comparison of a listed field (tags, span attributes) with a text, as (field, operator
-/// with the field on its left, text): `'x' < span_attributes.name` is (`span_attributes.name`,
-/// `>`, `x`), and `tags INCLUDES 'x'` is (`tags`, `=`, `x`). A text that compares as an
-/// instant is left out: it equals texts of other forms, which the index does not relate.
+/// A comparison with a text of a field whose texts the index holds (tags, metadata, span
+/// attributes), as (field, operator with the field on its left, text): `'x' <
+/// span_attributes.name` is (`span_attributes.name`, `>`, `x`), and `tags INCLUDES 'x'` is
+/// (`tags`, `=`, `x`). A text that compares as an instant is left out: it equals texts of
+/// other forms, which the index does not relate.
 fn field_vs_text(c: &Expr) -> Option<(&[String], CmpOp, &str)> {
     let (path, op, text) = match c {
         Expr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
@@ -226,58 +231,66 @@ fn field_vs_text(c: &Expr) -> Option<(&[String], CmpOp, &str)> {
         },
         _ => return None,
     };
-    (listed_path(path) && !timestamp_like(text)).then_some((path.as_slice(), op, text.as_str()))
+    (held(path).is_some_and(Held::texts) && !timestamp_like(text)).then_some((
+        path.as_slice(),
+        op,
+        text.as_str(),
+    ))
 }
 
-/// The range a filter's top-level conjunction puts on a listed field by comparing it with
-/// texts (`span_attributes.type = 'llm'`, `tags INCLUDES 'x'`).
+/// The range a filter's top-level conjunction puts on the texts of a field by comparing it
+/// with texts (`span_attributes.type = 'llm'`, `tags INCLUDES 'x'`).
 fn text_range(filter: &Expr, path: &[String]) -> Option<EntryRange> {
     let comparisons = conjuncts(filter)
         .into_iter()
         .filter_map(field_vs_text)
         .filter(|(p, ..)| *p == path)
         .map(|(_, op, text)| (op, IndexValue::Text(text.to_owned())));
-    bounded_range(path, comparisons)
+    bounded_range(path, true, comparisons)
 }
 
-/// The point ranges of `x IN ('a', 'b')` on a listed field.
+/// The point ranges of `x IN ('a', 2)` on a field the index holds those values of.
 fn in_ranges(c: &Expr) -> Option<Vec<EntryRange>> {
     let Expr::In(e, values) = c else { return None };
     let Expr::Field(path) = e.as_ref() else {
         return None;
     };
-    if !listed_path(path) {
-        return None;
-    }
+    let how = held(path)?;
     values
         .iter()
         .map(|v| {
-            let text = v.as_str().filter(|t| !timestamp_like(t))?;
-            let point = Some(IndexValue::Text(text.to_owned()));
+            let point = match v {
+                Value::String(t) if how.texts() && !timestamp_like(t) => {
+                    IndexValue::Text(t.clone())
+                }
+                Value::Number(n) if how.numbers() => IndexValue::Number(n.as_f64()?),
+                _ => return None,
+            };
             Some(EntryRange {
-                low: point.clone(),
-                high: point,
-                ..EntryRange::whole(path)
+                low: Some(point.clone()),
+                high: Some(point.clone()),
+                ..EntryRange::whole(path, matches!(point, IndexValue::Text(_)))
             })
         })
         .collect()
 }
 
 /// A range of an indexed field that a filter's top-level conjunction puts on it: a number
-/// range on a score or metric first, else a range of `created`.
+/// range (on a score, a metric, metadata or a span attribute) first, else a range of
+/// `created`.
 fn entry_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
     conjuncts(filter)
         .into_iter()
         .filter_map(field_vs_number)
-        .filter(|(path, ..)| indexed_path(path) == Some(false))
+        .filter(|(path, ..)| held(path).is_some_and(Held::numbers))
         .find_map(|(path, ..)| number_range(filter, path))
         .or_else(|| created_range(filter, cx))
 }
 
 /// Ways to read every row a filter keeps from the index, each a set of ranges of indexed
-/// fields whose union holds them, the likeliest to be narrow first: an equality or `IN` on
-/// a listed field (one range a value), a range of a score, a metric or `created` (see
-/// [`entry_range`]), another range of a listed field, and, for a conjunct that is an `OR`
+/// fields whose union holds them, the likeliest to be narrow first: an equality with a text
+/// or an `IN` (one range a value), a number range or a range of `created` (see
+/// [`entry_range`]), another range of texts, and, for a conjunct that is an `OR`
 /// each of whose branches has a way (`scores.f < 0.1 OR created > '...'`), the union of
 /// their first ways.
 fn entry_plans(filter: &Expr, cx: &Context) -> Vec<Vec<EntryRange>> {
@@ -334,8 +347,11 @@ impl Services {
     /// place (written after it or after the snapshot, or with a value it does not order).
     /// The filter is evaluated again on each row read, so the index decides only which rows
     /// are read. The ways of [`entry_plans`] are tried in turn until one names at most
-    /// [`MAX_CANDIDATES`] rows. Row ids, sorted; `None` when none does (reading the object
+    /// `cap` rows (at most [`MAX_CANDIDATES`]), leaving out ways through the field
+    /// `sorted` (a read in its order reads the same range and stops early). Row ids,
+    /// sorted; `None` when none does (reading the object, or reading it in a sort's order,
     /// is then as fast).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn range_candidates(
         &self,
         filter: &Expr,
@@ -343,10 +359,16 @@ impl Services {
         version: XactId,
         started: Instant,
         cx: &Context,
+        cap: usize,
+        sorted: Option<&[String]>,
     ) -> Result<Option<Vec<String>>> {
-        for ranges in entry_plans(filter, cx) {
+        let cap = cap.min(MAX_CANDIDATES);
+        let ways = entry_plans(filter, cx)
+            .into_iter()
+            .filter(|ranges| ranges.iter().all(|r| Some(r.path.as_slice()) != sorted));
+        for ranges in ways {
             if let Some(ids) = self
-                .plan_candidates(&ranges, pass, version, started)
+                .plan_candidates(&ranges, pass, version, started, cap)
                 .await?
             {
                 return Ok(Some(ids));
@@ -356,13 +378,14 @@ impl Services {
     }
 
     /// The rows in the union of `ranges` and those the index cannot place; `None` when
-    /// there are more than [`MAX_CANDIDATES`].
+    /// there are more than `cap`.
     async fn plan_candidates(
         &self,
         ranges: &[EntryRange],
         pass: &ObjectPass,
         version: XactId,
         started: Instant,
+        cap: usize,
     ) -> Result<Option<Vec<String>>> {
         let mut ids: BTreeSet<String> = BTreeSet::new();
         // Branches of an `OR` on one field share its extras: read them once a field.
@@ -376,6 +399,7 @@ impl Services {
             }
             let q = ValueQuery {
                 path: range.path.clone(),
+                text: range.text,
                 roots: false,
                 descending: false,
             };
@@ -386,7 +410,7 @@ impl Services {
                 let past_end = |e: &&ValueEntry| range.past_high(&e.value);
                 let within = entries.iter().take_while(|e| !past_end(e));
                 ids.extend(within.map(|e| e.row_id.clone()));
-                if ids.len() > MAX_CANDIDATES {
+                if ids.len() > cap {
                     return Ok(None);
                 }
                 let Some(last) = entries.last() else { break };
@@ -401,7 +425,7 @@ impl Services {
             return Ok(None);
         };
         ids.extend(changed);
-        Ok((ids.len() <= MAX_CANDIDATES).then(|| ids.into_iter().collect()))
+        Ok((ids.len() <= cap).then(|| ids.into_iter().collect()))
     }
 
     /// The rows a read of `range` must read besides its entries ([`Store::value_extras`],
@@ -452,18 +476,25 @@ impl Services {
             return Ok(None);
         }
         let descending = *descending;
-        let Some(text) = indexed_path(path) else {
+        let Some(how) = held(path).filter(|h| !h.sort_kinds().is_empty()) else {
             return Ok(None);
         };
         // A range the filter puts on the sorted field: where the entries start and end.
-        let range = plan.filter.as_ref().and_then(|f| {
-            if text {
-                created_range(f, cx)
-            } else {
-                number_range(f, path)
-            }
+        let range = plan.filter.as_ref().and_then(|f| match how {
+            Held::Created => created_range(f, cx),
+            _ => number_range(f, path).or_else(|| text_range(f, path)),
         });
-        let whole = EntryRange::whole(path);
+        // The kinds of entries read, one after the other in the query's order (numbers sort
+        // before texts); only the range's kind when the filter bounds the field (no value of
+        // the other kind compares with its bounds).
+        let mut kinds: Vec<bool> = match &range {
+            Some(r) => vec![r.text],
+            None => how.sort_kinds().to_vec(),
+        };
+        if descending {
+            kinds.reverse();
+        }
+        let whole = EntryRange::whole(path, how == Held::Created);
         let Some(extras) = self
             .extras(pass, range.as_ref().unwrap_or(&whole), version)
             .await?
@@ -497,28 +528,37 @@ impl Services {
             }
             settle(&mut local, &mut kept);
         }
-        // Where the entries start: the cursor's key, else the filter's bound.
+        // Where the entries start: the cursor's key (in the entries of its kind: those
+        // before sort before it), else the filter's bound.
         let cursor_start = plan
             .cursor
             .as_ref()
             .and_then(|c| c.key.as_ref()?.first().cloned())
             .and_then(|v| match v {
-                Value::String(s) if text => Some(IndexValue::Text(s)),
-                Value::Number(n) if !text => n.as_f64().map(IndexValue::Number),
+                Value::String(s) => Some(IndexValue::Text(s)),
+                Value::Number(n) => n.as_f64().map(IndexValue::Number),
                 _ => None,
+            })
+            .and_then(|c| {
+                let text = matches!(c, IndexValue::Text(_));
+                Some((kinds.iter().position(|k| *k == text)?, c))
             });
         let (end, end_open) = match &range {
             Some(r) if descending => (r.low.clone(), r.low_open),
             Some(r) => (r.high.clone(), r.high_open),
             None => (None, false),
         };
-        let mut from = match (cursor_start, &range) {
-            (Some(c), _) => ValueFrom::AtValue(c),
-            (None, Some(r)) => r.start(descending),
-            (None, None) => ValueFrom::Start,
+        let (mut kind, mut from) = match (cursor_start, &range) {
+            (Some((kind, c)), _) => (kind, ValueFrom::AtValue(c)),
+            (None, Some(r)) => (0, r.start(descending)),
+            (None, None) => (0, ValueFrom::Start),
         };
-        let q = ValueQuery {
+        let Some(&text) = kinds.get(kind) else {
+            return Ok(None);
+        };
+        let mut q = ValueQuery {
             path: path.clone(),
+            text,
             roots,
             descending,
         };
@@ -526,6 +566,15 @@ impl Services {
         let complete = loop {
             self.check_query_time(started)?;
             let entries = self.store.value_entries(pass, &q, &from, page).await?;
+            if entries.is_empty()
+                && let Some(&next) = kinds.get(kind + 1)
+            {
+                // On to the entries of the next kind, which all sort after these.
+                kind += 1;
+                q.text = next;
+                from = ValueFrom::Start;
+                continue;
+            }
             let Some(last) = entries.last() else {
                 // Out of entries: complete unless rows without a value could still enter.
                 local.sort_by(|a, b| rank_cmp(plan, a, b));
@@ -669,17 +718,17 @@ mod tests {
         assert_eq!(ranges[1].high, text("2025-01-01T00:00:01"));
         let score = json!({"op": "lt", "left": {"op": "ident", "name": ["scores", "f"]},
                            "right": {"op": "literal", "value": 0.1}});
-        let tag = json!({"op": "eq", "left": {"op": "ident", "name": ["metadata", "t"]},
-                         "right": {"op": "literal", "value": "x"}});
+        let input = json!({"op": "eq", "left": {"op": "ident", "name": ["input", "t"]},
+                           "right": {"op": "literal", "value": "x"}});
         let mixed = expr(json!({"op": "and", "children": [
-            tag.clone(),
+            input.clone(),
             {"op": "or", "children": [score.clone(), cmp("ge", "2026-01-01T00:00:00Z")]},
         ]}));
         let plans = entry_plans(&mixed, &cx);
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0][0].path, ["scores", "f"]);
         assert_eq!(plans[0][1].path, ["created"]);
-        let open_branch = expr(json!({"op": "or", "children": [score, tag]}));
+        let open_branch = expr(json!({"op": "or", "children": [score, input]}));
         assert_eq!(
             entry_plans(&open_branch, &cx),
             Vec::<Vec<EntryRange>>::new()
@@ -717,12 +766,14 @@ mod tests {
         assert_eq!(
             paths,
             [
-                &path(&kind)[..],
+                &path(&["metadata", "k"])[..],
+                &path(&kind),
                 &path(&["tags"]),
                 &path(&["scores", "f"]),
                 &path(&["span_attributes", "name"]),
             ]
         );
+        let plans = &plans[1..];
         assert_eq!(
             (plans[1][0].low.clone(), plans[1][0].high.clone()),
             (text("vip"), text("vip"))
@@ -742,7 +793,27 @@ mod tests {
             plans[0].iter().map(|r| r.low.clone()).collect::<Vec<_>>(),
             [text("llm"), text("tool")]
         );
-        assert!(entry_plans(&isin(json!(["llm", 1])), &cx).is_empty());
+        // A span attribute's numbers are held too, under their own kind; tags' are not.
+        let plans = entry_plans(&isin(json!(["llm", 1])), &cx);
+        assert_eq!(
+            plans[0].iter().map(|r| r.text).collect::<Vec<_>>(),
+            [true, false]
+        );
+        // Metadata: numbers bound a number range, texts a text range.
+        let num = json!({"op": "gt", "left": ident(&["metadata", "n"]), "right": lit(json!(2))});
+        let plans = entry_plans(&expr(num), &cx);
+        assert_eq!(
+            (plans[0][0].text, plans[0][0].low.clone()),
+            (false, Some(IndexValue::Number(2.0)))
+        );
+        let plans = entry_plans(&expr(cmp("le", &["metadata", "n"], "b")), &cx);
+        assert_eq!(
+            (plans[0][0].text, plans[0][0].high.clone()),
+            (true, text("b"))
+        );
+        let tags_in =
+            expr(json!({"op": "in", "left": ident(&["tags"]), "right": lit(json!(["a", 1]))}));
+        assert!(entry_plans(&tags_in, &cx).is_empty());
         assert!(entry_plans(&isin(json!(["2026-01-01T00:00:00Z"])), &cx).is_empty());
         // `tags = 'x'` compares the whole value (the index still holds every row it keeps);
         // `INCLUDES` on a span attribute is a substring test, which the index cannot bound.
