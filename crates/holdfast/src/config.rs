@@ -34,6 +34,9 @@ pub struct Settings {
     pub body_read_timeout_secs: u64,
     /// How long one query (`/btql`, `fetch`) may read, in milliseconds.
     pub query_timeout_ms: u64,
+    /// PostgreSQL: how long one read statement may run before the database cancels it, in
+    /// milliseconds.
+    pub pg_read_statement_timeout_ms: u64,
     /// Whether queries use the word and value indexes (turn off only to measure what they
     /// save).
     pub query_search_index: bool,
@@ -113,6 +116,10 @@ impl Default for Settings {
             header_read_timeout_secs: 30,
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
             query_timeout_ms: u64::try_from(limits.query_timeout.as_millis()).unwrap_or(u64::MAX),
+            pg_read_statement_timeout_ms: u64::try_from(
+                holdfast_store::DEFAULT_READ_STATEMENT_TIMEOUT.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             query_search_index: true,
             max_inflight_body_bytes: limits.max_inflight_body_bytes,
             max_requests_per_key: limits.max_requests_per_key,
@@ -227,6 +234,10 @@ impl CommonArgs {
             ),
             ("body_read_timeout_secs", settings.body_read_timeout_secs),
             ("query_timeout_ms", settings.query_timeout_ms),
+            (
+                "pg_read_statement_timeout_ms",
+                settings.pg_read_statement_timeout_ms,
+            ),
             ("max_requests_per_key", settings.max_requests_per_key as u64),
         ] {
             if value == 0 {

@@ -432,9 +432,12 @@ async fn open(settings: &Settings) -> Result<Services> {
         }
     };
     let store = match &settings.database_url {
-        Some(url) => Store::open_postgres(url)
-            .await
-            .context("opening PostgreSQL")?,
+        Some(url) => Store::open_postgres_with(
+            url,
+            std::time::Duration::from_millis(settings.pg_read_statement_timeout_ms),
+        )
+        .await
+        .context("opening PostgreSQL")?,
         None => Store::open_sqlite(&db_path, storage_key.as_ref().map(|k| k.expose()))
             .await
             .context("opening the embedded store")?,

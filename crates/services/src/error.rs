@@ -115,6 +115,11 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound(what) => Self::NotFound(what.to_owned()),
             StoreError::Conflict(msg) => Self::Conflict(msg),
             StoreError::InvalidRow(msg) => Self::BadRequest(msg),
+            StoreError::ReadTimeout => Self::QueryTimeout(
+                "a read ran past the database's statement time limit \
+                 (pg_read_statement_timeout_ms); narrow the query"
+                    .into(),
+            ),
             // A pass that does not carry the decision the store needs is a programmer
             // error, not a refusal: a 500, logged.
             StoreError::WrongPermission => {

@@ -64,6 +64,9 @@ pub(crate) type AuditKey = Arc<std::sync::OnceLock<[u8; 32]>>;
 /// HMAC, a cipher lookup) is partly fixed, so larger pages cost less per byte: `bench ingest`,
 /// 1M spans, 21.6k spans/s encrypted with 16 KiB pages against 19.1k with 4 KiB (2026-11-30).
 pub const PAGE_SIZE: u32 = 16 * 1024;
+/// How long PostgreSQL lets one read statement run before it cancels it, unless the server
+/// sets otherwise (see [`Store::open_postgres_with`]).
+pub const DEFAULT_READ_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The page size of encrypted stores created before `PAGE_SIZE`; SQLCipher needs to be told.
 const LEGACY_CIPHER_PAGE_SIZE: u32 = 4096;
 
@@ -245,16 +248,44 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens PostgreSQL with the default read statement limit
+    /// ([`DEFAULT_READ_STATEMENT_TIMEOUT`]).
     pub async fn open_postgres(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
+        Self::open_postgres_with(url, DEFAULT_READ_STATEMENT_TIMEOUT).await
+    }
+
+    /// Opens PostgreSQL. Reads and writes have pools of their own: the database cancels a
+    /// statement of the read pool that runs longer than `read_statement_timeout`
+    /// (`statement_timeout`, set on each of its connections), so a read that a caller gave
+    /// up on does not keep a connection and a backend busy; writes are never cancelled.
+    pub async fn open_postgres_with(url: &str, read_statement_timeout: Duration) -> Result<Self> {
+        let write = PgPoolOptions::new()
+            .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
-        let write = Pools::Postgres(pool.clone());
+        let millis = read_statement_timeout
+            .as_millis()
+            .clamp(1, i32::MAX as u128);
+        let read = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SET statement_timeout = {millis}"
+                    )))
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let write = Pools::Postgres(write);
         let index = Arc::new(RowIndex::new(false, CATCH_UP_ROWS, CATCH_UP_IDLE));
         Self::migrate(&write).await?;
-        Self::assemble(Pools::Postgres(pool), write, index, None)
+        Self::assemble(Pools::Postgres(read), write, index, None)
     }
 
     /// Closes every connection, waiting for those in use. A process calls this before it
@@ -372,10 +403,44 @@ pub(crate) const NEXT_COUNTER_BY: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RowQuery;
     use crate::testing::{dataset_pass, incoming, temp_dir};
+    use crate::{RowQuery, StoreError};
     use holdfast_core::xact::XactId;
     use serde_json::json;
+
+    /// PostgreSQL cancels a read statement past the read limit (the store says so, and the
+    /// connection goes on serving), but never a write's.
+    #[tokio::test]
+    async fn postgres_reads_are_cancelled_past_their_limit() {
+        let Some(db) = crate::testing::TestDatabase::create("read_limit").await else {
+            return;
+        };
+        let store = Store::open_postgres_with(&db.url, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let (Pools::Postgres(read), Pools::Postgres(write)) = (&store.read, &store.write) else {
+            unreachable!()
+        };
+        let started = std::time::Instant::now();
+        let slow: std::result::Result<(), StoreError> = async {
+            sqlx::query("SELECT pg_sleep(5)").execute(read).await?;
+            Ok(())
+        }
+        .await;
+        assert!(matches!(slow, Err(StoreError::ReadTimeout)), "{slow:?}");
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(read)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        sqlx::query("SELECT pg_sleep(0.5)")
+            .execute(write)
+            .await
+            .unwrap();
+        store.close().await;
+        db.drop_database().await;
+    }
 
     /// A store as the previous schema version left it: rows in the old layout (JSON text,
     /// versions found through the table's primary key), one row deleted.

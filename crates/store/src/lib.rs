@@ -36,7 +36,7 @@ pub use access::{
     AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
     parse_member_permission,
 };
-pub use db::{Store, sqlite_options};
+pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
@@ -66,8 +66,26 @@ pub enum StoreError {
     WriterStopped,
     #[error("transaction id space exhausted")]
     XactExhausted,
+    /// The database cancelled a read that ran past its statement limit (PostgreSQL's read
+    /// pool: see [`Store::open_postgres_with`]).
+    #[error("a read ran past the database's statement time limit")]
+    ReadTimeout,
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+}
+
+/// PostgreSQL's code for a statement cancelled by `statement_timeout` (or by a request).
+const QUERY_CANCELED: &str = "57014";
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(QUERY_CANCELED) => {
+                StoreError::ReadTimeout
+            }
+            _ => StoreError::Db(e),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
