@@ -356,3 +356,25 @@ pub struct InsertedFunction {
 pub struct InsertedFunctions {
     pub functions: Vec<InsertedFunction>,
 }
+
+/// Restores a deleted project, experiment, dataset or prompt within the grace period after
+/// its deletion; with `preview`, says what would be restored and changes nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct RestoreRequest {
+    #[serde(default)]
+    pub preview: bool,
+}
+
+/// What a restore did (or, for a preview, would do).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Restored {
+    pub object_type: String,
+    pub id: String,
+    pub name: String,
+    /// When it was deleted.
+    pub deleted_at: String,
+    /// The end of the grace period: restoring is refused after it.
+    pub restorable_until: String,
+    /// False for a preview.
+    pub restored: bool,
+}

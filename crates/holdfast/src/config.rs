@@ -9,6 +9,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Longest grace period after a deletion (ten years).
+const MAX_DELETION_GRACE_SECS: u64 = 10 * 365 * 24 * 3600;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -37,6 +40,8 @@ pub struct Settings {
     /// PostgreSQL: how long one read statement may run before the database cancels it, in
     /// milliseconds.
     pub pg_read_statement_timeout_ms: u64,
+    /// How long a deleted project, experiment, dataset or prompt can be restored, in seconds.
+    pub deletion_grace_secs: u64,
     /// Whether queries use the word and value indexes (turn off only to measure what they
     /// save).
     pub query_search_index: bool,
@@ -120,6 +125,7 @@ impl Default for Settings {
                 holdfast_store::DEFAULT_READ_STATEMENT_TIMEOUT.as_millis(),
             )
             .unwrap_or(u64::MAX),
+            deletion_grace_secs: limits.deletion_grace.as_secs(),
             query_search_index: true,
             max_inflight_body_bytes: limits.max_inflight_body_bytes,
             max_requests_per_key: limits.max_requests_per_key,
@@ -238,11 +244,17 @@ impl CommonArgs {
                 "pg_read_statement_timeout_ms",
                 settings.pg_read_statement_timeout_ms,
             ),
+            ("deletion_grace_secs", settings.deletion_grace_secs),
             ("max_requests_per_key", settings.max_requests_per_key as u64),
         ] {
             if value == 0 {
                 bail!("invalid setting: {name} must be at least 1");
             }
+        }
+        if settings.deletion_grace_secs > MAX_DELETION_GRACE_SECS {
+            bail!(
+                "invalid setting: deletion_grace_secs must be at most {MAX_DELETION_GRACE_SECS} (ten years)"
+            );
         }
         if settings.max_inflight_body_bytes < settings.max_body_bytes {
             bail!("invalid setting: max_inflight_body_bytes must be at least max_body_bytes");
@@ -345,6 +357,7 @@ impl Settings {
             max_requests_per_key: self.max_requests_per_key,
             query_timeout: std::time::Duration::from_millis(self.query_timeout_ms),
             query_search_index: self.query_search_index,
+            deletion_grace: std::time::Duration::from_secs(self.deletion_grace_secs),
         }
     }
 

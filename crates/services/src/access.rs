@@ -193,9 +193,21 @@ impl Services {
         let lookup = self.lookup(principal)?;
         let policy = self.policy(principal).await?;
         let project = self.store.get_project(&lookup, project_id).await?;
-        let pass = authz::project_pass(
+        let pass = self.pass_on_project(principal, &policy, &project, permission, kind)?;
+        Ok((project, pass))
+    }
+
+    fn pass_on_project(
+        &self,
+        principal: &Principal,
+        policy: &Policy,
+        project: &ProjectRecord,
+        permission: Permission,
+        kind: Kind,
+    ) -> Result<ProjectPass> {
+        authz::project_pass(
             principal,
-            &policy,
+            policy,
             permission,
             kind,
             &project.org_id,
@@ -204,13 +216,51 @@ impl Services {
         .map_err(|_| {
             self.denial(
                 principal,
-                &policy,
+                policy,
                 &Target::project(Kind::Project, &project.id),
                 permission,
                 kind,
             )
-        })?;
+        })
+    }
+
+    /// Opens a deleted project to restore it: the credential must be able to read it and
+    /// to delete it, as its policy says (grants stay while it is deleted).
+    pub async fn deleted_project_pass(
+        &self,
+        principal: &Principal,
+        id: &str,
+        permission: Permission,
+    ) -> Result<(ProjectRecord, ProjectPass)> {
+        let lookup = self.lookup(principal)?;
+        let policy = self.policy(principal).await?;
+        let project = self.store.get_deleted_project(&lookup, id).await?;
+        self.pass_on_project(
+            principal,
+            &policy,
+            &project,
+            Permission::Read,
+            Kind::Project,
+        )?;
+        let pass = self.pass_on_project(principal, &policy, &project, permission, Kind::Project)?;
         Ok((project, pass))
+    }
+
+    /// The same for a deleted experiment, dataset or prompt; also whether its project is
+    /// live.
+    pub async fn deleted_object_pass(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+        permission: Permission,
+    ) -> Result<(ObjectRecord, bool, ObjectPass)> {
+        let lookup = self.lookup(principal)?;
+        let policy = self.policy(principal).await?;
+        let (object, live) = self.store.get_deleted_object(&lookup, kind, id).await?;
+        self.object_pass_for(principal, &policy, &object, Permission::Read)?;
+        let pass = self.object_pass_for(principal, &policy, &object, permission)?;
+        Ok((object, live, pass))
     }
 
     /// Opens an experiment, dataset or prompt by id; project logs are opened by project id.

@@ -61,6 +61,8 @@ pub struct Limits {
     pub query_timeout: std::time::Duration,
     /// Whether queries use the store's word index (off only to measure what it saves).
     pub query_search_index: bool,
+    /// How long a deleted project, experiment, dataset or prompt can be restored.
+    pub deletion_grace: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -78,6 +80,7 @@ impl Default for Limits {
             max_requests_per_key: 128,
             query_timeout: std::time::Duration::from_secs(30),
             query_search_index: true,
+            deletion_grace: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -4,12 +4,13 @@
 use crate::{Result, ServiceError, Services, random};
 use holdfast_api::objects::{
     CreateObject, CreateProject, InsertFunctions, InsertedFunction, NamedObject, PatchObject,
-    PatchProject, PatchPrompt, Project, PutPrompt,
+    PatchProject, PatchPrompt, Project, PutPrompt, Restored,
 };
 use holdfast_api::sdk::{LoginResponse, OrgInfo};
 use holdfast_core::authz::{
     KeyScope, Kind, ObjectPass, Permission, Policy, Principal, Reach, SystemPass, Target,
 };
+use holdfast_core::clock::format_timestamp;
 use holdfast_core::merge::take_control;
 use holdfast_core::object::ObjectType;
 use holdfast_core::xact::XactId;
@@ -787,6 +788,89 @@ impl Services {
             .trail
             .change(json!({"deleted": kind.as_str(), "id": gone.id, "name": gone.name}));
         Ok(gone)
+    }
+
+    /// The end of the grace period of something deleted at `deleted_at`; a conflict once it
+    /// has passed (what was deleted is then only waiting to be purged).
+    fn restorable_until(&self, deleted_at: &str) -> Result<String> {
+        let at = holdfast_core::clock::parse_timestamp(deleted_at)
+            .ok_or_else(|| ServiceError::Internal("a deletion time is not a timestamp".into()))?;
+        let grace = time::Duration::try_from(self.limits.deletion_grace)
+            .map_err(|_| ServiceError::Internal("the deletion grace period is too long".into()))?;
+        let until = at + grace;
+        let until_text = format_timestamp(until);
+        if self.clock.now() > until {
+            return Err(ServiceError::Conflict(format!(
+                "the grace period for restoring ended at {until_text}"
+            )));
+        }
+        Ok(until_text)
+    }
+
+    /// `POST /v1/project/{id}/restore`: undeletes a project within the grace period after its
+    /// deletion (with its experiments, datasets, prompts and logs, which were hidden with
+    /// it), for a credential that may delete it; `preview` changes nothing.
+    pub async fn restore_project(
+        &self,
+        principal: &Principal,
+        id: &str,
+        preview: bool,
+    ) -> Result<Restored> {
+        let (project, pass) = self
+            .deleted_project_pass(principal, id, Permission::Delete)
+            .await?;
+        let deleted_at = project.deleted_at.clone().unwrap_or_default();
+        let restorable_until = self.restorable_until(&deleted_at)?;
+        if !preview {
+            self.store.restore_project(&pass, &deleted_at).await?;
+            principal
+                .trail
+                .change(json!({"restored": "project", "id": project.id, "name": project.name}));
+        }
+        Ok(Restored {
+            object_type: "project".into(),
+            id: project.id,
+            name: project.name,
+            deleted_at,
+            restorable_until,
+            restored: !preview,
+        })
+    }
+
+    /// `POST /v1/{experiment,dataset,prompt}/{id}/restore`: the same for an object, whose
+    /// project must be live (restore the project first).
+    pub async fn restore_object(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+        preview: bool,
+    ) -> Result<Restored> {
+        let (object, live, pass) = self
+            .deleted_object_pass(principal, kind, id, Permission::Delete)
+            .await?;
+        let deleted_at = object.deleted_at.clone().unwrap_or_default();
+        let restorable_until = self.restorable_until(&deleted_at)?;
+        if !live {
+            return Err(ServiceError::Conflict(format!(
+                "the {}'s project is deleted: restore the project first",
+                kind.as_str()
+            )));
+        }
+        if !preview {
+            self.store.restore_object(&pass, &deleted_at).await?;
+            principal
+                .trail
+                .change(json!({"restored": kind.as_str(), "id": object.id, "name": object.name}));
+        }
+        Ok(Restored {
+            object_type: kind.as_str().into(),
+            id: object.id,
+            name: object.name,
+            deleted_at,
+            restorable_until,
+            restored: !preview,
+        })
     }
 
     // ---- prompts: identity in the object table, versions in the row store ----

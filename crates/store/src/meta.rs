@@ -528,9 +528,20 @@ impl Store {
     }
 
     pub async fn get_project(&self, pass: &OrgPass, id: &str) -> Result<ProjectRecord> {
+        self.project_by_id(pass, id, false).await
+    }
+
+    /// A live project, or (`deleted`) a deleted one, of the pass's organization.
+    async fn project_by_id(
+        &self,
+        pass: &OrgPass,
+        id: &str,
+        deleted: bool,
+    ) -> Result<ProjectRecord> {
+        let state = if deleted { "IS NOT NULL" } else { "IS NULL" };
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
-                "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+                "SELECT {PROJECT_COLS} FROM projects WHERE org_id = $1 AND id = $2 AND deleted_at {state}"
             );
             let r: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pass.org_id())
@@ -539,7 +550,11 @@ impl Store {
                 .await?;
             r.map(project_from)
                 .transpose()?
-                .ok_or(StoreError::NotFound("project"))
+                .ok_or(StoreError::NotFound(if deleted {
+                    "deleted project"
+                } else {
+                    "project"
+                }))
         })
     }
 
@@ -642,6 +657,43 @@ impl Store {
         Ok(rec)
     }
 
+    /// A deleted project of the pass's organization (for restoring it).
+    pub async fn get_deleted_project(&self, pass: &OrgPass, id: &str) -> Result<ProjectRecord> {
+        self.project_by_id(pass, id, true).await
+    }
+
+    /// Undeletes a project deleted at `deleted_at` (the time the caller checked against the
+    /// grace period: a project deleted again since stays deleted). A live project holding its
+    /// name since is a conflict.
+    pub async fn restore_project(
+        &self,
+        pass: &ProjectPass,
+        deleted_at: &str,
+    ) -> Result<ProjectRecord> {
+        require_write(pass.permission())?;
+        with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "UPDATE projects SET deleted_at = NULL WHERE id = $1 AND org_id = $2 AND deleted_at = $3 \
+                 AND NOT EXISTS (SELECT 1 FROM projects o WHERE o.org_id = $2 AND o.name = projects.name \
+                 AND o.deleted_at IS NULL)",
+            )
+            .bind(pass.project_id())
+            .bind(pass.org_id())
+            .bind(deleted_at)
+            .execute(p)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Conflict(
+                    "the project cannot be restored: another project has its name now \
+                     (rename that one first), or it was deleted again meanwhile"
+                        .into(),
+                ));
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        self.get_project(pass.org(), pass.project_id()).await
+    }
+
     // ---- objects: experiments, datasets, prompts ----
 
     pub async fn create_object(
@@ -705,9 +757,26 @@ impl Store {
         kind: ObjectType,
         id: &str,
     ) -> Result<ObjectRecord> {
+        self.object_by_id(pass, kind, id, false).await
+    }
+
+    /// A live object of a live project, or (`deleted`) a deleted object of any project, of
+    /// the pass's organization.
+    async fn object_by_id(
+        &self,
+        pass: &OrgPass,
+        kind: ObjectType,
+        id: &str,
+        deleted: bool,
+    ) -> Result<ObjectRecord> {
+        let state = if deleted {
+            "IS NOT NULL".to_owned()
+        } else {
+            format!("IS NULL {LIVE_PROJECT}")
+        };
         with_pool!(&self.read, |p, DB| {
             let sql = format!(
-                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND id = $3 AND deleted_at IS NULL {LIVE_PROJECT}"
+                "SELECT {OBJECT_COLS} FROM objects WHERE org_id = $1 AND kind = $2 AND id = $3 AND deleted_at {state}"
             );
             let r: Option<ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pass.org_id())
@@ -717,7 +786,11 @@ impl Store {
                 .await?;
             r.map(object_from)
                 .transpose()?
-                .ok_or(StoreError::NotFound(kind_name(kind)))
+                .ok_or(StoreError::NotFound(if deleted {
+                    "deleted object"
+                } else {
+                    kind_name(kind)
+                }))
         })
     }
 
@@ -845,6 +918,63 @@ impl Store {
         })?;
         rec.deleted_at = Some(now.to_owned());
         Ok(rec)
+    }
+
+    /// A deleted experiment, dataset or prompt of the pass's organization, and whether its
+    /// project is live (for restoring it).
+    pub async fn get_deleted_object(
+        &self,
+        pass: &OrgPass,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<(ObjectRecord, bool)> {
+        let object = self.object_by_id(pass, kind, id, true).await?;
+        with_pool!(&self.read, |p, DB| {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL)",
+            )
+            .bind(&object.project_id)
+            .bind(pass.org_id())
+            .fetch_one(p)
+            .await?;
+            Ok((object, live))
+        })
+    }
+
+    /// Undeletes an object deleted at `deleted_at` (see [`Store::restore_project`]); its
+    /// project must be live, and no live object of its kind in the project may hold its name.
+    pub async fn restore_object(
+        &self,
+        pass: &ObjectPass,
+        deleted_at: &str,
+    ) -> Result<ObjectRecord> {
+        require_write(pass.permission())?;
+        with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "UPDATE objects SET deleted_at = NULL WHERE id = $1 AND org_id = $2 AND kind = $3 \
+                 AND deleted_at = $4 \
+                 AND EXISTS (SELECT 1 FROM projects lp WHERE lp.id = objects.project_id AND lp.deleted_at IS NULL) \
+                 AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.project_id = objects.project_id \
+                 AND o.kind = objects.kind AND o.name = objects.name AND o.deleted_at IS NULL)",
+            )
+            .bind(pass.object_id())
+            .bind(pass.org_id())
+            .bind(pass.object_type().as_str())
+            .bind(deleted_at)
+            .execute(p)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "the {} cannot be restored: another one in its project has its name now \
+                     (rename that one first), its project is deleted, or it was deleted again \
+                     meanwhile",
+                    pass.object_type().as_str()
+                )));
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        self.get_object(pass.org(), pass.object_type(), pass.object_id())
+            .await
     }
 }
 

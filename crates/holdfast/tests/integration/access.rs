@@ -197,6 +197,10 @@ enum Fresh {
     Unique,
     DatasetA,
     DatasetB,
+    /// Deleted just before the call.
+    DeletedDatasetA,
+    DeletedDatasetB,
+    DeletedProject,
     Group,
     AclA,
 }
@@ -606,6 +610,29 @@ fn cases(w: &World) -> Vec<Case> {
         Fresh::DatasetB,
         change_b,
     );
+    // Restoring what was deleted takes reading and deleting it.
+    add(
+        "POST",
+        "/v1/dataset/{fresh}/restore".into(),
+        None,
+        Fresh::DeletedDatasetA,
+        change_a,
+    );
+    add(
+        "POST",
+        "/v1/dataset/{fresh}/restore".into(),
+        Some(json!({"preview": true})),
+        Fresh::DeletedDatasetB,
+        change_b,
+    );
+    // A project nobody was granted anything on: the organization's roles decide.
+    add(
+        "POST",
+        "/v1/project/{fresh}/restore".into(),
+        None,
+        Fresh::DeletedProject,
+        change_b,
+    );
     // Prompts.
     add("GET", format!("/v1/prompt/{pr}"), None, Fresh::None, read_a);
     add(
@@ -779,6 +806,29 @@ async fn make_fresh(server: &Server, w: &World, fresh: Fresh, n: usize) -> Strin
                     Some(json!({"project_id": p, "name": format!("fresh-{n}")})),
                 )
                 .await)
+        }
+        Fresh::DeletedDatasetA | Fresh::DeletedDatasetB => {
+            let alive = if matches!(fresh, Fresh::DeletedDatasetA) {
+                Fresh::DatasetA
+            } else {
+                Fresh::DatasetB
+            };
+            let ds = Box::pin(make_fresh(server, w, alive, n)).await;
+            server
+                .ok("DELETE", &format!("/v1/dataset/{ds}"), None)
+                .await;
+            ds
+        }
+        Fresh::DeletedProject => {
+            let p = id(&server
+                .ok(
+                    "POST",
+                    "/v1/project",
+                    Some(json!({"name": format!("fresh-{n}")})),
+                )
+                .await);
+            server.ok("DELETE", &format!("/v1/project/{p}"), None).await;
+            p
         }
         Fresh::Group => id(&server
             .ok(

@@ -19,7 +19,7 @@ async fn setup(server: &Server) -> (String, String) {
     (pid, ds["id"].as_str().unwrap().to_owned())
 }
 
-async fn dataset_rows(server: &Server, ds: &str) -> Vec<Value> {
+pub(crate) async fn dataset_rows(server: &Server, ds: &str) -> Vec<Value> {
     server
         .ok("POST", &format!("/v1/dataset/{ds}/fetch"), Some(json!({})))
         .await["events"]

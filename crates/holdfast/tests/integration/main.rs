@@ -34,6 +34,7 @@ mod crash;
 mod export;
 mod hardening;
 mod harness;
+mod lifecycle;
 mod operations;
 mod query;
 mod secrets;

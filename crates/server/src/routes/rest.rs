@@ -9,8 +9,8 @@ use holdfast_api::ObjectList;
 use holdfast_api::objects::{
     CreateObject, CreateProject, DatasetListQuery, ExperimentListQuery, InsertFunctions,
     InsertedFunctions, NamedObject, PatchObject, PatchProject, PatchPrompt, Project,
-    ProjectListQuery, Prompt, PromptListQuery, PutPrompt, SummarizeDatasetQuery,
-    SummarizeExperimentQuery, VersionQuery,
+    ProjectListQuery, Prompt, PromptListQuery, PutPrompt, RestoreRequest, Restored,
+    SummarizeDatasetQuery, SummarizeExperimentQuery, VersionQuery,
 };
 use holdfast_api::rows::{
     FeedbackRequest, FetchQuery, FetchRequest, FetchResponse, InsertRequest, InsertResponse,
@@ -52,7 +52,63 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logs_rows::fetch_post, logs_rows::fetch_get))
         .routes(routes!(logs_rows::insert))
         .routes(routes!(logs_rows::feedback))
+        .routes(routes!(restore_project))
+        .routes(routes!(restore_experiment))
+        .routes(routes!(restore_dataset))
+        .routes(routes!(restore_prompt))
 }
+
+/// Restores a deleted project within the grace period (`deletion_grace_secs`, one day by
+/// default) after its deletion; `preview` changes nothing.
+#[utoipa::path(post, path = "/v1/project/{id}/restore", tag = "projects",
+    params(("id" = String, Path)), request_body = RestoreRequest,
+    responses((status = 200, body = Restored)))]
+async fn restore_project(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+    CheckedOrEmpty(b): CheckedOrEmpty<RestoreRequest>,
+) -> Reply<Restored> {
+    Ok(Json(s.services.restore_project(&p, &id, b.preview).await?))
+}
+
+/// A restore route of an experiment, a dataset or a prompt.
+macro_rules! restore_route {
+    ($name:ident, $kind:expr, $path:literal, $tag:literal) => {
+        /// Restores a deleted object within the grace period after its deletion (its project
+        /// must be live); `preview` changes nothing.
+        #[utoipa::path(post, path = $path, tag = $tag, params(("id" = String, Path)),
+                    request_body = RestoreRequest, responses((status = 200, body = Restored)))]
+        async fn $name(
+            State(s): State<AppState>,
+            Authed(p): Authed,
+            Id(id): Id,
+            CheckedOrEmpty(b): CheckedOrEmpty<RestoreRequest>,
+        ) -> Reply<Restored> {
+            Ok(Json(
+                s.services.restore_object(&p, $kind, &id, b.preview).await?,
+            ))
+        }
+    };
+}
+restore_route!(
+    restore_experiment,
+    ObjectType::Experiment,
+    "/v1/experiment/{id}/restore",
+    "experiments"
+);
+restore_route!(
+    restore_dataset,
+    ObjectType::Dataset,
+    "/v1/dataset/{id}/restore",
+    "datasets"
+);
+restore_route!(
+    restore_prompt,
+    ObjectType::Prompt,
+    "/v1/prompt/{id}/restore",
+    "prompts"
+);
 
 /// `limit`, from the query string or (`in_body`) the body.
 fn limit_in(limit: Option<i64>, in_body: bool) -> Result<Option<i64>, ApiError> {
@@ -125,7 +181,8 @@ async fn patch_project(
     )))
 }
 
-/// Deletes a project (soft: it is hidden and purged after the grace period).
+/// Deletes a project (soft: it and its objects are hidden at once, and can be restored
+/// through `/v1/project/{id}/restore` during the grace period).
 #[utoipa::path(delete, path = "/v1/project/{id}", tag = "projects",
     params(("id" = String, Path)), responses((status = 200, body = Project)))]
 async fn delete_project(
