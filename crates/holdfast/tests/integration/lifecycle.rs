@@ -22,8 +22,8 @@ async fn rows(server: &Server, ds: &str) -> usize {
 
 /// A project with a dataset of one row, deleted: a preview restores nothing; a restore
 /// brings back the project, its dataset and its rows; a dataset deleted alone comes back the
-/// same way, and not while its project is deleted; a restored name taken meanwhile is a
-/// conflict; every restore is audited.
+/// same way, and not while its project is deleted, and so does a prompt; a restored name
+/// taken meanwhile is a conflict; every restore is audited.
 async fn restore_within_grace(backend: Backend) {
     let server = Server::start(backend).await;
     let p = id(&server
@@ -128,6 +128,28 @@ async fn restore_within_grace(backend: Backend) {
         .ok("POST", &format!("/v1/dataset/{ds}/restore"), None)
         .await;
     assert_eq!(rows(&server, &ds).await, 1);
+    // A prompt, deleted and restored with its content.
+    let prompt = id(&server
+        .ok(
+            "POST",
+            "/v1/prompt",
+            Some(json!({"project_id": p, "slug": "greet", "name": "Greet",
+                        "prompt_data": {"prompt": {"type": "chat",
+                            "messages": [{"role": "user", "content": "hello {{name}}"}]}}})),
+        )
+        .await);
+    server
+        .ok("DELETE", &format!("/v1/prompt/{prompt}"), None)
+        .await;
+    let (s, _) = call(&server, "GET", &format!("/v1/prompt/{prompt}"), None).await;
+    assert_eq!(s, 404);
+    server
+        .ok("POST", &format!("/v1/prompt/{prompt}/restore"), None)
+        .await;
+    let back = server
+        .ok("GET", &format!("/v1/prompt/{prompt}"), None)
+        .await;
+    assert!(back.to_string().contains("hello {{name}}"), "{back}");
     // Bad input: a body that is not the request's shape.
     let (s, b) = call(
         &server,
@@ -144,7 +166,7 @@ async fn restore_within_grace(backend: Backend) {
         .map(|(_, detail, _)| detail)
         .filter(|d| d.contains("restored"))
         .collect();
-    assert_eq!(audit.len(), 4, "{audit:?}");
+    assert_eq!(audit.len(), 5, "{audit:?}");
 }
 
 /// After the grace period a restore (even a preview) is refused, naming when it ended, and
