@@ -1153,6 +1153,9 @@ impl Services {
         let (object, pass) = self.open_prompt(principal, id, Permission::Delete).await?;
         let out = self.prompt_json(&object, &pass, None).await?;
         self.store.delete_object(&pass, &self.now()).await?;
+        principal
+            .trail
+            .change(json!({"deleted": "prompt", "id": object.id, "name": object.name}));
         Ok(out)
     }
 }

@@ -167,6 +167,14 @@ async fn restore_within_grace(backend: Backend) {
         .filter(|d| d.contains("restored"))
         .collect();
     assert_eq!(audit.len(), 5, "{audit:?}");
+    // So is every deletion: the project twice, the dataset twice, the prompt once.
+    let deletions = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(_, detail, _)| detail.contains("\"deleted\""))
+        .count();
+    assert_eq!(deletions, 5);
 }
 
 /// After the grace period a restore (even a preview) is refused, naming when it ended, and
