@@ -629,9 +629,9 @@ impl Services {
         // filter the index narrows to a few rows (a rare tag) reads those rows faster than
         // a read in the sort's order finds enough of them.
         let sorted_by_index = match plan.sort.first() {
-            Some((Expr::Field(p), _)) if !every => held(p)
-                .filter(|h| !h.sort_kinds().is_empty())
-                .map(|_| p.as_slice()),
+            Some((Expr::Field(p), _)) if !every => {
+                held(p).filter(|h| h.sorted()).map(|_| p.as_slice())
+            }
             _ => None,
         };
         let cap = match sorted_by_index {

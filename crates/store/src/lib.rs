@@ -43,7 +43,8 @@ pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use values::{
-    CreatedCounts, Held, IndexValue, ValueEntry, ValueFrom, ValueQuery, held, server_timestamp,
+    CreatedCounts, Held, IndexValue, MAX_EXTRA_ROWS, ValueEntry, ValueFrom, ValueQuery, held,
+    server_timestamp,
 };
 pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};
 

@@ -125,6 +125,20 @@ impl Held {
         matches!(self, Held::Listed | Held::Mixed)
     }
 
+    /// Whether the index holds values of the kind (`text`, else numbers) for the field.
+    pub fn has_kind(self, text: bool) -> bool {
+        if text {
+            self != Held::Number
+        } else {
+            self.numbers()
+        }
+    }
+
+    /// Whether sorted reads of the field can use the index.
+    pub fn sorted(self) -> bool {
+        self != Held::Listed
+    }
+
     /// The kinds of value (`true`: text) a sorted read of the field reads, in ascending
     /// order; none for a listed field.
     pub fn sort_kinds(self) -> &'static [bool] {
@@ -137,39 +151,47 @@ impl Held {
     }
 }
 
+/// The groups whose names are fields of the index, one field per name, and how it holds
+/// them.
+const GROUPS: [(&str, Held); 4] = [
+    ("scores", Held::Number),
+    ("metrics", Held::Number),
+    ("metadata", Held::Mixed),
+    ("span_attributes", Held::Mixed),
+];
+
+/// How the index holds a group's fields.
+fn group_held(group: &str) -> Option<Held> {
+    GROUPS.iter().find(|(g, _)| *g == group).map(|(_, h)| *h)
+}
+
 /// How the index holds a field (see [`Held`]); `None` when it does not.
 pub fn held(path: &[String]) -> Option<Held> {
     match path {
         [f] if f == "created" => Some(Held::Created),
         [f] if f == "tags" => Some(Held::Listed),
-        [_, name] if name.is_empty() => None,
-        [g, _] if g == "scores" || g == "metrics" => Some(Held::Number),
-        [g, _] if g == "metadata" || g == "span_attributes" => Some(Held::Mixed),
+        [g, name] if !name.is_empty() => group_held(g),
         _ => None,
     }
 }
 
 /// The path a field's entries of one kind are keyed by: a mixed field's numbers are under
-/// the path marked with `#` (no field's path starts with it), everything else under its
-/// path.
-fn kind_path(path: &[String], text: bool) -> String {
-    let joined = path.join(".");
-    if held(path) == Some(Held::Mixed) && !text {
+/// its path marked with `#` (no field's path starts with it), everything else under its
+/// path (`joined`, its parts joined by dots).
+fn kind_path(joined: &str, held: Held, text: bool) -> String {
+    if held == Held::Mixed && !text {
         format!("#{joined}")
     } else {
-        joined
+        joined.to_owned()
     }
 }
-
-/// The groups whose names are fields of the index, one entry per name.
-const GROUPS: [&str; 4] = ["scores", "metrics", "metadata", "span_attributes"];
 
 /// The path of the entry a row gets when the index does not hold every value of a group
 /// (more than [`MAX_PER_GROUP`] names, or an array, whose items a path reaches by position):
 /// readers of any field of the group read such rows.
 fn group_path(path: &[String]) -> Option<&str> {
     match path {
-        [g, _] if GROUPS.contains(&g.as_str()) => Some(g),
+        [g, _] if group_held(g).is_some() => Some(g),
         _ => None,
     }
 }
@@ -212,43 +234,40 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
         field_key(object_type, object_id, path, roots, irregular)
     };
     let mut out = Vec::new();
-    let add = |out: &mut Vec<Entry>, path: &[&str], v: &Value, held: Held| {
-        let path: Vec<String> = path.iter().map(|p| (*p).to_owned()).collect();
+    let add = |out: &mut Vec<Entry>, path: &str, v: &Value, held: Held| {
         let value = match v {
             Value::Null => return,
-            Value::String(s) if held != Held::Number && regular_text(s, held) => {
+            Value::String(s) if held.has_kind(true) && regular_text(s, held) => {
                 Some(IndexValue::Text(s.clone()))
             }
-            Value::Number(n) if held.numbers() => n.as_f64().map(IndexValue::Number),
+            Value::Number(n) if held.has_kind(false) => n.as_f64().map(IndexValue::Number),
             _ => None,
         };
         match value {
             Some(value) => {
-                let at = kind_path(&path, matches!(value, IndexValue::Text(_)));
+                let at = kind_path(path, held, matches!(value, IndexValue::Text(_)));
                 out.push((key(&at, false, false), Some(value.clone())));
-                if root && held != Held::Listed {
+                if root && held.sorted() {
                     out.push((key(&at, true, false), Some(value)));
                 }
             }
-            None => out.push((key(&path.join("."), false, true), None)),
+            None => out.push((key(path, false, true), None)),
         }
     };
     let odd = match row.get("created") {
         Some(c) => {
-            add(&mut out, &["created"], c, Held::Created);
+            add(&mut out, "created", c, Held::Created);
             // An irregular value (with a NUL) is not listed: counts read the object then.
             c.as_str()
                 .filter(|s| !server_timestamp(s) && !s.contains('\0'))
         }
         None => None,
     };
-    for group in GROUPS {
+    for (group, how) in GROUPS {
         match row.get(group) {
             Some(Value::Object(m)) => {
                 for (name, v) in m.iter().take(MAX_PER_GROUP) {
-                    let path = [group, name.as_str()];
-                    let how = held(&path.map(String::from)).unwrap_or(Held::Number);
-                    add(&mut out, &path, v, how);
+                    add(&mut out, &format!("{group}.{name}"), v, how);
                 }
                 if m.len() > MAX_PER_GROUP {
                     out.push((key(group, false, true), None));
@@ -584,13 +603,11 @@ macro_rules! backend_statements {
             ) -> Result<Vec<ValueEntry>> {
                 let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
                 let text = q.text;
-                let key = field_key(
-                    object_type,
-                    object_id,
-                    &kind_path(&q.path, text),
-                    q.roots,
-                    false,
-                );
+                let at = match held(&q.path) {
+                    Some(h) => kind_path(&q.path.join("."), h, text),
+                    None => return Ok(Vec::new()),
+                };
+                let key = field_key(object_type, object_id, &at, q.roots, false);
                 let (cmp, dir) = if q.descending {
                     ("<", "DESC")
                 } else {
@@ -910,24 +927,27 @@ impl Store {
     /// The rows of an object that a sorted read of `path` at `as_of` must read besides the
     /// index: those with a version newer than the index or than `as_of` (their entry may not
     /// be that of their version at `as_of`), and those whose value the index cannot order.
-    /// Sorted; `None` when there are more than [`MAX_EXTRA_ROWS`] or there is no index.
-    /// Entries read later can move (the writer indexes rows changed meanwhile): the caller
-    /// also reads [`Store::rows_changed_since`] once it has read the entries.
+    /// Sorted; `None` when there are more than `max` (at most [`MAX_EXTRA_ROWS`]) or there
+    /// is no index. Entries read later can move (the writer indexes rows changed
+    /// meanwhile): the caller also reads [`Store::rows_changed_since`] once it has read the
+    /// entries.
     pub async fn value_extras(
         &self,
         pass: &ObjectPass,
         path: &[String],
         as_of: XactId,
+        max: usize,
     ) -> Result<Option<Vec<String>>> {
         if !self.has_value_index() || held(path).is_none() {
             return Ok(None);
         }
-        let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
+        let max = max.min(MAX_EXTRA_ROWS);
+        let limit = i64::try_from(max + 1).unwrap_or(i64::MAX);
         let ids = match &self.read {
             Pools::Sqlite(p) => on_sqlite::value_extras(p, pass, path, as_of, limit).await?,
             Pools::Postgres(p) => on_postgres::value_extras(p, pass, path, as_of, limit).await?,
         };
-        Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
+        Ok((ids.len() <= max).then_some(ids))
     }
 
     /// The rows of an object with a version after `as_of` (sorted); `None` when there are
@@ -947,14 +967,20 @@ impl Store {
 
     /// The rows of an object whose indexed `created` is not a [`server_timestamp`] (its text
     /// then need not sort as its instant does), sorted; `None` when there are more than
-    /// [`MAX_EXTRA_ROWS`]. Rows the index does not hold yet are the caller's extras.
-    pub async fn odd_created_rows(&self, pass: &ObjectPass) -> Result<Option<Vec<String>>> {
-        let limit = i64::try_from(MAX_EXTRA_ROWS + 1).unwrap_or(i64::MAX);
+    /// `max` (at most [`MAX_EXTRA_ROWS`]). Rows the index does not hold yet are the caller's
+    /// extras.
+    pub async fn odd_created_rows(
+        &self,
+        pass: &ObjectPass,
+        max: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let max = max.min(MAX_EXTRA_ROWS);
+        let limit = i64::try_from(max + 1).unwrap_or(i64::MAX);
         let ids = match &self.read {
             Pools::Sqlite(p) => on_sqlite::odd_created_rows(p, pass, limit).await?,
             Pools::Postgres(p) => on_postgres::odd_created_rows(p, pass, limit).await?,
         };
-        Ok((ids.len() <= MAX_EXTRA_ROWS).then_some(ids))
+        Ok((ids.len() <= max).then_some(ids))
     }
 
     /// Up to `limit` entries of a field of an object, in the query's order from `from`.
@@ -970,14 +996,7 @@ impl Store {
         from: &ValueFrom,
         limit: usize,
     ) -> Result<Vec<ValueEntry>> {
-        let kind_held = held(&q.path).is_some_and(|h| {
-            if q.text {
-                h != Held::Number
-            } else {
-                h.numbers()
-            }
-        });
-        if !kind_held {
+        if !held(&q.path).is_some_and(|h| h.has_kind(q.text)) {
             return Ok(Vec::new());
         }
         match &self.read {

@@ -19,8 +19,8 @@ use holdfast_core::clock::format_timestamp;
 use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp, timestamp_like};
 use holdfast_core::xact::XactId;
 use holdfast_store::{
-    Held, IndexValue, MAX_CANDIDATES, StoredRow, ValueEntry, ValueFrom, ValueQuery, held,
-    server_timestamp,
+    Held, IndexValue, MAX_CANDIDATES, MAX_EXTRA_ROWS, StoredRow, ValueEntry, ValueFrom, ValueQuery,
+    held, server_timestamp,
 };
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -392,7 +392,7 @@ impl Services {
         let mut fields: HashSet<&[String]> = HashSet::new();
         for range in ranges {
             if fields.insert(&range.path) {
-                let Some(extras) = self.extras(pass, range, version).await? else {
+                let Some(extras) = self.extras(pass, range, version, cap).await? else {
                     return Ok(None);
                 };
                 ids.extend(extras);
@@ -429,7 +429,8 @@ impl Services {
     }
 
     /// The rows a read of `range` must read besides its entries ([`Store::value_extras`],
-    /// and the odd rows when the range is one of `created`), sorted; `None` when too many.
+    /// and the odd rows when the range is one of `created`), sorted; `None` when either
+    /// holds more than `max` (a caller that may read only a few rows stops listing early).
     ///
     /// [`Store::value_extras`]: holdfast_store::Store::value_extras
     async fn extras(
@@ -437,12 +438,17 @@ impl Services {
         pass: &ObjectPass,
         range: &EntryRange,
         version: XactId,
+        max: usize,
     ) -> Result<Option<Vec<String>>> {
-        let Some(mut extras) = self.store.value_extras(pass, &range.path, version).await? else {
+        let Some(mut extras) = self
+            .store
+            .value_extras(pass, &range.path, version, max)
+            .await?
+        else {
             return Ok(None);
         };
         if range.odd {
-            let Some(odd) = self.store.odd_created_rows(pass).await? else {
+            let Some(odd) = self.store.odd_created_rows(pass, max).await? else {
                 return Ok(None);
             };
             extras.extend(odd);
@@ -476,7 +482,7 @@ impl Services {
             return Ok(None);
         }
         let descending = *descending;
-        let Some(how) = held(path).filter(|h| !h.sort_kinds().is_empty()) else {
+        let Some(how) = held(path).filter(|h| h.sorted()) else {
             return Ok(None);
         };
         // A range the filter puts on the sorted field: where the entries start and end.
@@ -496,7 +502,12 @@ impl Services {
         }
         let whole = EntryRange::whole(path, how == Held::Created);
         let Some(extras) = self
-            .extras(pass, range.as_ref().unwrap_or(&whole), version)
+            .extras(
+                pass,
+                range.as_ref().unwrap_or(&whole),
+                version,
+                MAX_EXTRA_ROWS,
+            )
             .await?
         else {
             return Ok(None);
