@@ -57,6 +57,10 @@ pub enum BenchCommand {
         /// Keep the store in this (new) directory instead of a temporary one.
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// After the queries, delete the project and time its purge (grace period and
+        /// purge interval of one second): duration, versions/s, the server's memory.
+        #[arg(long)]
+        purge: bool,
     },
     /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
     /// against this build and against a build whose decision is short-circuited, in
@@ -233,8 +237,17 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
+    proc_status_mib(pid, "VmHWM:")
+}
+
+/// Resident memory now.
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+    proc_status_mib(pid, "VmRSS:")
+}
+
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
@@ -350,6 +363,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             clients,
             database_url,
             data_dir,
+            purge,
         } => {
             crate::bench_query::run(crate::bench_query::Options {
                 traces,
@@ -357,6 +371,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 clients,
                 database_url,
                 data_dir,
+                purge,
             })
             .await
         }

@@ -5,7 +5,8 @@
 //! `/btql`, each several times, and reports medians.
 
 use crate::bench::{
-    Rng, ServerProcess, TraceShape, peak_rss_mib, percentile, post_all, start_server, trace_shaped,
+    Rng, ServerProcess, TraceShape, peak_rss_mib, percentile, post_all, rss_mib, start_server,
+    trace_shaped,
 };
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -25,6 +26,90 @@ pub struct Options {
     pub clients: usize,
     pub database_url: Option<String>,
     pub data_dir: Option<std::path::PathBuf>,
+    pub purge: bool,
+}
+
+/// One metric's value from `/metrics` (the benchmark's server has the token `bench`).
+async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str) -> Result<f64> {
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", "Bearer bench")
+        .send()
+        .await?
+        .text()
+        .await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no {name} in /metrics"))
+}
+
+/// Bytes of the files directly in `dir` (the embedded database and its log).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Deletes the project and waits for the purge (see [`Options::purge`]); reports how long it
+/// took from the deletion, how fast, and the server's memory while it ran.
+async fn time_purge(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    project_id: &str,
+    data_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    let pid = server.child.id();
+    let before = rss_mib(pid).unwrap_or(0.0);
+    let bytes_before = data_dir.map(dir_bytes);
+    let t0 = Instant::now();
+    let resp = client
+        .delete(format!("{}/v1/project/{project_id}", server.url))
+        .header("authorization", format!("Bearer {}", server.key))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("deleting the project: {}", resp.status());
+    }
+    let mut max_rss = before;
+    let mut purged = false;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        max_rss = max_rss.max(rss_mib(pid).unwrap_or(0.0));
+        // The run that purged the project has ended (its compaction included) once nothing
+        // is waiting.
+        if !purged {
+            purged = metric(client, server, "holdfast_purge_objects_total").await? >= 1.0;
+        } else if metric(client, server, "holdfast_purge_waiting").await? == 0.0 {
+            break;
+        }
+        if metric(client, server, "holdfast_purge_failures_total").await? > 0.0 {
+            bail!("the purge failed (see the server's log)");
+        }
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let versions = metric(client, server, "holdfast_purge_versions_total").await?;
+    say!(
+        "purge         {versions:.0} versions in {took:.1} s from the deletion (grace 1 s): {:.0} versions/s",
+        versions / took
+    );
+    say!(
+        "purge memory  server RSS {before:.0} MiB before, at most {max_rss:.0} MiB while purging (sampled every 200 ms)"
+    );
+    if let (Some(b), Some(dir)) = (bytes_before, data_dir) {
+        say!(
+            "purge files   {:.0} MiB before, {:.0} MiB after (database and log; the log emptied, freed pages kept in the database, zeroed)",
+            b as f64 / 1048576.0,
+            dir_bytes(dir) as f64 / 1048576.0
+        );
+    }
+    Ok(())
 }
 
 /// Loads the store; returns (project id, a few root span ids, spans/s).
@@ -123,6 +208,11 @@ pub async fn run(o: Options) -> Result<()> {
         &[
             ("HOLDFAST_QUERY_TIMEOUT_MS", "600000"),
             ("HOLDFAST_METRICS_TOKEN", "bench"),
+            ("HOLDFAST_DELETION_GRACE_SECS", "1"),
+            (
+                "HOLDFAST_PURGE_INTERVAL_SECS",
+                if o.purge { "1" } else { "0" },
+            ),
         ],
     )
     .await?;
@@ -138,19 +228,7 @@ pub async fn run(o: Options) -> Result<()> {
     // they have caught up.
     let waited = Instant::now();
     loop {
-        let metrics = client
-            .get(format!("{}/metrics", server.url))
-            .header("authorization", "Bearer bench")
-            .send()
-            .await?
-            .text()
-            .await?;
-        let lag = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("holdfast_search_index_lag_versions "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .context("no holdfast_search_index_lag_versions in /metrics")?;
-        if lag == 0.0 {
+        if metric(&client, &server, "holdfast_search_index_lag_versions").await? == 0.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -299,5 +377,12 @@ pub async fn run(o: Options) -> Result<()> {
         "server peak RSS {:.0} MiB",
         peak_rss_mib(server.child.id()).unwrap_or(0.0)
     );
+    if o.purge {
+        let dir = match (&o.database_url, &o.data_dir) {
+            (None, Some(d)) => Some(d.as_path()),
+            _ => None,
+        };
+        time_purge(&client, &server, &p, dir).await?;
+    }
     Ok(())
 }

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 /// Longest grace period after a deletion (ten years).
 const MAX_DELETION_GRACE_SECS: u64 = 10 * 365 * 24 * 3600;
+/// The largest purge batch: each batch is one transaction that holds the embedded store's
+/// writer, so it must stay short.
+const MAX_PURGE_BATCH_ROWS: usize = 100_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +45,14 @@ pub struct Settings {
     pub pg_read_statement_timeout_ms: u64,
     /// How long a deleted project, experiment, dataset or prompt can be restored, in seconds.
     pub deletion_grace_secs: u64,
+    /// Seconds between purges of what was deleted longer than `deletion_grace_secs` ago;
+    /// 0 turns the purge off.
+    pub purge_interval_secs: u64,
+    /// Row versions the purge removes per transaction.
+    pub purge_batch_rows: usize,
+    /// Seconds the purge lease lasts unless renewed (after a purging replica stops, how
+    /// long until another carries on).
+    pub purge_lease_secs: u64,
     /// Whether queries use the word and value indexes (turn off only to measure what they
     /// save).
     pub query_search_index: bool,
@@ -126,6 +137,9 @@ impl Default for Settings {
             )
             .unwrap_or(u64::MAX),
             deletion_grace_secs: limits.deletion_grace.as_secs(),
+            purge_interval_secs: 300,
+            purge_batch_rows: limits.purge_batch_rows,
+            purge_lease_secs: limits.purge_lease.as_secs(),
             query_search_index: true,
             max_inflight_body_bytes: limits.max_inflight_body_bytes,
             max_requests_per_key: limits.max_requests_per_key,
@@ -245,6 +259,8 @@ impl CommonArgs {
                 settings.pg_read_statement_timeout_ms,
             ),
             ("deletion_grace_secs", settings.deletion_grace_secs),
+            ("purge_batch_rows", settings.purge_batch_rows as u64),
+            ("purge_lease_secs", settings.purge_lease_secs),
             ("max_requests_per_key", settings.max_requests_per_key as u64),
         ] {
             if value == 0 {
@@ -255,6 +271,9 @@ impl CommonArgs {
             bail!(
                 "invalid setting: deletion_grace_secs must be at most {MAX_DELETION_GRACE_SECS} (ten years)"
             );
+        }
+        if settings.purge_batch_rows > MAX_PURGE_BATCH_ROWS {
+            bail!("invalid setting: purge_batch_rows must be at most {MAX_PURGE_BATCH_ROWS}");
         }
         if settings.max_inflight_body_bytes < settings.max_body_bytes {
             bail!("invalid setting: max_inflight_body_bytes must be at least max_body_bytes");
@@ -358,6 +377,8 @@ impl Settings {
             query_timeout: std::time::Duration::from_millis(self.query_timeout_ms),
             query_search_index: self.query_search_index,
             deletion_grace: std::time::Duration::from_secs(self.deletion_grace_secs),
+            purge_batch_rows: self.purge_batch_rows,
+            purge_lease: std::time::Duration::from_secs(self.purge_lease_secs),
         }
     }
 

@@ -494,6 +494,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         kms_check: Arc::default(),
         rows_written: Arc::default(),
         grouped_queries: Arc::default(),
+        purge: Arc::default(),
     };
     services
         .upgrade_access_control()
@@ -580,6 +581,32 @@ async fn serve(settings: Settings) -> Result<()> {
             }
         })
     };
+    let purger = (settings.purge_interval_secs > 0).then(|| {
+        let services = state.services.clone();
+        let every = std::time::Duration::from_secs(settings.purge_interval_secs);
+        // This replica's name for the purge lease.
+        let holder = holdfast_services::random::uuid()
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match services.purge_expired(&holder).await {
+                    Ok(r) if r.objects > 0 || r.versions > 0 => tracing::info!(
+                        objects = r.objects,
+                        versions = r.versions,
+                        attachments = r.attachments,
+                        "purged what was deleted"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the purge failed; the next run carries on")
+                    }
+                }
+            }
+        })
+    });
     let metrics_server = match &settings.metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -643,6 +670,9 @@ async fn serve(settings: Settings) -> Result<()> {
     holdfast_server::listen::serve(listener, app, tls, limits, shutdown()).await?;
     background.abort();
     sweeper.abort();
+    if let Some(p) = purger {
+        p.abort();
+    }
     if let Some(m) = metrics_server {
         m.abort();
     }

@@ -147,6 +147,8 @@ fn render(state: &crate::AppState) -> String {
     }
     render_outbound(&mut out);
     let (commits, jobs, rows, seconds) = services.store.writer_stats().totals();
+    let purge = &services.purge;
+    use std::sync::atomic::Ordering::Relaxed;
     for (name, kind, help, value) in [
         (
             "holdfast_writer_commits_total",
@@ -207,6 +209,48 @@ fn render(state: &crate::AppState) -> String {
                 .grouped_queries
                 .read
                 .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_runs_total",
+            "counter",
+            "Purge runs (including those that found another replica holding the lease).",
+            purge.runs.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_failures_total",
+            "counter",
+            "Purge runs that stopped on an error (the next run carries on).",
+            purge.failures.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_versions_total",
+            "counter",
+            "Row versions the purge removed, with their index entries.",
+            purge.versions.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_objects_total",
+            "counter",
+            "Projects, experiments, datasets and prompts the purge removed.",
+            purge.objects.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_attachments_total",
+            "counter",
+            "Attachments the purge removed with their blobs.",
+            purge.attachments.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_waiting",
+            "gauge",
+            "Deletions past their grace period that the running purge found (0 between runs).",
+            purge.waiting.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_purge_last_run_timestamp_seconds",
+            "gauge",
+            "When the last purge run on this replica ended (Unix seconds; 0 before the first).",
+            purge.last_run.load(Relaxed) as f64,
         ),
         (
             "holdfast_uptime_seconds",

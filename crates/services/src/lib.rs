@@ -18,6 +18,7 @@ pub mod keys;
 mod manifest_auth;
 mod membership;
 pub mod objects;
+pub mod purge;
 pub mod query;
 pub mod random;
 pub mod s3;
@@ -63,6 +64,12 @@ pub struct Limits {
     pub query_search_index: bool,
     /// How long a deleted project, experiment, dataset or prompt can be restored.
     pub deletion_grace: std::time::Duration,
+    /// Row versions the purge removes per transaction.
+    pub purge_batch_rows: usize,
+    /// How long the purge lease lasts unless renewed: a run renews it before every batch,
+    /// so when a purging replica stops, another (or the same one restarted) carries on
+    /// after this long.
+    pub purge_lease: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +88,8 @@ impl Default for Limits {
             query_timeout: std::time::Duration::from_secs(30),
             query_search_index: true,
             deletion_grace: std::time::Duration::from_secs(24 * 3600),
+            purge_batch_rows: 1000,
+            purge_lease: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -144,6 +153,8 @@ pub struct Services {
     /// Grouped queries answered since start: from the value index, and by reading rows (for
     /// `/metrics`).
     pub grouped_queries: Arc<GroupedQueries>,
+    /// What the purge has done (for `/metrics`).
+    pub purge: Arc<purge::PurgeStats>,
 }
 
 /// Grouped queries answered since start, by how.

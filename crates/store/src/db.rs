@@ -80,11 +80,19 @@ fn connect_options(path: &Path, key: Option<&[u8; 32]>, page_size: u32) -> Sqlit
         // SQLCipher default) per page here.
         opts = opts.pragma("cipher_hmac_algorithm", "HMAC_SHA256");
         opts = opts.pragma("cipher_page_size", page_size.to_string());
+        opts = secure_delete(opts);
     } else {
         // Takes effect when the file is created; an existing store keeps its own.
-        opts = opts.page_size(page_size);
+        opts = secure_delete(opts.page_size(page_size));
     }
     opts.filename(path)
+}
+
+/// Deleted content is overwritten with zeros, in pages that stay and pages that are freed, so
+/// that what the purge removes is gone from the file once the log is checkpointed (see
+/// `purge`). Set on every connection, since any of them may delete.
+fn secure_delete(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.pragma("secure_delete", "ON")
 }
 
 /// How every connection to an embedded store opens: with `key`, through SQLCipher with the
@@ -188,6 +196,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_mixed_sqlite.sql"),
         include_str!("values_mixed_postgres.sql"),
     ),
+    (17, include_str!("purge.sql"), include_str!("purge.sql")),
 ];
 
 impl Store {

@@ -235,6 +235,12 @@ impl TailView<'_> {
         self.0.traces.get(&trace).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether the tail holds a version of an object.
+    pub(crate) fn holds(&self, object_type: &str, object_id: &str) -> bool {
+        let object = (object_type.to_owned(), object_id.to_owned());
+        self.0.versions.contains_key(&object)
+    }
+
     /// The newest tail version of a row at or below `max_xact`.
     pub(crate) fn latest(
         &self,

@@ -23,6 +23,7 @@ mod access;
 mod db;
 mod index;
 mod meta;
+mod purge;
 mod rows;
 mod search;
 mod secrets;
@@ -38,6 +39,7 @@ pub use access::{
 };
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
+pub use purge::{Expired, PurgeCursor, PurgedBatch};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};

@@ -674,7 +674,7 @@ impl Store {
         with_pool!(&self.write, |p, DB| {
             let done = sqlx::query(
                 "UPDATE projects SET deleted_at = NULL WHERE id = $1 AND org_id = $2 AND deleted_at = $3 \
-                 AND NOT EXISTS (SELECT 1 FROM projects o WHERE o.org_id = $2 AND o.name = projects.name \
+                 AND NOT purging AND NOT EXISTS (SELECT 1 FROM projects o WHERE o.org_id = $2 AND o.name = projects.name \
                  AND o.deleted_at IS NULL)",
             )
             .bind(pass.project_id())
@@ -685,7 +685,8 @@ impl Store {
             if done.rows_affected() == 0 {
                 return Err(StoreError::Conflict(
                     "the project cannot be restored: another project has its name now \
-                     (rename that one first), or it was deleted again meanwhile"
+                     (rename that one first), it was deleted again meanwhile, or it is being \
+                     purged"
                         .into(),
                 ));
             }
@@ -952,7 +953,7 @@ impl Store {
         with_pool!(&self.write, |p, DB| {
             let done = sqlx::query(
                 "UPDATE objects SET deleted_at = NULL WHERE id = $1 AND org_id = $2 AND kind = $3 \
-                 AND deleted_at = $4 \
+                 AND deleted_at = $4 AND NOT purging \
                  AND EXISTS (SELECT 1 FROM projects lp WHERE lp.id = objects.project_id AND lp.deleted_at IS NULL) \
                  AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.project_id = objects.project_id \
                  AND o.kind = objects.kind AND o.name = objects.name AND o.deleted_at IS NULL)",
@@ -966,8 +967,8 @@ impl Store {
             if done.rows_affected() == 0 {
                 return Err(StoreError::Conflict(format!(
                     "the {} cannot be restored: another one in its project has its name now \
-                     (rename that one first), its project is deleted, or it was deleted again \
-                     meanwhile",
+                     (rename that one first), its project is deleted, it was deleted again \
+                     meanwhile, or it is being purged",
                     pass.object_type().as_str()
                 )));
             }

@@ -251,7 +251,10 @@ async fn insert_documents(
 
 /// Removes versions' documents from the embedded store's `row_text` (a contentless table
 /// with `contentless_delete`, so by `rowid` alone).
-async fn delete_documents(conn: &mut sqlx::SqliteConnection, seqs: &[i64]) -> Result<()> {
+pub(crate) async fn delete_documents(
+    conn: &mut sqlx::SqliteConnection,
+    seqs: &[i64],
+) -> Result<()> {
     for chunk in seqs.chunks(500) {
         let mut qb = QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM row_text WHERE rowid IN (");
         let mut sep = qb.separated(", ");
@@ -278,10 +281,10 @@ pub(crate) struct Unindexed {
 /// Most stored bytes one indexing batch reads (at least one version; the embedded store's
 /// also the rest of its last transaction), so that a batch of large rows does not hold
 /// `limit` times the largest row in memory.
-const MAX_BATCH_BYTES: i64 = 16 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: i64 = 16 * 1024 * 1024;
 
 /// How many of the first (seq, stored bytes) fit in `max_bytes`: at least one.
-fn within_bytes(listed: &[(i64, i64)], max_bytes: i64) -> usize {
+pub(crate) fn within_bytes(listed: &[(i64, i64)], max_bytes: i64) -> usize {
     let mut bytes = 0i64;
     let fit = listed
         .iter()

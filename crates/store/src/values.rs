@@ -451,7 +451,10 @@ macro_rules! backend_statements {
             }
 
             /// Removes versions' entries from `row_values`.
-            async fn delete_entries(conn: &mut Conn, versions: &[(i64, Vec<Entry>)]) -> Result<()> {
+            pub(crate) async fn delete_entries(
+                conn: &mut Conn,
+                versions: &[(i64, Vec<Entry>)],
+            ) -> Result<()> {
                 let flat: Vec<(i64, &Entry)> = versions
                     .iter()
                     .flat_map(|(seq, es)| es.iter().map(move |e| (*seq, e)))

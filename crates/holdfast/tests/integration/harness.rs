@@ -393,6 +393,50 @@ impl Server {
         }
     }
 
+    /// One number read straight from the database (a count), on a connection closed at once
+    /// so that it holds no snapshot of the store.
+    pub async fn count_sql(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+            None => {
+                let pool = self.sqlite_pool().await;
+                let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+
+    /// A metric's value from `/metrics`, with the server's `HOLDFAST_METRICS_TOKEN`; 0 when
+    /// absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let token = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "HOLDFAST_METRICS_TOKEN")
+            .map(|(_, v)| v.clone())
+            .expect("the server needs HOLDFAST_METRICS_TOKEN");
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// How many `/logs3` requests the audit log says wrote rows.
     pub async fn audited_logs3_writes(&self) -> usize {
         self.audit_rows()

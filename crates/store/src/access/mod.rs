@@ -410,7 +410,7 @@ macro_rules! append_audit_in {
 }
 pub(crate) use append_audit_in;
 
-const BUMP_POLICY: &str =
+pub(crate) const BUMP_POLICY: &str =
     "UPDATE orgs SET policy_version = policy_version + 1 WHERE id = $1 RETURNING policy_version";
 
 fn require_write_on(pass: &OrgPass, kind: Kind) -> Result<()> {

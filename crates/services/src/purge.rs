@@ -1,0 +1,277 @@
+//! The purge: what was deleted is removed for good once its grace period has ended.
+//!
+//! The server runs [`Services::purge_expired`] every `purge_interval_secs`. A run takes the
+//! purge lease (one replica at a time when several share PostgreSQL), then, for each deleted
+//! project, experiment, dataset or prompt past its grace period: claims it (no restore from
+//! then on), removes its row versions in batches of `purge_batch_rows` with every index
+//! entry, removes the blobs of the attachments it owns, forgets its grants and record, and
+//! writes a `purge` audit entry. A project goes with everything in it. After a run that
+//! removed anything, the embedded store compacts its word index and empties its log (see
+//! `holdfast_store::purge`). A run stopped at any point is carried on by the next.
+
+use crate::blobs::BlobKind;
+use crate::{Result, Services};
+use holdfast_core::authz::SystemPass;
+use holdfast_core::clock::format_timestamp;
+use holdfast_core::object::ObjectType;
+use holdfast_store::{Expired, NewAuditEntry};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// The lease a purging replica holds.
+pub const LEASE: &str = "purge";
+/// Expired deletions read at a time.
+const LISTED: i64 = 100;
+/// Attachments read at a time.
+const ATTACHMENTS: i64 = 100;
+
+/// What the purge has done since the server started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct PurgeStats {
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+    /// Row versions removed.
+    pub versions: AtomicU64,
+    /// Projects, experiments, datasets and prompts removed.
+    pub objects: AtomicU64,
+    pub attachments: AtomicU64,
+    /// Deletions past their grace period found at the start of the last run.
+    pub waiting: AtomicU64,
+    /// Unix seconds at the end of the last run that held the lease; 0 before.
+    pub last_run: AtomicI64,
+    /// A run removed something but could not compact the store afterwards: the next run
+    /// tries again.
+    pub compact_pending: AtomicBool,
+}
+
+/// What one run removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// False when another replica holds the lease (nothing was done).
+    pub ran: bool,
+    pub versions: u64,
+    pub objects: u64,
+    pub attachments: u64,
+}
+
+/// What removing one object's data found.
+#[derive(Debug, Default, Clone, Copy)]
+struct Removed {
+    versions: u64,
+    attachments: u64,
+}
+
+impl Removed {
+    fn add(&mut self, other: Removed) {
+        self.versions += other.versions;
+        self.attachments += other.attachments;
+    }
+}
+
+fn why() -> SystemPass {
+    SystemPass::new("purging what was deleted, after its grace period")
+}
+
+impl Services {
+    /// One purge run as `holder` (this replica's lease holder id); see the module docs.
+    pub async fn purge_expired(&self, holder: &str) -> Result<PurgeReport> {
+        let stats = &self.purge;
+        let result = self.purge_run(holder).await;
+        stats.runs.fetch_add(1, Relaxed);
+        match &result {
+            Ok(r) if r.ran => stats
+                .last_run
+                .store(self.clock.now().unix_timestamp(), Relaxed),
+            Ok(_) => {}
+            Err(_) => {
+                stats.failures.fetch_add(1, Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn purge_run(&self, holder: &str) -> Result<PurgeReport> {
+        let mut report = PurgeReport::default();
+        if !self.renew_purge_lease(holder).await? {
+            return Ok(report);
+        }
+        report.ran = true;
+        let grace = time::Duration::try_from(self.limits.deletion_grace).map_err(|_| {
+            crate::ServiceError::Internal("the deletion grace period is too long".into())
+        })?;
+        let cutoff = format_timestamp(self.clock.now() - grace);
+        let mut first = true;
+        loop {
+            let expired = self
+                .store
+                .expired_deletions(&why(), &cutoff, LISTED)
+                .await?;
+            if first {
+                self.purge.waiting.store(expired.len() as u64, Relaxed);
+                first = false;
+            }
+            let mut progress = false;
+            for e in &expired {
+                if !self.store.claim_for_purge(&why(), e).await? {
+                    continue;
+                }
+                let removed = match &e.object {
+                    Some((kind, id)) => self.purge_object(holder, &e.org_id, *kind, id).await?,
+                    None => self.purge_project(holder, e).await?,
+                };
+                let Some(removed) = removed else {
+                    // Versions still in the writer's tail: the next run finishes it.
+                    continue;
+                };
+                progress = true;
+                report.versions += removed.versions;
+                report.attachments += removed.attachments;
+                report.objects += 1;
+                self.purge.objects.fetch_add(1, Relaxed);
+                self.audit_purge(e, removed).await?;
+            }
+            if !progress {
+                break;
+            }
+        }
+        let removed_any = report.versions > 0 || report.objects > 0;
+        if removed_any || self.purge.compact_pending.load(Relaxed) {
+            self.purge.compact_pending.store(true, Relaxed);
+            if self.store.compact_after_purge(&why()).await? {
+                self.purge.compact_pending.store(false, Relaxed);
+            } else {
+                tracing::warn!(
+                    "the purge could not empty the write-ahead log (a long read holds it); \
+                     the next run tries again"
+                );
+            }
+        }
+        self.purge.waiting.store(0, Relaxed);
+        self.store.end_lease(LEASE, holder).await?;
+        Ok(report)
+    }
+
+    /// Takes or renews the purge lease; false when another replica holds it.
+    async fn renew_purge_lease(&self, holder: &str) -> Result<bool> {
+        let now = self.clock.now().unix_timestamp();
+        let ttl = i64::try_from(self.limits.purge_lease.as_secs()).unwrap_or(i64::MAX);
+        Ok(self.store.take_lease(LEASE, holder, now, ttl).await?)
+    }
+
+    /// Removes a claimed project's experiments, datasets, prompts and logs, then its record;
+    /// `None` while something of it remains for a later run.
+    async fn purge_project(&self, holder: &str, e: &Expired) -> Result<Option<Removed>> {
+        let mut total = Removed::default();
+        loop {
+            let contents = self
+                .store
+                .project_contents(&why(), &e.project_id, LISTED)
+                .await?;
+            if contents.is_empty() {
+                break;
+            }
+            let mut progress = false;
+            for (kind, id) in contents {
+                if let Some(r) = self.purge_object(holder, &e.org_id, kind, &id).await? {
+                    total.add(r);
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Ok(None);
+            }
+        }
+        match self
+            .purge_object(holder, &e.org_id, ObjectType::ProjectLogs, &e.project_id)
+            .await?
+        {
+            Some(r) => total.add(r),
+            None => return Ok(None),
+        }
+        if !self
+            .store
+            .forget_project(&why(), &e.org_id, &e.project_id)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(total))
+    }
+
+    /// Removes one object's versions, attachments, grants and record; `None` while versions
+    /// of it are still in the writer's tail.
+    async fn purge_object(
+        &self,
+        holder: &str,
+        org_id: &str,
+        kind: ObjectType,
+        id: &str,
+    ) -> Result<Option<Removed>> {
+        let mut removed = Removed::default();
+        let mut cursor = None;
+        loop {
+            if !self.renew_purge_lease(holder).await? {
+                return Err(crate::ServiceError::Internal(
+                    "the purge lease passed to another replica during a run".into(),
+                ));
+            }
+            let batch = self
+                .store
+                .purge_versions(&why(), kind, id, &cursor, self.limits.purge_batch_rows)
+                .await?;
+            if batch.versions == 0 {
+                break;
+            }
+            removed.versions += batch.versions as u64;
+            self.purge
+                .versions
+                .fetch_add(batch.versions as u64, Relaxed);
+            cursor = batch.next;
+        }
+        loop {
+            let keys = self
+                .store
+                .owned_attachments(&why(), org_id, kind, id, ATTACHMENTS)
+                .await?;
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                self.blobs
+                    .delete(org_id, BlobKind::Attachment, &key)
+                    .await?;
+                self.store.forget_attachment(&why(), org_id, &key).await?;
+                removed.attachments += 1;
+                self.purge.attachments.fetch_add(1, Relaxed);
+            }
+        }
+        if !self.store.forget_object(&why(), org_id, kind, id).await? {
+            return Ok(None);
+        }
+        Ok(Some(removed))
+    }
+
+    async fn audit_purge(&self, e: &Expired, removed: Removed) -> Result<()> {
+        let (object_type, object_id) = match &e.object {
+            Some((kind, id)) => (kind.as_str(), id.as_str()),
+            None => ("project", e.project_id.as_str()),
+        };
+        self.audit
+            .record_durable(NewAuditEntry {
+                at: self.now(),
+                org_id: Some(e.org_id.clone()),
+                actor_id: None,
+                key_id: None,
+                action: "purge".into(),
+                object_type: Some(object_type.into()),
+                object_id: Some(object_id.into()),
+                detail: json!({
+                    "name": e.name,
+                    "deleted_at": e.deleted_at,
+                    "versions": removed.versions,
+                    "attachments": removed.attachments,
+                }),
+            })
+            .await
+    }
+}

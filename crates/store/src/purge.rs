@@ -1,0 +1,770 @@
+//! Removing for good what was deleted, once its grace period has ended.
+//!
+//! A deleted project, experiment, dataset or prompt stays in the store, hidden, until the
+//! purge (`holdfast_services::purge`) claims it ([`Store::claim_for_purge`]: from then on it
+//! cannot be restored) and removes it: its row versions with their entries in every index
+//! (`row_index`, `trace_index`, `row_values`, the word index), then its attachments, grants and
+//! record. Versions go in batches of one transaction each, so a purge stopped at any point
+//! (even by `kill -9`) leaves every remaining version whole and findable, and the next run
+//! carries on; the record goes last, once none of its versions remain.
+//!
+//! Guarantees:
+//! * A batch holds at most the versions asked for and at most [`MAX_BATCH_BYTES`] of stored
+//!   data (and at least one version), so memory does not grow with what is purged. Batches
+//!   walk the object's versions in `row_index` order from where the last one stopped, so each
+//!   costs the same however far the purge has gone.
+//! * No index entry outlives its version. On the embedded store a batch runs on the one
+//!   write connection, between the writer's and the indexer's transactions, and only removes
+//!   versions already in `row_index` (an object whose versions are still in the writer's
+//!   tail keeps its record until they are indexed). On PostgreSQL a batch first takes the
+//!   value indexer's counter and the versions' places in the word index's queue, so an indexer
+//!   that read a version before the batch has committed its entries before the batch removes
+//!   them, and one after finds no version.
+//! * On the embedded store deleted content is overwritten with zeros (`secure_delete`, set on
+//!   every connection), and [`Store::compact_after_purge`] rewrites the word index (whose
+//!   deletions are marks until its segments are merged) and empties the write-ahead log, after
+//!   which nothing removed is left in the files.
+//! * One replica at a time purges: [`Store::take_lease`].
+
+use crate::access::BUMP_POLICY;
+use crate::db::{Pools, with_pool};
+use crate::rows::decode_data;
+use crate::search::{MAX_BATCH_BYTES, within_bytes};
+use crate::{Result, Store};
+use holdfast_core::authz::SystemPass;
+use holdfast_core::object::ObjectType;
+use sqlx::QueryBuilder;
+use std::collections::HashMap;
+
+/// Something deleted whose grace period has ended: a project (with everything in it), or
+/// one experiment, dataset or prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub org_id: String,
+    pub project_id: String,
+    /// `None` for the project itself.
+    pub object: Option<(ObjectType, String)>,
+    pub name: String,
+    pub deleted_at: String,
+}
+
+/// Where a purge of an object's versions carries on: after this (row id, `_xact_id`).
+pub type PurgeCursor = Option<(String, i64)>;
+
+/// What one batch removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgedBatch {
+    /// Row versions removed.
+    pub versions: usize,
+    /// Where the next batch starts; `None` when this one found nothing.
+    pub next: PurgeCursor,
+}
+
+/// Statements shared by both backends, with each backend's own steps in `extra`.
+macro_rules! backend_purge {
+    ($m:ident, $DB:ty, $values:ident, $extra:ident) => {
+        mod $m {
+            use super::$extra as extra;
+            use super::*;
+            type Db = $DB;
+
+            /// See [`Store::purge_versions`].
+            pub(super) async fn purge_versions(
+                p: &sqlx::Pool<Db>,
+                object_type: &str,
+                object_id: &str,
+                after: &PurgeCursor,
+                max_rows: i64,
+            ) -> Result<PurgedBatch> {
+                let mut tx = p.begin().await?;
+                // (row id, xact, seq, deleted)
+                let listed: Vec<(String, i64, i64, bool)> = match after {
+                    None => {
+                        sqlx::query_as(
+                            "SELECT row_id, xact_id, seq, is_deleted FROM row_index \
+                             WHERE object_type = $1 AND object_id = $2 \
+                             ORDER BY row_id, xact_id LIMIT $3",
+                        )
+                        .bind(object_type)
+                        .bind(object_id)
+                        .bind(max_rows)
+                        .fetch_all(&mut *tx)
+                        .await?
+                    }
+                    Some((row_id, xact)) => {
+                        sqlx::query_as(
+                            "SELECT row_id, xact_id, seq, is_deleted FROM row_index \
+                             WHERE object_type = $1 AND object_id = $2 \
+                             AND (row_id, xact_id) > ($3, $4) \
+                             ORDER BY row_id, xact_id LIMIT $5",
+                        )
+                        .bind(object_type)
+                        .bind(object_id)
+                        .bind(row_id)
+                        .bind(xact)
+                        .bind(max_rows)
+                        .fetch_all(&mut *tx)
+                        .await?
+                    }
+                };
+                if listed.is_empty() {
+                    return Ok(PurgedBatch::default());
+                }
+                let sizes: HashMap<i64, i64> = in_chunks(
+                    &mut tx,
+                    "SELECT seq, CAST(length(data) AS BIGINT) FROM rows WHERE seq IN (",
+                    &listed.iter().map(|l| l.2).collect::<Vec<_>>(),
+                )
+                .await?
+                .into_iter()
+                .collect();
+                let by_size: Vec<(i64, i64)> = listed
+                    .iter()
+                    .map(|l| (l.2, sizes.get(&l.2).copied().unwrap_or(0)))
+                    .collect();
+                let fit = within_bytes(&by_size, MAX_BATCH_BYTES);
+                let chosen = listed.get(..fit).unwrap_or(&listed);
+                let seqs: Vec<i64> = chosen.iter().map(|c| c.2).collect();
+                extra::before(&mut *tx, &seqs).await?;
+                let deleted: HashMap<i64, (&str, bool)> = chosen
+                    .iter()
+                    .map(|(r, _, seq, d)| (*seq, (r.as_str(), *d)))
+                    .collect();
+                // Each stored version's index entries, worked out from its data.
+                let mut entries = Vec::new();
+                let mut traces = Vec::new();
+                for chunk in seqs.chunks(500) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "SELECT seq, root_span_id, data FROM rows WHERE seq IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for s in chunk {
+                        sep.push_bind(*s);
+                    }
+                    qb.push(")");
+                    let stored: Vec<(i64, Option<String>, Vec<u8>)> =
+                        qb.build_query_as().fetch_all(&mut *tx).await?;
+                    for (seq, root, data) in stored {
+                        let Some((row_id, is_deleted)) = deleted.get(&seq) else {
+                            continue;
+                        };
+                        if let Some(root) = root {
+                            traces.push((
+                                crate::index::trace_key(object_type, object_id, &root),
+                                seq,
+                            ));
+                        }
+                        if *is_deleted {
+                            continue;
+                        }
+                        // An unreadable version has no entries: the indexer could not
+                        // read it either.
+                        if let Ok(row) = decode_data(row_id, &data) {
+                            entries.push((seq, crate::values::entries(object_type, object_id, &row)));
+                        }
+                    }
+                }
+                crate::values::$values::delete_entries(&mut *tx, &entries).await?;
+                drop(entries);
+                let live: Vec<i64> = chosen.iter().filter(|c| !c.3).map(|c| c.2).collect();
+                extra::after(&mut *tx, &traces, &live, &seqs).await?;
+                for chunk in seqs.chunks(500) {
+                    let mut qb = QueryBuilder::<Db>::new("DELETE FROM rows WHERE seq IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in chunk {
+                        sep.push_bind(*s);
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for chunk in chosen.chunks(250) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "DELETE FROM row_index WHERE (object_type, object_id, row_id, xact_id) IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for (row_id, xact, ..) in chunk {
+                        sep.push("(")
+                            .push_bind_unseparated(object_type)
+                            .push_unseparated(", ")
+                            .push_bind_unseparated(object_id)
+                            .push_unseparated(", ")
+                            .push_bind_unseparated(row_id.as_str())
+                            .push_unseparated(", ")
+                            .push_bind_unseparated(*xact)
+                            .push_unseparated(")");
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                let last = chosen.last().map(|(r, x, ..)| (r.clone(), *x));
+                Ok(PurgedBatch {
+                    versions: chosen.len(),
+                    next: last,
+                })
+            }
+
+            /// `(seq, value)` pairs of a query ending in `seq IN (`, for every seq given.
+            async fn in_chunks(
+                tx: &mut sqlx::Transaction<'_, Db>,
+                head: &str,
+                seqs: &[i64],
+            ) -> Result<Vec<(i64, i64)>> {
+                let mut out = Vec::with_capacity(seqs.len());
+                for chunk in seqs.chunks(500) {
+                    let mut qb = QueryBuilder::<Db>::new(head);
+                    let mut sep = qb.separated(", ");
+                    for s in chunk {
+                        sep.push_bind(*s);
+                    }
+                    qb.push(")");
+                    let found: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut **tx).await?;
+                    out.extend(found);
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
+/// The embedded store's own steps: `trace_index` and the word index (`row_text`).
+mod sqlite_extra {
+    use super::*;
+
+    pub(super) async fn before(_tx: &mut sqlx::SqliteConnection, _seqs: &[i64]) -> Result<()> {
+        Ok(())
+    }
+
+    pub(super) async fn after(
+        tx: &mut sqlx::SqliteConnection,
+        traces: &[(i64, i64)],
+        live: &[i64],
+        _seqs: &[i64],
+    ) -> Result<()> {
+        for chunk in traces.chunks(400) {
+            let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+                "DELETE FROM trace_index WHERE (trace, seq) IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for (trace, seq) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(*trace)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*seq)
+                    .push_unseparated(")");
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
+        crate::search::delete_documents(tx, live).await
+    }
+}
+
+/// PostgreSQL's own steps: the indexers' locks first, then the word index (`row_words` and
+/// its queue).
+mod postgres_extra {
+    use super::*;
+
+    pub(super) async fn before(tx: &mut sqlx::PgConnection, seqs: &[i64]) -> Result<()> {
+        // Waits for a value indexer that is working (it holds this row), and keeps the next
+        // one out until the batch commits.
+        sqlx::query("SELECT value FROM counters WHERE name = 'values_indexed_seq' FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+        // Waits for a word indexer holding any of these versions' places in its queue.
+        sqlx::query("DELETE FROM row_words_pending WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn after(
+        tx: &mut sqlx::PgConnection,
+        _traces: &[(i64, i64)],
+        _live: &[i64],
+        seqs: &[i64],
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM row_words WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+backend_purge!(sqlite_batch, sqlx::Sqlite, on_sqlite, sqlite_extra);
+backend_purge!(postgres_batch, sqlx::Postgres, on_postgres, postgres_extra);
+
+/// Removes the grants on a purged project or object, in the caller's transaction; the
+/// organization's policy version moves on when there were any, so caches reload.
+macro_rules! forget_grants {
+    ($tx:expr, $org_id:expr, $object_id:expr) => {{
+        let done = sqlx::query("DELETE FROM acls WHERE org_id = $1 AND object_id = $2")
+            .bind($org_id)
+            .bind($object_id)
+            .execute(&mut *$tx)
+            .await?;
+        if done.rows_affected() > 0 {
+            let _: i64 = sqlx::query_scalar(BUMP_POLICY)
+                .bind($org_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
+impl Store {
+    /// Projects and objects deleted before `cutoff` (at most `limit` of each), oldest
+    /// deletion first; projects first.
+    pub async fn expired_deletions(
+        &self,
+        _why: &SystemPass,
+        cutoff: &str,
+        limit: i64,
+    ) -> Result<Vec<Expired>> {
+        with_pool!(&self.read, |p, DB| {
+            let projects: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT id, org_id, name, deleted_at FROM projects \
+                 WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            let objects: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+                "SELECT id, org_id, project_id, kind, name, deleted_at FROM objects \
+                 WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            let mut out: Vec<Expired> = projects
+                .into_iter()
+                .map(|(id, org_id, name, deleted_at)| Expired {
+                    org_id,
+                    project_id: id,
+                    object: None,
+                    name,
+                    deleted_at,
+                })
+                .collect();
+            out.extend(objects.into_iter().filter_map(
+                |(id, org_id, project_id, kind, name, deleted_at)| {
+                    Some(Expired {
+                        org_id,
+                        project_id,
+                        object: Some((ObjectType::parse(&kind)?, id)),
+                        name,
+                        deleted_at,
+                    })
+                },
+            ));
+            Ok(out)
+        })
+    }
+
+    /// Marks a deleted project or object as being purged, if it is still deleted as it was
+    /// found; from then on it cannot be restored. False when it was restored (or deleted
+    /// again) meanwhile.
+    pub async fn claim_for_purge(&self, _why: &SystemPass, expired: &Expired) -> Result<bool> {
+        with_pool!(&self.write, |p, DB| {
+            let done = match &expired.object {
+                None => {
+                    sqlx::query(
+                        "UPDATE projects SET purging = TRUE \
+                     WHERE id = $1 AND org_id = $2 AND deleted_at = $3",
+                    )
+                    .bind(&expired.project_id)
+                    .bind(&expired.org_id)
+                    .bind(&expired.deleted_at)
+                    .execute(p)
+                    .await?
+                }
+                Some((_, id)) => {
+                    sqlx::query(
+                        "UPDATE objects SET purging = TRUE \
+                     WHERE id = $1 AND org_id = $2 AND deleted_at = $3",
+                    )
+                    .bind(id)
+                    .bind(&expired.org_id)
+                    .bind(&expired.deleted_at)
+                    .execute(p)
+                    .await?
+                }
+            };
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// The experiments, datasets and prompts of a project, deleted or not (at most `limit`).
+    pub async fn project_contents(
+        &self,
+        _why: &SystemPass,
+        project_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(ObjectType, String)>> {
+        with_pool!(&self.read, |p, DB| {
+            let found: Vec<(String, String)> = sqlx::query_as(
+                "SELECT kind, id FROM objects WHERE project_id = $1 ORDER BY id LIMIT $2",
+            )
+            .bind(project_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(k, id)| Some((ObjectType::parse(&k)?, id)))
+                .collect())
+        })
+    }
+
+    /// Removes up to `max_rows` versions of an object, after `after`, with their entries in
+    /// every index (see the module docs). Only for an object claimed for purging (or the logs
+    /// of a claimed project).
+    pub async fn purge_versions(
+        &self,
+        _why: &SystemPass,
+        object_type: ObjectType,
+        object_id: &str,
+        after: &PurgeCursor,
+        max_rows: usize,
+    ) -> Result<PurgedBatch> {
+        let max_rows = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX);
+        let t = object_type.as_str();
+        match &self.write {
+            Pools::Sqlite(p) => {
+                sqlite_batch::purge_versions(p, t, object_id, after, max_rows).await
+            }
+            Pools::Postgres(p) => {
+                postgres_batch::purge_versions(p, t, object_id, after, max_rows).await
+            }
+        }
+    }
+
+    /// Attachments an object owns (at most `limit`), for their blobs to be removed before
+    /// [`Store::forget_attachment`]. One that rows of another object also reference passes
+    /// to that object instead, and is not listed.
+    pub async fn owned_attachments(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        object_type: ObjectType,
+        object_id: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let t = object_type.as_str();
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let keys: Vec<String> = sqlx::query_scalar(
+                "SELECT key FROM attachments WHERE org_id = $1 AND object_type = $2 \
+                 AND object_id = $3 ORDER BY key LIMIT $4",
+            )
+            .bind(org_id)
+            .bind(t)
+            .bind(object_id)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut owned = Vec::with_capacity(keys.len());
+            for key in keys {
+                let other: Option<(String, String)> = sqlx::query_as(
+                    "SELECT object_type, object_id FROM attachment_refs WHERE org_id = $1 \
+                     AND key = $2 AND NOT (object_type = $3 AND object_id = $4) \
+                     ORDER BY object_type, object_id LIMIT 1",
+                )
+                .bind(org_id)
+                .bind(&key)
+                .bind(t)
+                .bind(object_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match other {
+                    Some((ot, oid)) => {
+                        sqlx::query(
+                            "UPDATE attachments SET object_type = $1, object_id = $2 \
+                             WHERE org_id = $3 AND key = $4",
+                        )
+                        .bind(ot)
+                        .bind(oid)
+                        .bind(org_id)
+                        .bind(&key)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => owned.push(key),
+                }
+            }
+            tx.commit().await?;
+            Ok(owned)
+        })
+    }
+
+    /// Forgets an attachment whose blob is gone: its record, upload and references.
+    pub async fn forget_attachment(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        key: &str,
+    ) -> Result<()> {
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            for sql in [
+                "DELETE FROM attachments WHERE org_id = $1 AND key = $2",
+                "DELETE FROM uploads WHERE org_id = $1 AND kind = 'attachment' AND key = $2",
+                "DELETE FROM attachment_refs WHERE org_id = $1 AND key = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(org_id)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a purged object (project logs included): its attachment references, the
+    /// grants on it and its record. False while versions of it remain (in `row_index`, or in
+    /// the writer's tail, which is looked at first so that a catch-up cannot slip past).
+    pub async fn forget_object(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        object_type: ObjectType,
+        object_id: &str,
+    ) -> Result<bool> {
+        let t = object_type.as_str();
+        if self.index.view().holds(t, object_id) {
+            return Ok(false);
+        }
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let remaining: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM row_index WHERE object_type = $1 AND object_id = $2)",
+            )
+            .bind(t)
+            .bind(object_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if remaining {
+                return Ok(false);
+            }
+            sqlx::query(
+                "DELETE FROM attachment_refs WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
+            )
+            .bind(org_id)
+            .bind(t)
+            .bind(object_id)
+            .execute(&mut *tx)
+            .await?;
+            if object_type != ObjectType::ProjectLogs {
+                forget_grants!(tx, org_id, object_id);
+                sqlx::query("DELETE FROM objects WHERE id = $1 AND org_id = $2")
+                    .bind(object_id)
+                    .bind(org_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Forgets a purged project once nothing of it remains: the grants on it and its
+    /// record. False while it still has objects.
+    pub async fn forget_project(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        project_id: &str,
+    ) -> Result<bool> {
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let remaining: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM objects WHERE project_id = $1)")
+                    .bind(project_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if remaining {
+                return Ok(false);
+            }
+            forget_grants!(tx, org_id, project_id);
+            sqlx::query("DELETE FROM projects WHERE id = $1 AND org_id = $2 AND purging")
+                .bind(project_id)
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// After a purge: on the embedded store, rewrites the word index without the documents
+    /// removed (FTS5 keeps a removed document's words in its segments, marked deleted, until
+    /// they are merged) and copies the log into the database and empties it, so that no
+    /// removed text is left in either file. Whether the log could be emptied (a reader that
+    /// holds an old snapshot keeps it; the next purge tries again). Nothing to do on
+    /// PostgreSQL, whose vacuum reclaims removed rows.
+    pub async fn compact_after_purge(&self, _why: &SystemPass) -> Result<bool> {
+        let Pools::Sqlite(p) = &self.write else {
+            return Ok(true);
+        };
+        sqlx::query("INSERT INTO row_text (row_text) VALUES ('optimize')")
+            .execute(p)
+            .await?;
+        for _ in 0..20 {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(p)
+                .await?;
+            if busy == 0 {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(false)
+    }
+
+    /// Takes or renews the lease `name` for `holder` until `now + ttl` (Unix seconds): true
+    /// when it is free, expired, or already this holder's.
+    pub async fn take_lease(&self, name: &str, holder: &str, now: i64, ttl: i64) -> Result<bool> {
+        with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at \
+                 WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(now.saturating_add(ttl))
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Gives up a lease `holder` holds (another holder's is left alone).
+    pub async fn end_lease(&self, name: &str, holder: &str) -> Result<()> {
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestDatabase, temp_dir};
+
+    /// The embedded store, and PostgreSQL when `TEST_DATABASE_URL` is set.
+    async fn stores(name: &str) -> Vec<(Store, Option<TestDatabase>)> {
+        let dir = temp_dir(name);
+        let mut out = vec![(
+            Store::open_sqlite(&dir.join("db"), None).await.unwrap(),
+            None,
+        )];
+        if let Some(db) = TestDatabase::create(name).await {
+            out.push((Store::open_postgres(&db.url).await.unwrap(), Some(db)));
+        }
+        out
+    }
+
+    /// One holder at a time: another takes the lease only once it has expired, the holder
+    /// renews it, and gives it up.
+    #[tokio::test]
+    async fn one_lease_holder_at_a_time() {
+        for (store, db) in stores("lease").await {
+            assert!(store.take_lease("purge", "a", 1000, 60).await.unwrap());
+            assert!(!store.take_lease("purge", "b", 1059, 60).await.unwrap());
+            // Renewed by its holder, it lasts from the renewal.
+            assert!(store.take_lease("purge", "a", 1050, 60).await.unwrap());
+            assert!(!store.take_lease("purge", "b", 1100, 60).await.unwrap());
+            assert!(store.take_lease("purge", "b", 1111, 60).await.unwrap());
+            assert!(!store.take_lease("purge", "a", 1112, 60).await.unwrap());
+            // Another lease is independent; ending one's lease lets the other in at once,
+            // and ending a lease one does not hold changes nothing.
+            assert!(store.take_lease("other", "a", 1112, 60).await.unwrap());
+            store.end_lease("purge", "a").await.unwrap();
+            assert!(!store.take_lease("purge", "a", 1113, 60).await.unwrap());
+            store.end_lease("purge", "b").await.unwrap();
+            assert!(store.take_lease("purge", "a", 1113, 60).await.unwrap());
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
+
+    /// A deletion exactly at the cutoff is not yet expired, one a microsecond before is; a
+    /// claim holds only for the deletion it was made for.
+    #[tokio::test]
+    async fn expiry_at_the_cutoff() {
+        let why = SystemPass::new("test");
+        for (store, db) in stores("expiry").await {
+            with_pool!(&store.write, |p, DB| {
+                for sql in [
+                    "INSERT INTO orgs (id, name, created) VALUES ('o', 'o', '2026-01-01T00:00:00.000000Z')",
+                    "INSERT INTO projects (id, org_id, name, created, deleted_at, seq, info) \
+                     VALUES ('p', 'o', 'p', '2026-01-01T00:00:00.000000Z', '2026-12-01T10:00:00.000000Z', 1, '{}')",
+                    "INSERT INTO objects (id, org_id, project_id, kind, name, created, deleted_at, seq, info) \
+                     VALUES ('d', 'o', 'p', 'dataset', 'd', '2026-01-01T00:00:00.000000Z', '2026-12-01T10:00:00.000001Z', 2, '{}')",
+                ] {
+                    sqlx::query(sql).execute(p).await.unwrap();
+                }
+            });
+            let at = |cutoff: &'static str| {
+                let store = store.clone();
+                async move {
+                    store
+                        .expired_deletions(&why, cutoff, 10)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|e| e.object.map_or(e.project_id, |(_, id)| id))
+                        .collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                at("2026-12-01T10:00:00.000000Z").await,
+                Vec::<String>::new()
+            );
+            assert_eq!(at("2026-12-01T10:00:00.000001Z").await, vec!["p"]);
+            assert_eq!(at("2026-12-01T10:00:00.000002Z").await, vec!["p", "d"]);
+            let expired = store
+                .expired_deletions(&why, "2026-12-02T00:00:00.000000Z", 10)
+                .await
+                .unwrap();
+            let mut stale = expired[1].clone();
+            stale.deleted_at = "2026-12-01T09:00:00.000000Z".into();
+            assert!(!store.claim_for_purge(&why, &stale).await.unwrap());
+            for e in &expired {
+                assert!(store.claim_for_purge(&why, e).await.unwrap());
+            }
+            // Nothing of either remains to purge, so both are forgotten.
+            assert!(
+                store
+                    .forget_object(&why, "o", ObjectType::Dataset, "d")
+                    .await
+                    .unwrap()
+            );
+            assert!(store.forget_project(&why, "o", "p").await.unwrap());
+            assert_eq!(
+                at("2026-12-02T00:00:00.000000Z").await,
+                Vec::<String>::new()
+            );
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
+}
