@@ -95,10 +95,12 @@ async fn time_purge(
     }
     let took = t0.elapsed().as_secs_f64();
     let versions = metric(client, server, "holdfast_purge_versions_total").await?;
+    let compaction = metric(client, server, "holdfast_purge_last_compaction_seconds").await?;
     say!(
         "purge         {versions:.0} versions in {took:.1} s from the deletion (grace 1 s): {:.0} versions/s",
         versions / took
     );
+    say!("purge compact {compaction:.2} s of it compacting the store (the writer waits meanwhile)");
     say!(
         "purge memory  server RSS {before:.0} MiB before, at most {max_rss:.0} MiB while purging (sampled every 200 ms)"
     );

@@ -247,6 +247,13 @@ fn render(state: &crate::AppState) -> String {
             purge.waiting.load(Relaxed) as f64,
         ),
         (
+            "holdfast_purge_last_compaction_seconds",
+            "gauge",
+            "How long the store's compaction after the last purge that removed anything took \
+             (the embedded store's writer waits for it).",
+            purge.last_compaction_ms.load(Relaxed) as f64 / 1000.0,
+        ),
+        (
             "holdfast_purge_last_run_timestamp_seconds",
             "gauge",
             "When the last purge run on this replica ended (Unix seconds; 0 before the first).",

@@ -42,6 +42,8 @@ pub struct PurgeStats {
     /// A run removed something but could not compact the store afterwards: the next run
     /// tries again.
     pub compact_pending: AtomicBool,
+    /// How long the last compaction after a purge took, in milliseconds.
+    pub last_compaction_ms: AtomicU64,
 }
 
 /// What one run removed.
@@ -137,7 +139,11 @@ impl Services {
         let removed_any = report.versions > 0 || report.objects > 0;
         if removed_any || self.purge.compact_pending.load(Relaxed) {
             self.purge.compact_pending.store(true, Relaxed);
-            if self.store.compact_after_purge(&why()).await? {
+            let started = std::time::Instant::now();
+            let emptied = self.store.compact_after_purge(&why()).await?;
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.purge.last_compaction_ms.store(ms, Relaxed);
+            if emptied {
                 self.purge.compact_pending.store(false, Relaxed);
             } else {
                 tracing::warn!(
