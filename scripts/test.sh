@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need, pinned:
-#   - the Python SDK (braintrust 0.48.1, autoevals 0.4.1) into compat/.venv from compat/requirements.txt
+#   - the Python SDK (braintrust 0.48.1, autoevals 0.4.1), pyarrow 26.0.1 and duckdb 2.0.1 (to read
+#     Parquet exports) into compat/.venv from compat/requirements.txt
 #   - the JS SDK (braintrust 3.35.0) into compat/js/node_modules from compat/js/package-lock.json
 #   - moto 5.2.5 (its KMS server) into compat/.moto-venv from compat/moto-requirements.txt
 #   - schemathesis 4.32.5 into compat/.schemathesis-venv from compat/schemathesis-requirements.txt

@@ -145,8 +145,9 @@ enum UserAction {
 
 #[derive(Subcommand)]
 enum ExportAction {
-    /// Export an organization, or one of its projects, as JSON Lines read at one point in
-    /// time. Files are sealed under a key the KMS wraps unless --plaintext. Prints a summary.
+    /// Export an organization, or one of its projects, as JSON Lines (rows also as Parquet)
+    /// read at one point in time. Files are sealed under a key the KMS wraps unless
+    /// --plaintext. Prints a summary.
     Create {
         #[command(flatten)]
         common: CommonArgs,
@@ -161,10 +162,13 @@ enum ExportAction {
         /// Write to the bucket of the s3_* settings, under exports/.
         #[arg(long)]
         s3: bool,
-        /// Write plain JSON Lines that anyone with the files can read.
+        /// Write plain files that anyone with them can read.
         #[arg(long)]
         plaintext: bool,
-        /// The largest rows file, in MiB.
+        /// Rows files as `jsonl` (JSON Lines) or `parquet` (zstd-compressed Parquet).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "parquet"])]
+        format: String,
+        /// The largest rows file, in MiB (of row text, before compression).
         #[arg(long, default_value_t = 64)]
         part_mib: usize,
     },
@@ -738,6 +742,7 @@ async fn export(action: ExportAction) -> Result<()> {
             to,
             s3,
             plaintext,
+            format,
             part_mib,
         } => {
             let settings = common.settings(None)?;
@@ -752,6 +757,8 @@ async fn export(action: ExportAction) -> Result<()> {
                 project,
                 encrypt: !plaintext,
                 part_bytes,
+                format: holdfast_services::export::Format::parse(&format)
+                    .context("--format is jsonl or parquet")?,
             };
             let done = services.export(&request, to).await?;
             let m = &done.manifest;

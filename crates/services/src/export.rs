@@ -1,12 +1,13 @@
-//! Exports: a whole organization, or one project, as JSON Lines, to a directory or to an
-//! S3-compatible bucket, and opening them again.
+//! Exports: a whole organization, or one project, as JSON Lines or (rows) Parquet, to a
+//! directory or to an S3-compatible bucket, and opening them again.
 //!
 //! An export is a folder named by its id:
 //! * `projects.jsonl`: one line per project, as `/v1/project` returns it;
 //! * `objects.jsonl`: one line per experiment, dataset and prompt, as `/v1/<type>` returns it,
 //!   with its `object_type`;
 //! * `rows/<object type>/<object id>/<n>.jsonl`: the object's rows as `fetch` returns them,
-//!   in row-id order, split into files of at most `part_bytes`;
+//!   in row-id order, split into files of at most `part_bytes`; with [`Format::Parquet`],
+//!   `<n>.parquet` files of the same rows (columns in `parquet_rows`);
 //! * `manifest.json`: the id, the organization and project ids, the transaction it was read
 //!   at, and for each file its contents, record count, size and SHA-256. It holds no names and
 //!   no row data.
@@ -42,6 +43,9 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod parquet_rows;
+use parquet_rows::Table;
 
 pub const FORMAT: &str = "holdfast-export";
 pub const VERSION: u64 = 1;
@@ -138,6 +142,31 @@ impl Location {
     }
 }
 
+/// How rows files are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    JsonLines,
+    Parquet,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jsonl" => Some(Self::JsonLines),
+            "parquet" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JsonLines => "jsonl",
+            Self::Parquet => "parquet",
+        }
+    }
+}
+
 pub struct ExportRequest {
     pub org_name: String,
     /// A project's name or id; the whole organization when `None`.
@@ -145,6 +174,8 @@ pub struct ExportRequest {
     /// Seal the data files (the default); `false` writes plain JSON Lines.
     pub encrypt: bool,
     pub part_bytes: usize,
+    /// Of the rows files (projects and objects are always JSON Lines).
+    pub format: Format,
 }
 
 /// What `export` wrote.
@@ -187,6 +218,8 @@ struct Part {
     entry: FileEntry,
     sink: Sink,
     plain: usize,
+    /// A Parquet file's rows, written to `sink` when the file is done.
+    table: Option<Table>,
 }
 
 enum Sink {
@@ -217,6 +250,19 @@ enum Target {
 }
 
 impl Writer {
+    /// A rows file of the object `owner`, numbered `n`, in the export's format.
+    fn rows_part(&self, dir: &str, n: usize, format: Format, owner: Owner<'_>) -> Result<Part> {
+        let mut part = self.part(
+            format!("{dir}/{n:05}.{}", format.as_str()),
+            "rows",
+            Some(owner),
+        )?;
+        if format == Format::Parquet {
+            part.table = Some(Table::new());
+        }
+        Ok(part)
+    }
+
     fn part(&self, path: String, contents: &str, owner: Option<Owner<'_>>) -> Result<Part> {
         let (path, sink) = match &self.key {
             Some(key) => {
@@ -240,10 +286,17 @@ impl Writer {
             },
             sink,
             plain: 0,
+            table: None,
         })
     }
 
-    async fn finish(&mut self, part: Part) -> Result<()> {
+    async fn finish(&mut self, mut part: Part) -> Result<()> {
+        if let Some(table) = part.table.take() {
+            let file = tokio::task::spawn_blocking(move || table.encode())
+                .await
+                .map_err(|e| io_err("writing a Parquet file", e))??;
+            part.write(&file)?;
+        }
         let bytes = match part.sink {
             Sink::Plain(b) => b,
             Sink::Sealed(s) => s
@@ -278,16 +331,25 @@ impl Writer {
 
 impl Part {
     fn line(&mut self, v: &Value) -> Result<()> {
+        self.entry.records += 1;
+        if let Some(table) = &mut self.table {
+            self.plain += table.push(v)?;
+            return Ok(());
+        }
         let mut text = serde_json::to_vec(v).map_err(|e| io_err("encoding a row", e))?;
         text.push(b'\n');
+        self.write(&text)?;
+        self.plain += text.len();
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
         match &mut self.sink {
-            Sink::Plain(b) => b.extend_from_slice(&text),
+            Sink::Plain(b) => b.extend_from_slice(bytes),
             Sink::Sealed(s) => s
-                .write_all(&text)
+                .write_all(bytes)
                 .map_err(|e| io_err("sealing an export file", e))?,
         }
-        self.entry.records += 1;
-        self.plain += text.len();
         Ok(())
     }
 }
@@ -379,7 +441,7 @@ impl Services {
                 object_type: req.project.as_ref().map(|_| "project".into()),
                 object_id: project_id.clone(),
                 detail: json!({"by": "operator", "export_id": id, "to": location,
-                               "encrypted": req.encrypt,
+                               "encrypted": req.encrypt, "format": req.format.as_str(),
                                "as_of_xact": as_of.map(|x| x.to_string())}),
             })
             .await?;
@@ -418,7 +480,7 @@ impl Services {
         };
         let done = async {
             let totals = self
-                .write_export(&mut w, &why, &org_id, &projects, as_of, req.part_bytes)
+                .write_export(&mut w, &why, &org_id, &projects, as_of, req)
                 .await?;
             let mut manifest = Manifest {
                 format: FORMAT.into(),
@@ -505,7 +567,7 @@ impl Services {
         org_id: &str,
         projects: &[ProjectRecord],
         as_of: Option<holdfast_core::xact::XactId>,
-        part_bytes: usize,
+        req: &ExportRequest,
     ) -> Result<Totals> {
         let org = system_org_lookup(why, org_id);
         let mut part = w.part("projects.jsonl".into(), "projects", None)?;
@@ -584,16 +646,17 @@ impl Services {
                         Some(p) => p,
                         None => {
                             n += 1;
-                            part.insert(w.part(
-                                format!("{dir}/{n:05}.jsonl"),
-                                "rows",
-                                Some((kind, object_id, project_id)),
+                            part.insert(w.rows_part(
+                                &dir,
+                                n,
+                                req.format,
+                                (kind, object_id, project_id),
                             )?)
                         }
                     };
                     p.line(&row_json(row, kind))?;
                     rows += 1;
-                    if p.plain >= part_bytes
+                    if p.plain >= req.part_bytes
                         && let Some(full) = part.take()
                     {
                         w.finish(full).await?;
@@ -759,7 +822,11 @@ pub async fn open_export(
                     )));
                 }
             };
-            let lines = plain.iter().filter(|b| **b == b'\n').count() as u64;
+            let lines = if plain_path.ends_with(".parquet") {
+                parquet_rows::rows_in(plain.clone())?
+            } else {
+                plain.iter().filter(|b| **b == b'\n').count() as u64
+            };
             if f.records != lines {
                 return Err(ServiceError::bad(format!(
                     "{path}: {lines} records, the manifest says {}",

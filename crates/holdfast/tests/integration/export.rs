@@ -1,7 +1,8 @@
 //! Exports through the CLI while the server serves: an organization or one project, at one
 //! point in time, sealed under a key the KMS wraps (or plain when asked), split into parts,
 //! checked and opened again; tampering, another organization's data and another KMS are
-//! refused; to a bucket with server-side encryption.
+//! refused; to a bucket with server-side encryption; rows as Parquet, read back by pyarrow
+//! and duckdb.
 
 use crate::harness::{Backend, Server, backends};
 use crate::secrets::{contains, files, id};
@@ -139,6 +140,114 @@ async fn fill(server: &Server) -> (String, String) {
         .await;
     assert_eq!(status, 200, "{body}");
     (p, e)
+}
+
+/// A row's identity, to put two readings of the same rows in one order.
+fn row_key(row: &Value) -> (String, String) {
+    (row["id"].to_string(), row["_xact_id"].to_string())
+}
+
+/// Rows exported as Parquet (sealed, in parts), opened, and read by pyarrow and duckdb:
+/// the same rows as the JSON Lines export of the same store, field for field.
+async fn parquet_exports(backend: Backend) {
+    let server = Server::start(backend).await;
+    let (_, experiment) = fill(&server).await;
+    let reference = tempfile::tempdir().unwrap();
+    let (ok, jsonl, err) = cli(
+        &server,
+        &[
+            "export",
+            "create",
+            "--org",
+            "default",
+            "--plaintext",
+            "--to",
+            reference.path().to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let expected: Vec<Value> = {
+        let mut rows: Vec<Value> = lines(&reference.path().join(jsonl["id"].as_str().unwrap()))
+            .into_iter()
+            .filter(|(f, _)| f.starts_with("rows/"))
+            .map(|(_, v)| v)
+            .collect();
+        rows.sort_by_key(row_key);
+        rows
+    };
+    let (ok, done, err) = cli(
+        &server,
+        &[
+            "export",
+            "create",
+            "--org",
+            "default",
+            "--format",
+            "parquet",
+            "--part-mib",
+            "1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(done["totals"]["rows"], expected.len(), "{done}");
+    let export_id = done["id"].as_str().unwrap().to_owned();
+    let dir = server.data_dir().join("exports").join(&export_id);
+    let stored = files(&dir);
+    let experiment_parts = stored
+        .iter()
+        .filter(|f| f.display().to_string().contains(&experiment))
+        .count();
+    assert!(experiment_parts >= 2, "{stored:?}");
+    for f in &stored {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let rel = f.strip_prefix(&dir).unwrap().display().to_string();
+        assert!(
+            name == "manifest.json"
+                || (rel.starts_with("rows/") && name.ends_with(".parquet.enc"))
+                || (!rel.starts_with("rows/") && name.ends_with(".jsonl.enc")),
+            "{rel}"
+        );
+        assert!(!contains(&std::fs::read(f).unwrap(), SENTENCE), "{rel}");
+    }
+    let plain = tempfile::tempdir().unwrap();
+    let to = plain.path().join("opened");
+    let (ok, opened, err) = cli(
+        &server,
+        &["export", "open", &export_id, "--to", to.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(opened["totals"]["rows"], expected.len());
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/.venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/py/read_parquet.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&to)
+        .output()
+        .expect("run compat/.venv/bin/python (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(read["files"].as_u64().unwrap() >= 4, "{}", read["files"]);
+    let mut rows = read["pyarrow_rows"].as_array().unwrap().clone();
+    rows.sort_by_key(row_key);
+    assert_eq!(rows.len(), expected.len());
+    for (got, want) in rows.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+    assert_eq!(read["duckdb_count"], expected.len());
+    assert_eq!(read["duckdb_distinct_ids"], expected.len());
+    assert_eq!(read["duckdb_acc"], json!([1]), "the merged score");
+    // Whole Parquet files, with the magic number at both ends.
+    let first = files(&to)
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let bytes = std::fs::read(&first).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+    assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
 }
 
 async fn exports(backend: Backend) {
@@ -533,5 +642,5 @@ async fn export_to_s3() {
 
 mod run {
     use super::backends;
-    on_all_backends!(exports);
+    on_all_backends!(exports, parquet_exports);
 }
