@@ -61,6 +61,11 @@ pub enum BenchCommand {
         /// purge interval of one second): duration, versions/s, the server's memory.
         #[arg(long)]
         purge: bool,
+        /// After the queries (before a purge), time `export create` of the organization as
+        /// JSON Lines and as Parquet (plaintext, to a temporary folder) while the server runs:
+        /// rows/s, size, the export process's peak memory.
+        #[arg(long)]
+        export: bool,
     },
     /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
     /// against this build and against a build whose decision is short-circuited, in
@@ -364,6 +369,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             database_url,
             data_dir,
             purge,
+            export,
         } => {
             crate::bench_query::run(crate::bench_query::Options {
                 traces,
@@ -372,6 +378,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 database_url,
                 data_dir,
                 purge,
+                export,
             })
             .await
         }

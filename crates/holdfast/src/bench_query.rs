@@ -27,6 +27,82 @@ pub struct Options {
     pub database_url: Option<String>,
     pub data_dir: Option<std::path::PathBuf>,
     pub purge: bool,
+    pub export: bool,
+}
+
+/// Runs `holdfast export create` of the whole organization in `format` to a temporary
+/// folder, and reports its time, rate, size and peak memory (sampled every 20 ms).
+fn time_export(o: &Options, traces_rows: u64, format: &str) -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "export",
+        "create",
+        "--org",
+        "default",
+        "--plaintext",
+        "--format",
+        format,
+    ])
+    .arg("--to")
+    .arg(out.path());
+    if let Some(d) = &o.data_dir {
+        cmd.arg("--data-dir").arg(d);
+    }
+    if let Some(u) = &o.database_url {
+        cmd.arg("--database-url").arg(u);
+    }
+    let t0 = Instant::now();
+    let mut child = cmd
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the export")?;
+    let mut peak = 0.0f64;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        peak = peak.max(peak_rss_mib(child.id()).unwrap_or(0.0));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = t0.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("the {format} export failed: {status}");
+    }
+    let mut summary = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        use std::io::Read;
+        so.read_to_string(&mut summary)?;
+    }
+    let rows = serde_json::from_str::<Value>(summary.trim())
+        .ok()
+        .and_then(|v| v.pointer("/totals/rows").and_then(Value::as_u64))
+        .unwrap_or(traces_rows);
+    let bytes: u64 = walk_bytes(out.path());
+    say!(
+        "export {format:<7} {rows} rows in {took:.1} s: {:.0} rows/s, {:.0} MiB written, peak RSS {peak:.0} MiB",
+        rows as f64 / took,
+        bytes as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn walk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_bytes(&path)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            }
+        })
+        .sum()
 }
 
 /// One metric's value from `/metrics` (the benchmark's server has the token `bench`).
@@ -379,6 +455,14 @@ pub async fn run(o: Options) -> Result<()> {
         "server peak RSS {:.0} MiB",
         peak_rss_mib(server.child.id()).unwrap_or(0.0)
     );
+    if o.export {
+        if o.data_dir.is_none() {
+            bail!("--export needs --data-dir: the export reads the store with its keys");
+        }
+        for format in ["jsonl", "parquet"] {
+            time_export(&o, o.traces * 5, format)?;
+        }
+    }
     if o.purge {
         let dir = match (&o.database_url, &o.data_dir) {
             (None, Some(d)) => Some(d.as_path()),
