@@ -393,6 +393,24 @@ async fn purge_after_grace(backend: Backend) {
     }
     let (stays, goes) = (kept_datasets[0].clone(), kept_datasets[1].clone());
     purged_ids.push(goes.clone());
+    // Grants on what goes, and one on what stays.
+    let users = server.ok("GET", "/v1/user", None).await;
+    let user = users["objects"][0]["id"].clone();
+    for (object_type, object_id) in [
+        ("project", doomed.as_str()),
+        ("dataset", purged_ids[1].as_str()),
+        ("dataset", goes.as_str()),
+        ("dataset", stays.as_str()),
+    ] {
+        server
+            .ok(
+                "POST",
+                "/v1/acl",
+                Some(json!({"object_type": object_type, "object_id": object_id,
+                            "user_id": user, "permission": "update"})),
+            )
+            .await;
+    }
     indexed(&server).await;
     let ids: Vec<&str> = purged_ids.iter().map(String::as_str).collect();
     let list = sql_list(&ids);
@@ -483,6 +501,7 @@ async fn purge_after_grace(backend: Backend) {
         ("projects", "id"),
         ("attachment_refs", "object_id"),
         ("attachments", "object_id"),
+        ("acls", "object_id"),
     ] {
         let n = server
             .count_sql(&format!(
@@ -511,6 +530,14 @@ async fn purge_after_grace(backend: Backend) {
     );
     // The live project keeps its dataset, searchable, and its value entries.
     assert_eq!(rows(&server, &stays).await, 12);
+    assert_eq!(
+        server
+            .count_sql(&format!(
+                "SELECT count(*) FROM acls WHERE object_id = '{stays}'"
+            ))
+            .await,
+        1
+    );
     let found = server
         .ok(
             "POST",
