@@ -227,6 +227,17 @@ async fn purging_server(backend: Backend, batch: &str) -> Server {
     .await
 }
 
+/// Inserts rows into a dataset or an experiment.
+async fn insert(server: &Server, kind: &str, object_id: &str, events: Vec<Value>) {
+    server
+        .ok(
+            "POST",
+            &format!("/v1/{kind}/{object_id}/insert"),
+            Some(json!({"events": events})),
+        )
+        .await;
+}
+
 /// Waits until the word and value indexes hold every version written.
 async fn indexed(server: &Server) {
     for _ in 0..600 {
@@ -345,13 +356,8 @@ async fn purge_after_grace(backend: Backend) {
                 Some(json!({"project_id": doomed, "name": kind})),
             )
             .await);
-        server
-            .ok(
-                "POST",
-                &format!("/v1/{kind}/{o}/insert"),
-                Some(json!({"events": [{"id": "e1", "input": GONE_WORD, "expected": GONE_WORD}]})),
-            )
-            .await;
+        let events = vec![json!({"id": "e1", "input": GONE_WORD, "expected": GONE_WORD})];
+        insert(&server, kind, &o, events).await;
         purged_ids.push(o);
     }
     let prompt = id(&server
@@ -382,13 +388,7 @@ async fn purge_after_grace(backend: Backend) {
                             "metadata": {"word": word}})
             })
             .collect();
-        server
-            .ok(
-                "POST",
-                &format!("/v1/dataset/{ds}/insert"),
-                Some(json!({"events": events})),
-            )
-            .await;
+        insert(&server, "dataset", &ds, events).await;
         kept_datasets.push(ds);
     }
     let (stays, goes) = (kept_datasets[0].clone(), kept_datasets[1].clone());
@@ -585,13 +585,7 @@ async fn purge_resumes_after_kill(backend: Backend) {
                             "metadata": {"i": i}})
             })
             .collect();
-        server
-            .ok(
-                "POST",
-                &format!("/v1/dataset/{ds}/insert"),
-                Some(json!({"events": events})),
-            )
-            .await;
+        insert(&server, "dataset", &ds, events).await;
     }
     indexed(&server).await;
     server
