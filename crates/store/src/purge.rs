@@ -160,7 +160,8 @@ macro_rules! backend_purge {
                         // An unreadable version has no entries: the indexer could not
                         // read it either.
                         if let Ok(row) = decode_data(row_id, &data) {
-                            entries.push((seq, crate::values::entries(object_type, object_id, &row)));
+                            entries
+                                .push((seq, crate::values::entries(object_type, object_id, &row)));
                         }
                     }
                 }
@@ -178,22 +179,20 @@ macro_rules! backend_purge {
                     qb.build().execute(&mut *tx).await?;
                 }
                 for chunk in chosen.chunks(250) {
-                    let mut qb = QueryBuilder::<Db>::new(
-                        "DELETE FROM row_index WHERE (object_type, object_id, row_id, xact_id) IN (",
-                    );
-                    let mut sep = qb.separated(", ");
+                    // An OR of whole keys (see `values::delete_entries`).
+                    let mut qb = QueryBuilder::<Db>::new("DELETE FROM row_index WHERE ");
+                    let mut sep = qb.separated(" OR ");
                     for (row_id, xact, ..) in chunk {
-                        sep.push("(")
+                        sep.push("(object_type = ")
                             .push_bind_unseparated(object_type)
-                            .push_unseparated(", ")
+                            .push_unseparated(" AND object_id = ")
                             .push_bind_unseparated(object_id)
-                            .push_unseparated(", ")
+                            .push_unseparated(" AND row_id = ")
                             .push_bind_unseparated(row_id.as_str())
-                            .push_unseparated(", ")
+                            .push_unseparated(" AND xact_id = ")
                             .push_bind_unseparated(*xact)
                             .push_unseparated(")");
                     }
-                    qb.push(")");
                     qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -242,18 +241,15 @@ mod sqlite_extra {
         _seqs: &[i64],
     ) -> Result<()> {
         for chunk in traces.chunks(400) {
-            let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
-                "DELETE FROM trace_index WHERE (trace, seq) IN (",
-            );
-            let mut sep = qb.separated(", ");
+            let mut qb = QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM trace_index WHERE ");
+            let mut sep = qb.separated(" OR ");
             for (trace, seq) in chunk {
-                sep.push("(")
+                sep.push("(trace = ")
                     .push_bind_unseparated(*trace)
-                    .push_unseparated(", ")
+                    .push_unseparated(" AND seq = ")
                     .push_bind_unseparated(*seq)
                     .push_unseparated(")");
             }
-            qb.push(")");
             qb.build().execute(&mut *tx).await?;
         }
         crate::search::delete_documents(tx, live).await

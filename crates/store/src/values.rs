@@ -460,16 +460,15 @@ macro_rules! backend_statements {
                     .flat_map(|(seq, es)| es.iter().map(move |e| (*seq, e)))
                     .collect();
                 for chunk in flat.chunks(250) {
-                    let mut qb = QueryBuilder::<Db>::new(
-                        "DELETE FROM row_values WHERE (field, value, seq) IN (",
-                    );
+                    // An OR of whole keys: SQLite reads the index once per key, where a
+                    // row-value IN list would scan the table.
+                    let mut qb = QueryBuilder::<Db>::new("DELETE FROM row_values WHERE ");
                     for (i, (seq, (key, value))) in chunk.iter().enumerate() {
-                        qb.push(if i == 0 { "(" } else { ", (" });
-                        qb.push_bind(*key).push(", ");
+                        qb.push(if i == 0 { "(field = " } else { " OR (field = " });
+                        qb.push_bind(*key).push(" AND value = ");
                         <Db as ValueSql>::push_value(&mut qb, value.as_ref());
-                        qb.push(", ").push_bind(*seq).push(")");
+                        qb.push(" AND seq = ").push_bind(*seq).push(")");
                     }
-                    qb.push(")");
                     qb.build().execute(&mut *conn).await?;
                 }
                 Ok(())
