@@ -188,7 +188,7 @@ mod tests {
     /// Where the permission model is bypassed: operator commands, first start, and the
     /// server's background jobs, each with its reason. A user's request never makes a
     /// `SystemPass`; adding one here must be a deliberate change to this list.
-    const SYSTEM_PASSES: [&str; 22] = [
+    const SYSTEM_PASSES: [&str; 23] = [
         "an operator command",
         "appending to the audit log",
         "checking for first start",
@@ -203,6 +203,7 @@ mod tests {
         "operator manages keys",
         "operator names an organization",
         "operator revokes a key",
+        "purging what was deleted, after its grace period",
         "recording API key use",
         "removing expired uploads",
         "retiring a key-encryption key",
