@@ -330,13 +330,13 @@ impl Writer {
 }
 
 impl Part {
-    fn line(&mut self, v: &Value) -> Result<()> {
+    fn line(&mut self, v: Value) -> Result<()> {
         self.entry.records += 1;
         if let Some(table) = &mut self.table {
             self.plain += table.push(v)?;
             return Ok(());
         }
-        let mut text = serde_json::to_vec(v).map_err(|e| io_err("encoding a row", e))?;
+        let mut text = serde_json::to_vec(&v).map_err(|e| io_err("encoding a row", e))?;
         text.push(b'\n');
         self.write(&text)?;
         self.plain += text.len();
@@ -572,7 +572,7 @@ impl Services {
         let org = system_org_lookup(why, org_id);
         let mut part = w.part("projects.jsonl".into(), "projects", None)?;
         for p in projects {
-            part.line(&to_json(&project_json(p))?)?;
+            part.line(to_json(&project_json(p))?)?;
         }
         w.finish(part).await?;
         // Every object with rows: experiments, datasets and prompts, then each project's logs.
@@ -614,7 +614,7 @@ impl Services {
             if let Some(m) = v.as_object_mut() {
                 m.insert("object_type".into(), json!(o.kind.as_str()));
             }
-            part.line(&v)?;
+            part.line(v)?;
         }
         w.finish(part).await?;
         let targets = objects
@@ -654,7 +654,7 @@ impl Services {
                             )?)
                         }
                     };
-                    p.line(&row_json(row, kind))?;
+                    p.line(row_json(row, kind))?;
                     rows += 1;
                     if p.plain >= req.part_bytes
                         && let Some(full) = part.take()
@@ -822,6 +822,8 @@ pub async fn open_export(
                     )));
                 }
             };
+            // Shared, not copied, with the Parquet reader.
+            let plain = bytes::Bytes::from(plain);
             let lines = if plain_path.ends_with(".parquet") {
                 parquet_rows::rows_in(plain.clone())?
             } else {

@@ -413,8 +413,7 @@ impl Server {
         }
     }
 
-    /// A metric's value from `/metrics`, with the server's `HOLDFAST_METRICS_TOKEN`; 0 when
-    /// absent.
+    /// A counter or gauge from `/metrics`, with the server's `HOLDFAST_METRICS_TOKEN`.
     pub async fn metric(&self, name: &str) -> f64 {
         let token = self
             .env
@@ -434,7 +433,7 @@ impl Server {
             .unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 
     /// How many `/logs3` requests the audit log says wrote rows.

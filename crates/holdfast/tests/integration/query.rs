@@ -920,7 +920,7 @@ async fn log_rows(server: &Server, project: &str, rows: Vec<Value>) {
 /// Waits until the embedded store's word and value indexes hold every version written.
 async fn indexed(server: &Server) {
     for _ in 0..600 {
-        if metric(server, "holdfast_search_index_lag_versions").await == 0.0 {
+        if server.metric("holdfast_search_index_lag_versions").await == 0.0 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1287,25 +1287,6 @@ async fn sorted_reads(backend: Backend) {
     check(rows).await;
 }
 
-/// A counter or gauge of a server's `/metrics`.
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = crate::harness::client()
-        .get(format!("{}/metrics", server.url))
-        .header("authorization", "Bearer metrics-token")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map_or_else(
-            || panic!("no {name} in /metrics"),
-            |v| v.trim().parse().unwrap(),
-        )
-}
-
 /// Counts by time from the value index (embedded store) answer exactly what reading every
 /// row answers (a second server, without the index, holds the same rows): timestamps of
 /// every precision and form, bounds inside and at the edges of hours, rows indexed or
@@ -1400,7 +1381,9 @@ async fn indexed_counts(backend: Backend) {
     let compare = |label: &'static str| {
         let (servers, projects, many) = (&servers, &projects, &many);
         async move {
-            let before = metric(&servers[0], "holdfast_grouped_queries_indexed_total").await;
+            let before = servers[0]
+                .metric("holdfast_grouped_queries_indexed_total")
+                .await;
             for q in queries {
                 let mut answers = Vec::new();
                 for ((server, p), many) in servers.iter().zip(projects).zip(many) {
@@ -1416,7 +1399,9 @@ async fn indexed_counts(backend: Backend) {
                 );
                 assert_eq!(answers[0], answers[1], "{label}: {q}");
             }
-            let after = metric(&servers[0], "holdfast_grouped_queries_indexed_total").await;
+            let after = servers[0]
+                .metric("holdfast_grouped_queries_indexed_total")
+                .await;
             let want = queries.len() as f64;
             assert_eq!(after - before, want, "{label}: answered from the index");
         }

@@ -37,6 +37,7 @@ const JSON: [&str; 10] = [
     "span_attributes",
 ];
 /// The column holding every other field, as a JSON object.
+#[cfg(feature = "parquet")]
 const EXTRA: &str = "extra";
 
 /// The rows of one file, column by column.
@@ -61,8 +62,11 @@ impl Table {
 
     /// Adds a row (a JSON object, as `fetch` returns it); returns about how many bytes of
     /// text it holds.
-    pub(super) fn push(&mut self, row: &Value) -> Result<usize> {
-        let mut rest: Map<String, Value> = row.as_object().cloned().unwrap_or_default();
+    pub(super) fn push(&mut self, row: Value) -> Result<usize> {
+        let mut rest: Map<String, Value> = match row {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
         let mut bytes = 0;
         let mut cells = Vec::with_capacity(self.columns.len());
         for name in TEXT {
@@ -157,15 +161,15 @@ fn unsupported() -> ServiceError {
 
 /// How many rows a Parquet file holds, from its footer.
 #[cfg(feature = "parquet")]
-pub(super) fn rows_in(bytes: Vec<u8>) -> Result<u64> {
+pub(super) fn rows_in(bytes: bytes::Bytes) -> Result<u64> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))
+    let reader = SerializedFileReader::new(bytes)
         .map_err(|e| ServiceError::bad(format!("not a readable Parquet file: {e}")))?;
     u64::try_from(reader.metadata().file_metadata().num_rows())
         .map_err(|_| ServiceError::bad("a Parquet file says it has fewer than no rows"))
 }
 
 #[cfg(not(feature = "parquet"))]
-pub(super) fn rows_in(_bytes: Vec<u8>) -> Result<u64> {
+pub(super) fn rows_in(_bytes: bytes::Bytes) -> Result<u64> {
     Err(unsupported())
 }
