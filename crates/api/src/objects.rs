@@ -378,3 +378,151 @@ pub struct Restored {
     /// False for a preview.
     pub restored: bool,
 }
+
+/// What a retention policy applies to: a project's logs (rows by age), its experiments
+/// (whole, by creation time) or its datasets' rows (by age).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionObjectType {
+    ProjectLogs,
+    Experiment,
+    Dataset,
+}
+
+impl RetentionObjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProjectLogs => "project_logs",
+            Self::Experiment => "experiment",
+            Self::Dataset => "dataset",
+        }
+    }
+}
+
+/// The kinds of automation Holdfast runs (today, retention policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutomationEvent {
+    Retention,
+}
+
+/// A retention policy: what is older than `retention_days` is deleted (restorable for the
+/// deletion grace period, then purged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionConfig {
+    pub event_type: AutomationEvent,
+    pub object_type: RetentionObjectType,
+    /// Whole days, 1 to 36500.
+    pub retention_days: i64,
+}
+
+/// Creates a project's automation, or returns the one of that name unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateProjectAutomation {
+    pub project_id: String,
+    /// 1 to 1024 characters.
+    pub name: String,
+    pub description: Option<String>,
+    pub config: RetentionConfig,
+}
+
+/// Creates an organization's automation (the default of every project without its own),
+/// or returns the one of that name unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateOrgAutomation {
+    /// 1 to 1024 characters.
+    pub name: String,
+    pub description: Option<String>,
+    pub config: RetentionConfig,
+    /// The caller's organization, if given.
+    pub org_name: Option<String>,
+}
+
+/// Changes to an automation: absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PatchAutomation {
+    pub name: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub config: Option<RetentionConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectAutomation {
+    pub id: String,
+    pub project_id: String,
+    pub user_id: Option<String>,
+    pub created: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub config: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrgAutomation {
+    pub id: String,
+    pub org_id: String,
+    pub user_id: Option<String>,
+    pub created: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub config: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectAutomationListQuery {
+    /// The project whose automations to list.
+    pub project_id: Option<String>,
+    pub automation_name: Option<String>,
+    /// At most this many (1 to 1000).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrgAutomationListQuery {
+    pub automation_name: Option<String>,
+    pub org_name: Option<String>,
+    /// At most this many (1 to 1000).
+    pub limit: Option<i64>,
+}
+
+/// What a retention policy would delete now, before it is saved: for a project's policy,
+/// that project; for an organization's, every live project without its own policy for the
+/// object type.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionPreviewRequest {
+    /// A project's policy; absent for the organization's.
+    pub project_id: Option<String>,
+    pub config: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionPreview {
+    pub object_type: RetentionObjectType,
+    pub retention_days: i64,
+    /// What was created before this instant would be deleted.
+    pub cutoff: String,
+    /// Rows that would be deleted (for experiments, the rows of the experiments).
+    pub rows: u64,
+    /// Experiments that would be deleted (0 for logs and datasets).
+    pub objects: u64,
+    /// Datasets or experiments the caller may not read, whose rows are not counted.
+    pub unreadable_objects: u64,
+    /// The projects where something would be deleted.
+    pub projects: Vec<RetentionPreviewProject>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionPreviewProject {
+    pub project_id: String,
+    pub name: String,
+    pub rows: u64,
+    pub objects: u64,
+}

@@ -951,6 +951,21 @@ pub fn system_read_pass(
     }
 }
 
+/// A pass to delete rows of an object found through [`system_org_lookup`], for work done for
+/// no user: a retention policy expires rows by writing their deletions.
+pub fn system_delete_pass(
+    why: &SystemPass,
+    org_id: &str,
+    project_id: &str,
+    object_type: ObjectType,
+    object_id: &str,
+) -> ObjectPass {
+    ObjectPass {
+        permission: Permission::Delete,
+        ..system_read_pass(why, org_id, project_id, object_type, object_id)
+    }
+}
+
 /// A lookup pass: the principal belongs to `org_id`. It decides nothing else.
 pub fn org_lookup(principal: &Principal, org_id: &str) -> Result<OrgPass, Denied> {
     if principal.org_id != org_id {

@@ -235,6 +235,32 @@ fn render(state: &crate::AppState) -> String {
             purge.objects.load(Relaxed) as f64,
         ),
         (
+            "holdfast_purge_rows_total",
+            "counter",
+            "Deleted rows of live objects (by `_object_delete` or a retention policy) the purge \
+             removed with all their versions.",
+            purge.rows.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_retention_rows_total",
+            "counter",
+            "Log and dataset rows that retention policies deleted.",
+            purge.retention_rows.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_retention_failures_total",
+            "counter",
+            "Purge runs whose application of the retention policies stopped on an error (the \
+             purge itself goes on; the next run tries again).",
+            purge.retention_failures.load(Relaxed) as f64,
+        ),
+        (
+            "holdfast_retention_objects_total",
+            "counter",
+            "Experiments that retention policies deleted.",
+            purge.retention_objects.load(Relaxed) as f64,
+        ),
+        (
             "holdfast_purge_attachments_total",
             "counter",
             "Attachments the purge removed with their blobs.",

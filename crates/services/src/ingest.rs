@@ -254,7 +254,7 @@ impl Services {
 }
 
 /// Rows carry their object's ids, as the SDKs read them back.
-fn stamp_object_fields(row: &mut Map<String, Value>, pass: &ObjectPass) {
+pub(crate) fn stamp_object_fields(row: &mut Map<String, Value>, pass: &ObjectPass) {
     for f in ["experiment_id", "dataset_id", "log_id", "prompt_session_id"] {
         row.remove(f);
     }

@@ -21,6 +21,7 @@ pub mod objects;
 pub mod purge;
 pub mod query;
 pub mod random;
+pub mod retention;
 pub mod s3;
 pub mod secrets;
 pub mod vault;
@@ -188,9 +189,10 @@ mod tests {
     /// Where the permission model is bypassed: operator commands, first start, and the
     /// server's background jobs, each with its reason. A user's request never makes a
     /// `SystemPass`; adding one here must be a deliberate change to this list.
-    const SYSTEM_PASSES: [&str; 23] = [
+    const SYSTEM_PASSES: [&str; 24] = [
         "an operator command",
         "appending to the audit log",
+        "applying retention policies",
         "checking for first start",
         "checkpointing the audit log",
         "creating an organization's built-in groups",

@@ -857,6 +857,8 @@ impl Services {
                 kind.as_str()
             )));
         }
+        self.retention_allows_restore(principal, &object.project_id, kind, &object.created)
+            .await?;
         if !preview {
             self.store.restore_object(&pass, &deleted_at).await?;
             principal

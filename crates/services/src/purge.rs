@@ -16,6 +16,7 @@ use holdfast_core::clock::format_timestamp;
 use holdfast_core::object::ObjectType;
 use holdfast_store::{Expired, NewAuditEntry};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// The lease a purging replica holds.
@@ -44,7 +45,18 @@ pub struct PurgeStats {
     pub compact_pending: AtomicBool,
     /// How long the last compaction after a purge took, in milliseconds.
     pub last_compaction_ms: AtomicU64,
+    /// Deleted rows of live objects removed.
+    pub rows: AtomicU64,
+    /// Rows that retention policies deleted.
+    pub retention_rows: AtomicU64,
+    /// Runs whose application of the retention policies stopped on an error.
+    pub retention_failures: AtomicU64,
+    /// Experiments that retention policies deleted.
+    pub retention_objects: AtomicU64,
 }
+
+/// Deleted rows of one object: (row id, the deleting version's `_xact_id`).
+type Deleted = Vec<(String, i64)>;
 
 /// What one run removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +66,11 @@ pub struct PurgeReport {
     pub versions: u64,
     pub objects: u64,
     pub attachments: u64,
+    /// Deleted rows (of live objects) removed.
+    pub rows: u64,
+    /// Rows and experiments that retention policies deleted at the start of the run.
+    pub retention_rows: u64,
+    pub retention_objects: u64,
 }
 
 /// What removing one object's data found.
@@ -101,6 +118,17 @@ impl Services {
         let grace = time::Duration::try_from(self.limits.deletion_grace).map_err(|_| {
             crate::ServiceError::Internal("the deletion grace period is too long".into())
         })?;
+        // A policy that cannot be applied must not stop the purge of what was deleted.
+        match self.apply_retention(holder).await {
+            Ok(expired) => {
+                report.retention_rows = expired.rows;
+                report.retention_objects = expired.objects;
+            }
+            Err(e) => {
+                self.purge.retention_failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "applying the retention policies failed; the next run tries again");
+            }
+        }
         let cutoff = format_timestamp(self.clock.now() - grace);
         let mut first = true;
         loop {
@@ -136,6 +164,9 @@ impl Services {
                 break;
             }
         }
+        let (rows, versions) = self.purge_deleted_rows(holder, &cutoff).await?;
+        report.rows = rows;
+        report.versions += versions;
         let removed_any = report.versions > 0 || report.objects > 0;
         if removed_any || self.purge.compact_pending.load(Relaxed) {
             self.purge.compact_pending.store(true, Relaxed);
@@ -158,10 +189,71 @@ impl Services {
     }
 
     /// Takes or renews the purge lease; false when another replica holds it.
-    async fn renew_purge_lease(&self, holder: &str) -> Result<bool> {
+    pub(crate) async fn renew_purge_lease(&self, holder: &str) -> Result<bool> {
         let now = self.clock.now().unix_timestamp();
         let ttl = i64::try_from(self.limits.purge_lease.as_secs()).unwrap_or(i64::MAX);
         Ok(self.store.take_lease(LEASE, holder, now, ttl).await?)
+    }
+
+    /// Removes the deleted rows of live objects whose deletion is older than `cutoff`, a
+    /// batch at a time, with one `purge` audit entry per object and batch; returns (rows,
+    /// versions) removed.
+    async fn purge_deleted_rows(&self, holder: &str, cutoff: &str) -> Result<(u64, u64)> {
+        let batch = i64::try_from(self.limits.purge_batch_rows.max(1)).unwrap_or(i64::MAX);
+        let (mut rows, mut versions) = (0u64, 0u64);
+        loop {
+            if !self.renew_purge_lease(holder).await? {
+                return Err(crate::ServiceError::Internal(
+                    "the purge lease passed to another replica during a run".into(),
+                ));
+            }
+            let found = self
+                .store
+                .expired_row_deletions(&why(), cutoff, batch)
+                .await?;
+            if found.is_empty() {
+                break;
+            }
+            let mut by_object: BTreeMap<(ObjectType, &str, &str), Deleted> = BTreeMap::new();
+            for d in &found {
+                by_object
+                    .entry((d.object_type, d.object_id.as_str(), d.org_id.as_str()))
+                    .or_default()
+                    .push((d.row_id.clone(), d.xact_id));
+            }
+            let mut progress = false;
+            for ((kind, id, org), deleted) in by_object {
+                let (v, done) = self
+                    .store
+                    .purge_deleted_rows(&why(), kind, id, &deleted)
+                    .await?;
+                if v == 0 && done == 0 {
+                    continue;
+                }
+                progress = true;
+                rows += done as u64;
+                versions += v as u64;
+                self.purge.versions.fetch_add(v as u64, Relaxed);
+                self.purge.rows.fetch_add(done as u64, Relaxed);
+                self.audit
+                    .record_durable(NewAuditEntry {
+                        at: self.now(),
+                        org_id: Some(org.to_owned()).filter(|o| !o.is_empty()),
+                        actor_id: None,
+                        key_id: None,
+                        action: "purge".into(),
+                        object_type: Some(kind.as_str().into()),
+                        object_id: Some(id.into()),
+                        detail: json!({"deleted_rows": done, "versions": v}),
+                    })
+                    .await?;
+            }
+            if !progress {
+                // Deleting versions still in the writer's tail: a later run.
+                break;
+            }
+        }
+        Ok((rows, versions))
     }
 
     /// Removes a claimed project's experiments, datasets, prompts and logs, then its record;

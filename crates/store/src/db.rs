@@ -197,6 +197,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_mixed_postgres.sql"),
     ),
     (17, include_str!("purge.sql"), include_str!("purge.sql")),
+    (
+        18,
+        include_str!("automations.sql"),
+        include_str!("automations.sql"),
+    ),
 ];
 
 impl Store {

@@ -20,6 +20,7 @@
 //! [`with_pool!`] macro expands each query once per backend.
 
 mod access;
+mod automations;
 mod db;
 mod index;
 mod meta;
@@ -37,9 +38,10 @@ pub use access::{
     AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
     parse_member_permission,
 };
+pub use automations::{AutomationRecord, AutomationScope};
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
-pub use purge::{Expired, PurgeCursor, PurgedBatch};
+pub use purge::{Expired, PurgeCursor, PurgedBatch, RowDeletion};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};

@@ -207,7 +207,7 @@ fn object_from(r: ObjectRow) -> Result<ObjectRecord> {
     })
 }
 
-fn require_write(p: Permission) -> Result<()> {
+pub(crate) fn require_write(p: Permission) -> Result<()> {
     if p.writes() {
         Ok(())
     } else {

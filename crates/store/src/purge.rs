@@ -48,6 +48,17 @@ pub struct Expired {
     pub deleted_at: String,
 }
 
+/// A row deleted by a write (`_object_delete` or a retention policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowDeletion {
+    pub org_id: String,
+    pub object_type: ObjectType,
+    pub object_id: String,
+    pub row_id: String,
+    /// The deleting version's.
+    pub xact_id: i64,
+}
+
 /// Where a purge of an object's versions carries on: after this (row id, `_xact_id`).
 pub type PurgeCursor = Option<(String, i64)>;
 
@@ -110,8 +121,95 @@ macro_rules! backend_purge {
                 if listed.is_empty() {
                     return Ok(PurgedBatch::default());
                 }
+                let fit = remove(&mut tx, object_type, object_id, &listed).await?;
+                tx.commit().await?;
+                let chosen = listed.get(..fit).unwrap_or(&listed);
+                let last = chosen.last().map(|(r, x, ..)| (r.clone(), *x));
+                Ok(PurgedBatch {
+                    versions: chosen.len(),
+                    next: last,
+                })
+            }
+
+            /// See [`Store::purge_deleted_rows`].
+            pub(super) async fn purge_deleted_rows(
+                p: &sqlx::Pool<Db>,
+                object_type: &str,
+                object_id: &str,
+                rows: &[(String, i64)],
+            ) -> Result<(usize, usize)> {
+                let mut tx = p.begin().await?;
+                let mut listed: Vec<(String, i64, i64, bool)> = Vec::new();
+                for chunk in rows.chunks(250) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "SELECT row_id, xact_id, seq, is_deleted FROM row_index WHERE ",
+                    );
+                    let mut sep = qb.separated(" OR ");
+                    for (row_id, xact) in chunk {
+                        sep.push("(object_type = ")
+                            .push_bind_unseparated(object_type)
+                            .push_unseparated(" AND object_id = ")
+                            .push_bind_unseparated(object_id)
+                            .push_unseparated(" AND row_id = ")
+                            .push_bind_unseparated(row_id.as_str())
+                            .push_unseparated(" AND xact_id <= ")
+                            .push_bind_unseparated(*xact)
+                            .push_unseparated(")");
+                    }
+                    let found: Vec<(String, i64, i64, bool)> =
+                        qb.build_query_as().fetch_all(&mut *tx).await?;
+                    listed.extend(found);
+                }
+                listed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                listed.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+                let fit = if listed.is_empty() {
+                    0
+                } else {
+                    remove(&mut tx, object_type, object_id, &listed).await?
+                };
+                let chosen: std::collections::HashSet<(&str, i64)> = listed
+                    .get(..fit)
+                    .unwrap_or(&listed)
+                    .iter()
+                    .map(|(r, x, ..)| (r.as_str(), *x))
+                    .collect();
+                // A deletion is done once its deleting version is gone, with every earlier
+                // version of its row (listed before it).
+                let done: Vec<&(String, i64)> = rows
+                    .iter()
+                    .filter(|(r, x)| chosen.contains(&(r.as_str(), *x)))
+                    .collect();
+                for chunk in done.chunks(250) {
+                    let mut qb = QueryBuilder::<Db>::new("DELETE FROM row_deletions WHERE ");
+                    let mut sep = qb.separated(" OR ");
+                    for (row_id, xact) in chunk {
+                        sep.push("(object_type = ")
+                            .push_bind_unseparated(object_type)
+                            .push_unseparated(" AND object_id = ")
+                            .push_bind_unseparated(object_id)
+                            .push_unseparated(" AND row_id = ")
+                            .push_bind_unseparated(row_id.as_str())
+                            .push_unseparated(" AND xact_id = ")
+                            .push_bind_unseparated(*xact)
+                            .push_unseparated(")");
+                    }
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok((fit, done.len()))
+            }
+
+            /// Removes the first of `listed` (row id, xact, seq, deleted) versions of an
+            /// object that fit in [`MAX_BATCH_BYTES`] (at least one) with their entries in
+            /// every index; returns how many.
+            async fn remove(
+                tx: &mut sqlx::Transaction<'static, Db>,
+                object_type: &str,
+                object_id: &str,
+                listed: &[(String, i64, i64, bool)],
+            ) -> Result<usize> {
                 let sizes: HashMap<i64, i64> = in_chunks(
-                    &mut tx,
+                    tx,
                     "SELECT seq, CAST(length(data) AS BIGINT) FROM rows WHERE seq IN (",
                     &listed.iter().map(|l| l.2).collect::<Vec<_>>(),
                 )
@@ -123,9 +221,9 @@ macro_rules! backend_purge {
                     .map(|l| (l.2, sizes.get(&l.2).copied().unwrap_or(0)))
                     .collect();
                 let fit = within_bytes(&by_size, MAX_BATCH_BYTES);
-                let chosen = listed.get(..fit).unwrap_or(&listed);
+                let chosen = listed.get(..fit).unwrap_or(listed);
                 let seqs: Vec<i64> = chosen.iter().map(|c| c.2).collect();
-                extra::before(&mut *tx, &seqs).await?;
+                extra::before(&mut **tx, &seqs).await?;
                 let deleted: HashMap<i64, (&str, bool)> = chosen
                     .iter()
                     .map(|(r, _, seq, d)| (*seq, (r.as_str(), *d)))
@@ -143,7 +241,7 @@ macro_rules! backend_purge {
                     }
                     qb.push(")");
                     let stored: Vec<(i64, Option<String>, Vec<u8>)> =
-                        qb.build_query_as().fetch_all(&mut *tx).await?;
+                        qb.build_query_as().fetch_all(&mut **tx).await?;
                     for (seq, root, data) in stored {
                         let Some((row_id, is_deleted)) = deleted.get(&seq) else {
                             continue;
@@ -165,10 +263,10 @@ macro_rules! backend_purge {
                         }
                     }
                 }
-                crate::values::$values::delete_entries(&mut *tx, &entries).await?;
+                crate::values::$values::delete_entries(&mut **tx, &entries).await?;
                 drop(entries);
                 let live: Vec<i64> = chosen.iter().filter(|c| !c.3).map(|c| c.2).collect();
-                extra::after(&mut *tx, &traces, &live, &seqs).await?;
+                extra::after(&mut **tx, &traces, &live, &seqs).await?;
                 for chunk in seqs.chunks(500) {
                     let mut qb = QueryBuilder::<Db>::new("DELETE FROM rows WHERE seq IN (");
                     let mut sep = qb.separated(", ");
@@ -176,7 +274,7 @@ macro_rules! backend_purge {
                         sep.push_bind(*s);
                     }
                     qb.push(")");
-                    qb.build().execute(&mut *tx).await?;
+                    qb.build().execute(&mut **tx).await?;
                 }
                 for chunk in chosen.chunks(250) {
                     // An OR of whole keys (see `values::delete_entries`).
@@ -193,14 +291,9 @@ macro_rules! backend_purge {
                             .push_bind_unseparated(*xact)
                             .push_unseparated(")");
                     }
-                    qb.build().execute(&mut *tx).await?;
+                    qb.build().execute(&mut **tx).await?;
                 }
-                tx.commit().await?;
-                let last = chosen.last().map(|(r, x, ..)| (r.clone(), *x));
-                Ok(PurgedBatch {
-                    versions: chosen.len(),
-                    next: last,
-                })
+                Ok(chosen.len())
             }
 
             /// `(seq, value)` pairs of a query ending in `seq IN (`, for every seq given.
@@ -394,6 +487,60 @@ impl Store {
         })
     }
 
+    /// Rows deleted before `cutoff` whose versions remain (at most `limit`), oldest deletion
+    /// first.
+    pub async fn expired_row_deletions(
+        &self,
+        _why: &SystemPass,
+        cutoff: &str,
+        limit: i64,
+    ) -> Result<Vec<RowDeletion>> {
+        with_pool!(&self.read, |p, DB| {
+            let found: Vec<(String, String, String, i64, Option<String>)> = sqlx::query_as(
+                "SELECT d.object_type, d.object_id, d.row_id, d.xact_id, \
+                        COALESCE(o.org_id, p.org_id) \
+                 FROM row_deletions d LEFT JOIN objects o ON o.id = d.object_id \
+                 LEFT JOIN projects p ON p.id = d.object_id \
+                 WHERE d.deleted_at < $1 ORDER BY d.deleted_at LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(t, object_id, row_id, xact_id, org_id)| {
+                    Some(RowDeletion {
+                        object_type: ObjectType::parse(&t)?,
+                        object_id,
+                        row_id,
+                        xact_id,
+                        org_id: org_id.unwrap_or_default(),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    /// Removes, with their entries in every index, the versions of deleted rows of an
+    /// object up to and including each deleting version (`rows`: row id and the deleting
+    /// version's `_xact_id`), as many as fit one batch (see the module docs), and forgets
+    /// the deletions whose versions are all gone. Returns (versions removed, deletions
+    /// done); a deletion whose deleting version is still in the writer's tail waits.
+    pub async fn purge_deleted_rows(
+        &self,
+        _why: &SystemPass,
+        object_type: ObjectType,
+        object_id: &str,
+        rows: &[(String, i64)],
+    ) -> Result<(usize, usize)> {
+        let t = object_type.as_str();
+        match &self.write {
+            Pools::Sqlite(p) => sqlite_batch::purge_deleted_rows(p, t, object_id, rows).await,
+            Pools::Postgres(p) => postgres_batch::purge_deleted_rows(p, t, object_id, rows).await,
+        }
+    }
+
     /// The experiments, datasets and prompts of a project, deleted or not (at most `limit`).
     pub async fn project_contents(
         &self,
@@ -548,6 +695,11 @@ impl Store {
             if remaining {
                 return Ok(false);
             }
+            sqlx::query("DELETE FROM row_deletions WHERE object_type = $1 AND object_id = $2")
+                .bind(t)
+                .bind(object_id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "DELETE FROM attachment_refs WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
             )
@@ -588,6 +740,11 @@ impl Store {
                 return Ok(false);
             }
             forget_grants!(tx, org_id, project_id);
+            sqlx::query("DELETE FROM automations WHERE org_id = $1 AND project_id = $2")
+                .bind(org_id)
+                .bind(project_id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM projects WHERE id = $1 AND org_id = $2 AND purging")
                 .bind(project_id)
                 .bind(org_id)

@@ -836,6 +836,23 @@ async fn try_commit_group(
                         );
                     }
                     qb.build().execute(&mut *tx).await?;
+                    // Deleting versions are remembered with their time, for the purge.
+                    let deleting: Vec<&InsertRow<'_>> =
+                        chunk.iter().filter(|r| r.version().deleted).collect();
+                    if !deleting.is_empty() {
+                        let mut qb = QueryBuilder::<DB>::new(
+                            "INSERT INTO row_deletions (object_type, object_id, row_id, xact_id, deleted_at) ",
+                        );
+                        qb.push_values(deleting, |mut b, r| {
+                            b.push_bind(r.pass.object_type().as_str())
+                                .push_bind(r.pass.object_id())
+                                .push_bind(r.version().row_id.as_str())
+                                .push_bind(r.xact)
+                                .push_bind(r.now);
+                        });
+                        qb.push(" ON CONFLICT DO NOTHING");
+                        qb.build().execute(&mut *tx).await?;
+                    }
                 }
                 buffer.clear();
             };
@@ -873,11 +890,13 @@ async fn try_commit_group(
                 buffer.extend(group.ready.iter().map(|v| InsertRow {
                     pass,
                     xact,
+                    now: &job.now,
                     version: Source::Ready(v),
                 }));
                 buffer.extend(computed.into_iter().map(|v| InsertRow {
                     pass,
                     xact,
+                    now: &job.now,
                     version: Source::Computed(v),
                 }));
             }
@@ -927,6 +946,8 @@ enum Source<'a> {
 struct InsertRow<'a> {
     pass: &'a ObjectPass,
     xact: i64,
+    /// The request's time (a deletion's, for `row_deletions`).
+    now: &'a str,
     version: Source<'a>,
 }
 

@@ -786,6 +786,49 @@ fn cases(w: &World) -> Vec<Case> {
         Fresh::None,
         org_admin_read,
     );
+    // Retention policies: a project's takes deleting the project (project B: the matrix's
+    // grants leave the viewer `delete` on A); the organization's, changing the organization.
+    let keep = |project: &str| {
+        json!({"project_id": project, "name": "keep",
+               "config": {"event_type": "retention", "object_type": "project_logs",
+                          "retention_days": 3650}})
+    };
+    add(
+        "GET",
+        format!("/v1/project_automation?project_id={pa}"),
+        None,
+        Fresh::None,
+        read_a,
+    );
+    add(
+        "POST",
+        "/v1/project_automation".into(),
+        Some(keep(pb)),
+        Fresh::None,
+        "200 200 403 404 404 404 403 401 401 404 401",
+    );
+    add(
+        "POST",
+        "/v1/project_automation/preview".into(),
+        Some(keep(pb)),
+        Fresh::None,
+        "200 200 403 404 404 404 403 401 401 404 401",
+    );
+    add(
+        "GET",
+        "/v1/org_automation".into(),
+        None,
+        Fresh::None,
+        org_admin_read,
+    );
+    add(
+        "POST",
+        "/v1/org_automation".into(),
+        Some(json!({"name": "keep", "config": {"event_type": "retention",
+                    "object_type": "dataset", "retention_days": 3650}})),
+        Fresh::None,
+        org_admin_write,
+    );
     c
 }
 

@@ -274,7 +274,7 @@ fn sql_list(ids: &[&str]) -> String {
 }
 
 /// Which of the needles some file under the data directory holds.
-fn in_files(server: &Server, needles: &[&str]) -> Vec<String> {
+pub(crate) fn in_files(server: &Server, needles: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     for f in crate::secrets::files(server.data_dir()) {
         let Ok(bytes) = std::fs::read(&f) else {

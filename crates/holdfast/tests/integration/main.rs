@@ -37,4 +37,5 @@ mod harness;
 mod lifecycle;
 mod operations;
 mod query;
+mod retention;
 mod secrets;

@@ -2,6 +2,7 @@
 //! its `#[utoipa::path]` description, so `/openapi.json` describes exactly the routes served.
 
 mod admin;
+mod automations;
 mod rest;
 mod sdk;
 
@@ -31,6 +32,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .merge(sdk::authenticated())
         .merge(rest::router())
         .merge(admin::router())
+        .merge(automations::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             crate::auth::authenticate,

@@ -1,0 +1,237 @@
+//! Automations: retention policies of a project (`/v1/project_automation`) and the
+//! organization's defaults (`/v1/org_automation`), with their previews.
+
+use crate::extract::{Authed, Checked, Id, Params};
+use crate::{ApiError, AppState};
+use axum::Json;
+use axum::extract::State;
+use holdfast_api::ObjectList;
+use holdfast_api::objects::{
+    CreateOrgAutomation, CreateProjectAutomation, OrgAutomation, OrgAutomationListQuery,
+    PatchAutomation, ProjectAutomation, ProjectAutomationListQuery, RetentionPreview,
+    RetentionPreviewRequest,
+};
+use holdfast_services::ServiceError;
+use holdfast_services::retention::{Level, org_automation_json, project_automation_json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+type Reply<T> = Result<Json<T>, ApiError>;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_project_automations, create_project_automation))
+        .routes(routes!(
+            get_project_automation,
+            patch_project_automation,
+            delete_project_automation
+        ))
+        .routes(routes!(preview_project_automation))
+        .routes(routes!(list_org_automations, create_org_automation))
+        .routes(routes!(
+            get_org_automation,
+            patch_org_automation,
+            delete_org_automation
+        ))
+        .routes(routes!(preview_org_automation))
+}
+
+/// A list's `limit`: 1 to 1000, 100 when absent.
+fn list_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError(ServiceError::query_param(
+            "limit",
+            "`limit` must be 1 to 1000",
+        ))),
+    }
+}
+
+fn projects(
+    list: Vec<holdfast_services::retention::AutomationRecord>,
+) -> Reply<ObjectList<ProjectAutomation>> {
+    let objects = list
+        .iter()
+        .map(project_automation_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(objects.into()))
+}
+
+/// Lists a project's automations (read on the project).
+#[utoipa::path(get, path = "/v1/project_automation", tag = "automations",
+    params(ProjectAutomationListQuery),
+    responses((status = 200, body = ObjectList<ProjectAutomation>)))]
+async fn list_project_automations(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Params(q): Params<ProjectAutomationListQuery>,
+) -> Reply<ObjectList<ProjectAutomation>> {
+    let limit = list_limit(q.limit)?;
+    let project = q.project_id.as_deref().ok_or_else(|| {
+        ApiError(ServiceError::query_param(
+            "project_id",
+            "`project_id` is required",
+        ))
+    })?;
+    projects(
+        s.services
+            .list_automations(&p, Some(project), q.automation_name.as_deref(), limit)
+            .await?,
+    )
+}
+
+/// Creates a project's retention policy (`delete` on the project), or returns the one of
+/// that name unchanged. A project has at most one policy per object type.
+#[utoipa::path(post, path = "/v1/project_automation", tag = "automations",
+    request_body = CreateProjectAutomation,
+    responses((status = 200, body = ProjectAutomation)))]
+async fn create_project_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Checked(b): Checked<CreateProjectAutomation>,
+) -> Reply<ProjectAutomation> {
+    let made = s.services.create_project_automation(&p, &b).await?;
+    Ok(Json(project_automation_json(&made)?))
+}
+
+#[utoipa::path(get, path = "/v1/project_automation/{id}", tag = "automations",
+    params(("id" = String, Path)), responses((status = 200, body = ProjectAutomation)))]
+async fn get_project_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+) -> Reply<ProjectAutomation> {
+    let rec = s.services.get_automation(&p, Level::Project, &id).await?;
+    Ok(Json(project_automation_json(&rec)?))
+}
+
+#[utoipa::path(patch, path = "/v1/project_automation/{id}", tag = "automations",
+    params(("id" = String, Path)), request_body = PatchAutomation,
+    responses((status = 200, body = ProjectAutomation)))]
+async fn patch_project_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+    Checked(b): Checked<PatchAutomation>,
+) -> Reply<ProjectAutomation> {
+    let rec = s
+        .services
+        .patch_automation(&p, Level::Project, &id, &b)
+        .await?;
+    Ok(Json(project_automation_json(&rec)?))
+}
+
+#[utoipa::path(delete, path = "/v1/project_automation/{id}", tag = "automations",
+    params(("id" = String, Path)), responses((status = 200, body = ProjectAutomation)))]
+async fn delete_project_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+) -> Reply<ProjectAutomation> {
+    let rec = s
+        .services
+        .delete_automation(&p, Level::Project, &id)
+        .await?;
+    Ok(Json(project_automation_json(&rec)?))
+}
+
+/// What a project's retention policy would delete if it were saved now (changes nothing).
+#[utoipa::path(post, path = "/v1/project_automation/preview", tag = "automations",
+    request_body = RetentionPreviewRequest,
+    responses((status = 200, body = RetentionPreview)))]
+async fn preview_project_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Checked(b): Checked<RetentionPreviewRequest>,
+) -> Reply<RetentionPreview> {
+    Ok(Json(
+        s.services.preview_retention(&p, Level::Project, &b).await?,
+    ))
+}
+
+/// Lists the organization's automations: its default retention policies.
+#[utoipa::path(get, path = "/v1/org_automation", tag = "automations",
+    params(OrgAutomationListQuery),
+    responses((status = 200, body = ObjectList<OrgAutomation>)))]
+async fn list_org_automations(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Params(q): Params<OrgAutomationListQuery>,
+) -> Reply<ObjectList<OrgAutomation>> {
+    let limit = list_limit(q.limit)?;
+    s.services.is_own_org(&p, q.org_name.as_deref()).await?;
+    let list = s
+        .services
+        .list_automations(&p, None, q.automation_name.as_deref(), limit)
+        .await?;
+    let objects = list
+        .iter()
+        .map(org_automation_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(objects.into()))
+}
+
+/// Creates the organization's default retention policy for an object type (`update` on the
+/// organization: Owners), or returns the one of that name unchanged. It applies to every
+/// project, new ones included, without a policy of its own for that object type.
+#[utoipa::path(post, path = "/v1/org_automation", tag = "automations",
+    request_body = CreateOrgAutomation, responses((status = 200, body = OrgAutomation)))]
+async fn create_org_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Checked(b): Checked<CreateOrgAutomation>,
+) -> Reply<OrgAutomation> {
+    let made = s.services.create_org_automation(&p, &b).await?;
+    Ok(Json(org_automation_json(&made)?))
+}
+
+#[utoipa::path(get, path = "/v1/org_automation/{id}", tag = "automations",
+    params(("id" = String, Path)), responses((status = 200, body = OrgAutomation)))]
+async fn get_org_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+) -> Reply<OrgAutomation> {
+    let rec = s.services.get_automation(&p, Level::Org, &id).await?;
+    Ok(Json(org_automation_json(&rec)?))
+}
+
+#[utoipa::path(patch, path = "/v1/org_automation/{id}", tag = "automations",
+    params(("id" = String, Path)), request_body = PatchAutomation,
+    responses((status = 200, body = OrgAutomation)))]
+async fn patch_org_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+    Checked(b): Checked<PatchAutomation>,
+) -> Reply<OrgAutomation> {
+    let rec = s.services.patch_automation(&p, Level::Org, &id, &b).await?;
+    Ok(Json(org_automation_json(&rec)?))
+}
+
+#[utoipa::path(delete, path = "/v1/org_automation/{id}", tag = "automations",
+    params(("id" = String, Path)), responses((status = 200, body = OrgAutomation)))]
+async fn delete_org_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+) -> Reply<OrgAutomation> {
+    let rec = s.services.delete_automation(&p, Level::Org, &id).await?;
+    Ok(Json(org_automation_json(&rec)?))
+}
+
+/// What the organization's default policy would delete if it were saved now, in every live
+/// project without a policy of its own for the object type (changes nothing).
+#[utoipa::path(post, path = "/v1/org_automation/preview", tag = "automations",
+    request_body = RetentionPreviewRequest,
+    responses((status = 200, body = RetentionPreview)))]
+async fn preview_org_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Checked(b): Checked<RetentionPreviewRequest>,
+) -> Reply<RetentionPreview> {
+    Ok(Json(
+        s.services.preview_retention(&p, Level::Org, &b).await?,
+    ))
+}

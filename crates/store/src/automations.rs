@@ -1,0 +1,400 @@
+//! Automations of a project or of an organization: today, retention policies (see
+//! `holdfast_services::retention`). An organization's automations have no project and are
+//! the default of every project without one of its own for the same object type.
+
+use crate::db::with_pool;
+use crate::meta::{require_grant, require_write};
+use crate::{Result, Store, StoreError};
+use holdfast_core::authz::{Kind, OrgPass, Permission, ProjectPass, SystemPass};
+use holdfast_core::object::ObjectType;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutomationRecord {
+    pub id: String,
+    pub org_id: String,
+    /// `None` for an organization's automation.
+    pub project_id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub event_type: String,
+    /// For a retention policy: `project_logs`, `experiment` or `dataset`.
+    pub object_type: Option<String>,
+    pub config: Value,
+    pub user_id: Option<String>,
+    pub created: String,
+}
+
+/// Where an automation belongs, with the decision that lets the caller change it there.
+pub enum AutomationScope<'a> {
+    Project(&'a ProjectPass),
+    /// An organization pass carrying `update` on the organization.
+    Org(&'a OrgPass),
+}
+
+impl AutomationScope<'_> {
+    fn check(&self) -> Result<(&str, Option<&str>)> {
+        match self {
+            Self::Project(p) => {
+                require_write(p.permission())?;
+                Ok((p.org_id(), Some(p.project_id())))
+            }
+            Self::Org(p) => {
+                require_grant(p, Permission::Update, Kind::Organization)?;
+                Ok((p.org_id(), None))
+            }
+        }
+    }
+}
+
+type Row = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+
+const COLUMNS: &str = "id, org_id, project_id, name, description, event_type, object_type, \
+                       config, user_id, created";
+
+fn record(r: Row) -> Result<AutomationRecord> {
+    let config = serde_json::from_str(&r.7)
+        .map_err(|e| StoreError::Corrupt(format!("automation {}: {e}", r.0)))?;
+    Ok(AutomationRecord {
+        id: r.0,
+        org_id: r.1,
+        project_id: r.2,
+        name: r.3,
+        description: r.4,
+        event_type: r.5,
+        object_type: r.6,
+        config,
+        user_id: r.8,
+        created: r.9,
+    })
+}
+
+fn records(rows: Vec<Row>) -> Result<Vec<AutomationRecord>> {
+    rows.into_iter().map(record).collect()
+}
+
+impl Store {
+    /// Creates an automation in `scope`, or returns the one of that name there unchanged.
+    /// A conflict when the scope already has a retention policy for the object type.
+    pub async fn create_automation(
+        &self,
+        scope: AutomationScope<'_>,
+        rec: &AutomationRecord,
+    ) -> Result<AutomationRecord> {
+        let (org_id, project_id) = scope.check()?;
+        let inserted = with_pool!(&self.write, |p, DB| {
+            let done = sqlx::query(
+                "INSERT INTO automations (id, org_id, project_id, name, description, event_type, \
+                 object_type, config, user_id, created) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            )
+            .bind(&rec.id)
+            .bind(org_id)
+            .bind(project_id)
+            .bind(&rec.name)
+            .bind(&rec.description)
+            .bind(&rec.event_type)
+            .bind(&rec.object_type)
+            .bind(rec.config.to_string())
+            .bind(&rec.user_id)
+            .bind(&rec.created)
+            .execute(p)
+            .await?;
+            Ok::<_, StoreError>(done.rows_affected() == 1)
+        })?;
+        if inserted {
+            return self
+                .automation_in(org_id, project_id, "id", &rec.id)
+                .await?
+                .ok_or(StoreError::NotFound("automation"));
+        }
+        if let Some(existing) = self
+            .automation_in(org_id, project_id, "name", &rec.name)
+            .await?
+        {
+            return Ok(existing);
+        }
+        Err(StoreError::Conflict(format!(
+            "{} already has a retention policy for {}: change that one instead",
+            if project_id.is_some() {
+                "this project"
+            } else {
+                "this organization"
+            },
+            rec.object_type.as_deref().unwrap_or("this object type")
+        )))
+    }
+
+    /// The automation whose `column` (`id` or `name`) is `value` in a scope.
+    async fn automation_in(
+        &self,
+        org_id: &str,
+        project_id: Option<&str>,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<AutomationRecord>> {
+        let row: Option<Row> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM automations WHERE org_id = $1 \
+                 AND COALESCE(project_id, '') = $2 AND {column} = $3"
+            )))
+            .bind(org_id)
+            .bind(project_id.unwrap_or(""))
+            .bind(value)
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(record).transpose()
+    }
+
+    /// An automation of the pass's organization by id (project or organization level; the
+    /// caller decides access by where it belongs).
+    pub async fn get_automation(&self, pass: &OrgPass, id: &str) -> Result<AutomationRecord> {
+        let row: Option<Row> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM automations WHERE org_id = $1 AND id = $2"
+            )))
+            .bind(pass.org_id())
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(record)
+            .transpose()?
+            .ok_or(StoreError::NotFound("automation"))
+    }
+
+    /// The automations of a project (`Some`) or of the organization itself (`None`), by
+    /// name, at most `limit`.
+    pub async fn list_automations(
+        &self,
+        pass: &OrgPass,
+        project_id: Option<&str>,
+        name: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AutomationRecord>> {
+        let rows: Vec<Row> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM automations WHERE org_id = $1 \
+                 AND COALESCE(project_id, '') = $2 AND ($3 IS NULL OR name = $3) \
+                 ORDER BY name LIMIT $4"
+            )))
+            .bind(pass.org_id())
+            .bind(project_id.unwrap_or(""))
+            .bind(name)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        records(rows)
+    }
+
+    /// Replaces an automation's name, description and configuration (its scope and id stay).
+    pub async fn update_automation(
+        &self,
+        scope: AutomationScope<'_>,
+        rec: &AutomationRecord,
+    ) -> Result<AutomationRecord> {
+        let (org_id, project_id) = scope.check()?;
+        let done = with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "UPDATE automations SET name = $1, description = $2, object_type = $3, \
+                 config = $4 WHERE id = $5 AND org_id = $6 AND COALESCE(project_id, '') = $7",
+            )
+            .bind(&rec.name)
+            .bind(&rec.description)
+            .bind(&rec.object_type)
+            .bind(rec.config.to_string())
+            .bind(&rec.id)
+            .bind(org_id)
+            .bind(project_id.unwrap_or(""))
+            .execute(p)
+            .await
+            .map(|d| d.rows_affected())
+        });
+        match done {
+            Ok(0) => Err(StoreError::NotFound("automation")),
+            Ok(_) => self
+                .automation_in(org_id, project_id, "id", &rec.id)
+                .await?
+                .ok_or(StoreError::NotFound("automation")),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(
+                "another automation here has this name, or is the retention policy for this \
+                 object type"
+                    .into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete_automation(&self, scope: AutomationScope<'_>, id: &str) -> Result<()> {
+        let (org_id, project_id) = scope.check()?;
+        let done = with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "DELETE FROM automations WHERE id = $1 AND org_id = $2 \
+                 AND COALESCE(project_id, '') = $3",
+            )
+            .bind(id)
+            .bind(org_id)
+            .bind(project_id.unwrap_or(""))
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 {
+            return Err(StoreError::NotFound("automation"));
+        }
+        Ok(())
+    }
+
+    /// Every retention policy of every organization (for the retention run).
+    pub async fn all_retention_policies(&self, _why: &SystemPass) -> Result<Vec<AutomationRecord>> {
+        let rows: Vec<Row> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM automations WHERE event_type = 'retention' \
+                 ORDER BY org_id, project_id, object_type"
+            )))
+            .fetch_all(p)
+            .await?
+        });
+        records(rows)
+    }
+
+    /// The retention policies that apply in a project: its own, and its organization's for
+    /// the object types it has none for.
+    pub async fn retention_policies_for(
+        &self,
+        pass: &OrgPass,
+        project_id: &str,
+    ) -> Result<Vec<AutomationRecord>> {
+        let rows: Vec<Row> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM automations a WHERE org_id = $1 AND event_type = 'retention' \
+                 AND (project_id = $2 OR (project_id IS NULL AND NOT EXISTS ( \
+                   SELECT 1 FROM automations o WHERE o.org_id = a.org_id AND o.project_id = $2 \
+                   AND o.event_type = 'retention' AND o.object_type = a.object_type))) \
+                 ORDER BY object_type"
+            )))
+            .bind(pass.org_id())
+            .bind(project_id)
+            .fetch_all(p)
+            .await?
+        });
+        records(rows)
+    }
+}
+
+/// A live object: (id, name, created).
+pub type LiveObject = (String, String, String);
+
+impl Store {
+    /// The organization's live projects, (id, name), for someone allowed to change its
+    /// automations (a pass carrying `update` on the organization).
+    pub async fn live_projects(&self, pass: &OrgPass) -> Result<Vec<(String, String)>> {
+        require_grant(pass, Permission::Update, Kind::Organization)?;
+        self.live_projects_of(pass.org_id()).await
+    }
+
+    /// The same, for the retention run.
+    pub async fn live_projects_system(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+    ) -> Result<Vec<(String, String)>> {
+        self.live_projects_of(org_id).await
+    }
+
+    async fn live_projects_of(&self, org_id: &str) -> Result<Vec<(String, String)>> {
+        Ok(with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(
+                "SELECT id, name FROM projects WHERE org_id = $1 AND deleted_at IS NULL ORDER BY id",
+            )
+            .bind(org_id)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// A project's live objects of a kind, oldest first.
+    pub async fn live_objects(
+        &self,
+        pass: &ProjectPass,
+        kind: ObjectType,
+    ) -> Result<Vec<LiveObject>> {
+        self.live_objects_of(pass.org_id(), pass.project_id(), kind)
+            .await
+    }
+
+    /// The same, for the retention run.
+    pub async fn live_objects_system(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        project_id: &str,
+        kind: ObjectType,
+    ) -> Result<Vec<LiveObject>> {
+        self.live_objects_of(org_id, project_id, kind).await
+    }
+
+    async fn live_objects_of(
+        &self,
+        org_id: &str,
+        project_id: &str,
+        kind: ObjectType,
+    ) -> Result<Vec<LiveObject>> {
+        Ok(with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(
+                "SELECT id, name, created FROM objects WHERE org_id = $1 AND project_id = $2 \
+                 AND kind = $3 AND deleted_at IS NULL ORDER BY created, id",
+            )
+            .bind(org_id)
+            .bind(project_id)
+            .bind(kind.as_str())
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Deletes (softly, as `DELETE` does) a live object created before `cutoff`, for the
+    /// retention run; false when it is no longer live or no longer that old.
+    pub async fn expire_object(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        kind: ObjectType,
+        id: &str,
+        cutoff: &str,
+        now: &str,
+    ) -> Result<bool> {
+        Ok(with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "UPDATE objects SET deleted_at = $1 WHERE id = $2 AND org_id = $3 AND kind = $4 \
+                 AND deleted_at IS NULL AND created < $5",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(org_id)
+            .bind(kind.as_str())
+            .bind(cutoff)
+            .execute(p)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
