@@ -363,6 +363,11 @@ pub struct InsertedFunctions {
 pub struct RestoreRequest {
     #[serde(default)]
     pub preview: bool,
+    /// Rows of a live dataset, experiment or project's logs: restore only these (at most
+    /// 10,000) of its rows deleted within the grace period.
+    pub row_ids: Option<Vec<String>>,
+    /// Rows: restore only those deleted at or after this time (RFC 3339).
+    pub deleted_after: Option<String>,
 }
 
 /// What a restore did (or, for a preview, would do).
@@ -377,6 +382,14 @@ pub struct Restored {
     pub restorable_until: String,
     /// False for a preview.
     pub restored: bool,
+    /// For a restore of rows: how many (would) come back. `deleted_at` is then the oldest
+    /// of their deletions, and `restorable_until` the end of its grace period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// For a restore of rows: more deleted rows remain than one request restores (10,000);
+    /// repeat it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more: Option<bool>,
 }
 
 /// What a retention policy applies to: a project's logs (rows by age), its experiments

@@ -4,7 +4,7 @@
 use crate::{Result, ServiceError, Services, random};
 use holdfast_api::objects::{
     CreateObject, CreateProject, InsertFunctions, InsertedFunction, NamedObject, PatchObject,
-    PatchProject, PatchPrompt, Project, PutPrompt, Restored,
+    PatchProject, PatchPrompt, Project, PutPrompt, RestoreRequest, Restored,
 };
 use holdfast_api::sdk::{LoginResponse, OrgInfo};
 use holdfast_core::authz::{
@@ -834,10 +834,151 @@ impl Services {
             deleted_at,
             restorable_until,
             restored: !preview,
+            rows: None,
+            more: None,
         })
     }
 
-    /// `POST /v1/{experiment,dataset,prompt}/{id}/restore`: the same for an object, whose
+    /// `POST /v1/{experiment,dataset,prompt,project_logs}/{id}/restore`: a deleted
+    /// experiment, dataset or prompt comes back (its project must be live: restore the
+    /// project first); a live dataset, experiment or project's logs get back their rows
+    /// deleted within the grace period (see [`Services::restore_rows`]).
+    pub async fn restore(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+        req: &RestoreRequest,
+    ) -> Result<Restored> {
+        let rows_asked = req.row_ids.is_some() || req.deleted_after.is_some();
+        let live = match kind {
+            ObjectType::ProjectLogs => true,
+            _ => self
+                .store
+                .get_object(&self.lookup(principal)?, kind, id)
+                .await
+                .is_ok(),
+        };
+        if live && kind != ObjectType::Prompt {
+            return self.restore_rows(principal, kind, id, req).await;
+        }
+        if rows_asked {
+            return Err(ServiceError::Conflict(format!(
+                "rows are restored in a live {0}: restore the {0} first",
+                kind.as_str()
+            )));
+        }
+        self.restore_object(principal, kind, id, req.preview).await
+    }
+
+    /// Rows of a live object deleted (by `_object_delete` or a retention policy) within the
+    /// grace period come back as they were just before their deletion, up to
+    /// [`crate::ingest::MAX_ROWS_PER_REQUEST`] per request, for a credential that may write
+    /// the object's rows; `preview` counts them. A row written again since its deletion is
+    /// left as it is. A conflict when a retention policy would delete a row again.
+    pub async fn restore_rows(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        id: &str,
+        req: &RestoreRequest,
+    ) -> Result<Restored> {
+        if let Some(ids) = &req.row_ids
+            && ids.len() > crate::ingest::MAX_ROWS_PER_REQUEST
+        {
+            return Err(ServiceError::field(
+                "row_ids",
+                format!(
+                    "at most {} row ids per request",
+                    crate::ingest::MAX_ROWS_PER_REQUEST
+                ),
+            ));
+        }
+        let grace = time::Duration::try_from(self.limits.deletion_grace)
+            .map_err(|_| ServiceError::Internal("the deletion grace period is too long".into()))?;
+        let mut since = format_timestamp(self.clock.now() - grace);
+        if let Some(after) = &req.deleted_after {
+            let t = holdfast_core::clock::parse_timestamp(after).ok_or_else(|| {
+                ServiceError::field("deleted_after", "`deleted_after` must be an RFC 3339 time")
+            })?;
+            since = since.max(format_timestamp(t));
+        }
+        let (object, pass) = self
+            .object_pass_showing(principal, kind, id, Permission::Update)
+            .await?;
+        let limit = crate::ingest::MAX_ROWS_PER_REQUEST;
+        let deletions = self
+            .store
+            .row_deletions_since(&pass, &since, req.row_ids.as_deref(), limit + 1)
+            .await?;
+        let more = deletions.len() > limit;
+        let deletions = deletions.get(..limit).unwrap_or(&deletions);
+        // Rows live again since their deletion are left alone.
+        let ids: Vec<String> = deletions.iter().map(|d| d.0.clone()).collect();
+        let live: std::collections::HashSet<String> = self
+            .store
+            .read_row_ids(&pass, &ids, None)
+            .await?
+            .into_iter()
+            .map(|r| r.row_id)
+            .collect();
+        // Each row as it was just before its deletion, read per deleting transaction.
+        let mut by_xact: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        let mut oldest: Option<&str> = None;
+        for (row_id, xact, at) in deletions {
+            if live.contains(row_id) {
+                continue;
+            }
+            by_xact.entry(*xact).or_default().push(row_id.clone());
+            oldest = Some(oldest.map_or(at.as_str(), |o| o.min(at.as_str())));
+        }
+        let mut rows = Vec::new();
+        for (xact, ids) in by_xact {
+            let before = XactId::from_i64(xact - 1);
+            rows.extend(self.store.read_row_ids(&pass, &ids, before).await?);
+        }
+        self.retention_allows_rows(principal, &pass, &rows).await?;
+        let n = rows.len() as u64;
+        if !req.preview && n > 0 {
+            let mut incoming = Vec::with_capacity(rows.len());
+            for row in rows {
+                let mut data = row.data;
+                let control = take_control(&mut data)
+                    .map_err(|e| ServiceError::Internal(format!("a stored row: {e}")))?;
+                crate::ingest::stamp_object_fields(&mut data, &pass);
+                incoming.push(IncomingRow {
+                    row_id: row.row_id,
+                    control,
+                    data,
+                });
+            }
+            self.write_rows_audited(
+                principal,
+                vec![(pass.clone(), incoming)],
+                json!({"restored_rows": {"object_type": kind.as_str(), "id": pass.object_id(),
+                                          "rows": n}}),
+            )
+            .await?;
+        }
+        let deleted_at = oldest.unwrap_or_default().to_owned();
+        let restorable_until = if deleted_at.is_empty() {
+            String::new()
+        } else {
+            self.restorable_until(&deleted_at)?
+        };
+        Ok(Restored {
+            object_type: kind.as_str().into(),
+            id: pass.object_id().into(),
+            name: object.map(|o| o.name).unwrap_or_else(|| "logs".into()),
+            deleted_at,
+            restorable_until,
+            restored: !req.preview && n > 0,
+            rows: Some(n),
+            more: Some(more),
+        })
+    }
+
+    /// `POST /v1/{experiment,dataset,prompt}/{id}/restore` of a deleted object, whose
     /// project must be live (restore the project first).
     pub async fn restore_object(
         &self,
@@ -872,6 +1013,8 @@ impl Services {
             deleted_at,
             restorable_until,
             restored: !preview,
+            rows: None,
+            more: None,
         })
     }
 

@@ -742,6 +742,53 @@ impl Services {
     }
 }
 
+impl Services {
+    /// A conflict when a retention policy of the object's project would delete one of these
+    /// rows (about to be restored) again.
+    pub(crate) async fn retention_allows_rows(
+        &self,
+        principal: &Principal,
+        pass: &ObjectPass,
+        rows: &[holdfast_store::StoredRow],
+    ) -> Result<()> {
+        let t = match pass.object_type() {
+            ObjectType::ProjectLogs => RetentionObjectType::ProjectLogs,
+            ObjectType::Dataset => RetentionObjectType::Dataset,
+            _ => return Ok(()),
+        };
+        let lookup = self.lookup(principal)?;
+        let policies = self
+            .store
+            .retention_policies_for(&lookup, pass.project_id())
+            .await?;
+        for p in policies {
+            let config = config_of(&p)?;
+            if config.object_type != t {
+                continue;
+            }
+            let cutoff = cutoff_of(self.clock.now(), config.retention_days);
+            let expired = rows.iter().filter(|r| {
+                r.data
+                    .get("created")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| created_before(c, cutoff))
+            });
+            if let Some(r) = expired.clone().next() {
+                return Err(ServiceError::Conflict(format!(
+                    "the retention policy {:?} ({} days) would delete {} of these rows again \
+                     (row {:?} among them): change or delete that policy first, or restore \
+                     other rows by `row_ids`",
+                    p.name,
+                    config.retention_days,
+                    expired.count(),
+                    r.row_id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An index entry of `created` past the cutoff's second: every later entry is too (entries
 /// are in text order, and a timestamp's first 19 characters name its second).
 fn past(v: &str, cutoff: &str) -> bool {

@@ -31,7 +31,7 @@ use crate::db::{Pools, with_pool};
 use crate::rows::decode_data;
 use crate::search::{MAX_BATCH_BYTES, within_bytes};
 use crate::{Result, Store};
-use holdfast_core::authz::SystemPass;
+use holdfast_core::authz::{ObjectPass, SystemPass};
 use holdfast_core::object::ObjectType;
 use sqlx::QueryBuilder;
 use std::collections::HashMap;
@@ -539,6 +539,53 @@ impl Store {
             Pools::Sqlite(p) => sqlite_batch::purge_deleted_rows(p, t, object_id, rows).await,
             Pools::Postgres(p) => postgres_batch::purge_deleted_rows(p, t, object_id, rows).await,
         }
+    }
+
+    /// The newest deletion of each row of an object deleted at or after `since` (only the
+    /// rows named, when `row_ids` is given), by row id, at most `limit` rows: (row id, the
+    /// deleting version's `_xact_id`, when).
+    pub async fn row_deletions_since(
+        &self,
+        pass: &ObjectPass,
+        since: &str,
+        row_ids: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64, String)>> {
+        let t = pass.object_type().as_str();
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut found: Vec<(String, i64, String)> = Vec::new();
+        let chunks: Vec<Option<&[String]>> = match row_ids {
+            None => vec![None],
+            Some(ids) => ids.chunks(500).map(Some).collect(),
+        };
+        for chunk in chunks {
+            let part: Vec<(String, i64, String)> = with_pool!(&self.read, |p, DB| {
+                let mut qb = QueryBuilder::<DB>::new(
+                    "SELECT row_id, xact_id, deleted_at FROM row_deletions WHERE object_type = ",
+                );
+                qb.push_bind(t)
+                    .push(" AND object_id = ")
+                    .push_bind(pass.object_id())
+                    .push(" AND deleted_at >= ")
+                    .push_bind(since);
+                if let Some(ids) = chunk {
+                    qb.push(" AND row_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in ids {
+                        sep.push_bind(id.as_str());
+                    }
+                    qb.push(")");
+                }
+                // The newest deletion of a row first: the others are dropped below.
+                qb.push(" ORDER BY row_id, xact_id DESC LIMIT ")
+                    .push_bind(limit_sql.saturating_mul(4).max(limit_sql));
+                qb.build_query_as().fetch_all(p).await?
+            });
+            found.extend(part);
+        }
+        found.dedup_by(|a, b| a.0 == b.0);
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// The experiments, datasets and prompts of a project, deleted or not (at most `limit`).

@@ -625,6 +625,14 @@ fn cases(w: &World) -> Vec<Case> {
         Fresh::DeletedDatasetB,
         change_b,
     );
+    // Restoring deleted rows takes writing them.
+    add(
+        "POST",
+        format!("/v1/project_logs/{pb}/restore"),
+        Some(json!({"preview": true})),
+        Fresh::None,
+        change_b,
+    );
     // A project nobody was granted anything on: the organization's roles decide.
     add(
         "POST",

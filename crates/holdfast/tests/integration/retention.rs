@@ -583,7 +583,171 @@ async fn deleted_rows_are_purged(backend: Backend) {
     }
 }
 
+/// Rows deleted by `_object_delete` or a retention policy come back within the grace period
+/// through `/v1/{dataset,project_logs}/{id}/restore`, as they were just before their
+/// deletion: a preview counts them, `row_ids` and `deleted_after` choose them, a row written
+/// again since stays as it is, and rows a policy would delete again are refused until the
+/// policy changes.
+async fn deleted_rows_are_restored(backend: Backend) {
+    let server = Server::start_with(
+        backend,
+        &[
+            ("HOLDFAST_PURGE_INTERVAL_SECS", "1"),
+            ("HOLDFAST_METRICS_TOKEN", "retention-test"),
+        ],
+    )
+    .await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
+        .await);
+    let ds = dataset(&server, &p, "d").await;
+    let young = in_seconds(-60);
+    let path = format!("/v1/dataset/{ds}/insert");
+    insert(
+        &server,
+        &path,
+        vec![
+            row("a", &young, "first a"),
+            row("b", &young, "first b"),
+            row("c", &young, "c"),
+        ],
+    )
+    .await;
+    insert(
+        &server,
+        &path,
+        vec![json!({"id": "a", "expected": "merged a", "_is_merge": true})],
+    )
+    .await;
+    let before: Vec<Value> = server
+        .fetch_all(&format!("/v1/dataset/{ds}/fetch"), 100)
+        .await;
+    let a_before = before.iter().find(|r| r["id"] == "a").unwrap().clone();
+    insert(
+        &server,
+        &path,
+        vec![
+            json!({"id": "a", "_object_delete": true}),
+            json!({"id": "b", "_object_delete": true}),
+        ],
+    )
+    .await;
+    let restore = format!("/v1/dataset/{ds}/restore");
+    let preview = server
+        .ok("POST", &restore, Some(json!({"preview": true})))
+        .await;
+    assert_eq!(preview["rows"], json!(2), "{preview}");
+    assert_eq!(preview["restored"], json!(false));
+    assert!(
+        preview["restorable_until"].as_str().unwrap() > preview["deleted_at"].as_str().unwrap()
+    );
+    assert_eq!(
+        ids(&server, &format!("/v1/dataset/{ds}/fetch")).await,
+        strings(&["c"])
+    );
+    let (s, b) = server
+        .call(
+            "POST",
+            &restore,
+            Some(&server.key),
+            Some(json!({"deleted_after": "yesterday"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    let none = server
+        .ok(
+            "POST",
+            &restore,
+            Some(json!({"deleted_after": in_seconds(3600)})),
+        )
+        .await;
+    assert_eq!(none["rows"], json!(0), "{none}");
+    let one = server
+        .ok("POST", &restore, Some(json!({"row_ids": ["a"]})))
+        .await;
+    assert_eq!(one["rows"], json!(1), "{one}");
+    let after: Vec<Value> = server
+        .fetch_all(&format!("/v1/dataset/{ds}/fetch"), 100)
+        .await;
+    let a_after = after.iter().find(|r| r["id"] == "a").unwrap();
+    for field in ["input", "expected", "created"] {
+        assert_eq!(a_after[field], a_before[field], "{field}");
+    }
+    // b is written again: the restore leaves it as it is now.
+    insert(&server, &path, vec![row("b", &young, "second b")]).await;
+    let rest = server.ok("POST", &restore, None).await;
+    assert_eq!(rest["rows"], json!(0), "{rest}");
+    let b_now = server
+        .fetch_all(&format!("/v1/dataset/{ds}/fetch"), 100)
+        .await
+        .into_iter()
+        .find(|r| r["id"] == "b")
+        .unwrap();
+    assert_eq!(b_now["input"], json!("second b"));
+
+    // Logs a policy expired come back only once the policy no longer expires them.
+    insert(
+        &server,
+        &format!("/v1/project_logs/{p}/insert"),
+        vec![row("l-old", &in_seconds(-20 * DAY), "old log")],
+    )
+    .await;
+    indexed(&server).await;
+    let pol = server
+        .ok(
+            "POST",
+            "/v1/project_automation",
+            Some(json!({"project_id": p, "name": "logs", "config": policy("project_logs", 10)})),
+        )
+        .await;
+    reaches(&server, "holdfast_retention_rows_total", 1.0).await;
+    let logs_restore = format!("/v1/project_logs/{p}/restore");
+    let (s, b) = server
+        .call("POST", &logs_restore, Some(&server.key), None)
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"logs\" (10 days)"), "{b}");
+    server
+        .ok(
+            "DELETE",
+            &format!("/v1/project_automation/{}", id(&pol)),
+            None,
+        )
+        .await;
+    let back = server.ok("POST", &logs_restore, None).await;
+    assert_eq!(back["rows"], json!(1), "{back}");
+    assert_eq!(
+        ids(&server, &format!("/v1/project_logs/{p}/fetch")).await,
+        strings(&["l-old"])
+    );
+    // Rows of a deleted dataset: restore the dataset first.
+    server
+        .ok("DELETE", &format!("/v1/dataset/{ds}"), None)
+        .await;
+    let (s, b) = server
+        .call(
+            "POST",
+            &restore,
+            Some(&server.key),
+            Some(json!({"row_ids": ["b"]})),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    let audited = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(_, detail, _)| detail.contains("restored_rows"))
+        .count();
+    assert!(audited >= 2, "{audited}");
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(policies_expire_old_data, deleted_rows_are_purged);
+    on_all_backends!(
+        policies_expire_old_data,
+        deleted_rows_are_purged,
+        deleted_rows_are_restored
+    );
 }

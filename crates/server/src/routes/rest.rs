@@ -56,6 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(restore_experiment))
         .routes(routes!(restore_dataset))
         .routes(routes!(restore_prompt))
+        .routes(routes!(restore_project_logs))
 }
 
 /// Restores a deleted project within the grace period (`deletion_grace_secs`, one day by
@@ -75,8 +76,9 @@ async fn restore_project(
 /// A restore route of an experiment, a dataset or a prompt.
 macro_rules! restore_route {
     ($name:ident, $kind:expr, $path:literal, $tag:literal) => {
-        /// Restores a deleted object within the grace period after its deletion (its project
-        /// must be live); `preview` changes nothing.
+        /// Restores within the grace period a deleted experiment, dataset or prompt (its
+        /// project must be live), or the rows of a live one (or of a project's logs) deleted
+        /// by `_object_delete` or a retention policy; `preview` changes nothing.
         #[utoipa::path(post, path = $path, tag = $tag, params(("id" = String, Path)),
                     request_body = RestoreRequest, responses((status = 200, body = Restored)))]
         async fn $name(
@@ -86,7 +88,7 @@ macro_rules! restore_route {
             CheckedOrEmpty(b): CheckedOrEmpty<RestoreRequest>,
         ) -> Reply<Restored> {
             Ok(Json(
-                s.services.restore_object(&p, $kind, &id, b.preview).await?,
+                s.services.restore(&p, $kind, &id, &b).await?,
             ))
         }
     };
@@ -102,6 +104,12 @@ restore_route!(
     ObjectType::Dataset,
     "/v1/dataset/{id}/restore",
     "datasets"
+);
+restore_route!(
+    restore_project_logs,
+    ObjectType::ProjectLogs,
+    "/v1/project_logs/{id}/restore",
+    "project logs"
 );
 restore_route!(
     restore_prompt,
