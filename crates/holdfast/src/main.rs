@@ -14,6 +14,7 @@ macro_rules! say {
     }};
 }
 
+mod backup;
 mod bench;
 mod bench_query;
 mod config;
@@ -104,6 +105,30 @@ enum Command {
     Export {
         #[command(subcommand)]
         action: ExportAction,
+    },
+    /// Copy the embedded store (database, blobs, KMS-wrapped keys) into a new directory, as
+    /// one consistent snapshot, while the server keeps serving.
+    Backup {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The new directory the backup goes into.
+        #[arg(long, required_unless_present = "s3", conflicts_with = "s3")]
+        to: Option<std::path::PathBuf>,
+        /// Write the backup to the bucket of the s3_* settings, under backups/<id>/.
+        #[arg(long)]
+        s3: bool,
+    },
+    /// Bring a backup back into a data directory without a store; the KMS the settings name
+    /// (for the local KMS, the original data directory's kms/) must unwrap its keys.
+    Restore {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The backup directory.
+        #[arg(long, required_unless_present = "s3", conflicts_with = "s3")]
+        from: Option<std::path::PathBuf>,
+        /// The id of a backup in the bucket of the s3_* settings (as `backup --s3` prints it).
+        #[arg(long)]
+        s3: Option<String>,
     },
     /// Benchmarks that report figures.
     Bench {
@@ -1016,6 +1041,21 @@ async fn run(cli: Cli) -> Result<()> {
             write_out(&serde_json::to_string(&cp)?, "the checkpoint")?;
         }
         Command::Export { action } => export(action).await?,
+        Command::Backup { common, to, s3 } => {
+            let settings = common.settings(None)?;
+            match to {
+                Some(to) if !s3 => backup::backup(&settings, &to).await?,
+                _ => backup::backup_to_s3(&settings).await?,
+            }
+        }
+        Command::Restore { common, from, s3 } => {
+            let settings = common.settings(None)?;
+            match (from, s3) {
+                (Some(from), None) => backup::restore(&settings, &from).await?,
+                (None, Some(id)) => backup::restore_from_s3(&settings, &id).await?,
+                _ => bail!("give --from DIR or --s3 ID"),
+            }
+        }
         Command::Bench { which } => bench::run(which).await?,
     }
     Ok(())

@@ -21,6 +21,7 @@
 
 mod access;
 mod automations;
+mod backup;
 mod db;
 mod index;
 mod meta;
@@ -39,6 +40,7 @@ pub use access::{
     parse_member_permission,
 };
 pub use automations::{AutomationRecord, AutomationScope};
+pub use backup::{snapshot_sqlite, table_counts};
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use purge::{Expired, PurgeCursor, PurgedBatch, RowDeletion};

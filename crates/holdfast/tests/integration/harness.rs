@@ -110,6 +110,26 @@ impl Server {
         s
     }
 
+    /// Starts `holdfast serve` on an existing embedded store in `dir` (left in place), whose
+    /// owner key is `key`.
+    pub async fn start_on(dir: &Path, key: &str, env: &[(&str, &str)]) -> Self {
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            key: key.to_owned(),
+            dir: dir.to_path_buf(),
+            database_url: None,
+            _tmp: None,
+            http: client(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn().await;
+        s
+    }
+
     /// Starts the process (again); returns the printed key on first start.
     pub async fn spawn(&mut self) -> Option<String> {
         let port = free_port();

@@ -26,6 +26,7 @@ macro_rules! on_all_backends {
 
 mod access;
 mod api;
+mod backup;
 mod browser;
 mod cli;
 mod compat;
