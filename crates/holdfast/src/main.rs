@@ -532,6 +532,10 @@ async fn open(settings: &Settings) -> Result<Services> {
     Ok(services)
 }
 
+/// A partial export none of whose files changed for this long was left by an export that
+/// stopped (a running export writes all the time).
+const ORPHANED_EXPORT_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn serve(settings: Settings) -> Result<()> {
     if cfg!(feature = "authz-bypass") {
         if std::env::var("BENCH_AUTHZ_BYPASS_OK").as_deref() != Ok("1") {
@@ -559,6 +563,29 @@ async fn serve(settings: Settings) -> Result<()> {
         say!("export BRAINTRUST_APP_URL={base}");
         say!("");
     }
+    // Partial exports that a stopped export left: at start, then every 10 minutes.
+    let exports_janitor = {
+        let dir = exports_dir(&settings);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let dir = dir.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    holdfast_services::export::remove_orphaned_partials(&dir, ORPHANED_EXPORT_IDLE)
+                })
+                .await;
+                match done {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        tracing::info!(n, "removed partial exports that a stopped export left")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not clean up partial exports"),
+                    Err(e) => tracing::warn!(error = %e, "the partial export cleanup stopped"),
+                }
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -699,6 +726,7 @@ async fn serve(settings: Settings) -> Result<()> {
     holdfast_server::listen::serve(listener, app, tls, limits, shutdown()).await?;
     background.abort();
     sweeper.abort();
+    exports_janitor.abort();
     if let Some(p) = purger {
         p.abort();
     }

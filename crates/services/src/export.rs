@@ -956,3 +956,44 @@ pub async fn rewrap_exports(kms: &AnyKms, dir: &Path) -> Result<usize> {
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| ServiceError::Internal(e.to_string()))
 }
+
+/// Removes what exports that crashed left in `dir`: `.<id>.partial/` folders none of whose
+/// files changed for `idle` (an export at work writes to its current file all the time).
+/// Returns how many were removed. A failed export removes its own; only a killed process
+/// leaves one.
+pub fn remove_orphaned_partials(dir: &Path, idle: std::time::Duration) -> std::io::Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') && name.ends_with(".partial") && e.file_type()?.is_dir()) {
+            continue;
+        }
+        let newest = newest_change(&e.path())?;
+        let quiet = newest.elapsed().is_ok_and(|since| since >= idle);
+        if quiet {
+            std::fs::remove_dir_all(e.path())?;
+            tracing::info!(folder = %name, "removed the partial export of an export that stopped");
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The latest modification time of a folder or anything under it.
+fn newest_change(dir: &Path) -> std::io::Result<std::time::SystemTime> {
+    let mut newest = std::fs::metadata(dir)?.modified()?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = if e.file_type()?.is_dir() {
+            newest_change(&e.path())?
+        } else {
+            e.metadata()?.modified()?
+        };
+        newest = newest.max(m);
+    }
+    Ok(newest)
+}

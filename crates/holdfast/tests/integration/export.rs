@@ -640,6 +640,42 @@ async fn export_to_s3() {
     assert!(lines(&to).iter().any(|(_, v)| v["input"] == SENTENCE));
 }
 
+/// What an export killed halfway leaves (`.<id>.partial/`, unchanged for over an hour) is
+/// removed when the server starts; a partial export still being written and finished exports
+/// stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn orphaned_partial_exports_are_removed() {
+    let mut server = Server::start(Backend::Sqlite).await;
+    server.stop();
+    let exports = server.data_dir().join("exports");
+    let make = |name: &str| {
+        let dir = exports.join(name).join("rows");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("00001.jsonl"), "{}").unwrap();
+    };
+    make(".stopped.partial");
+    make(".running.partial");
+    make("finished");
+    for name in [".stopped.partial", "finished"] {
+        let touched = std::process::Command::new("find")
+            .arg(exports.join(name))
+            .args(["-exec", "touch", "-d", "2 hours ago", "{}", "+"])
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
+    server.spawn().await;
+    for _ in 0..100 {
+        if !exports.join(".stopped.partial").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!exports.join(".stopped.partial").exists());
+    assert!(exports.join(".running.partial/rows/00001.jsonl").exists());
+    assert!(exports.join("finished/rows/00001.jsonl").exists());
+}
+
 mod run {
     use super::backends;
     on_all_backends!(exports, parquet_exports);
