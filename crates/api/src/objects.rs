@@ -429,6 +429,80 @@ pub struct RetentionConfig {
     pub retention_days: i64,
 }
 
+/// A project's automation: a retention policy, or a scheduled export of the project's logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event_type", rename_all = "snake_case")]
+pub enum ProjectAutomationConfig {
+    /// See [`RetentionConfig`].
+    Retention {
+        object_type: RetentionObjectType,
+        /// Whole days, 1 to 36500.
+        retention_days: i64,
+    },
+    /// Every `interval_seconds`, the project's log rows written or changed since the previous
+    /// run (by transaction id) are exported, as a new export of their own.
+    BtqlExport {
+        export_definition: ExportDefinition,
+        /// `local` (the server's exports folder) or the server's own bucket as
+        /// `s3://<s3_bucket>/<s3_prefix>`; nothing else (the server writes only where its
+        /// operator set it up).
+        export_path: String,
+        format: ExportFormat,
+        /// 60 to 2678400 (31 days).
+        interval_seconds: i64,
+        /// Seal the files (the default); `false` writes them plain, for a warehouse to read
+        /// (the bucket's server-side encryption still applies).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encrypt: Option<bool>,
+    },
+}
+
+/// What a scheduled export exports: `log_spans`, every span of the project's logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExportDefinition {
+    #[serde(rename = "type")]
+    pub kind: ExportDefinitionType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportDefinitionType {
+    LogSpans,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    Jsonl,
+    Parquet,
+}
+
+impl From<RetentionConfig> for ProjectAutomationConfig {
+    fn from(c: RetentionConfig) -> Self {
+        Self::Retention {
+            object_type: c.object_type,
+            retention_days: c.retention_days,
+        }
+    }
+}
+
+impl ProjectAutomationConfig {
+    /// The retention policy this is, if it is one.
+    pub fn retention(&self) -> Option<RetentionConfig> {
+        match self {
+            Self::Retention {
+                object_type,
+                retention_days,
+            } => Some(RetentionConfig {
+                event_type: AutomationEvent::Retention,
+                object_type: *object_type,
+                retention_days: *retention_days,
+            }),
+            Self::BtqlExport { .. } => None,
+        }
+    }
+}
+
 /// Creates a project's automation, or returns the one of that name unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateProjectAutomation {
@@ -436,7 +510,26 @@ pub struct CreateProjectAutomation {
     /// 1 to 1024 characters.
     pub name: String,
     pub description: Option<String>,
-    pub config: RetentionConfig,
+    pub config: ProjectAutomationConfig,
+}
+
+/// One run of a scheduled export.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AutomationRun {
+    pub run: i64,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    pub started: String,
+    pub finished: Option<String>,
+    /// The rows exported are those with a version after this transaction...
+    pub from_xact: String,
+    /// ... up to this one.
+    pub to_xact: String,
+    pub rows: Option<i64>,
+    /// Where the export went (its folder or `s3://` prefix).
+    pub location: Option<String>,
+    pub export_id: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Creates an organization's automation (the default of every project without its own),
@@ -462,7 +555,8 @@ pub struct PatchAutomation {
     )]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
-    pub config: Option<RetentionConfig>,
+    /// An organization's automation takes a retention policy only.
+    pub config: Option<ProjectAutomationConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -473,7 +567,7 @@ pub struct ProjectAutomation {
     pub created: String,
     pub name: String,
     pub description: Option<String>,
-    pub config: RetentionConfig,
+    pub config: ProjectAutomationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -524,6 +524,13 @@ async fn open(settings: &Settings) -> Result<Services> {
         rows_written: Arc::default(),
         grouped_queries: Arc::default(),
         purge: Arc::default(),
+        exports: holdfast_services::export::ExportTargets {
+            dir: exports_dir(settings),
+            s3: match &settings.s3_bucket {
+                Some(_) => Some(Arc::new(s3_client(settings).context("the s3_* settings")?)),
+                None => None,
+            },
+        },
     };
     services
         .upgrade_access_control()
@@ -782,7 +789,7 @@ async fn export(action: ExportAction) -> Result<()> {
     use holdfast_services::export::{ExportRequest, Location, open_export};
     let location = |settings: &Settings, s3: bool, dir: Option<std::path::PathBuf>| {
         Ok::<_, anyhow::Error>(if s3 {
-            Location::S3(Box::new(s3_client(settings).context("--s3")?))
+            Location::S3(Arc::new(s3_client(settings).context("--s3")?))
         } else {
             Location::Dir(dir.unwrap_or_else(|| exports_dir(settings)))
         })
@@ -812,6 +819,7 @@ async fn export(action: ExportAction) -> Result<()> {
                 part_bytes,
                 format: holdfast_services::export::Format::parse(&format)
                     .context("--format is jsonl or parquet")?,
+                ..Default::default()
             };
             let done = services.export(&request, to).await?;
             let m = &done.manifest;

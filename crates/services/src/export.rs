@@ -130,7 +130,7 @@ pub enum Location {
     /// The folder that holds exports (`<dir>/<export id>/`).
     Dir(PathBuf),
     /// A bucket; exports live under `exports/<export id>/` inside the client's prefix.
-    S3(Box<S3>),
+    S3(std::sync::Arc<S3>),
 }
 
 impl Location {
@@ -167,8 +167,19 @@ impl Format {
     }
 }
 
+/// Where scheduled exports may go: the server's exports folder and, when the operator set
+/// one up, its bucket.
+#[derive(Clone, Default)]
+pub struct ExportTargets {
+    pub dir: PathBuf,
+    pub s3: Option<std::sync::Arc<S3>>,
+}
+
+#[derive(Default)]
 pub struct ExportRequest {
     pub org_name: String,
+    /// The organization by id (for a scheduled export), instead of `org_name`.
+    pub org_id: Option<String>,
     /// A project's name or id; the whole organization when `None`.
     pub project: Option<String>,
     /// Seal the data files (the default); `false` writes plain JSON Lines.
@@ -176,6 +187,14 @@ pub struct ExportRequest {
     pub part_bytes: usize,
     /// Of the rows files (projects and objects are always JSON Lines).
     pub format: Format,
+    /// Only the project's logs (no projects or objects files): a scheduled export.
+    pub logs_only: bool,
+    /// Only rows whose newest version is after this transaction.
+    pub since: Option<holdfast_core::xact::XactId>,
+    /// Read as of this transaction instead of the newest.
+    pub as_of: Option<holdfast_core::xact::XactId>,
+    /// The scheduled export this run belongs to (for the audit log).
+    pub automation: Option<String>,
 }
 
 /// What `export` wrote.
@@ -240,11 +259,9 @@ type Owner<'a> = (ObjectType, &'a str, &'a str);
 
 enum Target {
     /// The hidden folder the export is written to before it is renamed.
-    Dir {
-        partial: PathBuf,
-    },
+    Dir { partial: PathBuf },
     S3 {
-        s3: Box<S3>,
+        s3: std::sync::Arc<S3>,
         written: Vec<String>,
     },
 }
@@ -401,7 +418,10 @@ impl Services {
             return Err(ServiceError::bad("the part size must be at least one byte"));
         }
         let why = SystemPass::new("operator exports an organization");
-        let org_id = self.org_id_by_name(&req.org_name).await?;
+        let org_id = match &req.org_id {
+            Some(id) => id.clone(),
+            None => self.org_id_by_name(&req.org_name).await?,
+        };
         let org = system_org_lookup(&why, &org_id);
         let projects = match &req.project {
             Some(p) => vec![match self.store.find_project(&org, p).await? {
@@ -430,7 +450,10 @@ impl Services {
             .as_ref()
             .and_then(|_| projects.first())
             .map(|p| p.id.clone());
-        let as_of = self.store.readable_xact().await?;
+        let as_of = match req.as_of {
+            Some(x) => Some(x),
+            None => self.store.readable_xact().await?,
+        };
         self.audit
             .record_durable(NewAuditEntry {
                 at: self.now(),
@@ -440,8 +463,11 @@ impl Services {
                 action: "export".into(),
                 object_type: req.project.as_ref().map(|_| "project".into()),
                 object_id: project_id.clone(),
-                detail: json!({"by": "operator", "export_id": id, "to": location,
+                detail: json!({"by": if req.automation.is_some() { "automation" } else { "operator" },
+                               "automation_id": req.automation,
+                               "export_id": id, "to": location,
                                "encrypted": req.encrypt, "format": req.format.as_str(),
+                               "since_xact": req.since.map(|x| x.to_string()),
                                "as_of_xact": as_of.map(|x| x.to_string())}),
             })
             .await?;
@@ -570,14 +596,16 @@ impl Services {
         req: &ExportRequest,
     ) -> Result<Totals> {
         let org = system_org_lookup(why, org_id);
-        let mut part = w.part("projects.jsonl".into(), "projects", None)?;
-        for p in projects {
-            part.line(to_json(&project_json(p))?)?;
+        if !req.logs_only {
+            let mut part = w.part("projects.jsonl".into(), "projects", None)?;
+            for p in projects {
+                part.line(to_json(&project_json(p))?)?;
+            }
+            w.finish(part).await?;
         }
-        w.finish(part).await?;
         // Every object with rows: experiments, datasets and prompts, then each project's logs.
         let mut objects = Vec::new();
-        for p in projects {
+        for p in projects.iter().filter(|_| !req.logs_only) {
             for kind in [
                 ObjectType::Experiment,
                 ObjectType::Dataset,
@@ -608,15 +636,17 @@ impl Services {
                 objects.extend(listed);
             }
         }
-        let mut part = w.part("objects.jsonl".into(), "objects", None)?;
-        for o in &objects {
-            let mut v = to_json(&object_json(o))?;
-            if let Some(m) = v.as_object_mut() {
-                m.insert("object_type".into(), json!(o.kind.as_str()));
+        if !req.logs_only {
+            let mut part = w.part("objects.jsonl".into(), "objects", None)?;
+            for o in &objects {
+                let mut v = to_json(&object_json(o))?;
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("object_type".into(), json!(o.kind.as_str()));
+                }
+                part.line(v)?;
             }
-            part.line(v)?;
+            w.finish(part).await?;
         }
-        w.finish(part).await?;
         let targets = objects
             .iter()
             .map(|o| (o.project_id.as_str(), o.kind, o.id.as_str()))
@@ -637,11 +667,36 @@ impl Services {
                 limit: PAGE,
                 ..RowQuery::default()
             };
+            // Since a transaction: the rows changed since, when the store can list them.
+            let mut changed = match req.since {
+                Some(since) => self
+                    .store
+                    .rows_changed_since(&pass, since)
+                    .await?
+                    .map(std::collections::VecDeque::from),
+                None => None,
+            };
             loop {
-                let page = self.store.read_rows(&pass, &q).await?;
-                let done = (page.len() as i64) < PAGE;
+                let page = match changed.as_mut() {
+                    Some(ids) => {
+                        let n = ids.len().min(PAGE as usize);
+                        let chunk: Vec<String> = ids.drain(..n).collect();
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        self.store.read_row_ids(&pass, &chunk, Some(as_of)).await?
+                    }
+                    None => self.store.read_rows(&pass, &q).await?,
+                };
+                let done = match &changed {
+                    Some(ids) => ids.is_empty(),
+                    None => (page.len() as i64) < PAGE,
+                };
                 q.after_row_id = page.last().map(|r| r.row_id.clone());
                 for row in page {
+                    if req.since.is_some_and(|s| row.xact_id <= s) {
+                        continue;
+                    }
                     let p = match part.as_mut() {
                         Some(p) => p,
                         None => {

@@ -23,6 +23,7 @@ pub mod query;
 pub mod random;
 pub mod retention;
 pub mod s3;
+pub mod scheduled;
 pub mod secrets;
 pub mod vault;
 
@@ -156,6 +157,8 @@ pub struct Services {
     pub grouped_queries: Arc<GroupedQueries>,
     /// What the purge has done (for `/metrics`).
     pub purge: Arc<purge::PurgeStats>,
+    /// Where scheduled exports may write.
+    pub exports: export::ExportTargets,
 }
 
 /// Grouped queries answered since start, by how.
@@ -189,7 +192,7 @@ mod tests {
     /// Where the permission model is bypassed: operator commands, first start, and the
     /// server's background jobs, each with its reason. A user's request never makes a
     /// `SystemPass`; adding one here must be a deliberate change to this list.
-    const SYSTEM_PASSES: [&str; 24] = [
+    const SYSTEM_PASSES: [&str; 25] = [
         "an operator command",
         "appending to the audit log",
         "applying retention policies",
@@ -211,6 +214,7 @@ mod tests {
         "retiring a key-encryption key",
         "rotating an organization's data key",
         "rotating the key-encryption key",
+        "running scheduled exports",
         "upgrading organizations to access control",
         "verifying secrets",
         "verifying the audit log",

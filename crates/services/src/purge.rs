@@ -129,6 +129,10 @@ impl Services {
                 tracing::warn!(error = %e, "applying the retention policies failed; the next run tries again");
             }
         }
+        // Scheduled exports that are due, before the purge removes anything they would see.
+        if let Err(e) = self.run_scheduled_exports(holder).await {
+            tracing::warn!(error = %e, "running the scheduled exports failed; the next run tries again");
+        }
         let cutoff = format_timestamp(self.clock.now() - grace);
         let mut first = true;
         loop {

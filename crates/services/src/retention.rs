@@ -22,8 +22,8 @@
 use crate::{Result, ServiceError, Services};
 use holdfast_api::objects::{
     CreateOrgAutomation, CreateProjectAutomation, OrgAutomation, PatchAutomation,
-    ProjectAutomation, RetentionConfig, RetentionObjectType, RetentionPreview,
-    RetentionPreviewProject, RetentionPreviewRequest,
+    ProjectAutomation, ProjectAutomationConfig, RetentionConfig, RetentionObjectType,
+    RetentionPreview, RetentionPreviewProject, RetentionPreviewRequest,
 };
 use holdfast_core::authz::{
     Kind, ObjectPass, Permission, Principal, SystemPass, system_delete_pass, system_read_pass,
@@ -95,6 +95,13 @@ fn config_of(rec: &AutomationRecord) -> Result<RetentionConfig> {
 }
 
 pub fn project_automation_json(rec: &AutomationRecord) -> Result<ProjectAutomation> {
+    let config: ProjectAutomationConfig =
+        serde_json::from_value(rec.config.clone()).map_err(|e| {
+            ServiceError::Internal(format!(
+                "automation {} has a bad configuration: {e}",
+                rec.id
+            ))
+        })?;
     Ok(ProjectAutomation {
         id: rec.id.clone(),
         project_id: rec.project_id.clone().unwrap_or_default(),
@@ -102,7 +109,7 @@ pub fn project_automation_json(rec: &AutomationRecord) -> Result<ProjectAutomati
         created: rec.created.clone(),
         name: rec.name.clone(),
         description: rec.description.clone(),
-        config: config_of(rec)?,
+        config,
     })
 }
 
@@ -137,6 +144,16 @@ fn cutoff_of(now: OffsetDateTime, days: i64) -> OffsetDateTime {
     now - time::Duration::days(days)
 }
 
+/// An automation's event type, and the object type of a retention policy.
+fn kind_of(c: &ProjectAutomationConfig) -> (&'static str, Option<String>) {
+    match c {
+        ProjectAutomationConfig::Retention { object_type, .. } => {
+            ("retention", Some(object_type.as_str().into()))
+        }
+        ProjectAutomationConfig::BtqlExport { .. } => ("btql_export", None),
+    }
+}
+
 /// Where the automation routes act.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -164,7 +181,7 @@ impl Services {
         principal: &Principal,
         body: &CreateProjectAutomation,
     ) -> Result<AutomationRecord> {
-        check_config(&body.config)?;
+        self.check_project_config(&body.config)?;
         check_description(body.description.as_deref())?;
         let name = check_name(&body.name)?;
         let (_, pass) = self
@@ -198,7 +215,8 @@ impl Services {
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
         self.is_own_org(principal, body.org_name.as_deref()).await?;
-        let rec = self.new_automation(principal, name, body.description.clone(), &body.config)?;
+        let config = ProjectAutomationConfig::from(body.config);
+        let rec = self.new_automation(principal, name, body.description.clone(), &config)?;
         let made = self
             .store
             .create_automation(AutomationScope::Org(&pass), &rec)
@@ -227,21 +245,68 @@ impl Services {
         principal: &Principal,
         name: &str,
         description: Option<String>,
-        config: &RetentionConfig,
+        config: &ProjectAutomationConfig,
     ) -> Result<AutomationRecord> {
+        let (event_type, object_type) = kind_of(config);
         Ok(AutomationRecord {
             id: crate::random::uuid()?,
             org_id: principal.org_id.clone(),
             project_id: None,
             name: name.to_owned(),
             description,
-            event_type: "retention".into(),
-            object_type: Some(config.object_type.as_str().into()),
+            event_type: event_type.into(),
+            object_type,
             config: serde_json::to_value(config)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
             user_id: Some(principal.user_id.clone()).filter(|u| !u.is_empty()),
             created: self.now(),
         })
+    }
+
+    /// Checks a project automation's configuration: a retention policy's period; a scheduled
+    /// export's interval and destination.
+    fn check_project_config(&self, c: &ProjectAutomationConfig) -> Result<()> {
+        match c {
+            ProjectAutomationConfig::Retention { .. } => {
+                c.retention().map_or(Ok(()), |r| check_config(&r))
+            }
+            ProjectAutomationConfig::BtqlExport {
+                export_path,
+                interval_seconds,
+                ..
+            } => {
+                if !(60..=2_678_400).contains(interval_seconds) {
+                    return Err(ServiceError::field(
+                        "config.interval_seconds",
+                        "`interval_seconds` must be 60 to 2678400 (31 days)",
+                    ));
+                }
+                self.export_location(export_path).map(|_| ())
+            }
+        }
+    }
+
+    /// Where a scheduled export's `export_path` sends it: `local`, or the server's bucket.
+    pub(crate) fn export_location(&self, path: &str) -> Result<crate::export::Location> {
+        if path == "local" {
+            return Ok(crate::export::Location::Dir(self.exports.dir.clone()));
+        }
+        match &self.exports.s3 {
+            Some(s3) if path.trim_end_matches('/') == s3.url_prefix().trim_end_matches('/') => {
+                Ok(crate::export::Location::S3(s3.clone()))
+            }
+            Some(s3) => Err(ServiceError::field(
+                "config.export_path",
+                format!(
+                    "`export_path` must be `local` or this server's bucket, {}",
+                    s3.url_prefix()
+                ),
+            )),
+            None => Err(ServiceError::field(
+                "config.export_path",
+                "`export_path` must be `local`: this server has no bucket set up (s3_bucket)",
+            )),
+        }
     }
 
     /// `GET /v1/project_automation?project_id=` (read on the project) or
@@ -317,6 +382,43 @@ impl Services {
             .0)
     }
 
+    /// `GET /v1/project_automation/{id}/runs`: a scheduled export's runs, newest first.
+    pub async fn automation_runs(
+        &self,
+        principal: &Principal,
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<holdfast_store::RunRecord>> {
+        let (rec, _) = self
+            .automation_for(principal, Level::Project, id, Permission::Read)
+            .await?;
+        Ok(self
+            .store
+            .list_runs(&self.lookup(principal)?, &rec.id, limit)
+            .await?)
+    }
+
+    /// `POST /v1/project_automation/{id}/run`: the next purge run starts a run of this
+    /// scheduled export, whatever its interval.
+    pub async fn request_automation_run(&self, principal: &Principal, id: &str) -> Result<()> {
+        let (rec, scoped) = self
+            .automation_for(principal, Level::Project, id, Permission::Delete)
+            .await?;
+        let Scoped::Project(pass) = &scoped else {
+            return Err(ServiceError::NotFound("automation".into()));
+        };
+        if rec.event_type != "btql_export" {
+            return Err(ServiceError::Conflict(
+                "only a scheduled export (event_type btql_export) runs on request".into(),
+            ));
+        }
+        self.store.request_run(pass, id).await?;
+        principal
+            .trail
+            .change(json!({"requested_run": "project_automation", "id": id}));
+        Ok(())
+    }
+
     /// `PATCH /v1/{project,org}_automation/{id}`.
     pub async fn patch_automation(
         &self,
@@ -325,8 +427,18 @@ impl Services {
         id: &str,
         patch: &PatchAutomation,
     ) -> Result<AutomationRecord> {
-        if let Some(c) = &patch.config {
-            check_config(c)?;
+        match (&patch.config, level) {
+            (Some(c), Level::Project) => self.check_project_config(c)?,
+            (Some(c), Level::Org) => match c.retention() {
+                Some(r) => check_config(&r)?,
+                None => {
+                    return Err(ServiceError::field(
+                        "config.event_type",
+                        "an organization's automation is a retention policy",
+                    ));
+                }
+            },
+            (None, _) => {}
         }
         if let Some(d) = &patch.description {
             check_description(d.as_deref())?;
@@ -345,7 +457,9 @@ impl Services {
             rec.description.clone_from(d);
         }
         if let Some(c) = &patch.config {
-            rec.object_type = Some(c.object_type.as_str().into());
+            let (event_type, object_type) = kind_of(c);
+            rec.event_type = event_type.into();
+            rec.object_type = object_type;
             rec.config =
                 serde_json::to_value(c).map_err(|e| ServiceError::Internal(e.to_string()))?;
         }
@@ -862,6 +976,35 @@ impl Scoped {
         match self {
             Self::Project(p) => AutomationScope::Project(p),
             Self::Org(p) => AutomationScope::Org(p),
+        }
+    }
+}
+
+/// A stored run as the API shows it.
+pub fn run_json(r: &holdfast_store::RunRecord) -> holdfast_api::objects::AutomationRun {
+    let xact = |x: i64| XactIdText(x).to_string();
+    holdfast_api::objects::AutomationRun {
+        run: r.run,
+        status: r.status.clone(),
+        started: r.started.clone(),
+        finished: r.finished.clone(),
+        from_xact: xact(r.from_xact),
+        to_xact: xact(r.to_xact),
+        rows: r.rows,
+        location: r.location.clone(),
+        export_id: r.export_id.clone(),
+        error: r.error.clone(),
+    }
+}
+
+/// A stored transaction id in the SDKs' 19-digit form (`0` before the first write).
+struct XactIdText(i64);
+
+impl std::fmt::Display for XactIdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match holdfast_core::xact::XactId::from_i64(self.0) {
+            Some(x) => write!(f, "{x}"),
+            None => write!(f, "0"),
         }
     }
 }

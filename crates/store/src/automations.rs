@@ -210,7 +210,8 @@ impl Store {
         let done = with_pool!(&self.write, |p, DB| {
             sqlx::query(
                 "UPDATE automations SET name = $1, description = $2, object_type = $3, \
-                 config = $4 WHERE id = $5 AND org_id = $6 AND COALESCE(project_id, '') = $7",
+                 config = $4, event_type = $8 \
+                 WHERE id = $5 AND org_id = $6 AND COALESCE(project_id, '') = $7",
             )
             .bind(&rec.name)
             .bind(&rec.description)
@@ -219,6 +220,7 @@ impl Store {
             .bind(&rec.id)
             .bind(org_id)
             .bind(project_id.unwrap_or(""))
+            .bind(&rec.event_type)
             .execute(p)
             .await
             .map(|d| d.rows_affected())
@@ -241,16 +243,25 @@ impl Store {
     pub async fn delete_automation(&self, scope: AutomationScope<'_>, id: &str) -> Result<()> {
         let (org_id, project_id) = scope.check()?;
         let done = with_pool!(&self.write, |p, DB| {
-            sqlx::query(
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
                 "DELETE FROM automations WHERE id = $1 AND org_id = $2 \
                  AND COALESCE(project_id, '') = $3",
             )
             .bind(id)
             .bind(org_id)
             .bind(project_id.unwrap_or(""))
-            .execute(p)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if n > 0 {
+                sqlx::query("DELETE FROM automation_runs WHERE automation_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n
         });
         if done == 0 {
             return Err(StoreError::NotFound("automation"));
@@ -392,6 +403,197 @@ impl Store {
             .rows_affected()
                 == 1
         }))
+    }
+}
+
+/// One run of a scheduled export, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub automation_id: String,
+    pub run: i64,
+    pub status: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub from_xact: i64,
+    pub to_xact: i64,
+    pub rows: Option<i64>,
+    pub location: Option<String>,
+    pub export_id: Option<String>,
+    pub error: Option<String>,
+}
+
+type RunRow = (
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+const RUN_COLUMNS: &str = "automation_id, run, status, started, finished, from_xact, to_xact, \
+                           rows, location, export_id, error";
+
+fn run_record(r: RunRow) -> RunRecord {
+    RunRecord {
+        automation_id: r.0,
+        run: r.1,
+        status: r.2,
+        started: r.3,
+        finished: r.4,
+        from_xact: r.5,
+        to_xact: r.6,
+        rows: r.7,
+        location: r.8,
+        export_id: r.9,
+        error: r.10,
+    }
+}
+
+impl Store {
+    /// Every scheduled export of every organization, with whether a run was asked for.
+    pub async fn export_automations(
+        &self,
+        _why: &SystemPass,
+    ) -> Result<Vec<(AutomationRecord, bool)>> {
+        let rows: Vec<(String, bool)> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(
+                "SELECT id, run_requested FROM automations WHERE event_type = 'btql_export' \
+                 ORDER BY id",
+            )
+            .fetch_all(p)
+            .await?
+        });
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, requested) in rows {
+            let row: Option<Row> = with_pool!(&self.read, |p, DB| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM automations WHERE id = $1"
+                )))
+                .bind(&id)
+                .fetch_optional(p)
+                .await?
+            });
+            if let Some(r) = row {
+                out.push((record(r)?, requested));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks for a run of a project's scheduled export at the next lifecycle run.
+    pub async fn request_run(&self, pass: &ProjectPass, id: &str) -> Result<()> {
+        require_write(pass.permission())?;
+        let done = with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "UPDATE automations SET run_requested = TRUE WHERE id = $1 AND org_id = $2 \
+                 AND project_id = $3 AND event_type = 'btql_export'",
+            )
+            .bind(id)
+            .bind(pass.org_id())
+            .bind(pass.project_id())
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 {
+            return Err(StoreError::NotFound("scheduled export"));
+        }
+        Ok(())
+    }
+
+    /// The latest run of an automation.
+    pub async fn last_run(
+        &self,
+        _why: &SystemPass,
+        automation_id: &str,
+    ) -> Result<Option<RunRecord>> {
+        let row: Option<RunRow> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM automation_runs WHERE automation_id = $1 \
+                 ORDER BY run DESC LIMIT 1"
+            )))
+            .bind(automation_id)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(run_record))
+    }
+
+    /// Records a run as started (or started again, after a stop), and clears the request
+    /// for one.
+    pub async fn begin_run(&self, _why: &SystemPass, run: &RunRecord) -> Result<()> {
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO automation_runs (automation_id, run, status, started, from_xact, \
+                 to_xact) VALUES ($1, $2, 'running', $3, $4, $5) \
+                 ON CONFLICT (automation_id, run) DO UPDATE SET status = 'running', \
+                 started = $3, finished = NULL, error = NULL",
+            )
+            .bind(&run.automation_id)
+            .bind(run.run)
+            .bind(&run.started)
+            .bind(run.from_xact)
+            .bind(run.to_xact)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE automations SET run_requested = FALSE WHERE id = $1")
+                .bind(&run.automation_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Records how a run ended.
+    pub async fn end_run(&self, _why: &SystemPass, run: &RunRecord) -> Result<()> {
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "UPDATE automation_runs SET status = $1, finished = $2, rows = $3, location = $4, \
+                 export_id = $5, error = $6 WHERE automation_id = $7 AND run = $8",
+            )
+            .bind(&run.status)
+            .bind(&run.finished)
+            .bind(run.rows)
+            .bind(&run.location)
+            .bind(&run.export_id)
+            .bind(&run.error)
+            .bind(&run.automation_id)
+            .bind(run.run)
+            .execute(p)
+            .await?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// An automation's runs, newest first, at most `limit` (the caller checked access to
+    /// the automation).
+    pub async fn list_runs(
+        &self,
+        pass: &OrgPass,
+        automation_id: &str,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>> {
+        let rows: Vec<RunRow> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM automation_runs r WHERE automation_id = $1 \
+                 AND EXISTS (SELECT 1 FROM automations a WHERE a.id = r.automation_id \
+                 AND a.org_id = $2) ORDER BY run DESC LIMIT $3"
+            )))
+            .bind(automation_id)
+            .bind(pass.org_id())
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(run_record).collect())
     }
 }
 

@@ -202,6 +202,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("automations.sql"),
         include_str!("automations.sql"),
     ),
+    (
+        19,
+        include_str!("automation_runs.sql"),
+        include_str!("automation_runs.sql"),
+    ),
 ];
 
 impl Store {

@@ -787,6 +787,14 @@ impl Store {
                 return Ok(false);
             }
             forget_grants!(tx, org_id, project_id);
+            sqlx::query(
+                "DELETE FROM automation_runs WHERE automation_id IN \
+                 (SELECT id FROM automations WHERE org_id = $1 AND project_id = $2)",
+            )
+            .bind(org_id)
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM automations WHERE org_id = $1 AND project_id = $2")
                 .bind(org_id)
                 .bind(project_id)

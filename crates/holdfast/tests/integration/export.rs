@@ -4,7 +4,7 @@
 //! refused; to a bucket with server-side encryption; rows as Parquet, read back by pyarrow
 //! and duckdb.
 
-use crate::harness::{Backend, Server, backends};
+use crate::harness::{Backend, Server, assert_error, backends};
 use crate::secrets::{contains, files, id};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -640,6 +640,169 @@ async fn export_to_s3() {
     assert!(lines(&to).iter().any(|(_, v)| v["input"] == SENTENCE));
 }
 
+/// The rows of an export's JSON Lines files under `rows/`, by id.
+fn exported_ids(dir: &std::path::Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for f in crate::secrets::files(&dir.join("rows")) {
+        if f.extension().is_some_and(|e| e == "jsonl") {
+            for line in std::fs::read_to_string(&f).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                ids.push(v["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+/// A scheduled export of a project's logs (`project_automation` with `event_type:
+/// "btql_export"`): checked when made; its first run exports every row, the next only the
+/// rows written or changed since (by transaction id), one with nothing new exports nothing;
+/// a run stopped halfway (left `running`) is done again over the same range; every run is
+/// in the history with its range, rows and place.
+async fn scheduled_exports(backend: Backend) {
+    let server = Server::start_with(
+        backend,
+        &[
+            ("HOLDFAST_PURGE_INTERVAL_SECS", "1"),
+            ("HOLDFAST_METRICS_TOKEN", "export-test"),
+        ],
+    )
+    .await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "shipped"})))
+        .await);
+    let log = |ids: &[&str], text: &str| {
+        json!({"rows": ids.iter().map(|i| json!({"id": i, "project_id": p, "log_id": "g",
+                                                  "input": text})).collect::<Vec<_>>()})
+    };
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(log(&["a1", "a2", "a3", "a4", "a5"], "first")),
+        )
+        .await;
+    let config = |path: &str, interval: i64, kind: &str| {
+        json!({"event_type": "btql_export", "export_definition": {"type": kind},
+               "export_path": path, "format": "jsonl", "interval_seconds": interval,
+               "encrypt": false})
+    };
+    for (bad, field) in [
+        (config("/etc", 3600, "log_spans"), "export_path"),
+        (config("s3://elsewhere/x", 3600, "log_spans"), "export_path"),
+        (config("local", 5, "log_spans"), "interval_seconds"),
+        (config("local", 3600, "btql_query"), "expected `log_spans`"),
+    ] {
+        let (s, b) = server
+            .call(
+                "POST",
+                "/v1/project_automation",
+                Some(&server.key),
+                Some(json!({"project_id": p, "name": "bad", "config": bad})),
+            )
+            .await;
+        assert!(s == 400 && b.to_string().contains(field), "{s} {b}");
+    }
+    let made = server
+        .ok(
+            "POST",
+            "/v1/project_automation",
+            Some(json!({"project_id": p, "name": "hourly", "config": config("local", 3600, "log_spans")})),
+        )
+        .await;
+    assert_eq!(made["config"]["event_type"], json!("btql_export"), "{made}");
+    let a = id(&made);
+    let runs_path = format!("/v1/project_automation/{a}/runs");
+    // Waits until run `n` is done; returns the runs, newest first.
+    let done = |n: i64| {
+        let server = &server;
+        let runs_path = runs_path.clone();
+        async move {
+            for _ in 0..300 {
+                let runs = server.ok("GET", &runs_path, None).await;
+                let list = runs["objects"].as_array().unwrap().clone();
+                if list
+                    .first()
+                    .is_some_and(|r| r["run"] == n && r["status"] == "done")
+                {
+                    return list;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!(
+                "run {n} did not finish: {}",
+                server.ok("GET", &runs_path, None).await
+            );
+        }
+    };
+    let exports = server.data_dir().join("exports");
+    let first = done(1).await;
+    assert_eq!(first[0]["rows"], json!(5), "{first:?}");
+    let dir = exports.join(first[0]["export_id"].as_str().unwrap());
+    assert_eq!(exported_ids(&dir), ["a1", "a2", "a3", "a4", "a5"]);
+    // New rows and a changed one: only they go in the next run.
+    server
+        .ok("POST", "/logs3", Some(log(&["b1", "b2"], "second")))
+        .await;
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "a1", "project_id": p, "log_id": "g",
+                                  "output": "changed", "_is_merge": true}]})),
+        )
+        .await;
+    server
+        .ok("POST", &format!("/v1/project_automation/{a}/run"), None)
+        .await;
+    let second = done(2).await;
+    assert_eq!(second[0]["rows"], json!(3), "{second:?}");
+    assert_eq!(second[0]["from_xact"], first[0]["to_xact"]);
+    let dir2 = exports.join(second[0]["export_id"].as_str().unwrap());
+    assert_eq!(exported_ids(&dir2), ["a1", "b1", "b2"]);
+    // Run 2 stopped halfway: it is done again, over the same range.
+    server
+        .execute_sql(&format!(
+            "UPDATE automation_runs SET status = 'running', finished = NULL, rows = NULL \
+             WHERE automation_id = '{a}' AND run = 2"
+        ))
+        .await;
+    let again = done(2).await;
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0]["rows"], json!(3));
+    assert_eq!(
+        (again[0]["from_xact"].clone(), again[0]["to_xact"].clone()),
+        (second[0]["from_xact"].clone(), second[0]["to_xact"].clone())
+    );
+    // Nothing new: a run exports nothing.
+    server
+        .ok("POST", &format!("/v1/project_automation/{a}/run"), None)
+        .await;
+    let third = done(3).await;
+    assert_eq!(third[0]["rows"], json!(0), "{third:?}");
+    // A retention policy does not run on request.
+    let retention = server
+        .ok(
+            "POST",
+            "/v1/project_automation",
+            Some(
+                json!({"project_id": p, "name": "keep", "config": {"event_type": "retention",
+                        "object_type": "project_logs", "retention_days": 30}}),
+            ),
+        )
+        .await;
+    let (s, b) = server
+        .call(
+            "POST",
+            &format!("/v1/project_automation/{}/run", id(&retention)),
+            Some(&server.key),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict");
+}
+
 /// What an export killed halfway leaves (`.<id>.partial/`, unchanged for over an hour) is
 /// removed when the server starts; a partial export still being written and finished exports
 /// stay.
@@ -678,5 +841,5 @@ async fn orphaned_partial_exports_are_removed() {
 
 mod run {
     use super::backends;
-    on_all_backends!(exports, parquet_exports);
+    on_all_backends!(exports, parquet_exports, scheduled_exports);
 }

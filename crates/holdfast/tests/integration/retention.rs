@@ -219,13 +219,19 @@ async fn policies_expire_old_data(backend: Backend) {
         assert!(b.to_string().contains("retention_days"), "{why}: {b}");
     }
     let (s, b) = create(json!({"project_id": p, "name": "bad", "config": {
-        "event_type": "btql_export", "object_type": "project_logs", "retention_days": 3}}))
+        "event_type": "alert", "object_type": "project_logs", "retention_days": 3}}))
     .await;
-    assert!(s == 400 && b.to_string().contains("event_type"), "{s} {b}");
+    assert!(
+        s == 400 && b.to_string().contains("unknown variant `alert`"),
+        "{s} {b}"
+    );
     let (s, b) = create(json!({"project_id": p, "name": "bad",
                                "config": policy("prompt", 3)}))
     .await;
-    assert!(s == 400 && b.to_string().contains("object_type"), "{s} {b}");
+    assert!(
+        s == 400 && b.to_string().contains("unknown variant `prompt`"),
+        "{s} {b}"
+    );
     let (s, b) = create(json!({"project_id": "00000000-0000-0000-0000-000000000000",
                                "name": "x", "config": policy("project_logs", 3)}))
     .await;

@@ -7,12 +7,12 @@ use axum::Json;
 use axum::extract::State;
 use holdfast_api::ObjectList;
 use holdfast_api::objects::{
-    CreateOrgAutomation, CreateProjectAutomation, OrgAutomation, OrgAutomationListQuery,
-    PatchAutomation, ProjectAutomation, ProjectAutomationListQuery, RetentionPreview,
-    RetentionPreviewRequest,
+    AutomationRun, CreateOrgAutomation, CreateProjectAutomation, OrgAutomation,
+    OrgAutomationListQuery, PatchAutomation, ProjectAutomation, ProjectAutomationListQuery,
+    RetentionPreview, RetentionPreviewRequest,
 };
 use holdfast_services::ServiceError;
-use holdfast_services::retention::{Level, org_automation_json, project_automation_json};
+use holdfast_services::retention::{Level, org_automation_json, project_automation_json, run_json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -27,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             delete_project_automation
         ))
         .routes(routes!(preview_project_automation))
+        .routes(routes!(project_automation_runs))
+        .routes(routes!(run_project_automation))
         .routes(routes!(list_org_automations, create_org_automation))
         .routes(routes!(
             get_org_automation,
@@ -134,6 +136,43 @@ async fn delete_project_automation(
         .delete_automation(&p, Level::Project, &id)
         .await?;
     Ok(Json(project_automation_json(&rec)?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RunsQuery {
+    /// At most this many (1 to 1000), newest first.
+    limit: Option<i64>,
+}
+
+/// A scheduled export's runs, newest first: status, the transaction range each exported,
+/// rows, where it went.
+#[utoipa::path(get, path = "/v1/project_automation/{id}/runs", tag = "automations",
+    params(("id" = String, Path), RunsQuery),
+    responses((status = 200, body = ObjectList<AutomationRun>)))]
+async fn project_automation_runs(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+    Params(q): Params<RunsQuery>,
+) -> Reply<ObjectList<AutomationRun>> {
+    let limit = list_limit(q.limit)?;
+    let runs = s.services.automation_runs(&p, &id, limit).await?;
+    Ok(Json(runs.iter().map(run_json).collect::<Vec<_>>().into()))
+}
+
+/// Asks for a run of a scheduled export now (at the server's next purge run), whatever its
+/// interval.
+#[utoipa::path(post, path = "/v1/project_automation/{id}/run", tag = "automations",
+    params(("id" = String, Path)),
+    responses((status = 200, body = holdfast_api::StatusReply)))]
+async fn run_project_automation(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+) -> Reply<holdfast_api::StatusReply> {
+    s.services.request_automation_run(&p, &id).await?;
+    Ok(Json(holdfast_api::StatusReply::success()))
 }
 
 /// What a project's retention policy would delete if it were saved now (changes nothing).
