@@ -633,3 +633,48 @@ pub struct RetentionPreviewProject {
     pub rows: u64,
     pub objects: u64,
 }
+
+/// Starts an export of the organization, or of one project, in the background.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct StartExport {
+    /// One project (by id); the whole organization when absent.
+    pub project_id: Option<String>,
+    /// Of the rows files: `jsonl` (the default) or `parquet`.
+    pub format: Option<ExportFormat>,
+}
+
+/// An export started through the API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportJob {
+    pub id: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    pub created: String,
+    pub finished: Option<String>,
+    pub project_id: Option<String>,
+    pub format: String,
+    pub rows: Option<i64>,
+    pub error: Option<String>,
+    /// When done: every file, each with a download link signed for a limited time.
+    pub files: Vec<ExportJobFile>,
+    /// When the links stop working (ask again for new ones).
+    pub links_expire: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportJobFile {
+    pub path: String,
+    /// `projects`, `objects` or `rows`.
+    pub contents: String,
+    pub records: u64,
+    /// Unauthenticated: whoever holds it until it expires may download the file (opened,
+    /// JSON Lines or Parquet).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportListQuery {
+    /// At most this many (1 to 1000), newest first.
+    pub limit: Option<i64>,
+}

@@ -115,10 +115,12 @@ pub enum Kind {
     OrgMember,
     OrgAuditLogs,
     AiSecret,
+    /// Starting exports of the organization's data through the API, and downloading them.
+    OrgExport,
 }
 
 impl Kind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Organization,
         Self::Project,
         Self::Experiment,
@@ -130,6 +132,7 @@ impl Kind {
         Self::OrgMember,
         Self::OrgAuditLogs,
         Self::AiSecret,
+        Self::OrgExport,
     ];
     /// Projects and everything that lives in them.
     pub const DATA: [Self; 5] = [
@@ -153,6 +156,7 @@ impl Kind {
             Self::OrgMember => "org_member",
             Self::OrgAuditLogs => "org_audit_logs",
             Self::AiSecret => "ai_secret",
+            Self::OrgExport => "org_export",
         }
     }
 

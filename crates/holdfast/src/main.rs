@@ -553,6 +553,17 @@ async fn serve(settings: Settings) -> Result<()> {
         tracing::warn!("AUTHORIZATION IS DISABLED in this benchmark build");
     }
     let services = open(&settings).await?;
+    let interrupted = if settings.database_url.is_none() {
+        services.fail_interrupted_exports().await?
+    } else {
+        0
+    };
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "exports started through the API were running when the server stopped: failed"
+        );
+    }
     if !services.is_initialized().await? {
         let key = services.create_org("default", "admin@localhost").await?;
         let base = settings.public_url.clone().unwrap_or_else(|| {

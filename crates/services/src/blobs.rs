@@ -504,7 +504,9 @@ impl BlobStore {
 
 /// Hands what is written to it to a download, a piece at a time; fails once the download is
 /// gone.
-struct ChannelWriter(tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, String>>);
+pub(crate) struct ChannelWriter(
+    pub(crate) tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, String>>,
+);
 
 impl Write for ChannelWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -799,6 +799,55 @@ async fn export_key(kms: &AnyKms, m: &Manifest) -> Result<Option<DataKey>> {
     Ok(Some(key))
 }
 
+/// The authenticated manifest of a sealed export in `dir`.
+pub async fn verified_manifest(kms: &AnyKms, dir: &Path, id: &str) -> Result<Manifest> {
+    path_safe(id).map_err(|_| ServiceError::bad(format!("{id:?} is not an export id")))?;
+    let from = Location::Dir(dir.to_path_buf());
+    let manifest = parse_manifest(&read_file(&from, id, "manifest.json").await?, id)?;
+    crate::manifest_auth::verify(kms, &manifest, &key_context(id), false).await?;
+    Ok(manifest)
+}
+
+/// One file of a sealed export in `dir`, opened a segment at a time into the returned
+/// channel (memory stays one segment however large the file), with its content type. Each
+/// segment is authenticated as it is opened; an altered file ends the stream with an error.
+pub async fn stream_file(
+    kms: &AnyKms,
+    dir: &Path,
+    id: &str,
+    path: &str,
+) -> Result<(
+    &'static str,
+    tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>,
+)> {
+    let manifest = verified_manifest(kms, dir, id).await?;
+    let entry = manifest
+        .files
+        .iter()
+        .find(|f| f.path == path && inside(path))
+        .ok_or_else(|| ServiceError::NotFound("export file".into()))?;
+    let key = export_key(kms, &manifest)
+        .await?
+        .ok_or_else(|| ServiceError::bad("a plaintext export is not served for download"))?;
+    let content_type = if entry.path.ends_with(".parquet.enc") {
+        "application/vnd.apache.parquet"
+    } else {
+        "application/x-ndjson"
+    };
+    let file =
+        std::fs::File::open(dir.join(id).join(&entry.path)).map_err(|e| io_err(&entry.path, e))?;
+    let label = label(id, &entry.path);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = crate::blobs::ChannelWriter(tx.clone());
+        let reader = std::io::BufReader::with_capacity(1 << 16, file);
+        if holdfast_crypto::stream::open_to(&key, &label, reader, &mut out).is_err() {
+            let _ = tx.blocking_send(Err("the export file does not open (altered?)".into()));
+        }
+    });
+    Ok((content_type, rx))
+}
+
 /// A manifest path is relative and stays inside the export.
 fn inside(path: &str) -> bool {
     !path.starts_with('/')

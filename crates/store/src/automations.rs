@@ -597,6 +597,164 @@ impl Store {
     }
 }
 
+/// An export started through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiExportRecord {
+    pub id: String,
+    pub org_id: String,
+    pub project_id: Option<String>,
+    pub user_id: Option<String>,
+    pub format: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    pub created: String,
+    pub finished: Option<String>,
+    pub export_id: Option<String>,
+    pub rows: Option<i64>,
+    pub error: Option<String>,
+}
+
+type ApiExportRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+
+const API_EXPORT_COLUMNS: &str = "id, org_id, project_id, user_id, format, status, created, \
+                                  finished, export_id, rows, error";
+
+fn api_export(r: ApiExportRow) -> ApiExportRecord {
+    ApiExportRecord {
+        id: r.0,
+        org_id: r.1,
+        project_id: r.2,
+        user_id: r.3,
+        format: r.4,
+        status: r.5,
+        created: r.6,
+        finished: r.7,
+        export_id: r.8,
+        rows: r.9,
+        error: r.10,
+    }
+}
+
+impl Store {
+    /// Records an export started through the API (a pass carrying `create` on exports); a
+    /// conflict while another export of the organization, started after `stale_before`, runs
+    /// (one started before is taken for a replica that stopped).
+    pub async fn insert_api_export(
+        &self,
+        pass: &OrgPass,
+        rec: &ApiExportRecord,
+        stale_before: &str,
+    ) -> Result<()> {
+        require_grant(pass, Permission::Create, Kind::OrgExport)?;
+        let inserted = with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "INSERT INTO api_exports (id, org_id, project_id, user_id, format, status, created) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS \
+                 (SELECT 1 FROM api_exports WHERE org_id = $2 AND status = 'running' \
+                  AND created > $8)",
+            )
+            .bind(&rec.id)
+            .bind(pass.org_id())
+            .bind(&rec.project_id)
+            .bind(&rec.user_id)
+            .bind(&rec.format)
+            .bind(&rec.status)
+            .bind(&rec.created)
+            .bind(stale_before)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 0 {
+            return Err(StoreError::Conflict(
+                "an export of this organization is running; wait until it ends".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records how an export ended (the server's own bookkeeping).
+    pub async fn finish_api_export(&self, _why: &SystemPass, rec: &ApiExportRecord) -> Result<()> {
+        with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "UPDATE api_exports SET status = $1, finished = $2, export_id = $3, rows = $4, \
+                 error = $5 WHERE id = $6",
+            )
+            .bind(&rec.status)
+            .bind(&rec.finished)
+            .bind(&rec.export_id)
+            .bind(rec.rows)
+            .bind(&rec.error)
+            .bind(&rec.id)
+            .execute(p)
+            .await?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Exports still `running` when a server starts were stopped with it: failed.
+    pub async fn fail_running_api_exports(&self, _why: &SystemPass, now: &str) -> Result<u64> {
+        Ok(with_pool!(&self.write, |p, DB| {
+            sqlx::query(
+                "UPDATE api_exports SET status = 'failed', finished = $1, \
+                 error = 'the server stopped during the export; start it again' \
+                 WHERE status = 'running'",
+            )
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// One export of the organization (a pass carrying `read` on exports).
+    pub async fn get_api_export(&self, pass: &OrgPass, id: &str) -> Result<ApiExportRecord> {
+        require_grant(pass, Permission::Read, Kind::OrgExport)?;
+        let row: Option<ApiExportRow> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {API_EXPORT_COLUMNS} FROM api_exports WHERE id = $1 AND org_id = $2"
+            )))
+            .bind(id)
+            .bind(pass.org_id())
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(api_export).ok_or(StoreError::NotFound("export"))
+    }
+
+    /// The organization's exports, newest first.
+    pub async fn list_api_exports(
+        &self,
+        pass: &OrgPass,
+        limit: i64,
+    ) -> Result<Vec<ApiExportRecord>> {
+        require_grant(pass, Permission::Read, Kind::OrgExport)?;
+        let rows: Vec<ApiExportRow> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {API_EXPORT_COLUMNS} FROM api_exports WHERE org_id = $1 \
+                 ORDER BY created DESC, id LIMIT $2"
+            )))
+            .bind(pass.org_id())
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(api_export).collect())
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

@@ -207,6 +207,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("automation_runs.sql"),
         include_str!("automation_runs.sql"),
     ),
+    (
+        20,
+        include_str!("api_exports.sql"),
+        include_str!("api_exports.sql"),
+    ),
 ];
 
 impl Store {

@@ -39,7 +39,7 @@ pub use access::{
     AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
     parse_member_permission,
 };
-pub use automations::{AutomationRecord, AutomationScope, RunRecord};
+pub use automations::{ApiExportRecord, AutomationRecord, AutomationScope, RunRecord};
 pub use backup::{snapshot_sqlite, table_counts};
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};

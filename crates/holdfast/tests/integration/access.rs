@@ -822,6 +822,21 @@ fn cases(w: &World) -> Vec<Case> {
         Fresh::None,
         "200 200 403 404 404 404 403 401 401 404 401",
     );
+    // Exports through the API: Owners (or a grant on org_export).
+    add(
+        "GET",
+        "/v1/export".into(),
+        None,
+        Fresh::None,
+        org_admin_read,
+    );
+    add(
+        "POST",
+        "/v1/export".into(),
+        Some(json!({"project_id": pb})),
+        Fresh::None,
+        "200 403 403 403 403 403 403 401 401 404 401",
+    );
     add(
         "GET",
         "/v1/org_automation".into(),

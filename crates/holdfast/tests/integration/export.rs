@@ -803,6 +803,119 @@ async fn scheduled_exports(backend: Backend) {
     assert_error(s, &b, 409, "conflict");
 }
 
+/// Exports through the API: started by an Owner, or by a member granted `create` on
+/// `org_export` (refused before, like reading them without `read`); one at a time per
+/// organization; once done, each file downloads, opened, from its signed link (whose
+/// tampering is refused) and holds the rows; downloads are audited.
+async fn api_exports(backend: Backend) {
+    let server = Server::start(backend).await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "exported"})))
+        .await);
+    let rows: Vec<Value> = (0..120)
+        .map(|i| json!({"id": format!("r{i}"), "project_id": p, "log_id": "g", "input": i}))
+        .collect();
+    server
+        .ok("POST", "/logs3", Some(json!({ "rows": rows })))
+        .await;
+    let org = id(&server.ok("GET", "/v1/organization", None).await["objects"][0]);
+    let engineer = server.member_key("eng@example.test", "Engineers");
+    let as_engineer = |method: &'static str, path: String, body: Option<Value>| {
+        let server = &server;
+        let key = engineer.clone();
+        async move { server.call(method, &path, Some(&key), body).await }
+    };
+    let (s, b) = as_engineer("POST", "/v1/export".into(), Some(json!({}))).await;
+    assert_error(s, &b, 403, "forbidden");
+    // One export at a time: another that is running holds the organization's turn.
+    server
+        .execute_sql(&format!(
+            "INSERT INTO api_exports (id, org_id, format, status, created) \
+             VALUES ('other', '{org}', 'jsonl', 'running', '{}')",
+            crate::access::in_seconds(0)
+        ))
+        .await;
+    let (s, b) = server
+        .call("POST", "/v1/export", Some(&server.key), Some(json!({})))
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    server
+        .execute_sql("DELETE FROM api_exports WHERE id = 'other'")
+        .await;
+    // A grant lets the engineer start and read exports.
+    let users = server.ok("GET", "/v1/user", None).await;
+    let eng_id = users["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "eng@example.test")
+        .map(id)
+        .unwrap();
+    for permission in ["create", "read"] {
+        server
+            .ok(
+                "POST",
+                "/v1/acl",
+                Some(
+                    json!({"object_type": "organization", "object_id": org, "user_id": eng_id,
+                            "permission": permission, "restrict_object_type": "org_export"}),
+                ),
+            )
+            .await;
+    }
+    let (s, started) = as_engineer(
+        "POST",
+        "/v1/export".into(),
+        Some(json!({"project_id": p, "format": "jsonl"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{started}");
+    assert_eq!(started["status"], json!("running"));
+    let job_path = format!("/v1/export/{}", id(&started));
+    let mut job = Value::Null;
+    for _ in 0..300 {
+        job = as_engineer("GET", job_path.clone(), None).await.1;
+        if job["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["status"], json!("done"), "{job}");
+    assert_eq!(job["rows"], json!(120));
+    let files = job["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{job}");
+    let mut ids = Vec::new();
+    let http = crate::harness::client();
+    for f in files {
+        let url = f["url"].as_str().unwrap();
+        let got = http.get(url).send().await.unwrap();
+        assert_eq!(got.status(), 200, "{url}");
+        let text = got.text().await.unwrap();
+        if f["contents"] == "rows" {
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                ids.push(v["id"].as_str().unwrap().to_owned());
+            }
+        }
+        // A link altered in any way does not download.
+        let tampered = format!("{}x", url);
+        assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
+    }
+    ids.sort();
+    let mut want: Vec<String> = (0..120).map(|i| format!("r{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let listed = server.ok("GET", "/v1/export", None).await;
+    assert_eq!(listed["objects"].as_array().unwrap().len(), 1, "{listed}");
+    let downloads = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(action, ..)| action == "export_download")
+        .count();
+    assert_eq!(downloads, files.len());
+}
+
 /// What an export killed halfway leaves (`.<id>.partial/`, unchanged for over an hour) is
 /// removed when the server starts; a partial export still being written and finished exports
 /// stay.
@@ -841,5 +954,5 @@ async fn orphaned_partial_exports_are_removed() {
 
 mod run {
     use super::backends;
-    on_all_backends!(exports, parquet_exports, scheduled_exports);
+    on_all_backends!(exports, parquet_exports, scheduled_exports, api_exports);
 }

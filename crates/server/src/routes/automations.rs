@@ -1,15 +1,16 @@
-//! Automations: retention policies of a project (`/v1/project_automation`) and the
-//! organization's defaults (`/v1/org_automation`), with their previews.
+//! Automations: retention policies and scheduled exports of a project
+//! (`/v1/project_automation`) and the organization's default policies (`/v1/org_automation`),
+//! with their previews and runs; and exports started through the API (`/v1/export`).
 
-use crate::extract::{Authed, Checked, Id, Params};
+use crate::extract::{Authed, BaseUrl, Checked, CheckedOrEmpty, Id, Params};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::State;
 use holdfast_api::ObjectList;
 use holdfast_api::objects::{
-    AutomationRun, CreateOrgAutomation, CreateProjectAutomation, OrgAutomation,
-    OrgAutomationListQuery, PatchAutomation, ProjectAutomation, ProjectAutomationListQuery,
-    RetentionPreview, RetentionPreviewRequest,
+    AutomationRun, CreateOrgAutomation, CreateProjectAutomation, ExportJob, ExportListQuery,
+    OrgAutomation, OrgAutomationListQuery, PatchAutomation, ProjectAutomation,
+    ProjectAutomationListQuery, RetentionPreview, RetentionPreviewRequest, StartExport,
 };
 use holdfast_services::ServiceError;
 use holdfast_services::retention::{Level, org_automation_json, project_automation_json, run_json};
@@ -36,6 +37,80 @@ pub fn router() -> OpenApiRouter<AppState> {
             delete_org_automation
         ))
         .routes(routes!(preview_org_automation))
+        .routes(routes!(list_exports, start_export))
+        .routes(routes!(get_export))
+}
+
+/// Routes without a key: the signed export downloads.
+pub fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(download_export))
+}
+
+/// Starts an export of the organization, or of one project, in the background (`create` on
+/// `org_export`: Owners, or a grant); one at a time per organization (409 while one runs).
+#[utoipa::path(post, path = "/v1/export", tag = "exports", request_body = StartExport,
+    responses((status = 200, body = ExportJob)))]
+async fn start_export(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    CheckedOrEmpty(b): CheckedOrEmpty<StartExport>,
+) -> Reply<ExportJob> {
+    Ok(Json(s.services.start_api_export(&p, &b).await?))
+}
+
+/// The organization's exports started through the API, newest first (`read` on
+/// `org_export`).
+#[utoipa::path(get, path = "/v1/export", tag = "exports", params(ExportListQuery),
+    responses((status = 200, body = ObjectList<ExportJob>)))]
+async fn list_exports(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Params(q): Params<ExportListQuery>,
+) -> Reply<ObjectList<ExportJob>> {
+    let limit = list_limit(q.limit)?;
+    Ok(Json(s.services.api_exports(&p, limit).await?.into()))
+}
+
+/// An export's state; once done, its files, each with a download link signed for a limited
+/// time.
+#[utoipa::path(get, path = "/v1/export/{id}", tag = "exports",
+    params(("id" = String, Path)), responses((status = 200, body = ExportJob)))]
+async fn get_export(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    BaseUrl(base): BaseUrl,
+    Id(id): Id,
+) -> Reply<ExportJob> {
+    Ok(Json(s.services.api_export(&p, &id, &base).await?))
+}
+
+/// One file of an export, opened (JSON Lines or Parquet), from a signed link.
+#[utoipa::path(get, path = "/v1/export/download/{token}", tag = "exports", security(()),
+    params(("token" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>)))]
+async fn download_export(
+    State(s): State<AppState>,
+    Id(token): Id,
+    axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    use axum::http::header;
+    let from = from.ip().to_string();
+    let (content_type, pieces) = s.services.download_export_file(&token, Some(&from)).await?;
+    let bytes = axum::body::Body::from_stream(futures::StreamExt::fuse(futures::stream::unfold(
+        pieces,
+        |mut pieces| async move {
+            let piece = pieces.recv().await?;
+            Some((piece.map_err(std::io::Error::other), pieces))
+        },
+    )));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, "attachment".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        bytes,
+    ))
 }
 
 /// A list's `limit`: 1 to 1000, 100 when absent.

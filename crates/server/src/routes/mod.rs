@@ -39,6 +39,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
         ));
     OpenApiRouter::new()
         .merge(sdk::public())
+        .merge(automations::public())
         .merge(crate::metrics::routes())
         .merge(authenticated)
 }

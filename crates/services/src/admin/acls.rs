@@ -80,7 +80,7 @@ impl Services {
                     .await?;
                 None
             }
-            Kind::OrgMember | Kind::OrgAuditLogs | Kind::AiSecret => {
+            Kind::OrgMember | Kind::OrgAuditLogs | Kind::AiSecret | Kind::OrgExport => {
                 return Err(ServiceError::bad(format!(
                     "grants on {} are made on the organization with restrict_object_type",
                     kind.as_str()
