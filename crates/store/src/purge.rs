@@ -79,6 +79,30 @@ macro_rules! backend_purge {
             use super::*;
             type Db = $DB;
 
+            /// Pushes an OR of whole keys of an object's rows: `(row id, xact)` pairs, with
+            /// `xact_id` compared by `cmp` (an OR of keys, not a row-value `IN` list, which
+            /// SQLite answers with a scan; see `values::delete_entries`).
+            fn push_keys<'a>(
+                qb: &mut QueryBuilder<Db>,
+                object_type: &'a str,
+                object_id: &'a str,
+                keys: impl Iterator<Item = (&'a str, i64)>,
+                cmp: &str,
+            ) {
+                let mut sep = qb.separated(" OR ");
+                for (row_id, xact) in keys {
+                    sep.push("(object_type = ")
+                        .push_bind_unseparated(object_type)
+                        .push_unseparated(" AND object_id = ")
+                        .push_bind_unseparated(object_id)
+                        .push_unseparated(" AND row_id = ")
+                        .push_bind_unseparated(row_id)
+                        .push_unseparated(format!(" AND xact_id {cmp} "))
+                        .push_bind_unseparated(xact)
+                        .push_unseparated(")");
+                }
+            }
+
             /// See [`Store::purge_versions`].
             pub(super) async fn purge_versions(
                 p: &sqlx::Pool<Db>,
@@ -144,18 +168,8 @@ macro_rules! backend_purge {
                     let mut qb = QueryBuilder::<Db>::new(
                         "SELECT row_id, xact_id, seq, is_deleted FROM row_index WHERE ",
                     );
-                    let mut sep = qb.separated(" OR ");
-                    for (row_id, xact) in chunk {
-                        sep.push("(object_type = ")
-                            .push_bind_unseparated(object_type)
-                            .push_unseparated(" AND object_id = ")
-                            .push_bind_unseparated(object_id)
-                            .push_unseparated(" AND row_id = ")
-                            .push_bind_unseparated(row_id.as_str())
-                            .push_unseparated(" AND xact_id <= ")
-                            .push_bind_unseparated(*xact)
-                            .push_unseparated(")");
-                    }
+                    let keys = chunk.iter().map(|(r, x)| (r.as_str(), *x));
+                    push_keys(&mut qb, object_type, object_id, keys, "<=");
                     let found: Vec<(String, i64, i64, bool)> =
                         qb.build_query_as().fetch_all(&mut *tx).await?;
                     listed.extend(found);
@@ -181,18 +195,8 @@ macro_rules! backend_purge {
                     .collect();
                 for chunk in done.chunks(250) {
                     let mut qb = QueryBuilder::<Db>::new("DELETE FROM row_deletions WHERE ");
-                    let mut sep = qb.separated(" OR ");
-                    for (row_id, xact) in chunk {
-                        sep.push("(object_type = ")
-                            .push_bind_unseparated(object_type)
-                            .push_unseparated(" AND object_id = ")
-                            .push_bind_unseparated(object_id)
-                            .push_unseparated(" AND row_id = ")
-                            .push_bind_unseparated(row_id.as_str())
-                            .push_unseparated(" AND xact_id = ")
-                            .push_bind_unseparated(*xact)
-                            .push_unseparated(")");
-                    }
+                    let keys = chunk.iter().map(|(r, x)| (r.as_str(), *x));
+                    push_keys(&mut qb, object_type, object_id, keys, "=");
                     qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -277,20 +281,9 @@ macro_rules! backend_purge {
                     qb.build().execute(&mut **tx).await?;
                 }
                 for chunk in chosen.chunks(250) {
-                    // An OR of whole keys (see `values::delete_entries`).
                     let mut qb = QueryBuilder::<Db>::new("DELETE FROM row_index WHERE ");
-                    let mut sep = qb.separated(" OR ");
-                    for (row_id, xact, ..) in chunk {
-                        sep.push("(object_type = ")
-                            .push_bind_unseparated(object_type)
-                            .push_unseparated(" AND object_id = ")
-                            .push_bind_unseparated(object_id)
-                            .push_unseparated(" AND row_id = ")
-                            .push_bind_unseparated(row_id.as_str())
-                            .push_unseparated(" AND xact_id = ")
-                            .push_bind_unseparated(*xact)
-                            .push_unseparated(")");
-                    }
+                    let keys = chunk.iter().map(|(r, x, ..)| (r.as_str(), *x));
+                    push_keys(&mut qb, object_type, object_id, keys, "=");
                     qb.build().execute(&mut **tx).await?;
                 }
                 Ok(chosen.len())

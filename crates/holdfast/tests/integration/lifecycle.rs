@@ -239,7 +239,7 @@ async fn insert(server: &Server, kind: &str, object_id: &str, events: Vec<Value>
 }
 
 /// Waits until the word and value indexes hold every version written.
-async fn indexed(server: &Server) {
+pub(crate) async fn indexed(server: &Server) {
     for _ in 0..600 {
         if server.metric("holdfast_search_index_lag_versions").await == 0.0
             && server.metric("holdfast_index_lag_versions").await == 0.0

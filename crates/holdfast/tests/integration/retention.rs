@@ -6,6 +6,7 @@
 
 use crate::access::in_seconds;
 use crate::harness::{Backend, Server, assert_error, backends};
+use crate::lifecycle::indexed;
 use serde_json::{Value, json};
 
 const DAY: i64 = 86_400;
@@ -43,6 +44,23 @@ async fn dataset(server: &Server, project_id: &str, name: &str) -> String {
         .await)
 }
 
+/// A server that runs the purge (and the policies) every second, with `env` besides, and a
+/// project with a dataset: (server, project id, dataset id, the dataset's insert path).
+async fn with_dataset(backend: Backend, env: &[(&str, &str)]) -> (Server, String, String, String) {
+    let mut all = vec![
+        ("HOLDFAST_PURGE_INTERVAL_SECS", "1"),
+        ("HOLDFAST_METRICS_TOKEN", "retention-test"),
+    ];
+    all.extend_from_slice(env);
+    let server = Server::start_with(backend, &all).await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
+        .await);
+    let ds = dataset(&server, &p, "d").await;
+    let path = format!("/v1/dataset/{ds}/insert");
+    (server, p, ds, path)
+}
+
 async fn insert(server: &Server, path: &str, events: Vec<Value>) {
     server
         .ok("POST", path, Some(json!({ "events": events })))
@@ -78,19 +96,6 @@ async fn queried(server: &Server, from: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// Waits until the indexes hold every version written.
-async fn indexed(server: &Server) {
-    for _ in 0..600 {
-        if server.metric("holdfast_search_index_lag_versions").await == 0.0
-            && server.metric("holdfast_index_lag_versions").await == 0.0
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the indexes did not catch up");
 }
 
 /// Waits until a metric reaches `n`.
@@ -469,22 +474,15 @@ async fn policies_expire_old_data(backend: Backend) {
 /// has passed: no version, index entry or word of them is left, in the tables or (embedded
 /// store) the files, while the object and its other rows stay; each purge is audited.
 async fn deleted_rows_are_purged(backend: Backend) {
-    let server = Server::start_with(
+    let (server, p, ds, path) = with_dataset(
         backend,
         &[
             ("HOLDFAST_DELETION_GRACE_SECS", "1"),
-            ("HOLDFAST_PURGE_INTERVAL_SECS", "1"),
             ("HOLDFAST_ENCRYPT_AT_REST", "false"),
-            ("HOLDFAST_METRICS_TOKEN", "retention-test"),
         ],
     )
     .await;
-    let p = id(&server
-        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
-        .await);
-    let ds = dataset(&server, &p, "d").await;
     let young = in_seconds(-60);
-    let path = format!("/v1/dataset/{ds}/insert");
     insert(
         &server,
         &path,
@@ -595,20 +593,8 @@ async fn deleted_rows_are_purged(backend: Backend) {
 /// again since stays as it is, and rows a policy would delete again are refused until the
 /// policy changes.
 async fn deleted_rows_are_restored(backend: Backend) {
-    let server = Server::start_with(
-        backend,
-        &[
-            ("HOLDFAST_PURGE_INTERVAL_SECS", "1"),
-            ("HOLDFAST_METRICS_TOKEN", "retention-test"),
-        ],
-    )
-    .await;
-    let p = id(&server
-        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
-        .await);
-    let ds = dataset(&server, &p, "d").await;
+    let (server, p, ds, path) = with_dataset(backend, &[]).await;
     let young = in_seconds(-60);
-    let path = format!("/v1/dataset/{ds}/insert");
     insert(
         &server,
         &path,
