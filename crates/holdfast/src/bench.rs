@@ -66,6 +66,13 @@ pub enum BenchCommand {
         /// rows/s, size, the export process's peak memory.
         #[arg(long)]
         export: bool,
+        /// After the queries (before a purge), give the project a retention policy that
+        /// expires the spans created before this time of day three days ago (the load's spans
+        /// are all of one day), and time its application and the purge of the rows it
+        /// deleted (grace period and purge interval of one second): rows/s, the server's
+        /// memory.
+        #[arg(long)]
+        retention: bool,
     },
     /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
     /// against this build and against a build whose decision is short-circuited, in
@@ -370,6 +377,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             data_dir,
             purge,
             export,
+            retention,
         } => {
             crate::bench_query::run(crate::bench_query::Options {
                 traces,
@@ -379,6 +387,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 data_dir,
                 purge,
                 export,
+                retention,
             })
             .await
         }

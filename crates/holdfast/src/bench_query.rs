@@ -28,6 +28,7 @@ pub struct Options {
     pub data_dir: Option<std::path::PathBuf>,
     pub purge: bool,
     pub export: bool,
+    pub retention: bool,
 }
 
 /// Runs `holdfast export create` of the whole organization in `format` to a temporary
@@ -190,6 +191,76 @@ async fn time_purge(
     Ok(())
 }
 
+/// Gives the project a 3-day retention policy for its logs (see [`Options::retention`]) and
+/// times the run that applies it, then the purge of the rows it deleted; reports rows/s and
+/// the server's memory.
+async fn time_retention(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    project_id: &str,
+) -> Result<()> {
+    let pid = server.child.id();
+    let before = rss_mib(pid).unwrap_or(0.0);
+    let policy = serde_json::json!({"project_id": project_id, "name": "bench",
+        "config": {"event_type": "retention", "object_type": "project_logs", "retention_days": 3}});
+    let preview: Value = client
+        .post(format!("{}/v1/project_automation/preview", server.url))
+        .header("authorization", format!("Bearer {}", server.key))
+        .json(&policy)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let t0 = Instant::now();
+    let resp = client
+        .post(format!("{}/v1/project_automation", server.url))
+        .header("authorization", format!("Bearer {}", server.key))
+        .json(&policy)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("creating the policy: {}", resp.status());
+    }
+    let want = preview
+        .get("rows")
+        .and_then(Value::as_f64)
+        .context("the preview's row count")?;
+    let mut max_rss = before;
+    let mut expired_at = None;
+    let last = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        max_rss = max_rss.max(rss_mib(pid).unwrap_or(0.0));
+        let expired = metric(client, server, "holdfast_retention_rows_total").await?;
+        if expired_at.is_none() && expired >= want {
+            expired_at = Some(t0.elapsed().as_secs_f64());
+        }
+        let purged = metric(client, server, "holdfast_purge_rows_total").await?;
+        if expired_at.is_some() && purged >= want {
+            break purged;
+        }
+        if metric(client, server, "holdfast_purge_failures_total").await? > 0.0
+            || metric(client, server, "holdfast_retention_failures_total").await? > 0.0
+        {
+            bail!("the purge or the retention run failed (see the server's log)");
+        }
+    };
+    let took = t0.elapsed().as_secs_f64();
+    let applied = expired_at.unwrap_or(took);
+    say!(
+        "retention     {want:.0} rows expired (the preview's count) in {applied:.1} s: {:.0} rows/s",
+        want / applied
+    );
+    say!(
+        "row purge     {last:.0} deleted rows purged {:.1} s after that (grace 1 s): {:.0} rows/s",
+        took - applied,
+        last / (took - applied).max(0.001)
+    );
+    say!(
+        "retention mem server RSS {before:.0} MiB before, at most {max_rss:.0} MiB meanwhile (sampled every 200 ms)"
+    );
+    Ok(())
+}
+
 /// Loads the store; returns (project id, a few root span ids, spans/s).
 async fn load(
     client: &reqwest::Client,
@@ -289,7 +360,7 @@ pub async fn run(o: Options) -> Result<()> {
             ("HOLDFAST_DELETION_GRACE_SECS", "1"),
             (
                 "HOLDFAST_PURGE_INTERVAL_SECS",
-                if o.purge { "1" } else { "0" },
+                if o.purge || o.retention { "1" } else { "0" },
             ),
         ],
     )
@@ -462,6 +533,9 @@ pub async fn run(o: Options) -> Result<()> {
         for format in ["jsonl", "parquet"] {
             time_export(&o, o.traces * 5, format)?;
         }
+    }
+    if o.retention {
+        time_retention(&client, &server, &p).await?;
     }
     if o.purge {
         let dir = match (&o.database_url, &o.data_dir) {
