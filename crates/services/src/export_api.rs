@@ -162,6 +162,20 @@ impl Services {
         let rec = self.store.get_api_export(&pass, id).await?;
         let mut job = job_json(&rec);
         if let (Some(export_id), "done") = (&rec.export_id, rec.status.as_str()) {
+            if !self
+                .exports
+                .dir
+                .join(export_id)
+                .join("manifest.json")
+                .exists()
+            {
+                return Err(ServiceError::Conflict(
+                    "this export's files are not in this server's exports folder (another \
+                     replica made it, or they were removed): ask the replica that made it, or \
+                     start a new export"
+                        .into(),
+                ));
+            }
             let manifest =
                 crate::export::verified_manifest(self.vault.kms(), &self.exports.dir, export_id)
                     .await?;
