@@ -466,40 +466,61 @@ impl BlobStore {
         }
     }
 
-    fn mac(&self, payload: &str) -> Result<Vec<u8>> {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.signing_key.expose_secret())
-            .map_err(|_| ServiceError::Internal("bad signing key".into()))?;
-        mac.update(payload.as_bytes());
-        Ok(mac.finalize().into_bytes().to_vec())
-    }
-
     /// The token part of a signed URL (`/signed/<token>`).
     pub fn sign(&self, grant: &Grant) -> Result<String> {
-        let json = serde_json::to_vec(grant).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let payload = URL_SAFE_NO_PAD.encode(json);
-        let sig = URL_SAFE_NO_PAD.encode(self.mac(&payload)?);
-        Ok(format!("{payload}.{sig}"))
+        sign_token(self.signing_key.expose_secret(), grant)
     }
 
     /// Checks a token for the given purpose at time `now` (unix seconds).
     pub fn verify(&self, token: &str, purpose: Purpose, now: i64) -> Result<Grant> {
         let invalid = || ServiceError::Forbidden("invalid or expired signed URL".into());
-        let (payload, sig) = token.split_once('.').ok_or_else(invalid)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| invalid())?;
-        let expected = self.mac(payload)?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            sig.as_slice(),
-            expected.as_slice(),
-        )) {
-            return Err(invalid());
-        }
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
-        let grant: Grant = serde_json::from_slice(&json).map_err(|_| invalid())?;
+        let grant: Grant =
+            open_token(self.signing_key.expose_secret(), token)?.ok_or_else(invalid)?;
         if grant.purpose != purpose || grant.expires <= now {
             return Err(invalid());
         }
         Ok(grant)
     }
+}
+
+fn token_mac(key: &[u8; 32], payload: &str) -> Result<Vec<u8>> {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .map_err(|_| ServiceError::Internal("bad signing key".into()))?;
+    mac.update(payload.as_bytes());
+    Ok(mac.finalize().into_bytes().to_vec())
+}
+
+/// A signed token: `base64url(JSON of what) . base64url(HMAC-SHA256 of that under key)`.
+pub(crate) fn sign_token<T: Serialize>(key: &[u8; 32], what: &T) -> Result<String> {
+    let json = serde_json::to_vec(what).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let payload = URL_SAFE_NO_PAD.encode(json);
+    let sig = URL_SAFE_NO_PAD.encode(token_mac(key, &payload)?);
+    Ok(format!("{payload}.{sig}"))
+}
+
+/// What a token [`sign_token`] made under `key` holds; `None` when its signature does not
+/// match (compared in constant time) or it does not parse.
+pub(crate) fn open_token<T: serde::de::DeserializeOwned>(
+    key: &[u8; 32],
+    token: &str,
+) -> Result<Option<T>> {
+    let Some((payload, sig)) = token.split_once('.') else {
+        return Ok(None);
+    };
+    let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else {
+        return Ok(None);
+    };
+    let expected = token_mac(key, payload)?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        sig.as_slice(),
+        expected.as_slice(),
+    )) {
+        return Ok(None);
+    }
+    Ok(URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok()))
 }
 
 /// Hands what is written to it to a download, a piece at a time; fails once the download is

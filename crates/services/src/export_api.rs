@@ -7,9 +7,6 @@
 
 use crate::export::{ExportRequest, Format, Location};
 use crate::{Result, ServiceError, Services};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{KeyInit, Mac};
 use holdfast_api::objects::{ExportFormat, ExportJob, ExportJobFile, StartExport};
 use holdfast_core::authz::{Kind, Permission, Principal, SystemPass};
 use holdfast_core::clock::format_timestamp;
@@ -17,8 +14,6 @@ use holdfast_store::{ApiExportRecord, NewAuditEntry};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 fn why() -> SystemPass {
     SystemPass::new("running an export started through the API")
@@ -34,34 +29,15 @@ struct Link {
 }
 
 impl Services {
-    fn link_mac(&self, payload: &str) -> Result<Vec<u8>> {
-        let key = self.keys.derive("export downloads")?;
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key.expose_secret())
-            .map_err(|_| ServiceError::Internal("bad link key".into()))?;
-        mac.update(payload.as_bytes());
-        Ok(mac.finalize().into_bytes().to_vec())
-    }
-
     fn sign_link(&self, link: &Link) -> Result<String> {
-        let json = serde_json::to_vec(link).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let payload = URL_SAFE_NO_PAD.encode(json);
-        let sig = URL_SAFE_NO_PAD.encode(self.link_mac(&payload)?);
-        Ok(format!("{payload}.{sig}"))
+        crate::blobs::sign_token(self.keys.derive("export downloads")?.expose_secret(), link)
     }
 
     fn verify_link(&self, token: &str) -> Result<Link> {
         let invalid = || ServiceError::Forbidden("invalid or expired download link".into());
-        let (payload, sig) = token.split_once('.').ok_or_else(invalid)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| invalid())?;
-        let expected = self.link_mac(payload)?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            sig.as_slice(),
-            expected.as_slice(),
-        )) {
-            return Err(invalid());
-        }
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
-        let link: Link = serde_json::from_slice(&json).map_err(|_| invalid())?;
+        let key = self.keys.derive("export downloads")?;
+        let link: Link =
+            crate::blobs::open_token(key.expose_secret(), token)?.ok_or_else(invalid)?;
         if link.expires <= self.clock.now().unix_timestamp() {
             return Err(invalid());
         }

@@ -615,6 +615,7 @@ impl Services {
         cutoff: Option<OffsetDateTime>,
     ) -> Result<u64> {
         let q = created_query();
+        let cutoff_text = cutoff.map(format_timestamp);
         let mut from = ValueFrom::Start;
         let mut n = 0u64;
         loop {
@@ -628,10 +629,14 @@ impl Services {
                 let IndexValue::Text(v) = &e.value else {
                     continue;
                 };
-                match cutoff {
-                    None => n += 1,
-                    Some(c) if past(v, &format_timestamp(c)) => return Ok(n),
-                    Some(c) => n += u64::from(created_before(v, c)),
+                match (cutoff, &cutoff_text) {
+                    (Some(c), Some(text)) => {
+                        if past(v, text) {
+                            return Ok(n);
+                        }
+                        n += u64::from(created_before(v, c));
+                    }
+                    _ => n += 1,
                 }
             }
             if !full {
@@ -982,7 +987,10 @@ impl Scoped {
 
 /// A stored run as the API shows it.
 pub fn run_json(r: &holdfast_store::RunRecord) -> holdfast_api::objects::AutomationRun {
-    let xact = |x: i64| XactIdText(x).to_string();
+    // The SDKs' 19-digit form; `0` before the first write.
+    let xact = |x: i64| {
+        holdfast_core::xact::XactId::from_i64(x).map_or_else(|| "0".to_owned(), |x| x.to_string())
+    };
     holdfast_api::objects::AutomationRun {
         run: r.run,
         status: r.status.clone(),
@@ -994,18 +1002,6 @@ pub fn run_json(r: &holdfast_store::RunRecord) -> holdfast_api::objects::Automat
         location: r.location.clone(),
         export_id: r.export_id.clone(),
         error: r.error.clone(),
-    }
-}
-
-/// A stored transaction id in the SDKs' 19-digit form (`0` before the first write).
-struct XactIdText(i64);
-
-impl std::fmt::Display for XactIdText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match holdfast_core::xact::XactId::from_i64(self.0) {
-            Some(x) => write!(f, "{x}"),
-            None => write!(f, "0"),
-        }
     }
 }
 

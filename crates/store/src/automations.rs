@@ -461,29 +461,27 @@ impl Store {
         &self,
         _why: &SystemPass,
     ) -> Result<Vec<(AutomationRecord, bool)>> {
-        let rows: Vec<(String, bool)> = with_pool!(&self.read, |p, DB| {
-            sqlx::query_as(
-                "SELECT id, run_requested FROM automations WHERE event_type = 'btql_export' \
-                 ORDER BY id",
+        let (rows, requested): (Vec<Row>, Vec<String>) = with_pool!(&self.read, |p, DB| {
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM automations WHERE event_type = 'btql_export' ORDER BY id"
+            )))
+            .fetch_all(p)
+            .await?;
+            let requested = sqlx::query_scalar(
+                "SELECT id FROM automations WHERE event_type = 'btql_export' AND run_requested",
             )
             .fetch_all(p)
-            .await?
+            .await?;
+            (rows, requested)
         });
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, requested) in rows {
-            let row: Option<Row> = with_pool!(&self.read, |p, DB| {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM automations WHERE id = $1"
-                )))
-                .bind(&id)
-                .fetch_optional(p)
-                .await?
-            });
-            if let Some(r) = row {
-                out.push((record(r)?, requested));
-            }
-        }
-        Ok(out)
+        let requested: std::collections::HashSet<String> = requested.into_iter().collect();
+        records(rows)?
+            .into_iter()
+            .map(|r| {
+                let asked = requested.contains(&r.id);
+                Ok((r, asked))
+            })
+            .collect()
     }
 
     /// Asks for a run of a project's scheduled export at the next lifecycle run.

@@ -546,15 +546,24 @@ impl Store {
     ) -> Result<Vec<(String, i64, String)>> {
         let t = pass.object_type().as_str();
         let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut found: Vec<(String, i64, String)> = Vec::new();
-        let chunks: Vec<Option<&[String]>> = match row_ids {
+        // Each id once, so that a row is never found in two chunks.
+        let ids: Option<Vec<&String>> = row_ids.map(|ids| {
+            let mut ids: Vec<&String> = ids.iter().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        });
+        let chunks: Vec<Option<&[&String]>> = match &ids {
             None => vec![None],
             Some(ids) => ids.chunks(500).map(Some).collect(),
         };
+        let mut found: Vec<(String, i64, String)> = Vec::new();
         for chunk in chunks {
             let part: Vec<(String, i64, String)> = with_pool!(&self.read, |p, DB| {
+                // A row's newest deletion: deletion times grow with `_xact_id`.
                 let mut qb = QueryBuilder::<DB>::new(
-                    "SELECT row_id, xact_id, deleted_at FROM row_deletions WHERE object_type = ",
+                    "SELECT row_id, MAX(xact_id), MAX(deleted_at) FROM row_deletions \
+                     WHERE object_type = ",
                 );
                 qb.push_bind(t)
                     .push(" AND object_id = ")
@@ -569,14 +578,15 @@ impl Store {
                     }
                     qb.push(")");
                 }
-                // The newest deletion of a row first: the others are dropped below.
-                qb.push(" ORDER BY row_id, xact_id DESC LIMIT ")
-                    .push_bind(limit_sql.saturating_mul(4).max(limit_sql));
+                qb.push(" GROUP BY row_id ORDER BY row_id LIMIT ")
+                    .push_bind(limit_sql);
                 qb.build_query_as().fetch_all(p).await?
             });
             found.extend(part);
+            if found.len() >= limit {
+                break;
+            }
         }
-        found.dedup_by(|a, b| a.0 == b.0);
         found.truncate(limit);
         Ok(found)
     }

@@ -93,24 +93,9 @@ async fn download_export(
     Id(token): Id,
     axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<std::net::SocketAddr>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    use axum::http::header;
     let from = from.ip().to_string();
     let (content_type, pieces) = s.services.download_export_file(&token, Some(&from)).await?;
-    let bytes = axum::body::Body::from_stream(futures::StreamExt::fuse(futures::stream::unfold(
-        pieces,
-        |mut pieces| async move {
-            let piece = pieces.recv().await?;
-            Some((piece.map_err(std::io::Error::other), pieces))
-        },
-    )));
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type.to_owned()),
-            (header::CONTENT_DISPOSITION, "attachment".to_owned()),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-        ],
-        bytes,
-    ))
+    Ok(super::sdk::download(content_type.to_owned(), pieces))
 }
 
 /// A list's `limit`: 1 to 1000, 100 when absent.

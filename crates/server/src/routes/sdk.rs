@@ -221,6 +221,15 @@ pub async fn signed_get(
 ) -> Result<impl IntoResponse, ApiError> {
     let from = Some(from.ip().to_string());
     let (content_type, pieces) = s.services.signed_download(&token, from.as_deref()).await?;
+    Ok(download(content_type, pieces))
+}
+
+/// A download streamed from `pieces`, as an attachment that browsers do not render (it
+/// comes from this origin).
+pub(super) fn download(
+    content_type: String,
+    pieces: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+) -> impl IntoResponse {
     // Fused: the compression layer may poll the stream again after its end.
     let bytes = axum::body::Body::from_stream(futures::StreamExt::fuse(futures::stream::unfold(
         pieces,
@@ -229,15 +238,14 @@ pub async fn signed_get(
             Some((piece.map_err(std::io::Error::other), pieces))
         },
     )));
-    // Downloads come from this origin: never render them in a browser.
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CONTENT_DISPOSITION, "attachment".to_owned()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         bytes,
-    ))
+    )
 }
 
 /// A structured BTQL query over one object's rows.
