@@ -39,6 +39,28 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock moved by a number of seconds read from a file at every reading (missing or
+/// unreadable: not moved). For tests of what happens after hours or days (grace periods,
+/// expiry) against a running server; debug builds only take it (see `holdfast serve`).
+#[derive(Debug, Clone)]
+pub struct OffsetFileClock(pub std::path::PathBuf);
+
+impl OffsetFileClock {
+    /// The offset now in the file, in whole seconds.
+    pub fn offset(&self) -> i64 {
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Clock for OffsetFileClock {
+    fn now(&self) -> OffsetDateTime {
+        SystemClock.now() + time::Duration::seconds(self.offset())
+    }
+}
+
 /// Timestamps are stored and returned as RFC 3339 UTC text with microseconds, a fixed width
 /// so that they sort as strings.
 pub fn format_timestamp(t: OffsetDateTime) -> String {
@@ -69,5 +91,19 @@ mod tests {
         let s = format_timestamp(c.now());
         assert_eq!(s, "2023-11-14T22:13:20.000000Z");
         assert_eq!(parse_timestamp(&s), Some(c.now()));
+    }
+
+    #[test]
+    fn the_offset_clock_moves_by_its_file() {
+        let dir = std::env::temp_dir().join(format!("hf-clock-{}", std::process::id()));
+        let c = OffsetFileClock(dir.clone());
+        assert_eq!(c.offset(), 0, "no file: not moved");
+        std::fs::write(&dir, "86400\n").unwrap();
+        assert_eq!(c.offset(), 86_400);
+        let ahead = c.now() - SystemClock.now();
+        assert!((ahead.whole_seconds() - 86_400).abs() <= 1, "{ahead}");
+        std::fs::write(&dir, "soon").unwrap();
+        assert_eq!(c.offset(), 0, "not a number: not moved");
+        std::fs::remove_file(&dir).unwrap();
     }
 }

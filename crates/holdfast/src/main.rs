@@ -24,6 +24,7 @@ use clap::{Parser, Subcommand};
 use config::{CommonArgs, Settings};
 use holdfast_core::audit::Checkpoint;
 use holdfast_core::clock::{Clock, SystemClock, format_timestamp};
+
 use holdfast_crypto::AnyKms;
 use holdfast_crypto::aws::{AwsConfig, AwsKms};
 use holdfast_crypto::http::{Flavor, HttpKms, MetadataToken, Token};
@@ -427,6 +428,17 @@ fn exports_dir(settings: &Settings) -> std::path::PathBuf {
     settings.data_dir.join("exports")
 }
 
+/// The server's clock: the wall clock, or in a debug build with `TEST_CLOCK_FILE`
+/// set, the wall clock moved by the seconds in that file (tests of grace periods and expiry).
+fn server_clock() -> Arc<dyn Clock> {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("TEST_CLOCK_FILE") {
+        tracing::info!(file = ?path, "the clock is moved by the seconds in this file (a test build)");
+        return Arc::new(holdfast_core::clock::OffsetFileClock(path.into()));
+    }
+    Arc::new(SystemClock)
+}
+
 /// Every store this process opened, closed before it exits (see `Store::close`).
 static OPENED: std::sync::Mutex<Vec<Store>> = std::sync::Mutex::new(Vec::new());
 
@@ -475,7 +487,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(store.clone());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = server_clock();
     let pepper = open_pepper(&kms, data_dir).await?;
     let keys = KeyService::new(pepper, clock.clone());
     store.set_audit_key(keys.audit_key()?);

@@ -130,6 +130,17 @@ impl Server {
         s
     }
 
+    /// The file whose number of seconds moves the server's clock (a debug build's).
+    fn clock_file(&self) -> PathBuf {
+        self.dir.join("test-clock")
+    }
+
+    /// Moves the server's clock to `seconds` after the wall clock (at once: it reads the
+    /// file at every reading of the time).
+    pub fn set_clock(&self, seconds: i64) {
+        std::fs::write(self.clock_file(), seconds.to_string()).unwrap();
+    }
+
     /// Starts the process (again); returns the printed key on first start.
     pub async fn spawn(&mut self) -> Option<String> {
         let port = free_port();
@@ -142,7 +153,8 @@ impl Server {
         if let Some(url) = &self.database_url {
             cmd.arg("--database-url").arg(url);
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        cmd.env("TEST_CLOCK_FILE", self.clock_file())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("HOLDFAST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

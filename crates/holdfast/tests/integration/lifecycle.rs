@@ -178,29 +178,37 @@ async fn restore_within_grace(backend: Backend) {
     assert_eq!(deletions, 5);
 }
 
-/// After the grace period a restore (even a preview) is refused, naming when it ended, and
-/// nothing comes back.
+/// With the default grace period of 24 hours and the server's clock moved forward: a
+/// minute before the period ends a restore is still possible; a second after it, a restore
+/// (even a preview) is refused naming when it ended, and nothing comes back.
 async fn restore_refused_after_grace(backend: Backend) {
-    let server = Server::start_with(backend, &[("HOLDFAST_DELETION_GRACE_SECS", "2")]).await;
+    let server = Server::start(backend).await;
+    let restore = |p: &str| format!("/v1/project/{p}/restore");
+    let preview = Some(json!({"preview": true}));
     let p = id(&server
         .ok("POST", "/v1/project", Some(json!({"name": "brief"})))
         .await);
     server.ok("DELETE", &format!("/v1/project/{p}"), None).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let (s, b) = call(
-        &server,
-        "POST",
-        &format!("/v1/project/{p}/restore"),
-        Some(json!({"preview": true})),
-    )
-    .await;
-    assert_error(s, &b, 409, "conflict");
-    assert!(
-        b.to_string().contains("grace period for restoring ended"),
-        "{b}"
-    );
+    let day = 24 * 3600;
+    server.set_clock(day - 60);
+    let shown = server.ok("POST", &restore(&p), preview.clone()).await;
+    assert_eq!(shown["restored"], json!(false), "{shown}");
+    server.set_clock(day + 1);
+    for body in [preview, None] {
+        let (s, b) = call(&server, "POST", &restore(&p), body).await;
+        assert_error(s, &b, 409, "conflict");
+        assert!(
+            b.to_string().contains("grace period for restoring ended"),
+            "{b}"
+        );
+    }
     let (s, _) = call(&server, "GET", &format!("/v1/project/{p}"), None).await;
     assert_eq!(s, 404);
+    // Back inside the period (the clock moved back), the same project is restored.
+    server.set_clock(day - 60);
+    let done = server.ok("POST", &restore(&p), None).await;
+    assert_eq!(done["restored"], json!(true), "{done}");
+    server.ok("GET", &format!("/v1/project/{p}"), None).await;
 }
 
 /// Words and an attachment body that only what is purged holds.

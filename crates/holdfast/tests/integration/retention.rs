@@ -713,6 +713,34 @@ async fn deleted_rows_are_restored(backend: Backend) {
         ids(&server, &format!("/v1/project_logs/{p}/fetch")).await,
         strings(&["l-old"])
     );
+    // With the server's clock moved forward: a minute before the default 24-hour grace
+    // period ends the deleted row is still restorable; a second after it, it is not.
+    insert(
+        &server,
+        &path,
+        vec![json!({"id": "c", "_object_delete": true})],
+    )
+    .await;
+    let day = 24 * 3600;
+    server.set_clock(day - 60);
+    let late = server
+        .ok("POST", &restore, Some(json!({"preview": true})))
+        .await;
+    assert_eq!(late["rows"], json!(1), "{late}");
+    server.set_clock(day + 1);
+    for body in [
+        Some(json!({"preview": true})),
+        Some(json!({"row_ids": ["c"]})),
+    ] {
+        let gone = server.ok("POST", &restore, body).await;
+        assert_eq!(gone["rows"], json!(0), "{gone}");
+    }
+    assert!(
+        !ids(&server, &format!("/v1/dataset/{ds}/fetch"))
+            .await
+            .contains(&"c".to_owned())
+    );
+    server.set_clock(0);
     // Rows of a deleted dataset: restore the dataset first.
     server
         .ok("DELETE", &format!("/v1/dataset/{ds}"), None)
