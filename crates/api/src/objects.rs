@@ -457,17 +457,24 @@ pub enum ProjectAutomationConfig {
     },
 }
 
-/// What a scheduled export exports: `log_spans`, every span of the project's logs.
+/// What a scheduled export exports: `log_spans`, every span of the project's logs; or
+/// `btql_query`, the rows a BTQL query of the project's logs returns (spans or groups).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ExportDefinition {
     #[serde(rename = "type")]
     pub kind: ExportDefinitionType,
+    /// The query of a `btql_query` export (BTQL or SQL text, at most 10,000 characters),
+    /// reading `project_logs` of the automation's own project, without `limit` or `cursor`.
+    /// Each run applies it to the rows written since the previous run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btql_query: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportDefinitionType {
     LogSpans,
+    BtqlQuery,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

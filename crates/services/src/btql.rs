@@ -48,6 +48,49 @@ mod sorted;
 /// running states.
 type Groups = HashMap<String, (Vec<Value>, Vec<Vec<Accumulator>>)>;
 
+/// Rows a scheduled export's query reads at a time.
+const SCHEDULED_PAGE: u64 = 1_000;
+/// Longest text of a scheduled export's query.
+pub const MAX_SCHEDULED_QUERY: usize = 10_000;
+
+/// Checks the query of a scheduled export of `project_id`'s logs and returns its structured
+/// form: BTQL or SQL text reading `project_logs` of that project only, in the spans shape
+/// (grouped or not), without `limit` or `cursor` (every run returns all it matches).
+pub(crate) fn scheduled_query(text: &str, project_id: &str) -> Result<Value> {
+    let field = "config.export_definition.btql_query";
+    if text.trim().is_empty() || text.chars().count() > MAX_SCHEDULED_QUERY {
+        return Err(ServiceError::field(
+            field,
+            format!("the query must be 1 to {MAX_SCHEDULED_QUERY} characters"),
+        ));
+    }
+    let query =
+        holdfast_core::btql::parse(text).map_err(|e| ServiceError::field(field, e.to_string()))?;
+    for clause in ["limit", "cursor"] {
+        if query.get(clause).is_some_and(|v| !v.is_null()) {
+            return Err(ServiceError::field(
+                field,
+                format!("a scheduled export returns every matching row; remove `{clause}`"),
+            ));
+        }
+    }
+    let plan = Plan::from_query(&query, &json!({}))
+        .map_err(|e| ServiceError::field(field, e.to_string()))?;
+    if plan.kind != ObjectType::ProjectLogs || plan.ids != [project_id] {
+        return Err(ServiceError::field(
+            field,
+            format!("the query must read project_logs('{project_id}'), this project's logs only"),
+        ));
+    }
+    if plan.shape != Shape::Spans {
+        return Err(ServiceError::field(
+            field,
+            "a scheduled export's query returns spans or groups of spans; use the spans shape",
+        ));
+    }
+    Ok(query)
+}
+
 /// Most groups one grouped query may build.
 pub const MAX_GROUPS: usize = 100_000;
 /// Most traces one page of the traces or summary shape holds.
@@ -104,6 +147,8 @@ struct Plan {
     sort: Vec<(Expr, bool)>,
     limit: usize,
     cursor: Option<Cursor>,
+    /// Only rows whose newest version is after this transaction (a scheduled export's run).
+    since: Option<XactId>,
 }
 
 fn clause_err(clause: &str, e: impl std::fmt::Display) -> ServiceError {
@@ -381,6 +426,7 @@ impl Plan {
             sort,
             limit,
             cursor,
+            since: None,
         })
     }
 
@@ -507,6 +553,8 @@ struct Scan<'a> {
     found: Option<Vec<StoredRow>>,
     done: bool,
     started: Instant,
+    /// Only rows whose newest version is after this transaction.
+    since: Option<XactId>,
 }
 
 impl<'a> Scan<'a> {
@@ -521,6 +569,7 @@ impl<'a> Scan<'a> {
             found: None,
             done: false,
             started,
+            since: None,
         }
     }
 
@@ -529,8 +578,19 @@ impl<'a> Scan<'a> {
         self.root.is_none() && self.candidates.is_none() && self.found.is_none()
     }
 
-    /// The next page of rows (comment-only rows left out), or `None` at the end.
+    /// The next page of rows (comment-only rows, and rows not changed since `since`, left
+    /// out), or `None` at the end.
     async fn next(&mut self) -> Result<Option<Vec<StoredRow>>> {
+        let page = self.next_page().await?;
+        Ok(match self.since {
+            Some(since) => {
+                page.map(|rows| rows.into_iter().filter(|r| r.xact_id > since).collect())
+            }
+            None => page,
+        })
+    }
+
+    async fn next_page(&mut self) -> Result<Option<Vec<StoredRow>>> {
         if self.done {
             return Ok(None);
         }
@@ -604,9 +664,19 @@ impl Services {
         every: bool,
     ) -> Result<Scan<'a>> {
         let mut scan = Scan::new(self, pass, version, started);
+        scan.since = plan.since;
+        // Since a transaction: only the rows changed since, when the store can list them.
+        if let Some(since) = plan.since
+            && let Some(ids) = self.store.rows_changed_since(pass, since).await?
+        {
+            scan.candidates = Some((ids, 0));
+        }
         let Some(filter) = &plan.filter else {
             return Ok(scan);
         };
+        if scan.candidates.is_some() {
+            return Ok(scan);
+        }
         scan.root = filter.equality_on("root_span_id");
         if scan.root.is_none()
             && self.limits.query_search_index
@@ -745,29 +815,59 @@ impl Services {
         };
         // The index's counts are of the latest rows, not of an older snapshot.
         let latest = body.get("version").is_none_or(Value::is_null);
+        let (data, cursor) = self.run_plan(&plan, &passes, version, latest).await?;
+        Ok(json!({"data": data, "cursor": cursor.map(|c| encode_cursor(&c))}))
+    }
+
+    /// A scheduled export's query (see [`scheduled_query`]): the next page of what it returns
+    /// from the rows of `pass`'s object changed after `since` (every row when `None`), read
+    /// as of `version`, and the cursor of the page after it.
+    pub(crate) async fn scheduled_query_page(
+        &self,
+        pass: &ObjectPass,
+        query: &Value,
+        since: Option<XactId>,
+        version: XactId,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Value>, Option<String>)> {
+        let mut query = query.clone();
+        if let Some(m) = query.as_object_mut() {
+            m.insert("limit".into(), json!(SCHEDULED_PAGE));
+            m.insert("cursor".into(), json!(cursor));
+        }
+        let mut plan = Plan::from_query(&query, &json!({}))?;
+        plan.since = since;
+        let (data, cursor) = self
+            .run_plan(&plan, std::slice::from_ref(pass), version, false)
+            .await?;
+        Ok((data, cursor.map(|c| encode_cursor(&c))))
+    }
+
+    /// Answers a planned query over its sources' passes, read as of `version`.
+    async fn run_plan(
+        &self,
+        plan: &Plan,
+        passes: &[ObjectPass],
+        version: XactId,
+        latest: bool,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
         let cx = self.query_context();
         let started = Instant::now();
-        let (data, cursor) = if plan.grouped() {
-            (
-                self.grouped(&plan, &passes, version, latest, &cx, started)
-                    .await?,
-                None,
-            )
-        } else {
-            match (plan.shape, plan.sort.is_empty()) {
-                (Shape::Spans, true) => self.spans(&plan, &passes, version, &cx, started).await?,
-                (Shape::Spans, false) => {
-                    self.sorted_spans(&plan, &passes, version, &cx, started)
-                        .await?
-                }
-                (_, true) => self.traces(&plan, &passes, version, &cx, started).await?,
-                (_, false) => {
-                    self.sorted_traces(&plan, &passes, version, &cx, started)
-                        .await?
-                }
+        if plan.grouped() {
+            let data = self
+                .grouped(plan, passes, version, latest, &cx, started)
+                .await?;
+            return Ok((data, None));
+        }
+        match (plan.shape, plan.sort.is_empty()) {
+            (Shape::Spans, true) => self.spans(plan, passes, version, &cx, started).await,
+            (Shape::Spans, false) => self.sorted_spans(plan, passes, version, &cx, started).await,
+            (_, true) => self.traces(plan, passes, version, &cx, started).await,
+            (_, false) => {
+                self.sorted_traces(plan, passes, version, &cx, started)
+                    .await
             }
-        };
-        Ok(json!({"data": data, "cursor": cursor.map(|c| encode_cursor(&c))}))
+        }
     }
 
     /// Unsorted spans, in (object, row id) order.

@@ -195,6 +195,9 @@ pub struct ExportRequest {
     pub as_of: Option<holdfast_core::xact::XactId>,
     /// The scheduled export this run belongs to (for the audit log).
     pub automation: Option<String>,
+    /// A scheduled export's query of the project's logs (see `btql::scheduled_query`): what
+    /// it returns from the rows changed since `since` is exported, instead of the rows.
+    pub query: Option<Value>,
 }
 
 /// What `export` wrote.
@@ -647,6 +650,16 @@ impl Services {
             }
             w.finish(part).await?;
         }
+        if let (Some(query), Some(project), Some(as_of)) = (&req.query, projects.first(), as_of) {
+            let rows = self
+                .write_query(w, why, org_id, &project.id, query, as_of, req)
+                .await?;
+            return Ok(Totals {
+                projects: 1,
+                objects: 0,
+                rows,
+            });
+        }
         let targets = objects
             .iter()
             .map(|o| (o.project_id.as_str(), o.kind, o.id.as_str()))
@@ -730,6 +743,57 @@ impl Services {
             objects: objects.len() as u64,
             rows,
         })
+    }
+}
+
+impl Services {
+    /// Writes what a scheduled export's query returns from the project's log rows changed
+    /// after `req.since` (as of `as_of`) into `query/` files; returns how many records.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_query(
+        &self,
+        w: &mut Writer,
+        why: &SystemPass,
+        org_id: &str,
+        project_id: &str,
+        query: &Value,
+        as_of: holdfast_core::xact::XactId,
+        req: &ExportRequest,
+    ) -> Result<u64> {
+        let pass = system_read_pass(why, org_id, project_id, ObjectType::ProjectLogs, project_id);
+        let owner = (ObjectType::ProjectLogs, project_id, project_id);
+        let (mut n, mut records) = (0, 0u64);
+        let mut part: Option<Part> = None;
+        let mut cursor = None;
+        loop {
+            let (page, next) = self
+                .scheduled_query_page(&pass, query, req.since, as_of, cursor)
+                .await?;
+            for v in page {
+                let p = match part.as_mut() {
+                    Some(p) => p,
+                    None => {
+                        n += 1;
+                        part.insert(w.rows_part("query", n, req.format, owner)?)
+                    }
+                };
+                p.line(v)?;
+                records += 1;
+                if p.plain >= req.part_bytes
+                    && let Some(full) = part.take()
+                {
+                    w.finish(full).await?;
+                }
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        if let Some(last) = part {
+            w.finish(last).await?;
+        }
+        Ok(records)
     }
 }
 

@@ -21,9 +21,9 @@
 
 use crate::{Result, ServiceError, Services};
 use holdfast_api::objects::{
-    CreateOrgAutomation, CreateProjectAutomation, OrgAutomation, PatchAutomation,
-    ProjectAutomation, ProjectAutomationConfig, RetentionConfig, RetentionObjectType,
-    RetentionPreview, RetentionPreviewProject, RetentionPreviewRequest,
+    CreateOrgAutomation, CreateProjectAutomation, ExportDefinitionType, OrgAutomation,
+    PatchAutomation, ProjectAutomation, ProjectAutomationConfig, RetentionConfig,
+    RetentionObjectType, RetentionPreview, RetentionPreviewProject, RetentionPreviewRequest,
 };
 use holdfast_core::authz::{
     Kind, ObjectPass, Permission, Principal, SystemPass, system_delete_pass, system_read_pass,
@@ -181,7 +181,7 @@ impl Services {
         principal: &Principal,
         body: &CreateProjectAutomation,
     ) -> Result<AutomationRecord> {
-        self.check_project_config(&body.config)?;
+        self.check_project_config(&body.config, &body.project_id)?;
         check_description(body.description.as_deref())?;
         let name = check_name(&body.name)?;
         let (_, pass) = self
@@ -263,18 +263,37 @@ impl Services {
         })
     }
 
-    /// Checks a project automation's configuration: a retention policy's period; a scheduled
-    /// export's interval and destination.
-    fn check_project_config(&self, c: &ProjectAutomationConfig) -> Result<()> {
+    /// Checks the configuration of an automation of `project_id`: a retention policy's period;
+    /// a scheduled export's interval, destination and query.
+    fn check_project_config(&self, c: &ProjectAutomationConfig, project_id: &str) -> Result<()> {
         match c {
             ProjectAutomationConfig::Retention { .. } => {
                 c.retention().map_or(Ok(()), |r| check_config(&r))
             }
             ProjectAutomationConfig::BtqlExport {
+                export_definition,
                 export_path,
                 interval_seconds,
                 ..
             } => {
+                match (export_definition.kind, &export_definition.btql_query) {
+                    (ExportDefinitionType::LogSpans, None) => {}
+                    (ExportDefinitionType::LogSpans, Some(_)) => {
+                        return Err(ServiceError::field(
+                            "config.export_definition.btql_query",
+                            "a `log_spans` export has no query; use `type: btql_query`",
+                        ));
+                    }
+                    (ExportDefinitionType::BtqlQuery, None) => {
+                        return Err(ServiceError::field(
+                            "config.export_definition.btql_query",
+                            "a `btql_query` export needs `btql_query`",
+                        ));
+                    }
+                    (ExportDefinitionType::BtqlQuery, Some(q)) => {
+                        crate::btql::scheduled_query(q, project_id)?;
+                    }
+                }
                 if !(60..=2_678_400).contains(interval_seconds) {
                     return Err(ServiceError::field(
                         "config.interval_seconds",
@@ -428,7 +447,8 @@ impl Services {
         patch: &PatchAutomation,
     ) -> Result<AutomationRecord> {
         match (&patch.config, level) {
-            (Some(c), Level::Project) => self.check_project_config(c)?,
+            // Checked below, once the automation's project is known.
+            (Some(_), Level::Project) => {}
             (Some(c), Level::Org) => match c.retention() {
                 Some(r) => check_config(&r)?,
                 None => {
@@ -449,6 +469,9 @@ impl Services {
         let (mut rec, scoped) = self
             .automation_for(principal, level, id, write_permission(level))
             .await?;
+        if let (Some(c), Some(project_id)) = (&patch.config, &rec.project_id) {
+            self.check_project_config(c, project_id)?;
+        }
         let before = rec.config.clone();
         if let Some(n) = &patch.name {
             rec.name.clone_from(n);

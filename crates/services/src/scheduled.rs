@@ -8,9 +8,10 @@
 //! exported by the next), `to_xact` the newest transaction when it starts. The range is
 //! recorded before the export starts, so a run that a stop interrupted is done again over
 //! the same range by the next purge run: nothing is missed, and nothing is exported twice
-//! by runs that finished. Each run is an export of its own (see `export`), with the run's
-//! history in `automation_runs`. One replica runs a given scheduled export at a time (a
-//! lease per automation).
+//! by runs that finished. A `btql_query` export writes what its query returns from those
+//! rows instead of the rows (see `btql::scheduled_query`). Each run is an export of its own
+//! (see `export`), with the run's history in `automation_runs`. One replica runs a given
+//! scheduled export at a time (a lease per automation).
 
 use crate::export::Format;
 use crate::{Result, ServiceError, Services};
@@ -34,6 +35,7 @@ impl Services {
         let mut finished = 0;
         for (rec, requested) in self.store.export_automations(&why()).await? {
             let Ok(ProjectAutomationConfig::BtqlExport {
+                export_definition,
                 export_path,
                 format,
                 interval_seconds,
@@ -57,7 +59,14 @@ impl Services {
                 continue;
             }
             let outcome = self
-                .export_run(&rec, run, &export_path, format, encrypt.unwrap_or(true))
+                .export_run(
+                    &rec,
+                    run,
+                    export_definition.btql_query.as_deref(),
+                    &export_path,
+                    format,
+                    encrypt.unwrap_or(true),
+                )
                 .await;
             self.store.end_lease(&lease, holder).await?;
             if outcome? {
@@ -118,6 +127,7 @@ impl Services {
         &self,
         rec: &AutomationRecord,
         mut run: RunRecord,
+        query: Option<&str>,
         export_path: &str,
         format: ExportFormat,
         encrypt: bool,
@@ -128,6 +138,10 @@ impl Services {
                 ServiceError::Internal("a scheduled export without a project".into())
             })?;
             let to = self.export_location(export_path)?;
+            // Checked again: the project's id is the one the query must read.
+            let query = query
+                .map(|q| crate::btql::scheduled_query(q, &project))
+                .transpose()?;
             let request = crate::export::ExportRequest {
                 org_id: Some(rec.org_id.clone()),
                 project: Some(project),
@@ -141,6 +155,7 @@ impl Services {
                 since: XactId::from_i64(run.from_xact),
                 as_of: XactId::from_i64(run.to_xact),
                 automation: Some(rec.id.clone()),
+                query,
                 ..Default::default()
             };
             self.export(&request, to).await

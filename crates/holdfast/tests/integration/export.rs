@@ -688,11 +688,55 @@ async fn scheduled_exports(backend: Backend) {
                "export_path": path, "format": "jsonl", "interval_seconds": interval,
                "encrypt": false})
     };
+    let query_config = |q: &str| {
+        json!({"event_type": "btql_export",
+               "export_definition": {"type": "btql_query", "btql_query": q},
+               "export_path": "local", "format": "jsonl", "interval_seconds": 3600,
+               "encrypt": false})
+    };
+    // Two scheduled queries: chosen fields of some spans, and counts by input.
+    let mut queries = Vec::new();
+    for (name, q) in [
+        (
+            "some",
+            format!("select: id, output | from: project_logs('{p}') | filter: id != 'a2'"),
+        ),
+        (
+            "counts",
+            format!("from: project_logs('{p}') | dimensions: input as i | measures: count(1) as n"),
+        ),
+    ] {
+        let made = server
+            .ok(
+                "POST",
+                "/v1/project_automation",
+                Some(json!({"project_id": p, "name": name, "config": query_config(&q)})),
+            )
+            .await;
+        queries.push(id(&made));
+    }
     for (bad, field) in [
         (config("/etc", 3600, "log_spans"), "export_path"),
         (config("s3://elsewhere/x", 3600, "log_spans"), "export_path"),
         (config("local", 5, "log_spans"), "interval_seconds"),
-        (config("local", 3600, "btql_query"), "expected `log_spans`"),
+        (config("local", 3600, "log_traces"), "expected `log_spans`"),
+        (config("local", 3600, "btql_query"), "needs `btql_query`"),
+        (
+            query_config(&format!(
+                "select: id | from: project_logs('{p}') | limit: 5"
+            )),
+            "remove `limit`",
+        ),
+        (
+            query_config("select: id | from: project_logs('00000000-0000-0000-0000-000000000000')"),
+            "this project's logs only",
+        ),
+        (
+            query_config(&format!("select: id | from: project_logs('{p}') traces")),
+            "spans shape",
+        ),
+        (query_config("select: id from where"), "btql_query"),
+        (query_config(&"x".repeat(10_001)), "10000 characters"),
     ] {
         let (s, b) = server
             .call(
@@ -713,11 +757,10 @@ async fn scheduled_exports(backend: Backend) {
         .await;
     assert_eq!(made["config"]["event_type"], json!("btql_export"), "{made}");
     let a = id(&made);
-    let runs_path = format!("/v1/project_automation/{a}/runs");
-    // Waits until run `n` is done; returns the runs, newest first.
-    let done = |n: i64| {
+    // Waits until run `n` of automation `a` is done; returns its runs, newest first.
+    let done = |a: String, n: i64| {
         let server = &server;
-        let runs_path = runs_path.clone();
+        let runs_path = format!("/v1/project_automation/{a}/runs");
         async move {
             for _ in 0..300 {
                 let runs = server.ok("GET", &runs_path, None).await;
@@ -737,7 +780,11 @@ async fn scheduled_exports(backend: Backend) {
         }
     };
     let exports = server.data_dir().join("exports");
-    let first = done(1).await;
+    let first = done(a.clone(), 1).await;
+    let mut first_queries = Vec::new();
+    for q in &queries {
+        first_queries.push(done(q.clone(), 1).await);
+    }
     assert_eq!(first[0]["rows"], json!(5), "{first:?}");
     let dir = exports.join(first[0]["export_id"].as_str().unwrap());
     assert_eq!(exported_ids(&dir), ["a1", "a2", "a3", "a4", "a5"]);
@@ -756,11 +803,56 @@ async fn scheduled_exports(backend: Backend) {
     server
         .ok("POST", &format!("/v1/project_automation/{a}/run"), None)
         .await;
-    let second = done(2).await;
+    let second = done(a.clone(), 2).await;
     assert_eq!(second[0]["rows"], json!(3), "{second:?}");
     assert_eq!(second[0]["from_xact"], first[0]["to_xact"]);
     let dir2 = exports.join(second[0]["export_id"].as_str().unwrap());
     assert_eq!(exported_ids(&dir2), ["a1", "b1", "b2"]);
+    // The scheduled queries: their first run saw the five first rows, the second only what
+    // changed since (a1's new output, b1 and b2), each query applied to those rows.
+    for q in &queries {
+        server
+            .ok("POST", &format!("/v1/project_automation/{q}/run"), None)
+            .await;
+    }
+    let records = |run: &Value| {
+        let dir = exports.join(run["export_id"].as_str().unwrap());
+        let mut out: Vec<Value> = crate::secrets::files(&dir.join("query"))
+            .into_iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by_key(|v| v.to_string());
+        out
+    };
+    assert_eq!(
+        records(&first_queries[0][0]),
+        ["a1", "a3", "a4", "a5"].map(|i| json!({"id": i, "output": null}))
+    );
+    assert_eq!(
+        records(&done(queries[0].clone(), 2).await[0]),
+        [
+            json!({"id": "a1", "output": "changed"}),
+            json!({"id": "b1", "output": null}),
+            json!({"id": "b2", "output": null})
+        ]
+    );
+    assert_eq!(
+        records(&first_queries[1][0]),
+        [json!({"i": "first", "n": 5})]
+    );
+    assert_eq!(
+        records(&done(queries[1].clone(), 2).await[0]),
+        [
+            json!({"i": "first", "n": 1}),
+            json!({"i": "second", "n": 2})
+        ]
+    );
     // Run 2 stopped halfway: it is done again, over the same range.
     server
         .execute_sql(&format!(
@@ -768,7 +860,7 @@ async fn scheduled_exports(backend: Backend) {
              WHERE automation_id = '{a}' AND run = 2"
         ))
         .await;
-    let again = done(2).await;
+    let again = done(a.clone(), 2).await;
     assert_eq!(again.len(), 2);
     assert_eq!(again[0]["rows"], json!(3));
     assert_eq!(
@@ -779,7 +871,7 @@ async fn scheduled_exports(backend: Backend) {
     server
         .ok("POST", &format!("/v1/project_automation/{a}/run"), None)
         .await;
-    let third = done(3).await;
+    let third = done(a.clone(), 3).await;
     assert_eq!(third[0]["rows"], json!(0), "{third:?}");
     // A retention policy does not run on request.
     let retention = server
