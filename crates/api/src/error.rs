@@ -71,7 +71,7 @@ error_codes! {
     QueryTimeout = "query_timeout", 422,
         "A query ran past the server's per-query time limit; narrow it (a filter on `root_span_id`, a smaller object).";
     RateLimited = "rate_limited", 429,
-        "Too many requests in flight for this key; retry after `Retry-After` seconds.";
+        "Too many requests in flight for this key (retry after `Retry-After` seconds), or too many failed sign-ins for the account or address (retry after 15 minutes).";
     Internal = "internal", 500,
         "A fault in the server; the detail is in the server's log under the request id.";
     ServerBusy = "server_busy", 503,

@@ -4,6 +4,7 @@
 //! Free-form row payloads (`input`, `output`, `metadata`, ...) stay JSON values. Unknown
 //! fields in requests are ignored, as the SDKs add fields over time.
 
+pub mod accounts;
 pub mod admin;
 pub mod error;
 pub mod objects;

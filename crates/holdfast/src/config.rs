@@ -53,6 +53,10 @@ pub struct Settings {
     /// Seconds the purge lease lasts unless renewed (after a purging replica stops, how
     /// long until another carries on).
     pub purge_lease_secs: u64,
+    /// Seconds a browser session lasts without a request (idle expiry).
+    pub session_idle_secs: u64,
+    /// Seconds a browser session lasts after sign-in, whatever the activity.
+    pub session_max_secs: u64,
     /// Whether queries use the word and value indexes (turn off only to measure what they
     /// save).
     pub query_search_index: bool,
@@ -140,6 +144,8 @@ impl Default for Settings {
             purge_interval_secs: 300,
             purge_batch_rows: limits.purge_batch_rows,
             purge_lease_secs: limits.purge_lease.as_secs(),
+            session_idle_secs: limits.session_idle.as_secs(),
+            session_max_secs: limits.session_max.as_secs(),
             query_search_index: true,
             max_inflight_body_bytes: limits.max_inflight_body_bytes,
             max_requests_per_key: limits.max_requests_per_key,
@@ -261,6 +267,8 @@ impl CommonArgs {
             ("deletion_grace_secs", settings.deletion_grace_secs),
             ("purge_batch_rows", settings.purge_batch_rows as u64),
             ("purge_lease_secs", settings.purge_lease_secs),
+            ("session_idle_secs", settings.session_idle_secs),
+            ("session_max_secs", settings.session_max_secs),
             ("max_requests_per_key", settings.max_requests_per_key as u64),
         ] {
             if value == 0 {
@@ -270,6 +278,13 @@ impl CommonArgs {
         if settings.deletion_grace_secs > MAX_DELETION_GRACE_SECS {
             bail!(
                 "invalid setting: deletion_grace_secs must be at most {MAX_DELETION_GRACE_SECS} (ten years)"
+            );
+        }
+        if settings.session_max_secs > 30 * 24 * 3600
+            || settings.session_idle_secs > settings.session_max_secs
+        {
+            bail!(
+                "invalid setting: session_max_secs must be at most 30 days, and session_idle_secs at most session_max_secs"
             );
         }
         if settings.purge_batch_rows > MAX_PURGE_BATCH_ROWS {
@@ -379,6 +394,8 @@ impl Settings {
             deletion_grace: std::time::Duration::from_secs(self.deletion_grace_secs),
             purge_batch_rows: self.purge_batch_rows,
             purge_lease: std::time::Duration::from_secs(self.purge_lease_secs),
+            session_idle: std::time::Duration::from_secs(self.session_idle_secs),
+            session_max: std::time::Duration::from_secs(self.session_max_secs),
         }
     }
 

@@ -167,6 +167,22 @@ enum UserAction {
         #[arg(long)]
         print_key: bool,
     },
+    /// Add a user (created if new) to an organization's group and print a one-time link to
+    /// set their password (valid 7 days; with --reset, a reset link valid 24 hours).
+    Invite {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        /// Owners, Engineers, Viewers, or a custom group.
+        #[arg(long)]
+        group: String,
+        /// A reset link for a member who already has a password.
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1030,6 +1046,39 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 say!(err, "added {email} to {group} in {org}");
             }
+        }
+        Command::User {
+            action:
+                UserAction::Invite {
+                    common,
+                    org,
+                    email,
+                    group,
+                    reset,
+                },
+        } => {
+            let settings = common.settings(None)?;
+            let services = open(&settings).await?;
+            services
+                .record_operator_command(
+                    "user invite",
+                    Some(&org),
+                    json!({"email": email, "group": group, "reset": reset}),
+                )
+                .await?;
+            let (token, expires) = services
+                .invite_user_cli(&org, &email, &group, reset)
+                .await?;
+            let base = settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", settings.listen));
+            say!(
+                "{}/auth/set-password#token={}",
+                base.trim_end_matches('/'),
+                token.expose_secret()
+            );
+            say!(err, "the link works once, until {expires}");
         }
         Command::Secrets {
             action: SecretsAction::Verify { common, org },

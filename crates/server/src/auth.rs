@@ -18,6 +18,57 @@ use holdfast_services::audit::{auth_failure_entry, changed_something, request_en
 use std::net::SocketAddr;
 use tracing::Instrument;
 
+/// The session cookie's name: `__Host-` prefixed (so that no other host or path can set it)
+/// when served over TLS, which that prefix needs.
+pub fn session_cookie(tls: bool) -> &'static str {
+    if tls {
+        "__Host-holdfast_session"
+    } else {
+        "holdfast_session"
+    }
+}
+
+/// The value of the cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Methods that change nothing, which a session cookie may make without the CSRF token.
+fn safe(method: &axum::http::Method) -> bool {
+    matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    )
+}
+
+/// The principal of a request made with a browser session (no `Authorization` header):
+/// the session must be live, and a request that may change something must carry the
+/// session's CSRF token in `X-CSRF-Token`.
+async fn session_principal(
+    state: &AppState,
+    token: &str,
+    csrf: Option<&str>,
+) -> Result<holdfast_services::Principal, ServiceError> {
+    let (principal, session) = state.services.session_principal(token).await?;
+    if let Some(presented) = csrf
+        && !holdfast_services::Services::csrf_matches(&session, presented)
+    {
+        return Err(ServiceError::Forbidden(
+            "a request made with a session cookie that changes something needs the \
+             session's X-CSRF-Token header"
+                .into(),
+        ));
+    }
+    Ok(principal)
+}
+
 fn bearer(req: &Request) -> Result<&str, ServiceError> {
     let header = req.headers().get(axum::http::header::AUTHORIZATION).ok_or(
         ServiceError::Unauthenticated("missing Authorization header"),
@@ -49,23 +100,47 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     let action = format!("{} {route}", req.method());
-    let token = match bearer(&req) {
-        Ok(t) => t.to_owned(),
-        Err(e) => {
-            audit_failure(&state, None, &e, &action, from.as_deref()).await;
-            return ApiError(e).into_response();
+    let session = cookie(req.headers(), session_cookie(state.tls))
+        .filter(|_| {
+            !req.headers()
+                .contains_key(axum::http::header::AUTHORIZATION)
+        })
+        .map(str::to_owned);
+    let principal = if let Some(token) = session {
+        // What a request that may change something presents as the CSRF token.
+        let csrf = (!safe(req.method())).then(|| {
+            req.headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        match session_principal(&state, &token, csrf.as_deref()).await {
+            Ok(p) => p,
+            Err(e) => {
+                audit_failure(&state, None, &e, &action, from.as_deref()).await;
+                return ApiError(e).into_response();
+            }
         }
-    };
-    let principal = match services
-        .keys
-        .authenticate(&services.store, &token, from.as_deref())
-        .await
-    {
-        Ok(p) => p,
-        Err(failure) => {
-            let key_id = failure.key_id;
-            audit_failure(&state, key_id, &failure.error, &action, from.as_deref()).await;
-            return ApiError(failure.error).into_response();
+    } else {
+        let token = match bearer(&req) {
+            Ok(t) => t.to_owned(),
+            Err(e) => {
+                audit_failure(&state, None, &e, &action, from.as_deref()).await;
+                return ApiError(e).into_response();
+            }
+        };
+        match services
+            .keys
+            .authenticate(&services.store, &token, from.as_deref())
+            .await
+        {
+            Ok(p) => p,
+            Err(failure) => {
+                let key_id = failure.key_id;
+                audit_failure(&state, key_id, &failure.error, &action, from.as_deref()).await;
+                return ApiError(failure.error).into_response();
+            }
         }
     };
     // The handler and the audit entry run in a task of their own, so that a client that

@@ -52,10 +52,12 @@ impl IntoResponse for ApiError {
             status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+            let after = match &self.0 {
+                ServiceError::SignInThrottled(_, secs) => *secs,
+                _ => 1,
+            };
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, after.into());
         }
         // The body may not have been read: the client must not reuse the connection.
         if matches!(

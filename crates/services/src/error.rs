@@ -39,6 +39,9 @@ pub enum ServiceError {
     /// Too many requests in flight for one key.
     #[error("{0}")]
     RateLimited(String),
+    /// Sign-in refused for a while after too many failures; retry after this many seconds.
+    #[error("{0}")]
+    SignInThrottled(String, u64),
     /// The server is at a limit of its own (request bodies in memory); try again shortly.
     #[error("{0}")]
     Busy(String),
@@ -92,7 +95,7 @@ impl ServiceError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::TooLarge(_) => ErrorCode::BodyTooLarge,
             Self::QuotaExceeded(_) => ErrorCode::StorageQuotaExceeded,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::RateLimited(_) | Self::SignInThrottled(..) => ErrorCode::RateLimited,
             Self::Busy(_) => ErrorCode::ServerBusy,
             Self::Timeout(_) => ErrorCode::BodyTimeout,
             Self::QueryTimeout(_) => ErrorCode::QueryTimeout,

@@ -3,6 +3,7 @@
 //! store only through passes from [`access`], and return [`ServiceError`]s.
 
 pub mod access;
+pub mod accounts;
 pub mod admin;
 pub mod attachments;
 pub mod audit;
@@ -73,6 +74,10 @@ pub struct Limits {
     /// so when a purging replica stops, another (or the same one restarted) carries on
     /// after this long.
     pub purge_lease: std::time::Duration,
+    /// A browser session ends after this long without a request...
+    pub session_idle: std::time::Duration,
+    /// ...and this long after sign-in, whatever the activity.
+    pub session_max: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -93,6 +98,8 @@ impl Default for Limits {
             deletion_grace: std::time::Duration::from_secs(24 * 3600),
             purge_batch_rows: 1000,
             purge_lease: std::time::Duration::from_secs(60),
+            session_idle: std::time::Duration::from_secs(2 * 3600),
+            session_max: std::time::Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -193,7 +200,7 @@ mod tests {
     /// Where the permission model is bypassed: operator commands, first start, and the
     /// server's background jobs, each with its reason. A user's request never makes a
     /// `SystemPass`; adding one here must be a deliberate change to this list.
-    const SYSTEM_PASSES: [&str; 26] = [
+    const SYSTEM_PASSES: [&str; 27] = [
         "an operator command",
         "appending to the audit log",
         "applying retention policies",
@@ -217,6 +224,7 @@ mod tests {
         "rotating the key-encryption key",
         "running an export started through the API",
         "running scheduled exports",
+        "signing in and browser sessions",
         "upgrading organizations to access control",
         "verifying secrets",
         "verifying the audit log",

@@ -212,6 +212,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("api_exports.sql"),
         include_str!("api_exports.sql"),
     ),
+    (
+        21,
+        include_str!("accounts.sql"),
+        include_str!("accounts.sql"),
+    ),
 ];
 
 impl Store {

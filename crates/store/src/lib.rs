@@ -20,6 +20,7 @@
 //! [`with_pool!`] macro expands each query once per backend.
 
 mod access;
+mod accounts;
 mod automations;
 mod backup;
 mod db;
@@ -39,6 +40,7 @@ pub use access::{
     AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
     parse_member_permission,
 };
+pub use accounts::{AccountLink, SessionRecord};
 pub use automations::{ApiExportRecord, AutomationRecord, AutomationScope, RunRecord};
 pub use backup::{snapshot_sqlite, table_counts};
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};

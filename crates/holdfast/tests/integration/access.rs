@@ -10,6 +10,10 @@ const WHO: [&str; 11] = [
     "foreign", "nobody",
 ];
 
+/// Browser sessions of the Engineer: with its CSRF token, without one, and expired. They
+/// come after `WHO`; their expectations follow from the Engineer's and from no credential's.
+const SESSIONS: [&str; 3] = ["session", "session-no-csrf", "session-expired"];
+
 /// Markers written into project A's and project B's data: a response to a principal that may
 /// not read that project must never contain its marker.
 const MARK_A: &str = "marker-alpha-7f3a";
@@ -20,14 +24,26 @@ fn may_see(who: &str, mark: &str) -> bool {
     match mark {
         MARK_A => matches!(
             who,
-            "owner" | "engineer" | "viewer" | "custom" | "limited" | "read"
+            "owner"
+                | "engineer"
+                | "viewer"
+                | "custom"
+                | "limited"
+                | "read"
+                | "session"
+                | "session-no-csrf"
         ),
-        _ => matches!(who, "owner" | "engineer" | "viewer" | "read"),
+        _ => matches!(
+            who,
+            "owner" | "engineer" | "viewer" | "read" | "session" | "session-no-csrf"
+        ),
     }
 }
 
 struct World {
     keys: Vec<Option<String>>,
+    /// The headers of each of [`SESSIONS`].
+    sessions: Vec<Vec<(String, String)>>,
     pa: String,
     pb: String,
     ea: String,
@@ -161,6 +177,7 @@ async fn world(server: &Server) -> World {
         .await;
     let revoked = revoked_reply["key"].as_str().unwrap().to_owned();
     let foreign = server.cli_line(&["org", "create", "other", "--owner", "eve@other.test"]);
+    let sessions = engineer_sessions(server).await;
     // Let the expiring key expire.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     World {
@@ -177,6 +194,7 @@ async fn world(server: &Server) -> World {
             Some(foreign),
             None,
         ],
+        sessions,
         pa,
         pb,
         ea,
@@ -186,6 +204,81 @@ async fn world(server: &Server) -> World {
         prompt_a,
         viewer_id,
     }
+}
+
+/// The Engineer signs in twice with a password (set through an invite link); one session is
+/// then made to have expired. Headers of a request with the session and its CSRF token,
+/// with the session only, and with the expired session.
+async fn engineer_sessions(server: &Server) -> Vec<Vec<(String, String)>> {
+    let link = server.cli_line(&[
+        "user",
+        "invite",
+        "--org",
+        "default",
+        "--email",
+        "eng@example.test",
+        "--group",
+        "Engineers",
+    ]);
+    let token = link.rsplit_once("#token=").unwrap().1;
+    let password = "matrix password 1";
+    let (s, b) = server
+        .call(
+            "POST",
+            "/auth/password",
+            None,
+            Some(json!({"token": token, "password": password})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut signed_in = Vec::new();
+    for _ in 0..2 {
+        let resp = crate::harness::client()
+            .post(format!("{}/auth/login", server.url))
+            .json(&json!({"email": "eng@example.test", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let cookie = resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body: Value = resp.json().await.unwrap();
+        signed_in.push((cookie, body));
+    }
+    let expired = &signed_in[1];
+    server
+        .execute_sql(&format!(
+            "UPDATE sessions SET expires = '2000-01-01T00:00:00.000000Z' WHERE id = '{}'",
+            expired.1["session_id"].as_str().unwrap()
+        ))
+        .await;
+    let (cookie, body) = &signed_in[0];
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let jar = |c: &str| ("cookie".to_owned(), c.to_owned());
+    vec![
+        vec![jar(cookie), ("x-csrf-token".to_owned(), csrf)],
+        vec![jar(cookie)],
+        vec![jar(&expired.0)],
+    ]
+}
+
+/// What each of [`SESSIONS`] must get, from the Engineer's expectation and no credential's:
+/// a session acts exactly as its user; without the CSRF token a request that may change
+/// something is refused (403) where a credential is needed; an expired session is no
+/// credential.
+fn session_expectations(method: &str, expect: &[u16; 11]) -> [u16; 3] {
+    let (engineer, nobody) = (expect[1], expect[10]);
+    let safe = matches!(method, "GET" | "HEAD" | "OPTIONS");
+    let no_csrf = match (safe, nobody) {
+        (true, _) => engineer,
+        (false, 401) => 403,
+        (false, public) => public,
+    };
+    [engineer, no_csrf, nobody]
 }
 
 /// A target made afresh (with the owner key) before each principal's call, for routes that
@@ -923,7 +1016,8 @@ async fn matrix(backend: Backend) {
     let (mut total, mut leaks, mut mismatches) = (0, 0, Vec::new());
     let mut n = 0;
     for case in &cases {
-        for (i, who) in WHO.iter().enumerate() {
+        let sessions = session_expectations(case.method, &case.expect);
+        for (i, who) in WHO.iter().chain(SESSIONS.iter()).enumerate() {
             n += 1;
             let fresh = make_fresh(&server, &w, case.fresh, n).await;
             let path = case.path.replace("{fresh}", &fresh);
@@ -931,11 +1025,30 @@ async fn matrix(backend: Backend) {
                 .body
                 .as_ref()
                 .map(|b| serde_json::from_str(&b.to_string().replace("{fresh}", &fresh)).unwrap());
-            let (status, body) = server
-                .call(case.method, &path, w.keys[i].as_deref(), body)
-                .await;
+            let (status, body) = match i.checked_sub(WHO.len()) {
+                None => {
+                    server
+                        .call(case.method, &path, w.keys[i].as_deref(), body)
+                        .await
+                }
+                Some(s) => {
+                    let headers: Vec<(&str, &str)> = w.sessions[s]
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let bytes = body
+                        .map(|b| serde_json::to_vec(&b).unwrap())
+                        .unwrap_or_default();
+                    server
+                        .with_headers(case.method, &path, &headers, bytes)
+                        .await
+                }
+            };
             total += 1;
-            let want = case.expect[i];
+            let want = match i.checked_sub(WHO.len()) {
+                None => case.expect[i],
+                Some(s) => sessions[s],
+            };
             let text = body.to_string();
             let leaked_status = (200..300).contains(&status) && !(200..300).contains(&want);
             let leaked_content = [MARK_A, MARK_B]
@@ -969,7 +1082,7 @@ async fn matrix(backend: Backend) {
     println!(
         "access matrix ({backend:?}): {} routes x {} principals = {total} cases, {leaks} leaks, {} mismatches",
         cases.len(),
-        WHO.len(),
+        WHO.len() + SESSIONS.len(),
         mismatches.len()
     );
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

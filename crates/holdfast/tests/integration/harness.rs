@@ -260,12 +260,26 @@ impl Server {
         key: Option<&str>,
         body: Vec<u8>,
     ) -> (u16, Value) {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.with_headers(method, path, &headers, body).await
+    }
+
+    /// A request with these headers (a browser's cookie and CSRF token, say).
+    pub async fn with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{}", self.url, path))
             .body(body);
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();

@@ -40,3 +40,4 @@ mod operations;
 mod query;
 mod retention;
 mod secrets;
+mod signin;

@@ -5,6 +5,7 @@ mod admin;
 mod automations;
 mod rest;
 mod sdk;
+mod session;
 
 use crate::{ApiError, AppState};
 use axum::Json;
@@ -33,6 +34,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .merge(rest::router())
         .merge(admin::router())
         .merge(automations::router())
+        .merge(session::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             crate::auth::authenticate,
@@ -40,6 +42,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(sdk::public())
         .merge(automations::public())
+        .merge(session::public())
         .merge(crate::metrics::routes())
         .merge(authenticated)
 }

@@ -62,12 +62,13 @@ impl Services {
 
     /// `holdfast user create`: adds a user to an organization and a group, and returns a new
     /// key for them.
-    pub async fn create_user_cli(
+    /// Adds a user (created if new) to a group of an organization; (org id, user id).
+    async fn add_user_cli(
         &self,
         org_name: &str,
         email: &str,
         group: &str,
-    ) -> Result<SecretString> {
+    ) -> Result<(String, String)> {
         if !email.contains('@') {
             return Err(ServiceError::bad(format!(
                 "{email:?} is not an email address"
@@ -92,14 +93,46 @@ impl Services {
             .add_member_as_operator(&why, &org.id, &new_user, group)
             .await?;
         self.policy_changed(&org.id);
+        Ok((org.id, user))
+    }
+
+    /// `holdfast user invite`: adds the user to the group (created if new) and makes a
+    /// one-time link to set their password (`reset`: a reset link, for a member who has one);
+    /// returns the link's token and when it expires.
+    pub async fn invite_user_cli(
+        &self,
+        org_name: &str,
+        email: &str,
+        group: &str,
+        reset: bool,
+    ) -> Result<(SecretString, String)> {
+        let email = email.trim().to_lowercase();
+        let (org_id, user) = self.add_user_cli(org_name, &email, group).await?;
+        let kind = if reset {
+            crate::accounts::LinkKind::Reset
+        } else {
+            crate::accounts::LinkKind::Invite
+        };
+        self.make_account_link(&org_id, &user, kind).await
+    }
+
+    /// `holdfast user create`: adds the user to the group and makes them an API key.
+    pub async fn create_user_cli(
+        &self,
+        org_name: &str,
+        email: &str,
+        group: &str,
+    ) -> Result<SecretString> {
+        let why = SystemPass::new("operator adds a user");
+        let (org_id, user) = self.add_user_cli(org_name, email, group).await?;
         let key = self
             .keys
-            .mint(&org.id, &user, "cli key", None, &KeyScope::default())?;
+            .mint(&org_id, &user, "cli key", None, &KeyScope::default())?;
         self.store.insert_api_key(&why, &key.record).await?;
         self.audit
             .record_durable(holdfast_store::NewAuditEntry {
                 at: self.now(),
-                org_id: Some(org.id.clone()),
+                org_id: Some(org_id.clone()),
                 actor_id: None,
                 key_id: None,
                 action: "cli user create".into(),
