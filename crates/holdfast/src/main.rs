@@ -455,6 +455,40 @@ fn server_clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
+/// The page where a password is set with a link's token.
+fn password_link(settings: &Settings, token: &str) -> String {
+    let base = base_url(settings);
+    format!(
+        "{}/auth/set-password#token={token}",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The URL clients reach this server at: `public_url`, else the listening address.
+fn base_url(settings: &Settings) -> String {
+    settings.public_url.clone().unwrap_or_else(|| {
+        let scheme = if settings.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", settings.listen)
+    })
+}
+
+/// A one-time link for an organization's first owner to set a password.
+async fn owner_link(
+    services: &Services,
+    settings: &Settings,
+    org: &str,
+    owner: &str,
+) -> Result<String> {
+    let (token, _) = services
+        .invite_user_cli(org, owner, "Owners", false)
+        .await?;
+    Ok(password_link(settings, token.expose_secret()))
+}
+
 /// Every store this process opened, closed before it exits (see `Store::close`).
 static OPENED: std::sync::Mutex<Vec<Store>> = std::sync::Mutex::new(Vec::new());
 
@@ -594,19 +628,15 @@ async fn serve(settings: Settings) -> Result<()> {
     }
     if !services.is_initialized().await? {
         let key = services.create_org("default", "admin@localhost").await?;
-        let base = settings.public_url.clone().unwrap_or_else(|| {
-            let scheme = if settings.tls_cert.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{}", settings.listen)
-        });
+        let base = base_url(&settings);
         say!("Holdfast initialized organization \"default\" with owner admin@localhost.");
         say!("This owner API key is shown only once:");
         say!("");
         say!("export BRAINTRUST_API_KEY={}", key.expose_secret());
         say!("export BRAINTRUST_APP_URL={base}");
+        say!("");
+        let link = owner_link(&services, &settings, "default", "admin@localhost").await?;
+        say!("The owner sets a password for signing in, once, at: {link}");
         say!("");
     }
     // Partial exports that a stopped export left: at start, then every 10 minutes.
@@ -912,6 +942,11 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
             let key = services.create_org(&org, &owner).await?;
             write_key(key.expose_secret())?;
+            let link = owner_link(&services, &common.settings(None)?, &org, &owner).await?;
+            say!(
+                err,
+                "the owner sets a password for signing in, once, at: {link}"
+            );
         }
         Command::Org {
             action:
@@ -1069,15 +1104,7 @@ async fn run(cli: Cli) -> Result<()> {
             let (token, expires) = services
                 .invite_user_cli(&org, &email, &group, reset)
                 .await?;
-            let base = settings
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", settings.listen));
-            say!(
-                "{}/auth/set-password#token={}",
-                base.trim_end_matches('/'),
-                token.expose_secret()
-            );
+            say!("{}", password_link(&settings, token.expose_secret()));
             say!(err, "the link works once, until {expires}");
         }
         Command::Secrets {

@@ -45,6 +45,12 @@ async fn init_contract(backend: Backend) {
     );
     let key = stdout.trim().to_owned();
     assert!(key.starts_with("hf_"));
+    // On stderr, the link for the owner to set a password.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let token = stderr
+        .split_once("/auth/set-password#token=")
+        .map(|(_, t)| t.split_whitespace().next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no password link: {stderr}"));
     // Key material is private, and the pepper and storage key are kept only wrapped.
     use std::os::unix::fs::PermissionsExt;
     for f in ["pepper.wrapped", "storage.key"] {
@@ -101,6 +107,22 @@ async fn init_contract(backend: Backend) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // The owner sets a password with the link printed by init, and signs in with it.
+    let base = format!("http://127.0.0.1:{port}");
+    let set = http
+        .post(format!("{base}/auth/password"))
+        .json(&serde_json::json!({"token": token, "password": "first owner password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let signed_in = http
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"email": "owner@acme.test", "password": "first owner password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     assert_eq!(login.unwrap()["org_info"][0]["name"], "acme");

@@ -106,8 +106,7 @@ impl Services {
         group: &str,
         reset: bool,
     ) -> Result<(SecretString, String)> {
-        let email = email.trim().to_lowercase();
-        let (org_id, user) = self.add_user_cli(org_name, &email, group).await?;
+        let (org_id, user) = self.add_user_cli(org_name, email.trim(), group).await?;
         let kind = if reset {
             crate::accounts::LinkKind::Reset
         } else {
