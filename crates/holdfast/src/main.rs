@@ -150,19 +150,26 @@ enum OrgAction {
     },
 }
 
+/// A member of an organization's group, as the user commands name one.
+#[derive(clap::Args)]
+struct MemberArgs {
+    #[arg(long)]
+    org: String,
+    #[arg(long)]
+    email: String,
+    /// Owners, Engineers, Viewers, or a custom group.
+    #[arg(long)]
+    group: String,
+}
+
 #[derive(Subcommand)]
 enum UserAction {
     /// Add a user (created if new) to an organization and one of its groups.
     Create {
         #[command(flatten)]
         common: CommonArgs,
-        #[arg(long)]
-        org: String,
-        #[arg(long)]
-        email: String,
-        /// Owners, Engineers, Viewers, or a custom group.
-        #[arg(long)]
-        group: String,
+        #[command(flatten)]
+        member: MemberArgs,
         /// Print a new API key for the user as the only line on stdout.
         #[arg(long)]
         print_key: bool,
@@ -172,13 +179,8 @@ enum UserAction {
     Invite {
         #[command(flatten)]
         common: CommonArgs,
-        #[arg(long)]
-        org: String,
-        #[arg(long)]
-        email: String,
-        /// Owners, Engineers, Viewers, or a custom group.
-        #[arg(long)]
-        group: String,
+        #[command(flatten)]
+        member: MemberArgs,
         /// A reset link for a member who already has a password.
         #[arg(long)]
         reset: bool,
@@ -1061,9 +1063,7 @@ async fn run(cli: Cli) -> Result<()> {
             action:
                 UserAction::Create {
                     common,
-                    org,
-                    email,
-                    group,
+                    member: MemberArgs { org, email, group },
                     print_key,
                 },
         } => {
@@ -1086,9 +1086,7 @@ async fn run(cli: Cli) -> Result<()> {
             action:
                 UserAction::Invite {
                     common,
-                    org,
-                    email,
-                    group,
+                    member: MemberArgs { org, email, group },
                     reset,
                 },
         } => {
