@@ -2,7 +2,7 @@
 
 use crate::secret::{SecretValue, ShownOnce};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Signs in with an email and a password; answers with the session cookie (`HttpOnly`,
 /// `SameSite=Lax`; `__Host-` and `Secure` over TLS) and the CSRF token that every
@@ -55,4 +55,10 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// The session this request was made with.
     pub current: bool,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct SessionListQuery {
+    /// Another member's sessions (for those who may remove members: Owners).
+    pub user_id: Option<String>,
 }

@@ -398,19 +398,35 @@ impl Services {
         ct_eq(&session.csrf_hash, &sha256_hex(presented))
     }
 
-    /// `GET /v1/session`: the caller's sessions that have not ended.
-    pub async fn list_sessions(&self, principal: &Principal) -> Result<Vec<SessionRecord>> {
+    /// `GET /v1/session`: the caller's sessions that have not ended, or another member's
+    /// for a caller who may remove members (Owners; 403 for anyone else).
+    pub async fn list_sessions(
+        &self,
+        principal: &Principal,
+        user_id: Option<&str>,
+    ) -> Result<Vec<SessionRecord>> {
+        let user = user_id.unwrap_or(&principal.user_id);
+        if user != principal.user_id && !self.may_end_any_session(principal).await? {
+            return Err(ServiceError::Forbidden(
+                "listing another member's sessions needs delete on organization members".into(),
+            ));
+        }
         Ok(self
             .store
-            .list_sessions(&why(), &principal.org_id, &principal.user_id, &self.now())
+            .list_sessions(&why(), &principal.org_id, user, &self.now())
             .await?)
+    }
+
+    /// Whether the caller may see and end anyone's sessions: those who may remove members.
+    async fn may_end_any_session(&self, principal: &Principal) -> Result<bool> {
+        let policy = self.policy(principal).await?;
+        Ok(principal.may(&policy, Permission::Delete, &Target::org(Kind::OrgMember)))
     }
 
     /// `DELETE /v1/session/{id}` (and sign-out): ends one of the caller's sessions, or, for
     /// a caller who may remove members (Owners), anyone's in the organization.
     pub async fn revoke_session(&self, principal: &Principal, id: &str) -> Result<()> {
-        let policy = self.policy(principal).await?;
-        let anyone = principal.may(&policy, Permission::Delete, &Target::org(Kind::OrgMember));
+        let anyone = self.may_end_any_session(principal).await?;
         let only = (!anyone).then_some(principal.user_id.as_str());
         if !self
             .store

@@ -292,6 +292,21 @@ async fn sessions_end(backend: Backend) {
     let c3 = third.cookie.unwrap();
     let third_id = third.body["session_id"].as_str().unwrap();
     let viewer_key = server.member_key("cy@example.test", "Viewers");
+    // An Owner lists bo's sessions; another member may not.
+    let bo = first.body["user_id"].as_str().unwrap();
+    let listed = server
+        .ok("GET", &format!("/v1/session?user_id={bo}"), None)
+        .await;
+    assert!(listed.to_string().contains(third_id), "{listed}");
+    let (s, body) = server
+        .call(
+            "GET",
+            &format!("/v1/session?user_id={bo}"),
+            Some(&viewer_key),
+            None,
+        )
+        .await;
+    assert_error(s, &body, 403, "forbidden");
     let (s, body) = server
         .call(
             "DELETE",

@@ -1,14 +1,16 @@
 //! Signing in with a password, setting a password through a link, signing out, and the
 //! caller's browser sessions.
 
-use crate::extract::{Authed, Checked, Id};
+use crate::extract::{Authed, Checked, Id, Params};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_api::ObjectList;
-use holdfast_api::accounts::{Done, PasswordSignIn, Session, SetPasswordRequest, SignedIn};
+use holdfast_api::accounts::{
+    Done, PasswordSignIn, Session, SessionListQuery, SetPasswordRequest, SignedIn,
+};
 use holdfast_api::secret::ShownOnce;
 use holdfast_services::ServiceError;
 use std::net::SocketAddr;
@@ -124,12 +126,17 @@ async fn logout(State(s): State<AppState>, Authed(p): Authed) -> Result<Response
     Ok(resp)
 }
 
-/// The caller's browser sessions that have not ended, newest first.
-#[utoipa::path(get, path = "/v1/session", tag = "sign-in",
+/// The caller's browser sessions that have not ended, newest first (at most 1000); with
+/// `user_id`, another member's (Owners).
+#[utoipa::path(get, path = "/v1/session", tag = "sign-in", params(SessionListQuery),
     responses((status = 200, body = ObjectList<Session>)))]
-async fn list_sessions(State(s): State<AppState>, Authed(p): Authed) -> Reply<ObjectList<Session>> {
+async fn list_sessions(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Params(q): Params<SessionListQuery>,
+) -> Reply<ObjectList<Session>> {
     let current = session_of(&p).map(str::to_owned);
-    let list = s.services.list_sessions(&p).await?;
+    let list = s.services.list_sessions(&p, q.user_id.as_deref()).await?;
     let objects: Vec<Session> = list
         .into_iter()
         .map(|r| Session {
