@@ -62,3 +62,12 @@ pub struct SessionListQuery {
     /// Another member's sessions (for those who may remove members: Owners).
     pub user_id: Option<String>,
 }
+
+/// How an organization's members may sign in.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignInSettings {
+    /// Whether they may sign in with a password (true unless an Owner turned it off, say
+    /// when everyone signs in through the identity provider). Turning it off ends the
+    /// sessions that were signed in with a password.
+    pub password_login: bool,
+}

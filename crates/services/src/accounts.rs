@@ -17,6 +17,7 @@
 
 use crate::{Result, ServiceError, Services, random};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use holdfast_api::accounts::SignInSettings;
 use holdfast_core::authz::{Capability, KeyScope, Kind, Permission, Principal, SystemPass, Target};
 use holdfast_core::clock::format_timestamp;
 use holdfast_store::{AccountLink, NewAuditEntry, SessionRecord};
@@ -286,6 +287,21 @@ impl Services {
             .await;
             return Err(BAD_LOGIN);
         };
+        if !self.store.password_login_allowed(&why(), org_id).await? {
+            self.audit_login(
+                Some(org_id),
+                Some(user_id),
+                "login_failure",
+                json!({
+                "method": "password", "email": email, "from": from,
+                "reason": "passwords are off for the organization"}),
+            )
+            .await;
+            return Err(ServiceError::Forbidden(
+                "this organization signs in through its identity provider, not with passwords"
+                    .into(),
+            ));
+        }
         self.store.clear_login_failures(&why(), &account).await?;
         let made = self
             .new_session(org_id, user_id, "password", from, user_agent)
@@ -415,6 +431,39 @@ impl Services {
             .store
             .list_sessions(&why(), &principal.org_id, user, &self.now())
             .await?)
+    }
+
+    /// `GET /v1/organization/{id}/sign_in` (any member).
+    pub async fn sign_in_settings(&self, principal: &Principal) -> Result<SignInSettings> {
+        self.policy(principal).await?;
+        Ok(SignInSettings {
+            password_login: self
+                .store
+                .password_login_allowed(&why(), &principal.org_id)
+                .await?,
+        })
+    }
+
+    /// `PUT /v1/organization/{id}/sign_in` (`update` on the organization: Owners).
+    pub async fn set_sign_in_settings(
+        &self,
+        principal: &Principal,
+        body: &SignInSettings,
+    ) -> Result<SignInSettings> {
+        let pass = self
+            .org_grant(principal, Permission::Update, Kind::Organization)
+            .await?;
+        let before = self.sign_in_settings(principal).await?.password_login;
+        let ended = self
+            .store
+            .set_password_login(&pass, body.password_login, &self.now())
+            .await?;
+        principal.trail.change(json!({"sign_in": {
+            "password_login": {"before": before, "after": body.password_login},
+            "sessions_ended": ended}}));
+        Ok(SignInSettings {
+            password_login: body.password_login,
+        })
     }
 
     /// Whether the caller may see and end anyone's sessions: those who may remove members.

@@ -2,8 +2,9 @@
 //! `holdfast_services::accounts`. Only hashes of link and session secrets are stored.
 
 use crate::db::with_pool;
+use crate::meta::require_grant;
 use crate::{Result, Store};
-use holdfast_core::authz::SystemPass;
+use holdfast_core::authz::{Kind, OrgPass, Permission, SystemPass};
 
 /// A browser session as stored (never its secret).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -325,6 +326,57 @@ impl Store {
                 .execute(p)
                 .await?;
             Ok(())
+        })
+    }
+
+    /// Whether the organization's members may sign in with a password (the default).
+    pub async fn password_login_allowed(&self, _why: &SystemPass, org_id: &str) -> Result<bool> {
+        let v: Option<i64> = with_pool!(&self.read, |p, DB| Ok::<_, crate::StoreError>(
+            sqlx::query_scalar("SELECT password_login FROM sign_in_settings WHERE org_id = $1")
+                .bind(org_id)
+                .fetch_optional(p)
+                .await?
+        ))?;
+        Ok(v.is_none_or(|v| v != 0))
+    }
+
+    /// Allows or forbids password sign-in for the pass's organization (which must carry
+    /// `update` on it); forbidding it ends the sessions signed in with a password, in the
+    /// same transaction. Returns how many sessions ended.
+    pub async fn set_password_login(
+        &self,
+        pass: &OrgPass,
+        allowed: bool,
+        now: &str,
+    ) -> Result<u64> {
+        require_grant(pass, Permission::Update, Kind::Organization)?;
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO sign_in_settings (org_id, password_login, updated) VALUES ($1, $2, $3) \
+                 ON CONFLICT (org_id) DO UPDATE SET password_login = excluded.password_login, \
+                 updated = excluded.updated",
+            )
+            .bind(pass.org_id())
+            .bind(i64::from(allowed))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let ended = if allowed {
+                0
+            } else {
+                sqlx::query(
+                    "UPDATE sessions SET revoked = $1 WHERE org_id = $2 AND method = 'password' \
+                     AND revoked IS NULL",
+                )
+                .bind(now)
+                .bind(pass.org_id())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            };
+            tx.commit().await?;
+            Ok(ended)
         })
     }
 }

@@ -38,3 +38,9 @@ CREATE TABLE login_failures (
 );
 CREATE INDEX login_failures_subject ON login_failures(subject, at);
 CREATE INDEX login_failures_at ON login_failures(at);
+-- Whether members of an organization may sign in with a password (no row: they may).
+CREATE TABLE sign_in_settings (
+    org_id TEXT PRIMARY KEY,
+    password_login BIGINT NOT NULL,
+    updated TEXT NOT NULL
+);

@@ -220,6 +220,39 @@ async fn password_sign_in(backend: Backend) {
     assert_eq!(s, 200);
     assert!(projects.to_string().contains("from the browser"));
 
+    // Only an Owner turns passwords off; that ends the password sessions and refuses
+    // password sign-in (even the right one) until turned back on.
+    let org = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let settings = format!("/v1/organization/{org}/sign_in");
+    let (s, body) = b.call("GET", &settings, &cookie, None, None).await;
+    assert_eq!((s, &body["password_login"]), (200, &json!(true)), "{body}");
+    let off = Some(json!({"password_login": false}));
+    let (s, body) = b
+        .call("PUT", &settings, &cookie, Some(&csrf), off.clone())
+        .await;
+    assert_error(s, &body, 403, "forbidden");
+    server.ok("PUT", &settings, off).await;
+    let (s, _) = b.call("GET", "/v1/project", &cookie, None, None).await;
+    assert_eq!(s, 401, "password sessions end");
+    let refused = b.login("ana@example.test", PASSWORD, None).await;
+    assert_error(refused.status, &refused.body, 403, "forbidden");
+    assert!(refused.cookie.is_none());
+    let wrong = b.login("ana@example.test", "not it either", None).await;
+    assert_eq!(
+        wrong.status, 401,
+        "a wrong password says no more than before"
+    );
+    server
+        .ok("PUT", &settings, Some(json!({"password_login": true})))
+        .await;
+    assert_eq!(
+        b.login("ana@example.test", PASSWORD, None).await.status,
+        200
+    );
+
     let audit = server.audit_rows().await;
     let actions: Vec<&str> = audit.iter().map(|(a, _, _)| a.as_str()).collect();
     for action in ["password_link", "password_set", "login", "login_failure"] {

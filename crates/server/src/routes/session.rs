@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_api::ObjectList;
 use holdfast_api::accounts::{
-    Done, PasswordSignIn, Session, SessionListQuery, SetPasswordRequest, SignedIn,
+    Done, PasswordSignIn, Session, SessionListQuery, SetPasswordRequest, SignInSettings, SignedIn,
 };
 use holdfast_api::secret::ShownOnce;
 use holdfast_services::ServiceError;
@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
+        .routes(routes!(get_sign_in, put_sign_in))
 }
 
 /// The `Set-Cookie` value of a session: `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure`
@@ -161,4 +162,39 @@ async fn list_sessions(
 async fn revoke_session(State(s): State<AppState>, Authed(p): Authed, Id(id): Id) -> Reply<Done> {
     s.services.revoke_session(&p, &id).await?;
     Ok(Json(Done { ok: true }))
+}
+
+fn this_org(p: &holdfast_services::Principal, id: &str) -> Result<(), ApiError> {
+    if id == p.org_id {
+        Ok(())
+    } else {
+        Err(ApiError(ServiceError::NotFound("organization".into())))
+    }
+}
+
+/// How the organization's members may sign in.
+#[utoipa::path(get, path = "/v1/organization/{id}/sign_in", tag = "sign-in",
+    params(("id" = String, Path)), responses((status = 200, body = SignInSettings)))]
+async fn get_sign_in(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+) -> Reply<SignInSettings> {
+    this_org(&p, &id)?;
+    Ok(Json(s.services.sign_in_settings(&p).await?))
+}
+
+/// Allows or forbids signing in with a password (Owners: `update` on the organization);
+/// forbidding it ends the sessions signed in with one.
+#[utoipa::path(put, path = "/v1/organization/{id}/sign_in", tag = "sign-in",
+    params(("id" = String, Path)), request_body = SignInSettings,
+    responses((status = 200, body = SignInSettings)))]
+async fn put_sign_in(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+    Checked(b): Checked<SignInSettings>,
+) -> Reply<SignInSettings> {
+    this_org(&p, &id)?;
+    Ok(Json(s.services.set_sign_in_settings(&p, &b).await?))
 }
