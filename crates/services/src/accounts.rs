@@ -77,6 +77,24 @@ pub struct NewSession {
 /// What a sign-in attempt is refused with: the same message whatever was wrong.
 const BAD_LOGIN: ServiceError = ServiceError::Unauthenticated("wrong email or password");
 
+/// Argon2id runs at most this many at once (each holds 19 MiB), so that a flood of sign-in
+/// attempts costs a bounded amount of memory; others wait up to [`ARGON2_WAIT`].
+const ARGON2_AT_ONCE: usize = 4;
+const ARGON2_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+static ARGON2: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_AT_ONCE);
+
+/// Runs password hashing work on the blocking pool, at most [`ARGON2_AT_ONCE`] at a time;
+/// 503 when no turn comes within [`ARGON2_WAIT`].
+async fn argon2_work<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _turn = tokio::time::timeout(ARGON2_WAIT, ARGON2.acquire())
+        .await
+        .map_err(|_| ServiceError::Busy("too many sign-ins at once; try again shortly".into()))?
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
 fn hash_password(password: &str) -> Result<String> {
     let salt = random::bytes::<16>()?;
     Argon2::default()
@@ -185,9 +203,7 @@ impl Services {
             .filter(|l| ct_eq(&l.secret_hash, &sha256_hex(secret)))
             .ok_or_else(bad)?;
         let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let hash = argon2_work(move || hash_password(&password)).await??;
         if !self
             .store
             .use_account_link(&why(), &link, &hash, &self.now())
@@ -259,13 +275,14 @@ impl Services {
         let ok = {
             let password = password.to_owned();
             let hash = stored.clone();
-            tokio::task::spawn_blocking(move || {
+            // Longer than any password that can be set: no match, and no hashing of megabytes.
+            let password: String = password.chars().take(MAX_PASSWORD_CHARS + 1).collect();
+            argon2_work(move || {
                 let known = hash.is_some();
                 let verified = verify_password(&password, hash.as_deref().unwrap_or(decoy_hash()));
                 known && verified
             })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .await?
         };
         let Some((org_id, _, user_id)) = member.filter(|_| ok) else {
             self.store
@@ -516,6 +533,29 @@ mod tests {
         );
         assert!(!verify_password("", decoy_hash()));
         assert!(!verify_password("anything", "not a hash"));
+    }
+
+    /// However many sign-ins arrive at once, at most `ARGON2_AT_ONCE` hash at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn argon2_work_is_bounded() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        static NOW: AtomicUsize = AtomicUsize::new(0);
+        static MOST: AtomicUsize = AtomicUsize::new(0);
+        let tasks: Vec<_> = (0..24)
+            .map(|_| {
+                tokio::spawn(argon2_work(|| {
+                    let n = NOW.fetch_add(1, SeqCst) + 1;
+                    MOST.fetch_max(n, SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    NOW.fetch_sub(1, SeqCst);
+                }))
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let most = MOST.load(SeqCst);
+        assert!((2..=ARGON2_AT_ONCE).contains(&most), "{most}");
     }
 
     #[test]
