@@ -407,7 +407,7 @@ impl Store {
 }
 
 /// One run of a scheduled export, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RunRecord {
     pub automation_id: String,
     pub run: i64,
@@ -422,38 +422,8 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-type RunRow = (
-    String,
-    i64,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
 const RUN_COLUMNS: &str = "automation_id, run, status, started, finished, from_xact, to_xact, \
                            rows, location, export_id, error";
-
-fn run_record(r: RunRow) -> RunRecord {
-    RunRecord {
-        automation_id: r.0,
-        run: r.1,
-        status: r.2,
-        started: r.3,
-        finished: r.4,
-        from_xact: r.5,
-        to_xact: r.6,
-        rows: r.7,
-        location: r.8,
-        export_id: r.9,
-        error: r.10,
-    }
-}
 
 impl Store {
     /// Every scheduled export of every organization, with whether a run was asked for.
@@ -511,7 +481,7 @@ impl Store {
         _why: &SystemPass,
         automation_id: &str,
     ) -> Result<Option<RunRecord>> {
-        let row: Option<RunRow> = with_pool!(&self.read, |p, DB| {
+        let row: Option<RunRecord> = with_pool!(&self.read, |p, DB| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {RUN_COLUMNS} FROM automation_runs WHERE automation_id = $1 \
                  ORDER BY run DESC LIMIT 1"
@@ -520,7 +490,7 @@ impl Store {
             .fetch_optional(p)
             .await?
         });
-        Ok(row.map(run_record))
+        Ok(row)
     }
 
     /// Records a run as started (or started again, after a stop), and clears the request
@@ -579,7 +549,7 @@ impl Store {
         automation_id: &str,
         limit: i64,
     ) -> Result<Vec<RunRecord>> {
-        let rows: Vec<RunRow> = with_pool!(&self.read, |p, DB| {
+        let rows: Vec<RunRecord> = with_pool!(&self.read, |p, DB| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {RUN_COLUMNS} FROM automation_runs r WHERE automation_id = $1 \
                  AND EXISTS (SELECT 1 FROM automations a WHERE a.id = r.automation_id \
@@ -591,12 +561,12 @@ impl Store {
             .fetch_all(p)
             .await?
         });
-        Ok(rows.into_iter().map(run_record).collect())
+        Ok(rows)
     }
 }
 
 /// An export started through the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiExportRecord {
     pub id: String,
     pub org_id: String,
@@ -612,38 +582,8 @@ pub struct ApiExportRecord {
     pub error: Option<String>,
 }
 
-type ApiExportRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-);
-
 const API_EXPORT_COLUMNS: &str = "id, org_id, project_id, user_id, format, status, created, \
                                   finished, export_id, rows, error";
-
-fn api_export(r: ApiExportRow) -> ApiExportRecord {
-    ApiExportRecord {
-        id: r.0,
-        org_id: r.1,
-        project_id: r.2,
-        user_id: r.3,
-        format: r.4,
-        status: r.5,
-        created: r.6,
-        finished: r.7,
-        export_id: r.8,
-        rows: r.9,
-        error: r.10,
-    }
-}
 
 impl Store {
     /// Records an export started through the API (a pass carrying `create` on exports); a
@@ -720,7 +660,7 @@ impl Store {
     /// One export of the organization (a pass carrying `read` on exports).
     pub async fn get_api_export(&self, pass: &OrgPass, id: &str) -> Result<ApiExportRecord> {
         require_grant(pass, Permission::Read, Kind::OrgExport)?;
-        let row: Option<ApiExportRow> = with_pool!(&self.read, |p, DB| {
+        let row: Option<ApiExportRecord> = with_pool!(&self.read, |p, DB| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {API_EXPORT_COLUMNS} FROM api_exports WHERE id = $1 AND org_id = $2"
             )))
@@ -729,7 +669,7 @@ impl Store {
             .fetch_optional(p)
             .await?
         });
-        row.map(api_export).ok_or(StoreError::NotFound("export"))
+        row.ok_or(StoreError::NotFound("export"))
     }
 
     /// The organization's exports, newest first.
@@ -739,7 +679,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ApiExportRecord>> {
         require_grant(pass, Permission::Read, Kind::OrgExport)?;
-        let rows: Vec<ApiExportRow> = with_pool!(&self.read, |p, DB| {
+        let rows: Vec<ApiExportRecord> = with_pool!(&self.read, |p, DB| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {API_EXPORT_COLUMNS} FROM api_exports WHERE org_id = $1 \
                  ORDER BY created DESC, id LIMIT $2"
@@ -749,7 +689,7 @@ impl Store {
             .fetch_all(p)
             .await?
         });
-        Ok(rows.into_iter().map(api_export).collect())
+        Ok(rows)
     }
 }
 
