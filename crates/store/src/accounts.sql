@@ -44,3 +44,5 @@ CREATE TABLE sign_in_settings (
     password_login BIGINT NOT NULL,
     updated TEXT NOT NULL
 );
+-- Sign-in finds members by their email, case-insensitively.
+CREATE INDEX users_email_lower ON users(lower(email));

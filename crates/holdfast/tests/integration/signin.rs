@@ -155,6 +155,11 @@ async fn password_sign_in(backend: Backend) {
         unknown.body["error"]["message"]
     );
     assert!(wrong.cookie.is_none() && unknown.cookie.is_none());
+    let long = b
+        .login(&format!("{}@example.test", "a".repeat(320)), PASSWORD, None)
+        .await;
+    assert_error(long.status, &long.body, 400, "invalid_field");
+    assert_eq!(long.body["error"]["field"], "email");
 
     // A session id planted before sign-in is not the one that comes out, and is no session.
     let planted = "a".repeat(64);
