@@ -275,9 +275,7 @@ async fn get_org(
     BaseUrl(base): BaseUrl,
     Id(id): Id,
 ) -> Reply<Organization> {
-    if id != p.org_id {
-        return Err(ApiError(ServiceError::NotFound("organization".into())));
-    }
+    super::this_org(&p, &id)?;
     Ok(Json(st.services.organization(&p, &base).await?))
 }
 
@@ -291,9 +289,7 @@ async fn patch_org(
     Id(id): Id,
     Checked(b): Checked<PatchOrganization>,
 ) -> Reply<Organization> {
-    if id != p.org_id {
-        return Err(ApiError(ServiceError::NotFound("organization".into())));
-    }
+    super::this_org(&p, &id)?;
     st.services.rename_organization(&p, &b).await?;
     Ok(Json(st.services.organization(&p, &base).await?))
 }

@@ -26,6 +26,18 @@ fn reply<T: serde::de::DeserializeOwned>(v: Value) -> Result<Json<T>, ApiError> 
     })
 }
 
+/// A route on `/v1/organization/{id}` answers only for the caller's organization (404 for
+/// any other, like an object the caller cannot see).
+fn this_org(p: &holdfast_services::Principal, id: &str) -> Result<(), ApiError> {
+    if id == p.org_id {
+        Ok(())
+    } else {
+        Err(ApiError(holdfast_services::ServiceError::NotFound(
+            "organization".into(),
+        )))
+    }
+}
+
 /// Every route, with its description. Routes under `authenticated` pass the authentication
 /// middleware first.
 fn routes(state: AppState) -> OpenApiRouter<AppState> {

@@ -164,14 +164,6 @@ async fn revoke_session(State(s): State<AppState>, Authed(p): Authed, Id(id): Id
     Ok(Json(Done { ok: true }))
 }
 
-fn this_org(p: &holdfast_services::Principal, id: &str) -> Result<(), ApiError> {
-    if id == p.org_id {
-        Ok(())
-    } else {
-        Err(ApiError(ServiceError::NotFound("organization".into())))
-    }
-}
-
 /// How the organization's members may sign in.
 #[utoipa::path(get, path = "/v1/organization/{id}/sign_in", tag = "sign-in",
     params(("id" = String, Path)), responses((status = 200, body = SignInSettings)))]
@@ -180,7 +172,7 @@ async fn get_sign_in(
     Authed(p): Authed,
     Id(id): Id,
 ) -> Reply<SignInSettings> {
-    this_org(&p, &id)?;
+    super::this_org(&p, &id)?;
     Ok(Json(s.services.sign_in_settings(&p).await?))
 }
 
@@ -195,6 +187,6 @@ async fn put_sign_in(
     Id(id): Id,
     Checked(b): Checked<SignInSettings>,
 ) -> Reply<SignInSettings> {
-    this_org(&p, &id)?;
+    super::this_org(&p, &id)?;
     Ok(Json(s.services.set_sign_in_settings(&p, &b).await?))
 }
