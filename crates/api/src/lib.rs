@@ -11,6 +11,7 @@ pub mod objects;
 pub mod rows;
 pub mod sdk;
 pub mod secret;
+pub mod sso;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use secret::{SecretValue, ShownOnce};

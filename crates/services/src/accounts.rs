@@ -136,7 +136,7 @@ pub fn check_password(password: &str) -> Result<()> {
 }
 
 impl Services {
-    fn after(&self, secs: i64) -> String {
+    pub(crate) fn after(&self, secs: i64) -> String {
         format_timestamp(self.clock.now() + time::Duration::seconds(secs))
     }
 
@@ -338,7 +338,7 @@ impl Services {
         Ok(made)
     }
 
-    async fn audit_login(
+    pub(crate) async fn audit_login(
         &self,
         org_id: Option<&str>,
         user_id: Option<&str>,
@@ -359,7 +359,7 @@ impl Services {
             .await;
     }
 
-    async fn new_session(
+    pub(crate) async fn new_session(
         &self,
         org_id: &str,
         user_id: &str,
@@ -368,10 +368,11 @@ impl Services {
         user_agent: Option<&str>,
     ) -> Result<NewSession> {
         let token = random::hex(&random::bytes::<32>()?);
-        let csrf_token = random::hex(&random::bytes::<32>()?);
+        let id = random::uuid()?;
+        let csrf_token = self.session_csrf_token(&id)?;
         let max = i64::try_from(self.limits.session_max.as_secs()).unwrap_or(i64::MAX);
         let record = SessionRecord {
-            id: random::uuid()?,
+            id,
             csrf_hash: sha256_hex(&csrf_token),
             user_id: user_id.into(),
             org_id: org_id.into(),
@@ -430,6 +431,17 @@ impl Services {
         Ok((principal, s))
     }
 
+    /// A session's CSRF token: an HMAC of its id under a key derived from the server's
+    /// pepper, so that pages can put it in their forms without it being stored.
+    pub fn session_csrf_token(&self, session_id: &str) -> Result<String> {
+        use hmac::{KeyInit, Mac};
+        let key = self.keys.derive("session csrf")?;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.expose_secret())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        mac.update(session_id.as_bytes());
+        Ok(random::hex(&mac.finalize().into_bytes()))
+    }
+
     /// Whether `presented` is the session's CSRF token.
     pub fn csrf_matches(session: &SessionRecord, presented: &str) -> bool {
         ct_eq(&session.csrf_hash, &sha256_hex(presented))
@@ -485,6 +497,18 @@ impl Services {
         Ok(SignInSettings {
             password_login: body.password_login,
         })
+    }
+
+    /// Records a sign-out, or the end of a session, made from a page (the API's are
+    /// recorded with their request).
+    pub async fn audit_session_end(&self, principal: &Principal, id: &str, own: bool) {
+        self.audit_login(
+            Some(&principal.org_id),
+            Some(&principal.user_id),
+            if own { "logout" } else { "session_revoke" },
+            json!({"session_id": id, "by": principal.key_id}),
+        )
+        .await;
     }
 
     /// Whether the caller may see and end anyone's sessions: those who may remove members.

@@ -27,6 +27,7 @@ pub mod retention;
 pub mod s3;
 pub mod scheduled;
 pub mod secrets;
+pub mod sso;
 pub mod vault;
 
 use holdfast_core::clock::{Clock, format_timestamp};
@@ -35,6 +36,7 @@ use std::sync::Arc;
 
 pub use error::ServiceError;
 pub use holdfast_core::authz::Principal;
+pub use holdfast_store::SessionRecord;
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
@@ -167,6 +169,8 @@ pub struct Services {
     pub purge: Arc<purge::PurgeStats>,
     /// Where scheduled exports may write.
     pub exports: export::ExportTargets,
+    /// Identity providers' documents and keys.
+    pub oidc: Arc<sso::OidcClient>,
 }
 
 /// Grouped queries answered since start, by how.

@@ -35,6 +35,9 @@ fn crypto(e: holdfast_crypto::CryptoError) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
+/// The field an OpenID Connect connection's client secret is sealed as.
+pub const SSO_SECRET_FIELD: &str = "oidc_client_secret";
+
 pub fn secret_aad(org_id: &str, id: &str, field: &str) -> Vec<u8> {
     format!("holdfast-secret|v1|{org_id}|{id}|{field}").into_bytes()
 }
@@ -151,6 +154,20 @@ impl Vault {
         .map_err(crypto)
     }
 
+    /// Opens a field sealed by [`Vault::seal`] and stored elsewhere than the secrets table.
+    pub async fn open_field(
+        &self,
+        store: &Store,
+        pass: &OrgPass,
+        id: &str,
+        field: &str,
+        dek_version: i64,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let key = self.version(store, pass, dek_version).await?;
+        holdfast_crypto::open(&key, &secret_aad(pass.org_id(), id, field), sealed).map_err(crypto)
+    }
+
     /// Re-wraps every data key under the KMS's current KEK. Returns how many changed.
     pub async fn rewrap_all(&self, store: &Store) -> Result<usize> {
         let why = SystemPass::new("rotating the key-encryption key");
@@ -200,6 +217,29 @@ impl Vault {
                 .map_err(crypto)?;
             reencrypted.push((s.clone(), sealed));
         }
+        // OpenID Connect client secrets, sealed the same way in their own table.
+        let mut connections = Vec::new();
+        for c in store.list_sso_connections(&why, org).await? {
+            let sealed = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                &c.secret_ciphertext,
+            )
+            .map_err(|e| ServiceError::Internal(format!("sign-in connection {}: {e}", c.id)))?;
+            let plain = self
+                .open_field(
+                    store,
+                    &pass,
+                    &c.id,
+                    SSO_SECRET_FIELD,
+                    c.secret_dek_version,
+                    &sealed,
+                )
+                .await?;
+            let resealed =
+                holdfast_crypto::seal(&key, &secret_aad(org, &c.id, SSO_SECRET_FIELD), &plain)
+                    .map_err(crypto)?;
+            connections.push((c, resealed));
+        }
         let rec = DataKeyRecord {
             org_id: org.to_owned(),
             version,
@@ -208,7 +248,9 @@ impl Vault {
             created: now.to_owned(),
             retired: None,
         };
-        store.rotate_data_key(&why, &rec, &reencrypted, now).await?;
+        store
+            .rotate_data_key(&why, &rec, &reencrypted, &connections, now)
+            .await?;
         if let Ok(mut m) = self.keys.lock() {
             m.insert((org.to_owned(), version), Arc::new(key));
         }

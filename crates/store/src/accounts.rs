@@ -379,4 +379,24 @@ impl Store {
             Ok(ended)
         })
     }
+
+    /// Ends the organization's live sessions made by one sign-in method; returns how many.
+    pub async fn end_sessions_by_method(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        method: &str,
+        now: &str,
+    ) -> Result<u64> {
+        with_pool!(&self.write, |p, DB| Ok(sqlx::query(
+            "UPDATE sessions SET revoked = $1 WHERE org_id = $2 AND method = $3 \
+             AND revoked IS NULL"
+        )
+        .bind(now)
+        .bind(org_id)
+        .bind(method)
+        .execute(p)
+        .await?
+        .rows_affected()))
+    }
 }

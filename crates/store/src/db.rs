@@ -217,6 +217,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("accounts.sql"),
         include_str!("accounts.sql"),
     ),
+    (22, include_str!("sso.sql"), include_str!("sso.sql")),
 ];
 
 impl Store {

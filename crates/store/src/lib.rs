@@ -30,6 +30,7 @@ mod purge;
 mod rows;
 mod search;
 mod secrets;
+mod sso;
 #[cfg(test)]
 mod testing;
 mod uploads;
@@ -37,8 +38,8 @@ mod values;
 mod writer;
 
 pub use access::{
-    AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, UserInfo, member_permission_json,
-    parse_member_permission,
+    AclRecord, AuditFilter, Entity, EntityRecord, NewAuditEntry, ProviderMember, UserInfo,
+    member_permission_json, parse_member_permission,
 };
 pub use accounts::{AccountLink, SessionRecord};
 pub use automations::{ApiExportRecord, AutomationRecord, AutomationScope, RunRecord};
@@ -49,6 +50,7 @@ pub use purge::{Expired, PurgeCursor, PurgedBatch, RowDeletion};
 pub use rows::{IncomingRow, RowQuery, StoredRow};
 pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
+pub use sso::{SsoConnectionRecord, SsoLoginRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use values::{
     CreatedCounts, Held, IndexValue, MAX_EXTRA_ROWS, ValueEntry, ValueFrom, ValueQuery, held,

@@ -242,6 +242,7 @@ impl Store {
         _why: &SystemPass,
         new_key: &DataKeyRecord,
         reencrypted: &[(SecretRecord, Vec<u8>)],
+        sso: &[(crate::SsoConnectionRecord, Vec<u8>)],
         now: &str,
     ) -> Result<()> {
         with_pool!(&self.write, |p, DB| {
@@ -273,8 +274,27 @@ impl Store {
                     )));
                 }
             }
+            for (old, ciphertext) in sso {
+                let done = sqlx::query(
+                    "UPDATE sso_connections SET secret_dek_version = $1, secret_ciphertext = $2 \
+                     WHERE id = $3 AND secret_ciphertext = $4",
+                )
+                .bind(new_key.version)
+                .bind(B64.encode(ciphertext))
+                .bind(&old.id)
+                .bind(&old.secret_ciphertext)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "sign-in connection {} changed during the rotation; run it again",
+                        old.id
+                    )));
+                }
+            }
             let left: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM secrets WHERE org_id = $1 AND dek_version <> $2",
+                "SELECT (SELECT COUNT(*) FROM secrets WHERE org_id = $1 AND dek_version <> $2) + \
+                 (SELECT COUNT(*) FROM sso_connections WHERE org_id = $1 AND secret_dek_version <> $2)",
             )
             .bind(&new_key.org_id)
             .bind(new_key.version)

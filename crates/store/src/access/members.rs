@@ -10,6 +10,19 @@ use crate::{Result, Store, StoreError};
 use holdfast_core::authz::{Kind, OrgPass, Permission, SystemPass};
 use serde_json::Value;
 
+/// A person signing in through an identity provider; see [`Store::sign_in_member`].
+pub struct ProviderMember<'a> {
+    /// The member the provider's subject is linked to, if it is.
+    pub linked: Option<&'a str>,
+    /// The user to create when they are new (found by its email otherwise).
+    pub user: &'a UserInfo,
+    /// Whether a person who is not a member may be made one.
+    pub provision: bool,
+    /// The groups the connection's mapping manages, and those the person's claims map to.
+    pub managed: &'a [String],
+    pub wanted: &'a [String],
+}
+
 impl Store {
     // ---- members ----
 
@@ -204,6 +217,111 @@ impl Store {
             .pop()
             .map(|u| u.id)
             .ok_or_else(|| StoreError::WriteFailed("the user was not stored".into()))
+    }
+
+    /// Signs in a member through the organization's identity provider, in one policy
+    /// transaction: finds the member (`user_id` when the provider's subject is linked, else
+    /// by email, case-insensitively), makes them a member first when `provision` allows it,
+    /// and then, for each group named in `managed`, puts them in it when it is in `wanted`
+    /// and takes them out when it is not (other groups are left as they are). Returns the
+    /// member's id, or None when they are not a member and may not be made one.
+    pub async fn sign_in_member(
+        &self,
+        _why: &SystemPass,
+        org: &str,
+        m: &ProviderMember<'_>,
+    ) -> Result<Option<String>> {
+        let (user_id, new_user, provision, managed, wanted) =
+            (m.linked, m.user, m.provision, m.managed, m.wanted);
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let _: i64 = sqlx::query_scalar(BUMP_POLICY)
+                .bind(org)
+                .fetch_one(&mut *tx)
+                .await?;
+            let found: Option<String> = match user_id {
+                Some(id) => {
+                    sqlx::query_scalar(
+                        "SELECT user_id FROM org_members WHERE org_id = $1 AND user_id = $2",
+                    )
+                    .bind(org)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT u.id FROM users u JOIN org_members m ON m.user_id = u.id \
+                     WHERE m.org_id = $1 AND lower(u.email) = lower($2) ORDER BY u.created LIMIT 1",
+                    )
+                    .bind(org)
+                    .bind(&new_user.email)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+            let id = match (found, provision, user_id) {
+                (Some(id), _, _) => id,
+                (None, true, None) => {
+                    sqlx::query(
+                        "INSERT INTO users (id, email, created, kind, given_name, family_name) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING",
+                    )
+                    .bind(&new_user.id)
+                    .bind(&new_user.email)
+                    .bind(&new_user.created)
+                    .bind(&new_user.kind)
+                    .bind(&new_user.given_name)
+                    .bind(&new_user.family_name)
+                    .execute(&mut *tx)
+                    .await?;
+                    let id: String = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                        .bind(&new_user.email)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO org_members (org_id, user_id, created) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(org)
+                    .bind(&id)
+                    .bind(&new_user.created)
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+                _ => return Ok(None),
+            };
+            let groups: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT id, name, member_users FROM user_groups WHERE org_id = $1")
+                    .bind(org)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (gid, name, members) in &groups {
+                if !managed.contains(name) {
+                    continue;
+                }
+                let mut members: Vec<Value> = serde_json::from_str(members)
+                    .map_err(|e| StoreError::Corrupt(format!("group members: {e}")))?;
+                let present = members.iter().any(|m| m.as_str() == Some(id.as_str()));
+                let want = wanted.contains(name);
+                if present == want {
+                    continue;
+                }
+                if want {
+                    members.push(Value::String(id.clone()));
+                } else {
+                    members.retain(|m| m.as_str() != Some(id.as_str()));
+                }
+                sqlx::query("UPDATE user_groups SET member_users = $1 WHERE id = $2")
+                    .bind(json_text(&members)?)
+                    .bind(gid)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(Some(id))
+        })
     }
 
     pub async fn rename_org(&self, pass: &OrgPass, name: &str) -> Result<()> {

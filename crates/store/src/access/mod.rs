@@ -17,6 +17,7 @@
 mod audit;
 mod keys;
 mod members;
+pub use members::ProviderMember;
 mod policy;
 
 use crate::{Result, StoreError};
