@@ -207,7 +207,7 @@ pub struct FailureLimiter {
 }
 
 impl FailureLimiter {
-    fn admit(&self, from: &str, minute: i64) -> bool {
+    pub(crate) fn admit(&self, from: &str, minute: i64) -> bool {
         let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let (current, per_address, total, dropped) = &mut *guard;
         if *current != minute {

@@ -29,11 +29,15 @@ fn security_headers(h: &mut HeaderMap, tls: bool) {
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "no-referrer");
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    // A page sets its own (stricter than none would be unusable); everything else allows
+    // nothing.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        set(
+            h,
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        );
+    }
     set(h, "cross-origin-resource-policy", "same-site");
     if tls {
         set(

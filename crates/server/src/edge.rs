@@ -129,6 +129,15 @@ pub async fn request_context(
 
 /// The same error, as `{"error": {"code", "message", "request_id"}}`.
 async fn as_json_error(response: Response, id: &str) -> Response {
+    // A page (HTML) shows its own error to the person reading it.
+    let page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if page {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let is_json = parts
         .headers

@@ -227,6 +227,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// The two parameters of a route's path (`/{id}/.../{other}`).
+pub struct TwoIds(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TwoIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((a, b)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError(ServiceError::InvalidPath(e.body_text())))?;
+        if a.contains('\0') || b.contains('\0') {
+            return Err(ApiError(ServiceError::InvalidPath(
+                "path parameters may not contain the NUL character".into(),
+            )));
+        }
+        Ok(Self(a, b))
+    }
+}
+
 /// A JSON body.
 pub struct JsonBody(pub Value);
 

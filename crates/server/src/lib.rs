@@ -9,6 +9,7 @@ mod error;
 mod extract;
 pub mod listen;
 pub mod metrics;
+mod pages;
 mod routes;
 
 use axum::Router;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     // Outermost last: compression, then the request context (request id, JSON errors,
     // access log), then the browser guard, then the routes.
     routes::router(state.clone())
+        .merge(pages::router())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

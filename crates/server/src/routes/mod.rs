@@ -6,6 +6,7 @@ mod automations;
 mod rest;
 mod sdk;
 mod session;
+mod sso;
 
 use crate::{ApiError, AppState};
 use axum::Json;
@@ -47,6 +48,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(automations::router())
         .merge(session::router())
+        .merge(sso::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             crate::auth::authenticate,

@@ -1,0 +1,485 @@
+//! The sign-in pages: the sign-in page (a password form and a button per identity provider),
+//! the page that sets a password from an invite or reset link, the account page (who is
+//! signed in, their sessions and API keys), sign-out, and the browser side of OpenID Connect.
+//!
+//! Pages are plain HTML with one stylesheet served by the binary: no script, so the
+//! Content-Security-Policy allows none. Every form that changes something carries the
+//! session's CSRF token, or (signing in, where there is no session yet) must come from this
+//! server's own origin.
+
+use crate::auth::{cookie, session_cookie};
+use crate::extract::BaseUrl;
+use crate::{ApiError, AppState};
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use holdfast_services::ServiceError;
+use holdfast_services::accounts::cookie_value;
+use std::net::SocketAddr;
+
+/// The longest form body a page takes.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+/// The policy of every page: its own stylesheet and forms, nothing else.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const STYLE: &str = include_str!("pages/holdfast.css");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page).post(login_form))
+        .route("/logout", axum::routing::post(logout_form))
+        .route("/account", get(account_page))
+        .route("/auth/set-password", get(set_password_page))
+        .route("/auth/oidc/{id}/start", get(oidc_start))
+        .route("/auth/oidc/callback", get(oidc_callback))
+        .route("/static/holdfast.css", get(stylesheet))
+}
+
+/// Escapes text for HTML content and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · Holdfast</title><link rel=\"stylesheet\" href=\"/static/holdfast.css\">\
+         </head><body><main>{body}</main></body></html>",
+        esc(title)
+    );
+    let mut resp = (status, html).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    resp
+}
+
+fn redirect(to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn set_cookie(resp: &mut Response, tls: bool, name: &str, value: &str, max_age: u64) {
+    let secure = if tls { "; Secure" } else { "" };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The cookie that binds an OpenID Connect sign-in to the browser that started it.
+fn binding_cookie(tls: bool) -> &'static str {
+    if tls {
+        "__Host-holdfast_oidc"
+    } else {
+        "holdfast_oidc"
+    }
+}
+
+fn query(req_query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(req_query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether a form post comes from this server's own pages: its `Origin` (or, without one,
+/// `Sec-Fetch-Site`) must say so. Browsers send one of them with every form post.
+fn same_origin(headers: &HeaderMap, base: &str) -> bool {
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => origin == base,
+        None => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v == "same-origin" || v == "none"),
+    }
+}
+
+/// A form body: at most [`MAX_FORM_BYTES`], url-encoded.
+async fn form(req: Request) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError(ServiceError::TooLarge(format!(
+                "a form may be at most {MAX_FORM_BYTES} bytes"
+            )))
+        })?;
+    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+async fn stylesheet() -> Response {
+    let mut resp = STYLE.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
+}
+
+fn login_body(
+    org: Option<&holdfast_services::sso::SignInOptions>,
+    org_param: &str,
+    email: &str,
+    message: Option<&str>,
+) -> String {
+    let mut out = String::from("<h1>Sign in to Holdfast</h1>");
+    if let Some(m) = message {
+        out.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", esc(m)));
+    }
+    let password = org.is_none_or(|o| o.password);
+    if let Some(o) = org {
+        out.push_str(&format!(
+            "<p>Organization: <strong>{}</strong></p>",
+            esc(&o.org_name)
+        ));
+        if !o.providers.is_empty() {
+            out.push_str("<ul class=\"providers\">");
+            for (id, name) in &o.providers {
+                out.push_str(&format!(
+                    "<li><a class=\"button\" href=\"/auth/oidc/{}/start\">Sign in with {}</a></li>",
+                    esc(id),
+                    esc(name)
+                ));
+            }
+            out.push_str("</ul>");
+        }
+    }
+    if password {
+        let org_field = match org {
+            Some(o) => format!(
+                "<input type=\"hidden\" name=\"org\" value=\"{}\">",
+                esc(&o.org_name)
+            ),
+            None => format!(
+                "<label for=\"org\">Organization</label>\
+                 <input id=\"org\" name=\"org\" value=\"{}\" autocomplete=\"organization\">",
+                esc(org_param)
+            ),
+        };
+        out.push_str(&format!(
+            "<form method=\"post\" action=\"/login\">{org_field}\
+             <label for=\"email\">Email</label>\
+             <input id=\"email\" name=\"email\" type=\"email\" required autocomplete=\"username\" value=\"{}\">\
+             <label for=\"password\">Password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\">\
+             <button type=\"submit\">Sign in</button></form>",
+            esc(email)
+        ));
+    } else {
+        out.push_str("<p>This organization signs in through its identity provider.</p>");
+    }
+    out
+}
+
+async fn login_page(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let org = query(req.uri().query(), "org").unwrap_or_default();
+    let options = s.services.sign_in_options(Some(&org)).await?;
+    let options = match options {
+        Some(o) => Some(o),
+        None if org.is_empty() => s.services.sign_in_options(None).await?,
+        None => None,
+    };
+    let message = query(req.uri().query(), "error")
+        .map(|_| "Signing in through the identity provider failed. Try again, or ask an Owner.");
+    Ok(page(
+        StatusCode::OK,
+        "Sign in",
+        &login_body(options.as_ref(), &org, "", message),
+    ))
+}
+
+async fn login_form(
+    State(s): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    BaseUrl(base): BaseUrl,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if !same_origin(req.headers(), &base) {
+        return Err(ApiError(ServiceError::Forbidden(
+            "a sign-in form must be posted from this server's own page".into(),
+        )));
+    }
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let f = form(req).await?;
+    let (org, email, password) = (field(&f, "org"), field(&f, "email"), field(&f, "password"));
+    let from = from.ip().to_string();
+    let result = s
+        .services
+        .password_login(
+            email,
+            password,
+            (!org.is_empty()).then_some(org),
+            Some(&from),
+            agent.as_deref(),
+        )
+        .await;
+    match result {
+        Ok(made) => {
+            let mut resp = redirect("/account");
+            set_cookie(
+                &mut resp,
+                s.tls,
+                session_cookie(s.tls),
+                cookie_value(&made),
+                s.services.limits.session_max.as_secs(),
+            );
+            Ok(resp)
+        }
+        Err(e) => {
+            let status = ApiError(e).into_response().status();
+            let message = match status {
+                StatusCode::TOO_MANY_REQUESTS => {
+                    "Too many failed attempts; try again in 15 minutes."
+                }
+                StatusCode::FORBIDDEN => {
+                    "This organization signs in through its identity provider."
+                }
+                StatusCode::SERVICE_UNAVAILABLE => "The server is busy; try again shortly.",
+                _ => "Wrong email or password.",
+            };
+            let options = s.services.sign_in_options(Some(org)).await?;
+            Ok(page(
+                status,
+                "Sign in",
+                &login_body(options.as_ref(), org, email, Some(message)),
+            ))
+        }
+    }
+}
+
+/// The live session of a page request, if any.
+async fn page_session(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Option<(
+    holdfast_services::Principal,
+    holdfast_services::SessionRecord,
+)> {
+    let token = cookie(headers, session_cookie(s.tls))?;
+    s.services.session_principal(token).await.ok()
+}
+
+async fn account_page(
+    State(s): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some((p, session)) = page_session(&s, &headers).await else {
+        return Ok(redirect("/login"));
+    };
+    let me = s.services.get_user(&p, &p.user_id).await?;
+    let org = s.services.organization(&p, &base).await?;
+    let csrf = s.services.session_csrf_token(&session.id)?;
+    let mut body = format!(
+        "<h1>Your account</h1><p>Signed in as <strong id=\"who\">{}</strong> in \
+         <strong id=\"org\">{}</strong> (by {}).</p>\
+         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
+         <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+        esc(&me.email),
+        esc(&org.name),
+        esc(session.method.split(':').next().unwrap_or_default()),
+        esc(&csrf),
+    );
+    body.push_str(
+        "<h2>Sessions</h2><table id=\"sessions\"><thead><tr><th scope=\"col\">Started</th>\
+         <th scope=\"col\">Last seen</th><th scope=\"col\">How</th><th scope=\"col\">From</th>\
+         <th scope=\"col\"><span class=\"hidden\">Actions</span></th></tr></thead><tbody>",
+    );
+    for r in s.services.list_sessions(&p, None).await? {
+        let action = if r.id == session.id {
+            "this session".to_owned()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/logout\">\
+                 <input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"session_id\" value=\"{}\">\
+                 <button type=\"submit\">End</button></form>",
+                esc(&csrf),
+                esc(&r.id)
+            )
+        };
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+            esc(&r.created),
+            esc(&r.last_seen),
+            esc(r.method.split(':').next().unwrap_or_default()),
+            esc(r.from_addr.as_deref().unwrap_or("")),
+        ));
+    }
+    body.push_str(
+        "</tbody></table><h2>API keys</h2><table id=\"keys\"><thead><tr>\
+         <th scope=\"col\">Name</th><th scope=\"col\">Key</th><th scope=\"col\">Created</th>\
+         </tr></thead><tbody>",
+    );
+    for k in s.services.list_keys(&p, false).await? {
+        if k.user_id != p.user_id || k.revoked_at.is_some() {
+            continue;
+        }
+        body.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            esc(&k.name),
+            esc(&k.preview_name),
+            esc(&k.created),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    Ok(page(StatusCode::OK, "Your account", &body))
+}
+
+/// Signs out (or, with `session_id`, ends another of the user's sessions). The form must
+/// carry the session's CSRF token.
+async fn logout_form(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let Some((p, session)) = page_session(&s, req.headers()).await else {
+        return Ok(redirect("/login"));
+    };
+    let f = form(req).await?;
+    let csrf = field(&f, "csrf_token");
+    if !holdfast_services::Services::csrf_matches(&session, csrf) {
+        return Err(ApiError(ServiceError::Forbidden(
+            "the form did not carry this session's CSRF token".into(),
+        )));
+    }
+    let target = match field(&f, "session_id") {
+        "" => session.id.clone(),
+        other => other.to_owned(),
+    };
+    s.services.revoke_session(&p, &target).await?;
+    s.services
+        .audit_session_end(&p, &target, target == session.id)
+        .await;
+    if target != session.id {
+        return Ok(redirect("/account"));
+    }
+    let mut resp = redirect("/login");
+    set_cookie(&mut resp, s.tls, session_cookie(s.tls), "", 0);
+    Ok(resp)
+}
+
+async fn set_password_page() -> Response {
+    page(
+        StatusCode::OK,
+        "Set your password",
+        "<h1>Set your password</h1><p>Open the link you were given in this browser. The \
+         link's token (after <code>#token=</code>) is sent with your new password to \
+         <code>POST /auth/password</code>; a page form for it comes with the web UI.</p>",
+    )
+}
+
+async fn oidc_start(
+    State(s): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError(ServiceError::NotFound(
+            "sign-in connection".into(),
+        )));
+    }
+    let started = s.services.oidc_start(&base, &id).await?;
+    let mut resp = redirect(&started.authorize_url);
+    set_cookie(
+        &mut resp,
+        s.tls,
+        binding_cookie(s.tls),
+        &started.browser_secret,
+        u64::try_from(holdfast_services::sso::LOGIN_TTL_SECS).unwrap_or(600),
+    );
+    Ok(resp)
+}
+
+async fn oidc_callback(
+    State(s): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    BaseUrl(base): BaseUrl,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = uri.query();
+    let (code, state, error) = (query(q, "code"), query(q, "state"), query(q, "error"));
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let from = from.ip().to_string();
+    let minute = s.services.clock.now().unix_timestamp() / 60;
+    let audit_refusal = s.failure_limiter.admit(&from, minute);
+    let result = s
+        .services
+        .oidc_finish(
+            &base,
+            &holdfast_services::sso::OidcCallback {
+                code: code.as_deref(),
+                state: state.as_deref().unwrap_or_default(),
+                error: error.as_deref(),
+                browser_secret: cookie(&headers, binding_cookie(s.tls)),
+                audit_refusal,
+            },
+            Some(&from),
+            agent,
+        )
+        .await;
+    let mut resp = match result {
+        Ok(made) => {
+            let mut resp = redirect("/account");
+            set_cookie(
+                &mut resp,
+                s.tls,
+                session_cookie(s.tls),
+                cookie_value(&made),
+                s.services.limits.session_max.as_secs(),
+            );
+            resp
+        }
+        Err(e) => {
+            let status = ApiError(e).into_response().status();
+            page(
+                status,
+                "Sign-in failed",
+                "<h1>Sign-in failed</h1><p class=\"error\" role=\"alert\" id=\"refused\">Signing in \
+                 through the identity provider failed.</p><p><a href=\"/login\">Back to sign-in</a></p>",
+            )
+        }
+    };
+    set_cookie(&mut resp, s.tls, binding_cookie(s.tls), "", 0);
+    Ok(resp)
+}
