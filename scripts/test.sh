@@ -6,6 +6,9 @@
 #   - moto 5.2.5 (its KMS server) into compat/.moto-venv from compat/moto-requirements.txt
 #   - schemathesis 4.32.5 into compat/.schemathesis-venv from compat/schemathesis-requirements.txt
 #   - promtool, from Debian's prometheus 2.42.0+ds-5+deb12u1, to check the /metrics exposition
+#   - Debian's chromium and chromium-driver 156.0.8078.114-1~deb12u1, driven by Python selenium
+#     4.51.0 (compat/requirements.txt), and npm oidc-provider 9.13.3 (compat/js) as the
+#     OpenID provider that the sign-in tests use
 # Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +28,17 @@ if [ ! -x compat/.schemathesis-venv/bin/python ]; then
 fi
 compat/.schemathesis-venv/bin/pip install --quiet --disable-pip-version-check -r compat/schemathesis-requirements.txt
 (cd compat/js && BT_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
-if ! command -v promtool >/dev/null 2>&1; then
-  pkg="prometheus=2.42.0+ds-5+deb12u1"
+# Debian packages, pinned: promtool (prometheus) and headless Chromium with its WebDriver.
+debs=()
+command -v promtool >/dev/null 2>&1 || debs+=("prometheus=2.42.0+ds-5+deb12u1")
+chromium_version="156.0.8078.114-1~deb12u1"
+[ "$(dpkg-query -W -f='${Version}' chromium 2>/dev/null)" = "$chromium_version" ] &&
+  [ "$(dpkg-query -W -f='${Version}' chromium-driver 2>/dev/null)" = "$chromium_version" ] ||
+  debs+=("chromium=$chromium_version" "chromium-driver=$chromium_version")
+if [ "${#debs[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
+  apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null; }
 fi
 
 log=$(mktemp)

@@ -52,6 +52,7 @@ struct World {
     db: String,
     prompt_a: String,
     viewer_id: String,
+    org_id: String,
 }
 
 fn id(v: &Value) -> String {
@@ -178,6 +179,10 @@ async fn world(server: &Server) -> World {
     let revoked = revoked_reply["key"].as_str().unwrap().to_owned();
     let foreign = server.cli_line(&["org", "create", "other", "--owner", "eve@other.test"]);
     let sessions = engineer_sessions(server).await;
+    let org_id = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Let the expiring key expire.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     World {
@@ -203,6 +208,7 @@ async fn world(server: &Server) -> World {
         db,
         prompt_a,
         viewer_id,
+        org_id,
     }
 }
 
@@ -834,6 +840,41 @@ fn cases(w: &World) -> Vec<Case> {
         None,
         Fresh::AclA,
         "200 403 403 403 200 404 403 401 401 404 401",
+    );
+    // Sign-in settings and identity-provider connections: Owners only, in their own
+    // organization (the foreign Owner's is another).
+    let owners_here = "200 403 403 403 403 403 403 401 401 404 401";
+    let org = &w.org_id;
+    add(
+        "GET",
+        format!("/v1/organization/{org}/oidc"),
+        None,
+        Fresh::None,
+        owners_here,
+    );
+    add(
+        "POST",
+        format!("/v1/organization/{org}/oidc"),
+        Some(
+            json!({"name": "x", "preset": "custom", "issuer": "http://idp.example.com",
+            "client_id": "c", "client_secret": "s"}),
+        ),
+        Fresh::None,
+        "400 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
+        "DELETE",
+        format!("/v1/organization/{org}/oidc/no-such-connection"),
+        None,
+        Fresh::None,
+        "404 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
+        "PUT",
+        format!("/v1/organization/{org}/sign_in"),
+        Some(json!({"password_login": true})),
+        Fresh::None,
+        owners_here,
     );
     add("GET", "/v1/user".into(), None, Fresh::None, member_meta);
     add("GET", "/v1/organization".into(), None, Fresh::None, anyone);

@@ -41,3 +41,4 @@ mod query;
 mod retention;
 mod secrets;
 mod signin;
+mod sso;

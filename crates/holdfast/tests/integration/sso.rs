@@ -1,0 +1,224 @@
+//! Signing in through a real OpenID provider (npm `oidc-provider`, run locally by
+//! `compat/js/oidc_provider.mjs`) in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, driven by Python `selenium`): `compat/py/oidc_browser.py` signs in,
+//! provisions, maps groups, signs out and checks every refusal; this test configures the
+//! connection through the API and reads the audit log afterwards.
+
+use crate::harness::{Backend, Server, assert_error, backends, free_port};
+use serde_json::json;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn compat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../compat")
+}
+
+const CLIENT_ID: &str = "holdfast-test";
+const CLIENT_SECRET: &str = "oidc-client-secret-7f3a9c";
+
+/// The local OpenID provider; stopped when dropped.
+struct Provider {
+    child: Child,
+    issuer: String,
+}
+
+impl Provider {
+    fn start(redirect_uri: &str) -> Self {
+        let (port, inner) = (free_port(), free_port());
+        let mut child = Command::new("node")
+            .arg(compat_dir().join("js/oidc_provider.mjs"))
+            .args([
+                &port.to_string(),
+                redirect_uri,
+                CLIENT_ID,
+                CLIENT_SECRET,
+                &inner.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs the local OpenID provider (run the README's test command)");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready "), "provider said {line:?}");
+        // The provider keeps writing notices; a closed pipe would stop it.
+        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+        Self {
+            child,
+            issuer: line["ready ".len()..].trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn oidc_in_chromium(backend: Backend) {
+    let server = Server::start(backend).await;
+    let provider = Provider::start(&format!("{}/auth/oidc/callback", server.url));
+    let org = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/organization/{org}/oidc");
+    let config = |issuer: &str, mapping: serde_json::Value| {
+        json!({
+            "name": "Acme IdP", "preset": "custom", "issuer": issuer,
+            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "scopes": ["email", "profile", "groups"],
+            "allowed_domains": ["acme.test"], "group_mapping": mapping,
+        })
+    };
+    let mapping = json!({"hf-eng": "Engineers", "hf-view": "Viewers"});
+
+    // Refused configurations: nothing is stored.
+    for (body, field) in [
+        (config("http://idp.example.com", mapping.clone()), "issuer"),
+        (
+            config(
+                &format!("http://127.0.0.1:{}", free_port()),
+                mapping.clone(),
+            ),
+            "issuer",
+        ),
+        (
+            config(&provider.issuer, json!({"hf-eng": "No such group"})),
+            "group_mapping",
+        ),
+    ] {
+        let (s, b) = server
+            .call("POST", &path, Some(&server.key), Some(body))
+            .await;
+        assert_error(s, &b, 400, "invalid_field");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+    let engineer = server.member_key("eng@acme.test", "Engineers");
+    let (s, b) = server
+        .call(
+            "POST",
+            &path,
+            Some(&engineer),
+            Some(config(&provider.issuer, mapping.clone())),
+        )
+        .await;
+    assert_eq!(s, 403, "only Owners configure sign-in: {b}");
+    let (s, listed) = server.call("GET", &path, Some(&server.key), None).await;
+    assert_eq!((s, listed["objects"].as_array().unwrap().len()), (200, 0));
+
+    let created = server
+        .ok("POST", &path, Some(config(&provider.issuer, mapping)))
+        .await;
+    assert_eq!(created["client_secret_set"], true);
+    assert_eq!(
+        created["redirect_uri"],
+        format!("{}/auth/oidc/callback", server.url)
+    );
+    let listed = server.ok("GET", &path, None).await;
+    assert!(
+        !listed.to_string().contains(CLIENT_SECRET),
+        "the secret is never returned"
+    );
+
+    // The browser: login, provisioning, mapping, logout, rotation and every refusal.
+    let shots = std::env::temp_dir().join(format!("holdfast-oidc-{backend:?}"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(compat_dir().join(".venv/bin/python"))
+        .arg(compat_dir().join("py/oidc_browser.py"))
+        .env("HOLDFAST", &server.url)
+        .env("PROVIDER", &provider.issuer)
+        .env("OWNER_KEY", &server.key)
+        .env("SHOTS", &shots)
+        .env("SE_OFFLINE", "true")
+        .output()
+        .expect("the browser script runs (run the README's test command)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser checks failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shots.join("02-account.png").exists());
+
+    // Every sign-in and every refusal is in the audit log, with the method and the provider,
+    // and the reason of each refusal; the client secret never is.
+    let audit = server.audit_rows().await;
+    assert!(
+        !audit.iter().any(|(_, d, _)| d.contains(CLIENT_SECRET)),
+        "no client secret in the audit log"
+    );
+    let logins = audit
+        .iter()
+        .filter(|(a, d, _)| a == "login" && d.contains("\"method\":\"oidc\""))
+        .count();
+    assert!(logins >= 4, "{logins} OIDC sign-ins audited");
+    let reasons: Vec<&str> = audit
+        .iter()
+        .filter(|(a, d, _)| a == "login_failure" && d.contains("\"method\":\"oidc\""))
+        .map(|(_, d, _)| d.as_str())
+        .collect();
+    for expected in [
+        "InvalidIssuer",
+        "InvalidAudience",
+        "InvalidSignature",
+        "not usable",
+        "HS256",
+        "ExpiredSignature",
+        "nonce",
+        "unknown, used or expired state",
+        "invalid_grant",
+        "not an allowed domain",
+        "not verified",
+        "another browser",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no refusal audited for {expected:?}:\n{}",
+            reasons.join("\n")
+        );
+    }
+    assert!(
+        audit.iter().any(|(a, _, _)| a == "logout"),
+        "signing out from the page is audited"
+    );
+
+    // Rotating the organization's data key re-seals the client secret too.
+    let before = server
+        .count_sql("SELECT max(secret_dek_version) FROM sso_connections")
+        .await;
+    server.cli_line(&["keys", "rotate-dek", "--org", "default"]);
+    let after = server
+        .count_sql("SELECT min(secret_dek_version) FROM sso_connections")
+        .await;
+    assert_eq!(
+        after,
+        before + 1,
+        "the client secret is sealed under the new key"
+    );
+
+    // Removing the connection ends the sessions made through it.
+    let id = created["id"].as_str().unwrap();
+    server.ok("DELETE", &format!("{path}/{id}"), None).await;
+    let live = server
+        .count_sql(&format!(
+            "SELECT count(*) FROM sessions WHERE method = 'oidc:{id}' AND revoked IS NULL"
+        ))
+        .await;
+    assert_eq!(live, 0);
+    let (s, b) = server
+        .call("DELETE", &format!("{path}/{id}"), Some(&server.key), None)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+mod run {
+    use super::backends;
+    on_all_backends!(oidc_in_chromium);
+}
