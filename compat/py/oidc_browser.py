@@ -1,9 +1,10 @@
-"""Signing in to Holdfast through a real OpenID provider (compat/js/oidc_provider.mjs), in
-headless Chromium driven over WebDriver: login, just-in-time provisioning, group mapping at
-every login, logout, key rotation; and every refusal the relying party owes.
+"""Signing in to Holdfast in headless Chromium driven over WebDriver: with a local password set
+through an invite link, and through a real OpenID provider (compat/js/oidc_provider.mjs):
+login, just-in-time provisioning, group mapping at every login, logout, key rotation; and
+every refusal the relying party owes.
 
 Environment: HOLDFAST (base URL), PROVIDER (issuer URL), OWNER_KEY (an Owner's API key),
-SHOTS (a folder for screenshots). Prints one line per check; exits non-zero on the first
+INVITE (an invite link for dave@acme.test), SHOTS (a folder for screenshots). Prints one line per check; exits non-zero on the first
 failure.
 """
 
@@ -101,10 +102,54 @@ def group_members(name):
     return next(g for g in groups if g["name"] == name).get("member_users") or []
 
 
+def password_flow(d):
+    """The invite link sets a password; the sign-in form uses it; a session id planted
+    before signing in is not the one after (fixation)."""
+    invite = os.environ["INVITE"]
+    d.delete_all_cookies()
+    d.get(invite)
+    shot(d, "00-set-password")
+    token = d.find_element(By.ID, "token").get_attribute("value")
+    check(len(token) > 20 and "#" not in d.current_url,
+          "the invite page moved the link's token into its form and out of the address bar")
+    password = "correct horse battery staple"
+    d.find_element(By.ID, "password").send_keys(password)
+    d.find_element(By.ID, "confirm").send_keys(password + "!")
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    check("differ" in d.page_source, "two different passwords are refused")
+    d.find_element(By.ID, "password").send_keys(password)
+    d.find_element(By.ID, "confirm").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    check(d.current_url.startswith(f"{HF}/login") and d.find_elements(By.ID, "notice"),
+          "setting the password lands on the sign-in page")
+    planted = "a" * 64
+    d.add_cookie({"name": "holdfast_session", "value": planted, "path": "/"})
+    d.find_element(By.ID, "email").send_keys("dave@acme.test")
+    d.find_element(By.ID, "password").send_keys("not the password at all")
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    check("Wrong email or password" in d.page_source, "a wrong password is refused")
+    d.find_element(By.ID, "email").clear()
+    d.find_element(By.ID, "email").send_keys("dave@acme.test")
+    d.find_element(By.ID, "password").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    check(signed_in_as(d) == "dave@acme.test", "dave signs in with his password")
+    cookie = d.get_cookie("holdfast_session")
+    check(cookie is not None and cookie["value"] != planted and cookie["httpOnly"],
+          "the session id is new at sign-in (a planted one is not used) and HttpOnly")
+    d.find_element(By.ID, "sign-out").click()
+    check(signed_in_as(d) is None, "dave signs out")
+    d.get(invite)
+    d.find_element(By.ID, "password").send_keys(password)
+    d.find_element(By.ID, "confirm").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    check("not valid" in d.page_source, "the invite link works once")
+
+
 def main():
     global DRIVER
     d = DRIVER = browser()
     try:
+        password_flow(d)
         mode("normal")
         set_groups({"alice@acme.test": ["hf-eng"], "carol@acme.test": ["hf-view"]})
 

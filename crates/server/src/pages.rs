@@ -23,18 +23,23 @@ use std::net::SocketAddr;
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// The policy of every page: its own stylesheet and forms, nothing else.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("pages/holdfast.css");
+const SET_PASSWORD_JS: &str = include_str!("pages/set-password.js");
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(login_form))
         .route("/logout", axum::routing::post(logout_form))
         .route("/account", get(account_page))
-        .route("/auth/set-password", get(set_password_page))
+        .route(
+            "/auth/set-password",
+            get(set_password_page).post(set_password_form),
+        )
         .route("/auth/oidc/{id}/start", get(oidc_start))
         .route("/auth/oidc/callback", get(oidc_callback))
         .route("/static/holdfast.css", get(stylesheet))
+        .route("/static/set-password.js", get(set_password_script))
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -109,15 +114,21 @@ fn query(req_query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Whether a form post comes from this server's own pages: its `Origin` (or, without one,
-/// `Sec-Fetch-Site`) must say so. Browsers send one of them with every form post.
+/// Whether a form post comes from this server's own pages: `Sec-Fetch-Site:
+/// same-origin` (which browsers send and scripts cannot forge), or, from a browser that
+/// sends no such header, an `Origin` equal to this server's. (With `Referrer-Policy:
+/// no-referrer` a browser's `Origin` on a form post is `null`, so it alone cannot tell.)
+/// A client that sends neither is not a browser, and cannot carry a victim's cookies.
 fn same_origin(headers: &HeaderMap, base: &str) -> bool {
-    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        Some(origin) => origin == base,
-        None => headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v == "same-origin" || v == "none"),
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    match (header("sec-fetch-site"), header("origin")) {
+        (Some(site), _) => site == "same-origin",
+        (None, Some(origin)) => origin == base,
+        (None, None) => true,
     }
 }
 
@@ -218,10 +229,18 @@ async fn login_page(State(s): State<AppState>, req: Request) -> Result<Response,
     };
     let message = query(req.uri().query(), "error")
         .map(|_| "Signing in through the identity provider failed. Try again, or ask an Owner.");
+    let notice = query(req.uri().query(), "password_set").map(|_| {
+        "<p class=\"notice\" role=\"status\" id=\"notice\">Your password is set; sign in \
+         with it.</p>"
+    });
     Ok(page(
         StatusCode::OK,
         "Sign in",
-        &login_body(options.as_ref(), &org, "", message),
+        &format!(
+            "{}{}",
+            notice.unwrap_or_default(),
+            login_body(options.as_ref(), &org, "", message)
+        ),
     ))
 }
 
@@ -396,14 +415,83 @@ async fn logout_form(State(s): State<AppState>, req: Request) -> Result<Response
     Ok(resp)
 }
 
+fn set_password_body(message: Option<&str>, token: &str) -> String {
+    let mut out = String::from("<h1>Set your password</h1>");
+    if let Some(m) = message {
+        out.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", esc(m)));
+    }
+    out.push_str(&format!(
+        "<p>Choose a password of 12 to 256 characters. The link works once.</p>\
+         <form method=\"post\" action=\"/auth/set-password\">\
+         <input type=\"hidden\" id=\"token\" name=\"token\" value=\"{}\">\
+         <label for=\"password\">New password</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" required minlength=\"12\" maxlength=\"256\" autocomplete=\"new-password\">\
+         <label for=\"confirm\">Repeat it</label>\
+         <input id=\"confirm\" name=\"confirm\" type=\"password\" required minlength=\"12\" maxlength=\"256\" autocomplete=\"new-password\">\
+         <button type=\"submit\">Set password</button></form>\
+         <script src=\"/static/set-password.js\"></script>",
+        esc(token)
+    ));
+    out
+}
+
+/// The invite and reset page: the link's token travels in its fragment, which a small
+/// same-origin script puts into the form.
 async fn set_password_page() -> Response {
     page(
         StatusCode::OK,
         "Set your password",
-        "<h1>Set your password</h1><p>Open the link you were given in this browser. The \
-         link's token (after <code>#token=</code>) is sent with your new password to \
-         <code>POST /auth/password</code>; a page form for it comes with the web UI.</p>",
+        &set_password_body(None, ""),
     )
+}
+
+async fn set_password_form(
+    State(s): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    BaseUrl(base): BaseUrl,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if !same_origin(req.headers(), &base) {
+        return Err(ApiError(ServiceError::Forbidden(
+            "the password form must be posted from this server's own page".into(),
+        )));
+    }
+    let f = form(req).await?;
+    let (token, password) = (field(&f, "token"), field(&f, "password"));
+    if password != field(&f, "confirm") {
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            "Set your password",
+            &set_password_body(Some("The two passwords differ."), token),
+        ));
+    }
+    let from = from.ip().to_string();
+    match s.services.set_password(token, password, Some(&from)).await {
+        Ok(()) => Ok(redirect("/login?password_set=1")),
+        Err(e) => {
+            let message = e.to_string();
+            let status = ApiError(e).into_response().status();
+            Ok(page(
+                status,
+                "Set your password",
+                &set_password_body(Some(&message), token),
+            ))
+        }
+    }
+}
+
+async fn set_password_script() -> Response {
+    let mut resp = SET_PASSWORD_JS.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
 }
 
 async fn oidc_start(

@@ -79,7 +79,7 @@ async fn openapi_describes_every_route(backend: Backend) {
             }
             // The HTML pages (sign-in, account) are not the API; they are checked below.
             if p.file_name().is_some_and(|n| n == "pages.rs")
-                || p.extension().is_some_and(|e| e == "css")
+                || p.extension().is_some_and(|e| e == "css" || e == "js")
             {
                 continue;
             }

@@ -126,7 +126,24 @@ async fn oidc_in_chromium(backend: Backend) {
         "the secret is never returned"
     );
 
-    // The browser: login, provisioning, mapping, logout, rotation and every refusal.
+    // The browser: a password from an invite link; then login through the provider,
+    // provisioning, mapping, logout, rotation and every refusal.
+    let invite = server.cli_line(&[
+        "user",
+        "invite",
+        "--org",
+        "default",
+        "--email",
+        "dave@acme.test",
+        "--group",
+        "Engineers",
+    ]);
+    // The CLI prints the link at the configured public URL; this server listens elsewhere.
+    let token = invite
+        .rsplit_once("#token=")
+        .expect("the invite command prints the link")
+        .1;
+    let invite = format!("{}/auth/set-password#token={token}", server.url);
     let shots = std::env::temp_dir().join(format!("holdfast-oidc-{backend:?}"));
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new(compat_dir().join(".venv/bin/python"))
@@ -134,6 +151,7 @@ async fn oidc_in_chromium(backend: Backend) {
         .env("HOLDFAST", &server.url)
         .env("PROVIDER", &provider.issuer)
         .env("OWNER_KEY", &server.key)
+        .env("INVITE", &invite)
         .env("SHOTS", &shots)
         .env("SE_OFFLINE", "true")
         .output()
@@ -188,6 +206,25 @@ async fn oidc_in_chromium(backend: Backend) {
         audit.iter().any(|(a, _, _)| a == "logout"),
         "signing out from the page is audited"
     );
+
+    // A sign-in or password form posted from another site is refused (login CSRF).
+    let http = reqwest::Client::new();
+    for (name, value) in [
+        ("origin", "http://evil.test"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        for page in ["/login", "/auth/set-password"] {
+            let resp = http
+                .post(format!("{}{page}", server.url))
+                .header(name, value)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("email=dave%40acme.test&password=correct+horse+battery+staple")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 403, "{page} with {name}: {value}");
+        }
+    }
 
     // Rotating the organization's data key re-seals the client secret too.
     let before = server
