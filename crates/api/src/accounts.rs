@@ -71,3 +71,21 @@ pub struct SignInSettings {
     /// sessions that were signed in with a password.
     pub password_login: bool,
 }
+
+/// Asks for a one-time link for a member to set a password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordLinkRequest {
+    pub user_id: String,
+    /// A reset link for a member who has a password (24 hours) instead of an invite (7 days).
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// A one-time link: give it to the member over a channel you trust.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordLink {
+    /// Shown once: `<public_url>/auth/set-password#token=…`.
+    pub link: ShownOnce,
+    pub expires: String,
+}

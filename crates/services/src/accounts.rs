@@ -179,6 +179,71 @@ impl Services {
         Ok((SecretString::from(format!("{id}.{secret}")), link.expires))
     }
 
+    /// `POST /v1/organization/{id}/password_link`: an Owner's one-time link for a member to
+    /// set a password (an invite when they have none, a reset when `reset` and they have
+    /// one). A link hands over the member's access, so the caller must be able to remove
+    /// members, and to place members in every group the member is in (see `membership`);
+    /// a member with grants of their own is refused (an operator can still make one).
+    pub async fn password_link_for(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+        reset: bool,
+    ) -> Result<(String, String)> {
+        let pass = self
+            .org_grant(principal, Permission::Delete, Kind::OrgMember)
+            .await?;
+        let org = &principal.org_id;
+        if !self
+            .store
+            .list_users(&pass)
+            .await?
+            .iter()
+            .any(|u| u.id == user_id && u.kind == "user")
+        {
+            return Err(ServiceError::field(
+                "user_id",
+                format!("no person {user_id:?} in this organization"),
+            ));
+        }
+        let groups: Vec<String> = self
+            .store
+            .list_entities(&pass, holdfast_store::Entity::Group)
+            .await?
+            .into_iter()
+            .filter(|g| g.members.iter().any(|m| m.as_str() == Some(user_id)))
+            .map(|g| g.id)
+            .collect();
+        self.may_place_in_groups(principal, &groups).await?;
+        if self.store.direct_grant_count(&why(), org, user_id).await? > 0 {
+            return Err(ServiceError::Forbidden(
+                "this member has grants of their own, which a password link would hand over; \
+                 an operator can make one with `holdfast user invite --reset`"
+                    .into(),
+            ));
+        }
+        let has_password = self.store.password_hash(&why(), user_id).await?.is_some();
+        let kind = match (has_password, reset) {
+            (false, false) => LinkKind::Invite,
+            (true, true) => LinkKind::Reset,
+            (true, false) => {
+                return Err(ServiceError::Conflict(
+                    "this member has a password; ask for a reset link (`reset: true`)".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(ServiceError::Conflict(
+                    "this member has no password to reset; ask for an invite link".into(),
+                ));
+            }
+        };
+        principal
+            .trail
+            .change(json!({"password_link": {"user_id": user_id, "kind": kind.as_str()}}));
+        let (token, expires) = self.make_account_link(org, user_id, kind).await?;
+        Ok((token.expose_secret().to_owned(), expires))
+    }
+
     /// `POST /auth/password`: sets a password through a link, once; ends the user's
     /// sessions. A link that is unknown, used or expired is one 400.
     pub async fn set_password(

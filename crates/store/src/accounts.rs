@@ -60,6 +60,22 @@ impl Store {
         .await?))
     }
 
+    /// How many grants are made to a user directly (not through a group) in an organization.
+    pub async fn direct_grant_count(
+        &self,
+        _why: &SystemPass,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<i64> {
+        with_pool!(&self.read, |p, DB| Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM acls WHERE org_id = $1 AND user_id = $2"
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .fetch_one(p)
+        .await?))
+    }
+
     pub async fn password_hash(&self, _why: &SystemPass, user_id: &str) -> Result<Option<String>> {
         with_pool!(&self.read, |p, DB| Ok(sqlx::query_scalar(
             "SELECT hash FROM passwords WHERE user_id = $1"

@@ -870,6 +870,13 @@ fn cases(w: &World) -> Vec<Case> {
         "404 403 403 403 403 403 403 401 401 404 401",
     );
     add(
+        "POST",
+        format!("/v1/organization/{org}/password_link"),
+        Some(json!({"user_id": "no-such-user"})),
+        Fresh::None,
+        "400 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
         "PUT",
         format!("/v1/organization/{org}/sign_in"),
         Some(json!({"password_login": true})),

@@ -468,7 +468,124 @@ async fn sessions_end(backend: Backend) {
     assert!(revoked >= 2, "{revoked}");
 }
 
+/// An Owner's password links through the API: an invite for a member without a password, a
+/// reset for one with it; refused to a non-Owner, for a member with grants of their own, and
+/// of the wrong kind.
+async fn owner_password_links(backend: Backend) {
+    let server = Server::start(backend).await;
+    let b = Browser::new(&server);
+    let engineer_key = server.member_key("erin@example.test", "Engineers");
+    server.member_key("vic@example.test", "Viewers");
+    let org = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let users = server.ok("GET", "/v1/user", None).await;
+    let id_of = |email: &str| {
+        users["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == email)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (erin, vic) = (id_of("erin@example.test"), id_of("vic@example.test"));
+    let path = format!("/v1/organization/{org}/password_link");
+    let token_of = |v: &Value| {
+        let link = v["link"].as_str().unwrap();
+        assert!(link.starts_with(&format!("{}/auth/set-password#token=", server.url)));
+        link.rsplit_once("#token=").unwrap().1.to_owned()
+    };
+
+    let invite = server
+        .ok("POST", &path, Some(json!({"user_id": erin})))
+        .await;
+    assert_eq!(set_password(&b, &token_of(&invite), PASSWORD).await.0, 200);
+    assert_eq!(
+        b.login("erin@example.test", PASSWORD, None).await.status,
+        200
+    );
+    let (s, body) = server
+        .call(
+            "POST",
+            &path,
+            Some(&server.key),
+            Some(json!({"user_id": erin})),
+        )
+        .await;
+    assert_error(s, &body, 409, "conflict");
+    let reset = server
+        .ok("POST", &path, Some(json!({"user_id": erin, "reset": true})))
+        .await;
+    assert_eq!(
+        set_password(&b, &token_of(&reset), "another good password")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        b.login("erin@example.test", PASSWORD, None).await.status,
+        401
+    );
+    assert_eq!(
+        b.login("erin@example.test", "another good password", None)
+            .await
+            .status,
+        200
+    );
+
+    // Only those who may remove members, for members without grants of their own.
+    let (s, body) = server
+        .call(
+            "POST",
+            &path,
+            Some(&engineer_key),
+            Some(json!({"user_id": vic})),
+        )
+        .await;
+    assert_error(s, &body, 403, "forbidden");
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "links"})))
+        .await;
+    server
+        .ok(
+            "POST",
+            "/v1/acl",
+            Some(json!({"object_type": "project", "object_id": project["id"],
+                "user_id": vic, "permission": "read"})),
+        )
+        .await;
+    let (s, body) = server
+        .call(
+            "POST",
+            &path,
+            Some(&server.key),
+            Some(json!({"user_id": vic})),
+        )
+        .await;
+    assert_error(s, &body, 403, "forbidden");
+    let (s, body) = server
+        .call(
+            "POST",
+            &path,
+            Some(&server.key),
+            Some(json!({"user_id": "nobody"})),
+        )
+        .await;
+    assert_error(s, &body, 400, "invalid_field");
+    let links = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "password_link")
+        .count();
+    assert_eq!(links, 3, "the first owner's link, erin's invite and reset");
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(password_sign_in, sessions_end);
+    on_all_backends!(password_sign_in, sessions_end, owner_password_links);
 }

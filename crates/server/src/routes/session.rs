@@ -1,7 +1,7 @@
 //! Signing in with a password, setting a password through a link, signing out, and the
 //! caller's browser sessions.
 
-use crate::extract::{Authed, Checked, Id, Params};
+use crate::extract::{Authed, BaseUrl, Checked, Id, Params};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_api::ObjectList;
 use holdfast_api::accounts::{
-    Done, PasswordSignIn, Session, SessionListQuery, SetPasswordRequest, SignInSettings, SignedIn,
+    Done, PasswordLink, PasswordLinkRequest, PasswordSignIn, Session, SessionListQuery,
+    SetPasswordRequest, SignInSettings, SignedIn,
 };
 use holdfast_api::secret::ShownOnce;
 use holdfast_services::ServiceError;
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(get_sign_in, put_sign_in))
+        .routes(routes!(password_link))
 }
 
 /// The `Set-Cookie` value of a session: `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure`
@@ -189,4 +191,33 @@ async fn put_sign_in(
 ) -> Reply<SignInSettings> {
     super::this_org(&p, &id)?;
     Ok(Json(s.services.set_sign_in_settings(&p, &b).await?))
+}
+
+/// A one-time link for a member to set a password (Owners: those who may remove members, and
+/// may place members in each of the member's groups). An invite when the member has no
+/// password; with `reset`, a reset link when they have one (setting it ends their sessions).
+/// A member with grants of their own is refused (403).
+#[utoipa::path(post, path = "/v1/organization/{id}/password_link", tag = "sign-in",
+    params(("id" = String, Path)), request_body = PasswordLinkRequest,
+    responses((status = 200, body = PasswordLink)))]
+async fn password_link(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    Id(id): Id,
+    BaseUrl(base): BaseUrl,
+    Checked(b): Checked<PasswordLinkRequest>,
+) -> Result<Response, ApiError> {
+    super::this_org(&p, &id)?;
+    let (token, expires) = s
+        .services
+        .password_link_for(&p, &b.user_id, b.reset)
+        .await?;
+    let body = PasswordLink {
+        link: ShownOnce(format!("{base}/auth/set-password#token={token}")),
+        expires,
+    };
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
