@@ -533,30 +533,35 @@ impl Services {
     }
 
     /// Checks what a connection refers to: its groups exist, its provider answers.
+    /// Checks what a connection refers to (its groups exist, its provider answers) and that
+    /// the caller may make it. A connection can sign in as any member whose email its
+    /// provider asserts, make members, and put them in the mapped groups, so the caller must
+    /// be able to place members in every group of the organization (what an Owner holds;
+    /// see `membership`), and to add members when it provisions them.
     async fn check_oidc(&self, principal: &Principal, config: &Config) -> Result<()> {
-        let groups = self.list_groups_named(principal).await?;
-        if let Some(missing) = config.group_mapping.values().find(|g| !groups.contains(*g)) {
+        let pass = system_org_lookup(&why(), &principal.org_id);
+        let groups = self.store.list_entities(&pass, Entity::Group).await?;
+        if let Some(missing) = config
+            .group_mapping
+            .values()
+            .find(|name| !groups.iter().any(|g| &g.name == *name))
+        {
             return Err(ServiceError::field(
                 "group_mapping",
                 format!("the organization has no group named {missing:?}"),
             ));
+        }
+        let all: Vec<String> = groups.into_iter().map(|g| g.id).collect();
+        self.may_place_in_groups(principal, &all).await?;
+        if !config.allowed_domains.is_empty() {
+            self.org_grant(principal, Permission::Create, Kind::OrgMember)
+                .await?;
         }
         self.oidc
             .discover(&config.issuer, true)
             .await
             .map_err(|e| ServiceError::field("issuer", format!("discovery failed: {e}")))?;
         Ok(())
-    }
-
-    async fn list_groups_named(&self, principal: &Principal) -> Result<Vec<String>> {
-        let pass = system_org_lookup(&why(), &principal.org_id);
-        Ok(self
-            .store
-            .list_entities(&pass, Entity::Group)
-            .await?
-            .into_iter()
-            .map(|g| g.name)
-            .collect())
     }
 
     fn oidc_view(&self, base: &str, rec: &SsoConnectionRecord) -> Result<OidcConnection> {

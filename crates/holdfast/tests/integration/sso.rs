@@ -109,6 +109,33 @@ async fn oidc_in_chromium(backend: Backend) {
         )
         .await;
     assert_eq!(s, 403, "only Owners configure sign-in: {b}");
+    // Whoever configures a provider can sign in as any member it names, so updating the
+    // organization is not enough: the caller must hold what every group grants (Owners).
+    let admins = server
+        .ok("POST", "/v1/group", Some(json!({"name": "org-admins"})))
+        .await;
+    server
+        .ok(
+            "POST",
+            "/v1/acl",
+            Some(json!({"object_type": "organization", "object_id": org,
+                "group_id": admins["id"], "permission": "update"})),
+        )
+        .await;
+    let admin = server.member_key("admin@acme.test", "org-admins");
+    let (s, b) = server
+        .call(
+            "POST",
+            &path,
+            Some(&admin),
+            Some(config(&provider.issuer, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 403, "org update alone does not configure sign-in: {b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("group"),
+        "refused for the groups it could reach: {b}"
+    );
     let (s, listed) = server.call("GET", &path, Some(&server.key), None).await;
     assert_eq!((s, listed["objects"].as_array().unwrap().len()), (200, 0));
 
