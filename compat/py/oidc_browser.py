@@ -46,6 +46,20 @@ def check(ok, what):
         raise SystemExit(1)
 
 
+def wait(cond, seconds=10):
+    """Whether `cond()` becomes true within `seconds` (pages load after a click returns)."""
+    end = time.time() + seconds
+    while True:
+        try:
+            if cond():
+                return True
+        except Exception:  # noqa: BLE001 - a page mid-load
+            pass
+        if time.time() > end:
+            return False
+        time.sleep(0.1)
+
+
 def mode(m):
     requests.post(f"{OP}/__mode", data=m, timeout=10).raise_for_status()
 
@@ -65,7 +79,7 @@ def sign_in(d, login, name=None):
     if name:
         shot(d, name)
     d.find_element(By.PARTIAL_LINK_TEXT, "Sign in with").click()
-    for _ in range(10):
+    for _ in range(20):
         url = d.current_url
         if url.startswith(HF) or url.startswith(f"{OP}/__held"):
             return url
@@ -78,7 +92,7 @@ def sign_in(d, login, name=None):
             buttons = d.find_elements(By.CSS_SELECTOR, "button[type=submit]")
             if buttons:
                 buttons[0].click()
-        time.sleep(0.3)
+        wait(lambda: d.current_url != url, 5)
     return d.current_url
 
 
@@ -89,7 +103,7 @@ def signed_in_as(d):
 
 
 def refused(d):
-    return bool(d.find_elements(By.ID, "refused"))
+    return wait(lambda: bool(d.find_elements(By.ID, "refused")), 5)
 
 
 def user_id(email):
@@ -116,33 +130,35 @@ def password_flow(d):
     d.find_element(By.ID, "password").send_keys(password)
     d.find_element(By.ID, "confirm").send_keys(password + "!")
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    check("differ" in d.page_source, "two different passwords are refused")
+    check(wait(lambda: "differ" in d.page_source), "two different passwords are refused")
     d.find_element(By.ID, "password").send_keys(password)
     d.find_element(By.ID, "confirm").send_keys(password)
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    check(d.current_url.startswith(f"{HF}/login") and d.find_elements(By.ID, "notice"),
+    check(wait(lambda: d.current_url.startswith(f"{HF}/login") and d.find_elements(By.ID, "notice")),
           "setting the password lands on the sign-in page")
     planted = "a" * 64
     d.add_cookie({"name": "holdfast_session", "value": planted, "path": "/"})
     d.find_element(By.ID, "email").send_keys("dave@acme.test")
     d.find_element(By.ID, "password").send_keys("not the password at all")
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    check("Wrong email or password" in d.page_source, "a wrong password is refused")
+    check(wait(lambda: "Wrong email or password" in d.page_source), "a wrong password is refused")
     d.find_element(By.ID, "email").clear()
     d.find_element(By.ID, "email").send_keys("dave@acme.test")
     d.find_element(By.ID, "password").send_keys(password)
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(lambda: d.current_url.startswith(f"{HF}/account"))
     check(signed_in_as(d) == "dave@acme.test", "dave signs in with his password")
     cookie = d.get_cookie("holdfast_session")
     check(cookie is not None and cookie["value"] != planted and cookie["httpOnly"],
           "the session id is new at sign-in (a planted one is not used) and HttpOnly")
     d.find_element(By.ID, "sign-out").click()
+    wait(lambda: d.current_url.startswith(f"{HF}/login"))
     check(signed_in_as(d) is None, "dave signs out")
     d.get(invite)
     d.find_element(By.ID, "password").send_keys(password)
     d.find_element(By.ID, "confirm").send_keys(password)
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    check("not valid" in d.page_source, "the invite link works once")
+    check(wait(lambda: "not valid" in d.page_source), "the invite link works once")
 
 
 def main():
@@ -164,7 +180,8 @@ def main():
 
         # Logout.
         d.find_element(By.ID, "sign-out").click()
-        check(d.current_url.startswith(f"{HF}/login"), "signing out lands on the sign-in page")
+        check(wait(lambda: d.current_url.startswith(f"{HF}/login")),
+              "signing out lands on the sign-in page")
         check(signed_in_as(d) is None, "after signing out the account page asks to sign in")
 
         # Group mapping applied at every login: alice left hf-eng at the provider.
