@@ -150,18 +150,20 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-async fn stylesheet() -> Response {
-    let mut resp = STYLE.into_response();
+/// A file of the pages, served from the binary and cached for an hour.
+fn static_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = body.into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
     );
     resp
+}
+
+async fn stylesheet() -> Response {
+    static_file(STYLE, "text/css; charset=utf-8")
 }
 
 fn login_body(
@@ -481,17 +483,7 @@ async fn set_password_form(
 }
 
 async fn set_password_script() -> Response {
-    let mut resp = SET_PASSWORD_JS.into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    resp
+    static_file(SET_PASSWORD_JS, "text/javascript; charset=utf-8")
 }
 
 async fn oidc_start(
