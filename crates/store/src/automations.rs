@@ -422,6 +422,9 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// The runs an automation's history keeps (the newest).
+pub const RUNS_KEPT: i64 = 1000;
+
 const RUN_COLUMNS: &str = "automation_id, run, status, started, finished, from_xact, to_xact, \
                            rows, location, export_id, error";
 
@@ -520,9 +523,16 @@ impl Store {
         })
     }
 
-    /// Records how a run ended.
+    /// Records how a run ended, and forgets the automation's runs older than its newest
+    /// [`RUNS_KEPT`] (run numbers follow each other, so that is one range).
     pub async fn end_run(&self, _why: &SystemPass, run: &RunRecord) -> Result<()> {
         with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM automation_runs WHERE automation_id = $1 AND run <= $2")
+                .bind(&run.automation_id)
+                .bind(run.run - RUNS_KEPT)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE automation_runs SET status = $1, finished = $2, rows = $3, location = $4, \
                  export_id = $5, error = $6 WHERE automation_id = $7 AND run = $8",
@@ -535,8 +545,9 @@ impl Store {
             .bind(&run.error)
             .bind(&run.automation_id)
             .bind(run.run)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok::<_, StoreError>(())
         })
     }
@@ -695,4 +706,66 @@ impl Store {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestDatabase, temp_dir};
+
+    /// However many runs an automation makes, its history keeps the newest `RUNS_KEPT`, and
+    /// another automation's history is untouched.
+    #[tokio::test]
+    async fn run_history_is_bounded() {
+        let why = SystemPass::new("test");
+        let dir = temp_dir("runs");
+        let mut stores = vec![(
+            Store::open_sqlite(&dir.join("db"), None).await.unwrap(),
+            None,
+        )];
+        if let Some(db) = TestDatabase::create("runs").await {
+            stores.push((Store::open_postgres(&db.url).await.unwrap(), Some(db)));
+        }
+        for (store, db) in stores {
+            let run = |automation: &str, n: i64| RunRecord {
+                automation_id: automation.into(),
+                run: n,
+                status: "done".into(),
+                started: "2026-12-01T00:00:00.000000Z".into(),
+                finished: Some("2026-12-01T00:00:01.000000Z".into()),
+                from_xact: n,
+                to_xact: n + 1,
+                rows: Some(0),
+                location: None,
+                export_id: None,
+                error: None,
+            };
+            store.begin_run(&why, &run("other", 1)).await.unwrap();
+            store.end_run(&why, &run("other", 1)).await.unwrap();
+            for n in 1..=RUNS_KEPT + 25 {
+                store.begin_run(&why, &run("a", n)).await.unwrap();
+                store.end_run(&why, &run("a", n)).await.unwrap();
+            }
+            let count = |automation: &'static str| {
+                let store = &store;
+                async move {
+                    with_pool!(&store.read, |p, DB| sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM automation_runs WHERE automation_id = $1"
+                    )
+                    .bind(automation)
+                    .fetch_one(p)
+                    .await
+                    .unwrap())
+                }
+            };
+            assert_eq!(count("a").await, RUNS_KEPT);
+            assert_eq!(count("other").await, 1);
+            let last = store.last_run(&why, "a").await.unwrap().unwrap();
+            assert_eq!(last.run, RUNS_KEPT + 25);
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
 }
