@@ -455,83 +455,83 @@ fn list_field(field: &str, items: &[String]) -> Result<()> {
     Ok(())
 }
 
-impl Services {
-    /// The settings of a request, checked, with the preset's defaults filled in.
-    fn oidc_config(&self, req: &OidcConnectionRequest) -> Result<Config> {
-        let name = req.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-            return Err(ServiceError::field(
-                "name",
-                format!("name must be 1 to {MAX_NAME_CHARS} characters"),
-            ));
-        }
-        let issuer = match (req.preset, req.issuer.as_deref()) {
-            (OidcPreset::Google, None | Some("https://accounts.google.com")) => {
-                "https://accounts.google.com".to_owned()
-            }
-            (OidcPreset::Google, Some(_)) => {
-                return Err(ServiceError::field(
-                    "issuer",
-                    "Google's issuer is https://accounts.google.com",
-                ));
-            }
-            (_, Some(i)) => i.trim().to_owned(),
-            (_, None) => {
-                return Err(ServiceError::field(
-                    "issuer",
-                    "issuer is needed for this provider",
-                ));
-            }
-        };
-        check_provider_url("issuer", &issuer)?;
-        if req.client_id.is_empty() || req.client_id.len() > MAX_ITEM_BYTES {
-            return Err(ServiceError::field(
-                "client_id",
-                format!("client_id must be 1 to {MAX_ITEM_BYTES} bytes"),
-            ));
-        }
-        let scopes = req.scopes.clone().unwrap_or_else(|| {
-            let mut s = vec!["email".to_owned(), "profile".to_owned()];
-            if req.preset == OidcPreset::Okta {
-                s.push("groups".into());
-            }
-            s
-        });
-        list_field("scopes", &scopes)?;
-        if scopes.iter().any(|s| s.contains(' ')) {
-            return Err(ServiceError::field(
-                "scopes",
-                "a scope may not contain a space",
-            ));
-        }
-        let allowed_domains: Vec<String> = req
-            .allowed_domains
-            .iter()
-            .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
-            .collect();
-        list_field("allowed_domains", &allowed_domains)?;
-        let group_claim = req.group_claim.clone().unwrap_or_else(|| "groups".into());
-        list_field("group_claim", std::slice::from_ref(&group_claim))?;
-        let pairs: Vec<String> = req
-            .group_mapping
-            .iter()
-            .flat_map(|(k, v)| [k.clone(), v.clone()])
-            .collect();
-        list_field("group_mapping", &pairs)?;
-        Ok(Config {
-            preset: req.preset,
-            issuer,
-            client_id: req.client_id.clone(),
-            scopes,
-            allowed_domains,
-            group_claim,
-            group_mapping: req.group_mapping.clone(),
-            require_verified_email: req
-                .require_verified_email
-                .unwrap_or(req.preset != OidcPreset::Microsoft),
-        })
+/// The settings of a request, checked, with the preset's defaults filled in.
+fn oidc_config(req: &OidcConnectionRequest) -> Result<Config> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ServiceError::field(
+            "name",
+            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
     }
+    let issuer = match (req.preset, req.issuer.as_deref()) {
+        (OidcPreset::Google, None | Some("https://accounts.google.com")) => {
+            "https://accounts.google.com".to_owned()
+        }
+        (OidcPreset::Google, Some(_)) => {
+            return Err(ServiceError::field(
+                "issuer",
+                "Google's issuer is https://accounts.google.com",
+            ));
+        }
+        (_, Some(i)) => i.trim().to_owned(),
+        (_, None) => {
+            return Err(ServiceError::field(
+                "issuer",
+                "issuer is needed for this provider",
+            ));
+        }
+    };
+    check_provider_url("issuer", &issuer)?;
+    if req.client_id.is_empty() || req.client_id.len() > MAX_ITEM_BYTES {
+        return Err(ServiceError::field(
+            "client_id",
+            format!("client_id must be 1 to {MAX_ITEM_BYTES} bytes"),
+        ));
+    }
+    let scopes = req.scopes.clone().unwrap_or_else(|| {
+        let mut s = vec!["email".to_owned(), "profile".to_owned()];
+        if req.preset == OidcPreset::Okta {
+            s.push("groups".into());
+        }
+        s
+    });
+    list_field("scopes", &scopes)?;
+    if scopes.iter().any(|s| s.contains(' ')) {
+        return Err(ServiceError::field(
+            "scopes",
+            "a scope may not contain a space",
+        ));
+    }
+    let allowed_domains: Vec<String> = req
+        .allowed_domains
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .collect();
+    list_field("allowed_domains", &allowed_domains)?;
+    let group_claim = req.group_claim.clone().unwrap_or_else(|| "groups".into());
+    list_field("group_claim", std::slice::from_ref(&group_claim))?;
+    let pairs: Vec<String> = req
+        .group_mapping
+        .iter()
+        .flat_map(|(k, v)| [k.clone(), v.clone()])
+        .collect();
+    list_field("group_mapping", &pairs)?;
+    Ok(Config {
+        preset: req.preset,
+        issuer,
+        client_id: req.client_id.clone(),
+        scopes,
+        allowed_domains,
+        group_claim,
+        group_mapping: req.group_mapping.clone(),
+        require_verified_email: req
+            .require_verified_email
+            .unwrap_or(req.preset != OidcPreset::Microsoft),
+    })
+}
 
+impl Services {
     /// Checks what a connection refers to: its groups exist, its provider answers.
     /// Checks what a connection refers to (its groups exist, its provider answers) and that
     /// the caller may make it. A connection can sign in as any member whose email its
@@ -597,7 +597,7 @@ impl Services {
         let pass = self
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
-        let config = self.oidc_config(req)?;
+        let config = oidc_config(req)?;
         let secret = req
             .client_secret
             .as_ref()
@@ -652,7 +652,7 @@ impl Services {
             .await?
             .filter(|c| c.org_id == principal.org_id)
             .ok_or_else(|| ServiceError::NotFound(format!("sign-in connection {id:?}")))?;
-        let config = self.oidc_config(req)?;
+        let config = oidc_config(req)?;
         self.check_oidc(principal, &config).await?;
         let now = self.now();
         let (version, ciphertext) = match &req.client_secret {
@@ -1108,6 +1108,36 @@ fn view_for_audit(v: &OidcConnection) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(preset: &str, issuer: Option<&str>) -> OidcConnectionRequest {
+        serde_json::from_value(json!({"name": "IdP", "preset": preset, "issuer": issuer,
+            "client_id": "c", "client_secret": "s"}))
+        .unwrap()
+    }
+
+    #[test]
+    fn presets_fill_in_what_their_provider_always_is() {
+        let google = oidc_config(&request("google", None)).unwrap();
+        assert_eq!(google.issuer, "https://accounts.google.com");
+        assert!(google.require_verified_email);
+        assert!(oidc_config(&request("google", Some("https://evil.test"))).is_err());
+        let entra = oidc_config(&request(
+            "microsoft",
+            Some("https://login.microsoftonline.com/t/v2.0"),
+        ))
+        .unwrap();
+        assert!(
+            !entra.require_verified_email,
+            "Entra sends no email_verified"
+        );
+        let okta = oidc_config(&request("okta", Some("https://acme.okta.com"))).unwrap();
+        assert!(okta.scopes.contains(&"groups".to_owned()));
+        assert_eq!(okta.group_claim, "groups");
+        assert!(oidc_config(&request("custom", None)).is_err(), "no issuer");
+        let mut spaced = request("custom", Some("https://idp.test"));
+        spaced.scopes = Some(vec!["a b".into()]);
+        assert!(oidc_config(&spaced).is_err());
+    }
 
     #[test]
     fn provider_urls_are_https_or_loopback() {
