@@ -565,6 +565,9 @@ impl Services {
         let now = self.clock.now();
         let cutoff = cutoff_of(now, req.config.retention_days);
         let cutoff_text = format_timestamp(cutoff);
+        // A preview counts, however many projects and rows there are, for at most the query
+        // time limit.
+        let deadline = std::time::Instant::now() + self.limits.query_timeout;
         let mut out = RetentionPreview {
             object_type: req.config.object_type,
             retention_days: req.config.retention_days,
@@ -616,9 +619,9 @@ impl Services {
                 };
                 if kind == ObjectType::Experiment {
                     p.objects += 1;
-                    p.rows += self.count_created(&pass, None).await?;
+                    p.rows += self.count_created(&pass, None, deadline).await?;
                 } else {
-                    p.rows += self.count_created(&pass, Some(cutoff)).await?;
+                    p.rows += self.count_created(&pass, Some(cutoff), deadline).await?;
                 }
             }
             out.rows += p.rows;
@@ -636,12 +639,20 @@ impl Services {
         &self,
         pass: &ObjectPass,
         cutoff: Option<OffsetDateTime>,
+        deadline: std::time::Instant,
     ) -> Result<u64> {
         let q = created_query();
         let cutoff_text = cutoff.map(format_timestamp);
         let mut from = ValueFrom::Start;
         let mut n = 0u64;
         loop {
+            if std::time::Instant::now() > deadline {
+                return Err(ServiceError::QueryTimeout(format!(
+                    "the preview counted for longer than the query time limit ({} ms); \
+                     preview one project at a time",
+                    self.limits.query_timeout.as_millis()
+                )));
+            }
             let entries = self.store.value_entries(pass, &q, &from, 10 * PAGE).await?;
             let Some(last) = entries.last() else {
                 return Ok(n);

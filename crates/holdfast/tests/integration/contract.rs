@@ -569,6 +569,23 @@ async fn queries_have_a_time_limit(backend: Backend) {
     let query = format!("SELECT * FROM dataset('{ds}') WHERE input = 'none' LIMIT 1");
     let (s, b) = btql_text(&server, &query).await;
     assert_error(s, &b, 422, "query_timeout");
+    // An organization's retention preview counts under the same limit, however many
+    // projects and objects it goes through.
+    for i in 0..20 {
+        server.new_dataset(&format!("many-{i}"), "d").await;
+    }
+    let (s, b) = server
+        .call(
+            "POST",
+            "/v1/org_automation/preview",
+            Some(&server.key),
+            Some(
+                json!({"config": {"event_type": "retention", "object_type": "dataset",
+                "retention_days": 1}}),
+            ),
+        )
+        .await;
+    assert_error(s, &b, 422, "query_timeout");
     let (s, _) = server.call("GET", "/healthz", None, None).await;
     assert_eq!(s, 200);
     // A query that fills its page at once is not affected.
