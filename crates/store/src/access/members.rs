@@ -7,7 +7,7 @@ use super::{
 use crate::db::with_pool;
 use crate::meta::require_grant;
 use crate::{Result, Store, StoreError};
-use holdfast_core::authz::{Kind, OrgPass, Permission, SystemPass};
+use holdfast_core::authz::{BUILTIN_GROUPS, Kind, OrgPass, Permission, SystemPass};
 use serde_json::Value;
 
 /// A person signing in through an identity provider; see [`Store::sign_in_member`].
@@ -305,7 +305,9 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(format!("group members: {e}")))?;
                 let present = members.iter().any(|m| m.as_str() == Some(id.as_str()));
                 let want = wanted.contains(name);
-                if present == want {
+                // The mapping never leaves an organization without an Owner.
+                let last_owner = name == BUILTIN_GROUPS[0].0 && members.len() == 1;
+                if present == want || (present && last_owner) {
                     continue;
                 }
                 if want {
@@ -435,5 +437,97 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::with_pool;
+    use crate::testing::{TestDatabase, temp_dir};
+
+    /// Mapped groups are joined and left at each sign-in, other groups are left alone, and
+    /// the last Owner stays one.
+    #[tokio::test]
+    async fn sign_in_maps_groups_but_keeps_the_last_owner() {
+        let why = SystemPass::new("test");
+        let dir = temp_dir("sso-members");
+        let mut stores = vec![(
+            Store::open_sqlite(&dir.join("db"), None).await.unwrap(),
+            None,
+        )];
+        if let Some(db) = TestDatabase::create("sso_members").await {
+            stores.push((Store::open_postgres(&db.url).await.unwrap(), Some(db)));
+        }
+        for (store, db) in stores {
+            with_pool!(&store.write, |p, DB| {
+                for sql in [
+                    "INSERT INTO orgs (id, name, created) VALUES ('o', 'o', 't')",
+                    "INSERT INTO users (id, email, created) VALUES ('u', 'u@x.test', 't')",
+                    "INSERT INTO org_members (org_id, user_id, created) VALUES ('o', 'u', 't')",
+                    "INSERT INTO user_groups (id, org_id, name, created, member_users, member_groups) \
+                     VALUES ('g1', 'o', 'Owners', 't', '[\"u\"]', '[]')",
+                    "INSERT INTO user_groups (id, org_id, name, created, member_users, member_groups) \
+                     VALUES ('g2', 'o', 'Engineers', 't', '[]', '[]')",
+                    "INSERT INTO user_groups (id, org_id, name, created, member_users, member_groups) \
+                     VALUES ('g3', 'o', 'Other', 't', '[\"u\"]', '[]')",
+                ] {
+                    sqlx::query(sql).execute(p).await.unwrap();
+                }
+            });
+            let user = UserInfo {
+                id: "new".into(),
+                email: "U@x.test".into(),
+                kind: "user".into(),
+                given_name: None,
+                family_name: None,
+                created: "t".into(),
+            };
+            let managed = ["Owners".to_owned(), "Engineers".to_owned()];
+            let sign_in = |wanted: &'static [&'static str], provision| {
+                let store = &store;
+                let (user, managed, why) = (&user, &managed, &why);
+                async move {
+                    let wanted: Vec<String> = wanted.iter().map(|s| (*s).to_owned()).collect();
+                    let m = ProviderMember {
+                        linked: None,
+                        user,
+                        provision,
+                        managed,
+                        wanted: &wanted,
+                    };
+                    store.sign_in_member(why, "o", &m).await.unwrap()
+                }
+            };
+            let members = |g: &'static str| {
+                let store = &store;
+                async move {
+                    let v: String = with_pool!(&store.read, |p, DB| sqlx::query_scalar(
+                        "SELECT member_users FROM user_groups WHERE id = $1"
+                    )
+                    .bind(g)
+                    .fetch_one(p)
+                    .await
+                    .unwrap());
+                    v
+                }
+            };
+            // Found by email whatever its case; put into Engineers; still the only Owner.
+            assert_eq!(sign_in(&["Engineers"], false).await.as_deref(), Some("u"));
+            assert_eq!(members("g2").await, "[\"u\"]");
+            assert_eq!(members("g1").await, "[\"u\"]", "the last Owner stays");
+            assert_eq!(
+                members("g3").await,
+                "[\"u\"]",
+                "unmapped groups are untouched"
+            );
+            // Out of Engineers when the claim goes.
+            sign_in(&[], false).await;
+            assert_eq!(members("g2").await, "[]");
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
     }
 }
