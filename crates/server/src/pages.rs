@@ -114,21 +114,28 @@ fn query(req_query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Whether a form post comes from this server's own pages: `Sec-Fetch-Site:
+/// Refuses (403) a form post that does not come from this server's own pages: `Sec-Fetch-Site:
 /// same-origin` (which browsers send and scripts cannot forge), or, from a browser that
 /// sends no such header, an `Origin` equal to this server's. (With `Referrer-Policy:
 /// no-referrer` a browser's `Origin` on a form post is `null`, so it alone cannot tell.)
 /// A client that sends neither is not a browser, and cannot carry a victim's cookies.
-fn same_origin(headers: &HeaderMap, base: &str) -> bool {
+fn same_origin(headers: &HeaderMap, base: &str) -> Result<(), ApiError> {
     let header = |name| {
         headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    match (header("sec-fetch-site"), header("origin")) {
+    let same = match (header("sec-fetch-site"), header("origin")) {
         (Some(site), _) => site == "same-origin",
         (None, Some(origin)) => origin == base,
         (None, None) => true,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError(ServiceError::Forbidden(
+            "a form must be posted from this server's own page".into(),
+        )))
     }
 }
 
@@ -224,11 +231,6 @@ fn login_body(
 async fn login_page(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let org = query(req.uri().query(), "org").unwrap_or_default();
     let options = s.services.sign_in_options(Some(&org)).await?;
-    let options = match options {
-        Some(o) => Some(o),
-        None if org.is_empty() => s.services.sign_in_options(None).await?,
-        None => None,
-    };
     let message = query(req.uri().query(), "error")
         .map(|_| "Signing in through the identity provider failed. Try again, or ask an Owner.");
     let notice = query(req.uri().query(), "password_set").map(|_| {
@@ -252,11 +254,7 @@ async fn login_form(
     BaseUrl(base): BaseUrl,
     req: Request,
 ) -> Result<Response, ApiError> {
-    if !same_origin(req.headers(), &base) {
-        return Err(ApiError(ServiceError::Forbidden(
-            "a sign-in form must be posted from this server's own page".into(),
-        )));
-    }
+    same_origin(req.headers(), &base)?;
     let agent = req
         .headers()
         .get(header::USER_AGENT)
@@ -453,11 +451,7 @@ async fn set_password_form(
     BaseUrl(base): BaseUrl,
     req: Request,
 ) -> Result<Response, ApiError> {
-    if !same_origin(req.headers(), &base) {
-        return Err(ApiError(ServiceError::Forbidden(
-            "the password form must be posted from this server's own page".into(),
-        )));
-    }
+    same_origin(req.headers(), &base)?;
     let f = form(req).await?;
     let (token, password) = (field(&f, "token"), field(&f, "password"));
     if password != field(&f, "confirm") {

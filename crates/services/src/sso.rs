@@ -737,11 +737,13 @@ impl Services {
     /// What the sign-in page offers: for the organization named (by name or id), or the only
     /// one when there is one, whether passwords may be used and its providers' buttons.
     pub async fn sign_in_options(&self, org: Option<&str>) -> Result<Option<SignInOptions>> {
-        let orgs = self.store.all_orgs(&why()).await?;
-        let found = match org.filter(|o| !o.is_empty()) {
-            Some(o) => orgs.iter().find(|(id, name)| id == o || name == o),
-            None if orgs.len() == 1 => orgs.first(),
-            None => None,
+        let wanted = org.unwrap_or_default();
+        let orgs = self.store.orgs_for_sign_in(&why(), wanted).await?;
+        // Named: the match; unnamed: the organization only when there is one.
+        let found = match orgs.as_slice() {
+            [one] => Some(one),
+            [first, ..] if !wanted.is_empty() => Some(first),
+            _ => None,
         };
         let Some((org_id, org_name)) = found else {
             return Ok(None);

@@ -313,6 +313,21 @@ impl Store {
         .await?))
     }
 
+    /// At most two organizations (id, name): the one whose id or name is `id_or_name`, or,
+    /// with an empty one, any (so that a caller can tell whether there is only one).
+    pub async fn orgs_for_sign_in(
+        &self,
+        _why: &SystemPass,
+        id_or_name: &str,
+    ) -> Result<Vec<(String, String)>> {
+        with_pool!(&self.read, |p, DB| Ok(sqlx::query_as(
+            "SELECT id, name FROM orgs WHERE $1 = '' OR id = $1 OR name = $1 ORDER BY name LIMIT 2"
+        )
+        .bind(id_or_name)
+        .fetch_all(p)
+        .await?))
+    }
+
     pub async fn find_org_by_name(
         &self,
         _why: &SystemPass,
