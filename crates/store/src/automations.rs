@@ -711,22 +711,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TestDatabase, temp_dir};
+    use crate::testing::both_stores;
 
     /// However many runs an automation makes, its history keeps the newest `RUNS_KEPT`, and
     /// another automation's history is untouched.
     #[tokio::test]
     async fn run_history_is_bounded() {
         let why = SystemPass::new("test");
-        let dir = temp_dir("runs");
-        let mut stores = vec![(
-            Store::open_sqlite(&dir.join("db"), None).await.unwrap(),
-            None,
-        )];
-        if let Some(db) = TestDatabase::create("runs").await {
-            stores.push((Store::open_postgres(&db.url).await.unwrap(), Some(db)));
-        }
-        for (store, db) in stores {
+        for (store, db) in both_stores("runs").await {
             let run = |automation: &str, n: i64| RunRecord {
                 automation_id: automation.into(),
                 run: n,

@@ -874,20 +874,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TestDatabase, temp_dir};
-
-    /// The embedded store, and PostgreSQL when `TEST_DATABASE_URL` is set.
-    async fn stores(name: &str) -> Vec<(Store, Option<TestDatabase>)> {
-        let dir = temp_dir(name);
-        let mut out = vec![(
-            Store::open_sqlite(&dir.join("db"), None).await.unwrap(),
-            None,
-        )];
-        if let Some(db) = TestDatabase::create(name).await {
-            out.push((Store::open_postgres(&db.url).await.unwrap(), Some(db)));
-        }
-        out
-    }
+    use crate::testing::both_stores as stores;
 
     /// One holder at a time: another takes the lease only once it has expired, the holder
     /// renews it, and gives it up.

@@ -63,6 +63,26 @@ impl TestDatabase {
 }
 
 /// A fresh directory for one test.
+/// The embedded store, and a PostgreSQL one when `TEST_DATABASE_URL` is set: a test of a store
+/// behaviour runs on each (and drops the database it was given afterwards). `name` is a
+/// lower-case identifier.
+pub(crate) async fn both_stores(name: &str) -> Vec<(crate::Store, Option<TestDatabase>)> {
+    let dir = temp_dir(name);
+    let mut stores = vec![(
+        crate::Store::open_sqlite(&dir.join("db"), None)
+            .await
+            .unwrap(),
+        None,
+    )];
+    if let Some(db) = TestDatabase::create(name).await {
+        stores.push((
+            crate::Store::open_postgres(&db.url).await.unwrap(),
+            Some(db),
+        ));
+    }
+    stores
+}
+
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hf-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -444,22 +444,14 @@ impl Store {
 mod tests {
     use super::*;
     use crate::db::with_pool;
-    use crate::testing::{TestDatabase, temp_dir};
+    use crate::testing::both_stores;
 
     /// Mapped groups are joined and left at each sign-in, other groups are left alone, and
     /// the last Owner stays one.
     #[tokio::test]
     async fn sign_in_maps_groups_but_keeps_the_last_owner() {
         let why = SystemPass::new("test");
-        let dir = temp_dir("sso-members");
-        let mut stores = vec![(
-            Store::open_sqlite(&dir.join("db"), None).await.unwrap(),
-            None,
-        )];
-        if let Some(db) = TestDatabase::create("sso_members").await {
-            stores.push((Store::open_postgres(&db.url).await.unwrap(), Some(db)));
-        }
-        for (store, db) in stores {
+        for (store, db) in both_stores("sso_members").await {
             with_pool!(&store.write, |p, DB| {
                 for sql in [
                     "INSERT INTO orgs (id, name, created) VALUES ('o', 'o', 't')",
