@@ -9,6 +9,10 @@
 #   - Debian's chromium and chromium-driver 156.0.8078.114-1~deb12u1, driven by Python selenium
 #     4.51.0 (compat/requirements.txt), and npm oidc-provider 9.13.3 (compat/js) as the
 #     OpenID provider that the sign-in tests use
+#   - SAML: pysaml2 7.5.5 (compat/requirements.txt) as the identity provider, signing with
+#     Debian's xmlsec1 1.2.37-2; and what the `saml` feature builds with: libxmlsec1-dev
+#     1.2.37-2, libclang-dev and clang 1:14.0-55.7~deb12u1, libxml2-dev and pkg-config
+# The tests run with the `saml` feature on (it is off in a default build).
 # Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,16 +39,26 @@ chromium_version="156.0.8078.114-1~deb12u1"
 [ "$(dpkg-query -W -f='${Version}' chromium 2>/dev/null)" = "$chromium_version" ] &&
   [ "$(dpkg-query -W -f='${Version}' chromium-driver 2>/dev/null)" = "$chromium_version" ] ||
   debs+=("chromium=$chromium_version" "chromium-driver=$chromium_version")
+for pinned in xmlsec1=1.2.37-2 libxmlsec1-dev=1.2.37-2 libclang-dev=1:14.0-55.7~deb12u1 \
+  clang=1:14.0-55.7~deb12u1; do
+  [ "$(dpkg-query -W -f='${Version}' "${pinned%%=*}" 2>/dev/null)" = "${pinned#*=}" ] || debs+=("$pinned")
+done
+for any in libxml2-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$any" 2>/dev/null | grep -q "ok installed" || debs+=("$any")
+done
 if [ "${#debs[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null; }
 fi
 
+# The SAML code is linted here too: .ci/run's clippy builds without the feature.
+cargo clippy --workspace --all-targets --locked --features holdfast/saml -- -D warnings
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --features holdfast/saml 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

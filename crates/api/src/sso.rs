@@ -1,4 +1,4 @@
-//! Signing in through an organization's identity provider (OpenID Connect).
+//! Signing in through an organization's identity provider (OpenID Connect and SAML 2.0).
 
 use crate::secret::SecretValue;
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,59 @@ pub struct OidcConnection {
     pub require_verified_email: bool,
     /// The redirect URI to register at the provider.
     pub redirect_uri: String,
+    /// Where a person starts signing in with this connection.
+    pub sign_in_url: String,
+    pub created: String,
+    pub updated: String,
+}
+
+/// A SAML 2.0 connection to create or replace: the identity provider's metadata, given
+/// inline or by URL (read once, when the connection is saved). The metadata must hold a
+/// signing certificate: responses are verified with it and unsigned ones are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConnectionRequest {
+    /// Shown on the sign-in button; unique in the organization.
+    pub name: String,
+    /// The IdP's metadata XML (an `EntityDescriptor`); or give `idp_metadata_url`.
+    pub idp_metadata_xml: Option<String>,
+    /// Where to read the IdP's metadata (`https`, or `http` on a loopback address).
+    pub idp_metadata_url: Option<String>,
+    /// Email domains whose people become members at their first sign-in; anyone else must
+    /// be a member already (matched by email) or is refused.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// The attribute holding the email (`Name` or `FriendlyName`); default: the NameID when
+    /// it is an email address, else `email`, `mail` or their standard URIs.
+    pub email_attribute: Option<String>,
+    /// The attribute holding the person's groups (default `groups`).
+    pub group_attribute: Option<String>,
+    /// A provider group → the Holdfast group it puts its members in, applied at every
+    /// sign-in (into and out of each group named here).
+    #[serde(default)]
+    pub group_mapping: BTreeMap<String, String>,
+}
+
+/// A SAML connection as the API shows it, with what to register at the identity provider.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SamlConnection {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    /// The IdP's entity id and single sign-on URL (HTTP-Redirect binding), from its metadata.
+    pub idp_entity_id: String,
+    pub idp_sso_url: String,
+    pub idp_metadata_url: Option<String>,
+    /// SHA-256 fingerprints (hex) of the IdP's signing certificates.
+    pub idp_certificate_sha256: Vec<String>,
+    pub allowed_domains: Vec<String>,
+    pub email_attribute: Option<String>,
+    pub group_attribute: String,
+    pub group_mapping: BTreeMap<String, String>,
+    /// This service provider's entity id, which is also where its metadata is served.
+    pub sp_entity_id: String,
+    /// The assertion consumer service (HTTP-POST binding) to register at the IdP.
+    pub acs_url: String,
     /// Where a person starts signing in with this connection.
     pub sign_in_url: String,
     pub created: String,

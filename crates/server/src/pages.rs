@@ -38,25 +38,15 @@ pub fn router() -> Router<AppState> {
         )
         .route("/auth/oidc/{id}/start", get(oidc_start))
         .route("/auth/oidc/callback", get(oidc_callback))
+        .route("/auth/saml/{id}/start", get(saml_start))
+        .route("/auth/saml/{id}/metadata", get(saml_metadata))
+        .route("/auth/saml/{id}/acs", axum::routing::post(saml_acs))
+        .route("/auth/saml/finish", get(saml_finish))
         .route("/static/holdfast.css", get(stylesheet))
         .route("/static/set-password.js", get(set_password_script))
 }
 
-/// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use holdfast_services::saml::escape_markup as esc;
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -141,11 +131,15 @@ fn same_origin(headers: &HeaderMap, base: &str) -> Result<(), ApiError> {
 
 /// A form body: at most [`MAX_FORM_BYTES`], url-encoded.
 async fn form(req: Request) -> Result<Vec<(String, String)>, ApiError> {
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES)
+    form_of_at_most(req, MAX_FORM_BYTES).await
+}
+
+async fn form_of_at_most(req: Request, limit: usize) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| {
             ApiError(ServiceError::TooLarge(format!(
-                "a form may be at most {MAX_FORM_BYTES} bytes"
+                "a form may be at most {limit} bytes"
             )))
         })?;
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
@@ -191,10 +185,10 @@ fn login_body(
         ));
         if !o.providers.is_empty() {
             out.push_str("<ul class=\"providers\">");
-            for (id, name) in &o.providers {
+            for (start, name) in &o.providers {
                 out.push_str(&format!(
-                    "<li><a class=\"button\" href=\"/auth/oidc/{}/start\">Sign in with {}</a></li>",
-                    esc(id),
+                    "<li><a class=\"button\" href=\"{}\">Sign in with {}</a></li>",
+                    esc(start),
                     esc(name)
                 ));
             }
@@ -485,21 +479,35 @@ async fn oidc_start(
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError(ServiceError::NotFound(
-            "sign-in connection".into(),
-        )));
-    }
+    connection_id(&id)?;
     let started = s.services.oidc_start(&base, &id).await?;
-    let mut resp = redirect(&started.authorize_url);
+    Ok(to_provider(
+        &s,
+        &started.authorize_url,
+        &started.browser_secret,
+    ))
+}
+
+/// Off to the identity provider, with the cookie that binds the sign-in to this browser.
+fn to_provider(s: &AppState, url: &str, browser_secret: &str) -> Response {
+    let mut resp = redirect(url);
     set_cookie(
         &mut resp,
         s.tls,
         binding_cookie(s.tls),
-        &started.browser_secret,
+        browser_secret,
         u64::try_from(holdfast_services::sso::LOGIN_TTL_SECS).unwrap_or(600),
     );
-    Ok(resp)
+    resp
+}
+
+/// The client's address, and whether a refusal from it may be audited this minute (the
+/// per-address limit keeps a flood of refusals out of the audit log; they are logged).
+fn client(s: &AppState, from: SocketAddr) -> (String, bool) {
+    let from = from.ip().to_string();
+    let minute = s.services.clock.now().unix_timestamp() / 60;
+    let audit = s.failure_limiter.admit(&from, minute);
+    (from, audit)
 }
 
 async fn oidc_callback(
@@ -514,9 +522,7 @@ async fn oidc_callback(
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let from = from.ip().to_string();
-    let minute = s.services.clock.now().unix_timestamp() / 60;
-    let audit_refusal = s.failure_limiter.admit(&from, minute);
+    let (from, audit_refusal) = client(&s, from);
     let result = s
         .services
         .oidc_finish(
@@ -532,7 +538,18 @@ async fn oidc_callback(
             agent,
         )
         .await;
-    let mut resp = match result {
+    let mut resp = provider_outcome(&s, result);
+    set_cookie(&mut resp, s.tls, binding_cookie(s.tls), "", 0);
+    Ok(resp)
+}
+
+/// The end of a sign-in through an identity provider: to the account page with a session
+/// cookie, or a page saying it failed (the reason is in the log and the audit log only).
+fn provider_outcome(
+    s: &AppState,
+    result: Result<holdfast_services::accounts::NewSession, ServiceError>,
+) -> Response {
+    match result {
         Ok(made) => {
             let mut resp = redirect("/account");
             set_cookie(
@@ -544,16 +561,116 @@ async fn oidc_callback(
             );
             resp
         }
-        Err(e) => {
-            let status = ApiError(e).into_response().status();
-            page(
-                status,
-                "Sign-in failed",
-                "<h1>Sign-in failed</h1><p class=\"error\" role=\"alert\" id=\"refused\">Signing in \
-                 through the identity provider failed.</p><p><a href=\"/login\">Back to sign-in</a></p>",
-            )
+        Err(e) => refused_page(e),
+    }
+}
+
+fn refused_page(e: ServiceError) -> Response {
+    let status = ApiError(e).into_response().status();
+    page(
+        status,
+        "Sign-in failed",
+        "<h1>Sign-in failed</h1><p class=\"error\" role=\"alert\" id=\"refused\">Signing in \
+         through the identity provider failed.</p><p><a href=\"/login\">Back to sign-in</a></p>",
+    )
+}
+
+/// A connection id from a path: anything longer than an id is no connection.
+fn connection_id(id: &str) -> Result<(), ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError(ServiceError::NotFound(
+            "sign-in connection".into(),
+        )));
+    }
+    Ok(())
+}
+
+async fn saml_start(
+    State(s): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    connection_id(&id)?;
+    let started = s.services.saml_start(&base, &id).await?;
+    Ok(to_provider(
+        &s,
+        &started.redirect_url,
+        &started.browser_secret,
+    ))
+}
+
+async fn saml_metadata(
+    State(s): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    connection_id(&id)?;
+    let xml = s.services.saml_sp_metadata(&base, &id).await?;
+    let mut resp = xml.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/samlmetadata+xml"),
+    );
+    Ok(resp)
+}
+
+/// The assertion consumer service (HTTP-POST binding). The identity provider's page posts
+/// here from its own origin, so this form needs no origin check: what it carries is verified
+/// instead, and it signs nobody in by itself (see `holdfast_services::saml`).
+async fn saml_acs(
+    State(s): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    connection_id(&id)?;
+    let form = form_of_at_most(req, holdfast_services::saml::MAX_RESPONSE_BYTES + 1024).await?;
+    let (from, audit_refusal) = client(&s, from);
+    let result = s
+        .services
+        .saml_acs(
+            &base,
+            &id,
+            field(&form, "SAMLResponse"),
+            field(&form, "RelayState"),
+            Some(&from),
+            audit_refusal,
+        )
+        .await;
+    Ok(match result {
+        Ok(token) => {
+            let q = form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", &token)
+                .finish();
+            redirect(&format!("/auth/saml/finish?{q}"))
         }
-    };
+        Err(e) => refused_page(e),
+    })
+}
+
+async fn saml_finish(
+    State(s): State<AppState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = query(uri.query(), "token").unwrap_or_default();
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let (from, audit_refusal) = client(&s, from);
+    let result = s
+        .services
+        .saml_finish(
+            &token,
+            cookie(&headers, binding_cookie(s.tls)),
+            Some(&from),
+            agent,
+            audit_refusal,
+        )
+        .await;
+    let mut resp = provider_outcome(&s, result);
     set_cookie(&mut resp, s.tls, binding_cookie(s.tls), "", 0);
     Ok(resp)
 }

@@ -25,6 +25,7 @@ pub mod query;
 pub mod random;
 pub mod retention;
 pub mod s3;
+pub mod saml;
 pub mod scheduled;
 pub mod secrets;
 pub mod sso;

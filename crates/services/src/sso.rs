@@ -54,7 +54,9 @@ const MAX_URL_BYTES: usize = 2048;
 const MAX_LIST: usize = 100;
 const MAX_ITEM_BYTES: usize = 256;
 /// Groups read from one token's claim.
-const MAX_TOKEN_GROUPS: usize = 1000;
+pub(crate) const MAX_TOKEN_GROUPS: usize = 1000;
+/// The session method, and the protocol column, of each kind of connection.
+pub(crate) const OIDC: &str = "oidc";
 
 /// The signature algorithms an ID token may use: asymmetric only.
 const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
@@ -69,11 +71,11 @@ const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-fn why() -> SystemPass {
+pub(crate) fn why() -> SystemPass {
     SystemPass::new("signing in and browser sessions")
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     random::hex(&sha2::Sha256::digest(s.as_bytes()))
 }
 
@@ -126,14 +128,14 @@ pub struct OidcCallback<'a> {
 pub struct SignInOptions {
     pub org_name: String,
     pub password: bool,
-    /// (connection id, name) of each identity provider.
+    /// (where its sign-in starts, name) of each identity provider.
     pub providers: Vec<(String, String)>,
 }
 
 /// Why a sign-in through a provider was refused; the person sees one message, the audit
 /// log and the server log see the reason.
 #[derive(Debug)]
-struct Refusal(String);
+pub(crate) struct Refusal(pub(crate) String);
 
 impl<E: std::fmt::Display> From<E> for Refusal {
     fn from(e: E) -> Self {
@@ -141,9 +143,27 @@ impl<E: std::fmt::Display> From<E> for Refusal {
     }
 }
 
+/// What an identity provider asserts about a person, once verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Asserted {
+    /// The provider's name for the person (`sub`, or the SAML NameID).
+    pub subject: String,
+    /// Lower case.
+    pub email: String,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// Who may come in through a connection, and into which groups.
+pub(crate) struct Admission<'a> {
+    pub allowed_domains: &'a [String],
+    pub group_mapping: &'a BTreeMap<String, String>,
+}
+
 /// Provider documents and keys, cached, and the client that fetches them.
 pub struct OidcClient {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     discovery: Mutex<HashMap<String, (Instant, Arc<Discovery>)>>,
     jwks: Mutex<HashMap<String, (Instant, Arc<JwkSet>)>>,
 }
@@ -171,7 +191,7 @@ impl Default for OidcClient {
 
 /// Whether a provider URL may be used: `https`, or `http` to a loopback address (a provider
 /// on the same machine, as in tests).
-fn check_provider_url(field: &str, url: &str) -> Result<()> {
+pub(crate) fn check_provider_url(field: &str, url: &str) -> Result<()> {
     let bad = |why: &str| ServiceError::field(field, format!("{field} {why}: {url:?}"));
     if url.len() > MAX_URL_BYTES {
         return Err(bad("is too long"));
@@ -279,10 +299,11 @@ impl OidcClient {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
+/// A provider's answer: at most [`MAX_FETCH_BYTES`], and a success.
+pub(crate) async fn read_bounded(
     mut resp: reqwest::Response,
     url: &str,
-) -> std::result::Result<T, String> {
+) -> std::result::Result<Vec<u8>, String> {
     let status = resp.status();
     let mut body = Vec::new();
     while let Some(chunk) = resp
@@ -299,6 +320,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
         return Err(format!("{url} answered {status}: {text}"));
     }
+    Ok(body)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    url: &str,
+) -> std::result::Result<T, String> {
+    let body = read_bounded(resp, url).await?;
     serde_json::from_slice(&body).map_err(|e| format!("{url} answered unreadable JSON: {e}"))
 }
 
@@ -436,7 +465,7 @@ fn claim_groups(claims: &IdClaims, claim: &str) -> Vec<String> {
     }
 }
 
-fn list_field(field: &str, items: &[String]) -> Result<()> {
+pub(crate) fn list_field(field: &str, items: &[String]) -> Result<()> {
     if items.len() > MAX_LIST {
         return Err(ServiceError::field(
             field,
@@ -455,15 +484,37 @@ fn list_field(field: &str, items: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The settings of a request, checked, with the preset's defaults filled in.
-fn oidc_config(req: &OidcConnectionRequest) -> Result<Config> {
-    let name = req.name.trim();
+/// A connection's name: 1 to [`MAX_NAME_CHARS`] characters once trimmed.
+pub(crate) fn connection_name(name: &str) -> Result<&str> {
+    let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ServiceError::field(
             "name",
             format!("name must be 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
+    Ok(name)
+}
+
+/// Email domains as compared: lower case, without a leading `@`.
+pub(crate) fn domains(list: &[String]) -> Result<Vec<String>> {
+    let out: Vec<String> = list
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .collect();
+    list_field("allowed_domains", &out)?;
+    Ok(out)
+}
+
+/// A group mapping's names, checked.
+pub(crate) fn mapping(m: &BTreeMap<String, String>) -> Result<()> {
+    let pairs: Vec<String> = m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+    list_field("group_mapping", &pairs)
+}
+
+/// The settings of a request, checked, with the preset's defaults filled in.
+fn oidc_config(req: &OidcConnectionRequest) -> Result<Config> {
+    connection_name(&req.name)?;
     let issuer = match (req.preset, req.issuer.as_deref()) {
         (OidcPreset::Google, None | Some("https://accounts.google.com")) => {
             "https://accounts.google.com".to_owned()
@@ -503,20 +554,10 @@ fn oidc_config(req: &OidcConnectionRequest) -> Result<Config> {
             "a scope may not contain a space",
         ));
     }
-    let allowed_domains: Vec<String> = req
-        .allowed_domains
-        .iter()
-        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
-        .collect();
-    list_field("allowed_domains", &allowed_domains)?;
+    let allowed_domains = domains(&req.allowed_domains)?;
     let group_claim = req.group_claim.clone().unwrap_or_else(|| "groups".into());
     list_field("group_claim", std::slice::from_ref(&group_claim))?;
-    let pairs: Vec<String> = req
-        .group_mapping
-        .iter()
-        .flat_map(|(k, v)| [k.clone(), v.clone()])
-        .collect();
-    list_field("group_mapping", &pairs)?;
+    mapping(&req.group_mapping)?;
     Ok(Config {
         preset: req.preset,
         issuer,
@@ -532,17 +573,20 @@ fn oidc_config(req: &OidcConnectionRequest) -> Result<Config> {
 }
 
 impl Services {
-    /// Checks what a connection refers to: its groups exist, its provider answers.
-    /// Checks what a connection refers to (its groups exist, its provider answers) and that
-    /// the caller may make it. A connection can sign in as any member whose email its
-    /// provider asserts, make members, and put them in the mapped groups, so the caller must
-    /// be able to place members in every group of the organization (what an Owner holds;
-    /// see `membership`), and to add members when it provisions them.
-    async fn check_oidc(&self, principal: &Principal, config: &Config) -> Result<()> {
+    /// Checks that the groups a connection maps to exist and that the caller may make it. A
+    /// connection can sign in as any member whose email its provider asserts, make members,
+    /// and put them in the mapped groups, so the caller must be able to place members in
+    /// every group of the organization (what an Owner holds; see `membership`), and to add
+    /// members when it provisions them.
+    pub(crate) async fn may_configure_sign_in(
+        &self,
+        principal: &Principal,
+        group_mapping: &BTreeMap<String, String>,
+        allowed_domains: &[String],
+    ) -> Result<()> {
         let pass = system_org_lookup(&why(), &principal.org_id);
         let groups = self.store.list_entities(&pass, Entity::Group).await?;
-        if let Some(missing) = config
-            .group_mapping
+        if let Some(missing) = group_mapping
             .values()
             .find(|name| !groups.iter().any(|g| &g.name == *name))
         {
@@ -553,10 +597,18 @@ impl Services {
         }
         let all: Vec<String> = groups.into_iter().map(|g| g.id).collect();
         self.may_place_in_groups(principal, &all).await?;
-        if !config.allowed_domains.is_empty() {
+        if !allowed_domains.is_empty() {
             self.org_grant(principal, Permission::Create, Kind::OrgMember)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Checks what a connection refers to (its groups exist, its provider answers) and that
+    /// the caller may make it.
+    async fn check_oidc(&self, principal: &Principal, config: &Config) -> Result<()> {
+        self.may_configure_sign_in(principal, &config.group_mapping, &config.allowed_domains)
+            .await?;
         self.oidc
             .discover(&config.issuer, true)
             .await
@@ -620,6 +672,7 @@ impl Services {
             id: id.clone(),
             org_id: principal.org_id.clone(),
             name: req.name.trim().to_owned(),
+            protocol: OIDC.into(),
             config: serde_json::to_string(&config)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
             secret_dek_version: version,
@@ -646,12 +699,7 @@ impl Services {
         let pass = self
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
-        let old = self
-            .store
-            .sso_connection(&why(), id)
-            .await?
-            .filter(|c| c.org_id == principal.org_id)
-            .ok_or_else(|| ServiceError::NotFound(format!("sign-in connection {id:?}")))?;
+        let old = self.org_connection(principal, id, OIDC).await?;
         let config = oidc_config(req)?;
         self.check_oidc(principal, &config).await?;
         let now = self.now();
@@ -700,22 +748,51 @@ impl Services {
         principal: &Principal,
         base: &str,
     ) -> Result<Vec<OidcConnection>> {
-        self.org_grant(principal, Permission::Update, Kind::Organization)
-            .await?;
-        self.store
-            .list_sso_connections(&why(), &principal.org_id)
+        self.org_connections(principal, OIDC)
             .await?
             .iter()
             .map(|r| self.oidc_view(base, r))
             .collect()
     }
 
-    /// `DELETE /v1/organization/{id}/oidc/{connection}` (Owners): its members stay members,
-    /// but cannot sign in through it any more; sessions made through it end.
-    pub async fn delete_oidc(&self, principal: &Principal, id: &str) -> Result<()> {
+    /// The caller's organization's connections of one protocol (Owners: `update` on the
+    /// organization).
+    pub(crate) async fn org_connections(
+        &self,
+        principal: &Principal,
+        protocol: &str,
+    ) -> Result<Vec<SsoConnectionRecord>> {
+        self.org_grant(principal, Permission::Update, Kind::Organization)
+            .await?;
+        let mut all = self
+            .store
+            .list_sso_connections(&why(), &principal.org_id)
+            .await?;
+        all.retain(|r| r.protocol == protocol);
+        Ok(all)
+    }
+
+    /// One of the caller's organization's connections of this protocol, or a 404.
+    pub(crate) async fn org_connection(
+        &self,
+        principal: &Principal,
+        id: &str,
+        protocol: &str,
+    ) -> Result<SsoConnectionRecord> {
+        self.store
+            .sso_connection(&why(), id)
+            .await?
+            .filter(|c| c.org_id == principal.org_id && c.protocol == protocol)
+            .ok_or_else(|| ServiceError::NotFound(format!("sign-in connection {id:?}")))
+    }
+
+    /// `DELETE /v1/organization/{id}/{oidc|saml}/{connection}` (Owners): its members stay
+    /// members, but cannot sign in through it any more; sessions made through it end.
+    pub async fn delete_sso(&self, principal: &Principal, id: &str, protocol: &str) -> Result<()> {
         let pass = self
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
+        self.org_connection(principal, id, protocol).await?;
         if !self.store.delete_sso_connection(&pass, id).await? {
             return Err(ServiceError::NotFound(format!("sign-in connection {id:?}")));
         }
@@ -724,14 +801,20 @@ impl Services {
             .end_sessions_by_method(
                 &why(),
                 &principal.org_id,
-                &format!("oidc:{id}"),
+                &format!("{protocol}:{id}"),
                 &self.now(),
             )
             .await?;
-        principal
-            .trail
-            .change(json!({"deleted": "oidc_connection", "id": id, "sessions_ended": ended}));
+        principal.trail.change(
+            json!({"deleted": format!("{protocol}_connection"), "id": id,
+            "sessions_ended": ended}),
+        );
         Ok(())
+    }
+
+    /// `DELETE /v1/organization/{id}/oidc/{connection}`.
+    pub async fn delete_oidc(&self, principal: &Principal, id: &str) -> Result<()> {
+        self.delete_sso(principal, id, OIDC).await
     }
 
     /// What the sign-in page offers: for the organization named (by name or id), or the only
@@ -753,7 +836,7 @@ impl Services {
             .list_sso_connections(&why(), org_id)
             .await?
             .into_iter()
-            .map(|c| (c.id, c.name))
+            .map(|c| (format!("/auth/{}/{}/start", c.protocol, c.id), c.name))
             .collect();
         Ok(Some(SignInOptions {
             org_name: org_name.clone(),
@@ -770,6 +853,7 @@ impl Services {
             .store
             .sso_connection(&why(), connection_id)
             .await?
+            .filter(|c| c.protocol == OIDC)
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("sign-in connection {connection_id:?}"))
             })?;
@@ -801,6 +885,7 @@ impl Services {
                     code_verifier: verifier,
                     created: now.clone(),
                     expires: self.after(LOGIN_TTL_SECS),
+                    verified: None,
                 },
                 &now,
             )
@@ -857,7 +942,7 @@ impl Services {
         let Some(login) = login else {
             tracing::info!("OIDC sign-in refused: unknown, used or expired state");
             if audit_refusal {
-                self.audit_sso_failure(None, "unknown, used or expired state", from)
+                self.audit_sso_failure(OIDC, None, "unknown, used or expired state", from)
                     .await;
             }
             return Err(REFUSED);
@@ -865,7 +950,8 @@ impl Services {
         let rec = self
             .store
             .sso_connection(&why(), &login.connection_id)
-            .await?;
+            .await?
+            .filter(|c| c.protocol == OIDC && login.verified.is_none());
         let Some(rec) = rec else {
             return Err(REFUSED);
         };
@@ -895,15 +981,17 @@ impl Services {
             Err(Refusal(reason)) => {
                 tracing::info!(connection = %rec.id, reason = %reason, "OIDC sign-in refused");
                 if audit_refusal {
-                    self.audit_sso_failure(Some(&rec), &reason, from).await;
+                    self.audit_sso_failure(OIDC, Some(&rec), &reason, from)
+                        .await;
                 }
                 Err(REFUSED)
             }
         }
     }
 
-    async fn audit_sso_failure(
+    pub(crate) async fn audit_sso_failure(
         &self,
+        protocol: &str,
         rec: Option<&SsoConnectionRecord>,
         reason: &str,
         from: Option<&str>,
@@ -912,7 +1000,7 @@ impl Services {
             rec.map(|r| r.org_id.as_str()),
             None,
             "login_failure",
-            json!({"method": "oidc", "provider": rec.map(|r| r.name.as_str()),
+            json!({"method": protocol, "provider": rec.map(|r| r.name.as_str()),
                 "connection_id": rec.map(|r| r.id.as_str()), "from": from, "reason": reason}),
         )
         .await;
@@ -1034,27 +1122,62 @@ impl Services {
         if config.require_verified_email && !verified {
             return Err(Refusal(format!("the email {email:?} is not verified")));
         }
+        let (given_name, family_name) =
+            match (&claims.given_name, &claims.family_name, &claims.name) {
+                (None, None, Some(n)) => (Some(n.clone()), None),
+                (g, f, _) => (g.clone(), f.clone()),
+            };
+        let who = Asserted {
+            subject: claims.sub.clone(),
+            email,
+            given_name,
+            family_name,
+            groups: claim_groups(claims, &config.group_claim),
+        };
+        let admission = Admission {
+            allowed_domains: &config.allowed_domains,
+            group_mapping: &config.group_mapping,
+        };
+        self.provider_member(rec, &who, &admission, from, user_agent)
+            .await
+    }
+
+    /// The member a verified assertion names: linked by the provider's subject, found by
+    /// email, or provisioned (an allowed domain); their mapped groups set; a new session.
+    pub(crate) async fn provider_member(
+        &self,
+        rec: &SsoConnectionRecord,
+        who: &Asserted,
+        admission: &Admission<'_>,
+        from: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> std::result::Result<NewSession, Refusal> {
+        let email = &who.email;
         let linked = self
             .store
-            .sso_identity(&why(), &rec.id, &claims.sub)
+            .sso_identity(&why(), &rec.id, &who.subject)
             .await?;
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        let provision = config.allowed_domains.iter().any(|d| d == domain);
-        let wanted: Vec<String> = claim_groups(claims, &config.group_claim)
+        let provision = admission.allowed_domains.iter().any(|d| d == domain);
+        let wanted: Vec<String> = who
+            .groups
             .iter()
-            .filter_map(|g| config.group_mapping.get(g).cloned())
+            .take(MAX_TOKEN_GROUPS)
+            .filter_map(|g| admission.group_mapping.get(g).cloned())
             .collect();
-        let managed: Vec<String> = config.group_mapping.values().cloned().collect();
-        let (given, family) = match (&claims.given_name, &claims.family_name, &claims.name) {
-            (None, None, Some(n)) => (Some(n.clone()), None),
-            (g, f, _) => (g.clone(), f.clone()),
-        };
+        let managed: Vec<String> = admission.group_mapping.values().cloned().collect();
         let new_user = UserInfo {
             id: random::uuid()?,
             email: email.clone(),
             kind: "user".into(),
-            given_name: given.map(|s| s.chars().take(200).collect()),
-            family_name: family.map(|s| s.chars().take(200).collect()),
+            given_name: who
+                .given_name
+                .as_ref()
+                .map(|s| s.chars().take(200).collect()),
+            family_name: who
+                .family_name
+                .as_ref()
+                .map(|s| s.chars().take(200).collect()),
             created: self.now(),
         };
         let user_id = self
@@ -1080,9 +1203,9 @@ impl Services {
             })?;
         self.policy_changed(&rec.org_id);
         self.store
-            .link_sso_identity(&why(), &rec.id, &claims.sub, &user_id, &self.now())
+            .link_sso_identity(&why(), &rec.id, &who.subject, &user_id, &self.now())
             .await?;
-        let method = format!("oidc:{}", rec.id);
+        let method = format!("{}:{}", rec.protocol, rec.id);
         let made = self
             .new_session(&rec.org_id, &user_id, &method, from, user_agent)
             .await?;
@@ -1090,7 +1213,7 @@ impl Services {
             Some(&rec.org_id),
             Some(&user_id),
             "login",
-            json!({"method": "oidc", "provider": rec.name, "connection_id": rec.id,
+            json!({"method": rec.protocol, "provider": rec.name, "connection_id": rec.id,
                 "email": email, "provisioned": linked.is_none() && new_user.id == user_id,
                 "groups": wanted, "session_id": made.record.id, "from": from}),
         )

@@ -217,9 +217,15 @@ impl Vault {
                 .map_err(crypto)?;
             reencrypted.push((s.clone(), sealed));
         }
-        // OpenID Connect client secrets, sealed the same way in their own table.
+        // OpenID Connect client secrets, sealed the same way in their own table (SAML
+        // connections have none).
         let mut connections = Vec::new();
-        for c in store.list_sso_connections(&why, org).await? {
+        for c in store
+            .list_sso_connections(&why, org)
+            .await?
+            .into_iter()
+            .filter(|c| !c.secret_ciphertext.is_empty())
+        {
             let sealed = base64::Engine::decode(
                 &base64::engine::general_purpose::STANDARD,
                 &c.secret_ciphertext,

@@ -218,6 +218,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("accounts.sql"),
     ),
     (22, include_str!("sso.sql"), include_str!("sso.sql")),
+    (
+        23,
+        include_str!("sso_saml.sql"),
+        include_str!("sso_saml.sql"),
+    ),
 ];
 
 impl Store {

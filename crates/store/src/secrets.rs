@@ -294,7 +294,8 @@ impl Store {
             }
             let left: i64 = sqlx::query_scalar(
                 "SELECT (SELECT COUNT(*) FROM secrets WHERE org_id = $1 AND dek_version <> $2) + \
-                 (SELECT COUNT(*) FROM sso_connections WHERE org_id = $1 AND secret_dek_version <> $2)",
+                 (SELECT COUNT(*) FROM sso_connections WHERE org_id = $1 AND secret_dek_version <> $2 \
+                 AND secret_ciphertext <> '')",
             )
             .bind(&new_key.org_id)
             .bind(new_key.version)

@@ -6,12 +6,14 @@ use crate::meta::require_grant;
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::{Kind, OrgPass, Permission, SystemPass};
 
-/// A connection as stored: its settings as JSON, its client secret sealed (base64).
+/// A connection as stored: its protocol (`oidc` or `saml`), its settings as JSON, its client
+/// secret sealed (base64; empty for SAML).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct SsoConnectionRecord {
     pub id: String,
     pub org_id: String,
     pub name: String,
+    pub protocol: String,
     pub config: String,
     pub secret_dek_version: i64,
     pub secret_ciphertext: String,
@@ -29,11 +31,14 @@ pub struct SsoLoginRecord {
     pub code_verifier: String,
     pub created: String,
     pub expires: String,
+    /// SAML: the identity a verified response asserts (JSON), waiting for the browser.
+    pub verified: Option<String>,
 }
 
 macro_rules! connection_columns {
     () => {
-        "id, org_id, name, config, secret_dek_version, secret_ciphertext, created, updated"
+        "id, org_id, name, protocol, config, secret_dek_version, secret_ciphertext, created, \
+         updated"
     };
 }
 
@@ -58,11 +63,12 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO sso_connections (",
                 connection_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(&c.id)
             .bind(pass.org_id())
             .bind(&c.name)
+            .bind(&c.protocol)
             .bind(&c.config)
             .bind(c.secret_dek_version)
             .bind(&c.secret_ciphertext)
@@ -122,6 +128,10 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM saml_assertions WHERE connection_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(done.rows_affected() == 1)
@@ -176,7 +186,7 @@ impl Store {
                 .await?;
             sqlx::query(
                 "INSERT INTO sso_logins (state_hash, browser_hash, connection_id, nonce, \
-                 code_verifier, created, expires) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 code_verifier, created, expires, verified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&l.state_hash)
             .bind(&l.browser_hash)
@@ -185,6 +195,7 @@ impl Store {
             .bind(&l.code_verifier)
             .bind(&l.created)
             .bind(&l.expires)
+            .bind(&l.verified)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -213,7 +224,7 @@ impl Store {
         with_pool!(&self.write, |p, DB| Ok(sqlx::query_as(
             "UPDATE sso_logins SET used = $1 WHERE state_hash = $2 AND used IS NULL \
              AND expires > $1 RETURNING state_hash, browser_hash, connection_id, nonce, \
-             code_verifier, created, expires"
+             code_verifier, created, expires, verified"
         )
         .bind(now)
         .bind(state_hash)
@@ -261,5 +272,82 @@ impl Store {
             .await?;
             Ok(())
         })
+    }
+
+    /// Records that a SAML assertion was used, until it expires; false when it was used
+    /// already (a replay). Assertions that expired are forgotten in the same transaction.
+    pub async fn remember_saml_assertion(
+        &self,
+        _why: &SystemPass,
+        connection_id: &str,
+        assertion_id: &str,
+        expires: &str,
+        now: &str,
+    ) -> Result<bool> {
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM saml_assertions WHERE expires <= $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "INSERT INTO saml_assertions (connection_id, assertion_id, expires) \
+                 VALUES ($1, $2, $3) ON CONFLICT (connection_id, assertion_id) DO NOTHING",
+            )
+            .bind(connection_id)
+            .bind(assertion_id)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::both_stores;
+
+    /// An assertion is accepted once per connection; a replay is refused until it expires,
+    /// and then forgotten.
+    #[tokio::test]
+    async fn a_saml_assertion_is_used_once() {
+        let why = SystemPass::new("test");
+        for (store, db) in both_stores("saml_replay").await {
+            let t0 = "2026-12-01T00:00:00.000000Z";
+            let t1 = "2026-12-01T00:05:00.000000Z";
+            let t2 = "2026-12-01T00:10:00.000000Z";
+            assert!(
+                store
+                    .remember_saml_assertion(&why, "c", "a1", t1, t0)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .remember_saml_assertion(&why, "c", "a1", t1, t0)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .remember_saml_assertion(&why, "d", "a1", t1, t0)
+                    .await
+                    .unwrap()
+            );
+            // Once it expired it is forgotten (a replay would fail its own time checks).
+            assert!(
+                store
+                    .remember_saml_assertion(&why, "c", "a1", t2, t2)
+                    .await
+                    .unwrap()
+            );
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
     }
 }

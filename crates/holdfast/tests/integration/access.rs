@@ -870,6 +870,34 @@ fn cases(w: &World) -> Vec<Case> {
         "404 403 403 403 403 403 403 401 401 404 401",
     );
     add(
+        "GET",
+        format!("/v1/organization/{org}/saml"),
+        None,
+        Fresh::None,
+        owners_here,
+    );
+    add(
+        "POST",
+        format!("/v1/organization/{org}/saml"),
+        Some(json!({"name": "x", "idp_metadata_xml": "<not-metadata/>"})),
+        Fresh::None,
+        "400 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
+        "PUT",
+        format!("/v1/organization/{org}/saml/no-such-connection"),
+        Some(json!({"name": "x", "idp_metadata_xml": "<not-metadata/>"})),
+        Fresh::None,
+        "404 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
+        "DELETE",
+        format!("/v1/organization/{org}/saml/no-such-connection"),
+        None,
+        Fresh::None,
+        "404 403 403 403 403 403 403 401 401 404 401",
+    );
+    add(
         "POST",
         format!("/v1/organization/{org}/password_link"),
         Some(json!({"user_id": "no-such-user"})),

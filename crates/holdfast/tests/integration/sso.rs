@@ -26,31 +26,38 @@ struct Provider {
 impl Provider {
     fn start(redirect_uri: &str) -> Self {
         let (port, inner) = (free_port(), free_port());
-        let mut child = Command::new("node")
-            .arg(compat_dir().join("js/oidc_provider.mjs"))
-            .args([
-                &port.to_string(),
-                redirect_uri,
-                CLIENT_ID,
-                CLIENT_SECRET,
-                &inner.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs the local OpenID provider (run the README's test command)");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout);
-        let mut line = String::new();
-        lines.read_line(&mut line).unwrap();
-        assert!(line.starts_with("ready "), "provider said {line:?}");
-        // The provider keeps writing notices; a closed pipe would stop it.
-        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
-        Self {
-            child,
-            issuer: line["ready ".len()..].trim().to_owned(),
-        }
+        let (child, issuer) = spawn_ready(
+            Command::new("node")
+                .arg(compat_dir().join("js/oidc_provider.mjs"))
+                .args([
+                    &port.to_string(),
+                    redirect_uri,
+                    CLIENT_ID,
+                    CLIENT_SECRET,
+                    &inner.to_string(),
+                ]),
+        );
+        Self { child, issuer }
     }
+}
+
+/// Starts a local identity provider and waits for its "ready <address>" line; answers the
+/// process and the address.
+fn spawn_ready(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the local identity provider runs (run the README's test command)");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready "), "provider said {line:?}");
+    // The provider keeps writing notices; a closed pipe would stop it.
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    let address = line["ready ".len()..].trim().to_owned();
+    (child, address)
 }
 
 impl Drop for Provider {
@@ -282,7 +289,282 @@ async fn oidc_in_chromium(backend: Backend) {
     assert_error(s, &b, 404, "not_found");
 }
 
+/// The local SAML identity provider (pysaml2); stopped when dropped.
+#[cfg(feature = "saml")]
+struct SamlIdp {
+    child: Child,
+    base: String,
+}
+
+#[cfg(feature = "saml")]
+impl SamlIdp {
+    fn start() -> Self {
+        let port = free_port();
+        let (child, _) = spawn_ready(
+            Command::new(compat_dir().join(".venv/bin/python"))
+                .arg(compat_dir().join("py/saml_idp.py"))
+                .arg(port.to_string()),
+        );
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+#[cfg(feature = "saml")]
+impl Drop for SamlIdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Signing in through a real SAML identity provider (pysaml2 signing with Debian's xmlsec1,
+/// `compat/py/saml_idp.py`): this test configures the connection through the API (and the
+/// configurations it must refuse), hands the IdP this service provider's metadata, and runs
+/// `compat/py/saml_browser.py` (Chromium login, provisioning, group mapping, sign-out, and
+/// every refusal); then reads the audit log, and removes the connection.
+#[cfg(feature = "saml")]
+async fn saml_in_chromium(backend: Backend) {
+    let server = Server::start(backend).await;
+    let idp = SamlIdp::start();
+    let org = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/organization/{org}/saml");
+    let http = reqwest::Client::new();
+    let metadata = http
+        .get(format!("{}/metadata", idp.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mapping = json!({"hf-eng": "Engineers", "hf-view": "Viewers"});
+    let config = |source: serde_json::Value| {
+        let mut c = json!({"name": "Acme SAML", "allowed_domains": ["acme.test"],
+            "group_mapping": mapping});
+        c.as_object_mut()
+            .unwrap()
+            .extend(source.as_object().unwrap().clone());
+        c
+    };
+    // Metadata without a signing certificate would let unsigned responses through: refused.
+    let unsigned_md = {
+        let start = metadata
+            .find("<ns0:KeyDescriptor")
+            .or_else(|| metadata.find("<md:KeyDescriptor"));
+        let end_tag = "KeyDescriptor>";
+        let start = start.expect("the IdP's metadata has a KeyDescriptor");
+        let end = metadata[start..].find(end_tag).unwrap() + start + end_tag.len();
+        format!("{}{}", &metadata[..start], &metadata[end..])
+    };
+    for (body, field) in [
+        (
+            config(json!({"idp_metadata_xml": unsigned_md})),
+            "idp_metadata_xml",
+        ),
+        (
+            config(json!({"idp_metadata_xml": "<not-metadata/>"})),
+            "idp_metadata_xml",
+        ),
+        (
+            config(
+                json!({"idp_metadata_xml": "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"b\">]><x/>"}),
+            ),
+            "idp_metadata_xml",
+        ),
+        (config(json!({})), "idp_metadata_xml"),
+        (
+            config(
+                json!({"idp_metadata_xml": metadata, "idp_metadata_url": format!("{}/metadata", idp.base)}),
+            ),
+            "idp_metadata_xml",
+        ),
+        (
+            config(
+                json!({"idp_metadata_url": format!("http://127.0.0.1:{}/metadata", free_port())}),
+            ),
+            "idp_metadata_url",
+        ),
+        (
+            config(json!({"idp_metadata_url": "http://idp.example.com/metadata"})),
+            "idp_metadata_url",
+        ),
+    ] {
+        let (s, b) = server
+            .call("POST", &path, Some(&server.key), Some(body))
+            .await;
+        assert_error(s, &b, 400, "invalid_field");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+    let engineer = server.member_key("eng@acme.test", "Engineers");
+    let (s, b) = server
+        .call(
+            "POST",
+            &path,
+            Some(&engineer),
+            Some(config(
+                json!({"idp_metadata_url": format!("{}/metadata", idp.base)}),
+            )),
+        )
+        .await;
+    assert_eq!(s, 403, "only Owners configure sign-in: {b}");
+    let (s, listed) = server.call("GET", &path, Some(&server.key), None).await;
+    assert_eq!((s, listed["objects"].as_array().unwrap().len()), (200, 0));
+
+    let created = server
+        .ok(
+            "POST",
+            &path,
+            Some(config(
+                json!({"idp_metadata_url": format!("{}/metadata", idp.base)}),
+            )),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["idp_entity_id"], format!("{}/metadata", idp.base));
+    assert_eq!(
+        created["acs_url"],
+        format!("{}/auth/saml/{id}/acs", server.url)
+    );
+    assert_eq!(
+        created["idp_certificate_sha256"].as_array().unwrap().len(),
+        1,
+        "{created}"
+    );
+    // OpenID Connect's API does not see SAML connections, and cannot remove them.
+    let oidc = server
+        .ok("GET", &format!("/v1/organization/{org}/oidc"), None)
+        .await;
+    assert_eq!(oidc["objects"].as_array().unwrap().len(), 0);
+    let (s, b) = server
+        .call(
+            "DELETE",
+            &format!("/v1/organization/{org}/oidc/{id}"),
+            Some(&server.key),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+
+    // This service provider's metadata, which the IdP's administrator registers.
+    let sp_md = http
+        .get(created["sp_entity_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sp_md.status(), 200);
+    let sp_md = sp_md.text().await.unwrap();
+    assert!(
+        sp_md.contains(created["acs_url"].as_str().unwrap()),
+        "{sp_md}"
+    );
+    let resp = http
+        .post(format!("{}/__sp", idp.base))
+        .body(sp_md.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the IdP takes the SP metadata {sp_md}: {}",
+        resp.text().await.unwrap_or_default()
+    );
+
+    let shots = std::env::temp_dir().join(format!("holdfast-saml-{backend:?}"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(compat_dir().join(".venv/bin/python"))
+        .arg(compat_dir().join("py/saml_browser.py"))
+        .env("HOLDFAST", &server.url)
+        .env("IDP", &idp.base)
+        .env("CONNECTION", &id)
+        .env("OWNER_KEY", &server.key)
+        .env("SHOTS", &shots)
+        .env("SE_OFFLINE", "true")
+        .output()
+        .expect("the browser script runs (run the README's test command)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SAML checks failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shots.join("01-saml-account.png").exists());
+
+    // Every sign-in and refusal is audited with its method, provider and reason.
+    let audit = server.audit_rows().await;
+    let logins = audit
+        .iter()
+        .filter(|(a, d, _)| a == "login" && d.contains("\"method\":\"saml\""))
+        .count();
+    assert!(logins >= 6, "{logins} SAML sign-ins audited");
+    let reasons: Vec<&str> = audit
+        .iter()
+        .filter(|(a, d, _)| a == "login_failure" && d.contains("\"method\":\"saml\""))
+        .map(|(_, d, _)| d.as_str())
+        .collect();
+    for expected in [
+        "must be signed",
+        "exactly one is accepted",
+        "Condition expired",
+        "AudienceRequirement",
+        "Recipient",
+        "InResponseTo",
+        "unknown, used or expired RelayState",
+        "another browser",
+        "not an allowed domain",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no refusal audited for {expected:?}:\n{}",
+            reasons.join("\n")
+        );
+    }
+
+    // Removing the connection ends the sessions made through it; key rotation skips it.
+    server.cli_line(&["keys", "rotate-dek", "--org", "default"]);
+    server.ok("DELETE", &format!("{path}/{id}"), None).await;
+    let live = server
+        .count_sql(&format!(
+            "SELECT count(*) FROM sessions WHERE method = 'saml:{id}' AND revoked IS NULL"
+        ))
+        .await;
+    assert_eq!(live, 0);
+    let resp = http
+        .get(format!("{}/auth/saml/{id}/start", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+/// Without the `saml` feature a SAML connection cannot be made, and says why.
+#[cfg(not(feature = "saml"))]
+async fn saml_in_chromium(backend: Backend) {
+    let server = Server::start(backend).await;
+    let org = server.ok("GET", "/v1/organization", None).await["objects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = server
+        .call(
+            "POST",
+            &format!("/v1/organization/{org}/saml"),
+            Some(&server.key),
+            Some(json!({"name": "x", "idp_metadata_xml": "<x/>"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_field");
+    assert!(b.to_string().contains("`saml` feature"), "{b}");
+}
+
 mod run {
     use super::backends;
-    on_all_backends!(oidc_in_chromium);
+    on_all_backends!(oidc_in_chromium, saml_in_chromium);
 }
