@@ -103,10 +103,14 @@ def respond(url, mode):
     return form
 
 
+# What a browser sends when a real IdP, on another site, posts its form to the ACS.
+CROSS_SITE = {"Origin": "https://idp.example.test", "Sec-Fetch-Site": "cross-site"}
+
+
 def post_acs(session, form):
     return session.post(form["acs"], data={"SAMLResponse": form["SAMLResponse"],
                                            "RelayState": form["RelayState"]},
-                        allow_redirects=False, timeout=30)
+                        headers=CROSS_SITE, allow_redirects=False, timeout=30)
 
 
 def signed_in(session, acs_answer):
