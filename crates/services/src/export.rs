@@ -269,6 +269,55 @@ enum Target {
     },
 }
 
+/// The rows files of one object (or of a query's result), numbered from 1, each closed once
+/// it holds `part_bytes` of text.
+struct RowsFiles<'a> {
+    dir: &'a str,
+    format: Format,
+    owner: Owner<'a>,
+    part_bytes: usize,
+    n: usize,
+    current: Option<Part>,
+}
+
+impl<'a> RowsFiles<'a> {
+    fn new(dir: &'a str, format: Format, owner: Owner<'a>, part_bytes: usize) -> Self {
+        Self {
+            dir,
+            format,
+            owner,
+            part_bytes,
+            n: 0,
+            current: None,
+        }
+    }
+
+    async fn line(&mut self, w: &mut Writer, v: Value) -> Result<()> {
+        let part = match self.current.as_mut() {
+            Some(p) => p,
+            None => {
+                self.n += 1;
+                self.current
+                    .insert(w.rows_part(self.dir, self.n, self.format, self.owner)?)
+            }
+        };
+        part.line(v)?;
+        if part.plain >= self.part_bytes
+            && let Some(full) = self.current.take()
+        {
+            w.finish(full).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, w: &mut Writer) -> Result<()> {
+        if let Some(last) = self.current.take() {
+            w.finish(last).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Writer {
     /// A rows file of the object `owner`, numbered `n`, in the export's format.
     fn rows_part(&self, dir: &str, n: usize, format: Format, owner: Owner<'_>) -> Result<Part> {
@@ -673,8 +722,12 @@ impl Services {
             let Some(as_of) = as_of else { break };
             let pass = system_read_pass(why, org_id, project_id, kind, object_id);
             let dir = format!("rows/{}/{}", kind.as_str(), path_safe(object_id)?);
-            let mut n = 0;
-            let mut part: Option<Part> = None;
+            let mut files = RowsFiles::new(
+                &dir,
+                req.format,
+                (kind, object_id, project_id),
+                req.part_bytes,
+            );
             let mut q = RowQuery {
                 as_of: Some(as_of),
                 limit: PAGE,
@@ -710,33 +763,46 @@ impl Services {
                     if req.since.is_some_and(|s| row.xact_id <= s) {
                         continue;
                     }
-                    let p = match part.as_mut() {
-                        Some(p) => p,
-                        None => {
-                            n += 1;
-                            part.insert(w.rows_part(
-                                &dir,
-                                n,
-                                req.format,
-                                (kind, object_id, project_id),
-                            )?)
-                        }
-                    };
-                    p.line(row_json(row, kind))?;
+                    files.line(w, row_json(row, kind)).await?;
                     rows += 1;
-                    if p.plain >= req.part_bytes
-                        && let Some(full) = part.take()
-                    {
-                        w.finish(full).await?;
-                    }
                 }
                 if done {
                     break;
                 }
             }
-            if let Some(last) = part {
-                w.finish(last).await?;
+            // Since a transaction: the rows deleted since (by a write or a retention policy),
+            // one record each after the rows, so that a copy kept up to date by these exports
+            // can remove them too. A deletion is known until the purge removes it, after the
+            // grace period.
+            if let Some(since) = req.since {
+                let mut from: Option<(i64, String)> = None;
+                loop {
+                    let page = self
+                        .store
+                        .row_deletions_between(
+                            &pass,
+                            since.as_i64(),
+                            as_of.as_i64(),
+                            from.as_ref().map(|(x, r)| (*x, r.as_str())),
+                            PAGE,
+                        )
+                        .await?;
+                    let done = (page.len() as i64) < PAGE;
+                    from = page.last().map(|(r, x)| (*x, r.clone()));
+                    for (row_id, xact) in page {
+                        let xact = holdfast_core::xact::XactId::from_i64(xact)
+                            .map(|x| x.to_string())
+                            .unwrap_or_default();
+                        let line = json!({"id": row_id, "_xact_id": xact, "_object_delete": true});
+                        files.line(w, line).await?;
+                        rows += 1;
+                    }
+                    if done {
+                        break;
+                    }
+                }
             }
+            files.finish(w).await?;
         }
         Ok(Totals {
             projects: projects.len() as u64,
@@ -762,37 +828,23 @@ impl Services {
     ) -> Result<u64> {
         let pass = system_read_pass(why, org_id, project_id, ObjectType::ProjectLogs, project_id);
         let owner = (ObjectType::ProjectLogs, project_id, project_id);
-        let (mut n, mut records) = (0, 0u64);
-        let mut part: Option<Part> = None;
+        let mut records = 0u64;
+        let mut files = RowsFiles::new("query", req.format, owner, req.part_bytes);
         let mut cursor = None;
         loop {
             let (page, next) = self
                 .scheduled_query_page(&pass, query, req.since, as_of, cursor)
                 .await?;
             for v in page {
-                let p = match part.as_mut() {
-                    Some(p) => p,
-                    None => {
-                        n += 1;
-                        part.insert(w.rows_part("query", n, req.format, owner)?)
-                    }
-                };
-                p.line(v)?;
+                files.line(w, v).await?;
                 records += 1;
-                if p.plain >= req.part_bytes
-                    && let Some(full) = part.take()
-                {
-                    w.finish(full).await?;
-                }
             }
             match next {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
         }
-        if let Some(last) = part {
-            w.finish(last).await?;
-        }
+        files.finish(w).await?;
         Ok(records)
     }
 }

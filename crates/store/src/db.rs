@@ -223,6 +223,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("sso_saml.sql"),
         include_str!("sso_saml.sql"),
     ),
+    (
+        24,
+        include_str!("row_deletions_xact.sql"),
+        include_str!("row_deletions_xact.sql"),
+    ),
 ];
 
 impl Store {

@@ -591,6 +591,35 @@ impl Store {
         Ok(found)
     }
 
+    /// The deletions of an object's rows whose deleting version is in (`after`, `upto`]
+    /// (`_xact_id`s), in `_xact_id` then row id order, after `from` (the last one of the
+    /// previous page), at most `limit`: (row id, the deleting version's `_xact_id`).
+    pub async fn row_deletions_between(
+        &self,
+        pass: &ObjectPass,
+        after: i64,
+        upto: i64,
+        from: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let (from_xact, from_row) = from.unwrap_or((after, ""));
+        with_pool!(&self.read, |p, DB| Ok(sqlx::query_as(
+            "SELECT row_id, xact_id FROM row_deletions WHERE object_type = $1 \
+             AND object_id = $2 AND xact_id > $3 AND xact_id <= $4 \
+             AND (xact_id > $5 OR (xact_id = $5 AND row_id > $6)) \
+             ORDER BY xact_id, row_id LIMIT $7"
+        )
+        .bind(pass.object_type().as_str())
+        .bind(pass.object_id())
+        .bind(after)
+        .bind(upto)
+        .bind(from_xact)
+        .bind(from_row)
+        .bind(limit)
+        .fetch_all(p)
+        .await?))
+    }
+
     /// The experiments, datasets and prompts of a project, deleted or not (at most `limit`).
     pub async fn project_contents(
         &self,
@@ -959,6 +988,66 @@ mod tests {
                 at("2026-12-02T00:00:00.000000Z").await,
                 Vec::<String>::new()
             );
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
+
+    /// Deletions by transaction range come in `_xact_id` then row id order, page after page
+    /// with nothing lost or repeated at a page boundary inside one transaction, and only
+    /// those of the object and inside (`after`, `upto`].
+    #[tokio::test]
+    async fn deletions_by_transaction_range_page_in_order() {
+        for (store, db) in stores("deletions_range").await {
+            let pass = crate::testing::dataset_pass("d");
+            with_pool!(&store.write, |p, DB| {
+                for (object, row, xact) in [
+                    ("d", "r1", 10),
+                    ("d", "r2", 11),
+                    ("d", "r3", 11),
+                    ("d", "r4", 11),
+                    ("d", "r5", 12),
+                    ("d", "r6", 20),
+                    ("other", "r7", 11),
+                ] {
+                    sqlx::query(
+                        "INSERT INTO row_deletions (object_type, object_id, row_id, xact_id, \
+                         deleted_at) VALUES ('dataset', $1, $2, $3, 't')",
+                    )
+                    .bind(object)
+                    .bind(row)
+                    .bind(xact)
+                    .execute(p)
+                    .await
+                    .unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            let mut from: Option<(i64, String)> = None;
+            loop {
+                let page = store
+                    .row_deletions_between(
+                        &pass,
+                        10,
+                        12,
+                        from.as_ref().map(|(x, r)| (*x, r.as_str())),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                from = page.last().map(|(r, x)| (*x, r.clone()));
+                let done = page.len() < 2;
+                got.extend(page);
+                if done {
+                    break;
+                }
+            }
+            let want: Vec<(String, i64)> = [("r2", 11), ("r3", 11), ("r4", 11), ("r5", 12)]
+                .map(|(r, x)| (r.to_owned(), x))
+                .into();
+            assert_eq!(got, want);
             store.close().await;
             if let Some(db) = db {
                 db.drop_database().await;

@@ -640,6 +640,23 @@ async fn export_to_s3() {
     assert!(lines(&to).iter().any(|(_, v)| v["input"] == SENTENCE));
 }
 
+/// The records of the JSON Lines files under `dir`, sorted by their text.
+fn jsonl_records(dir: &std::path::Path) -> Vec<Value> {
+    let mut out: Vec<Value> = crate::secrets::files(dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "jsonl"))
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    out
+}
+
 /// The rows of an export's JSON Lines files under `rows/`, by id.
 fn exported_ids(dir: &std::path::Path) -> Vec<String> {
     let mut ids = Vec::new();
@@ -816,19 +833,11 @@ async fn scheduled_exports(backend: Backend) {
             .await;
     }
     let records = |run: &Value| {
-        let dir = exports.join(run["export_id"].as_str().unwrap());
-        let mut out: Vec<Value> = crate::secrets::files(&dir.join("query"))
-            .into_iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        out.sort_by_key(|v| v.to_string());
-        out
+        jsonl_records(
+            &exports
+                .join(run["export_id"].as_str().unwrap())
+                .join("query"),
+        )
     };
     assert_eq!(
         records(&first_queries[0][0]),
@@ -873,6 +882,37 @@ async fn scheduled_exports(backend: Backend) {
         .await;
     let third = done(a.clone(), 3).await;
     assert_eq!(third[0]["rows"], json!(0), "{third:?}");
+    // A row deleted since: the next run holds one record saying so, with the deleting
+    // version's transaction id, and nothing else.
+    server
+        .ok(
+            "POST",
+            "/logs3",
+            Some(json!({"rows": [{"id": "a2", "project_id": p, "log_id": "g",
+                                  "_object_delete": true}]})),
+        )
+        .await;
+    server
+        .ok("POST", &format!("/v1/project_automation/{a}/run"), None)
+        .await;
+    let fourth = done(a.clone(), 4).await;
+    assert_eq!(fourth[0]["rows"], json!(1), "{fourth:?}");
+    let dir4 = exports.join(fourth[0]["export_id"].as_str().unwrap());
+    let records = jsonl_records(&dir4.join("rows"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["id"], "a2");
+    assert_eq!(records[0]["_object_delete"], true);
+    let deleted_at: u64 = records[0]["_xact_id"].as_str().unwrap().parse().unwrap();
+    let range = |k: &str| {
+        let v = &fourth[0][k];
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap()
+    };
+    assert!(
+        range("from_xact") < deleted_at && deleted_at <= range("to_xact"),
+        "{records:?} {fourth:?}"
+    );
     // A retention policy does not run on request.
     let retention = server
         .ok(
