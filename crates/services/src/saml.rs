@@ -24,7 +24,7 @@
 //! Without the `saml` feature (which links libxml2 and xmlsec1) connections cannot be made.
 
 use crate::sso::{
-    Admission, Asserted, LEEWAY_SECS, LOGIN_TTL_SECS, MAX_SIGN_INS_IN_FLIGHT, Refusal,
+    Admission, Asserted, LEEWAY_SECS, LOGIN_TTL_SECS, MAX_SIGN_INS_IN_FLIGHT, REFUSED, Refusal,
     check_provider_url, connection_name, domains, list_field, mapping, read_bounded, sha256_hex,
     why,
 };
@@ -706,14 +706,9 @@ impl Services {
     ) -> Result<String> {
         match self.saml_verify(base, id, response, relay_state).await {
             Ok(token) => Ok(token),
-            Err((rec, Refusal(reason))) => {
-                tracing::info!(connection = %id, reason = %reason, "SAML sign-in refused");
-                if audit_refusal {
-                    self.audit_sso_failure(SAML, rec.as_ref(), &reason, from)
-                        .await;
-                }
-                Err(REFUSED)
-            }
+            Err((rec, Refusal(reason))) => Err(self
+                .refuse(SAML, rec.as_ref(), &reason, from, audit_refusal)
+                .await),
         }
     }
 
@@ -843,14 +838,9 @@ impl Services {
             .await;
         match outcome {
             Ok(made) => Ok(made),
-            Err(Refusal(reason)) => {
-                tracing::info!(connection = %rec.id, reason = %reason, "SAML sign-in refused");
-                if audit_refusal {
-                    self.audit_sso_failure(SAML, Some(&rec), &reason, from)
-                        .await;
-                }
-                Err(REFUSED)
-            }
+            Err(Refusal(reason)) => Err(self
+                .refuse(SAML, Some(&rec), &reason, from, audit_refusal)
+                .await),
         }
     }
 
@@ -888,9 +878,6 @@ impl Services {
             .await
     }
 }
-
-const REFUSED: ServiceError =
-    ServiceError::Unauthenticated("signing in through the identity provider failed");
 
 /// Text escaped for HTML or XML content and attribute values.
 pub fn escape_markup(s: &str) -> String {

@@ -143,6 +143,10 @@ impl<E: std::fmt::Display> From<E> for Refusal {
     }
 }
 
+/// Every refused sign-in through a provider: one message, whatever the reason.
+pub(crate) const REFUSED: ServiceError =
+    ServiceError::Unauthenticated("signing in through the identity provider failed");
+
 /// What an identity provider asserts about a person, once verified.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Asserted {
@@ -930,8 +934,6 @@ impl Services {
             browser_secret,
             audit_refusal,
         } = *callback;
-        const REFUSED: ServiceError =
-            ServiceError::Unauthenticated("signing in through the identity provider failed");
         let login = if state.is_empty() || state.len() > 128 {
             None
         } else {
@@ -978,15 +980,29 @@ impl Services {
         };
         match outcome {
             Ok(made) => Ok(made),
-            Err(Refusal(reason)) => {
-                tracing::info!(connection = %rec.id, reason = %reason, "OIDC sign-in refused");
-                if audit_refusal {
-                    self.audit_sso_failure(OIDC, Some(&rec), &reason, from)
-                        .await;
-                }
-                Err(REFUSED)
-            }
+            Err(Refusal(reason)) => Err(self
+                .refuse(OIDC, Some(&rec), &reason, from, audit_refusal)
+                .await),
         }
+    }
+
+    /// What a refused sign-in through a provider answers: the same 401 whatever the reason,
+    /// which goes to the log, and to the audit log when `audit` (the caller's per-address
+    /// limit allows it).
+    pub(crate) async fn refuse(
+        &self,
+        protocol: &str,
+        rec: Option<&SsoConnectionRecord>,
+        reason: &str,
+        from: Option<&str>,
+        audit: bool,
+    ) -> ServiceError {
+        tracing::info!(protocol, connection = ?rec.map(|r| r.id.as_str()), reason,
+            "sign-in through an identity provider refused");
+        if audit {
+            self.audit_sso_failure(protocol, rec, reason, from).await;
+        }
+        REFUSED
     }
 
     pub(crate) async fn audit_sso_failure(
