@@ -14,50 +14,16 @@ import sys
 import time
 
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from chromium import browser, check, wait
 
 HF = os.environ["HOLDFAST"].rstrip("/")
 OP = os.environ["PROVIDER"].rstrip("/")
 KEY = os.environ["OWNER_KEY"]
 SHOTS = os.environ["SHOTS"]
 API = {"Authorization": f"Bearer {KEY}"}
-
-
-def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,900", "--no-first-run", "--password-store=basic"]:
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-
-
 DRIVER = None
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        if DRIVER is not None:
-            import re
-            print("--- at", DRIVER.current_url, re.findall(r"ERR_[A-Z_]+|<p[^>]*>[^<]*", DRIVER.page_source)[:10], flush=True)
-        raise SystemExit(1)
-
-
-def wait(cond, seconds=10):
-    """Whether `cond()` becomes true within `seconds` (pages load after a click returns)."""
-    end = time.time() + seconds
-    while True:
-        try:
-            if cond():
-                return True
-        except Exception:  # noqa: BLE001 - a page mid-load
-            pass
-        if time.time() > end:
-            return False
-        time.sleep(0.1)
 
 
 def mode(m):

@@ -11,12 +11,11 @@ line per check; exits non-zero on the first failure.
 
 import os
 import re
-import time
 
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from chromium import browser, check, wait
 
 HF = os.environ["HOLDFAST"].rstrip("/")
 IDP = os.environ["IDP"].rstrip("/")
@@ -24,28 +23,6 @@ CONN = os.environ["CONNECTION"]
 SHOTS = os.environ["SHOTS"]
 API = {"Authorization": f"Bearer {os.environ['OWNER_KEY']}"}
 DRIVER = None
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        if DRIVER is not None:
-            print("--- at", DRIVER.current_url, re.findall(r"<p[^>]*>[^<]*", DRIVER.page_source)[:10],
-                  flush=True)
-        raise SystemExit(1)
-
-
-def wait(cond, seconds=10):
-    end = time.time() + seconds
-    while True:
-        try:
-            if cond():
-                return True
-        except Exception:  # noqa: BLE001 - a page mid-load
-            pass
-        if time.time() > end:
-            return False
-        time.sleep(0.1)
 
 
 def user(email, name, groups):
@@ -61,16 +38,6 @@ def groups_of(email):
         return None
     groups = requests.get(f"{HF}/v1/group", headers=API, timeout=10).json()["objects"]
     return sorted(g["name"] for g in groups if ids[0] in (g.get("member_users") or []))
-
-
-def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,900", "--no-first-run", "--password-store=basic",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync"]:
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
 def browser_login(shot):

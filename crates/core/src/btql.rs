@@ -841,6 +841,28 @@ pub fn parse(src: &str) -> Result<Value, ParseError> {
     Ok(query)
 }
 
+/// Parses one filter expression (what follows `filter:` or `WHERE`), as the web UI's filter
+/// box takes it, into the structured form.
+pub fn parse_filter(src: &str) -> Result<Value, ParseError> {
+    if src.len() > MAX_QUERY_BYTES {
+        return Err(ParseError {
+            line: 1,
+            column: 1,
+            message: format!("the filter is longer than {MAX_QUERY_BYTES} bytes"),
+        });
+    }
+    let mut p = Parser {
+        toks: lex(src)?,
+        at: 0,
+        nodes: 0,
+    };
+    let expr = p.expr(0)?;
+    if p.peek().tok != Tok::End {
+        return p.expected("the end of the filter");
+    }
+    Ok(expr)
+}
+
 /// The clauses of BTQL's pipe syntax.
 const PIPE_CLAUSES: [&str; 8] = [
     "select",
@@ -1058,6 +1080,18 @@ mod tests {
     fn dataset() -> Value {
         json!({"op": "function", "name": {"op": "ident", "name": ["dataset"]},
                "args": [{"op": "literal", "value": "d1"}]})
+    }
+
+    #[test]
+    fn a_filter_alone_parses_as_the_filter_clause_does() {
+        let text = "metadata.user_id = 'u-1' AND (scores.Factuality < 0.5 OR output IS NULL)";
+        let whole = parse(&format!("select: * | from: dataset('d1') | filter: {text}")).unwrap();
+        assert_eq!(parse_filter(text).unwrap(), whole["filter"]);
+        // Nothing may follow the expression: no second clause slips in through the box.
+        let err = parse_filter("true | from: dataset('d2')").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 6));
+        assert!(parse_filter("").is_err());
+        assert!(parse_filter(&"(".repeat(100)).is_err());
     }
 
     #[test]

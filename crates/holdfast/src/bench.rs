@@ -73,6 +73,11 @@ pub enum BenchCommand {
         /// memory.
         #[arg(long)]
         retention: bool,
+        /// After the queries, time the web UI's pages on this store (with the owner's key):
+        /// the logs table, its filters and search, a second page, a trace, and a trace of
+        /// 10,000 spans loaded for it; medians of `runs`, and each page's size.
+        #[arg(long)]
+        pages: bool,
     },
     /// What authorization costs: one minimal authenticated request (`GET /v1/project/{id}`)
     /// against this build and against a build whose decision is short-circuited, in
@@ -104,7 +109,7 @@ impl Rng {
     pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + (self.next() % (hi - lo + 1) as u64) as usize
     }
-    fn hex(&mut self, n: usize) -> String {
+    pub(crate) fn hex(&mut self, n: usize) -> String {
         (0..n.div_ceil(16))
             .map(|_| format!("{:016x}", self.next()))
             .collect::<String>()
@@ -378,6 +383,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             purge,
             export,
             retention,
+            pages,
         } => {
             crate::bench_query::run(crate::bench_query::Options {
                 traces,
@@ -388,6 +394,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 purge,
                 export,
                 retention,
+                pages,
             })
             .await
         }

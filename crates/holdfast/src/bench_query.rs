@@ -29,6 +29,7 @@ pub struct Options {
     pub purge: bool,
     pub export: bool,
     pub retention: bool,
+    pub pages: bool,
 }
 
 /// Runs `holdfast export create` of the whole organization in `format` to a temporary
@@ -526,6 +527,9 @@ pub async fn run(o: Options) -> Result<()> {
         "server peak RSS {:.0} MiB",
         peak_rss_mib(server.child.id()).unwrap_or(0.0)
     );
+    if o.pages {
+        crate::bench_pages::run(&client, &server, &p, &roots, o.runs).await?;
+    }
     if o.export {
         if o.data_dir.is_none() {
             bail!("--export needs --data-dir: the export reads the store with its keys");

@@ -16,6 +16,7 @@ macro_rules! say {
 
 mod backup;
 mod bench;
+mod bench_pages;
 mod bench_query;
 mod config;
 

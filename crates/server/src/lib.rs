@@ -2,6 +2,7 @@
 //! Handlers extract, call one service function and shape the reply; protocol quirks of the
 //! SDKs (status codes, optional content types) live here and nowhere else.
 
+mod app;
 mod auth;
 mod browser;
 pub mod edge;
@@ -73,6 +74,8 @@ pub fn router(state: AppState) -> Router {
     // access log), then the browser guard, then the routes.
     routes::router(state.clone())
         .merge(pages::router())
+        .merge(app::router(state.clone()))
+        .merge(app::assets())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

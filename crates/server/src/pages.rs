@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 /// The longest form body a page takes.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// The policy of every page: its own stylesheet and forms, nothing else.
-const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(crate) const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("pages/holdfast.css");
 const SET_PASSWORD_JS: &str = include_str!("pages/set-password.js");
 
@@ -70,7 +70,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     resp
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -167,11 +167,25 @@ async fn stylesheet() -> Response {
     static_file(STYLE, "text/css; charset=utf-8")
 }
 
+/// Where a sign-in returns to: a page of the web UI named by `next`, else the account page.
+/// Only paths under `/app` are followed, so the sign-in page cannot send anyone elsewhere.
+fn after_sign_in(next: &str) -> &str {
+    let under_app = next
+        .strip_prefix("/app")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']));
+    if under_app && next.bytes().all(|b| b.is_ascii_graphic()) && !next.contains('\\') {
+        next
+    } else {
+        "/account"
+    }
+}
+
 fn login_body(
     org: Option<&holdfast_services::sso::SignInOptions>,
     org_param: &str,
     email: &str,
     message: Option<&str>,
+    next: &str,
 ) -> String {
     let mut out = String::from("<h1>Sign in to Holdfast</h1>");
     if let Some(m) = message {
@@ -207,8 +221,15 @@ fn login_body(
                 esc(org_param)
             ),
         };
+        let next = match after_sign_in(next) {
+            "/account" => String::new(),
+            to => format!(
+                "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+                esc(to)
+            ),
+        };
         out.push_str(&format!(
-            "<form method=\"post\" action=\"/login\">{org_field}\
+            "<form method=\"post\" action=\"/login\">{org_field}{next}\
              <label for=\"email\">Email</label>\
              <input id=\"email\" name=\"email\" type=\"email\" required autocomplete=\"username\" value=\"{}\">\
              <label for=\"password\">Password</label>\
@@ -237,7 +258,13 @@ async fn login_page(State(s): State<AppState>, req: Request) -> Result<Response,
         &format!(
             "{}{}",
             notice.unwrap_or_default(),
-            login_body(options.as_ref(), &org, "", message)
+            login_body(
+                options.as_ref(),
+                &org,
+                "",
+                message,
+                &query(req.uri().query(), "next").unwrap_or_default()
+            )
         ),
     ))
 }
@@ -269,7 +296,7 @@ async fn login_form(
         .await;
     match result {
         Ok(made) => {
-            let mut resp = redirect("/account");
+            let mut resp = redirect(after_sign_in(field(&f, "next")));
             set_cookie(
                 &mut resp,
                 s.tls,
@@ -295,7 +322,13 @@ async fn login_form(
             Ok(page(
                 status,
                 "Sign in",
-                &login_body(options.as_ref(), org, email, Some(message)),
+                &login_body(
+                    options.as_ref(),
+                    org,
+                    email,
+                    Some(message),
+                    field(&f, "next"),
+                ),
             ))
         }
     }
@@ -673,4 +706,29 @@ async fn saml_finish(
     let mut resp = provider_outcome(&s, result);
     set_cookie(&mut resp, s.tls, binding_cookie(s.tls), "", 0);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_sign_in;
+
+    #[test]
+    fn a_sign_in_returns_only_to_pages_of_the_ui() {
+        for ok in ["/app", "/app/acme/p/x%20y/logs?oid=1", "/app?x=1"] {
+            assert_eq!(after_sign_in(ok), ok);
+        }
+        for refused in [
+            "",
+            "//evil.test/app",
+            "https://evil.test/app",
+            "/apple",
+            "/account/../app",
+            "/app/\\evil",
+            "/app/a b",
+            "/app/\r\nSet-Cookie: x=1",
+            "/login",
+        ] {
+            assert_eq!(after_sign_in(refused), "/account", "{refused:?}");
+        }
+    }
 }

@@ -44,6 +44,9 @@ use std::time::Instant;
 mod counts;
 mod sorted;
 
+/// The fields full-text search reads.
+pub use holdfast_store::SEARCH_FIELDS as TEXT_FIELDS;
+
 /// A grouped query's groups by their dimensions' values: those values and the aggregates'
 /// running states.
 type Groups = HashMap<String, (Vec<Value>, Vec<Vec<Accumulator>>)>;

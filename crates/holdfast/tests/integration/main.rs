@@ -42,3 +42,4 @@ mod retention;
 mod secrets;
 mod signin;
 mod sso;
+mod ui;

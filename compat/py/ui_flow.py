@@ -1,0 +1,354 @@
+"""The web UI end to end, in headless Chromium driven over WebDriver: sign in with a password,
+run a real SDK `Eval` twice, open the link it prints, compare the two experiments, open a
+trace, open the links `span.link()` and `span.permalink()` make, filter and search the logs,
+and check as a member who may read one project what they see. Every page is checked with
+axe-core (no serious or critical violation) and saved as a screenshot.
+
+Environment: HOLDFAST (base URL), OWNER_KEY (an Owner's API key, which the SDK runs use),
+INVITE (a set-password link for ann@acme.test, an Owner), READER_INVITE (one for
+rita@acme.test, in a group that may read the project "Say Hi Bot" only), AXE (the path of
+axe.min.js), SHOTS (a folder for screenshots). Prints one line per check; exits non-zero on
+the first failure.
+"""
+
+import io
+import json
+import os
+import re
+import sys
+import time
+import urllib.parse
+from contextlib import redirect_stderr, redirect_stdout
+
+import braintrust
+import requests
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from chromium import browser, check, wait
+
+HF = os.environ["HOLDFAST"].rstrip("/")
+KEY = os.environ["OWNER_KEY"]
+SHOTS = os.environ["SHOTS"]
+AXE = open(os.environ["AXE"], encoding="utf-8").read()
+API = {"Authorization": f"Bearer {KEY}"}
+PROJECT = "Say Hi Bot"
+PASSWORD = "a long passphrase for the ui test"
+TIMES = {}
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def accessible(d, what):
+    """Runs axe-core on the page; no serious or critical violation may remain."""
+    d.execute_script(AXE)
+    found = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a',"
+        " 'wcag21aa', 'best-practice']}}).then(r => done(r.violations.map(v => ({id: v.id,"
+        " impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))))"
+        ".catch(e => done([{id: 'axe failed', impact: 'critical', nodes: [String(e)]}]));")
+    bad = [v for v in found if v["impact"] in ("serious", "critical")]
+    check(not bad, f"axe-core: no serious issue on {what} {json.dumps(bad)[:600]}")
+
+
+def page(d, url, name, what):
+    """Opens `url`, checks it is a page of ours that rendered, runs axe, saves a shot."""
+    started = time.time()
+    d.get(url)
+    TIMES[name] = time.time() - started
+    check(wait(lambda: d.find_element(By.ID, "main")), f"{what} renders")
+    accessible(d, what)
+    shot(d, name)
+
+
+def set_password(d, link, password):
+    d.delete_all_cookies()
+    d.get(link)
+    check(wait(lambda: d.find_element(By.ID, "password")), "the set-password page opens")
+    d.find_element(By.ID, "password").send_keys(password)
+    d.find_element(By.ID, "confirm").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    check(wait(lambda: "password_set" in d.current_url), "the password is set")
+
+
+def sign_in_here(d, email, password):
+    """On the sign-in page the browser was sent to: sign in, and it returns where it was."""
+    check(wait(lambda: d.find_element(By.ID, "email")), "the sign-in page asks for a password")
+    d.find_element(By.ID, "email").send_keys(email)
+    d.find_element(By.ID, "password").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "form[action='/login'] button[type=submit]").click()
+
+
+def run_evals():
+    """Two runs of the same Eval; the second regresses on every row. Returns the printed
+    links."""
+    from braintrust import Eval
+
+    def exact(input, output, expected):
+        return 1.0 if output == expected else 0.0
+
+    def greet(greeting):
+        return lambda inp: greeting + inp
+
+    links = []
+    for run, greeting in [("1", "Hi "), ("2", "Hello ")]:
+        printed = io.StringIO()
+        with redirect_stdout(printed), redirect_stderr(printed):
+            Eval(PROJECT,
+                 data=lambda: [{"input": n, "expected": "Hi " + n} for n in ["Foo", "Bar", "Bob"]],
+                 task=greet(greeting),
+                 scores=[exact], experiment_name=f"greeting-{run}")
+        found = re.findall(r"See results for \S+ at (\S+)", printed.getvalue())
+        check(len(found) == 1, f"Eval run {run} prints its link"
+              + ("" if found else f": {printed.getvalue()[-2000:]!r}"))
+        links.append(found[0])
+    return links
+
+
+def log_traces():
+    """A chat trace with an LLM child (whose output holds an image as base64) and a failed
+    trace; returns (span.link(), span.permalink()) of the chat's root."""
+    logger = braintrust.init_logger(project=PROJECT)
+    with logger.start_span(name="support chat") as span:
+        span.log(input=[{"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "Where is my <b>order</b>?"}],
+                 output="On its way.", metadata={"user_id": "u-42"})
+        with span.start_span(name="model call", type="llm") as child:
+            child.log(input={"messages": [{"role": "user", "content": "Where is my order?"}]},
+                      output={"image": "data:image/png;base64," + "iVBORw0KGgo" * 100},
+                      metrics={"prompt_tokens": 12, "completion_tokens": 4, "tokens": 16})
+        link, permalink = span.link(), span.permalink()
+    with logger.start_span(name="refund request") as span:
+        span.log(input="refund order 7", error="ValueError: order 7 not found",
+                 metadata={"user_id": "u-7"})
+    logger.flush()
+    return link, permalink
+
+
+def main():
+    os.environ["BRAINTRUST_API_KEY"] = KEY
+    os.environ["BRAINTRUST_APP_URL"] = HF
+    links = run_evals()
+    check(links[1].startswith(f"{HF}/app/"), "the printed link points at this server")
+    link, permalink = log_traces()
+
+    d = browser(1440, 1000)
+    try:
+        set_password(d, os.environ["INVITE"], PASSWORD)
+        # The link Eval printed: sign in first, then the page itself.
+        d.get(links[1])
+        check(wait(lambda: "/login" in d.current_url), "a signed-out browser is sent to sign in")
+        sign_in_here(d, "ann@acme.test", PASSWORD)
+        check(wait(lambda: d.current_url == links[1]), "after signing in it returns to the link")
+        check(wait(lambda: "greeting-2" in d.find_element(By.TAG_NAME, "h1").text),
+              "the printed link opens its experiment")
+        accessible(d, "the experiment page")
+        shot(d, "01-experiment")
+        check(d.find_element(By.ID, "baseline").text == "greeting-1",
+              "the previous run is the baseline")
+        summary = d.find_element(By.ID, "summary").text
+        check("exact" in summary and "-100.0" in summary, f"the score's change is shown: {summary!r}")
+        cells = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#summary td")]
+        check(cells[-1] == "3", f"three regressions counted: {cells}")
+        rows = d.find_elements(By.CSS_SELECTOR, "#rows tbody tr")
+        check(len(rows) == 3 and all("regressed" in r.get_attribute("class") for r in rows),
+              "every row is matched by input and marked regressed")
+        check("Hi Foo" in d.find_element(By.ID, "rows").text, "the baseline's output is side by side")
+        Select(d.find_element(By.ID, "sort")).select_by_value("regression")
+        d.find_element(By.ID, "apply").click()
+        check(wait(lambda: "sort=regression" in d.current_url), "rows sort by regression")
+        page(d, d.current_url, "02-experiment-by-regression", "the sorted experiment page")
+
+        # A row's trace.
+        d.find_element(By.CSS_SELECTOR, "#rows tbody tr td a").click()
+        check(wait(lambda: d.find_element(By.CSS_SELECTOR, "ol.spans")), "a row opens its trace")
+        names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "ol.spans .name")]
+        check("exact" in names and len(names) >= 3, f"the span tree holds the task and the score: {names}")
+        accessible(d, "an experiment trace")
+        shot(d, "03-experiment-trace")
+
+        # The experiments list with its chart.
+        page(d, f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/experiments", "04-experiments",
+             "the experiments list")
+        check(len(d.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 2, "both experiments listed")
+        check(len(d.find_elements(By.CSS_SELECTOR, "figure.chart circle")) == 2, "the score chart has both runs")
+
+        # A dataset to add spans to.
+        pid = requests.get(f"{HF}/v1/project", headers=API, params={"project_name": PROJECT},
+                           timeout=10).json()["objects"][0]["id"]
+        dataset = requests.post(f"{HF}/v1/dataset", headers=API, timeout=10,
+                                json={"project_id": pid, "name": "Hard questions"}).json()
+
+        # span.link() and span.permalink() open the chat's trace.
+        for name, url in [("05-span-link", link), ("06-permalink", permalink)]:
+            page(d, url, name, f"the {name[3:]}")
+            check("/logs?oid=" in d.current_url, f"the {name[3:]} lands on the trace in logs")
+            conv = d.find_elements(By.CSS_SELECTOR, "#span ol.chat li")
+            check(len(conv) == 2, "the chat input is rendered as a conversation")
+            check("<b>order</b>" in d.find_element(By.ID, "span").text, "message text is escaped, not markup")
+        # Add the chat's root span to the dataset.
+        Select(d.find_element(By.ID, "dataset")).select_by_visible_text("Hard questions")
+        d.find_element(By.CSS_SELECTOR, "#add-to-dataset button").click()
+        status = lambda: d.find_element(By.CSS_SELECTOR, "#add-to-dataset [role=status]").text
+        check(wait(lambda: "Added" in status()), f"the span is added to the dataset {status()!r}")
+        events = requests.post(f"{HF}/v1/dataset/{dataset['id']}/fetch", headers=API, json={},
+                               timeout=10).json()["events"]
+        check(len(events) == 1 and events[0]["input"][1]["content"] == "Where is my <b>order</b>?"
+              and events[0]["expected"] == "On its way.", "the dataset row holds the span's input and output")
+        d.find_element(By.PARTIAL_LINK_TEXT, "model call").click()
+        check(wait(lambda: "model call" in d.find_element(By.CSS_SELECTOR, "#span h2").text),
+              "a span of the tree opens its detail")
+        detail = d.find_element(By.ID, "span").text
+        check("iVBORw0KGgo" not in d.page_source and "not shown" in detail,
+              "a base64 image is never rendered as text")
+        check(len(d.find_elements(By.CSS_SELECTOR, ".track .bar.t-llm")) == 1, "the timeline colours the LLM span")
+        shot(d, "07-llm-span")
+
+        # The logs: table, filter, search, errors, a bad filter.
+        logs = f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/logs"
+        page(d, logs, "08-logs", "the logs table")
+        check(len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) == 2, "both traces are listed")
+        box = d.find_element(By.ID, "filter")
+        box.send_keys("metadata.user_id = 'u-42'")
+        box.submit()
+        check(wait(lambda: "filter=" in d.current_url), "the filter is applied")
+        rows = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+        check(len(rows) == 1 and "support chat" in rows[0].text, "a WHERE filter narrows the logs")
+        accessible(d, "the filtered logs")
+        shot(d, "09-logs-filtered")
+        d.get(f"{logs}?search=refund")
+        rows = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+        check(len(rows) == 1 and "refund request" in rows[0].text, "full-text search finds the trace")
+        d.get(f"{logs}?errors=1")
+        rows = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+        check(len(rows) == 1 and "refund request" in rows[0].text, "the errors view shows the failed trace")
+        d.get(f"{logs}?filter=" + urllib.parse.quote("metadata.user_id = "))
+        check("line 1" in d.find_element(By.ID, "problem").text, "a bad filter is explained, with its position")
+        accessible(d, "a logs page with a bad filter")
+        shot(d, "10-logs-bad-filter")
+        d.get(f"{logs}?col=time&col=name")
+        heads = [h.text for h in d.find_elements(By.CSS_SELECTOR, "#logs thead th")]
+        check(heads == ["Time", "Name"], f"columns can be chosen: {heads}")
+        page(d, f"{HF}/app/default", "11-projects", "the projects page")
+
+        # The dataset: its row, then add, edit, import and delete rows.
+        ds_page = f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/datasets/Hard%20questions"
+        page(d, ds_page, "14-dataset", "the dataset page")
+        dataset_rows = lambda: d.find_elements(By.CSS_SELECTOR, "#dataset-rows tbody tr")
+        check(len(dataset_rows()) == 1 and "Where is my" in dataset_rows()[0].text, "the added row is listed")
+        d.find_element(By.CSS_SELECTOR, "details.panel summary").click()
+        d.find_element(By.ID, "new-input").send_keys('{"question": "What is 2+2?"}')
+        d.find_element(By.ID, "new-expected").send_keys('"4"')
+        d.find_element(By.CSS_SELECTOR, "#add-row button").click()
+        check(wait(lambda: len(dataset_rows()) == 2), "a row is added from the page")
+        d.find_element(By.CSS_SELECTOR, "details.panel summary").click()
+        bad = d.find_element(By.ID, "new-input")
+        bad.clear()
+        bad.send_keys("{not json")
+        d.find_element(By.CSS_SELECTOR, "#add-row button").click()
+        check(wait(lambda: "not JSON" in d.find_element(By.CSS_SELECTOR, "#add-row [role=status]").text),
+              "a value that is not JSON is refused before anything is sent")
+        d.get(ds_page)
+        first = dataset_rows()[0]
+        first.find_element(By.CSS_SELECTOR, "td.actions summary").click()
+        expected = first.find_element(By.CSS_SELECTOR, "textarea[name=expected]")
+        expected.clear()
+        expected.send_keys('"four"')
+        first.find_element(By.CSS_SELECTOR, ".edit-row button").click()
+        check(wait(lambda: "four" in d.find_element(By.ID, "dataset-rows").text), "a row is edited in place")
+        import_file = os.path.join(SHOTS, "import.csv")
+        with open(import_file, "w", encoding="utf-8") as f:
+            f.write('question,answer,source\n"Capital of France?",Paris,atlas\n"3, then 4?",7,"quoted, with comma"\n')
+        d.find_elements(By.CSS_SELECTOR, "details.panel summary")[1].click()
+        d.find_element(By.ID, "import-file").send_keys(import_file)
+        d.find_element(By.CSS_SELECTOR, "#read-import button").click()
+        check(wait(lambda: d.find_element(By.ID, "import-map").is_displayed()), "the import shows its column mapping")
+        check(Select(d.find_element(By.NAME, "map:question")).first_selected_option.text == "input"
+              and Select(d.find_element(By.NAME, "map:answer")).first_selected_option.text == "expected",
+              "columns are mapped by their names")
+        accessible(d, "the import mapping")
+        shot(d, "15-import-mapping")
+        d.find_element(By.ID, "import").click()
+        check(wait(lambda: len(dataset_rows()) == 4), "two CSV rows are imported")
+        events = requests.post(f"{HF}/v1/dataset/{dataset['id']}/fetch", headers=API, json={},
+                               timeout=10).json()["events"]
+        imported = [e for e in events if (e.get("metadata") or {}).get("source") == "quoted, with comma"]
+        check(len(imported) == 1 and imported[0]["input"] == "3, then 4?" and imported[0]["expected"] == 7,
+              f"a quoted CSV cell keeps its comma and a number is read as one: {imported}")
+        d.find_element(By.CSS_SELECTOR, ".delete-row button").click()
+        d.switch_to.alert.accept()
+        check(wait(lambda: len(dataset_rows()) == 3), "a row is deleted")
+        page(d, ds_page, "16-dataset-edited", "the edited dataset")
+
+        # API keys: create (shown once), revoke.
+        page(d, f"{HF}/app/default/keys", "17-keys", "the API keys page")
+        d.find_element(By.ID, "key-name").send_keys("ui test key")
+        d.find_element(By.CSS_SELECTOR, "#create-key button").click()
+        check(wait(lambda: d.find_element(By.ID, "new-key").is_displayed()), "a new key is shown")
+        secret = d.find_element(By.CSS_SELECTOR, "#new-key code").text
+        check(requests.get(f"{HF}/v1/project", headers={"Authorization": f"Bearer {secret}"},
+                           timeout=10).ok, "the new key works")
+        shot(d, "18-key-created")
+        d.get(f"{HF}/app/default/keys")
+        check(secret not in d.page_source, "the key's secret is never shown again")
+        row = [r for r in d.find_elements(By.CSS_SELECTOR, "#keys tbody tr") if "ui test key" in r.text][0]
+        used = row.find_elements(By.TAG_NAME, "td")[5].text
+        check(re.search(r"\d{4}-\d\d-\d\d: 1$", used) is not None, f"the key's use is counted per day: {used!r}")
+        row.find_element(By.CSS_SELECTOR, ".revoke-key button").click()
+        d.switch_to.alert.accept()
+        check(wait(lambda: "revoked" in [r for r in d.find_elements(By.CSS_SELECTOR, "#keys tbody tr")
+                                          if "ui test key" in r.text][0].text), "the key is revoked")
+        check(requests.get(f"{HF}/v1/project", headers={"Authorization": f"Bearer {secret}"},
+                           timeout=10).status_code == 401, "the revoked key is refused")
+
+        # A member who may read this project only.
+        other = requests.post(f"{HF}/v1/project", headers=API, json={"name": "Private project"},
+                              timeout=10)
+        check(other.ok, "a second project exists")
+        d.find_element(By.LINK_TEXT, "Account").click()
+        d.find_element(By.ID, "sign-out").click()
+        check(wait(lambda: "/login" in d.current_url), "signed out")
+        set_password(d, os.environ["READER_INVITE"], PASSWORD)
+        d.get(f"{HF}/app")
+        sign_in_here(d, "rita@acme.test", PASSWORD)
+        check(wait(lambda: d.find_elements(By.ID, "projects")), "the reader sees a projects page")
+        listed = d.find_element(By.ID, "projects").text
+        check(PROJECT in listed and "Private project" not in listed,
+              "the reader sees the granted project only")
+        shot(d, "12-reader-projects")
+        d.get(links[1])
+        check(wait(lambda: "greeting-2" in d.find_element(By.TAG_NAME, "h1").text),
+              "the reader opens the experiment")
+        d.get(link)
+        check(wait(lambda: d.find_elements(By.ID, "span")), "the reader opens a trace")
+        check(not d.find_elements(By.ID, "add-to-dataset"), "the reader is offered no edit control")
+        d.get(ds_page)
+        check(wait(lambda: d.find_elements(By.ID, "dataset-rows")), "the reader reads the dataset")
+        check(not d.find_elements(By.CSS_SELECTOR, "form[data-action]"), "the reader sees no dataset form")
+        accessible(d, "the dataset as a reader")
+        shot(d, "19-reader-dataset")
+        forged = d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/v1/dataset/' + arguments[0] + '/insert', {method: 'POST', credentials: 'same-origin',"
+            " headers: {'content-type': 'application/json', 'x-csrf-token':"
+            " document.querySelector('meta[name=csrf-token]').content},"
+            " body: JSON.stringify({events: [{input: 'forged'}]})}).then(r => done(r.status));",
+            dataset["id"])
+        check(forged == 403, f"a forged insert from the reader's session is refused: {forged}")
+        d.get(f"{HF}/app/default/p/{urllib.parse.quote('Private project')}/logs")
+        check(wait(lambda: d.find_element(By.TAG_NAME, "h1").text == "Not found"),
+              "another project is not found for the reader")
+        accessible(d, "the not-found page")
+        shot(d, "13-reader-refused")
+    finally:
+        d.quit()
+    print("page load times (s): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(TIMES.items())))
+    print("ui flow: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

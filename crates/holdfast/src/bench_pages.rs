@@ -1,0 +1,197 @@
+//! `holdfast bench query --pages`: the web UI's pages on the store the query benchmark
+//! loaded, timed as a client sees them (request to last byte, with the owner's key), plus a
+//! trace of 10,000 spans loaded for the trace viewer. Reports medians and each page's size.
+
+use crate::bench::{Rng, ServerProcess, percentile, post_all};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Spans of the large trace.
+const BIG_TRACE: usize = 10_000;
+
+/// Loads one trace of [`BIG_TRACE`] spans (a tree four wide, of LLM, tool and task spans,
+/// each with a chat input) into `project_id`'s logs; returns one of its row ids.
+async fn load_big_trace(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    project_id: &str,
+) -> Result<String> {
+    let mut rng = Rng(0xB16_7EACE);
+    let root_span_id = rng.hex(32);
+    let ids: Vec<String> = (0..BIG_TRACE).map(|_| rng.hex(16)).collect();
+    let kinds = ["llm", "tool", "task", "function"];
+    let t0 = 1_796_000_000.0;
+    let rows: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let parents = match k {
+                0 => Value::Null,
+                _ => json!([ids.get((k - 1) / 4).cloned().unwrap_or_default()]),
+            };
+            let start = t0 + k as f64 * 0.01;
+            json!({
+                "id": id, "span_id": id, "root_span_id": root_span_id, "span_parents": parents,
+                "project_id": project_id, "log_id": "g",
+                "span_attributes": {"name": format!("step {k}"), "type": kinds.get(k % 4).copied().unwrap_or("task")},
+                "input": [{"role": "user", "content": format!("question {k} of the long trace")}],
+                "output": format!("answer {k}"),
+                "metrics": {"start": start, "end": start + 0.5, "tokens": 30},
+            })
+        })
+        .collect();
+    let bodies = rows
+        .chunks(1_000)
+        .map(|c| serde_json::to_vec(&json!({"rows": c, "api_version": 2})))
+        .collect::<Result<Vec<_>, _>>()?;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    post_all(client, server, bodies, 2, 1_000, &done).await?;
+    ids.get(BIG_TRACE / 2)
+        .cloned()
+        .context("a row of the big trace")
+}
+
+/// GETs `path` `runs` times after a warm-up; returns (p50 ms, min, max, bytes).
+async fn time_page(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    path: &str,
+    runs: usize,
+) -> Result<(f64, f64, f64, usize)> {
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for run in 0..=runs {
+        let t0 = Instant::now();
+        let resp = client
+            .get(format!("{}{path}", server.url))
+            .header("authorization", format!("Bearer {}", server.key))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if !status.is_success() {
+            bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        bytes = body.len();
+        if run > 0 {
+            times.push(ms);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((
+        percentile(&times, 0.5),
+        times.first().copied().unwrap_or(0.0),
+        times.last().copied().unwrap_or(0.0),
+        bytes,
+    ))
+}
+
+fn encoded(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub async fn run(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    project_id: &str,
+    roots: &[String],
+    runs: usize,
+) -> Result<()> {
+    let auth = format!("Bearer {}", server.key);
+    let org: Value = client
+        .get(format!("{}/v1/organization", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let org = org
+        .pointer("/objects/0/name")
+        .and_then(Value::as_str)
+        .context("the organization's name")?
+        .to_owned();
+    let project: Value = client
+        .get(format!("{}/v1/project/{project_id}", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let name = project
+        .get("name")
+        .and_then(Value::as_str)
+        .context("the project's name")?;
+    let logs = format!("/app/{}/p/{}/logs", encoded(&org), encoded(name));
+    // A row of a trace the load made, and the second page's cursor.
+    let root = roots.first().context("a loaded trace")?;
+    let found: Value = client
+        .post(format!("{}/btql", server.url))
+        .header("authorization", &auth)
+        .json(&json!({"query": format!(
+            "SELECT id FROM project_logs('{project_id}') WHERE root_span_id = '{root}' LIMIT 1")}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let row = found
+        .pointer("/data/0/id")
+        .and_then(Value::as_str)
+        .context("a row of a loaded trace")?
+        .to_owned();
+    let first = client
+        .get(format!("{}{logs}", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let next = first
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(|s| s.replace("&amp;", "&"))
+        .context("a link to the second page")?;
+    say!(err, "loading a trace of {BIG_TRACE} spans...");
+    let big = load_big_trace(client, server, project_id).await?;
+    let pages: Vec<(&str, String)> = vec![
+        ("projects", format!("/app/{}", encoded(&org))),
+        ("logs: 50 newest traces", logs.clone()),
+        ("logs: second page", next),
+        (
+            "logs: filter metadata.user_id = X",
+            format!("{logs}?filter={}", encoded("metadata.user_id = 'user-042'")),
+        ),
+        (
+            "logs: search a rare word",
+            format!("{logs}?search=quasarium"),
+        ),
+        ("logs: last hour", format!("{logs}?range=1h")),
+        ("logs: errors only", format!("{logs}?errors=1")),
+        ("trace (5 spans)", format!("{logs}?oid={row}")),
+        ("trace (10,000 spans)", format!("{logs}?oid={big}")),
+    ];
+    say!("web UI pages (p50 of {runs} after a warm-up, request to last byte):");
+    say!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10}",
+        "page",
+        "p50 ms",
+        "min ms",
+        "max ms",
+        "KiB"
+    );
+    for (label, path) in &pages {
+        let (p50, min, max, bytes) = time_page(client, server, path, runs).await?;
+        say!(
+            "{:<40} {:>10.1} {:>10.1} {:>10.1} {:>10.0}",
+            label,
+            p50,
+            min,
+            max,
+            bytes as f64 / 1024.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The web UI in a real browser (Debian's `chromium` and `chromium-driver`, driven by Python
+//! `selenium`, with npm `axe-core` checking every page): `compat/py/ui_flow.py` signs in, runs
+//! the Python SDK's `Eval` twice, opens the link it prints, compares, opens traces and the
+//! SDK's span links, filters the logs, and checks what a member who may read one project
+//! sees. And over HTTP: what a page answers without a session, to another organization's
+//! name, and to a forged sign-in return address.
+
+use crate::harness::{Backend, Server, backends};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn compat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../compat")
+}
+
+/// A one-time set-password link for `email` in `group`, at this server's address.
+fn invite(server: &Server, email: &str, group: &str) -> String {
+    let line = server.cli_line(&[
+        "user", "invite", "--org", "default", "--email", email, "--group", group,
+    ]);
+    let token = line
+        .rsplit_once("#token=")
+        .expect("the invite command prints the link")
+        .1;
+    format!("{}/auth/set-password#token={token}", server.url)
+}
+
+async fn ui_in_chromium(backend: Backend) {
+    let server = Server::start(backend).await;
+    // A group that may read one project, for the reader.
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "Say Hi Bot"})))
+        .await;
+    let group = server
+        .ok("POST", "/v1/group", Some(json!({"name": "Bot readers"})))
+        .await;
+    server
+        .ok(
+            "POST",
+            "/v1/acl",
+            Some(json!({"object_type": "project", "object_id": project["id"],
+                        "group_id": group["id"], "permission": "read"})),
+        )
+        .await;
+    let owner = invite(&server, "ann@acme.test", "Owners");
+    let reader = invite(&server, "rita@acme.test", "Bot readers");
+    let shots = std::env::temp_dir().join(format!("holdfast-ui-{backend:?}"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(compat_dir().join(".venv/bin/python"))
+        .arg(compat_dir().join("py/ui_flow.py"))
+        .env("HOLDFAST", &server.url)
+        .env("OWNER_KEY", &server.key)
+        .env("INVITE", &owner)
+        .env("READER_INVITE", &reader)
+        .env(
+            "AXE",
+            compat_dir().join("js/node_modules/axe-core/axe.min.js"),
+        )
+        .env("SHOTS", &shots)
+        .env("SE_OFFLINE", "true")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the browser script runs (run the README's test command)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser checks failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "01-experiment",
+        "03-experiment-trace",
+        "08-logs",
+        "12-reader-projects",
+    ] {
+        assert!(shots.join(format!("{name}.png")).exists(), "{name}");
+    }
+    // Pages are reads like any other: the reader's refusal and the owner's reads are audited.
+    let audit = server.audit_rows().await;
+    let read = |action: &str, status: u16| {
+        audit
+            .iter()
+            .any(|(a, d, _)| a == action && d.contains(&format!("\"status\":{status}")))
+    };
+    assert!(
+        read("GET /app/{org}/p/{project}/experiments/{name}", 200),
+        "the owner's page reads are audited"
+    );
+    assert!(
+        read("GET /app/{org}/p/{project}/logs", 404),
+        "the reader's refused read is audited"
+    );
+}
+
+/// Without a session a page sends the browser to sign in and back; another organization's
+/// name is a 404 page; a sign-in's return address is only ever a page of the UI.
+async fn pages_without_a_session(backend: Backend) {
+    let server = Server::start(backend).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("{}/app/default/p/x/logs?oid=1", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/login?next=%2Fapp%2Fdefault%2Fp%2Fx%2Flogs%3Foid%3D1"
+    );
+    // A session cookie that names no session is sent to sign in too, not shown an error.
+    let r = http
+        .get(format!("{}/app/default", server.url))
+        .header("cookie", format!("holdfast_session={}", "a".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // With a key: pages answer as the API does.
+    let page = |path: &str| {
+        let req = http
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&server.key);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let csp = r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (status, csp, r.text().await.unwrap())
+        }
+    };
+    let (status, csp, body) = page("/app/default").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!csp.contains("unsafe-inline") && csp.contains("script-src 'self'"));
+    assert!(body.contains("<h1>Projects</h1>"));
+    let (status, _, body) = page("/app/another-org/p/x/logs").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("role=\"alert\""));
+    let (status, _, _) = page("/app/default/p/no%20such%20project/experiments").await;
+    assert_eq!(status, 404);
+    // A filter that is not an expression is a 400 page that says where.
+    server
+        .ok("POST", "/v1/project", Some(json!({"name": "p"})))
+        .await;
+    let (status, _, body) = page("/app/default/p/p/logs?filter=a%20%3D%20%27").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("line 1, column"), "{body}");
+    // The sign-in form carries only a return address under /app, and follows only such.
+    let login = |next: &str| {
+        http.get(format!("{}/login?next={}", server.url, next))
+            .send()
+    };
+    let body = login("%2Fapp%2Fdefault")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("name=\"next\" value=\"/app/default\""),
+        "{body}"
+    );
+    let body = login("https%3A%2F%2Fevil.test%2Fapp")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains("name=\"next\""), "{body}");
+}
+
+mod run {
+    use super::*;
+    on_all_backends!(ui_in_chromium, pages_without_a_session);
+}

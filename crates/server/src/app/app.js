@@ -1,0 +1,232 @@
+// Holdfast's web UI: small enhancements of server-rendered pages. Every page reads without
+// this script; it adds live refresh of the logs and the forms that change data, which call
+// the same API as the SDKs with the session's CSRF token (so the API decides, as always).
+(function () {
+  "use strict";
+  const token = document.querySelector('meta[name="csrf-token"]');
+  const csrf = token ? token.content : "";
+
+  async function api(method, path, body) {
+    const r = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: { "content-type": "application/json", "x-csrf-token": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    let json = null;
+    try {
+      json = JSON.parse(text);
+    } catch (_) {
+      json = null;
+    }
+    if (!r.ok) {
+      const message = json && json.error && json.error.message;
+      throw new Error(message || r.status + " " + r.statusText);
+    }
+    return json;
+  }
+
+  function say(form, message, error) {
+    const out = form.querySelector("[role=status]");
+    if (out) {
+      out.textContent = message;
+      out.classList.toggle("error", !!error);
+    }
+  }
+
+  function json(text, what) {
+    if (text.trim() === "") return null;
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new Error(what + " is not JSON: " + e.message);
+    }
+  }
+
+  // Live refresh of the newest logs: the results are fetched again every five seconds.
+  const live = document.getElementById("live");
+  if (live) {
+    live.closest("[hidden]") && live.closest("[hidden]").removeAttribute("hidden");
+    let timer = null;
+    const tick = async () => {
+      const r = await fetch(location.href, { credentials: "same-origin" });
+      if (!r.ok) return;
+      const page = new DOMParser().parseFromString(await r.text(), "text/html");
+      const fresh = page.getElementById("results");
+      const shown = document.getElementById("results");
+      if (fresh && shown) shown.replaceWith(document.importNode(fresh, true));
+    };
+    const set = () => {
+      clearInterval(timer);
+      timer = live.checked ? setInterval(tick, 5000) : null;
+    };
+    live.addEventListener("change", set);
+    set();
+  }
+
+  // A row of a log or an experiment, read through the query API.
+  async function row(kind, objectId, id) {
+    const query = {
+      select: [{ op: "star" }],
+      from: { op: "function", name: { op: "ident", name: [kind] }, args: [{ op: "literal", value: objectId }] },
+      filter: { op: "eq", left: { op: "ident", name: ["id"] }, right: { op: "literal", value: id } },
+      limit: 1,
+    };
+    const out = await api("POST", "/btql", { query });
+    if (!out.data || !out.data.length) throw new Error("the span is gone");
+    return out.data[0];
+  }
+
+  // Simple CSV (RFC 4180: quotes, doubled quotes, CRLF); returns rows of cells.
+  function csv(text) {
+    const rows = [];
+    let cell = "", cells = [], quoted = false;
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (quoted) {
+        if (c === '"' && text[i + 1] === '"') { cell += '"'; i++; }
+        else if (c === '"') quoted = false;
+        else cell += c;
+      } else if (c === '"') quoted = true;
+      else if (c === ",") { cells.push(cell); cell = ""; }
+      else if (c === "\n" || c === "\r") {
+        if (c === "\r" && text[i + 1] === "\n") i++;
+        cells.push(cell); rows.push(cells); cells = []; cell = "";
+      } else cell += c;
+    }
+    if (cell !== "" || cells.length) { cells.push(cell); rows.push(cells); }
+    return rows.filter((r) => r.length > 1 || r[0] !== "");
+  }
+
+  // Records of an import file: objects, from JSON Lines or CSV with a header row.
+  function records(name, text) {
+    if (/\.jsonl?$/i.test(name)) {
+      return text.split(/\r?\n/).filter((l) => l.trim()).map((l, n) => {
+        const v = json(l, "line " + (n + 1));
+        return v && typeof v === "object" && !Array.isArray(v) ? v : { value: v };
+      });
+    }
+    const [head, ...body] = csv(text);
+    if (!head) return [];
+    return body.map((cells) => Object.fromEntries(head.map((h, i) => [h, cells[i] === undefined ? "" : cells[i]])));
+  }
+
+  // An imported record as a dataset event: the columns mapped to input (or expected) are
+  // its value (one column) or an object of them (several); the metadata columns are kept by
+  // name. CSV cells that are JSON (numbers, objects, true) are read as such.
+  function mapped(record, mapping) {
+    const parse = (v) => { try { return typeof v === "string" ? JSON.parse(v) : v; } catch (_) { return v; } };
+    const columns = (target) => Object.keys(mapping).filter((c) => mapping[c] === target && c in record);
+    const event = { metadata: {} };
+    for (const target of ["input", "expected"]) {
+      const cs = columns(target);
+      event[target] = cs.length === 0 ? null
+        : cs.length === 1 ? parse(record[cs[0]])
+        : Object.fromEntries(cs.map((c) => [c, parse(record[c])]));
+    }
+    for (const c of columns("metadata")) event.metadata[c] = parse(record[c]);
+    return event;
+  }
+
+  // (Attributes are read with getAttribute: a form's `dataset` property is shadowed by a
+  // control named "dataset".)
+  let pending = [];
+  const actions = {
+    "add-to-dataset": async (form) => {
+      const span = await row(form.getAttribute("data-kind"), form.getAttribute("data-object"), form.getAttribute("data-row"));
+      const dataset = form.elements.dataset.value;
+      await api("POST", "/v1/dataset/" + encodeURIComponent(dataset) + "/insert", {
+        events: [{ input: span.input, expected: span.output === undefined ? null : span.output,
+          metadata: Object.assign({}, span.metadata || {}, { source_span: span.id }) }],
+      });
+      say(form, "Added to " + form.elements.dataset.selectedOptions[0].text + ".");
+    },
+    "save-row": async (form) => {
+      const event = {
+        input: json(form.elements.input.value, "Input"),
+        expected: json(form.elements.expected.value, "Expected"),
+        metadata: json(form.elements.metadata.value, "Metadata") || {},
+      };
+      if (form.elements.id && form.elements.id.value) event.id = form.elements.id.value;
+      await api("POST", "/v1/dataset/" + encodeURIComponent(form.getAttribute("data-dataset")) + "/insert", { events: [event] });
+      location.reload();
+    },
+    "delete-row": async (form) => {
+      await api("POST", "/v1/dataset/" + encodeURIComponent(form.getAttribute("data-dataset")) + "/insert", {
+        events: [{ id: form.elements.id.value, _object_delete: true }],
+      });
+      location.reload();
+    },
+    "read-import": async (form) => {
+      const file = form.elements.file.files[0];
+      if (!file) throw new Error("Choose a CSV or JSON Lines file.");
+      pending = records(file.name, await file.text());
+      if (!pending.length) throw new Error("The file holds no records.");
+      const columns = [...new Set(pending.flatMap((r) => Object.keys(r)))];
+      const table = document.getElementById("mapping");
+      table.replaceChildren();
+      for (const column of columns) {
+        const tr = document.createElement("tr");
+        const th = document.createElement("th");
+        th.scope = "row";
+        th.textContent = column;
+        const td = document.createElement("td");
+        const select = document.createElement("select");
+        select.name = "map:" + column;
+        select.setAttribute("aria-label", "Where " + column + " goes");
+        for (const target of ["input", "expected", "metadata", "skip"]) {
+          const option = document.createElement("option");
+          option.value = target;
+          option.textContent = target;
+          select.append(option);
+        }
+        select.value = /^(input|question|prompt)$/i.test(column) ? "input"
+          : /^(expected|answer|output|label)$/i.test(column) ? "expected" : "metadata";
+        td.append(select);
+        tr.append(th, td);
+        table.append(tr);
+      }
+      document.getElementById("import-map").hidden = false;
+      say(form, pending.length + " records read; choose where each column goes.");
+    },
+    "import": async (form) => {
+      const mapping = {};
+      for (const el of form.querySelectorAll("select[name^='map:']")) mapping[el.name.slice(4)] = el.value;
+      const events = pending.map((r) => mapped(r, mapping));
+      for (let i = 0; i < events.length; i += 500) {
+        await api("POST", "/v1/dataset/" + encodeURIComponent(form.getAttribute("data-dataset")) + "/insert", { events: events.slice(i, i + 500) });
+        say(form, "Imported " + Math.min(i + 500, events.length) + " of " + events.length + "…");
+      }
+      location.reload();
+    },
+    "create-key": async (form) => {
+      const made = await api("POST", "/v1/api_key", { name: form.elements.name.value });
+      const shown = document.getElementById("new-key");
+      shown.querySelector("code").textContent = made.key;
+      shown.hidden = false;
+      say(form, "Created. Copy the key now: it is shown only once.");
+    },
+    "revoke-key": async (form) => {
+      await api("DELETE", "/v1/api_key/" + encodeURIComponent(form.elements.id.value));
+      location.reload();
+    },
+  };
+
+  for (const form of document.querySelectorAll("form[data-action]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const action = actions[form.getAttribute("data-action")];
+      if (form.getAttribute("data-confirm") && !window.confirm(form.getAttribute("data-confirm"))) return;
+      const button = form.querySelector("button[type=submit]");
+      if (button) button.disabled = true;
+      try {
+        await action(form);
+      } catch (e) {
+        say(form, e.message, true);
+      } finally {
+        if (button) button.disabled = false;
+      }
+    });
+  }
+})();

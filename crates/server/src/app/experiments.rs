@@ -1,0 +1,582 @@
+//! Experiments: a project's list with score summaries and a chart of each score across
+//! experiments, and the experiment page (the link `Eval` prints) with score distributions and
+//! a comparison against a baseline: per-score deltas, improvements and regressions counted,
+//! rows matched by input, sortable by regression, outputs side by side. With `oid` (what
+//! `span.permalink()` makes) the page shows that row's trace.
+
+use super::view;
+use super::{
+    AppState, PageError, PageResult, Place, Viewer, document, param, path_part, query_string,
+    run_query, source, trace, viewer,
+};
+use crate::extract::{Authed, BaseUrl};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use holdfast_core::object::ObjectType;
+use holdfast_services::ObjectRecord;
+use holdfast_services::ServiceError;
+use holdfast_services::objects::ListParams;
+use maud::{Markup, html};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeSet, HashMap};
+
+/// Experiments summarized on the list page (the newest).
+const LISTED: usize = 30;
+/// Rows (traces) of one experiment the page reads; a larger experiment is shown cut.
+const MAX_ROWS: usize = 5_000;
+/// Rows per query.
+const PAGE: usize = 1_000;
+
+fn experiments_of(project_id: &str, name: Option<&str>) -> ListParams {
+    ListParams {
+        project_id: Some(project_id.to_owned()),
+        name: name.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+async fn named(
+    s: &AppState,
+    v: &Viewer,
+    project_id: &str,
+    name: &str,
+) -> Result<ObjectRecord, PageError> {
+    s.services
+        .list_objects(
+            &v.p,
+            ObjectType::Experiment,
+            &experiments_of(project_id, Some(name)),
+        )
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ServiceError::NotFound(format!("experiment {name:?}")).into())
+}
+
+/// Average score per name, from the summary the SDKs print.
+fn averages(scores: &Value) -> Map<String, Value> {
+    scores
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, e)| e.get("score").map(|x| (k.clone(), x.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    authed: Authed,
+    BaseUrl(base): BaseUrl,
+    Path((org, project)): Path<(String, String)>,
+) -> PageResult {
+    let v = viewer(&s, authed, &org, base).await?;
+    let project = s
+        .services
+        .resolve_project(&v.p, None, Some(&project), false)
+        .await?;
+    let all = s
+        .services
+        .list_objects(
+            &v.p,
+            ObjectType::Experiment,
+            &experiments_of(&project.id, None),
+        )
+        .await?;
+    let mut summarized = Vec::new();
+    for e in all.iter().take(LISTED) {
+        let (scores, _) = s.services.compare(&v.p, e, None).await?;
+        summarized.push((e, averages(&scores)));
+    }
+    // Oldest first, as the chart reads.
+    summarized.reverse();
+    let names: BTreeSet<&String> = summarized.iter().flat_map(|(_, m)| m.keys()).collect();
+    let here = format!(
+        "/app/{}/p/{}/experiments",
+        path_part(&v.org),
+        path_part(&project.name)
+    );
+    let body = html! {
+        h1 { "Experiments" span.muted { " · " (project.name) } }
+        @if all.is_empty() {
+            p { "No experiments yet. Run an " code { "Eval" } " with an SDK to make one." }
+        } @else {
+            @if all.len() > LISTED { p.muted { "The newest " (LISTED) " of " (all.len()) " experiments are summarized." } }
+            @if !names.is_empty() && summarized.len() > 1 {
+                section.charts aria-label="Scores across experiments" {
+                    @for name in &names {
+                        (chart(name, &summarized))
+                    }
+                }
+            }
+            div.scroll {
+                table #experiments {
+                    thead { tr {
+                        th scope="col" { "Experiment" } th scope="col" { "Created" }
+                        @for n in &names { th.num scope="col" { (n) } }
+                    } }
+                    tbody {
+                        @for (e, m) in summarized.iter().rev() {
+                            tr {
+                                td { a href={ (here) "/" (path_part(&e.name)) } { (e.name) } }
+                                td.nowrap { (view::time(&e.created)) }
+                                @for n in &names {
+                                    td.num { @if let Some(x) = m.get(*n).and_then(Value::as_f64) { (view::score(x)) } }
+                                }
+                            }
+                        }
+                        @for e in all.iter().skip(LISTED) {
+                            tr {
+                                td { a href={ (here) "/" (path_part(&e.name)) } { (e.name) } }
+                                td.nowrap { (view::time(&e.created)) }
+                                @for _ in &names { td {} }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let place = Some(Place {
+        project: &project.name,
+        section: "experiments",
+    });
+    Ok(document(
+        StatusCode::OK,
+        &format!("Experiments of {}", project.name),
+        Some((&v, place)),
+        body,
+    ))
+}
+
+/// One score across experiments (oldest first) as a line on a 0–100% axis.
+fn chart(name: &str, experiments: &[(&ObjectRecord, Map<String, Value>)]) -> Markup {
+    let (w, h, pad) = (600.0, 140.0, 8.0);
+    let n = experiments.len().max(2) as f64;
+    let points: Vec<(f64, f64, &str, f64)> = experiments
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (e, m))| {
+            let x = m.get(name)?.as_f64()?;
+            let px = pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
+            let py = pad + (h - 2.0 * pad) * (1.0 - x.clamp(0.0, 1.0));
+            Some((px, py, e.name.as_str(), x))
+        })
+        .collect();
+    let line: Vec<String> = points
+        .iter()
+        .map(|(x, y, _, _)| format!("{x:.1},{y:.1}"))
+        .collect();
+    html! {
+        figure.chart {
+            figcaption { (name) }
+            svg viewBox={ "0 0 " (w) " " (h) } role="img" aria-label={ (name) " across " (points.len()) " experiments, oldest first" } {
+                line.axis x1="0" y1=(h - pad) x2=(w) y2=(h - pad) {}
+                line.axis x1="0" y1=(pad) x2=(w) y2=(pad) {}
+                polyline.series points=(line.join(" ")) {}
+                @for (x, y, e, score) in &points {
+                    circle.point cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="4" {
+                        title { (e) ": " (view::score(*score)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every trace of an experiment as summary rows (scores merged over the trace), oldest
+/// first; and whether there were more than [`MAX_ROWS`].
+async fn rows_of(
+    s: &AppState,
+    v: &Viewer,
+    experiment_id: &str,
+) -> Result<(Vec<Value>, bool), ServiceError> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = run_query(
+            s,
+            v,
+            json!({"select": [{"op": "star"}], "from": source("experiment", experiment_id, "summary"),
+                   "sort": [{"expr": {"op": "ident", "name": ["created"]}, "dir": "asc"}],
+                   "limit": PAGE, "cursor": cursor}),
+        )
+        .await?;
+        let n = page.len();
+        rows.extend(page);
+        if rows.len() > MAX_ROWS {
+            rows.truncate(MAX_ROWS);
+            return Ok((rows, true));
+        }
+        match next {
+            Some(c) if n == PAGE => cursor = Some(c),
+            _ => return Ok((rows, false)),
+        }
+    }
+}
+
+fn scores_of(row: &Value) -> HashMap<&str, f64> {
+    row.get("scores")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, x)| x.as_f64().map(|x| (k.as_str(), x)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What rows are matched by: their input, as JSON text.
+fn input_key(row: &Value) -> String {
+    row.get("input").unwrap_or(&Value::Null).to_string()
+}
+
+/// A row of the comparison: the row, its baseline row (same input), and per score the
+/// value, the baseline's value and the difference.
+struct Compared<'a> {
+    row: &'a Value,
+    base: Option<&'a Value>,
+    scores: Vec<(Option<f64>, Option<f64>)>,
+    /// Sum of the negative differences (0 when nothing regressed).
+    regression: f64,
+    improvement: f64,
+}
+
+fn compare_rows<'a>(rows: &'a [Value], base: &'a [Value], names: &[&str]) -> Vec<Compared<'a>> {
+    let by_input: HashMap<String, &Value> = base.iter().map(|b| (input_key(b), b)).collect();
+    rows.iter()
+        .map(|row| {
+            let base = by_input.get(&input_key(row)).copied();
+            let mine = scores_of(row);
+            let theirs = base.map(scores_of).unwrap_or_default();
+            let scores: Vec<(Option<f64>, Option<f64>)> = names
+                .iter()
+                .map(|n| (mine.get(n).copied(), theirs.get(n).copied()))
+                .collect();
+            let diffs = scores
+                .iter()
+                .filter_map(|(a, b)| Some(a.as_ref()? - b.as_ref()?));
+            let (mut regression, mut improvement) = (0.0, 0.0);
+            for d in diffs {
+                if d < 0.0 {
+                    regression += d;
+                } else {
+                    improvement += d;
+                }
+            }
+            Compared {
+                row,
+                base,
+                scores,
+                regression,
+                improvement,
+            }
+        })
+        .collect()
+}
+
+pub(crate) async fn page(
+    State(s): State<AppState>,
+    authed: Authed,
+    BaseUrl(base): BaseUrl,
+    Path((org, project, name)): Path<(String, String, String)>,
+    req: Request,
+) -> PageResult {
+    let v = viewer(&s, authed, &org, base).await?;
+    let q = req.uri().query();
+    let project = s
+        .services
+        .resolve_project(&v.p, None, Some(&project), false)
+        .await?;
+    let experiment = named(&s, &v, &project.id, &name).await?;
+    let here = format!(
+        "/app/{}/p/{}/experiments/{}",
+        path_part(&v.org),
+        path_part(&project.name),
+        path_part(&experiment.name)
+    );
+    let place = Some(Place {
+        project: &project.name,
+        section: "experiments",
+    });
+    let oid = param(q, "oid");
+    if !oid.is_empty() {
+        let found = trace::of_row(&s, &v, "experiment", &experiment.id, &oid).await?;
+        let link = |id: &str| format!("{here}?{}", query_string(&[("oid", id)]));
+        let datasets = super::writable_datasets(&s, &v, &project.id).await?;
+        let add = trace::AddTo {
+            kind: "experiment",
+            object_id: &experiment.id,
+            datasets: &datasets,
+        };
+        let body = html! {
+            p { a href=(here) { "← Experiment " (experiment.name) } }
+            @match &found {
+                Some(t) => (trace::render(&v.org, t, &oid, &link, &add)),
+                None => (trace::missing(&oid)),
+            }
+        };
+        let status = if found.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        return Ok(document(status, "Trace", Some((&v, place)), body));
+    }
+
+    let wanted = param(q, "compare");
+    let baseline = if wanted.is_empty() {
+        s.services
+            .comparison_experiment(&v.p, &experiment, None)
+            .await?
+    } else {
+        Some(named(&s, &v, &project.id, &wanted).await?)
+    };
+    let (summary, _) = s
+        .services
+        .compare(&v.p, &experiment, baseline.as_ref())
+        .await?;
+    let (rows, cut) = rows_of(&s, &v, &experiment.id).await?;
+    let base_rows = match &baseline {
+        Some(b) => rows_of(&s, &v, &b.id).await?.0,
+        None => Vec::new(),
+    };
+    let names: Vec<&str> = summary
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut compared = compare_rows(&rows, &base_rows, &names);
+    let sort = param(q, "sort");
+    match sort.as_str() {
+        "regression" => compared.sort_by(|a, b| a.regression.total_cmp(&b.regression)),
+        "improvement" => compared.sort_by(|a, b| b.improvement.total_cmp(&a.improvement)),
+        _ => {}
+    }
+    let others = s
+        .services
+        .list_objects(
+            &v.p,
+            ObjectType::Experiment,
+            &experiments_of(&project.id, None),
+        )
+        .await?;
+    let base_name = baseline.as_ref().map(|b| b.name.as_str()).unwrap_or("");
+    let body = html! {
+        h1 { "Experiment " (experiment.name) }
+        p.muted { "Created " (view::time(&experiment.created)) " · " (rows.len()) " rows"
+            @if let Some(b) = &baseline { " · compared with " strong #baseline { (b.name) } } }
+        form.controls method="get" {
+            div.row {
+                div {
+                    label for="compare" { "Baseline" }
+                    select #compare name="compare" {
+                        @for e in others.iter().filter(|e| e.id != experiment.id) {
+                            option value=(e.name) selected[e.name == base_name] { (e.name) }
+                        }
+                    }
+                }
+                div {
+                    label for="sort" { "Order rows" }
+                    select #sort name="sort" {
+                        @for (p, label) in [("", "As run"), ("regression", "Most regressed first"), ("improvement", "Most improved first")] {
+                            option value=(p) selected[sort == p] { (label) }
+                        }
+                    }
+                }
+                button type="submit" #apply { "Apply" }
+            }
+        }
+        (summary_table(&summary, baseline.is_some()))
+        @if !names.is_empty() {
+            section.charts aria-label="Score distributions" {
+                @for (i, n) in names.iter().enumerate() {
+                    (histogram(n, &compared, i, baseline.is_some().then_some(&base_rows)))
+                }
+            }
+        }
+        @if cut { p.muted { "The first " (MAX_ROWS) " rows are shown." } }
+        (rows_table(&here, &compared, &names, baseline.is_some()))
+    };
+    Ok(document(
+        StatusCode::OK,
+        &format!("Experiment {}", experiment.name),
+        Some((&v, place)),
+        body,
+    ))
+}
+
+fn summary_table(summary: &Value, compared: bool) -> Markup {
+    let Some(m) = summary.as_object().filter(|m| !m.is_empty()) else {
+        return html! { p { "No scores yet." } };
+    };
+    let num = |e: &Value, k: &str| e.get(k).and_then(Value::as_f64);
+    html! {
+        table #summary {
+            caption { "Scores" }
+            thead { tr {
+                th scope="col" { "Score" } th.num scope="col" { "Average" }
+                @if compared { th.num scope="col" { "Change" } th.num scope="col" { "Improvements" } th.num scope="col" { "Regressions" } }
+            } }
+            tbody {
+                @for (name, e) in m {
+                    tr {
+                        th scope="row" { (name) }
+                        td.num { @if let Some(x) = num(e, "score") { (view::score(x)) } }
+                        @if compared {
+                            td.num { @if let Some(d) = num(e, "diff") { (delta(d)) } }
+                            td.num.up { (num(e, "improvements").unwrap_or(0.0)) }
+                            td.num.down { (num(e, "regressions").unwrap_or(0.0)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn delta(d: f64) -> Markup {
+    let class = if d > 0.0 {
+        "delta up"
+    } else if d < 0.0 {
+        "delta down"
+    } else {
+        "delta"
+    };
+    html! { span class=(class) { (view::delta(d)) } }
+}
+
+/// A score's distribution in ten buckets, this experiment's bars beside the baseline's.
+fn histogram(name: &str, rows: &[Compared<'_>], index: usize, base: Option<&Vec<Value>>) -> Markup {
+    let bucket = |x: f64| ((x.clamp(0.0, 1.0) * 10.0) as usize).min(9);
+    let mut mine = [0usize; 10];
+    for x in rows.iter().filter_map(|r| r.scores.get(index)?.0) {
+        if let Some(c) = mine.get_mut(bucket(x)) {
+            *c += 1;
+        }
+    }
+    let mut theirs = [0usize; 10];
+    for b in base.into_iter().flatten() {
+        if let Some(c) = scores_of(b)
+            .get(name)
+            .and_then(|x| theirs.get_mut(bucket(*x)))
+        {
+            *c += 1;
+        }
+    }
+    let top = mine
+        .iter()
+        .chain(theirs.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let (w, h) = (300.0, 100.0);
+    let slot = w / 10.0;
+    let bar = |count: usize| h * count as f64 / top;
+    let rect = |x: f64, count: usize| {
+        (
+            format!("{x:.1}"),
+            format!("{:.1}", h - bar(count)),
+            format!("{:.1}", slot / 2.0 - 2.0),
+            format!("{:.1}", bar(count)),
+        )
+    };
+    html! {
+        figure.chart.small {
+            figcaption {
+                (name) " "
+                span.legend { span.key.series {} "this run" @if base.is_some() { " " span.key.base {} "baseline" } " · 0% to 100%" }
+            }
+            svg viewBox={ "0 0 " (w) " " (h) } role="img"
+                aria-label={ "Distribution of " (name) " in ten buckets from 0 to 100%: " (mine.map(|c| c.to_string()).join(", ")) } {
+                @for (i, (count, base_count)) in mine.iter().zip(theirs.iter()).enumerate() {
+                    @let x = slot * i as f64;
+                    @if base.is_some() {
+                        @let (rx, ry, rw, rh) = rect(x + 2.0, *base_count);
+                        rect.base x=(rx) y=(ry) width=(rw) height=(rh) {
+                            title { "baseline " (i * 10) "–" (i * 10 + 10) "%: " (base_count) }
+                        }
+                    }
+                    @let (rx, ry, rw, rh) = rect(x + slot / 2.0, *count);
+                    rect.series x=(rx) y=(ry) width=(rw) height=(rh) {
+                        title { (i * 10) "–" (i * 10 + 10) "%: " (count) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rows_table(here: &str, rows: &[Compared<'_>], names: &[&str], compared: bool) -> Markup {
+    if rows.is_empty() {
+        return html! { p #empty { "No rows yet." } };
+    }
+    let text = |r: Option<&Value>, f: &str| {
+        view::preview(r.and_then(|r| r.get(f)).unwrap_or(&Value::Null), 160)
+    };
+    html! {
+        div.scroll {
+            table #rows {
+                thead { tr {
+                    th scope="col" { "Input" } th scope="col" { "Output" }
+                    @if compared { th scope="col" { "Baseline output" } }
+                    th scope="col" { "Expected" }
+                    @for n in names { th.num scope="col" { (n) } }
+                } }
+                tbody {
+                    @for c in rows {
+                        @let id = c.row.get("id").and_then(Value::as_str).unwrap_or_default();
+                        @let out = text(Some(c.row), "output");
+                        @let base_out = text(c.base, "output");
+                        tr class=[(c.regression < 0.0).then_some("regressed")] {
+                            td.preview { a href={ (here) "?" (query_string(&[("oid", id)])) } { (text(Some(c.row), "input")) } }
+                            td.preview { (out) }
+                            @if compared {
+                                td.preview class=[(c.base.is_some() && out != base_out).then_some("changed")] {
+                                    @if c.base.is_none() { span.muted { "no row with this input" } } @else { (base_out) }
+                                }
+                            }
+                            td.preview { (text(Some(c.row), "expected")) }
+                            @for (value, base) in &c.scores {
+                                td.num {
+                                    @if let Some(x) = value { (view::score(*x)) }
+                                    @if let (Some(a), Some(b)) = (value, base) { " " (delta(a - b)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_matched_by_input_and_regressions_summed() {
+        let rows = vec![
+            json!({"id": "a", "input": {"q": 1}, "scores": {"acc": 0.5, "len": 1.0}}),
+            json!({"id": "b", "input": {"q": 2}, "scores": {"acc": 1.0}}),
+            json!({"id": "c", "input": {"q": 3}, "scores": {"acc": 0.0}}),
+        ];
+        let base = vec![
+            json!({"id": "x", "input": {"q": 2}, "scores": {"acc": 0.0}}),
+            json!({"id": "y", "input": {"q": 1}, "scores": {"acc": 1.0, "len": 0.5}}),
+        ];
+        let mut c = compare_rows(&rows, &base, &["acc", "len"]);
+        assert_eq!(c[0].base.map(|b| &b["id"]), Some(&json!("y")));
+        assert_eq!(
+            c[0].scores,
+            [(Some(0.5), Some(1.0)), (Some(1.0), Some(0.5))]
+        );
+        assert_eq!((c[0].regression, c[0].improvement), (-0.5, 0.5));
+        assert!(c[2].base.is_none());
+        assert_eq!(c[2].regression, 0.0);
+        c.sort_by(|a, b| a.regression.total_cmp(&b.regression));
+        assert_eq!(c[0].row["id"], "a");
+    }
+}

@@ -1,0 +1,340 @@
+//! A project's logs: its traces newest first, one row per trace (the summary shape), with a
+//! time range, a filter box taking a SQL/BTQL `WHERE` expression, full-text search, an
+//! errors-only view, a choice of columns, and paging by the query engine's cursor. With
+//! `oid` (what `span.link()` makes) the page shows that row's trace instead.
+
+use super::view;
+use super::{
+    AppState, PageResult, Place, document, param, path_part, query_string, run_query, source,
+    trace, viewer,
+};
+use crate::extract::{Authed, BaseUrl};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use holdfast_services::ServiceError;
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+/// Traces per page.
+const PAGE: u64 = 50;
+
+/// The table's columns: (parameter, heading), in order.
+const COLUMNS: [(&str, &str); 8] = [
+    ("time", "Time"),
+    ("name", "Name"),
+    ("input", "Input"),
+    ("output", "Output"),
+    ("scores", "Scores"),
+    ("duration", "Duration"),
+    ("tokens", "Tokens"),
+    ("errors", "Errors"),
+];
+
+/// The time ranges offered: (parameter, label, seconds).
+const RANGES: [(&str, &str, i64); 5] = [
+    ("1h", "Last hour", 3_600),
+    ("24h", "Last 24 hours", 86_400),
+    ("7d", "Last 7 days", 7 * 86_400),
+    ("30d", "Last 30 days", 30 * 86_400),
+    ("all", "All time", 0),
+];
+
+/// The filter the page's controls make, and what was wrong with the text the user typed.
+fn filter(
+    s: &AppState,
+    text: &str,
+    search: &str,
+    errors: bool,
+    range: &str,
+) -> (Option<Value>, Option<String>) {
+    let mut parts = Vec::new();
+    let mut problem = None;
+    if !text.trim().is_empty() {
+        match holdfast_core::btql::parse_filter(text) {
+            Ok(e) => parts.push(e),
+            Err(e) => {
+                problem = Some(format!(
+                    "The filter is not valid at line {}, column {}: {}",
+                    e.line, e.column, e.message
+                ));
+            }
+        }
+    }
+    let quoted = |t: &str| format!("'{}'", t.replace('\'', "''"));
+    if !search.trim().is_empty() {
+        let any = holdfast_services::btql::TEXT_FIELDS
+            .iter()
+            .map(|f| format!("{f} MATCH {}", quoted(search.trim())))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        match holdfast_core::btql::parse_filter(&any) {
+            Ok(e) => parts.push(e),
+            Err(e) => problem = Some(format!("The search is not valid: {}", e.message)),
+        }
+    }
+    let since = RANGES
+        .iter()
+        .find(|(p, _, _)| *p == range)
+        .map_or(0, |(_, _, secs)| *secs);
+    let mut fixed = Vec::new();
+    if errors {
+        fixed.push("error IS NOT NULL".to_owned());
+    }
+    if since > 0 {
+        let from = s.services.clock.now() - time::Duration::seconds(since);
+        if let Ok(t) = from.format(&time::format_description::well_known::Rfc3339) {
+            fixed.push(format!("created >= {}", quoted(&t)));
+        }
+    }
+    for f in fixed {
+        if let Ok(e) = holdfast_core::btql::parse_filter(&f) {
+            parts.push(e);
+        }
+    }
+    let combined = match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(json!({"op": "and", "children": parts})),
+    };
+    (combined, problem)
+}
+
+pub(crate) async fn page(
+    State(s): State<AppState>,
+    authed: Authed,
+    BaseUrl(base): BaseUrl,
+    Path((org, project)): Path<(String, String)>,
+    req: Request,
+) -> PageResult {
+    let v = viewer(&s, authed, &org, base).await?;
+    let q = req.uri().query();
+    let project = s
+        .services
+        .resolve_project(&v.p, None, Some(&project), false)
+        .await?;
+    let here = format!(
+        "/app/{}/p/{}/logs",
+        path_part(&v.org),
+        path_part(&project.name)
+    );
+    let place = Some(Place {
+        project: &project.name,
+        section: "logs",
+    });
+    let oid = param(q, "oid");
+    if !oid.is_empty() {
+        let found = trace::of_row(&s, &v, "project_logs", &project.id, &oid).await?;
+        let link = |id: &str| format!("{here}?{}", query_string(&[("oid", id)]));
+        let datasets = super::writable_datasets(&s, &v, &project.id).await?;
+        let add = trace::AddTo {
+            kind: "project_logs",
+            object_id: &project.id,
+            datasets: &datasets,
+        };
+        let body = html! {
+            p { a href=(here) { "← All logs of " (project.name) } }
+            @match &found {
+                Some(t) => (trace::render(&v.org, t, &oid, &link, &add)),
+                None => (trace::missing(&oid)),
+            }
+        };
+        let status = if found.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        return Ok(document(status, "Trace", Some((&v, place)), body));
+    }
+
+    let (text, search, range) = (param(q, "filter"), param(q, "search"), param(q, "range"));
+    let errors = param(q, "errors") == "1";
+    let cursor = param(q, "cursor");
+    let chosen: Vec<&str> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "col")
+        .filter_map(|(_, v)| COLUMNS.iter().find(|(c, _)| *c == v).map(|(c, _)| *c))
+        .collect();
+    let columns: Vec<(&str, &str)> = COLUMNS
+        .iter()
+        .filter(|(c, _)| chosen.is_empty() || chosen.contains(c))
+        .copied()
+        .collect();
+    let (filter, mut problem) = filter(&s, &text, &search, errors, &range);
+    let mut rows = Vec::new();
+    let mut next = None;
+    if problem.is_none() {
+        let query = json!({
+            "select": [{"op": "star"}],
+            "from": source("project_logs", &project.id, "summary"),
+            "filter": filter,
+            "sort": [{"expr": {"op": "ident", "name": ["created"]}, "dir": "desc"}],
+            "limit": PAGE,
+            "cursor": (!cursor.is_empty()).then_some(&cursor),
+        });
+        match run_query(&s, &v, query).await {
+            Ok((data, c)) => {
+                next = c.filter(|_| data.len() as u64 == PAGE);
+                rows = data;
+            }
+            // What the user typed can be wrong in ways only running it shows.
+            Err(
+                ServiceError::InvalidField { message, .. }
+                | ServiceError::BadRequest(message)
+                | ServiceError::QueryTimeout(message),
+            ) => {
+                problem = Some(message);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let keep: Vec<(&str, &str)> = [
+        ("filter", text.as_str()),
+        ("search", search.as_str()),
+        ("range", range.as_str()),
+        ("errors", if errors { "1" } else { "" }),
+    ]
+    .into_iter()
+    .chain(chosen.iter().map(|c| ("col", *c)))
+    .collect();
+    let body = html! {
+        h1 { "Logs" span.muted { " · " (project.name) } }
+        (controls(&text, &search, &range, errors, &chosen))
+        @if let Some(p) = &problem {
+            p.error role="alert" #problem { (p) }
+        }
+        @if cursor.is_empty() {
+            div.check.live hidden {
+                input #live type="checkbox";
+                label for="live" { "Refresh every 5 seconds" }
+            }
+        }
+        div #results {
+        (table(&here, &rows, &columns))
+        nav.pager aria-label="Pages" {
+            @if !cursor.is_empty() {
+                a href={ (here) "?" (query_string(&keep)) } { "Newest" }
+            }
+            @if let Some(c) = &next {
+                @let more: Vec<(&str, &str)> = keep.iter().copied().chain([("cursor", c.as_str())]).collect();
+                a #next rel="next" href={ (here) "?" (query_string(&more)) } { "Older traces" }
+            }
+        }
+        }
+    };
+    Ok(document(
+        if problem.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+        &format!("Logs of {}", project.name),
+        Some((&v, place)),
+        body,
+    ))
+}
+
+fn controls(text: &str, search: &str, range: &str, errors: bool, chosen: &[&str]) -> Markup {
+    html! {
+        form.controls method="get" role="search" {
+            div.row {
+                div.grow {
+                    label for="filter" { "Filter (SQL WHERE expression)" }
+                    input #filter name="filter" value=(text) placeholder="metadata.user_id = 'u-1' AND scores.accuracy < 0.5" autocomplete="off";
+                }
+                div {
+                    label for="search" { "Search text" }
+                    input #search name="search" type="search" value=(search);
+                }
+                div {
+                    label for="range" { "Time range" }
+                    select #range name="range" {
+                        @for (p, label, _) in RANGES {
+                            option value=(p) selected[range == p || (range.is_empty() && p == "all")] { (label) }
+                        }
+                    }
+                }
+            }
+            div.row {
+                div.check {
+                    input #errors type="checkbox" name="errors" value="1" checked[errors];
+                    label for="errors" { "Only traces with errors" }
+                }
+                fieldset.columns {
+                    legend { "Columns" }
+                    @for (c, label) in COLUMNS {
+                        span.check {
+                            input id={ "col-" (c) } type="checkbox" name="col" value=(c)
+                                checked[chosen.is_empty() || chosen.contains(&c)];
+                            label for={ "col-" (c) } { (label) }
+                        }
+                    }
+                }
+                button type="submit" #apply { "Apply" }
+            }
+        }
+    }
+}
+
+fn table(here: &str, rows: &[Value], columns: &[(&str, &str)]) -> Markup {
+    if rows.is_empty() {
+        return html! { p #empty { "No traces match." } };
+    }
+    html! {
+        div.scroll {
+            table #logs {
+                thead { tr { @for (c, h) in columns {
+                    th scope="col" class=[matches!(*c, "duration" | "tokens" | "errors").then_some("num")] { (h) }
+                } } }
+                tbody {
+                    @for r in rows {
+                        @let link = format!("{here}?{}", query_string(&[("oid", r.get("id").and_then(Value::as_str).unwrap_or_default())]));
+                        tr {
+                            @for (c, _) in columns {
+                                (cell(c, r, &link))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn cell(column: &str, r: &Value, link: &str) -> Markup {
+    let metric = |k: &str| r.pointer(&format!("/metrics/{k}")).and_then(Value::as_f64);
+    match column {
+        "time" => {
+            html! { td.nowrap { a href=(link) { (view::time(r.get("created").and_then(Value::as_str).unwrap_or_default())) } } }
+        }
+        "name" => {
+            let name = r
+                .pointer("/span_attributes/name")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)");
+            html! { td { a href=(link) { (name) } } }
+        }
+        "input" | "output" => {
+            html! { td.preview { (view::preview(r.get(column).unwrap_or(&Value::Null), 120)) } }
+        }
+        "scores" => html! {
+            td.nowrap {
+                @if let Some(m) = r.get("scores").and_then(Value::as_object) {
+                    @for (k, x) in m {
+                        @if let Some(x) = x.as_f64() { span.score { (k) ": " (view::score(x)) } br; }
+                    }
+                }
+            }
+        },
+        "duration" => {
+            html! { td.num { @if let Some(d) = metric("duration") { (view::duration(d)) } } }
+        }
+        "tokens" => html! { td.num { @if let Some(t) = metric("tokens") { (t) } } },
+        _ => html! {
+            td.num {
+                @match metric("error_count") {
+                    Some(n) if n > 0.0 => span.badge.t-error { (n) },
+                    _ => {},
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,352 @@
+//! The trace viewer, shared by logs and experiments: the span tree with a timeline (each
+//! span a bar on the trace's time axis, coloured by its type) and one span's detail. Every
+//! span is a link to its own row (`?oid=<row id>`), so a selection is a bookmarkable URL and
+//! works without script.
+
+use super::view;
+use super::{AppState, PageError, Viewer, equals, run_query, source};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+
+/// Most spans of one trace the viewer reads; a longer trace is shown cut, with a note.
+pub(crate) const MAX_TRACE_SPANS: usize = 20_000;
+/// Spans read per query.
+const PAGE: usize = 1_000;
+
+/// A trace read for the viewer: its spans and whether it was cut at [`MAX_TRACE_SPANS`].
+pub(crate) struct Trace {
+    pub spans: Vec<Value>,
+    pub cut: bool,
+}
+
+/// The trace holding row `row_id` of `kind('object_id')`, or `None` when there is no such
+/// row (or it is not a span).
+pub(crate) async fn of_row(
+    s: &AppState,
+    v: &Viewer,
+    kind: &str,
+    object_id: &str,
+    row_id: &str,
+) -> Result<Option<Trace>, PageError> {
+    let (rows, _) = run_query(
+        s,
+        v,
+        json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
+               "filter": equals("id", row_id), "limit": 1}),
+    )
+    .await?;
+    let Some(root) = rows
+        .first()
+        .and_then(|r| r.get("root_span_id"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    let mut spans = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = run_query(
+            s,
+            v,
+            json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
+                   "filter": equals("root_span_id", root), "limit": PAGE, "cursor": cursor}),
+        )
+        .await?;
+        let n = page.len();
+        spans.extend(page);
+        if spans.len() >= MAX_TRACE_SPANS {
+            spans.truncate(MAX_TRACE_SPANS);
+            return Ok(Some(Trace { spans, cut: true }));
+        }
+        match next {
+            Some(c) if n == PAGE => cursor = Some(c),
+            _ => return Ok(Some(Trace { spans, cut: false })),
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a Value, path: &str) -> &'a str {
+    v.pointer(path).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn num_of(v: &Value, path: &str) -> Option<f64> {
+    v.pointer(path).and_then(Value::as_f64)
+}
+
+/// The span types that have a colour of their own.
+fn type_class(t: &str) -> &'static str {
+    match t {
+        "llm" => "t-llm",
+        "score" => "t-score",
+        "tool" | "function" => "t-tool",
+        "task" => "t-task",
+        "eval" => "t-eval",
+        _ => "t-other",
+    }
+}
+
+/// The spans in tree order (each after its parent, siblings by start time) with their depth.
+/// Linear in the spans; a span whose parent is missing (or a cycle) is shown as a root.
+fn tree_order(spans: &[Value]) -> Vec<(usize, usize)> {
+    let by_span: HashMap<&str, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (str_of(s, "/span_id"), i))
+        .collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        let parent = s
+            .pointer("/span_parents/0")
+            .and_then(Value::as_str)
+            .and_then(|p| by_span.get(p))
+            .filter(|p| **p != i);
+        match parent {
+            Some(p) => children.entry(*p).or_default().push(i),
+            None => roots.push(i),
+        }
+    }
+    let start = |i: &usize| {
+        spans
+            .get(*i)
+            .and_then(|s| num_of(s, "/metrics/start"))
+            .unwrap_or(f64::MAX)
+    };
+    let by_start = |a: &usize, b: &usize| start(a).total_cmp(&start(b)).then(a.cmp(b));
+    roots.sort_by(by_start);
+    for list in children.values_mut() {
+        list.sort_by(by_start);
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|r| (*r, 0)).collect();
+    loop {
+        while let Some((i, depth)) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            out.push((i, depth));
+            if let Some(kids) = children.get(&i) {
+                stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+            }
+        }
+        // Spans only reachable through a cycle: shown as roots.
+        match (0..spans.len()).find(|i| !seen.contains(i)) {
+            Some(i) if out.len() < spans.len() => stack.push((i, 0)),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Where a span can be added as a dataset row: the span's source and the datasets the viewer
+/// may write to.
+pub(crate) struct AddTo<'a> {
+    pub kind: &'static str,
+    pub object_id: &'a str,
+    pub datasets: &'a [(String, String)],
+}
+
+/// The viewer: the tree with its timeline, and the detail of the span of row `selected`
+/// (the root when it is not in the trace). `link` gives the page of a row id.
+pub(crate) fn render(
+    org: &str,
+    trace: &Trace,
+    selected: &str,
+    link: &dyn Fn(&str) -> String,
+    add: &AddTo<'_>,
+) -> Markup {
+    let spans = &trace.spans;
+    let order = tree_order(spans);
+    let chosen = spans
+        .iter()
+        .position(|s| str_of(s, "/id") == selected)
+        .or_else(|| order.first().map(|(i, _)| *i));
+    let t0 = spans
+        .iter()
+        .filter_map(|s| num_of(s, "/metrics/start"))
+        .fold(f64::INFINITY, f64::min);
+    let t1 = spans
+        .iter()
+        .filter_map(|s| num_of(s, "/metrics/end").or_else(|| num_of(s, "/metrics/start")))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let total = if t1 > t0 { t1 - t0 } else { 0.0 };
+    let percent = |x: f64| ((x / total) * 100.0).clamp(0.0, 100.0).round() as u32;
+    html! {
+        div.trace {
+            section.tree aria-label="Spans" {
+                h2 { "Trace" span.muted { " · " (spans.len()) " spans" @if total > 0.0 { " · " (view::duration(total)) } } }
+                @if trace.cut {
+                    p.muted role="status" { "This trace has more spans than the viewer shows; the first " (spans.len()) " are shown." }
+                }
+                ol.spans {
+                    @for (i, span, depth) in order.iter().filter_map(|(i, d)| spans.get(*i).map(|s| (*i, s, *d))) {
+                        @let kind = str_of(span, "/span_attributes/type");
+                        @let name = str_of(span, "/span_attributes/name");
+                        @let start = num_of(span, "/metrics/start");
+                        @let end = num_of(span, "/metrics/end");
+                        li class={ "d" (depth.min(24)) } {
+                            a href=(link(str_of(span, "/id")))
+                              aria-current=[(Some(i) == chosen).then_some("true")] {
+                                span.name { @if name.is_empty() { "(unnamed)" } @else { (name) } }
+                                @if !kind.is_empty() { " " span class={ "badge " (type_class(kind)) } { (kind) } }
+                                @if span.get("error").is_some_and(|e| !e.is_null()) { " " span.badge.t-error { "error" } }
+                                @if let (Some(a), Some(b)) = (start, end) { " " span.muted { (view::duration(b - a)) } }
+                            }
+                            @if let (Some(a), true) = (start, total > 0.0) {
+                                @let width = percent(end.unwrap_or(a) - a).max(1);
+                                @let offset = percent(a - t0).min(100 - width);
+                                span.track aria-hidden="true" {
+                                    span class={ "bar " (type_class(kind)) " o" (offset) " w" (width) } {}
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(span) = chosen.and_then(|i| spans.get(i)) {
+                (detail(org, span, add))
+            }
+        }
+    }
+}
+
+fn detail(org: &str, span: &Value, add: &AddTo<'_>) -> Markup {
+    let name = str_of(span, "/span_attributes/name");
+    let fields = [
+        ("error", "Error"),
+        ("input", "Input"),
+        ("output", "Output"),
+        ("expected", "Expected"),
+        ("metadata", "Metadata"),
+    ];
+    let numbers = |key: &str| -> Vec<(String, f64)> {
+        span.get(key)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, x)| x.as_f64().map(|x| (k.clone(), x)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let scores = numbers("scores");
+    let metrics = numbers("metrics");
+    html! {
+        section.detail #span aria-label="Span detail" {
+            h2 { @if name.is_empty() { "Span" } @else { (name) } }
+            dl.facts {
+                dt { "Row id" } dd { code { (str_of(span, "/id")) } }
+                dt { "Span id" } dd { code { (str_of(span, "/span_id")) } }
+                @if let Some(t) = span.get("created").and_then(Value::as_str) { dt { "Created" } dd { (view::time(t)) } }
+                @if let (Some(a), Some(b)) = (num_of(span, "/metrics/start"), num_of(span, "/metrics/end")) {
+                    dt { "Duration" } dd { (view::duration(b - a)) }
+                }
+                @if let Some(tags) = span.get("tags").and_then(Value::as_array).filter(|t| !t.is_empty()) {
+                    dt { "Tags" } dd { @for t in tags { span.badge { (view::preview(t, 60)) } " " } }
+                }
+            }
+            @if !add.datasets.is_empty() {
+                form.inline #add-to-dataset data-action="add-to-dataset" data-kind=(add.kind)
+                    data-object=(add.object_id) data-row=(str_of(span, "/id")) {
+                    label for="dataset" { "Add this span to a dataset" }
+                    select #dataset name="dataset" {
+                        @for (id, name) in add.datasets { option value=(id) { (name) } }
+                    }
+                    " " button type="submit" { "Add to dataset" }
+                    span.note role="status" {}
+                }
+            }
+            @if !scores.is_empty() {
+                h3 { "Scores" }
+                table.scores { tbody { @for (k, x) in &scores { tr { th scope="row" { (k) } td.num { (view::score(*x)) } } } } }
+            }
+            @for (key, label) in fields {
+                @if let Some(x) = span.get(key).filter(|x| !x.is_null()) {
+                    section class={ "field f-" (key) } {
+                        h3 { (label) }
+                        (view::value(org, x))
+                    }
+                }
+            }
+            @if !metrics.is_empty() {
+                h3 { "Metrics" }
+                table.metrics { tbody { @for (k, x) in &metrics { tr { th scope="row" { (k) } td.num { (x) } } } } }
+            }
+        }
+    }
+}
+
+/// The note shown when a link names a row that is not (or no longer) there.
+pub(crate) fn missing(row: &str) -> Markup {
+    html! {
+        p.error role="alert" #missing {
+            "No span with id " code { (row) } " here: it was deleted, is not ingested yet, or belongs elsewhere."
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: &str, parent: Option<&str>, start: f64) -> Value {
+        json!({"id": format!("row-{id}"), "span_id": id, "root_span_id": "r",
+               "span_parents": parent.map(|p| vec![p]).unwrap_or_default(),
+               "metrics": {"start": start, "end": start + 1.0}})
+    }
+
+    #[test]
+    fn tree_order_is_parents_first_and_siblings_by_start() {
+        let spans = vec![
+            span("c2", Some("r"), 5.0),
+            span("g", Some("c1"), 3.0),
+            span("r", None, 1.0),
+            span("c1", Some("r"), 2.0),
+            span("orphan", Some("nowhere"), 0.5),
+        ];
+        let order: Vec<(&str, usize)> = tree_order(&spans)
+            .into_iter()
+            .map(|(i, d)| (str_of(&spans[i], "/span_id"), d))
+            .collect();
+        assert_eq!(
+            order,
+            [("orphan", 0), ("r", 0), ("c1", 1), ("g", 2), ("c2", 1)]
+        );
+    }
+
+    #[test]
+    fn cycles_and_deep_chains_are_shown_once_without_recursion() {
+        let cycle = vec![span("a", Some("b"), 1.0), span("b", Some("a"), 2.0)];
+        assert_eq!(tree_order(&cycle).len(), 2);
+        let mut chain = vec![span("s0", None, 0.0)];
+        for i in 1..10_000 {
+            chain.push(span(
+                &format!("s{i}"),
+                Some(&format!("s{}", i - 1)),
+                i as f64,
+            ));
+        }
+        let order = tree_order(&chain);
+        assert_eq!(order.len(), 10_000);
+        assert_eq!(order.last(), Some(&(9_999, 9_999)));
+        let html = render(
+            "acme",
+            &Trace {
+                spans: chain,
+                cut: false,
+            },
+            "row-s5",
+            &|id| format!("?oid={id}"),
+            &AddTo {
+                kind: "project_logs",
+                object_id: "p",
+                datasets: &[],
+            },
+        )
+        .into_string();
+        assert_eq!(html.matches("<li class=\"d24\"").count(), 10_000 - 24);
+        assert!(html.contains("href=\"?oid=row-s5\" aria-current=\"true\""));
+    }
+}
