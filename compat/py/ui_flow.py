@@ -283,6 +283,28 @@ def main():
         check(wait(lambda: len(dataset_rows()) == 3), "a row is deleted")
         page(d, ds_page, "16-dataset-edited", "the edited dataset")
 
+        # Prompts: two versions and the change between them.
+        def prompt_data(text, model):
+            return {"prompt": {"type": "chat", "messages": [{"role": "system", "content": text}]},
+                    "options": {"model": model}}
+        made = requests.post(f"{HF}/v1/prompt", headers=API, timeout=10, json={
+            "project_id": pid, "name": "Greeter", "slug": "greeter",
+            "prompt_data": prompt_data("Greet {{name}} warmly.", "gpt-4o")}).json()
+        changed = requests.patch(f"{HF}/v1/prompt/{made['id']}", headers=API, timeout=10, json={
+            "prompt_data": prompt_data("Greet {{name}} briefly.", "gpt-4o-mini")})
+        check(changed.ok, "a prompt has two versions")
+        page(d, f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/prompts", "23-prompts", "the prompts list")
+        d.find_element(By.LINK_TEXT, "Greeter").click()
+        check(wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "ol.versions li")) == 2), "both versions are listed")
+        d.find_element(By.ID, "compare").click()
+        check(wait(lambda: d.find_elements(By.CSS_SELECTOR, "pre.diff")), "the change between versions is shown")
+        removed = [e.text for e in d.find_elements(By.CSS_SELECTOR, "pre.diff del")]
+        added = [e.text for e in d.find_elements(By.CSS_SELECTOR, "pre.diff ins")]
+        check(any("warmly" in t for t in removed) and any("briefly" in t for t in added)
+              and any("gpt-4o-mini" in t for t in added), f"the diff marks the changed lines: {removed} {added}")
+        accessible(d, "the prompt diff")
+        shot(d, "24-prompt-diff")
+
         # API keys: create (shown once), revoke.
         page(d, f"{HF}/app/default/keys", "17-keys", "the API keys page")
         d.find_element(By.ID, "key-name").send_keys("ui test key")
@@ -304,10 +326,27 @@ def main():
         check(requests.get(f"{HF}/v1/project", headers={"Authorization": f"Bearer {secret}"},
                            timeout=10).status_code == 401, "the revoked key is refused")
 
-        # A member who may read this project only.
+        # A member who may read this project only: the owner grants the reader's group the
+        # Viewer role on it.
         other = requests.post(f"{HF}/v1/project", headers=API, json={"name": "Private project"},
                               timeout=10)
         check(other.ok, "a second project exists")
+        page(d, f"{HF}/app/default/admin", "20-admin", "the administration page")
+        check("ann@acme.test" in d.find_element(By.ID, "members").text, "members are listed")
+        Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Bot readers")
+        Select(d.find_element(By.ID, "grant-on")).select_by_visible_text(f"project {PROJECT}")
+        Select(d.find_element(By.ID, "grant-role")).select_by_visible_text("Viewer")
+        d.find_element(By.CSS_SELECTOR, "#grant button").click()
+        granted = lambda: [r.text for r in d.find_elements(By.CSS_SELECTOR, "#grants tbody tr")
+                           if "Bot readers" in r.text]
+        check(wait(lambda: granted() and f"project {PROJECT}" in granted()[0] and "Viewer" in granted()[0]),
+              f"the grant is listed: {granted()}")
+        shot(d, "21-granted")
+        page(d, f"{HF}/app/default/audit?action=" + urllib.parse.quote("POST /v1/acl"), "22-audit",
+             "the audit log filtered by action")
+        entries = d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+        check(len(entries) == 1 and "ann@acme.test" in entries[0].text,
+              "the audit log shows who granted it, and only that action")
         d.find_element(By.LINK_TEXT, "Account").click()
         d.find_element(By.ID, "sign-out").click()
         check(wait(lambda: "/login" in d.current_url), "signed out")

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 pub use error::ServiceError;
 pub use holdfast_core::authz::Principal;
-pub use holdfast_store::{ObjectRecord, SessionRecord};
+pub use holdfast_store::{ObjectRecord, ProjectRecord, SessionRecord};
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
 

@@ -200,6 +200,18 @@
       }
       location.reload();
     },
+    "grant": async (form) => {
+      const [kind, who] = form.elements.who.value.split(":");
+      const [objectType, objectId] = form.elements.on.value.split(":");
+      const body = { object_type: objectType, object_id: objectId, role_id: form.elements.role.value };
+      body[kind === "group" ? "group_id" : "user_id"] = who;
+      await api("POST", "/v1/acl", body);
+      location.reload();
+    },
+    "revoke-grant": async (form) => {
+      await api("DELETE", "/v1/acl/" + encodeURIComponent(form.elements.id.value));
+      location.reload();
+    },
     "create-key": async (form) => {
       const made = await api("POST", "/v1/api_key", { name: form.elements.name.value });
       const shown = document.getElementById("new-key");

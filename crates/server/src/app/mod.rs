@@ -9,10 +9,12 @@
 //! `/app/{org}/object?object_type=…&object_id=…&id=…` (`span.permalink()`), and the
 //! `project_url`/`experiment_url` of the summarize endpoints.
 
+mod admin;
 mod datasets;
 mod experiments;
 mod keys;
 mod logs;
+mod prompts;
 mod trace;
 mod view;
 
@@ -39,6 +41,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/app/{org}/object", get(object_link))
         .route("/app/{org}/attachment", get(attachment))
         .route("/app/{org}/keys", get(keys::page))
+        .route("/app/{org}/admin", get(admin::page))
+        .route("/app/{org}/audit", get(admin::audit))
         .route("/app/{org}/p/{project}", get(project_home))
         .route("/app/{org}/p/{project}/logs", get(logs::page))
         .route("/app/{org}/p/{project}/experiments", get(experiments::list))
@@ -47,6 +51,8 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(experiments::page),
         )
         .route("/app/{org}/p/{project}/datasets", get(datasets::list))
+        .route("/app/{org}/p/{project}/prompts", get(prompts::list))
+        .route("/app/{org}/p/{project}/prompts/{slug}", get(prompts::page))
         .route(
             "/app/{org}/p/{project}/datasets/{name}",
             get(datasets::page),
@@ -263,7 +269,7 @@ pub(crate) fn document(
                                 @let base = format!("/app/{}/p/{}", path_part(org), path_part(place.project));
                                 span.sep aria-hidden="true" { "/" }
                                 a href={ (base) "/logs" } { (place.project) }
-                                @for (section, label) in [("logs", "Logs"), ("experiments", "Experiments"), ("datasets", "Datasets")] {
+                                @for (section, label) in [("logs", "Logs"), ("experiments", "Experiments"), ("datasets", "Datasets"), ("prompts", "Prompts")] {
                                     a.tab href={ (base) "/" (section) }
                                         aria-current=[(place.section == section).then_some("page")] { (label) }
                                 }
@@ -271,6 +277,7 @@ pub(crate) fn document(
                         }
                         @if let Some((Viewer { org, .. }, _)) = &nav {
                             a.end href={ "/app/" (path_part(org)) "/keys" } { "API keys" }
+                            a href={ "/app/" (path_part(org)) "/admin" } { "Admin" }
                         }
                         a href="/account" { "Account" }
                     }

@@ -303,6 +303,90 @@ pub fn delta(x: f64) -> String {
     format!("{:+.1}", x * 100.0)
 }
 
+/// Lines a diff compares at most on each side (its table is their product).
+const MAX_DIFF_LINES: usize = 2_000;
+
+/// One line of a diff.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    Same(&'a str),
+    Removed(&'a str),
+    Added(&'a str),
+}
+
+/// The lines of `old` and `new` as a diff (a longest common subsequence of lines), or `None`
+/// when either has more than [`MAX_DIFF_LINES`] lines.
+pub fn line_diff<'a>(old: &'a str, new: &'a str) -> Option<Vec<Line<'a>>> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    if a.len() > MAX_DIFF_LINES || b.len() > MAX_DIFF_LINES {
+        return None;
+    }
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..], in one flat table.
+    let width = b.len() + 1;
+    let mut lcs = vec![0u16; (a.len() + 1) * width];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            let here = if a.get(i) == b.get(j) {
+                lcs.get((i + 1) * width + j + 1).copied().unwrap_or(0) + 1
+            } else {
+                let down = lcs.get((i + 1) * width + j).copied().unwrap_or(0);
+                let right = lcs.get(i * width + j + 1).copied().unwrap_or(0);
+                down.max(right)
+            };
+            if let Some(cell) = lcs.get_mut(i * width + j) {
+                *cell = here;
+            }
+        }
+    }
+    let at = |i: usize, j: usize| lcs.get(i * width + j).copied().unwrap_or(0);
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                out.push(Line::Same(x));
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(_)) if at(i + 1, j) >= at(i, j + 1) => {
+                out.push(Line::Removed(x));
+                i += 1;
+            }
+            (_, Some(y)) => {
+                out.push(Line::Added(y));
+                j += 1;
+            }
+            (Some(x), None) => {
+                out.push(Line::Removed(x));
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    Some(out)
+}
+
+/// A diff as a table of lines marked removed (−) and added (+).
+pub fn diff(old: &str, new: &str) -> Markup {
+    match line_diff(old, new) {
+        None => {
+            html! { p.muted { "Too long to compare here (more than " (MAX_DIFF_LINES) " lines)." } }
+        }
+        Some(lines) => html! {
+            pre.diff {
+                @for l in &lines {
+                    @match l {
+                        Line::Same(t) => { span.same { "  " (t) } "\n" }
+                        Line::Removed(t) => { del { "- " (t) } "\n" }
+                        Line::Added(t) => { ins { "+ " (t) } "\n" }
+                    }
+                }
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +429,26 @@ mod tests {
         let html = value("acme", &json!(wide)).into_string();
         assert_eq!(html.matches("<li>").count(), MAX_TREE_ENTRIES);
         assert!(preview(&json!(wide), 50).chars().count() <= 51);
+    }
+
+    #[test]
+    fn a_line_diff_keeps_the_common_lines() {
+        let d = line_diff("a\nb\nc\nd", "a\nc\nd\ne").unwrap();
+        assert_eq!(
+            d,
+            [
+                Line::Same("a"),
+                Line::Removed("b"),
+                Line::Same("c"),
+                Line::Same("d"),
+                Line::Added("e")
+            ]
+        );
+        assert_eq!(line_diff("", "x").unwrap(), [Line::Added("x")]);
+        let long = "x\n".repeat(MAX_DIFF_LINES + 1);
+        assert!(line_diff(&long, "x").is_none());
+        let html = diff("<a>", "<b>").into_string();
+        assert!(html.contains("<del>- &lt;a&gt;</del>") && html.contains("<ins>+ &lt;b&gt;</ins>"));
     }
 
     #[test]

@@ -1,0 +1,402 @@
+//! Administration: members and their groups, groups, grants at organization, project and
+//! object level (with a form that grants a role and buttons that revoke, through the ACL
+//! API), provider secrets (names only, never values), sign-in settings and connections; and
+//! the audit log with filters. Each section is read with the viewer's own permissions: a
+//! section they may not read says so instead of failing the page.
+
+use super::view;
+use super::{AppState, PageResult, Viewer, document, param, path_part, query_string, viewer};
+use crate::extract::{Authed, BaseUrl};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use holdfast_api::admin::{Acl, AuditQuery, SecretListQuery};
+use holdfast_services::ServiceError;
+use holdfast_services::admin::Entity;
+use holdfast_services::secrets::SecretKind;
+use maud::{Markup, html};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A section's content, or why the viewer may not see it.
+fn section<T>(
+    found: Result<T, ServiceError>,
+    render: impl FnOnce(T) -> Markup,
+) -> Result<Markup, ServiceError> {
+    match found {
+        Ok(x) => Ok(render(x)),
+        Err(ServiceError::Forbidden(why)) => Ok(html! { p.muted.refused { "Not shown: " (why) } }),
+        Err(e) => Err(e),
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn ids_of<'a>(v: &'a Value, key: &str) -> Vec<&'a str> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Names of what grants refer to: members, groups, roles, projects, the organization.
+struct Names {
+    users: HashMap<String, String>,
+    groups: HashMap<String, String>,
+    roles: HashMap<String, String>,
+    projects: HashMap<String, String>,
+    org_id: String,
+}
+
+impl Names {
+    fn target(&self, a: &Acl) -> String {
+        match a.object_type.as_str() {
+            "organization" if a.object_id == self.org_id => "the whole organization".to_owned(),
+            "project" => match self.projects.get(&a.object_id) {
+                Some(n) => format!("project {n}"),
+                None => format!("project {}", a.object_id),
+            },
+            other => format!("{other} {}", a.object_id),
+        }
+    }
+
+    fn who(&self, a: &Acl) -> String {
+        match (&a.user_id, &a.group_id) {
+            (Some(u), _) => self.users.get(u).cloned().unwrap_or_else(|| u.clone()),
+            (None, Some(g)) => format!(
+                "group {}",
+                self.groups.get(g).cloned().unwrap_or_else(|| g.clone())
+            ),
+            _ => String::new(),
+        }
+    }
+
+    fn what(&self, a: &Acl) -> String {
+        let base = match (&a.role_id, &a.permission) {
+            (Some(r), _) => format!(
+                "role {}",
+                self.roles.get(r).cloned().unwrap_or_else(|| r.clone())
+            ),
+            (None, Some(p)) => format!("permission {p}"),
+            _ => String::new(),
+        };
+        match &a.restrict_object_type {
+            Some(t) => format!("{base} (on {t} only)"),
+            None => base,
+        }
+    }
+}
+
+pub(crate) async fn page(
+    State(s): State<AppState>,
+    authed: Authed,
+    BaseUrl(base): BaseUrl,
+    Path(org): Path<String>,
+) -> PageResult {
+    let v = viewer(&s, authed, &org, base).await?;
+    let sv = &s.services;
+    let users = sv.list_users(&v.p).await;
+    let groups = sv.list_entities(&v.p, Entity::Group).await;
+    let roles = sv.list_entities(&v.p, Entity::Role).await;
+    let projects = sv.list_projects(&v.p, &Default::default()).await?;
+    let name_map = |list: &Result<Vec<Value>, ServiceError>| -> HashMap<String, String> {
+        list.as_ref()
+            .map(|l| {
+                l.iter()
+                    .map(|x| (str_of(x, "id").to_owned(), str_of(x, "name").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let names = Names {
+        users: users
+            .as_ref()
+            .map(|l| l.iter().map(|u| (u.id.clone(), u.email.clone())).collect())
+            .unwrap_or_default(),
+        groups: name_map(&groups),
+        roles: name_map(&roles),
+        projects: projects
+            .iter()
+            .map(|p| (p.id.clone(), p.name.clone()))
+            .collect(),
+        org_id: v.p.org_id.clone(),
+    };
+    let member_groups: HashMap<&str, Vec<&str>> = {
+        let mut m: HashMap<&str, Vec<&str>> = HashMap::new();
+        for g in groups.iter().flatten() {
+            for u in ids_of(g, "member_users") {
+                m.entry(u).or_default().push(str_of(g, "name"));
+            }
+        }
+        m
+    };
+    let members = section(users.as_ref().map_err(clone_err), |users| {
+        html! {
+            table #members {
+                thead { tr { th scope="col" { "Member" } th scope="col" { "Groups" } th scope="col" { "Since" } } }
+                tbody {
+                    @for u in users {
+                        tr {
+                            td { (u.email) @if u.is_service_account { " " span.badge { "service" } } }
+                            td { (member_groups.get(u.id.as_str()).map(|g| g.join(", ")).unwrap_or_default()) }
+                            td.nowrap { (view::time(&u.created)) }
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    let groups_html = section(groups.as_ref().map_err(clone_err), |groups| {
+        html! {
+            table #groups {
+                thead { tr { th scope="col" { "Group" } th scope="col" { "Description" } th scope="col" { "Members" } } }
+                tbody {
+                    @for g in groups {
+                        tr {
+                            td { (str_of(g, "name")) }
+                            td { (str_of(g, "description")) }
+                            td { (ids_of(g, "member_users").iter().map(|u| names.users.get(*u).map_or(*u, String::as_str)).collect::<Vec<_>>().join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    let acls = sv.list_org_acls(&v.p).await;
+    let may_grant = acls.is_ok() && roles.is_ok() && groups.is_ok();
+    let grants = section(acls, |acls| {
+        html! {
+            table #grants {
+                thead { tr { th scope="col" { "Who" } th scope="col" { "On" } th scope="col" { "What" } th scope="col" { span.hidden { "Actions" } } } }
+                tbody {
+                    @for a in &acls {
+                        tr {
+                            td { (names.who(a)) }
+                            td { (names.target(a)) }
+                            td { (names.what(a)) }
+                            td {
+                                form.revoke-grant data-action="revoke-grant" data-confirm="Revoke this grant?" {
+                                    input type="hidden" name="id" value=(a.id);
+                                    button.secondary type="submit" aria-label={ "Revoke " (names.what(a)) " of " (names.who(a)) " on " (names.target(a)) } { "Revoke" }
+                                    span.note role="status" {}
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    let grant_form = if may_grant {
+        grant_form(
+            &v,
+            &names,
+            &groups.unwrap_or_default(),
+            &roles.unwrap_or_default(),
+            &projects,
+        )
+    } else {
+        html! {}
+    };
+    let secrets = section(
+        sv.list_secrets(&v.p, SecretKind::AiSecret, &SecretListQuery::default())
+            .await,
+        |list| {
+            html! {
+                @if list.is_empty() { p { "No provider secrets." } } @else {
+                    table #secrets {
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "Updated" } } }
+                        tbody {
+                            @for x in &list {
+                                tr {
+                                    td { (str_of(x, "name")) }
+                                    td { (str_of(x, "type")) }
+                                    td.nowrap { (view::time(x.get("updated_at").or(x.get("created")).and_then(Value::as_str).unwrap_or_default())) }
+                                }
+                            }
+                        }
+                    }
+                    p.muted { "Secret values are never shown; they are stored encrypted and used only by the proxy." }
+                }
+            }
+        },
+    )?;
+    let sign_in = section(sv.sign_in_settings(&v.p).await, |settings| {
+        html! {
+            p #password-login { "Passwords: " strong { @if settings.password_login { "allowed" } @else { "turned off (identity provider only)" } } }
+        }
+    })?;
+    let oidc = section(sv.list_oidc(&v.p, &v.base).await, |list| {
+        html! {
+            @for c in &list {
+                li { "OpenID Connect: " strong { (c.name) } " (" (c.issuer) ")" @if !c.allowed_domains.is_empty() { ", domains " (c.allowed_domains.join(", ")) } }
+            }
+        }
+    })?;
+    let saml = section(sv.list_saml(&v.p, &v.base).await, |list| {
+        html! {
+            @for c in &list {
+                li { "SAML: " strong { (c.name) } " (" (c.idp_entity_id) ")" }
+            }
+        }
+    })?;
+    let body = html! {
+        h1 { "Administration" }
+        nav.sections aria-label="Sections" {
+            a href="#members-h" { "Members" } " · " a href="#groups-h" { "Groups" } " · " a href="#grants-h" { "Grants" } " · "
+            a href="#secrets-h" { "Provider secrets" } " · " a href="#signin-h" { "Sign-in" } " · "
+            a href={ "/app/" (path_part(&v.org)) "/audit" } { "Audit log" }
+        }
+        h2 #members-h { "Members" } (members)
+        h2 #groups-h { "Groups" } (groups_html)
+        h2 #grants-h { "Grants" } (grant_form) (grants)
+        h2 #secrets-h { "Provider secrets" } (secrets)
+        h2 #signin-h { "Sign-in" } (sign_in) ul.connections { (oidc) (saml) }
+    };
+    Ok(document(
+        StatusCode::OK,
+        "Administration",
+        Some((&v, None)),
+        body,
+    ))
+}
+
+fn clone_err(e: &ServiceError) -> ServiceError {
+    match e {
+        ServiceError::Forbidden(why) => ServiceError::Forbidden(why.clone()),
+        other => ServiceError::Internal(other.to_string()),
+    }
+}
+
+fn grant_form(
+    v: &Viewer,
+    names: &Names,
+    groups: &[Value],
+    roles: &[Value],
+    projects: &[holdfast_services::ProjectRecord],
+) -> Markup {
+    let mut users: Vec<(&String, &String)> = names.users.iter().collect();
+    users.sort_by(|a, b| a.1.cmp(b.1));
+    html! {
+        form.inline #grant data-action="grant" {
+            div.row {
+                div {
+                    label for="grant-who" { "Who" }
+                    select #grant-who name="who" required {
+                        @for g in groups { option value={ "group:" (str_of(g, "id")) } { "group " (str_of(g, "name")) } }
+                        @for (id, email) in &users { option value={ "user:" (id) } { (email) } }
+                    }
+                }
+                div {
+                    label for="grant-on" { "On" }
+                    select #grant-on name="on" required {
+                        option value={ "organization:" (v.p.org_id) } { "the whole organization" }
+                        @for p in projects { option value={ "project:" (p.id) } { "project " (p.name) } }
+                    }
+                }
+                div {
+                    label for="grant-role" { "Role" }
+                    select #grant-role name="role" required {
+                        option value="" { "Choose a role" }
+                        @for r in roles { option value=(str_of(r, "id")) { (str_of(r, "name")) } }
+                    }
+                }
+                button type="submit" { "Grant" }
+                span.note role="status" {}
+            }
+        }
+    }
+}
+
+/// The audit log, newest first, filtered by member, action, object and time.
+pub(crate) async fn audit(
+    State(s): State<AppState>,
+    authed: Authed,
+    BaseUrl(base): BaseUrl,
+    Path(org): Path<String>,
+    req: Request,
+) -> PageResult {
+    let v = viewer(&s, authed, &org, base).await?;
+    let q = req.uri().query();
+    let some = |name: &str| Some(param(q, name)).filter(|x| !x.trim().is_empty());
+    let query = AuditQuery {
+        limit: Some(100),
+        cursor: some("cursor"),
+        actor_id: some("actor_id"),
+        key_id: None,
+        object_id: some("object_id"),
+        action: some("action"),
+        since: some("since"),
+        until: some("until"),
+    };
+    let users = s.services.list_users(&v.p).await.unwrap_or_default();
+    let emails: HashMap<&str, &str> = users
+        .iter()
+        .map(|u| (u.id.as_str(), u.email.as_str()))
+        .collect();
+    let (entries, next, problem) = match s.services.list_audit(&v.p, &query).await {
+        Ok((e, n)) => (e, n, None),
+        Err(ServiceError::InvalidField { message, .. }) => (Vec::new(), None, Some(message)),
+        Err(e) => return Err(e.into()),
+    };
+    let here = format!("/app/{}/audit", path_part(&v.org));
+    let keep: Vec<(&str, String)> = ["actor_id", "object_id", "action", "since", "until"]
+        .into_iter()
+        .map(|k| (k, param(q, k)))
+        .collect();
+    let body = html! {
+        h1 { "Audit log" }
+        form.controls method="get" {
+            div.row {
+                div {
+                    label for="actor" { "Member" }
+                    select #actor name="actor_id" {
+                        option value="" { "anyone" }
+                        @for u in &users { option value=(u.id) selected[query.actor_id.as_deref() == Some(u.id.as_str())] { (u.email) } }
+                    }
+                }
+                div { label for="action" { "Action" } input #action name="action" value=(param(q, "action")) placeholder="login"; }
+                div { label for="object" { "Object id" } input #object name="object_id" value=(param(q, "object_id")); }
+                div { label for="since" { "Since (RFC 3339)" } input #since name="since" value=(param(q, "since")) placeholder="2026-12-01T00:00:00Z"; }
+                div { label for="until" { "Until (RFC 3339)" } input #until name="until" value=(param(q, "until")); }
+                button type="submit" #apply { "Apply" }
+            }
+        }
+        @if let Some(p) = &problem { p.error role="alert" #problem { (p) } }
+        @if entries.is_empty() { p #empty { "No entries." } } @else {
+            div.scroll {
+                table #audit {
+                    thead { tr { th scope="col" { "Time" } th scope="col" { "Member" } th scope="col" { "Action" } th scope="col" { "Object" } th scope="col" { "Detail" } } }
+                    tbody {
+                        @for e in &entries {
+                            tr {
+                                td.nowrap { (view::time(str_of(e, "created"))) }
+                                td { (emails.get(str_of(e, "actor_id")).copied().unwrap_or(str_of(e, "actor_id"))) }
+                                td { code { (str_of(e, "action")) } }
+                                td { (str_of(e, "object_type")) " " code { (str_of(e, "object_id")) } }
+                                td.preview { (view::preview(e.get("detail").unwrap_or(&Value::Null), 200)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            @if let Some(c) = &next {
+                @let more: Vec<(&str, &str)> = keep.iter().map(|(k, v)| (*k, v.as_str())).chain([("cursor", c.as_str())]).collect();
+                a #next rel="next" href={ (here) "?" (query_string(&more)) } { "Older entries" }
+            }
+        }
+    };
+    Ok(document(
+        if problem.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+        "Audit log",
+        Some((&v, None)),
+        body,
+    ))
+}
