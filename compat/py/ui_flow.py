@@ -342,6 +342,12 @@ def main():
         check(wait(lambda: granted() and f"project {PROJECT}" in granted()[0] and "Viewer" in granted()[0]),
               f"the grant is listed: {granted()}")
         shot(d, "21-granted")
+        d.get(links[1])
+        d.find_element(By.CSS_SELECTOR, "#access summary").click()
+        access = d.find_element(By.ID, "access").text
+        check("rita@acme.test" in access and "group Bot readers" in access and "project " + PROJECT in access,
+              f"the experiment says who can see it, and why: {access!r}")
+        shot(d, "21b-who-can-see")
         page(d, f"{HF}/app/default/audit?action=" + urllib.parse.quote("POST /v1/acl"), "22-audit",
              "the audit log filtered by action")
         entries = d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
@@ -361,6 +367,7 @@ def main():
         d.get(links[1])
         check(wait(lambda: "greeting-2" in d.find_element(By.TAG_NAME, "h1").text),
               "the reader opens the experiment")
+        check(not d.find_elements(By.ID, "access"), "the reader is not shown the grants")
         d.get(link)
         check(wait(lambda: d.find_elements(By.ID, "span")), "the reader opens a trace")
         check(not d.find_elements(By.ID, "add-to-dataset"), "the reader is offered no edit control")

@@ -77,8 +77,10 @@ async fn openapi_describes_every_route(backend: Backend) {
                 stack.push(p);
                 continue;
             }
-            // The HTML pages (sign-in, account) are not the API; they are checked below.
+            // The HTML pages (sign-in, account, and the web UI under `app/`) are not the API;
+            // they are checked below.
             if p.file_name().is_some_and(|n| n == "pages.rs")
+                || p.parent().is_some_and(|d| d.ends_with("app"))
                 || p.extension().is_some_and(|e| e == "css" || e == "js")
             {
                 continue;
@@ -100,8 +102,15 @@ async fn openapi_describes_every_route(backend: Backend) {
             }
         }
     }
-    // The pages are HTML under a policy that allows no script, and none is an API path.
-    for page in ["/login", "/account", "/auth/set-password"] {
+    // The pages are HTML under a policy that allows no script but the server's own, and
+    // none is an API path.
+    for page in [
+        "/login",
+        "/account",
+        "/auth/set-password",
+        "/app",
+        "/app/default/keys",
+    ] {
         assert!(!paths.contains_key(page), "{page}");
         let resp = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -118,7 +127,11 @@ async fn openapi_describes_every_route(backend: Backend) {
             "{csp}"
         );
         if resp.status() == 303 {
-            assert_eq!(h["location"], "/login", "{page}");
+            let to = h["location"].to_str().unwrap();
+            assert!(
+                to == "/login" || to.starts_with("/login?next=%2Fapp"),
+                "{page}: {to}"
+            );
         } else {
             assert_eq!(resp.status(), 200, "{page}");
             assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));

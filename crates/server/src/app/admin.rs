@@ -50,6 +50,37 @@ struct Names {
 }
 
 impl Names {
+    fn of(
+        v: &Viewer,
+        users: &Result<Vec<holdfast_api::admin::User>, ServiceError>,
+        groups: &Result<Vec<Value>, ServiceError>,
+        roles: &Result<Vec<Value>, ServiceError>,
+        projects: &[holdfast_services::ProjectRecord],
+    ) -> Self {
+        let name_map = |list: &Result<Vec<Value>, ServiceError>| -> HashMap<String, String> {
+            list.as_ref()
+                .map(|l| {
+                    l.iter()
+                        .map(|x| (str_of(x, "id").to_owned(), str_of(x, "name").to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Names {
+            users: users
+                .as_ref()
+                .map(|l| l.iter().map(|u| (u.id.clone(), u.email.clone())).collect())
+                .unwrap_or_default(),
+            groups: name_map(groups),
+            roles: name_map(roles),
+            projects: projects
+                .iter()
+                .map(|p| (p.id.clone(), p.name.clone()))
+                .collect(),
+            org_id: v.p.org_id.clone(),
+        }
+    }
+
     fn target(&self, a: &Acl) -> String {
         match a.object_type.as_str() {
             "organization" if a.object_id == self.org_id => "the whole organization".to_owned(),
@@ -100,28 +131,7 @@ pub(crate) async fn page(
     let groups = sv.list_entities(&v.p, Entity::Group).await;
     let roles = sv.list_entities(&v.p, Entity::Role).await;
     let projects = sv.list_projects(&v.p, &Default::default()).await?;
-    let name_map = |list: &Result<Vec<Value>, ServiceError>| -> HashMap<String, String> {
-        list.as_ref()
-            .map(|l| {
-                l.iter()
-                    .map(|x| (str_of(x, "id").to_owned(), str_of(x, "name").to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let names = Names {
-        users: users
-            .as_ref()
-            .map(|l| l.iter().map(|u| (u.id.clone(), u.email.clone())).collect())
-            .unwrap_or_default(),
-        groups: name_map(&groups),
-        roles: name_map(&roles),
-        projects: projects
-            .iter()
-            .map(|p| (p.id.clone(), p.name.clone()))
-            .collect(),
-        org_id: v.p.org_id.clone(),
-    };
+    let names = Names::of(&v, &users, &groups, &roles, &projects);
     let member_groups: HashMap<&str, Vec<&str>> = {
         let mut m: HashMap<&str, Vec<&str>> = HashMap::new();
         for g in groups.iter().flatten() {
@@ -307,6 +317,70 @@ fn grant_form(
             }
         }
     }
+}
+
+/// "Who can see this, and why": the grants on an object, on its project and on the
+/// organization that apply to its kind, each with the members it reaches (a group's members
+/// by name). `None` when the viewer may not read the grants (only Owners may, by default).
+pub(crate) async fn access(
+    s: &AppState,
+    v: &Viewer,
+    kind: &str,
+    object_id: &str,
+    project_id: &str,
+) -> Result<Option<Markup>, ServiceError> {
+    let sv = &s.services;
+    let mut grants = Vec::new();
+    for (level, id) in [
+        ("organization", v.p.org_id.as_str()),
+        ("project", project_id),
+        (kind, object_id),
+    ] {
+        match sv.list_acls(&v.p, level, id).await {
+            Ok(found) => grants.extend(found),
+            Err(ServiceError::Forbidden(_) | ServiceError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    grants.retain(|a| a.restrict_object_type.as_deref().is_none_or(|t| t == kind));
+    let users = sv.list_users(&v.p).await;
+    let groups = sv.list_entities(&v.p, Entity::Group).await;
+    let roles = sv.list_entities(&v.p, Entity::Role).await;
+    let projects = sv.list_projects(&v.p, &Default::default()).await?;
+    let names = Names::of(v, &users, &groups, &roles, &projects);
+    let members: HashMap<&str, Vec<&str>> = groups
+        .iter()
+        .flatten()
+        .map(|g| (str_of(g, "id"), ids_of(g, "member_users")))
+        .collect();
+    let reached = |a: &Acl| -> String {
+        match (&a.user_id, &a.group_id) {
+            (Some(u), _) => names.users.get(u).cloned().unwrap_or_else(|| u.clone()),
+            (None, Some(g)) => members
+                .get(g.as_str())
+                .map(|m| {
+                    m.iter()
+                        .map(|u| names.users.get(*u).map_or(*u, String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    };
+    Ok(Some(html! {
+        details #access {
+            summary { "Who can see this " (kind) ", and why" }
+            table {
+                thead { tr { th scope="col" { "Members" } th scope="col" { "Through" } th scope="col" { "On" } th scope="col" { "Grant" } } }
+                tbody {
+                    @for a in &grants {
+                        tr { td { (reached(a)) } td { (names.who(a)) } td { (names.target(a)) } td { (names.what(a)) } }
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// The audit log, newest first, filtered by member, action, object and time.

@@ -362,6 +362,7 @@ pub(crate) async fn page(
         )
         .await?;
     let base_name = baseline.as_ref().map(|b| b.name.as_str()).unwrap_or("");
+    let access = super::admin::access(&s, &v, "experiment", &experiment.id, &project.id).await?;
     let body = html! {
         h1 { "Experiment " (experiment.name) }
         p.muted { "Created " (view::time(&experiment.created)) " · " (rows.len()) " rows"
@@ -387,6 +388,7 @@ pub(crate) async fn page(
                 button type="submit" #apply { "Apply" }
             }
         }
+        @if let Some(a) = &access { (a) }
         (summary_table(&summary, baseline.is_some()))
         @if !names.is_empty() {
             section.charts aria-label="Score distributions" {
