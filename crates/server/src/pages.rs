@@ -56,6 +56,11 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          </head><body><main>{body}</main></body></html>",
         esc(title)
     );
+    html_page(status, html)
+}
+
+/// An HTML page's answer: never cached, under [`PAGE_CSP`].
+pub(crate) fn html_page(status: StatusCode, html: String) -> Response {
     let mut resp = (status, html).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -152,7 +157,7 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 /// A file of the pages, served from the binary and cached for an hour.
-fn static_file(body: &'static str, content_type: &'static str) -> Response {
+pub(crate) fn static_file(body: &'static str, content_type: &'static str) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

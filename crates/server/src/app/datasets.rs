@@ -5,15 +5,13 @@
 
 use super::view;
 use super::{
-    AppState, PageError, PageResult, Place, Viewer, document, may, param, path_part, query_string,
-    run_query, source, viewer,
+    AppState, PageResult, Place, document, in_project, may, object_named, param, path_part,
+    project_page, project_path, query_string, run_query, source,
 };
 use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use holdfast_core::object::ObjectType;
-use holdfast_services::objects::ListParams;
-use holdfast_services::{ObjectRecord, ServiceError};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
@@ -22,34 +20,18 @@ const PAGE: u64 = 50;
 /// Largest value (as JSON text) offered for editing in place.
 const MAX_EDITABLE: usize = 64 * 1024;
 
-fn of_project(project_id: &str, name: Option<&str>) -> ListParams {
-    ListParams {
-        project_id: Some(project_id.to_owned()),
-        name: name.map(str::to_owned),
-        ..Default::default()
-    }
-}
-
 pub(crate) async fn list(
     State(s): State<AppState>,
     authed: Authed,
     BaseUrl(base): BaseUrl,
     Path((org, project)): Path<(String, String)>,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let all = s
         .services
-        .list_objects(&v.p, ObjectType::Dataset, &of_project(&project.id, None))
+        .list_objects(&v.p, ObjectType::Dataset, &in_project(&project.id, None))
         .await?;
-    let here = format!(
-        "/app/{}/p/{}/datasets",
-        path_part(&v.org),
-        path_part(&project.name)
-    );
+    let here = project_path(&v, &project.name, "datasets", None);
     let body = html! {
         h1 { "Datasets" span.muted { " · " (project.name) } }
         @if all.is_empty() {
@@ -81,24 +63,6 @@ pub(crate) async fn list(
     ))
 }
 
-async fn named(
-    s: &AppState,
-    v: &Viewer,
-    project_id: &str,
-    name: &str,
-) -> Result<ObjectRecord, PageError> {
-    s.services
-        .list_objects(
-            &v.p,
-            ObjectType::Dataset,
-            &of_project(project_id, Some(name)),
-        )
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ServiceError::NotFound(format!("dataset {name:?}")).into())
-}
-
 /// A value as the JSON text an edit box holds.
 fn editable(v: Option<&Value>) -> String {
     match v {
@@ -125,20 +89,11 @@ pub(crate) async fn page(
     Path((org, project, name)): Path<(String, String, String)>,
     req: Request,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let q = req.uri().query();
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
-    let dataset = named(&s, &v, &project.id, &name).await?;
+    let dataset = object_named(&s, &v, ObjectType::Dataset, &project.id, &name).await?;
     let writable = may(&s, &v, ObjectType::Dataset, &dataset.id, "update").await?;
-    let here = format!(
-        "/app/{}/p/{}/datasets/{}",
-        path_part(&v.org),
-        path_part(&project.name),
-        path_part(&dataset.name)
-    );
+    let here = project_path(&v, &project.name, "datasets", Some(&dataset.name));
     let cursor = param(q, "cursor");
     let (rows, next) = run_query(
         &s,

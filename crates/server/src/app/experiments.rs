@@ -6,8 +6,8 @@
 
 use super::view;
 use super::{
-    AppState, PageError, PageResult, Place, Viewer, document, param, path_part, query_string,
-    run_query, source, trace, viewer,
+    AppState, PageResult, Place, Viewer, document, in_project, object_named, param, path_part,
+    project_page, project_path, query_string, run_query, source, trace,
 };
 use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use holdfast_core::object::ObjectType;
 use holdfast_services::ObjectRecord;
 use holdfast_services::ServiceError;
-use holdfast_services::objects::ListParams;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -26,32 +25,6 @@ const LISTED: usize = 30;
 const MAX_ROWS: usize = 5_000;
 /// Rows per query.
 const PAGE: usize = 1_000;
-
-fn experiments_of(project_id: &str, name: Option<&str>) -> ListParams {
-    ListParams {
-        project_id: Some(project_id.to_owned()),
-        name: name.map(str::to_owned),
-        ..Default::default()
-    }
-}
-
-async fn named(
-    s: &AppState,
-    v: &Viewer,
-    project_id: &str,
-    name: &str,
-) -> Result<ObjectRecord, PageError> {
-    s.services
-        .list_objects(
-            &v.p,
-            ObjectType::Experiment,
-            &experiments_of(project_id, Some(name)),
-        )
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ServiceError::NotFound(format!("experiment {name:?}")).into())
-}
 
 /// Average score per name, from the summary the SDKs print.
 fn averages(scores: &Value) -> Map<String, Value> {
@@ -71,18 +44,10 @@ pub(crate) async fn list(
     BaseUrl(base): BaseUrl,
     Path((org, project)): Path<(String, String)>,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let all = s
         .services
-        .list_objects(
-            &v.p,
-            ObjectType::Experiment,
-            &experiments_of(&project.id, None),
-        )
+        .list_objects(&v.p, ObjectType::Experiment, &in_project(&project.id, None))
         .await?;
     let mut summarized = Vec::new();
     for e in all.iter().take(LISTED) {
@@ -92,11 +57,7 @@ pub(crate) async fn list(
     // Oldest first, as the chart reads.
     summarized.reverse();
     let names: BTreeSet<&String> = summarized.iter().flat_map(|(_, m)| m.keys()).collect();
-    let here = format!(
-        "/app/{}/p/{}/experiments",
-        path_part(&v.org),
-        path_part(&project.name)
-    );
+    let here = project_path(&v, &project.name, "experiments", None);
     let body = html! {
         h1 { "Experiments" span.muted { " · " (project.name) } }
         @if all.is_empty() {
@@ -283,46 +244,23 @@ pub(crate) async fn page(
     Path((org, project, name)): Path<(String, String, String)>,
     req: Request,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let q = req.uri().query();
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
-    let experiment = named(&s, &v, &project.id, &name).await?;
-    let here = format!(
-        "/app/{}/p/{}/experiments/{}",
-        path_part(&v.org),
-        path_part(&project.name),
-        path_part(&experiment.name)
-    );
+    let experiment = object_named(&s, &v, ObjectType::Experiment, &project.id, &name).await?;
+    let here = project_path(&v, &project.name, "experiments", Some(&experiment.name));
     let place = Some(Place {
         project: &project.name,
         section: "experiments",
     });
     let oid = param(q, "oid");
     if !oid.is_empty() {
-        let found = trace::of_row(&s, &v, "experiment", &experiment.id, &oid).await?;
-        let link = |id: &str| format!("{here}?{}", query_string(&[("oid", id)]));
-        let datasets = super::writable_datasets(&s, &v, &project.id).await?;
-        let add = trace::AddTo {
-            kind: "experiment",
-            object_id: &experiment.id,
-            datasets: &datasets,
+        let back = html! { "← Experiment " (experiment.name) };
+        let source = ("experiment", experiment.id.as_str());
+        let place = Place {
+            project: &project.name,
+            section: "experiments",
         };
-        let body = html! {
-            p { a href=(here) { "← Experiment " (experiment.name) } }
-            @match &found {
-                Some(t) => (trace::render(&v.org, t, &oid, &link, &add)),
-                None => (trace::missing(&oid)),
-            }
-        };
-        let status = if found.is_some() {
-            StatusCode::OK
-        } else {
-            StatusCode::NOT_FOUND
-        };
-        return Ok(document(status, "Trace", Some((&v, place)), body));
+        return trace::page(&s, &v, place, &project.id, source, &here, &oid, back).await;
     }
 
     let wanted = param(q, "compare");
@@ -331,7 +269,7 @@ pub(crate) async fn page(
             .comparison_experiment(&v.p, &experiment, None)
             .await?
     } else {
-        Some(named(&s, &v, &project.id, &wanted).await?)
+        Some(object_named(&s, &v, ObjectType::Experiment, &project.id, &wanted).await?)
     };
     let (summary, _) = s
         .services
@@ -355,11 +293,7 @@ pub(crate) async fn page(
     }
     let others = s
         .services
-        .list_objects(
-            &v.p,
-            ObjectType::Experiment,
-            &experiments_of(&project.id, None),
-        )
+        .list_objects(&v.p, ObjectType::Experiment, &in_project(&project.id, None))
         .await?;
     let base_name = baseline.as_ref().map(|b| b.name.as_str()).unwrap_or("");
     let access = super::admin::access(&s, &v, "experiment", &experiment.id, &project.id).await?;

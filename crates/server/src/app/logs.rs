@@ -5,8 +5,8 @@
 
 use super::view;
 use super::{
-    AppState, PageResult, Place, document, param, path_part, query_string, run_query, source,
-    trace, viewer,
+    AppState, PageResult, Place, document, param, project_page, project_path, query_string,
+    run_query, source, trace,
 };
 use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
@@ -106,44 +106,22 @@ pub(crate) async fn page(
     Path((org, project)): Path<(String, String)>,
     req: Request,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let q = req.uri().query();
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
-    let here = format!(
-        "/app/{}/p/{}/logs",
-        path_part(&v.org),
-        path_part(&project.name)
-    );
+    let here = project_path(&v, &project.name, "logs", None);
     let place = Some(Place {
         project: &project.name,
         section: "logs",
     });
     let oid = param(q, "oid");
     if !oid.is_empty() {
-        let found = trace::of_row(&s, &v, "project_logs", &project.id, &oid).await?;
-        let link = |id: &str| format!("{here}?{}", query_string(&[("oid", id)]));
-        let datasets = super::writable_datasets(&s, &v, &project.id).await?;
-        let add = trace::AddTo {
-            kind: "project_logs",
-            object_id: &project.id,
-            datasets: &datasets,
+        let back = html! { "← All logs of " (project.name) };
+        let source = ("project_logs", project.id.as_str());
+        let place = Place {
+            project: &project.name,
+            section: "logs",
         };
-        let body = html! {
-            p { a href=(here) { "← All logs of " (project.name) } }
-            @match &found {
-                Some(t) => (trace::render(&v.org, t, &oid, &link, &add)),
-                None => (trace::missing(&oid)),
-            }
-        };
-        let status = if found.is_some() {
-            StatusCode::OK
-        } else {
-            StatusCode::NOT_FOUND
-        };
-        return Ok(document(status, "Trace", Some((&v, place)), body));
+        return trace::page(&s, &v, place, &project.id, source, &here, &oid, back).await;
     }
 
     let (text, search, range) = (param(q, "filter"), param(q, "search"), param(q, "range"));

@@ -19,15 +19,17 @@ mod trace;
 mod view;
 
 use crate::extract::BaseUrl;
-use crate::pages::{PAGE_CSP, redirect};
+use crate::pages::{html_page, redirect, static_file};
 use crate::{ApiError, AppState};
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use holdfast_services::{Principal, ServiceError};
+use holdfast_core::object::ObjectType;
+use holdfast_services::objects::ListParams;
+use holdfast_services::{ObjectRecord, Principal, ProjectRecord, ServiceError};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::{Value, json};
 
@@ -74,17 +76,7 @@ pub fn assets() -> Router<AppState> {
 }
 
 async fn script() -> Response {
-    let mut resp = include_str!("app.js").into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    resp
+    static_file(include_str!("app.js"), "text/javascript; charset=utf-8")
 }
 
 static STYLESHEET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -104,17 +96,7 @@ static STYLESHEET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 async fn stylesheet() -> Response {
-    let mut resp = STYLESHEET.as_str().into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    resp
+    static_file(&STYLESHEET, "text/css; charset=utf-8")
 }
 
 /// Sends a browser without a session (or with one that ended) to the sign-in page, which
@@ -286,18 +268,62 @@ pub(crate) fn document(
             }
         }
     };
-    let mut resp = (status, html.into_string()).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
+    html_page(status, html.into_string())
+}
+
+/// The viewer and the project a project's page is about (404 when they may not read it).
+pub(crate) async fn project_page(
+    s: &AppState,
+    authed: crate::extract::Authed,
+    base: String,
+    org: &str,
+    project: &str,
+) -> Result<(Viewer, ProjectRecord), PageError> {
+    let v = viewer(s, authed, org, base).await?;
+    let project = s
+        .services
+        .resolve_project(&v.p, None, Some(project), false)
+        .await?;
+    Ok((v, project))
+}
+
+/// The path of a section of a project's pages, or of one object in it.
+pub(crate) fn project_path(v: &Viewer, project: &str, section: &str, name: Option<&str>) -> String {
+    let mut out = format!(
+        "/app/{}/p/{}/{section}",
+        path_part(&v.org),
+        path_part(project)
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    resp
+    if let Some(n) = name {
+        out.push('/');
+        out.push_str(&path_part(n));
+    }
+    out
+}
+
+/// What a list of a project's objects (optionally of one name) asks for.
+pub(crate) fn in_project(project_id: &str, name: Option<&str>) -> ListParams {
+    ListParams {
+        project_id: Some(project_id.to_owned()),
+        name: name.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+/// A project's experiment or dataset by name.
+pub(crate) async fn object_named(
+    s: &AppState,
+    v: &Viewer,
+    kind: ObjectType,
+    project_id: &str,
+    name: &str,
+) -> Result<ObjectRecord, PageError> {
+    s.services
+        .list_objects(&v.p, kind, &in_project(project_id, Some(name)))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ServiceError::NotFound(format!("{kind} {name:?}")).into())
 }
 
 /// The datasets of a project the viewer may add rows to (at most the first 100), as (id,
@@ -307,11 +333,9 @@ pub(crate) async fn writable_datasets(
     v: &Viewer,
     project_id: &str,
 ) -> Result<Vec<(String, String)>, ServiceError> {
-    use holdfast_core::object::ObjectType;
-    let params = holdfast_services::objects::ListParams {
-        project_id: Some(project_id.to_owned()),
+    let params = ListParams {
         limit: Some(100),
-        ..Default::default()
+        ..in_project(project_id, None)
     };
     let mut out = Vec::new();
     for d in s
@@ -330,7 +354,7 @@ pub(crate) async fn writable_datasets(
 pub(crate) async fn may(
     s: &AppState,
     v: &Viewer,
-    kind: holdfast_core::object::ObjectType,
+    kind: ObjectType,
     id: &str,
     permission: &str,
 ) -> Result<bool, ServiceError> {
@@ -392,7 +416,7 @@ async fn projects(
     Path(org): Path<String>,
 ) -> PageResult {
     let v = viewer(&s, authed, &org, base).await?;
-    let params = holdfast_services::objects::ListParams::default();
+    let params = ListParams::default();
     let list = s.services.list_projects(&v.p, &params).await?;
     let body = html! {
         h1 { "Projects" }
@@ -453,16 +477,7 @@ async fn experiment_by_id(
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
 ) -> PageResult {
-    use holdfast_core::object::ObjectType;
-    let e = s
-        .services
-        .get_object(&authed.0, ObjectType::Experiment, &id)
-        .await?;
-    let (org, project) = names(&s, &authed.0, &base, &e.project_id).await?;
-    Ok(redirect(&format!(
-        "/app/{org}/p/{project}/experiments/{}",
-        path_part(&e.name)
-    )))
+    object_by_id(&s, &authed.0, &base, ObjectType::Experiment, &id).await
 }
 
 async fn dataset_by_id(
@@ -471,15 +486,26 @@ async fn dataset_by_id(
     BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
 ) -> PageResult {
-    use holdfast_core::object::ObjectType;
-    let d = s
-        .services
-        .get_object(&authed.0, ObjectType::Dataset, &id)
-        .await?;
-    let (org, project) = names(&s, &authed.0, &base, &d.project_id).await?;
+    object_by_id(&s, &authed.0, &base, ObjectType::Dataset, &id).await
+}
+
+/// The page of an experiment or a dataset named by id.
+async fn object_by_id(
+    s: &AppState,
+    p: &Principal,
+    base: &str,
+    kind: ObjectType,
+    id: &str,
+) -> PageResult {
+    let o = s.services.get_object(p, kind, id).await?;
+    let (org, project) = names(s, p, base, &o.project_id).await?;
+    let section = match kind {
+        ObjectType::Dataset => "datasets",
+        _ => "experiments",
+    };
     Ok(redirect(&format!(
-        "/app/{org}/p/{project}/datasets/{}",
-        path_part(&d.name)
+        "/app/{org}/p/{project}/{section}/{}",
+        path_part(&o.name)
     )))
 }
 
@@ -491,7 +517,6 @@ async fn object_link(
     Path(org): Path<String>,
     req: Request,
 ) -> PageResult {
-    use holdfast_core::object::ObjectType;
     let v = viewer(&s, authed, &org, base).await?;
     let q = req.uri().query();
     let (kind, object_id, row) = (

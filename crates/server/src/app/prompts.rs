@@ -3,13 +3,13 @@
 
 use super::view;
 use super::{
-    AppState, PageResult, Place, document, equals, param, path_part, query_string, viewer,
+    AppState, PageResult, Place, document, equals, in_project, param, path_part, project_page,
+    project_path, query_string,
 };
 use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use holdfast_services::ServiceError;
-use holdfast_services::objects::ListParams;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
@@ -20,33 +20,18 @@ fn str_of<'a>(v: &'a Value, path: &str) -> &'a str {
     v.pointer(path).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn of_project(project_id: &str) -> ListParams {
-    ListParams {
-        project_id: Some(project_id.to_owned()),
-        ..Default::default()
-    }
-}
-
 pub(crate) async fn list(
     State(s): State<AppState>,
     authed: Authed,
     BaseUrl(base): BaseUrl,
     Path((org, project)): Path<(String, String)>,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let prompts = s
         .services
-        .list_prompts(&v.p, &of_project(&project.id), None, None)
+        .list_prompts(&v.p, &in_project(&project.id, None), None, None)
         .await?;
-    let here = format!(
-        "/app/{}/p/{}/prompts",
-        path_part(&v.org),
-        path_part(&project.name)
-    );
+    let here = project_path(&v, &project.name, "prompts", None);
     let body = html! {
         h1 { "Prompts" span.muted { " · " (project.name) } }
         @if prompts.is_empty() {
@@ -119,15 +104,11 @@ pub(crate) async fn page(
     Path((org, project, slug)): Path<(String, String, String)>,
     req: Request,
 ) -> PageResult {
-    let v = viewer(&s, authed, &org, base).await?;
+    let (v, project) = project_page(&s, authed, base, &org, &project).await?;
     let q = req.uri().query();
-    let project = s
-        .services
-        .resolve_project(&v.p, None, Some(&project), false)
-        .await?;
     let latest = s
         .services
-        .list_prompts(&v.p, &of_project(&project.id), Some(&slug), None)
+        .list_prompts(&v.p, &in_project(&project.id, None), Some(&slug), None)
         .await?
         .into_iter()
         .next()
@@ -172,12 +153,7 @@ pub(crate) async fn page(
     } else {
         Some(s.services.get_prompt(&v.p, &id, Some(&against)).await?)
     };
-    let here = format!(
-        "/app/{}/p/{}/prompts/{}",
-        path_part(&v.org),
-        path_part(&project.name),
-        path_part(&slug)
-    );
+    let here = project_path(&v, &project.name, "prompts", Some(&slug));
     let body = html! {
         h1 { "Prompt " (str_of(&latest, "/name")) }
         p.muted { "Slug " code { (slug) } " · " (versions.len()) " versions" }

@@ -4,7 +4,11 @@
 //! works without script.
 
 use super::view;
-use super::{AppState, PageError, Viewer, equals, run_query, source};
+use super::{
+    AppState, PageError, PageResult, Place, Viewer, document, equals, query_string, run_query,
+    source, writable_datasets,
+};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -276,6 +280,42 @@ fn detail(org: &str, span: &Value, add: &AddTo<'_>) -> Markup {
             }
         }
     }
+}
+
+/// The page of the trace holding row `oid` of `kind('object_id')` (what the SDKs' span links
+/// open), under the page `here` of `project_id`, with `back` as the way back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn page(
+    s: &AppState,
+    v: &Viewer,
+    place: Place<'_>,
+    project_id: &str,
+    (kind, object_id): (&'static str, &str),
+    here: &str,
+    oid: &str,
+    back: Markup,
+) -> PageResult {
+    let found = of_row(s, v, kind, object_id, oid).await?;
+    let link = |id: &str| format!("{here}?{}", query_string(&[("oid", id)]));
+    let datasets = writable_datasets(s, v, project_id).await?;
+    let add = AddTo {
+        kind,
+        object_id,
+        datasets: &datasets,
+    };
+    let body = html! {
+        p { a href=(here) { (back) } }
+        @match &found {
+            Some(t) => (render(&v.org, t, oid, &link, &add)),
+            None => (missing(oid)),
+        }
+    };
+    let status = if found.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    Ok(document(status, "Trace", Some((v, Some(place))), body))
 }
 
 /// The note shown when a link names a row that is not (or no longer) there.
