@@ -633,14 +633,21 @@ impl<'a> Scan<'a> {
                     .collect(),
             ));
         }
+        // A trace is read whole by the store whatever the page (its versions are resolved
+        // together), so it is taken in one page: paging through it would read it again for
+        // every page, quadratic in its spans.
+        let limit = match self.root {
+            Some(_) => i64::MAX,
+            None => SCAN_PAGE,
+        };
         let q = RowQuery {
             as_of: Some(self.version),
             after_row_id: self.after.clone(),
             root_span_id: self.root.clone(),
-            limit: SCAN_PAGE,
+            limit,
         };
         let page = self.svc.store.read_rows(self.pass, &q).await?;
-        self.done = (page.len() as i64) < SCAN_PAGE;
+        self.done = (page.len() as i64) < limit;
         if let Some(last) = page.last() {
             self.after = Some(last.row_id.clone());
         }
@@ -653,7 +660,8 @@ impl<'a> Scan<'a> {
 }
 
 impl Services {
-    /// A scan of one object for a plan: the trace index for `root_span_id = '...'`, the word
+    /// A scan of one object for a plan: the row index for `id = '...'`, the trace index for
+    /// `root_span_id = '...'`, the word
     /// index when the filter implies words, the value index when it bounds a score, a metric
     /// or `created`, else every row. `every`: the caller reads every matching row (no read
     /// in the sort's order follows).
@@ -678,6 +686,11 @@ impl Services {
             return Ok(scan);
         };
         if scan.candidates.is_some() {
+            return Ok(scan);
+        }
+        // One row by id (what a link to a span asks): read through the row index.
+        if let Some(id) = filter.equality_on("id") {
+            scan.candidates = Some((vec![id], 0));
             return Ok(scan);
         }
         scan.root = filter.equality_on("root_span_id");

@@ -150,6 +150,14 @@ fn fixture(p: &str, q: &str) -> Vec<Value> {
 fn filters() -> Vec<(&'static str, Want)> {
     vec![
         ("metadata.user_id = 'u-1'", Ids(&["a0", "a1", "a2", "c0"])),
+        // One row by id (read through the row index): the rest of the filter still applies,
+        // and a row of another project is not found.
+        ("id = 'c0'", Ids(&["c0"])),
+        ("id = 'c0' AND metadata.user_id = 'u-2'", Ids(&[])),
+        ("metadata.user_id = 'u-1' AND id = 'a1'", Ids(&["a1"])),
+        ("id = 'c0' OR id = 'b1'", Ids(&["b1", "c0"])),
+        ("id = 'no such row'", Ids(&[])),
+        ("id = 'e0'", Ids(&[])),
         ("metadata.user_id != 'u-1'", Ids(&["b0", "b1", "d0", "d1"])),
         ("metadata.user_id <> 'u-1'", Ids(&["b0", "b1", "d0", "d1"])),
         (

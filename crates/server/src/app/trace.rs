@@ -15,8 +15,9 @@ use std::collections::{HashMap, HashSet};
 
 /// Most spans of one trace the viewer reads; a longer trace is shown cut, with a note.
 pub(crate) const MAX_TRACE_SPANS: usize = 20_000;
-/// Spans read per query.
-const PAGE: usize = 1_000;
+/// Spans read per query: the most one query returns, so that a trace is read once (the
+/// store reads a trace whole for each page).
+const PAGE: usize = 10_000;
 
 /// A trace read for the viewer: its spans and whether it was cut at [`MAX_TRACE_SPANS`].
 pub(crate) struct Trace {
