@@ -211,6 +211,17 @@ def main():
         logs = f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/logs"
         page(d, logs, "08-logs", "the logs table")
         check(len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) == 2, "both traces are listed")
+        live = d.find_element(By.ID, "live")
+        check(live.is_displayed(), "the page's script offers live refresh")
+        live.click()
+        logger = braintrust.init_logger(project=PROJECT)
+        with logger.start_span(name="arrived later") as span:
+            span.log(input="late question", output="late answer")
+        logger.flush()
+        check(wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) == 3
+                   and "arrived later" in d.find_element(By.ID, "logs").text, 15),
+              "a new trace appears without reloading the page")
+        live.click()
         box = d.find_element(By.ID, "filter")
         box.send_keys("metadata.user_id = 'u-42'")
         box.submit()
@@ -233,6 +244,14 @@ def main():
         heads = [h.text for h in d.find_elements(By.CSS_SELECTOR, "#logs thead th")]
         check(heads == ["Time", "Name"], f"columns can be chosen: {heads}")
         page(d, f"{HF}/app/default", "11-projects", "the projects page")
+        # A wide monitor and a small laptop screen: the experiment page fills the one and
+        # scrolls its tables (not the page) on the other.
+        for size, name in [((2560, 1440), "11b-experiment-wide"), ((1280, 720), "11c-experiment-laptop")]:
+            d.set_window_size(*size)
+            page(d, links[1], name, f"the experiment page at {size[0]}x{size[1]}")
+            overflow = d.execute_script("return document.documentElement.scrollWidth > window.innerWidth")
+            check(not overflow, f"no sideways scrolling of the page at {size[0]}x{size[1]}")
+        d.set_window_size(1440, 1000)
 
         # The dataset: its row, then add, edit, import and delete rows.
         ds_page = f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/datasets/Hard%20questions"
