@@ -182,7 +182,10 @@ pub async fn run(
             "logs: filter metadata.user_id = X",
             format!("{logs}?filter={}", encoded("metadata.user_id = 'user-042'")),
         ),
-        ("logs: search a rare word", format!("{logs}?search=quasarium")),
+        (
+            "logs: search a rare word",
+            format!("{logs}?search=quasarium"),
+        ),
         ("logs: last hour", format!("{logs}?range=1h")),
         ("logs: errors only", format!("{logs}?errors=1")),
         ("trace (5 spans)", format!("{logs}?oid={row}")),
