@@ -352,6 +352,18 @@ def main():
         check(other.ok, "a second project exists")
         page(d, f"{HF}/app/default/admin", "20-admin", "the administration page")
         check("ann@acme.test" in d.find_element(By.ID, "members").text, "members are listed")
+        d.find_element(By.ID, "group-name").send_keys("Reviewers")
+        d.find_element(By.CSS_SELECTOR, "#create-group button").click()
+        group_row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#groups tbody tr") if "Reviewers" in r.text]
+        check(wait(lambda: group_row()), "a group is created")
+        Select(group_row()[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("ann@acme.test")
+        group_row()[0].find_element(By.CSS_SELECTOR, "button[value=add]").click()
+        check(wait(lambda: "ann@acme.test" in group_row()[0].find_elements(By.TAG_NAME, "td")[2].text),
+              "a member is added to the group")
+        Select(group_row()[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("ann@acme.test")
+        group_row()[0].find_element(By.CSS_SELECTOR, "button[value=remove]").click()
+        check(wait(lambda: "ann@acme.test" not in group_row()[0].find_elements(By.TAG_NAME, "td")[2].text),
+              "and removed from it")
         Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Bot readers")
         Select(d.find_element(By.ID, "grant-on")).select_by_visible_text(f"project {PROJECT}")
         Select(d.find_element(By.ID, "grant-role")).select_by_visible_text("Viewer")

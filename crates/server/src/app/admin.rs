@@ -157,24 +157,56 @@ pub(crate) async fn page(
             }
         }
     })?;
+    let acls = sv.list_org_acls(&v.p).await;
+    // Reading the organization's grants is an administrator's right (Owners by default):
+    // only they are shown the forms that change groups and grants (the API decides anyway).
+    let may_grant = acls.is_ok() && roles.is_ok() && groups.is_ok();
+    let mut emails: Vec<(&String, &String)> = names.users.iter().collect();
+    emails.sort_by(|a, b| a.1.cmp(b.1));
     let groups_html = section(groups.as_ref().map_err(clone_err), |groups| {
         html! {
+            @if may_grant {
+                form.inline #create-group data-action="create-group" {
+                    div.row {
+                        div { label for="group-name" { "New group" } input #group-name name="name" required maxlength="200" autocomplete="off"; }
+                        div { label for="group-description" { "Description" } input #group-description name="description" maxlength="1000" autocomplete="off"; }
+                        button type="submit" { "Create group" }
+                        span.note role="status" {}
+                    }
+                }
+            }
             table #groups {
-                thead { tr { th scope="col" { "Group" } th scope="col" { "Description" } th scope="col" { "Members" } } }
+                thead { tr {
+                    th scope="col" { "Group" } th scope="col" { "Description" } th scope="col" { "Members" }
+                    @if may_grant { th scope="col" { span.hidden { "Actions" } } }
+                } }
                 tbody {
                     @for g in groups {
+                        @let members = ids_of(g, "member_users");
+                        @let name = str_of(g, "name");
                         tr {
-                            td { (str_of(g, "name")) }
+                            td { (name) }
                             td { (str_of(g, "description")) }
-                            td { (ids_of(g, "member_users").iter().map(|u| names.users.get(*u).map_or(*u, String::as_str)).collect::<Vec<_>>().join(", ")) }
+                            td { (members.iter().map(|u| names.users.get(*u).map_or(*u, String::as_str)).collect::<Vec<_>>().join(", ")) }
+                            @if may_grant {
+                                td.actions {
+                                    form.group-member data-action="group-member" data-group=(str_of(g, "id")) {
+                                        label.hidden for={ "member-" (str_of(g, "id")) } { "Member to add to or remove from " (name) }
+                                        select id={ "member-" (str_of(g, "id")) } name="user" {
+                                            @for (id, email) in &emails { option value=(id) { (email) } }
+                                        }
+                                        " " button type="submit" name="change" value="add" aria-label={ "Add to " (name) } { "Add" }
+                                        " " button.secondary type="submit" name="change" value="remove" aria-label={ "Remove from " (name) } { "Remove" }
+                                        span.note role="status" {}
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             }
         }
     })?;
-    let acls = sv.list_org_acls(&v.p).await;
-    let may_grant = acls.is_ok() && roles.is_ok() && groups.is_ok();
     let grants = section(acls, |acls| {
         html! {
             table #grants {

@@ -200,6 +200,15 @@
       }
       location.reload();
     },
+    "create-group": async (form) => {
+      await api("POST", "/v1/group", { name: form.elements.name.value, description: form.elements.description.value });
+      location.reload();
+    },
+    "group-member": async (form, submitter) => {
+      const change = submitter && submitter.value === "remove" ? "remove_member_users" : "add_member_users";
+      await api("PATCH", "/v1/group/" + encodeURIComponent(form.getAttribute("data-group")), { [change]: [form.elements.user.value] });
+      location.reload();
+    },
     "grant": async (form) => {
       const [kind, who] = form.elements.who.value.split(":");
       const [objectType, objectId] = form.elements.on.value.split(":");
@@ -233,7 +242,7 @@
       const button = form.querySelector("button[type=submit]");
       if (button) button.disabled = true;
       try {
-        await action(form);
+        await action(form, event.submitter);
       } catch (e) {
         say(form, e.message, true);
       } finally {
