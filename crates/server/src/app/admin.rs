@@ -29,10 +29,6 @@ fn section<T>(
     }
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
 fn ids_of<'a>(v: &'a Value, key: &str) -> Vec<&'a str> {
     v.get(key)
         .and_then(Value::as_array)
@@ -61,7 +57,12 @@ impl Names {
             list.as_ref()
                 .map(|l| {
                     l.iter()
-                        .map(|x| (str_of(x, "id").to_owned(), str_of(x, "name").to_owned()))
+                        .map(|x| {
+                            (
+                                view::str_at(x, "/id").to_owned(),
+                                view::str_at(x, "/name").to_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
@@ -136,7 +137,7 @@ pub(crate) async fn page(
         let mut m: HashMap<&str, Vec<&str>> = HashMap::new();
         for g in groups.iter().flatten() {
             for u in ids_of(g, "member_users") {
-                m.entry(u).or_default().push(str_of(g, "name"));
+                m.entry(u).or_default().push(view::str_at(g, "/name"));
             }
         }
         m
@@ -183,16 +184,16 @@ pub(crate) async fn page(
                 tbody {
                     @for g in groups {
                         @let members = ids_of(g, "member_users");
-                        @let name = str_of(g, "name");
+                        @let name = view::str_at(g, "/name");
                         tr {
                             td { (name) }
-                            td { (str_of(g, "description")) }
+                            td { (view::str_at(g, "/description")) }
                             td { (members.iter().map(|u| names.users.get(*u).map_or(*u, String::as_str)).collect::<Vec<_>>().join(", ")) }
                             @if may_grant {
                                 td.actions {
-                                    form.group-member data-action="group-member" data-group=(str_of(g, "id")) {
-                                        label.hidden for={ "member-" (str_of(g, "id")) } { "Member to add to or remove from " (name) }
-                                        select id={ "member-" (str_of(g, "id")) } name="user" {
+                                    form.group-member data-action="group-member" data-group=(view::str_at(g, "/id")) {
+                                        label.hidden for={ "member-" (view::str_at(g, "/id")) } { "Member to add to or remove from " (name) }
+                                        select id={ "member-" (view::str_at(g, "/id")) } name="user" {
                                             @for (id, email) in &emails { option value=(id) { (email) } }
                                         }
                                         " " button type="submit" name="change" value="add" aria-label={ "Add to " (name) } { "Add" }
@@ -252,8 +253,8 @@ pub(crate) async fn page(
                         tbody {
                             @for x in &list {
                                 tr {
-                                    td { (str_of(x, "name")) }
-                                    td { (str_of(x, "type")) }
+                                    td { (view::str_at(x, "/name")) }
+                                    td { (view::str_at(x, "/type")) }
                                     td.nowrap { (view::time(x.get("updated_at").or(x.get("created")).and_then(Value::as_str).unwrap_or_default())) }
                                 }
                             }
@@ -326,7 +327,7 @@ fn grant_form(
                 div {
                     label for="grant-who" { "Who" }
                     select #grant-who name="who" required {
-                        @for g in groups { option value={ "group:" (str_of(g, "id")) } { "group " (str_of(g, "name")) } }
+                        @for g in groups { option value={ "group:" (view::str_at(g, "/id")) } { "group " (view::str_at(g, "/name")) } }
                         @for (id, email) in &users { option value={ "user:" (id) } { (email) } }
                     }
                 }
@@ -341,7 +342,7 @@ fn grant_form(
                     label for="grant-role" { "Role" }
                     select #grant-role name="role" required {
                         option value="" { "Choose a role" }
-                        @for r in roles { option value=(str_of(r, "id")) { (str_of(r, "name")) } }
+                        @for r in roles { option value=(view::str_at(r, "/id")) { (view::str_at(r, "/name")) } }
                     }
                 }
                 button type="submit" { "Grant" }
@@ -383,7 +384,7 @@ pub(crate) async fn access(
     let members: HashMap<&str, Vec<&str>> = groups
         .iter()
         .flatten()
-        .map(|g| (str_of(g, "id"), ids_of(g, "member_users")))
+        .map(|g| (view::str_at(g, "/id"), ids_of(g, "member_users")))
         .collect();
     let reached = |a: &Acl| -> String {
         match (&a.user_id, &a.group_id) {
@@ -477,10 +478,10 @@ pub(crate) async fn audit(
                     tbody {
                         @for e in &entries {
                             tr {
-                                td.nowrap { (view::time(str_of(e, "created"))) }
-                                td { (emails.get(str_of(e, "actor_id")).copied().unwrap_or(str_of(e, "actor_id"))) }
-                                td { code { (str_of(e, "action")) } }
-                                td { (str_of(e, "object_type")) " " code { (str_of(e, "object_id")) } }
+                                td.nowrap { (view::time(view::str_at(e, "/created"))) }
+                                td { (emails.get(view::str_at(e, "/actor_id")).copied().unwrap_or(view::str_at(e, "/actor_id"))) }
+                                td { code { (view::str_at(e, "/action")) } }
+                                td { (view::str_at(e, "/object_type")) " " code { (view::str_at(e, "/object_id")) } }
                                 td.preview { (view::preview(e.get("detail").unwrap_or(&Value::Null), 200)) }
                             }
                         }

@@ -16,10 +16,6 @@ use serde_json::{Value, json};
 /// Versions listed (the newest).
 const MAX_VERSIONS: usize = 1_000;
 
-fn str_of<'a>(v: &'a Value, path: &str) -> &'a str {
-    v.pointer(path).and_then(Value::as_str).unwrap_or_default()
-}
-
 pub(crate) async fn list(
     State(s): State<AppState>,
     authed: Authed,
@@ -42,10 +38,10 @@ pub(crate) async fn list(
                 tbody {
                     @for p in &prompts {
                         tr {
-                            td { a href={ (here) "/" (path_part(str_of(p, "/slug"))) } { (str_of(p, "/name")) } }
-                            td { code { (str_of(p, "/slug")) } }
-                            td { (str_of(p, "/prompt_data/options/model")) }
-                            td { (str_of(p, "/description")) }
+                            td { a href={ (here) "/" (path_part(view::str_at(p, "/slug"))) } { (view::str_at(p, "/name")) } }
+                            td { code { (view::str_at(p, "/slug")) } }
+                            td { (view::str_at(p, "/prompt_data/options/model")) }
+                            td { (view::str_at(p, "/description")) }
                         }
                     }
                 }
@@ -88,7 +84,7 @@ fn version_view(org: &str, p: &Value) -> Markup {
     let content = data.pointer("/prompt/content");
     html! {
         dl.facts {
-            dt { "Model" } dd { (str_of(data, "/options/model")) }
+            dt { "Model" } dd { (view::str_at(data, "/options/model")) }
             @if let Some(d) = p.get("description").and_then(Value::as_str).filter(|d| !d.is_empty()) { dt { "Description" } dd { (d) } }
         }
         @if let Some(m) = messages { h3 { "Messages" } (view::value(org, m)) }
@@ -113,7 +109,7 @@ pub(crate) async fn page(
         .into_iter()
         .next()
         .ok_or_else(|| ServiceError::NotFound(format!("prompt {slug:?}")))?;
-    let id = str_of(&latest, "/id").to_owned();
+    let id = view::str_at(&latest, "/id").to_owned();
     let found = s
         .services
         .btql(
@@ -132,8 +128,8 @@ pub(crate) async fn page(
             d.iter()
                 .map(|x| {
                     (
-                        str_of(x, "/_xact_id").to_owned(),
-                        str_of(x, "/audit_data/action") == "delete",
+                        view::str_at(x, "/_xact_id").to_owned(),
+                        view::str_at(x, "/audit_data/action") == "delete",
                     )
                 })
                 .collect()
@@ -147,7 +143,7 @@ pub(crate) async fn page(
     } else {
         s.services.get_prompt(&v.p, &id, Some(&wanted)).await?
     };
-    let shown_version = str_of(&shown, "/_xact_id").to_owned();
+    let shown_version = view::str_at(&shown, "/_xact_id").to_owned();
     let compared = if against.is_empty() {
         None
     } else {
@@ -155,7 +151,7 @@ pub(crate) async fn page(
     };
     let here = project_path(&v, &project.name, "prompts", Some(&slug));
     let body = html! {
-        h1 { "Prompt " (str_of(&latest, "/name")) }
+        h1 { "Prompt " (view::str_at(&latest, "/name")) }
         p.muted { "Slug " code { (slug) } " · " (versions.len()) " versions" }
         div.trace {
             section.tree aria-label="Versions" {

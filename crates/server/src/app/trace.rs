@@ -71,10 +71,6 @@ pub(crate) async fn of_row(
     }
 }
 
-fn str_of<'a>(v: &'a Value, path: &str) -> &'a str {
-    v.pointer(path).and_then(Value::as_str).unwrap_or_default()
-}
-
 fn num_of(v: &Value, path: &str) -> Option<f64> {
     v.pointer(path).and_then(Value::as_f64)
 }
@@ -97,7 +93,7 @@ fn tree_order(spans: &[Value]) -> Vec<(usize, usize)> {
     let by_span: HashMap<&str, usize> = spans
         .iter()
         .enumerate()
-        .map(|(i, s)| (str_of(s, "/span_id"), i))
+        .map(|(i, s)| (view::str_at(s, "/span_id"), i))
         .collect();
     let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut roots = Vec::new();
@@ -166,7 +162,7 @@ pub(crate) fn render(
     let order = tree_order(spans);
     let chosen = spans
         .iter()
-        .position(|s| str_of(s, "/id") == selected)
+        .position(|s| view::str_at(s, "/id") == selected)
         .or_else(|| order.first().map(|(i, _)| *i));
     let t0 = spans
         .iter()
@@ -187,12 +183,12 @@ pub(crate) fn render(
                 }
                 ol.spans {
                     @for (i, span, depth) in order.iter().filter_map(|(i, d)| spans.get(*i).map(|s| (*i, s, *d))) {
-                        @let kind = str_of(span, "/span_attributes/type");
-                        @let name = str_of(span, "/span_attributes/name");
+                        @let kind = view::str_at(span, "/span_attributes/type");
+                        @let name = view::str_at(span, "/span_attributes/name");
                         @let start = num_of(span, "/metrics/start");
                         @let end = num_of(span, "/metrics/end");
                         li class={ "d" (depth.min(24)) } {
-                            a href=(link(str_of(span, "/id")))
+                            a href=(link(view::str_at(span, "/id")))
                               aria-current=[(Some(i) == chosen).then_some("true")] {
                                 span.name { @if name.is_empty() { "(unnamed)" } @else { (name) } }
                                 @if !kind.is_empty() { " " span class={ "badge " (type_class(kind)) } { (kind) } }
@@ -218,7 +214,7 @@ pub(crate) fn render(
 }
 
 fn detail(org: &str, span: &Value, add: &AddTo<'_>) -> Markup {
-    let name = str_of(span, "/span_attributes/name");
+    let name = view::str_at(span, "/span_attributes/name");
     let fields = [
         ("error", "Error"),
         ("input", "Input"),
@@ -242,8 +238,8 @@ fn detail(org: &str, span: &Value, add: &AddTo<'_>) -> Markup {
         section.detail #span aria-label="Span detail" {
             h2 { @if name.is_empty() { "Span" } @else { (name) } }
             dl.facts {
-                dt { "Row id" } dd { code { (str_of(span, "/id")) } }
-                dt { "Span id" } dd { code { (str_of(span, "/span_id")) } }
+                dt { "Row id" } dd { code { (view::str_at(span, "/id")) } }
+                dt { "Span id" } dd { code { (view::str_at(span, "/span_id")) } }
                 @if let Some(t) = span.get("created").and_then(Value::as_str) { dt { "Created" } dd { (view::time(t)) } }
                 @if let (Some(a), Some(b)) = (num_of(span, "/metrics/start"), num_of(span, "/metrics/end")) {
                     dt { "Duration" } dd { (view::duration(b - a)) }
@@ -254,7 +250,7 @@ fn detail(org: &str, span: &Value, add: &AddTo<'_>) -> Markup {
             }
             @if !add.datasets.is_empty() {
                 form.inline #add-to-dataset data-action="add-to-dataset" data-kind=(add.kind)
-                    data-object=(add.object_id) data-row=(str_of(span, "/id")) {
+                    data-object=(add.object_id) data-row=(view::str_at(span, "/id")) {
                     label for="dataset" { "Add this span to a dataset" }
                     select #dataset name="dataset" {
                         @for (id, name) in add.datasets { option value=(id) { (name) } }
@@ -349,7 +345,7 @@ mod tests {
         ];
         let order: Vec<(&str, usize)> = tree_order(&spans)
             .into_iter()
-            .map(|(i, d)| (str_of(&spans[i], "/span_id"), d))
+            .map(|(i, d)| (view::str_at(&spans[i], "/span_id"), d))
             .collect();
         assert_eq!(
             order,

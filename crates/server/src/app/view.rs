@@ -19,6 +19,13 @@ pub fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// The text at a JSON pointer of a value, or "" when there is none.
+pub fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 /// Whether a string is a binary payload (a `data:` URL or a long run of base64), which is
 /// never rendered as text.
 pub fn is_binary(s: &str) -> bool {
@@ -52,7 +59,10 @@ pub fn preview(v: &Value, max: usize) -> String {
             None => compact(v, max * 4),
         },
     };
-    cut(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
+    // Cut before the whitespace is folded, so that a long value costs no more than its
+    // preview (runs of whitespace fold to one, hence twice the room).
+    let head = cut(&text, max.saturating_mul(2));
+    cut(&head.split_whitespace().collect::<Vec<_>>().join(" "), max)
 }
 
 /// Compact JSON, with binary strings replaced by a note, cut to about `max` characters.
