@@ -152,6 +152,8 @@ pub(crate) struct TraceShape<'a> {
     pub tag: Option<&'a str>,
     /// The tool span's name (`search_docs` when absent).
     pub tool: Option<&'a str>,
+    /// An error for the tool span to have failed with.
+    pub error: Option<&'a str>,
 }
 
 /// One trace: root task, two LLM calls, a tool call and a score span.
@@ -162,6 +164,7 @@ fn trace(rng: &mut Rng, project_id: &str, t: f64) -> (String, Vec<Value>) {
         rare_word: None,
         tag: None,
         tool: None,
+        error: None,
     };
     trace_shaped(rng, project_id, t, &shape)
 }
@@ -218,6 +221,9 @@ pub(crate) fn trace_shaped(
     tl["input"] = json!({"query": text(rng, 60)});
     tl["output"] = json!({"hits": [text(rng, 150), text(rng, 150)]});
     tl["metrics"] = json!({"start": t + 1.2, "end": t + 1.4});
+    if let Some(error) = shape.error {
+        tl["error"] = json!(error);
+    }
     rows.push(tl);
     let score = rng.hex(16);
     let mut sc = base(&score, json!([root]), "Factuality", "score");

@@ -313,12 +313,15 @@ async fn load(
                     // One trace in 1,000 has a rare tag; the tool span has one of 500 names.
                     let tagged = rng.next().is_multiple_of(1000);
                     let tool = format!("search_{:03}", rng.next() % 500);
+                    // One trace in 100 has a failed tool call.
+                    let failed = rng.next().is_multiple_of(100);
                     let shape = TraceShape {
                         created: &created,
                         user_id: Some(user),
                         rare_word: rare.then_some(RARE_WORD),
                         tag: tagged.then_some(RARE_TAG),
                         tool: Some(&tool),
+                        error: failed.then_some("search backend timed out"),
                     };
                     let (root, spans) = trace_shaped(&mut rng, &project_id, n as f64, &shape);
                     if roots.len() < 64 {

@@ -98,6 +98,9 @@ pub(crate) fn scheduled_query(text: &str, project_id: &str) -> Result<Value> {
 pub const MAX_GROUPS: usize = 100_000;
 /// Most traces one page of the traces or summary shape holds.
 pub const MAX_TRACES_PER_PAGE: usize = 1_000;
+/// Matched traces whose roots a sorted traces or summary query finds by reading each trace;
+/// more are found through the value index (one lookup, and a read of the roots alone).
+const FEW_TRACE_READS: usize = 16;
 /// Most traces a filtered, sorted traces or summary query may match.
 pub const MAX_MATCHED_TRACES: usize = 1_000_000;
 /// Most sort keys, select items, dimensions or measures.
@@ -1091,7 +1094,10 @@ impl Services {
     ) -> Result<(Vec<Value>, Option<Cursor>)> {
         let mut best: Vec<Ranked> = Vec::new();
         for (i, pass) in passes.iter().enumerate() {
-            // With a filter, first the traces that have a matching span.
+            // With a filter, first the traces that have a matching span. A matching span
+            // that is its trace's root is a candidate at once (while few traces match), so
+            // its trace need not be read to find the root.
+            let mut direct: HashMap<String, Option<Ranked>> = HashMap::new();
             let matched = match &plan.filter {
                 None => None,
                 Some(_) => {
@@ -1106,10 +1112,20 @@ impl Services {
                                 .get("root_span_id")
                                 .and_then(Value::as_str)
                                 .map(str::to_owned);
+                            let row_id = row.row_id.clone();
                             let shown = row_json(row, plan.kind);
                             if let Some(root) = root
-                                && shown.as_object().is_some_and(|m| plan.keep(m, cx))
+                                && let Some(m) = shown.as_object().filter(|m| plan.keep(m, cx))
                             {
+                                if m.get("is_root") == Some(&Value::Bool(true))
+                                    && direct.len() < FEW_TRACES
+                                {
+                                    let key = plan.key(m, cx);
+                                    let ranked = plan
+                                        .after_cursor(&key, i, &row_id)
+                                        .then(|| (key, i, row_id, json!(root)));
+                                    direct.insert(root.clone(), ranked);
+                                }
                                 set.insert(root);
                                 if set.len() > MAX_MATCHED_TRACES {
                                     return Err(ServiceError::bad(format!(
@@ -1123,6 +1139,7 @@ impl Services {
                     Some(set)
                 }
             };
+            let direct_roots: HashSet<String> = direct.keys().cloned().collect();
             // A root span of a matched trace becomes a candidate keyed by its sort key.
             let mut accept = |span: StoredRow| -> Option<Ranked> {
                 let row_id = span.row_id.clone();
@@ -1139,10 +1156,34 @@ impl Services {
                 plan.after_cursor(&key, i, &row_id)
                     .then(|| (key, i, row_id, json!(root)))
             };
-            // A few matched traces: their roots are read trace by trace, not found by a scan.
+            // A few matched traces: their roots are found through the value index (or read
+            // trace by trace), not by a scan.
             if let Some(set) = matched.as_ref().filter(|s| s.len() <= FEW_TRACES) {
                 let mut roots: Vec<&String> = set.iter().collect();
                 roots.sort();
+                for ranked in roots.iter().filter_map(|r| direct.remove(r.as_str())) {
+                    best.extend(ranked);
+                    trim(plan, &mut best, plan.limit + 1);
+                }
+                roots.retain(|r| !direct_roots.contains(r.as_str()));
+                if roots.len() > FEW_TRACE_READS
+                    && let Some(ids) = self.root_rows(pass, &roots, version).await?
+                {
+                    // Rows the index could not place may be of any trace: only those of
+                    // the traces still to place (a root taken above is not taken again).
+                    let unplaced: HashSet<&str> = roots.iter().map(|r| r.as_str()).collect();
+                    for chunk in ids.chunks(1000) {
+                        self.check_query_time(started)?;
+                        for span in self.store.read_row_ids(pass, chunk, Some(version)).await? {
+                            let trace = span.data.get("root_span_id").and_then(Value::as_str);
+                            if trace.is_some_and(|t| unplaced.contains(t)) {
+                                best.extend(accept(span));
+                            }
+                        }
+                        trim(plan, &mut best, plan.limit + 1);
+                    }
+                    continue;
+                }
                 for root in roots {
                     for span in self.trace_spans(pass, version, root, started).await? {
                         best.extend(accept(span));

@@ -228,6 +228,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("row_deletions_xact.sql"),
         include_str!("row_deletions_xact.sql"),
     ),
+    (
+        25,
+        include_str!("values_errors_sqlite.sql"),
+        include_str!("values_errors_postgres.sql"),
+    ),
 ];
 
 impl Store {

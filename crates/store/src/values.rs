@@ -26,7 +26,11 @@
 //! INCLUDES 'x'` reads one range of entries. A row has one entry per distinct tag and no
 //! entries of root spans alone. Tags that are not an array of at most [`MAX_PER_GROUP`]
 //! texts, or that hold a text that compares as an instant, make the row irregular for the
-//! field. A group (scores, metrics, metadata, span attributes) the index does not hold
+//! field. *Marked* for `error IS NOT NULL` (the errors view): a row whose `error` is set
+//! has one entry for it (an empty text), whatever the value, and no other. *Looked up*: a
+//! root span's `root_span_id`, so that the root rows of given traces are found without
+//! reading the traces (a summary of the traces a filter matched sorts them by their roots).
+//! A group (scores, metrics, metadata, span attributes) the index does not hold
 //! whole, with more names than it indexes or an array (whose items a path reaches by
 //! position), gives the row an irregular entry for the group, which readers of every field
 //! of the group read. Paths deeper than a group's names (`metadata.a.b`) are not indexed.
@@ -111,6 +115,13 @@ pub enum Held {
     /// kind in a range of its own (sorts put every number before every text), sorted and
     /// looked up.
     Mixed,
+    /// `error`: one entry (an empty text) for each row where it is set, for `error IS NOT
+    /// NULL` (the errors view) only: not sorted, not compared.
+    Present,
+    /// `root_span_id` of root spans: looked up by value to find the root rows of given
+    /// traces ([`Store::rows_with_texts`]) without reading the traces; not sorted, not
+    /// compared.
+    Root,
 }
 
 impl Held {
@@ -136,7 +147,7 @@ impl Held {
 
     /// Whether sorted reads of the field can use the index.
     pub fn sorted(self) -> bool {
-        self != Held::Listed
+        !matches!(self, Held::Listed | Held::Present | Held::Root)
     }
 
     /// The kinds of value (`true`: text) a sorted read of the field reads, in ascending
@@ -145,7 +156,7 @@ impl Held {
         match self {
             Held::Created => &[true],
             Held::Number => &[false],
-            Held::Listed => &[],
+            Held::Listed | Held::Present | Held::Root => &[],
             Held::Mixed => &[false, true],
         }
     }
@@ -170,6 +181,8 @@ pub fn held(path: &[String]) -> Option<Held> {
     match path {
         [f] if f == "created" => Some(Held::Created),
         [f] if f == "tags" => Some(Held::Listed),
+        [f] if f == "error" => Some(Held::Present),
+        [f] if f == "root_span_id" => Some(Held::Root),
         [g, name] if !name.is_empty() => group_held(g),
         _ => None,
     }
@@ -298,6 +311,24 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
                 None => out.push((key("tags", false, true), None)),
             }
         }
+    }
+    // A root span's `root_span_id`, which names its trace (irregular when not a text the
+    // index can hold).
+    if root && let Some(r) = row.get("root_span_id") {
+        match r.as_str().filter(|s| !s.contains('\0')) {
+            Some(s) => out.push((
+                key("root_span_id", false, false),
+                Some(IndexValue::Text(s.to_owned())),
+            )),
+            None => out.push((key("root_span_id", false, true), None)),
+        }
+    }
+    // `error`: whether it is set, whatever its value (the errors view's filter).
+    if row.get("error").is_some_and(|e| !e.is_null()) {
+        out.push((
+            key("error", false, false),
+            Some(IndexValue::Text(String::new())),
+        ));
     }
     if let Some(odd) = odd {
         out.push((
@@ -663,6 +694,35 @@ macro_rules! backend_statements {
                 }
             }
 
+            /// See [`Store::rows_with_texts`]: for at most a few hundred values.
+            pub(crate) async fn rows_with_texts(
+                p: &sqlx::Pool<Db>,
+                pass: &ObjectPass,
+                path: &[String],
+                values: &[String],
+            ) -> Result<Vec<String>> {
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+                let Some(h) = held(path) else {
+                    return Ok(Vec::new());
+                };
+                let at = kind_path(&path.join("."), h, true);
+                if values.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb =
+                    QueryBuilder::<Db>::new("SELECT v.row_id FROM row_values v WHERE v.field = ");
+                qb.push_bind(field_key(object_type, object_id, &at, false, false));
+                qb.push(" AND v.value IN (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(", ");
+                    }
+                    <Db as ValueSql>::push_value(&mut qb, Some(&IndexValue::Text(v.clone())));
+                }
+                qb.push(")");
+                Ok(qb.build_query_scalar().fetch_all(p).await?)
+            }
+
             /// See [`Store::odd_created_rows`]: the rows, at most `limit`.
             pub(crate) async fn odd_created_rows(
                 p: &sqlx::Pool<Db>,
@@ -983,6 +1043,31 @@ impl Store {
             Pools::Postgres(p) => on_postgres::odd_created_rows(p, pass, limit).await?,
         };
         Ok((ids.len() <= max).then_some(ids))
+    }
+
+    /// The rows whose entry of a text field of an object is one of `values` (a root span's
+    /// `root_span_id`, say): row ids, sorted, from the index alone. As for any read of
+    /// entries, the caller also reads [`Store::value_extras`] and
+    /// [`Store::rows_changed_since`], and reads each row to check it.
+    pub async fn rows_with_texts(
+        &self,
+        pass: &ObjectPass,
+        path: &[String],
+        values: &[String],
+    ) -> Result<Vec<String>> {
+        if !held(path).is_some_and(|h| h.has_kind(true)) {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::new();
+        for chunk in values.chunks(500) {
+            ids.extend(match &self.read {
+                Pools::Sqlite(p) => on_sqlite::rows_with_texts(p, pass, path, chunk).await?,
+                Pools::Postgres(p) => on_postgres::rows_with_texts(p, pass, path, chunk).await?,
+            });
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Up to `limit` entries of a field of an object, in the query's order from `from`.
@@ -1504,5 +1589,32 @@ mod tests {
             Some("scores")
         );
         assert_eq!(group_path(&["tags".into()]), None);
+        // A set `error` of any type is marked once, with no root entry; a null one is not.
+        for error in [json!("boom"), json!(""), json!({"message": "x"}), json!(0)] {
+            let row = json!({"span_id": "a", "error": error});
+            assert_eq!(
+                entries("l", "o", row.as_object().unwrap()),
+                vec![(key("error", false, false), text(""))],
+                "{error}"
+            );
+        }
+        let row = json!({"span_id": "a", "error": null});
+        assert_eq!(entries("l", "o", row.as_object().unwrap()), vec![]);
+        assert_eq!(held(&path(&["error"])), Some(Held::Present));
+        // A root span's trace is looked up by its `root_span_id`; a child's is not.
+        let root = json!({"span_id": "a", "root_span_id": "t", "span_parents": null});
+        assert_eq!(
+            entries("l", "o", root.as_object().unwrap()),
+            vec![(key("root_span_id", false, false), text("t"))]
+        );
+        let child = json!({"span_id": "b", "root_span_id": "t", "span_parents": ["a"]});
+        assert_eq!(entries("l", "o", child.as_object().unwrap()), vec![]);
+        let odd = json!({"span_id": "a", "root_span_id": 7});
+        assert_eq!(
+            entries("l", "o", odd.as_object().unwrap()),
+            vec![(key("root_span_id", false, true), None)]
+        );
+        assert!(!Held::Root.sorted() && !Held::Root.texts() && Held::Root.has_kind(true));
+        assert!(!Held::Present.sorted() && !Held::Present.texts() && !Held::Present.numbers());
     }
 }

@@ -983,6 +983,13 @@ async fn sorted_reads(backend: Backend) {
             if let Some(v) = v {
                 row["metadata"]["v"] = v;
             }
+            // `error` of several types on a few spans, null on some.
+            match (t * 3 + s) % 13 {
+                0 => row["error"] = json!("boom"),
+                5 => row["error"] = json!({"message": "rate limited"}),
+                9 => row["error"] = Value::Null,
+                _ => {}
+            }
             if s == 0 && t % 4 != 3 {
                 row["tags"] = match t % 4 {
                     0 => json!(["vip", "a"]),
@@ -1086,7 +1093,33 @@ async fn sorted_reads(backend: Backend) {
                 r["span_attributes"]["type"] == json!("llm")
                     && r["scores"]["f"].as_f64().is_some_and(|f| f > 0.3)
             };
-            let cases: [Case<'_>; 19] = [
+            // Summaries of the traces a filter matches, by their roots' `created`: matched
+            // through roots and through other spans (whose roots the index finds).
+            let traces_with = |keep: &dyn Fn(&Value) -> bool| -> std::collections::HashSet<Value> {
+                rows.values()
+                    .filter(|r| keep(r))
+                    .map(|r| r["root_span_id"].clone())
+                    .collect()
+            };
+            let failed_traces =
+                traces_with(&|r: &Value| r.get("error").is_some_and(|e| !e.is_null()));
+            let tool_traces =
+                traces_with(&|r: &Value| r["span_attributes"]["type"] == json!("tool"));
+            let failed_root = |r: &Value| root(r) && failed_traces.contains(&r["root_span_id"]);
+            let tool_root = |r: &Value| root(r) && tool_traces.contains(&r["root_span_id"]);
+            let cases: [Case<'_>; 21] = [
+                (
+                    "project_logs('P', shape => 'summary') WHERE error IS NOT NULL",
+                    &["created"],
+                    3,
+                    &failed_root,
+                ),
+                (
+                    "project_logs('P', shape => 'summary') WHERE span_attributes.type = 'tool'",
+                    &["created"],
+                    4,
+                    &tool_root,
+                ),
                 (
                     "project_logs('P') WHERE tags INCLUDES 'vip'",
                     &["metadata", "v"],
@@ -1181,7 +1214,11 @@ async fn sorted_reads(backend: Backend) {
             let v_to_v3 = |r: &Value| v(r).as_str().is_some_and(|t| t <= "v3");
             let v_in = |r: &Value| v(r) == json!(1.5) || v(r) == json!("v1");
             let v_in_true = |r: &Value| v_in(r) || v(r) == json!(true);
-            let ranges: [Range<'_>; 22] = [
+            let failed = |r: &Value| r.get("error").is_some_and(|e| !e.is_null());
+            let failed_high = |r: &Value| failed(r) && high(r);
+            let ranges: [Range<'_>; 24] = [
+                ("error IS NOT NULL", &failed),
+                ("error IS NOT NULL AND scores.f > 0.3", &failed_high),
                 ("metadata.v > 1", &v_above_1),
                 ("metadata.v >= 1 AND metadata.v < 2.5", &v_1_to_2),
                 ("metadata.v <= 'v3' LIMIT 4", &v_to_v3),
@@ -1268,6 +1305,11 @@ async fn sorted_reads(backend: Backend) {
             json!({"id": id, "tags": tags, "span_attributes": row["span_attributes"],
                             "_is_merge": true}),
         );
+    }
+    // Merges that set an error and clear one.
+    for (id, error) in [("t02s1", json!("late failure")), ("t00s0", Value::Null)] {
+        rows.get_mut(id).unwrap()["error"] = error.clone();
+        changes.push(json!({"id": id, "error": error, "_is_merge": true}));
     }
     // Merges that change `metadata.v` to the highest text and to a number.
     for (id, value) in [("t04s0", json!("zz")), ("t06s1", json!(0.25))] {

@@ -275,6 +275,17 @@ fn in_ranges(c: &Expr) -> Option<Vec<EntryRange>> {
         .collect()
 }
 
+/// The entries of a field the index marks when set (`error IS NOT NULL`, the errors view).
+fn present_range(c: &Expr) -> Option<EntryRange> {
+    let Expr::IsNull(e, false) = c else {
+        return None;
+    };
+    let Expr::Field(path) = e.as_ref() else {
+        return None;
+    };
+    (held(path) == Some(Held::Present)).then(|| EntryRange::whole(path, true))
+}
+
 /// A range of an indexed field that a filter's top-level conjunction puts on it: a number
 /// range (on a score, a metric, metadata or a span attribute) first, else a range of
 /// `created`.
@@ -289,7 +300,7 @@ fn entry_range(filter: &Expr, cx: &Context) -> Option<EntryRange> {
 
 /// Ways to read every row a filter keeps from the index, each a set of ranges of indexed
 /// fields whose union holds them, the likeliest to be narrow first: an equality with a text
-/// or an `IN` (one range a value), a number range or a range of `created` (see
+/// or an `IN` (one range a value), the rows with an error, a number range or a range of `created` (see
 /// [`entry_range`]), another range of texts, and, for a conjunct that is an `OR`
 /// each of whose branches has a way (`scores.f < 0.1 OR created > '...'`), the union of
 /// their first ways.
@@ -313,6 +324,7 @@ fn entry_plans(filter: &Expr, cx: &Context) -> Vec<Vec<EntryRange>> {
         .map(|r| vec![r.clone()])
         .collect();
     plans.extend(cs.iter().filter_map(|c| in_ranges(c)));
+    plans.extend(cs.iter().filter_map(|c| present_range(c)).map(|r| vec![r]));
     plans.extend(entry_range(filter, cx).map(|r| vec![r]));
     plans.extend(texts.into_iter().filter(|r| !point(r)).map(|r| vec![r]));
     plans.extend(cs.iter().filter_map(|c| {
@@ -426,6 +438,36 @@ impl Services {
         };
         ids.extend(changed);
         Ok((ids.len() <= cap).then(|| ids.into_iter().collect()))
+    }
+
+    /// The rows that may be the root spans of the traces `roots` at `version`, from the
+    /// value index: the root rows it lists under those traces, and every row it cannot place
+    /// (see [`Services::range_candidates`]); each must be read and checked. Sorted; `None`
+    /// without the index or when too many rows are unplaced.
+    pub(super) async fn root_rows(
+        &self,
+        pass: &ObjectPass,
+        roots: &[&String],
+        version: XactId,
+    ) -> Result<Option<Vec<String>>> {
+        if !self.limits.query_search_index || !self.store.has_value_index() {
+            return Ok(None);
+        }
+        let path = ["root_span_id".to_owned()];
+        let range = EntryRange::whole(&path, true);
+        let Some(mut ids) = self.extras(pass, &range, version, MAX_EXTRA_ROWS).await? else {
+            return Ok(None);
+        };
+        let values: Vec<String> = roots.iter().map(|r| (*r).clone()).collect();
+        ids.extend(self.store.rows_with_texts(pass, &path, &values).await?);
+        // Rows whose entries moved while they were read.
+        let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
+            return Ok(None);
+        };
+        ids.extend(changed);
+        ids.sort();
+        ids.dedup();
+        Ok(Some(ids))
     }
 
     /// The rows a read of `range` must read besides its entries ([`Store::value_extras`],
@@ -748,6 +790,30 @@ mod tests {
             entry_plans(&open_branch, &cx),
             Vec::<Vec<EntryRange>>::new()
         );
+    }
+
+    /// `error IS NOT NULL` reads the rows the index marks as having an error, tried before a
+    /// score's range; `IS NULL`, and fields the index does not mark, have no way.
+    #[test]
+    fn errors_in_filters() {
+        let cx = Context {
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let null = |op: &str, p: &[&str]| json!({"op": op, "expr": {"op": "ident", "name": p}});
+        let score = json!({"op": "gt", "left": {"op": "ident", "name": ["scores", "f"]},
+                           "right": {"op": "literal", "value": 0.5}});
+        let failed = null("isnotnull", &["error"]);
+        let f = expr(json!({"op": "and", "children": [score, failed]}));
+        let plans = entry_plans(&f, &cx);
+        assert_eq!(plans.len(), 2);
+        assert_eq!(
+            plans[0],
+            vec![EntryRange::whole(&["error".to_owned()], true)]
+        );
+        assert_eq!(plans[1][0].path, ["scores", "f"]);
+        for none in [null("isnull", &["error"]), null("isnotnull", &["output"])] {
+            assert_eq!(entry_plans(&expr(none), &cx), Vec::<Vec<EntryRange>>::new());
+        }
     }
 
     #[test]
