@@ -124,22 +124,23 @@ impl Store {
             // A read that overlapped a catch-up (see `index`) may have missed versions.
             let generation = self.index.generation();
             let read = match &q.root_span_id {
-                Some(root) => self.read_trace(pass, root, as_of, generation).await?,
+                Some(root) => {
+                    let after = q.after_row_id.as_deref();
+                    self.read_trace(pass, root, after, limit, as_of, generation)
+                        .await?
+                }
                 None => self.read_page(pass, q, as_of, limit, generation).await?,
             };
-            let Some(mut rows) = read else { continue };
-            if q.root_span_id.is_some() {
-                if let Some(after) = &q.after_row_id {
-                    rows.retain(|r| &r.row_id > after);
-                }
-                rows.truncate(limit);
-            }
+            let Some(rows) = read else { continue };
             return Ok(rows);
         }
     }
 
-    /// The rows of one trace: the versions filed under its root, each kept only if no newer
-    /// version of its row exists elsewhere (a delete, or a move to another trace).
+    /// The rows of one trace after row `after`, at most `limit` in row-id order: the versions
+    /// filed under its root, each kept only if no newer version of its row exists elsewhere
+    /// (a delete, or a move to another trace). Only the rows returned are decoded, and rows
+    /// up to `after` are not read, so paging through a long trace does not decode it again
+    /// for every page.
     ///
     /// On the embedded store the versions come from `trace_index` and the tail (see `index`).
     /// The tail is read first, and the read is of the store as of the newest version this
@@ -150,6 +151,8 @@ impl Store {
         &self,
         pass: &ObjectPass,
         root: &str,
+        after: Option<&str>,
+        limit: usize,
         as_of: i64,
         generation: u64,
     ) -> Result<Option<Vec<StoredRow>>> {
@@ -180,6 +183,10 @@ impl Store {
             qb.push(" AND r.org_id = ").push_bind(pass.org_id());
             qb.push(" AND r.root_span_id = ").push_bind(root);
             qb.push(" AND r.xact_id <= ").push_bind(bound);
+            // Every version of a row has its row id: a row is wholly in or out.
+            if let Some(after) = after {
+                qb.push(" AND r.row_id > ").push_bind(after);
+            }
             if self.index.deferred() {
                 qb.push(" AND (r.seq IN (SELECT t.seq FROM trace_index t WHERE t.trace = ");
                 qb.push_bind(trace);
@@ -222,6 +229,9 @@ impl Store {
         }
         let mut keep = Vec::new();
         for (row_id, (xact, deleted, data, indexed)) in newest {
+            if keep.len() >= limit {
+                break;
+            }
             let elsewhere = tail
                 .latest(object_type, object_id, &row_id, bound)
                 .map(|v| v.xact)
@@ -675,6 +685,29 @@ mod tests {
                 assert_eq!(ids(&store, &pass, rest).await, ["d", "e"]);
                 assert_eq!(ids(&store, &pass, trace("t1")).await, ["a"]);
                 assert_eq!(ids(&store, &pass, trace("t2")).await, ["c", "d"]);
+                // A trace in pages: after a row, at most the limit (a row deleted or moved
+                // away is not counted in a page).
+                let trace_page = |root: &str, after: Option<&str>, limit| RowQuery {
+                    after_row_id: after.map(str::to_owned),
+                    limit,
+                    ..trace(root)
+                };
+                assert_eq!(ids(&store, &pass, trace_page("t2", None, 1)).await, ["c"]);
+                assert_eq!(
+                    ids(&store, &pass, trace_page("t2", Some("c"), 1)).await,
+                    ["d"]
+                );
+                assert!(
+                    ids(&store, &pass, trace_page("t2", Some("d"), 1))
+                        .await
+                        .is_empty()
+                );
+                assert_eq!(ids(&store, &pass, trace_page("t1", None, 1)).await, ["a"]);
+                assert!(
+                    ids(&store, &pass, trace_page("t1", Some("a"), 5))
+                        .await
+                        .is_empty()
+                );
                 let rows = store.read_rows(&pass, &page(100)).await.unwrap();
                 assert_eq!(rows[0].data["input"], 2);
                 assert_eq!(rows[2].data["input"], 1);
