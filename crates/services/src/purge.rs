@@ -55,6 +55,11 @@ pub struct PurgeStats {
     pub retention_objects: AtomicU64,
 }
 
+/// The error of a run whose replica lost the purge lease to another (it stalled past it).
+pub(crate) fn lease_lost() -> crate::ServiceError {
+    crate::ServiceError::Internal("the purge lease passed to another replica during a run".into())
+}
+
 /// Deleted rows of one object: (row id, the deleting version's `_xact_id`).
 type Deleted = Vec<(String, i64)>;
 
@@ -130,8 +135,19 @@ impl Services {
             }
         }
         // Scheduled exports that are due, before the purge removes anything they would see.
-        if let Err(e) = self.run_scheduled_exports(holder).await {
-            tracing::warn!(error = %e, "running the scheduled exports failed; the next run tries again");
+        // The purge lease is renewed while they run (an export may take longer than it).
+        let now = || self.clock.now().unix_timestamp();
+        let exports = self.run_scheduled_exports(holder);
+        match self
+            .store
+            .holding_lease(LEASE, holder, self.limits.purge_lease, &now, exports)
+            .await?
+        {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "running the scheduled exports failed; the next run tries again");
+            }
+            Some(Ok(_)) => {}
+            None => return Err(lease_lost()),
         }
         let cutoff = format_timestamp(self.clock.now() - grace);
         let mut first = true;
@@ -207,9 +223,7 @@ impl Services {
         let (mut rows, mut versions) = (0u64, 0u64);
         loop {
             if !self.renew_purge_lease(holder).await? {
-                return Err(crate::ServiceError::Internal(
-                    "the purge lease passed to another replica during a run".into(),
-                ));
+                return Err(lease_lost());
             }
             let found = self
                 .store
@@ -313,9 +327,7 @@ impl Services {
         let mut cursor = None;
         loop {
             if !self.renew_purge_lease(holder).await? {
-                return Err(crate::ServiceError::Internal(
-                    "the purge lease passed to another replica during a run".into(),
-                ));
+                return Err(lease_lost());
             }
             let batch = self
                 .store

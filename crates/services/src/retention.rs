@@ -795,9 +795,7 @@ impl Services {
         let mut total = 0u64;
         loop {
             if !self.renew_purge_lease(holder).await? {
-                return Err(ServiceError::Internal(
-                    "the purge lease passed to another replica during a run".into(),
-                ));
+                return Err(crate::purge::lease_lost());
             }
             let entries = self.store.value_entries(&read, &q, &from, PAGE).await?;
             let Some(last) = entries.last() else {

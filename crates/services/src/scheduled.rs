@@ -11,7 +11,9 @@
 //! by runs that finished. A `btql_query` export writes what its query returns from those
 //! rows instead of the rows (see `btql::scheduled_query`). Each run is an export of its own
 //! (see `export`), with the run's history in `automation_runs`. One replica runs a given
-//! scheduled export at a time (a lease per automation).
+//! scheduled export at a time: a lease per automation, as long as the purge's and renewed
+//! while the run goes on, so a run may take longer than the lease, and a replica that dies
+//! mid-run leaves the run to another once the lease expires.
 
 use crate::export::Format;
 use crate::{Result, ServiceError, Services};
@@ -24,10 +26,6 @@ use holdfast_store::{AutomationRecord, RunRecord};
 fn why() -> SystemPass {
     SystemPass::new("running scheduled exports")
 }
-
-/// How long a replica may hold a scheduled export's lease without finishing the run: after
-/// this, another replica takes the run over (doing it again from the start).
-const RUN_LEASE_SECS: i64 = 3600;
 
 impl Services {
     /// Runs every scheduled export that is due; returns how many runs finished.
@@ -50,25 +48,30 @@ impl Services {
                 continue;
             };
             let lease = format!("export:{}", rec.id);
-            let now = self.clock.now().unix_timestamp();
-            if !self
-                .store
-                .take_lease(&lease, holder, now, RUN_LEASE_SECS)
-                .await?
-            {
+            let ttl = self.limits.purge_lease;
+            let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+            let now = || self.clock.now().unix_timestamp();
+            if !self.store.take_lease(&lease, holder, now(), secs).await? {
                 continue;
             }
+            // The lease is renewed while the run goes on, however long it takes.
+            let run = self.export_run(
+                &rec,
+                run,
+                export_definition.btql_query.as_deref(),
+                &export_path,
+                format,
+                encrypt.unwrap_or(true),
+            );
             let outcome = self
-                .export_run(
-                    &rec,
-                    run,
-                    export_definition.btql_query.as_deref(),
-                    &export_path,
-                    format,
-                    encrypt.unwrap_or(true),
-                )
+                .store
+                .holding_lease(&lease, holder, ttl, &now, run)
                 .await;
             self.store.end_lease(&lease, holder).await?;
+            // Another replica took the run over while this one stalled: it does the run.
+            let Some(outcome) = outcome? else {
+                continue;
+            };
             if outcome? {
                 finished += 1;
             }

@@ -887,6 +887,39 @@ impl Store {
         })
     }
 
+    /// Runs `work` while `holder` holds the lease `name`, renewing it every third of `ttl`
+    /// (`now` gives the time in Unix seconds), so that work longer than the lease keeps it.
+    /// `Some` with the work's outcome; `None` when a renewal finds that another holder has
+    /// taken the lease (this one stalled past `ttl`): the work is then dropped where it was,
+    /// for the new holder to do again. An error renewing the lease also drops the work. The
+    /// caller takes the lease first and gives it up after.
+    pub async fn holding_lease<T>(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: &(dyn Fn() -> i64 + Send + Sync),
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<Option<T>> {
+        let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+        let mut renew = tokio::time::interval((ttl / 3).max(std::time::Duration::from_millis(10)));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: the caller has just taken the lease.
+        renew.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(Some(out)),
+                _ = renew.tick() => {
+                    if !self.take_lease(name, holder, now(), secs).await? {
+                        tracing::warn!(lease = name, holder, "a lease passed to another holder during its work; the work stops");
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
     /// Gives up a lease `holder` holds (another holder's is left alone).
     pub async fn end_lease(&self, name: &str, holder: &str) -> Result<()> {
         with_pool!(&self.write, |p, DB| {
@@ -924,6 +957,68 @@ mod tests {
             assert!(!store.take_lease("purge", "a", 1113, 60).await.unwrap());
             store.end_lease("purge", "b").await.unwrap();
             assert!(store.take_lease("purge", "a", 1113, 60).await.unwrap());
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
+
+    /// Work longer than its lease keeps it (renewed meanwhile, so no one else takes it);
+    /// work whose holder lost the lease while it stalled is stopped.
+    #[tokio::test]
+    async fn a_lease_is_held_while_its_work_runs() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+        use std::time::Duration;
+        for (store, db) in stores("holding").await {
+            let clock = Arc::new(AtomicI64::new(1000));
+            let now = {
+                let clock = clock.clone();
+                move || clock.load(SeqCst)
+            };
+            // Renewed every 2/3 s, while the clock moves a second every half second: a
+            // renewal would have to be 1.5 s late for the lease to lapse.
+            let ttl = Duration::from_secs(2);
+            assert!(store.take_lease("l", "a", now(), 2).await.unwrap());
+            // Four lease lengths of work while the clock moves on; another holder asking
+            // all along never gets the lease.
+            let work = {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move {
+                    let mut refused = 0;
+                    for _ in 0..8 {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let t = clock.fetch_add(1, SeqCst) + 1;
+                        refused += u32::from(!store.take_lease("l", "b", t, 2).await.unwrap());
+                    }
+                    refused
+                }
+            };
+            let got = store
+                .holding_lease("l", "a", ttl, &now, work)
+                .await
+                .unwrap();
+            assert_eq!(got, Some(8));
+            // A holder that stalls past its lease: another takes it, and the work stops at
+            // the next renewal rather than running on beside the new holder's.
+            let work = {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move {
+                    let t = clock.fetch_add(10, SeqCst) + 10;
+                    assert!(store.take_lease("l", "b", t, 60).await.unwrap());
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "finished"
+                }
+            };
+            let started = std::time::Instant::now();
+            let got = store
+                .holding_lease("l", "a", ttl, &now, work)
+                .await
+                .unwrap();
+            assert_eq!(got, None);
+            assert!(started.elapsed() < Duration::from_secs(5));
+            assert!(!store.take_lease("l", "a", now(), 2).await.unwrap());
             store.close().await;
             if let Some(db) = db {
                 db.drop_database().await;
