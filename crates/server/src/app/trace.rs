@@ -18,6 +18,10 @@ pub(crate) const MAX_TRACE_SPANS: usize = 20_000;
 /// Spans read per query: the most one query returns, so that a trace is read once (the
 /// store reads a trace whole for each page).
 const PAGE: usize = 10_000;
+/// Spans of the tree shown at once: a longer trace is shown in windows of this many spans
+/// in tree order, the one holding the selected span, with links to the windows before and
+/// after it (the page stays small and quick to lay out however long the trace).
+pub(crate) const TREE_WINDOW: usize = 500;
 
 /// A trace read for the viewer: its spans and whether it was cut at [`MAX_TRACE_SPANS`].
 pub(crate) struct Trace {
@@ -164,6 +168,23 @@ pub(crate) fn render(
         .iter()
         .position(|s| view::str_at(s, "/id") == selected)
         .or_else(|| order.first().map(|(i, _)| *i));
+    // The window of the tree that holds the chosen span.
+    let at = chosen
+        .and_then(|c| order.iter().position(|(i, _)| *i == c))
+        .unwrap_or(0);
+    let first = at / TREE_WINDOW * TREE_WINDOW;
+    let window = order
+        .get(first..(first + TREE_WINDOW).min(order.len()))
+        .unwrap_or_default();
+    // A link to the window starting at position `from` of the tree (selecting its first span).
+    let window_link = |from: usize| {
+        order
+            .get(from)
+            .and_then(|(i, _)| spans.get(*i))
+            .map(|s| link(view::str_at(s, "/id")))
+    };
+    let before = first.checked_sub(TREE_WINDOW).and_then(window_link);
+    let after = window_link(first + TREE_WINDOW);
     let t0 = spans
         .iter()
         .filter_map(|s| num_of(s, "/metrics/start"))
@@ -181,8 +202,15 @@ pub(crate) fn render(
                 @if trace.cut {
                     p.muted role="status" { "This trace has more spans than the viewer shows; the first " (spans.len()) " are shown." }
                 }
+                @if order.len() > TREE_WINDOW {
+                    nav.windows aria-label="Spans shown" {
+                        "Spans " (first + 1) "–" (first + window.len()) " of " (order.len()) " in tree order"
+                        @if let Some(href) = &before { " · " a href=(href) rel="prev" { "Previous " (TREE_WINDOW) } }
+                        @if let Some(href) = &after { " · " a href=(href) rel="next" { "Next " (TREE_WINDOW) } }
+                    }
+                }
                 ol.spans {
-                    @for (i, span, depth) in order.iter().filter_map(|(i, d)| spans.get(*i).map(|s| (*i, s, *d))) {
+                    @for (i, span, depth) in window.iter().filter_map(|(i, d)| spans.get(*i).map(|s| (*i, s, *d))) {
                         @let kind = view::str_at(span, "/span_attributes/type");
                         @let name = view::str_at(span, "/span_attributes/name");
                         @let start = num_of(span, "/metrics/start");
@@ -383,7 +411,44 @@ mod tests {
             },
         )
         .into_string();
-        assert_eq!(html.matches("<li class=\"d24\"").count(), 10_000 - 24);
+        // The first window: the chosen span, and a link to the next window only.
+        assert_eq!(html.matches("<li ").count(), TREE_WINDOW);
+        assert_eq!(html.matches("<li class=\"d24\"").count(), TREE_WINDOW - 24);
         assert!(html.contains("href=\"?oid=row-s5\" aria-current=\"true\""));
+        assert!(html.contains("Spans 1–500 of 10000 in tree order"));
+        assert!(html.contains("href=\"?oid=row-s500\" rel=\"next\""));
+        assert!(!html.contains("rel=\"prev\""));
+    }
+
+    /// A long trace shows the window of the tree holding the selected span (bounded
+    /// whatever the trace's length), with links to the windows around it.
+    #[test]
+    fn long_traces_show_the_window_of_the_selected_span() {
+        let mut spans = vec![span("r", None, 0.0)];
+        spans.extend((1..1_234).map(|i| span(&format!("s{i:04}"), Some("r"), i as f64)));
+        let trace = Trace { spans, cut: false };
+        let add = AddTo {
+            kind: "project_logs",
+            object_id: "p",
+            datasets: &[],
+        };
+        let page = |selected: &str| {
+            render("acme", &trace, selected, &|id| format!("?oid={id}"), &add).into_string()
+        };
+        let html = page("row-s0700");
+        assert!(html.contains("Spans 501–1000 of 1234 in tree order"));
+        assert_eq!(html.matches("<li ").count(), TREE_WINDOW);
+        assert!(html.contains("href=\"?oid=row-s0700\" aria-current=\"true\""));
+        assert!(html.contains("href=\"?oid=row-r\" rel=\"prev\""));
+        assert!(html.contains("href=\"?oid=row-s1000\" rel=\"next\""));
+        // Its first span is the window's first.
+        assert!(html.contains("<a href=\"?oid=row-s0500\">"));
+        assert!(!html.contains("<a href=\"?oid=row-s0499\">"));
+        // The last window holds the rest; an unknown row shows the first window.
+        let html = page("row-s1233");
+        assert!(html.contains("Spans 1001–1234 of 1234 in tree order"));
+        assert_eq!(html.matches("<li ").count(), 234);
+        assert!(!html.contains("rel=\"next\""));
+        assert!(page("no-such-row").contains("Spans 1–500 of 1234"));
     }
 }
