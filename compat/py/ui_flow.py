@@ -384,9 +384,50 @@ def main():
         entries = d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
         check(len(entries) == 1 and "ann@acme.test" in entries[0].text,
               "the audit log shows who granted it, and only that action")
+        # Access to this experiment alone, granted and revoked from its own page.
+        d.get(links[1])
+        d.find_element(By.CSS_SELECTOR, "#access summary").click()
+        Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Reviewers")
+        Select(d.find_element(By.ID, "grant-on")).select_by_visible_text("this experiment only")
+        Select(d.find_element(By.ID, "grant-role")).select_by_visible_text("Viewer")
+        d.find_element(By.CSS_SELECTOR, "#grant button").click()
+        on_experiment = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#access tbody tr")
+                                 if "Reviewers" in r.get_attribute("textContent")]
+        check(wait(lambda: on_experiment() and "this experiment" in on_experiment()[0].get_attribute("textContent")),
+              "a grant on the experiment alone is made from its page")
+        d.find_element(By.CSS_SELECTOR, "#access summary").click()
+        accessible(d, "the experiment's access section")
+        shot(d, "21c-experiment-grant")
+        on_experiment()[0].find_element(By.CSS_SELECTOR, "form.revoke-grant button").click()
+        d.switch_to.alert.accept()
+        check(wait(lambda: d.find_elements(By.ID, "access") and not on_experiment()),
+              "and revoked there")
+        # A new member: invited into a group, then given a one-time link to set a password.
+        page(d, f"{HF}/app/default/admin", "20b-admin-invite", "the administration page")
+        d.find_element(By.ID, "invite-email").send_keys("nina@acme.test")
+        Select(d.find_element(By.ID, "invite-group")).select_by_visible_text("Reviewers")
+        d.find_element(By.CSS_SELECTOR, "#invite button").click()
+        member_row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#members tbody tr")
+                              if "nina@acme.test" in r.text]
+        check(wait(lambda: member_row() and "Reviewers" in member_row()[0].text),
+              "an invited member is listed in the group they were invited into")
+        member_row()[0].find_element(By.CSS_SELECTOR, "form.password-link button").click()
+        check(wait(lambda: d.find_element(By.ID, "sign-in-link").is_displayed()), "a sign-in link is made")
+        invite = d.find_element(By.CSS_SELECTOR, "#sign-in-link code").text
+        check(invite.startswith(f"{HF}/auth/set-password#token="), f"the link sets a password: {invite[:60]!r}")
         d.find_element(By.LINK_TEXT, "Account").click()
         d.find_element(By.ID, "sign-out").click()
         check(wait(lambda: "/login" in d.current_url), "signed out")
+        # The invited member sets a password with the link and signs in: no grant, no project.
+        set_password(d, invite, PASSWORD)
+        d.get(f"{HF}/app")
+        sign_in_here(d, "nina@acme.test", PASSWORD)
+        check(wait(lambda: "/login" not in d.current_url and d.find_elements(By.ID, "main"))
+              and PROJECT not in d.find_element(By.ID, "main").text,
+              "the invited member signs in and, without a grant, sees no project")
+        d.find_element(By.LINK_TEXT, "Account").click()
+        d.find_element(By.ID, "sign-out").click()
+        check(wait(lambda: "/login" in d.current_url), "signed out again")
         set_password(d, os.environ["READER_INVITE"], PASSWORD)
         d.get(f"{HF}/app")
         sign_in_here(d, "rita@acme.test", PASSWORD)

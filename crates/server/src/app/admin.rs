@@ -142,26 +142,58 @@ pub(crate) async fn page(
         }
         m
     };
+    let acls = sv.list_org_acls(&v.p).await;
+    // Reading the organization's grants is an administrator's right (Owners by default):
+    // only they are shown the forms that change groups and grants (the API decides anyway).
+    let may_grant = acls.is_ok() && roles.is_ok() && groups.is_ok();
     let members = section(users.as_ref().map_err(clone_err), |users| {
         html! {
+            @if may_grant {
+                form.inline #invite data-action="invite" {
+                    div.row {
+                        div { label for="invite-email" { "Invite by email" } input #invite-email type="email" name="email" required maxlength="320" autocomplete="off"; }
+                        div {
+                            label for="invite-group" { "Into group" }
+                            select #invite-group name="group" required {
+                                @for g in groups.iter().flatten() { option value=(view::str_at(g, "/id")) { (view::str_at(g, "/name")) } }
+                            }
+                        }
+                        button type="submit" { "Invite" }
+                        span.note role="status" {}
+                    }
+                }
+                div #sign-in-link hidden {
+                    p { "A one-time link for them to set a password (shown once; send it to them yourself):" }
+                    p { code {} }
+                }
+            }
             table #members {
-                thead { tr { th scope="col" { "Member" } th scope="col" { "Groups" } th scope="col" { "Since" } } }
+                thead { tr {
+                    th scope="col" { "Member" } th scope="col" { "Groups" } th scope="col" { "Since" }
+                    @if may_grant { th scope="col" { span.hidden { "Actions" } } }
+                } }
                 tbody {
                     @for u in users {
                         tr {
                             td { (u.email) @if u.is_service_account { " " span.badge { "service" } } }
                             td { (member_groups.get(u.id.as_str()).map(|g| g.join(", ")).unwrap_or_default()) }
                             td.nowrap { (view::time(&u.created)) }
+                            @if may_grant {
+                                td.actions {
+                                    @if !u.is_service_account {
+                                        form.password-link data-action="password-link" data-org=(v.p.org_id) data-user=(u.id) {
+                                            button.secondary type="submit" aria-label={ "Make a sign-in link for " (u.email) } { "Sign-in link" }
+                                            span.note role="status" {}
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             }
         }
     })?;
-    let acls = sv.list_org_acls(&v.p).await;
-    // Reading the organization's grants is an administrator's right (Owners by default):
-    // only they are shown the forms that change groups and grants (the API decides anyway).
-    let may_grant = acls.is_ok() && roles.is_ok() && groups.is_ok();
     let mut emails: Vec<(&String, &String)> = names.users.iter().collect();
     emails.sort_by(|a, b| a.1.cmp(b.1));
     let groups_html = section(groups.as_ref().map_err(clone_err), |groups| {
@@ -218,13 +250,7 @@ pub(crate) async fn page(
                             td { (names.who(a)) }
                             td { (names.target(a)) }
                             td { (names.what(a)) }
-                            td {
-                                form.revoke-grant data-action="revoke-grant" data-confirm="Revoke this grant?" {
-                                    input type="hidden" name="id" value=(a.id);
-                                    button.secondary type="submit" aria-label={ "Revoke " (names.what(a)) " of " (names.who(a)) " on " (names.target(a)) } { "Revoke" }
-                                    span.note role="status" {}
-                                }
-                            }
+                            td { (revoke(&names, a)) }
                         }
                     }
                 }
@@ -232,12 +258,20 @@ pub(crate) async fn page(
         }
     })?;
     let grant_form = if may_grant {
+        let mut targets = vec![(
+            format!("organization:{}", v.p.org_id),
+            "the whole organization".to_owned(),
+        )];
+        targets.extend(
+            projects
+                .iter()
+                .map(|p| (format!("project:{}", p.id), format!("project {}", p.name))),
+        );
         grant_form(
-            &v,
             &names,
             &groups.unwrap_or_default(),
             &roles.unwrap_or_default(),
-            &projects,
+            &targets,
         )
     } else {
         html! {}
@@ -312,12 +346,23 @@ fn clone_err(e: &ServiceError) -> ServiceError {
     }
 }
 
+/// A button that revokes a grant (through the ACL API).
+fn revoke(names: &Names, a: &Acl) -> Markup {
+    html! {
+        form.revoke-grant data-action="revoke-grant" data-confirm="Revoke this grant?" {
+            input type="hidden" name="id" value=(a.id);
+            button.secondary type="submit" aria-label={ "Revoke " (names.what(a)) " of " (names.who(a)) " on " (names.target(a)) } { "Revoke" }
+            span.note role="status" {}
+        }
+    }
+}
+
+/// The form that grants a group or a member a role on one of `targets` (`type:id`, label).
 fn grant_form(
-    v: &Viewer,
     names: &Names,
     groups: &[Value],
     roles: &[Value],
-    projects: &[holdfast_services::ProjectRecord],
+    targets: &[(String, String)],
 ) -> Markup {
     let mut users: Vec<(&String, &String)> = names.users.iter().collect();
     users.sort_by(|a, b| a.1.cmp(b.1));
@@ -334,8 +379,7 @@ fn grant_form(
                 div {
                     label for="grant-on" { "On" }
                     select #grant-on name="on" required {
-                        option value={ "organization:" (v.p.org_id) } { "the whole organization" }
-                        @for p in projects { option value={ "project:" (p.id) } { "project " (p.name) } }
+                        @for (value, label) in targets { option value=(value) { (label) } }
                     }
                 }
                 div {
@@ -401,16 +445,30 @@ pub(crate) async fn access(
             _ => String::new(),
         }
     };
+    let here = |a: &Acl| a.object_type == kind && a.object_id == object_id;
+    let target = [(format!("{kind}:{object_id}"), format!("this {kind} only"))];
     Ok(Some(html! {
         details #access {
             summary { "Who can see this " (kind) ", and why" }
             table {
-                thead { tr { th scope="col" { "Members" } th scope="col" { "Through" } th scope="col" { "On" } th scope="col" { "Grant" } } }
+                thead { tr {
+                    th scope="col" { "Members" } th scope="col" { "Through" } th scope="col" { "On" } th scope="col" { "Grant" }
+                    th scope="col" { span.hidden { "Actions" } }
+                } }
                 tbody {
                     @for a in &grants {
-                        tr { td { (reached(a)) } td { (names.who(a)) } td { (names.target(a)) } td { (names.what(a)) } }
+                        tr {
+                            td { (reached(a)) } td { (names.who(a)) }
+                            td { @if here(a) { "this " (kind) } @else { (names.target(a)) } }
+                            td { (names.what(a)) }
+                            td { @if here(a) { (revoke(&names, a)) } }
+                        }
                     }
                 }
+            }
+            @if let (Ok(groups), Ok(roles)) = (&groups, &roles) {
+                h3 { "Grant access to this " (kind) " only" }
+                (grant_form(&names, groups, roles, &target))
             }
         }
     }))

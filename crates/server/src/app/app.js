@@ -221,6 +221,20 @@
       await api("DELETE", "/v1/acl/" + encodeURIComponent(form.elements.id.value));
       location.reload();
     },
+    "invite": async (form) => {
+      await api("PATCH", "/v1/organization/members", {
+        invite_users: { emails: [form.elements.email.value], group_ids: [form.elements.group.value] },
+      });
+      location.reload();
+    },
+    "password-link": async (form) => {
+      const path = "/v1/organization/" + encodeURIComponent(form.getAttribute("data-org")) + "/password_link";
+      const made = await api("POST", path, { user_id: form.getAttribute("data-user") });
+      const shown = document.getElementById("sign-in-link");
+      shown.querySelector("code").textContent = made.link;
+      shown.hidden = false;
+      say(form, "Made: copy it now, it is shown only once.");
+    },
     "create-key": async (form) => {
       const made = await api("POST", "/v1/api_key", { name: form.elements.name.value });
       const shown = document.getElementById("new-key");
