@@ -686,6 +686,25 @@ impl Services {
         }))
     }
 
+    /// Whether the caller holds `permission` on each of `objects` (of one kind), as
+    /// [`Services::object_info`] decides it, with the caller's policy read once.
+    pub async fn permitted(
+        &self,
+        principal: &Principal,
+        kind: ObjectType,
+        objects: &[ObjectRecord],
+        permission: Permission,
+    ) -> Result<Vec<bool>> {
+        let policy = self.policy(principal).await?;
+        Ok(objects
+            .iter()
+            .map(|o| {
+                let target = Target::object(Kind::of(kind), &o.project_id, &o.id);
+                principal.may(&policy, permission, &target)
+            })
+            .collect())
+    }
+
     pub async fn list_objects(
         &self,
         principal: &Principal,
