@@ -1139,7 +1139,6 @@ impl Services {
                     Some(set)
                 }
             };
-            let direct_roots: HashSet<String> = direct.keys().cloned().collect();
             // A root span of a matched trace becomes a candidate keyed by its sort key.
             let mut accept = |span: StoredRow| -> Option<Ranked> {
                 let row_id = span.row_id.clone();
@@ -1161,11 +1160,15 @@ impl Services {
             if let Some(set) = matched.as_ref().filter(|s| s.len() <= FEW_TRACES) {
                 let mut roots: Vec<&String> = set.iter().collect();
                 roots.sort();
-                for ranked in roots.iter().filter_map(|r| direct.remove(r.as_str())) {
-                    best.extend(ranked);
-                    trim(plan, &mut best, plan.limit + 1);
-                }
-                roots.retain(|r| !direct_roots.contains(r.as_str()));
+                // Traces whose root matched are placed already; the rest are still to place.
+                roots.retain(|r| match direct.remove(r.as_str()) {
+                    Some(ranked) => {
+                        best.extend(ranked);
+                        trim(plan, &mut best, plan.limit + 1);
+                        false
+                    }
+                    None => true,
+                });
                 if roots.len() > FEW_TRACE_READS
                     && let Some(ids) = self.root_rows(pass, &roots, version).await?
                 {

@@ -694,7 +694,8 @@ macro_rules! backend_statements {
                 }
             }
 
-            /// See [`Store::rows_with_texts`]: for at most a few hundred values.
+            /// See [`Store::rows_with_texts`]: one chunk of its values (at least one, at
+            /// most a few hundred).
             pub(crate) async fn rows_with_texts(
                 p: &sqlx::Pool<Db>,
                 pass: &ObjectPass,
@@ -706,9 +707,6 @@ macro_rules! backend_statements {
                     return Ok(Vec::new());
                 };
                 let at = kind_path(&path.join("."), h, true);
-                if values.is_empty() {
-                    return Ok(Vec::new());
-                }
                 let mut qb =
                     QueryBuilder::<Db>::new("SELECT v.row_id FROM row_values v WHERE v.field = ");
                 qb.push_bind(field_key(object_type, object_id, &at, false, false));
