@@ -167,7 +167,55 @@ async fn pages_without_a_session(backend: Backend) {
     assert!(!body.contains("name=\"next\""), "{body}");
 }
 
+/// The keys page shows each key's most recent days of use (read for all keys at once), the
+/// newest first.
+async fn keys_page_shows_recent_use(backend: Backend) {
+    let server = Server::start(backend).await;
+    let mut ids = Vec::new();
+    for name in ["busy key", "quiet key"] {
+        let k = server
+            .ok("POST", "/v1/api_key", Some(json!({"name": name})))
+            .await;
+        ids.push(k["id"].as_str().unwrap().to_owned());
+    }
+    let mut values: Vec<String> = (1..=10)
+        .map(|d| format!("('{}', '2026-01-{d:02}', {d})", ids[0]))
+        .collect();
+    values.extend((1..=2).map(|d| format!("('{}', '2026-02-{d:02}', {})", ids[1], 100 + d)));
+    server
+        .execute_sql(&format!(
+            "INSERT INTO key_usage (key_id, day, requests) VALUES {}",
+            values.join(", ")
+        ))
+        .await;
+    let body = reqwest::Client::new()
+        .get(format!("{}/app/default/keys", server.url))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |text: &str| body.find(&format!("<li>{text}</li>"));
+    // The busy key: its seven newest days, newest first; the older ones are not shown.
+    let shown: Vec<usize> = (4..=10)
+        .rev()
+        .map(|d| at(&format!("2026-01-{d:02}: {d}")).unwrap_or_else(|| panic!("day {d}: {body}")))
+        .collect();
+    assert!(shown.windows(2).all(|w| w[0] < w[1]), "{shown:?}");
+    assert!(at("2026-01-03: 3").is_none(), "{body}");
+    assert!(
+        at("2026-02-02: 102").is_some() && at("2026-02-01: 101").is_some(),
+        "{body}"
+    );
+}
+
 mod run {
     use super::*;
-    on_all_backends!(ui_in_chromium, pages_without_a_session);
+    on_all_backends!(
+        ui_in_chromium,
+        pages_without_a_session,
+        keys_page_shows_recent_use
+    );
 }

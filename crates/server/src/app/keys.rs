@@ -11,6 +11,8 @@ use maud::html;
 
 /// Keys whose daily usage is shown (the newest).
 const WITH_USAGE: usize = 50;
+/// Days of use shown per key (its most recent days with requests).
+const USAGE_DAYS: i64 = 7;
 
 pub(crate) async fn page(
     State(s): State<AppState>,
@@ -19,13 +21,10 @@ pub(crate) async fn page(
     Path(org): Path<String>,
 ) -> PageResult {
     let v = viewer(&s, authed, &org, base).await?;
-    let mut keys = s.services.list_keys(&v.p, false).await?;
-    keys.sort_by(|a, b| b.created.cmp(&a.created));
-    let mut usage = Vec::new();
-    for k in keys.iter().take(WITH_USAGE) {
-        let detail = s.services.get_key(&v.p, &k.id).await?;
-        usage.push(detail.usage.unwrap_or_default());
-    }
+    let keys = s
+        .services
+        .list_keys_with_usage(&v.p, WITH_USAGE, USAGE_DAYS)
+        .await?;
     let body = html! {
         h1 { "API keys" }
         form.inline #create-key data-action="create-key" {
@@ -48,7 +47,7 @@ pub(crate) async fn page(
                     th scope="col" { span.hidden { "Actions" } }
                 } }
                 tbody {
-                    @for (i, k) in keys.iter().enumerate() {
+                    @for k in &keys {
                         tr class=[k.revoked_at.is_some().then_some("revoked")] {
                             td { (k.name) }
                             td { code { (k.preview_name) } }
@@ -56,9 +55,9 @@ pub(crate) async fn page(
                             td.nowrap { (view::time(&k.created)) }
                             td.nowrap { (k.last_used_at.as_deref().map(view::time).unwrap_or_default()) }
                             td {
-                                @match usage.get(i) {
+                                @match &k.usage {
                                     Some(days) if !days.is_empty() => {
-                                        ul.usage { @for d in days.iter().take(7) { li { (d.day) ": " (d.requests) } } }
+                                        ul.usage { @for d in days { li { (d.day) ": " (d.requests) } } }
                                     }
                                     Some(_) => span.muted { "none" },
                                     None => span.muted { "not shown" },

@@ -12,6 +12,7 @@ use holdfast_core::clock::{format_timestamp, parse_timestamp};
 use holdfast_store::{ApiKeyRecord, UserInfo};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use std::collections::HashMap;
 
 fn key_json(k: &ApiKeyRecord, user: Option<&UserInfo>) -> ApiKey {
     ApiKey {
@@ -231,21 +232,57 @@ impl Services {
             .find(|k| k.id == id)
             .ok_or_else(|| ServiceError::NotFound("api key".into()))?;
         let users = self.store.list_users(&self.lookup(principal)?).await?;
-        let mut usage = self.store.key_usage(&self.lookup(principal)?, id).await?;
+        let usage = self.store.key_usage(&self.lookup(principal)?, id).await?;
+        let mut out = key_json(&key, users.iter().find(|u| u.id == key.user_id));
+        out.usage = Some(self.with_pending(id, usage));
+        Ok(out)
+    }
+
+    /// The keys [`Self::list_keys`] gives (not service keys), newest first, the `with_usage`
+    /// newest of them with their requests on their `days` most recent days of use (read at
+    /// once for all of them, with the uses not yet written).
+    pub async fn list_keys_with_usage(
+        &self,
+        principal: &Principal,
+        with_usage: usize,
+        days: i64,
+    ) -> Result<Vec<ApiKey>> {
+        let mut keys = self.list_keys(principal, false).await?;
+        keys.sort_by(|a, b| b.created.cmp(&a.created));
+        let ids: Vec<&str> = keys
+            .iter()
+            .take(with_usage)
+            .map(|k| k.id.as_str())
+            .collect();
+        let found = self
+            .store
+            .keys_usage(&self.lookup(principal)?, &ids, days)
+            .await?;
+        let mut by_key: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for (key, day, requests) in found {
+            by_key.entry(key).or_default().push((day, requests));
+        }
+        for k in keys.iter_mut().take(with_usage) {
+            let usage = by_key.remove(&k.id).unwrap_or_default();
+            let mut shown = self.with_pending(&k.id, usage);
+            shown.truncate(usize::try_from(days).unwrap_or(0));
+            k.usage = Some(shown);
+        }
+        Ok(keys)
+    }
+
+    /// A key's written use per day (newest first) with the uses counted but not yet written.
+    fn with_pending(&self, id: &str, mut usage: Vec<(String, i64)>) -> Vec<KeyUsage> {
         if let Some((day, n)) = self.keys.pending_usage(id) {
             match usage.iter_mut().find(|(d, _)| *d == day) {
                 Some(u) => u.1 += n,
                 None => usage.insert(0, (day, n)),
             }
         }
-        let mut out = key_json(&key, users.iter().find(|u| u.id == key.user_id));
-        out.usage = Some(
-            usage
-                .into_iter()
-                .map(|(day, requests)| KeyUsage { day, requests })
-                .collect(),
-        );
-        Ok(out)
+        usage
+            .into_iter()
+            .map(|(day, requests)| KeyUsage { day, requests })
+            .collect()
     }
 
     /// Revokes a key: one's own, or any with `delete` on members.

@@ -101,4 +101,42 @@ impl Store {
             .await?)
         })
     }
+
+    /// The `days` most recent days of use of each of `key_ids` in the pass's organization:
+    /// `(key id, day, requests)`, each key's newest day first; one read per
+    /// [`USAGE_KEYS_PER_READ`] keys.
+    pub async fn keys_usage(
+        &self,
+        pass: &OrgPass,
+        key_ids: &[&str],
+        days: i64,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let mut out = Vec::new();
+        for chunk in key_ids.chunks(USAGE_KEYS_PER_READ) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT key_id, day, requests FROM (\
+                   SELECT u.key_id, u.day, u.requests, \
+                     ROW_NUMBER() OVER (PARTITION BY u.key_id ORDER BY u.day DESC) AS n \
+                   FROM key_usage u JOIN api_keys k ON k.id = u.key_id \
+                   WHERE k.org_id = $1 AND u.key_id IN ({})) r \
+                 WHERE n <= $2 ORDER BY key_id, day DESC",
+                marks.join(", ")
+            );
+            let found: Vec<(String, String, i64)> = with_pool!(&self.read, |p, DB| {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(pass.org_id())
+                    .bind(days);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                Ok::<_, crate::StoreError>(q.fetch_all(p).await?)
+            })?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
 }
+
+/// Keys whose usage one read of [`Store::keys_usage`] asks for (its binds).
+const USAGE_KEYS_PER_READ: usize = 500;
