@@ -128,6 +128,29 @@ def log_traces():
     return link, permalink
 
 
+def grant_here(d, url, kind, name, held=lambda: None):
+    """Grants group Reviewers Viewer on the object of page `url` alone from its access
+    section, then revokes it there; returns what `held()` said while the grant was there."""
+    d.get(url)
+    d.find_element(By.CSS_SELECTOR, "#access summary").click()
+    Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Reviewers")
+    Select(d.find_element(By.ID, "grant-on")).select_by_visible_text(f"this {kind} only")
+    Select(d.find_element(By.ID, "grant-role")).select_by_visible_text("Viewer")
+    d.find_element(By.CSS_SELECTOR, "#grant button").click()
+    granted = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#access tbody tr")
+                       if "Reviewers" in r.get_attribute("textContent")]
+    check(wait(lambda: granted() and f"this {kind}" in granted()[0].get_attribute("textContent")),
+          f"a grant on the {kind} alone is made from its page")
+    found = held()
+    d.find_element(By.CSS_SELECTOR, "#access summary").click()
+    accessible(d, f"the {kind}'s access section")
+    shot(d, name)
+    granted()[0].find_element(By.CSS_SELECTOR, "form.revoke-grant button").click()
+    d.switch_to.alert.accept()
+    check(wait(lambda: d.find_elements(By.ID, "access") and not granted()), "and revoked there")
+    return found
+
+
 def main():
     os.environ["BRAINTRUST_API_KEY"] = KEY
     os.environ["BRAINTRUST_APP_URL"] = HF
@@ -157,6 +180,10 @@ def main():
         check(len(rows) == 3 and all("regressed" in r.get_attribute("class") for r in rows),
               "every row is matched by input and marked regressed")
         check("Hi Foo" in d.find_element(By.ID, "rows").text, "the baseline's output is side by side")
+        marked = lambda css: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)]
+        check(marked("#rows td.output ins") == ["Hello"] * 3 and marked("#rows td.changed del") == ["Hi"] * 3,
+              f"the words that differ are marked on each side: {marked('#rows td.output ins')} "
+              f"{marked('#rows td.changed del')}")
         Select(d.find_element(By.ID, "sort")).select_by_value("regression")
         d.find_element(By.ID, "apply").click()
         check(wait(lambda: "sort=regression" in d.current_url), "rows sort by regression")
@@ -169,6 +196,19 @@ def main():
         check("exact" in names and len(names) >= 3, f"the span tree holds the task and the score: {names}")
         accessible(d, "an experiment trace")
         shot(d, "03-experiment-trace")
+        # The row against the baseline's row with the same input.
+        against = d.find_element(By.ID, "row-compare").text
+        check("Compared with greeting-1" in against and "-100.0" in against,
+              f"the row's scores are compared with the baseline's row: {against!r}")
+        check(marked("#baseline-output del") == ["Hi"] and marked("#row-output ins") == ["Hello"],
+              "the two outputs' word diff")
+        d.find_element(By.ID, "baseline-trace").click()
+        check(wait(lambda: "/experiments/greeting-1?" in d.current_url
+                   and "Compared with greeting-2" in d.find_element(By.ID, "row-compare").text),
+              "the baseline row's trace opens, compared the other way")
+        check(wait(lambda: d.find_element(By.CSS_SELECTOR, "ol.spans")), "with its span tree")
+        accessible(d, "a baseline trace compared with a row")
+        shot(d, "03b-baseline-row-trace")
 
         # The experiments list with its chart.
         page(d, f"{HF}/app/default/p/{urllib.parse.quote(PROJECT)}/experiments", "04-experiments",
@@ -384,24 +424,21 @@ def main():
         entries = d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
         check(len(entries) == 1 and "ann@acme.test" in entries[0].text,
               "the audit log shows who granted it, and only that action")
-        # Access to this experiment alone, granted and revoked from its own page.
-        d.get(links[1])
+        # Access to this experiment alone, and to the dataset alone, granted and revoked
+        # from their own pages; the logs say who may read them.
+        grant_here(d, links[1], "experiment", "21c-experiment-grant")
+        acls = grant_here(d, ds_page, "dataset", "21d-dataset-grant",
+                          lambda: requests.get(f"{HF}/v1/acl", headers=API, timeout=10,
+                                               params={"object_type": "dataset", "object_id": dataset["id"]}
+                                               ).json()["objects"])
+        check(len(acls) == 1 and acls[0]["group_id"], f"the API held the dataset's grant: {acls}")
+        d.get(logs)
         d.find_element(By.CSS_SELECTOR, "#access summary").click()
-        Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Reviewers")
-        Select(d.find_element(By.ID, "grant-on")).select_by_visible_text("this experiment only")
-        Select(d.find_element(By.ID, "grant-role")).select_by_visible_text("Viewer")
-        d.find_element(By.CSS_SELECTOR, "#grant button").click()
-        on_experiment = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#access tbody tr")
-                                 if "Reviewers" in r.get_attribute("textContent")]
-        check(wait(lambda: on_experiment() and "this experiment" in on_experiment()[0].get_attribute("textContent")),
-              "a grant on the experiment alone is made from its page")
-        d.find_element(By.CSS_SELECTOR, "#access summary").click()
-        accessible(d, "the experiment's access section")
-        shot(d, "21c-experiment-grant")
-        on_experiment()[0].find_element(By.CSS_SELECTOR, "form.revoke-grant button").click()
-        d.switch_to.alert.accept()
-        check(wait(lambda: d.find_elements(By.ID, "access") and not on_experiment()),
-              "and revoked there")
+        access = d.find_element(By.ID, "access").text
+        check("this project's logs" in access and "rita@acme.test" in access and "group Bot readers" in access,
+              f"the logs say who can read them, and why: {access!r}")
+        check("this project's logs only" in [o.text for o in Select(d.find_element(By.ID, "grant-on")).options],
+              "and offer a grant on the logs alone")
         # A new member: invited into a group, then given a one-time link to set a password.
         page(d, f"{HF}/app/default/admin", "20b-admin-invite", "the administration page")
         d.find_element(By.ID, "invite-email").send_keys("nina@acme.test")

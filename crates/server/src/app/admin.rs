@@ -89,6 +89,10 @@ impl Names {
                 Some(n) => format!("project {n}"),
                 None => format!("project {}", a.object_id),
             },
+            "project_log" => match self.projects.get(&a.object_id) {
+                Some(n) => format!("logs of project {n}"),
+                None => format!("logs of project {}", a.object_id),
+            },
             other => format!("{other} {}", a.object_id),
         }
     }
@@ -402,7 +406,7 @@ fn grant_form(
 pub(crate) async fn access(
     s: &AppState,
     v: &Viewer,
-    kind: &str,
+    (kind, label): (&str, &str),
     object_id: &str,
     project_id: &str,
 ) -> Result<Option<Markup>, ServiceError> {
@@ -446,10 +450,10 @@ pub(crate) async fn access(
         }
     };
     let here = |a: &Acl| a.object_type == kind && a.object_id == object_id;
-    let target = [(format!("{kind}:{object_id}"), format!("this {kind} only"))];
+    let target = [(format!("{kind}:{object_id}"), format!("this {label} only"))];
     Ok(Some(html! {
         details #access {
-            summary { "Who can see this " (kind) ", and why" }
+            summary { "Who can see this " (label) ", and why" }
             table {
                 thead { tr {
                     th scope="col" { "Members" } th scope="col" { "Through" } th scope="col" { "On" } th scope="col" { "Grant" }
@@ -459,7 +463,7 @@ pub(crate) async fn access(
                     @for a in &grants {
                         tr {
                             td { (reached(a)) } td { (names.who(a)) }
-                            td { @if here(a) { "this " (kind) } @else { (names.target(a)) } }
+                            td { @if here(a) { "this " (label) } @else { (names.target(a)) } }
                             td { (names.what(a)) }
                             td { @if here(a) { (revoke(&names, a)) } }
                         }
@@ -467,7 +471,7 @@ pub(crate) async fn access(
                 }
             }
             @if let (Ok(groups), Ok(roles)) = (&groups, &roles) {
-                h3 { "Grant access to this " (kind) " only" }
+                h3 { "Grant access to this " (label) " only" }
                 (grant_form(&names, groups, roles, &target))
             }
         }

@@ -104,6 +104,8 @@ pub(crate) async fn page(
     )
     .await?;
     let next = next.filter(|_| rows.len() as u64 == PAGE);
+    let access =
+        super::admin::access(&s, &v, ("dataset", "dataset"), &dataset.id, &project.id).await?;
     let body = html! {
         h1 { "Dataset " (dataset.name) }
         @if let Some(d) = dataset.info.get("description").filter(|d| !d.is_null()) { p { (view::preview(d, 400)) } }
@@ -185,6 +187,7 @@ pub(crate) async fn page(
                 a #next rel="next" href={ (here) "?" (query_string(&[("cursor", c)])) } { "Older rows" }
             }
         }
+        @if let Some(a) = &access { (a) }
     };
     let place = Some(Place {
         project: &project.name,

@@ -6,8 +6,8 @@
 
 use super::view;
 use super::{
-    AppState, PageResult, Place, Viewer, document, in_project, object_named, param, path_part,
-    project_page, project_path, query_string, run_query, source, trace,
+    AppState, PageError, PageResult, Place, Viewer, document, in_project, object_named, param,
+    path_part, project_page, project_path, query_string, run_query, source, trace,
 };
 use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use holdfast_core::object::ObjectType;
 use holdfast_services::ObjectRecord;
 use holdfast_services::ServiceError;
+use holdfast_services::btql::summary_row;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -237,6 +238,92 @@ fn compare_rows<'a>(rows: &'a [Value], base: &'a [Value], names: &[&str]) -> Vec
         .collect()
 }
 
+/// The baseline of `experiment`: the one named `wanted` in the project, else the default
+/// comparison (its base, else the newest earlier experiment).
+async fn baseline_of(
+    s: &AppState,
+    v: &Viewer,
+    experiment: &ObjectRecord,
+    project_id: &str,
+    wanted: &str,
+) -> Result<Option<ObjectRecord>, PageError> {
+    if wanted.is_empty() {
+        Ok(s.services
+            .comparison_experiment(&v.p, experiment, None)
+            .await?)
+    } else {
+        Ok(Some(
+            object_named(s, v, ObjectType::Experiment, project_id, wanted).await?,
+        ))
+    }
+}
+
+/// Longest output (as preview text) compared word by word with the baseline's.
+const COMPARED_OUTPUT: usize = 4_000;
+
+/// One row (the summary of its trace) against the baseline's row with the same input: its
+/// scores side by side with their change, the outputs' word diff, and a link to the
+/// baseline row's trace (on `base_here`, comparing back with `name`).
+fn row_against(
+    this: &Value,
+    base_rows: &[Value],
+    baseline: &ObjectRecord,
+    base_here: &str,
+    name: &str,
+) -> Markup {
+    let key = input_key(this);
+    let base = base_rows.iter().find(|b| input_key(b) == key);
+    let mine = scores_of(this);
+    let output =
+        |r: &Value| view::preview(r.get("output").unwrap_or(&Value::Null), COMPARED_OUTPUT);
+    html! {
+        section #row-compare aria-labelledby="row-compare-title" {
+            h2 #row-compare-title { "Compared with " (baseline.name) }
+            @match base {
+                None => { p.muted { "The baseline has no row with this input." } }
+                Some(b) => {
+                    @let theirs = scores_of(b);
+                    @let names: BTreeSet<&str> = mine.keys().chain(theirs.keys()).copied().collect();
+                    @if !names.is_empty() {
+                        table.scores {
+                            thead { tr {
+                                th scope="col" { "Score" } th.num scope="col" { "This row" }
+                                th.num scope="col" { "Baseline" } th.num scope="col" { "Change" }
+                            } }
+                            tbody {
+                                @for n in &names {
+                                    @let (a, b) = (mine.get(n).copied(), theirs.get(n).copied());
+                                    tr {
+                                        th scope="row" { (n) }
+                                        td.num { @if let Some(a) = a { (view::score(a)) } }
+                                        td.num { @if let Some(b) = b { (view::score(b)) } }
+                                        td.num { @if let (Some(a), Some(b)) = (a, b) { (delta(a - b)) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @let (old, new) = (output(b), output(this));
+                    div.sides {
+                        div {
+                            h3 { "Baseline output" }
+                            p.words #baseline-output { (view::word_side(&old, &new, true)) }
+                        }
+                        div {
+                            h3 { "This row's output" }
+                            p.words #row-output { (view::word_side(&old, &new, false)) }
+                        }
+                    }
+                    @let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
+                    p { a #baseline-trace href={ (base_here) "?" (query_string(&[("oid", id), ("compare", name)])) } {
+                        "Open the baseline's trace for this input"
+                    } }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) async fn page(
     State(s): State<AppState>,
     authed: Authed,
@@ -252,25 +339,48 @@ pub(crate) async fn page(
         project: &project.name,
         section: "experiments",
     });
+    let wanted = param(q, "compare");
+    let baseline = baseline_of(&s, &v, &experiment, &project.id, &wanted).await?;
     let oid = param(q, "oid");
     if !oid.is_empty() {
-        let back = html! { "← Experiment " (experiment.name) };
-        let source = ("experiment", experiment.id.as_str());
-        let place = Place {
-            project: &project.name,
-            section: "experiments",
+        let at = trace::Opened {
+            place: Place {
+                project: &project.name,
+                section: "experiments",
+            },
+            project_id: &project.id,
+            source: ("experiment", experiment.id.as_str()),
+            here: &here,
+            oid: &oid,
+            compare: &wanted,
         };
-        return trace::page(&s, &v, place, &project.id, source, &here, &oid, back).await;
+        let found = at.read(&s, &v).await?;
+        let against = match (&found, &baseline) {
+            (Some(t), Some(b)) if !t.cut => {
+                let (base_rows, _) = rows_of(&s, &v, &b.id).await?;
+                let this = summary_row(&t.spans);
+                let base_here = project_path(&v, &project.name, "experiments", Some(&b.name));
+                Some(row_against(
+                    &this,
+                    &base_rows,
+                    b,
+                    &base_here,
+                    &experiment.name,
+                ))
+            }
+            _ => None,
+        };
+        let back = match query_string(&[("compare", &wanted)]) {
+            q if q.is_empty() => here.clone(),
+            q => format!("{here}?{q}"),
+        };
+        let head = html! {
+            p { a href=(back) { "← Experiment " (experiment.name) } }
+            @if let Some(a) = against { (a) }
+        };
+        return trace::page(&s, &v, at, found, head).await;
     }
 
-    let wanted = param(q, "compare");
-    let baseline = if wanted.is_empty() {
-        s.services
-            .comparison_experiment(&v.p, &experiment, None)
-            .await?
-    } else {
-        Some(object_named(&s, &v, ObjectType::Experiment, &project.id, &wanted).await?)
-    };
     let (summary, _) = s
         .services
         .compare(&v.p, &experiment, baseline.as_ref())
@@ -296,7 +406,14 @@ pub(crate) async fn page(
         .list_objects(&v.p, ObjectType::Experiment, &in_project(&project.id, None))
         .await?;
     let base_name = baseline.as_ref().map(|b| b.name.as_str()).unwrap_or("");
-    let access = super::admin::access(&s, &v, "experiment", &experiment.id, &project.id).await?;
+    let access = super::admin::access(
+        &s,
+        &v,
+        ("experiment", "experiment"),
+        &experiment.id,
+        &project.id,
+    )
+    .await?;
     let body = html! {
         h1 { "Experiment " (experiment.name) }
         p.muted { "Created " (view::time(&experiment.created)) " · " (rows.len()) " rows"
@@ -332,7 +449,7 @@ pub(crate) async fn page(
             }
         }
         @if cut { p.muted { "The first " (MAX_ROWS) " rows are shown." } }
-        (rows_table(&here, &compared, &names, baseline.is_some()))
+        (rows_table(&here, &compared, &names, baseline.as_ref().map(|b| b.name.as_str())))
     };
     Ok(document(
         StatusCode::OK,
@@ -444,7 +561,10 @@ fn histogram(name: &str, rows: &[Compared<'_>], index: usize, base: Option<&Vec<
     }
 }
 
-fn rows_table(here: &str, rows: &[Compared<'_>], names: &[&str], compared: bool) -> Markup {
+/// The rows, each linking to its trace; with the name of a baseline, the baseline's output
+/// beside each row's, the words that differ marked on both sides.
+fn rows_table(here: &str, rows: &[Compared<'_>], names: &[&str], baseline: Option<&str>) -> Markup {
+    let compared = baseline.is_some();
     if rows.is_empty() {
         return html! { p #empty { "No rows yet." } };
     }
@@ -466,11 +586,16 @@ fn rows_table(here: &str, rows: &[Compared<'_>], names: &[&str], compared: bool)
                         @let out = text(Some(c.row), "output");
                         @let base_out = text(c.base, "output");
                         tr class=[(c.regression < 0.0).then_some("regressed")] {
-                            td.preview { a href={ (here) "?" (query_string(&[("oid", id)])) } { (text(Some(c.row), "input")) } }
-                            td.preview { (out) }
+                            td.preview { a href={ (here) "?" (query_string(&[("oid", id), ("compare", baseline.unwrap_or_default())])) } { (text(Some(c.row), "input")) } }
+                            @let changed = c.base.is_some() && out != base_out;
+                            td.preview.output {
+                                @if changed { (view::word_side(&base_out, &out, false)) } @else { (out) }
+                            }
                             @if compared {
-                                td.preview class=[(c.base.is_some() && out != base_out).then_some("changed")] {
-                                    @if c.base.is_none() { span.muted { "no row with this input" } } @else { (base_out) }
+                                td class={ "preview output" @if changed { " changed" } } {
+                                    @if c.base.is_none() { span.muted { "no row with this input" } }
+                                    @else if changed { (view::word_side(&base_out, &out, true)) }
+                                    @else { (base_out) }
                                 }
                             }
                             td.preview { (text(Some(c.row), "expected")) }

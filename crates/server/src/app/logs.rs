@@ -115,13 +115,20 @@ pub(crate) async fn page(
     });
     let oid = param(q, "oid");
     if !oid.is_empty() {
-        let back = html! { "← All logs of " (project.name) };
-        let source = ("project_logs", project.id.as_str());
-        let place = Place {
-            project: &project.name,
-            section: "logs",
+        let at = trace::Opened {
+            place: Place {
+                project: &project.name,
+                section: "logs",
+            },
+            project_id: &project.id,
+            source: ("project_logs", project.id.as_str()),
+            here: &here,
+            oid: &oid,
+            compare: "",
         };
-        return trace::page(&s, &v, place, &project.id, source, &here, &oid, back).await;
+        let found = at.read(&s, &v).await?;
+        let head = html! { p { a href=(here) { "← All logs of " (project.name) } } };
+        return trace::page(&s, &v, at, found, head).await;
     }
 
     let (text, search, range) = (param(q, "filter"), param(q, "search"), param(q, "range"));
@@ -173,6 +180,19 @@ pub(crate) async fn page(
     .into_iter()
     .chain(chosen.iter().map(|c| ("col", *c)))
     .collect();
+    // Who may read the logs, on the first page (where an Owner looks for it).
+    let access = if cursor.is_empty() {
+        super::admin::access(
+            &s,
+            &v,
+            ("project_log", "project's logs"),
+            &project.id,
+            &project.id,
+        )
+        .await?
+    } else {
+        None
+    };
     let body = html! {
         h1 { "Logs" span.muted { " · " (project.name) } }
         (controls(&text, &search, &range, errors, &chosen))
@@ -197,6 +217,7 @@ pub(crate) async fn page(
             }
         }
         }
+        @if let Some(a) = &access { (a) }
     };
     Ok(document(
         if problem.is_some() {

@@ -150,9 +150,11 @@ pub(crate) async fn page(
         Some(s.services.get_prompt(&v.p, &id, Some(&against)).await?)
     };
     let here = project_path(&v, &project.name, "prompts", Some(&slug));
+    let access = super::admin::access(&s, &v, ("prompt", "prompt"), &id, &project.id).await?;
     let body = html! {
         h1 { "Prompt " (view::str_at(&latest, "/name")) }
         p.muted { "Slug " code { (slug) } " · " (versions.len()) " versions" }
+        @if let Some(a) = &access { (a) }
         div.trace {
             section.tree aria-label="Versions" {
                 h2 { "Versions" }

@@ -307,21 +307,49 @@ fn detail(org: &str, span: &Value, add: &AddTo<'_>) -> Markup {
     }
 }
 
-/// The page of the trace holding row `oid` of `kind('object_id')` (what the SDKs' span links
-/// open), under the page `here` of `project_id`, with `back` as the way back.
-#[allow(clippy::too_many_arguments)]
+/// Where a trace page is: row `oid` of `kind('object_id')` (what the SDKs' span links open),
+/// under the page `here` of `project_id`.
+pub(crate) struct Opened<'a> {
+    pub place: Place<'a>,
+    pub project_id: &'a str,
+    pub source: (&'static str, &'a str),
+    pub here: &'a str,
+    pub oid: &'a str,
+    /// The baseline experiment a comparison is made with, kept on the page's links (empty
+    /// for none).
+    pub compare: &'a str,
+}
+
+impl Opened<'_> {
+    /// The trace holding the opened row (see [`of_row`]).
+    pub(crate) async fn read(&self, s: &AppState, v: &Viewer) -> Result<Option<Trace>, PageError> {
+        of_row(s, v, self.source.0, self.source.1, self.oid).await
+    }
+}
+
+/// The page of trace `found` (read by [`Opened::read`]), below `head` (the way back and
+/// whatever the caller shows first).
 pub(crate) async fn page(
     s: &AppState,
     v: &Viewer,
-    place: Place<'_>,
-    project_id: &str,
-    (kind, object_id): (&'static str, &str),
-    here: &str,
-    oid: &str,
-    back: Markup,
+    at: Opened<'_>,
+    found: Option<Trace>,
+    head: Markup,
 ) -> PageResult {
-    let found = of_row(s, v, kind, object_id, oid).await?;
-    let link = |id: &str| format!("{here}?{}", query_string(&[("oid", id)]));
+    let Opened {
+        place,
+        project_id,
+        source: (kind, object_id),
+        here,
+        oid,
+        compare,
+    } = at;
+    let link = |id: &str| {
+        format!(
+            "{here}?{}",
+            query_string(&[("oid", id), ("compare", compare)])
+        )
+    };
     let datasets = writable_datasets(s, v, project_id).await?;
     let add = AddTo {
         kind,
@@ -329,7 +357,7 @@ pub(crate) async fn page(
         datasets: &datasets,
     };
     let body = html! {
-        p { a href=(here) { (back) } }
+        (head)
         @match &found {
             Some(t) => (render(&v.org, t, oid, &link, &add)),
             None => (missing(oid)),

@@ -313,10 +313,10 @@ pub fn delta(x: f64) -> String {
     format!("{:+.1}", x * 100.0)
 }
 
-/// Lines a diff compares at most on each side (its table is their product).
+/// Lines (or words) a diff compares at most on each side (its table is their product).
 const MAX_DIFF_LINES: usize = 2_000;
 
-/// One line of a diff.
+/// One line (or word) of a diff.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
     Same(&'a str),
@@ -324,11 +324,9 @@ pub enum Line<'a> {
     Added(&'a str),
 }
 
-/// The lines of `old` and `new` as a diff (a longest common subsequence of lines), or `None`
-/// when either has more than [`MAX_DIFF_LINES`] lines.
-pub fn line_diff<'a>(old: &'a str, new: &'a str) -> Option<Vec<Line<'a>>> {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
+/// `a` and `b` as a diff (a longest common subsequence), or `None` when either has more than
+/// [`MAX_DIFF_LINES`] parts.
+fn lcs_diff<'a>(a: &[&'a str], b: &[&'a str]) -> Option<Vec<Line<'a>>> {
     if a.len() > MAX_DIFF_LINES || b.len() > MAX_DIFF_LINES {
         return None;
     }
@@ -375,6 +373,57 @@ pub fn line_diff<'a>(old: &'a str, new: &'a str) -> Option<Vec<Line<'a>>> {
         }
     }
     Some(out)
+}
+
+/// The lines of `old` and `new` as a diff, or `None` when either has more than
+/// [`MAX_DIFF_LINES`] lines.
+pub fn line_diff<'a>(old: &'a str, new: &'a str) -> Option<Vec<Line<'a>>> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    lcs_diff(&a, &b)
+}
+
+/// `s` cut into words and the whitespace between them, each a part of its own (so that the
+/// parts joined give `s` back).
+fn words(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut last: Option<bool> = None;
+    for (i, c) in s.char_indices() {
+        let space = c.is_whitespace();
+        if last.is_some_and(|l| l != space) {
+            out.extend(s.get(start..i));
+            start = i;
+        }
+        last = Some(space);
+    }
+    out.extend(s.get(start..).filter(|rest| !rest.is_empty()));
+    out
+}
+
+/// The words of `old` and `new` as a diff, or `None` when either has more than
+/// [`MAX_DIFF_LINES`] words and spaces.
+pub fn word_diff<'a>(old: &'a str, new: &'a str) -> Option<Vec<Line<'a>>> {
+    lcs_diff(&words(old), &words(new))
+}
+
+/// One side of a word diff of `old` and `new`: `new` with the words it added marked (`ins`),
+/// or with `old_side`, `old` with the words it lost marked (`del`). Plain text when the two
+/// are too long to compare.
+pub fn word_side(old: &str, new: &str, old_side: bool) -> Markup {
+    let Some(parts) = word_diff(old, new) else {
+        return html! { (if old_side { old } else { new }) };
+    };
+    html! {
+        @for p in &parts {
+            @match (p, old_side) {
+                (Line::Same(t), _) => { (t) }
+                (Line::Removed(t), true) => { del { (t) } }
+                (Line::Added(t), false) => { ins { (t) } }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A diff as a table of lines marked removed (−) and added (+).
@@ -459,6 +508,33 @@ mod tests {
         assert!(line_diff(&long, "x").is_none());
         let html = diff("<a>", "<b>").into_string();
         assert!(html.contains("<del>- &lt;a&gt;</del>") && html.contains("<ins>+ &lt;b&gt;</ins>"));
+    }
+
+    #[test]
+    fn a_word_diff_marks_the_words_each_side_changed() {
+        assert_eq!(words("  a bc\td "), ["  ", "a", " ", "bc", "\t", "d", " "]);
+        assert_eq!(words(""), Vec::<&str>::new());
+        let d = word_diff("the cat sat", "the dog sat down").unwrap();
+        assert_eq!(
+            d,
+            [
+                Line::Same("the"),
+                Line::Same(" "),
+                Line::Removed("cat"),
+                Line::Added("dog"),
+                Line::Same(" "),
+                Line::Same("sat"),
+                Line::Added(" "),
+                Line::Added("down")
+            ]
+        );
+        let old = word_side("the <cat> sat", "the dog sat", true).into_string();
+        assert_eq!(old, "the <del>&lt;cat&gt;</del> sat");
+        let new = word_side("the <cat> sat", "the dog sat", false).into_string();
+        assert_eq!(new, "the <ins>dog</ins> sat");
+        let long = "w ".repeat(MAX_DIFF_LINES);
+        assert!(word_diff(&long, "w").is_none());
+        assert_eq!(word_side(&long, "w", false).into_string(), "w");
     }
 
     #[test]
