@@ -102,7 +102,7 @@ impl Services {
             )));
         }
         let mut groups: BTreeMap<RowTarget, Vec<IncomingRow>> = BTreeMap::new();
-        let mut refs: BTreeMap<RowTarget, Vec<String>> = BTreeMap::new();
+        let mut refs: BTreeMap<RowTarget, Vec<(String, String)>> = BTreeMap::new();
         let mut ref_count = 0;
         let mut row_ids = Vec::with_capacity(rows.len());
         for (i, row) in rows.into_iter().enumerate() {
@@ -128,6 +128,8 @@ impl Services {
             let control =
                 take_control(&mut row).map_err(|e| ServiceError::bad(format!("row {i}: {e}")))?;
             row_ids.push(row_id.clone());
+            // A comment is written onto the row it is about.
+            let write_id = control.comment_on().map_or(row_id, str::to_owned);
             let mut found = Vec::new();
             row.values().for_each(|v| attachment_refs(v, &mut found));
             if !found.is_empty() {
@@ -137,10 +139,9 @@ impl Services {
                         "at most {MAX_ATTACHMENT_REFS} attachment references per request"
                     )));
                 }
-                refs.entry(target.clone()).or_default().extend(found);
+                let here = refs.entry(target.clone()).or_default();
+                here.extend(found.into_iter().map(|k| (write_id.clone(), k)));
             }
-            // A comment is written onto the row it is about.
-            let write_id = control.comment_on().map_or(row_id, str::to_owned);
             groups.entry(target).or_default().push(IncomingRow {
                 row_id: write_id,
                 control,
@@ -169,10 +170,10 @@ impl Services {
             }
             // Recorded before the rows, so that their attachments can be registered as soon
             // as the rows are acknowledged.
-            if let Some(keys) = refs.get_mut(&target) {
-                keys.sort_unstable();
-                keys.dedup();
-                self.store.add_attachment_refs(&pass, keys).await?;
+            if let Some(found) = refs.get_mut(&target) {
+                found.sort_unstable();
+                found.dedup();
+                self.store.add_attachment_refs(&pass, found).await?;
             }
             writes.push((pass, rows));
         }

@@ -187,6 +187,7 @@ impl Services {
         let (rows, versions) = self.purge_deleted_rows(holder, &cutoff).await?;
         report.rows = rows;
         report.versions += versions;
+        report.attachments += self.purge_unreferenced_attachments(holder).await?;
         let removed_any = report.versions > 0 || report.objects > 0;
         if removed_any || self.purge.compact_pending.load(Relaxed) {
             self.purge.compact_pending.store(true, Relaxed);
@@ -272,6 +273,47 @@ impl Services {
             }
         }
         Ok((rows, versions))
+    }
+
+    /// Deletes the blobs of attachments that only purged rows referenced (queued by the row
+    /// purge, so a run stopped between the two finishes them next time), then forgets them;
+    /// returns how many.
+    async fn purge_unreferenced_attachments(&self, holder: &str) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            if !self.renew_purge_lease(holder).await? {
+                return Err(lease_lost());
+            }
+            let keys = self
+                .store
+                .unreferenced_attachments(&why(), ATTACHMENTS)
+                .await?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            let mut by_org: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (org, key) in keys {
+                self.blobs.delete(&org, BlobKind::Attachment, &key).await?;
+                self.store.forget_attachment(&why(), &org, &key).await?;
+                removed += 1;
+                self.purge.attachments.fetch_add(1, Relaxed);
+                by_org.entry(org).or_default().push(key);
+            }
+            for (org, keys) in by_org {
+                self.audit
+                    .record_durable(NewAuditEntry {
+                        at: self.now(),
+                        org_id: Some(org),
+                        actor_id: None,
+                        key_id: None,
+                        action: "purge".into(),
+                        object_type: Some("attachment".into()),
+                        object_id: None,
+                        detail: json!({"unreferenced_attachments": keys}),
+                    })
+                    .await?;
+            }
+        }
     }
 
     /// Removes a claimed project's experiments, datasets, prompts and logs, then its record;

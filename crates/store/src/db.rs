@@ -233,6 +233,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_errors_sqlite.sql"),
         include_str!("values_errors_postgres.sql"),
     ),
+    (
+        26,
+        include_str!("attachment_rows.sql"),
+        include_str!("attachment_rows.sql"),
+    ),
 ];
 
 impl Store {

@@ -199,8 +199,101 @@ macro_rules! backend_purge {
                     push_keys(&mut qb, object_type, object_id, keys, "=");
                     qb.build().execute(&mut *tx).await?;
                 }
+                let gone: Vec<&str> = done.iter().map(|(r, _)| r.as_str()).collect();
+                release_row_refs(&mut tx, object_type, object_id, &gone).await?;
                 tx.commit().await?;
                 Ok((fit, done.len()))
+            }
+
+            /// Forgets the attachment references of purged rows (those with no version
+            /// left); an attachment no row of any object references any more is queued in
+            /// `unreferenced_attachments` for its blob to be deleted. One read per 250 rows
+            /// when none of them referenced an attachment (the usual case).
+            async fn release_row_refs(
+                tx: &mut sqlx::Transaction<'static, Db>,
+                object_type: &str,
+                object_id: &str,
+                rows: &[&str],
+            ) -> Result<()> {
+                let mut with_refs: Vec<String> = Vec::new();
+                for chunk in rows.chunks(250) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "SELECT DISTINCT row_id FROM attachment_row_refs WHERE object_type = ",
+                    );
+                    qb.push_bind(object_type)
+                        .push(" AND object_id = ")
+                        .push_bind(object_id)
+                        .push(" AND row_id IN (");
+                    let mut ids = qb.separated(", ");
+                    for r in chunk {
+                        ids.push_bind(*r);
+                    }
+                    qb.push(")");
+                    let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+                    with_refs.extend(found);
+                }
+                for row in &with_refs {
+                    // A row written again after its deletion keeps its references.
+                    let left: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM row_index WHERE object_type = $1 \
+                         AND object_id = $2 AND row_id = $3)",
+                    )
+                    .bind(object_type)
+                    .bind(object_id)
+                    .bind(row)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if left {
+                        continue;
+                    }
+                    let keys: Vec<(String, String)> = sqlx::query_as(
+                        "DELETE FROM attachment_row_refs WHERE object_type = $1 \
+                         AND object_id = $2 AND row_id = $3 RETURNING org_id, key",
+                    )
+                    .bind(object_type)
+                    .bind(object_id)
+                    .bind(row)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    for (org, key) in keys {
+                        let (still, any): (bool, bool) = sqlx::query_as(
+                            "SELECT EXISTS (SELECT 1 FROM attachment_row_refs WHERE org_id = $1 \
+                               AND key = $2 AND object_type = $3 AND object_id = $4), \
+                             EXISTS (SELECT 1 FROM attachment_refs WHERE org_id = $1 AND key = $2 \
+                               AND NOT (object_type = $3 AND object_id = $4 AND by_rows))",
+                        )
+                        .bind(&org)
+                        .bind(&key)
+                        .bind(object_type)
+                        .bind(object_id)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                        if still {
+                            continue;
+                        }
+                        sqlx::query(
+                            "DELETE FROM attachment_refs WHERE org_id = $1 AND key = $2 \
+                             AND object_type = $3 AND object_id = $4 AND by_rows",
+                        )
+                        .bind(&org)
+                        .bind(&key)
+                        .bind(object_type)
+                        .bind(object_id)
+                        .execute(&mut **tx)
+                        .await?;
+                        if !any {
+                            sqlx::query(
+                                "INSERT INTO unreferenced_attachments (org_id, key) \
+                                 VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            )
+                            .bind(&org)
+                            .bind(&key)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                    }
+                }
+                Ok(())
             }
 
             /// Removes the first of `listed` (row id, xact, seq, deleted) versions of an
@@ -723,6 +816,49 @@ impl Store {
         })
     }
 
+    /// Up to `limit` attachments that purged rows were the last to reference (queued by the
+    /// row purge), as (organization, key), to have their blobs deleted and then be
+    /// forgotten ([`Store::forget_attachment`]). One referenced again since (by a new row) is
+    /// taken off the queue instead.
+    pub async fn unreferenced_attachments(
+        &self,
+        _why: &SystemPass,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
+            let queued: Vec<(String, String)> = sqlx::query_as(
+                "SELECT org_id, key FROM unreferenced_attachments ORDER BY org_id, key LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut out = Vec::with_capacity(queued.len());
+            for (org, key) in queued {
+                let referenced: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM attachment_refs WHERE org_id = $1 AND key = $2)",
+                )
+                .bind(&org)
+                .bind(&key)
+                .fetch_one(&mut *tx)
+                .await?;
+                if referenced {
+                    sqlx::query(
+                        "DELETE FROM unreferenced_attachments WHERE org_id = $1 AND key = $2",
+                    )
+                    .bind(&org)
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    out.push((org, key));
+                }
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
     /// Forgets an attachment whose blob is gone: its record, upload and references.
     pub async fn forget_attachment(
         &self,
@@ -736,6 +872,8 @@ impl Store {
                 "DELETE FROM attachments WHERE org_id = $1 AND key = $2",
                 "DELETE FROM uploads WHERE org_id = $1 AND kind = 'attachment' AND key = $2",
                 "DELETE FROM attachment_refs WHERE org_id = $1 AND key = $2",
+                "DELETE FROM attachment_row_refs WHERE org_id = $1 AND key = $2",
+                "DELETE FROM unreferenced_attachments WHERE org_id = $1 AND key = $2",
             ] {
                 sqlx::query(sql)
                     .bind(org_id)
@@ -779,14 +917,17 @@ impl Store {
                 .bind(object_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
+            for sql in [
                 "DELETE FROM attachment_refs WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
-            )
-            .bind(org_id)
-            .bind(t)
-            .bind(object_id)
-            .execute(&mut *tx)
-            .await?;
+                "DELETE FROM attachment_row_refs WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
+            ] {
+                sqlx::query(sql)
+                    .bind(org_id)
+                    .bind(t)
+                    .bind(object_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if object_type != ObjectType::ProjectLogs {
                 forget_grants!(tx, org_id, object_id);
                 sqlx::query("DELETE FROM objects WHERE id = $1 AND org_id = $2")

@@ -83,26 +83,52 @@ fn require_write(pass: &ObjectPass) -> Result<()> {
 }
 
 impl Store {
-    /// Records that rows of the pass's object reference these attachment keys.
-    pub async fn add_attachment_refs(&self, pass: &ObjectPass, keys: &[String]) -> Result<()> {
+    /// Records that rows of the pass's object reference attachment keys: `(row id, key)`.
+    pub async fn add_attachment_refs(
+        &self,
+        pass: &ObjectPass,
+        refs: &[(String, String)],
+    ) -> Result<()> {
         require_write(pass)?;
-        if keys.is_empty() {
+        if refs.is_empty() {
             return Ok(());
         }
+        let mut keys: Vec<&str> = refs.iter().map(|(_, k)| k.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (org, kind, id) = (pass.org_id(), pass.object_type().as_str(), pass.object_id());
         with_pool!(&self.write, |p, DB| {
+            let mut tx = p.begin().await?;
             for chunk in keys.chunks(500) {
                 let mut qb = sqlx::QueryBuilder::<DB>::new(
-                    "INSERT INTO attachment_refs (org_id, key, object_type, object_id) ",
+                    "INSERT INTO attachment_refs (org_id, key, object_type, object_id, by_rows) ",
                 );
                 qb.push_values(chunk, |mut b, key| {
-                    b.push_bind(pass.org_id())
-                        .push_bind(key.as_str())
-                        .push_bind(pass.object_type().as_str())
-                        .push_bind(pass.object_id());
+                    b.push_bind(org)
+                        .push_bind(*key)
+                        .push_bind(kind)
+                        .push_bind(id)
+                        .push_bind(true);
+                });
+                // A reference from before rows were recorded stays one (not `by_rows`).
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in refs.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(
+                    "INSERT INTO attachment_row_refs (org_id, object_type, object_id, row_id, key) ",
+                );
+                qb.push_values(chunk, |mut b, (row, key)| {
+                    b.push_bind(org)
+                        .push_bind(kind)
+                        .push_bind(id)
+                        .push_bind(row.as_str())
+                        .push_bind(key.as_str());
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().execute(p).await?;
+                qb.build().execute(&mut *tx).await?;
             }
+            tx.commit().await?;
             Ok(())
         })
     }

@@ -763,11 +763,134 @@ async fn deleted_rows_are_restored(backend: Backend) {
     assert!(audited >= 2, "{audited}");
 }
 
+/// Uploads an attachment's body under `key` through its signed URL.
+async fn upload(server: &Server, key: &str, body: &str) {
+    let grant = server
+        .ok(
+            "POST",
+            "/attachment",
+            Some(json!({"key": key, "filename": "a.txt", "content_type": "text/plain"})),
+        )
+        .await;
+    let put = crate::harness::client()
+        .put(grant["signedUrl"].as_str().unwrap())
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+}
+
+/// An attachment that only purged rows referenced goes with them (blob, record, upload and
+/// references), audited; one that another row still references stays until that row goes
+/// too; one referenced before rows' references were recorded (per object only) stays with
+/// its object.
+async fn attachments_of_purged_rows_go(backend: Backend) {
+    let (server, _, ds, path) = with_dataset(
+        backend,
+        &[
+            ("HOLDFAST_DELETION_GRACE_SECS", "1"),
+            ("HOLDFAST_ENCRYPT_AT_REST", "false"),
+        ],
+    )
+    .await;
+    let file = |key: &str| {
+        json!({"type": "braintrust_attachment", "key": key, "filename": "a.txt",
+               "content_type": "text/plain"})
+    };
+    insert(
+        &server,
+        &path,
+        vec![
+            json!({"id": "gone", "input": {"a": file("only-gone"), "b": file("shared")}}),
+            json!({"id": "kept", "input": {"a": file("shared")}}),
+            json!({"id": "old", "input": {"a": file("legacy")}}),
+        ],
+    )
+    .await;
+    let body = |key: &str| format!("attachment body of {key} 7e1c");
+    for key in ["only-gone", "shared", "legacy"] {
+        upload(&server, key, &body(key)).await;
+    }
+    let bodies = [body("only-gone"), body("shared"), body("legacy")];
+    let needles: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    assert_eq!(
+        crate::lifecycle::in_files(&server, &needles).len(),
+        3,
+        "the blobs hold the bodies before"
+    );
+    // `legacy` as references were recorded before rows' were: per object only.
+    server
+        .execute_sql("DELETE FROM attachment_row_refs WHERE key = 'legacy'")
+        .await;
+    server
+        .execute_sql("UPDATE attachment_refs SET by_rows = FALSE WHERE key = 'legacy'")
+        .await;
+    insert(
+        &server,
+        &path,
+        vec![
+            json!({"id": "gone", "_object_delete": true}),
+            json!({"id": "old", "_object_delete": true}),
+        ],
+    )
+    .await;
+    reaches(&server, "holdfast_purge_rows_total", 2.0).await;
+    reaches(&server, "holdfast_purge_attachments_total", 1.0).await;
+    let count = |table: &str, key: &str| {
+        let sql = format!("SELECT count(*) FROM {table} WHERE key = '{key}'");
+        let server = &server;
+        async move { server.count_sql(&sql).await }
+    };
+    for table in [
+        "attachments",
+        "uploads",
+        "attachment_refs",
+        "attachment_row_refs",
+    ] {
+        assert_eq!(count(table, "only-gone").await, 0, "{table}");
+        assert_eq!(count(table, "shared").await, 1, "{table}: shared");
+    }
+    assert_eq!(count("attachments", "legacy").await, 1);
+    assert_eq!(count("attachment_refs", "legacy").await, 1);
+    let left = crate::lifecycle::in_files(&server, &needles);
+    assert!(
+        left.len() == 2 && !left.iter().any(|f| f.starts_with(&body("only-gone"))),
+        "{left:?}"
+    );
+    let audited = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(action, detail, _)| action == "purge" && detail.contains("only-gone"))
+        .count();
+    assert_eq!(audited, 1);
+    // The shared one goes with the last row that referenced it.
+    insert(
+        &server,
+        &path,
+        vec![json!({"id": "kept", "_object_delete": true})],
+    )
+    .await;
+    reaches(&server, "holdfast_purge_attachments_total", 2.0).await;
+    assert_eq!(count("attachments", "shared").await, 0);
+    assert_eq!(
+        ids(&server, &format!("/v1/dataset/{ds}/fetch")).await,
+        Vec::<String>::new()
+    );
+    let left = crate::lifecycle::in_files(&server, &needles);
+    assert!(
+        left.len() == 1 && left[0].starts_with(&body("legacy")),
+        "{left:?}"
+    );
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
         policies_expire_old_data,
         deleted_rows_are_purged,
-        deleted_rows_are_restored
+        deleted_rows_are_restored,
+        attachments_of_purged_rows_go
     );
 }
