@@ -128,6 +128,21 @@ def log_traces():
     return link, permalink
 
 
+def saml_idp():
+    """Starts the local SAML identity provider (compat/py/saml_idp.py) on a free port:
+    (process, base URL)."""
+    import socket
+    import subprocess
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    idp = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "saml_idp.py"), str(port)],
+                           stdout=subprocess.PIPE, text=True)
+    line = idp.stdout.readline()
+    check(line.startswith("ready "), f"the SAML identity provider starts: {line!r}")
+    return idp, f"http://127.0.0.1:{port}"
+
+
 def grant_here(d, url, kind, name, held=lambda: None):
     """Grants group Reviewers Viewer on the object of page `url` alone from its access
     section, then revokes it there; returns what `held()` said while the grant was there."""
@@ -439,6 +454,37 @@ def main():
               f"the logs say who can read them, and why: {access!r}")
         check("this project's logs only" in [o.text for o in Select(d.find_element(By.ID, "grant-on")).options],
               "and offer a grant on the logs alone")
+        # Sign-in connections: a provider that cannot be read is refused with the reason; a
+        # real SAML identity provider's metadata is read from its URL; then removed.
+        page(d, f"{HF}/app/default/admin#signin-h", "20c-admin-sign-in", "the sign-in settings")
+        d.find_element(By.XPATH, "//summary[text()='Add an OpenID Connect connection']").click()
+        d.find_element(By.ID, "oidc-name").send_keys("Nowhere")
+        d.find_element(By.ID, "oidc-issuer").send_keys("http://127.0.0.1:9/no-provider")
+        d.find_element(By.ID, "oidc-client").send_keys("holdfast")
+        d.find_element(By.ID, "oidc-secret").send_keys("a client secret")
+        d.find_element(By.CSS_SELECTOR, "#add-oidc button").click()
+        refused = lambda: d.find_element(By.CSS_SELECTOR, "#add-oidc [role=status]").text
+        check(wait(lambda: refused().startswith("issuer: discovery failed")),
+              f"an unreadable issuer is refused, named: {refused()!r}")
+        idp, idp_url = saml_idp()
+        try:
+            d.get(f"{HF}/app/default/admin#signin-h")
+            d.find_element(By.XPATH, "//summary[text()='Add a SAML connection']").click()
+            d.find_element(By.ID, "saml-name").send_keys("Acme SAML")
+            d.find_element(By.ID, "saml-url").send_keys(f"{idp_url}/metadata")
+            d.find_element(By.ID, "saml-domains").send_keys("acme.test")
+            d.find_element(By.CSS_SELECTOR, "#add-saml button").click()
+            row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#connections tbody tr") if "Acme SAML" in r.text]
+            check(wait(lambda: row() and idp_url in row()[0].text and "acme.test" in row()[0].text),
+                  "a SAML connection is added from its provider's metadata URL")
+            check("/saml/" in row()[0].find_element(By.TAG_NAME, "code").text, "with the address to register at the provider")
+            accessible(d, "the sign-in connections")
+            shot(d, "20d-admin-saml")
+            row()[0].find_element(By.CSS_SELECTOR, "form.remove-connection button").click()
+            d.switch_to.alert.accept()
+            check(wait(lambda: d.find_elements(By.ID, "connections") and not row()), "and removed")
+        finally:
+            idp.kill()
         # A new member: invited into a group, then given a one-time link to set a password.
         page(d, f"{HF}/app/default/admin", "20b-admin-invite", "the administration page")
         d.find_element(By.ID, "invite-email").send_keys("nina@acme.test")
@@ -498,6 +544,20 @@ def main():
               "another project is not found for the reader")
         accessible(d, "the not-found page")
         shot(d, "13-reader-refused")
+        # Last, as an Owner: passwords turned off, which signs out who signed in with one.
+        d.find_element(By.LINK_TEXT, "Account").click()
+        d.find_element(By.ID, "sign-out").click()
+        check(wait(lambda: "/login" in d.current_url), "the reader signs out")
+        sign_in_here(d, "ann@acme.test", PASSWORD)
+        check(wait(lambda: "/login" not in d.current_url), "the Owner signs in again")
+        page(d, f"{HF}/app/default/admin#signin-h", "20e-admin-passwords", "the sign-in settings again")
+        d.find_element(By.ID, "password-allowed").click()
+        d.find_element(By.CSS_SELECTOR, "#sign-in-settings button").click()
+        d.switch_to.alert.accept()
+        check(wait(lambda: "/login" in d.current_url), "turning passwords off signs out the Owner who used one")
+        org_id = requests.get(f"{HF}/v1/organization", headers=API, timeout=10).json()["objects"][0]["id"]
+        settings = requests.get(f"{HF}/v1/organization/{org_id}/sign_in", headers=API, timeout=10).json()
+        check(settings == {"password_login": False}, f"passwords are off: {settings}")
     finally:
         d.quit()
     print("page load times (s): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(TIMES.items())))

@@ -303,25 +303,70 @@ pub(crate) async fn page(
             }
         },
     )?;
+    let org_id = v.p.org_id.as_str();
     let sign_in = section(sv.sign_in_settings(&v.p).await, |settings| {
         html! {
             p #password-login { "Passwords: " strong { @if settings.password_login { "allowed" } @else { "turned off (identity provider only)" } } }
-        }
-    })?;
-    let oidc = section(sv.list_oidc(&v.p, &v.base).await, |list| {
-        html! {
-            @for c in &list {
-                li { "OpenID Connect: " strong { (c.name) } " (" (c.issuer) ")" @if !c.allowed_domains.is_empty() { ", domains " (c.allowed_domains.join(", ")) } }
+            @if may_grant {
+                form.inline #sign-in-settings data-action="sign-in" data-org=(org_id) {
+                    span.check {
+                        input #password-allowed type="checkbox" name="password_login" checked[settings.password_login];
+                        label for="password-allowed" { "Members may sign in with a password" }
+                    }
+                    button type="submit" { "Save" }
+                    span.note role="status" {}
+                }
             }
         }
     })?;
-    let saml = section(sv.list_saml(&v.p, &v.base).await, |list| {
+    let remove = |kind: &str, id: &str, name: &str| {
         html! {
-            @for c in &list {
-                li { "SAML: " strong { (c.name) } " (" (c.idp_entity_id) ")" }
+            @if may_grant {
+                form.remove-connection data-action="remove-connection" data-org=(org_id) data-kind=(kind) data-id=(id)
+                    data-confirm={ "Remove the connection " (name) "? No one can sign in with it any more." } {
+                    button.secondary type="submit" aria-label={ "Remove " (name) } { "Remove" }
+                    span.note role="status" {}
+                }
             }
         }
-    })?;
+    };
+    let connections = match (
+        sv.list_oidc(&v.p, &v.base).await,
+        sv.list_saml(&v.p, &v.base).await,
+    ) {
+        (Ok(oidc), Ok(saml)) => html! {
+            table #connections {
+                caption { "Identity provider connections" }
+                thead { tr {
+                    th scope="col" { "Kind" } th scope="col" { "Name" } th scope="col" { "Provider" }
+                    th scope="col" { "New members from" } th scope="col" { "To register at the provider" }
+                    th scope="col" { span.hidden { "Actions" } }
+                } }
+                tbody {
+                    @for c in &oidc {
+                        tr {
+                            td { "OpenID Connect" } td { strong { (c.name) } }
+                            td { (c.issuer) }
+                            td { (c.allowed_domains.join(", ")) }
+                            td { "Redirect URI " code { (c.redirect_uri) } }
+                            td { (remove("oidc", &c.id, &c.name)) }
+                        }
+                    }
+                    @for c in &saml {
+                        tr {
+                            td { "SAML" } td { strong { (c.name) } }
+                            td { (c.idp_entity_id) }
+                            td { (c.allowed_domains.join(", ")) }
+                            td { "Assertion consumer " code { (c.acs_url) } }
+                            td { (remove("saml", &c.id, &c.name)) }
+                        }
+                    }
+                }
+            }
+            @if may_grant { (connection_forms(org_id)) }
+        },
+        (Err(e), _) | (_, Err(e)) => section(Err::<(), _>(e), |_| html! {})?,
+    };
     let body = html! {
         h1 { "Administration" }
         nav.sections aria-label="Sections" {
@@ -333,7 +378,7 @@ pub(crate) async fn page(
         h2 #groups-h { "Groups" } (groups_html)
         h2 #grants-h { "Grants" } (grant_form) (grants)
         h2 #secrets-h { "Provider secrets" } (secrets)
-        h2 #signin-h { "Sign-in" } (sign_in) ul.connections { (oidc) (saml) }
+        h2 #signin-h { "Sign-in" } (sign_in) (connections)
     };
     Ok(document(
         StatusCode::OK,
@@ -395,6 +440,52 @@ fn grant_form(
                 }
                 button type="submit" { "Grant" }
                 span.note role="status" {}
+            }
+        }
+    }
+}
+
+/// Forms adding an OpenID Connect or a SAML connection (the server reads the provider's
+/// discovery document or metadata when the connection is saved, and names what it refused).
+fn connection_forms(org_id: &str) -> Markup {
+    html! {
+        div.tools {
+            details.panel {
+                summary { "Add an OpenID Connect connection" }
+                form #add-oidc data-action="add-oidc" data-org=(org_id) {
+                    label for="oidc-name" { "Name (on the sign-in button)" }
+                    input #oidc-name name="name" required maxlength="200" autocomplete="off";
+                    label for="oidc-preset" { "Provider" }
+                    select #oidc-preset name="preset" {
+                        option value="google" { "Google" } option value="microsoft" { "Microsoft Entra ID" }
+                        option value="okta" { "Okta" } option value="custom" selected { "Another OpenID provider" }
+                    }
+                    label for="oidc-issuer" { "Issuer URL (not for Google)" }
+                    input #oidc-issuer name="issuer" type="url" autocomplete="off";
+                    label for="oidc-client" { "Client id" }
+                    input #oidc-client name="client_id" required autocomplete="off";
+                    label for="oidc-secret" { "Client secret (stored encrypted, never shown)" }
+                    input #oidc-secret name="client_secret" type="password" required autocomplete="new-password";
+                    label for="oidc-domains" { "Email domains whose people may join (comma-separated)" }
+                    input #oidc-domains name="domains" autocomplete="off";
+                    button type="submit" { "Add connection" }
+                    span.note role="status" {}
+                }
+            }
+            details.panel {
+                summary { "Add a SAML connection" }
+                form #add-saml data-action="add-saml" data-org=(org_id) {
+                    label for="saml-name" { "Name (on the sign-in button)" }
+                    input #saml-name name="name" required maxlength="200" autocomplete="off";
+                    label for="saml-url" { "Identity provider metadata URL" }
+                    input #saml-url name="metadata_url" type="url" autocomplete="off";
+                    label for="saml-xml" { "or its metadata XML" }
+                    textarea #saml-xml name="metadata_xml" rows="4" spellcheck="false" {}
+                    label for="saml-domains" { "Email domains whose people may join (comma-separated)" }
+                    input #saml-domains name="domains" autocomplete="off";
+                    button type="submit" { "Add connection" }
+                    span.note role="status" {}
+                }
             }
         }
     }

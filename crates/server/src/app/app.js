@@ -21,7 +21,8 @@
       json = null;
     }
     if (!r.ok) {
-      const message = json && json.error && json.error.message;
+      const error = json && json.error;
+      const message = error && error.message && (error.field ? error.field + ": " + error.message : error.message);
       throw new Error(message || r.status + " " + r.statusText);
     }
     return json;
@@ -129,6 +130,11 @@
     return event;
   }
 
+  // The organization API path of a form's `data-org`.
+  const org = (form) => "/v1/organization/" + encodeURIComponent(form.getAttribute("data-org"));
+  // Comma-separated email domains as a list.
+  const domains = (text) => text.split(",").map((d) => d.trim()).filter((d) => d);
+
   // (Attributes are read with getAttribute: a form's `dataset` property is shadowed by a
   // control named "dataset".)
   let pending = [];
@@ -228,12 +234,38 @@
       location.reload();
     },
     "password-link": async (form) => {
-      const path = "/v1/organization/" + encodeURIComponent(form.getAttribute("data-org")) + "/password_link";
+      const path = org(form) + "/password_link";
       const made = await api("POST", path, { user_id: form.getAttribute("data-user") });
       const shown = document.getElementById("sign-in-link");
       shown.querySelector("code").textContent = made.link;
       shown.hidden = false;
       say(form, "Made: copy it now, it is shown only once.");
+    },
+    "sign-in": async (form) => {
+      const allowed = form.elements.password_login.checked;
+      if (!allowed && !window.confirm("Turn passwords off? Everyone signed in with a password is signed out, you too if you did.")) return;
+      await api("PUT", org(form) + "/sign_in", { password_login: allowed });
+      location.reload();
+    },
+    "add-oidc": async (form) => {
+      const e = form.elements;
+      const body = { name: e.name.value, preset: e.preset.value, client_id: e.client_id.value, allowed_domains: domains(e.domains.value) };
+      if (e.issuer.value) body.issuer = e.issuer.value;
+      if (e.client_secret.value) body.client_secret = e.client_secret.value;
+      await api("POST", org(form) + "/oidc", body);
+      location.reload();
+    },
+    "add-saml": async (form) => {
+      const e = form.elements;
+      const body = { name: e.name.value, allowed_domains: domains(e.domains.value) };
+      if (e.metadata_url.value) body.idp_metadata_url = e.metadata_url.value;
+      if (e.metadata_xml.value.trim()) body.idp_metadata_xml = e.metadata_xml.value;
+      await api("POST", org(form) + "/saml", body);
+      location.reload();
+    },
+    "remove-connection": async (form) => {
+      await api("DELETE", org(form) + "/" + form.getAttribute("data-kind") + "/" + encodeURIComponent(form.getAttribute("data-id")));
+      location.reload();
     },
     "create-key": async (form) => {
       const made = await api("POST", "/v1/api_key", { name: form.elements.name.value });
