@@ -835,7 +835,12 @@ impl Services {
         // The index's counts are of the latest rows, not of an older snapshot.
         let latest = body.get("version").is_none_or(Value::is_null);
         let (data, cursor) = self.run_plan(&plan, &passes, version, latest).await?;
-        Ok(json!({"data": data, "cursor": cursor.map(|c| encode_cursor(&c))}))
+        // Built by hand: `json!` would copy every row (it serializes its values by reference).
+        let mut out = Map::new();
+        out.insert("data".into(), Value::Array(data));
+        let cursor = cursor.map(|c| encode_cursor(&c));
+        out.insert("cursor".into(), cursor.map_or(Value::Null, Value::String));
+        Ok(Value::Object(out))
     }
 
     /// A scheduled export's query (see [`scheduled_query`]): the next page of what it returns

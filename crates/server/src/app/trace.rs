@@ -76,7 +76,7 @@ pub(crate) async fn of_row(
 }
 
 fn num_of(v: &Value, path: &str) -> Option<f64> {
-    v.pointer(path).and_then(Value::as_f64)
+    view::at(v, path).and_then(Value::as_f64)
 }
 
 /// The span types that have a colour of their own.
@@ -102,8 +102,7 @@ fn tree_order(spans: &[Value]) -> Vec<(usize, usize)> {
     let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut roots = Vec::new();
     for (i, s) in spans.iter().enumerate() {
-        let parent = s
-            .pointer("/span_parents/0")
+        let parent = view::at(s, "/span_parents/0")
             .and_then(Value::as_str)
             .and_then(|p| by_span.get(p))
             .filter(|p| **p != i);
@@ -112,12 +111,12 @@ fn tree_order(spans: &[Value]) -> Vec<(usize, usize)> {
             None => roots.push(i),
         }
     }
-    let start = |i: &usize| {
-        spans
-            .get(*i)
-            .and_then(|s| num_of(s, "/metrics/start"))
-            .unwrap_or(f64::MAX)
-    };
+    // Read once: a sort compares each span many times.
+    let starts: Vec<f64> = spans
+        .iter()
+        .map(|s| num_of(s, "/metrics/start").unwrap_or(f64::MAX))
+        .collect();
+    let start = |i: &usize| starts.get(*i).copied().unwrap_or(f64::MAX);
     let by_start = |a: &usize, b: &usize| start(a).total_cmp(&start(b)).then(a.cmp(b));
     roots.sort_by(by_start);
     for list in children.values_mut() {
