@@ -188,15 +188,11 @@ async fn keys_page_shows_recent_use(backend: Backend) {
             values.join(", ")
         ))
         .await;
-    let body = reqwest::Client::new()
-        .get(format!("{}/app/default/keys", server.url))
-        .bearer_auth(&server.key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, page) = server
+        .call("GET", "/app/default/keys", Some(&server.key), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let body = page.as_str().unwrap();
     let at = |text: &str| body.find(&format!("<li>{text}</li>"));
     // The busy key: its seven newest days, newest first; the older ones are not shown.
     let shown: Vec<usize> = (4..=10)
