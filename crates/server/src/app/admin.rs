@@ -10,6 +10,7 @@ use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use holdfast_api::admin::{Acl, AuditQuery, SecretListQuery};
+use holdfast_api::sso::{OidcConnection, SamlConnection};
 use holdfast_services::ServiceError;
 use holdfast_services::admin::Entity;
 use holdfast_services::secrets::SecretKind;
@@ -343,22 +344,13 @@ pub(crate) async fn page(
                     th scope="col" { span.hidden { "Actions" } }
                 } }
                 tbody {
-                    @for c in &oidc {
+                    @for c in listed_connections(&oidc, &saml) {
                         tr {
-                            td { "OpenID Connect" } td { strong { (c.name) } }
-                            td { (c.issuer) }
-                            td { (c.allowed_domains.join(", ")) }
-                            td { "Redirect URI " code { (c.redirect_uri) } }
-                            td { (remove("oidc", &c.id, &c.name)) }
-                        }
-                    }
-                    @for c in &saml {
-                        tr {
-                            td { "SAML" } td { strong { (c.name) } }
-                            td { (c.idp_entity_id) }
-                            td { (c.allowed_domains.join(", ")) }
-                            td { "Assertion consumer " code { (c.acs_url) } }
-                            td { (remove("saml", &c.id, &c.name)) }
+                            td { (c.shown) } td { strong { (c.name) } }
+                            td { (c.provider) }
+                            td { (c.domains.join(", ")) }
+                            td { (c.register.0) " " code { (c.register.1) } }
+                            td { (remove(c.kind, c.id, c.name)) }
                         }
                     }
                 }
@@ -443,6 +435,44 @@ fn grant_form(
             }
         }
     }
+}
+
+/// A connection as the admin page lists it.
+struct ConnectionRow<'a> {
+    /// `oidc` or `saml` (its API path).
+    kind: &'static str,
+    shown: &'static str,
+    id: &'a str,
+    name: &'a str,
+    provider: &'a str,
+    domains: &'a [String],
+    /// What to register at the provider, and its address.
+    register: (&'static str, &'a str),
+}
+
+fn listed_connections<'a>(
+    oidc: &'a [OidcConnection],
+    saml: &'a [SamlConnection],
+) -> Vec<ConnectionRow<'a>> {
+    let oidc = oidc.iter().map(|c| ConnectionRow {
+        kind: "oidc",
+        shown: "OpenID Connect",
+        id: &c.id,
+        name: &c.name,
+        provider: &c.issuer,
+        domains: &c.allowed_domains,
+        register: ("Redirect URI", &c.redirect_uri),
+    });
+    let saml = saml.iter().map(|c| ConnectionRow {
+        kind: "saml",
+        shown: "SAML",
+        id: &c.id,
+        name: &c.name,
+        provider: &c.idp_entity_id,
+        domains: &c.allowed_domains,
+        register: ("Assertion consumer", &c.acs_url),
+    });
+    oidc.chain(saml).collect()
 }
 
 /// Forms adding an OpenID Connect or a SAML connection (the server reads the provider's

@@ -4,6 +4,7 @@ use crate::db::with_pool;
 use crate::meta::{KEY_COLS, key_from, require_grant};
 use crate::{ApiKeyRecord, Result, Store};
 use holdfast_core::authz::{Kind, OrgPass, Permission, SystemPass};
+use sqlx::QueryBuilder;
 
 impl Store {
     // ---- keys seen by their owners and administrators ----
@@ -113,24 +114,22 @@ impl Store {
     ) -> Result<Vec<(String, String, i64)>> {
         let mut out = Vec::new();
         for chunk in key_ids.chunks(USAGE_KEYS_PER_READ) {
-            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-            let sql = format!(
-                "SELECT key_id, day, requests FROM (\
-                   SELECT u.key_id, u.day, u.requests, \
-                     ROW_NUMBER() OVER (PARTITION BY u.key_id ORDER BY u.day DESC) AS n \
-                   FROM key_usage u JOIN api_keys k ON k.id = u.key_id \
-                   WHERE k.org_id = $1 AND u.key_id IN ({})) r \
-                 WHERE n <= $2 ORDER BY key_id, day DESC",
-                marks.join(", ")
-            );
             let found: Vec<(String, String, i64)> = with_pool!(&self.read, |p, DB| {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(pass.org_id())
-                    .bind(days);
+                let mut qb = QueryBuilder::<DB>::new(
+                    "SELECT key_id, day, requests FROM (\
+                       SELECT u.key_id, u.day, u.requests, \
+                         ROW_NUMBER() OVER (PARTITION BY u.key_id ORDER BY u.day DESC) AS n \
+                       FROM key_usage u JOIN api_keys k ON k.id = u.key_id WHERE k.org_id = ",
+                );
+                qb.push_bind(pass.org_id()).push(" AND u.key_id IN (");
+                let mut ids = qb.separated(", ");
                 for id in chunk {
-                    q = q.bind(*id);
+                    ids.push_bind(*id);
                 }
-                Ok::<_, crate::StoreError>(q.fetch_all(p).await?)
+                qb.push(")) r WHERE n <= ")
+                    .push_bind(days)
+                    .push(" ORDER BY key_id, day DESC");
+                Ok::<_, crate::StoreError>(qb.build_query_as().fetch_all(p).await?)
             })?;
             out.extend(found);
         }
