@@ -238,6 +238,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("attachment_rows.sql"),
         include_str!("attachment_rows.sql"),
     ),
+    (
+        27,
+        include_str!("attachment_deleting.sql"),
+        include_str!("attachment_deleting.sql"),
+    ),
 ];
 
 impl Store {

@@ -816,10 +816,12 @@ impl Store {
         })
     }
 
-    /// Up to `limit` attachments that purged rows were the last to reference (queued by the
-    /// row purge), as (organization, key), to have their blobs deleted and then be
-    /// forgotten ([`Store::forget_attachment`]). One referenced again since (by a new row) is
-    /// taken off the queue instead.
+    /// Claims up to `limit` attachments that purged rows were the last to reference (queued
+    /// by the row purge), as (organization, key), to have their blobs deleted and then be
+    /// forgotten ([`Store::forget_attachment`]). A claimed one is marked `deleting`, so that
+    /// a row referencing it from then on is refused ([`Store::add_attachment_refs`]); one
+    /// referenced again before its claim (by a new row) is taken off the queue instead. Ones
+    /// claimed by a run that stopped before forgetting them are returned again.
     pub async fn unreferenced_attachments(
         &self,
         _why: &SystemPass,
@@ -827,14 +829,34 @@ impl Store {
     ) -> Result<Vec<(String, String)>> {
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
-            let queued: Vec<(String, String)> = sqlx::query_as(
-                "SELECT org_id, key FROM unreferenced_attachments ORDER BY org_id, key LIMIT $1",
+            let queued: Vec<(String, String, bool)> = sqlx::query_as(
+                "SELECT org_id, key, deleting FROM unreferenced_attachments \
+                 ORDER BY org_id, key LIMIT $1",
             )
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
             let mut out = Vec::with_capacity(queued.len());
-            for (org, key) in queued {
+            for (org, key, deleting) in queued {
+                if deleting {
+                    out.push((org, key));
+                    continue;
+                }
+                // The claim comes first: on PostgreSQL it locks the entry, so that a row
+                // write taking the key off the queue either went before (nothing to claim)
+                // or waits for this transaction and then sees the claim.
+                let claimed = sqlx::query(
+                    "UPDATE unreferenced_attachments SET deleting = TRUE \
+                     WHERE org_id = $1 AND key = $2 AND NOT deleting",
+                )
+                .bind(&org)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    continue;
+                }
                 let referenced: bool = sqlx::query_scalar(
                     "SELECT EXISTS (SELECT 1 FROM attachment_refs WHERE org_id = $1 AND key = $2)",
                 )
@@ -1047,16 +1069,23 @@ impl Store {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is at once: the caller has just taken the lease.
         renew.tick().await;
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return Ok(Some(out)),
-                _ = renew.tick() => {
-                    if !self.take_lease(name, holder, now(), secs).await? {
-                        tracing::warn!(lease = name, holder, "a lease passed to another holder during its work; the work stops");
-                        return Ok(None);
-                    }
+        // The renewals run beside the work, never pausing it: a renewal waiting for the
+        // embedded store's one write connection while the work held it (paused mid-write)
+        // would wait for the pool's timeout, and every other write with it.
+        let renewals = async {
+            loop {
+                renew.tick().await;
+                if !self.take_lease(name, holder, now(), secs).await? {
+                    return Ok::<(), crate::StoreError>(());
                 }
+            }
+        };
+        tokio::select! {
+            out = work => Ok(Some(out)),
+            lost = renewals => {
+                lost?;
+                tracing::warn!(lease = name, holder, "a lease passed to another holder during its work; the work stops");
+                Ok(None)
             }
         }
     }
@@ -1160,6 +1189,124 @@ mod tests {
             assert_eq!(got, None);
             assert!(started.elapsed() < Duration::from_secs(5));
             assert!(!store.take_lease("l", "a", now(), 2).await.unwrap());
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
+
+    /// Work that holds the write connection across a renewal (a transaction open over a
+    /// pause) goes on while the renewal waits for that connection: the embedded store has
+    /// one, and a renewal that paused the work to wait for it waited for the pool's timeout.
+    #[tokio::test]
+    async fn a_renewal_does_not_pause_the_work() {
+        use std::time::{Duration, Instant};
+        for (store, db) in stores("renewal").await {
+            let now = || 1000;
+            assert!(store.take_lease("l", "a", now(), 2).await.unwrap());
+            let work = async {
+                with_pool!(&store.write, |p, DB| {
+                    let mut tx = p.begin().await.unwrap();
+                    sqlx::query("DELETE FROM leases WHERE name = 'none'")
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    // Two renewals fall due meanwhile.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    tx.commit().await.unwrap();
+                });
+                "done"
+            };
+            let started = Instant::now();
+            let got = store
+                .holding_lease("l", "a", Duration::from_secs(2), &now, work)
+                .await
+                .unwrap();
+            assert_eq!(got, Some("done"));
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
+    }
+
+    /// The queue of attachments no row references, against rows that reference them again:
+    /// a row written before the purge claims one takes it off the queue; once claimed (its
+    /// blob being deleted), a row referencing it is refused and leaves no reference behind;
+    /// a claim a stopped run left is handed out again until the attachment is forgotten.
+    #[tokio::test]
+    async fn a_claimed_attachment_is_not_referenced_again() {
+        let why = SystemPass::new("test");
+        for (store, db) in stores("claim").await {
+            let pass = crate::testing::dataset_pass("d");
+            with_pool!(&store.write, |p, DB| {
+                for key in ["back", "going"] {
+                    sqlx::query(
+                        "INSERT INTO unreferenced_attachments (org_id, key) VALUES ('o', $1)",
+                    )
+                    .bind(key)
+                    .execute(p)
+                    .await
+                    .unwrap();
+                }
+            });
+            let refs = |key: &str| vec![("r1".to_owned(), key.to_owned())];
+            store
+                .add_attachment_refs(&pass, &refs("back"))
+                .await
+                .unwrap();
+            let claimed = store.unreferenced_attachments(&why, 10).await.unwrap();
+            assert_eq!(claimed, vec![("o".to_owned(), "going".to_owned())]);
+            let refused = store.add_attachment_refs(&pass, &refs("going")).await;
+            match refused {
+                Err(crate::StoreError::Conflict(m)) => {
+                    assert!(m.contains("\"going\" is being deleted"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+            let count = |sql: &'static str| {
+                let store = store.clone();
+                async move {
+                    with_pool!(&store.read, |p, DB| {
+                        let n: i64 = sqlx::query_scalar(sql).fetch_one(p).await.unwrap();
+                        n
+                    })
+                }
+            };
+            assert_eq!(
+                count("SELECT count(*) FROM attachment_refs WHERE key = 'going'").await,
+                0
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM attachment_row_refs WHERE key = 'going'").await,
+                0
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM attachment_row_refs WHERE key = 'back'").await,
+                1
+            );
+            // A run that stopped before forgetting it: the next is given it again.
+            let again = store.unreferenced_attachments(&why, 10).await.unwrap();
+            assert_eq!(again, claimed);
+            store.forget_attachment(&why, "o", "going").await.unwrap();
+            assert!(
+                store
+                    .unreferenced_attachments(&why, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // Forgotten, the key is like any other never uploaded.
+            store
+                .add_attachment_refs(&pass, &refs("going"))
+                .await
+                .unwrap();
             store.close().await;
             if let Some(db) = db {
                 db.drop_database().await;

@@ -99,6 +99,20 @@ impl Store {
         let (org, kind, id) = (pass.org_id(), pass.object_type().as_str(), pass.object_id());
         with_pool!(&self.write, |p, DB| {
             let mut tx = p.begin().await?;
+            // Referenced again, a queued attachment leaves the purge's queue. The queue comes
+            // first: on PostgreSQL this waits for a claim of the same entry in progress.
+            for chunk in keys.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(
+                    "DELETE FROM unreferenced_attachments WHERE NOT deleting AND org_id = ",
+                );
+                qb.push_bind(org).push(" AND key IN (");
+                let mut list = qb.separated(", ");
+                for key in chunk {
+                    list.push_bind(*key);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
             for chunk in keys.chunks(500) {
                 let mut qb = sqlx::QueryBuilder::<DB>::new(
                     "INSERT INTO attachment_refs (org_id, key, object_type, object_id, by_rows) ",
@@ -127,6 +141,27 @@ impl Store {
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
+            }
+            // One the purge has claimed is being deleted: the rows are refused. Read last, so
+            // that a claim committed while this transaction ran is seen.
+            for chunk in keys.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(
+                    "SELECT key FROM unreferenced_attachments WHERE deleting AND org_id = ",
+                );
+                qb.push_bind(org).push(" AND key IN (");
+                let mut list = qb.separated(", ");
+                for key in chunk {
+                    list.push_bind(*key);
+                }
+                qb.push(") LIMIT 1");
+                let going: Option<String> =
+                    qb.build_query_scalar().fetch_optional(&mut *tx).await?;
+                if let Some(key) = going {
+                    return Err(StoreError::Conflict(format!(
+                        "attachment {key:?} is being deleted (no row referenced it after the \
+                         deletion grace period); upload the file again under a new key"
+                    )));
+                }
             }
             tx.commit().await?;
             Ok(())

@@ -935,6 +935,92 @@ async fn scheduled_exports(backend: Backend) {
     assert_error(s, &b, 409, "conflict");
 }
 
+/// A scheduled export run that lasts several times its lease (one second) keeps it: run once,
+/// by one replica, with every row once. On PostgreSQL a second replica of the same store asks
+/// for the lease all along, and would take the run over (a second `export` audit entry) if
+/// the lease were not renewed while the run goes on.
+async fn a_run_outlasts_its_lease(backend: Backend) {
+    let server = Server::start_with(
+        backend,
+        &[
+            ("HOLDFAST_PURGE_INTERVAL_SECS", "1"),
+            ("HOLDFAST_PURGE_LEASE_SECS", "1"),
+            (
+                "HOLDFAST_LOG",
+                "debug,sqlx=warn,hyper=warn,h2=warn,tower=warn",
+            ),
+        ],
+    )
+    .await;
+    let p = id(&server
+        .ok("POST", "/v1/project", Some(json!({"name": "long"})))
+        .await);
+    // Rows large enough for the run to take seconds (checked below).
+    const ROWS: usize = 10_000;
+    let filler = "lorem ipsum dolor sit amet ".repeat(200);
+    for batch in 0..(ROWS / 500) {
+        let rows: Vec<Value> = (0..500)
+            .map(|i| {
+                json!({"id": format!("r{}", batch * 500 + i), "project_id": p, "log_id": "g",
+                       "input": filler, "output": filler, "metadata": {"n": i}})
+            })
+            .collect();
+        server
+            .ok("POST", "/logs3", Some(json!({ "rows": rows })))
+            .await;
+    }
+    let _replica = match backend {
+        Backend::Postgres => Some(server.replica().await),
+        Backend::Sqlite => None,
+    };
+    let made = server
+        .ok(
+            "POST",
+            "/v1/project_automation",
+            Some(json!({"project_id": p, "name": "long", "config": {
+                "event_type": "btql_export", "export_definition": {"type": "log_spans"},
+                "export_path": "local", "format": "parquet", "interval_seconds": 3600,
+                "encrypt": true}})),
+        )
+        .await;
+    let runs_path = format!("/v1/project_automation/{}/runs", id(&made));
+    let mut runs = Vec::new();
+    for _ in 0..1200 {
+        runs = server.ok("GET", &runs_path, None).await["objects"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if runs.first().is_some_and(|r| r["status"] == "done") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(run["rows"], json!(ROWS), "{run}");
+    let at = |k: &str| {
+        time::OffsetDateTime::parse(
+            run[k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let took = (at("finished") - at("started")).as_seconds_f64();
+    assert!(
+        took >= 2.5,
+        "the run took {took:.1} s: not long enough to outlast its lease; export more rows"
+    );
+    let attempts = server
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|(action, detail, _)| action == "export" && detail.contains("automation"))
+        .count();
+    assert_eq!(attempts, 1, "the run was started more than once");
+    eprintln!("{backend:?}: a run of {ROWS} rows took {took:.1} s");
+}
+
 /// Exports through the API: started by an Owner, or by a member granted `create` on
 /// `org_export` (refused before, like reading them without `read`); one at a time per
 /// organization; once done, each file downloads, opened, from its signed link (whose
@@ -1086,5 +1172,11 @@ async fn orphaned_partial_exports_are_removed() {
 
 mod run {
     use super::backends;
-    on_all_backends!(exports, parquet_exports, scheduled_exports, api_exports);
+    on_all_backends!(
+        exports,
+        parquet_exports,
+        scheduled_exports,
+        a_run_outlasts_its_lease,
+        api_exports
+    );
 }

@@ -130,6 +130,23 @@ impl Server {
         s
     }
 
+    /// Another replica of this server: the same data dir (its key files) and PostgreSQL
+    /// database, the same settings, its own process and port.
+    pub async fn replica(&self) -> Self {
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            key: self.key.clone(),
+            dir: self.dir.clone(),
+            database_url: self.database_url.clone(),
+            _tmp: None,
+            http: client(),
+            env: self.env.clone(),
+        };
+        s.spawn().await;
+        s
+    }
+
     /// The file whose number of seconds moves the server's clock (a debug build's).
     fn clock_file(&self) -> PathBuf {
         self.dir.join("test-clock")
@@ -154,8 +171,8 @@ impl Server {
             cmd.arg("--database-url").arg(url);
         }
         cmd.env("TEST_CLOCK_FILE", self.clock_file())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("HOLDFAST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn holdfast serve");
