@@ -15,9 +15,11 @@ import io
 import json
 import os
 import re
+import struct
 import sys
 import time
 import urllib.parse
+import zlib
 from contextlib import redirect_stderr, redirect_stdout
 
 import braintrust
@@ -108,9 +110,23 @@ def run_evals():
     return links
 
 
+def png(width, height, rgb):
+    """A PNG image of one colour."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+# A screenshot the LLM span carries as an attachment, uploaded by the SDK.
+SCREENSHOT = png(24, 16, (200, 40, 40))
+
+
 def log_traces():
-    """A chat trace with an LLM child (whose output holds an image as base64) and a failed
-    trace; returns (span.link(), span.permalink()) of the chat's root."""
+    """A chat trace with an LLM child (whose output holds an image as base64, and whose
+    metadata an image attachment) and a failed trace; returns (span.link(),
+    span.permalink()) of the chat's root."""
     logger = braintrust.init_logger(project=PROJECT)
     with logger.start_span(name="support chat") as span:
         span.log(input=[{"role": "system", "content": "Answer briefly."},
@@ -119,7 +135,9 @@ def log_traces():
         with span.start_span(name="model call", type="llm") as child:
             child.log(input={"messages": [{"role": "user", "content": "Where is my order?"}]},
                       output={"image": "data:image/png;base64," + "iVBORw0KGgo" * 100},
-                      metrics={"prompt_tokens": 12, "completion_tokens": 4, "tokens": 16})
+                      metrics={"prompt_tokens": 12, "completion_tokens": 4, "tokens": 16},
+                      metadata={"screenshot": braintrust.Attachment(
+                          data=SCREENSHOT, filename="screen.png", content_type="image/png")})
         link, permalink = span.link(), span.permalink()
     with logger.start_span(name="refund request") as span:
         span.log(input="refund order 7", error="ValueError: order 7 not found",
@@ -260,6 +278,18 @@ def main():
         check("iVBORw0KGgo" not in d.page_source and "not shown" in detail,
               "a base64 image is never rendered as text")
         check(len(d.find_elements(By.CSS_SELECTOR, ".track .bar.t-llm")) == 1, "the timeline colours the LLM span")
+        # The attachment the SDK uploaded: shown as an image, and its link downloads it.
+        img = lambda: d.find_element(By.CSS_SELECTOR, "#span div.attachment img")
+        check(wait(lambda: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                            img()) == 24),
+              "the span's image attachment is shown")
+        href = d.find_element(By.CSS_SELECTOR, "#span div.attachment a[download]").get_attribute("href")
+        got = d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => done(Array.from(new Uint8Array(b))))"
+            ".catch(e => done(String(e)));", href)
+        check(isinstance(got, list) and bytes(got) == SCREENSHOT,
+              f"its download link gives the bytes the SDK uploaded ({len(got)} of {len(SCREENSHOT)})")
         shot(d, "07-llm-span")
 
         # The logs: table, filter, search, errors, a bad filter.
