@@ -484,6 +484,45 @@ def main():
               f"the logs say who can read them, and why: {access!r}")
         check("this project's logs only" in [o.text for o in Select(d.find_element(By.ID, "grant-on")).options],
               "and offer a grant on the logs alone")
+        # A custom role: made on the admin page (refused without a permission), granted, and
+        # deleted there with its grant.
+        page(d, f"{HF}/app/default/admin#roles-h", "20f-admin-roles", "the roles")
+        role_rows = lambda: {r.find_element(By.TAG_NAME, "td").text: r
+                             for r in d.find_elements(By.CSS_SELECTOR, "#roles tbody tr")}
+        check({"Owner built-in", "Engineer built-in", "Viewer built-in"} <= set(role_rows()),
+              f"the built-in roles are listed: {list(role_rows())}")
+        d.find_element(By.ID, "role-name").send_keys("Prompt editors")
+        d.find_element(By.ID, "role-description").send_keys("Edit prompts, nothing else")
+        Select(d.find_element(By.ID, "role-only")).select_by_value("prompt")
+        d.find_element(By.CSS_SELECTOR, "#create-role button").click()
+        status = lambda: d.find_element(By.CSS_SELECTOR, "#create-role [role=status]").text
+        check(wait(lambda: "at least one permission" in status()), f"a role without permissions is refused {status()!r}")
+        for perm in ["read", "update"]:
+            d.find_element(By.ID, f"role-{perm}").click()
+        d.find_element(By.CSS_SELECTOR, "#create-role button").click()
+        check(wait(lambda: "Prompt editors" in role_rows()), "the custom role is made")
+        allows = role_rows()["Prompt editors"].text
+        check("read, update (prompt only)" in allows, f"with what it allows: {allows!r}")
+        roles_api = requests.get(f"{HF}/v1/role", headers=API, timeout=10).json()["objects"]
+        made = [r for r in roles_api if r["name"] == "Prompt editors"]
+        check(len(made) == 1 and sorted(p["permission"] for p in made[0]["member_permissions"]) == ["read", "update"]
+              and all(p["restrict_object_type"] == "prompt" for p in made[0]["member_permissions"]),
+              f"the API holds it: {made}")
+        accessible(d, "the roles with a custom one")
+        shot(d, "20f-admin-roles")
+        Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Bot readers")
+        Select(d.find_element(By.ID, "grant-on")).select_by_visible_text(f"project {PROJECT}")
+        Select(d.find_element(By.ID, "grant-role")).select_by_visible_text("Prompt editors")
+        d.find_element(By.CSS_SELECTOR, "#grant button").click()
+        with_role = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#grants tbody tr") if "Prompt editors" in r.text]
+        check(wait(lambda: with_role()), "the custom role is granted like a built-in one")
+        role_rows()["Prompt editors"].find_element(By.CSS_SELECTOR, "form.delete-role button").click()
+        d.switch_to.alert.accept()
+        check(wait(lambda: d.find_elements(By.ID, "roles") and "Prompt editors" not in role_rows()),
+              "the custom role is deleted")
+        check(not with_role(), "and its grant with it")
+        check(not role_rows()["Viewer built-in"].find_elements(By.CSS_SELECTOR, "form.delete-role"),
+              "a built-in role has no delete button")
         # Sign-in connections: a provider that cannot be read is refused with the reason; a
         # real SAML identity provider's metadata is read from its URL; then removed.
         page(d, f"{HF}/app/default/admin#signin-h", "20c-admin-sign-in", "the sign-in settings")

@@ -1,8 +1,9 @@
-//! Administration: members and their groups, groups, grants at organization, project and
-//! object level (with a form that grants a role and buttons that revoke, through the ACL
-//! API), provider secrets (names only, never values), sign-in settings and connections; and
-//! the audit log with filters. Each section is read with the viewer's own permissions: a
-//! section they may not read says so instead of failing the page.
+//! Administration: members and their groups, groups, roles (built-in, and custom ones made
+//! and deleted here), grants at organization, project and object level (with a form that
+//! grants a role and buttons that revoke, through the ACL API), provider secrets (names only,
+//! never values), sign-in settings and connections; and the audit log with filters. Each
+//! section is read with the viewer's own permissions: a section they may not read says so
+//! instead of failing the page.
 
 use super::view;
 use super::{AppState, PageResult, Viewer, document, param, path_part, query_string, viewer};
@@ -245,6 +246,9 @@ pub(crate) async fn page(
             }
         }
     })?;
+    let roles_html = section(roles.as_ref().map_err(clone_err), |roles| {
+        roles_section(&names, roles, may_grant)
+    })?;
     let grants = section(acls, |acls| {
         html! {
             table #grants {
@@ -362,12 +366,14 @@ pub(crate) async fn page(
     let body = html! {
         h1 { "Administration" }
         nav.sections aria-label="Sections" {
-            a href="#members-h" { "Members" } " · " a href="#groups-h" { "Groups" } " · " a href="#grants-h" { "Grants" } " · "
+            a href="#members-h" { "Members" } " · " a href="#groups-h" { "Groups" } " · " a href="#roles-h" { "Roles" } " · "
+            a href="#grants-h" { "Grants" } " · "
             a href="#secrets-h" { "Provider secrets" } " · " a href="#signin-h" { "Sign-in" } " · "
             a href={ "/app/" (path_part(&v.org)) "/audit" } { "Audit log" }
         }
         h2 #members-h { "Members" } (members)
         h2 #groups-h { "Groups" } (groups_html)
+        h2 #roles-h { "Roles" } (roles_html)
         h2 #grants-h { "Grants" } (grant_form) (grants)
         h2 #secrets-h { "Provider secrets" } (secrets)
         h2 #signin-h { "Sign-in" } (sign_in) (connections)
@@ -378,6 +384,118 @@ pub(crate) async fn page(
         Some((&v, None)),
         body,
     ))
+}
+
+/// What a role allows, in words: its permissions, those with the same object types
+/// together ("read, update (prompt only)"), and the roles it includes.
+fn role_allows(names: &Names, r: &Value) -> String {
+    // Each permission with the types it is restricted to (none: every type).
+    let mut kinds: Vec<(String, Vec<&str>, bool)> = Vec::new();
+    for p in r
+        .get("member_permissions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let what = view::str_at(p, "/permission").replace('_', " ");
+        let i = match kinds.iter().position(|k| k.0 == what) {
+            Some(i) => i,
+            None => {
+                kinds.push((what, Vec::new(), false));
+                kinds.len() - 1
+            }
+        };
+        match p.get("restrict_object_type").and_then(Value::as_str) {
+            Some(kind) => kinds[i].1.push(kind),
+            None => kinds[i].2 = true,
+        }
+    }
+    // Permissions with the same types, together.
+    let mut groups: Vec<(Vec<String>, String)> = Vec::new();
+    for (what, only, everything) in kinds {
+        let on = if everything {
+            String::new()
+        } else {
+            format!(" ({} only)", only.join(", ").replace('_', " "))
+        };
+        match groups.iter_mut().find(|g| g.1 == on) {
+            Some(g) => g.0.push(what),
+            None => groups.push((vec![what], on)),
+        }
+    }
+    let mut parts: Vec<String> = groups
+        .into_iter()
+        .map(|(perms, on)| format!("{}{on}", perms.join(", ")))
+        .collect();
+    parts.extend(ids_of(r, "member_roles").into_iter().map(|id| {
+        format!(
+            "what {} allows",
+            names.roles.get(id).map_or(id, String::as_str)
+        )
+    }));
+    parts.join("; ")
+}
+
+/// The organization's roles, built-in and custom, with a form that makes a custom role and
+/// buttons that delete one (for those who may change grants).
+fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
+    use holdfast_core::authz::{Kind, Permission};
+    html! {
+        @if may_grant {
+            form.inline #create-role data-action="create-role" {
+                div.row {
+                    div { label for="role-name" { "New role" } input #role-name name="name" required maxlength="200" autocomplete="off"; }
+                    div { label for="role-description" { "Description" } input #role-description name="description" maxlength="1000" autocomplete="off"; }
+                    div {
+                        label for="role-only" { "On" }
+                        select #role-only name="restrict" {
+                            option value="" { "everything granted on" }
+                            @for k in Kind::ALL { @if k != Kind::Organization { option value=(k.as_str()) { (k.as_str().replace('_', " ")) " only" } } }
+                        }
+                    }
+                }
+                fieldset.permissions {
+                    legend { "Permissions" }
+                    @for p in Permission::ALL {
+                        span.check {
+                            input id={ "role-" (p.as_str()) } type="checkbox" name="permission" value=(p.as_str());
+                            label for={ "role-" (p.as_str()) } { (p.as_str().replace('_', " ")) }
+                        }
+                    }
+                }
+                button type="submit" { "Create role" }
+                span.note role="status" {}
+            }
+        }
+        table #roles {
+            thead { tr {
+                th scope="col" { "Role" } th scope="col" { "Description" } th scope="col" { "Allows" }
+                @if may_grant { th scope="col" { span.hidden { "Actions" } } }
+            } }
+            tbody {
+                @for r in roles {
+                    @let name = view::str_at(r, "/name");
+                    @let custom = r.get("org_id").is_some_and(|o| !o.is_null());
+                    tr {
+                        td { (name) @if !custom { " " span.badge { "built-in" } } }
+                        td { (view::str_at(r, "/description")) }
+                        td { (role_allows(names, r)) }
+                        @if may_grant {
+                            td.actions {
+                                @if custom {
+                                    form.delete-role data-action="delete-role" data-role=(view::str_at(r, "/id"))
+                                        data-confirm={ "Delete the role " (name) "? Every grant of it is revoked too." } {
+                                        button.secondary type="submit" aria-label={ "Delete role " (name) } { "Delete" }
+                                        span.note role="status" {}
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn clone_err(e: &ServiceError) -> ServiceError {
@@ -689,4 +807,33 @@ pub(crate) async fn audit(
         Some((&v, None)),
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_role_says_what_it_allows_grouped_by_object_type() {
+        let names = Names {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            roles: HashMap::from([("r1".to_owned(), "Viewer".to_owned())]),
+            projects: HashMap::new(),
+            org_id: "o".into(),
+        };
+        let perm = |p: &str, r: Option<&str>| json!({"permission": p, "restrict_object_type": r});
+        let role = json!({"member_permissions": [
+            perm("read", Some("experiment")), perm("read", Some("dataset")),
+            perm("update", Some("experiment")), perm("update", Some("dataset")),
+            perm("read_acls", None), perm("delete", Some("prompt"))],
+            "member_roles": ["r1", "gone"]});
+        assert_eq!(
+            role_allows(&names, &role),
+            "read, update (experiment, dataset only); read acls; delete (prompt only); \
+             what Viewer allows; what gone allows"
+        );
+        assert_eq!(role_allows(&names, &json!({})), "");
+    }
 }

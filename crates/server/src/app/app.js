@@ -215,6 +215,22 @@
       await api("PATCH", "/v1/group/" + encodeURIComponent(form.getAttribute("data-group")), { [change]: [form.elements.user.value] });
       location.reload();
     },
+    "create-role": async (form) => {
+      const only = form.elements.restrict.value || null;
+      const chosen = Array.from(form.querySelectorAll("input[name=permission]:checked"));
+      if (!chosen.length) throw new Error("choose at least one permission");
+      const permissions = chosen.map((c) => ({ permission: c.value, restrict_object_type: only }));
+      await api("POST", "/v1/role", {
+        name: form.elements.name.value,
+        description: form.elements.description.value,
+        member_permissions: permissions,
+      });
+      location.reload();
+    },
+    "delete-role": async (form) => {
+      await api("DELETE", "/v1/role/" + encodeURIComponent(form.getAttribute("data-role")));
+      location.reload();
+    },
     "grant": async (form) => {
       const [kind, who] = form.elements.who.value.split(":");
       const [objectType, objectId] = form.elements.on.value.split(":");
