@@ -13,7 +13,8 @@
 #     Debian's xmlsec1 1.2.37-2; and what the `saml` feature builds with: libxmlsec1-dev
 #     1.2.37-2, libclang-dev and clang 1:14.0-55.7~deb12u1, libxml2-dev and pkg-config
 # The tests run with the `saml` feature on (it is off in a default build).
-# Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db).
+# Store tests run on PostgreSQL too when TEST_DATABASE_URL is set (postgres://.../db); the
+# PostgreSQL backup test uses that server's own client tools (pg_dump, pg_restore) from the PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

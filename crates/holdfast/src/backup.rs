@@ -1,5 +1,6 @@
-//! `holdfast backup` and `holdfast restore`: a consistent copy of the embedded store, taken
-//! while the server keeps serving, and brought back into an empty data directory.
+//! `holdfast backup` and `holdfast restore`: a consistent copy of the store, taken while the
+//! server keeps serving, and brought back into an empty data directory (and, with
+//! PostgreSQL, an empty database).
 //!
 //! A backup directory holds `holdfast.db` (a `VACUUM INTO` snapshot, encrypted with the
 //! store's key when the store is), `blobs/` (already encrypted), the KMS-wrapped keys
@@ -11,6 +12,16 @@
 //! so every blob the snapshot references is in the backup: blobs are written before the rows
 //! that reference them, and removed only long after the rows are gone (the purge, after the
 //! grace period). The backup is written as `DIR.partial` and renamed when complete.
+//!
+//! With PostgreSQL (`--database-url`), the database is dumped by `pg_dump` (custom format)
+//! into `holdfast.pgdump` instead: the dump reads the snapshot a read-only, repeatable-read
+//! transaction exported, and the tables' rows are counted in that same snapshot, so the
+//! manifest's counts are the dump's. The dump is sealed with the storage key (segmented
+//! AES-256-GCM, as exports are) when the store has one. `holdfast restore --database-url`
+//! refuses a database that holds tables, feeds the opened dump to `pg_restore` in one
+//! transaction, and checks every table's rows against the manifest. `pg_dump` and
+//! `pg_restore` (PostgreSQL's client tools, of the server's major version or newer) must be
+//! on the `PATH`.
 //!
 //! With `--s3`, the backup is made in the data directory, then written to the bucket of the
 //! `s3_*` settings under `backups/<id>/` (server-side encrypted, as exports are), in objects of
@@ -30,6 +41,10 @@ const MANIFEST: &str = "backup.json";
 /// The largest object of a backup in S3.
 const PART: u64 = 32 * 1024 * 1024;
 const DB: &str = "holdfast.db";
+/// The PostgreSQL dump of a backup of a PostgreSQL store.
+const PG_DUMP: &str = "holdfast.pgdump";
+/// What the dump's sealing is bound to (a sealed file opens only under its own name).
+const PG_DUMP_LABEL: &[u8] = b"holdfast backup holdfast.pgdump";
 /// Files of the data directory copied as they are (wrapped by the KMS).
 const KEY_FILES: [&str; 2] = ["storage.key", "pepper.wrapped"];
 
@@ -40,6 +55,9 @@ struct Manifest {
     version: String,
     created: String,
     encrypted: bool,
+    /// A PostgreSQL store's backup (`holdfast.pgdump`), not the embedded store's.
+    #[serde(default)]
+    postgres: bool,
     /// Relative path → (bytes, SHA-256 in hex).
     files: BTreeMap<String, (u64, String)>,
     /// Rows of every table of the snapshot.
@@ -233,15 +251,9 @@ pub async fn restore_from_s3(settings: &crate::Settings, id: &str) -> Result<()>
 
 /// `holdfast backup --to DIR`.
 pub async fn backup(settings: &crate::Settings, to: &Path) -> Result<()> {
-    if settings.database_url.is_some() {
-        bail!(
-            "holdfast backup copies the embedded store; back up PostgreSQL with its own tools \
-             (pg_dump, or base backups with WAL archiving)"
-        );
-    }
     let data = &settings.data_dir;
     let db = data.join(DB);
-    if !db.exists() {
+    if settings.database_url.is_none() && !db.exists() {
         bail!("no embedded store at {}", db.display());
     }
     if to.exists() {
@@ -267,9 +279,15 @@ pub async fn backup(settings: &crate::Settings, to: &Path) -> Result<()> {
     if local_blobs {
         copied += copy_new_blobs(&blobs, &partial.join("blobs"))?;
     }
-    holdfast_store::snapshot_sqlite(&db, key.as_ref(), &partial.join(DB))
-        .await
-        .context("copying the database")?;
+    let tables = match &settings.database_url {
+        None => {
+            holdfast_store::snapshot_sqlite(&db, key.as_ref(), &partial.join(DB))
+                .await
+                .context("copying the database")?;
+            holdfast_store::table_counts(&partial.join(DB), key.as_ref()).await?
+        }
+        Some(url) => dump_postgres(url, key.as_ref(), &partial).await?,
+    };
     if local_blobs {
         copied += copy_new_blobs(&blobs, &partial.join("blobs"))?;
     }
@@ -279,7 +297,6 @@ pub async fn backup(settings: &crate::Settings, to: &Path) -> Result<()> {
             std::fs::copy(&from, partial.join(f)).with_context(|| format!("copying {f}"))?;
         }
     }
-    let tables = holdfast_store::table_counts(&partial.join(DB), key.as_ref()).await?;
     let mut files = BTreeMap::new();
     for rel in files_under(&partial)? {
         let name = rel.to_string_lossy().into_owned();
@@ -292,6 +309,7 @@ pub async fn backup(settings: &crate::Settings, to: &Path) -> Result<()> {
             &holdfast_core::clock::SystemClock,
         )),
         encrypted: key.is_some(),
+        postgres: settings.database_url.is_some(),
         files,
         tables,
     };
@@ -321,9 +339,6 @@ pub async fn backup(settings: &crate::Settings, to: &Path) -> Result<()> {
 /// `holdfast restore --from DIR`: into a data directory without a store; the KMS the
 /// settings name must unwrap the backup's keys.
 pub async fn restore(settings: &crate::Settings, from: &Path) -> Result<()> {
-    if settings.database_url.is_some() {
-        bail!("holdfast restore brings back the embedded store; leave out the database URL");
-    }
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(from.join(MANIFEST))
             .with_context(|| format!("reading {}/{MANIFEST}", from.display()))?,
@@ -341,6 +356,27 @@ pub async fn restore(settings: &crate::Settings, from: &Path) -> Result<()> {
         if got != (*bytes, sha.clone()) {
             bail!("{name} in the backup is damaged (size or SHA-256 differs from the manifest)");
         }
+    }
+    match (&settings.database_url, manifest.postgres) {
+        (Some(_), false) => {
+            bail!("this backup is of an embedded store; restore it without a database URL")
+        }
+        (None, true) => bail!(
+            "this backup is of a PostgreSQL store; give the (empty) database to restore it \
+             into with --database-url"
+        ),
+        (Some(url), true) => {
+            let held = holdfast_store::pg_table_counts(url)
+                .await
+                .context("reading the database to restore into")?;
+            if !held.is_empty() {
+                bail!(
+                    "the database to restore into holds {} tables; restore into an empty database",
+                    held.len()
+                );
+            }
+        }
+        (None, false) => {}
     }
     let data = &settings.data_dir;
     if data.join(DB).exists() {
@@ -386,10 +422,15 @@ pub async fn restore(settings: &crate::Settings, from: &Path) -> Result<()> {
         bail!("the backup is encrypted but holds no storage key");
     }
     let partial = data.join(format!("{DB}.restoring"));
-    std::fs::copy(from.join(DB), &partial)?;
-    let tables = holdfast_store::table_counts(&partial, key.as_ref())
-        .await
-        .context("opening the restored database with the unwrapped key")?;
+    let tables = match &settings.database_url {
+        None => {
+            std::fs::copy(from.join(DB), &partial)?;
+            holdfast_store::table_counts(&partial, key.as_ref())
+                .await
+                .context("opening the restored database with the unwrapped key")?
+        }
+        Some(url) => restore_postgres(url, key.as_ref(), &from.join(PG_DUMP)).await?,
+    };
     if tables != manifest.tables {
         bail!("the restored database's tables do not hold the rows the manifest counts");
     }
@@ -404,7 +445,9 @@ pub async fn restore(settings: &crate::Settings, from: &Path) -> Result<()> {
             blobs += 1;
         }
     }
-    std::fs::rename(&partial, data.join(DB))?;
+    if settings.database_url.is_none() {
+        std::fs::rename(&partial, data.join(DB))?;
+    }
     let rows = tables.get("rows").copied().unwrap_or(0);
     println!(
         "restored {} (made {}) into {}: {rows} row versions, {blobs} blobs; every table's rows \
@@ -414,6 +457,176 @@ pub async fn restore(settings: &crate::Settings, from: &Path) -> Result<()> {
         data.display()
     );
     Ok(())
+}
+
+/// `%xx` escapes of a URL's part decoded (a password in a database URL).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One of PostgreSQL's client tools, connecting to `url`: its password goes in the
+/// environment, not on the command line (which other users of the machine can read).
+fn pg_tool(program: &str, url: &str) -> Result<std::process::Command> {
+    let mut parsed = reqwest::Url::parse(url).context("the database URL")?;
+    let password = parsed.password().map(percent_decoded);
+    let _ = parsed.set_password(None);
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg("--dbname").arg(parsed.as_str());
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    Ok(cmd)
+}
+
+/// Runs a client tool with its standard error in a file; its failure names what it said.
+fn finished(what: &str, mut child: std::process::Child, log: &Path) -> Result<()> {
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {what}"))?;
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    let _ = std::fs::remove_file(log);
+    if !status.success() {
+        bail!("{what} failed ({status}): {}", said.trim());
+    }
+    Ok(())
+}
+
+/// Dumps the PostgreSQL store at `url` into `dir/holdfast.pgdump` (sealed with `key` when
+/// given) from an exported snapshot; returns the rows of every table in that snapshot.
+async fn dump_postgres(
+    url: &str,
+    key: Option<&[u8; 32]>,
+    dir: &Path,
+) -> Result<BTreeMap<String, i64>> {
+    let mut snapshot = holdfast_store::PgSnapshot::begin(url)
+        .await
+        .context("opening a snapshot of the database")?;
+    let log = dir.join(".pg_dump.log");
+    let mut cmd = pg_tool("pg_dump", url)?;
+    cmd.args(["--format=custom", "--no-owner", "--no-privileges"])
+        .arg(format!("--snapshot={}", snapshot.id))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log)?);
+    let mut child = cmd
+        .spawn()
+        .context("running pg_dump (PostgreSQL's client tools must be on the PATH)")?;
+    let out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(PG_DUMP))?
+    };
+    let sealing = key
+        .map(|k| holdfast_crypto::aead::DataKey::from_bytes(k))
+        .transpose()
+        .context("the storage key")?;
+    let mut stdout = child.stdout.take().context("pg_dump's output")?;
+    let copied = tokio::task::spawn_blocking(move || -> Result<()> {
+        let out = std::io::BufWriter::with_capacity(1 << 20, out);
+        match sealing {
+            Some(k) => {
+                let mut sealer = holdfast_crypto::stream::Sealer::new(&k, PG_DUMP_LABEL, out)
+                    .context("sealing the dump")?;
+                std::io::copy(&mut stdout, &mut sealer)?;
+                sealer.finish()?.into_inner()?.sync_all()?;
+            }
+            None => {
+                let mut out = out;
+                std::io::copy(&mut stdout, &mut out)?;
+                out.into_inner()?.sync_all()?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let done = tokio::task::spawn_blocking(move || finished("pg_dump", child, &log)).await?;
+    done?;
+    copied.context("writing the dump")?;
+    let tables = snapshot.table_counts().await?;
+    snapshot.end().await?;
+    Ok(tables)
+}
+
+/// Restores `dump` (opened with `key` when given) into the empty database at `url` with
+/// `pg_restore`, in one transaction; returns the rows of every table after.
+async fn restore_postgres(
+    url: &str,
+    key: Option<&[u8; 32]>,
+    dump: &Path,
+) -> Result<BTreeMap<String, i64>> {
+    let log = std::env::temp_dir().join(format!(
+        "holdfast-pg_restore-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut cmd = pg_tool("pg_restore", url)?;
+    cmd.args([
+        "--no-owner",
+        "--no-privileges",
+        "--single-transaction",
+        "--exit-on-error",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log)?);
+    let mut child = cmd
+        .spawn()
+        .context("running pg_restore (PostgreSQL's client tools must be on the PATH)")?;
+    let stdin = child.stdin.take().context("pg_restore's input")?;
+    let opening = key
+        .map(|k| holdfast_crypto::aead::DataKey::from_bytes(k))
+        .transpose()
+        .context("the storage key")?;
+    let input = std::fs::File::open(dump).context("the backup's dump")?;
+    let fed = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut stdin = std::io::BufWriter::with_capacity(1 << 20, stdin);
+        match opening {
+            Some(k) => {
+                holdfast_crypto::stream::open_to(&k, PG_DUMP_LABEL, input, &mut stdin)
+                    .context("opening the dump with the storage key")?;
+            }
+            None => {
+                std::io::copy(&mut std::io::BufReader::new(input), &mut stdin)?;
+            }
+        }
+        // Closing the input ends the archive; an input cut short is refused whole.
+        drop(stdin.into_inner().map_err(|e| e.into_error())?);
+        Ok(())
+    })
+    .await?;
+    let done = tokio::task::spawn_blocking(move || finished("pg_restore", child, &log)).await?;
+    // pg_restore's own refusal says more than the broken pipe its input then met.
+    if let Err(e) = done {
+        return Err(match fed {
+            Err(f) => e.context(format!("{f:#}")),
+            Ok(()) => e,
+        });
+    }
+    fed?;
+    holdfast_store::pg_table_counts(url)
+        .await
+        .context("counting the restored database's rows")
 }
 
 #[cfg(test)]

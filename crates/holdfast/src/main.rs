@@ -108,8 +108,9 @@ enum Command {
         #[command(subcommand)]
         action: ExportAction,
     },
-    /// Copy the embedded store (database, blobs, KMS-wrapped keys) into a new directory, as
-    /// one consistent snapshot, while the server keeps serving.
+    /// Copy the store (the embedded database, or with --database-url a pg_dump of
+    /// PostgreSQL; blobs; KMS-wrapped keys) into a new directory, as one consistent snapshot,
+    /// while the server keeps serving.
     Backup {
         #[command(flatten)]
         common: CommonArgs,
@@ -120,8 +121,9 @@ enum Command {
         #[arg(long)]
         s3: bool,
     },
-    /// Bring a backup back into a data directory without a store; the KMS the settings name
-    /// (for the local KMS, the original data directory's kms/) must unwrap its keys.
+    /// Bring a backup back into a data directory without a store (and, for a PostgreSQL
+    /// store's backup, the empty database of --database-url); the KMS the settings name (for
+    /// the local KMS, the original data directory's kms/) must unwrap its keys.
     Restore {
         #[command(flatten)]
         common: CommonArgs,

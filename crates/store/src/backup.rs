@@ -85,3 +85,65 @@ pub async fn table_counts(path: &Path, key: Option<&[u8; 32]>) -> Result<BTreeMa
     conn.close().await?;
     Ok(out)
 }
+
+/// A consistent view of a PostgreSQL store for a backup: a read-only, repeatable-read
+/// transaction whose snapshot is exported, so that `pg_dump --snapshot` dumps exactly what
+/// this transaction sees, and the tables' rows are counted in that same snapshot.
+pub struct PgSnapshot {
+    conn: sqlx::PgConnection,
+    /// The exported snapshot's name, for `pg_dump --snapshot`.
+    pub id: String,
+}
+
+impl PgSnapshot {
+    pub async fn begin(url: &str) -> Result<Self> {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut conn)
+            .await?;
+        let id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(Self { conn, id })
+    }
+
+    /// Rows of every table of the store, in the snapshot.
+    pub async fn table_counts(&mut self) -> Result<BTreeMap<String, i64>> {
+        pg_counts(&mut self.conn).await
+    }
+
+    /// Ends the transaction (the snapshot is no longer importable).
+    pub async fn end(mut self) -> Result<()> {
+        sqlx::query("COMMIT").execute(&mut self.conn).await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+async fn pg_counts(conn: &mut sqlx::PgConnection) -> Result<BTreeMap<String, i64>> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+         ORDER BY tablename",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let quoted = format!("\"{}\"", t.replace('"', "\"\""));
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {quoted}"
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        out.insert(t, n);
+    }
+    Ok(out)
+}
+
+/// Rows of every table of the PostgreSQL database at `url` (empty: no tables).
+pub async fn pg_table_counts(url: &str) -> Result<BTreeMap<String, i64>> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let out = pg_counts(&mut conn).await?;
+    conn.close().await?;
+    Ok(out)
+}

@@ -43,7 +43,7 @@ pub use access::{
 };
 pub use accounts::{AccountLink, SessionRecord};
 pub use automations::{ApiExportRecord, AutomationRecord, AutomationScope, RunRecord};
-pub use backup::{snapshot_sqlite, table_counts};
+pub use backup::{PgSnapshot, pg_table_counts, snapshot_sqlite, table_counts};
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use purge::{Expired, PurgeCursor, PurgedBatch, RowDeletion};

@@ -31,15 +31,26 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .unwrap()
 }
 
+/// Tables of the PostgreSQL database at `url`.
+async fn pg_tables(url: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    n
+}
+
 /// A store with logs (an attachment with its uploaded body), a dataset, an experiment and a
 /// prompt is backed up while a client keeps writing to another dataset; the backup holds no
 /// plaintext; restoring without the store's KMS fails and writes nothing; restoring with it
 /// gives a store where a server with the old keys reads every row of every object as the
 /// original did, the rows written during the backup up to its snapshot, and the attachment.
+/// On PostgreSQL the backup holds a `pg_dump` of the database, restored into a new, empty
+/// database.
 async fn backup_and_restore(backend: Backend) {
-    if backend != Backend::Sqlite {
-        return;
-    }
     let server = Server::start(backend).await;
     let p = id(&server
         .ok("POST", "/v1/project", Some(json!({"name": "kept"})))
@@ -143,11 +154,14 @@ async fn backup_and_restore(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let out_parent = tempfile::tempdir().unwrap();
     let out = out_parent.path().join("backup");
-    let data = server.data_dir().to_str().unwrap().to_owned();
-    let done = run(
-        &["backup", "--data-dir", &data, "--to", out.to_str().unwrap()],
-        &[],
-    );
+    let store = server.store_args();
+    let store: Vec<&str> = store.iter().map(String::as_str).collect();
+    let backup = |to: &str| {
+        let mut args = vec!["backup", "--to", to];
+        args.extend(&store);
+        run(&args, &[])
+    };
+    let done = backup(out.to_str().unwrap());
     assert!(
         done.status.success(),
         "{:?} {} {}",
@@ -160,11 +174,20 @@ async fn backup_and_restore(backend: Backend) {
     assert!(batches > 0);
     println!("{}", String::from_utf8_lossy(&done.stdout).trim());
     // A second backup into the same place is refused.
-    let again = run(
-        &["backup", "--data-dir", &data, "--to", out.to_str().unwrap()],
-        &[],
-    );
+    let again = backup(out.to_str().unwrap());
     assert!(!again.status.success());
+    let (db_file, new_database) = match backend {
+        Backend::Sqlite => ("holdfast.db", None),
+        Backend::Postgres => (
+            "holdfast.pgdump",
+            Some(crate::harness::fresh_database().await),
+        ),
+    };
+    // Sealed (a dump is compressed, so the search for plaintext below would not see it).
+    if backend == Backend::Postgres {
+        let dump = std::fs::read(out.join(db_file)).unwrap();
+        assert!(dump.starts_with(b"HFSTRM1\0"), "the dump is sealed");
+    }
 
     // Encrypted: no file of the backup holds the rows' or the attachment's text.
     let found: Vec<_> = crate::secrets::files(&out)
@@ -184,22 +207,48 @@ async fn backup_and_restore(backend: Backend) {
     let elsewhere = tempfile::tempdir().unwrap();
     let target = elsewhere.path().join("data");
     let t = target.to_str().unwrap().to_owned();
-    let refused = run(
-        &["restore", "--data-dir", &t, "--from", out.to_str().unwrap()],
-        &[],
-    );
+    let restore = |data: &str, from: &str| {
+        let mut args = vec!["restore", "--data-dir", data, "--from", from];
+        if let Some(url) = &new_database {
+            args.extend(["--database-url", url.as_str()]);
+        }
+        run(&args, &[])
+    };
+    // A backup restored as the other kind of store is refused, saying how.
+    let mut args = vec!["restore", "--data-dir", &t, "--from", out.to_str().unwrap()];
+    let other = match &new_database {
+        Some(_) => Some((None, "--database-url")),
+        None if std::env::var("TEST_DATABASE_URL").is_ok() => Some((
+            Some(crate::harness::fresh_database().await),
+            "without a database URL",
+        )),
+        None => None,
+    };
+    if let Some((url, says)) = other {
+        if let Some(url) = &url {
+            args.extend(["--database-url", url.as_str()]);
+        }
+        let wrong = run(&args, &[]);
+        let err = String::from_utf8_lossy(&wrong.stderr);
+        assert!(!wrong.status.success() && err.contains(says), "{err}");
+    }
+    let refused = restore(&t, out.to_str().unwrap());
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("KMS"), "{err}");
     assert!(!target.join("holdfast.db").exists());
     assert!(!target.join("storage.key").exists());
+    if let Some(url) = &new_database {
+        assert_eq!(
+            pg_tables(url).await,
+            0,
+            "nothing restored into the database"
+        );
+    }
     // With it (the local KMS's directory, carried over on its own) the store comes back.
     std::fs::remove_dir_all(target.join("kms")).unwrap();
     copy_dir(&server.data_dir().join("kms"), &target.join("kms"));
-    let restored = run(
-        &["restore", "--data-dir", &t, "--from", out.to_str().unwrap()],
-        &[],
-    );
+    let restored = restore(&t, out.to_str().unwrap());
     assert!(
         restored.status.success(),
         "{}",
@@ -210,7 +259,7 @@ async fn backup_and_restore(backend: Backend) {
     let other = tempfile::tempdir().unwrap();
     let damaged = other.path().join("b");
     copy_dir(&out, &damaged);
-    let db = damaged.join("holdfast.db");
+    let db = damaged.join(db_file);
     let mut bytes = std::fs::read(&db).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -228,7 +277,7 @@ async fn backup_and_restore(backend: Backend) {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("damaged"));
 
-    let copy = Server::start_on(&target, &server.key, &[]).await;
+    let copy = Server::start_on_store(&target, &server.key, new_database.clone(), &[]).await;
     let after = all_rows(&copy, &paths).await;
     assert_eq!(after.len(), before.len());
     for (a, b) in after.iter().zip(&before) {
@@ -282,11 +331,17 @@ async fn backup_and_restore(backend: Backend) {
         .await;
     assert_eq!(found["data"].as_array().unwrap().len(), 300);
     // Restoring over a store is refused.
-    let over = run(
-        &["restore", "--data-dir", &t, "--from", out.to_str().unwrap()],
-        &[],
-    );
+    let over = restore(&t, out.to_str().unwrap());
     assert!(!over.status.success());
+    if new_database.is_some() {
+        let fresh = tempfile::tempdir().unwrap();
+        let over = restore(fresh.path().to_str().unwrap(), out.to_str().unwrap());
+        let err = String::from_utf8_lossy(&over.stderr);
+        assert!(
+            !over.status.success() && err.contains("restore into an empty database"),
+            "{err}"
+        );
+    }
 }
 
 /// To a bucket (moto's S3 server) and back: every object server-side encrypted and without

@@ -113,12 +113,23 @@ impl Server {
     /// Starts `holdfast serve` on an existing embedded store in `dir` (left in place), whose
     /// owner key is `key`.
     pub async fn start_on(dir: &Path, key: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_on_store(dir, key, None, env).await
+    }
+
+    /// Starts `holdfast serve` on an existing data dir and, with `database_url`, an existing
+    /// PostgreSQL store.
+    pub async fn start_on_store(
+        dir: &Path,
+        key: &str,
+        database_url: Option<String>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut s = Server {
             child: None,
             url: String::new(),
             key: key.to_owned(),
             dir: dir.to_path_buf(),
-            database_url: None,
+            database_url,
             _tmp: None,
             http: client(),
             env: env
