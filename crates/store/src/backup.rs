@@ -74,16 +74,19 @@ pub async fn table_counts(path: &Path, key: Option<&[u8; 32]>) -> Result<BTreeMa
     .await?;
     let mut out = BTreeMap::new();
     for t in tables {
-        let quoted = format!("\"{}\"", t.replace('"', "\"\""));
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {quoted}"
-        )))
-        .fetch_one(&mut conn)
-        .await?;
+        let n: i64 = sqlx::query_scalar(count_rows(&t))
+            .fetch_one(&mut conn)
+            .await?;
         out.insert(t, n);
     }
     conn.close().await?;
     Ok(out)
+}
+
+/// `SELECT count(*)` of a table whose name the database listed (quoted as an identifier).
+fn count_rows(table: &str) -> sqlx::AssertSqlSafe<String> {
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {quoted}"))
 }
 
 /// A consistent view of a PostgreSQL store for a backup: a read-only, repeatable-read
@@ -129,12 +132,9 @@ async fn pg_counts(conn: &mut sqlx::PgConnection) -> Result<BTreeMap<String, i64
     .await?;
     let mut out = BTreeMap::new();
     for t in tables {
-        let quoted = format!("\"{}\"", t.replace('"', "\"\""));
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {quoted}"
-        )))
-        .fetch_one(&mut *conn)
-        .await?;
+        let n: i64 = sqlx::query_scalar(count_rows(&t))
+            .fetch_one(&mut *conn)
+            .await?;
         out.insert(t, n);
     }
     Ok(out)
