@@ -542,10 +542,28 @@ def main():
             d.find_element(By.ID, "saml-name").send_keys("Acme SAML")
             d.find_element(By.ID, "saml-url").send_keys(f"{idp_url}/metadata")
             d.find_element(By.ID, "saml-domains").send_keys("acme.test")
+            d.find_element(By.ID, "saml-claim").send_keys("memberOf")
+            said = lambda: d.find_element(By.CSS_SELECTOR, "#add-saml [role=status]").text
+            for bad, says in [("admins", "group mapping, line 1"),
+                              ("admins = Nobody", "group_mapping: the organization has no group named")]:
+                d.find_element(By.ID, "saml-mapping").clear()
+                d.find_element(By.ID, "saml-mapping").send_keys(bad)
+                d.find_element(By.CSS_SELECTOR, "#add-saml button").click()
+                check(wait(lambda: says in said()), f"a bad group mapping is refused: {said()!r}")
+            d.find_element(By.ID, "saml-mapping").clear()
+            d.find_element(By.ID, "saml-mapping").send_keys("admins = Bot readers\ncn=ops,ou=groups = Reviewers")
             d.find_element(By.CSS_SELECTOR, "#add-saml button").click()
             row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#connections tbody tr") if "Acme SAML" in r.text]
             check(wait(lambda: row() and idp_url in row()[0].text and "acme.test" in row()[0].text),
                   "a SAML connection is added from its provider's metadata URL")
+            check("memberOf: admins → Bot readers, cn=ops,ou=groups → Reviewers" in row()[0].text,
+                  f"with its group attribute and mapping: {row()[0].text!r}")
+            org_id = requests.get(f"{HF}/v1/organization", headers=API, timeout=10).json()["objects"][0]["id"]
+            saml = requests.get(f"{HF}/v1/organization/{org_id}/saml", headers=API, timeout=10).json()
+            saml = saml.get("objects", saml) if isinstance(saml, dict) else saml
+            check(any(c["group_attribute"] == "memberOf"
+                      and c["group_mapping"] == {"admins": "Bot readers", "cn=ops,ou=groups": "Reviewers"}
+                      for c in saml), f"the API holds the mapping: {saml}")
             check("/saml/" in row()[0].find_element(By.TAG_NAME, "code").text, "with the address to register at the provider")
             accessible(d, "the sign-in connections")
             shot(d, "20d-admin-saml")

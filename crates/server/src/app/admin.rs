@@ -344,7 +344,8 @@ pub(crate) async fn page(
                 caption { "Identity provider connections" }
                 thead { tr {
                     th scope="col" { "Kind" } th scope="col" { "Name" } th scope="col" { "Provider" }
-                    th scope="col" { "New members from" } th scope="col" { "To register at the provider" }
+                    th scope="col" { "New members from" } th scope="col" { "Groups" }
+                    th scope="col" { "To register at the provider" }
                     th scope="col" { span.hidden { "Actions" } }
                 } }
                 tbody {
@@ -353,6 +354,7 @@ pub(crate) async fn page(
                             td { (c.shown) } td { strong { (c.name) } }
                             td { (c.provider) }
                             td { (c.domains.join(", ")) }
+                            td { (mapped_groups(c.groups)) }
                             td { (c.register.0) " " code { (c.register.1) } }
                             td { (remove(c.kind, c.id, c.name)) }
                         }
@@ -564,8 +566,22 @@ struct ConnectionRow<'a> {
     name: &'a str,
     provider: &'a str,
     domains: &'a [String],
+    /// The claim or attribute holding a person's groups, and the groups it maps.
+    groups: (&'a str, &'a std::collections::BTreeMap<String, String>),
     /// What to register at the provider, and its address.
     register: (&'static str, &'a str),
+}
+
+/// A connection's group mapping in words: "`groups`: admins → Engineers, …".
+fn mapped_groups((claim, mapping): (&str, &std::collections::BTreeMap<String, String>)) -> String {
+    if mapping.is_empty() {
+        return "none".into();
+    }
+    let pairs: Vec<String> = mapping
+        .iter()
+        .map(|(from, to)| format!("{from} → {to}"))
+        .collect();
+    format!("{claim}: {}", pairs.join(", "))
 }
 
 fn listed_connections<'a>(
@@ -579,6 +595,7 @@ fn listed_connections<'a>(
         name: &c.name,
         provider: &c.issuer,
         domains: &c.allowed_domains,
+        groups: (&c.group_claim, &c.group_mapping),
         register: ("Redirect URI", &c.redirect_uri),
     });
     let saml = saml.iter().map(|c| ConnectionRow {
@@ -588,9 +605,20 @@ fn listed_connections<'a>(
         name: &c.name,
         provider: &c.idp_entity_id,
         domains: &c.allowed_domains,
+        groups: (&c.group_attribute, &c.group_mapping),
         register: ("Assertion consumer", &c.acs_url),
     });
     oidc.chain(saml).collect()
+}
+
+/// A connection form's group fields: the claim or attribute, and the mapping.
+fn group_fields(kind: &str, claim: &str) -> Markup {
+    html! {
+        label for={ (kind) "-claim" } { (claim) }
+        input id={ (kind) "-claim" } name="claim" autocomplete="off";
+        label for={ (kind) "-mapping" } { "Group mapping, one a line: provider group = Holdfast group (applied at every sign-in)" }
+        textarea id={ (kind) "-mapping" } name="mapping" rows="3" spellcheck="false" {}
+    }
 }
 
 /// Forms adding an OpenID Connect or a SAML connection (the server reads the provider's
@@ -616,6 +644,9 @@ fn connection_forms(org_id: &str) -> Markup {
                     input #oidc-secret name="client_secret" type="password" required autocomplete="new-password";
                     label for="oidc-domains" { "Email domains whose people may join (comma-separated)" }
                     input #oidc-domains name="domains" autocomplete="off";
+                    label for="oidc-scopes" { "Scopes besides openid (space-separated; empty: the provider's defaults)" }
+                    input #oidc-scopes name="scopes" autocomplete="off";
+                    (group_fields("oidc", "The ID token's claim holding groups (empty: groups)"))
                     button type="submit" { "Add connection" }
                     span.note role="status" {}
                 }
@@ -631,6 +662,7 @@ fn connection_forms(org_id: &str) -> Markup {
                     textarea #saml-xml name="metadata_xml" rows="4" spellcheck="false" {}
                     label for="saml-domains" { "Email domains whose people may join (comma-separated)" }
                     input #saml-domains name="domains" autocomplete="off";
+                    (group_fields("saml", "The attribute holding groups (empty: groups)"))
                     button type="submit" { "Add connection" }
                     span.note role="status" {}
                 }

@@ -134,6 +134,19 @@
   const org = (form) => "/v1/organization/" + encodeURIComponent(form.getAttribute("data-org"));
   // Comma-separated email domains as a list.
   const domains = (text) => text.split(",").map((d) => d.trim()).filter((d) => d);
+  // A group mapping, one `provider group = Holdfast group` a line, as an object.
+  function mapping(text) {
+    const out = {};
+    text.split("\n").forEach((line, i) => {
+      if (!line.trim()) return;
+      const at = line.lastIndexOf("=");
+      const from = line.slice(0, at).trim();
+      const to = line.slice(at + 1).trim();
+      if (at < 0 || !from || !to) throw new Error("group mapping, line " + (i + 1) + ": write provider group = Holdfast group");
+      out[from] = to;
+    });
+    return out;
+  }
 
   // (Attributes are read with getAttribute: a form's `dataset` property is shadowed by a
   // control named "dataset".)
@@ -268,6 +281,9 @@
       const body = { name: e.name.value, preset: e.preset.value, client_id: e.client_id.value, allowed_domains: domains(e.domains.value) };
       if (e.issuer.value) body.issuer = e.issuer.value;
       if (e.client_secret.value) body.client_secret = e.client_secret.value;
+      if (e.scopes.value.trim()) body.scopes = e.scopes.value.trim().split(/\s+/);
+      if (e.claim.value.trim()) body.group_claim = e.claim.value.trim();
+      body.group_mapping = mapping(e.mapping.value);
       await api("POST", org(form) + "/oidc", body);
       location.reload();
     },
@@ -276,6 +292,8 @@
       const body = { name: e.name.value, allowed_domains: domains(e.domains.value) };
       if (e.metadata_url.value) body.idp_metadata_url = e.metadata_url.value;
       if (e.metadata_xml.value.trim()) body.idp_metadata_xml = e.metadata_xml.value;
+      if (e.claim.value.trim()) body.group_attribute = e.claim.value.trim();
+      body.group_mapping = mapping(e.mapping.value);
       await api("POST", org(form) + "/saml", body);
       location.reload();
     },
