@@ -461,22 +461,21 @@ pub async fn restore(settings: &crate::Settings, from: &Path) -> Result<()> {
 
 /// `%xx` escapes of a URL's part decoded (a password in a database URL).
 fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&c, tail)) = rest.split_first() {
+        let hex = tail
+            .get(..2)
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
+        match (c, hex) {
             (b'%', Some(v)) => {
                 out.push(v);
-                i += 3;
+                rest = tail.get(2..).unwrap_or_default();
             }
-            (c, _) => {
+            _ => {
                 out.push(c);
-                i += 1;
+                rest = tail;
             }
         }
     }
@@ -632,6 +631,14 @@ async fn restore_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_password_is_decoded() {
+        assert_eq!(percent_decoded("p%40ss%2Fw%3Ad"), "p@ss/w:d");
+        assert_eq!(percent_decoded("plain"), "plain");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz%4"), "%zz%4");
+    }
 
     #[test]
     fn files_are_split_into_parts() {

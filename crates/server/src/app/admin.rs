@@ -400,16 +400,14 @@ fn role_allows(names: &Names, r: &Value) -> String {
         .flatten()
     {
         let what = view::str_at(p, "/permission").replace('_', " ");
-        let i = match kinds.iter().position(|k| k.0 == what) {
-            Some(i) => i,
-            None => {
-                kinds.push((what, Vec::new(), false));
-                kinds.len() - 1
+        if !kinds.iter().any(|k| k.0 == what) {
+            kinds.push((what.clone(), Vec::new(), false));
+        }
+        if let Some(k) = kinds.iter_mut().find(|k| k.0 == what) {
+            match p.get("restrict_object_type").and_then(Value::as_str) {
+                Some(kind) => k.1.push(kind),
+                None => k.2 = true,
             }
-        };
-        match p.get("restrict_object_type").and_then(Value::as_str) {
-            Some(kind) => kinds[i].1.push(kind),
-            None => kinds[i].2 = true,
         }
     }
     // Permissions with the same types, together.
