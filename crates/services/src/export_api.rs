@@ -208,8 +208,10 @@ impl Services {
             &link.path,
         )
         .await?;
+        // Durable before a byte is sent: a download is the largest read there is, and its
+        // entry must not be lost to a crash that follows it.
         self.audit
-            .record(NewAuditEntry {
+            .record_durable(NewAuditEntry {
                 at: self.now(),
                 org_id: Some(link.org_id.clone()),
                 actor_id: None,
@@ -219,7 +221,7 @@ impl Services {
                 object_id: None,
                 detail: json!({"export_id": link.export_id, "path": link.path, "from": from}),
             })
-            .await;
+            .await?;
         Ok(opened)
     }
 }
