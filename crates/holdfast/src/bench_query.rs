@@ -351,6 +351,10 @@ async fn load(
 }
 
 pub async fn run(o: Options) -> Result<()> {
+    // Checked before the load, which can take half an hour.
+    if o.export && o.data_dir.is_none() {
+        bail!("--export needs --data-dir: the export reads the store with its keys");
+    }
     let server = start_server(
         &std::env::current_exe()?,
         o.database_url.as_deref(),
@@ -534,9 +538,6 @@ pub async fn run(o: Options) -> Result<()> {
         crate::bench_pages::run(&client, &server, &p, &roots, o.runs).await?;
     }
     if o.export {
-        if o.data_dir.is_none() {
-            bail!("--export needs --data-dir: the export reads the store with its keys");
-        }
         for format in ["jsonl", "parquet"] {
             time_export(&o, o.traces * 5, format)?;
         }
