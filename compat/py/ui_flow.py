@@ -161,6 +161,28 @@ def saml_idp():
     return idp, f"http://127.0.0.1:{port}"
 
 
+def oidc_provider():
+    """Starts the local OpenID provider (npm oidc-provider, compat/js/oidc_provider.mjs) for
+    this server's callback: (process, issuer)."""
+    import socket
+    import subprocess
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    script = os.path.join(os.path.dirname(__file__), "..", "js", "oidc_provider.mjs")
+    provider = subprocess.Popen(["node", script, str(ports[0]), f"{HF}/auth/oidc/callback", "holdfast-ui",
+                                 "ui-client-secret", str(ports[1])],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = provider.stdout.readline()
+    check(line.startswith("ready "), f"the OpenID provider starts: {line!r}")
+    # It keeps writing notices: read them, or a full pipe would stop it.
+    import threading
+    threading.Thread(target=lambda: provider.stdout.read(), daemon=True).start()
+    return provider, line[len("ready "):].strip()
+
+
 def grant_here(d, url, kind, name, held=lambda: None):
     """Grants group Reviewers Viewer on the object of page `url` alone from its access
     section, then revokes it there; returns what `held()` said while the grant was there."""
@@ -535,6 +557,29 @@ def main():
         refused = lambda: d.find_element(By.CSS_SELECTOR, "#add-oidc [role=status]").text
         check(wait(lambda: refused().startswith("issuer: discovery failed")),
               f"an unreadable issuer is refused, named: {refused()!r}")
+        # A real OpenID provider: its discovery document read, with scopes and a group mapping.
+        provider, issuer = oidc_provider()
+        org_id = requests.get(f"{HF}/v1/organization", headers=API, timeout=10).json()["objects"][0]["id"]
+        try:
+            for field, value in [("oidc-name", "Acme OIDC"), ("oidc-issuer", issuer), ("oidc-client", "holdfast-ui"),
+                                 ("oidc-secret", "ui-client-secret"), ("oidc-scopes", "email profile groups"),
+                                 ("oidc-claim", "groups"), ("oidc-mapping", "eng = Reviewers")]:
+                d.find_element(By.ID, field).clear()
+                d.find_element(By.ID, field).send_keys(value)
+            d.find_element(By.CSS_SELECTOR, "#add-oidc button").click()
+            oidc_row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#connections tbody tr") if "Acme OIDC" in r.text]
+            check(wait(lambda: oidc_row() and "groups: eng → Reviewers" in oidc_row()[0].text),
+                  f"an OpenID Connect connection is added with its group mapping: {[r.text for r in oidc_row()]}")
+            oidc = requests.get(f"{HF}/v1/organization/{org_id}/oidc", headers=API, timeout=10).json()
+            oidc = oidc.get("objects", oidc) if isinstance(oidc, dict) else oidc
+            check(any(c["issuer"] == issuer and c["scopes"] == ["email", "profile", "groups"]
+                      and c["group_mapping"] == {"eng": "Reviewers"} for c in oidc),
+                  f"the API holds its scopes and mapping: {oidc}")
+            oidc_row()[0].find_element(By.CSS_SELECTOR, "form.remove-connection button").click()
+            d.switch_to.alert.accept()
+            check(wait(lambda: d.find_elements(By.ID, "connections") and not oidc_row()), "and it is removed")
+        finally:
+            provider.kill()
         idp, idp_url = saml_idp()
         try:
             d.get(f"{HF}/app/default/admin#signin-h")
@@ -558,7 +603,6 @@ def main():
                   "a SAML connection is added from its provider's metadata URL")
             check("memberOf: admins → Bot readers, cn=ops,ou=groups → Reviewers" in row()[0].text,
                   f"with its group attribute and mapping: {row()[0].text!r}")
-            org_id = requests.get(f"{HF}/v1/organization", headers=API, timeout=10).json()["objects"][0]["id"]
             saml = requests.get(f"{HF}/v1/organization/{org_id}/saml", headers=API, timeout=10).json()
             saml = saml.get("objects", saml) if isinstance(saml, dict) else saml
             check(any(c["group_attribute"] == "memberOf"
