@@ -1061,7 +1061,7 @@ impl Store {
         name: &str,
         holder: &str,
         ttl: std::time::Duration,
-        now: &(dyn Fn() -> i64 + Send + Sync),
+        now: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
         work: impl std::future::Future<Output = T>,
     ) -> Result<Option<T>> {
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
@@ -1069,25 +1069,37 @@ impl Store {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is at once: the caller has just taken the lease.
         renew.tick().await;
-        // The renewals run beside the work, never pausing it: a renewal waiting for the
-        // embedded store's one write connection while the work held it (paused mid-write)
-        // would wait for the pool's timeout, and every other write with it.
-        let renewals = async {
+        // The renewals run in a task of their own, beside the work, never paused by it: a
+        // renewal that paused the work to wait for the embedded store's one write
+        // connection, while the work held it mid-write, waited for the pool's timeout (and
+        // every other write with it); and a renewal polled with the work waits whenever the
+        // work computes without yielding.
+        let (store, name_owned, holder_owned) = (self.clone(), name.to_owned(), holder.to_owned());
+        let renewals = tokio::spawn(async move {
             loop {
                 renew.tick().await;
-                if !self.take_lease(name, holder, now(), secs).await? {
+                if !store
+                    .take_lease(&name_owned, &holder_owned, now(), secs)
+                    .await?
+                {
                     return Ok::<(), crate::StoreError>(());
                 }
             }
-        };
-        tokio::select! {
+        });
+        let stop = renewals.abort_handle();
+        let out = tokio::select! {
             out = work => Ok(Some(out)),
-            lost = renewals => {
-                lost?;
-                tracing::warn!(lease = name, holder, "a lease passed to another holder during its work; the work stops");
-                Ok(None)
-            }
-        }
+            lost = renewals => match lost {
+                Ok(Ok(())) => {
+                    tracing::warn!(lease = name, holder, "a lease passed to another holder during its work; the work stops");
+                    Ok(None)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(crate::StoreError::WriteFailed(format!("the lease's renewals stopped: {e}"))),
+            },
+        };
+        stop.abort();
+        out
     }
 
     /// Gives up a lease `holder` holds (another holder's is left alone).
@@ -1143,9 +1155,9 @@ mod tests {
         use std::time::Duration;
         for (store, db) in stores("holding").await {
             let clock = Arc::new(AtomicI64::new(1000));
-            let now = {
+            let now: Arc<dyn Fn() -> i64 + Send + Sync> = {
                 let clock = clock.clone();
-                move || clock.load(SeqCst)
+                Arc::new(move || clock.load(SeqCst))
             };
             // Renewed every 2/3 s, while the clock moves a second every half second: a
             // renewal would have to be 1.5 s late for the lease to lapse.
@@ -1166,7 +1178,7 @@ mod tests {
                 }
             };
             let got = store
-                .holding_lease("l", "a", ttl, &now, work)
+                .holding_lease("l", "a", ttl, now.clone(), work)
                 .await
                 .unwrap();
             assert_eq!(got, Some(8));
@@ -1183,7 +1195,7 @@ mod tests {
             };
             let started = std::time::Instant::now();
             let got = store
-                .holding_lease("l", "a", ttl, &now, work)
+                .holding_lease("l", "a", ttl, now.clone(), work)
                 .await
                 .unwrap();
             assert_eq!(got, None);
@@ -1203,7 +1215,7 @@ mod tests {
     async fn a_renewal_does_not_pause_the_work() {
         use std::time::{Duration, Instant};
         for (store, db) in stores("renewal").await {
-            let now = || 1000;
+            let now: std::sync::Arc<dyn Fn() -> i64 + Send + Sync> = std::sync::Arc::new(|| 1000);
             assert!(store.take_lease("l", "a", now(), 2).await.unwrap());
             let work = async {
                 with_pool!(&store.write, |p, DB| {
@@ -1220,7 +1232,7 @@ mod tests {
             };
             let started = Instant::now();
             let got = store
-                .holding_lease("l", "a", Duration::from_secs(2), &now, work)
+                .holding_lease("l", "a", Duration::from_secs(2), now, work)
                 .await
                 .unwrap();
             assert_eq!(got, Some("done"));
