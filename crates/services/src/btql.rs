@@ -43,6 +43,7 @@ use std::time::Instant;
 
 mod counts;
 mod sorted;
+use sorted::Among;
 
 /// The fields full-text search reads.
 pub use holdfast_store::SEARCH_FIELDS as TEXT_FIELDS;
@@ -108,6 +109,10 @@ pub const MAX_LIST: usize = 64;
 /// Matched traces a sorted traces or summary query reads one by one rather than scanning
 /// the object for their roots.
 const FEW_TRACES: usize = 2_000;
+/// Matched traces whose roots a sorted traces or summary query looks up in the value index
+/// (one lookup a trace) to read only those that enter the page; with more, reading the
+/// object's roots in the sort's order finds a page's worth sooner.
+const INDEXED_TRACES: usize = 10_000;
 /// Rows read from the store at a time while scanning.
 const SCAN_PAGE: i64 = 1_000;
 /// Rows a word search reads with their data in one pass (in parallel, one read a row); past
@@ -912,8 +917,10 @@ impl Services {
             if i == first {
                 scan.after = plan.cursor.as_ref().map(|c| c.after.clone());
             }
+            let last_object = i + 1 == passes.len();
             while let Some(page) = scan.next().await? {
-                for row in page {
+                let mut rows = page.into_iter();
+                while let Some(row) = rows.next() {
                     let row_id = row.row_id.clone();
                     let row = row_json(row, plan.kind);
                     if !row.as_object().is_some_and(|m| plan.keep(m, cx)) {
@@ -921,13 +928,22 @@ impl Services {
                     }
                     out.push(plan.project(row, cx));
                     if out.len() == plan.limit {
+                        // No cursor when the rows read already show that none is left (a
+                        // trace, read whole, of exactly `limit` spans is not read again for
+                        // an empty page).
+                        let more = !last_object
+                            || !scan.done
+                            || rows.any(|r| {
+                                let r = row_json(r, plan.kind);
+                                r.as_object().is_some_and(|m| plan.keep(m, cx))
+                            });
                         let c = Cursor {
                             version,
                             object: i,
                             after: row_id,
                             key: None,
                         };
-                        return Ok((out, Some(c)));
+                        return Ok((out, more.then_some(c)));
                     }
                 }
             }
@@ -965,7 +981,7 @@ impl Services {
                         i,
                         version,
                         started,
-                        false,
+                        Among::Spans,
                         &best,
                         cx,
                         &mut accept,
@@ -1161,44 +1177,80 @@ impl Services {
                     .then(|| (key, i, row_id, json!(root)))
             };
             // A few matched traces: their roots are found through the value index (or read
-            // trace by trace), not by a scan.
-            if let Some(set) = matched.as_ref().filter(|s| s.len() <= FEW_TRACES) {
+            // trace by trace), not by a scan. Else (or when the index cannot list them) the
+            // object's roots are read in the sort's order until the page is full.
+            if let Some(set) = matched.as_ref().filter(|s| s.len() <= INDEXED_TRACES) {
                 let mut roots: Vec<&String> = set.iter().collect();
                 roots.sort();
                 // Traces whose root matched are placed already; the rest are still to place.
+                let mut placed = best.clone();
                 roots.retain(|r| match direct.remove(r.as_str()) {
                     Some(ranked) => {
-                        best.extend(ranked);
-                        trim(plan, &mut best, plan.limit + 1);
+                        placed.extend(ranked);
+                        trim(plan, &mut placed, plan.limit + 1);
                         false
                     }
                     None => true,
                 });
-                if roots.len() > FEW_TRACE_READS
-                    && let Some(ids) = self.root_rows(pass, &roots, version).await?
-                {
+                let listed = if roots.len() > FEW_TRACE_READS {
+                    self.root_rows(pass, &roots, version).await?
+                } else {
+                    None
+                };
+                if let Some(ids) = listed {
                     // Rows the index could not place may be of any trace: only those of
                     // the traces still to place (a root taken above is not taken again).
                     let unplaced: HashSet<&str> = roots.iter().map(|r| r.as_str()).collect();
-                    for chunk in ids.chunks(1000) {
-                        self.check_query_time(started)?;
-                        for span in self.store.read_row_ids(pass, chunk, Some(version)).await? {
-                            let trace = span.data.get("root_span_id").and_then(Value::as_str);
-                            if trace.is_some_and(|t| unplaced.contains(t)) {
-                                best.extend(accept(span));
-                            }
+                    let mut accept_unplaced = |span: StoredRow| {
+                        let trace = span.data.get("root_span_id").and_then(Value::as_str);
+                        if trace.is_some_and(|t| unplaced.contains(t)) {
+                            accept(span)
+                        } else {
+                            None
                         }
-                        trim(plan, &mut best, plan.limit + 1);
+                    };
+                    // Through the sort's index, reading only the listed roots that can
+                    // enter the page; else each listed root, while they are few.
+                    let only: HashSet<String> = ids.iter().cloned().collect();
+                    if let Some(found) = self
+                        .indexed_sort(
+                            plan,
+                            pass,
+                            i,
+                            version,
+                            started,
+                            Among::RootsOf(&only),
+                            &placed,
+                            cx,
+                            &mut accept_unplaced,
+                        )
+                        .await?
+                    {
+                        best = found;
+                        continue;
+                    }
+                    if roots.len() <= FEW_TRACES {
+                        best = placed;
+                        for chunk in ids.chunks(1000) {
+                            self.check_query_time(started)?;
+                            let read = self.store.read_row_ids(pass, chunk, Some(version)).await?;
+                            for span in read {
+                                best.extend(accept_unplaced(span));
+                            }
+                            trim(plan, &mut best, plan.limit + 1);
+                        }
+                        continue;
+                    }
+                } else if roots.len() <= FEW_TRACES {
+                    best = placed;
+                    for root in roots {
+                        for span in self.trace_spans(pass, version, root, started).await? {
+                            best.extend(accept(span));
+                            trim(plan, &mut best, plan.limit + 1);
+                        }
                     }
                     continue;
                 }
-                for root in roots {
-                    for span in self.trace_spans(pass, version, root, started).await? {
-                        best.extend(accept(span));
-                        trim(plan, &mut best, plan.limit + 1);
-                    }
-                }
-                continue;
             }
             if let Some(found) = self
                 .indexed_sort(
@@ -1207,7 +1259,7 @@ impl Services {
                     i,
                     version,
                     started,
-                    true,
+                    Among::Roots,
                     &best,
                     cx,
                     &mut accept,

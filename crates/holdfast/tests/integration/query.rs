@@ -772,6 +772,36 @@ async fn paging(backend: Backend) {
     ))
     .await;
     assert_eq!(seen, ["late", "e0", "d0", "c0", "b0", "a0"]);
+    // A last page that the rows read show to be the last has no cursor (the trace of a0
+    // has three spans); one that cannot tell has one.
+    for (limit, pages) in [(3, 1), (5, 1), (2, 2), (1, 3)] {
+        let text =
+            format!("SELECT id FROM project_logs('{p}') WHERE root_span_id = 'a0' LIMIT {limit}");
+        let mut cursor: Option<String> = None;
+        let mut seen = Vec::new();
+        let mut read = 0;
+        loop {
+            let t = match &cursor {
+                Some(c) => format!("{text} OFFSET '{c}'"),
+                None => text.clone(),
+            };
+            let body = server.ok("POST", "/btql", Some(json!({"query": t}))).await;
+            read += 1;
+            seen.extend(
+                body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["id"].clone()),
+            );
+            match body["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a0", "a1", "a2"], "{text}");
+        assert_eq!(read, pages, "{text}");
+    }
 }
 
 /// Queries read only what the caller may read: an object of another project is a 404 for a

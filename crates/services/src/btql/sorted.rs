@@ -29,6 +29,21 @@ use std::time::Instant;
 
 /// Entries read per page at most.
 const MAX_PAGE: usize = 2_000;
+/// Entries a sorted read restricted to a set of rows ([`Among::RootsOf`]) walks per row of
+/// the set before it stops and lets the caller read the set's rows instead (when the rows
+/// of the set sort far from the start, walking to them costs more than reading them).
+const WALK_PER_LISTED_ROW: usize = 32;
+
+/// The rows a sorted read through the index may propose.
+#[derive(Clone, Copy)]
+pub(super) enum Among<'a> {
+    /// Every span.
+    Spans,
+    /// Root spans.
+    Roots,
+    /// Root spans among these rows; no other row is read.
+    RootsOf(&'a HashSet<String>),
+}
 
 /// The conjuncts of a filter's top level (the filter itself unless it is an `AND`).
 fn conjuncts(filter: &Expr) -> Vec<&Expr> {
@@ -502,8 +517,9 @@ impl Services {
 
     /// The best candidates of one object (with `best`, those of the objects read before),
     /// read through the value index; `None` when the index cannot answer and the caller
-    /// must read the object. `roots`: only root spans are candidates. `accept` turns a row
-    /// into a candidate (filter, key, cursor) or refuses it.
+    /// must read the object (or, for [`Among::RootsOf`], the listed rows). `among`: which
+    /// rows can be candidates. `accept` turns a row into a candidate (filter, key, cursor)
+    /// or refuses it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn indexed_sort(
         &self,
@@ -512,11 +528,18 @@ impl Services {
         object: usize,
         version: XactId,
         started: Instant,
-        roots: bool,
+        among: Among<'_>,
         best: &[Ranked],
         cx: &Context,
         accept: &mut (dyn FnMut(StoredRow) -> Option<Ranked> + Send),
     ) -> Result<Option<Vec<Ranked>>> {
+        let (roots, only) = match among {
+            Among::Spans => (false, None),
+            Among::Roots => (true, None),
+            Among::RootsOf(set) => (true, Some(set)),
+        };
+        let listed = |id: &str| only.is_none_or(|set| set.contains(id));
+        let mut walk_left = only.map(|set| set.len().saturating_mul(WALK_PER_LISTED_ROW));
         // The index's order holds every row, not only those changed since a transaction.
         if plan.since.is_some() {
             return Ok(None);
@@ -547,7 +570,7 @@ impl Services {
             kinds.reverse();
         }
         let whole = EntryRange::whole(path, how == Held::Created);
-        let Some(extras) = self
+        let Some(mut extras) = self
             .extras(
                 pass,
                 range.as_ref().unwrap_or(&whole),
@@ -558,6 +581,7 @@ impl Services {
         else {
             return Ok(None);
         };
+        extras.retain(|id| listed(id));
         let keep = plan.limit + 1;
         let mut local: Vec<Ranked> = best.to_vec();
         // The rows read first are not read again. A row proposed again otherwise (its entry
@@ -578,6 +602,9 @@ impl Services {
             local.truncate(keep);
             *kept = local.iter().map(|r| (r.1, r.2.clone())).collect();
         };
+        // The candidates given are in no order (and may be more than a page): the page's
+        // last candidate, which decides which entries are read, is that of the sorted page.
+        settle(&mut local, &mut kept);
         for chunk in extras.chunks(1000) {
             self.check_query_time(started)?;
             for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
@@ -643,6 +670,12 @@ impl Services {
                         .is_some_and(|v| !v.is_null());
                 break full || range.is_some();
             };
+            if let Some(left) = walk_left.as_mut() {
+                let Some(rest) = left.checked_sub(entries.len()) else {
+                    return Ok(None);
+                };
+                *left = rest;
+            }
             let position = last.value.to_json();
             from = ValueFrom::After(last.value.clone(), last.seq);
             let past_end = end.as_ref().is_some_and(|e| {
@@ -675,7 +708,9 @@ impl Services {
             };
             let ids: Vec<String> = entries
                 .iter()
-                .filter(|e| !ranks_after(e) && !extra_ids.contains(e.row_id.as_str()))
+                .filter(|e| {
+                    listed(&e.row_id) && !ranks_after(e) && !extra_ids.contains(e.row_id.as_str())
+                })
                 .map(|e| e.row_id.clone())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
@@ -708,7 +743,7 @@ impl Services {
         };
         let changed: Vec<String> = changed
             .into_iter()
-            .filter(|id| !extra_ids.contains(id.as_str()))
+            .filter(|id| listed(id) && !extra_ids.contains(id.as_str()))
             .collect();
         for chunk in changed.chunks(1000) {
             self.check_query_time(started)?;
