@@ -1119,9 +1119,17 @@ impl Services {
             // that is its trace's root is a candidate at once (while few traces match), so
             // its trace need not be read to find the root.
             let mut direct: HashMap<String, Option<Ranked>> = HashMap::new();
-            let matched = match &plan.filter {
-                None => None,
+            let failed = match &plan.filter {
                 Some(_) => {
+                    self.failed_traces(plan, pass, version, started, cx, INDEXED_TRACES)
+                        .await?
+                }
+                None => None,
+            };
+            let matched = match (&plan.filter, failed) {
+                (None, _) => None,
+                (Some(_), Some(set)) => Some(set),
+                (Some(_), None) => {
                     let mut set = HashSet::new();
                     let mut scan = self
                         .scan_for(plan, pass, version, started, cx, true)

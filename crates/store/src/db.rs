@@ -243,6 +243,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("attachment_deleting.sql"),
         include_str!("attachment_deleting.sql"),
     ),
+    (
+        28,
+        include_str!("values_error_traces_sqlite.sql"),
+        include_str!("values_error_traces_postgres.sql"),
+    ),
 ];
 
 impl Store {

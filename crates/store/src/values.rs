@@ -27,7 +27,9 @@
 //! entries of root spans alone. Tags that are not an array of at most [`MAX_PER_GROUP`]
 //! texts, or that hold a text that compares as an instant, make the row irregular for the
 //! field. *Marked* for `error IS NOT NULL` (the errors view): a row whose `error` is set
-//! has one entry for it (an empty text), whatever the value, and no other. *Looked up*: a
+//! has one entry for it, whatever the value, and no other; the entry's text is the row's
+//! `root_span_id` (empty when that is not a text without NUL), so that the failed traces
+//! are listed without reading the failed spans. *Looked up*: a
 //! root span's `root_span_id`, so that the root rows of given traces are found without
 //! reading the traces (a summary of the traces a filter matched sorts them by their roots).
 //! A group (scores, metrics, metadata, span attributes) the index does not hold
@@ -323,11 +325,16 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
             None => out.push((key("root_span_id", false, true), None)),
         }
     }
-    // `error`: whether it is set, whatever its value (the errors view's filter).
+    // `error`: whether it is set, whatever its value (the errors view's filter), holding the
+    // row's trace (empty when `root_span_id` is not a text the index can hold).
     if row.get("error").is_some_and(|e| !e.is_null()) {
+        let trace = row
+            .get("root_span_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.contains('\0'));
         out.push((
             key("error", false, false),
-            Some(IndexValue::Text(String::new())),
+            Some(IndexValue::Text(trace.unwrap_or_default().to_owned())),
         ));
     }
     if let Some(odd) = odd {
@@ -1587,7 +1594,8 @@ mod tests {
             Some("scores")
         );
         assert_eq!(group_path(&["tags".into()]), None);
-        // A set `error` of any type is marked once, with no root entry; a null one is not.
+        // A set `error` of any type is marked once, holding the row's trace (none without
+        // a text `root_span_id`); a null one is not marked.
         for error in [json!("boom"), json!(""), json!({"message": "x"}), json!(0)] {
             let row = json!({"span_id": "a", "error": error});
             assert_eq!(
@@ -1595,7 +1603,19 @@ mod tests {
                 vec![(key("error", false, false), text(""))],
                 "{error}"
             );
+            let row = json!({"span_id": "a", "span_parents": ["r"], "root_span_id": "r",
+                             "error": error});
+            assert_eq!(
+                entries("l", "o", row.as_object().unwrap()),
+                vec![(key("error", false, false), text("r"))],
+                "{error}"
+            );
         }
+        let row = json!({"span_id": "a", "span_parents": ["r"], "root_span_id": 5, "error": 1});
+        assert_eq!(
+            entries("l", "o", row.as_object().unwrap()),
+            vec![(key("error", false, false), text(""))]
+        );
         let row = json!({"span_id": "a", "error": null});
         assert_eq!(entries("l", "o", row.as_object().unwrap()), vec![]);
         assert_eq!(held(&path(&["error"])), Some(Held::Present));

@@ -13,6 +13,7 @@
 
 use super::counts::created_bound;
 use super::{Plan, Ranked, rank_cmp};
+use crate::query::row_json;
 use crate::{Result, Services};
 use holdfast_core::authz::ObjectPass;
 use holdfast_core::clock::format_timestamp;
@@ -453,6 +454,88 @@ impl Services {
         };
         ids.extend(changed);
         Ok((ids.len() <= cap).then(|| ids.into_iter().collect()))
+    }
+
+    /// The traces holding a row whose `error` is set at `version`, for a filter that is
+    /// `error IS NOT NULL` alone (the errors view), from the value index's marks, which hold
+    /// each failed row's trace: only the rows the index cannot place, and those whose mark
+    /// names no trace, are read. `None` for another filter, without the index, or with more
+    /// than `max` such traces (the caller reads the failed rows instead).
+    pub(super) async fn failed_traces(
+        &self,
+        plan: &Plan,
+        pass: &ObjectPass,
+        version: XactId,
+        started: Instant,
+        cx: &Context,
+        max: usize,
+    ) -> Result<Option<HashSet<String>>> {
+        let Some(range) = plan.filter.as_ref().and_then(present_range) else {
+            return Ok(None);
+        };
+        if !self.limits.query_search_index || !self.store.has_value_index() {
+            return Ok(None);
+        }
+        let Some(extras) = self.extras(pass, &range, version, MAX_EXTRA_ROWS).await? else {
+            return Ok(None);
+        };
+        let q = ValueQuery {
+            path: range.path.clone(),
+            text: true,
+            roots: false,
+            descending: false,
+        };
+        let mut marks: Vec<(String, String)> = Vec::new();
+        let mut from = ValueFrom::Start;
+        loop {
+            self.check_query_time(started)?;
+            let entries = self.store.value_entries(pass, &q, &from, MAX_PAGE).await?;
+            let Some(last) = entries.last() else { break };
+            from = ValueFrom::After(last.value.clone(), last.seq);
+            let full = entries.len() == MAX_PAGE;
+            for e in entries {
+                let IndexValue::Text(trace) = e.value else {
+                    continue;
+                };
+                marks.push((e.row_id, trace));
+            }
+            if marks.len() > MAX_EXTRA_ROWS {
+                return Ok(None);
+            }
+            if !full {
+                break;
+            }
+        }
+        // Rows changed since the snapshot may have had their marks moved while they were
+        // read: like the rows the index cannot place, they are read at the snapshot.
+        let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
+            return Ok(None);
+        };
+        let mut read: BTreeSet<String> = extras.into_iter().chain(changed).collect();
+        let mut traces = HashSet::new();
+        for (row_id, trace) in marks {
+            if read.contains(&row_id) {
+                continue;
+            }
+            if trace.is_empty() {
+                read.insert(row_id);
+            } else {
+                traces.insert(trace);
+            }
+        }
+        let read: Vec<String> = read.into_iter().collect();
+        for chunk in read.chunks(1000) {
+            self.check_query_time(started)?;
+            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
+                let shown = row_json(row, plan.kind);
+                if let Some(m) = shown.as_object().filter(|m| plan.keep(m, cx))
+                    && let Some(trace) = m.get("root_span_id").and_then(Value::as_str)
+                {
+                    traces.insert(trace.to_owned());
+                }
+            }
+        }
+        Ok((traces.len() <= max).then_some(traces))
     }
 
     /// The rows that may be the root spans of the traces `roots` at `version`, from the
