@@ -30,6 +30,11 @@ impl ManualClock {
     pub fn at_unix(seconds: i64) -> Self {
         Self(Arc::new(AtomicI64::new(seconds)))
     }
+
+    /// Moves the clock on by `seconds`; returns the new time in Unix seconds.
+    pub fn advance(&self, seconds: i64) -> i64 {
+        self.0.fetch_add(seconds, Ordering::SeqCst) + seconds
+    }
 }
 
 impl Clock for ManualClock {

@@ -136,13 +136,16 @@ impl Services {
         }
         // Scheduled exports that are due, before the purge removes anything they would see.
         // The purge lease is renewed while they run (an export may take longer than it).
-        let clock = self.clock.clone();
-        let now: std::sync::Arc<dyn Fn() -> i64 + Send + Sync> =
-            std::sync::Arc::new(move || clock.now().unix_timestamp());
         let exports = self.run_scheduled_exports(holder);
         match self
             .store
-            .holding_lease(LEASE, holder, self.limits.purge_lease, now, exports)
+            .holding_lease(
+                LEASE,
+                holder,
+                self.limits.purge_lease,
+                self.clock.clone(),
+                exports,
+            )
             .await?
         {
             Some(Err(e)) => {

@@ -50,10 +50,8 @@ impl Services {
             let lease = format!("export:{}", rec.id);
             let ttl = self.limits.purge_lease;
             let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-            let clock = self.clock.clone();
-            let now: std::sync::Arc<dyn Fn() -> i64 + Send + Sync> =
-                std::sync::Arc::new(move || clock.now().unix_timestamp());
-            if !self.store.take_lease(&lease, holder, now(), secs).await? {
+            let now = self.clock.now().unix_timestamp();
+            if !self.store.take_lease(&lease, holder, now, secs).await? {
                 continue;
             }
             // The lease is renewed while the run goes on, however long it takes.
@@ -67,7 +65,7 @@ impl Services {
             );
             let outcome = self
                 .store
-                .holding_lease(&lease, holder, ttl, now, run)
+                .holding_lease(&lease, holder, ttl, self.clock.clone(), run)
                 .await;
             self.store.end_lease(&lease, holder).await?;
             // Another replica took the run over while this one stalled: it does the run.

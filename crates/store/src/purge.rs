@@ -32,6 +32,7 @@ use crate::rows::decode_data;
 use crate::search::{MAX_BATCH_BYTES, within_bytes};
 use crate::{Result, Store};
 use holdfast_core::authz::{ObjectPass, SystemPass};
+use holdfast_core::clock::Clock;
 use holdfast_core::object::ObjectType;
 use sqlx::QueryBuilder;
 use std::collections::HashMap;
@@ -1051,7 +1052,7 @@ impl Store {
     }
 
     /// Runs `work` while `holder` holds the lease `name`, renewing it every third of `ttl`
-    /// (`now` gives the time in Unix seconds), so that work longer than the lease keeps it.
+    /// (at `clock`'s time), so that work longer than the lease keeps it.
     /// `Some` with the work's outcome; `None` when a renewal finds that another holder has
     /// taken the lease (this one stalled past `ttl`): the work is then dropped where it was,
     /// for the new holder to do again. An error renewing the lease also drops the work. The
@@ -1061,7 +1062,7 @@ impl Store {
         name: &str,
         holder: &str,
         ttl: std::time::Duration,
-        now: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
+        clock: std::sync::Arc<dyn Clock>,
         work: impl std::future::Future<Output = T>,
     ) -> Result<Option<T>> {
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
@@ -1079,7 +1080,12 @@ impl Store {
             loop {
                 renew.tick().await;
                 if !store
-                    .take_lease(&name_owned, &holder_owned, now(), secs)
+                    .take_lease(
+                        &name_owned,
+                        &holder_owned,
+                        clock.now().unix_timestamp(),
+                        secs,
+                    )
                     .await?
                 {
                     return Ok::<(), crate::StoreError>(());
@@ -1150,15 +1156,12 @@ mod tests {
     /// work whose holder lost the lease while it stalled is stopped.
     #[tokio::test]
     async fn a_lease_is_held_while_its_work_runs() {
+        use holdfast_core::clock::ManualClock;
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
         use std::time::Duration;
         for (store, db) in stores("holding").await {
-            let clock = Arc::new(AtomicI64::new(1000));
-            let now: Arc<dyn Fn() -> i64 + Send + Sync> = {
-                let clock = clock.clone();
-                Arc::new(move || clock.load(SeqCst))
-            };
+            let clock = ManualClock::at_unix(1000);
+            let now = || clock.now().unix_timestamp();
             // Renewed every 2/3 s, while the clock moves a second every half second: a
             // renewal would have to be 1.5 s late for the lease to lapse.
             let ttl = Duration::from_secs(2);
@@ -1171,14 +1174,14 @@ mod tests {
                     let mut refused = 0;
                     for _ in 0..8 {
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        let t = clock.fetch_add(1, SeqCst) + 1;
+                        let t = clock.advance(1);
                         refused += u32::from(!store.take_lease("l", "b", t, 2).await.unwrap());
                     }
                     refused
                 }
             };
             let got = store
-                .holding_lease("l", "a", ttl, now.clone(), work)
+                .holding_lease("l", "a", ttl, Arc::new(clock.clone()), work)
                 .await
                 .unwrap();
             assert_eq!(got, Some(8));
@@ -1187,7 +1190,7 @@ mod tests {
             let work = {
                 let (store, clock) = (store.clone(), clock.clone());
                 async move {
-                    let t = clock.fetch_add(10, SeqCst) + 10;
+                    let t = clock.advance(10);
                     assert!(store.take_lease("l", "b", t, 60).await.unwrap());
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     "finished"
@@ -1195,7 +1198,7 @@ mod tests {
             };
             let started = std::time::Instant::now();
             let got = store
-                .holding_lease("l", "a", ttl, now.clone(), work)
+                .holding_lease("l", "a", ttl, Arc::new(clock.clone()), work)
                 .await
                 .unwrap();
             assert_eq!(got, None);
@@ -1215,8 +1218,8 @@ mod tests {
     async fn a_renewal_does_not_pause_the_work() {
         use std::time::{Duration, Instant};
         for (store, db) in stores("renewal").await {
-            let now: std::sync::Arc<dyn Fn() -> i64 + Send + Sync> = std::sync::Arc::new(|| 1000);
-            assert!(store.take_lease("l", "a", now(), 2).await.unwrap());
+            let clock = holdfast_core::clock::ManualClock::at_unix(1000);
+            assert!(store.take_lease("l", "a", 1000, 2).await.unwrap());
             let work = async {
                 with_pool!(&store.write, |p, DB| {
                     let mut tx = p.begin().await.unwrap();
@@ -1232,7 +1235,13 @@ mod tests {
             };
             let started = Instant::now();
             let got = store
-                .holding_lease("l", "a", Duration::from_secs(2), now, work)
+                .holding_lease(
+                    "l",
+                    "a",
+                    Duration::from_secs(2),
+                    std::sync::Arc::new(clock),
+                    work,
+                )
                 .await
                 .unwrap();
             assert_eq!(got, Some("done"));
