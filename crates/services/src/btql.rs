@@ -1119,13 +1119,9 @@ impl Services {
             // that is its trace's root is a candidate at once (while few traces match), so
             // its trace need not be read to find the root.
             let mut direct: HashMap<String, Option<Ranked>> = HashMap::new();
-            let failed = match &plan.filter {
-                Some(_) => {
-                    self.failed_traces(plan, pass, version, started, cx, INDEXED_TRACES)
-                        .await?
-                }
-                None => None,
-            };
+            let failed = self
+                .failed_traces(plan, pass, version, started, cx, INDEXED_TRACES)
+                .await?;
             let matched = match (&plan.filter, failed) {
                 (None, _) => None,
                 (Some(_), Some(set)) => Some(set),
@@ -1219,7 +1215,7 @@ impl Services {
                     };
                     // Through the sort's index, reading only the listed roots that can
                     // enter the page; else each listed root, while they are few.
-                    let only: HashSet<String> = ids.iter().cloned().collect();
+                    let only: HashSet<&str> = ids.iter().map(String::as_str).collect();
                     if let Some(found) = self
                         .indexed_sort(
                             plan,

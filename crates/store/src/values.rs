@@ -314,10 +314,15 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
             }
         }
     }
+    // The row's trace, when it is a text the index can hold.
+    let trace = row
+        .get("root_span_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.contains('\0'));
     // A root span's `root_span_id`, which names its trace (irregular when not a text the
     // index can hold).
-    if root && let Some(r) = row.get("root_span_id") {
-        match r.as_str().filter(|s| !s.contains('\0')) {
+    if root && row.contains_key("root_span_id") {
+        match trace {
             Some(s) => out.push((
                 key("root_span_id", false, false),
                 Some(IndexValue::Text(s.to_owned())),
@@ -326,12 +331,8 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
         }
     }
     // `error`: whether it is set, whatever its value (the errors view's filter), holding the
-    // row's trace (empty when `root_span_id` is not a text the index can hold).
+    // row's trace (empty without one).
     if row.get("error").is_some_and(|e| !e.is_null()) {
-        let trace = row
-            .get("root_span_id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.contains('\0'));
         out.push((
             key("error", false, false),
             Some(IndexValue::Text(trace.unwrap_or_default().to_owned())),

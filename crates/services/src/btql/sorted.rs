@@ -43,7 +43,7 @@ pub(super) enum Among<'a> {
     /// Root spans.
     Roots,
     /// Root spans among these rows; no other row is read.
-    RootsOf(&'a HashSet<String>),
+    RootsOf(&'a HashSet<&'a str>),
 }
 
 /// The conjuncts of a filter's top level (the filter itself unless it is an `AND`).
@@ -522,6 +522,10 @@ impl Services {
             } else {
                 traces.insert(trace);
             }
+        }
+        // Reading the rest cannot bring the traces back within `max`.
+        if traces.len() > max {
+            return Ok(None);
         }
         let read: Vec<String> = read.into_iter().collect();
         for chunk in read.chunks(1000) {
