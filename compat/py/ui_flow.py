@@ -570,8 +570,7 @@ def main():
             oidc_row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#connections tbody tr") if "Acme OIDC" in r.text]
             check(wait(lambda: oidc_row() and "groups: eng → Reviewers" in oidc_row()[0].text),
                   f"an OpenID Connect connection is added with its group mapping: {[r.text for r in oidc_row()]}")
-            oidc = requests.get(f"{HF}/v1/organization/{org_id}/oidc", headers=API, timeout=10).json()
-            oidc = oidc.get("objects", oidc) if isinstance(oidc, dict) else oidc
+            oidc = requests.get(f"{HF}/v1/organization/{org_id}/oidc", headers=API, timeout=10).json()["objects"]
             check(any(c["issuer"] == issuer and c["scopes"] == ["email", "profile", "groups"]
                       and c["group_mapping"] == {"eng": "Reviewers"} for c in oidc),
                   f"the API holds its scopes and mapping: {oidc}")
@@ -603,8 +602,7 @@ def main():
                   "a SAML connection is added from its provider's metadata URL")
             check("memberOf: admins → Bot readers, cn=ops,ou=groups → Reviewers" in row()[0].text,
                   f"with its group attribute and mapping: {row()[0].text!r}")
-            saml = requests.get(f"{HF}/v1/organization/{org_id}/saml", headers=API, timeout=10).json()
-            saml = saml.get("objects", saml) if isinstance(saml, dict) else saml
+            saml = requests.get(f"{HF}/v1/organization/{org_id}/saml", headers=API, timeout=10).json()["objects"]
             check(any(c["group_attribute"] == "memberOf"
                       and c["group_mapping"] == {"admins": "Bot readers", "cn=ops,ou=groups": "Reviewers"}
                       for c in saml), f"the API holds the mapping: {saml}")

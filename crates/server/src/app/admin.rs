@@ -400,10 +400,14 @@ fn role_allows(names: &Names, r: &Value) -> String {
         .flatten()
     {
         let what = view::str_at(p, "/permission").replace('_', " ");
-        if !kinds.iter().any(|k| k.0 == what) {
-            kinds.push((what.clone(), Vec::new(), false));
-        }
-        if let Some(k) = kinds.iter_mut().find(|k| k.0 == what) {
+        let at = match kinds.iter().position(|k| k.0 == what) {
+            Some(at) => at,
+            None => {
+                kinds.push((what, Vec::new(), false));
+                kinds.len() - 1
+            }
+        };
+        if let Some(k) = kinds.get_mut(at) {
             match p.get("restrict_object_type").and_then(Value::as_str) {
                 Some(kind) => k.1.push(kind),
                 None => k.2 = true,
