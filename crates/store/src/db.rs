@@ -248,6 +248,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_error_traces_sqlite.sql"),
         include_str!("values_error_traces_postgres.sql"),
     ),
+    (
+        29,
+        include_str!("trace_exits_sqlite.sql"),
+        include_str!("trace_exits_postgres.sql"),
+    ),
 ];
 
 impl Store {

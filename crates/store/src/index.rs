@@ -59,11 +59,11 @@ pub(crate) struct Written {
     pub trace: Option<i64>,
 }
 
-/// What a catch-up indexes: versions in `row_index` order, and (trace key, seq) pairs in
-/// `trace_index` order.
+/// What a catch-up indexes: versions in `row_index` order with their trace keys, and
+/// (trace key, seq) pairs in `trace_index` order.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    pub rows: Vec<(Key, Version)>,
+    pub rows: Vec<(Key, Version, Option<i64>)>,
     pub traces: Vec<(i64, i64)>,
 }
 
@@ -187,14 +187,22 @@ impl RowIndex {
     /// The tail in index order, for a catch-up (writer only).
     pub(crate) fn pending(&self) -> Pending {
         let tail = self.lock();
+        let traces_by_seq: HashMap<i64, i64> = tail
+            .traces
+            .iter()
+            .flat_map(|(t, seqs)| seqs.iter().map(move |s| (*s, *t)))
+            .collect();
+        let trace_of = &traces_by_seq;
         let mut objects: Vec<_> = tail.versions.iter().collect();
         objects.sort_by(|a, b| a.0.cmp(b.0));
         let rows = objects
             .into_iter()
             .flat_map(|((t, o), rows)| {
                 rows.iter().flat_map(move |(r, vs)| {
-                    vs.iter()
-                        .map(move |v| ((t.clone(), o.clone(), r.clone()), *v))
+                    vs.iter().map(move |v| {
+                        let key = (t.clone(), o.clone(), r.clone());
+                        (key, *v, trace_of.get(&v.seq).copied())
+                    })
                 })
             })
             .collect();

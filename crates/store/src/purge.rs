@@ -374,11 +374,15 @@ macro_rules! backend_purge {
                     qb.push(")");
                     qb.build().execute(&mut **tx).await?;
                 }
-                for chunk in chosen.chunks(250) {
-                    let mut qb = QueryBuilder::<Db>::new("DELETE FROM row_index WHERE ");
-                    let keys = chunk.iter().map(|(r, x, ..)| (r.as_str(), *x));
-                    push_keys(&mut qb, object_type, object_id, keys, "=");
-                    qb.build().execute(&mut **tx).await?;
+                // A version's exit from a trace goes with it; versions go in (row, xact)
+                // order, so an exit never outlives the older versions it hides.
+                for table in ["row_index", "trace_exits"] {
+                    for chunk in chosen.chunks(250) {
+                        let mut qb = QueryBuilder::<Db>::new(format!("DELETE FROM {table} WHERE "));
+                        let keys = chunk.iter().map(|(r, x, ..)| (r.as_str(), *x));
+                        push_keys(&mut qb, object_type, object_id, keys, "=");
+                        qb.build().execute(&mut **tx).await?;
+                    }
                 }
                 Ok(chosen.len())
             }

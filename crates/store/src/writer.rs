@@ -478,23 +478,57 @@ async fn commit_group(
     }
 }
 
-/// Inserts a catch-up's versions into `row_index` and `trace_index`; indexing a version twice
-/// is harmless.
+/// Inserts a catch-up's versions into `row_index` and `trace_index`, and records in
+/// `trace_exits` each version whose row's previous version was filed under another trace
+/// (see `rows::read_trace`); indexing a version twice is harmless.
+///
+/// The previous version is looked up after the whole batch is in `row_index`, so a row's
+/// versions in one batch are compared with each other too. The lookup lands on the index
+/// pages the insert has just written.
 macro_rules! insert_pending {
     ($pending:expr, $exec:expr, $DB:ty) => {
         for chunk in $pending.rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::<$DB>::new(
-                "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted) ",
+                "INSERT INTO row_index (object_type, object_id, row_id, xact_id, seq, is_deleted, trace) ",
             );
-            qb.push_values(chunk, |mut b, ((t, o, r), v)| {
+            qb.push_values(chunk, |mut b, ((t, o, r), v, trace)| {
                 b.push_bind(t.as_str())
                     .push_bind(o.as_str())
                     .push_bind(r.as_str())
                     .push_bind(v.xact)
                     .push_bind(v.seq)
-                    .push_bind(v.deleted);
+                    .push_bind(v.deleted)
+                    .push_bind(*trace);
             });
-            qb.push(" ON CONFLICT DO NOTHING");
+            // A version indexed again gets its trace key (an upgrade may have indexed it
+            // before the store kept them).
+            qb.push(
+                " ON CONFLICT (object_type, object_id, row_id, xact_id) \
+                 DO UPDATE SET trace = excluded.trace",
+            );
+            qb.build().execute($exec).await?;
+        }
+        for chunk in $pending.rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<$DB>::new(
+                "WITH p (object_type, object_id, row_id, xact_id, trace) AS (",
+            );
+            qb.push_values(chunk, |mut b, ((t, o, r), v, trace)| {
+                b.push_bind(t.as_str())
+                    .push_bind(o.as_str())
+                    .push_bind(r.as_str())
+                    .push_bind(v.xact)
+                    .push_bind(*trace);
+            });
+            qb.push(
+                ") INSERT INTO trace_exits (object_type, object_id, row_id, xact_id, trace) \
+                 SELECT object_type, object_id, row_id, xact_id, prev FROM (\
+                 SELECT p.object_type, p.object_id, p.row_id, p.xact_id, p.trace, \
+                 (SELECT x.trace FROM row_index x WHERE x.object_type = p.object_type \
+                  AND x.object_id = p.object_id AND x.row_id = p.row_id \
+                  AND x.xact_id < p.xact_id ORDER BY x.xact_id DESC LIMIT 1) AS prev \
+                 FROM p) q WHERE prev IS NOT NULL AND (trace IS NULL OR trace <> prev) \
+                 ON CONFLICT DO NOTHING",
+            );
             qb.build().execute($exec).await?;
         }
         for chunk in $pending.traces.chunks(INSERT_CHUNK) {
@@ -512,7 +546,7 @@ macro_rules! insert_pending {
 /// stays and the next catch-up tries again; reads stay correct either way.
 async fn catch_up(pools: &Pools, index: &RowIndex) {
     let pending = index.pending();
-    let Some(upto) = pending.rows.iter().map(|(_, v)| v.xact).max() else {
+    let Some(upto) = pending.rows.iter().map(|(_, v, _)| v.xact).max() else {
         return;
     };
     let started = std::time::Instant::now();
@@ -604,7 +638,7 @@ pub(crate) async fn index_after_start(pools: &Pools) -> Result<i64> {
                     if let Some(t) = w.trace {
                         pending.traces.push((t, w.version.seq));
                     }
-                    pending.rows.push((w.key, w.version));
+                    pending.rows.push((w.key, w.version, w.trace));
                 }
             }
             pending
@@ -617,6 +651,20 @@ pub(crate) async fn index_after_start(pools: &Pools) -> Result<i64> {
         Ok(upto)
     })
 }
+
+/// On PostgreSQL: records in `trace_exits` each version written from `$1` to `$2` whose row's
+/// previous version was filed under another trace (or under none: then it left no trace).
+const PG_TRACE_EXITS: &str = "INSERT INTO trace_exits (object_type, object_id, row_id, xact_id, trace) \
+     SELECT n.object_type, n.object_id, n.row_id, n.xact_id, \
+     holdfast_trace_key(p.object_type, p.object_id, p.root_span_id) \
+     FROM rows n CROSS JOIN LATERAL (SELECT x.seq FROM row_index x \
+      WHERE x.object_type = n.object_type AND x.object_id = n.object_id \
+      AND x.row_id = n.row_id AND x.xact_id < n.xact_id \
+      ORDER BY x.xact_id DESC LIMIT 1) prev \
+     JOIN rows p ON p.seq = prev.seq \
+     WHERE n.xact_id >= $1 AND n.xact_id <= $2 AND p.root_span_id IS NOT NULL \
+     AND p.root_span_id IS DISTINCT FROM n.root_span_id \
+     ON CONFLICT DO NOTHING";
 
 /// Records that `row_index` holds every version up to `$1`. Never moves back: two processes
 /// may index concurrently, and each claim is true on its own.
@@ -926,6 +974,14 @@ async fn try_commit_group(
                 .bind(last_xact)
                 .execute(&mut *tx)
                 .await?;
+                // Versions whose row's previous version was in another trace (see
+                // `rows::read_trace`). Writers hold the `xact` counter's row until they
+                // commit, so every earlier version is visible here.
+                sqlx::query(PG_TRACE_EXITS)
+                    .bind(first_xact)
+                    .bind(last_xact)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         let audit: Vec<NewAuditEntry> = jobs.iter().flat_map(|j| j.audit.iter().cloned()).collect();
