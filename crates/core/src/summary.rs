@@ -72,7 +72,7 @@ struct Traced {
     metrics: BTreeMap<String, PerTrace>,
 }
 
-fn traces(rows: &[Map<String, Value>]) -> Traced {
+fn traces<'a>(rows: impl IntoIterator<Item = &'a Map<String, Value>>) -> Traced {
     let mut by_root: BTreeMap<String, Trace> = BTreeMap::new();
     for row in rows {
         let root = row
@@ -187,8 +187,24 @@ fn entries(
 
 /// Summarizes an experiment's latest rows, optionally against a base experiment's rows.
 pub fn summarize(rows: &[Map<String, Value>], base: Option<&[Map<String, Value>]>) -> Summary {
-    let current = traces(rows);
-    let base = base.map(traces);
+    summary_of(traces(rows), base.map(traces))
+}
+
+/// [`summarize`] of rows held elsewhere: for example one summary row per trace (scores
+/// already averaged over the trace's spans, the root's `input`), which summarizes as the
+/// trace's spans would for scores. Not for metrics: a summary row's `duration` spans the
+/// whole trace, where [`summarize`] takes the root span's.
+pub fn summarize_refs(
+    rows: &[&Map<String, Value>],
+    base: Option<&[&Map<String, Value>]>,
+) -> Summary {
+    summary_of(
+        traces(rows.iter().copied()),
+        base.map(|b| traces(b.iter().copied())),
+    )
+}
+
+fn summary_of(current: Traced, base: Option<Traced>) -> Summary {
     Summary {
         scores: entries(&current.scores, base.as_ref().map(|b| &b.scores), true),
         metrics: entries(&current.metrics, base.as_ref().map(|b| &b.metrics), false),

@@ -400,23 +400,10 @@ impl Services {
             ),
             None => None,
         };
-        let s = summary::summarize(&rows, base_rows.as_deref());
-        let scores: Map<String, Value> = s
-            .scores
-            .iter()
-            .map(|(name, e)| {
-                (name.clone(), json!({"name": name, "score": e.value, "diff": e.diff, "improvements": e.improvements, "regressions": e.regressions}))
-            })
-            .collect();
-        let metrics: Map<String, Value> = s
-            .metrics
-            .iter()
-            .map(|(name, e)| {
-                let unit = if name == "duration" { "s" } else { "tok" };
-                (name.clone(), json!({"name": name, "metric": metric_value(e), "unit": unit, "diff": e.diff, "improvements": e.improvements, "regressions": e.regressions}))
-            })
-            .collect();
-        Ok((Value::Object(scores), Value::Object(metrics)))
+        Ok(summary_entries(&summary::summarize(
+            &rows,
+            base_rows.as_deref(),
+        )))
     }
 
     /// `GET /v1/experiment/{id}/summarize`.
@@ -492,9 +479,81 @@ fn metric_value(e: &Entry) -> Value {
     }
 }
 
+/// A summary's `{scores, metrics}` in the SDKs' strict entry shapes.
+pub fn summary_entries(s: &summary::Summary) -> (Value, Value) {
+    let scores: Map<String, Value> = s
+            .scores
+            .iter()
+            .map(|(name, e)| {
+                (name.clone(), json!({"name": name, "score": e.value, "diff": e.diff, "improvements": e.improvements, "regressions": e.regressions}))
+            })
+            .collect();
+    let metrics: Map<String, Value> = s
+            .metrics
+            .iter()
+            .map(|(name, e)| {
+                let unit = if name == "duration" { "s" } else { "tok" };
+                (name.clone(), json!({"name": name, "metric": metric_value(e), "unit": unit, "diff": e.diff, "improvements": e.improvements, "regressions": e.regressions}))
+            })
+            .collect();
+    (Value::Object(scores), Value::Object(metrics))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Summary rows (one per trace, as the web UI reads an experiment) give the same score
+    /// summary as the experiment's spans.
+    #[test]
+    fn scores_from_summary_rows_match_scores_from_spans() {
+        let spans = |v: Value| -> Vec<Map<String, Value>> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_object().unwrap().clone())
+                .collect()
+        };
+        let current = spans(json!([
+            {"id": "r1", "root_span_id": "t1", "span_parents": null, "is_root": true, "input": {"q": 1, "k": [2]}},
+            {"id": "s1", "root_span_id": "t1", "span_parents": ["r1"], "scores": {"acc": 1.0, "f": 0.2}},
+            {"id": "s2", "root_span_id": "t1", "span_parents": ["r1"], "scores": {"acc": 0.0}},
+            {"id": "r2", "root_span_id": "t2", "span_parents": null, "is_root": true, "input": "b", "scores": {"acc": 0.5}},
+            {"id": "r3", "root_span_id": "t3", "span_parents": null, "is_root": true, "input": "c"},
+            {"id": "s3", "root_span_id": "t3", "span_parents": ["r3"], "scores": {"f": null, "acc": 1.0}},
+        ]));
+        let base = spans(json!([
+            {"id": "b1", "root_span_id": "u1", "span_parents": null, "is_root": true, "input": {"k": [2], "q": 1}, "scores": {"acc": 0.25, "f": 0.9}},
+            {"id": "b2", "root_span_id": "u2", "span_parents": null, "is_root": true, "input": "b", "scores": {"acc": 0.5}},
+            {"id": "b3", "root_span_id": "u3", "span_parents": null, "is_root": true, "input": "c", "scores": {"acc": 0.0}},
+        ]));
+        let summaries = |rows: &[Map<String, Value>]| -> Vec<Value> {
+            let mut traces: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+            for r in rows {
+                let root = r["root_span_id"].as_str().unwrap();
+                traces
+                    .entry(root)
+                    .or_default()
+                    .push(Value::Object(r.clone()));
+            }
+            traces
+                .values()
+                .map(|t| crate::btql::summary_row(t))
+                .collect()
+        };
+        let (rows, base_rows) = (summaries(&current), summaries(&base));
+        fn maps(v: &[Value]) -> Vec<&Map<String, Value>> {
+            v.iter().map(|r| r.as_object().unwrap()).collect()
+        }
+        let from_rows = summary::summarize_refs(&maps(&rows), Some(&maps(&base_rows)));
+        let from_spans = summary::summarize(&current, Some(&base));
+        assert_eq!(from_rows.scores, from_spans.scores);
+        assert_eq!(from_spans.scores["acc"].improvements, 2);
+        assert_eq!(
+            summary_entries(&from_rows).0,
+            summary_entries(&from_spans).0
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

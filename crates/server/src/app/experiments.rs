@@ -13,9 +13,11 @@ use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use holdfast_core::object::ObjectType;
+use holdfast_core::summary;
 use holdfast_services::ObjectRecord;
 use holdfast_services::ServiceError;
 use holdfast_services::btql::summary_row;
+use holdfast_services::query::summary_entries;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -24,8 +26,12 @@ use std::collections::{BTreeSet, HashMap};
 const LISTED: usize = 30;
 /// Rows (traces) of one experiment the page reads; a larger experiment is shown cut.
 const MAX_ROWS: usize = 5_000;
-/// Rows per query.
+/// Rows per query of summaries.
 const PAGE: usize = 1_000;
+/// Spans of an experiment read whole for its page (see [`rows_of`]).
+const MAX_SPANS: usize = 50_000;
+/// Spans per query.
+const SPANS_PAGE: usize = 10_000;
 
 /// Average score per name, from the summary the SDKs print.
 fn averages(scores: &Value) -> Map<String, Value> {
@@ -149,7 +155,59 @@ fn chart(name: &str, experiments: &[(&ObjectRecord, Map<String, Value>)]) -> Mar
 
 /// Every trace of an experiment as summary rows (scores merged over the trace), oldest
 /// first; and whether there were more than [`MAX_ROWS`].
+///
+/// An experiment of at most [`MAX_SPANS`] spans is read whole, a page of spans per query,
+/// and its summary rows are made here: one read of each span. A larger one is read through
+/// the summary shape, which reads each trace of a page on its own (a statement per trace).
 async fn rows_of(
+    s: &AppState,
+    v: &Viewer,
+    experiment_id: &str,
+) -> Result<(Vec<Value>, bool), ServiceError> {
+    let mut traces: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut read = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = run_query(
+            s,
+            v,
+            json!({"select": [{"op": "star"}], "from": source("experiment", experiment_id, "spans"),
+                   "limit": SPANS_PAGE, "cursor": cursor}),
+        )
+        .await?;
+        let n = page.len();
+        read += n;
+        if read > MAX_SPANS {
+            return summaries_of(s, v, experiment_id).await;
+        }
+        for span in page {
+            let root = ["root_span_id", "id"]
+                .iter()
+                .find_map(|k| span.get(*k).and_then(Value::as_str))
+                .unwrap_or_default()
+                .to_owned();
+            traces.entry(root).or_default().push(span);
+        }
+        match next {
+            Some(c) if n == SPANS_PAGE => cursor = Some(c),
+            _ => break,
+        }
+    }
+    let mut rows: Vec<Value> = traces.values().map(|t| summary_row(t)).collect();
+    let created = |r: &Value| {
+        (
+            r.get("created").and_then(Value::as_str).map(str::to_owned),
+            r.get("id").and_then(Value::as_str).map(str::to_owned),
+        )
+    };
+    rows.sort_by_cached_key(created);
+    let cut = rows.len() > MAX_ROWS;
+    rows.truncate(MAX_ROWS);
+    Ok((rows, cut))
+}
+
+/// [`rows_of`] through the summary shape, at most [`MAX_ROWS`].
+async fn summaries_of(
     s: &AppState,
     v: &Viewer,
     experiment_id: &str,
@@ -176,6 +234,11 @@ async fn rows_of(
             _ => return Ok((rows, false)),
         }
     }
+}
+
+/// The objects among `rows`.
+fn maps(rows: &[Value]) -> Vec<&Map<String, Value>> {
+    rows.iter().filter_map(Value::as_object).collect()
 }
 
 fn scores_of(row: &Value) -> HashMap<&str, f64> {
@@ -381,14 +444,21 @@ pub(crate) async fn page(
         return trace::page(&s, &v, at, found, head).await;
     }
 
-    let (summary, _) = s
-        .services
-        .compare(&v.p, &experiment, baseline.as_ref())
-        .await?;
     let (rows, cut) = rows_of(&s, &v, &experiment.id).await?;
-    let base_rows = match &baseline {
-        Some(b) => rows_of(&s, &v, &b.id).await?.0,
-        None => Vec::new(),
+    let (base_rows, base_cut) = match &baseline {
+        Some(b) => rows_of(&s, &v, &b.id).await?,
+        None => (Vec::new(), false),
+    };
+    // The scores summary from the summary rows read for the table, when they are every row
+    // of both experiments; else from every row.
+    let summary = if cut || base_cut {
+        s.services
+            .compare(&v.p, &experiment, baseline.as_ref())
+            .await?
+            .0
+    } else {
+        let base = baseline.as_ref().map(|_| maps(&base_rows));
+        summary_entries(&summary::summarize_refs(&maps(&rows), base.as_deref())).0
     };
     let names: Vec<&str> = summary
         .as_object()
