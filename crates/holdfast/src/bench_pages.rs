@@ -53,6 +53,114 @@ async fn load_big_trace(
         .context("a row of the big trace")
 }
 
+/// Rows of each experiment and of the dataset loaded for the experiment and dataset pages.
+const EVAL_ROWS: usize = 1_000;
+
+/// Creates an object of `kind` (`experiment` or `dataset`) named `name` in `project_id`;
+/// returns its id.
+async fn create_object(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    kind: &str,
+    project_id: &str,
+    name: &str,
+) -> Result<String> {
+    let made: Value = client
+        .post(format!("{}/v1/{kind}", server.url))
+        .header("authorization", format!("Bearer {}", server.key))
+        .json(&json!({"project_id": project_id, "name": name}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    made.get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .with_context(|| format!("the new {kind}'s id"))
+}
+
+/// Loads two experiments of [`EVAL_ROWS`] rows as `Eval` writes them (per row a root span
+/// with input, expected, output and scores, a task span and a scorer span; the same inputs
+/// in both, scores differing) and a dataset of as many rows. Returns a root row id of the
+/// second experiment.
+async fn load_evals(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    project_id: &str,
+) -> Result<String> {
+    let mut rng = Rng(0x000E_7A15);
+    let t0 = 1_796_100_000.0;
+    let mut first_root = String::new();
+    for (n, name) in ["bench-base", "bench-new"].into_iter().enumerate() {
+        let id = create_object(client, server, "experiment", project_id, name).await?;
+        let mut rows = Vec::new();
+        for i in 0..EVAL_ROWS {
+            let (root, task, scorer) = (rng.hex(16), rng.hex(16), rng.hex(16));
+            let right = rng.range(0, 99) < 60 + 10 * n;
+            let start = t0 + (n * EVAL_ROWS + i) as f64;
+            let question = format!("What is {i} plus {i}?");
+            let answer = if right {
+                format!("{}", 2 * i)
+            } else {
+                format!("{}", 2 * i + 1)
+            };
+            let score = if right { 1.0 } else { 0.0 };
+            let common = json!({"experiment_id": id, "root_span_id": root});
+            let span = |extra: Value| {
+                let mut row = common.clone();
+                if let (Some(r), Some(e)) = (row.as_object_mut(), extra.as_object()) {
+                    r.extend(e.clone());
+                }
+                row
+            };
+            rows.push(span(json!({
+                "id": root, "span_id": root, "span_parents": null,
+                "span_attributes": {"name": "eval", "type": "eval"},
+                "input": {"question": question}, "expected": format!("{}", 2 * i),
+                "output": answer, "scores": {"exact": score, "length": 0.5 + score / 4.0},
+                "metrics": {"start": start, "end": start + 0.8},
+            })));
+            rows.push(span(json!({
+                "id": task, "span_id": task, "span_parents": [root],
+                "span_attributes": {"name": "task", "type": "task"},
+                "input": {"question": question}, "output": answer,
+                "metrics": {"start": start + 0.1, "end": start + 0.6, "prompt_tokens": 40, "completion_tokens": 5},
+            })));
+            rows.push(span(json!({
+                "id": scorer, "span_id": scorer, "span_parents": [root],
+                "span_attributes": {"name": "exact", "type": "score"},
+                "output": {"score": score}, "scores": {"exact": score},
+                "metrics": {"start": start + 0.6, "end": start + 0.7},
+            })));
+            if n == 1 && i == EVAL_ROWS / 2 {
+                first_root = root.clone();
+            }
+        }
+        post_rows(client, server, &rows).await?;
+    }
+    let dataset = create_object(client, server, "dataset", project_id, "bench-data").await?;
+    let rows: Vec<Value> = (0..EVAL_ROWS)
+        .map(|i| {
+            let id = rng.hex(16);
+            json!({"id": id, "dataset_id": dataset, "input": {"question": format!("What is {i} plus {i}?")},
+                   "expected": format!("{}", 2 * i), "metadata": {"source": "bench"}})
+        })
+        .collect();
+    post_rows(client, server, &rows).await?;
+    Ok(first_root)
+}
+
+async fn post_rows(client: &reqwest::Client, server: &ServerProcess, rows: &[Value]) -> Result<()> {
+    let bodies = rows
+        .chunks(500)
+        .map(|c| serde_json::to_vec(&json!({"rows": c, "api_version": 2})))
+        .collect::<Result<Vec<_>, _>>()?;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    post_all(client, server, bodies, 2, 500, &done).await?;
+    Ok(())
+}
+
 /// GETs `path` `runs` times after a warm-up; returns (p50 ms, min, max, bytes).
 async fn time_page(
     client: &reqwest::Client,
@@ -205,6 +313,37 @@ pub async fn run(
     let pages: Vec<(&str, String)> = vec![
         ("trace (10,000 spans)", format!("{logs}?oid={big}")),
         ("logs: 50 newest, one of 10,000 spans", logs.clone()),
+    ];
+    time_pages(client, server, &pages, runs).await?;
+    say!(
+        err,
+        "loading two experiments and a dataset of {EVAL_ROWS} rows..."
+    );
+    let eval_row = load_evals(client, server, project_id).await?;
+    let project_page = |rest: &str| format!("/app/{}/p/{}/{rest}", encoded(&org), encoded(name));
+    let org_page = |rest: &str| format!("/app/{}/{rest}", encoded(&org));
+    let pages: Vec<(&str, String)> = vec![
+        ("experiments (2 of 1,000 rows)", project_page("experiments")),
+        (
+            "experiment (1,000 rows)",
+            project_page("experiments/bench-new"),
+        ),
+        (
+            "experiment against a baseline, by regression",
+            project_page("experiments/bench-new?compare=bench-base&sort=regression"),
+        ),
+        (
+            "experiment row's trace against the baseline",
+            project_page(&format!(
+                "experiments/bench-new?compare=bench-base&oid={eval_row}"
+            )),
+        ),
+        ("datasets", project_page("datasets")),
+        ("dataset (1,000 rows)", project_page("datasets/bench-data")),
+        ("prompts", project_page("prompts")),
+        ("administration", org_page("admin")),
+        ("API keys", org_page("keys")),
+        ("audit log", org_page("audit")),
     ];
     time_pages(client, server, &pages, runs).await?;
     Ok(())
