@@ -590,6 +590,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         kms_check: Arc::default(),
         rows_written: Arc::default(),
         grouped_queries: Arc::default(),
+        score_summaries: Arc::default(),
         oidc: Arc::default(),
         purge: Arc::default(),
         exports: holdfast_services::export::ExportTargets {

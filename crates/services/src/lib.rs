@@ -172,6 +172,8 @@ pub struct Services {
     pub exports: export::ExportTargets,
     /// Identity providers' documents and keys.
     pub oidc: Arc<sso::OidcClient>,
+    /// Experiments' score summaries (see [`Services::experiment_scores`]).
+    pub score_summaries: Arc<query::ScoreSummaries>,
 }
 
 /// Grouped queries answered since start, by how.

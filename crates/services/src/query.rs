@@ -20,6 +20,7 @@ use holdfast_core::summary::{self, Entry};
 use holdfast_core::xact::XactId;
 use holdfast_store::{ObjectRecord, RowQuery, StoredRow};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
 pub const MAX_FETCH_LIMIT: i64 = 10_000;
 pub(crate) const DEFAULT_LIMIT: i64 = 1000;
@@ -382,6 +383,35 @@ impl Services {
         Ok(earlier)
     }
 
+    /// The score summary of an experiment on its own (the scores of [`Services::compare`]
+    /// without a base), kept while no row of the experiment changes: the experiments page
+    /// summarizes up to 30 experiments, each read whole, and an experiment seldom changes
+    /// once its `Eval` has finished. The experiment's newest version is read before its rows,
+    /// so a summary is never kept under a newer version than the rows it was made from.
+    pub async fn experiment_scores(
+        &self,
+        principal: &Principal,
+        experiment: &ObjectRecord,
+    ) -> Result<Value> {
+        let (_, pass) = self
+            .object_pass(
+                principal,
+                ObjectType::Experiment,
+                &experiment.id,
+                Permission::Read,
+            )
+            .await?;
+        let newest = self.store.newest_xact(&pass).await?;
+        if let Some(kept) = newest.and_then(|n| self.score_summaries.get(&experiment.id, n)) {
+            return Ok(kept);
+        }
+        let (scores, _) = self.compare(principal, experiment, None).await?;
+        if let Some(n) = newest {
+            self.score_summaries.keep(&experiment.id, n, scores.clone());
+        }
+        Ok(scores)
+    }
+
     /// `{scores, metrics}` in the SDKs' strict entry shapes.
     pub async fn compare(
         &self,
@@ -476,6 +506,37 @@ fn metric_value(e: &Entry) -> Value {
         json!(e.value as i64)
     } else {
         json!(e.value)
+    }
+}
+
+/// Most score summaries [`ScoreSummaries`] keeps; when full it starts again empty.
+const SCORE_SUMMARIES_KEPT: usize = 1024;
+
+/// Experiments' score summaries by experiment id, each with the newest `_xact_id` of the
+/// experiment's rows when it was made.
+#[derive(Debug, Default)]
+pub struct ScoreSummaries(std::sync::Mutex<HashMap<String, (XactId, Value)>>);
+
+impl ScoreSummaries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (XactId, Value)>> {
+        // Nothing panics while the lock is held but an allocation failure, which aborts.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The summary kept for an experiment at `newest`.
+    fn get(&self, experiment_id: &str, newest: XactId) -> Option<Value> {
+        self.lock()
+            .get(experiment_id)
+            .filter(|(x, _)| *x == newest)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn keep(&self, experiment_id: &str, newest: XactId, scores: Value) {
+        let mut kept = self.lock();
+        if kept.len() >= SCORE_SUMMARIES_KEPT && !kept.contains_key(experiment_id) {
+            kept.clear();
+        }
+        kept.insert(experiment_id.to_owned(), (newest, scores));
     }
 }
 

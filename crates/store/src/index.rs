@@ -249,6 +249,17 @@ impl TailView<'_> {
         self.0.versions.contains_key(&object)
     }
 
+    /// The newest `_xact_id` of the tail's versions of an object.
+    pub(crate) fn newest(&self, object_type: &str, object_id: &str) -> Option<i64> {
+        let object = (object_type.to_owned(), object_id.to_owned());
+        self.0
+            .versions
+            .get(&object)?
+            .values()
+            .filter_map(|vs| vs.last().map(|v| v.xact))
+            .max()
+    }
+
     /// The newest tail version of a row at or below `max_xact`.
     pub(crate) fn latest(
         &self,

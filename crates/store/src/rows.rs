@@ -495,6 +495,26 @@ impl Store {
             .collect()
     }
 
+    /// The newest `_xact_id` of any version of an object's rows (a delete too), or `None`
+    /// when it has none: what changes whenever the object's rows do. The tail is read before
+    /// `row_index`, so a version a catch-up moves meanwhile is seen in one of them; a version
+    /// committed meanwhile may be missed (the answer is then older, never newer, than what a
+    /// read made after it sees).
+    pub async fn newest_xact(&self, pass: &ObjectPass) -> Result<Option<XactId>> {
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let tail = self.index.view().newest(object_type, object_id);
+        let indexed: Option<i64> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_scalar::<DB, Option<i64>>(
+                "SELECT MAX(xact_id) FROM row_index WHERE object_type = $1 AND object_id = $2",
+            )
+            .bind(object_type)
+            .bind(object_id)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(indexed.max(tail).and_then(XactId::from_i64))
+    }
+
     /// The newest committed transaction of the whole store: a snapshot version that
     /// includes every write acknowledged so far. O(1), unlike a MAX over an object's rows.
     pub async fn current_xact(&self) -> Result<Option<XactId>> {
@@ -613,9 +633,13 @@ mod tests {
                 assert_eq!(ids(&store, &pass, then).await, ["a", "b", "c"], "{round}");
                 indexed().await;
             }
-            // Back to the first trace.
-            write(vec![span("c", "t1")]).await;
+            // Back to the first trace; the object's newest version, in the tail and indexed.
+            let last = write(vec![span("c", "t1")]).await;
+            assert_eq!(store.newest_xact(&pass).await.unwrap(), Some(last));
             indexed().await;
+            assert_eq!(store.newest_xact(&pass).await.unwrap(), Some(last));
+            let other = dataset_pass("other");
+            assert_eq!(store.newest_xact(&other).await.unwrap(), None);
             assert_eq!(ids(&store, &pass, trace("t1")).await, ["a", "c"]);
             assert!(ids(&store, &pass, trace("t2")).await.is_empty());
             let key = |root: &str| crate::index::trace_key("dataset", "d", root);

@@ -207,11 +207,66 @@ async fn keys_page_shows_recent_use(backend: Backend) {
     );
 }
 
+/// The experiments page's score averages follow the experiment's rows: a new row and a
+/// deleted one each change them, though an unchanged experiment's summary is kept between
+/// views.
+async fn experiment_scores_follow_their_rows(backend: Backend) {
+    let server = Server::start(backend).await;
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "Scored"})))
+        .await;
+    let e = server
+        .ok(
+            "POST",
+            "/v1/experiment",
+            Some(json!({"project_id": project["id"], "name": "e1"})),
+        )
+        .await;
+    let row = |id: &str, acc: f64| {
+        json!({"id": id, "span_id": id, "root_span_id": id, "experiment_id": e["id"],
+               "input": id, "scores": {"acc": acc}})
+    };
+    let log =
+        |rows: Vec<serde_json::Value>| server.ok("POST", "/logs3", Some(json!({"rows": rows})));
+    let average = || async {
+        let (status, page) = server
+            .call(
+                "GET",
+                "/app/default/p/Scored/experiments",
+                Some(&server.key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let body = page.as_str().unwrap().to_owned();
+        let at = body.find("<td class=\"num\">").expect("a score cell");
+        body[at..]
+            .split('>')
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    log(vec![row("a", 1.0), row("b", 1.0)]).await;
+    assert_eq!(average().await, "100.0%");
+    assert_eq!(average().await, "100.0%");
+    log(vec![row("c", 0.0), row("d", 0.0)]).await;
+    assert_eq!(average().await, "50.0%");
+    log(vec![
+        json!({"id": "c", "experiment_id": e["id"], "_object_delete": true}),
+    ])
+    .await;
+    assert_eq!(average().await, "66.7%");
+}
+
 mod run {
     use super::*;
     on_all_backends!(
         ui_in_chromium,
         pages_without_a_session,
-        keys_page_shows_recent_use
+        keys_page_shows_recent_use,
+        experiment_scores_follow_their_rows
     );
 }

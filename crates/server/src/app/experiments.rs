@@ -58,7 +58,7 @@ pub(crate) async fn list(
         .await?;
     let mut summarized = Vec::new();
     for e in all.iter().take(LISTED) {
-        let (scores, _) = s.services.compare(&v.p, e, None).await?;
+        let scores = s.services.experiment_scores(&v.p, e).await?;
         summarized.push((e, averages(&scores)));
     }
     // Oldest first, as the chart reads.
