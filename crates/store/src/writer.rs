@@ -333,6 +333,8 @@ async fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
 ) {
     let (mut commit_time, mut text_time) = (Duration::ZERO, Duration::ZERO);
+    // When a group with rows last committed.
+    let mut rows_at = std::time::Instant::now();
     // Versions are indexed for search after their commit (both stores; see `search`).
     let after_commit = index.deferred() || crate::search::lists_words(&pools);
     // What an earlier run (or an upgrade that rebuilds an index) left to index counts too.
@@ -404,11 +406,19 @@ async fn writer_loop(
             // A requester that went away no longer needs its answer.
             let _ = job.reply.send(result);
         }
-        if index.needs_catch_up(false) {
+        // A group without rows (audit entries of reads, readiness checks) after `idle`
+        // without rows counts as idle for indexing: such requests may come more often than
+        // `idle` apart for as long as the server is used, and would otherwise keep the tail
+        // in memory until it is full and the indexes behind.
+        if rows > 0 {
+            rows_at = std::time::Instant::now();
+        }
+        let quiet = rows == 0 && rows_at.elapsed() >= index.idle();
+        if index.needs_catch_up(quiet) {
             catch_up(&pools, &index).await;
         }
         // Busy: indexing gets at most its share of the writer's time.
-        if after_commit && text_time < commit_time / busy_share {
+        if after_commit && (quiet || text_time < commit_time / busy_share) {
             let t0 = std::time::Instant::now();
             catch_up_indexes(&pools, &index, TEXT_BATCH_BUSY, &stats).await;
             text_time += t0.elapsed();
@@ -1086,5 +1096,46 @@ mod tests {
             assert_eq!(bad, 1, "the failed merge wrote nothing");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Requests that write no rows (each read's audit entry, readiness checks) do not keep
+    /// the writer from indexing: with one every 100 ms, never 500 ms apart, the row index
+    /// tail and the word and value indexes still catch up once no row has been written for
+    /// that long, on both stores.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn audit_only_requests_do_not_hold_indexing_back() {
+        for (store, db) in crate::testing::both_stores("audit_only").await {
+            let pass = dataset_pass("d");
+            let rows = (0..500)
+                .map(|i| {
+                    incoming(
+                        json!({"id": format!("r{i}"), "input": "some words", "scores": {"s": 0.5}}),
+                    )
+                })
+                .collect();
+            store
+                .write_rows(vec![(pass.clone(), rows)], "now")
+                .await
+                .unwrap();
+            let mut caught_up = false;
+            for _ in 0..100 {
+                store.ping_writer().await.unwrap();
+                if store.index_lag() == 0 && store.text_index_lag().await.unwrap() == 0 {
+                    caught_up = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert!(
+                caught_up,
+                "tail {}, words and values {}",
+                store.index_lag(),
+                store.text_index_lag().await.unwrap()
+            );
+            store.close().await;
+            if let Some(db) = db {
+                db.drop_database().await;
+            }
+        }
     }
 }
