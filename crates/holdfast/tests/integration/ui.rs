@@ -261,9 +261,71 @@ async fn experiment_scores_follow_their_rows(backend: Backend) {
     assert_eq!(average().await, "66.7%");
 }
 
+/// An experiment's rows table shows 200 rows at a time, with links to the others; the
+/// summary counts every row.
+async fn experiment_rows_in_pages(backend: Backend) {
+    let server = Server::start(backend).await;
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "Paged"})))
+        .await;
+    let e = server
+        .ok(
+            "POST",
+            "/v1/experiment",
+            Some(json!({"project_id": project["id"], "name": "big"})),
+        )
+        .await;
+    let rows: Vec<serde_json::Value> = (0..450)
+        .map(|i| {
+            let id = format!("r{i:03}");
+            json!({"id": id, "span_id": id, "root_span_id": id, "experiment_id": e["id"],
+                   "input": i, "scores": {"acc": if i < 90 { 1.0 } else { 0.0 }}})
+        })
+        .collect();
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": rows})))
+        .await;
+    let server = &server;
+    let page = |from: &str| {
+        let path = format!("/app/default/p/Paged/experiments/big{from}");
+        async move {
+            let (status, page) = server.call("GET", &path, Some(&server.key), None).await;
+            assert_eq!(status, 200, "{page}");
+            page.as_str().unwrap().to_owned()
+        }
+    };
+    let shown = |body: &str| body.matches("<td class=\"preview\"><a href=").count();
+    let first = page("").await;
+    assert_eq!(shown(&first), 200);
+    assert!(first.contains("Rows 1–200 of 450"), "{first}");
+    assert!(
+        first.contains("20.0%"),
+        "the summary is of every row: {first}"
+    );
+    assert!(first.contains("from=200\" rel=\"next\""), "{first}");
+    let last = page("?from=400").await;
+    assert_eq!(shown(&last), 50);
+    assert!(
+        last.contains("Rows 401–450 of 450") && last.contains("from=200\" rel=\"prev\""),
+        "{last}"
+    );
+    assert!(!last.contains("rel=\"next\""), "{last}");
+    assert_eq!(
+        shown(&page("?from=99999").await),
+        50,
+        "past the end: the last rows"
+    );
+    assert_eq!(
+        shown(&page("?from=x").await),
+        200,
+        "not a number: the first rows"
+    );
+}
+
 mod run {
     use super::*;
     on_all_backends!(
+        experiment_rows_in_pages,
         ui_in_chromium,
         pages_without_a_session,
         keys_page_shows_recent_use,

@@ -32,6 +32,8 @@ const PAGE: usize = 1_000;
 const MAX_SPANS: usize = 50_000;
 /// Spans per query.
 const SPANS_PAGE: usize = 10_000;
+/// Rows of the experiment's table shown at once.
+const ROWS_SHOWN: usize = 200;
 
 /// Average score per name, from the summary the SDKs print.
 fn averages(scores: &Value) -> Map<String, Value> {
@@ -471,6 +473,22 @@ pub(crate) async fn page(
         "improvement" => compared.sort_by(|a, b| b.improvement.total_cmp(&a.improvement)),
         _ => {}
     }
+    // The rows table shows ROWS_SHOWN rows at a time, in the order chosen; the summary and
+    // the distributions are of every row read.
+    let from = param(q, "from").parse::<usize>().unwrap_or(0);
+    let from = from.min(compared.len().saturating_sub(1)) / ROWS_SHOWN * ROWS_SHOWN;
+    let shown = compared
+        .get(from..(from + ROWS_SHOWN).min(compared.len()))
+        .unwrap_or_default();
+    let rows_link = |at: usize| {
+        let at = at.to_string();
+        format!(
+            "{here}?{}",
+            query_string(&[("compare", &wanted), ("sort", &sort), ("from", &at)])
+        )
+    };
+    let before = from.checked_sub(ROWS_SHOWN).map(rows_link);
+    let after = (from + ROWS_SHOWN < compared.len()).then(|| rows_link(from + ROWS_SHOWN));
     let others = s
         .services
         .list_objects(&v.p, ObjectType::Experiment, &in_project(&project.id, None))
@@ -518,8 +536,15 @@ pub(crate) async fn page(
                 }
             }
         }
-        @if cut { p.muted { "The first " (MAX_ROWS) " rows are shown." } }
-        (rows_table(&here, &compared, &names, baseline.as_ref().map(|b| b.name.as_str())))
+        @if cut { p.muted { "The first " (MAX_ROWS) " rows are read." } }
+        @if compared.len() > ROWS_SHOWN {
+            nav.windows aria-label="Rows shown" {
+                "Rows " (from + 1) "–" (from + shown.len()) " of " (compared.len())
+                @if let Some(href) = &before { " · " a href=(href) rel="prev" { "Previous " (ROWS_SHOWN) } }
+                @if let Some(href) = &after { " · " a href=(href) rel="next" { "Next " (ROWS_SHOWN) } }
+            }
+        }
+        (rows_table(&here, shown, &names, baseline.as_ref().map(|b| b.name.as_str())))
     };
     Ok(document(
         StatusCode::OK,
