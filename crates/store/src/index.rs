@@ -25,6 +25,13 @@
 //! versions. A B-tree on root span ids updated at every commit cost the embedded store 40% of
 //! its ingest throughput at 1M spans (one random page per trace and commit). PostgreSQL keeps
 //! its index on `rows.root_span_id`.
+//!
+//! A trace read keeps a version filed under the trace only if its row has no newer version
+//! elsewhere. `trace_exits` lists each version whose row's previous version was filed under
+//! another trace (moved under another root, or deleted), keyed by that trace: `row_index`
+//! keeps each version's trace key, and the catch-up that indexes a version looks up the
+//! row's previous one (PostgreSQL's writer does the same in its transaction). Exits of tail
+//! versions are not listed; readers check the tail.
 
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
