@@ -536,6 +536,15 @@ mod tests {
     use crate::testing::{dataset_pass, incoming, temp_dir};
     use serde_json::json;
 
+    /// Writes rows as one request; its `_xact_id`.
+    async fn write(store: &Store, pass: &ObjectPass, rows: Vec<Value>) -> XactId {
+        let rows = rows.into_iter().map(incoming).collect();
+        store
+            .write_rows(vec![(pass.clone(), rows)], "now")
+            .await
+            .unwrap()
+    }
+
     async fn ids(store: &Store, pass: &ObjectPass, q: RowQuery) -> Vec<String> {
         let rows = store.read_rows(pass, &q).await.unwrap();
         rows.into_iter().map(|r| r.row_id).collect()
@@ -591,13 +600,7 @@ mod tests {
     async fn rows_that_leave_a_trace_are_not_read_in_it() {
         for (store, db) in crate::testing::both_stores("trace_exits").await {
             let pass = dataset_pass("d");
-            let write = |rows: Vec<Value>| {
-                let (store, pass) = (store.clone(), pass.clone());
-                async move {
-                    let rows = rows.into_iter().map(incoming).collect();
-                    store.write_rows(vec![(pass, rows)], "now").await.unwrap()
-                }
-            };
+            let write = |rows: Vec<Value>| write(&store, &pass, rows);
             let indexed = || async {
                 for _ in 0..200 {
                     if store.index.lag() == 0 {
@@ -816,13 +819,7 @@ mod tests {
             .await
             .unwrap();
         let pass = dataset_pass("d");
-        let write = |rows: Vec<Value>| {
-            let (store, pass) = (store.clone(), pass.clone());
-            async move {
-                let rows = rows.into_iter().map(incoming).collect();
-                store.write_rows(vec![(pass, rows)], "now").await.unwrap()
-            }
-        };
+        let write = |rows: Vec<Value>| write(&store, &pass, rows);
         let span = |id: &str, root: &str| json!({"id": id, "created": "c", "root_span_id": root, "input": 1});
         let first = write(vec![
             span("a", "t1"),

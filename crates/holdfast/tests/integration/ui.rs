@@ -207,21 +207,26 @@ async fn keys_page_shows_recent_use(backend: Backend) {
     );
 }
 
+/// A new experiment `name` in a new project `project`.
+async fn experiment(server: &Server, project: &str, name: &str) -> serde_json::Value {
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": project})))
+        .await;
+    server
+        .ok(
+            "POST",
+            "/v1/experiment",
+            Some(json!({"project_id": project["id"], "name": name})),
+        )
+        .await
+}
+
 /// The experiments page's score averages follow the experiment's rows: a new row and a
 /// deleted one each change them, though an unchanged experiment's summary is kept between
 /// views.
 async fn experiment_scores_follow_their_rows(backend: Backend) {
     let server = Server::start(backend).await;
-    let project = server
-        .ok("POST", "/v1/project", Some(json!({"name": "Scored"})))
-        .await;
-    let e = server
-        .ok(
-            "POST",
-            "/v1/experiment",
-            Some(json!({"project_id": project["id"], "name": "e1"})),
-        )
-        .await;
+    let e = experiment(&server, "Scored", "e1").await;
     let row = |id: &str, acc: f64| {
         json!({"id": id, "span_id": id, "root_span_id": id, "experiment_id": e["id"],
                "input": id, "scores": {"acc": acc}})
@@ -265,16 +270,7 @@ async fn experiment_scores_follow_their_rows(backend: Backend) {
 /// summary counts every row.
 async fn experiment_rows_in_pages(backend: Backend) {
     let server = Server::start(backend).await;
-    let project = server
-        .ok("POST", "/v1/project", Some(json!({"name": "Paged"})))
-        .await;
-    let e = server
-        .ok(
-            "POST",
-            "/v1/experiment",
-            Some(json!({"project_id": project["id"], "name": "big"})),
-        )
-        .await;
+    let e = experiment(&server, "Paged", "big").await;
     let rows: Vec<serde_json::Value> = (0..450)
         .map(|i| {
             let id = format!("r{i:03}");
