@@ -318,9 +318,60 @@ async fn experiment_rows_in_pages(backend: Backend) {
     );
 }
 
+/// The logs' time range is of the traces' times (their roots' `created`): a trace that
+/// started before the range is not in it though one of its spans is, and a range holding
+/// every trace answers like no range.
+async fn logs_time_range_is_of_traces(backend: Backend) {
+    let server = Server::start(backend).await;
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "Ranged"})))
+        .await;
+    let ago = |mins: i64| {
+        use holdfast_core::clock::Clock as _;
+        (holdfast_core::clock::SystemClock.now() - time::Duration::minutes(mins))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let span = |id: &str, root: &str, mins: i64, name: &str| {
+        json!({"id": id, "span_id": id, "root_span_id": root, "project_id": project["id"],
+               "log_id": "g", "created": ago(mins), "span_parents": if id == root { json!(null) } else { json!([root]) },
+               "span_attributes": {"name": name}})
+    };
+    let rows = vec![
+        span("old", "old", 120, "started two hours ago"),
+        span("old-child", "old", 5, "child five minutes ago"),
+        span("new", "new", 10, "started ten minutes ago"),
+        span("ancient", "ancient", 60 * 24 * 40, "started forty days ago"),
+    ];
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": rows})))
+        .await;
+    let shown = |range: &str| {
+        let path = format!("/app/default/p/Ranged/logs?range={range}");
+        let server = &server;
+        async move {
+            let (status, page) = server.call("GET", &path, Some(&server.key), None).await;
+            assert_eq!(status, 200, "{page}");
+            let body = page.as_str().unwrap().to_owned();
+            ["ten minutes", "two hours", "forty days"]
+                .into_iter()
+                .filter(|n| body.contains(&format!("started {n} ago")))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(shown("1h").await, ["ten minutes"]);
+    assert_eq!(shown("24h").await, ["ten minutes", "two hours"]);
+    assert_eq!(shown("30d").await, ["ten minutes", "two hours"]);
+    assert_eq!(
+        shown("all").await,
+        ["ten minutes", "two hours", "forty days"]
+    );
+}
+
 mod run {
     use super::*;
     on_all_backends!(
+        logs_time_range_is_of_traces,
         experiment_rows_in_pages,
         ui_in_chromium,
         pages_without_a_session,
