@@ -42,12 +42,7 @@ async fn load_big_trace(
             })
         })
         .collect();
-    let bodies = rows
-        .chunks(1_000)
-        .map(|c| serde_json::to_vec(&json!({"rows": c, "api_version": 2})))
-        .collect::<Result<Vec<_>, _>>()?;
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    post_all(client, server, bodies, 2, 1_000, &done).await?;
+    post_rows(client, server, &rows).await?;
     ids.get(BIG_TRACE / 2)
         .cloned()
         .context("a row of the big trace")
@@ -151,6 +146,7 @@ async fn load_evals(
     Ok(first_root)
 }
 
+/// Posts rows to `/logs3`, 500 a request, two requests at a time.
 async fn post_rows(client: &reqwest::Client, server: &ServerProcess, rows: &[Value]) -> Result<()> {
     let bodies = rows
         .chunks(500)

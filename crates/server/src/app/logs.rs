@@ -58,9 +58,7 @@ fn range_start(s: &AppState, range: &str) -> Option<time::OffsetDateTime> {
 fn older_than(row: &Value, start: time::OffsetDateTime) -> bool {
     row.get("created")
         .and_then(Value::as_str)
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
+        .and_then(holdfast_core::clock::parse_timestamp)
         .is_some_and(|t| t < start)
 }
 
