@@ -72,16 +72,26 @@ struct Traced {
     metrics: BTreeMap<String, PerTrace>,
 }
 
-fn traces<'a>(rows: impl IntoIterator<Item = &'a Map<String, Value>>) -> Traced {
-    let mut by_root: BTreeMap<String, Trace> = BTreeMap::new();
-    for row in rows {
+/// An experiment's rows summed up per trace as they are read (in any order, a page at a
+/// time): what it holds per trace is its input's canonical form and its score and metric
+/// values, never the rows.
+#[derive(Default)]
+pub struct Traces {
+    by_root: BTreeMap<String, Trace>,
+}
+
+impl Traces {
+    /// Adds one row to its trace.
+    pub fn add(&mut self, row: &Map<String, Value>) {
         let root = row
             .get("root_span_id")
             .and_then(Value::as_str)
             .or_else(|| row.get("id").and_then(Value::as_str))
-            .unwrap_or_default()
-            .to_owned();
-        let trace = by_root.entry(root).or_default();
+            .unwrap_or_default();
+        let trace = match self.by_root.get_mut(root) {
+            Some(t) => t,
+            None => self.by_root.entry(root.to_owned()).or_default(),
+        };
         if let Some(Value::Object(scores)) = row.get("scores") {
             for (name, v) in scores {
                 if let Some(x) = v.as_f64() {
@@ -109,26 +119,37 @@ fn traces<'a>(rows: impl IntoIterator<Item = &'a Map<String, Value>>) -> Traced 
             }
         }
     }
-    let mut out = Traced {
-        scores: BTreeMap::new(),
-        metrics: BTreeMap::new(),
-    };
-    for trace in by_root.into_values() {
-        for (name, values) in trace.scores {
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            out.scores
-                .entry(name)
-                .or_default()
-                .push((trace.input_key.clone(), mean));
+
+    fn done(self) -> Traced {
+        let mut out = Traced {
+            scores: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+        };
+        for trace in self.by_root.into_values() {
+            for (name, values) in trace.scores {
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                out.scores
+                    .entry(name)
+                    .or_default()
+                    .push((trace.input_key.clone(), mean));
+            }
+            for (name, v) in trace.metrics {
+                out.metrics
+                    .entry(name)
+                    .or_default()
+                    .push((trace.input_key.clone(), v));
+            }
         }
-        for (name, v) in trace.metrics {
-            out.metrics
-                .entry(name)
-                .or_default()
-                .push((trace.input_key.clone(), v));
-        }
+        out
     }
-    out
+}
+
+fn traces<'a>(rows: impl IntoIterator<Item = &'a Map<String, Value>>) -> Traced {
+    let mut t = Traces::default();
+    for row in rows {
+        t.add(row);
+    }
+    t.done()
 }
 
 fn mean(values: &[(Option<String>, f64)]) -> f64 {
@@ -202,6 +223,11 @@ pub fn summarize_refs(
         traces(rows.iter().copied()),
         base.map(|b| traces(b.iter().copied())),
     )
+}
+
+/// [`summarize`] of rows summed up as they were read.
+pub fn summarize_traces(current: Traces, base: Option<Traces>) -> Summary {
+    summary_of(current.done(), base.map(Traces::done))
 }
 
 fn summary_of(current: Traced, base: Option<Traced>) -> Summary {

@@ -24,6 +24,8 @@ use std::collections::HashMap;
 
 pub const MAX_FETCH_LIMIT: i64 = 10_000;
 pub(crate) const DEFAULT_LIMIT: i64 = 1000;
+/// Rows read at once by a read of a whole object (a summary).
+const ROWS_PAGE: i64 = 5_000;
 
 /// Where a page ended: the snapshot, the source object (its place in the query's list) and
 /// row, and for a sorted query the sort key of that row.
@@ -220,6 +222,7 @@ impl Services {
                 after_row_id: after.clone(),
                 root_span_id: root_span_id.clone(),
                 limit,
+                fields: None,
             };
             let page = self.store.read_rows(pass, &q).await?;
             let exhausted = (page.len() as i64) < limit;
@@ -337,17 +340,45 @@ impl Services {
         Ok(json!({"data": data, "cursor": cursor}))
     }
 
-    async fn all_rows(
+    /// Visits every live row of an object, read in pages of [`ROWS_PAGE`] as of one
+    /// snapshot; no row is held past its page, so memory is bounded by a page whatever the
+    /// object's size. Returns the object's record.
+    async fn each_row(
         &self,
         principal: &Principal,
         kind: ObjectType,
         id: &str,
-    ) -> Result<(Option<ObjectRecord>, Vec<Map<String, Value>>)> {
+        mut visit: impl FnMut(&Map<String, Value>),
+    ) -> Result<Option<ObjectRecord>> {
         let (object, pass) = self
             .object_pass(principal, kind, id, Permission::Read)
             .await?;
-        let rows = self.store.read_all_rows(&pass, None).await?;
-        Ok((object, rows.into_iter().map(|r| r.data).collect()))
+        let Some(as_of) = self.store.current_xact().await? else {
+            return Ok(object);
+        };
+        let mut q = RowQuery {
+            as_of: Some(as_of),
+            limit: ROWS_PAGE,
+            ..RowQuery::default()
+        };
+        loop {
+            let page = self.store.read_rows(&pass, &q).await?;
+            for row in &page {
+                visit(&row.data);
+            }
+            if (page.len() as i64) < ROWS_PAGE {
+                return Ok(object);
+            }
+            q.after_row_id = page.last().map(|r| r.row_id.clone());
+        }
+    }
+
+    /// An experiment's rows summed up per trace (see [`summary::Traces`]).
+    async fn experiment_traces(&self, principal: &Principal, id: &str) -> Result<summary::Traces> {
+        let mut traces = summary::Traces::default();
+        self.each_row(principal, ObjectType::Experiment, id, |r| traces.add(r))
+            .await?;
+        Ok(traces)
     }
 
     /// The experiment to compare with: the one asked for, else the experiment's base, else
@@ -419,21 +450,12 @@ impl Services {
         experiment: &ObjectRecord,
         base: Option<&ObjectRecord>,
     ) -> Result<(Value, Value)> {
-        let (_, rows) = self
-            .all_rows(principal, ObjectType::Experiment, &experiment.id)
-            .await?;
-        let base_rows = match base {
-            Some(b) => Some(
-                self.all_rows(principal, ObjectType::Experiment, &b.id)
-                    .await?
-                    .1,
-            ),
+        let current = self.experiment_traces(principal, &experiment.id).await?;
+        let base = match base {
+            Some(b) => Some(self.experiment_traces(principal, &b.id).await?),
             None => None,
         };
-        Ok(summary_entries(&summary::summarize(
-            &rows,
-            base_rows.as_deref(),
-        )))
+        Ok(summary_entries(&summary::summarize_traces(current, base)))
     }
 
     /// `GET /v1/experiment/{id}/summarize`.
@@ -476,7 +498,10 @@ impl Services {
         summarize_data: bool,
         base_url: &str,
     ) -> Result<Value> {
-        let (dataset, rows) = self.all_rows(principal, ObjectType::Dataset, id).await?;
+        let mut records = 0u64;
+        let dataset = self
+            .each_row(principal, ObjectType::Dataset, id, |_| records += 1)
+            .await?;
         let dataset = dataset.ok_or_else(|| ServiceError::NotFound("dataset".into()))?;
         let project = self.get_project(principal, &dataset.project_id).await?;
         let mut out = json!({
@@ -486,7 +511,7 @@ impl Services {
             "data_summary": null,
         });
         if summarize_data && let Some(o) = out.as_object_mut() {
-            o.insert("data_summary".into(), json!({"total_records": rows.len()}));
+            o.insert("data_summary".into(), json!({"total_records": records}));
         }
         Ok(out)
     }
@@ -494,9 +519,11 @@ impl Services {
     /// The number of live records in a dataset (`GET /dataset-summary`, the JS SDK's
     /// `dataset.summarize()`).
     pub async fn dataset_total_records(&self, principal: &Principal, id: &str) -> Result<u64> {
-        let (dataset, rows) = self.all_rows(principal, ObjectType::Dataset, id).await?;
-        dataset.ok_or_else(|| ServiceError::NotFound("dataset".into()))?;
-        Ok(rows.len() as u64)
+        let mut records = 0u64;
+        self.each_row(principal, ObjectType::Dataset, id, |_| records += 1)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("dataset".into()))?;
+        Ok(records)
     }
 }
 

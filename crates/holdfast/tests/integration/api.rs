@@ -529,6 +529,92 @@ async fn rest_objects(backend: Backend) {
     assert_error(s, &b, 400, "bad_request");
 }
 
+/// Summaries read an object in pages (memory bounded by a page): an experiment of 6,000
+/// spans, each trace's root and score spans far apart in row-id order (so in different
+/// pages), compared with a base; and a dataset of 6,000 records counted.
+async fn summaries_of_large_objects(backend: Backend) {
+    let server = Server::start(backend).await;
+    let (pid, ds) = setup(&server).await;
+    let experiment = |name: &str| json!({"project_id": pid, "name": name});
+    let base = server
+        .ok("POST", "/v1/experiment", Some(experiment("base")))
+        .await;
+    let exp = server
+        .ok("POST", "/v1/experiment", Some(experiment("new")))
+        .await;
+    let (base, exp) = (base["id"].as_str().unwrap(), exp["id"].as_str().unwrap());
+    const TRACES: usize = 2_000;
+    // Trace t's score spans: a = t even, b = (t mod 3) / 2; its mean against the base's 0.5.
+    let (mut rows, mut base_rows) = (Vec::new(), Vec::new());
+    let (mut sum, mut better, mut worse) = (0.0, 0, 0);
+    for t in 0..TRACES {
+        let (a, b) = (f64::from(u8::from(t % 2 == 0)), (t % 3) as f64 / 2.0);
+        let mean = (a + b) / 2.0;
+        sum += mean;
+        better += usize::from(mean > 0.5);
+        worse += usize::from(mean < 0.5);
+        let (root, trace) = (format!("r-{t:05}"), format!("t-{t:05}"));
+        rows.push(
+            json!({"id": root, "span_id": root, "root_span_id": trace, "experiment_id": exp,
+                         "input": {"case": t}, "metrics": {"start": 0.0, "end": 1.0}}),
+        );
+        for (which, score) in [("a", a), ("b", b)] {
+            let id = format!("s-{t:05}-{which}");
+            rows.push(
+                json!({"id": id, "span_id": id, "root_span_id": trace, "span_parents": [root],
+                             "experiment_id": exp, "scores": {"s": score}}),
+            );
+        }
+        base_rows.push(
+            json!({"id": format!("b-{t:05}"), "experiment_id": base, "input": {"case": t},
+                              "scores": {"s": 0.5}}),
+        );
+        base_rows.push(json!({"id": format!("d-{t:05}"), "dataset_id": ds, "input": t}));
+        base_rows.push(json!({"id": format!("e-{t:05}"), "dataset_id": ds, "input": -(t as i64)}));
+        base_rows.push(json!({"id": format!("f-{t:05}"), "dataset_id": ds, "input": t + TRACES}));
+    }
+    for chunk in rows.chunks(1_000).chain(base_rows.chunks(1_000)) {
+        server
+            .ok("POST", "/logs3", Some(json!({"rows": chunk})))
+            .await;
+    }
+    let summary = server
+        .ok(
+            "GET",
+            &format!("/v1/experiment/{exp}/summarize?summarize_scores=true&comparison_experiment_id={base}"),
+            None,
+        )
+        .await;
+    let s = &summary["scores"]["s"];
+    let mean = sum / TRACES as f64;
+    assert!(
+        (s["score"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{summary}"
+    );
+    assert!(
+        (s["diff"].as_f64().unwrap() - (mean - 0.5)).abs() < 1e-9,
+        "{summary}"
+    );
+    assert_eq!(
+        (s["improvements"].as_u64(), s["regressions"].as_u64()),
+        (Some(better as u64), Some(worse as u64)),
+        "{summary}"
+    );
+    assert_eq!(summary["metrics"]["duration"]["metric"].as_f64(), Some(1.0));
+    let counted = server
+        .ok(
+            "GET",
+            &format!("/v1/dataset/{ds}/summarize?summarize_data=true"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        counted["data_summary"]["total_records"],
+        3 * TRACES,
+        "{counted}"
+    );
+}
+
 mod run {
     use super::backends;
     on_all_backends!(
@@ -537,6 +623,7 @@ mod run {
         isolation,
         row_semantics,
         concurrent_writes,
-        rest_objects
+        rest_objects,
+        summaries_of_large_objects
     );
 }
