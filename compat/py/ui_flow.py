@@ -530,6 +530,25 @@ def main():
         check(len(made) == 1 and sorted(p["permission"] for p in made[0]["member_permissions"]) == ["read", "update"]
               and all(p["restrict_object_type"] == "prompt" for p in made[0]["member_permissions"]),
               f"the API holds it: {made}")
+        # Changed in place: one permission less, one more, and what Viewer allows besides.
+        d.find_element(By.XPATH, "//summary[text()='Change the role Prompt editors']").click()
+        edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-role]")
+        check(edit.find_element(By.CSS_SELECTOR, "input[value=update]").is_selected()
+              and not edit.find_element(By.CSS_SELECTOR, "input[value=delete]").is_selected(),
+              "the edit form shows the role's permissions")
+        edit.find_element(By.CSS_SELECTOR, "input[value=update]").click()
+        edit.find_element(By.CSS_SELECTOR, "input[value=create]").click()
+        Select(edit.find_element(By.CSS_SELECTOR, "select[name=includes]")).select_by_visible_text("Viewer")
+        edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        check(wait(lambda: "what Viewer allows" in role_rows().get("Prompt editors", d.find_element(By.ID, "roles")).text),
+              "the changed role includes Viewer")
+        allows = role_rows()["Prompt editors"].text
+        check("create, read (prompt only)" in allows and "update" not in allows, f"and its permissions changed: {allows!r}")
+        roles_api = requests.get(f"{HF}/v1/role", headers=API, timeout=10).json()["objects"]
+        viewer_id = [r["id"] for r in roles_api if r["name"] == "Viewer"]
+        made = [r for r in roles_api if r["name"] == "Prompt editors"]
+        check(len(made) == 1 and sorted(p["permission"] for p in made[0]["member_permissions"]) == ["create", "read"]
+              and made[0]["member_roles"] == viewer_id, f"the API holds the change: {made}")
         accessible(d, "the roles with a custom one")
         shot(d, "20f-admin-roles")
         Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Bot readers")
@@ -574,6 +593,21 @@ def main():
             check(any(c["issuer"] == issuer and c["scopes"] == ["email", "profile", "groups"]
                       and c["group_mapping"] == {"eng": "Reviewers"} for c in oidc),
                   f"the API holds its scopes and mapping: {oidc}")
+            # Changed in place: the mapping and the verified-email rule; the secret is kept.
+            d.find_element(By.XPATH, "//summary[text()='Change Acme OIDC']").click()
+            edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-oidc]")
+            mapping = edit.find_element(By.CSS_SELECTOR, "textarea[name=mapping]")
+            check(mapping.get_attribute("value").strip() == "eng = Reviewers", "the edit form shows the mapping")
+            mapping.send_keys("\nops = Bot readers")
+            Select(edit.find_element(By.CSS_SELECTOR, "select[name=verified]")).select_by_value("no")
+            edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            check(wait(lambda: oidc_row() and "ops → Bot readers" in oidc_row()[0].text),
+                  f"the connection is changed: {[r.text for r in oidc_row()]}")
+            oidc = requests.get(f"{HF}/v1/organization/{org_id}/oidc", headers=API, timeout=10).json()["objects"]
+            check(any(c["group_mapping"] == {"eng": "Reviewers", "ops": "Bot readers"}
+                      and c["require_verified_email"] is False and c["client_secret_set"]
+                      and c["client_id"] == "holdfast-ui" for c in oidc),
+                  f"the API holds the change and the secret: {oidc}")
             oidc_row()[0].find_element(By.CSS_SELECTOR, "form.remove-connection button").click()
             d.switch_to.alert.accept()
             check(wait(lambda: d.find_elements(By.ID, "connections") and not oidc_row()), "and it is removed")
@@ -607,6 +641,19 @@ def main():
                       and c["group_mapping"] == {"admins": "Bot readers", "cn=ops,ou=groups": "Reviewers"}
                       for c in saml), f"the API holds the mapping: {saml}")
             check("/saml/" in row()[0].find_element(By.TAG_NAME, "code").text, "with the address to register at the provider")
+            # Changed in place without its metadata: the email attribute and a second domain.
+            d.find_element(By.XPATH, "//summary[text()='Change Acme SAML']").click()
+            edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-saml]")
+            edit.find_element(By.CSS_SELECTOR, "input[name=email_attribute]").send_keys("mail")
+            edit.find_element(By.CSS_SELECTOR, "input[name=domains]").send_keys(", acme.example")
+            edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            check(wait(lambda: row() and "acme.example" in row()[0].text), "the SAML connection is changed")
+            saml = requests.get(f"{HF}/v1/organization/{org_id}/saml", headers=API, timeout=10).json()["objects"]
+            check(len(saml) == 1 and saml[0]["email_attribute"] == "mail"
+                  and saml[0]["allowed_domains"] == ["acme.test", "acme.example"]
+                  and saml[0]["idp_metadata_url"] == f"{idp_url}/metadata"
+                  and saml[0]["group_mapping"] == {"admins": "Bot readers", "cn=ops,ou=groups": "Reviewers"},
+                  f"the API holds the change, and the provider's metadata: {saml}")
             accessible(d, "the sign-in connections")
             shot(d, "20d-admin-saml")
             row()[0].find_element(By.CSS_SELECTOR, "form.remove-connection button").click()

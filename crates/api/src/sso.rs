@@ -83,7 +83,8 @@ pub struct OidcConnection {
 pub struct SamlConnectionRequest {
     /// Shown on the sign-in button; unique in the organization.
     pub name: String,
-    /// The IdP's metadata XML (an `EntityDescriptor`); or give `idp_metadata_url`.
+    /// The IdP's metadata XML (an `EntityDescriptor`); or give `idp_metadata_url`. On
+    /// replace, give neither to keep the stored metadata.
     pub idp_metadata_xml: Option<String>,
     /// Where to read the IdP's metadata (`https`, or `http` on a loopback address).
     pub idp_metadata_url: Option<String>,

@@ -421,7 +421,13 @@ async fn blocking<T: Send + 'static>(
 
 impl Services {
     /// The settings of a request: checked, its metadata read (fetched when given by URL).
-    async fn saml_config(&self, req: &SamlConnectionRequest) -> Result<Config> {
+    /// The settings `req` asks for. On a replace, `kept` is the stored connection's: a
+    /// request giving no metadata keeps its identity provider's.
+    async fn saml_config(
+        &self,
+        req: &SamlConnectionRequest,
+        kept: Option<&Config>,
+    ) -> Result<Config> {
         connection_name(&req.name)?;
         let allowed_domains = domains(&req.allowed_domains)?;
         mapping(&req.group_mapping)?;
@@ -433,9 +439,18 @@ impl Services {
         if let Some(e) = &req.email_attribute {
             list_field("email_attribute", std::slice::from_ref(e))?;
         }
-        let xml = match (&req.idp_metadata_xml, &req.idp_metadata_url) {
-            (Some(xml), None) => xml.clone(),
-            (None, Some(url)) => {
+        let xml = match (&req.idp_metadata_xml, &req.idp_metadata_url, kept) {
+            (None, None, Some(k)) => {
+                return Ok(Config {
+                    allowed_domains,
+                    email_attribute: req.email_attribute.clone(),
+                    group_attribute,
+                    group_mapping: req.group_mapping.clone(),
+                    ..k.clone()
+                });
+            }
+            (Some(xml), None, _) => xml.clone(),
+            (None, Some(url), _) => {
                 check_provider_url("idp_metadata_url", url)?;
                 let fetched = async {
                     let resp = self
@@ -458,7 +473,8 @@ impl Services {
             _ => {
                 return Err(ServiceError::field(
                     "idp_metadata_xml",
-                    "give exactly one of idp_metadata_xml and idp_metadata_url",
+                    "give exactly one of idp_metadata_xml and idp_metadata_url (on a replace, \
+                     neither keeps the stored metadata)",
                 ));
             }
         };
@@ -535,7 +551,7 @@ impl Services {
         let pass = self
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
-        let config = self.saml_config(req).await?;
+        let config = self.saml_config(req, None).await?;
         self.may_configure_sign_in(principal, &config.group_mapping, &config.allowed_domains)
             .await?;
         let now = self.now();
@@ -572,7 +588,9 @@ impl Services {
             .org_grant(principal, Permission::Update, Kind::Organization)
             .await?;
         let old = self.org_connection(principal, id, SAML).await?;
-        let config = self.saml_config(req).await?;
+        let kept: Config = serde_json::from_str(&old.config)
+            .map_err(|e| ServiceError::Internal(format!("stored SAML connection: {e}")))?;
+        let config = self.saml_config(req, Some(&kept)).await?;
         self.may_configure_sign_in(principal, &config.group_mapping, &config.allowed_domains)
             .await?;
         let rec = SsoConnectionRecord {

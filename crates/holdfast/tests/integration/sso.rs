@@ -436,6 +436,29 @@ async fn saml_in_chromium(backend: Backend) {
         1,
         "{created}"
     );
+    // A replace without metadata keeps the identity provider's (what the admin page's edit
+    // form sends): the settings change, the IdP stays.
+    let one = format!("{path}/{id}");
+    let mut wider = config(json!({}));
+    wider["allowed_domains"] = json!(["acme.test", "acme.example"]);
+    wider["email_attribute"] = json!("mail");
+    let replaced = server.ok("PUT", &one, Some(wider)).await;
+    assert_eq!(
+        replaced["allowed_domains"],
+        json!(["acme.test", "acme.example"])
+    );
+    assert_eq!(replaced["email_attribute"], "mail");
+    for kept in [
+        "idp_entity_id",
+        "idp_sso_url",
+        "idp_metadata_url",
+        "idp_certificate_sha256",
+    ] {
+        assert_eq!(replaced[kept], created[kept], "{kept}");
+    }
+    let replaced = server.ok("PUT", &one, Some(config(json!({})))).await;
+    assert_eq!(replaced["allowed_domains"], created["allowed_domains"]);
+    assert_eq!(replaced["email_attribute"], created["email_attribute"]);
     // OpenID Connect's API does not see SAML connections, and cannot remove them.
     let oidc = server
         .ok("GET", &format!("/v1/organization/{org}/oidc"), None)

@@ -361,7 +361,7 @@ pub(crate) async fn page(
                     }
                 }
             }
-            @if may_grant { (connection_forms(org_id)) }
+            @if may_grant { (connection_forms(org_id, &oidc, &saml)) }
         },
         (Err(e), _) | (_, Err(e)) => section(Err::<(), _>(e), |_| html! {})?,
     };
@@ -440,33 +440,78 @@ fn role_allows(names: &Names, r: &Value) -> String {
     parts.join("; ")
 }
 
-/// The organization's roles, built-in and custom, with a form that makes a custom role and
-/// buttons that delete one (for those who may change grants).
-fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
+/// A role form's fields (ids prefixed by `prefix`): name, description, the object type its
+/// permissions are restricted to, the permissions, and the roles it includes; filled in from
+/// `current` when editing one (`roles` are the roles it may include).
+fn role_fields(prefix: &str, roles: &[Value], current: Option<&Value>) -> Markup {
     use holdfast_core::authz::{Kind, Permission};
+    let listed = |key: &str| -> Vec<&Value> {
+        current
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    };
+    let permissions = listed("member_permissions");
+    let restrictions: Vec<&str> = permissions
+        .iter()
+        .map(|p| view::str_at(p, "/restrict_object_type"))
+        .collect();
+    let only = restrictions.first().copied().unwrap_or_default();
+    let mixed = restrictions.iter().any(|r| *r != only);
+    let held = |p: &str| {
+        permissions
+            .iter()
+            .any(|x| view::str_at(x, "/permission") == p)
+    };
+    let id = current.map(|r| view::str_at(r, "/id")).unwrap_or_default();
+    let includes = current
+        .map(|r| ids_of(r, "member_roles"))
+        .unwrap_or_default();
+    html! {
+        div.row {
+            div { label for={ (prefix) "-name" } { "Name" } input id={ (prefix) "-name" } name="name" required maxlength="200" autocomplete="off" value=[current.map(|r| view::str_at(r, "/name"))]; }
+            div { label for={ (prefix) "-description" } { "Description" } input id={ (prefix) "-description" } name="description" maxlength="1000" autocomplete="off" value=[current.map(|r| view::str_at(r, "/description"))]; }
+            div {
+                label for={ (prefix) "-only" } { "On" }
+                select id={ (prefix) "-only" } name="restrict" {
+                    option value="" { "everything granted on" }
+                    @for k in Kind::ALL { @if k != Kind::Organization { option value=(k.as_str()) selected[k.as_str() == only] { (k.as_str().replace('_', " ")) " only" } } }
+                }
+            }
+        }
+        @if mixed {
+            p.muted { "Its permissions are now restricted to several object types; saving gives all those chosen here the one restriction chosen above." }
+        }
+        fieldset.permissions {
+            legend { "Permissions" }
+            @for p in Permission::ALL {
+                span.check {
+                    input id={ (prefix) "-" (p.as_str()) } type="checkbox" name="permission" value=(p.as_str()) checked[held(p.as_str())];
+                    label for={ (prefix) "-" (p.as_str()) } { (p.as_str().replace('_', " ")) }
+                }
+            }
+        }
+        label for={ (prefix) "-includes" } { "Also allows what these roles allow (choose any number)" }
+        select id={ (prefix) "-includes" } name="includes" multiple size="4" {
+            @for r in roles.iter().filter(|r| view::str_at(r, "/id") != id) {
+                @let rid = view::str_at(r, "/id");
+                option value=(rid) selected[includes.contains(&rid)] { (view::str_at(r, "/name")) }
+            }
+        }
+    }
+}
+
+/// The organization's roles, built-in and custom, with a form that makes a custom role, and
+/// for each custom role one that changes it in place and a button that deletes it (for those
+/// who may change grants).
+fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
+    let custom = |r: &Value| r.get("org_id").is_some_and(|o| !o.is_null());
     html! {
         @if may_grant {
             form.inline #create-role data-action="create-role" {
-                div.row {
-                    div { label for="role-name" { "New role" } input #role-name name="name" required maxlength="200" autocomplete="off"; }
-                    div { label for="role-description" { "Description" } input #role-description name="description" maxlength="1000" autocomplete="off"; }
-                    div {
-                        label for="role-only" { "On" }
-                        select #role-only name="restrict" {
-                            option value="" { "everything granted on" }
-                            @for k in Kind::ALL { @if k != Kind::Organization { option value=(k.as_str()) { (k.as_str().replace('_', " ")) " only" } } }
-                        }
-                    }
-                }
-                fieldset.permissions {
-                    legend { "Permissions" }
-                    @for p in Permission::ALL {
-                        span.check {
-                            input id={ "role-" (p.as_str()) } type="checkbox" name="permission" value=(p.as_str());
-                            label for={ "role-" (p.as_str()) } { (p.as_str().replace('_', " ")) }
-                        }
-                    }
-                }
+                h3 { "New role" }
+                (role_fields("role", roles, None))
                 button type="submit" { "Create role" }
                 span.note role="status" {}
             }
@@ -479,14 +524,13 @@ fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
             tbody {
                 @for r in roles {
                     @let name = view::str_at(r, "/name");
-                    @let custom = r.get("org_id").is_some_and(|o| !o.is_null());
                     tr {
-                        td { (name) @if !custom { " " span.badge { "built-in" } } }
+                        td { (name) @if !custom(r) { " " span.badge { "built-in" } } }
                         td { (view::str_at(r, "/description")) }
                         td { (role_allows(names, r)) }
                         @if may_grant {
                             td.actions {
-                                @if custom {
+                                @if custom(r) {
                                     form.delete-role data-action="delete-role" data-role=(view::str_at(r, "/id"))
                                         data-confirm={ "Delete the role " (name) "? Every grant of it is revoked too." } {
                                         button.secondary type="submit" aria-label={ "Delete role " (name) } { "Delete" }
@@ -495,6 +539,23 @@ fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+        @if may_grant {
+            @for r in roles.iter().filter(|r| custom(r)) {
+                @let id = view::str_at(r, "/id");
+                @let current = serde_json::json!({
+                    "member_permissions": r.get("member_permissions").cloned().unwrap_or_default(),
+                    "member_roles": r.get("member_roles").cloned().unwrap_or_default(),
+                });
+                details.panel.edit-role {
+                    summary { "Change the role " (view::str_at(r, "/name")) }
+                    form data-action="edit-role" data-role=(id) data-current=(current.to_string()) {
+                        (role_fields(&format!("role-{id}"), roles, Some(r)))
+                        button type="submit" { "Save role" }
+                        span.note role="status" {}
                     }
                 }
             }
@@ -613,42 +674,138 @@ fn listed_connections<'a>(
     oidc.chain(saml).collect()
 }
 
-/// A connection form's group fields: the claim or attribute, and the mapping.
-fn group_fields(kind: &str, claim: &str) -> Markup {
+/// A group mapping as the connection forms take it: `provider group = Holdfast group`, one a
+/// line.
+fn mapping_lines(mapping: &std::collections::BTreeMap<String, String>) -> String {
+    mapping
+        .iter()
+        .map(|(from, to)| format!("{from} = {to}\n"))
+        .collect()
+}
+
+/// What the two kinds of connection have in common, as the forms show it.
+struct Shared<'a> {
+    name: &'a str,
+    domains: &'a [String],
+    claim: &'a str,
+    mapping: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// A connection form's shared fields (ids prefixed by `prefix`): the name, the email domains
+/// whose people may join, the claim or attribute holding groups (`claim` says which), and
+/// the mapping; filled in from `current` (name, domains, claim, mapping) when editing.
+fn shared_fields(prefix: &str, claim: &str, current: Option<Shared<'_>>) -> (Markup, Markup) {
+    let head = html! {
+        label for={ (prefix) "-name" } { "Name (on the sign-in button)" }
+        input id={ (prefix) "-name" } name="name" required maxlength="200" autocomplete="off" value=[current.as_ref().map(|c| c.name)];
+        label for={ (prefix) "-domains" } { "Email domains whose people may join (comma-separated)" }
+        input id={ (prefix) "-domains" } name="domains" autocomplete="off" value=[current.as_ref().map(|c| c.domains.join(", "))];
+    };
+    let groups = html! {
+        label for={ (prefix) "-claim" } { (claim) }
+        input id={ (prefix) "-claim" } name="claim" autocomplete="off" value=[current.as_ref().map(|c| c.claim)];
+        label for={ (prefix) "-mapping" } { "Group mapping, one a line: provider group = Holdfast group (applied at every sign-in)" }
+        textarea id={ (prefix) "-mapping" } name="mapping" rows="3" spellcheck="false" { (current.as_ref().map(|c| mapping_lines(c.mapping)).unwrap_or_default()) }
+    };
+    (head, groups)
+}
+
+/// The fields of an OpenID Connect connection, filled in from `current` when editing (the
+/// client secret is never shown: left empty, the stored one is kept).
+fn oidc_fields(prefix: &str, current: Option<&OidcConnection>) -> Markup {
+    let preset = current
+        .and_then(|c| serde_json::to_value(c.preset).ok())
+        .and_then(|p| p.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "custom".into());
+    let verified = current.map(|c| {
+        if c.require_verified_email {
+            "yes"
+        } else {
+            "no"
+        }
+    });
+    let (head, groups) = shared_fields(
+        prefix,
+        "The ID token's claim holding groups (empty: groups)",
+        current.map(|c| Shared {
+            name: &c.name,
+            domains: &c.allowed_domains,
+            claim: &c.group_claim,
+            mapping: &c.group_mapping,
+        }),
+    );
     html! {
-        label for={ (kind) "-claim" } { (claim) }
-        input id={ (kind) "-claim" } name="claim" autocomplete="off";
-        label for={ (kind) "-mapping" } { "Group mapping, one a line: provider group = Holdfast group (applied at every sign-in)" }
-        textarea id={ (kind) "-mapping" } name="mapping" rows="3" spellcheck="false" {}
+        (head)
+        label for={ (prefix) "-preset" } { "Provider" }
+        select id={ (prefix) "-preset" } name="preset" {
+            @for (value, shown) in [("google", "Google"), ("microsoft", "Microsoft Entra ID"), ("okta", "Okta"), ("custom", "Another OpenID provider")] {
+                option value=(value) selected[value == preset] { (shown) }
+            }
+        }
+        label for={ (prefix) "-issuer" } { "Issuer URL (not for Google)" }
+        input id={ (prefix) "-issuer" } name="issuer" type="url" autocomplete="off" value=[current.map(|c| c.issuer.as_str())];
+        label for={ (prefix) "-client" } { "Client id" }
+        input id={ (prefix) "-client" } name="client_id" required autocomplete="off" value=[current.map(|c| c.client_id.as_str())];
+        @if current.is_some() {
+            label for={ (prefix) "-secret" } { "New client secret (empty: keep the stored one, which is never shown)" }
+            input id={ (prefix) "-secret" } name="client_secret" type="password" autocomplete="new-password";
+        } @else {
+            label for={ (prefix) "-secret" } { "Client secret (stored encrypted, never shown)" }
+            input id={ (prefix) "-secret" } name="client_secret" type="password" required autocomplete="new-password";
+        }
+        label for={ (prefix) "-scopes" } { "Scopes besides openid (space-separated; empty: the provider's defaults)" }
+        input id={ (prefix) "-scopes" } name="scopes" autocomplete="off" value=[current.map(|c| c.scopes.join(" "))];
+        label for={ (prefix) "-verified" } { "Require the provider to say the email is verified" }
+        select id={ (prefix) "-verified" } name="verified" {
+            @if current.is_none() { option value="" { "the provider's default (yes, except Microsoft)" } }
+            option value="yes" selected[verified == Some("yes")] { "yes" }
+            option value="no" selected[verified == Some("no")] { "no" }
+        }
+        (groups)
+    }
+}
+
+/// The fields of a SAML connection, filled in from `current` when editing (its metadata
+/// fields then start empty: left so, the stored metadata is kept).
+fn saml_fields(prefix: &str, current: Option<&SamlConnection>) -> Markup {
+    let (head, groups) = shared_fields(
+        prefix,
+        "The attribute holding groups (empty: groups)",
+        current.map(|c| Shared {
+            name: &c.name,
+            domains: &c.allowed_domains,
+            claim: &c.group_attribute,
+            mapping: &c.group_mapping,
+        }),
+    );
+    html! {
+        (head)
+        @if let Some(c) = current {
+            p.muted {
+                "Its metadata now: " @match &c.idp_metadata_url { Some(url) => { "read from " code { (url) } }, None => { "given as XML" } }
+                ". Leave both fields below empty to keep it; give one to read it again."
+            }
+        }
+        label for={ (prefix) "-url" } { "Identity provider metadata URL" }
+        input id={ (prefix) "-url" } name="metadata_url" type="url" autocomplete="off";
+        label for={ (prefix) "-xml" } { "or its metadata XML" }
+        textarea id={ (prefix) "-xml" } name="metadata_xml" rows="4" spellcheck="false" {}
+        label for={ (prefix) "-email" } { "The attribute holding the email (empty: the NameID when it is one, else email or mail)" }
+        input id={ (prefix) "-email" } name="email_attribute" autocomplete="off" value=[current.and_then(|c| c.email_attribute.as_deref())];
+        (groups)
     }
 }
 
 /// Forms adding an OpenID Connect or a SAML connection (the server reads the provider's
-/// discovery document or metadata when the connection is saved, and names what it refused).
-fn connection_forms(org_id: &str) -> Markup {
+/// discovery document or metadata when the connection is saved, and names what it refused),
+/// and one per connection that changes it in place.
+fn connection_forms(org_id: &str, oidc: &[OidcConnection], saml: &[SamlConnection]) -> Markup {
     html! {
         div.tools {
             details.panel {
                 summary { "Add an OpenID Connect connection" }
                 form #add-oidc data-action="add-oidc" data-org=(org_id) {
-                    label for="oidc-name" { "Name (on the sign-in button)" }
-                    input #oidc-name name="name" required maxlength="200" autocomplete="off";
-                    label for="oidc-preset" { "Provider" }
-                    select #oidc-preset name="preset" {
-                        option value="google" { "Google" } option value="microsoft" { "Microsoft Entra ID" }
-                        option value="okta" { "Okta" } option value="custom" selected { "Another OpenID provider" }
-                    }
-                    label for="oidc-issuer" { "Issuer URL (not for Google)" }
-                    input #oidc-issuer name="issuer" type="url" autocomplete="off";
-                    label for="oidc-client" { "Client id" }
-                    input #oidc-client name="client_id" required autocomplete="off";
-                    label for="oidc-secret" { "Client secret (stored encrypted, never shown)" }
-                    input #oidc-secret name="client_secret" type="password" required autocomplete="new-password";
-                    label for="oidc-domains" { "Email domains whose people may join (comma-separated)" }
-                    input #oidc-domains name="domains" autocomplete="off";
-                    label for="oidc-scopes" { "Scopes besides openid (space-separated; empty: the provider's defaults)" }
-                    input #oidc-scopes name="scopes" autocomplete="off";
-                    (group_fields("oidc", "The ID token's claim holding groups (empty: groups)"))
+                    (oidc_fields("oidc", None))
                     button type="submit" { "Add connection" }
                     span.note role="status" {}
                 }
@@ -656,17 +813,29 @@ fn connection_forms(org_id: &str) -> Markup {
             details.panel {
                 summary { "Add a SAML connection" }
                 form #add-saml data-action="add-saml" data-org=(org_id) {
-                    label for="saml-name" { "Name (on the sign-in button)" }
-                    input #saml-name name="name" required maxlength="200" autocomplete="off";
-                    label for="saml-url" { "Identity provider metadata URL" }
-                    input #saml-url name="metadata_url" type="url" autocomplete="off";
-                    label for="saml-xml" { "or its metadata XML" }
-                    textarea #saml-xml name="metadata_xml" rows="4" spellcheck="false" {}
-                    label for="saml-domains" { "Email domains whose people may join (comma-separated)" }
-                    input #saml-domains name="domains" autocomplete="off";
-                    (group_fields("saml", "The attribute holding groups (empty: groups)"))
+                    (saml_fields("saml", None))
                     button type="submit" { "Add connection" }
                     span.note role="status" {}
+                }
+            }
+            @for c in oidc {
+                details.panel {
+                    summary { "Change " (c.name) }
+                    form.edit-connection data-action="edit-oidc" data-org=(org_id) data-id=(c.id) {
+                        (oidc_fields(&format!("oidc-{}", c.id), Some(c)))
+                        button type="submit" { "Save connection" }
+                        span.note role="status" {}
+                    }
+                }
+            }
+            @for c in saml {
+                details.panel {
+                    summary { "Change " (c.name) }
+                    form.edit-connection data-action="edit-saml" data-org=(org_id) data-id=(c.id) {
+                        (saml_fields(&format!("saml-{}", c.id), Some(c)))
+                        button type="submit" { "Save connection" }
+                        span.note role="status" {}
+                    }
                 }
             }
         }

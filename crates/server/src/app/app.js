@@ -148,6 +148,47 @@
     return out;
   }
 
+  // A role form as the role API takes it: permissions (each with the restriction chosen)
+  // and the roles it includes.
+  function roleBody(form) {
+    const only = form.elements.restrict.value || null;
+    const chosen = Array.from(form.querySelectorAll("input[name=permission]:checked"));
+    const includes = Array.from(form.elements.includes.selectedOptions).map((o) => o.value);
+    if (!chosen.length && !includes.length) throw new Error("choose at least one permission or role");
+    return {
+      name: form.elements.name.value,
+      description: form.elements.description.value,
+      member_permissions: chosen.map((c) => ({ permission: c.value, restrict_object_type: only })),
+      member_roles: includes,
+    };
+  }
+
+  // An OpenID Connect connection form as the API takes it (an empty secret keeps the stored
+  // one on a change).
+  function oidcBody(form) {
+    const e = form.elements;
+    const body = { name: e.name.value, preset: e.preset.value, client_id: e.client_id.value, allowed_domains: domains(e.domains.value) };
+    if (e.issuer.value) body.issuer = e.issuer.value;
+    if (e.client_secret.value) body.client_secret = e.client_secret.value;
+    if (e.scopes.value.trim()) body.scopes = e.scopes.value.trim().split(/\s+/);
+    if (e.verified.value) body.require_verified_email = e.verified.value === "yes";
+    if (e.claim.value.trim()) body.group_claim = e.claim.value.trim();
+    body.group_mapping = mapping(e.mapping.value);
+    return body;
+  }
+
+  // A SAML connection form as the API takes it (no metadata keeps the stored on a change).
+  function samlBody(form) {
+    const e = form.elements;
+    const body = { name: e.name.value, allowed_domains: domains(e.domains.value) };
+    if (e.metadata_url.value) body.idp_metadata_url = e.metadata_url.value;
+    if (e.metadata_xml.value.trim()) body.idp_metadata_xml = e.metadata_xml.value;
+    if (e.email_attribute.value.trim()) body.email_attribute = e.email_attribute.value.trim();
+    if (e.claim.value.trim()) body.group_attribute = e.claim.value.trim();
+    body.group_mapping = mapping(e.mapping.value);
+    return body;
+  }
+
   // (Attributes are read with getAttribute: a form's `dataset` property is shadowed by a
   // control named "dataset".)
   let pending = [];
@@ -229,14 +270,20 @@
       location.reload();
     },
     "create-role": async (form) => {
-      const only = form.elements.restrict.value || null;
-      const chosen = Array.from(form.querySelectorAll("input[name=permission]:checked"));
-      if (!chosen.length) throw new Error("choose at least one permission");
-      const permissions = chosen.map((c) => ({ permission: c.value, restrict_object_type: only }));
-      await api("POST", "/v1/role", {
-        name: form.elements.name.value,
-        description: form.elements.description.value,
-        member_permissions: permissions,
+      await api("POST", "/v1/role", roleBody(form));
+      location.reload();
+    },
+    "edit-role": async (form) => {
+      // Replaced in one request: what it held is removed and what is chosen added.
+      const now = JSON.parse(form.getAttribute("data-current"));
+      const role = roleBody(form);
+      await api("PATCH", "/v1/role/" + encodeURIComponent(form.getAttribute("data-role")), {
+        name: role.name,
+        description: role.description,
+        remove_member_permissions: now.member_permissions,
+        remove_member_roles: now.member_roles,
+        add_member_permissions: role.member_permissions,
+        add_member_roles: role.member_roles,
       });
       location.reload();
     },
@@ -277,24 +324,19 @@
       location.reload();
     },
     "add-oidc": async (form) => {
-      const e = form.elements;
-      const body = { name: e.name.value, preset: e.preset.value, client_id: e.client_id.value, allowed_domains: domains(e.domains.value) };
-      if (e.issuer.value) body.issuer = e.issuer.value;
-      if (e.client_secret.value) body.client_secret = e.client_secret.value;
-      if (e.scopes.value.trim()) body.scopes = e.scopes.value.trim().split(/\s+/);
-      if (e.claim.value.trim()) body.group_claim = e.claim.value.trim();
-      body.group_mapping = mapping(e.mapping.value);
-      await api("POST", org(form) + "/oidc", body);
+      await api("POST", org(form) + "/oidc", oidcBody(form));
+      location.reload();
+    },
+    "edit-oidc": async (form) => {
+      await api("PUT", org(form) + "/oidc/" + encodeURIComponent(form.getAttribute("data-id")), oidcBody(form));
       location.reload();
     },
     "add-saml": async (form) => {
-      const e = form.elements;
-      const body = { name: e.name.value, allowed_domains: domains(e.domains.value) };
-      if (e.metadata_url.value) body.idp_metadata_url = e.metadata_url.value;
-      if (e.metadata_xml.value.trim()) body.idp_metadata_xml = e.metadata_xml.value;
-      if (e.claim.value.trim()) body.group_attribute = e.claim.value.trim();
-      body.group_mapping = mapping(e.mapping.value);
-      await api("POST", org(form) + "/saml", body);
+      await api("POST", org(form) + "/saml", samlBody(form));
+      location.reload();
+    },
+    "edit-saml": async (form) => {
+      await api("PUT", org(form) + "/saml/" + encodeURIComponent(form.getAttribute("data-id")), samlBody(form));
       location.reload();
     },
     "remove-connection": async (form) => {
