@@ -353,6 +353,19 @@ fn queries() -> Vec<(&'static str, Want)> {
                 json!([{"id": "a2", "type": "score"}, {"id": "a1", "type": "llm"}, {"id": "a0", "type": "task"}]),
             ),
         ),
+        // A trace read decodes only the fields a query names: those of its filter and sort
+        // too, not only of its select.
+        (
+            "SELECT id, output FROM project_logs('P') WHERE root_span_id = 'a0' AND metadata.user_id = 'u-1' AND input IS NOT NULL AND NOT is_root",
+            Rows(json!([{"id": "a1", "output": "Zebras are striped horses"}])),
+        ),
+        (
+            "SELECT id, input AS asked FROM project_logs('P') WHERE root_span_id = 'a0' ORDER BY scores.f DESC, id",
+            Rows(
+                json!([{"id": "a0", "asked": {"messages": [{"role": "user", "content": "Tell me about zebras"}]}},
+                       {"id": "a2", "asked": null}, {"id": "a1", "asked": "prompt about zebras"}]),
+            ),
+        ),
         (
             "select: id, concat(metadata.user_id, '/', metadata.model) as k | from: project_logs('P') | filter: metadata.n = 1",
             Rows(json!([{"id": "a0", "k": "u-1/gpt-4"}])),

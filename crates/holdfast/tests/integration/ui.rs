@@ -368,6 +368,96 @@ async fn logs_time_range_is_of_traces(backend: Backend) {
     );
 }
 
+/// The logs' trace viewer reads the tree's fields of every span and the opened span whole:
+/// the detail shows the opened span's input, output and metadata, the tree every span with
+/// its error badge, and no other span's input.
+async fn trace_page_shows_the_opened_span_whole(backend: Backend) {
+    let server = Server::start(backend).await;
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "Viewed"})))
+        .await;
+    let span = |id: &str, parent: Option<&str>, extra: serde_json::Value| {
+        let mut row = json!({"id": id, "span_id": id, "root_span_id": "root", "project_id": project["id"],
+               "log_id": "g", "span_parents": parent.map_or(json!(null), |p| json!([p])),
+               "span_attributes": {"name": format!("step {id}"), "type": "llm"},
+               "metrics": {"start": 1.0, "end": 2.0}});
+        row.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        row
+    };
+    let rows = vec![
+        span(
+            "root",
+            None,
+            json!({"input": "root-question-marker", "output": "root-answer-marker"}),
+        ),
+        span(
+            "kid",
+            Some("root"),
+            json!({"input": [{"role": "user", "content": "kid-question-marker"}],
+                                         "output": "kid-answer-marker", "metadata": {"note": "kid-metadata-marker"},
+                                         "scores": {"kid_score": 0.25}}),
+        ),
+        span(
+            "bad",
+            Some("root"),
+            json!({"input": "bad-question-marker", "error": "bad-error-marker"}),
+        ),
+    ];
+    server
+        .ok("POST", "/logs3", Some(json!({"rows": rows})))
+        .await;
+    let (status, page) = server
+        .call(
+            "GET",
+            "/app/default/p/Viewed/logs?oid=kid",
+            Some(&server.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let body = page.as_str().unwrap();
+    for shown in [
+        "kid-question-marker",
+        "kid-answer-marker",
+        "kid-metadata-marker",
+        "kid_score",
+    ] {
+        assert!(
+            body.contains(shown),
+            "the opened span's detail shows {shown}"
+        );
+    }
+    for name in ["step root", "step kid", "step bad"] {
+        assert!(body.contains(name), "the tree shows {name}");
+    }
+    assert!(
+        body.contains("badge t-error"),
+        "the failed span is marked in the tree"
+    );
+    for hidden in [
+        "root-question-marker",
+        "bad-question-marker",
+        "bad-error-marker",
+    ] {
+        assert!(
+            !body.contains(hidden),
+            "another span's {hidden} is not on the page"
+        );
+    }
+    // Opening the failed span shows its error.
+    let (_, page) = server
+        .call(
+            "GET",
+            "/app/default/p/Viewed/logs?oid=bad",
+            Some(&server.key),
+            None,
+        )
+        .await;
+    assert!(page.as_str().unwrap().contains("bad-error-marker"));
+}
+
 mod run {
     use super::*;
     on_all_backends!(
@@ -376,6 +466,7 @@ mod run {
         ui_in_chromium,
         pages_without_a_session,
         keys_page_shows_recent_use,
-        experiment_scores_follow_their_rows
+        experiment_scores_follow_their_rows,
+        trace_page_shows_the_opened_span_whole
     );
 }

@@ -11,7 +11,7 @@ use super::{
 use axum::http::StatusCode;
 use maud::{Markup, html};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Most spans of one trace the viewer reads; a longer trace is shown cut, with a note.
 pub(crate) const MAX_TRACE_SPANS: usize = 20_000;
@@ -23,42 +23,65 @@ const PAGE: usize = 10_000;
 /// after it (the page stays small and quick to lay out however long the trace).
 pub(crate) const TREE_WINDOW: usize = 500;
 
-/// A trace read for the viewer: its spans and whether it was cut at [`MAX_TRACE_SPANS`].
+/// The fields of a span the tree and the timeline show: a trace read for the viewer alone
+/// decodes only these (a long trace's inputs and outputs are most of its bytes), and the
+/// opened span is read whole for its detail.
+const TREE_FIELDS: [&str; 7] = [
+    "id",
+    "span_id",
+    "span_parents",
+    "root_span_id",
+    "span_attributes",
+    "metrics",
+    "error",
+];
+
+/// A trace read for the viewer: its spans, whether it was cut at [`MAX_TRACE_SPANS`], and
+/// the opened span whole.
 pub(crate) struct Trace {
     pub spans: Vec<Value>,
     pub cut: bool,
+    pub opened: Value,
 }
 
 /// The trace holding row `row_id` of `kind('object_id')`, or `None` when there is no such
-/// row (or it is not a span).
+/// row (or it is not a span). With `whole`, every span is read whole (a caller that
+/// summarizes the trace); else only the tree's fields (see [`TREE_FIELDS`]).
 pub(crate) async fn of_row(
     s: &AppState,
     v: &Viewer,
-    kind: &str,
-    object_id: &str,
+    (kind, object_id): (&str, &str),
     row_id: &str,
+    whole: bool,
 ) -> Result<Option<Trace>, PageError> {
-    let (rows, _) = run_query(
+    let (mut rows, _) = run_query(
         s,
         v,
         json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
                "filter": equals("id", row_id), "limit": 1}),
     )
     .await?;
-    let Some(root) = rows
-        .first()
-        .and_then(|r| r.get("root_span_id"))
-        .and_then(Value::as_str)
-    else {
+    let Some(opened) = rows.pop() else {
         return Ok(None);
+    };
+    let Some(root) = opened.get("root_span_id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let select: Vec<Value> = if whole {
+        vec![json!({"op": "star"})]
+    } else {
+        TREE_FIELDS
+            .iter()
+            .map(|f| json!({"alias": f, "expr": {"op": "ident", "name": [f]}}))
+            .collect()
     };
     let mut spans = Vec::new();
     let mut cursor: Option<String> = None;
-    loop {
+    let cut = loop {
         let (page, next) = run_query(
             s,
             v,
-            json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
+            json!({"select": select, "from": source(kind, object_id, "spans"),
                    "filter": equals("root_span_id", root), "limit": PAGE, "cursor": cursor}),
         )
         .await?;
@@ -66,13 +89,14 @@ pub(crate) async fn of_row(
         spans.extend(page);
         if spans.len() >= MAX_TRACE_SPANS {
             spans.truncate(MAX_TRACE_SPANS);
-            return Ok(Some(Trace { spans, cut: true }));
+            break true;
         }
         match next {
             Some(c) if n == PAGE => cursor = Some(c),
-            _ => return Ok(Some(Trace { spans, cut: false })),
+            _ => break false,
         }
-    }
+    };
+    Ok(Some(Trace { spans, cut, opened }))
 }
 
 fn num_of(v: &Value, path: &str) -> Option<f64> {
@@ -91,44 +115,69 @@ fn type_class(t: &str) -> &'static str {
     }
 }
 
+/// What the tree and the timeline read of a span, read once: a long trace's spans are
+/// looked at several times each, and a field lookup hashes its key.
+struct Node<'a> {
+    id: &'a str,
+    span_id: &'a str,
+    parent: Option<&'a str>,
+    start: Option<f64>,
+    end: Option<f64>,
+}
+
+fn nodes(spans: &[Value]) -> Vec<Node<'_>> {
+    spans
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+            let metrics = s.get("metrics");
+            let metric = |k: &str| metrics.and_then(|m| m.get(k)).and_then(Value::as_f64);
+            Node {
+                id: text("id"),
+                span_id: text("span_id"),
+                parent: s
+                    .get("span_parents")
+                    .and_then(|p| p.get(0))
+                    .and_then(Value::as_str),
+                start: metric("start"),
+                end: metric("end"),
+            }
+        })
+        .collect()
+}
+
 /// The spans in tree order (each after its parent, siblings by start time) with their depth.
 /// Linear in the spans; a span whose parent is missing (or a cycle) is shown as a root.
-fn tree_order(spans: &[Value]) -> Vec<(usize, usize)> {
+fn tree_order(spans: &[Node<'_>]) -> Vec<(usize, usize)> {
     let by_span: HashMap<&str, usize> = spans
         .iter()
         .enumerate()
-        .map(|(i, s)| (view::str_at(s, "/span_id"), i))
+        .map(|(i, s)| (s.span_id, i))
         .collect();
     let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut roots = Vec::new();
     for (i, s) in spans.iter().enumerate() {
-        let parent = view::at(s, "/span_parents/0")
-            .and_then(Value::as_str)
-            .and_then(|p| by_span.get(p))
-            .filter(|p| **p != i);
+        let parent = s.parent.and_then(|p| by_span.get(p)).filter(|p| **p != i);
         match parent {
             Some(p) => children.entry(*p).or_default().push(i),
             None => roots.push(i),
         }
     }
-    // Read once: a sort compares each span many times.
-    let starts: Vec<f64> = spans
-        .iter()
-        .map(|s| num_of(s, "/metrics/start").unwrap_or(f64::MAX))
-        .collect();
-    let start = |i: &usize| starts.get(*i).copied().unwrap_or(f64::MAX);
+    let start = |i: &usize| spans.get(*i).and_then(|s| s.start).unwrap_or(f64::MAX);
     let by_start = |a: &usize, b: &usize| start(a).total_cmp(&start(b)).then(a.cmp(b));
     roots.sort_by(by_start);
     for list in children.values_mut() {
         list.sort_by(by_start);
     }
     let mut out = Vec::with_capacity(spans.len());
-    let mut seen = HashSet::new();
+    let mut seen = vec![false; spans.len()];
     let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|r| (*r, 0)).collect();
+    let mut next_unseen = 0;
     loop {
         while let Some((i, depth)) = stack.pop() {
-            if !seen.insert(i) {
-                continue;
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                _ => continue,
             }
             out.push((i, depth));
             if let Some(kids) = children.get(&i) {
@@ -136,10 +185,13 @@ fn tree_order(spans: &[Value]) -> Vec<(usize, usize)> {
             }
         }
         // Spans only reachable through a cycle: shown as roots.
-        match (0..spans.len()).find(|i| !seen.contains(i)) {
-            Some(i) if out.len() < spans.len() => stack.push((i, 0)),
-            _ => break,
+        while seen.get(next_unseen) == Some(&true) {
+            next_unseen += 1;
         }
+        if next_unseen >= spans.len() {
+            break;
+        }
+        stack.push((next_unseen, 0));
     }
     out
 }
@@ -162,10 +214,11 @@ pub(crate) fn render(
     add: &AddTo<'_>,
 ) -> Markup {
     let spans = &trace.spans;
-    let order = tree_order(spans);
-    let chosen = spans
+    let nodes = nodes(spans);
+    let order = tree_order(&nodes);
+    let chosen = nodes
         .iter()
-        .position(|s| view::str_at(s, "/id") == selected)
+        .position(|s| s.id == selected)
         .or_else(|| order.first().map(|(i, _)| *i));
     // The window of the tree that holds the chosen span.
     let at = chosen
@@ -179,20 +232,29 @@ pub(crate) fn render(
     let window_link = |from: usize| {
         order
             .get(from)
-            .and_then(|(i, _)| spans.get(*i))
-            .map(|s| link(view::str_at(s, "/id")))
+            .and_then(|(i, _)| nodes.get(*i))
+            .map(|s| link(s.id))
     };
     let before = first.checked_sub(TREE_WINDOW).and_then(window_link);
     let after = window_link(first + TREE_WINDOW);
-    let t0 = spans
+    let t0 = nodes
         .iter()
-        .filter_map(|s| num_of(s, "/metrics/start"))
+        .filter_map(|s| s.start)
         .fold(f64::INFINITY, f64::min);
-    let t1 = spans
+    let t1 = nodes
         .iter()
-        .filter_map(|s| num_of(s, "/metrics/end").or_else(|| num_of(s, "/metrics/start")))
+        .filter_map(|s| s.end.or(s.start))
         .fold(f64::NEG_INFINITY, f64::max);
     let total = if t1 > t0 { t1 - t0 } else { 0.0 };
+    // The span whose detail is shown: the opened one was read whole, the others may hold the
+    // tree's fields only.
+    let shown = chosen.and_then(|i| spans.get(i)).map(|span| {
+        if view::str_at(span, "/id") == view::str_at(&trace.opened, "/id") {
+            &trace.opened
+        } else {
+            span
+        }
+    });
     let percent = |x: f64| ((x / total) * 100.0).clamp(0.0, 100.0).round() as u32;
     html! {
         div.trace {
@@ -233,7 +295,7 @@ pub(crate) fn render(
                     }
                 }
             }
-            @if let Some(span) = chosen.and_then(|i| spans.get(i)) {
+            @if let Some(span) = shown {
                 (detail(org, span, add))
             }
         }
@@ -317,12 +379,14 @@ pub(crate) struct Opened<'a> {
     /// The baseline experiment a comparison is made with, kept on the page's links (empty
     /// for none).
     pub compare: &'a str,
+    /// Whether every span is read whole (see [`of_row`]).
+    pub whole: bool,
 }
 
 impl Opened<'_> {
     /// The trace holding the opened row (see [`of_row`]).
     pub(crate) async fn read(&self, s: &AppState, v: &Viewer) -> Result<Option<Trace>, PageError> {
-        of_row(s, v, self.source.0, self.source.1, self.oid).await
+        of_row(s, v, self.source, self.oid, self.whole).await
     }
 }
 
@@ -342,6 +406,7 @@ pub(crate) async fn page(
         here,
         oid,
         compare,
+        ..
     } = at;
     let link = |id: &str| {
         format!(
@@ -367,6 +432,9 @@ pub(crate) async fn page(
     } else {
         StatusCode::NOT_FOUND
     };
+    if let Some(t) = found {
+        holdfast_services::free_later(t.spans);
+    }
     Ok(document(status, "Trace", Some((v, Some(place))), body))
 }
 
@@ -398,7 +466,7 @@ mod tests {
             span("c1", Some("r"), 2.0),
             span("orphan", Some("nowhere"), 0.5),
         ];
-        let order: Vec<(&str, usize)> = tree_order(&spans)
+        let order: Vec<(&str, usize)> = tree_order(&nodes(&spans))
             .into_iter()
             .map(|(i, d)| (view::str_at(&spans[i], "/span_id"), d))
             .collect();
@@ -411,7 +479,7 @@ mod tests {
     #[test]
     fn cycles_and_deep_chains_are_shown_once_without_recursion() {
         let cycle = vec![span("a", Some("b"), 1.0), span("b", Some("a"), 2.0)];
-        assert_eq!(tree_order(&cycle).len(), 2);
+        assert_eq!(tree_order(&nodes(&cycle)).len(), 2);
         let mut chain = vec![span("s0", None, 0.0)];
         for i in 1..10_000 {
             chain.push(span(
@@ -420,7 +488,7 @@ mod tests {
                 i as f64,
             ));
         }
-        let order = tree_order(&chain);
+        let order = tree_order(&nodes(&chain));
         assert_eq!(order.len(), 10_000);
         assert_eq!(order.last(), Some(&(9_999, 9_999)));
         let html = render(
@@ -428,6 +496,7 @@ mod tests {
             &Trace {
                 spans: chain,
                 cut: false,
+                opened: Value::Null,
             },
             "row-s5",
             &|id| format!("?oid={id}"),
@@ -453,7 +522,11 @@ mod tests {
     fn long_traces_show_the_window_of_the_selected_span() {
         let mut spans = vec![span("r", None, 0.0)];
         spans.extend((1..1_234).map(|i| span(&format!("s{i:04}"), Some("r"), i as f64)));
-        let trace = Trace { spans, cut: false };
+        let trace = Trace {
+            spans,
+            cut: false,
+            opened: Value::Null,
+        };
         let add = AddTo {
             kind: "project_logs",
             object_id: "p",
