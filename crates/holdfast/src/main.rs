@@ -1199,11 +1199,6 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// mimalloc instead of the system allocator: a page of a long trace allocates and frees
-/// hundreds of thousands of small values, which glibc's malloc made a third of its time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     // HOLDFAST_LOG filters (`info` by default); HOLDFAST_LOG_FORMAT=json writes one JSON
     // object per line, with the request span's fields (request_id) on each.
