@@ -39,7 +39,6 @@ use holdfast_store::{Found, MAX_CANDIDATES, RowQuery, SEARCH_FIELDS, StoredRow, 
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 mod counts;
@@ -152,9 +151,6 @@ struct Plan {
     shape: Shape,
     filter: Option<Expr>,
     select: Option<Vec<(String, Expr)>>,
-    /// Per select item, the top-level field whose value [`Plan::project`] moves out of the
-    /// row (see [`moved_field`]).
-    moved: Vec<Option<String>>,
     dimensions: Vec<(String, Expr)>,
     measures: Vec<(String, Expr)>,
     having: Option<Expr>,
@@ -429,22 +425,12 @@ impl Plan {
             }
             Some(_) => return Err(ServiceError::field("query.cursor", "expected a string")),
         };
-        let moved = select
-            .as_ref()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|(_, e)| moved_field(items, e).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(Plan {
             kind,
             ids,
             shape,
             filter,
             select,
-            moved,
             dimensions,
             measures,
             having,
@@ -459,33 +445,6 @@ impl Plan {
         !self.dimensions.is_empty() || !self.measures.is_empty()
     }
 
-    /// The top-level fields a spans query reads (its select, filter and sort, and those the
-    /// engine reads itself), when it names them all: a trace read decodes only those (see
-    /// `RowQuery::fields`). `None` (every field) for `select *`, for other shapes and for
-    /// grouped queries.
-    fn fields(&self) -> Option<Arc<[String]>> {
-        if self.shape != Shape::Spans || self.grouped() {
-            return None;
-        }
-        let items = self.select.as_ref()?;
-        let mut out: Vec<String> = ["id", "span_id", "span_parents", "root_span_id"]
-            .map(String::from)
-            .to_vec();
-        let mut whole = false;
-        let mut add = |path: &[String]| match path.first() {
-            Some(f) if !out.contains(f) => out.push(f.clone()),
-            Some(_) => {}
-            None => whole = true,
-        };
-        for (_, e) in items {
-            e.walk_fields(&mut add);
-        }
-        for e in self.filter.iter().chain(self.sort.iter().map(|(e, _)| e)) {
-            e.walk_fields(&mut add);
-        }
-        (!whole).then(|| out.into())
-    }
-
     fn keep(&self, row: &Map<String, Value>, cx: &Context) -> bool {
         self.filter
             .as_ref()
@@ -493,35 +452,15 @@ impl Plan {
     }
 
     fn project(&self, row: Value, cx: &Context) -> Value {
-        let Some(items) = &self.select else {
-            return row;
-        };
-        let mut m = match row {
-            Value::Object(m) => m,
-            other => return other,
-        };
-        // Computed items first (they may read any field); then a plain top-level field
-        // selected once is moved out of the row rather than copied.
-        let mut values: Vec<Option<Value>> = items
-            .iter()
-            .zip(&self.moved)
-            .map(|((_, e), moved)| match moved {
-                Some(_) => None,
-                None => Some(e.eval(&m, cx)),
-            })
-            .collect();
-        for (v, moved) in values.iter_mut().zip(&self.moved) {
-            if let Some(f) = moved {
-                *v = Some(m.swap_remove(f).unwrap_or(Value::Null));
-            }
+        match (&self.select, row) {
+            (Some(items), Value::Object(m)) => Value::Object(
+                items
+                    .iter()
+                    .map(|(a, e)| (a.clone(), e.eval(&m, cx)))
+                    .collect(),
+            ),
+            (_, row) => row,
         }
-        Value::Object(
-            items
-                .iter()
-                .zip(values)
-                .map(|((a, _), v)| (a.clone(), v.unwrap_or(Value::Null)))
-                .collect(),
-        )
     }
 
     fn key(&self, row: &Map<String, Value>, cx: &Context) -> Vec<Value> {
@@ -611,20 +550,6 @@ fn text_plan(e: &Expr) -> Option<Vec<TextQuery>> {
     }
 }
 
-/// The top-level field a select item reads when it is only that field and no other item
-/// is the same field: its value can be moved out of the row.
-fn moved_field<'e>(items: &[(String, Expr)], e: &'e Expr) -> Option<&'e str> {
-    let Expr::Field(path) = e else { return None };
-    let [field] = path.as_slice() else {
-        return None;
-    };
-    let same = items
-        .iter()
-        .filter(|(_, x)| matches!(x, Expr::Field(p) if p == path))
-        .count();
-    (same == 1).then_some(field.as_str())
-}
-
 /// Reads an object's rows at a snapshot, a page at a time, within the time limit: every
 /// row in row-id order, or only the candidates a word search named.
 struct Scan<'a> {
@@ -641,8 +566,6 @@ struct Scan<'a> {
     started: Instant,
     /// Only rows whose newest version is after this transaction.
     since: Option<XactId>,
-    /// The fields a trace read decodes (`None`: all).
-    fields: Option<Arc<[String]>>,
 }
 
 impl<'a> Scan<'a> {
@@ -658,7 +581,6 @@ impl<'a> Scan<'a> {
             done: false,
             started,
             since: None,
-            fields: None,
         }
     }
 
@@ -731,7 +653,6 @@ impl<'a> Scan<'a> {
             after_row_id: self.after.clone(),
             root_span_id: self.root.clone(),
             limit,
-            fields: self.fields.clone(),
         };
         let page = self.svc.store.read_rows(self.pass, &q).await?;
         self.done = (page.len() as i64) < limit;
@@ -763,7 +684,6 @@ impl Services {
     ) -> Result<Scan<'a>> {
         let mut scan = Scan::new(self, pass, version, started);
         scan.since = plan.since;
-        scan.fields = plan.fields();
         // Since a transaction: only the rows changed since, when the store can list them.
         if let Some(since) = plan.since
             && let Some(ids) = self.store.rows_changed_since(pass, since).await?
@@ -1109,11 +1029,7 @@ impl Services {
     fn shape_trace(&self, plan: &Plan, spans: Vec<StoredRow>, cx: &Context) -> Vec<Value> {
         let rows: Vec<Value> = spans.into_iter().map(|r| row_json(r, plan.kind)).collect();
         match plan.shape {
-            Shape::Summary => {
-                let summary = summary_row(&rows);
-                crate::free_later(rows);
-                vec![plan.project(summary, cx)]
-            }
+            Shape::Summary => vec![plan.project(summary_row(&rows), cx)],
             _ => rows.into_iter().map(|r| plan.project(r, cx)).collect(),
         }
     }

@@ -107,18 +107,6 @@ impl Default for Limits {
     }
 }
 
-/// Frees `spans` (a long trace's) on a blocking thread instead of the request's: freeing
-/// 10,000 parsed spans takes milliseconds a page need not wait for. Short lists are freed
-/// where they are.
-pub fn free_later<T: Send + 'static>(spans: Vec<T>) {
-    const LONG: usize = 1_000;
-    if spans.len() >= LONG
-        && let Ok(rt) = tokio::runtime::Handle::try_current()
-    {
-        rt.spawn_blocking(move || drop(spans));
-    }
-}
-
 /// Counts the JSON values in `bytes` (a linear scan that stops past `limit`), so that a body
 /// is refused before it is parsed into far more memory than its size. Refuses strings that
 /// hold NUL (`\u0000`), which PostgreSQL cannot store: a body is refused the same way on

@@ -222,7 +222,6 @@ impl Services {
                 after_row_id: after.clone(),
                 root_span_id: root_span_id.clone(),
                 limit,
-                fields: None,
             };
             let page = self.store.read_rows(pass, &q).await?;
             let exhausted = (page.len() as i64) < limit;

@@ -421,8 +421,8 @@ async fn blocking<T: Send + 'static>(
 
 impl Services {
     /// The settings of a request: checked, its metadata read (fetched when given by URL).
-    /// The settings `req` asks for. On a replace, `kept` is the stored connection's: a
-    /// request giving no metadata keeps its identity provider's.
+    /// On a replace, `kept` is the stored connection's: a request giving no metadata keeps
+    /// its identity provider's.
     async fn saml_config(
         &self,
         req: &SamlConnectionRequest,

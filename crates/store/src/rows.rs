@@ -36,9 +36,6 @@ pub struct RowQuery {
     /// Only the rows of this trace.
     pub root_span_id: Option<String>,
     pub limit: i64,
-    /// Only these top-level fields' values are decoded; every other field is kept by name
-    /// with a `null` value (so that what a row holds is still known). `None`: all.
-    pub fields: Option<std::sync::Arc<[String]>>,
 }
 
 /// A version filed under a trace (row id, `_xact_id`, deleted, stored data) or one that left
@@ -128,90 +125,19 @@ pub(crate) fn encode_data(json: String, compress_from: usize) -> Vec<u8> {
 
 /// A row's JSON from its stored form.
 pub(crate) fn decode_data(row_id: &str, stored: &[u8]) -> Result<Map<String, Value>> {
-    decode_fields(row_id, stored, None)
-}
-
-/// A row's JSON from its stored form, with only `fields`' values decoded when given (see
-/// [`RowQuery::fields`]): the others are skipped without being built or kept, which is most
-/// of the work for rows with long inputs and outputs.
-pub(crate) fn decode_fields(
-    row_id: &str,
-    stored: &[u8],
-    fields: Option<&[String]>,
-) -> Result<Map<String, Value>> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("row {row_id}: {e}"));
-    let inflated;
-    let json = if stored.starts_with(&ZSTD_MAGIC) {
-        inflated = decompress(stored).map_err(|e| corrupt(&e))?;
-        inflated.as_slice()
+    if stored.starts_with(&ZSTD_MAGIC) {
+        let json = decompress(stored).map_err(|e| corrupt(&e))?;
+        serde_json::from_slice(&json).map_err(|e| corrupt(&e))
     } else {
-        stored
-    };
-    match fields {
-        None => serde_json::from_slice(json).map_err(|e| corrupt(&e)),
-        Some(fields) => {
-            use serde::de::DeserializeSeed;
-            let mut de = serde_json::Deserializer::from_slice(json);
-            let map = Only(fields).deserialize(&mut de).map_err(|e| corrupt(&e))?;
-            de.end().map_err(|e| corrupt(&e))?;
-            Ok(map)
-        }
-    }
-}
-
-/// Decodes a JSON object keeping only the values of the fields it names (others: `null`).
-struct Only<'a>(&'a [String]);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Only<'_> {
-    type Value = Map<String, Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Only<'_> {
-    type Value = Map<String, Value>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(
-        self,
-        mut a: A,
-    ) -> std::result::Result<Self::Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = a.next_key::<String>()? {
-            let value = if self.0.contains(&key) {
-                a.next_value::<Value>()?
-            } else {
-                a.next_value::<serde::de::IgnoredAny>()?;
-                Value::Null
-            };
-            out.insert(key, value);
-        }
-        Ok(out)
+        serde_json::from_slice(stored).map_err(|e| corrupt(&e))
     }
 }
 
 pub(crate) fn decode(row_id: String, xact: i64, stored: &[u8]) -> Result<StoredRow> {
-    decode_only(row_id, xact, stored, None)
-}
-
-/// [`decode`] with only `fields` decoded (see [`RowQuery::fields`]).
-fn decode_only(
-    row_id: String,
-    xact: i64,
-    stored: &[u8],
-    fields: Option<&[String]>,
-) -> Result<StoredRow> {
     let xact_id =
         XactId::from_i64(xact).ok_or_else(|| StoreError::Corrupt(format!("xact id {xact}")))?;
-    let data = decode_fields(&row_id, stored, fields)?;
+    let data = decode_data(&row_id, stored)?;
     Ok(StoredRow {
         row_id,
         xact_id,
@@ -230,8 +156,7 @@ impl Store {
             let read = match &q.root_span_id {
                 Some(root) => {
                     let after = q.after_row_id.as_deref();
-                    let fields = q.fields.as_deref();
-                    self.read_trace(pass, root, after, (limit, fields), as_of, generation)
+                    self.read_trace(pass, root, after, limit, as_of, generation)
                         .await?
                 }
                 None => self.read_page(pass, q, as_of, limit, generation).await?,
@@ -260,7 +185,7 @@ impl Store {
         pass: &ObjectPass,
         root: &str,
         after: Option<&str>,
-        (limit, fields): (usize, Option<&[String]>),
+        limit: usize,
         as_of: i64,
         generation: u64,
     ) -> Result<Option<Vec<StoredRow>>> {
@@ -368,7 +293,7 @@ impl Store {
         }
         drop(tail);
         keep.into_iter()
-            .map(|(id, x, d)| decode_only(id, x, &d, fields))
+            .map(|(id, x, d)| decode(id, x, &d))
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }
@@ -587,30 +512,6 @@ mod tests {
     use crate::index::RowIndex;
     use crate::testing::{dataset_pass, incoming, temp_dir};
     use serde_json::json;
-
-    /// A decode of named fields keeps the others by name as `null`, whether the row is
-    /// stored plain or compressed, and refuses what a whole decode refuses.
-    #[test]
-    fn decoding_named_fields_skips_the_others() {
-        let row = json!({"id": "r", "input": {"long": "x".repeat(10_000)}, "metrics": {"start": 1.5},
-                         "output": ["a", {"b": null}], "id2": 7});
-        let text = row.to_string();
-        let fields: Vec<String> = vec!["id".into(), "metrics".into()];
-        for stored in [text.clone().into_bytes(), encode_data(text.clone(), 100)] {
-            let got = decode_fields("r", &stored, Some(&fields)).unwrap();
-            assert_eq!(
-                Value::Object(got),
-                json!({"id": "r", "input": null, "metrics": {"start": 1.5}, "output": null, "id2": null})
-            );
-            assert_eq!(
-                decode_fields("r", &stored, None).unwrap(),
-                *row.as_object().unwrap()
-            );
-        }
-        for bad in [&b"{\"id\": 1} trailing"[..], b"[1, 2]", b"{\"input\": [1,}"] {
-            assert!(decode_fields("r", bad, Some(&fields)).is_err(), "{bad:?}");
-        }
-    }
 
     /// Writes rows as one request; its `_xact_id`.
     async fn write(store: &Store, pass: &ObjectPass, rows: Vec<Value>) -> XactId {

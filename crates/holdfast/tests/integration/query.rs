@@ -353,8 +353,7 @@ fn queries() -> Vec<(&'static str, Want)> {
                 json!([{"id": "a2", "type": "score"}, {"id": "a1", "type": "llm"}, {"id": "a0", "type": "task"}]),
             ),
         ),
-        // A trace read decodes only the fields a query names: those of its filter and sort
-        // too, not only of its select.
+        // A trace's spans filtered and sorted on fields the select does not name.
         (
             "SELECT id, output FROM project_logs('P') WHERE root_span_id = 'a0' AND metadata.user_id = 'u-1' AND input IS NOT NULL AND NOT is_root",
             Rows(json!([{"id": "a1", "output": "Zebras are striped horses"}])),

@@ -368,10 +368,9 @@ async fn logs_time_range_is_of_traces(backend: Backend) {
     );
 }
 
-/// The logs' trace viewer reads the tree's fields of every span and the opened span whole:
-/// the detail shows the opened span's input, output and metadata, the tree every span with
-/// its error badge, and no other span's input.
-async fn trace_page_shows_the_opened_span_whole(backend: Backend) {
+/// The logs' trace viewer: the detail shows the opened span's input, output, metadata and
+/// scores, the tree every span with its error badge, and no other span's input or error.
+async fn trace_page_shows_the_opened_span(backend: Backend) {
     let server = Server::start(backend).await;
     let project = server
         .ok("POST", "/v1/project", Some(json!({"name": "Viewed"})))
@@ -467,6 +466,6 @@ mod run {
         pages_without_a_session,
         keys_page_shows_recent_use,
         experiment_scores_follow_their_rows,
-        trace_page_shows_the_opened_span_whole
+        trace_page_shows_the_opened_span
     );
 }

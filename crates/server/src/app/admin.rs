@@ -502,6 +502,10 @@ fn role_fields(prefix: &str, roles: &[Value], current: Option<&Value>) -> Markup
     }
 }
 
+/// Most custom roles given an edit form on the page: each form lists every role it may
+/// include, so the page grows with the square of the roles shown.
+const EDITED_ROLES: usize = 100;
+
 /// The organization's roles, built-in and custom, with a form that makes a custom role, and
 /// for each custom role one that changes it in place and a button that deletes it (for those
 /// who may change grants).
@@ -544,7 +548,10 @@ fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
             }
         }
         @if may_grant {
-            @for r in roles.iter().filter(|r| custom(r)) {
+            @if roles.iter().filter(|r| custom(r)).count() > EDITED_ROLES {
+                p.muted { "Only the first " (EDITED_ROLES) " custom roles can be changed here; change the others through the API." }
+            }
+            @for r in roles.iter().filter(|r| custom(r)).take(EDITED_ROLES) {
                 @let id = view::str_at(r, "/id");
                 @let current = serde_json::json!({
                     "member_permissions": r.get("member_permissions").cloned().unwrap_or_default(),
@@ -802,41 +809,37 @@ fn saml_fields(prefix: &str, current: Option<&SamlConnection>) -> Markup {
 fn connection_forms(org_id: &str, oidc: &[OidcConnection], saml: &[SamlConnection]) -> Markup {
     html! {
         div.tools {
-            details.panel {
-                summary { "Add an OpenID Connect connection" }
-                form #add-oidc data-action="add-oidc" data-org=(org_id) {
-                    (oidc_fields("oidc", None))
-                    button type="submit" { "Add connection" }
-                    span.note role="status" {}
-                }
-            }
-            details.panel {
-                summary { "Add a SAML connection" }
-                form #add-saml data-action="add-saml" data-org=(org_id) {
-                    (saml_fields("saml", None))
-                    button type="submit" { "Add connection" }
-                    span.note role="status" {}
-                }
-            }
+            (connection_panel("Add an OpenID Connect connection", "add-oidc", org_id, None, oidc_fields("oidc", None)))
+            (connection_panel("Add a SAML connection", "add-saml", org_id, None, saml_fields("saml", None)))
             @for c in oidc {
-                details.panel {
-                    summary { "Change " (c.name) }
-                    form.edit-connection data-action="edit-oidc" data-org=(org_id) data-id=(c.id) {
-                        (oidc_fields(&format!("oidc-{}", c.id), Some(c)))
-                        button type="submit" { "Save connection" }
-                        span.note role="status" {}
-                    }
-                }
+                (connection_panel(&format!("Change {}", c.name), "edit-oidc", org_id, Some(&c.id),
+                    oidc_fields(&format!("oidc-{}", c.id), Some(c))))
             }
             @for c in saml {
-                details.panel {
-                    summary { "Change " (c.name) }
-                    form.edit-connection data-action="edit-saml" data-org=(org_id) data-id=(c.id) {
-                        (saml_fields(&format!("saml-{}", c.id), Some(c)))
-                        button type="submit" { "Save connection" }
-                        span.note role="status" {}
-                    }
-                }
+                (connection_panel(&format!("Change {}", c.name), "edit-saml", org_id, Some(&c.id),
+                    saml_fields(&format!("saml-{}", c.id), Some(c))))
+            }
+        }
+    }
+}
+
+/// A connection form in a panel titled `title`: one that adds a connection (the form's id is
+/// its `action`) or, given the connection's `id`, one that changes it.
+fn connection_panel(
+    title: &str,
+    action: &str,
+    org_id: &str,
+    id: Option<&str>,
+    fields: Markup,
+) -> Markup {
+    html! {
+        details.panel {
+            summary { (title) }
+            form id=[id.is_none().then_some(action)] class=[id.map(|_| "edit-connection")]
+                data-action=(action) data-org=(org_id) data-id=[id] {
+                (fields)
+                button type="submit" { @if id.is_none() { "Add connection" } @else { "Save connection" } }
+                span.note role="status" {}
             }
         }
     }

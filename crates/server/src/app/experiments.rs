@@ -418,8 +418,6 @@ pub(crate) async fn page(
             here: &here,
             oid: &oid,
             compare: &wanted,
-            // Its summary row is compared with the baseline's: every span is read whole.
-            whole: true,
         };
         let found = at.read(&s, &v).await?;
         let against = match (&found, &baseline) {

@@ -126,7 +126,6 @@ pub(crate) async fn page(
             here: &here,
             oid: &oid,
             compare: "",
-            whole: false,
         };
         let found = at.read(&s, &v).await?;
         let head = html! { p { a href=(here) { "← All logs of " (project.name) } } };

@@ -23,57 +23,33 @@ const PAGE: usize = 10_000;
 /// after it (the page stays small and quick to lay out however long the trace).
 pub(crate) const TREE_WINDOW: usize = 500;
 
-/// The fields of a span the tree and the timeline show: a trace read for the viewer alone
-/// decodes only these (a long trace's inputs and outputs are most of its bytes), and the
-/// opened span is read whole for its detail.
-const TREE_FIELDS: [&str; 7] = [
-    "id",
-    "span_id",
-    "span_parents",
-    "root_span_id",
-    "span_attributes",
-    "metrics",
-    "error",
-];
-
-/// A trace read for the viewer: its spans, whether it was cut at [`MAX_TRACE_SPANS`], and
-/// the opened span whole.
+/// A trace read for the viewer: its spans and whether it was cut at [`MAX_TRACE_SPANS`].
 pub(crate) struct Trace {
     pub spans: Vec<Value>,
     pub cut: bool,
-    pub opened: Value,
 }
 
 /// The trace holding row `row_id` of `kind('object_id')`, or `None` when there is no such
-/// row (or it is not a span). With `whole`, every span is read whole (a caller that
-/// summarizes the trace); else only the tree's fields (see [`TREE_FIELDS`]).
+/// row (or it is not a span).
 pub(crate) async fn of_row(
     s: &AppState,
     v: &Viewer,
     (kind, object_id): (&str, &str),
     row_id: &str,
-    whole: bool,
 ) -> Result<Option<Trace>, PageError> {
-    let (mut rows, _) = run_query(
+    let (rows, _) = run_query(
         s,
         v,
         json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
                "filter": equals("id", row_id), "limit": 1}),
     )
     .await?;
-    let Some(opened) = rows.pop() else {
+    let Some(root) = rows
+        .first()
+        .and_then(|r| r.get("root_span_id"))
+        .and_then(Value::as_str)
+    else {
         return Ok(None);
-    };
-    let Some(root) = opened.get("root_span_id").and_then(Value::as_str) else {
-        return Ok(None);
-    };
-    let select: Vec<Value> = if whole {
-        vec![json!({"op": "star"})]
-    } else {
-        TREE_FIELDS
-            .iter()
-            .map(|f| json!({"alias": f, "expr": {"op": "ident", "name": [f]}}))
-            .collect()
     };
     let mut spans = Vec::new();
     let mut cursor: Option<String> = None;
@@ -81,7 +57,7 @@ pub(crate) async fn of_row(
         let (page, next) = run_query(
             s,
             v,
-            json!({"select": select, "from": source(kind, object_id, "spans"),
+            json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
                    "filter": equals("root_span_id", root), "limit": PAGE, "cursor": cursor}),
         )
         .await?;
@@ -96,7 +72,7 @@ pub(crate) async fn of_row(
             _ => break false,
         }
     };
-    Ok(Some(Trace { spans, cut, opened }))
+    Ok(Some(Trace { spans, cut }))
 }
 
 fn num_of(v: &Value, path: &str) -> Option<f64> {
@@ -246,15 +222,6 @@ pub(crate) fn render(
         .filter_map(|s| s.end.or(s.start))
         .fold(f64::NEG_INFINITY, f64::max);
     let total = if t1 > t0 { t1 - t0 } else { 0.0 };
-    // The span whose detail is shown: the opened one was read whole, the others may hold the
-    // tree's fields only.
-    let shown = chosen.and_then(|i| spans.get(i)).map(|span| {
-        if view::str_at(span, "/id") == view::str_at(&trace.opened, "/id") {
-            &trace.opened
-        } else {
-            span
-        }
-    });
     let percent = |x: f64| ((x / total) * 100.0).clamp(0.0, 100.0).round() as u32;
     html! {
         div.trace {
@@ -295,7 +262,7 @@ pub(crate) fn render(
                     }
                 }
             }
-            @if let Some(span) = shown {
+            @if let Some(span) = chosen.and_then(|i| spans.get(i)) {
                 (detail(org, span, add))
             }
         }
@@ -379,14 +346,12 @@ pub(crate) struct Opened<'a> {
     /// The baseline experiment a comparison is made with, kept on the page's links (empty
     /// for none).
     pub compare: &'a str,
-    /// Whether every span is read whole (see [`of_row`]).
-    pub whole: bool,
 }
 
 impl Opened<'_> {
     /// The trace holding the opened row (see [`of_row`]).
     pub(crate) async fn read(&self, s: &AppState, v: &Viewer) -> Result<Option<Trace>, PageError> {
-        of_row(s, v, self.source, self.oid, self.whole).await
+        of_row(s, v, self.source, self.oid).await
     }
 }
 
@@ -406,7 +371,6 @@ pub(crate) async fn page(
         here,
         oid,
         compare,
-        ..
     } = at;
     let link = |id: &str| {
         format!(
@@ -432,9 +396,6 @@ pub(crate) async fn page(
     } else {
         StatusCode::NOT_FOUND
     };
-    if let Some(t) = found {
-        holdfast_services::free_later(t.spans);
-    }
     Ok(document(status, "Trace", Some((v, Some(place))), body))
 }
 
@@ -496,7 +457,6 @@ mod tests {
             &Trace {
                 spans: chain,
                 cut: false,
-                opened: Value::Null,
             },
             "row-s5",
             &|id| format!("?oid={id}"),
@@ -522,11 +482,7 @@ mod tests {
     fn long_traces_show_the_window_of_the_selected_span() {
         let mut spans = vec![span("r", None, 0.0)];
         spans.extend((1..1_234).map(|i| span(&format!("s{i:04}"), Some("r"), i as f64)));
-        let trace = Trace {
-            spans,
-            cut: false,
-            opened: Value::Null,
-        };
+        let trace = Trace { spans, cut: false };
         let add = AddTo {
             kind: "project_logs",
             object_id: "p",
