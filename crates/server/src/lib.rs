@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The bearer token `/metrics` needs; without one it is not served.
     pub metrics_token: Option<Arc<str>>,
+    /// Experiments' summary rows kept for their pages.
+    pub(crate) experiment_rows: Arc<app::RowsKept>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             failure_limiter: Arc::default(),
             metrics: Arc::default(),
             metrics_token: None,
+            experiment_rows: Arc::default(),
         }
     }
 

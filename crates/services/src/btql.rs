@@ -1490,7 +1490,7 @@ fn page_of(plan: &Plan, mut best: Vec<Ranked>, version: XactId) -> (Vec<Value>, 
 /// [`holdfast_core::pricing`] with its token metrics. None for an unknown model or a span
 /// without token counts.
 fn span_cost(span: &Value, metrics: &Map<String, Value>) -> Option<f64> {
-    let model = span.pointer("/metadata/model").and_then(Value::as_str)?;
+    let model = span.get("metadata")?.get("model")?.as_str()?;
     let count = |k: &str| metrics.get(k).and_then(Value::as_f64);
     let (prompt, completion) = (count("prompt_tokens"), count("completion_tokens"));
     if prompt.is_none() && completion.is_none() {
@@ -1515,8 +1515,7 @@ pub fn summary_row(spans: &[Value]) -> Value {
         .iter()
         .find(|s| s.get("is_root") == Some(&Value::Bool(true)))
         .or(spans.first())
-        .cloned()
-        .unwrap_or(Value::Null);
+        .unwrap_or(&Value::Null);
     let mut out = Map::new();
     for f in [
         "id",
@@ -1543,7 +1542,10 @@ pub fn summary_row(spans: &[Value]) -> Value {
     let mut tokens: HashMap<&str, i64> = HashMap::new();
     let mut cost: Option<f64> = None;
     let (mut llm_calls, mut errors) = (0i64, 0i64);
+    // Each distinct tag once, in the order first seen; `seen` holds their JSON text, so that a
+    // trace of many distinct tags is not compared pairwise.
     let mut tags: Vec<Value> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut xact = String::new();
     for s in spans {
         if let Some(m) = s.get("scores").and_then(Value::as_object) {
@@ -1571,7 +1573,11 @@ pub fn summary_row(spans: &[Value]) -> Value {
                 *cost.get_or_insert(0.0) += c;
             }
         }
-        if s.pointer("/span_attributes/type").and_then(Value::as_str) == Some("llm") {
+        if s.get("span_attributes")
+            .and_then(|a| a.get("type"))
+            .and_then(Value::as_str)
+            == Some("llm")
+        {
             llm_calls += 1;
         }
         if s.get("error").is_some_and(|e| !e.is_null()) {
@@ -1579,7 +1585,7 @@ pub fn summary_row(spans: &[Value]) -> Value {
         }
         if let Some(t) = s.get("tags").and_then(Value::as_array) {
             for t in t {
-                if !tags.contains(t) {
+                if seen.insert(t.to_string()) {
                     tags.push(t.clone());
                 }
             }
@@ -1665,6 +1671,35 @@ mod tests {
         );
         assert_eq!(s["tags"], json!(["x", "y"]));
         assert_eq!(s["_xact_id"], "10");
+    }
+
+    #[test]
+    fn summary_rows_keep_each_tag_once_in_first_seen_order() {
+        let spans: Vec<Value> = (0..3000)
+            .map(|i| {
+                json!({"id": format!("s{i}"), "is_root": i == 0,
+                            "tags": [format!("t{}", i % 1500), "all", 1, {"k": i % 2}]})
+            })
+            .collect();
+        let s = summary_row(&spans);
+        let tags = s["tags"].as_array().unwrap();
+        assert_eq!(
+            tags.len(),
+            1500 + 4,
+            "1,500 distinct strings, 'all', 1, two objects"
+        );
+        assert_eq!(
+            tags[..5],
+            [
+                json!("t0"),
+                json!("all"),
+                json!(1),
+                json!({"k": 0}),
+                json!("t1")
+            ]
+        );
+        assert_eq!(tags[5], json!({"k": 1}));
+        assert_eq!(tags.last(), Some(&json!("t1499")));
     }
 
     #[test]

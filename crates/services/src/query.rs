@@ -423,15 +423,7 @@ impl Services {
         principal: &Principal,
         experiment: &ObjectRecord,
     ) -> Result<Value> {
-        let (_, pass) = self
-            .object_pass(
-                principal,
-                ObjectType::Experiment,
-                &experiment.id,
-                Permission::Read,
-            )
-            .await?;
-        let newest = self.store.newest_xact(&pass).await?;
+        let newest = self.newest_version(principal, &experiment.id).await?;
         if let Some(kept) = newest.and_then(|n| self.score_summaries.get(&experiment.id, n)) {
             return Ok(kept);
         }
@@ -440,6 +432,25 @@ impl Services {
             self.score_summaries.keep(&experiment.id, n, scores.clone());
         }
         Ok(scores)
+    }
+
+    /// The newest version of any row of an experiment the principal may read (`None` while
+    /// it has no rows): what is derived from its rows may be kept under it, and stays right
+    /// while it is unchanged. Read it before the rows.
+    pub async fn newest_version(
+        &self,
+        principal: &Principal,
+        experiment_id: &str,
+    ) -> Result<Option<XactId>> {
+        let (_, pass) = self
+            .object_pass(
+                principal,
+                ObjectType::Experiment,
+                experiment_id,
+                Permission::Read,
+            )
+            .await?;
+        Ok(self.store.newest_xact(&pass).await?)
     }
 
     /// `{scores, metrics}` in the SDKs' strict entry shapes.

@@ -254,16 +254,49 @@ async fn experiment_scores_follow_their_rows(backend: Backend) {
             .unwrap()
             .to_owned()
     };
+    // The experiment's own page, whose summary rows are kept while the experiment is
+    // unchanged: how many rows it says it has, and whether it shows `text`.
+    let server = &server;
+    let page = |text: &'static str| async move {
+        let (status, page) = server
+            .call(
+                "GET",
+                "/app/default/p/Scored/experiments/e1",
+                Some(&server.key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let body = page.as_str().unwrap();
+        let rows = body
+            .split(" rows")
+            .next()
+            .and_then(|b| b.rsplit("· ").next())
+            .unwrap()
+            .to_owned();
+        (rows, body.contains(text))
+    };
     log(vec![row("a", 1.0), row("b", 1.0)]).await;
     assert_eq!(average().await, "100.0%");
     assert_eq!(average().await, "100.0%");
+    assert_eq!(page(">c</a>").await, ("2".into(), false));
+    assert_eq!(page(">c</a>").await, ("2".into(), false));
     log(vec![row("c", 0.0), row("d", 0.0)]).await;
     assert_eq!(average().await, "50.0%");
+    assert_eq!(page(">c</a>").await, ("4".into(), true));
     log(vec![
         json!({"id": "c", "experiment_id": e["id"], "_object_delete": true}),
     ])
     .await;
     assert_eq!(average().await, "66.7%");
+    assert_eq!(page(">c</a>").await, ("3".into(), false));
+    // An update in place: row d's input changes.
+    log(vec![
+        json!({"id": "d", "experiment_id": e["id"], "input": "d-changed",
+                    "_is_merge": true}),
+    ])
+    .await;
+    assert_eq!(page(">d-changed</a>").await, ("3".into(), true));
 }
 
 /// An experiment's rows table shows 200 rows at a time, with links to the others; the

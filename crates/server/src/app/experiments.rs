@@ -14,13 +14,15 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use holdfast_core::object::ObjectType;
 use holdfast_core::summary;
+use holdfast_core::xact::XactId;
 use holdfast_services::ObjectRecord;
 use holdfast_services::ServiceError;
 use holdfast_services::btql::summary_row;
 use holdfast_services::query::summary_entries;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Experiments summarized on the list page (the newest).
 const LISTED: usize = 30;
@@ -28,7 +30,7 @@ const LISTED: usize = 30;
 const MAX_ROWS: usize = 5_000;
 /// Rows per query of summaries.
 const PAGE: usize = 1_000;
-/// Spans of an experiment read whole for its page (see [`rows_of`]).
+/// Spans of an experiment read whole for its page (see [`read_rows`]).
 const MAX_SPANS: usize = 50_000;
 /// Spans per query.
 const SPANS_PAGE: usize = 10_000;
@@ -155,13 +157,115 @@ fn chart(name: &str, experiments: &[(&ObjectRecord, Map<String, Value>)]) -> Mar
     }
 }
 
+/// An experiment's summary rows for its page (see [`read_rows`]) and whether they were cut
+/// at [`MAX_ROWS`].
+pub(crate) struct Rows {
+    pub rows: Vec<Value>,
+    pub cut: bool,
+    /// Their size as JSON: what is counted against [`KEPT_BYTES`].
+    bytes: usize,
+}
+
+/// Most JSON bytes of summary rows kept over all experiments, and for one experiment. Their
+/// memory is a few times this.
+const KEPT_BYTES: usize = 32 << 20;
+const KEPT_BYTES_EACH: usize = 8 << 20;
+
+/// The summary rows of recently viewed experiments, each kept under the newest version of the
+/// experiment's rows, read before the rows: a view of an unchanged experiment (or of a
+/// baseline) does not read it again, and any write to it (a new row, an update, a delete)
+/// makes a newer version, so its next view reads it afresh. Oldest first out, within
+/// [`KEPT_BYTES`].
+#[derive(Default)]
+pub(crate) struct RowsKept(std::sync::Mutex<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    by_id: HashMap<String, (XactId, Arc<Rows>)>,
+    /// Experiment ids, oldest kept first.
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl RowsKept {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // Nothing panics while the lock is held but an allocation failure, which aborts.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, experiment_id: &str, newest: XactId) -> Option<Arc<Rows>> {
+        self.lock()
+            .by_id
+            .get(experiment_id)
+            .filter(|(x, _)| *x == newest)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn keep(&self, experiment_id: &str, newest: XactId, rows: Arc<Rows>) {
+        if rows.bytes > KEPT_BYTES_EACH {
+            return;
+        }
+        let mut kept = self.lock();
+        let kept = &mut *kept;
+        if let Some((_, old)) = kept.by_id.remove(experiment_id) {
+            kept.bytes -= old.bytes;
+            kept.order.retain(|id| id != experiment_id);
+        }
+        while kept.bytes + rows.bytes > KEPT_BYTES {
+            let Some(id) = kept.order.pop_front() else {
+                break;
+            };
+            if let Some((_, old)) = kept.by_id.remove(&id) {
+                kept.bytes -= old.bytes;
+            }
+        }
+        kept.bytes += rows.bytes;
+        kept.order.push_back(experiment_id.to_owned());
+        kept.by_id.insert(experiment_id.to_owned(), (newest, rows));
+    }
+}
+
+/// Bytes of `value` as JSON, without writing it out.
+fn json_size(value: &[Value]) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing JSON into a counter fails only on non-string map keys, which a Value lacks.
+    let _ = serde_json::to_writer(&mut n, value);
+    n.0
+}
+
+/// [`read_rows`], or the rows kept for the experiment when it is unchanged since (see
+/// [`RowsKept`]).
+async fn rows_of(s: &AppState, v: &Viewer, experiment_id: &str) -> Result<Arc<Rows>, ServiceError> {
+    let newest = s.services.newest_version(&v.p, experiment_id).await?;
+    if let Some(kept) = newest.and_then(|n| s.experiment_rows.get(experiment_id, n)) {
+        return Ok(kept);
+    }
+    let (rows, cut) = read_rows(s, v, experiment_id).await?;
+    let bytes = json_size(&rows);
+    let rows = Arc::new(Rows { rows, cut, bytes });
+    if let Some(n) = newest {
+        s.experiment_rows.keep(experiment_id, n, rows.clone());
+    }
+    Ok(rows)
+}
+
 /// Every trace of an experiment as summary rows (scores merged over the trace), oldest
 /// first; and whether there were more than [`MAX_ROWS`].
 ///
 /// An experiment of at most [`MAX_SPANS`] spans is read whole, a page of spans per query,
 /// and its summary rows are made here: one read of each span. A larger one is read through
 /// the summary shape, which reads each trace of a page on its own (a statement per trace).
-async fn rows_of(
+async fn read_rows(
     s: &AppState,
     v: &Viewer,
     experiment_id: &str,
@@ -208,7 +312,7 @@ async fn rows_of(
     Ok((rows, cut))
 }
 
-/// [`rows_of`] through the summary shape, at most [`MAX_ROWS`].
+/// [`read_rows`] through the summary shape, at most [`MAX_ROWS`].
 async fn summaries_of(
     s: &AppState,
     v: &Viewer,
@@ -422,12 +526,12 @@ pub(crate) async fn page(
         let found = at.read(&s, &v).await?;
         let against = match (&found, &baseline) {
             (Some(t), Some(b)) if !t.cut => {
-                let (base_rows, _) = rows_of(&s, &v, &b.id).await?;
+                let base_rows = rows_of(&s, &v, &b.id).await?;
                 let this = summary_row(&t.spans);
                 let base_here = project_path(&v, &project.name, "experiments", Some(&b.name));
                 Some(row_against(
                     &this,
-                    &base_rows,
+                    &base_rows.rows,
                     b,
                     &base_here,
                     &experiment.name,
@@ -446,11 +550,16 @@ pub(crate) async fn page(
         return trace::page(&s, &v, at, found, head).await;
     }
 
-    let (rows, cut) = rows_of(&s, &v, &experiment.id).await?;
-    let (base_rows, base_cut) = match &baseline {
-        Some(b) => rows_of(&s, &v, &b.id).await?,
-        None => (Vec::new(), false),
+    let read = rows_of(&s, &v, &experiment.id).await?;
+    let (rows, cut) = (&read.rows, read.cut);
+    let base_read = match &baseline {
+        Some(b) => Some(rows_of(&s, &v, &b.id).await?),
+        None => None,
     };
+    let no_rows = Vec::new();
+    let (base_rows, base_cut) = base_read
+        .as_deref()
+        .map_or((&no_rows, false), |b| (&b.rows, b.cut));
     // The scores summary from the summary rows read for the table, when they are every row
     // of both experiments; else from every row.
     let summary = if cut || base_cut {
@@ -459,14 +568,14 @@ pub(crate) async fn page(
             .await?
             .0
     } else {
-        let base = baseline.as_ref().map(|_| maps(&base_rows));
-        summary_entries(&summary::summarize_refs(&maps(&rows), base.as_deref())).0
+        let base = baseline.as_ref().map(|_| maps(base_rows));
+        summary_entries(&summary::summarize_refs(&maps(rows), base.as_deref())).0
     };
     let names: Vec<&str> = summary
         .as_object()
         .map(|m| m.keys().map(String::as_str).collect())
         .unwrap_or_default();
-    let mut compared = compare_rows(&rows, &base_rows, &names);
+    let mut compared = compare_rows(rows, base_rows, &names);
     let sort = param(q, "sort");
     match sort.as_str() {
         "regression" => compared.sort_by(|a, b| a.regression.total_cmp(&b.regression)),
@@ -532,7 +641,7 @@ pub(crate) async fn page(
         @if !names.is_empty() {
             section.charts aria-label="Score distributions" {
                 @for (i, n) in names.iter().enumerate() {
-                    (histogram(n, &compared, i, baseline.is_some().then_some(&base_rows)))
+                    (histogram(n, &compared, i, baseline.is_some().then_some(base_rows)))
                 }
             }
         }

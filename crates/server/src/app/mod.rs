@@ -12,6 +12,7 @@
 mod admin;
 mod datasets;
 mod experiments;
+pub(crate) use experiments::RowsKept;
 mod keys;
 mod logs;
 mod prompts;
