@@ -166,10 +166,10 @@ pub(crate) struct Rows {
     bytes: usize,
 }
 
-/// Most JSON bytes of summary rows kept over all experiments, and for one experiment. Their
-/// memory is a few times this.
-const KEPT_BYTES: usize = 32 << 20;
-const KEPT_BYTES_EACH: usize = 8 << 20;
+/// Most JSON bytes of summary rows kept over all experiments, and for one experiment (1,000
+/// rows of 4 KiB). Their memory is a few times this.
+const KEPT_BYTES: usize = 16 << 20;
+const KEPT_BYTES_EACH: usize = 4 << 20;
 
 /// The summary rows of recently viewed experiments, each kept under the newest version of the
 /// experiment's rows, read before the rows: a view of an unchanged experiment (or of a
@@ -820,6 +820,50 @@ fn rows_table(here: &str, rows: &[Compared<'_>], names: &[&str], baseline: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_rows_are_of_the_newest_version_within_the_budget() {
+        let rows = |bytes: usize| {
+            Arc::new(Rows {
+                rows: Vec::new(),
+                cut: false,
+                bytes,
+            })
+        };
+        let (v1, v2) = (
+            XactId::from_counter(1).unwrap(),
+            XactId::from_counter(2).unwrap(),
+        );
+        let kept = RowsKept::default();
+        let each = KEPT_BYTES_EACH;
+        kept.keep("a", v1, rows(each));
+        assert!(kept.get("a", v1).is_some());
+        assert!(
+            kept.get("a", v2).is_none(),
+            "another version is read afresh"
+        );
+        kept.keep("a", v2, rows(each));
+        assert!(kept.get("a", v1).is_none());
+        assert_eq!(kept.lock().bytes, each, "a replaced entry is counted once");
+        kept.keep("huge", v1, rows(each + 1));
+        assert!(kept.get("huge", v1).is_none(), "over the limit for one");
+        for id in ["b", "c", "d"] {
+            kept.keep(id, v1, rows(each));
+        }
+        assert!(kept.get("a", v2).is_some(), "four fit");
+        kept.keep("e", v1, rows(each));
+        assert!(kept.get("a", v2).is_none(), "the oldest goes first");
+        assert!(
+            ["b", "c", "d", "e"]
+                .iter()
+                .all(|id| kept.get(id, v1).is_some())
+        );
+        assert_eq!(kept.lock().bytes, KEPT_BYTES);
+        assert_eq!(
+            json_size(&[json!({"a": [1, "x"]})]),
+            r#"[{"a":[1,"x"]}]"#.len()
+        );
+    }
 
     #[test]
     fn rows_are_matched_by_input_and_regressions_summed() {
