@@ -463,11 +463,18 @@ def main():
         d.find_element(By.CSS_SELECTOR, "#create-group button").click()
         group_row = lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#groups tbody tr") if "Reviewers" in r.text]
         check(wait(lambda: group_row()), "a group is created")
-        Select(group_row()[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("ann@acme.test")
+        member_of = lambda: group_row()[0].find_element(By.CSS_SELECTOR, "input[list=member-emails]")
+        member_of().send_keys("nobody@acme.test")
+        group_row()[0].find_element(By.CSS_SELECTOR, "button[value=add]").click()
+        check(wait(lambda: "No member of the organization has the email nobody@acme.test"
+                   in group_row()[0].find_element(By.CSS_SELECTOR, "[role=status]").text),
+              "an email that is no member's is refused, naming it")
+        member_of().clear()
+        member_of().send_keys("ann@acme.test")
         group_row()[0].find_element(By.CSS_SELECTOR, "button[value=add]").click()
         check(wait(lambda: "ann@acme.test" in group_row()[0].find_elements(By.TAG_NAME, "td")[2].text),
               "a member is added to the group")
-        Select(group_row()[0].find_element(By.TAG_NAME, "select")).select_by_visible_text("ann@acme.test")
+        member_of().send_keys("ann@acme.test")
         group_row()[0].find_element(By.CSS_SELECTOR, "button[value=remove]").click()
         check(wait(lambda: "ann@acme.test" not in group_row()[0].find_elements(By.TAG_NAME, "td")[2].text),
               "and removed from it")

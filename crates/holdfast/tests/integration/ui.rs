@@ -490,9 +490,50 @@ async fn trace_page_shows_the_opened_span(backend: Backend) {
     assert!(page.as_str().unwrap().contains("bad-error-marker"));
 }
 
+/// The administration page lists each member once for all the groups' member forms: its
+/// size grows with groups plus members, not groups times members.
+async fn admin_page_lists_members_once(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.member_key("zed@example.test", "Viewers");
+    for i in 0..30 {
+        server
+            .ok(
+                "POST",
+                "/v1/group",
+                Some(json!({"name": format!("team-{i}")})),
+            )
+            .await;
+    }
+    let (status, page) = server
+        .call("GET", "/app/default/admin", Some(&server.key), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let body = page.as_str().unwrap();
+    assert_eq!(
+        body.matches("list=\"member-emails\"").count(),
+        30 + 3,
+        "a form per group"
+    );
+    assert_eq!(
+        body.matches("<option value=\"zed@example.test\"").count(),
+        1,
+        "one suggestion for all the forms"
+    );
+    let at: Vec<&str> = body
+        .match_indices("zed@example.test")
+        .map(|(i, _)| &body[i.saturating_sub(80)..i])
+        .collect();
+    assert!(
+        at.len() <= 5,
+        "the member's table row and sign-in link button, Viewers' members, the suggestion and \
+         the grant form: {at:#?}"
+    );
+}
+
 mod run {
     use super::*;
     on_all_backends!(
+        admin_page_lists_members_once,
         logs_time_range_is_of_traces,
         experiment_rows_in_pages,
         ui_in_chromium,

@@ -205,6 +205,11 @@ pub(crate) async fn page(
     let groups_html = section(groups.as_ref().map_err(clone_err), |groups| {
         html! {
             @if may_grant {
+                // The members the groups' forms suggest, listed once for all of them (a list
+                // in each form made the page grow with groups × members).
+                datalist #member-emails {
+                    @for (id, email) in &emails { option value=(email) data-user=(id) {} }
+                }
                 form.inline #create-group data-action="create-group" {
                     div.row {
                         div { label for="group-name" { "New group" } input #group-name name="name" required maxlength="200" autocomplete="off"; }
@@ -230,10 +235,8 @@ pub(crate) async fn page(
                             @if may_grant {
                                 td.actions {
                                     form.group-member data-action="group-member" data-group=(view::str_at(g, "/id")) {
-                                        label.hidden for={ "member-" (view::str_at(g, "/id")) } { "Member to add to or remove from " (name) }
-                                        select id={ "member-" (view::str_at(g, "/id")) } name="user" {
-                                            @for (id, email) in &emails { option value=(id) { (email) } }
-                                        }
+                                        label.hidden for={ "member-" (view::str_at(g, "/id")) } { "Email of the member to add to or remove from " (name) }
+                                        input id={ "member-" (view::str_at(g, "/id")) } name="user" type="email" list="member-emails" required maxlength="320" autocomplete="off";
                                         " " button type="submit" name="change" value="add" aria-label={ "Add to " (name) } { "Add" }
                                         " " button.secondary type="submit" name="change" value="remove" aria-label={ "Remove from " (name) } { "Remove" }
                                         span.note role="status" {}

@@ -266,7 +266,12 @@
     },
     "group-member": async (form, submitter) => {
       const change = submitter && submitter.value === "remove" ? "remove_member_users" : "add_member_users";
-      await api("PATCH", "/v1/group/" + encodeURIComponent(form.getAttribute("data-group")), { [change]: [form.elements.user.value] });
+      const email = form.elements.user.value.trim();
+      const member = Array.from(document.querySelectorAll("#member-emails option"))
+        .find((o) => o.value === email);
+      if (!member) throw new Error("No member of the organization has the email " + email);
+      await api("PATCH", "/v1/group/" + encodeURIComponent(form.getAttribute("data-group")),
+        { [change]: [member.getAttribute("data-user")] });
       location.reload();
     },
     "create-role": async (form) => {
