@@ -343,6 +343,7 @@ async fn writer_loop(
             Ok(lag) => stats
                 .text_backlog
                 .store(lag, std::sync::atomic::Ordering::Relaxed),
+            Err(e) if closing(&e) => {}
             Err(e) => tracing::warn!(error = %e, "cannot count the versions left to index"),
         }
     }
@@ -426,6 +427,12 @@ async fn writer_loop(
     }
 }
 
+/// Whether `e` comes of the store's pools being closed ([`crate::Store::close`], as a process
+/// exits): work left for later then, not a failure to report.
+fn closing(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::PoolClosed))
+}
+
 /// Versions the writer indexes at a time (words and values): when idle, and between commits.
 const TEXT_BATCH_IDLE: i64 = 2_000;
 const TEXT_BATCH_BUSY: i64 = 200;
@@ -447,6 +454,10 @@ async fn catch_up_indexes(
                 stats.text_backlog.store(0, Relaxed);
             }
             more
+        }
+        Err(e) if closing(&e) => {
+            tracing::debug!("indexing words and values stopped: the store is closing");
+            false
         }
         Err(e) => {
             tracing::error!(error = %e, "indexing words and values failed");
@@ -568,6 +579,9 @@ async fn catch_up(pools: &Pools, index: &RowIndex) {
                 ms = started.elapsed().as_millis(),
                 "indexed the row tail"
             );
+        }
+        Err(e) if closing(&e) => {
+            tracing::debug!("indexing the row tail stopped: the store is closing");
         }
         Err(e) => {
             tracing::error!(error = %e, versions = pending.rows.len(), "indexing the row tail failed");
