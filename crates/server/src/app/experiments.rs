@@ -225,12 +225,16 @@ impl RowsKept {
     }
 }
 
-/// Bytes of `value` as JSON, without writing it out.
+/// Bytes of `value` as JSON, without writing it out; counting stops past
+/// [`KEPT_BYTES_EACH`] (rows that large are not kept, so their size past it is not needed).
 fn json_size(value: &[Value]) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0 += buf.len();
+            if self.0 > KEPT_BYTES_EACH {
+                return Err(std::io::Error::other("over the limit"));
+            }
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -238,7 +242,7 @@ fn json_size(value: &[Value]) -> usize {
         }
     }
     let mut n = Count(0);
-    // Writing JSON into a counter fails only on non-string map keys, which a Value lacks.
+    // Fails only past the limit (a Value has no non-string map keys); the count is then over it.
     let _ = serde_json::to_writer(&mut n, value);
     n.0
 }
@@ -862,6 +866,11 @@ mod tests {
         assert_eq!(
             json_size(&[json!({"a": [1, "x"]})]),
             r#"[{"a":[1,"x"]}]"#.len()
+        );
+        let big = vec![json!("x".repeat(1 << 20)); 8];
+        assert!(
+            json_size(&big) > KEPT_BYTES_EACH,
+            "a size past the limit reads as over it"
         );
     }
 
