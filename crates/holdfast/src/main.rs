@@ -591,6 +591,7 @@ async fn open(settings: &Settings) -> Result<Services> {
         rows_written: Arc::default(),
         grouped_queries: Arc::default(),
         score_summaries: Arc::default(),
+        kept_traces: Arc::default(),
         oidc: Arc::default(),
         purge: Arc::default(),
         exports: holdfast_services::export::ExportTargets {

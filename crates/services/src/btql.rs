@@ -23,6 +23,7 @@
 //! (404 otherwise, like every other route). Nothing is ever passed to the database but ids:
 //! expressions are evaluated here.
 
+use crate::kept_traces::value_bytes;
 use crate::query::{
     Cursor, DEFAULT_LIMIT, MAX_FETCH_LIMIT, decode_cursor, encode_cursor, from_argument,
     only_discussion, row_json,
@@ -747,7 +748,7 @@ impl Services {
     /// Read access to one object of a source. `project_logs` also takes the project's name
     /// (ids are tried first); either way the caller's read permission decides, and a name
     /// the caller may not read is a 404 like an id.
-    async fn source_pass(
+    pub(crate) async fn source_pass(
         &self,
         principal: &Principal,
         kind: ObjectType,
@@ -1006,7 +1007,7 @@ impl Services {
     }
 
     /// Every span of one trace at the snapshot.
-    async fn trace_spans(
+    pub(crate) async fn trace_spans(
         &self,
         pass: &ObjectPass,
         version: XactId,
@@ -1023,6 +1024,31 @@ impl Services {
             );
         }
         Ok(out)
+    }
+
+    /// What the traces or summary shape shows for trace `root`: a long trace's summary row is
+    /// kept between reads (see `kept_traces`).
+    async fn read_shaped_trace(
+        &self,
+        plan: &Plan,
+        pass: &ObjectPass,
+        version: XactId,
+        root: &str,
+        cx: &Context,
+        started: Instant,
+    ) -> Result<Vec<Value>> {
+        if plan.shape != Shape::Summary {
+            let spans = self.trace_spans(pass, version, root, started).await?;
+            return Ok(self.shape_trace(plan, spans, cx));
+        }
+        let summary = self
+            .kept_trace("summary", pass, root, version, started, false, |rows| {
+                let row = summary_row(&rows);
+                let bytes = value_bytes(&row);
+                (row, bytes)
+            })
+            .await?;
+        Ok(vec![plan.project(Value::clone(&summary), cx)])
     }
 
     /// What the traces or summary shape shows for one trace.
@@ -1073,21 +1099,31 @@ impl Services {
                     if !shown.as_object().is_some_and(|m| plan.keep(m, cx)) {
                         continue;
                     }
-                    let spans = self.trace_spans(pass, version, &root, started).await?;
-                    // Shown on an earlier page when a span at or before the cursor matches.
-                    if let Some(c) = resumed
-                        && spans.iter().any(|s| {
-                            s.row_id <= c.after && {
-                                let r = row_json(s.clone(), plan.kind);
-                                r.as_object().is_some_and(|m| plan.keep(m, cx))
+                    match resumed {
+                        Some(c) => {
+                            let spans = self.trace_spans(pass, version, &root, started).await?;
+                            // Shown on an earlier page when a span at or before the cursor
+                            // matches.
+                            let shown = spans.iter().any(|s| {
+                                s.row_id <= c.after && {
+                                    let r = row_json(s.clone(), plan.kind);
+                                    r.as_object().is_some_and(|m| plan.keep(m, cx))
+                                }
+                            });
+                            seen.insert(root);
+                            if shown {
+                                continue;
                             }
-                        })
-                    {
-                        seen.insert(root);
-                        continue;
+                            out.extend(self.shape_trace(plan, spans, cx));
+                        }
+                        None => {
+                            out.extend(
+                                self.read_shaped_trace(plan, pass, version, &root, cx, started)
+                                    .await?,
+                            );
+                            seen.insert(root);
+                        }
                     }
-                    seen.insert(root);
-                    out.extend(self.shape_trace(plan, spans, cx));
                     emitted += 1;
                     if emitted == plan.limit {
                         let c = Cursor {
@@ -1291,8 +1327,10 @@ impl Services {
         let mut out = Vec::new();
         for (i, root) in roots {
             if let Some(pass) = passes.get(i) {
-                let spans = self.trace_spans(pass, version, &root, started).await?;
-                out.extend(self.shape_trace(plan, spans, cx));
+                out.extend(
+                    self.read_shaped_trace(plan, pass, version, &root, cx, started)
+                        .await?,
+                );
             }
         }
         Ok((out, cursor))

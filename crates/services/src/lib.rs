@@ -15,6 +15,7 @@ pub mod export_api;
 pub mod health;
 pub mod ingest;
 pub mod kek;
+pub mod kept_traces;
 pub mod keyfile;
 pub mod keys;
 mod manifest_auth;
@@ -174,6 +175,8 @@ pub struct Services {
     pub oidc: Arc<sso::OidcClient>,
     /// Experiments' score summaries (see [`Services::experiment_scores`]).
     pub score_summaries: Arc<query::ScoreSummaries>,
+    /// Long traces' summary rows and outlines (see [`kept_traces`]).
+    pub kept_traces: Arc<kept_traces::KeptTraces>,
 }
 
 /// Grouped queries answered since start, by how.

@@ -38,6 +38,27 @@ pub struct RowQuery {
     pub limit: i64,
 }
 
+/// What a read of one trace depends on: how many versions are filed under it and the newest
+/// of them, and how many of its rows' versions left it (see `trace_exits`) and the newest of
+/// those. A version filed under the trace or leaving it changes the stamp (the count, or the
+/// newest with it), and so does a purge (the count). So while a trace's stamp stays the same,
+/// reads of it at or after a transaction that saw that stamp return the same rows; see
+/// [`Store::trace_stamp`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceStamp {
+    versions: i64,
+    newest: i64,
+    exits: i64,
+    newest_exit: i64,
+}
+
+impl TraceStamp {
+    /// The newest `_xact_id` the stamp counts: a read at an older snapshot may differ.
+    pub fn newest(&self) -> i64 {
+        self.newest.max(self.newest_exit)
+    }
+}
+
 /// A version filed under a trace (row id, `_xact_id`, deleted, stored data) or one that left
 /// it (no data: see `trace_exits`), and the statement's snapshot (`counters.xact`).
 type TraceVersion = (String, i64, bool, Option<Vec<u8>>, i64);
@@ -472,6 +493,77 @@ impl Store {
             .collect()
     }
 
+    /// What a read of trace `root` depends on, read without its rows: see [`TraceStamp`].
+    /// `None` when the stamp cannot tell: the tail holds a version filed under the trace, or
+    /// a version of one of `rows` (the row ids a read of the trace returned; a version of
+    /// one of them in the tail may move it out of the trace before the catch-up lists that
+    /// as an exit). The tail is read before the tables, so a version a catch-up moves
+    /// meanwhile is seen in one of them.
+    pub async fn trace_stamp(
+        &self,
+        pass: &ObjectPass,
+        root: &str,
+        rows: &[String],
+    ) -> Result<Option<TraceStamp>> {
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let trace = trace_key(object_type, object_id, root);
+        if self.index.deferred() {
+            let tail = self.index.view();
+            let touched = !tail.trace(trace).is_empty()
+                || (tail.holds(object_type, object_id)
+                    && rows
+                        .iter()
+                        .any(|r| tail.latest(object_type, object_id, r, i64::MAX).is_some()));
+            if touched {
+                return Ok(None);
+            }
+        }
+        let found: (i64, Option<i64>, i64, Option<i64>) = with_pool!(&self.read, |p, DB| {
+            let mut qb = QueryBuilder::<DB>::new("SELECT ");
+            if self.index.deferred() {
+                // Versions get `seq`s in the order of their `_xact_id`s (one writer), so
+                // the newest is the one of the greatest `seq`: read from `trace_index`
+                // alone, and one row.
+                qb.push("(SELECT COUNT(*) FROM trace_index t WHERE t.trace = ");
+                qb.push_bind(trace);
+                qb.push("), (SELECT r.xact_id FROM rows r WHERE r.seq = ");
+                qb.push("(SELECT MAX(t.seq) FROM trace_index t WHERE t.trace = ");
+                qb.push_bind(trace);
+                qb.push(")), ");
+            } else {
+                qb.push("(SELECT COUNT(*) FROM rows r WHERE r.object_type = ");
+                qb.push_bind(object_type);
+                qb.push(" AND r.object_id = ").push_bind(object_id);
+                qb.push(" AND r.root_span_id = ").push_bind(root);
+                qb.push("), (SELECT MAX(r.xact_id) FROM rows r WHERE r.object_type = ");
+                qb.push_bind(object_type);
+                qb.push(" AND r.object_id = ").push_bind(object_id);
+                qb.push(" AND r.root_span_id = ").push_bind(root);
+                qb.push("), ");
+            }
+            for what in ["COUNT(*)", "MAX(e.xact_id)"] {
+                qb.push(format!(
+                    "(SELECT {what} FROM trace_exits e WHERE e.trace = "
+                ));
+                qb.push_bind(trace);
+                qb.push(" AND e.object_type = ").push_bind(object_type);
+                qb.push(" AND e.object_id = ").push_bind(object_id);
+                qb.push(")");
+                if what == "COUNT(*)" {
+                    qb.push(", ");
+                }
+            }
+            qb.build_query_as().fetch_one(p).await?
+        });
+        let (versions, newest, exits, newest_exit) = found;
+        Ok(Some(TraceStamp {
+            versions,
+            newest: newest.unwrap_or_default(),
+            exits,
+            newest_exit: newest_exit.unwrap_or_default(),
+        }))
+    }
+
     /// The newest `_xact_id` of any version of an object's rows (a delete too), or `None`
     /// when it has none: what changes whenever the object's rows do. The tail is read before
     /// `row_index`, so a version a catch-up moves meanwhile is seen in one of them; a version
@@ -557,6 +649,17 @@ mod tests {
         }
     }
 
+    /// Waits until the writer has indexed its tail.
+    async fn indexed(store: &Store) {
+        for _ in 0..200 {
+            if store.index.lag() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the tail was not indexed");
+    }
+
     /// The exits recorded so far, in key order: (row id, xact, trace key).
     async fn exits(store: &Store) -> Vec<(String, i64, i64)> {
         with_pool!(&store.write, |p, DB| {
@@ -569,6 +672,49 @@ mod tests {
         })
     }
 
+    /// A trace's stamp changes with every change to the trace (a span added, updated in
+    /// place, moved to another trace, deleted) and with nothing else; while the tail holds a
+    /// version of the trace or of one of the listed rows there is none.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn trace_stamps_change_with_their_trace() {
+        for (store, _db) in crate::testing::both_stores("trace_stamps").await {
+            let pass = dataset_pass("d");
+            let write = |rows: Vec<Value>| write(&store, &pass, rows);
+            let deferred = store.index.deferred();
+            let stamp = |rows: &[&str]| {
+                let rows: Vec<String> = rows.iter().map(|r| (*r).to_owned()).collect();
+                let (store, pass) = (&store, &pass);
+                async move { store.trace_stamp(pass, "t1", &rows).await.unwrap() }
+            };
+            let span =
+                |id: &str, root: &str| json!({"id": id, "created": "c", "root_span_id": root});
+            let rows = ["a", "b", "c", "d"];
+            let mut seen = vec![stamp(&rows).await.expect("an empty trace has a stamp")];
+            let changes = [
+                vec![span("a", "t1"), span("b", "t1"), span("c", "t1")],
+                vec![span("d", "t1")],
+                vec![json!({"id": "a", "_is_merge": true, "input": 2})],
+                vec![span("b", "t2")],
+                vec![json!({"id": "c", "_object_delete": true})],
+            ];
+            for (i, change) in changes.into_iter().enumerate() {
+                write(change).await;
+                if deferred {
+                    assert_eq!(stamp(&rows).await, None, "change {i} in the tail");
+                }
+                indexed(&store).await;
+                let now = stamp(&rows).await.expect("indexed");
+                assert!(!seen.contains(&now), "change {i}: {now:?} in {seen:?}");
+                seen.push(now);
+                // Other traces' rows change nothing.
+                write(vec![span(&format!("x{i}"), "t2")]).await;
+                indexed(&store).await;
+                assert_eq!(stamp(&rows).await, Some(now), "after change {i}");
+            }
+            assert!(seen.last().is_some_and(|s| s.newest() > 0));
+        }
+    }
+
     /// A row that leaves a trace (moved under another root, or deleted) is not read in it,
     /// whether its versions are in the tail or indexed, on both stores; read as of before the
     /// change, it is. Rows that come back are read again. The exits the writer recorded are
@@ -578,19 +724,10 @@ mod tests {
         for (store, db) in crate::testing::both_stores("trace_exits").await {
             let pass = dataset_pass("d");
             let write = |rows: Vec<Value>| write(&store, &pass, rows);
-            let indexed = || async {
-                for _ in 0..200 {
-                    if store.index.lag() == 0 {
-                        return;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                panic!("the tail was not indexed");
-            };
             let span =
                 |id: &str, root: &str| json!({"id": id, "created": "c", "root_span_id": root});
             let first = write(vec![span("a", "t1"), span("b", "t1"), span("c", "t1")]).await;
-            indexed().await;
+            indexed(&store).await;
             // A move and a delete of indexed rows, a merge that keeps its trace; and a row
             // that moves twice within one batch of the tail.
             write(vec![
@@ -611,12 +748,12 @@ mod tests {
                     ..trace("t1")
                 };
                 assert_eq!(ids(&store, &pass, then).await, ["a", "b", "c"], "{round}");
-                indexed().await;
+                indexed(&store).await;
             }
             // Back to the first trace; the object's newest version, in the tail and indexed.
             let last = write(vec![span("c", "t1")]).await;
             assert_eq!(store.newest_xact(&pass).await.unwrap(), Some(last));
-            indexed().await;
+            indexed(&store).await;
             assert_eq!(store.newest_xact(&pass).await.unwrap(), Some(last));
             let other = dataset_pass("other");
             assert_eq!(store.newest_xact(&other).await.unwrap(), None);

@@ -490,6 +490,115 @@ async fn trace_page_shows_the_opened_span(backend: Backend) {
     assert!(page.as_str().unwrap().contains("bad-error-marker"));
 }
 
+/// A long trace's summary row (the logs page) and its outline (the trace viewer) are kept
+/// between reads while the trace is unchanged; each change to the trace shows in both at
+/// once: a span added, spans updated in place, a span moved to another trace, a span
+/// deleted. Each state is read several times, before and after the store indexes it.
+async fn long_traces_follow_their_changes(backend: Backend) {
+    let server = Server::start(backend).await;
+    let project = server
+        .ok("POST", "/v1/project", Some(json!({"name": "Long"})))
+        .await;
+    let p = project["id"].as_str().unwrap().to_owned();
+    let span = |id: &str, root: &str| {
+        json!({"id": id, "span_id": id, "root_span_id": root, "project_id": p, "log_id": "g",
+               "span_parents": if id == root { json!(null) } else { json!([root]) },
+               "span_attributes": {"name": format!("step {id}")}, "metrics": {"tokens": 1}})
+    };
+    let merge = |id: &str, fields: serde_json::Value| {
+        let mut row = json!({"id": id, "project_id": p, "log_id": "g", "_is_merge": true});
+        row.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        row
+    };
+    let server = &server;
+    let log = |rows: Vec<serde_json::Value>| async move {
+        server
+            .ok("POST", "/logs3", Some(json!({"rows": rows})))
+            .await;
+    };
+    // (spans, tokens, errors) of trace `r` as the logs page's query reads it, and the trace
+    // page's span count, failed spans and whether it shows span `name`.
+    let summary = || async {
+        let q = format!(
+            "SELECT id, metrics.span_count AS spans, metrics.tokens AS tokens, \
+             metrics.error_count AS errors FROM project_logs('{p}', shape => 'summary') \
+             ORDER BY created DESC LIMIT 10"
+        );
+        let body = server.ok("POST", "/btql", Some(json!({"query": q}))).await;
+        let row = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "r")
+            .cloned()
+            .expect("trace r is listed");
+        (
+            row["spans"].clone(),
+            row["tokens"].clone(),
+            row["errors"].clone(),
+        )
+    };
+    let page = |name: &'static str| async move {
+        let (status, page) = server
+            .call(
+                "GET",
+                "/app/default/p/Long/logs?oid=s010",
+                Some(&server.key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let body = page.as_str().unwrap();
+        let spans = body
+            .split(" spans")
+            .next()
+            .and_then(|b| b.rsplit("· ").next())
+            .unwrap()
+            .to_owned();
+        let failed = body.matches("badge t-error").count();
+        (spans, failed, body.contains(&format!(">step {name}<")))
+    };
+    let expect = |spans: i64, tokens: i64, errors: i64, name: &'static str, shown: bool| async move {
+        // Read while the store may still hold the change in its tail, then after it is
+        // indexed: kept results are made and used there.
+        for round in 0..5 {
+            assert_eq!(
+                summary().await,
+                (json!(spans), json!(tokens), json!(errors)),
+                "summary, read {round}"
+            );
+            let failed = usize::try_from(errors).unwrap();
+            assert_eq!(
+                page(name).await,
+                (spans.to_string(), failed, shown),
+                "trace page, read {round}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    };
+    let mut rows = vec![span("r", "r"), span("o", "o")];
+    rows.extend((1..300).map(|i| span(&format!("s{i:03}"), "r")));
+    log(rows).await;
+    expect(300, 300, 0, "s299", true).await;
+    log(vec![span("s300", "r")]).await;
+    expect(301, 301, 0, "s300", true).await;
+    log(vec![
+        merge("s001", json!({"error": "failed-marker"})),
+        merge("s004", json!({"metrics": {"tokens": 5}})),
+    ])
+    .await;
+    expect(301, 305, 1, "s004", true).await;
+    log(vec![span("s002", "o")]).await;
+    expect(300, 304, 1, "s002", false).await;
+    log(vec![
+        json!({"id": "s003", "project_id": p, "log_id": "g", "_object_delete": true}),
+    ])
+    .await;
+    expect(299, 303, 1, "s003", false).await;
+}
+
 /// The administration page lists each member once for all the groups' member forms: its
 /// size grows with groups plus members, not groups times members.
 async fn admin_page_lists_members_once(backend: Backend) {
@@ -540,6 +649,7 @@ mod run {
         pages_without_a_session,
         keys_page_shows_recent_use,
         experiment_scores_follow_their_rows,
-        trace_page_shows_the_opened_span
+        trace_page_shows_the_opened_span,
+        long_traces_follow_their_changes
     );
 }

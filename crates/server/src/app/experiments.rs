@@ -529,12 +529,12 @@ pub(crate) async fn page(
         };
         let found = at.read(&s, &v).await?;
         let against = match (&found, &baseline) {
-            (Some(t), Some(b)) if !t.cut => {
+            (Some(t), Some(b)) if !t.outline.cut => {
                 let base_rows = rows_of(&s, &v, &b.id).await?;
-                let this = summary_row(&t.spans);
+                let this = t.outline.summary.as_ref().unwrap_or(&Value::Null);
                 let base_here = project_path(&v, &project.name, "experiments", Some(&b.name));
                 Some(row_against(
-                    &this,
+                    this,
                     &base_rows.rows,
                     b,
                     &base_here,

@@ -9,24 +9,101 @@ use super::{
     source, writable_datasets,
 };
 use axum::http::StatusCode;
+use holdfast_core::object::ObjectType;
+use holdfast_services::ServiceError;
+use holdfast_services::btql::summary_row;
+use holdfast_services::kept_traces::value_bytes;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Most spans of one trace the viewer reads; a longer trace is shown cut, with a note.
+/// Most spans of one trace the viewer shows; a longer trace is shown cut, with a note.
 pub(crate) const MAX_TRACE_SPANS: usize = 20_000;
-/// Spans read per query: the most one query returns, so that a trace is read once (the
-/// store reads a trace whole for each page).
-const PAGE: usize = 10_000;
 /// Spans of the tree shown at once: a longer trace is shown in windows of this many spans
 /// in tree order, the one holding the selected span, with links to the windows before and
 /// after it (the page stays small and quick to lay out however long the trace).
 pub(crate) const TREE_WINDOW: usize = 500;
 
-/// A trace read for the viewer: its spans and whether it was cut at [`MAX_TRACE_SPANS`].
-pub(crate) struct Trace {
-    pub spans: Vec<Value>,
+/// What the tree and the timeline show of a span.
+pub(crate) struct OutlineSpan {
+    id: String,
+    span_id: String,
+    parent: Option<String>,
+    start: Option<f64>,
+    end: Option<f64>,
+    name: String,
+    kind: String,
+    error: bool,
+}
+
+/// What the viewer shows of a whole trace: each span's place in the tree and on the
+/// timeline, in tree order, and the trace's summary row. Made once from the trace's spans
+/// and kept with the trace while it does not change (see `kept_traces`), so opening
+/// another span of a long trace does not read the trace again.
+pub(crate) struct Outline {
+    /// The first [`MAX_TRACE_SPANS`] spans in row-id order.
+    spans: Vec<OutlineSpan>,
+    /// Positions in `spans` in tree order, with their depth.
+    order: Vec<(usize, usize)>,
+    /// Whether the trace had more spans than `spans` holds.
     pub cut: bool,
+    /// The trace's row in the summary shape (of all its spans), for an experiment's trace:
+    /// what its page compares with the baseline's row.
+    pub summary: Option<Value>,
+}
+
+impl Outline {
+    /// The outline of a trace's spans (with its summary row when `summarized`), and about
+    /// how many bytes it takes.
+    pub(crate) fn of(mut spans: Vec<Value>, summarized: bool) -> (Outline, usize) {
+        let summary = summarized.then(|| summary_row(&spans));
+        let cut = spans.len() > MAX_TRACE_SPANS;
+        spans.truncate(MAX_TRACE_SPANS);
+        let spans: Vec<OutlineSpan> = spans.iter().map(outline_span).collect();
+        let order = tree_order(&spans);
+        let bytes = summary.as_ref().map_or(0, value_bytes)
+            + spans
+                .iter()
+                .map(|s| {
+                    let parent = s.parent.as_ref().map_or(0, String::len);
+                    s.id.len() + s.span_id.len() + parent + s.name.len() + s.kind.len() + 160
+                })
+                .sum::<usize>();
+        let outline = Outline {
+            spans,
+            order,
+            cut,
+            summary,
+        };
+        (outline, bytes)
+    }
+}
+
+fn outline_span(s: &Value) -> OutlineSpan {
+    let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+    let metrics = s.get("metrics");
+    let metric = |k: &str| metrics.and_then(|m| m.get(k)).and_then(Value::as_f64);
+    OutlineSpan {
+        id: text("id").to_owned(),
+        span_id: text("span_id").to_owned(),
+        parent: s
+            .get("span_parents")
+            .and_then(|p| p.get(0))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        start: metric("start"),
+        end: metric("end"),
+        name: view::str_at(s, "/span_attributes/name").to_owned(),
+        kind: view::str_at(s, "/span_attributes/type").to_owned(),
+        error: s.get("error").is_some_and(|e| !e.is_null()),
+    }
+}
+
+/// A trace opened at one of its spans: the trace's outline and the opened span, whole.
+pub(crate) struct Trace {
+    pub outline: Arc<Outline>,
+    pub selected: Value,
 }
 
 /// The trace holding row `row_id` of `kind('object_id')`, or `None` when there is no such
@@ -44,35 +121,28 @@ pub(crate) async fn of_row(
                "filter": equals("id", row_id), "limit": 1}),
     )
     .await?;
-    let Some(root) = rows
-        .first()
-        .and_then(|r| r.get("root_span_id"))
-        .and_then(Value::as_str)
-    else {
+    let Some(selected) = rows.into_iter().next() else {
         return Ok(None);
     };
-    let mut spans = Vec::new();
-    let mut cursor: Option<String> = None;
-    let cut = loop {
-        let (page, next) = run_query(
-            s,
-            v,
-            json!({"select": [{"op": "star"}], "from": source(kind, object_id, "spans"),
-                   "filter": equals("root_span_id", root), "limit": PAGE, "cursor": cursor}),
-        )
-        .await?;
-        let n = page.len();
-        spans.extend(page);
-        if spans.len() >= MAX_TRACE_SPANS {
-            spans.truncate(MAX_TRACE_SPANS);
-            break true;
-        }
-        match next {
-            Some(c) if n == PAGE => cursor = Some(c),
-            _ => break false,
-        }
+    let Some(root) = selected.get("root_span_id").and_then(Value::as_str) else {
+        return Ok(None);
     };
-    Ok(Some(Trace { spans, cut }))
+    let object_type = ObjectType::parse(kind)
+        .ok_or_else(|| ServiceError::bad(format!("unknown source {kind}")))?;
+    // Only an experiment's trace page shows its summary row.
+    let summarized = object_type == ObjectType::Experiment;
+    let what = if summarized {
+        "outline+summary"
+    } else {
+        "outline"
+    };
+    let outline = s
+        .services
+        .trace_of_source(&v.p, (object_type, object_id), root, what, |spans| {
+            Outline::of(spans, summarized)
+        })
+        .await?;
+    Ok(Some(Trace { outline, selected }))
 }
 
 fn num_of(v: &Value, path: &str) -> Option<f64> {
@@ -91,49 +161,22 @@ fn type_class(t: &str) -> &'static str {
     }
 }
 
-/// What the tree and the timeline read of a span, read once: a long trace's spans are
-/// looked at several times each, and a field lookup hashes its key.
-struct Node<'a> {
-    id: &'a str,
-    span_id: &'a str,
-    parent: Option<&'a str>,
-    start: Option<f64>,
-    end: Option<f64>,
-}
-
-fn nodes(spans: &[Value]) -> Vec<Node<'_>> {
-    spans
-        .iter()
-        .map(|s| {
-            let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
-            let metrics = s.get("metrics");
-            let metric = |k: &str| metrics.and_then(|m| m.get(k)).and_then(Value::as_f64);
-            Node {
-                id: text("id"),
-                span_id: text("span_id"),
-                parent: s
-                    .get("span_parents")
-                    .and_then(|p| p.get(0))
-                    .and_then(Value::as_str),
-                start: metric("start"),
-                end: metric("end"),
-            }
-        })
-        .collect()
-}
-
 /// The spans in tree order (each after its parent, siblings by start time) with their depth.
 /// Linear in the spans; a span whose parent is missing (or a cycle) is shown as a root.
-fn tree_order(spans: &[Node<'_>]) -> Vec<(usize, usize)> {
+fn tree_order(spans: &[OutlineSpan]) -> Vec<(usize, usize)> {
     let by_span: HashMap<&str, usize> = spans
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.span_id, i))
+        .map(|(i, s)| (s.span_id.as_str(), i))
         .collect();
     let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut roots = Vec::new();
     for (i, s) in spans.iter().enumerate() {
-        let parent = s.parent.and_then(|p| by_span.get(p)).filter(|p| **p != i);
+        let parent = s
+            .parent
+            .as_deref()
+            .and_then(|p| by_span.get(p))
+            .filter(|p| **p != i);
         match parent {
             Some(p) => children.entry(*p).or_default().push(i),
             None => roots.push(i),
@@ -180,19 +223,19 @@ pub(crate) struct AddTo<'a> {
     pub datasets: &'a [(String, String)],
 }
 
-/// The viewer: the tree with its timeline, and the detail of the span of row `selected`
-/// (the root when it is not in the trace). `link` gives the page of a row id.
+/// The viewer: the tree with its timeline, and the detail of the opened span. `link` gives
+/// the page of a row id.
 pub(crate) fn render(
     org: &str,
     trace: &Trace,
-    selected: &str,
     link: &dyn Fn(&str) -> String,
     add: &AddTo<'_>,
 ) -> Markup {
-    let spans = &trace.spans;
-    let nodes = nodes(spans);
-    let order = tree_order(&nodes);
-    let chosen = nodes
+    let Outline {
+        spans, order, cut, ..
+    } = &*trace.outline;
+    let selected = view::str_at(&trace.selected, "/id");
+    let chosen = spans
         .iter()
         .position(|s| s.id == selected)
         .or_else(|| order.first().map(|(i, _)| *i));
@@ -208,16 +251,16 @@ pub(crate) fn render(
     let window_link = |from: usize| {
         order
             .get(from)
-            .and_then(|(i, _)| nodes.get(*i))
-            .map(|s| link(s.id))
+            .and_then(|(i, _)| spans.get(*i))
+            .map(|s| link(&s.id))
     };
     let before = first.checked_sub(TREE_WINDOW).and_then(window_link);
     let after = window_link(first + TREE_WINDOW);
-    let t0 = nodes
+    let t0 = spans
         .iter()
         .filter_map(|s| s.start)
         .fold(f64::INFINITY, f64::min);
-    let t1 = nodes
+    let t1 = spans
         .iter()
         .filter_map(|s| s.end.or(s.start))
         .fold(f64::NEG_INFINITY, f64::max);
@@ -227,7 +270,7 @@ pub(crate) fn render(
         div.trace {
             section.tree aria-label="Spans" {
                 h2 { "Trace" span.muted { " · " (spans.len()) " spans" @if total > 0.0 { " · " (view::duration(total)) } } }
-                @if trace.cut {
+                @if *cut {
                     p.muted role="status" { "This trace has more spans than the viewer shows; the first " (spans.len()) " are shown." }
                 }
                 @if order.len() > TREE_WINDOW {
@@ -239,20 +282,17 @@ pub(crate) fn render(
                 }
                 ol.spans {
                     @for (i, span, depth) in window.iter().filter_map(|(i, d)| spans.get(*i).map(|s| (*i, s, *d))) {
-                        @let kind = view::str_at(span, "/span_attributes/type");
-                        @let name = view::str_at(span, "/span_attributes/name");
-                        @let start = num_of(span, "/metrics/start");
-                        @let end = num_of(span, "/metrics/end");
+                        @let kind = span.kind.as_str();
                         li class={ "d" (depth.min(24)) } {
-                            a href=(link(view::str_at(span, "/id")))
+                            a href=(link(&span.id))
                               aria-current=[(Some(i) == chosen).then_some("true")] {
-                                span.name { @if name.is_empty() { "(unnamed)" } @else { (name) } }
+                                span.name { @if span.name.is_empty() { "(unnamed)" } @else { (span.name) } }
                                 @if !kind.is_empty() { " " span class={ "badge " (type_class(kind)) } { (kind) } }
-                                @if span.get("error").is_some_and(|e| !e.is_null()) { " " span.badge.t-error { "error" } }
-                                @if let (Some(a), Some(b)) = (start, end) { " " span.muted { (view::duration(b - a)) } }
+                                @if span.error { " " span.badge.t-error { "error" } }
+                                @if let (Some(a), Some(b)) = (span.start, span.end) { " " span.muted { (view::duration(b - a)) } }
                             }
-                            @if let (Some(a), true) = (start, total > 0.0) {
-                                @let width = percent(end.unwrap_or(a) - a).max(1);
+                            @if let (Some(a), true) = (span.start, total > 0.0) {
+                                @let width = percent(span.end.unwrap_or(a) - a).max(1);
                                 @let offset = percent(a - t0).min(100 - width);
                                 span.track aria-hidden="true" {
                                     span class={ "bar " (type_class(kind)) " o" (offset) " w" (width) } {}
@@ -262,9 +302,7 @@ pub(crate) fn render(
                     }
                 }
             }
-            @if let Some(span) = chosen.and_then(|i| spans.get(i)) {
-                (detail(org, span, add))
-            }
+            (detail(org, &trace.selected, add))
         }
     }
 }
@@ -387,7 +425,7 @@ pub(crate) async fn page(
     let body = html! {
         (head)
         @match &found {
-            Some(t) => (render(&v.org, t, oid, &link, &add)),
+            Some(t) => (render(&v.org, t, &link, &add)),
             None => (missing(oid)),
         }
     };
@@ -427,9 +465,11 @@ mod tests {
             span("c1", Some("r"), 2.0),
             span("orphan", Some("nowhere"), 0.5),
         ];
-        let order: Vec<(&str, usize)> = tree_order(&nodes(&spans))
-            .into_iter()
-            .map(|(i, d)| (view::str_at(&spans[i], "/span_id"), d))
+        let outline = Outline::of(spans.clone(), false).0;
+        let order: Vec<(&str, usize)> = outline
+            .order
+            .iter()
+            .map(|(i, d)| (view::str_at(&spans[*i], "/span_id"), *d))
             .collect();
         assert_eq!(
             order,
@@ -440,7 +480,7 @@ mod tests {
     #[test]
     fn cycles_and_deep_chains_are_shown_once_without_recursion() {
         let cycle = vec![span("a", Some("b"), 1.0), span("b", Some("a"), 2.0)];
-        assert_eq!(tree_order(&nodes(&cycle)).len(), 2);
+        assert_eq!(Outline::of(cycle, false).0.order.len(), 2);
         let mut chain = vec![span("s0", None, 0.0)];
         for i in 1..10_000 {
             chain.push(span(
@@ -449,16 +489,13 @@ mod tests {
                 i as f64,
             ));
         }
-        let order = tree_order(&nodes(&chain));
-        assert_eq!(order.len(), 10_000);
-        assert_eq!(order.last(), Some(&(9_999, 9_999)));
+        let selected = chain[5].clone();
+        let outline = Arc::new(Outline::of(chain, false).0);
+        assert_eq!(outline.order.len(), 10_000);
+        assert_eq!(outline.order.last(), Some(&(9_999, 9_999)));
         let html = render(
             "acme",
-            &Trace {
-                spans: chain,
-                cut: false,
-            },
-            "row-s5",
+            &Trace { outline, selected },
             &|id| format!("?oid={id}"),
             &AddTo {
                 kind: "project_logs",
@@ -482,14 +519,18 @@ mod tests {
     fn long_traces_show_the_window_of_the_selected_span() {
         let mut spans = vec![span("r", None, 0.0)];
         spans.extend((1..1_234).map(|i| span(&format!("s{i:04}"), Some("r"), i as f64)));
-        let trace = Trace { spans, cut: false };
+        let outline = Arc::new(Outline::of(spans, false).0);
         let add = AddTo {
             kind: "project_logs",
             object_id: "p",
             datasets: &[],
         };
         let page = |selected: &str| {
-            render("acme", &trace, selected, &|id| format!("?oid={id}"), &add).into_string()
+            let trace = Trace {
+                outline: outline.clone(),
+                selected: json!({ "id": selected }),
+            };
+            render("acme", &trace, &|id| format!("?oid={id}"), &add).into_string()
         };
         let html = page("row-s0700");
         assert!(html.contains("Spans 501–1000 of 1234 in tree order"));
