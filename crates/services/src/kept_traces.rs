@@ -243,8 +243,20 @@ impl Services {
             return Ok(value);
         }
         let mut kept = None;
+        let after = match before {
+            Some(_) => self.store.trace_stamp(pass, root, &rows).await?,
+            None => None,
+        };
+        tracing::debug!(
+            what,
+            root,
+            spans = rows.len(),
+            ?before,
+            ?after,
+            "long trace read"
+        );
         if let Some(stamp) = before.filter(|b| b.newest() <= at)
-            && self.store.trace_stamp(pass, root, &rows).await? == Some(stamp)
+            && after == Some(stamp)
         {
             let erased: Arc<dyn Any + Send + Sync> = value.clone();
             kept = Some(Kept {

@@ -518,41 +518,36 @@ impl Store {
                 return Ok(None);
             }
         }
+        // One pass over each index range: the count and the newest together.
         let found: (i64, Option<i64>, i64, Option<i64>) = with_pool!(&self.read, |p, DB| {
-            let mut qb = QueryBuilder::<DB>::new("SELECT ");
+            let mut qb = QueryBuilder::<DB>::new("SELECT v.n, ");
             if self.index.deferred() {
                 // Versions get `seq`s in the order of their `_xact_id`s (one writer), so
                 // the newest is the one of the greatest `seq`: read from `trace_index`
                 // alone, and one row.
-                qb.push("(SELECT COUNT(*) FROM trace_index t WHERE t.trace = ");
+                qb.push(
+                    "(SELECT r.xact_id FROM rows r WHERE r.seq = v.s), e.n, e.m FROM \
+                     (SELECT COUNT(*) AS n, MAX(t.seq) AS s FROM trace_index t \
+                     WHERE t.trace = ",
+                );
                 qb.push_bind(trace);
-                qb.push("), (SELECT r.xact_id FROM rows r WHERE r.seq = ");
-                qb.push("(SELECT MAX(t.seq) FROM trace_index t WHERE t.trace = ");
-                qb.push_bind(trace);
-                qb.push(")), ");
             } else {
-                qb.push("(SELECT COUNT(*) FROM rows r WHERE r.object_type = ");
+                qb.push(
+                    "v.m, e.n, e.m FROM (SELECT COUNT(*) AS n, MAX(r.xact_id) AS m \
+                     FROM rows r WHERE r.object_type = ",
+                );
                 qb.push_bind(object_type);
                 qb.push(" AND r.object_id = ").push_bind(object_id);
                 qb.push(" AND r.root_span_id = ").push_bind(root);
-                qb.push("), (SELECT MAX(r.xact_id) FROM rows r WHERE r.object_type = ");
-                qb.push_bind(object_type);
-                qb.push(" AND r.object_id = ").push_bind(object_id);
-                qb.push(" AND r.root_span_id = ").push_bind(root);
-                qb.push("), ");
             }
-            for what in ["COUNT(*)", "MAX(e.xact_id)"] {
-                qb.push(format!(
-                    "(SELECT {what} FROM trace_exits e WHERE e.trace = "
-                ));
-                qb.push_bind(trace);
-                qb.push(" AND e.object_type = ").push_bind(object_type);
-                qb.push(" AND e.object_id = ").push_bind(object_id);
-                qb.push(")");
-                if what == "COUNT(*)" {
-                    qb.push(", ");
-                }
-            }
+            qb.push(
+                ") v, (SELECT COUNT(*) AS n, MAX(e.xact_id) AS m FROM trace_exits e \
+                 WHERE e.trace = ",
+            );
+            qb.push_bind(trace);
+            qb.push(" AND e.object_type = ").push_bind(object_type);
+            qb.push(" AND e.object_id = ").push_bind(object_id);
+            qb.push(") e");
             qb.build_query_as().fetch_one(p).await?
         });
         let (versions, newest, exits, newest_exit) = found;
