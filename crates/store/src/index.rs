@@ -256,6 +256,15 @@ impl TailView<'_> {
         self.0.versions.contains_key(&object)
     }
 
+    /// Whether the tail holds a version of any of these rows of an object.
+    pub(crate) fn holds_any(&self, object_type: &str, object_id: &str, rows: &[String]) -> bool {
+        let object = (object_type.to_owned(), object_id.to_owned());
+        self.0
+            .versions
+            .get(&object)
+            .is_some_and(|held| rows.iter().any(|r| held.contains_key(r)))
+    }
+
     /// The newest `_xact_id` of the tail's versions of an object.
     pub(crate) fn newest(&self, object_type: &str, object_id: &str) -> Option<i64> {
         let object = (object_type.to_owned(), object_id.to_owned());

@@ -509,11 +509,9 @@ impl Store {
         let trace = trace_key(object_type, object_id, root);
         if self.index.deferred() {
             let tail = self.index.view();
-            let touched = !tail.trace(trace).is_empty()
-                || (tail.holds(object_type, object_id)
-                    && rows
-                        .iter()
-                        .any(|r| tail.latest(object_type, object_id, r, i64::MAX).is_some()));
+            // The object is looked up once, not once per row.
+            let touched =
+                !tail.trace(trace).is_empty() || tail.holds_any(object_type, object_id, rows);
             if touched {
                 return Ok(None);
             }
