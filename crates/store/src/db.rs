@@ -465,6 +465,18 @@ pub(crate) const NEXT_COUNTER: &str =
 pub(crate) const NEXT_COUNTER_BY: &str =
     "UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value";
 
+/// PostgreSQL, first in the transaction of a statement written as a walk of an index in its
+/// order (`ORDER BY` the index's columns, `LIMIT`): the walk is what runs. The planner
+/// estimates a row comparison such as `(value, seq) < ($1, $2)` at a tenth of what it
+/// matches, and then reads every match and sorts it: measured on the value index at 100k
+/// spans, 24-84 ms for 2,000 entries against 3 ms walked.
+pub(crate) const INDEX_WALK: &str = "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)";
+
+/// PostgreSQL, first in the transaction of a word search: the search asks the GIN index. The
+/// planner does not count reading the `tsvector`s out of their TOAST table, so with a
+/// `LIMIT` it would rather read them all: measured at 100k spans, 280-320 ms against 11 ms.
+pub(crate) const GIN_SEARCH: &str = "SELECT set_config('enable_seqscan', 'off', true)";
+
 #[cfg(test)]
 mod tests {
     use super::*;

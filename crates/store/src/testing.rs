@@ -21,6 +21,40 @@ pub(crate) async fn caught_up(store: &crate::Store) {
     panic!("the writer did not catch up");
 }
 
+/// PostgreSQL: a transaction on the store's read pool that first ran `settings` (one of
+/// the statements that tell the planner how to read, or `SELECT 1` for none), for a test
+/// to `EXPLAIN` a statement in; with the tables analyzed first, as they are in use.
+pub(crate) async fn planned(
+    store: &crate::Store,
+    settings: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let crate::db::Pools::Postgres(p) = &store.read else {
+        panic!("a PostgreSQL store")
+    };
+    sqlx::query("ANALYZE").execute(p).await.unwrap();
+    let mut tx = p.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(settings.to_owned()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// A plan's lines as `EXPLAIN` gives them, one string.
+pub(crate) async fn plan_of(
+    tx: &mut sqlx::PgConnection,
+    explain: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> String {
+    let lines: Vec<String> = explain
+        .fetch_all(tx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, 0))
+        .collect();
+    lines.join("\n")
+}
+
 /// A fresh PostgreSQL database for one test when `TEST_DATABASE_URL` names a server; dropped
 /// by [`TestDatabase::drop_database`].
 pub(crate) struct TestDatabase {
