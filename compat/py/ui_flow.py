@@ -522,12 +522,12 @@ def main():
               f"the built-in roles are listed: {list(role_rows())}")
         d.find_element(By.ID, "role-name").send_keys("Prompt editors")
         d.find_element(By.ID, "role-description").send_keys("Edit prompts, nothing else")
-        Select(d.find_element(By.ID, "role-only")).select_by_value("prompt")
+        Select(d.find_element(By.ID, "role-0-only")).select_by_value("prompt")
         d.find_element(By.CSS_SELECTOR, "#create-role button").click()
         status = lambda: d.find_element(By.CSS_SELECTOR, "#create-role [role=status]").text
         check(wait(lambda: "at least one permission" in status()), f"a role without permissions is refused {status()!r}")
         for perm in ["read", "update"]:
-            d.find_element(By.ID, f"role-{perm}").click()
+            d.find_element(By.ID, f"role-0-{perm}").click()
         d.find_element(By.CSS_SELECTOR, "#create-role button").click()
         check(wait(lambda: "Prompt editors" in role_rows()), "the custom role is made")
         allows = role_rows()["Prompt editors"].text
@@ -537,25 +537,38 @@ def main():
         check(len(made) == 1 and sorted(p["permission"] for p in made[0]["member_permissions"]) == ["read", "update"]
               and all(p["restrict_object_type"] == "prompt" for p in made[0]["member_permissions"]),
               f"the API holds it: {made}")
-        # Changed in place: one permission less, one more, and what Viewer allows besides.
+        # Changed in place: one permission less, one more, one on another object type (the
+        # form's next line), and what Viewer allows besides.
         d.find_element(By.XPATH, "//summary[text()='Change the role Prompt editors']").click()
         edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-role]")
-        check(edit.find_element(By.CSS_SELECTOR, "input[value=update]").is_selected()
-              and not edit.find_element(By.CSS_SELECTOR, "input[value=delete]").is_selected(),
-              "the edit form shows the role's permissions")
-        edit.find_element(By.CSS_SELECTOR, "input[value=update]").click()
-        edit.find_element(By.CSS_SELECTOR, "input[value=create]").click()
+        lines = lambda: edit.find_elements(By.CSS_SELECTOR, "fieldset.permissions")
+        box = lambda line, perm: lines()[line].find_element(By.CSS_SELECTOR, f"input[value={perm}]")
+        check(len(lines()) == 2 and box(0, "update").is_selected() and not box(0, "delete").is_selected()
+              and not box(1, "read").is_selected(), "the edit form shows the role's permissions, and a line to add")
+        box(0, "update").click()
+        box(0, "create").click()
+        Select(lines()[1].find_element(By.CSS_SELECTOR, "select[name=restrict]")).select_by_value("dataset")
+        box(1, "read").click()
         Select(edit.find_element(By.CSS_SELECTOR, "select[name=includes]")).select_by_visible_text("Viewer")
         edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         check(wait(lambda: "what Viewer allows" in role_rows().get("Prompt editors", d.find_element(By.ID, "roles")).text),
               "the changed role includes Viewer")
         allows = role_rows()["Prompt editors"].text
-        check("create, read (prompt only)" in allows and "update" not in allows, f"and its permissions changed: {allows!r}")
+        check("create (prompt only)" in allows and "dataset" in allows and "update" not in allows,
+              f"and its permissions changed: {allows!r}")
         roles_api = requests.get(f"{HF}/v1/role", headers=API, timeout=10).json()["objects"]
         viewer_id = [r["id"] for r in roles_api if r["name"] == "Viewer"]
         made = [r for r in roles_api if r["name"] == "Prompt editors"]
-        check(len(made) == 1 and sorted(p["permission"] for p in made[0]["member_permissions"]) == ["create", "read"]
+        pairs = sorted((p["permission"], p["restrict_object_type"]) for p in made[0]["member_permissions"]) if made else []
+        check(len(made) == 1 and pairs == [("create", "prompt"), ("read", "dataset"), ("read", "prompt")]
               and made[0]["member_roles"] == viewer_id, f"the API holds the change: {made}")
+        d.find_element(By.XPATH, "//summary[text()='Change the role Prompt editors']").click()
+        edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-role]")
+        shown = [(Select(l.find_element(By.CSS_SELECTOR, "select[name=restrict]")).first_selected_option.get_attribute("value"),
+                  [c.get_attribute("value") for c in l.find_elements(By.CSS_SELECTOR, "input:checked")]) for l in lines()]
+        check(len(shown) == 3 and shown[-1] == ("", [])
+              and sorted(shown[:2]) == [("dataset", ["read"]), ("prompt", ["create", "read"])],
+              f"the form shows one line per object type, and one to add: {shown}")
         accessible(d, "the roles with a custom one")
         shot(d, "20f-admin-roles")
         Select(d.find_element(By.ID, "grant-who")).select_by_visible_text("group Bot readers")

@@ -443,30 +443,39 @@ fn role_allows(names: &Names, r: &Value) -> String {
     parts.join("; ")
 }
 
-/// A role form's fields (ids prefixed by `prefix`): name, description, the object type its
-/// permissions are restricted to, the permissions, and the roles it includes; filled in from
-/// `current` when editing one (`roles` are the roles it may include).
+/// A role's permissions by the object type they are restricted to ("" for none), in the
+/// order the types first appear.
+fn permission_lines(current: Option<&Value>) -> Vec<(&str, Vec<&str>)> {
+    let mut lines: Vec<(&str, Vec<&str>)> = Vec::new();
+    for p in current
+        .and_then(|r| r.get("member_permissions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (only, what) = (
+            view::str_at(p, "/restrict_object_type"),
+            view::str_at(p, "/permission"),
+        );
+        match lines.iter_mut().find(|l| l.0 == only) {
+            Some(l) => l.1.push(what),
+            None => lines.push((only, vec![what])),
+        }
+    }
+    lines
+}
+
+/// A role form's fields (ids prefixed by `prefix`): name, description, its permissions as
+/// lines (an object type they are restricted to, or none, and the permissions on it: one
+/// line per type the role names, and one more to add a type), and the roles it includes;
+/// filled in from `current` when editing one (`roles` are the roles it may include).
 fn role_fields(prefix: &str, roles: &[Value], current: Option<&Value>) -> Markup {
     use holdfast_core::authz::{Kind, Permission};
-    let listed = |key: &str| -> Vec<&Value> {
-        current
-            .and_then(|r| r.get(key))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default()
-    };
-    let permissions = listed("member_permissions");
-    let restrictions: Vec<&str> = permissions
-        .iter()
-        .map(|p| view::str_at(p, "/restrict_object_type"))
-        .collect();
-    let only = restrictions.first().copied().unwrap_or_default();
-    let mixed = restrictions.iter().any(|r| *r != only);
-    let held = |p: &str| {
-        permissions
-            .iter()
-            .any(|x| view::str_at(x, "/permission") == p)
-    };
+    let mut lines = permission_lines(current);
+    lines.push(("", Vec::new()));
+    if lines.len() < 2 {
+        lines.push(("", Vec::new()));
+    }
     let id = current.map(|r| view::str_at(r, "/id")).unwrap_or_default();
     let includes = current
         .map(|r| ids_of(r, "member_roles"))
@@ -475,23 +484,21 @@ fn role_fields(prefix: &str, roles: &[Value], current: Option<&Value>) -> Markup
         div.row {
             div { label for={ (prefix) "-name" } { "Name" } input id={ (prefix) "-name" } name="name" required maxlength="200" autocomplete="off" value=[current.map(|r| view::str_at(r, "/name"))]; }
             div { label for={ (prefix) "-description" } { "Description" } input id={ (prefix) "-description" } name="description" maxlength="1000" autocomplete="off" value=[current.map(|r| view::str_at(r, "/description"))]; }
-            div {
-                label for={ (prefix) "-only" } { "On" }
-                select id={ (prefix) "-only" } name="restrict" {
+        }
+        @for (n, (only, held)) in lines.iter().enumerate() {
+            @let at = format!("{prefix}-{n}");
+            fieldset.permissions {
+                legend { "Permissions, line " (n + 1) }
+                label for={ (at) "-only" } { "On" }
+                select id={ (at) "-only" } name="restrict" {
                     option value="" { "everything granted on" }
-                    @for k in Kind::ALL { @if k != Kind::Organization { option value=(k.as_str()) selected[k.as_str() == only] { (k.as_str().replace('_', " ")) " only" } } }
+                    @for k in Kind::ALL { @if k != Kind::Organization { option value=(k.as_str()) selected[k.as_str() == *only] { (k.as_str().replace('_', " ")) " only" } } }
                 }
-            }
-        }
-        @if mixed {
-            p.muted { "Its permissions are now restricted to several object types; saving gives all those chosen here the one restriction chosen above." }
-        }
-        fieldset.permissions {
-            legend { "Permissions" }
-            @for p in Permission::ALL {
-                span.check {
-                    input id={ (prefix) "-" (p.as_str()) } type="checkbox" name="permission" value=(p.as_str()) checked[held(p.as_str())];
-                    label for={ (prefix) "-" (p.as_str()) } { (p.as_str().replace('_', " ")) }
+                @for p in Permission::ALL {
+                    span.check {
+                        input id={ (at) "-" (p.as_str()) } type="checkbox" name="permission" value=(p.as_str()) checked[held.contains(&p.as_str())];
+                        label for={ (at) "-" (p.as_str()) } { (p.as_str().replace('_', " ")) }
+                    }
                 }
             }
         }
@@ -1044,5 +1051,36 @@ mod tests {
              what Viewer allows; what gone allows"
         );
         assert_eq!(role_allows(&names, &json!({})), "");
+    }
+
+    #[test]
+    fn a_role_form_has_a_line_per_object_type_and_one_to_add() {
+        let perm = |p: &str, r: Option<&str>| json!({"permission": p, "restrict_object_type": r});
+        let role = json!({"id": "r", "member_permissions": [
+            perm("read", Some("prompt")), perm("read", None), perm("update", Some("prompt"))]});
+        assert_eq!(
+            permission_lines(Some(&role)),
+            [("prompt", vec!["read", "update"]), ("", vec!["read"])]
+        );
+        let form = role_fields("e", &[], Some(&role)).into_string();
+        assert_eq!(form.matches("<fieldset").count(), 3, "{form}");
+        assert!(form.contains(
+            r#"id="e-0-update" type="checkbox" name="permission" value="update" checked"#
+        ));
+        assert!(
+            form.contains(
+                r#"id="e-1-read" type="checkbox" name="permission" value="read" checked"#
+            )
+        );
+        assert!(
+            !form.contains(
+                r#"id="e-2-read" type="checkbox" name="permission" value="read" checked"#
+            )
+        );
+        assert!(form.contains(r#"<option value="prompt" selected>"#));
+        // A new role: two empty lines.
+        let form = role_fields("n", &[], None).into_string();
+        assert_eq!(form.matches("<fieldset").count(), 2);
+        assert!(!form.contains("checked") && !form.contains("selected"));
     }
 }

@@ -151,14 +151,21 @@
   // A role form as the role API takes it: permissions (each with the restriction chosen)
   // and the roles it includes.
   function roleBody(form) {
-    const only = form.elements.restrict.value || null;
-    const chosen = Array.from(form.querySelectorAll("input[name=permission]:checked"));
+    // Each line: the permissions chosen on it, restricted to its object type (or none); a
+    // permission chosen twice on one type counts once.
+    const pairs = new Map();
+    for (const line of form.querySelectorAll("fieldset.permissions")) {
+      const only = line.querySelector("select[name=restrict]").value || null;
+      for (const c of line.querySelectorAll("input[name=permission]:checked")) {
+        pairs.set(c.value + " " + (only || ""), { permission: c.value, restrict_object_type: only });
+      }
+    }
     const includes = Array.from(form.elements.includes.selectedOptions).map((o) => o.value);
-    if (!chosen.length && !includes.length) throw new Error("choose at least one permission or role");
+    if (!pairs.size && !includes.length) throw new Error("choose at least one permission or role");
     return {
       name: form.elements.name.value,
       description: form.elements.description.value,
-      member_permissions: chosen.map((c) => ({ permission: c.value, restrict_object_type: only })),
+      member_permissions: Array.from(pairs.values()),
       member_roles: includes,
     };
   }
