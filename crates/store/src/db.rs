@@ -465,6 +465,14 @@ pub(crate) const NEXT_COUNTER: &str =
 pub(crate) const NEXT_COUNTER_BY: &str =
     "UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value";
 
+/// How many parts a long list of random reads is split into, each read on its own
+/// connection at once: reading a page costs its decryption and HMAC, so as many as there are
+/// cores, at most 4 (counted once: on Linux the count reads the cgroup's files).
+pub(crate) fn read_parts() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
+
 /// PostgreSQL, first in the transaction of a statement written as a walk of an index in its
 /// order (`ORDER BY` the index's columns, `LIMIT`): the walk is what runs. The planner
 /// estimates a row comparison such as `(value, seq) < ($1, $2)` at a tenth of what it

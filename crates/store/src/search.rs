@@ -898,13 +898,10 @@ impl Store {
             .unwrap_or_default();
         let exact_except = exact.map(|r| &r.lookup);
         let mut current: BTreeMap<String, StoredRow> = BTreeMap::new();
-        // Reading a page costs its decryption and HMAC: a long list is read in parts on as
-        // many connections at once as there are cores (counted once: on Linux the count
-        // reads the cgroup's files).
-        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let cores = *CORES
-            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)));
-        let size = seqs.len().div_ceil(cores).clamp(250, 1000);
+        let size = seqs
+            .len()
+            .div_ceil(crate::db::read_parts())
+            .clamp(250, 1000);
         let reads = seqs.chunks(size).map(|chunk| self.read_seqs(pass, chunk));
         for found in futures::future::try_join_all(reads).await? {
             for (seq, id, xact, deleted, data) in found {

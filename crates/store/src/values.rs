@@ -1097,13 +1097,22 @@ impl Store {
         if !held(path).is_some_and(|h| h.has_kind(true)) {
             return Ok(Vec::new());
         }
-        let mut ids = Vec::new();
-        for chunk in values.chunks(500) {
-            ids.extend(match &self.read {
-                Pools::Sqlite(p) => on_sqlite::rows_with_texts(p, pass, path, chunk).await?,
-                Pools::Postgres(p) => on_postgres::rows_with_texts(p, pass, path, chunk).await?,
-            });
-        }
+        // Each value is a seek: a long list is looked up in parts at once.
+        let size = values
+            .len()
+            .div_ceil(crate::db::read_parts())
+            .clamp(100, 500);
+        let reads = values.chunks(size).map(|chunk| async move {
+            match &self.read {
+                Pools::Sqlite(p) => on_sqlite::rows_with_texts(p, pass, path, chunk).await,
+                Pools::Postgres(p) => on_postgres::rows_with_texts(p, pass, path, chunk).await,
+            }
+        });
+        let mut ids: Vec<String> = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         ids.sort();
         ids.dedup();
         Ok(ids)
