@@ -166,6 +166,18 @@ pub(crate) fn decode(row_id: String, xact: i64, stored: &[u8]) -> Result<StoredR
     })
 }
 
+/// A page of an object's rows in row-id order, each row's newest version at a snapshot:
+/// `$1`, `$2` the object's type and id, `$3` the last row id of the page before (`''` for
+/// none: row ids are never empty), `$4` the snapshot's transaction, `$5` the page's length. A walk of `row_index`'s
+/// primary key (see [`crate::db::INDEX_WALK`]): PostgreSQL otherwise estimates a few hundred
+/// newest versions, reads every row of the object and sorts them (425 ms against 5 ms for a
+/// page of 1,000 of 110,000 rows, measured with `EXPLAIN ANALYZE`).
+pub(crate) const OBJECT_PAGE: &str = "SELECT ri.row_id, ri.xact_id, ri.seq, ri.is_deleted \
+     FROM row_index ri WHERE ri.object_type = $1 AND ri.object_id = $2 AND ri.row_id > $3 \
+     AND ri.xact_id = (SELECT MAX(x.xact_id) FROM row_index x \
+     WHERE x.object_type = ri.object_type AND x.object_id = ri.object_id \
+     AND x.row_id = ri.row_id AND x.xact_id <= $4) ORDER BY ri.row_id LIMIT $5";
+
 impl Store {
     /// The newest version of each live row of an object, in row-id order.
     pub async fn read_rows(&self, pass: &ObjectPass, q: &RowQuery) -> Result<Vec<StoredRow>> {
@@ -334,23 +346,13 @@ impl Store {
         let mut after = q.after_row_id.clone();
         while live.len() < limit {
             let page: Vec<(String, i64, i64, bool)> = with_pool!(&self.read, |p, DB| {
-                let mut qb = QueryBuilder::<DB>::new(
-                    "SELECT ri.row_id, ri.xact_id, ri.seq, ri.is_deleted FROM row_index ri \
-                     WHERE ri.object_type = ",
-                );
-                qb.push_bind(object_type);
-                qb.push(" AND ri.object_id = ").push_bind(object_id);
-                if let Some(after) = &after {
-                    qb.push(" AND ri.row_id > ").push_bind(after.as_str());
-                }
-                qb.push(
-                    " AND ri.xact_id = (SELECT MAX(x.xact_id) FROM row_index x \
-                     WHERE x.object_type = ri.object_type AND x.object_id = ri.object_id \
-                     AND x.row_id = ri.row_id AND x.xact_id <= ",
-                );
-                qb.push_bind(as_of);
-                qb.push(") ORDER BY ri.row_id LIMIT ").push_bind(q.limit);
-                qb.build_query_as().fetch_all(p).await?
+                let query = sqlx::query_as(OBJECT_PAGE)
+                    .bind(object_type)
+                    .bind(object_id)
+                    .bind(after.as_deref().unwrap_or_default())
+                    .bind(as_of)
+                    .bind(q.limit);
+                crate::db::fetch_walk!(p, DB, query).await?
             });
             let full = page.len() == limit;
             let up_to = if full {
@@ -668,6 +670,58 @@ mod tests {
     /// A trace's stamp changes with every change to the trace (a span added, updated in
     /// place, moved to another trace, deleted) and with nothing else; while the tail holds a
     /// version of the trace or of one of the listed rows there is none.
+    /// PostgreSQL: a page of an object's rows walks `row_index`'s primary key under the
+    /// settings it is read with, and reads the first rows in row-id order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_object_pages_walk_the_row_index() {
+        let Some(db) = crate::testing::TestDatabase::create("object_page").await else {
+            return;
+        };
+        let store = Store::open_postgres(&db.url).await.unwrap();
+        let pass = dataset_pass("d");
+        // Row ids in no relation to the order rows are written, as in use (the planner
+        // then expects a walk to read a heap page per row).
+        let id = |k: u64| format!("r{:08x}", k.wrapping_mul(2_654_435_761) % (1 << 32));
+        let rows = (0..3000)
+            .map(|k| incoming(json!({"id": id(k), "input": k})))
+            .collect();
+        store
+            .write_rows(vec![(pass.clone(), rows)], "now")
+            .await
+            .unwrap();
+        crate::testing::caught_up(&store).await;
+        let mut tx = crate::testing::planned(&store, crate::db::INDEX_WALK).await;
+        let explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {OBJECT_PAGE}")))
+            .bind("dataset")
+            .bind("d")
+            .bind("")
+            .bind(i64::MAX)
+            .bind(1000i64);
+        let plan = crate::testing::plan_of(&mut tx, explain).await;
+        drop(tx);
+        assert!(
+            plan.contains("Index Scan using row_index_pkey on row_index ri")
+                && !plan.contains("Sort")
+                && !plan.contains("Seq Scan"),
+            "{plan}"
+        );
+        // On this small table PostgreSQL 15 walks the index untold too: the plan it chose at
+        // 110,000 rows (a read of every row and a sort) is in `OBJECT_PAGE`'s docs.
+        let q = RowQuery {
+            as_of: None,
+            after_row_id: None,
+            root_span_id: None,
+            limit: 1000,
+        };
+        let page = store.read_rows(&pass, &q).await.unwrap();
+        let mut ids: Vec<String> = (0..3000).map(id).collect();
+        ids.sort();
+        let read: Vec<&String> = page.iter().map(|r| &r.row_id).collect();
+        assert_eq!(read, ids.iter().take(1000).collect::<Vec<_>>());
+        store.close().await;
+        db.drop_database().await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn trace_stamps_change_with_their_trace() {
         for (store, _db) in crate::testing::both_stores("trace_stamps").await {

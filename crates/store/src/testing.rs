@@ -23,7 +23,8 @@ pub(crate) async fn caught_up(store: &crate::Store) {
 
 /// PostgreSQL: a transaction on the store's read pool that first ran `settings` (one of
 /// the statements that tell the planner how to read, or `SELECT 1` for none), for a test
-/// to `EXPLAIN` a statement in; with the tables analyzed first, as they are in use.
+/// to `EXPLAIN` a statement in; with the tables analyzed first, as they are in use. Drop it
+/// before closing the store, which waits for its connection.
 pub(crate) async fn planned(
     store: &crate::Store,
     settings: &str,

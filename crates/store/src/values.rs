@@ -690,14 +690,7 @@ macro_rules! backend_statements {
             where
                 T: for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row> + Send + Unpin,
             {
-                let Some(walk) = <Db as ValueSql>::INDEX_WALK else {
-                    return Ok(qb.build_query_as().fetch_all(p).await?);
-                };
-                let mut tx = p.begin().await?;
-                sqlx::query(walk).execute(&mut *tx).await?;
-                let rows = qb.build_query_as().fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(rows)
+                Ok(crate::db::fetch_walk!(p, Db, qb.build_query_as()).await?)
             }
 
             /// See [`Store::value_entries`].
