@@ -37,18 +37,18 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-/// `fetch_all` of `$query` (a `query_as`, or a builder's `build_query_as()`), a statement
-/// written as a walk of an index in its order, on the pool `$p` of backend `$DB`: on
-/// PostgreSQL in a transaction whose first statement is [`INDEX_WALK`], so that the walk is
-/// what runs. A `sqlx::Result`.
-macro_rules! fetch_walk {
-    ($p:expr, $DB:ty, $query:expr) => {
+/// `fetch_all` of `$query` (a `query_as`, or a builder's `build_query_as()`) on the pool
+/// `$p`: when `$told` (an `Option<&str>`) names a statement that tells PostgreSQL's planner
+/// how to read ([`INDEX_WALK`], [`GIN_SEARCH`]), in a transaction that runs it first, so
+/// that the read the statement is written as is what runs. A `sqlx::Result`.
+macro_rules! fetch_told {
+    ($p:expr, $told:expr, $query:expr) => {
         async {
-            match <$DB as $crate::values::ValueSql>::INDEX_WALK {
+            match $told {
                 None => $query.fetch_all($p).await,
-                Some(walk) => {
+                Some(told) => {
                     let mut tx = $p.begin().await?;
-                    sqlx::query(walk).execute(&mut *tx).await?;
+                    sqlx::query(told).execute(&mut *tx).await?;
                     let rows = $query.fetch_all(&mut *tx).await?;
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(rows)
@@ -57,7 +57,7 @@ macro_rules! fetch_walk {
         }
     };
 }
-pub(crate) use fetch_walk;
+pub(crate) use fetch_told;
 
 /// The store. Cloning is cheap (pools are shared).
 #[derive(Clone, Debug)]

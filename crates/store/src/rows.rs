@@ -352,7 +352,8 @@ impl Store {
                     .bind(after.as_deref().unwrap_or_default())
                     .bind(as_of)
                     .bind(q.limit);
-                crate::db::fetch_walk!(p, DB, query).await?
+                let told = <DB as crate::values::ValueSql>::INDEX_WALK;
+                crate::db::fetch_told!(p, told, query).await?
             });
             let full = page.len() == limit;
             let up_to = if full {
@@ -667,9 +668,6 @@ mod tests {
         })
     }
 
-    /// A trace's stamp changes with every change to the trace (a span added, updated in
-    /// place, moved to another trace, deleted) and with nothing else; while the tail holds a
-    /// version of the trace or of one of the listed rows there is none.
     /// PostgreSQL: a page of an object's rows walks `row_index`'s primary key under the
     /// settings it is read with, and reads the first rows in row-id order.
     #[tokio::test(flavor = "multi_thread")]
@@ -722,6 +720,9 @@ mod tests {
         db.drop_database().await;
     }
 
+    /// A trace's stamp changes with every change to the trace (a span added, updated in
+    /// place, moved to another trace, deleted) and with nothing else; while the tail holds a
+    /// version of the trace or of one of the listed rows there is none.
     #[tokio::test(flavor = "multi_thread")]
     async fn trace_stamps_change_with_their_trace() {
         for (store, _db) in crate::testing::both_stores("trace_stamps").await {

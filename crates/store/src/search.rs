@@ -559,15 +559,10 @@ pub(crate) const CHANGED_AFTER: &str = "SELECT DISTINCT r.row_id FROM rows r WHE
 /// indexed, at most `max` and one more; one statement, so one snapshot (a version moving from
 /// the list to the index meanwhile is in one of them).
 async fn pg_candidates(p: &sqlx::PgPool, tsquery: &str, max: usize) -> Result<Vec<i64>> {
-    let mut tx = p.begin().await?;
-    sqlx::query(crate::db::GIN_SEARCH).execute(&mut *tx).await?;
-    let seqs = sqlx::query_scalar(PG_CANDIDATES)
+    let query = sqlx::query_scalar(PG_CANDIDATES)
         .bind(tsquery)
-        .bind(i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(seqs)
+        .bind(i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX));
+    Ok(crate::db::fetch_told!(p, Some(crate::db::GIN_SEARCH), query).await?)
 }
 
 /// The statement of [`pg_candidates`].
@@ -1304,7 +1299,6 @@ mod tests {
         }
     }
 
-    /// A word that the rows `r{i}` with `i % 1000 == 7` hold in their input.
     /// PostgreSQL: a word search asks the GIN index, though on a small or TOASTed table the
     /// planner would rather read every row (it did at 100k spans: 280-320 ms against 11 ms).
     #[tokio::test(flavor = "multi_thread")]
@@ -1320,18 +1314,12 @@ mod tests {
             .unwrap();
         caught_up(&store).await;
         let query = pg_query(&scope("dataset", "d"), &[q("input", &["needle"])]);
-        let sql = format!("EXPLAIN {PG_CANDIDATES}");
-        let plan = |settings: &'static str| {
-            let (store, query, sql) = (store.clone(), query.clone(), sql.clone());
-            async move {
-                let mut tx = planned(&store, settings).await;
-                let explain = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(query)
-                    .bind(10i64);
-                plan_of(&mut tx, explain).await
-            }
-        };
-        let told = plan(crate::db::GIN_SEARCH).await;
+        let mut tx = planned(&store, crate::db::GIN_SEARCH).await;
+        let explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {PG_CANDIDATES}")))
+            .bind(query)
+            .bind(10i64);
+        let told = plan_of(&mut tx, explain).await;
+        drop(tx);
         assert!(
             told.contains("Bitmap Index Scan on row_words_words")
                 && !told.contains("Seq Scan on row_words "),
@@ -1346,6 +1334,7 @@ mod tests {
         db.drop_database().await;
     }
 
+    /// A word that the rows `r{i}` with `i % 1000 == 7` hold in their input.
     fn needle_rows(from: usize, to: usize) -> Vec<IncomingRow> {
         (from..to)
             .map(|i| {

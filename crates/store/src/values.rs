@@ -690,7 +690,8 @@ macro_rules! backend_statements {
             where
                 T: for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row> + Send + Unpin,
             {
-                Ok(crate::db::fetch_walk!(p, Db, qb.build_query_as()).await?)
+                let told = <Db as ValueSql>::INDEX_WALK;
+                Ok(crate::db::fetch_told!(p, told, qb.build_query_as()).await?)
             }
 
             /// See [`Store::value_entries`].
@@ -1495,16 +1496,11 @@ mod tests {
             descending: true,
         };
         let from = ValueFrom::After(IndexValue::Text("2026-01-01T00:00:00.002900Z".into()), 1);
-        let plan = |settings: &'static str| {
-            let (store, pass, q, from) = (store.clone(), pass.clone(), q.clone(), from.clone());
-            async move {
-                let mut tx = planned(&store, settings).await;
-                let mut qb = on_postgres::entries_statement("EXPLAIN ", &pass, &q, &from, 1000)
-                    .expect("an indexed path");
-                plan_of(&mut tx, qb.build()).await
-            }
-        };
-        let told = plan(crate::db::INDEX_WALK).await;
+        let mut tx = planned(&store, crate::db::INDEX_WALK).await;
+        let mut qb = on_postgres::entries_statement("EXPLAIN ", &pass, &q, &from, 1000)
+            .expect("an indexed path");
+        let told = plan_of(&mut tx, qb.build()).await;
+        drop(tx);
         assert!(
             told.contains("Index Only Scan Backward using row_values_pkey")
                 && !told.contains("Sort"),
