@@ -19,6 +19,7 @@ mod bench;
 mod bench_pages;
 mod bench_query;
 mod config;
+mod logging;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -1203,16 +1204,19 @@ async fn run(cli: Cli) -> Result<()> {
 fn main() -> std::process::ExitCode {
     // HOLDFAST_LOG filters (`info` by default); HOLDFAST_LOG_FORMAT=json writes one JSON
     // object per line, with the request span's fields (request_id) on each.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
         .unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    let logs = tracing_subscriber::registry()
+        .with(filter)
+        .with(logging::NoStoreKey);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match std::env::var("HOLDFAST_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.json().with_current_span(true).init(),
-        Ok("text") | Err(_) => logs.init(),
+        Ok("json") => logs.with(lines.json().with_current_span(true)).init(),
+        Ok("text") | Err(_) => logs.with(lines).init(),
         Ok(other) => {
-            logs.init();
+            logs.with(lines).init();
             tracing::warn!(
                 format = other,
                 "HOLDFAST_LOG_FORMAT must be \"text\" or \"json\"; writing text"
