@@ -62,6 +62,8 @@ error_codes! {
         "The request body did not arrive within the server's read timeout.";
     Conflict = "conflict", 409,
         "The change conflicts with the current state (a name in use, a stale version).";
+    PreconditionFailed = "precondition_failed", 412,
+        "The object changed since it was read: the `If-Match` header names none of its current `ETag`. Read it again and redo the change.";
     BodyTooLarge = "body_too_large", 413,
         "The body, a row in it, or an upload is larger than the server's limit.";
     StorageQuotaExceeded = "storage_quota_exceeded", 413,

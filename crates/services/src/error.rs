@@ -31,6 +31,9 @@ pub enum ServiceError {
     KeyExpired,
     #[error("{0}")]
     Conflict(String),
+    /// An `If-Match` precondition that the object's current version does not meet.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("{0}")]
     TooLarge(String),
     /// The organization's storage quota is used up.
@@ -93,6 +96,7 @@ impl ServiceError {
             Self::InvalidJson(_) => ErrorCode::InvalidJson,
             Self::InvalidPath(_) => ErrorCode::InvalidPath,
             Self::Conflict(_) => ErrorCode::Conflict,
+            Self::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             Self::TooLarge(_) => ErrorCode::BodyTooLarge,
             Self::QuotaExceeded(_) => ErrorCode::StorageQuotaExceeded,
             Self::RateLimited(_) | Self::SignInThrottled(..) => ErrorCode::RateLimited,

@@ -1561,6 +1561,104 @@ async fn audit_trail(backend: Backend) {
     );
 }
 
+/// A group or role carries its version as an `ETag`; a change with `If-Match` applies only
+/// while the version it names is current, and otherwise changes nothing (412).
+async fn conditional_role_changes(backend: Backend) {
+    let server = Server::start(backend).await;
+    let send = |method: &str, path: String, if_match: Option<&str>, body: Option<Value>| {
+        let mut req = server
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", server.url))
+            .bearer_auth(&server.key);
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let tag = resp
+                .headers()
+                .get("etag")
+                .map(|t| t.to_str().unwrap().to_owned());
+            (status, tag, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let made = json!({"name": "editors", "member_permissions": [
+        {"permission": "read", "restrict_object_type": "prompt"},
+        {"permission": "update", "restrict_object_type": "prompt"}]});
+    let (s, created, role) = send("POST", "/v1/role".into(), None, Some(made)).await;
+    assert_eq!(s, 200, "{role}");
+    let at = format!("/v1/role/{}", id(&role));
+    let (_, read, _) = send("GET", at.clone(), None, None).await;
+    let read = read.expect("GET answers with an ETag");
+    assert!(
+        read.starts_with('"') && read.ends_with('"') && read.len() > 20,
+        "{read}"
+    );
+    assert_eq!(created.as_deref(), Some(read.as_str()));
+    // Someone else's change gives the role a new version.
+    let theirs = json!({"remove_member_permissions": [
+        {"permission": "read", "restrict_object_type": "prompt"}]});
+    let (s, after_theirs, _) = send("PATCH", at.clone(), Some(&read), Some(theirs)).await;
+    assert_eq!(s, 200);
+    let after_theirs = after_theirs.unwrap();
+    assert_ne!(after_theirs, read);
+    // A change made from the old version is refused, and nothing of it applies.
+    let mine = json!({"name": "renamed", "add_member_permissions": [
+        {"permission": "read", "restrict_object_type": "prompt"}]});
+    let (s, _, body) = send("PATCH", at.clone(), Some(&read), Some(mine.clone())).await;
+    assert_error(s, &body, 412, "precondition_failed");
+    // A weak tag never matches, even of the current version.
+    let weak = format!("W/{after_theirs}");
+    let (s, _, body) = send("PATCH", at.clone(), Some(&weak), Some(mine.clone())).await;
+    assert_error(s, &body, 412, "precondition_failed");
+    let (_, now, role) = send("GET", at.clone(), None, None).await;
+    assert_eq!(now.as_deref(), Some(after_theirs.as_str()));
+    assert_eq!(role["name"], "editors");
+    assert_eq!(
+        role["member_permissions"],
+        json!([{"permission": "update", "restrict_object_type": "prompt"}])
+    );
+    // From the current version (one of a list), or with `*`, or without the header, it applies.
+    let list = format!("\"0\", {after_theirs}");
+    let (s, mine_tag, role) = send("PATCH", at.clone(), Some(&list), Some(mine)).await;
+    assert_eq!(s, 200, "{role}");
+    assert_eq!(role["name"], "renamed");
+    assert_ne!(mine_tag.as_deref(), Some(after_theirs.as_str()));
+    let (s, _, _) = send(
+        "PATCH",
+        at.clone(),
+        Some("*"),
+        Some(json!({"description": "d"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = send("PATCH", at.clone(), None, Some(json!({"description": "e"}))).await;
+    assert_eq!(s, 200);
+    // Groups take it the same way.
+    let (_, tag, group) = send("POST", "/v1/group".into(), None, Some(json!({"name": "g"}))).await;
+    let at = format!("/v1/group/{}", id(&group));
+    let (s, _, _) = send(
+        "PATCH",
+        at.clone(),
+        tag.as_deref(),
+        Some(json!({"description": "x"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, body) = send(
+        "PATCH",
+        at,
+        tag.as_deref(),
+        Some(json!({"description": "y"})),
+    )
+    .await;
+    assert_error(s, &body, 412, "precondition_failed");
+}
+
 /// The audit rows as text, read straight from the database.
 async fn dump_audit(server: &Server) -> String {
     format!("{:?}", server.audit_rows().await)
@@ -1568,5 +1666,11 @@ async fn dump_audit(server: &Server) -> String {
 
 mod run {
     use super::backends;
-    on_all_backends!(matrix, key_lifecycle, groups_and_members, audit_trail);
+    on_all_backends!(
+        matrix,
+        key_lifecycle,
+        groups_and_members,
+        conditional_role_changes,
+        audit_trail
+    );
 }

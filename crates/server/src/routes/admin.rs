@@ -6,6 +6,7 @@ use crate::extract::{Authed, BaseUrl, Checked, CheckedOrEmpty, Id, Params};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use holdfast_api::ObjectList;
 use holdfast_api::admin::{
     Acl, AclBatch, AclBatchResult, AclQuery, ApiKey, AuditPage, AuditQuery, CreateKey,
@@ -14,7 +15,7 @@ use holdfast_api::admin::{
     PatchSecret, PutSecret, RotateKey, Secret, SecretListQuery, User,
 };
 use holdfast_services::ServiceError;
-use holdfast_services::admin::Entity;
+use holdfast_services::admin::{Entity, entity_tag};
 use holdfast_services::secrets::SecretKind;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
@@ -140,6 +141,27 @@ async fn delete_acl(State(st): State<AppState>, Authed(p): Authed, Id(id): Id) -
 
 // ---- groups and roles ----
 
+/// A group or role with its version in an `ETag` header.
+type Tagged = Result<([(header::HeaderName, String); 1], Json<EntityWire>), ApiError>;
+
+fn tagged(shown: Value) -> Tagged {
+    let tag = entity_tag(&shown);
+    Ok(([(header::ETAG, tag)], reply(shown)?))
+}
+
+/// The request's `If-Match` headers as one list, if it has any.
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = Vec::new();
+    for v in headers.get_all(header::IF_MATCH) {
+        values.push(v.to_str().map_err(|_| {
+            ApiError(ServiceError::bad(
+                "the If-Match header must be a list of quoted entity tags, or *",
+            ))
+        })?);
+    }
+    Ok((!values.is_empty()).then(|| values.join(", ")))
+}
+
 macro_rules! entity_routes {
     ($module:ident, $e:expr, $tag:literal, $collection:literal, $item:literal,
      $list_op:literal, $create_op:literal, $replace_op:literal, $get_op:literal,
@@ -158,46 +180,55 @@ macro_rules! entity_routes {
 
             /// Creates one, or returns the one of that name unchanged.
             #[utoipa::path(post, path = $collection, tag = $tag, operation_id = $create_op,
-                request_body = EntityBody, responses((status = 200, body = EntityWire)))]
+                request_body = EntityBody, responses((status = 200, body = EntityWire,
+                    headers(("ETag" = String, description = "Its version, for `If-Match` on a change")))))]
             pub(super) async fn create(
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Checked(b): Checked<EntityBody>,
-            ) -> Reply<EntityWire> {
-                reply(st.services.put_entity(&p, $e, &b, false).await?)
+            ) -> Tagged {
+                tagged(st.services.put_entity(&p, $e, &b, false).await?)
             }
 
             /// Creates one, or replaces the one of that name.
             #[utoipa::path(put, path = $collection, tag = $tag, operation_id = $replace_op,
-                request_body = EntityBody, responses((status = 200, body = EntityWire)))]
+                request_body = EntityBody, responses((status = 200, body = EntityWire,
+                    headers(("ETag" = String, description = "Its version, for `If-Match` on a change")))))]
             pub(super) async fn replace(
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Checked(b): Checked<EntityBody>,
-            ) -> Reply<EntityWire> {
-                reply(st.services.put_entity(&p, $e, &b, true).await?)
+            ) -> Tagged {
+                tagged(st.services.put_entity(&p, $e, &b, true).await?)
             }
 
             #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_op,
-                params(("id" = String, Path)), responses((status = 200, body = EntityWire)))]
+                params(("id" = String, Path)), responses((status = 200, body = EntityWire,
+                    headers(("ETag" = String, description = "Its version, for `If-Match` on a change")))))]
             pub(super) async fn get(
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
-            ) -> Reply<EntityWire> {
-                reply(st.services.get_entity(&p, $e, &id).await?)
+            ) -> Tagged {
+                tagged(st.services.get_entity(&p, $e, &id).await?)
             }
 
+            /// Changes one in place; with `If-Match`, only if it is still the version read.
             #[utoipa::path(patch, path = $item, tag = $tag, operation_id = $patch_op,
-                params(("id" = String, Path)), request_body = EntityPatch,
-                responses((status = 200, body = EntityWire)))]
+                params(("id" = String, Path),
+                    ("If-Match" = Option<String>, Header, description = "Change it only if its `ETag` is one of these (or `*`); else 412")),
+                request_body = EntityPatch,
+                responses((status = 200, body = EntityWire,
+                    headers(("ETag" = String, description = "Its version, for `If-Match` on a change")))))]
             pub(super) async fn patch(
                 State(st): State<AppState>,
                 Authed(p): Authed,
                 Id(id): Id,
+                headers: HeaderMap,
                 Checked(b): Checked<EntityPatch>,
-            ) -> Reply<EntityWire> {
-                reply(st.services.patch_entity(&p, $e, &id, &b).await?)
+            ) -> Tagged {
+                let if_match = if_match(&headers)?;
+                tagged(st.services.patch_entity(&p, $e, &id, &b, if_match.as_deref()).await?)
             }
 
             #[utoipa::path(delete, path = $item, tag = $tag, operation_id = $delete_op,

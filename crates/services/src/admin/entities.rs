@@ -4,8 +4,9 @@ use super::Entity;
 use crate::{Result, ServiceError, Services, random};
 use holdfast_api::admin::{EntityBody, EntityPatch, Members};
 use holdfast_core::authz::{Permission, Principal, builtin_roles};
-use holdfast_store::{EntityRecord, member_permission_json, parse_member_permission};
+use holdfast_store::{EntityRecord, StoreError, member_permission_json, parse_member_permission};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 /// Built-in roles are the same in every organization and cannot be changed or deleted.
 fn refuse_builtin_role(id: &str) -> Result<()> {
@@ -24,6 +25,24 @@ fn entity_json(e: Entity, r: &EntityRecord) -> Value {
     };
     json!({"id": r.id, "org_id": r.org_id, "name": r.name, "description": r.description,
            "user_id": r.user_id, "created": r.created, members: r.members, includes: r.includes})
+}
+
+/// A group's or role's version as a strong HTTP entity tag (quoted): a digest of what the API
+/// shows of it, so any change to its name, description or members gives another tag.
+pub fn entity_tag(shown: &Value) -> String {
+    let digest = sha2::Sha256::digest(shown.to_string().as_bytes());
+    let half = digest.get(..16).unwrap_or_default();
+    format!("\"{}\"", random::hex(half))
+}
+
+/// Whether an `If-Match` header's value (`*`, or a list of entity tags) allows a change of an
+/// object whose current tag is `tag`. Comparison is strong: a weak tag (`W/"…"`) never
+/// matches.
+pub fn if_match_allows(header: &str, tag: &str) -> bool {
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == tag)
 }
 
 fn builtin_role_json() -> Vec<Value> {
@@ -182,13 +201,15 @@ impl Services {
         Ok(out)
     }
 
-    /// `PATCH`: name, description, and add_/remove_ member lists.
+    /// `PATCH`: name, description, and add_/remove_ member lists; with `if_match` (an
+    /// `If-Match` header's value) only if the group or role is still the version it names.
     pub async fn patch_entity(
         &self,
         principal: &Principal,
         e: Entity,
         id: &str,
         body: &EntityPatch,
+        if_match: Option<&str>,
     ) -> Result<Value> {
         refuse_builtin_role(id)?;
         let pass = self
@@ -224,10 +245,16 @@ impl Services {
         };
         let description = body.description.clone();
         let mut before = None;
+        let mut stale = false;
         let stored = self
             .store
             .update_entity(&pass, e, id, |r| {
-                before = Some(entity_json(e, r));
+                let was = entity_json(e, r);
+                if if_match.is_some_and(|want| !if_match_allows(want, &entity_tag(&was))) {
+                    stale = true;
+                    return Err(StoreError::Conflict(String::new()));
+                }
+                before = Some(was);
                 if let Some(n) = name {
                     r.name = n;
                 }
@@ -252,7 +279,15 @@ impl Services {
                 }
                 Ok(())
             })
-            .await?;
+            .await
+            .map_err(|err| match stale {
+                true => ServiceError::PreconditionFailed(format!(
+                    "the {} changed since it was read (If-Match names none of its current \
+                     versions); read it again and redo the change",
+                    e.noun()
+                )),
+                false => err.into(),
+            })?;
         self.policy_changed(&principal.org_id);
         let out = entity_json(e, &stored);
         principal
