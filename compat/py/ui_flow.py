@@ -537,16 +537,37 @@ def main():
         check(len(made) == 1 and sorted(p["permission"] for p in made[0]["member_permissions"]) == ["read", "update"]
               and all(p["restrict_object_type"] == "prompt" for p in made[0]["member_permissions"]),
               f"the API holds it: {made}")
-        # Changed in place: one permission less, one more, one on another object type (the
-        # form's next line), and what Viewer allows besides.
-        d.find_element(By.XPATH, "//summary[text()='Change the role Prompt editors']").click()
-        edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-role]")
+        # Changed in place, from the role's own edit form: one permission less, one more, one
+        # on another object type (the form's next line), and what Viewer allows besides.
+        role_rows()["Prompt editors"].find_element(By.CSS_SELECTOR, "a.change-role").click()
+        check(wait(lambda: d.find_elements(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")), "the role's edit form opens")
+        edit = d.find_element(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")
         lines = lambda: edit.find_elements(By.CSS_SELECTOR, "fieldset.permissions")
         box = lambda line, perm: lines()[line].find_element(By.CSS_SELECTOR, f"input[value={perm}]")
         check(len(lines()) == 2 and box(0, "update").is_selected() and not box(0, "delete").is_selected()
               and not box(1, "read").is_selected(), "the edit form shows the role's permissions, and a line to add")
+        # Someone else changes the role meanwhile: the form's save is refused, and their
+        # change stays.
+        role_id = made[0]["id"]
+        changed = requests.patch(f"{HF}/v1/role/{role_id}", headers=API, timeout=10,
+                                 json={"remove_member_permissions": [{"permission": "read", "restrict_object_type": "prompt"}]})
+        check(changed.status_code == 200 and changed.headers.get("etag", "").startswith('"'),
+              f"the role is changed elsewhere: {changed.status_code} {changed.text}")
+        box(0, "delete").click()
+        edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        said = lambda: edit.find_element(By.CSS_SELECTOR, "[role=status]").text
+        check(wait(lambda: "someone changed this role" in said()), f"a save over another's change is refused: {said()!r}")
+        held = requests.get(f"{HF}/v1/role/{role_id}", headers=API, timeout=10).json()["member_permissions"]
+        check(held == [{"permission": "update", "restrict_object_type": "prompt"}],
+              f"and the role is as the other change left it: {held}")
+        d.refresh()
+        check(wait(lambda: d.find_elements(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")), "the role's edit form opens")
+        edit = d.find_element(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")
+        check(box(0, "update").is_selected() and not box(0, "read").is_selected() and not box(0, "delete").is_selected(),
+              "reloaded, the form shows the role as it is now")
         box(0, "update").click()
         box(0, "create").click()
+        box(0, "read").click()
         Select(lines()[1].find_element(By.CSS_SELECTOR, "select[name=restrict]")).select_by_value("dataset")
         box(1, "read").click()
         Select(edit.find_element(By.CSS_SELECTOR, "select[name=includes]")).select_by_visible_text("Viewer")
@@ -562,8 +583,9 @@ def main():
         pairs = sorted((p["permission"], p["restrict_object_type"]) for p in made[0]["member_permissions"]) if made else []
         check(len(made) == 1 and pairs == [("create", "prompt"), ("read", "dataset"), ("read", "prompt")]
               and made[0]["member_roles"] == viewer_id, f"the API holds the change: {made}")
-        d.find_element(By.XPATH, "//summary[text()='Change the role Prompt editors']").click()
-        edit = d.find_element(By.CSS_SELECTOR, "form[data-action=edit-role]")
+        role_rows()["Prompt editors"].find_element(By.CSS_SELECTOR, "a.change-role").click()
+        check(wait(lambda: d.find_elements(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")), "the role's edit form opens")
+        edit = d.find_element(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")
         shown = [(Select(l.find_element(By.CSS_SELECTOR, "select[name=restrict]")).first_selected_option.get_attribute("value"),
                   [c.get_attribute("value") for c in l.find_elements(By.CSS_SELECTOR, "input:checked")]) for l in lines()]
         check(len(shown) == 3 and shown[-1] == ("", [])

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use holdfast_api::admin::{Acl, AuditQuery, SecretListQuery};
 use holdfast_api::sso::{OidcConnection, SamlConnection};
 use holdfast_services::ServiceError;
-use holdfast_services::admin::Entity;
+use holdfast_services::admin::{Entity, entity_tag};
 use holdfast_services::secrets::SecretKind;
 use maud::{Markup, html};
 use serde_json::Value;
@@ -131,7 +131,9 @@ pub(crate) async fn page(
     authed: Authed,
     BaseUrl(base): BaseUrl,
     Path(org): Path<String>,
+    req: Request,
 ) -> PageResult {
+    let editing = param(req.uri().query(), "role");
     let v = viewer(&s, authed, &org, base).await?;
     let sv = &s.services;
     let users = sv.list_users(&v.p).await;
@@ -249,8 +251,9 @@ pub(crate) async fn page(
             }
         }
     })?;
+    let here = format!("/app/{}/admin", path_part(&v.org));
     let roles_html = section(roles.as_ref().map_err(clone_err), |roles| {
-        roles_section(&names, roles, may_grant)
+        roles_section(&names, roles, may_grant, &here, &editing)
     })?;
     let grants = section(acls, |acls| {
         html! {
@@ -512,15 +515,23 @@ fn role_fields(prefix: &str, roles: &[Value], current: Option<&Value>) -> Markup
     }
 }
 
-/// Most custom roles given an edit form on the page: each form lists every role it may
-/// include, so the page grows with the square of the roles shown.
-const EDITED_ROLES: usize = 100;
-
 /// The organization's roles, built-in and custom, with a form that makes a custom role, and
-/// for each custom role one that changes it in place and a button that deletes it (for those
-/// who may change grants).
-fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
+/// for each custom role a link to its edit form and a button that deletes it (for those who
+/// may change grants). The edit form, of the role `editing` names (`?role=` on the page), is
+/// shown alone: each lists every role it may include, so a form for every role would grow the
+/// page with the square of the roles. It carries the role's version, and saving changes the
+/// role only if no one else has since.
+fn roles_section(
+    names: &Names,
+    roles: &[Value],
+    may_grant: bool,
+    here: &str,
+    editing: &str,
+) -> Markup {
     let custom = |r: &Value| r.get("org_id").is_some_and(|o| !o.is_null());
+    let edited = roles
+        .iter()
+        .find(|r| custom(r) && !editing.is_empty() && view::str_at(r, "/id") == editing);
     html! {
         @if may_grant {
             form.inline #create-role data-action="create-role" {
@@ -538,6 +549,7 @@ fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
             tbody {
                 @for r in roles {
                     @let name = view::str_at(r, "/name");
+                    @let id = view::str_at(r, "/id");
                     tr {
                         td { (name) @if !custom(r) { " " span.badge { "built-in" } } }
                         td { (view::str_at(r, "/description")) }
@@ -545,7 +557,9 @@ fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
                         @if may_grant {
                             td.actions {
                                 @if custom(r) {
-                                    form.delete-role data-action="delete-role" data-role=(view::str_at(r, "/id"))
+                                    a.change-role href={ (here) "?" (query_string(&[("role", id)])) "#edit-role" } aria-label={ "Change role " (name) } { "Change" }
+                                    " "
+                                    form.delete-role data-action="delete-role" data-role=(id)
                                         data-confirm={ "Delete the role " (name) "? Every grant of it is revoked too." } {
                                         button.secondary type="submit" aria-label={ "Delete role " (name) } { "Delete" }
                                         span.note role="status" {}
@@ -557,23 +571,25 @@ fn roles_section(names: &Names, roles: &[Value], may_grant: bool) -> Markup {
                 }
             }
         }
-        @if may_grant {
-            @if roles.iter().filter(|r| custom(r)).count() > EDITED_ROLES {
-                p.muted { "Only the first " (EDITED_ROLES) " custom roles can be changed here; change the others through the API." }
-            }
-            @for r in roles.iter().filter(|r| custom(r)).take(EDITED_ROLES) {
-                @let id = view::str_at(r, "/id");
-                @let current = serde_json::json!({
-                    "member_permissions": r.get("member_permissions").cloned().unwrap_or_default(),
-                    "member_roles": r.get("member_roles").cloned().unwrap_or_default(),
-                });
-                details.panel.edit-role {
-                    summary { "Change the role " (view::str_at(r, "/name")) }
-                    form data-action="edit-role" data-role=(id) data-current=(current.to_string()) {
+        @if may_grant && !editing.is_empty() {
+            section.panel #edit-role aria-labelledby="edit-role-h" {
+                @if let Some(r) = edited {
+                    @let id = view::str_at(r, "/id");
+                    @let current = serde_json::json!({
+                        "member_permissions": r.get("member_permissions").cloned().unwrap_or_default(),
+                        "member_roles": r.get("member_roles").cloned().unwrap_or_default(),
+                    });
+                    h3 #edit-role-h { "Change the role " (view::str_at(r, "/name")) }
+                    form data-action="edit-role" data-role=(id) data-current=(current.to_string())
+                        data-version=(entity_tag(r)) {
                         (role_fields(&format!("role-{id}"), roles, Some(r)))
                         button type="submit" { "Save role" }
+                        " " a href={ (here) "#roles-h" } { "Cancel" }
                         span.note role="status" {}
                     }
+                } @else {
+                    h3 #edit-role-h { "Change a role" }
+                    p { "There is no custom role with the id " code { (editing) } "; it may have been deleted." }
                 }
             }
         }
@@ -1082,5 +1098,52 @@ mod tests {
         let form = role_fields("n", &[], None).into_string();
         assert_eq!(form.matches("<fieldset").count(), 2);
         assert!(!form.contains("checked") && !form.contains("selected"));
+    }
+
+    #[test]
+    fn only_the_role_asked_for_gets_an_edit_form_with_its_version() {
+        let names = Names {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            roles: HashMap::new(),
+            projects: HashMap::new(),
+            org_id: "o".into(),
+        };
+        let role = |id: &str| {
+            json!({"id": id, "org_id": "o", "name": format!("role {id}"),
+            "member_permissions": [{"permission": "read", "restrict_object_type": null}]})
+        };
+        let roles: Vec<Value> = (0..300).map(|i| role(&format!("r{i}"))).collect();
+        let page = |editing: &str| {
+            roles_section(&names, &roles, true, "/app/o/admin", editing).into_string()
+        };
+        let listed = page("");
+        assert_eq!(listed.matches(r#"class="change-role""#).count(), 300);
+        assert!(listed.contains(r#"href="/app/o/admin?role=r299#edit-role""#));
+        assert!(!listed.contains("edit-role-h"));
+        let edited = page("r299");
+        assert_eq!(edited.matches(r#"data-action="edit-role""#).count(), 1);
+        let escaped = |text: &str| html! { (text) }.into_string();
+        let current = json!({"member_permissions": roles[299]["member_permissions"],
+                             "member_roles": null});
+        assert!(
+            edited.contains(&format!(
+                r#"data-role="r299" data-current="{}" data-version="{}""#,
+                escaped(&current.to_string()),
+                escaped(&entity_tag(&roles[299]))
+            )),
+            "{edited}"
+        );
+        // Lists one form's worth of includable roles, not one per role.
+        assert!(
+            edited.len() < listed.len() * 2,
+            "{} {}",
+            edited.len(),
+            listed.len()
+        );
+        let gone = page("r999");
+        assert!(
+            gone.contains("There is no custom role with the id") && !gone.contains("data-version")
+        );
     }
 }

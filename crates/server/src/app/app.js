@@ -6,11 +6,11 @@
   const token = document.querySelector('meta[name="csrf-token"]');
   const csrf = token ? token.content : "";
 
-  async function api(method, path, body) {
+  async function api(method, path, body, headers) {
     const r = await fetch(path, {
       method,
       credentials: "same-origin",
-      headers: { "content-type": "application/json", "x-csrf-token": csrf },
+      headers: Object.assign({ "content-type": "application/json", "x-csrf-token": csrf }, headers || {}),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await r.text();
@@ -23,7 +23,9 @@
     if (!r.ok) {
       const error = json && json.error;
       const message = error && error.message && (error.field ? error.field + ": " + error.message : error.message);
-      throw new Error(message || r.status + " " + r.statusText);
+      const failure = new Error(message || r.status + " " + r.statusText);
+      failure.code = error && error.code;
+      throw failure;
     }
     return json;
   }
@@ -286,18 +288,24 @@
       location.reload();
     },
     "edit-role": async (form) => {
-      // Replaced in one request: what it held is removed and what is chosen added.
+      // Replaced in one request: what it held is removed and what is chosen added, only if
+      // the role is still the version the page showed.
       const now = JSON.parse(form.getAttribute("data-current"));
       const role = roleBody(form);
-      await api("PATCH", "/v1/role/" + encodeURIComponent(form.getAttribute("data-role")), {
-        name: role.name,
-        description: role.description,
-        remove_member_permissions: now.member_permissions,
-        remove_member_roles: now.member_roles,
-        add_member_permissions: role.member_permissions,
-        add_member_roles: role.member_roles,
-      });
-      location.reload();
+      try {
+        await api("PATCH", "/v1/role/" + encodeURIComponent(form.getAttribute("data-role")), {
+          name: role.name,
+          description: role.description,
+          remove_member_permissions: now.member_permissions,
+          remove_member_roles: now.member_roles,
+          add_member_permissions: role.member_permissions,
+          add_member_roles: role.member_roles,
+        }, { "if-match": form.getAttribute("data-version") });
+      } catch (e) {
+        if (e.code !== "precondition_failed") throw e;
+        throw new Error("Not saved: someone changed this role since the page was loaded. Reload the page to see the role as it is now, then make your change again.");
+      }
+      location.assign(location.pathname + "#roles-h");
     },
     "delete-role": async (form) => {
       await api("DELETE", "/v1/role/" + encodeURIComponent(form.getAttribute("data-role")));
