@@ -341,7 +341,7 @@ impl Services {
 
     /// Visits every live row of an object, read in pages of [`ROWS_PAGE`] as of one
     /// snapshot; no row is held past its page, so memory is bounded by a page whatever the
-    /// object's size. Returns the object's record.
+    /// object's size, and time by the per-query limit. Returns the object's record.
     async fn each_row(
         &self,
         principal: &Principal,
@@ -360,7 +360,14 @@ impl Services {
             limit: ROWS_PAGE,
             ..RowQuery::default()
         };
+        let started = std::time::Instant::now();
         loop {
+            if started.elapsed() > self.limits.query_timeout {
+                return Err(ServiceError::QueryTimeout(format!(
+                    "reading the {kind}'s rows took longer than the limit of {} ms",
+                    self.limits.query_timeout.as_millis()
+                )));
+            }
             let page = self.store.read_rows(&pass, &q).await?;
             for row in &page {
                 visit(&row.data);

@@ -568,7 +568,7 @@ async fn text_queries(backend: Backend) {
 async fn queries_have_a_time_limit(backend: Backend) {
     let server = Server::start_with(backend, &[("HOLDFAST_QUERY_TIMEOUT_MS", "1")]).await;
     let ds = server.new_dataset("slow", "d").await;
-    let events: Vec<Value> = (0..2500)
+    let events: Vec<Value> = (0..5500)
         .map(|i| json!({"id": format!("r{i:04}"), "input": i}))
         .collect();
     server
@@ -578,9 +578,20 @@ async fn queries_have_a_time_limit(backend: Backend) {
             Some(json!({"events": events})),
         )
         .await;
-    // Nothing matches: three pages of 1,000 rows are read, far past 1 ms.
+    // Nothing matches: pages of 1,000 rows are read, far past 1 ms.
     let query = format!("SELECT * FROM dataset('{ds}') WHERE input = 'none' LIMIT 1");
     let (s, b) = btql_text(&server, &query).await;
+    assert_error(s, &b, 422, "query_timeout");
+    // So is a summary that reads every row of the object (in pages of 5,000: it is checked
+    // between pages).
+    let (s, b) = server
+        .call(
+            "GET",
+            &format!("/v1/dataset/{ds}/summarize?summarize_data=true"),
+            Some(&server.key),
+            None,
+        )
+        .await;
     assert_error(s, &b, 422, "query_timeout");
     // An organization's retention preview counts under the same limit, however many
     // projects and objects it goes through.
