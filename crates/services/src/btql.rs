@@ -1043,7 +1043,7 @@ impl Services {
         }
         let summary = self
             .kept_trace("summary", pass, root, version, started, false, |rows| {
-                let row = summary_row(&rows);
+                let row = summary_row(rows);
                 let bytes = value_bytes(&row);
                 (row, bytes)
             })

@@ -56,11 +56,14 @@ pub(crate) struct Outline {
 impl Outline {
     /// The outline of a trace's spans (with its summary row when `summarized`), and about
     /// how many bytes it takes.
-    pub(crate) fn of(mut spans: Vec<Value>, summarized: bool) -> (Outline, usize) {
-        let summary = summarized.then(|| summary_row(&spans));
+    pub(crate) fn of(spans: &[Value], summarized: bool) -> (Outline, usize) {
+        let summary = summarized.then(|| summary_row(spans));
         let cut = spans.len() > MAX_TRACE_SPANS;
-        spans.truncate(MAX_TRACE_SPANS);
-        let spans: Vec<OutlineSpan> = spans.iter().map(outline_span).collect();
+        let spans: Vec<OutlineSpan> = spans
+            .iter()
+            .take(MAX_TRACE_SPANS)
+            .map(outline_span)
+            .collect();
         let order = tree_order(&spans);
         let bytes = summary.as_ref().map_or(0, value_bytes)
             + spans
@@ -465,7 +468,7 @@ mod tests {
             span("c1", Some("r"), 2.0),
             span("orphan", Some("nowhere"), 0.5),
         ];
-        let outline = Outline::of(spans.clone(), false).0;
+        let outline = Outline::of(&spans, false).0;
         let order: Vec<(&str, usize)> = outline
             .order
             .iter()
@@ -480,7 +483,7 @@ mod tests {
     #[test]
     fn cycles_and_deep_chains_are_shown_once_without_recursion() {
         let cycle = vec![span("a", Some("b"), 1.0), span("b", Some("a"), 2.0)];
-        assert_eq!(Outline::of(cycle, false).0.order.len(), 2);
+        assert_eq!(Outline::of(&cycle, false).0.order.len(), 2);
         let mut chain = vec![span("s0", None, 0.0)];
         for i in 1..10_000 {
             chain.push(span(
@@ -490,7 +493,7 @@ mod tests {
             ));
         }
         let selected = chain[5].clone();
-        let outline = Arc::new(Outline::of(chain, false).0);
+        let outline = Arc::new(Outline::of(&chain, false).0);
         assert_eq!(outline.order.len(), 10_000);
         assert_eq!(outline.order.last(), Some(&(9_999, 9_999)));
         let html = render(
@@ -519,7 +522,7 @@ mod tests {
     fn long_traces_show_the_window_of_the_selected_span() {
         let mut spans = vec![span("r", None, 0.0)];
         spans.extend((1..1_234).map(|i| span(&format!("s{i:04}"), Some("r"), i as f64)));
-        let outline = Arc::new(Outline::of(spans, false).0);
+        let outline = Arc::new(Outline::of(&spans, false).0);
         let add = AddTo {
             kind: "project_logs",
             object_id: "p",
