@@ -175,8 +175,7 @@ const DECODED_IN_PARTS_FROM: usize = 1_000;
 /// of work.
 pub(crate) async fn decode_all(rows: Vec<(String, i64, Vec<u8>)>) -> Result<Vec<StoredRow>> {
     let parts = crate::db::read_parts();
-    if rows.len() < DECODED_IN_PARTS_FROM || parts < 2 || std::env::var_os("HF_AB_SERIAL").is_some()
-    {
+    if rows.len() < DECODED_IN_PARTS_FROM || parts < 2 {
         return rows
             .into_iter()
             .map(|(id, x, d)| decode(id, x, &d))

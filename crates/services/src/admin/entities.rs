@@ -38,7 +38,7 @@ pub fn entity_tag(shown: &Value) -> String {
 /// Whether an `If-Match` header's value (`*`, or a list of entity tags) allows a change of an
 /// object whose current tag is `tag`. Comparison is strong: a weak tag (`W/"…"`) never
 /// matches.
-pub fn if_match_allows(header: &str, tag: &str) -> bool {
+fn if_match_allows(header: &str, tag: &str) -> bool {
     header
         .split(',')
         .map(str::trim)

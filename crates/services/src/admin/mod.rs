@@ -26,7 +26,7 @@ mod org;
 
 use serde_json::{Map, Value};
 
-pub use entities::{entity_tag, if_match_allows};
+pub use entities::entity_tag;
 pub use holdfast_store::Entity;
 
 /// Longest grace period a rotated key keeps working.
