@@ -240,7 +240,7 @@ impl Services {
         let (value, bytes) = derive(&spans);
         if rows.len() >= KEEP_FROM {
             // Freeing a long trace's spans is a few tens of milliseconds (a 10,000-span
-            // trace: 24-33 ms) that the answer need not wait for.
+            // trace: 23-33 ms) that the answer need not wait for.
             tokio::task::spawn_blocking(move || drop(spans));
         }
         let value = Arc::new(value);
