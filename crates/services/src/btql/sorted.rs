@@ -21,7 +21,7 @@ use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp, timestamp_like};
 use holdfast_core::xact::XactId;
 use holdfast_store::{
     Held, IndexValue, MAX_CANDIDATES, MAX_EXTRA_ROWS, StoredRow, ValueEntry, ValueFrom, ValueQuery,
-    held, server_timestamp,
+    Walked, held, server_timestamp,
 };
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -30,6 +30,9 @@ use std::time::Instant;
 
 /// Entries read per page at most.
 const MAX_PAGE: usize = 2_000;
+/// Entries a read restricted to a set of rows ([`Among::RootsOf`]) walks per statement at
+/// most: the store passes over the entries of other rows and returns only the set's.
+const MAX_WALKED_PAGE: usize = 8_000;
 /// Entries a sorted read restricted to a set of rows ([`Among::RootsOf`]) walks per row of
 /// the set before it stops and lets the caller read the set's rows instead (when the rows
 /// of the set sort far from the start, walking to them costs more than reading them).
@@ -733,11 +736,26 @@ impl Services {
             roots,
             descending,
         };
-        let mut page = keep.saturating_mul(2).clamp(64, MAX_PAGE);
+        // A restricted read passes over the other rows' entries in the store, so it reads
+        // longer stretches; the set is bound once, sorted.
+        let only_ids: Option<Vec<&str>> = only.map(|set| {
+            let mut ids: Vec<&str> = set.iter().copied().collect();
+            ids.sort_unstable();
+            ids
+        });
+        let (mut page, max_page) = match only_ids {
+            Some(_) => (MAX_PAGE, MAX_WALKED_PAGE),
+            None => (keep.saturating_mul(2).clamp(64, MAX_PAGE), MAX_PAGE),
+        };
         let complete = loop {
             self.check_query_time(started)?;
-            let entries = self.store.value_entries(pass, &q, &from, page).await?;
-            if entries.is_empty()
+            // Never past the walk's allowance by more than one entry (which ends it).
+            let limit = walk_left.map_or(page, |left| page.min(left.saturating_add(1)));
+            let walked = match &only_ids {
+                Some(ids) => self.store.value_walk(pass, &q, &from, limit, ids).await?,
+                None => Walked::whole(self.store.value_entries(pass, &q, &from, limit).await?),
+            };
+            if walked.walked == 0
                 && let Some(&next) = kinds.get(kind + 1)
             {
                 // On to the entries of the next kind, which all sort after these.
@@ -746,7 +764,7 @@ impl Services {
                 from = ValueFrom::Start;
                 continue;
             }
-            let Some(last) = entries.last() else {
+            let Some(last) = walked.last else {
                 // Out of entries: complete unless rows without a value could still enter.
                 local.sort_by(|a, b| rank_cmp(plan, a, b));
                 local.truncate(keep);
@@ -758,13 +776,13 @@ impl Services {
                 break full || range.is_some();
             };
             if let Some(left) = walk_left.as_mut() {
-                let Some(rest) = left.checked_sub(entries.len()) else {
+                let Some(rest) = left.checked_sub(walked.walked) else {
                     return Ok(None);
                 };
                 *left = rest;
             }
             let position = last.value.to_json();
-            from = ValueFrom::After(last.value.clone(), last.seq);
+            from = ValueFrom::After(last.value, last.seq);
             let past_end = end.as_ref().is_some_and(|e| {
                 match cmp_first(&position, &e.to_json(), descending) {
                     Ordering::Greater => true,
@@ -793,7 +811,8 @@ impl Services {
                     }
                 })
             };
-            let ids: Vec<String> = entries
+            let ids: Vec<String> = walked
+                .listed
                 .iter()
                 .filter(|e| {
                     listed(&e.row_id) && !ranks_after(e) && !extra_ids.contains(e.row_id.as_str())
@@ -818,7 +837,7 @@ impl Services {
             if beyond || past_end {
                 break true;
             }
-            page = page.saturating_mul(2).min(MAX_PAGE);
+            page = page.saturating_mul(2).min(max_page);
         };
         if !complete {
             return Ok(None);
