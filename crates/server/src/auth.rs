@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use holdfast_core::authz::RequestContext;
 use holdfast_services::ServiceError;
-use holdfast_services::audit::{auth_failure_entry, changed_something, request_entry};
+use holdfast_services::audit::{auth_failure_entry, must_be_durable, request_entry};
 use std::net::SocketAddr;
 use tracing::Instrument;
 
@@ -154,21 +154,25 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             .get::<crate::edge::RequestId>()
             .map(|r| r.0.clone()),
     });
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let task = async move {
         let _in_flight = match state.key_limiter.enter(&principal.key_id) {
             Ok(guard) => guard,
-            Err(e) => return finish(&state, &principal, e.into_response()).await,
+            Err(e) => return finish(&state, &principal, safe, e.into_response()).await,
         };
         if writes_rows(req.method(), &route)
             && let Err(e) = state.services.may_write_rows(&principal).await
         {
             // Decided from the path: the body is never read.
             let response = ApiError(e).into_response();
-            return finish(&state, &principal, response).await;
+            return finish(&state, &principal, safe, response).await;
         }
         req.extensions_mut().insert(principal.clone());
         let response = next.run(req).await;
-        finish(&state, &principal, response).await
+        finish(&state, &principal, safe, response).await
     };
     match tokio::spawn(task.instrument(tracing::Span::current())).await {
         Ok(response) => response,
@@ -249,10 +253,12 @@ fn writes_rows(method: &axum::http::Method, route: &str) -> bool {
             || route.ends_with("/{id}/feedback"))
 }
 
-/// Writes the request's audit entry (durably when it changed something) and answers.
+/// Writes the request's audit entry (durably when it changed something, see
+/// [`must_be_durable`]; `safe`: a `GET` or `HEAD`) and answers.
 async fn finish(
     state: &AppState,
     principal: &holdfast_services::Principal,
+    safe: bool,
     mut response: Response,
 ) -> Response {
     let services = &state.services;
@@ -265,7 +271,7 @@ async fn finish(
         return response;
     }
     let entry = request_entry(principal, services.now(), response.status().as_u16());
-    if changed_something(principal) {
+    if must_be_durable(principal, safe) {
         if let Err(e) = services.audit.record_durable(entry).await {
             tracing::error!(error = %e, "a change was made but its audit entry was not written");
         }

@@ -214,12 +214,18 @@ pub fn request_entry(principal: &Principal, at: String, status: u16) -> NewAudit
     }
 }
 
-/// True when the request's decisions included a write that was allowed: its entry must be
-/// durable before the response.
-pub fn changed_something(principal: &Principal) -> bool {
+/// True when the request's entry must be durable before the response: it noted a change,
+/// or its decisions included a write that was allowed and its method is not `safe` (`GET`,
+/// `HEAD`). A safe request that was allowed a write only decided what to show: the
+/// administration page asks for `update` on the organization to list its sign-in
+/// connections, and waiting for its entry made it wait for the row writer (seconds while
+/// the writer indexes a large insert).
+pub fn must_be_durable(principal: &Principal, safe: bool) -> bool {
+    if !principal.trail.changes().is_empty() {
+        return true;
+    }
     let (accesses, _) = principal.trail.snapshot();
-    accesses.iter().any(|a| a.allowed && a.permission.writes())
-        || !principal.trail.changes().is_empty()
+    !safe && accesses.iter().any(|a| a.allowed && a.permission.writes())
 }
 
 fn entry_json(e: &Entry) -> Value {
@@ -496,4 +502,48 @@ pub async fn checkpoint(store: &Store, key: [u8; 32], at: String) -> Result<Chec
         });
     }
     Ok(Checkpoint::sign(&key, at, heads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_core::authz::{Access, Kind, Permission};
+    use serde_json::json;
+
+    fn principal() -> Principal {
+        Principal {
+            user_id: "u".into(),
+            org_id: "o".into(),
+            key_id: "k".into(),
+            scope: Default::default(),
+            expires_at: None,
+            trail: Default::default(),
+        }
+    }
+
+    fn decided(p: &Principal, permission: Permission, allowed: bool) {
+        p.trail.record(Access {
+            kind: Kind::Organization,
+            id: None,
+            permission,
+            allowed,
+        });
+    }
+
+    #[test]
+    fn only_changes_and_unsafe_writes_wait_for_their_entry() {
+        let p = principal();
+        decided(&p, Permission::Read, true);
+        assert!(!must_be_durable(&p, false), "a read");
+        decided(&p, Permission::Update, false);
+        assert!(!must_be_durable(&p, false), "a write refused");
+        decided(&p, Permission::Update, true);
+        assert!(must_be_durable(&p, false), "a write allowed, by POST");
+        assert!(
+            !must_be_durable(&p, true),
+            "a write allowed, checked by GET"
+        );
+        p.trail.change(json!({"what": "noted"}));
+        assert!(must_be_durable(&p, true), "a change noted, even by GET");
+    }
 }
