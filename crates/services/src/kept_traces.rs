@@ -238,16 +238,14 @@ impl Services {
         let kind = pass.object_type();
         let spans: Vec<Value> = spans.into_iter().map(|r| row_json(r, kind)).collect();
         let (value, bytes) = derive(&spans);
-        if rows.len() >= KEEP_FROM {
-            // Freeing a long trace's spans is a few tens of milliseconds (a 10,000-span
-            // trace: 23-33 ms) that the answer need not wait for.
-            tokio::task::spawn_blocking(move || drop(spans));
-        }
         let value = Arc::new(value);
         if rows.len() < KEEP_FROM {
             self.kept_traces.forget(&key);
             return Ok(value);
         }
+        // Freeing a long trace's spans is a few tens of milliseconds (a 10,000-span trace:
+        // 23-33 ms) that the answer need not wait for.
+        tokio::task::spawn_blocking(move || drop(spans));
         let mut kept = None;
         let after = match before {
             Some(_) => self.store.trace_stamp(pass, root, &rows).await?,

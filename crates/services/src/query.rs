@@ -362,12 +362,7 @@ impl Services {
         };
         let started = std::time::Instant::now();
         loop {
-            if started.elapsed() > self.limits.query_timeout {
-                return Err(ServiceError::QueryTimeout(format!(
-                    "reading the {kind}'s rows took longer than the limit of {} ms",
-                    self.limits.query_timeout.as_millis()
-                )));
-            }
+            self.check_query_time(started)?;
             let page = self.store.read_rows(&pass, &q).await?;
             for row in &page {
                 visit(&row.data);
