@@ -53,8 +53,8 @@ pub use secrets::{DataKeyRecord, SecretRecord};
 pub use sso::{SsoConnectionRecord, SsoLoginRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use values::{
-    CreatedCounts, Held, IndexValue, MAX_EXTRA_ROWS, ValueEntry, ValueFrom, ValueQuery, Walked,
-    held, server_timestamp,
+    CreatedCounts, Held, IndexValue, MAX_EXTRA_ROWS, ValueEntry, ValueExtras, ValueFrom,
+    ValueQuery, Walked, held, server_timestamp,
 };
 pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};
 

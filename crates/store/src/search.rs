@@ -442,12 +442,8 @@ async fn catch_up_sqlite(
         return Ok((0, false));
     };
     // Both indexes are exact: a version's entries replace those of the row's previous one.
-    let mut previous: HashMap<i64, Version> = HashMap::new();
-    for v in batch.iter().filter(|v| v.seq > from) {
-        if let Some(prev) = crate::values::previous_version(&mut tx, index, v).await? {
-            previous.insert(v.seq, prev);
-        }
-    }
+    let after: Vec<&Unindexed> = batch.iter().filter(|v| v.seq > from).collect();
+    let previous = crate::values::previous_versions(&mut tx, index, &after).await?;
     // Documents of versions replaced: those indexed before go, those in this batch never come.
     let mut replaced: HashSet<i64> = HashSet::new();
     let mut stale: Vec<i64> = Vec::new();

@@ -64,7 +64,7 @@
 //!
 use crate::db::Pools;
 use crate::index::{RowIndex, Version, newer};
-use crate::rows::decode_data;
+use crate::rows::{StoredRow, decode_data};
 use crate::search::{CHANGED_AFTER, ROWS_AFTER, Unindexed};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
@@ -492,6 +492,21 @@ impl Walked {
     }
 }
 
+/// The rows a read through the index must read besides its entries ([`Store::value_extras`]):
+/// their ids, and the version at the read's snapshot of those the index does not hold yet.
+#[derive(Debug, Clone, Default)]
+pub struct ValueExtras {
+    /// Sorted.
+    pub ids: Vec<String>,
+    /// Rows with a version after the index, by id: their version at `as_of`, found by the
+    /// statement that listed them. A row's versions commit in `seq` order, so its newest
+    /// version with a `seq` after any bound and a transaction at or before `as_of` is its
+    /// version at `as_of`. [`Store::read_value_extras`] reads these by `seq` without
+    /// looking them up in `row_index` (a burst of writes leaves thousands of them).
+    recent: HashMap<String, Version>,
+    as_of: i64,
+}
+
 /// The index's statements, once per backend (`on_sqlite`, `on_postgres`; the differences
 /// are in [`ValueSql`]). PostgreSQL's writers are serialized by the transaction counter like
 /// the embedded store's (see the crate docs), so versions commit in `seq` order there too,
@@ -625,6 +640,40 @@ macro_rules! backend_statements {
                 Ok(tx)
             }
 
+            /// The rows of an object with a version after `seq` at or before `as_of`, at most
+            /// `limit` (the first by id), each with its newest such version: its version at
+            /// `as_of` (see [`ValueExtras`]).
+            pub(crate) async fn recent_versions<'c, E>(
+                conn: E,
+                pass: &ObjectPass,
+                seq: i64,
+                as_of: XactId,
+                limit: i64,
+            ) -> Result<HashMap<String, Version>>
+            where
+                E: sqlx::Executor<'c, Database = Db>,
+            {
+                let found: Vec<(String, i64, i64, bool)> = sqlx::query_as(
+                    "SELECT r.row_id, r.xact_id, r.seq, r.is_deleted FROM rows r \
+                     WHERE r.seq IN (SELECT MAX(s.seq) FROM rows s \
+                       WHERE s.seq > $1 AND s.xact_id <= $2 AND s.object_type = $3 \
+                         AND s.object_id = $4 AND s.org_id = $5 \
+                       GROUP BY s.row_id ORDER BY s.row_id LIMIT $6)",
+                )
+                .bind(seq)
+                .bind(as_of.as_i64())
+                .bind(pass.object_type().as_str())
+                .bind(pass.object_id())
+                .bind(pass.org_id())
+                .bind(limit)
+                .fetch_all(conn)
+                .await?;
+                Ok(found
+                    .into_iter()
+                    .map(|(id, xact, seq, deleted)| (id, Version { xact, seq, deleted }))
+                    .collect())
+            }
+
             /// See [`Store::value_extras`]: the rows, at most `limit`.
             pub(crate) async fn value_extras(
                 p: &sqlx::Pool<Db>,
@@ -632,7 +681,7 @@ macro_rules! backend_statements {
                 path: &[String],
                 as_of: XactId,
                 limit: i64,
-            ) -> Result<Vec<String>> {
+            ) -> Result<ValueExtras> {
                 let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
                 let mut tx = snapshot(p).await?;
                 let indexed: i64 = sqlx::query_scalar(
@@ -640,7 +689,10 @@ macro_rules! backend_statements {
                 )
                 .fetch_one(&mut *tx)
                 .await?;
-                let mut ids = object_row_ids(&mut *tx, ROWS_AFTER, indexed, pass, limit).await?;
+                // The rows with a version after the index: those with one at or before
+                // `as_of` here, with that version; the others change after `as_of`.
+                let recent = recent_versions(&mut *tx, pass, indexed, as_of, limit).await?;
+                let mut ids: Vec<String> = recent.keys().cloned().collect();
                 ids.extend(
                     object_row_ids(&mut *tx, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?,
                 );
@@ -664,7 +716,11 @@ macro_rules! backend_statements {
                 tx.commit().await?;
                 ids.sort();
                 ids.dedup();
-                Ok(ids)
+                Ok(ValueExtras {
+                    ids,
+                    recent,
+                    as_of: as_of.as_i64(),
+                })
             }
 
             /// See [`Store::rows_changed_since`]: the rows, at most `limit`.
@@ -1053,30 +1109,63 @@ macro_rules! backend_statements {
 backend_statements!(on_sqlite, sqlx::Sqlite, on_sqlite);
 backend_statements!(on_postgres, sqlx::Postgres, on_postgres);
 
-/// Embedded store: the version of a row written just before `v` (the newest with an older
-/// transaction), in `row_index` or the writer's tail.
-pub(crate) async fn previous_version(
+/// Embedded store: the version of each row written just before each of `batch` (the newest
+/// with an older transaction), in `row_index` or the writer's tail, by the later version's
+/// `seq`. `row_index` is asked once for the batch: a statement per version cost the writer
+/// half of an idle batch's time (2,000 round trips), while the lookups themselves are one
+/// primary-key probe each.
+pub(crate) async fn previous_versions(
     conn: &mut sqlx::SqliteConnection,
     index: &RowIndex,
-    v: &Unindexed,
-) -> Result<Option<Version>> {
-    let stored: Option<(i64, i64, bool)> = sqlx::query_as(
-        "SELECT xact_id, seq, is_deleted FROM row_index WHERE object_type = $1 \
-             AND object_id = $2 AND row_id = $3 AND xact_id < $4 \
-             ORDER BY xact_id DESC LIMIT 1",
-    )
-    .bind(&v.object_type)
-    .bind(&v.object_id)
-    .bind(&v.row_id)
-    .bind(v.xact)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let stored = stored.map(|(xact, seq, deleted)| Version { xact, seq, deleted });
-    let tail = index
-        .view()
-        .latest(&v.object_type, &v.object_id, &v.row_id, v.xact - 1);
-    Ok(newer(stored, tail))
+    batch: &[&Unindexed],
+) -> Result<HashMap<i64, Version>> {
+    let mut out: HashMap<i64, Version> = HashMap::new();
+    for chunk in batch.chunks(PREVIOUS_CHUNK) {
+        let listed: Vec<Value> = chunk
+            .iter()
+            .map(|v| serde_json::json!([v.seq, v.object_type, v.object_id, v.row_id, v.xact]))
+            .collect();
+        let found: Vec<(i64, i64, i64, bool)> = sqlx::query_as(
+            "SELECT json_extract(b.value, '$[0]'), i.xact_id, i.seq, i.is_deleted \
+             FROM json_each($1) b JOIN row_index i \
+               ON i.object_type = json_extract(b.value, '$[1]') \
+              AND i.object_id = json_extract(b.value, '$[2]') \
+              AND i.row_id = json_extract(b.value, '$[3]') \
+              AND i.xact_id = (SELECT max(p.xact_id) FROM row_index p \
+                    WHERE p.object_type = json_extract(b.value, '$[1]') \
+                      AND p.object_id = json_extract(b.value, '$[2]') \
+                      AND p.row_id = json_extract(b.value, '$[3]') \
+                      AND p.xact_id < json_extract(b.value, '$[4]'))",
+        )
+        .bind(Value::Array(listed).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        out.extend(found.into_iter().map(|(seq, xact, prev, deleted)| {
+            (
+                seq,
+                Version {
+                    xact,
+                    seq: prev,
+                    deleted,
+                },
+            )
+        }));
+    }
+    let tail = index.view();
+    for v in batch {
+        let stored = out.get(&v.seq).copied();
+        let in_tail = tail.latest(&v.object_type, &v.object_id, &v.row_id, v.xact - 1);
+        match newer(stored, in_tail) {
+            Some(found) => out.insert(v.seq, found),
+            None => out.remove(&v.seq),
+        };
+    }
+    Ok(out)
 }
+
+/// Versions whose previous versions one statement looks up (the array is bound as one
+/// JSON text).
+const PREVIOUS_CHUNK: usize = 1_000;
 
 /// PostgreSQL: the version of each row written just before each of `batch` (the newest with
 /// an older transaction), by the later version's `seq`; one statement for the batch (the
@@ -1167,17 +1256,44 @@ impl Store {
         path: &[String],
         as_of: XactId,
         max: usize,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<ValueExtras>> {
         if !self.has_value_index() || held(path).is_none() {
             return Ok(None);
         }
         let max = max.min(MAX_EXTRA_ROWS);
         let limit = i64::try_from(max + 1).unwrap_or(i64::MAX);
-        let ids = match &self.read {
+        let extras = match &self.read {
             Pools::Sqlite(p) => on_sqlite::value_extras(p, pass, path, as_of, limit).await?,
             Pools::Postgres(p) => on_postgres::value_extras(p, pass, path, as_of, limit).await?,
         };
-        Ok((ids.len() <= max).then_some(ids))
+        Ok((extras.ids.len() <= max).then_some(extras))
+    }
+
+    /// [`Store::read_row_ids`] of some of `extras`' rows at `as_of`: those whose version
+    /// `extras` found are read by `seq` alone, the others as by [`Store::read_row_ids`].
+    pub async fn read_value_extras(
+        &self,
+        pass: &ObjectPass,
+        extras: &ValueExtras,
+        ids: &[String],
+        as_of: XactId,
+    ) -> Result<Vec<StoredRow>> {
+        let same_snapshot = extras.as_of == as_of.as_i64();
+        let mut live: Vec<(String, Version)> = Vec::new();
+        let mut other: Vec<String> = Vec::new();
+        for id in ids {
+            match extras.recent.get(id).filter(|_| same_snapshot) {
+                Some(v) if v.deleted => {}
+                Some(v) => live.push((id.clone(), *v)),
+                None => other.push(id.clone()),
+            }
+        }
+        let mut rows = self
+            .load_versions_with(pass, live, &mut HashMap::new())
+            .await?;
+        rows.extend(self.read_row_ids(pass, &other, Some(as_of)).await?);
+        rows.sort_by(|a, b| a.row_id.cmp(&b.row_id));
+        Ok(rows)
     }
 
     /// The rows of an object with a version after `as_of` (sorted); `None` when there are
@@ -1727,6 +1843,110 @@ mod tests {
                 assert_eq!(pages, 300usize.div_ceil(37), "{path} {descending}");
             }
         }
+    }
+
+    /// Rows read from the versions after a `seq` (`recent_versions`) are the rows
+    /// `read_row_ids` reads at the same snapshot, whatever the bound: merged, deleted and
+    /// changed-after-the-snapshot rows included.
+    async fn recent_read_cases(store: &Store) {
+        let pass = dataset_pass("d");
+        let write = |rows: Vec<serde_json::Value>| {
+            let store = &store;
+            let pass = pass.clone();
+            async move {
+                let rows = rows.into_iter().map(incoming).collect();
+                store.write_rows(vec![(pass, rows)], "now").await.unwrap()
+            }
+        };
+        let max_seq = || async {
+            const SQL: &str = "SELECT MAX(seq) FROM rows";
+            match &store.read {
+                Pools::Sqlite(p) => sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await,
+                Pools::Postgres(p) => sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await,
+            }
+            .unwrap()
+        };
+        let id = |k: usize| format!("r{k:02}");
+        write((0..40).map(|k| json!({"id": id(k), "input": k})).collect()).await;
+        let first = max_seq().await;
+        write(
+            (0..10)
+                .map(|k| json!({"id": id(k), "output": k, "_is_merge": true}))
+                .collect(),
+        )
+        .await;
+        let second = max_seq().await;
+        let as_of = write(
+            (10..15)
+                .map(|k| json!({"id": id(k), "_object_delete": true}))
+                .collect(),
+        )
+        .await;
+        // After the snapshot: changes and new rows the read must not see.
+        write(
+            (20..25)
+                .map(|k| json!({"id": id(k), "input": "later"}))
+                .chain((40..45).map(|k| json!({"id": id(k)})))
+                .collect(),
+        )
+        .await;
+        let ids: Vec<String> = (0..45).map(id).collect();
+        let shown = |rows: Vec<StoredRow>| -> Vec<(String, i64, Value)> {
+            rows.into_iter()
+                .map(|r| (r.row_id, r.xact_id.as_i64(), Value::Object(r.data)))
+                .collect()
+        };
+        let want = shown(store.read_row_ids(&pass, &ids, Some(as_of)).await.unwrap());
+        assert_eq!(want.len(), 35);
+        for bound in [0, first, second, max_seq().await] {
+            let recent = match &store.read {
+                Pools::Sqlite(p) => on_sqlite::recent_versions(p, &pass, bound, as_of, 100).await,
+                Pools::Postgres(p) => {
+                    on_postgres::recent_versions(p, &pass, bound, as_of, 100).await
+                }
+            }
+            .unwrap();
+            let expected = match bound {
+                0 => 40,
+                b if b == first => 15,
+                b if b == second => 5,
+                _ => 0,
+            };
+            assert_eq!(recent.len(), expected, "rows after {bound}");
+            for snapshot in [as_of.as_i64(), as_of.as_i64() - 1] {
+                let extras = ValueExtras {
+                    ids: ids.clone(),
+                    recent: recent.clone(),
+                    as_of: snapshot,
+                };
+                // In chunks, as callers read them.
+                let mut got = Vec::new();
+                for chunk in ids.chunks(7) {
+                    let read = store.read_value_extras(&pass, &extras, chunk, as_of);
+                    got.extend(shown(read.await.unwrap()));
+                }
+                assert_eq!(got, want, "rows after {bound}, extras at {snapshot}");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn extras_read_from_recent_versions_are_the_rows_at_the_snapshot() {
+        let dir = temp_dir("values-recent");
+        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
+        recent_read_cases(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_extras_read_from_recent_versions_are_the_rows_at_the_snapshot() {
+        let Some(db) = TestDatabase::create("recent").await else {
+            return;
+        };
+        let store = Store::open_postgres(&db.url).await.unwrap();
+        recent_read_cases(&store).await;
+        store.close().await;
+        db.drop_database().await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

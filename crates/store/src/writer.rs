@@ -364,15 +364,7 @@ async fn writer_loop(
                     if index.needs_catch_up(true) {
                         catch_up(&pools, &index).await;
                     }
-                    // Idle: index words until a request arrives or nothing is left.
-                    loop {
-                        let t0 = std::time::Instant::now();
-                        let more = catch_up_indexes(&pools, &index, TEXT_BATCH_IDLE, &stats).await;
-                        text_time += t0.elapsed();
-                        if !more || !rx.is_empty() {
-                            break;
-                        }
-                    }
+                    text_time += index_while_idle(&pools, &index, &stats, &rx).await;
                     continue;
                 }
             }
@@ -418,13 +410,30 @@ async fn writer_loop(
         if index.needs_catch_up(quiet) {
             catch_up(&pools, &index).await;
         }
-        // Busy: indexing gets at most its share of the writer's time.
-        if after_commit && (quiet || text_time < commit_time / busy_share) {
+        // Quiet (only requests without rows, such as a page's audit entries, for `idle`):
+        // as when idle, so that a page refreshing itself does not hold indexing to a small
+        // batch per request. Busy: indexing gets at most its share of the writer's time.
+        if after_commit && quiet {
+            text_time += index_while_idle(&pools, &index, &stats, &rx).await;
+        } else if after_commit && text_time < commit_time / busy_share {
             let t0 = std::time::Instant::now();
             catch_up_indexes(&pools, &index, TEXT_BATCH_BUSY, &stats).await;
             text_time += t0.elapsed();
         }
     }
+}
+
+/// Indexes words and values in batches of [`TEXT_BATCH_IDLE`] until a request waits or
+/// nothing is left; the time it took.
+async fn index_while_idle(
+    pools: &Pools,
+    index: &RowIndex,
+    stats: &WriterStats,
+    rx: &mpsc::Receiver<Job>,
+) -> Duration {
+    let t0 = std::time::Instant::now();
+    while catch_up_indexes(pools, index, TEXT_BATCH_IDLE, stats).await && rx.is_empty() {}
+    t0.elapsed()
 }
 
 /// Whether `e` comes of the store's pools being closed ([`crate::Store::close`], as a process

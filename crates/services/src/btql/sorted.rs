@@ -20,8 +20,8 @@ use holdfast_core::clock::format_timestamp;
 use holdfast_core::qexpr::{CmpOp, Context, Expr, sort_cmp, timestamp_like};
 use holdfast_core::xact::XactId;
 use holdfast_store::{
-    Held, IndexValue, MAX_CANDIDATES, MAX_EXTRA_ROWS, StoredRow, ValueEntry, ValueFrom, ValueQuery,
-    Walked, held, server_timestamp,
+    Held, IndexValue, MAX_CANDIDATES, MAX_EXTRA_ROWS, StoredRow, ValueEntry, ValueExtras,
+    ValueFrom, ValueQuery, Walked, held, server_timestamp,
 };
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -426,7 +426,7 @@ impl Services {
                 let Some(extras) = self.extras(pass, range, version, cap).await? else {
                     return Ok(None);
                 };
-                ids.extend(extras);
+                ids.extend(extras.ids);
             }
             let q = ValueQuery {
                 path: range.path.clone(),
@@ -514,7 +514,7 @@ impl Services {
         let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
             return Ok(None);
         };
-        let mut read: BTreeSet<String> = extras.into_iter().chain(changed).collect();
+        let mut read: BTreeSet<String> = extras.ids.iter().cloned().chain(changed).collect();
         let mut traces = HashSet::new();
         for (row_id, trace) in marks {
             if read.contains(&row_id) {
@@ -533,7 +533,11 @@ impl Services {
         let read: Vec<String> = read.into_iter().collect();
         for chunk in read.chunks(1000) {
             self.check_query_time(started)?;
-            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
+            let rows = self
+                .store
+                .read_value_extras(pass, &extras, chunk, version)
+                .await?;
+            for row in rows {
                 let shown = row_json(row, plan.kind);
                 if let Some(m) = shown.as_object().filter(|m| plan.keep(m, cx))
                     && let Some(trace) = m.get("root_span_id").and_then(Value::as_str)
@@ -560,7 +564,9 @@ impl Services {
         }
         let path = ["root_span_id".to_owned()];
         let range = EntryRange::whole(&path, true);
-        let Some(mut ids) = self.extras(pass, &range, version, MAX_EXTRA_ROWS).await? else {
+        let Some(ValueExtras { mut ids, .. }) =
+            self.extras(pass, &range, version, MAX_EXTRA_ROWS).await?
+        else {
             return Ok(None);
         };
         let values: Vec<String> = roots.iter().map(|r| (*r).clone()).collect();
@@ -586,7 +592,7 @@ impl Services {
         range: &EntryRange,
         version: XactId,
         max: usize,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<ValueExtras>> {
         let Some(mut extras) = self
             .store
             .value_extras(pass, &range.path, version, max)
@@ -598,9 +604,9 @@ impl Services {
             let Some(odd) = self.store.odd_created_rows(pass, max).await? else {
                 return Ok(None);
             };
-            extras.extend(odd);
-            extras.sort();
-            extras.dedup();
+            extras.ids.extend(odd);
+            extras.ids.sort();
+            extras.ids.dedup();
         }
         Ok(Some(extras))
     }
@@ -671,14 +677,14 @@ impl Services {
         else {
             return Ok(None);
         };
-        extras.retain(|id| listed(id));
+        extras.ids.retain(|id| listed(id));
         let keep = plan.limit + 1;
         let mut local: Vec<Ranked> = best.to_vec();
         // The rows read first are not read again. A row proposed again otherwise (its entry
         // moved while the entries were read) is read again (memory stays bounded by the page,
         // not by the rows read): read at the same snapshot, it ranks exactly as before, so it
         // is left out while it is among the kept rows, and trimmed again otherwise.
-        let extra_ids: HashSet<&str> = extras.iter().map(String::as_str).collect();
+        let extra_ids: HashSet<&str> = extras.ids.iter().map(String::as_str).collect();
         let mut kept: HashSet<(usize, String)> = HashSet::new();
         let mut take = |local: &mut Vec<Ranked>, kept: &mut HashSet<(usize, String)>, row| {
             if let Some(c) = accept(row)
@@ -695,9 +701,13 @@ impl Services {
         // The candidates given are in no order (and may be more than a page): the page's
         // last candidate, which decides which entries are read, is that of the sorted page.
         settle(&mut local, &mut kept);
-        for chunk in extras.chunks(1000) {
+        for chunk in extras.ids.chunks(1000) {
             self.check_query_time(started)?;
-            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
+            let read = self
+                .store
+                .read_value_extras(pass, &extras, chunk, version)
+                .await?;
+            for row in read {
                 take(&mut local, &mut kept, row);
             }
             settle(&mut local, &mut kept);
