@@ -123,6 +123,20 @@ async fn metric(client: &reqwest::Client, server: &ServerProcess, name: &str) ->
         .with_context(|| format!("no {name} in /metrics"))
 }
 
+/// Waits until the indexes written after the commit have caught up, polling every
+/// `poll_ms`; the seconds it waited.
+pub(crate) async fn wait_for_indexes(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    poll_ms: u64,
+) -> Result<f64> {
+    let waited = Instant::now();
+    while metric(client, server, "holdfast_search_index_lag_versions").await? != 0.0 {
+        tokio::time::sleep(std::time::Duration::from_millis(poll_ms)).await;
+    }
+    Ok(waited.elapsed().as_secs_f64())
+}
+
 /// Bytes of the files directly in `dir` (the embedded database and its log).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
@@ -383,14 +397,7 @@ pub async fn run(o: Options) -> Result<()> {
     let (p, roots, rate) = load(&client, &server, o.traces, o.clients).await?;
     // Both stores index words (the embedded store also values) after the commit; wait until
     // they have caught up.
-    let waited = Instant::now();
-    loop {
-        if metric(&client, &server, "holdfast_search_index_lag_versions").await? == 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    let caught_up = waited.elapsed().as_secs_f64();
+    let caught_up = wait_for_indexes(&client, &server, 500).await?;
     // PostgreSQL plans by its table statistics, which autovacuum refreshes after a load this
     // size; refresh them now, as a server with autovacuum (the default) would have.
     if let Some(url) = &o.database_url {
