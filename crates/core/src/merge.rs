@@ -138,6 +138,16 @@ fn canonical(v: &Value) -> String {
     out
 }
 
+/// Whether a stored row is a trace's root span: a span (it has `span_id`) without parents.
+pub fn is_root_span(data: &Map<String, Value>) -> bool {
+    data.contains_key("span_id")
+        && match data.get("span_parents") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(_) => false,
+        }
+}
+
 /// A row that holds only comments (and the fields the server adds): one whose comments
 /// arrived before the row itself. It is not shown until the row is written.
 pub fn only_discussion(data: &Map<String, Value>) -> bool {

@@ -149,11 +149,7 @@ pub fn row_json(row: StoredRow, kind: ObjectType) -> Value {
     let mut m = row.data;
     m.insert("_xact_id".into(), json!(row.xact_id.to_string()));
     if m.contains_key("span_id") {
-        let is_root = match m.get("span_parents") {
-            None | Some(Value::Null) => true,
-            Some(Value::Array(a)) => a.is_empty(),
-            Some(_) => false,
-        };
+        let is_root = holdfast_core::merge::is_root_span(&m);
         m.insert("is_root".into(), json!(is_root));
     }
     if kind == ObjectType::Dataset {

@@ -275,6 +275,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("trace_exits_sqlite.sql"),
         include_str!("trace_exits_postgres.sql"),
     ),
+    (
+        30,
+        include_str!("rows_root.sql"),
+        include_str!("rows_root.sql"),
+    ),
 ];
 
 impl Store {

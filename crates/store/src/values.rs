@@ -68,7 +68,7 @@ use crate::rows::{StoredRow, decode_data};
 use crate::search::{CHANGED_AFTER, ROWS_AFTER, Unindexed};
 use crate::{Result, Store, StoreError};
 use holdfast_core::authz::ObjectPass;
-use holdfast_core::merge::only_discussion;
+use holdfast_core::merge::{is_root_span, only_discussion};
 use holdfast_core::qexpr::timestamp_like;
 use holdfast_core::xact::XactId;
 use serde_json::{Map, Value};
@@ -239,12 +239,7 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
     if only_discussion(row) {
         return Vec::new();
     }
-    let root = row.contains_key("span_id")
-        && match row.get("span_parents") {
-            None | Some(Value::Null) => true,
-            Some(Value::Array(a)) => a.is_empty(),
-            Some(_) => false,
-        };
+    let root = is_root_span(row);
     let key = |path: &str, roots: bool, irregular: bool| {
         field_key(object_type, object_id, path, roots, irregular)
     };
@@ -503,8 +498,17 @@ pub struct ValueExtras {
     /// version with a `seq` after any bound and a transaction at or before `as_of` is its
     /// version at `as_of`. [`Store::read_value_extras`] reads these by `seq` without
     /// looking them up in `row_index` (a burst of writes leaves thousands of them).
-    recent: HashMap<String, Version>,
+    recent: HashMap<String, Recent>,
     as_of: i64,
+}
+
+/// A row's version at a read's snapshot, found by [`ValueExtras`]' statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recent {
+    version: Version,
+    /// Whether the version is a trace's root span, recorded when it was written (`None`:
+    /// written before that was recorded, or a deletion).
+    root: Option<bool>,
 }
 
 /// The index's statements, once per backend (`on_sqlite`, `on_postgres`; the differences
@@ -649,12 +653,12 @@ macro_rules! backend_statements {
                 seq: i64,
                 as_of: XactId,
                 limit: i64,
-            ) -> Result<HashMap<String, Version>>
+            ) -> Result<HashMap<String, Recent>>
             where
                 E: sqlx::Executor<'c, Database = Db>,
             {
-                let found: Vec<(String, i64, i64, bool)> = sqlx::query_as(
-                    "SELECT r.row_id, r.xact_id, r.seq, r.is_deleted FROM rows r \
+                let found: Vec<(String, i64, i64, bool, Option<bool>)> = sqlx::query_as(
+                    "SELECT r.row_id, r.xact_id, r.seq, r.is_deleted, r.is_root FROM rows r \
                      WHERE r.seq IN (SELECT MAX(s.seq) FROM rows s \
                        WHERE s.seq > $1 AND s.xact_id <= $2 AND s.object_type = $3 \
                          AND s.object_id = $4 AND s.org_id = $5 \
@@ -670,7 +674,10 @@ macro_rules! backend_statements {
                 .await?;
                 Ok(found
                     .into_iter()
-                    .map(|(id, xact, seq, deleted)| (id, Version { xact, seq, deleted }))
+                    .map(|(id, xact, seq, deleted, root)| {
+                        let version = Version { xact, seq, deleted };
+                        (id, Recent { version, root })
+                    })
                     .collect())
             }
 
@@ -1271,20 +1278,24 @@ impl Store {
 
     /// [`Store::read_row_ids`] of some of `extras`' rows at `as_of`: those whose version
     /// `extras` found are read by `seq` alone, the others as by [`Store::read_row_ids`].
+    /// With `roots_only`, rows whose version is known not to be a trace's root span
+    /// ([`holdfast_core::merge::is_root_span`]) may be left out; every root span is read.
     pub async fn read_value_extras(
         &self,
         pass: &ObjectPass,
         extras: &ValueExtras,
         ids: &[String],
         as_of: XactId,
+        roots_only: bool,
     ) -> Result<Vec<StoredRow>> {
         let same_snapshot = extras.as_of == as_of.as_i64();
         let mut live: Vec<(String, Version)> = Vec::new();
         let mut other: Vec<String> = Vec::new();
         for id in ids {
             match extras.recent.get(id).filter(|_| same_snapshot) {
-                Some(v) if v.deleted => {}
-                Some(v) => live.push((id.clone(), *v)),
+                Some(r) if r.version.deleted => {}
+                Some(r) if roots_only && r.root == Some(false) => {}
+                Some(r) => live.push((id.clone(), r.version)),
                 None => other.push(id.clone()),
             }
         }
@@ -1867,11 +1878,22 @@ mod tests {
             .unwrap()
         };
         let id = |k: usize| format!("r{k:02}");
-        write((0..40).map(|k| json!({"id": id(k), "input": k})).collect()).await;
+        // Root spans, child spans and rows that are not spans.
+        let row = |k: usize| match k % 3 {
+            0 => json!({"id": id(k), "input": k, "span_id": id(k), "span_parents": []}),
+            1 => json!({"id": id(k), "input": k, "span_id": id(k), "span_parents": ["p"]}),
+            _ => json!({"id": id(k), "input": k}),
+        };
+        write((0..40).map(row).collect()).await;
         let first = max_seq().await;
+        // Merges; one turns a root into a child, one a child into a root.
         write(
             (0..10)
-                .map(|k| json!({"id": id(k), "output": k, "_is_merge": true}))
+                .map(|k| match k {
+                    3 => json!({"id": id(k), "span_parents": ["p"], "_is_merge": true}),
+                    4 => json!({"id": id(k), "span_parents": null, "_is_merge": true}),
+                    _ => json!({"id": id(k), "output": k, "_is_merge": true}),
+                })
                 .collect(),
         )
         .await;
@@ -1890,6 +1912,13 @@ mod tests {
                 .collect(),
         )
         .await;
+        // Versions written before roots were recorded: one root span, one child.
+        const UNKNOWN: &str = "UPDATE rows SET is_root = NULL WHERE row_id IN ('r06', 'r07')";
+        match &store.write {
+            Pools::Sqlite(p) => sqlx::query(UNKNOWN).execute(p).await.map(drop),
+            Pools::Postgres(p) => sqlx::query(UNKNOWN).execute(p).await.map(drop),
+        }
+        .unwrap();
         let ids: Vec<String> = (0..45).map(id).collect();
         let shown = |rows: Vec<StoredRow>| -> Vec<(String, i64, Value)> {
             rows.into_iter()
@@ -1898,6 +1927,13 @@ mod tests {
         };
         let want = shown(store.read_row_ids(&pass, &ids, Some(as_of)).await.unwrap());
         assert_eq!(want.len(), 35);
+        let is_root = |(_, _, data): &(String, i64, Value)| is_root_span(data.as_object().unwrap());
+        let roots: Vec<_> = want.iter().filter(|r| is_root(r)).cloned().collect();
+        let root_ids: Vec<&str> = roots.iter().map(|r| r.0.as_str()).collect();
+        assert!(
+            root_ids.contains(&"r04") && !root_ids.contains(&"r03"),
+            "{root_ids:?}"
+        );
         for bound in [0, first, second, max_seq().await] {
             let recent = match &store.read {
                 Pools::Sqlite(p) => on_sqlite::recent_versions(p, &pass, bound, as_of, 100).await,
@@ -1921,11 +1957,28 @@ mod tests {
                 };
                 // In chunks, as callers read them.
                 let mut got = Vec::new();
+                let mut got_roots = Vec::new();
                 for chunk in ids.chunks(7) {
-                    let read = store.read_value_extras(&pass, &extras, chunk, as_of);
+                    let read = store.read_value_extras(&pass, &extras, chunk, as_of, false);
                     got.extend(shown(read.await.unwrap()));
+                    let read = store.read_value_extras(&pass, &extras, chunk, as_of, true);
+                    got_roots.extend(shown(read.await.unwrap()));
                 }
                 assert_eq!(got, want, "rows after {bound}, extras at {snapshot}");
+                // Every root span, and only rows as they are at the snapshot.
+                let at = format!("roots, rows after {bound}, extras at {snapshot}");
+                assert!(got_roots.iter().all(|r| want.contains(r)), "{at}");
+                let read_roots: Vec<_> = got_roots.iter().filter(|r| is_root(r)).cloned().collect();
+                assert_eq!(read_roots, roots, "{at}");
+                if bound == 0 && snapshot == as_of.as_i64() {
+                    // Every row found by the statement: the other spans are left out, but
+                    // not those whose root-ness is unknown.
+                    let read: Vec<&str> = got_roots.iter().map(|r| r.0.as_str()).collect();
+                    let mut expected = root_ids.clone();
+                    expected.push("r07");
+                    expected.sort_unstable();
+                    assert_eq!(read, expected, "{at}");
+                }
             }
         }
     }

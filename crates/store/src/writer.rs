@@ -48,6 +48,8 @@ pub const MAX_MERGE_READ_BYTES: usize = 64 * 1024 * 1024;
 struct NewVersion {
     row_id: String,
     root_span_id: Option<String>,
+    /// Whether it is a trace's root span (`None` for a deletion).
+    root: Option<bool>,
     deleted: bool,
     /// Stored form (see `rows::encode_data`).
     data: Vec<u8>,
@@ -137,6 +139,7 @@ fn version(
                     .get("root_span_id")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
+                root: Some(holdfast_core::merge::is_root_span(r)),
                 deleted: false,
                 data: encode_data(json, compress_from),
             }
@@ -144,6 +147,7 @@ fn version(
         None => NewVersion {
             row_id: row_id.to_owned(),
             root_span_id: None,
+            root: None,
             deleted: true,
             data: encode_data(
                 serde_json::json!({ "id": row_id }).to_string(),
@@ -895,9 +899,9 @@ async fn try_commit_group(
             () => {
                 for chunk in buffer.chunks(INSERT_CHUNK) {
                     let mut qb = QueryBuilder::<DB>::new(if list_words {
-                        "WITH stored AS (INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data) "
+                        "WITH stored AS (INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_root, is_deleted, data) "
                     } else {
-                        "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_deleted, data) "
+                        "INSERT INTO rows (org_id, object_type, object_id, row_id, xact_id, root_span_id, is_root, is_deleted, data) "
                     });
                     qb.push_values(chunk, |mut b, r| {
                         let v = r.version();
@@ -907,6 +911,7 @@ async fn try_commit_group(
                             .push_bind(v.row_id.as_str())
                             .push_bind(r.xact)
                             .push_bind(v.root_span_id.as_deref())
+                            .push_bind(v.root)
                             .push_bind(v.deleted)
                             .push_bind(v.data.as_slice());
                     });

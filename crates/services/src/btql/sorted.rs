@@ -535,7 +535,7 @@ impl Services {
             self.check_query_time(started)?;
             let rows = self
                 .store
-                .read_value_extras(pass, &extras, chunk, version)
+                .read_value_extras(pass, &extras, chunk, version, false)
                 .await?;
             for row in rows {
                 let shown = row_json(row, plan.kind);
@@ -705,7 +705,7 @@ impl Services {
             self.check_query_time(started)?;
             let read = self
                 .store
-                .read_value_extras(pass, &extras, chunk, version)
+                .read_value_extras(pass, &extras, chunk, version, roots)
                 .await?;
             for row in read {
                 take(&mut local, &mut kept, row);
