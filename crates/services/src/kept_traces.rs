@@ -4,7 +4,8 @@
 //! A 10,000-span trace takes about 100 ms to read and decode, and the logs page reads it
 //! whole for its one summary row. A kept result is used again while the store's
 //! [`TraceStamp`] of the trace is the one it was made under: a version filed under the trace
-//! or leaving it changes the stamp, and so does a purge. A result is kept only when the
+//! or leaving it changes the stamp (in the writer's tail or indexed), and so do a purge and
+//! the tail's catch-up. A result is kept only when the
 //! stamp was the same before and after the read that made it, and only for readers at or
 //! after the read's snapshot. See [`Services::kept_trace`].
 //!
@@ -222,15 +223,15 @@ impl Services {
         let before = match self.kept_traces.find(&key, at) {
             Found::Kept(k) => {
                 let now = self.store.trace_stamp(pass, root, &k.rows).await?;
-                if now == Some(k.stamp)
+                if now == k.stamp
                     && let Ok(value) = k.value.downcast::<T>()
                 {
                     return Ok(value);
                 }
-                now
+                Some(now)
             }
-            Found::Marked => self.store.trace_stamp(pass, root, &[]).await?,
-            Found::Unknown if eager => self.store.trace_stamp(pass, root, &[]).await?,
+            Found::Marked => Some(self.store.trace_stamp(pass, root, &[]).await?),
+            Found::Unknown if eager => Some(self.store.trace_stamp(pass, root, &[]).await?),
             Found::Unknown => None,
         };
         let spans = self.trace_spans(pass, version, root, started).await?;
@@ -248,7 +249,7 @@ impl Services {
         tokio::task::spawn_blocking(move || drop(spans));
         let mut kept = None;
         let after = match before {
-            Some(_) => self.store.trace_stamp(pass, root, &rows).await?,
+            Some(_) => Some(self.store.trace_stamp(pass, root, &rows).await?),
             None => None,
         };
         tracing::debug!(

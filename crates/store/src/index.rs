@@ -34,7 +34,7 @@
 //! versions are not listed; readers check the tail.
 
 use sha2::Digest;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -50,6 +50,18 @@ pub(crate) struct Version {
     pub xact: i64,
     pub seq: i64,
     pub deleted: bool,
+}
+
+/// What the tail holds of one trace (see [`TailView::trace_stamp`]): the tail only grows
+/// between catch-ups, and every catch-up changes the generation, so while this stays the
+/// same the trace's versions in the tail do too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TailStamp {
+    filed: usize,
+    left: usize,
+    /// The newest `_xact_id` of the versions counted.
+    pub newest: i64,
+    generation: u64,
 }
 
 /// (object type, object id, row id).
@@ -94,6 +106,8 @@ struct Tail {
     versions: HashMap<Object, BTreeMap<String, Vec<Version>>>,
     /// Per trace key, the `seq` of each tail version filed under it.
     traces: HashMap<i64, Vec<i64>>,
+    /// Per trace key, the newest `_xact_id` of the tail versions filed under it.
+    trace_newest: HashMap<i64, i64>,
     len: usize,
     /// The newest `_xact_id` that this process knows to be indexed or in the tail: every
     /// version up to it is found through `row_index`, `trace_index` and the tail. Kept
@@ -169,6 +183,8 @@ impl RowIndex {
             tail.committed = tail.committed.max(version.xact);
             if let Some(trace) = trace {
                 tail.traces.entry(trace).or_default().push(version.seq);
+                let newest = tail.trace_newest.entry(trace).or_default();
+                *newest = (*newest).max(version.xact);
             }
             let versions = tail
                 .versions
@@ -227,6 +243,7 @@ impl RowIndex {
         let mut tail = self.tail.write().unwrap_or_else(|e| e.into_inner());
         tail.versions.clear();
         tail.traces.clear();
+        tail.trace_newest.clear();
         tail.len = 0;
         tail.generation += 1;
     }
@@ -256,13 +273,35 @@ impl TailView<'_> {
         self.0.versions.contains_key(&object)
     }
 
-    /// Whether the tail holds a version of any of these rows of an object.
-    pub(crate) fn holds_any(&self, object_type: &str, object_id: &str, rows: &[String]) -> bool {
+    /// What the tail holds of a trace of an object: its versions filed under the trace, and
+    /// those of `rows` filed elsewhere or deleted (versions that take a row out of the
+    /// trace); `None` when it holds neither. See `TraceStamp`.
+    pub(crate) fn trace_stamp(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        trace: i64,
+        rows: &[String],
+    ) -> Option<TailStamp> {
+        let filed = self.trace(trace);
+        let mut newest = self.0.trace_newest.get(&trace).copied().unwrap_or_default();
+        let mut left = 0;
         let object = (object_type.to_owned(), object_id.to_owned());
-        self.0
-            .versions
-            .get(&object)
-            .is_some_and(|held| rows.iter().any(|r| held.contains_key(r)))
+        if let Some(held) = self.0.versions.get(&object).filter(|_| !rows.is_empty()) {
+            let in_trace: HashSet<i64> = filed.iter().copied().collect();
+            for v in rows.iter().filter_map(|r| held.get(r)).flatten() {
+                if !in_trace.contains(&v.seq) {
+                    left += 1;
+                    newest = newest.max(v.xact);
+                }
+            }
+        }
+        (!filed.is_empty() || left > 0).then_some(TailStamp {
+            filed: filed.len(),
+            left,
+            newest,
+            generation: self.0.generation,
+        })
     }
 
     /// The newest `_xact_id` of the tail's versions of an object.

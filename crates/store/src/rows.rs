@@ -40,22 +40,26 @@ pub struct RowQuery {
 
 /// What a read of one trace depends on: how many versions are filed under it and the newest
 /// of them, and how many of its rows' versions left it (see `trace_exits`) and the newest of
-/// those. A version filed under the trace or leaving it changes the stamp (the count, or the
-/// newest with it), and so does a purge (the count). So while a trace's stamp stays the same,
-/// reads of it at or after a transaction that saw that stamp return the same rows; see
-/// [`Store::trace_stamp`].
+/// those; on the embedded store also what the writer's tail holds of it (its versions filed
+/// under the trace, and those of the read's rows that take them out of it). A version filed
+/// under the trace or leaving it changes the stamp (the count, or the newest with it), and
+/// so does a purge (the count) and a catch-up of a tail that held some of the trace. So
+/// while a trace's stamp stays the same, reads of it at or after a transaction that saw
+/// that stamp return the same rows; see [`Store::trace_stamp`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TraceStamp {
     versions: i64,
     newest: i64,
     exits: i64,
     newest_exit: i64,
+    tail: Option<crate::index::TailStamp>,
 }
 
 impl TraceStamp {
     /// The newest `_xact_id` the stamp counts: a read at an older snapshot may differ.
     pub fn newest(&self) -> i64 {
-        self.newest.max(self.newest_exit)
+        let tail = self.tail.map_or(0, |t| t.newest);
+        self.newest.max(self.newest_exit).max(tail)
     }
 }
 
@@ -538,28 +542,26 @@ impl Store {
     }
 
     /// What a read of trace `root` depends on, read without its rows: see [`TraceStamp`].
-    /// `None` when the stamp cannot tell: the tail holds a version filed under the trace, or
-    /// a version of one of `rows` (the row ids a read of the trace returned; a version of
-    /// one of them in the tail may move it out of the trace before the catch-up lists that
-    /// as an exit). The tail is read before the tables, so a version a catch-up moves
-    /// meanwhile is seen in one of them.
+    /// `rows`: the row ids a read of the trace returned (a version of one of them in the
+    /// tail may move it out of the trace before a catch-up lists that as an exit); stamps
+    /// compare only when made with the same rows. The tail is read before the tables, so a
+    /// version a catch-up moves meanwhile is seen in one of them (and the stamp then
+    /// matches no other).
     pub async fn trace_stamp(
         &self,
         pass: &ObjectPass,
         root: &str,
         rows: &[String],
-    ) -> Result<Option<TraceStamp>> {
+    ) -> Result<TraceStamp> {
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
         let trace = trace_key(object_type, object_id, root);
-        if self.index.deferred() {
-            let tail = self.index.view();
-            // The object is looked up once, not once per row.
-            let touched =
-                !tail.trace(trace).is_empty() || tail.holds_any(object_type, object_id, rows);
-            if touched {
-                return Ok(None);
-            }
-        }
+        let tail = if self.index.deferred() {
+            self.index
+                .view()
+                .trace_stamp(object_type, object_id, trace, rows)
+        } else {
+            None
+        };
         // One pass over each index range: the count and the newest together.
         let found: (i64, Option<i64>, i64, Option<i64>) = with_pool!(&self.read, |p, DB| {
             let mut qb = QueryBuilder::<DB>::new("SELECT v.n, ");
@@ -593,12 +595,13 @@ impl Store {
             qb.build_query_as().fetch_one(p).await?
         });
         let (versions, newest, exits, newest_exit) = found;
-        Ok(Some(TraceStamp {
+        Ok(TraceStamp {
             versions,
             newest: newest.unwrap_or_default(),
             exits,
             newest_exit: newest_exit.unwrap_or_default(),
-        }))
+            tail,
+        })
     }
 
     /// The newest `_xact_id` of any version of an object's rows (a delete too), or `None`
@@ -762,8 +765,8 @@ mod tests {
     }
 
     /// A trace's stamp changes with every change to the trace (a span added, updated in
-    /// place, moved to another trace, deleted) and with nothing else; while the tail holds a
-    /// version of the trace or of one of the listed rows there is none.
+    /// place, moved to another trace, deleted), whether the change is in the tail or
+    /// indexed, and with the catch-up that indexes it; and with nothing else.
     #[tokio::test(flavor = "multi_thread")]
     async fn trace_stamps_change_with_their_trace() {
         for (store, _db) in crate::testing::both_stores("trace_stamps").await {
@@ -778,7 +781,7 @@ mod tests {
             let span =
                 |id: &str, root: &str| json!({"id": id, "created": "c", "root_span_id": root});
             let rows = ["a", "b", "c", "d"];
-            let mut seen = vec![stamp(&rows).await.expect("an empty trace has a stamp")];
+            let mut seen = vec![stamp(&rows).await];
             let changes = [
                 vec![span("a", "t1"), span("b", "t1"), span("c", "t1")],
                 vec![span("d", "t1")],
@@ -787,18 +790,37 @@ mod tests {
                 vec![json!({"id": "c", "_object_delete": true})],
             ];
             for (i, change) in changes.into_iter().enumerate() {
-                write(change).await;
+                let written = write(change).await;
                 if deferred {
-                    assert_eq!(stamp(&rows).await, None, "change {i} in the tail");
+                    // In the tail: a new stamp, which counts the change's transaction and
+                    // which other traces' rows do not change.
+                    let now = stamp(&rows).await;
+                    assert!(
+                        !seen.contains(&now),
+                        "change {i} in the tail: {now:?} in {seen:?}"
+                    );
+                    assert_eq!(now.newest(), written.as_i64(), "change {i} in the tail");
+                    seen.push(now);
+                    // Rows that stay in the trace count once: a stamp made before the read
+                    // (no rows known) matches the one made after it.
+                    if i < 3 {
+                        assert_eq!(stamp(&[]).await, now, "change {i} in the tail, no rows");
+                    }
+                    write(vec![span(&format!("y{i}"), "t2")]).await;
+                    assert_eq!(
+                        stamp(&rows).await,
+                        now,
+                        "change {i} in the tail, and another"
+                    );
                 }
                 indexed(&store).await;
-                let now = stamp(&rows).await.expect("indexed");
+                let now = stamp(&rows).await;
                 assert!(!seen.contains(&now), "change {i}: {now:?} in {seen:?}");
                 seen.push(now);
                 // Other traces' rows change nothing.
                 write(vec![span(&format!("x{i}"), "t2")]).await;
                 indexed(&store).await;
-                assert_eq!(stamp(&rows).await, Some(now), "after change {i}");
+                assert_eq!(stamp(&rows).await, now, "after change {i}");
             }
             assert!(seen.last().is_some_and(|s| s.newest() > 0));
         }
