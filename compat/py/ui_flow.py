@@ -557,17 +557,25 @@ def main():
         edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         said = lambda: edit.find_element(By.CSS_SELECTOR, "[role=status]").text
         check(wait(lambda: "someone changed this role" in said()), f"a save over another's change is refused: {said()!r}")
-        held = requests.get(f"{HF}/v1/role/{role_id}", headers=API, timeout=10).json()["member_permissions"]
-        check(held == [{"permission": "update", "restrict_object_type": "prompt"}],
-              f"and the role is as the other change left it: {held}")
-        d.refresh()
+        check("It now allows update (prompt only)." in said(), f"saying what the role allows now: {said()!r}")
+        held = lambda: requests.get(f"{HF}/v1/role/{role_id}", headers=API, timeout=10).json()["member_permissions"]
+        check(held() == [{"permission": "update", "restrict_object_type": "prompt"}],
+              f"and the role is as the other change left it: {held()}")
+        shot(d, "20g-admin-role-conflict")
+        # The form kept the choices; saved again, they replace the role as it is now.
+        check(box(0, "read").is_selected() and box(0, "update").is_selected() and box(0, "delete").is_selected(),
+              "the refused form keeps its choices")
+        edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        chosen = lambda: sorted(p["permission"] for p in held() if p["restrict_object_type"] == "prompt")
+        check(wait(lambda: chosen() == ["delete", "read", "update"]), f"saved again, the choices replace the role: {held()}")
+        d.get(f"{HF}/app/default/admin?role={role_id}#edit-role")
         check(wait(lambda: d.find_elements(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")), "the role's edit form opens")
         edit = d.find_element(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")
-        check(box(0, "update").is_selected() and not box(0, "read").is_selected() and not box(0, "delete").is_selected(),
+        check(box(0, "update").is_selected() and box(0, "read").is_selected() and box(0, "delete").is_selected(),
               "reloaded, the form shows the role as it is now")
         box(0, "update").click()
         box(0, "create").click()
-        box(0, "read").click()
+        box(0, "delete").click()
         Select(lines()[1].find_element(By.CSS_SELECTOR, "select[name=restrict]")).select_by_value("dataset")
         box(1, "read").click()
         Select(edit.find_element(By.CSS_SELECTOR, "select[name=includes]")).select_by_visible_text("Viewer")

@@ -150,6 +150,19 @@
     return out;
   }
 
+  // What a role allows, in words, as the roles table says it: "read (prompt only), what
+  // Viewer allows" (roles it includes are named by the form's choice of roles).
+  function roleAllows(role, form) {
+    const parts = (role.member_permissions || []).map((p) =>
+      p.permission + (p.restrict_object_type ? " (" + p.restrict_object_type + " only)" : ""));
+    const includes = form.querySelector("select[name=includes]");
+    for (const id of role.member_roles || []) {
+      const o = includes && Array.from(includes.options).find((o) => o.value === id);
+      parts.push("what " + (o ? o.textContent : id) + " allows");
+    }
+    return parts.length ? parts.join(", ") : "nothing";
+  }
+
   // A role form as the role API takes it: permissions (each with the restriction chosen)
   // and the roles it includes.
   function roleBody(form) {
@@ -303,7 +316,18 @@
         }, { "if-match": form.getAttribute("data-version") });
       } catch (e) {
         if (e.code !== "precondition_failed") throw e;
-        throw new Error("Not saved: someone changed this role since the page was loaded. Reload the page to see the role as it is now, then make your change again.");
+        // The form keeps the choices made; it now replaces the role as it is, if saved again.
+        const r = await fetch("/v1/role/" + encodeURIComponent(form.getAttribute("data-role")),
+          { credentials: "same-origin" });
+        if (!r.ok) throw new Error("Not saved: someone changed or deleted this role since the page was loaded. Reload the page to see the roles as they are now.");
+        const fresh = await r.json();
+        form.setAttribute("data-current", JSON.stringify({
+          member_permissions: fresh.member_permissions || [],
+          member_roles: fresh.member_roles || [],
+        }));
+        form.setAttribute("data-version", r.headers.get("etag") || "");
+        throw new Error("Not saved: someone changed this role since the page was loaded. It now allows " +
+          roleAllows(fresh, form) + ". Your choices are still in the form: save again to replace the role with them, or reload the page to start from the role as it is now.");
       }
       location.assign(location.pathname + "#roles-h");
     },
