@@ -543,10 +543,11 @@ impl Store {
 
     /// What a read of trace `root` depends on, read without its rows: see [`TraceStamp`].
     /// `rows`: the row ids a read of the trace returned (a version of one of them in the
-    /// tail may move it out of the trace before a catch-up lists that as an exit); stamps
-    /// compare only when made with the same rows. The tail is read before the tables, so a
-    /// version a catch-up moves meanwhile is seen in one of them (and the stamp then
-    /// matches no other).
+    /// tail may move it out of the trace before a catch-up lists that as an exit). A stamp
+    /// made with no rows equals one made with a read's rows only while none of those has a
+    /// tail version outside the trace. The tail is read before the tables, so a version a
+    /// catch-up moves meanwhile is seen in one of them (the stamp then differs from those
+    /// made before and after the catch-up).
     pub async fn trace_stamp(
         &self,
         pass: &ObjectPass,
