@@ -568,7 +568,12 @@ def main():
         edit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         chosen = lambda: sorted(p["permission"] for p in held() if p["restrict_object_type"] == "prompt")
         check(wait(lambda: chosen() == ["delete", "read", "update"]), f"saved again, the choices replace the role: {held()}")
-        d.get(f"{HF}/app/default/admin?role={role_id}#edit-role")
+        # The saved form goes back to the roles (a navigation of its own, awaited before the
+        # next one), where the role's edit form is opened again.
+        check(wait(lambda: "role=" not in d.current_url and "Prompt editors" in role_rows()),
+              f"the saved form returns to the roles: {d.current_url}")
+        check(wait(lambda: role_rows()["Prompt editors"].find_element(By.CSS_SELECTOR, "a.change-role").click() or True),
+              "the role's change link is followed")
         check(wait(lambda: d.find_elements(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")), "the role's edit form opens")
         edit = d.find_element(By.CSS_SELECTOR, "#edit-role form[data-action=edit-role]")
         check(box(0, "update").is_selected() and box(0, "read").is_selected() and box(0, "delete").is_selected(),
