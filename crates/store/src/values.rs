@@ -1563,6 +1563,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::with_pool;
     use crate::testing::{
         TestDatabase, caught_up, dataset_pass, incoming, plan_of, planned, temp_dir,
     };
@@ -1914,11 +1915,9 @@ mod tests {
         .await;
         // Versions written before roots were recorded: one root span, one child.
         const UNKNOWN: &str = "UPDATE rows SET is_root = NULL WHERE row_id IN ('r06', 'r07')";
-        match &store.write {
-            Pools::Sqlite(p) => sqlx::query(UNKNOWN).execute(p).await.map(drop),
-            Pools::Postgres(p) => sqlx::query(UNKNOWN).execute(p).await.map(drop),
-        }
-        .unwrap();
+        with_pool!(&store.write, |p, DB| {
+            sqlx::query(UNKNOWN).execute(p).await.unwrap();
+        });
         let ids: Vec<String> = (0..45).map(id).collect();
         let shown = |rows: Vec<StoredRow>| -> Vec<(String, i64, Value)> {
             rows.into_iter()
