@@ -550,10 +550,10 @@ fn roles_section(
                 @for r in roles {
                     @let name = view::str_at(r, "/name");
                     @let id = view::str_at(r, "/id");
-                    tr {
+                    tr data-role=(id) {
                         td { (name) @if !custom(r) { " " span.badge { "built-in" } } }
                         td { (view::str_at(r, "/description")) }
-                        td { (role_allows(names, r)) }
+                        td.allows { (role_allows(names, r)) }
                         @if may_grant {
                             td.actions {
                                 @if custom(r) {

@@ -150,19 +150,6 @@
     return out;
   }
 
-  // What a role allows, in words, as the roles table says it: "read (prompt only), what
-  // Viewer allows" (roles it includes are named by the form's choice of roles).
-  function roleAllows(role, form) {
-    const parts = (role.member_permissions || []).map((p) =>
-      p.permission + (p.restrict_object_type ? " (" + p.restrict_object_type + " only)" : ""));
-    const includes = form.querySelector("select[name=includes]");
-    for (const id of role.member_roles || []) {
-      const o = includes && Array.from(includes.options).find((o) => o.value === id);
-      parts.push("what " + (o ? o.textContent : id) + " allows");
-    }
-    return parts.length ? parts.join(", ") : "nothing";
-  }
-
   // A role form as the role API takes it: permissions (each with the restriction chosen)
   // and the roles it includes.
   function roleBody(form) {
@@ -316,18 +303,18 @@
         }, { "if-match": form.getAttribute("data-version") });
       } catch (e) {
         if (e.code !== "precondition_failed") throw e;
-        // The form keeps the choices made; it now replaces the role as it is, if saved again.
-        const r = await fetch("/v1/role/" + encodeURIComponent(form.getAttribute("data-role")),
-          { credentials: "same-origin" });
-        if (!r.ok) throw new Error("Not saved: someone changed or deleted this role since the page was loaded. Reload the page to see the roles as they are now.");
-        const fresh = await r.json();
-        form.setAttribute("data-current", JSON.stringify({
-          member_permissions: fresh.member_permissions || [],
-          member_roles: fresh.member_roles || [],
-        }));
-        form.setAttribute("data-version", r.headers.get("etag") || "");
+        // The form keeps the choices made and takes the role as the page now shows it (its
+        // version, what it holds, and in words what it allows), so saving again replaces it.
+        const id = CSS.escape(form.getAttribute("data-role"));
+        const r = await fetch(location.href, { credentials: "same-origin" });
+        const page = r.ok ? new DOMParser().parseFromString(await r.text(), "text/html") : null;
+        const now = page && page.querySelector('#edit-role form[data-role="' + id + '"]');
+        const allows = page && page.querySelector('#roles tr[data-role="' + id + '"] td.allows');
+        if (!now || !allows) throw new Error("Not saved: someone changed or deleted this role since the page was loaded. Reload the page to see the roles as they are now.");
+        form.setAttribute("data-current", now.getAttribute("data-current"));
+        form.setAttribute("data-version", now.getAttribute("data-version"));
         throw new Error("Not saved: someone changed this role since the page was loaded. It now allows " +
-          roleAllows(fresh, form) + ". Your choices are still in the form: save again to replace the role with them, or reload the page to start from the role as it is now.");
+          allows.textContent + ". Your choices are still in the form: save again to replace the role with them, or reload the page to start from the role as it is now.");
       }
       location.assign(location.pathname + "#roles-h");
     },
