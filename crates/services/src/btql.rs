@@ -1237,7 +1237,8 @@ impl Services {
                 } else {
                     None
                 };
-                if let Some(ids) = listed {
+                if let Some(listed) = listed {
+                    let ids = &listed.ids;
                     // Rows the index could not place may be of any trace: only those of
                     // the traces still to place (a root taken above is not taken again).
                     let unplaced: HashSet<&str> = roots.iter().map(|r| r.as_str()).collect();
@@ -1259,7 +1260,7 @@ impl Services {
                             i,
                             version,
                             started,
-                            Among::RootsOf(&only),
+                            Among::RootsOf(&only, Some(&listed)),
                             &placed,
                             cx,
                             &mut accept_unplaced,

@@ -280,6 +280,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("rows_root.sql"),
         include_str!("rows_root.sql"),
     ),
+    (
+        31,
+        include_str!("values_root_created_sqlite.sql"),
+        include_str!("values_root_created_postgres.sql"),
+    ),
 ];
 
 impl Store {

@@ -53,7 +53,7 @@ pub use secrets::{DataKeyRecord, SecretRecord};
 pub use sso::{SsoConnectionRecord, SsoLoginRecord};
 pub use uploads::{AttachmentRecord, ExpiredUpload, UploadGrant, UploadKind};
 pub use values::{
-    CreatedCounts, Held, IndexValue, MAX_EXTRA_ROWS, ValueEntry, ValueExtras, ValueFrom,
+    CreatedCounts, Held, IndexValue, MAX_EXTRA_ROWS, TraceRoot, ValueEntry, ValueExtras, ValueFrom,
     ValueQuery, Walked, held, server_timestamp,
 };
 pub use writer::{MAX_MERGE_READ_BYTES, MAX_ROW_BYTES, WriterStats};

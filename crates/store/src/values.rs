@@ -29,9 +29,11 @@
 //! field. *Marked* for `error IS NOT NULL` (the errors view): a row whose `error` is set
 //! has one entry for it, whatever the value, and no other; the entry's text is the row's
 //! `root_span_id` (empty when that is not a text without NUL), so that the failed traces
-//! are listed without reading the failed spans. *Looked up*: a
-//! root span's `root_span_id`, so that the root rows of given traces are found without
-//! reading the traces (a summary of the traces a filter matched sorts them by their roots).
+//! are listed without reading the failed spans. *Looked up*: a root span's `root_span_id`
+//! followed by its `created` ([`root_entry_text`]), so that the root rows of given traces
+//! and the order of their `created` are found without reading the traces or walking the
+//! roots' `created` entries (a summary of the traces a filter matched sorts them by their
+//! roots, newest first).
 //! A group (scores, metrics, metadata, span attributes) the index does not hold
 //! whole, with more names than it indexes or an array (whose items a path reaches by
 //! position), gives the row an irregular entry for the group, which readers of every field
@@ -120,9 +122,9 @@ pub enum Held {
     /// `error`: one entry (an empty text) for each row where it is set, for `error IS NOT
     /// NULL` (the errors view) only: not sorted, not compared.
     Present,
-    /// `root_span_id` of root spans: looked up by value to find the root rows of given
-    /// traces ([`Store::rows_with_texts`]) without reading the traces; not sorted, not
-    /// compared.
+    /// `root_span_id` of root spans, with their `created` ([`root_entry_text`]): looked up
+    /// by trace to find the root rows of given traces ([`Store::trace_roots`]) without
+    /// reading the traces; not sorted, not compared.
     Root,
 }
 
@@ -314,14 +316,12 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
         .get("root_span_id")
         .and_then(Value::as_str)
         .filter(|s| !s.contains('\0'));
-    // A root span's `root_span_id`, which names its trace (irregular when not a text the
-    // index can hold).
+    // A root span's `root_span_id`, which names its trace, with its `created` (irregular
+    // when not a text the entry can hold).
     if root && row.contains_key("root_span_id") {
-        match trace {
-            Some(s) => out.push((
-                key("root_span_id", false, false),
-                Some(IndexValue::Text(s.to_owned())),
-            )),
+        let created = row.get("created").and_then(Value::as_str);
+        match trace.and_then(|t| root_entry_text(t, created)) {
+            Some(s) => out.push((key("root_span_id", false, false), Some(IndexValue::Text(s)))),
             None => out.push((key("root_span_id", false, true), None)),
         }
     }
@@ -340,6 +340,56 @@ pub(crate) fn entries(object_type: &str, object_id: &str, row: &Map<String, Valu
         ));
     }
     out
+}
+
+/// Follows a trace in a root span's entry when the root has a `created` the index orders.
+const ROOT_CREATED: char = '\u{1}';
+/// Follows a trace in a root span's entry when the root has none.
+const ROOT_UNORDERED: char = '\u{2}';
+
+/// The text of a root span's entry: its trace, then [`ROOT_CREATED`] and its `created` when
+/// that is a text the index orders (the value of its entry of `created` among roots), else
+/// [`ROOT_UNORDERED`]. A trace's entries are then the range from its text followed by
+/// `\u{1}` to its text followed by `\u{3}`, which holds no other trace's: `None` (an
+/// irregular entry) for a trace holding a NUL, `\u{1}` or `\u{2}`.
+fn root_entry_text(trace: &str, created: Option<&str>) -> Option<String> {
+    if trace.contains(['\0', ROOT_CREATED, ROOT_UNORDERED]) {
+        return None;
+    }
+    Some(match created.filter(|c| regular_text(c, Held::Created)) {
+        Some(c) => format!("{trace}{ROOT_CREATED}{c}"),
+        None => format!("{trace}{ROOT_UNORDERED}"),
+    })
+}
+
+/// A root span found by its trace ([`Store::trace_roots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRoot {
+    pub trace: String,
+    pub row_id: String,
+    /// The indexed version's `seq`.
+    pub seq: i64,
+    /// Its `created`, when the index orders it (the value of its `created` entry among
+    /// roots, which a sorted read of roots by `created` walks).
+    pub created: Option<String>,
+}
+
+impl TraceRoot {
+    /// The entry read back (`None`: not a root span's entry).
+    fn read(text: &str, seq: i64, row_id: String) -> Option<Self> {
+        let at = text.find([ROOT_CREATED, ROOT_UNORDERED])?;
+        let (trace, rest) = text.split_at(at);
+        let created = rest.strip_prefix(ROOT_CREATED).map(str::to_owned);
+        if created.is_none() && rest != ROOT_UNORDERED.to_string() {
+            return None;
+        }
+        Some(TraceRoot {
+            trace: trace.to_owned(),
+            row_id,
+            seq,
+            created,
+        })
+    }
 }
 
 /// How a backend stores an entry's value. The embedded store's column has no type: numbers
@@ -362,6 +412,10 @@ pub(crate) trait ValueSql: sqlx::Database {
     /// A subquery of these row ids, one bound value for the whole list (a statement holds
     /// it once, however many entries it tests against it).
     fn push_row_ids(qb: &mut QueryBuilder<Self>, ids: &[&str]);
+    /// The statement reading the root spans' entries of `traces` under `field` (see
+    /// [`root_entry_text`]): text, `seq`, row id. One seek per trace, the traces one bound
+    /// value.
+    fn push_trace_roots(qb: &mut QueryBuilder<Self>, field: i64, traces: &[String]);
 }
 
 impl ValueSql for sqlx::Sqlite {
@@ -386,6 +440,14 @@ impl ValueSql for sqlx::Sqlite {
             .push_bind(Value::from(ids).to_string())
             .push("))");
     }
+    fn push_trace_roots(qb: &mut QueryBuilder<Self>, field: i64, traces: &[String]) {
+        // The list first (`CROSS JOIN` keeps SQLite's order), each trace one range.
+        qb.push("SELECT v.value, v.seq, v.row_id FROM json_each(")
+            .push_bind(Value::from(traces).to_string())
+            .push(") AS t CROSS JOIN row_values AS v WHERE v.field = ")
+            .push_bind(field)
+            .push(" AND v.value >= t.value || char(1) AND v.value < t.value || char(3)");
+    }
 }
 
 impl ValueSql for sqlx::Postgres {
@@ -404,6 +466,19 @@ impl ValueSql for sqlx::Postgres {
         qb.push("(SELECT unnest(CAST(")
             .push_bind(ids)
             .push(" AS TEXT[])))");
+    }
+    fn push_trace_roots(qb: &mut QueryBuilder<Self>, field: i64, traces: &[String]) {
+        qb.push("SELECT convert_from(v.value, 'UTF8'), v.seq, v.row_id FROM unnest(CAST(")
+            .push_bind(traces.to_vec())
+            .push(
+                " AS TEXT[])) AS t(trace) CROSS JOIN LATERAL (SELECT value, seq, row_id \
+             FROM row_values WHERE field = ",
+            )
+            .push_bind(field)
+            .push(
+                " AND value >= convert_to(t.trace || chr(1), 'UTF8') \
+             AND value < convert_to(t.trace || chr(3), 'UTF8')) v",
+            );
     }
 }
 
@@ -927,31 +1002,32 @@ macro_rules! backend_statements {
                 Ok(out)
             }
 
-            /// See [`Store::rows_with_texts`]: one chunk of its values (at least one, at
-            /// most a few hundred).
-            pub(crate) async fn rows_with_texts(
+            /// The statement of [`trace_roots`], after `prefix` (`EXPLAIN` in a test).
+            pub(crate) fn trace_roots_statement(
+                prefix: &str,
+                pass: &ObjectPass,
+                traces: &[String],
+            ) -> QueryBuilder<Db> {
+                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+                let mut qb = QueryBuilder::<Db>::new(prefix);
+                let field = field_key(object_type, object_id, "root_span_id", false, false);
+                <Db as ValueSql>::push_trace_roots(&mut qb, field, traces);
+                qb
+            }
+
+            /// See [`Store::trace_roots`]: one chunk of its traces.
+            pub(crate) async fn trace_roots(
                 p: &sqlx::Pool<Db>,
                 pass: &ObjectPass,
-                path: &[String],
-                values: &[String],
-            ) -> Result<Vec<String>> {
-                let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
-                let Some(h) = held(path) else {
-                    return Ok(Vec::new());
-                };
-                let at = kind_path(&path.join("."), h, true);
-                let mut qb =
-                    QueryBuilder::<Db>::new("SELECT v.row_id FROM row_values v WHERE v.field = ");
-                qb.push_bind(field_key(object_type, object_id, &at, false, false));
-                qb.push(" AND v.value IN (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        qb.push(", ");
-                    }
-                    <Db as ValueSql>::push_value(&mut qb, Some(&IndexValue::Text(v.clone())));
-                }
-                qb.push(")");
-                Ok(qb.build_query_scalar().fetch_all(p).await?)
+                traces: &[String],
+            ) -> Result<Vec<TraceRoot>> {
+                // A seek of the index per trace, whatever the planner estimates.
+                let rows: Vec<(String, i64, String)> =
+                    walk(p, trace_roots_statement("", pass, traces)).await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(text, seq, row_id)| TraceRoot::read(&text, seq, row_id))
+                    .collect())
             }
 
             /// See [`Store::odd_created_rows`]: the rows, at most `limit`.
@@ -1340,38 +1416,38 @@ impl Store {
         Ok((ids.len() <= max).then_some(ids))
     }
 
-    /// The rows whose entry of a text field of an object is one of `values` (a root span's
-    /// `root_span_id`, say): row ids, sorted, from the index alone. As for any read of
-    /// entries, the caller also reads [`Store::value_extras`] and
+    /// The root spans the index lists under `traces` (their `root_span_id`), with the
+    /// `created` it orders them by, sorted by row id, from the index alone. As for any read
+    /// of entries, the caller also reads [`Store::value_extras`] (of `root_span_id`: the
+    /// rows the index does not hold, and roots whose trace it cannot list) and
     /// [`Store::rows_changed_since`], and reads each row to check it.
-    pub async fn rows_with_texts(
+    pub async fn trace_roots(
         &self,
         pass: &ObjectPass,
-        path: &[String],
-        values: &[String],
-    ) -> Result<Vec<String>> {
-        if !held(path).is_some_and(|h| h.has_kind(true)) {
+        traces: &[String],
+    ) -> Result<Vec<TraceRoot>> {
+        if traces.is_empty() {
             return Ok(Vec::new());
         }
-        // Each value is a seek: a long list is looked up in parts at once.
-        let size = values
+        // Each trace is a seek: a long list is looked up in parts at once.
+        let size = traces
             .len()
             .div_ceil(crate::db::read_parts())
-            .clamp(100, 500);
-        let reads = values.chunks(size).map(|chunk| async move {
+            .clamp(100, 1000);
+        let reads = traces.chunks(size).map(|chunk| async move {
             match &self.read {
-                Pools::Sqlite(p) => on_sqlite::rows_with_texts(p, pass, path, chunk).await,
-                Pools::Postgres(p) => on_postgres::rows_with_texts(p, pass, path, chunk).await,
+                Pools::Sqlite(p) => on_sqlite::trace_roots(p, pass, chunk).await,
+                Pools::Postgres(p) => on_postgres::trace_roots(p, pass, chunk).await,
             }
         });
-        let mut ids: Vec<String> = futures::future::try_join_all(reads)
+        let mut roots: Vec<TraceRoot> = futures::future::try_join_all(reads)
             .await?
             .into_iter()
             .flatten()
             .collect();
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        roots.sort_by(|a, b| a.row_id.cmp(&b.row_id));
+        roots.dedup_by(|a, b| a.row_id == b.row_id);
+        Ok(roots)
     }
 
     /// Up to `limit` entries of a field of an object, in the query's order from `from`.
@@ -2001,6 +2077,95 @@ mod tests {
         db.drop_database().await;
     }
 
+    /// Roots found by their traces: each trace's root alone (not a trace whose id starts
+    /// with another's, not a child), with the `created` the index orders, from the newest
+    /// indexed version; a trace the entry cannot hold is not listed (its root is one of the
+    /// extras).
+    async fn trace_root_cases(store: &Store) {
+        let pass = dataset_pass("d");
+        let at = |s: u32| format!("2026-01-01T00:00:{s:02}Z");
+        let span = |id: &str, trace: &str, parents: Value, created: Option<String>| {
+            let mut row = json!({"id": id, "span_id": id, "root_span_id": trace,
+                                 "span_parents": parents});
+            if let Some(c) = created {
+                row["created"] = json!(c);
+            }
+            incoming(row)
+        };
+        let rows = vec![
+            span("r1", "t", Value::Null, Some(at(1))),
+            span("c1", "t", json!(["r1"]), Some(at(0))),
+            span("r2", "t1", json!([]), Some(at(2))),
+            // Dated by the write.
+            span("r3", "u", Value::Null, None),
+            span("r4", "v\u{1}x", Value::Null, Some(at(4))),
+            span("r5", "w", Value::Null, Some(at(5))),
+        ];
+        store
+            .write_rows(vec![(pass.clone(), rows)], "now")
+            .await
+            .unwrap();
+        // r1 is dated again; r5 becomes a child.
+        let again = vec![
+            span("r1", "t", Value::Null, Some(at(9))),
+            span("r5", "w", json!(["r1"]), Some(at(5))),
+        ];
+        store
+            .write_rows(vec![(pass.clone(), again)], "now")
+            .await
+            .unwrap();
+        caught_up(store).await;
+        let traces: Vec<String> = ["t", "t1", "u", "v\u{1}x", "w", "none", ""]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let found = store.trace_roots(&pass, &traces).await.unwrap();
+        let got: Vec<(&str, &str, Option<&str>)> = found
+            .iter()
+            .map(|r| (r.trace.as_str(), r.row_id.as_str(), r.created.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("t", "r1", Some(at(9).as_str())),
+                ("t1", "r2", Some(at(2).as_str())),
+                ("u", "r3", Some("now")),
+            ]
+        );
+        assert!(found.iter().all(|r| r.seq > 0));
+        assert_eq!(store.trace_roots(&pass, &[]).await.unwrap(), vec![]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn roots_are_found_by_trace_with_their_created() {
+        let dir = temp_dir("values-roots");
+        let store = Store::open_sqlite(&dir.join("t.db"), None).await.unwrap();
+        trace_root_cases(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_roots_are_found_by_trace_with_their_created() {
+        let Some(db) = TestDatabase::create("roots").await else {
+            return;
+        };
+        let store = Store::open_postgres(&db.url).await.unwrap();
+        trace_root_cases(&store).await;
+        // One seek of the primary key per trace, not a read of the object's entries.
+        let traces: Vec<String> = (0..500).map(|k| format!("t{k}")).collect();
+        let mut tx = planned(&store, crate::db::INDEX_WALK).await;
+        let mut qb = on_postgres::trace_roots_statement("EXPLAIN ", &dataset_pass("d"), &traces);
+        let told = plan_of(&mut tx, qb.build()).await;
+        drop(tx);
+        assert!(told.contains("Nested Loop"), "{told}");
+        assert!(
+            told.contains("Index Only Scan using row_values_pkey"),
+            "{told}"
+        );
+        store.close().await;
+        db.drop_database().await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn walks_return_the_listed_rows_entries() {
         let dir = temp_dir("values-walk");
@@ -2232,12 +2397,33 @@ mod tests {
         let row = json!({"span_id": "a", "error": null});
         assert_eq!(entries("l", "o", row.as_object().unwrap()), vec![]);
         assert_eq!(held(&path(&["error"])), Some(Held::Present));
-        // A root span's trace is looked up by its `root_span_id`; a child's is not.
+        // A root span's trace is looked up by its `root_span_id`, followed by its `created`
+        // when the index orders it; a child's is not.
         let root = json!({"span_id": "a", "root_span_id": "t", "span_parents": null});
         assert_eq!(
             entries("l", "o", root.as_object().unwrap()),
-            vec![(key("root_span_id", false, false), text("t"))]
+            vec![(key("root_span_id", false, false), text("t\u{2}"))]
         );
+        let at = "2026-01-01T00:00:00Z";
+        let dated = json!({"span_id": "a", "root_span_id": "t", "created": at});
+        assert!(entries("l", "o", dated.as_object().unwrap()).contains(&(
+            key("root_span_id", false, false),
+            text(&format!("t\u{1}{at}"))
+        )));
+        for created in [json!(5), json!("a\u{0}b")] {
+            let undated = json!({"span_id": "a", "root_span_id": "t", "created": created});
+            assert!(
+                entries("l", "o", undated.as_object().unwrap())
+                    .contains(&(key("root_span_id", false, false), text("t\u{2}")))
+            );
+        }
+        for trace in ["t\u{1}", "\u{2}t"] {
+            let odd = json!({"span_id": "a", "root_span_id": trace});
+            assert_eq!(
+                entries("l", "o", odd.as_object().unwrap()),
+                vec![(key("root_span_id", false, true), None)]
+            );
+        }
         let child = json!({"span_id": "b", "root_span_id": "t", "span_parents": ["a"]});
         assert_eq!(entries("l", "o", child.as_object().unwrap()), vec![]);
         let odd = json!({"span_id": "a", "root_span_id": 7});

@@ -45,8 +45,69 @@ pub(super) enum Among<'a> {
     Spans,
     /// Root spans.
     Roots,
-    /// Root spans among these rows; no other row is read.
-    RootsOf(&'a HashSet<&'a str>),
+    /// Root spans among these rows; no other row is read. With their entries of `created`
+    /// ([`ListedRoots`]), a read sorted by `created` takes them from there instead of
+    /// walking the object's roots.
+    RootsOf(&'a HashSet<&'a str>, Option<&'a ListedRoots>),
+}
+
+/// The root rows of given traces as the value index lists them ([`Services::root_rows`]).
+pub(super) struct ListedRoots {
+    /// Every row that may be one of the roots, sorted: those listed, those the index could
+    /// not place, and those changed since the snapshot.
+    pub(super) ids: Vec<String>,
+    /// The listed roots' entries of `created` among roots (those that have one), ascending
+    /// by value and `seq`: the entries a walk of that field would find of these rows.
+    created: Vec<ValueEntry>,
+    /// The rows the index did not hold when it was asked (their entries, if any, may be of
+    /// an older version): a read using `created` reads them whole.
+    unplaced: Vec<String>,
+}
+
+/// The part of `entries` (ascending by value and `seq`) that a walk in the query's order
+/// (`descending`) from `from` reads, up to `limit` entries: as [`Store::value_walk`] does
+/// with the walk's other rows left out.
+///
+/// [`Store::value_walk`]: holdfast_store::Store::value_walk
+fn walk_listed(entries: &[ValueEntry], descending: bool, from: &ValueFrom, limit: usize) -> Walked {
+    // The entries are texts (of `created`), as the bounds a read of them starts from.
+    let text_cmp =
+        |e: &ValueEntry, v: &IndexValue| cmp_values(&e.value, v).unwrap_or(Ordering::Less);
+    // Entries before the walk's start in ascending order: with `descending`, those after
+    // it are taken from the end.
+    let cut = match from {
+        ValueFrom::Start if descending => entries.len(),
+        ValueFrom::Start => 0,
+        ValueFrom::AtValue(v) if descending => {
+            entries.partition_point(|e| text_cmp(e, v) != Ordering::Greater)
+        }
+        ValueFrom::AtValue(v) => entries.partition_point(|e| text_cmp(e, v) == Ordering::Less),
+        ValueFrom::After(v, seq) if descending => {
+            entries.partition_point(|e| text_cmp(e, v).then(e.seq.cmp(seq)) == Ordering::Less)
+        }
+        ValueFrom::After(v, seq) => {
+            entries.partition_point(|e| text_cmp(e, v).then(e.seq.cmp(seq)) != Ordering::Greater)
+        }
+    };
+    let listed: Vec<ValueEntry> = if descending {
+        entries
+            .get(..cut)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    } else {
+        entries
+            .get(cut..)
+            .unwrap_or_default()
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect()
+    };
+    Walked::whole(listed)
 }
 
 /// The conjuncts of a filter's top level (the filter itself unless it is an `AND`).
@@ -550,35 +611,57 @@ impl Services {
     }
 
     /// The rows that may be the root spans of the traces `roots` at `version`, from the
-    /// value index: the root rows it lists under those traces, and every row it cannot place
-    /// (see [`Services::range_candidates`]); each must be read and checked. Sorted; `None`
-    /// without the index or when too many rows are unplaced.
+    /// value index: the root rows it lists under those traces (with their `created`), and
+    /// every row it cannot place (see [`Services::range_candidates`]); each must be read and
+    /// checked. `None` without the index or when too many rows are unplaced.
     pub(super) async fn root_rows(
         &self,
         pass: &ObjectPass,
         roots: &[&String],
         version: XactId,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<ListedRoots>> {
         if !self.limits.query_search_index || !self.store.has_value_index() {
             return Ok(None);
         }
         let path = ["root_span_id".to_owned()];
         let range = EntryRange::whole(&path, true);
-        let Some(ValueExtras { mut ids, .. }) =
+        let Some(ValueExtras { ids: unplaced, .. }) =
             self.extras(pass, &range, version, MAX_EXTRA_ROWS).await?
         else {
             return Ok(None);
         };
-        let values: Vec<String> = roots.iter().map(|r| (*r).clone()).collect();
-        ids.extend(self.store.rows_with_texts(pass, &path, &values).await?);
+        let traces: Vec<String> = roots.iter().map(|r| (*r).clone()).collect();
+        // Listed after the extras: a row whose entry is older than its version at the
+        // snapshot was not indexed when they were listed, so it is among them.
+        let found = self.store.trace_roots(pass, &traces).await?;
         // Rows whose entries moved while they were read.
         let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
             return Ok(None);
         };
-        ids.extend(changed);
+        let mut ids: Vec<String> = unplaced.iter().cloned().chain(changed).collect();
+        ids.extend(found.iter().map(|r| r.row_id.clone()));
         ids.sort();
         ids.dedup();
-        Ok(Some(ids))
+        let mut created: Vec<ValueEntry> = found
+            .into_iter()
+            .filter_map(|r| {
+                Some(ValueEntry {
+                    value: IndexValue::Text(r.created?),
+                    seq: r.seq,
+                    row_id: r.row_id,
+                })
+            })
+            .collect();
+        created.sort_by(|a, b| {
+            cmp_values(&a.value, &b.value)
+                .unwrap_or(Ordering::Equal)
+                .then(a.seq.cmp(&b.seq))
+        });
+        Ok(Some(ListedRoots {
+            ids,
+            created,
+            unplaced,
+        }))
     }
 
     /// The rows a read of `range` must read besides its entries ([`Store::value_extras`],
@@ -629,10 +712,10 @@ impl Services {
         cx: &Context,
         accept: &mut (dyn FnMut(StoredRow) -> Option<Ranked> + Send),
     ) -> Result<Option<Vec<Ranked>>> {
-        let (roots, only) = match among {
-            Among::Spans => (false, None),
-            Among::Roots => (true, None),
-            Among::RootsOf(set) => (true, Some(set)),
+        let (roots, only, known) = match among {
+            Among::Spans => (false, None, None),
+            Among::Roots => (true, None, None),
+            Among::RootsOf(set, known) => (true, Some(set), known),
         };
         let listed = |id: &str| only.is_none_or(|set| set.contains(id));
         let mut walk_left = only.map(|set| set.len().saturating_mul(WALK_PER_LISTED_ROW));
@@ -650,6 +733,8 @@ impl Services {
         let Some(how) = held(path).filter(|h| h.sorted()) else {
             return Ok(None);
         };
+        // The listed roots' entries serve a read sorted by `created`.
+        let known = known.filter(|_| how == Held::Created);
         // A range the filter puts on the sorted field: where the entries start and end.
         let range = plan.filter.as_ref().and_then(|f| match how {
             Held::Created => created_range(f, cx),
@@ -678,13 +763,29 @@ impl Services {
             return Ok(None);
         };
         extras.ids.retain(|id| listed(id));
+        // Rows the listed entries may be stale for (not indexed when the roots were listed,
+        // indexed since) are read whole, like the extras.
+        let unplaced: Vec<String> = known
+            .map(|k| {
+                k.unplaced
+                    .iter()
+                    .filter(|id| listed(id) && extras.ids.binary_search(id).is_err())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let keep = plan.limit + 1;
         let mut local: Vec<Ranked> = best.to_vec();
         // The rows read first are not read again. A row proposed again otherwise (its entry
         // moved while the entries were read) is read again (memory stays bounded by the page,
         // not by the rows read): read at the same snapshot, it ranks exactly as before, so it
         // is left out while it is among the kept rows, and trimmed again otherwise.
-        let extra_ids: HashSet<&str> = extras.ids.iter().map(String::as_str).collect();
+        let extra_ids: HashSet<&str> = extras
+            .ids
+            .iter()
+            .chain(&unplaced)
+            .map(String::as_str)
+            .collect();
         let mut kept: HashSet<(usize, String)> = HashSet::new();
         let mut take = |local: &mut Vec<Ranked>, kept: &mut HashSet<(usize, String)>, row| {
             if let Some(c) = accept(row)
@@ -708,6 +809,13 @@ impl Services {
                 .read_value_extras(pass, &extras, chunk, version, roots)
                 .await?;
             for row in read {
+                take(&mut local, &mut kept, row);
+            }
+            settle(&mut local, &mut kept);
+        }
+        for chunk in unplaced.chunks(1000) {
+            self.check_query_time(started)?;
+            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
                 take(&mut local, &mut kept, row);
             }
             settle(&mut local, &mut kept);
@@ -753,17 +861,21 @@ impl Services {
             ids.sort_unstable();
             ids
         });
-        let (mut page, max_page) = match only_ids {
-            Some(_) => (MAX_PAGE, MAX_WALKED_PAGE),
-            None => (keep.saturating_mul(2).clamp(64, MAX_PAGE), MAX_PAGE),
+        // Every listed entry is a row read until the page is full: those are walked a page
+        // at a time.
+        let (mut page, max_page) = match (&only_ids, known) {
+            (Some(_), Some(_)) => (keep.min(MAX_PAGE), MAX_PAGE),
+            (Some(_), None) => (MAX_PAGE, MAX_WALKED_PAGE),
+            (None, _) => (keep.saturating_mul(2).clamp(64, MAX_PAGE), MAX_PAGE),
         };
         let complete = loop {
             self.check_query_time(started)?;
             // Never past the walk's allowance by more than one entry (which ends it).
             let limit = walk_left.map_or(page, |left| page.min(left.saturating_add(1)));
-            let walked = match &only_ids {
-                Some(ids) => self.store.value_walk(pass, &q, &from, limit, ids).await?,
-                None => Walked::whole(self.store.value_entries(pass, &q, &from, limit).await?),
+            let walked = match (&only_ids, known) {
+                (Some(_), Some(k)) => walk_listed(&k.created, descending, &from, limit),
+                (Some(ids), None) => self.store.value_walk(pass, &q, &from, limit, ids).await?,
+                (None, _) => Walked::whole(self.store.value_entries(pass, &q, &from, limit).await?),
             };
             if walked.walked == 0
                 && let Some(&next) = kinds.get(kind + 1)
@@ -1060,6 +1172,87 @@ mod tests {
         let plans = entry_plans(&or, &cx);
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].len(), 2);
+    }
+
+    /// A walk of listed entries reads them as a walk of the whole field does, in either
+    /// direction, from any start, in pages of any size: the same entries, ties on a value
+    /// ordered by `seq`.
+    #[test]
+    fn walks_of_listed_entries() {
+        let text = |s: &str| IndexValue::Text(s.to_owned());
+        let mut entries: Vec<ValueEntry> = (0..40)
+            .map(|k: i64| ValueEntry {
+                value: text(&format!("2026-01-01T00:00:{:02}Z", (k * 7) % 13)),
+                seq: 1000 - k,
+                row_id: format!("r{k:02}"),
+            })
+            .collect();
+        let key = |e: &ValueEntry| match &e.value {
+            IndexValue::Text(t) => (t.clone(), e.seq),
+            IndexValue::Number(_) => unreachable!(),
+        };
+        entries.sort_by_key(key);
+        for descending in [false, true] {
+            let mut ordered = entries.clone();
+            if descending {
+                ordered.reverse();
+            }
+            let after = |e: &ValueEntry, from: &ValueFrom| {
+                let (v, s) = key(e);
+                match from {
+                    ValueFrom::Start => true,
+                    ValueFrom::AtValue(IndexValue::Text(t)) if descending => v <= *t,
+                    ValueFrom::AtValue(IndexValue::Text(t)) => v >= *t,
+                    ValueFrom::After(IndexValue::Text(t), q) if descending => {
+                        (v, s) < (t.clone(), *q)
+                    }
+                    ValueFrom::After(IndexValue::Text(t), q) => (v, s) > (t.clone(), *q),
+                    _ => unreachable!(),
+                }
+            };
+            let mut starts = vec![
+                ValueFrom::Start,
+                ValueFrom::AtValue(text("2026-01-01T00:00:05Z")),
+                ValueFrom::AtValue(text("2026-01-01T00:00:05.5Z")),
+                ValueFrom::AtValue(text("2027")),
+                ValueFrom::AtValue(text("2025")),
+            ];
+            starts.extend(
+                entries
+                    .iter()
+                    .step_by(3)
+                    .map(|e| ValueFrom::After(e.value.clone(), e.seq)),
+            );
+            for from in &starts {
+                for limit in [1, 4, 100] {
+                    let want: Vec<&str> = ordered
+                        .iter()
+                        .filter(|e| after(e, from))
+                        .take(limit)
+                        .map(|e| e.row_id.as_str())
+                        .collect();
+                    let walked = walk_listed(&entries, descending, from, limit);
+                    let got: Vec<&str> = walked.listed.iter().map(|e| e.row_id.as_str()).collect();
+                    assert_eq!(got, want, "{descending} {from:?} {limit}");
+                    assert_eq!(walked.walked, want.len());
+                    assert_eq!(
+                        walked.last.map(|e| e.row_id),
+                        want.last().map(|r| (*r).to_owned())
+                    );
+                }
+            }
+            // Page after page, every entry once, in order.
+            let mut from = ValueFrom::Start;
+            let mut all = Vec::new();
+            loop {
+                let walked = walk_listed(&entries, descending, &from, 6);
+                let Some(last) = walked.last else { break };
+                all.extend(walked.listed.iter().map(|e| e.row_id.clone()));
+                from = ValueFrom::After(last.value, last.seq);
+            }
+            let want: Vec<String> = ordered.iter().map(|e| e.row_id.clone()).collect();
+            assert_eq!(all, want);
+        }
     }
 
     #[test]
