@@ -60,8 +60,9 @@ pub(super) struct ListedRoots {
     /// by value and `seq`: the entries a walk of that field would find of these rows.
     created: Vec<ValueEntry>,
     /// The rows the index did not hold when it was asked (their entries, if any, may be of
-    /// an older version): a read using `created` reads them whole.
-    unplaced: Vec<String>,
+    /// an older version): a read using `created` reads them whole (those not known to be
+    /// other spans than roots).
+    unplaced: ValueExtras,
 }
 
 /// The part of `entries` (ascending by value and `seq`) that a walk in the query's order
@@ -625,9 +626,7 @@ impl Services {
         }
         let path = ["root_span_id".to_owned()];
         let range = EntryRange::whole(&path, true);
-        let Some(ValueExtras { ids: unplaced, .. }) =
-            self.extras(pass, &range, version, MAX_EXTRA_ROWS).await?
-        else {
+        let Some(unplaced) = self.extras(pass, &range, version, MAX_EXTRA_ROWS).await? else {
             return Ok(None);
         };
         let traces: Vec<String> = roots.iter().map(|r| (*r).clone()).collect();
@@ -638,7 +637,7 @@ impl Services {
         let Some(changed) = self.store.rows_changed_since(pass, version).await? else {
             return Ok(None);
         };
-        let mut ids: Vec<String> = unplaced.iter().cloned().chain(changed).collect();
+        let mut ids: Vec<String> = unplaced.ids.iter().cloned().chain(changed).collect();
         ids.extend(found.iter().map(|r| r.row_id.clone()));
         ids.sort();
         ids.dedup();
@@ -768,6 +767,7 @@ impl Services {
         let unplaced: Vec<String> = known
             .map(|k| {
                 k.unplaced
+                    .ids
                     .iter()
                     .filter(|id| listed(id) && extras.ids.binary_search(id).is_err())
                     .cloned()
@@ -813,12 +813,18 @@ impl Services {
             }
             settle(&mut local, &mut kept);
         }
-        for chunk in unplaced.chunks(1000) {
-            self.check_query_time(started)?;
-            for row in self.store.read_row_ids(pass, chunk, Some(version)).await? {
-                take(&mut local, &mut kept, row);
+        if let Some(k) = known {
+            for chunk in unplaced.chunks(1000) {
+                self.check_query_time(started)?;
+                let read = self
+                    .store
+                    .read_value_extras(pass, &k.unplaced, chunk, version, roots)
+                    .await?;
+                for row in read {
+                    take(&mut local, &mut kept, row);
+                }
+                settle(&mut local, &mut kept);
             }
-            settle(&mut local, &mut kept);
         }
         // Where the entries start: the cursor's key (in the entries of its kind: those
         // before sort before it), else the filter's bound.
