@@ -1,7 +1,7 @@
 //! Connections, pragmas and migrations.
 
-use crate::Result;
 use crate::index::{CATCH_UP_IDLE, CATCH_UP_ROWS, RowIndex};
+use crate::{Result, StoreError};
 use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -462,6 +462,14 @@ impl Store {
             let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
                 .fetch_all(&mut *tx)
                 .await?;
+            let known = MIGRATIONS
+                .iter()
+                .map(|(v, _, _)| *v)
+                .max()
+                .unwrap_or_default();
+            if let Some(&found) = applied.iter().max().filter(|v| **v > known) {
+                return Err(StoreError::NewerSchema { found, known });
+            }
             for (version, sqlite, postgres) in MIGRATIONS {
                 if applied.contains(version) {
                     continue;
@@ -580,6 +588,47 @@ mod tests {
             assert_eq!(jit, "off");
         }
         store.close().await;
+        db.drop_database().await;
+    }
+
+    /// A store a newer build migrated is refused, naming both schema versions, each time it
+    /// is opened (the refusal changes nothing).
+    async fn newer_schema_cases(open: impl AsyncFn() -> Result<Store>) {
+        let store = open().await.unwrap();
+        with_pool!(&store.write, |p, DB| {
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (9999)")
+                .execute(p)
+                .await
+                .unwrap();
+        });
+        store.close().await;
+        let known = MIGRATIONS.last().map(|m| m.0).unwrap();
+        match open().await {
+            Err(e @ StoreError::NewerSchema { found: 9999, .. }) => {
+                assert!(e.to_string().contains(&format!("up to {known}")), "{e}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a store of a newer schema was opened"),
+        }
+        assert!(matches!(
+            open().await,
+            Err(StoreError::NewerSchema { found: 9999, .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stores_of_a_newer_schema_are_refused() {
+        let dir = temp_dir("newer-schema");
+        let path = dir.join("t.db");
+        newer_schema_cases(async || Store::open_sqlite(&path, None).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_stores_of_a_newer_schema_are_refused() {
+        let Some(db) = crate::testing::TestDatabase::create("newer").await else {
+            return;
+        };
+        newer_schema_cases(async || Store::open_postgres(&db.url).await).await;
         db.drop_database().await;
     }
 

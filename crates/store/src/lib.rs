@@ -83,6 +83,12 @@ pub enum StoreError {
     ReadTimeout,
     #[error("database error: {0}")]
     Db(sqlx::Error),
+    /// The store holds migrations this build does not know: a newer build migrated it, and
+    /// this one would misread what that build writes (the value index's entries, say).
+    #[error(
+        "the store was migrated by a newer Holdfast (schema version {found}; this build knows up to {known}): run that version or newer"
+    )]
+    NewerSchema { found: i64, known: i64 },
 }
 
 /// PostgreSQL's code for a statement cancelled by `statement_timeout` (or by a request).
