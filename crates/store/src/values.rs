@@ -379,10 +379,11 @@ impl TraceRoot {
     fn read(text: &str, seq: i64, row_id: String) -> Option<Self> {
         let at = text.find([ROOT_CREATED, ROOT_UNORDERED])?;
         let (trace, rest) = text.split_at(at);
-        let created = rest.strip_prefix(ROOT_CREATED).map(str::to_owned);
-        if created.is_none() && rest != ROOT_UNORDERED.to_string() {
-            return None;
-        }
+        let created = match rest.strip_prefix(ROOT_CREATED) {
+            Some(c) => Some(c.to_owned()),
+            None if rest.strip_prefix(ROOT_UNORDERED) == Some("") => None,
+            None => return None,
+        };
         Some(TraceRoot {
             trace: trace.to_owned(),
             row_id,

@@ -641,21 +641,19 @@ impl Services {
         ids.extend(found.iter().map(|r| r.row_id.clone()));
         ids.sort();
         ids.dedup();
-        let mut created: Vec<ValueEntry> = found
+        let mut dated: Vec<(String, i64, String)> = found
             .into_iter()
-            .filter_map(|r| {
-                Some(ValueEntry {
-                    value: IndexValue::Text(r.created?),
-                    seq: r.seq,
-                    row_id: r.row_id,
-                })
+            .filter_map(|r| Some((r.created?, r.seq, r.row_id)))
+            .collect();
+        dated.sort_unstable();
+        let created = dated
+            .into_iter()
+            .map(|(c, seq, row_id)| ValueEntry {
+                value: IndexValue::Text(c),
+                seq,
+                row_id,
             })
             .collect();
-        created.sort_by(|a, b| {
-            cmp_values(&a.value, &b.value)
-                .unwrap_or(Ordering::Equal)
-                .then(a.seq.cmp(&b.seq))
-        });
         Ok(Some(ListedRoots {
             ids,
             created,
