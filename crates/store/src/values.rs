@@ -578,6 +578,28 @@ pub struct ValueExtras {
     as_of: i64,
 }
 
+/// The rows of an object with a version after `$1` at or before `$2` (`$3`–`$5` the object),
+/// the first `$6` by id, with their newest such version ([`ValueExtras`]).
+const RECENT: &str = "SELECT r.row_id, r.xact_id, r.seq, r.is_deleted, r.is_root FROM rows r \
+     WHERE r.seq IN (SELECT MAX(s.seq) FROM rows s \
+       WHERE s.seq > $1 AND s.xact_id <= $2 AND s.object_type = $3 \
+         AND s.object_id = $4 AND s.org_id = $5 \
+       GROUP BY s.row_id ORDER BY s.row_id LIMIT $6)";
+
+/// [`RECENT`] of the rows whose newest such version is not known to be other than a root
+/// span. After a large trace's write, its thousands of spans have such versions, and one is
+/// a root: only the rows with a version that may be a root are grouped, and only those whose
+/// newest version may be one are returned.
+const RECENT_ROOTS: &str = "SELECT r.row_id, r.xact_id, r.seq, r.is_deleted, r.is_root \
+     FROM rows r WHERE r.seq IN (SELECT MAX(s.seq) FROM rows s \
+       WHERE s.seq > $1 AND s.xact_id <= $2 AND s.object_type = $3 \
+         AND s.object_id = $4 AND s.org_id = $5 \
+         AND s.row_id IN (SELECT c.row_id FROM rows c \
+           WHERE c.seq > $1 AND c.xact_id <= $2 AND c.object_type = $3 \
+             AND c.object_id = $4 AND c.org_id = $5 AND c.is_root IS NOT FALSE) \
+       GROUP BY s.row_id) \
+     AND r.is_root IS NOT FALSE ORDER BY r.row_id LIMIT $6";
+
 /// A row's version at a read's snapshot, found by [`ValueExtras`]' statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Recent {
@@ -722,32 +744,29 @@ macro_rules! backend_statements {
 
             /// The rows of an object with a version after `seq` at or before `as_of`, at most
             /// `limit` (the first by id), each with its newest such version: its version at
-            /// `as_of` (see [`ValueExtras`]).
+            /// `as_of` (see [`ValueExtras`]). With `roots_only`, only the rows whose version
+            /// there is not known to be other than a trace's root span (deletions included).
             pub(crate) async fn recent_versions<'c, E>(
                 conn: E,
                 pass: &ObjectPass,
                 seq: i64,
                 as_of: XactId,
                 limit: i64,
+                roots_only: bool,
             ) -> Result<HashMap<String, Recent>>
             where
                 E: sqlx::Executor<'c, Database = Db>,
             {
-                let found: Vec<(String, i64, i64, bool, Option<bool>)> = sqlx::query_as(
-                    "SELECT r.row_id, r.xact_id, r.seq, r.is_deleted, r.is_root FROM rows r \
-                     WHERE r.seq IN (SELECT MAX(s.seq) FROM rows s \
-                       WHERE s.seq > $1 AND s.xact_id <= $2 AND s.object_type = $3 \
-                         AND s.object_id = $4 AND s.org_id = $5 \
-                       GROUP BY s.row_id ORDER BY s.row_id LIMIT $6)",
-                )
-                .bind(seq)
-                .bind(as_of.as_i64())
-                .bind(pass.object_type().as_str())
-                .bind(pass.object_id())
-                .bind(pass.org_id())
-                .bind(limit)
-                .fetch_all(conn)
-                .await?;
+                let sql = if roots_only { RECENT_ROOTS } else { RECENT };
+                let found: Vec<(String, i64, i64, bool, Option<bool>)> = sqlx::query_as(sql)
+                    .bind(seq)
+                    .bind(as_of.as_i64())
+                    .bind(pass.object_type().as_str())
+                    .bind(pass.object_id())
+                    .bind(pass.org_id())
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?;
                 Ok(found
                     .into_iter()
                     .map(|(id, xact, seq, deleted, root)| {
@@ -764,6 +783,7 @@ macro_rules! backend_statements {
                 path: &[String],
                 as_of: XactId,
                 limit: i64,
+                roots_only: bool,
             ) -> Result<ValueExtras> {
                 let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
                 let mut tx = snapshot(p).await?;
@@ -774,7 +794,8 @@ macro_rules! backend_statements {
                 .await?;
                 // The rows with a version after the index: those with one at or before
                 // `as_of` here, with that version; the others change after `as_of`.
-                let recent = recent_versions(&mut *tx, pass, indexed, as_of, limit).await?;
+                let recent =
+                    recent_versions(&mut *tx, pass, indexed, as_of, limit, roots_only).await?;
                 let mut ids: Vec<String> = recent.keys().cloned().collect();
                 ids.extend(
                     object_row_ids(&mut *tx, CHANGED_AFTER, as_of.as_i64(), pass, limit).await?,
@@ -1334,12 +1355,18 @@ impl Store {
     /// is no index. Entries read later can move (the writer indexes rows changed
     /// meanwhile): the caller also reads [`Store::rows_changed_since`] once it has read the
     /// entries.
+    ///
+    /// `roots_only`, for a read of root spans alone: of the rows with a version newer than
+    /// the index, those whose version at `as_of` is known not to be a root span
+    /// ([`holdfast_core::merge::is_root_span`]) are left out. Such a row is no candidate; an
+    /// entry the index still holds for it is read like any other and found not to be one.
     pub async fn value_extras(
         &self,
         pass: &ObjectPass,
         path: &[String],
         as_of: XactId,
         max: usize,
+        roots_only: bool,
     ) -> Result<Option<ValueExtras>> {
         if !self.has_value_index() || held(path).is_none() {
             return Ok(None);
@@ -1347,8 +1374,12 @@ impl Store {
         let max = max.min(MAX_EXTRA_ROWS);
         let limit = i64::try_from(max + 1).unwrap_or(i64::MAX);
         let extras = match &self.read {
-            Pools::Sqlite(p) => on_sqlite::value_extras(p, pass, path, as_of, limit).await?,
-            Pools::Postgres(p) => on_postgres::value_extras(p, pass, path, as_of, limit).await?,
+            Pools::Sqlite(p) => {
+                on_sqlite::value_extras(p, pass, path, as_of, limit, roots_only).await?
+            }
+            Pools::Postgres(p) => {
+                on_postgres::value_extras(p, pass, path, as_of, limit, roots_only).await?
+            }
         };
         Ok((extras.ids.len() <= max).then_some(extras))
     }
@@ -2010,14 +2041,28 @@ mod tests {
             root_ids.contains(&"r04") && !root_ids.contains(&"r03"),
             "{root_ids:?}"
         );
-        for bound in [0, first, second, max_seq().await] {
-            let recent = match &store.read {
-                Pools::Sqlite(p) => on_sqlite::recent_versions(p, &pass, bound, as_of, 100).await,
-                Pools::Postgres(p) => {
-                    on_postgres::recent_versions(p, &pass, bound, as_of, 100).await
+        let listing = |bound: i64, limit: i64, roots_only: bool| {
+            let pass = &pass;
+            async move {
+                match &store.read {
+                    Pools::Sqlite(p) => {
+                        on_sqlite::recent_versions(p, pass, bound, as_of, limit, roots_only).await
+                    }
+                    Pools::Postgres(p) => {
+                        on_postgres::recent_versions(p, pass, bound, as_of, limit, roots_only).await
+                    }
                 }
+                .unwrap()
             }
-            .unwrap();
+        };
+        let first_by_id = |recent: &HashMap<String, Recent>, n: usize| {
+            let mut ids: Vec<&String> = recent.keys().collect();
+            ids.sort();
+            ids.truncate(n);
+            ids.into_iter().cloned().collect::<Vec<_>>()
+        };
+        for bound in [0, first, second, max_seq().await] {
+            let recent = listing(bound, 100, false).await;
             let expected = match bound {
                 0 => 40,
                 b if b == first => 15,
@@ -2025,6 +2070,28 @@ mod tests {
                 _ => 0,
             };
             assert_eq!(recent.len(), expected, "rows after {bound}");
+            // Of roots alone: the same rows, less those known to be other than root spans.
+            let recent_roots = listing(bound, 100, true).await;
+            let not_others: HashMap<String, Recent> = recent
+                .iter()
+                .filter(|(_, r)| r.root != Some(false))
+                .map(|(id, r)| (id.clone(), *r))
+                .collect();
+            assert_eq!(recent_roots, not_others, "roots after {bound}");
+            if bound == 0 {
+                // A child turned root, a root turned child, the unknown and the deleted.
+                let has = |id: &str| recent_roots.contains_key(id);
+                assert!(has("r04") && !has("r03") && !has("r01"), "{recent_roots:?}");
+                assert!(has("r06") && has("r07") && has("r10"), "{recent_roots:?}");
+            }
+            // The first by id when there are more.
+            for (full, roots_only) in [(&recent, false), (&recent_roots, true)] {
+                let cut = listing(bound, 3, roots_only).await;
+                let mut got: Vec<String> = cut.keys().cloned().collect();
+                got.sort();
+                assert_eq!(got, first_by_id(full, 3), "after {bound}, {roots_only}");
+                assert!(cut.iter().all(|(id, r)| full.get(id) == Some(r)));
+            }
             for snapshot in [as_of.as_i64(), as_of.as_i64() - 1] {
                 let extras = ValueExtras {
                     ids: ids.clone(),
@@ -2054,6 +2121,14 @@ mod tests {
                     expected.push("r07");
                     expected.sort_unstable();
                     assert_eq!(read, expected, "{at}");
+                    // The rows a read of roots alone lists are those same rows.
+                    let listed = ValueExtras {
+                        ids: first_by_id(&recent_roots, usize::MAX),
+                        recent: recent_roots.clone(),
+                        as_of: snapshot,
+                    };
+                    let read = store.read_value_extras(&pass, &listed, &listed.ids, as_of, true);
+                    assert_eq!(shown(read.await.unwrap()), got_roots, "{at}, listed");
                 }
             }
         }

@@ -485,7 +485,7 @@ impl Services {
         let mut fields: HashSet<&[String]> = HashSet::new();
         for range in ranges {
             if fields.insert(&range.path) {
-                let Some(extras) = self.extras(pass, range, version, cap).await? else {
+                let Some(extras) = self.extras(pass, range, version, cap, false).await? else {
                     return Ok(None);
                 };
                 ids.extend(extras.ids);
@@ -541,7 +541,10 @@ impl Services {
         if !self.limits.query_search_index || !self.store.has_value_index() {
             return Ok(None);
         }
-        let Some(extras) = self.extras(pass, &range, version, MAX_EXTRA_ROWS).await? else {
+        let Some(extras) = self
+            .extras(pass, &range, version, MAX_EXTRA_ROWS, false)
+            .await?
+        else {
             return Ok(None);
         };
         let q = ValueQuery {
@@ -613,8 +616,8 @@ impl Services {
 
     /// The rows that may be the root spans of the traces `roots` at `version`, from the
     /// value index: the root rows it lists under those traces (with their `created`), and
-    /// every row it cannot place (see [`Services::range_candidates`]); each must be read and
-    /// checked. `None` without the index or when too many rows are unplaced.
+    /// every row it cannot place (see [`Services::range_candidates`]) that may be a root
+    /// span; each must be read and checked. `None` without the index or when too many rows are unplaced.
     pub(super) async fn root_rows(
         &self,
         pass: &ObjectPass,
@@ -626,7 +629,10 @@ impl Services {
         }
         let path = ["root_span_id".to_owned()];
         let range = EntryRange::whole(&path, true);
-        let Some(unplaced) = self.extras(pass, &range, version, MAX_EXTRA_ROWS).await? else {
+        let Some(unplaced) = self
+            .extras(pass, &range, version, MAX_EXTRA_ROWS, true)
+            .await?
+        else {
             return Ok(None);
         };
         let traces: Vec<String> = roots.iter().map(|r| (*r).clone()).collect();
@@ -664,6 +670,7 @@ impl Services {
     /// The rows a read of `range` must read besides its entries ([`Store::value_extras`],
     /// and the odd rows when the range is one of `created`), sorted; `None` when either
     /// holds more than `max` (a caller that may read only a few rows stops listing early).
+    /// `roots`: the read takes only root spans (rows known to be other spans are left out).
     ///
     /// [`Store::value_extras`]: holdfast_store::Store::value_extras
     async fn extras(
@@ -672,10 +679,11 @@ impl Services {
         range: &EntryRange,
         version: XactId,
         max: usize,
+        roots: bool,
     ) -> Result<Option<ValueExtras>> {
         let Some(mut extras) = self
             .store
-            .value_extras(pass, &range.path, version, max)
+            .value_extras(pass, &range.path, version, max, roots)
             .await?
         else {
             return Ok(None);
@@ -754,6 +762,7 @@ impl Services {
                 range.as_ref().unwrap_or(&whole),
                 version,
                 MAX_EXTRA_ROWS,
+                roots,
             )
             .await?
         else {
