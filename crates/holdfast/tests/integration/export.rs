@@ -1010,11 +1010,6 @@ async fn a_run_outlasts_its_lease(backend: Backend) {
         .unwrap()
     };
     let took = (at("finished") - at("started")).as_seconds_f64();
-    assert!(
-        took >= 1.5 * lease,
-        "the run took {took:.1} s: not long enough to outlast its lease of {lease} s; export \
-         more rows"
-    );
     let attempts = server
         .audit_rows()
         .await
@@ -1029,6 +1024,13 @@ async fn a_run_outlasts_its_lease(backend: Backend) {
         // the history, with every row (checked above).
         Backend::Postgres => eprintln!("PostgreSQL: the run was started {attempts} times"),
     }
+    // A run started again records its new start: `took` is then the last attempt's, and the
+    // first one outlasted its lease (the other replica took the lease once it ran out).
+    assert!(
+        took >= 1.5 * lease || attempts > 1,
+        "the run took {took:.1} s: not long enough to outlast its lease of {lease} s; export \
+         more rows"
+    );
     eprintln!("{backend:?}: a run of {ROWS} rows took {took:.1} s");
 }
 
