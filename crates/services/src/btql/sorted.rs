@@ -617,7 +617,8 @@ impl Services {
     /// The rows that may be the root spans of the traces `roots` at `version`, from the
     /// value index: the root rows it lists under those traces (with their `created`), and
     /// every row it cannot place (see [`Services::range_candidates`]) that may be a root
-    /// span; each must be read and checked. `None` without the index or when too many rows are unplaced.
+    /// span; each must be read and checked. `None` without the index or when too many rows
+    /// are unplaced.
     pub(super) async fn root_rows(
         &self,
         pass: &ObjectPass,
