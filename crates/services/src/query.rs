@@ -451,6 +451,29 @@ impl Services {
         Ok(self.store.newest_xact(&pass).await?)
     }
 
+    /// The rows of an experiment the principal may read with a version after `since`
+    /// (deleted ones too), sorted by id; `None` when there are more than `max`. It costs what
+    /// the experiment holds (see [`holdfast_store::Store::object_rows_changed`]). With
+    /// [`Services::newest_version`], what brings something derived from the rows as of
+    /// `since` up to date.
+    pub async fn changed_rows(
+        &self,
+        principal: &Principal,
+        experiment_id: &str,
+        since: XactId,
+        max: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let (_, pass) = self
+            .object_pass(
+                principal,
+                ObjectType::Experiment,
+                experiment_id,
+                Permission::Read,
+            )
+            .await?;
+        Ok(self.store.object_rows_changed(&pass, since, max).await?)
+    }
+
     /// `{scores, metrics}` in the SDKs' strict entry shapes.
     pub async fn compare(
         &self,

@@ -625,6 +625,40 @@ impl Store {
         Ok(indexed.max(tail).and_then(XactId::from_i64))
     }
 
+    /// The rows of an object with a version after `since` (deleted ones too), sorted by id;
+    /// `None` when there are more than `max`. Read from the object's range of `row_index`
+    /// (and the tail), so it costs what the object holds, however much the rest of the store
+    /// has changed since (unlike [`Store::rows_changed_since`]). The tail is read first, so
+    /// a version a catch-up moves meanwhile is seen in one of them; what
+    /// [`Store::newest_xact`] saw before is seen here.
+    pub async fn object_rows_changed(
+        &self,
+        pass: &ObjectPass,
+        since: XactId,
+        max: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
+        let since = since.as_i64();
+        let mut ids = self.index.view().changed(object_type, object_id, since);
+        let limit = i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX);
+        let indexed: Vec<String> = with_pool!(&self.read, |p, DB| {
+            sqlx::query_scalar::<DB, String>(
+                "SELECT DISTINCT row_id FROM row_index WHERE object_type = $1 \
+                 AND object_id = $2 AND xact_id > $3 ORDER BY row_id LIMIT $4",
+            )
+            .bind(object_type)
+            .bind(object_id)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        ids.extend(indexed);
+        ids.sort();
+        ids.dedup();
+        Ok((ids.len() <= max).then_some(ids))
+    }
+
     /// The newest committed transaction of the whole store: a snapshot version that
     /// includes every write acknowledged so far. O(1), unlike a MAX over an object's rows.
     pub async fn current_xact(&self) -> Result<Option<XactId>> {
@@ -862,11 +896,31 @@ mod tests {
                 assert_eq!(ids(&store, &pass, then).await, ["a", "b", "c"], "{round}");
                 indexed(&store).await;
             }
-            // Back to the first trace; the object's newest version, in the tail and indexed.
+            // Back to the first trace; the object's newest version, and the rows changed
+            // after a version, in the tail and indexed.
             let last = write(vec![span("c", "t1")]).await;
-            assert_eq!(store.newest_xact(&pass).await.unwrap(), Some(last));
-            indexed(&store).await;
-            assert_eq!(store.newest_xact(&pass).await.unwrap(), Some(last));
+            let changed = |since: XactId, max: usize| {
+                let (store, pass) = (&store, &pass);
+                async move { store.object_rows_changed(pass, since, max).await.unwrap() }
+            };
+            for round in ["tail", "indexed"] {
+                assert_eq!(
+                    store.newest_xact(&pass).await.unwrap(),
+                    Some(last),
+                    "{round}"
+                );
+                assert_eq!(changed(first, 9).await.unwrap(), ["a", "b", "c", "d"]);
+                assert_eq!(changed(first, 4).await.unwrap().len(), 4, "{round}");
+                assert!(changed(first, 3).await.is_none(), "more than the most");
+                let before_last = XactId::from_i64(last.as_i64() - 1).unwrap();
+                assert_eq!(changed(before_last, 9).await.unwrap(), ["c"], "{round}");
+                assert!(changed(last, 9).await.unwrap().is_empty(), "{round}");
+                indexed(&store).await;
+            }
+            // Another object's changes are not this one's.
+            write(vec![span("c", "t1")]).await;
+            self::write(&store, &dataset_pass("another"), vec![span("z", "t9")]).await;
+            assert_eq!(changed(last, 9).await.unwrap(), ["c"]);
             let other = dataset_pass("other");
             assert_eq!(store.newest_xact(&other).await.unwrap(), None);
             assert_eq!(ids(&store, &pass, trace("t1")).await, ["a", "c"]);

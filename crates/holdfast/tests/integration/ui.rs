@@ -297,6 +297,20 @@ async fn experiment_scores_follow_their_rows(backend: Backend) {
     ])
     .await;
     assert_eq!(page(">d-changed</a>").await, ("3".into(), true));
+    // A span added to trace b, then moved to trace d: the page reads again only the traces
+    // of the rows changed, and both traces' rows follow.
+    let child = |root: &str| {
+        json!({"id": "b1", "span_id": "b1", "root_span_id": root, "span_parents": [root],
+               "experiment_id": e["id"], "scores": {"acc": 0.5}})
+    };
+    assert_eq!(page("58.3%").await, ("3".into(), false));
+    log(vec![child("b")]).await;
+    assert_eq!(page("58.3%").await, ("3".into(), true));
+    log(vec![child("d")]).await;
+    assert_eq!(page("75.0%").await, ("3".into(), true));
+    // More rows changed than are read one trace at a time: the experiment is read whole.
+    log((0..70).map(|i| row(&format!("n{i:02}"), 1.0)).collect()).await;
+    assert_eq!(page(">n69</a>").await, ("73".into(), true));
 }
 
 /// An experiment's rows table shows 200 rows at a time, with links to the others; the

@@ -6,8 +6,8 @@
 
 use super::view;
 use super::{
-    AppState, PageError, PageResult, Place, Viewer, document, in_project, object_named, param,
-    path_part, project_page, project_path, query_string, run_query, source, trace,
+    AppState, PageError, PageResult, Place, Viewer, document, equals, in_project, object_named,
+    param, path_part, project_page, project_path, query_string, run_query, source, trace,
 };
 use crate::extract::{Authed, BaseUrl};
 use axum::extract::{Path, Request, State};
@@ -34,6 +34,9 @@ const PAGE: usize = 1_000;
 const MAX_SPANS: usize = 50_000;
 /// Spans per query.
 const SPANS_PAGE: usize = 10_000;
+/// Rows changed since an experiment's rows were kept beyond which they are read whole again
+/// rather than the changed traces one by one (see [`update_rows`]).
+const MAX_CHANGED: usize = 64;
 /// Rows of the experiment's table shown at once.
 const ROWS_SHOWN: usize = 200;
 
@@ -162,8 +165,102 @@ fn chart(name: &str, experiments: &[(&ObjectRecord, Map<String, Value>)]) -> Mar
 pub(crate) struct Rows {
     pub rows: Vec<Value>,
     pub cut: bool,
-    /// Their size as JSON: what is counted against [`KEPT_BYTES`].
+    /// Their size as JSON and that of `traces`: what is counted against [`KEPT_BYTES`].
     bytes: usize,
+    /// The trace (root span id) of each span the rows were made from, by row id: what
+    /// [`update_rows`] reads again when some rows change. `None` when the rows were read
+    /// through the summary shape or cut, or a span has no root span id.
+    traces: Option<HashMap<String, String>>,
+}
+
+impl Rows {
+    fn new(rows: Vec<Value>, cut: bool, traces: Option<HashMap<String, String>>) -> Rows {
+        let bytes = json_size(&rows)
+            + traces.as_ref().map_or(0, |t| {
+                t.iter().map(|(id, root)| id.len() + root.len() + 64).sum()
+            });
+        Rows {
+            rows,
+            cut,
+            bytes,
+            traces,
+        }
+    }
+
+    /// The rows of an experiment's spans (each trace's spans in row-id order): one summary
+    /// row per trace, oldest first.
+    fn of_spans(spans: Vec<Value>) -> Rows {
+        let mut traces: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut of: HashMap<String, String> = HashMap::new();
+        let mut rootless = false;
+        for span in spans {
+            let root = match span.get("root_span_id").and_then(Value::as_str) {
+                Some(root) => root,
+                None => {
+                    rootless = true;
+                    span.get("id").and_then(Value::as_str).unwrap_or_default()
+                }
+            }
+            .to_owned();
+            if let Some(id) = span.get("id").and_then(Value::as_str) {
+                of.insert(id.to_owned(), root.clone());
+            }
+            traces.entry(root).or_default().push(span);
+        }
+        let (rows, cut) = ordered(traces.values().map(|t| summary_row(t)).collect());
+        Rows::new(rows, cut, (!rootless && !cut).then_some(of))
+    }
+
+    /// These rows with the summary rows of `traces` (root span id → the trace's spans now,
+    /// in row-id order; none when it is gone) made again. `None` when they cannot be: the
+    /// rows were not kept with their traces, or the result would be cut.
+    fn with_traces(&self, traces: &HashMap<String, Vec<Value>>) -> Option<Rows> {
+        let mut of: HashMap<String, String> = self
+            .traces
+            .as_ref()?
+            .iter()
+            .filter(|(_, root)| !traces.contains_key(*root))
+            .map(|(id, root)| (id.clone(), root.clone()))
+            .collect();
+        let mut rows: Vec<Value> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                r.get("root_span_id")
+                    .and_then(Value::as_str)
+                    .is_none_or(|root| !traces.contains_key(root))
+            })
+            .cloned()
+            .collect();
+        for (root, spans) in traces {
+            for id in spans
+                .iter()
+                .filter_map(|s| s.get("id").and_then(Value::as_str))
+            {
+                of.insert(id.to_owned(), root.clone());
+            }
+            if !spans.is_empty() {
+                rows.push(summary_row(spans));
+            }
+        }
+        let (rows, cut) = ordered(rows);
+        (!cut).then(|| Rows::new(rows, false, Some(of)))
+    }
+}
+
+/// Summary rows in the page's order (oldest first, then by id), cut at [`MAX_ROWS`]; and
+/// whether they were cut.
+fn ordered(mut rows: Vec<Value>) -> (Vec<Value>, bool) {
+    let created = |r: &Value| {
+        (
+            r.get("created").and_then(Value::as_str).map(str::to_owned),
+            r.get("id").and_then(Value::as_str).map(str::to_owned),
+        )
+    };
+    rows.sort_by_cached_key(created);
+    let cut = rows.len() > MAX_ROWS;
+    rows.truncate(MAX_ROWS);
+    (rows, cut)
 }
 
 /// Most JSON bytes of summary rows kept over all experiments, and for one experiment (1,000
@@ -193,12 +290,9 @@ impl RowsKept {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, experiment_id: &str, newest: XactId) -> Option<Arc<Rows>> {
-        self.lock()
-            .by_id
-            .get(experiment_id)
-            .filter(|(x, _)| *x == newest)
-            .map(|(_, r)| r.clone())
+    /// The rows kept for the experiment and the version they are kept under.
+    fn get(&self, experiment_id: &str) -> Option<(XactId, Arc<Rows>)> {
+        self.lock().by_id.get(experiment_id).cloned()
     }
 
     fn keep(&self, experiment_id: &str, newest: XactId, rows: Arc<Rows>) {
@@ -248,19 +342,84 @@ fn json_size(value: &[Value]) -> usize {
 }
 
 /// [`read_rows`], or the rows kept for the experiment when it is unchanged since (see
-/// [`RowsKept`]).
+/// [`RowsKept`]), or brought up to date when few of its rows changed since (see
+/// [`update_rows`]).
 async fn rows_of(s: &AppState, v: &Viewer, experiment_id: &str) -> Result<Arc<Rows>, ServiceError> {
     let newest = s.services.newest_version(&v.p, experiment_id).await?;
-    if let Some(kept) = newest.and_then(|n| s.experiment_rows.get(experiment_id, n)) {
-        return Ok(kept);
+    let kept = s.experiment_rows.get(experiment_id);
+    let mut rows = None;
+    if let (Some(n), Some((at, kept))) = (newest, kept) {
+        if at == n {
+            return Ok(kept);
+        }
+        if at < n {
+            rows = update_rows(s, v, experiment_id, at, &kept).await?;
+        }
     }
-    let (rows, cut) = read_rows(s, v, experiment_id).await?;
-    let bytes = json_size(&rows);
-    let rows = Arc::new(Rows { rows, cut, bytes });
+    let rows = match rows {
+        Some(rows) => Arc::new(rows),
+        None => Arc::new(read_rows(s, v, experiment_id).await?),
+    };
     if let Some(n) = newest {
         s.experiment_rows.keep(experiment_id, n, rows.clone());
     }
     Ok(rows)
+}
+
+/// `kept`, the experiment's rows as of transaction `at`, brought up to date by reading again
+/// only the traces that the rows changed since were in or are in now; `None` when it
+/// cannot be (see [`Rows::with_traces`]) or more than [`MAX_CHANGED`] rows changed. Every
+/// read is at a snapshot at or after the newest version read before (what the result is
+/// kept under), and the traces read are made whole from what they hold then, so a change
+/// read here in part is read again in whole at the next view.
+async fn update_rows(
+    s: &AppState,
+    v: &Viewer,
+    experiment_id: &str,
+    at: XactId,
+    kept: &Rows,
+) -> Result<Option<Rows>, ServiceError> {
+    let Some(of) = &kept.traces else {
+        return Ok(None);
+    };
+    let Some(changed) = s
+        .services
+        .changed_rows(&v.p, experiment_id, at, MAX_CHANGED)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let spans = |filter: Value, limit: usize| {
+        run_query(
+            s,
+            v,
+            json!({"select": [{"op": "star"}], "from": source("experiment", experiment_id, "spans"),
+                   "filter": filter, "limit": limit}),
+        )
+    };
+    // The traces the changed rows were in, and those they are in now.
+    let mut roots: BTreeSet<String> = changed
+        .iter()
+        .filter_map(|id| of.get(id))
+        .cloned()
+        .collect();
+    for id in &changed {
+        for span in spans(equals("id", id), 1).await?.0 {
+            match span.get("root_span_id").and_then(Value::as_str) {
+                Some(root) => roots.insert(root.to_owned()),
+                None => return Ok(None),
+            };
+        }
+    }
+    let mut traces = HashMap::new();
+    for root in roots {
+        let (found, _) = spans(equals("root_span_id", &root), SPANS_PAGE).await?;
+        if found.len() >= SPANS_PAGE {
+            return Ok(None);
+        }
+        traces.insert(root, found);
+    }
+    Ok(kept.with_traces(&traces))
 }
 
 /// Every trace of an experiment as summary rows (scores merged over the trace), oldest
@@ -269,13 +428,8 @@ async fn rows_of(s: &AppState, v: &Viewer, experiment_id: &str) -> Result<Arc<Ro
 /// An experiment of at most [`MAX_SPANS`] spans is read whole, a page of spans per query,
 /// and its summary rows are made here: one read of each span. A larger one is read through
 /// the summary shape, which reads each trace of a page on its own (a statement per trace).
-async fn read_rows(
-    s: &AppState,
-    v: &Viewer,
-    experiment_id: &str,
-) -> Result<(Vec<Value>, bool), ServiceError> {
-    let mut traces: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut read = 0;
+async fn read_rows(s: &AppState, v: &Viewer, experiment_id: &str) -> Result<Rows, ServiceError> {
+    let mut spans = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let (page, next) = run_query(
@@ -286,34 +440,17 @@ async fn read_rows(
         )
         .await?;
         let n = page.len();
-        read += n;
-        if read > MAX_SPANS {
-            return summaries_of(s, v, experiment_id).await;
+        if spans.len() + n > MAX_SPANS {
+            let (rows, cut) = summaries_of(s, v, experiment_id).await?;
+            return Ok(Rows::new(rows, cut, None));
         }
-        for span in page {
-            let root = ["root_span_id", "id"]
-                .iter()
-                .find_map(|k| span.get(*k).and_then(Value::as_str))
-                .unwrap_or_default()
-                .to_owned();
-            traces.entry(root).or_default().push(span);
-        }
+        spans.extend(page);
         match next {
             Some(c) if n == SPANS_PAGE => cursor = Some(c),
             _ => break,
         }
     }
-    let mut rows: Vec<Value> = traces.values().map(|t| summary_row(t)).collect();
-    let created = |r: &Value| {
-        (
-            r.get("created").and_then(Value::as_str).map(str::to_owned),
-            r.get("id").and_then(Value::as_str).map(str::to_owned),
-        )
-    };
-    rows.sort_by_cached_key(created);
-    let cut = rows.len() > MAX_ROWS;
-    rows.truncate(MAX_ROWS);
-    Ok((rows, cut))
+    Ok(Rows::of_spans(spans))
 }
 
 /// [`read_rows`] through the summary shape, at most [`MAX_ROWS`].
@@ -832,6 +969,7 @@ mod tests {
                 rows: Vec::new(),
                 cut: false,
                 bytes,
+                traces: None,
             })
         };
         let (v1, v2) = (
@@ -839,29 +977,22 @@ mod tests {
             XactId::from_counter(2).unwrap(),
         );
         let kept = RowsKept::default();
+        let at = |id: &str| kept.get(id).map(|(x, _)| x);
         let each = KEPT_BYTES_EACH;
         kept.keep("a", v1, rows(each));
-        assert!(kept.get("a", v1).is_some());
-        assert!(
-            kept.get("a", v2).is_none(),
-            "another version is read afresh"
-        );
+        assert_eq!(at("a"), Some(v1));
         kept.keep("a", v2, rows(each));
-        assert!(kept.get("a", v1).is_none());
+        assert_eq!(at("a"), Some(v2), "a newer version replaces the older");
         assert_eq!(kept.lock().bytes, each, "a replaced entry is counted once");
         kept.keep("huge", v1, rows(each + 1));
-        assert!(kept.get("huge", v1).is_none(), "over the limit for one");
+        assert!(at("huge").is_none(), "over the limit for one");
         for id in ["b", "c", "d"] {
             kept.keep(id, v1, rows(each));
         }
-        assert!(kept.get("a", v2).is_some(), "four fit");
+        assert!(at("a").is_some(), "four fit");
         kept.keep("e", v1, rows(each));
-        assert!(kept.get("a", v2).is_none(), "the oldest goes first");
-        assert!(
-            ["b", "c", "d", "e"]
-                .iter()
-                .all(|id| kept.get(id, v1).is_some())
-        );
+        assert!(at("a").is_none(), "the oldest goes first");
+        assert!(["b", "c", "d", "e"].iter().all(|id| at(id) == Some(v1)));
         assert_eq!(kept.lock().bytes, KEPT_BYTES);
         assert_eq!(
             json_size(&[json!({"a": [1, "x"]})]),
@@ -871,6 +1002,83 @@ mod tests {
         assert!(
             json_size(&big) > KEPT_BYTES_EACH,
             "a size past the limit reads as over it"
+        );
+    }
+
+    /// Rows brought up to date from the traces that changed are the rows made from every
+    /// span: a span added to a trace, moved to another, deleted with its trace, a new
+    /// trace; with the spans' traces too. Rows cut, or kept without their traces, are not.
+    #[test]
+    fn rows_updated_from_changed_traces_are_those_read_whole() {
+        let span = |id: &str, root: &str, created: &str, acc: f64| {
+            json!({"id": id, "span_id": id, "root_span_id": root, "created": created,
+                   "is_root": id == root, "input": id, "scores": {"acc": acc}})
+        };
+        let before = vec![
+            span("a", "a", "2026-01-01", 1.0),
+            span("a1", "a", "2026-01-02", 0.0),
+            span("b", "b", "2026-01-03", 1.0),
+            span("b1", "b", "2026-01-04", 0.5),
+            span("c", "c", "2026-01-05", 0.0),
+        ];
+        let kept = Rows::of_spans(before);
+        assert_eq!(kept.rows.len(), 3);
+        // a2 added to a; b1 moved from b to d (a new trace); c deleted.
+        let after = vec![
+            span("a", "a", "2026-01-01", 1.0),
+            span("a1", "a", "2026-01-02", 0.0),
+            span("a2", "a", "2026-01-06", 0.25),
+            span("b", "b", "2026-01-03", 1.0),
+            span("b1", "d", "2026-01-04", 0.5),
+            span("d", "d", "2026-01-00", 0.75),
+        ];
+        let whole = Rows::of_spans(after.clone());
+        let changed: BTreeSet<&str> = ["a", "b", "c", "d"].into();
+        let mut traces: HashMap<String, Vec<Value>> = changed
+            .iter()
+            .map(|root| (root.to_string(), Vec::new()))
+            .collect();
+        for s in after {
+            let root = s["root_span_id"].as_str().unwrap().to_owned();
+            if let Some(t) = traces.get_mut(&root) {
+                t.push(s);
+            }
+        }
+        let updated = kept.with_traces(&traces).expect("kept with its traces");
+        assert_eq!(updated.rows, whole.rows);
+        assert_eq!(updated.traces, whole.traces);
+        assert_eq!(updated.bytes, whole.bytes);
+        assert_eq!(
+            updated.rows.iter().map(|r| &r["id"]).collect::<Vec<_>>(),
+            [&json!("d"), &json!("a"), &json!("b")],
+            "oldest first"
+        );
+        // Only the changed traces: the unchanged ones are kept as they were.
+        let only_a: HashMap<String, Vec<Value>> = traces
+            .iter()
+            .filter(|(root, _)| *root == "a")
+            .map(|(r, t)| (r.clone(), t.clone()))
+            .collect();
+        let partly = kept.with_traces(&only_a).unwrap();
+        assert_eq!(partly.rows[1], kept.rows[1], "trace b as it was");
+        assert_ne!(partly.rows[0], kept.rows[0], "trace a made again");
+        let rootless = Rows::of_spans(vec![json!({"id": "x", "created": "2026-01-01"})]);
+        assert_eq!(rootless.rows.len(), 1);
+        assert!(rootless.with_traces(&traces).is_none());
+        let many = (0..=MAX_ROWS)
+            .map(|i| span(&format!("r{i}"), &format!("r{i}"), "2026-01-01", 1.0))
+            .collect();
+        let cut = Rows::of_spans(many);
+        assert!(cut.cut && cut.rows.len() == MAX_ROWS && cut.traces.is_none());
+        let full = Rows::of_spans(
+            (0..MAX_ROWS)
+                .map(|i| span(&format!("r{i}"), &format!("r{i}"), "2026-01-01", 1.0))
+                .collect(),
+        );
+        assert!(!full.cut && full.traces.is_some());
+        assert!(
+            full.with_traces(&traces).is_none(),
+            "a new trace past the most rows"
         );
     }
 
