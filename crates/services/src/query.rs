@@ -440,6 +440,16 @@ impl Services {
         principal: &Principal,
         experiment_id: &str,
     ) -> Result<Option<XactId>> {
+        let pass = self.experiment_pass(principal, experiment_id).await?;
+        Ok(self.store.newest_xact(&pass).await?)
+    }
+
+    /// The principal's pass to read an experiment's rows.
+    async fn experiment_pass(
+        &self,
+        principal: &Principal,
+        experiment_id: &str,
+    ) -> Result<ObjectPass> {
         let (_, pass) = self
             .object_pass(
                 principal,
@@ -448,7 +458,7 @@ impl Services {
                 Permission::Read,
             )
             .await?;
-        Ok(self.store.newest_xact(&pass).await?)
+        Ok(pass)
     }
 
     /// The rows of an experiment the principal may read with a version after `since`
@@ -463,14 +473,7 @@ impl Services {
         since: XactId,
         max: usize,
     ) -> Result<Option<Vec<String>>> {
-        let (_, pass) = self
-            .object_pass(
-                principal,
-                ObjectType::Experiment,
-                experiment_id,
-                Permission::Read,
-            )
-            .await?;
+        let pass = self.experiment_pass(principal, experiment_id).await?;
         Ok(self.store.object_rows_changed(&pass, since, max).await?)
     }
 
