@@ -34,7 +34,7 @@ pub struct Summary {
 
 pub const TOKEN_METRICS: [&str; 3] = ["prompt_tokens", "completion_tokens", "tokens"];
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Trace {
     input_key: Option<String>,
     scores: BTreeMap<String, Vec<f64>>,
@@ -75,12 +75,33 @@ struct Traced {
 /// An experiment's rows summed up per trace as they are read (in any order, a page at a
 /// time): what it holds per trace is its input's canonical form and its score and metric
 /// values, never the rows.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Traces {
     by_root: BTreeMap<String, Trace>,
 }
 
 impl Traces {
+    /// Drops what was added of trace `root` (to add its rows again).
+    pub fn remove(&mut self, root: &str) {
+        self.by_root.remove(root);
+    }
+
+    /// About how many bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.by_root
+            .iter()
+            .map(|(root, t)| {
+                let scores: usize = t
+                    .scores
+                    .iter()
+                    .map(|(k, v)| k.len() + 8 * v.len() + 64)
+                    .sum();
+                let metrics: usize = t.metrics.keys().map(|k| k.len() + 72).sum();
+                root.len() + t.input_key.as_ref().map_or(0, String::len) + scores + metrics + 128
+            })
+            .sum()
+    }
+
     /// Adds one row to its trace.
     pub fn add(&mut self, row: &Map<String, Value>) {
         let root = row
@@ -266,6 +287,32 @@ mod tests {
         assert_eq!(s.metrics["tokens"].value, 10.0);
         assert!(s.metrics["tokens"].all_integers);
         assert_eq!(s.scores["acc"].diff, None);
+    }
+
+    /// A trace removed and its rows added again sums up as the rows added once; its size
+    /// goes with it.
+    #[test]
+    fn a_trace_summed_again_is_as_summed_once() {
+        let all = rows(json!([
+            {"id":"r1","root_span_id":"t1","input":"a","metrics":{"start":1.0,"end":3.0}},
+            {"id":"s1","root_span_id":"t1","span_parents":["r1"],"scores":{"acc":1.0}},
+            {"id":"r2","root_span_id":"t2","input":"b","metrics":{"start":0.0,"end":1.0}},
+            {"id":"s2","root_span_id":"t2","span_parents":["r2"],"scores":{"acc":0.0}},
+        ]));
+        let mut once = Traces::default();
+        all.iter().for_each(|r| once.add(r));
+        let mut again = Traces::default();
+        all.iter().for_each(|r| again.add(r));
+        let bytes = again.bytes();
+        again.remove("t2");
+        assert!(again.bytes() < bytes);
+        assert_eq!(
+            summarize_traces(again.clone(), None).scores["acc"].value,
+            1.0
+        );
+        all.iter().skip(2).for_each(|r| again.add(r));
+        assert_eq!(again.bytes(), bytes);
+        assert_eq!(summarize_traces(again, None), summarize_traces(once, None));
     }
 
     #[test]

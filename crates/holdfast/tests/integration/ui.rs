@@ -305,11 +305,14 @@ async fn experiment_scores_follow_their_rows(backend: Backend) {
     };
     assert_eq!(page("58.3%").await, ("3".into(), false));
     log(vec![child("b")]).await;
+    assert_eq!(average().await, "58.3%");
     assert_eq!(page("58.3%").await, ("3".into(), true));
     log(vec![child("d")]).await;
     assert_eq!(page("75.0%").await, ("3".into(), true));
+    assert_eq!(average().await, "75.0%");
     // More rows changed than are read one trace at a time: the experiment is read whole.
-    log((0..70).map(|i| row(&format!("n{i:02}"), 1.0)).collect()).await;
+    log((0..70).map(|i| row(&format!("n{i:02}"), 0.0)).collect()).await;
+    assert_eq!(average().await, "3.1%");
     assert_eq!(page(">n69</a>").await, ("73".into(), true));
 }
 

@@ -18,7 +18,7 @@ use holdfast_core::xact::XactId;
 use holdfast_services::ObjectRecord;
 use holdfast_services::ServiceError;
 use holdfast_services::btql::summary_row;
-use holdfast_services::query::summary_entries;
+use holdfast_services::query::{changed_rows_limit, summary_entries};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -34,14 +34,6 @@ const PAGE: usize = 1_000;
 const MAX_SPANS: usize = 50_000;
 /// Spans per query.
 const SPANS_PAGE: usize = 10_000;
-/// Rows changed since an experiment's rows were kept beyond which they are read whole again
-/// rather than the changed traces one by one (see [`update_rows`]): one per this many spans
-/// kept, from [`MIN_CHANGED`] to [`MAX_CHANGED`]. Each changed row costs two queries (about
-/// 1 ms), the whole read about 0.03 ms per span: at 1,000 rows of 3 spans, 60 changed rows
-/// took as long as the whole read (83-117 ms against 98-108 ms).
-const SPANS_PER_CHANGED_ROW: usize = 64;
-const MIN_CHANGED: usize = 4;
-const MAX_CHANGED: usize = 64;
 /// Rows of the experiment's table shown at once.
 const ROWS_SHOWN: usize = 200;
 
@@ -374,7 +366,7 @@ async fn rows_of(s: &AppState, v: &Viewer, experiment_id: &str) -> Result<Arc<Ro
 /// `kept`, the experiment's rows as of transaction `at`, brought up to date by reading again
 /// only the traces that the rows changed since were in or are in now; `None` when it
 /// cannot be (see [`Rows::with_traces`]) or too many rows changed (see
-/// [`SPANS_PER_CHANGED_ROW`]). Every
+/// [`changed_rows_limit`]). Every
 /// read is at a snapshot at or after the newest version read before (what the result is
 /// kept under), and the traces read are made whole from what they hold then, so a change
 /// read here in part is read again in whole at the next view.
@@ -388,7 +380,7 @@ async fn update_rows(
     let Some(of) = &kept.traces else {
         return Ok(None);
     };
-    let max = (of.len() / SPANS_PER_CHANGED_ROW).clamp(MIN_CHANGED, MAX_CHANGED);
+    let max = changed_rows_limit(of.len());
     let Some(changed) = s
         .services
         .changed_rows(&v.p, experiment_id, at, max)
