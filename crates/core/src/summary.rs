@@ -141,24 +141,29 @@ impl Traces {
         }
     }
 
-    fn done(self) -> Traced {
+    /// [`summarize_traces`] of these traces without a base.
+    pub fn summary(&self) -> Summary {
+        summary_of(self.done(), None)
+    }
+
+    fn done(&self) -> Traced {
         let mut out = Traced {
             scores: BTreeMap::new(),
             metrics: BTreeMap::new(),
         };
-        for trace in self.by_root.into_values() {
-            for (name, values) in trace.scores {
+        for trace in self.by_root.values() {
+            for (name, values) in &trace.scores {
                 let mean = values.iter().sum::<f64>() / values.len() as f64;
                 out.scores
-                    .entry(name)
+                    .entry(name.clone())
                     .or_default()
                     .push((trace.input_key.clone(), mean));
             }
-            for (name, v) in trace.metrics {
+            for (name, v) in &trace.metrics {
                 out.metrics
-                    .entry(name)
+                    .entry(name.clone())
                     .or_default()
-                    .push((trace.input_key.clone(), v));
+                    .push((trace.input_key.clone(), *v));
             }
         }
         out
@@ -248,7 +253,7 @@ pub fn summarize_refs(
 
 /// [`summarize`] of rows summed up as they were read.
 pub fn summarize_traces(current: Traces, base: Option<Traces>) -> Summary {
-    summary_of(current.done(), base.map(Traces::done))
+    summary_of(current.done(), base.as_ref().map(Traces::done))
 }
 
 fn summary_of(current: Traced, base: Option<Traced>) -> Summary {

@@ -20,7 +20,7 @@ use holdfast_core::summary::{self, Entry};
 use holdfast_core::xact::XactId;
 use holdfast_store::{ObjectRecord, RowQuery, StoredRow};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub const MAX_FETCH_LIMIT: i64 = 10_000;
@@ -373,27 +373,35 @@ impl Services {
 
     /// An experiment's rows summed up per trace (see [`summary::Traces`]).
     async fn experiment_traces(&self, principal: &Principal, id: &str) -> Result<summary::Traces> {
-        Ok(self.experiment_summed(principal, id).await?.traces)
+        let mut traces = summary::Traces::default();
+        self.each_row(principal, ObjectType::Experiment, id, |r| traces.add(r))
+            .await?;
+        Ok(traces)
     }
 
-    /// An experiment's rows summed up per trace, with each row's trace.
+    /// An experiment's rows summed up per trace, with each row's trace while they fit in
+    /// [`SUMMED_BYTES_EACH`] (past it the map is dropped, so it stays bounded whatever the
+    /// experiment's size).
     async fn experiment_summed(&self, principal: &Principal, id: &str) -> Result<Summed> {
         let mut traces = summary::Traces::default();
         let mut of = Some(HashMap::new());
+        let mut bytes = 0;
         self.each_row(principal, ObjectType::Experiment, id, |r| {
             traces.add(r);
+            let Some(map) = &mut of else {
+                return;
+            };
             let (row, root) = (r.get("id"), r.get("root_span_id"));
             match (row.and_then(Value::as_str), root.and_then(Value::as_str)) {
-                (Some(row), Some(root)) => {
-                    if let Some(of) = &mut of {
-                        of.insert(row.to_owned(), root.to_owned());
-                    }
+                (Some(row), Some(root)) if bytes <= SUMMED_BYTES_EACH => {
+                    bytes += entry_bytes(row, root);
+                    map.insert(row.to_owned(), root.to_owned());
                 }
                 _ => of = None,
             }
         })
         .await?;
-        Ok(Summed { traces, of })
+        Ok(Summed::new(traces, of))
     }
 
     /// `was`, an experiment's rows summed up as of transaction `at`, brought up to date by
@@ -413,25 +421,10 @@ impl Services {
         };
         let pass = self.experiment_pass(principal, id).await?;
         let max = changed_rows_limit(of.len());
-        let Some(changed) = self.store.object_rows_changed(&pass, at, max).await? else {
+        let Some((changed, mut roots, as_of)) = self.changed_in(&pass, at, max).await? else {
             return Ok(None);
         };
-        let Some(as_of) = self.store.current_xact().await? else {
-            return Ok(None);
-        };
-        // The traces the changed rows were in, and those they are in now.
-        let mut roots: std::collections::BTreeSet<String> =
-            changed.iter().filter_map(|r| of.get(r)).cloned().collect();
-        for row in self
-            .store
-            .read_row_ids(&pass, &changed, Some(as_of))
-            .await?
-        {
-            match row.data.get("root_span_id").and_then(Value::as_str) {
-                Some(root) => roots.insert(root.to_owned()),
-                None => return Ok(None),
-            };
-        }
+        roots.extend(changed.iter().filter_map(|r| of.get(r)).cloned());
         let mut traces = was.traces.clone();
         let mut of = of.clone();
         of.retain(|_, root| !roots.contains(root));
@@ -450,10 +443,7 @@ impl Services {
                 }
             }
         }
-        Ok(Some(Summed {
-            traces,
-            of: Some(of),
-        }))
+        Ok(Some(Summed::new(traces, Some(of))))
     }
 
     /// The experiment to compare with: the one asked for, else the experiment's base, else
@@ -517,8 +507,7 @@ impl Services {
             Some(s) => s,
             None => self.experiment_summed(principal, &experiment.id).await?,
         };
-        let traces = summed.traces.clone();
-        let (scores, _) = summary_entries(&summary::summarize_traces(traces, None));
+        let (scores, _) = summary_entries(&summed.traces.summary());
         if let Some(n) = newest {
             let summed = summed.of.is_some().then(|| Arc::new(summed));
             self.score_summaries
@@ -557,19 +546,45 @@ impl Services {
     }
 
     /// The rows of an experiment the principal may read with a version after `since`
-    /// (deleted ones too), sorted by id; `None` when there are more than `max`. It costs what
-    /// the experiment holds (see [`holdfast_store::Store::object_rows_changed`]). With
-    /// [`Services::newest_version`], what brings something derived from the rows as of
-    /// `since` up to date.
-    pub async fn changed_rows(
+    /// (deleted ones too), sorted by id, and the traces (root span ids) those still live are
+    /// in now; `None` when more than `max` changed or a changed row has no root span id. It
+    /// costs what the experiment holds (see [`holdfast_store::Store::object_rows_changed`]).
+    /// With [`Services::newest_version`], what brings something derived from the rows as of
+    /// `since` up to date: the traces to read again are these and those the rows were in.
+    pub async fn changed_traces(
         &self,
         principal: &Principal,
         experiment_id: &str,
         since: XactId,
         max: usize,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<(Vec<String>, BTreeSet<String>)>> {
         let pass = self.experiment_pass(principal, experiment_id).await?;
-        Ok(self.store.object_rows_changed(&pass, since, max).await?)
+        let changed = self.changed_in(&pass, since, max).await?;
+        Ok(changed.map(|(rows, roots, _)| (rows, roots)))
+    }
+
+    /// [`Services::changed_traces`] in `pass`'s object, and the snapshot the rows were read
+    /// at (at or after every version listed).
+    async fn changed_in(
+        &self,
+        pass: &ObjectPass,
+        since: XactId,
+        max: usize,
+    ) -> Result<Option<(Vec<String>, BTreeSet<String>, XactId)>> {
+        let Some(changed) = self.store.object_rows_changed(pass, since, max).await? else {
+            return Ok(None);
+        };
+        let Some(as_of) = self.store.current_xact().await? else {
+            return Ok(None);
+        };
+        let mut roots = BTreeSet::new();
+        for row in self.store.read_row_ids(pass, &changed, Some(as_of)).await? {
+            match row.data.get("root_span_id").and_then(Value::as_str) {
+                Some(root) => roots.insert(root.to_owned()),
+                None => return Ok(None),
+            };
+        }
+        Ok(Some((changed, roots, as_of)))
     }
 
     /// `{scores, metrics}` in the SDKs' strict entry shapes.
@@ -681,23 +696,28 @@ pub fn changed_rows_limit(rows: usize) -> usize {
 }
 
 /// An experiment's rows summed up per trace, with the trace (root span id) of each row by
-/// row id; `of` is `None` when a row has no root span id (then it is not brought up to date
-/// trace by trace).
-#[derive(Clone)]
+/// row id; `of` is `None` when a row has no root span id or the map would be too large (then
+/// it is not brought up to date trace by trace).
 struct Summed {
     traces: summary::Traces,
     of: Option<HashMap<String, String>>,
+    /// About how many bytes it holds (counted once, when made).
+    bytes: usize,
 }
 
 impl Summed {
-    fn bytes(&self) -> usize {
-        let of = self.of.as_ref().map_or(0, |of| {
-            of.iter()
-                .map(|(row, root)| row.len() + root.len() + 64)
-                .sum()
+    fn new(traces: summary::Traces, of: Option<HashMap<String, String>>) -> Summed {
+        let map = of.as_ref().map_or(0, |of| {
+            of.iter().map(|(row, root)| entry_bytes(row, root)).sum()
         });
-        self.traces.bytes() + of
+        let bytes = traces.bytes() + map;
+        Summed { traces, of, bytes }
     }
+}
+
+/// About how many bytes one entry of [`Summed`]'s map takes.
+fn entry_bytes(row: &str, root: &str) -> usize {
+    row.len() + root.len() + 64
 }
 
 /// What [`ScoreSummaries`] keeps of one experiment.
@@ -758,17 +778,17 @@ impl ScoreSummaries {
             kept.summed_bytes = 0;
         }
         if let Some(old) = kept.by_id.remove(experiment_id) {
-            kept.summed_bytes -= old.summed.map_or(0, |s| s.bytes());
+            kept.summed_bytes -= old.summed.map_or(0, |s| s.bytes);
         }
-        let summed = summed.filter(|s| s.bytes() <= SUMMED_BYTES_EACH);
+        let summed = summed.filter(|s| s.bytes <= SUMMED_BYTES_EACH);
         if let Some(s) = &summed {
-            let bytes = s.bytes();
+            let bytes = s.bytes;
             for other in kept.by_id.values_mut() {
                 if kept.summed_bytes + bytes <= SUMMED_BYTES {
                     break;
                 }
                 if let Some(dropped) = other.summed.take() {
-                    kept.summed_bytes -= dropped.bytes();
+                    kept.summed_bytes -= dropped.bytes;
                 }
             }
             kept.summed_bytes += bytes;
@@ -813,10 +833,7 @@ mod tests {
     fn summed_experiments_stay_within_their_budget() {
         let summed = |bytes: usize| {
             let of = HashMap::from([("r".repeat(bytes), "t".to_owned())]);
-            Some(Arc::new(Summed {
-                traces: summary::Traces::default(),
-                of: Some(of),
-            }))
+            Some(Arc::new(Summed::new(summary::Traces::default(), Some(of))))
         };
         let kept = ScoreSummaries::default();
         let v1 = XactId::from_counter(1).unwrap();
@@ -826,7 +843,7 @@ mod tests {
                 .by_id
                 .values()
                 .filter_map(|e| e.summed.as_ref())
-                .map(|s| s.bytes())
+                .map(|s| s.bytes)
                 .sum();
             (
                 k.summed_bytes,

@@ -315,13 +315,19 @@ impl TailView<'_> {
             .max()
     }
 
-    /// The tail's rows of an object with a version after `since`.
-    pub(crate) fn changed(&self, object_type: &str, object_id: &str, since: i64) -> Vec<String> {
+    /// The tail's rows of an object with a version after `since`, at most `limit`.
+    pub(crate) fn changed(
+        &self,
+        (object_type, object_id): (&str, &str),
+        since: i64,
+        limit: usize,
+    ) -> Vec<String> {
         let object = (object_type.to_owned(), object_id.to_owned());
         self.0.versions.get(&object).map_or_else(Vec::new, |rows| {
             rows.iter()
                 .filter(|(_, vs)| vs.last().is_some_and(|v| v.xact > since))
                 .map(|(r, _)| r.clone())
+                .take(limit)
                 .collect()
         })
     }

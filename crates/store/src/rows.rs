@@ -639,8 +639,15 @@ impl Store {
     ) -> Result<Option<Vec<String>>> {
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
         let since = since.as_i64();
-        let mut ids = self.index.view().changed(object_type, object_id, since);
-        let limit = i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX);
+        let over = max.saturating_add(1);
+        let mut ids = self
+            .index
+            .view()
+            .changed((object_type, object_id), since, over);
+        if ids.len() > max {
+            return Ok(None);
+        }
+        let limit = i64::try_from(over).unwrap_or(i64::MAX);
         let indexed: Vec<String> = with_pool!(&self.read, |p, DB| {
             sqlx::query_scalar::<DB, String>(
                 "SELECT DISTINCT row_id FROM row_index WHERE object_type = $1 \
@@ -920,7 +927,9 @@ mod tests {
             // Another object's changes are not this one's.
             write(vec![span("c", "t1")]).await;
             self::write(&store, &dataset_pass("another"), vec![span("z", "t9")]).await;
-            assert_eq!(changed(last, 9).await.unwrap(), ["c"]);
+            assert_eq!(changed(last, 9).await.unwrap(), ["c"], "tail");
+            indexed(&store).await;
+            assert_eq!(changed(last, 9).await.unwrap(), ["c"], "indexed");
             let other = dataset_pass("other");
             assert_eq!(store.newest_xact(&other).await.unwrap(), None);
             assert_eq!(ids(&store, &pass, trace("t1")).await, ["a", "c"]);

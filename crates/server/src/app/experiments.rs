@@ -366,10 +366,9 @@ async fn rows_of(s: &AppState, v: &Viewer, experiment_id: &str) -> Result<Arc<Ro
 /// `kept`, the experiment's rows as of transaction `at`, brought up to date by reading again
 /// only the traces that the rows changed since were in or are in now; `None` when it
 /// cannot be (see [`Rows::with_traces`]) or too many rows changed (see
-/// [`changed_rows_limit`]). Every
-/// read is at a snapshot at or after the newest version read before (what the result is
-/// kept under), and the traces read are made whole from what they hold then, so a change
-/// read here in part is read again in whole at the next view.
+/// [`changed_rows_limit`]). Every read is at a snapshot at or after the newest version read
+/// before (what the result is kept under), and the traces read are made whole from what
+/// they hold then, so a change read here in part is read again in whole at the next view.
 async fn update_rows(
     s: &AppState,
     v: &Viewer,
@@ -381,38 +380,24 @@ async fn update_rows(
         return Ok(None);
     };
     let max = changed_rows_limit(of.len());
-    let Some(changed) = s
+    let Some((changed, mut roots)) = s
         .services
-        .changed_rows(&v.p, experiment_id, at, max)
+        .changed_traces(&v.p, experiment_id, at, max)
         .await?
     else {
         return Ok(None);
     };
-    let spans = |filter: Value, limit: usize| {
-        run_query(
+    // The traces the changed rows are in now, and those they were in.
+    roots.extend(changed.iter().filter_map(|id| of.get(id)).cloned());
+    let mut traces = HashMap::new();
+    for root in roots {
+        let (found, _) = run_query(
             s,
             v,
             json!({"select": [{"op": "star"}], "from": source("experiment", experiment_id, "spans"),
-                   "filter": filter, "limit": limit}),
+                   "filter": equals("root_span_id", &root), "limit": SPANS_PAGE}),
         )
-    };
-    // The traces the changed rows were in, and those they are in now.
-    let mut roots: BTreeSet<String> = changed
-        .iter()
-        .filter_map(|id| of.get(id))
-        .cloned()
-        .collect();
-    for id in &changed {
-        for span in spans(equals("id", id), 1).await?.0 {
-            match span.get("root_span_id").and_then(Value::as_str) {
-                Some(root) => roots.insert(root.to_owned()),
-                None => return Ok(None),
-            };
-        }
-    }
-    let mut traces = HashMap::new();
-    for root in roots {
-        let (found, _) = spans(equals("root_span_id", &root), SPANS_PAGE).await?;
+        .await?;
         if found.len() >= SPANS_PAGE {
             return Ok(None);
         }
