@@ -136,10 +136,13 @@ fn render(state: &crate::AppState) -> String {
     let services = &state.services;
     let _ = writeln!(
         out,
-        "# HELP holdfast_cache_lookups_total Lookups of the policy and API-key caches, by result."
+        "# HELP holdfast_cache_lookups_total Lookups of the policy and API-key caches and of \
+         long traces' kept summaries and outlines (a miss reads the trace whole), by result."
     );
     let _ = writeln!(out, "# TYPE holdfast_cache_lookups_total counter");
-    for (cache, result, n) in services.cache_stats() {
+    let (hits, reads) = services.kept_traces.lookups();
+    let traces = [("long_trace", "hit", hits), ("long_trace", "miss", reads)];
+    for (cache, result, n) in services.cache_stats().into_iter().chain(traces) {
         let _ = writeln!(
             out,
             "holdfast_cache_lookups_total{{cache=\"{cache}\",result=\"{result}\"}} {n}"

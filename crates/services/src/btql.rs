@@ -1014,16 +1014,31 @@ impl Services {
         root: &str,
         started: Instant,
     ) -> Result<Vec<StoredRow>> {
-        let mut scan = Scan::new(self, pass, version, started);
-        scan.root = Some(root.to_owned());
-        let mut out = Vec::new();
-        while let Some(page) = scan.next().await? {
-            out.extend(
-                page.into_iter()
-                    .filter(|r| r.data.get("root_span_id").and_then(Value::as_str) == Some(root)),
-            );
-        }
-        Ok(out)
+        Ok(self.trace_read(pass, version, root, started).await?.0)
+    }
+
+    /// [`Services::trace_spans`], with what a stamp of the read counts (see
+    /// [`holdfast_store::TraceRead`]): the spans, the transaction the store read the trace
+    /// at, and every row id it read in the trace (spans, rows that are not, and rows that
+    /// left it).
+    pub(crate) async fn trace_read(
+        &self,
+        pass: &ObjectPass,
+        version: XactId,
+        root: &str,
+        started: Instant,
+    ) -> Result<(Vec<StoredRow>, i64, Vec<String>)> {
+        self.check_query_time(started)?;
+        let read = self.store.read_whole_trace(pass, root, version).await?;
+        let mut ids: Vec<String> = read.rows.iter().map(|r| r.row_id.clone()).collect();
+        ids.extend(read.left);
+        let spans = read
+            .rows
+            .into_iter()
+            .filter(|r| !only_discussion(&r.data))
+            .filter(|r| r.data.get("root_span_id").and_then(Value::as_str) == Some(root))
+            .collect();
+        Ok((spans, read.seen, ids))
     }
 
     /// What the traces or summary shape shows for trace `root`: a long trace's summary row is
@@ -1042,7 +1057,7 @@ impl Services {
             return Ok(self.shape_trace(plan, spans, cx));
         }
         let summary = self
-            .kept_trace("summary", pass, root, version, started, false, |rows| {
+            .kept_trace("summary", pass, root, version, started, |rows| {
                 let row = summary_row(rows);
                 let bytes = value_bytes(&row);
                 (row, bytes)

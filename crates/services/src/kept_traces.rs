@@ -4,15 +4,15 @@
 //! A 10,000-span trace takes about 100 ms to read and decode, and the logs page reads it
 //! whole for its one summary row. A kept result is used again while the store's
 //! [`TraceStamp`] of the trace is the one it was made under: a version filed under the trace
-//! or leaving it changes the stamp (in the writer's tail or indexed), and so do a purge and
-//! the tail's catch-up. A result is kept only when the
-//! stamp was the same before and after the read that made it, and only for readers at or
-//! after the read's snapshot. See [`Services::kept_trace`].
+//! or leaving it changes the stamp (in the writer's tail or indexed), and so does a purge.
+//! The stamp is taken after the read, with the read's rows, and the result is kept when the
+//! stamp counts no version newer than what the read saw (the store's read tells up to which
+//! transaction it saw every version of the trace); only readers at or after the read's
+//! snapshot use it. See [`Services::kept_trace`].
 //!
 //! Only traces of at least [`KEEP_FROM`] spans are kept: a shorter trace reads in a few
-//! milliseconds, less than the extra statements would save. A trace's first read (when
-//! nothing is known of it) takes no stamp, so short traces cost nothing more; a long one is
-//! marked, and its next read is made under a stamp and kept.
+//! milliseconds, less than the stamp would save, and costs no statement more than its read.
+//! A long trace is kept from its first read.
 
 use crate::query::row_json;
 use crate::{Result, Services};
@@ -23,6 +23,7 @@ use holdfast_store::TraceStamp;
 use serde_json::Value;
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -43,14 +44,15 @@ struct Kept {
     stamp: TraceStamp,
     /// The snapshot of the read that made it: readers at older snapshots read afresh.
     version: i64,
-    /// The rows read: a tail version of one of them may take it out of the trace before
-    /// the stamp shows it (see [`holdfast_store::Store::trace_stamp`]).
+    /// The rows read in the trace and those read leaving it: a tail version of one of them
+    /// may take it out of the trace before the stamp's tables show it (see
+    /// [`holdfast_store::Store::trace_stamp`]).
     rows: Arc<[String]>,
     value: Arc<dyn Any + Send + Sync>,
 }
 
 struct Entry {
-    /// `None`: a long trace whose next read is to be kept.
+    /// `None`: a long trace with nothing usable kept.
     kept: Option<Kept>,
     bytes: usize,
     used: u64,
@@ -59,7 +61,8 @@ struct Entry {
 enum Found {
     /// Nothing is known of the trace.
     Unknown,
-    /// A long trace with nothing usable kept.
+    /// A long trace with nothing usable kept (its result was over the limit, or newer than
+    /// the reader).
     Marked,
     Kept(Kept),
 }
@@ -73,7 +76,13 @@ struct Inner {
 
 /// See the module.
 #[derive(Default)]
-pub struct KeptTraces(Mutex<Inner>);
+pub struct KeptTraces {
+    inner: Mutex<Inner>,
+    /// Reads of long traces answered with a kept result.
+    hits: AtomicU64,
+    /// Long traces read whole.
+    reads: AtomicU64,
+}
 
 impl std::fmt::Debug for KeptTraces {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,7 +97,15 @@ impl std::fmt::Debug for KeptTraces {
 impl KeptTraces {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing panics while the lock is held but an allocation failure, which aborts.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// (long traces answered with a kept result, long traces read whole) since the start.
+    pub fn lookups(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.reads.load(Ordering::Relaxed),
+        )
     }
 
     fn find(&self, key: &Key, version: i64) -> Found {
@@ -191,17 +208,14 @@ impl Services {
         let Some(version) = self.store.current_xact().await? else {
             return Ok(Arc::new(derive(&[]).0));
         };
-        self.kept_trace(what, &pass, root, version, Instant::now(), true, derive)
+        self.kept_trace(what, &pass, root, version, Instant::now(), derive)
             .await
     }
 
     /// `derive` of every span of trace `root` in `pass`'s object as of `version` (spans as a
     /// query shows them, in row-id order), made from the trace's rows or kept from an
     /// earlier read (see the module). `derive` returns its result and about how many bytes
-    /// it takes; `what` names what it makes (one `what`, one type). `eager`: take a stamp
-    /// at a trace's first read too (a page that reads one trace), so that its second read
-    /// is already kept.
-    #[allow(clippy::too_many_arguments)]
+    /// it takes; `what` names what it makes (one `what`, one type).
     pub(crate) async fn kept_trace<T: Send + Sync + 'static>(
         &self,
         what: &'static str,
@@ -209,7 +223,6 @@ impl Services {
         root: &str,
         version: XactId,
         started: Instant,
-        eager: bool,
         derive: impl FnOnce(&[Value]) -> (T, usize),
     ) -> Result<Arc<T>> {
         let key: Key = (
@@ -220,49 +233,43 @@ impl Services {
             root.to_owned(),
         );
         let at = version.as_i64();
-        let before = match self.kept_traces.find(&key, at) {
-            Found::Kept(k) => {
-                let now = self.store.trace_stamp(pass, root, &k.rows).await?;
-                if now == k.stamp
-                    && let Ok(value) = k.value.downcast::<T>()
-                {
-                    return Ok(value);
-                }
-                Some(now)
+        if let Found::Kept(k) = self.kept_traces.find(&key, at) {
+            let now = self.store.trace_stamp(pass, root, &k.rows).await?;
+            if now == k.stamp
+                && let Ok(value) = k.value.downcast::<T>()
+            {
+                self.kept_traces.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(value);
             }
-            Found::Marked => Some(self.store.trace_stamp(pass, root, &[]).await?),
-            Found::Unknown if eager => Some(self.store.trace_stamp(pass, root, &[]).await?),
-            Found::Unknown => None,
-        };
-        let spans = self.trace_spans(pass, version, root, started).await?;
-        let rows: Arc<[String]> = spans.iter().map(|r| r.row_id.clone()).collect();
+        }
+        let (spans, seen, rows) = self.trace_read(pass, version, root, started).await?;
+        let rows: Arc<[String]> = rows.into();
         let kind = pass.object_type();
         let spans: Vec<Value> = spans.into_iter().map(|r| row_json(r, kind)).collect();
         let (value, bytes) = derive(&spans);
         let value = Arc::new(value);
-        if rows.len() < KEEP_FROM {
+        if spans.len() < KEEP_FROM {
             self.kept_traces.forget(&key);
             return Ok(value);
         }
         // Freeing a long trace's spans is a few tens of milliseconds (a 10,000-span trace:
         // 23-33 ms) that the answer need not wait for.
         tokio::task::spawn_blocking(move || drop(spans));
-        let mut kept = None;
-        let after = match before {
-            Some(_) => Some(self.store.trace_stamp(pass, root, &rows).await?),
-            None => None,
-        };
+        self.kept_traces.reads.fetch_add(1, Ordering::Relaxed);
+        // The read saw every version of the trace up to `seen`: when the stamp counts none
+        // newer, what was read is the trace the stamp counts. The stamp counts the tail's
+        // versions outside the trace of the rows read and of those that left it.
+        let stamp = self.store.trace_stamp(pass, root, &rows).await?;
         tracing::debug!(
             what,
             root,
-            spans = rows.len(),
-            ?before,
-            ?after,
+            rows = rows.len(),
+            seen,
+            ?stamp,
             "long trace read"
         );
-        if let Some(stamp) = before.filter(|b| b.newest() <= at)
-            && after == Some(stamp)
-        {
+        let mut kept = None;
+        if stamp.newest() <= seen {
             let erased: Arc<dyn Any + Send + Sync> = value.clone();
             kept = Some(Kept {
                 stamp,

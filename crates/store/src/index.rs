@@ -52,16 +52,32 @@ pub(crate) struct Version {
     pub deleted: bool,
 }
 
-/// What the tail holds of one trace (see [`TailView::trace_stamp`]): the tail only grows
-/// between catch-ups, and every catch-up changes the generation, so while this stays the
-/// same the trace's versions in the tail do too.
+/// What the tail holds of one trace (see [`TailView::trace_stamp`]). A catch-up moves
+/// these versions to `trace_index` (those filed under the trace) and `trace_exits` (those
+/// that left it), where [`crate::TraceStamp`] counts them the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TailStamp {
-    filed: usize,
-    left: usize,
+    pub filed: usize,
+    pub left: usize,
     /// The newest `_xact_id` of the versions counted.
     pub newest: i64,
-    generation: u64,
+    /// The tail's smallest `seq` and `_xact_id` (of any object): indexed versions from
+    /// these on are the tail's, indexed by a catch-up since it was read.
+    pub first_seq: i64,
+    pub first_xact: i64,
+}
+
+impl Default for TailStamp {
+    /// An empty tail: every indexed version counts.
+    fn default() -> Self {
+        TailStamp {
+            filed: 0,
+            left: 0,
+            newest: 0,
+            first_seq: i64::MAX,
+            first_xact: i64::MAX,
+        }
+    }
 }
 
 /// (object type, object id, row id).
@@ -100,7 +116,7 @@ pub(crate) fn trace_key(object_type: &str, object_id: &str, root_span_id: &str) 
     i64::from_be_bytes(first)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tail {
     /// Per object and row, versions in `_xact_id` order.
     versions: HashMap<Object, BTreeMap<String, Vec<Version>>>,
@@ -109,12 +125,31 @@ struct Tail {
     /// Per trace key, the newest `_xact_id` of the tail versions filed under it.
     trace_newest: HashMap<i64, i64>,
     len: usize,
+    /// The smallest `seq` and `_xact_id` of the tail's versions (`i64::MAX` when empty):
+    /// every indexed version before the catch-up that indexes the tail is older.
+    first_seq: i64,
+    first_xact: i64,
     /// The newest `_xact_id` that this process knows to be indexed or in the tail: every
     /// version up to it is found through `row_index`, `trace_index` and the tail. Kept
     /// across catch-ups.
     committed: i64,
     /// Bumped by every catch-up.
     generation: u64,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail {
+            versions: HashMap::new(),
+            traces: HashMap::new(),
+            trace_newest: HashMap::new(),
+            len: 0,
+            first_seq: i64::MAX,
+            first_xact: i64::MAX,
+            committed: 0,
+            generation: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -181,6 +216,8 @@ impl RowIndex {
         } in committed
         {
             tail.committed = tail.committed.max(version.xact);
+            tail.first_seq = tail.first_seq.min(version.seq);
+            tail.first_xact = tail.first_xact.min(version.xact);
             if let Some(trace) = trace {
                 tail.traces.entry(trace).or_default().push(version.seq);
                 let newest = tail.trace_newest.entry(trace).or_default();
@@ -245,6 +282,8 @@ impl RowIndex {
         tail.traces.clear();
         tail.trace_newest.clear();
         tail.len = 0;
+        tail.first_seq = i64::MAX;
+        tail.first_xact = i64::MAX;
         tail.generation += 1;
     }
 }
@@ -274,34 +313,44 @@ impl TailView<'_> {
     }
 
     /// What the tail holds of a trace of an object: its versions filed under the trace, and
-    /// those of `rows` filed elsewhere or deleted (versions that take a row out of the
-    /// trace); `None` when it holds neither. See `TraceStamp`.
+    /// those of `rows` that take a row out of it (filed elsewhere, or deleted, after a
+    /// version in the trace). See `TraceStamp`.
     pub(crate) fn trace_stamp(
         &self,
         object_type: &str,
         object_id: &str,
         trace: i64,
         rows: &[String],
-    ) -> Option<TailStamp> {
+    ) -> TailStamp {
         let filed = self.trace(trace);
         let mut newest = self.0.trace_newest.get(&trace).copied().unwrap_or_default();
         let mut left = 0;
         let object = (object_type.to_owned(), object_id.to_owned());
         if let Some(held) = self.0.versions.get(&object).filter(|_| !rows.is_empty()) {
             let in_trace: HashSet<i64> = filed.iter().copied().collect();
-            for v in rows.iter().filter_map(|r| held.get(r)).flatten() {
-                if !in_trace.contains(&v.seq) {
-                    left += 1;
-                    newest = newest.max(v.xact);
+            // The versions a catch-up lists as leaving the trace: those whose row's version
+            // before was filed under it. Before a row's first tail version is its newest
+            // indexed one, taken to be in the trace when none of the row's tail versions
+            // is (the row was read in the trace, or leaving it).
+            for versions in rows.iter().filter_map(|r| held.get(r)) {
+                let mut before_in = !versions.iter().any(|v| in_trace.contains(&v.seq));
+                for v in versions {
+                    let inside = in_trace.contains(&v.seq);
+                    if before_in && !inside {
+                        left += 1;
+                        newest = newest.max(v.xact);
+                    }
+                    before_in = inside;
                 }
             }
         }
-        (!filed.is_empty() || left > 0).then_some(TailStamp {
+        TailStamp {
             filed: filed.len(),
             left,
             newest,
-            generation: self.0.generation,
-        })
+            first_seq: self.0.first_seq,
+            first_xact: self.0.first_xact,
+        }
     }
 
     /// The newest `_xact_id` of the tail's versions of an object.

@@ -47,7 +47,7 @@ pub use backup::{PgSnapshot, pg_table_counts, snapshot_sqlite, table_counts};
 pub use db::{DEFAULT_READ_STATEMENT_TIMEOUT, Store, sqlite_options};
 pub use meta::{ApiKeyRecord, ObjectRecord, OnNameConflict, OrgRecord, ProjectRecord, UserRecord};
 pub use purge::{Expired, PurgeCursor, PurgedBatch, RowDeletion};
-pub use rows::{IncomingRow, RowQuery, StoredRow, TraceStamp};
+pub use rows::{IncomingRow, RowQuery, StoredRow, TraceRead, TraceStamp};
 pub use search::{FIELDS as SEARCH_FIELDS, Found, MAX_CANDIDATES, TextQuery};
 pub use secrets::{DataKeyRecord, SecretRecord};
 pub use sso::{SsoConnectionRecord, SsoLoginRecord};

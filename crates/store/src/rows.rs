@@ -38,29 +38,42 @@ pub struct RowQuery {
     pub limit: i64,
 }
 
-/// What a read of one trace depends on: how many versions are filed under it and the newest
-/// of them, and how many of its rows' versions left it (see `trace_exits`) and the newest of
-/// those; on the embedded store also what the writer's tail holds of it (its versions filed
-/// under the trace, and those of the read's rows that take them out of it). A version filed
-/// under the trace or leaving it changes the stamp (the count, or the newest with it), and
-/// so does a purge (the count) and a catch-up of a tail that held some of the trace. So
-/// while a trace's stamp stays the same, reads of it at or after a transaction that saw
-/// that stamp return the same rows; see [`Store::trace_stamp`].
+/// What a read of one trace depends on: how many versions are filed under it, how many of
+/// its rows' versions left it (see `trace_exits`), and the newest of all those. On the
+/// embedded store the writer's tail is counted with the tables: its versions filed under the
+/// trace, and those of the read's rows that take them out of it; a catch-up moves them to
+/// the tables, where they count the same. A version filed under the trace or leaving it
+/// changes the stamp (the counts and the newest), and so does a purge (the counts). So while
+/// a trace's stamp stays the same, reads of it at or after a transaction that saw that
+/// stamp return the same rows; see [`Store::trace_stamp`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TraceStamp {
     versions: i64,
-    newest: i64,
     exits: i64,
-    newest_exit: i64,
-    tail: Option<crate::index::TailStamp>,
+    newest: i64,
 }
 
 impl TraceStamp {
     /// The newest `_xact_id` the stamp counts: a read at an older snapshot may differ.
     pub fn newest(&self) -> i64 {
-        let tail = self.tail.map_or(0, |t| t.newest);
-        self.newest.max(self.newest_exit).max(tail)
+        self.newest
     }
+}
+
+/// A whole trace as [`Store::read_whole_trace`] read it.
+#[derive(Debug)]
+pub struct TraceRead {
+    /// Its live rows, in row-id order.
+    pub rows: Vec<StoredRow>,
+    /// The transaction the read saw the store at: every version of the trace's rows (filed
+    /// under it or leaving it) at or before it was read, none after it. So when a
+    /// [`TraceStamp`] made after the read counts nothing newer, the rows are the trace's
+    /// as that stamp counts it.
+    pub seen: i64,
+    /// The rows that were in the trace and left it (deleted, or moved under another root)
+    /// by `seen`. A stamp made with these and `rows` counts a row's leaving the same while
+    /// it is in the writer's tail and once indexed.
+    pub left: Vec<String>,
 }
 
 /// A version filed under a trace (row id, `_xact_id`, deleted, stored data) or one that left
@@ -236,11 +249,31 @@ impl Store {
                     let after = q.after_row_id.as_deref();
                     self.read_trace(pass, root, after, limit, as_of, generation)
                         .await?
+                        .map(|read| read.rows)
                 }
                 None => self.read_page(pass, q, as_of, limit, generation).await?,
             };
             let Some(rows) = read else { continue };
             return Ok(rows);
+        }
+    }
+
+    /// Every live row of trace `root` as of `as_of`, in row-id order, with what a
+    /// [`TraceStamp`] of the read counts: see [`TraceRead`].
+    pub async fn read_whole_trace(
+        &self,
+        pass: &ObjectPass,
+        root: &str,
+        as_of: XactId,
+    ) -> Result<TraceRead> {
+        loop {
+            let generation = self.index.generation();
+            let read = self
+                .read_trace(pass, root, None, usize::MAX, as_of.as_i64(), generation)
+                .await?;
+            if let Some(read) = read {
+                return Ok(read);
+            }
         }
     }
 
@@ -266,7 +299,7 @@ impl Store {
         limit: usize,
         as_of: i64,
         generation: u64,
-    ) -> Result<Option<Vec<StoredRow>>> {
+    ) -> Result<Option<TraceRead>> {
         let (object_type, object_id) = (pass.object_type().as_str(), pass.object_id());
         let trace = trace_key(object_type, object_id, root);
         let (bound, tail_seqs) = if self.index.deferred() {
@@ -333,7 +366,11 @@ impl Store {
             .and_then(|f| u64::try_from(f.4).ok())
             .and_then(XactId::from_counter)
         else {
-            return Ok(Some(Vec::new()));
+            return Ok(Some(TraceRead {
+                rows: Vec::new(),
+                seen: bound,
+                left: Vec::new(),
+            }));
         };
         let bound = bound.min(snapshot.as_i64());
         let mut newest: BTreeMap<String, (i64, bool, Vec<u8>)> = BTreeMap::new();
@@ -353,12 +390,12 @@ impl Store {
             }
         }
         // The tail's view is a lock guard: it is dropped before the decoding awaits.
-        let keep = {
+        let (keep, gone) = {
             let tail = self.index.view();
             if tail.generation() != generation {
                 return Ok(None);
             }
-            let mut keep = Vec::new();
+            let (mut keep, mut gone) = (Vec::new(), Vec::new());
             for (row_id, (xact, deleted, data)) in newest {
                 if keep.len() >= limit {
                     break;
@@ -369,11 +406,17 @@ impl Store {
                     .max(left.get(&row_id).copied());
                 if !deleted && elsewhere.is_none_or(|e| e <= xact) {
                     keep.push((row_id, xact, data));
+                } else {
+                    gone.push(row_id);
                 }
             }
-            keep
+            (keep, gone)
         };
-        decode_all(keep).await.map(Some)
+        Ok(Some(TraceRead {
+            rows: decode_all(keep).await?,
+            seen: bound,
+            left: gone,
+        }))
     }
 
     /// A page of an object's rows in row-id order: the newest indexed version of each row,
@@ -542,12 +585,14 @@ impl Store {
     }
 
     /// What a read of trace `root` depends on, read without its rows: see [`TraceStamp`].
-    /// `rows`: the row ids a read of the trace returned (a version of one of them in the
-    /// tail may move it out of the trace before a catch-up lists that as an exit). A stamp
+    /// `rows`: the row ids a read of the trace returned and those it found leaving it (see
+    /// [`TraceRead`]): a version of one of them in the tail may take it out of the trace
+    /// before a catch-up lists that as an exit. A stamp
     /// made with no rows equals one made with a read's rows only while none of those has a
-    /// tail version outside the trace. The tail is read before the tables, so a version a
-    /// catch-up moves meanwhile is seen in one of them (the stamp then differs from those
-    /// made before and after the catch-up).
+    /// tail version outside the trace. The tail is read before the tables, and only the
+    /// tables' versions older than the tail's count: a version a catch-up moves meanwhile
+    /// is counted once, in the tail, and versions committed after the tail was read are not
+    /// counted at all (the stamp is of the store as of the tail read).
     pub async fn trace_stamp(
         &self,
         pass: &ObjectPass,
@@ -561,7 +606,7 @@ impl Store {
                 .view()
                 .trace_stamp(object_type, object_id, trace, rows)
         } else {
-            None
+            crate::index::TailStamp::default()
         };
         // One pass over each index range: the count and the newest together.
         let found: (i64, Option<i64>, i64, Option<i64>) = with_pool!(&self.read, |p, DB| {
@@ -576,6 +621,7 @@ impl Store {
                      WHERE t.trace = ",
                 );
                 qb.push_bind(trace);
+                qb.push(" AND t.seq < ").push_bind(tail.first_seq);
             } else {
                 qb.push(
                     "v.m, e.n, e.m FROM (SELECT COUNT(*) AS n, MAX(r.xact_id) AS m \
@@ -592,16 +638,19 @@ impl Store {
             qb.push_bind(trace);
             qb.push(" AND e.object_type = ").push_bind(object_type);
             qb.push(" AND e.object_id = ").push_bind(object_id);
+            qb.push(" AND e.xact_id < ").push_bind(tail.first_xact);
             qb.push(") e");
             qb.build_query_as().fetch_one(p).await?
         });
         let (versions, newest, exits, newest_exit) = found;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         Ok(TraceStamp {
-            versions,
-            newest: newest.unwrap_or_default(),
-            exits,
-            newest_exit: newest_exit.unwrap_or_default(),
-            tail,
+            versions: versions.saturating_add(count(tail.filed)),
+            exits: exits.saturating_add(count(tail.left)),
+            newest: newest
+                .unwrap_or_default()
+                .max(newest_exit.unwrap_or_default())
+                .max(tail.newest),
         })
     }
 
@@ -808,7 +857,7 @@ mod tests {
 
     /// A trace's stamp changes with every change to the trace (a span added, updated in
     /// place, moved to another trace, deleted), whether the change is in the tail or
-    /// indexed, and with the catch-up that indexes it; and with nothing else.
+    /// indexed; and with nothing else: not with the catch-up that indexes it.
     #[tokio::test(flavor = "multi_thread")]
     async fn trace_stamps_change_with_their_trace() {
         for (store, _db) in crate::testing::both_stores("trace_stamps").await {
@@ -833,6 +882,7 @@ mod tests {
             ];
             for (i, change) in changes.into_iter().enumerate() {
                 let written = write(change).await;
+                let mut in_tail = None;
                 if deferred {
                     // In the tail: a new stamp, which counts the change's transaction and
                     // which other traces' rows do not change.
@@ -854,11 +904,31 @@ mod tests {
                         now,
                         "change {i} in the tail, and another"
                     );
+                    in_tail = Some(now);
+                    // A catch-up that has committed the tail's versions to the tables but
+                    // not yet let the tail go: each version counts once.
+                    let pending = store.index.pending();
+                    let upto = pending.rows.iter().map(|(_, v, _)| v.xact).max();
+                    crate::writer::index_versions(&store.write, &pending, upto.unwrap())
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        stamp(&rows).await,
+                        now,
+                        "change {i} in the tail and indexed"
+                    );
                 }
                 indexed(&store).await;
                 let now = stamp(&rows).await;
-                assert!(!seen.contains(&now), "change {i}: {now:?} in {seen:?}");
-                seen.push(now);
+                match in_tail {
+                    // The catch-up moved the change to the tables: the trace is the same.
+                    Some(tail) => assert_eq!(now, tail, "change {i} indexed"),
+                    None => {
+                        assert!(!seen.contains(&now), "change {i}: {now:?} in {seen:?}");
+                        seen.push(now);
+                    }
+                }
+                assert_eq!(now.newest(), written.as_i64(), "change {i} indexed");
                 // Other traces' rows change nothing.
                 write(vec![span(&format!("x{i}"), "t2")]).await;
                 indexed(&store).await;
@@ -892,10 +962,32 @@ mod tests {
             .await;
             write(vec![span("d", "t2")]).await;
             write(vec![span("d", "t3")]).await;
+            let mut in_tail = None;
             for round in ["tail", "indexed"] {
                 assert_eq!(ids(&store, &pass, trace("t1")).await, ["a"], "{round}");
                 assert_eq!(ids(&store, &pass, trace("t2")).await, ["c"], "{round}");
                 assert_eq!(ids(&store, &pass, trace("t3")).await, ["d"], "{round}");
+                // A whole read also lists the rows that left the trace; a stamp made with
+                // them and the rows read counts their leaving the same in the tail and
+                // indexed.
+                let now = store.current_xact().await.unwrap().unwrap();
+                let mut stamps = Vec::new();
+                for (root, live, gone) in [
+                    ("t1", vec!["a"], vec!["b", "c", "d"]),
+                    ("t2", vec!["c"], vec!["d"]),
+                    ("t3", vec!["d"], vec![]),
+                ] {
+                    let read = store.read_whole_trace(&pass, root, now).await.unwrap();
+                    let mut all: Vec<String> = read.rows.iter().map(|r| r.row_id.clone()).collect();
+                    assert_eq!(all, live, "{round} {root}");
+                    assert_eq!(read.left, gone, "{round} {root}");
+                    all.extend(read.left);
+                    stamps.push(store.trace_stamp(&pass, root, &all).await.unwrap());
+                }
+                match &in_tail {
+                    None => in_tail = Some(stamps),
+                    Some(tail) => assert_eq!(&stamps, tail, "{round}"),
+                }
                 let then = RowQuery {
                     as_of: Some(first),
                     ..trace("t1")

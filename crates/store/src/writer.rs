@@ -602,7 +602,7 @@ async fn catch_up(pools: &Pools, index: &RowIndex) {
     }
 }
 
-async fn index_versions(pools: &Pools, pending: &Pending, upto: i64) -> Result<()> {
+pub(crate) async fn index_versions(pools: &Pools, pending: &Pending, upto: i64) -> Result<()> {
     with_pool!(pools, |p, DB| {
         let mut tx = p.begin().await?;
         insert_pending!(pending, &mut *tx, DB);

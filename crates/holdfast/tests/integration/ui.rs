@@ -510,9 +510,11 @@ async fn trace_page_shows_the_opened_span(backend: Backend) {
 /// A long trace's summary row (the logs page) and its outline (the trace viewer) are kept
 /// between reads while the trace is unchanged; each change to the trace shows in both at
 /// once: a span added, spans updated in place, a span moved to another trace, a span
-/// deleted. Each state is read several times, before and after the store indexes it.
+/// deleted. Each state is read several times, before and after the store indexes it, and
+/// the trace is read whole once per state for each (`/metrics`): from its first read, and
+/// not again when the store indexes what it read in the writer's tail.
 async fn long_traces_follow_their_changes(backend: Backend) {
-    let server = Server::start(backend).await;
+    let server = Server::start_with(backend, &[("HOLDFAST_METRICS_TOKEN", "scrape-me")]).await;
     let project = server
         .ok("POST", "/v1/project", Some(json!({"name": "Long"})))
         .await;
@@ -577,7 +579,31 @@ async fn long_traces_follow_their_changes(backend: Backend) {
         let failed = body.matches("badge t-error").count();
         (spans, failed, body.contains(&format!(">step {name}<")))
     };
+    // Long traces read whole, and answered from what was kept.
+    let lookups = || async {
+        let text = server
+            .http
+            .get(format!("{}/metrics", server.url))
+            .bearer_auth("scrape-me")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = |result: &str| {
+            let series = format!(
+                "holdfast_cache_lookups_total{{cache=\"long_trace\",result=\"{result}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{series} in {text}"))
+        };
+        (count("miss"), count("hit"))
+    };
     let expect = |spans: i64, tokens: i64, errors: i64, name: &'static str, shown: bool| async move {
+        let (reads, hits) = lookups().await;
         // Read while the store may still hold the change in its tail, then after it is
         // indexed: kept results are made and used there.
         for round in 0..5 {
@@ -594,6 +620,14 @@ async fn long_traces_follow_their_changes(backend: Backend) {
             );
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
+        // The summary row and the outline: each made once, at the first read.
+        let (reads_now, hits_now) = lookups().await;
+        assert_eq!(
+            reads_now - reads,
+            2,
+            "long traces read whole, {spans} spans"
+        );
+        assert!(hits_now - hits >= 8, "kept results used, {spans} spans");
     };
     let mut rows = vec![span("r", "r"), span("o", "o")];
     rows.extend((1..300).map(|i| span(&format!("s{i:03}"), "r")));
