@@ -136,13 +136,23 @@ fn render(state: &crate::AppState) -> String {
     let services = &state.services;
     let _ = writeln!(
         out,
-        "# HELP holdfast_cache_lookups_total Lookups of the policy and API-key caches and of \
-         long traces' kept summaries and outlines (a miss reads the trace whole), by result."
+        "# HELP holdfast_cache_lookups_total Lookups of the policy and API-key caches, of long \
+         traces' kept summaries and outlines (a miss reads the trace whole) and of experiments' \
+         score summaries (a miss reads the experiment whole), by result."
     );
     let _ = writeln!(out, "# TYPE holdfast_cache_lookups_total counter");
     let (hits, reads) = services.kept_traces.lookups();
     let traces = [("long_trace", "hit", hits), ("long_trace", "miss", reads)];
-    for (cache, result, n) in services.cache_stats().into_iter().chain(traces) {
+    let scores = services
+        .score_summaries
+        .lookups()
+        .map(|(result, n)| ("score_summary", result, n));
+    for (cache, result, n) in services
+        .cache_stats()
+        .into_iter()
+        .chain(traces)
+        .chain(scores)
+    {
         let _ = writeln!(
             out,
             "holdfast_cache_lookups_total{{cache=\"{cache}\",result=\"{result}\"}} {n}"

@@ -491,27 +491,49 @@ impl Services {
         principal: &Principal,
         experiment: &ObjectRecord,
     ) -> Result<Value> {
-        let newest = self.newest_version(principal, &experiment.id).await?;
+        let pass = self.experiment_pass(principal, &experiment.id).await?;
+        let Some(newest) = self.store.newest_xact(&pass).await? else {
+            let summed = self.experiment_summed(principal, &experiment.id).await?;
+            return Ok(summary_entries(&summed.traces.summary()).0);
+        };
+        let kept = &self.score_summaries;
         let mut summed = None;
-        if let (Some(n), Some(kept)) = (newest, self.score_summaries.get(&experiment.id)) {
-            if kept.newest == n {
-                return Ok(kept.scores);
+        if let Some(was) = kept.get(&experiment.id) {
+            if was.newest == newest {
+                kept.count("hit");
+                return Ok(was.scores);
             }
-            if let Some(was) = kept.summed.filter(|_| kept.newest < n) {
+            if let Some(sums) = was.summed.filter(|_| was.newest < newest) {
                 summed = self
-                    .summed_since(principal, &experiment.id, kept.newest, &was)
+                    .summed_since(principal, &experiment.id, was.newest, &sums)
                     .await?;
             }
         }
+        if summed.is_none()
+            && let Some((at, scores)) = self.store.kept_scores(&pass).await?
+            && at == newest
+        {
+            // Made before a restart, or by another replica.
+            kept.count("stored");
+            kept.keep(&experiment.id, newest, scores.clone(), None);
+            return Ok(scores);
+        }
         let summed = match summed {
-            Some(s) => s,
-            None => self.experiment_summed(principal, &experiment.id).await?,
+            Some(s) => {
+                kept.count("updated");
+                s
+            }
+            None => {
+                kept.count("miss");
+                self.experiment_summed(principal, &experiment.id).await?
+            }
         };
         let (scores, _) = summary_entries(&summed.traces.summary());
-        if let Some(n) = newest {
-            let summed = summed.of.is_some().then(|| Arc::new(summed));
-            self.score_summaries
-                .keep(&experiment.id, n, scores.clone(), summed);
+        let sums = summed.of.is_some().then(|| Arc::new(summed));
+        kept.keep(&experiment.id, newest, scores.clone(), sums);
+        // Kept in the store too: a failure there costs only a later read.
+        if let Err(e) = self.store.keep_scores(&pass, newest, &scores).await {
+            tracing::warn!(error = %e, experiment = %experiment.id, "keeping a score summary failed");
         }
         Ok(scores)
     }
@@ -734,7 +756,15 @@ struct KeptScores {
 /// Experiments' score summaries by experiment id, with their rows summed up per trace
 /// within [`SUMMED_BYTES`].
 #[derive(Default)]
-pub struct ScoreSummaries(std::sync::Mutex<KeptSummaries>);
+pub struct ScoreSummaries {
+    kept: std::sync::Mutex<KeptSummaries>,
+    /// Summaries answered from memory, from the store, brought up to date trace by trace,
+    /// and made from every row (see [`ScoreSummaries::lookups`]).
+    counts: [std::sync::atomic::AtomicU64; 4],
+}
+
+/// The results [`ScoreSummaries::lookups`] counts, in the order of its counts.
+const LOOKUP_RESULTS: [&str; 4] = ["hit", "stored", "updated", "miss"];
 
 #[derive(Default)]
 struct KeptSummaries {
@@ -756,7 +786,26 @@ impl std::fmt::Debug for ScoreSummaries {
 impl ScoreSummaries {
     fn lock(&self) -> std::sync::MutexGuard<'_, KeptSummaries> {
         // Nothing panics while the lock is held but an allocation failure, which aborts.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Score summaries since the start, by how they were answered: from memory (`hit`),
+    /// from the store (`stored`), brought up to date trace by trace (`updated`), made from
+    /// every row (`miss`).
+    pub fn lookups(&self) -> [(&'static str, u64); 4] {
+        let mut out = LOOKUP_RESULTS.map(|r| (r, 0));
+        for ((_, n), c) in out.iter_mut().zip(&self.counts) {
+            *n = c.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(i) = LOOKUP_RESULTS.iter().position(|r| *r == result)
+            && let Some(c) = self.counts.get(i)
+        {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// What is kept for an experiment.

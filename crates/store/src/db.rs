@@ -285,6 +285,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("values_root_created_sqlite.sql"),
         include_str!("values_root_created_postgres.sql"),
     ),
+    (
+        32,
+        include_str!("score_summaries.sql"),
+        include_str!("score_summaries.sql"),
+    ),
 ];
 
 impl Store {

@@ -31,6 +31,7 @@ mod rows;
 mod search;
 mod secrets;
 mod sso;
+mod summaries;
 #[cfg(test)]
 mod testing;
 mod uploads;

@@ -374,6 +374,14 @@ macro_rules! backend_purge {
                     qb.push(")");
                     qb.build().execute(&mut **tx).await?;
                 }
+                // What was made of the object's rows goes with any of them.
+                sqlx::query(
+                    "DELETE FROM score_summaries WHERE object_type = $1 AND object_id = $2",
+                )
+                .bind(object_type)
+                .bind(object_id)
+                .execute(&mut **tx)
+                .await?;
                 // A version's exit from a trace goes with it; versions go in (row, xact)
                 // order, so an exit never outlives the older versions it hides.
                 for table in ["row_index", "trace_exits"] {
@@ -947,6 +955,7 @@ impl Store {
             for sql in [
                 "DELETE FROM attachment_refs WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
                 "DELETE FROM attachment_row_refs WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
+                "DELETE FROM score_summaries WHERE org_id = $1 AND object_type = $2 AND object_id = $3",
             ] {
                 sqlx::query(sql)
                     .bind(org_id)

@@ -127,9 +127,14 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 
 /// A pass to update dataset `id` of project `p` in organization `o`, held by its owner.
 pub(crate) fn dataset_pass(id: &str) -> ObjectPass {
+    dataset_pass_in("o", id)
+}
+
+/// [`dataset_pass`] in organization `org`.
+pub(crate) fn dataset_pass_in(org: &str, id: &str) -> ObjectPass {
     let principal = Principal {
         user_id: "u".into(),
-        org_id: "o".into(),
+        org_id: org.into(),
         key_id: "k".into(),
         scope: Default::default(),
         expires_at: None,
@@ -137,14 +142,14 @@ pub(crate) fn dataset_pass(id: &str) -> ObjectPass {
     };
     let owner = Acl {
         object_type: Kind::Organization,
-        object_id: "o".into(),
+        object_id: org.into(),
         subject: Subject::User("u".into()),
         grant: Grant::Role(OWNER_ROLE_ID.into()),
         restrict_object_type: None,
     };
-    let policy = Policy::new("o", Default::default(), Default::default(), vec![owner]);
+    let policy = Policy::new(org, Default::default(), Default::default(), vec![owner]);
     let facts = ObjectFacts {
-        org_id: "o",
+        org_id: org,
         project_id: "p",
         object_type: ObjectType::Dataset,
         object_id: id,

@@ -467,6 +467,11 @@ async fn purge_after_grace(backend: Backend) {
         "seq"
     };
     assert!(server.count_sql(&count_of(words_table, words_column)).await > 0);
+    // The experiments page keeps the experiment's score summary in the store.
+    let (status, page) = call(&server, "GET", "/app/default/p/doomed/experiments", None).await;
+    assert_eq!(status, 200, "{page}");
+    let summaries = format!("SELECT count(*) FROM score_summaries WHERE object_id IN ({list})");
+    assert_eq!(server.count_sql(&summaries).await, 1);
     let needles = [GONE_WORD, GONE_WORD_2, GONE_BODY];
     let before = in_files(&server, &needles);
     assert!(
@@ -510,6 +515,7 @@ async fn purge_after_grace(backend: Backend) {
         ("attachment_refs", "object_id"),
         ("attachments", "object_id"),
         ("acls", "object_id"),
+        ("score_summaries", "object_id"),
     ] {
         let n = server
             .count_sql(&format!(

@@ -221,6 +221,83 @@ async fn experiment(server: &Server, project: &str, name: &str) -> serde_json::V
         .await
 }
 
+/// The first score cell of project `project`'s experiments page.
+async fn first_score(server: &Server, project: &str) -> String {
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/app/default/p/{project}/experiments"),
+            Some(&server.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let body = page.as_str().unwrap().to_owned();
+    let at = body.find("<td class=\"num\">").expect("a score cell");
+    body[at..]
+        .split('>')
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The experiments page's score summaries since the server started, by how they were
+/// answered: from memory, from the store, brought up to date, read whole (`/metrics`).
+async fn score_lookups(server: &Server) -> Vec<f64> {
+    let mut counts = Vec::new();
+    for result in ["hit", "stored", "updated", "miss"] {
+        let name =
+            format!("holdfast_cache_lookups_total{{cache=\"score_summary\",result=\"{result}\"}}");
+        counts.push(server.metric(&name).await);
+    }
+    counts
+}
+
+/// An experiment's score summary is kept in the store too: after a restart the experiments
+/// page shows it without reading the experiment again (`/metrics`), until it changes.
+async fn experiment_scores_outlive_a_restart(backend: Backend) {
+    let mut server = Server::start_with(backend, &[("HOLDFAST_METRICS_TOKEN", "scrape-me")]).await;
+    let e = experiment(&server, "Kept", "e1").await;
+    let row = |id: &str, acc: f64| {
+        json!({"id": id, "span_id": id, "root_span_id": id, "experiment_id": e["id"],
+               "input": id, "scores": {"acc": acc}})
+    };
+    let rows = json!({"rows": [row("a", 1.0), row("b", 0.0)]});
+    server.ok("POST", "/logs3", Some(rows)).await;
+    assert_eq!(first_score(&server, "Kept").await, "50.0%");
+    assert_eq!(first_score(&server, "Kept").await, "50.0%");
+    assert_eq!(score_lookups(&server).await, [1.0, 0.0, 0.0, 1.0]);
+    server.stop();
+    server.spawn().await;
+    assert_eq!(first_score(&server, "Kept").await, "50.0%");
+    assert_eq!(first_score(&server, "Kept").await, "50.0%");
+    assert_eq!(
+        score_lookups(&server).await,
+        [1.0, 1.0, 0.0, 0.0],
+        "after the restart"
+    );
+    // A change: the kept summary is of an older version, and the experiment is read.
+    let rows = json!({"rows": [row("c", 1.0)]});
+    server.ok("POST", "/logs3", Some(rows)).await;
+    assert_eq!(first_score(&server, "Kept").await, "66.7%");
+    assert_eq!(
+        score_lookups(&server).await,
+        [1.0, 1.0, 0.0, 1.0],
+        "after a change"
+    );
+    server.stop();
+    server.spawn().await;
+    assert_eq!(first_score(&server, "Kept").await, "66.7%");
+    assert_eq!(
+        score_lookups(&server).await,
+        [0.0, 1.0, 0.0, 0.0],
+        "the change kept"
+    );
+}
+
 /// The experiments page's score averages follow the experiment's rows: a new row and a
 /// deleted one each change them, though an unchanged experiment's summary is kept between
 /// views.
@@ -233,27 +310,7 @@ async fn experiment_scores_follow_their_rows(backend: Backend) {
     };
     let log =
         |rows: Vec<serde_json::Value>| server.ok("POST", "/logs3", Some(json!({"rows": rows})));
-    let average = || async {
-        let (status, page) = server
-            .call(
-                "GET",
-                "/app/default/p/Scored/experiments",
-                Some(&server.key),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        let body = page.as_str().unwrap().to_owned();
-        let at = body.find("<td class=\"num\">").expect("a score cell");
-        body[at..]
-            .split('>')
-            .nth(1)
-            .unwrap()
-            .split('<')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let average = || first_score(&server, "Scored");
     // The experiment's own page, whose summary rows are kept while the experiment is
     // unchanged: how many rows it says it has, and whether it shows `text`.
     let server = &server;
@@ -581,26 +638,13 @@ async fn long_traces_follow_their_changes(backend: Backend) {
     };
     // Long traces read whole, and answered from what was kept.
     let lookups = || async {
-        let text = server
-            .http
-            .get(format!("{}/metrics", server.url))
-            .bearer_auth("scrape-me")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
         let count = |result: &str| {
-            let series = format!(
-                "holdfast_cache_lookups_total{{cache=\"long_trace\",result=\"{result}\"}} "
-            );
-            text.lines()
-                .find_map(|l| l.strip_prefix(series.as_str()))
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{series} in {text}"))
+            format!("holdfast_cache_lookups_total{{cache=\"long_trace\",result=\"{result}\"}}")
         };
-        (count("miss"), count("hit"))
+        (
+            server.metric(&count("miss")).await,
+            server.metric(&count("hit")).await,
+        )
     };
     let expect = |spans: i64, tokens: i64, errors: i64, name: &'static str, shown: bool| async move {
         let (reads, hits) = lookups().await;
@@ -624,10 +668,10 @@ async fn long_traces_follow_their_changes(backend: Backend) {
         let (reads_now, hits_now) = lookups().await;
         assert_eq!(
             reads_now - reads,
-            2,
+            2.0,
             "long traces read whole, {spans} spans"
         );
-        assert!(hits_now - hits >= 8, "kept results used, {spans} spans");
+        assert!(hits_now - hits >= 8.0, "kept results used, {spans} spans");
     };
     let mut rows = vec![span("r", "r"), span("o", "o")];
     rows.extend((1..300).map(|i| span(&format!("s{i:03}"), "r")));
@@ -700,6 +744,7 @@ mod run {
         pages_without_a_session,
         keys_page_shows_recent_use,
         experiment_scores_follow_their_rows,
+        experiment_scores_outlive_a_restart,
         trace_page_shows_the_opened_span,
         long_traces_follow_their_changes
     );
