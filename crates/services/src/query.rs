@@ -530,12 +530,25 @@ impl Services {
         };
         let (scores, _) = summary_entries(&summed.traces.summary());
         let sums = summed.of.is_some().then(|| Arc::new(summed));
-        kept.keep(&experiment.id, newest, scores.clone(), sums);
-        // Kept in the store too: a failure there costs only a later read.
-        if let Err(e) = self.store.keep_scores(&pass, newest, &scores).await {
-            tracing::warn!(error = %e, experiment = %experiment.id, "keeping a score summary failed");
-        }
+        self.keep_scores(&pass, newest, &scores, sums).await;
         Ok(scores)
+    }
+
+    /// Keeps an experiment's score summary, made from its rows whose newest version was
+    /// `newest`, in memory (with `sums`) and in the store: a failure there costs only a later
+    /// read.
+    async fn keep_scores(
+        &self,
+        pass: &ObjectPass,
+        newest: XactId,
+        scores: &Value,
+        sums: Option<Arc<Summed>>,
+    ) {
+        let id = pass.object_id();
+        self.score_summaries.keep(id, newest, scores.clone(), sums);
+        if let Err(e) = self.store.keep_scores(pass, newest, scores).await {
+            tracing::warn!(error = %e, experiment = %id, "keeping a score summary failed");
+        }
     }
 
     /// The newest version of any row of an experiment the principal may read (`None` while
@@ -616,7 +629,20 @@ impl Services {
         experiment: &ObjectRecord,
         base: Option<&ObjectRecord>,
     ) -> Result<(Value, Value)> {
+        let pass = self.experiment_pass(principal, &experiment.id).await?;
+        let newest = self.store.newest_xact(&pass).await?;
         let current = self.experiment_traces(principal, &experiment.id).await?;
+        // The experiment's own summary, as the experiments page makes it: the SDKs
+        // summarize at the end of each `Eval`, so the page need not read it again.
+        if let Some(n) = newest
+            && self
+                .score_summaries
+                .get(&experiment.id)
+                .is_none_or(|k| k.newest != n)
+        {
+            let (scores, _) = summary_entries(&current.summary());
+            self.keep_scores(&pass, n, &scores, None).await;
+        }
         let base = match base {
             Some(b) => Some(self.experiment_traces(principal, &b.id).await?),
             None => None,

@@ -257,7 +257,8 @@ async fn score_lookups(server: &Server) -> Vec<f64> {
 }
 
 /// An experiment's score summary is kept in the store too: after a restart the experiments
-/// page shows it without reading the experiment again (`/metrics`), until it changes.
+/// page shows it without reading the experiment again (`/metrics`), until it changes; and
+/// the SDK's summarize keeps it too.
 async fn experiment_scores_outlive_a_restart(backend: Backend) {
     let mut server = Server::start_with(backend, &[("HOLDFAST_METRICS_TOKEN", "scrape-me")]).await;
     let e = experiment(&server, "Kept", "e1").await;
@@ -295,6 +296,35 @@ async fn experiment_scores_outlive_a_restart(backend: Backend) {
         score_lookups(&server).await,
         [0.0, 1.0, 0.0, 0.0],
         "the change kept"
+    );
+    // An experiment the SDK summarized (as at the end of an `Eval`) is not read again for
+    // the page, after a restart either.
+    let project = server
+        .ok("GET", "/v1/project?project_name=Kept", None)
+        .await;
+    let e2 = server
+        .ok(
+            "POST",
+            "/v1/experiment",
+            Some(json!({"project_id": project["objects"][0]["id"], "name": "e2"})),
+        )
+        .await;
+    let rows = json!({"rows": [
+        {"id": "x", "span_id": "x", "root_span_id": "x", "experiment_id": e2["id"], "input": "x",
+         "scores": {"acc": 0.25}}]});
+    server.ok("POST", "/logs3", Some(rows)).await;
+    let summarize = format!(
+        "/v1/experiment/{}/summarize?summarize_scores=true",
+        e2["id"].as_str().unwrap()
+    );
+    server.ok("GET", &summarize, None).await;
+    server.stop();
+    server.spawn().await;
+    assert_eq!(first_score(&server, "Kept").await, "25.0%");
+    assert_eq!(
+        score_lookups(&server).await,
+        [0.0, 2.0, 0.0, 0.0],
+        "summarized by the SDK"
     );
 }
 
