@@ -668,6 +668,14 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// The spans among a trace read's rows: not comment-only, and filed under `root`.
+pub(crate) fn spans_of(rows: Vec<StoredRow>, root: &str) -> Vec<StoredRow> {
+    rows.into_iter()
+        .filter(|r| !only_discussion(&r.data))
+        .filter(|r| r.data.get("root_span_id").and_then(Value::as_str) == Some(root))
+        .collect()
+}
+
 impl Services {
     /// A scan of one object for a plan: the row index for `id = '...'`, the trace index for
     /// `root_span_id = '...'`, the word
@@ -1014,31 +1022,21 @@ impl Services {
         root: &str,
         started: Instant,
     ) -> Result<Vec<StoredRow>> {
-        Ok(self.trace_read(pass, version, root, started).await?.0)
+        let read = self.trace_read(pass, version, root, started).await?;
+        Ok(spans_of(read.rows, root))
     }
 
-    /// [`Services::trace_spans`], with what a stamp of the read counts (see
-    /// [`holdfast_store::TraceRead`]): the spans, the transaction the store read the trace
-    /// at, and every row id it read in the trace (spans, rows that are not, and rows that
-    /// left it).
+    /// The store's whole read of one trace at the snapshot (see
+    /// [`holdfast_store::TraceRead`]); [`spans_of`] its rows are the trace's spans.
     pub(crate) async fn trace_read(
         &self,
         pass: &ObjectPass,
         version: XactId,
         root: &str,
         started: Instant,
-    ) -> Result<(Vec<StoredRow>, i64, Vec<String>)> {
+    ) -> Result<holdfast_store::TraceRead> {
         self.check_query_time(started)?;
-        let read = self.store.read_whole_trace(pass, root, version).await?;
-        let mut ids: Vec<String> = read.rows.iter().map(|r| r.row_id.clone()).collect();
-        ids.extend(read.left);
-        let spans = read
-            .rows
-            .into_iter()
-            .filter(|r| !only_discussion(&r.data))
-            .filter(|r| r.data.get("root_span_id").and_then(Value::as_str) == Some(root))
-            .collect();
-        Ok((spans, read.seen, ids))
+        Ok(self.store.read_whole_trace(pass, root, version).await?)
     }
 
     /// What the traces or summary shape shows for trace `root`: a long trace's summary row is

@@ -14,6 +14,7 @@
 //! milliseconds, less than the stamp would save, and costs no statement more than its read.
 //! A long trace is kept from its first read.
 
+use crate::btql::spans_of;
 use crate::query::row_json;
 use crate::{Result, Services};
 use holdfast_core::authz::{ObjectPass, Principal};
@@ -242,10 +243,19 @@ impl Services {
                 return Ok(value);
             }
         }
-        let (spans, seen, rows) = self.trace_read(pass, version, root, started).await?;
-        let rows: Arc<[String]> = rows.into();
-        let kind = pass.object_type();
-        let spans: Vec<Value> = spans.into_iter().map(|r| row_json(r, kind)).collect();
+        let read = self.trace_read(pass, version, root, started).await?;
+        // Every row id read in the trace (spans or not) and those leaving it.
+        let rows: Arc<[String]> = read
+            .rows
+            .iter()
+            .map(|r| r.row_id.clone())
+            .chain(read.left)
+            .collect();
+        let (kind, seen) = (pass.object_type(), read.seen);
+        let spans: Vec<Value> = spans_of(read.rows, root)
+            .into_iter()
+            .map(|r| row_json(r, kind))
+            .collect();
         let (value, bytes) = derive(&spans);
         let value = Arc::new(value);
         if spans.len() < KEEP_FROM {

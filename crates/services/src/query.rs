@@ -425,6 +425,9 @@ impl Services {
             return Ok(None);
         };
         roots.extend(changed.iter().filter_map(|r| of.get(r)).cloned());
+        // At most as many rows as the experiment had and as many again: past that the
+        // whole read (a page at a time) costs less and holds less.
+        let mut left = of.len().saturating_add(max);
         let mut traces = was.traces.clone();
         let mut of = of.clone();
         of.retain(|_, root| !roots.contains(root));
@@ -433,10 +436,15 @@ impl Services {
             let q = RowQuery {
                 as_of: Some(as_of),
                 root_span_id: Some(root.clone()),
-                limit: i64::MAX,
+                limit: i64::try_from(left.saturating_add(1)).unwrap_or(i64::MAX),
                 ..RowQuery::default()
             };
-            for row in self.store.read_rows(&pass, &q).await? {
+            let rows = self.store.read_rows(&pass, &q).await?;
+            left = match left.checked_sub(rows.len()) {
+                Some(n) => n,
+                None => return Ok(None),
+            };
+            for row in rows {
                 if row.data.get("root_span_id").and_then(Value::as_str) == Some(&root) {
                     traces.add(&row.data);
                     of.insert(row.row_id, root.clone());
@@ -493,8 +501,8 @@ impl Services {
     ) -> Result<Value> {
         let pass = self.experiment_pass(principal, &experiment.id).await?;
         let Some(newest) = self.store.newest_xact(&pass).await? else {
-            let summed = self.experiment_summed(principal, &experiment.id).await?;
-            return Ok(summary_entries(&summed.traces.summary()).0);
+            let traces = self.experiment_traces(principal, &experiment.id).await?;
+            return Ok(summary_entries(&traces.summary()).0);
         };
         let kept = &self.score_summaries;
         let mut summed = None;

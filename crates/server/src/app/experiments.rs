@@ -389,6 +389,8 @@ async fn update_rows(
     };
     // The traces the changed rows are in now, and those they were in.
     roots.extend(changed.iter().filter_map(|id| of.get(id)).cloned());
+    // At most as many spans as a whole read holds: past that, the whole read it is.
+    let mut spans = 0;
     let mut traces = HashMap::new();
     for root in roots {
         let (found, _) = run_query(
@@ -398,7 +400,8 @@ async fn update_rows(
                    "filter": equals("root_span_id", &root), "limit": SPANS_PAGE}),
         )
         .await?;
-        if found.len() >= SPANS_PAGE {
+        spans += found.len();
+        if found.len() >= SPANS_PAGE || spans > MAX_SPANS {
             return Ok(None);
         }
         traces.insert(root, found);
