@@ -425,8 +425,8 @@ impl Services {
             return Ok(None);
         };
         roots.extend(changed.iter().filter_map(|r| of.get(r)).cloned());
-        // At most as many rows as the experiment had and as many again: past that the
-        // whole read (a page at a time) costs less and holds less.
+        // At most as many rows as the experiment had plus the most that may change: past
+        // that the whole read (a page at a time) costs less and holds less.
         let mut left = of.len().saturating_add(max);
         let mut traces = was.traces.clone();
         let mut of = of.clone();
