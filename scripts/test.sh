@@ -6,7 +6,8 @@
 #   - moto 5.2.5 (its KMS server) into compat/.moto-venv from compat/moto-requirements.txt
 #   - schemathesis 4.32.5 into compat/.schemathesis-venv from compat/schemathesis-requirements.txt
 #   - promtool, from Debian's prometheus 2.42.0+ds-5+deb12u1, to check the /metrics exposition
-#   - Debian's chromium and chromium-driver 156.0.8078.114-1~deb12u1, driven by Python selenium
+#   - Debian's chromium and chromium-driver 156.0.8078.129-1~deb12u1 (or the newest 156 build once
+#     the archive has superseded it), driven by Python selenium
 #     4.51.0 (compat/requirements.txt), and npm oidc-provider 9.13.3 (compat/js) as the
 #     OpenID provider that the sign-in tests use
 #   - SAML: pysaml2 7.5.5 (compat/requirements.txt) as the identity provider, signing with
@@ -36,7 +37,22 @@ compat/.schemathesis-venv/bin/pip install --quiet --disable-pip-version-check -r
 # Debian packages, pinned: promtool (prometheus) and headless Chromium with its WebDriver.
 debs=()
 command -v promtool >/dev/null 2>&1 || debs+=("prometheus=2.42.0+ds-5+deb12u1")
-chromium_version="156.0.8078.114-1~deb12u1"
+# Debian's security archive keeps only the newest build of a release's Chromium, so when the
+# pinned build has been superseded, the newest build of the same major version is taken instead
+# (both packages at that one version), and the substitution is printed.
+chromium_version="156.0.8078.129-1~deb12u1"
+chromium_builds() { apt-cache madison chromium 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}'; }
+if [ "$(dpkg-query -W -f='${Version}' chromium 2>/dev/null)" != "$chromium_version" ] &&
+  ! chromium_builds | grep -qxF "$chromium_version"; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  if ! chromium_builds | grep -qxF "$chromium_version"; then
+    newest=$(chromium_builds | grep -E "^${chromium_version%%.*}\\." | sort -V | tail -1 || true)
+    if [ -n "$newest" ]; then
+      echo "chromium $chromium_version is no longer in the archive; using $newest" >&2
+      chromium_version=$newest
+    fi
+  fi
+fi
 [ "$(dpkg-query -W -f='${Version}' chromium 2>/dev/null)" = "$chromium_version" ] &&
   [ "$(dpkg-query -W -f='${Version}' chromium-driver 2>/dev/null)" = "$chromium_version" ] ||
   debs+=("chromium=$chromium_version" "chromium-driver=$chromium_version")
