@@ -93,6 +93,12 @@ pub const DEFAULT_READ_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const LEGACY_CIPHER_PAGE_SIZE: u32 = 4096;
 
 fn connect_options(path: &Path, key: Option<&[u8; 32]>, page_size: u32) -> SqliteConnectOptions {
+    // SQLCipher's libcrypto, left to initialize itself on first use, registers a cleanup that
+    // `exit` runs and that frees its global state. A connection's thread still finishing
+    // (its own thread-local cleanup in libcrypto) then races with it, and the process can
+    // abort with heap corruption after its work is done. Initialized here first, with
+    // OPENSSL_INIT_NO_ATEXIT, it registers no such cleanup; the memory goes with the process.
+    openssl_sys::init();
     let mut opts = SqliteConnectOptions::new();
     if let Some(k) = key {
         let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
