@@ -439,6 +439,10 @@ def main():
         secret = d.find_element(By.CSS_SELECTOR, "#new-key code").text
         check(requests.get(f"{HF}/v1/project", headers={"Authorization": f"Bearer {secret}"},
                            timeout=10).ok, "the new key works")
+        check(wait(lambda: any("ui test key" in r.text
+                               for r in d.find_elements(By.CSS_SELECTOR, "#keys tbody tr"))),
+              "the new key is listed at once, without a reload")
+        check(secret not in d.find_element(By.ID, "key-list").text, "and the list does not show its secret")
         shot(d, "18-key-created")
         d.get(f"{HF}/app/default/keys")
         check(secret not in d.page_source, "the key's secret is never shown again")

@@ -379,7 +379,16 @@
       const shown = document.getElementById("new-key");
       shown.querySelector("code").textContent = made.key;
       shown.hidden = false;
+      form.elements.name.value = "";
       say(form, "Created. Copy the key now: it is shown only once.");
+      // The list, with the new key in it, from a fresh copy of the page (which never holds
+      // a secret); the secret shown above stays until the page is left.
+      const r = await fetch(location.href, { credentials: "same-origin" });
+      if (!r.ok) return;
+      const page = new DOMParser().parseFromString(await r.text(), "text/html");
+      const fresh = page.getElementById("key-list");
+      const list = document.getElementById("key-list");
+      if (fresh && list) list.replaceWith(document.importNode(fresh, true));
     },
     "revoke-key": async (form) => {
       await api("DELETE", "/v1/api_key/" + encodeURIComponent(form.elements.id.value));
@@ -387,20 +396,22 @@
     },
   };
 
-  for (const form of document.querySelectorAll("form[data-action]")) {
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const action = actions[form.getAttribute("data-action")];
-      if (form.getAttribute("data-confirm") && !window.confirm(form.getAttribute("data-confirm"))) return;
-      const button = form.querySelector("button[type=submit]");
-      if (button) button.disabled = true;
-      try {
-        await action(form, event.submitter);
-      } catch (e) {
-        say(form, e.message, true);
-      } finally {
-        if (button) button.disabled = false;
-      }
-    });
-  }
+  // One listener for every form that acts, so forms put in the page later (a refreshed list)
+  // act as those it was served with.
+  document.addEventListener("submit", async (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-action")) return;
+    event.preventDefault();
+    const action = actions[form.getAttribute("data-action")];
+    if (form.getAttribute("data-confirm") && !window.confirm(form.getAttribute("data-confirm"))) return;
+    const button = form.querySelector("button[type=submit]");
+    if (button) button.disabled = true;
+    try {
+      await action(form, event.submitter);
+    } catch (e) {
+      say(form, e.message, true);
+    } finally {
+      if (button) button.disabled = false;
+    }
+  });
 })();

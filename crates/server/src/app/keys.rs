@@ -37,7 +37,8 @@ pub(crate) async fn page(
             p { strong { "Your new key, shown only once:" } }
             p { code {} }
         }
-        @if keys.is_empty() {
+        // Replaced from a fresh copy of the page once a key is made (see the page's script).
+        div #key-list { @if keys.is_empty() {
             p #empty { "No keys." }
         } @else {
             table #keys {
@@ -78,7 +79,7 @@ pub(crate) async fn page(
                     }
                 }
             }
-        }
+        } }
     };
     Ok(document(StatusCode::OK, "API keys", Some((&v, None)), body))
 }
