@@ -47,19 +47,22 @@
     }
   }
 
+  // Replaces the element `id` with its copy in a fresh copy of this page.
+  async function refresh(id) {
+    const r = await fetch(location.href, { credentials: "same-origin" });
+    if (!r.ok) return;
+    const page = new DOMParser().parseFromString(await r.text(), "text/html");
+    const fresh = page.getElementById(id);
+    const shown = document.getElementById(id);
+    if (fresh && shown) shown.replaceWith(document.importNode(fresh, true));
+  }
+
   // Live refresh of the newest logs: the results are fetched again every five seconds.
   const live = document.getElementById("live");
   if (live) {
     live.closest("[hidden]") && live.closest("[hidden]").removeAttribute("hidden");
     let timer = null;
-    const tick = async () => {
-      const r = await fetch(location.href, { credentials: "same-origin" });
-      if (!r.ok) return;
-      const page = new DOMParser().parseFromString(await r.text(), "text/html");
-      const fresh = page.getElementById("results");
-      const shown = document.getElementById("results");
-      if (fresh && shown) shown.replaceWith(document.importNode(fresh, true));
-    };
+    const tick = () => refresh("results");
     const set = () => {
       clearInterval(timer);
       timer = live.checked ? setInterval(tick, 5000) : null;
@@ -383,12 +386,7 @@
       say(form, "Created. Copy the key now: it is shown only once.");
       // The list, with the new key in it, from a fresh copy of the page (which never holds
       // a secret); the secret shown above stays until the page is left.
-      const r = await fetch(location.href, { credentials: "same-origin" });
-      if (!r.ok) return;
-      const page = new DOMParser().parseFromString(await r.text(), "text/html");
-      const fresh = page.getElementById("key-list");
-      const list = document.getElementById("key-list");
-      if (fresh && list) list.replaceWith(document.importNode(fresh, true));
+      await refresh("key-list");
     },
     "revoke-key": async (form) => {
       await api("DELETE", "/v1/api_key/" + encodeURIComponent(form.elements.id.value));
