@@ -774,6 +774,15 @@ mod tests {
             .unwrap()
     }
 
+    /// Row id `k` of a list whose ids are in no relation to the order they are written, as
+    /// in use (distinct for every `k` below 2^32).
+    fn scattered_id(k: usize) -> String {
+        format!(
+            "r{:08x}",
+            (k as u64).wrapping_mul(2_654_435_761) % (1 << 32)
+        )
+    }
+
     /// Catches up at five versions and never on idle, so the test decides what is indexed.
     fn quiet_index() -> RowIndex {
         RowIndex::new(true, 5, std::time::Duration::from_secs(3600))
@@ -825,11 +834,10 @@ mod tests {
         };
         let store = Store::open_postgres(&db.url).await.unwrap();
         let pass = dataset_pass("d");
-        // Row ids in no relation to the order rows are written, as in use (the planner
-        // then expects a walk to read a heap page per row).
-        let id = |k: u64| format!("r{:08x}", k.wrapping_mul(2_654_435_761) % (1 << 32));
+        // Row ids in no relation to the order rows are written (the planner then expects a
+        // walk to read a heap page per row).
         let rows = (0..3000)
-            .map(|k| incoming(json!({"id": id(k), "input": k})))
+            .map(|k| incoming(json!({"id": scattered_id(k), "input": k})))
             .collect();
         store
             .write_rows(vec![(pass.clone(), rows)], "now")
@@ -860,7 +868,7 @@ mod tests {
             limit: 1000,
         };
         let page = store.read_rows(&pass, &q).await.unwrap();
-        let mut ids: Vec<String> = (0..3000).map(id).collect();
+        let mut ids: Vec<String> = (0..3000).map(scattered_id).collect();
         ids.sort();
         let read: Vec<&String> = page.iter().map(|r| &r.row_id).collect();
         assert_eq!(read, ids.iter().take(1000).collect::<Vec<_>>());
@@ -1114,14 +1122,7 @@ mod tests {
     async fn a_page_longer_than_a_load_is_read_whole_in_order() {
         for (store, db) in crate::testing::both_stores("long_page").await {
             let pass = dataset_pass("d");
-            // Row ids in no relation to the order rows are written, as in use.
-            let id = |k: usize| {
-                format!(
-                    "r{:08x}",
-                    (k as u64).wrapping_mul(2_654_435_761) % (1 << 32)
-                )
-            };
-            let n = LOAD_CHUNK + 3;
+            let (id, n) = (scattered_id, LOAD_CHUNK + 3);
             let rows: Vec<Value> = (0..n)
                 .map(|k| json!({"id": id(k), "created": "c", "input": k}))
                 .collect();
