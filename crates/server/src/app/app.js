@@ -385,8 +385,10 @@
       form.elements.name.value = "";
       say(form, "Created. Copy the key now: it is shown only once.");
       // The list, with the new key in it, from a fresh copy of the page (which never holds
-      // a secret); the secret shown above stays until the page is left.
-      await refresh("key-list");
+      // a secret); the secret shown above stays until the page is left. The key is made
+      // whatever becomes of this, so a failed refresh leaves the list as it was rather than
+      // reporting an error over the key.
+      await refresh("key-list").catch(() => {});
     },
     "revoke-key": async (form) => {
       await api("DELETE", "/v1/api_key/" + encodeURIComponent(form.elements.id.value));
